@@ -1,0 +1,153 @@
+/* corral/cache.h — libcorral: a two-tier cache with single flight.
+ * One struct corral_cache per event_base, never shared across threads, no
+ * locks. On a miss the first caller creates a pending record and starts
+ * compute; later callers for the same key wait on it, and the one result fans
+ * out to all of them. Every result callback fires exactly once, always from
+ * the loop (never from inside the call that registered it), except for
+ * corral_waiter_cancel() and corral_cache_free(), which answer -ECANCELED
+ * before they return. */
+#ifndef CORRAL_CACHE_H
+#define CORRAL_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corral/strategy.h"
+#include "corral/tier.h"
+#include "corral/value.h"
+
+struct event_base;
+struct corral_cache;  /* opaque */
+struct corral_fill;   /* opaque: one compute in flight */
+struct corral_waiter; /* opaque: one caller waiting for a result */
+
+/* Where a result came from. */
+enum corral_source {
+    CORRAL_SOURCE_NONE = 0,   /* an error, or a miss of corral_get() */
+    CORRAL_SOURCE_L1,         /* fresh in L1 */
+    CORRAL_SOURCE_L2,         /* found in the tier below, promoted to L1 */
+    CORRAL_SOURCE_STORED,     /* the caller whose miss started the fill */
+    CORRAL_SOURCE_COLLAPSED,  /* waited on a fill another caller started */
+};
+const char *corral_source_name(enum corral_source source);
+
+struct corral_result {
+    /* 0; -ENOENT (corral_get miss); -ETIMEDOUT (fill deadline); -ECANCELED
+     * (waiter cancelled, cache torn down); -EAGAIN (too many waiters on the
+     * key); or the code the compute gave corral_fill_fail(). */
+    int error;
+    const char *message;        /* borrowed for the callback; "" when ok */
+    enum corral_source source;
+    struct corral_value *value; /* borrowed for the callback; NULL on error */
+};
+
+typedef void corral_result_cb(const struct corral_result *res, void *arg);
+/* Starts producing the value for key; later reports with corral_fill_done()
+ * or corral_fill_fail(). May report before returning. */
+typedef void corral_compute_cb(struct corral_fill *fill, const char *key,
+                               size_t keylen, void *arg);
+/* The cache gave up on a fill (deadline or teardown): stop the work; the
+ * fill handle is dead and must not be reported on. */
+typedef void corral_abort_cb(void *arg);
+
+struct corral_cache_options {
+    size_t max_bytes;           /* L1 budget; 0 = 64 MB */
+    uint64_t fill_timeout_ms;   /* deadline of a fill; 0 = 10 s */
+    uint32_t max_waiters;       /* per key; 0 = 10000 */
+    uint64_t sweep_interval_ms; /* background expiry sweep; 0 = 1000 */
+    const struct corral_tier *tier; /* the tier below; NULL = L1 only */
+    void *tier_ctx;
+    /* ms on the wall clock; NULL = CLOCK_REALTIME. Tests pass a fake. */
+    uint64_t (*clock)(void *arg);
+    void *clock_arg;
+};
+
+/* A new cache on base. opts may be NULL. Returns NULL on bad options.
+ * Caller frees with corral_cache_free(). */
+struct corral_cache *corral_cache_new(struct event_base *base,
+                                      const struct corral_cache_options *opts);
+/* Answers every waiter with -ECANCELED, aborts every fill, frees. Safe from
+ * inside a result callback (the free then happens when it returns). NULL is
+ * a no-op. The tier must outlive the cache. */
+void corral_cache_free(struct corral_cache *c);
+
+/* The cache's clock, in ms. */
+uint64_t corral_cache_now(const struct corral_cache *c);
+
+/* Synchronous L1 lookup for the hot path: a fresh value, or NULL. Counts a
+ * hit; a NULL counts nothing (the caller's next call decides). Borrowed;
+ * valid until the caller returns to the loop: corral_value_ref() to keep. */
+struct corral_value *corral_cache_peek(struct corral_cache *c, const void *key,
+                                       size_t keylen);
+
+/* L1, then the tier below (promoting a hit into L1 for its remaining ttl);
+ * never computes: a miss answers -ENOENT. Returns the waiter, valid until
+ * its callback fires. */
+struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
+                                 size_t keylen, corral_result_cb *cb,
+                                 void *arg);
+
+/* L1, then the tier below, then one compute per key however many callers
+ * ask. strategy: borrowed, copied. fill_timeout_ms: the deadline of a fill
+ * this call starts (0 = the cache's). Returns the waiter, valid until its
+ * callback fires. */
+struct corral_waiter *corral_get_or_compute(
+    struct corral_cache *c, const void *key, size_t keylen,
+    const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+    corral_compute_cb *compute, void *compute_arg, corral_result_cb *cb,
+    void *arg);
+
+/* corral_get_or_compute() with the default strategy and deadline. */
+struct corral_waiter *corral_get_with_fallback(struct corral_cache *c,
+                                               const void *key, size_t keylen,
+                                               corral_compute_cb *compute,
+                                               void *compute_arg,
+                                               corral_result_cb *cb, void *arg);
+
+/* Stops waiting: the callback fires with -ECANCELED before this returns. The
+ * fill and the other waiters go on. */
+void corral_waiter_cancel(struct corral_waiter *w);
+
+/* Stores value under its own key in L1 and the tier below. Takes a
+ * reference (the caller keeps its own). Returns 0, or -EINVAL (already
+ * stored elsewhere, or a zero ttl) / -E2BIG (larger than the L1 budget). */
+int corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
+                             const struct corral_strategy *strategy);
+
+/* Drops key from L1 and the tier below (which tells other instances). A
+ * fill in flight for the key goes on. Returns 1 if L1 had it, else 0. */
+int corral_invalidate(struct corral_cache *c, const void *key, size_t keylen);
+
+/* Reports the fill's value: stores it (with the fill's strategy) and fans
+ * the same reference out to every waiter. Takes ownership of the reference,
+ * also on failure. value's key must be the fill's key. */
+void corral_fill_done(struct corral_fill *fill, struct corral_value *value);
+/* Reports failure: every waiter gets the same error (< 0) and message
+ * (copied). Nothing is stored. */
+void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
+/* Asks to be told if the cache gives up on this fill. Call from compute. */
+void corral_fill_on_abort(struct corral_fill *fill, corral_abort_cb *cb,
+                          void *arg);
+/* The strategy the fill will store with. Borrowed; valid until reported. */
+const struct corral_strategy *corral_fill_strategy(const struct corral_fill *f);
+
+struct corral_stats {
+    uint64_t hits_l1;           /* fresh L1 answers (peek and get) */
+    uint64_t hits_l2;           /* answers promoted from the tier below */
+    uint64_t misses;            /* lookups that found nothing fresh */
+    uint64_t fills_started;
+    uint64_t fills_ok;
+    uint64_t fills_failed;      /* fill_fail and deadlines */
+    uint64_t fills_timed_out;   /* of fills_failed, by deadline */
+    uint64_t fills_in_flight;
+    uint64_t waiters_collapsed; /* callers that joined another's fill */
+    uint64_t waiters_cancelled;
+    uint64_t entries;           /* in L1 now */
+    uint64_t bytes;             /* charged to the L1 budget now */
+    uint64_t max_bytes;
+    uint64_t evictions;
+    uint64_t expirations;
+};
+void corral_cache_stats(const struct corral_cache *c, struct corral_stats *out);
+
+#endif

@@ -1,0 +1,67 @@
+/* corral/value.h — cached values: immutable, refcounted byte blobs.
+ * A value is one allocation holding its key, body, content type, ETag, an
+ * embedder-owned "aux" area (e.g. a pre-rendered response prefix) and the
+ * cache's bookkeeping, like a memcached item. It is writable only until it is
+ * first stored; after that every field is read-only and a reader keeps it
+ * alive with corral_value_ref() across eviction, expiry and overwrite. */
+#ifndef CORRAL_VALUE_H
+#define CORRAL_VALUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct corral_value; /* opaque */
+
+#define CORRAL_KEY_MAX 4096            /* bytes */
+#define CORRAL_BODY_MAX (1u << 30)     /* bytes */
+#define CORRAL_ETAG_LEN 18             /* "\"" 16 hex digits "\"" */
+
+/* A new value holding copies of key, body and content_type (NULL = ""), with
+ * aux_cap bytes of aux area for the caller to fill before storing it. The
+ * ETag is computed here, once. Returns NULL on bad sizes (key empty or over
+ * CORRAL_KEY_MAX, body over CORRAL_BODY_MAX, aux_cap over 64 KB).
+ * Caller owns the one reference: corral_value_unref() it. */
+struct corral_value *corral_value_new(const void *key, size_t keylen,
+                                      const void *body, size_t len,
+                                      const char *content_type,
+                                      size_t aux_cap);
+
+/* Takes one more reference. Returns v. */
+struct corral_value *corral_value_ref(struct corral_value *v);
+/* Drops one reference; the last one frees. NULL is a no-op. */
+void corral_value_unref(struct corral_value *v);
+
+/* Borrowed; valid while the caller holds a reference. */
+const char *corral_value_key(const struct corral_value *v);
+size_t corral_value_keylen(const struct corral_value *v);
+const char *corral_value_body(const struct corral_value *v);
+size_t corral_value_len(const struct corral_value *v);
+const char *corral_value_content_type(const struct corral_value *v);
+/* The quoted strong ETag, CORRAL_ETAG_LEN characters, NUL-terminated. */
+const char *corral_value_etag(const struct corral_value *v);
+const char *corral_value_aux(const struct corral_value *v);
+size_t corral_value_aux_len(const struct corral_value *v);
+/* The writable aux area, or NULL once the value has been stored. */
+char *corral_value_aux_mut(struct corral_value *v, size_t *cap);
+/* Sets the used length of the aux area (<= its capacity) before storing.
+ * Returns 0, or -EINVAL (too long) / -EPERM (already stored). */
+int corral_value_set_aux_len(struct corral_value *v, size_t len);
+
+/* Freshness, all in ms of the cache's clock; 0 until stored. */
+uint64_t corral_value_stored_at(const struct corral_value *v);
+uint64_t corral_value_expires_at(const struct corral_value *v);
+uint64_t corral_value_swr_ms(const struct corral_value *v);
+uint64_t corral_value_sie_ms(const struct corral_value *v);
+
+/* Sets the freshness of a value not yet stored (a tier rebuilding a value it
+ * kept, so L1 keeps the original age). Returns 0 or -EPERM once stored. */
+int corral_value_set_times(struct corral_value *v, uint64_t stored_at_ms,
+                           uint64_t expires_at_ms, uint64_t swr_ms,
+                           uint64_t sie_ms);
+
+/* Seconds of freshness left at now_ms (negative once expired), and the age
+ * in whole seconds, as Cache-Status "ttl=" and the Age header want them. */
+int64_t corral_value_ttl_s(const struct corral_value *v, uint64_t now_ms);
+uint64_t corral_value_age_s(const struct corral_value *v, uint64_t now_ms);
+
+#endif

@@ -1,0 +1,229 @@
+/* fake_tier.c — an in-memory tier with loop latency, for tests and demos.
+ * It stores its own copy of each value (as a remote store would) and hands
+ * out fresh copies, so L1 and the tier never share memory. Entries live in a
+ * plain list: tests hold few keys. */
+#include "corral/fake_tier.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "corral/value.h"
+
+struct fake_entry {
+    struct fake_entry *next;
+    struct corral_value *copy;
+    uint64_t dies_at; /* ms */
+};
+
+struct fake_get {
+    struct fake_get *next, *prev;
+    struct corral_fake_tier *tier;
+    struct event *timer;
+    corral_tier_get_cb *cb;
+    void *arg;
+    size_t keylen;
+    char key[];
+};
+
+struct corral_fake_tier {
+    struct event_base *base;
+    uint64_t latency_ms;
+    uint64_t (*clock)(void *);
+    void *clock_arg;
+    struct fake_entry *entries;
+    struct fake_get *gets; /* in flight */
+    corral_tier_invalidate_cb *sub_cb;
+    void *sub_arg;
+    struct corral_fake_tier_counts counts;
+};
+
+static uint64_t
+loop_clock(void *arg)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(arg, &tv);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static struct corral_value *
+copy_value(const struct corral_value *v)
+{
+    struct corral_value *c = corral_value_new(
+        corral_value_key(v), corral_value_keylen(v), corral_value_body(v),
+        corral_value_len(v), corral_value_content_type(v), 0);
+    if (c == NULL)
+        abort();
+    corral_value_set_times(c, corral_value_stored_at(v),
+                           corral_value_expires_at(v), corral_value_swr_ms(v),
+                           corral_value_sie_ms(v));
+    return c;
+}
+
+static struct fake_entry **
+find(struct corral_fake_tier *t, const void *key, size_t keylen)
+{
+    struct fake_entry **pp = &t->entries;
+    for (; *pp; pp = &(*pp)->next)
+        if (corral_value_keylen((*pp)->copy) == keylen &&
+            memcmp(corral_value_key((*pp)->copy), key, keylen) == 0)
+            break;
+    return pp;
+}
+
+static bool
+drop(struct corral_fake_tier *t, const void *key, size_t keylen)
+{
+    struct fake_entry **pp = find(t, key, keylen), *e = *pp;
+    if (e == NULL)
+        return false;
+    *pp = e->next;
+    corral_value_unref(e->copy);
+    free(e);
+    return true;
+}
+
+static void
+get_finish(struct fake_get *g, struct corral_value *v, int error)
+{
+    struct corral_fake_tier *t = g->tier;
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        t->gets = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    event_free(g->timer);
+    corral_tier_get_cb *cb = g->cb;
+    void *arg = g->arg;
+    free(g);
+    cb(v, error, arg);
+}
+
+static void
+get_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct fake_get *g = arg;
+    struct corral_fake_tier *t = g->tier;
+    struct fake_entry *e = *find(t, g->key, g->keylen);
+    if (e && t->clock(t->clock_arg) >= e->dies_at) {
+        drop(t, g->key, g->keylen);
+        e = NULL;
+    }
+    if (e == NULL) {
+        get_finish(g, NULL, -ENOENT);
+        return;
+    }
+    t->counts.hits++;
+    get_finish(g, copy_value(e->copy), 0);
+}
+
+static void
+fake_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
+         void *arg)
+{
+    struct corral_fake_tier *t = ctx;
+    struct fake_get *g = calloc(1, sizeof(*g) + keylen);
+    if (g == NULL)
+        abort();
+    g->tier = t;
+    g->cb = cb;
+    g->arg = arg;
+    g->keylen = keylen;
+    memcpy(g->key, key, keylen);
+    g->timer = evtimer_new(t->base, get_timer_cb, g);
+    struct timeval tv = {(time_t)(t->latency_ms / 1000),
+                         (suseconds_t)(t->latency_ms % 1000) * 1000};
+    evtimer_add(g->timer, &tv);
+    g->next = t->gets;
+    if (t->gets)
+        t->gets->prev = g;
+    t->gets = g;
+    t->counts.gets++;
+}
+
+static void
+fake_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
+{
+    struct corral_fake_tier *t = ctx;
+    drop(t, corral_value_key(v), corral_value_keylen(v));
+    struct fake_entry *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        abort();
+    e->copy = copy_value(v);
+    e->dies_at = t->clock(t->clock_arg) + ttl_ms;
+    e->next = t->entries;
+    t->entries = e;
+    t->counts.sets++;
+}
+
+static void
+fake_del(void *ctx, const void *key, size_t keylen)
+{
+    struct corral_fake_tier *t = ctx;
+    drop(t, key, keylen);
+    t->counts.dels++;
+}
+
+static void
+fake_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
+{
+    struct corral_fake_tier *t = ctx;
+    t->sub_cb = cb;
+    t->sub_arg = arg;
+}
+
+const struct corral_tier corral_fake_tier_ops = {
+    .name = "fake",
+    .get = fake_get,
+    .set = fake_set,
+    .del = fake_del,
+    .subscribe = fake_subscribe,
+};
+
+struct corral_fake_tier *
+corral_fake_tier_new(struct event_base *base, uint64_t latency_ms,
+                     uint64_t (*clock)(void *), void *clock_arg)
+{
+    struct corral_fake_tier *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->base = base;
+    t->latency_ms = latency_ms;
+    t->clock = clock ? clock : loop_clock;
+    t->clock_arg = clock ? clock_arg : base;
+    return t;
+}
+
+void
+corral_fake_tier_free(struct corral_fake_tier *t)
+{
+    if (t == NULL)
+        return;
+    while (t->gets)
+        get_finish(t->gets, NULL, -ECANCELED);
+    while (t->entries)
+        drop(t, corral_value_key(t->entries->copy),
+             corral_value_keylen(t->entries->copy));
+    free(t);
+}
+
+void
+corral_fake_tier_remote_invalidate(struct corral_fake_tier *t, const void *key,
+                                   size_t keylen)
+{
+    drop(t, key, keylen);
+    if (t->sub_cb)
+        t->sub_cb(key, keylen, t->sub_arg);
+}
+
+void
+corral_fake_tier_counts(const struct corral_fake_tier *t,
+                        struct corral_fake_tier_counts *out)
+{
+    *out = t->counts;
+}

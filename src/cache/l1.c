@@ -1,0 +1,389 @@
+/* l1.c — the in-process store: a chained hash table keyed by SipHash with a
+ * random per-process seed, and S3-FIFO eviction (Yang et al., SOSP '23): new
+ * keys enter a small FIFO (10% of the budget); only keys read again while
+ * there move on to the main FIFO, so a one-pass scan of cold keys churns the
+ * small queue and leaves the hot working set alone. A ghost ring of hashes
+ * remembers keys evicted from the small queue, so they return straight to
+ * main. Values are linked in place: no allocation beyond the value itself. */
+#include "l1.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "siphash.h"
+#include "value_impl.h"
+
+enum l1_queue {
+    Q_NONE = 0, /* not linked */
+    Q_SMALL,    /* probation: new keys */
+    Q_MAIN,     /* keys read again */
+};
+
+struct fifo {
+    struct corral_value *head, *tail; /* newest at head, evict at tail */
+    size_t bytes;
+};
+
+struct ghost_slot {
+    uint64_t hash;
+    uint64_t seq; /* insertion number; older than the ring's size is gone */
+};
+
+struct corral_l1 {
+    struct corral_value **buckets;
+    size_t mask;   /* buckets - 1 */
+    size_t sweep_cursor;
+    struct fifo small, main;
+    struct ghost_slot *ghost;
+    size_t ghost_mask;
+    uint64_t ghost_seq;
+    size_t max_bytes;
+    struct corral_l1_stats stats;
+    uint8_t seed[16];
+};
+
+#define MIN_BUCKETS 64
+/* malloc's chunk header plus rounding, and the share of a bucket pointer at
+ * a load factor between 0.5 and 1. */
+#define ALLOC_OVERHEAD 16
+#define BUCKET_SHARE 16
+
+static void *
+xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (p == NULL) {
+        fputs("corral: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+size_t
+corral_l1_overhead(void)
+{
+    return sizeof(struct corral_value) + 2 + ALLOC_OVERHEAD + BUCKET_SHARE;
+}
+
+size_t
+corral_l1_charge(const struct corral_value *v)
+{
+    return corral_l1_overhead() + v->keylen + v->len + v->ctype_len +
+           v->aux_cap;
+}
+
+struct corral_l1 *
+corral_l1_new(size_t max_bytes)
+{
+    struct corral_l1 *l1 = xcalloc(1, sizeof(*l1));
+    l1->max_bytes = max_bytes;
+    l1->buckets = xcalloc(MIN_BUCKETS, sizeof(*l1->buckets));
+    l1->mask = MIN_BUCKETS - 1;
+    /* The ghost remembers about as many keys as main holds at 256 B each. */
+    size_t g = 1024;
+    while (g < max_bytes / 256 && g < (1u << 20))
+        g <<= 1;
+    l1->ghost = xcalloc(g, sizeof(*l1->ghost));
+    l1->ghost_mask = g - 1;
+    if (getrandom(l1->seed, sizeof(l1->seed), 0) != sizeof(l1->seed)) {
+        /* No entropy source: still correct, only predictable. */
+        for (size_t i = 0; i < sizeof(l1->seed); i++)
+            l1->seed[i] = (uint8_t)(i * 131 + (uintptr_t)l1);
+    }
+    return l1;
+}
+
+void
+corral_l1_free(struct corral_l1 *l1)
+{
+    if (l1 == NULL)
+        return;
+    for (size_t i = 0; i <= l1->mask; i++) {
+        struct corral_value *v = l1->buckets[i], *next;
+        for (; v != NULL; v = next) {
+            next = v->hnext;
+            v->flags &= (uint8_t)~VALUE_LINKED;
+            v->queue = Q_NONE;
+            v->hnext = v->qnext = v->qprev = NULL;
+            corral_value_unref(v);
+        }
+    }
+    free(l1->buckets);
+    free(l1->ghost);
+    free(l1);
+}
+
+static uint64_t
+hash_key(const struct corral_l1 *l1, const void *key, size_t keylen)
+{
+    return corral_siphash(key, keylen, l1->seed);
+}
+
+/* The slot pointing at key's value, or at the NULL ending its chain. */
+static struct corral_value **
+lookup(struct corral_l1 *l1, const void *key, size_t keylen, uint64_t h)
+{
+    struct corral_value **pp = &l1->buckets[h & l1->mask];
+    for (; *pp != NULL; pp = &(*pp)->hnext) {
+        struct corral_value *v = *pp;
+        if (v->keylen == keylen && memcmp(value_key(v), key, keylen) == 0)
+            break;
+    }
+    return pp;
+}
+
+static void
+fifo_push(struct fifo *q, struct corral_value *v, enum l1_queue which,
+          size_t charge)
+{
+    v->queue = (uint8_t)which;
+    v->qprev = NULL;
+    v->qnext = q->head;
+    if (q->head)
+        q->head->qprev = v;
+    else
+        q->tail = v;
+    q->head = v;
+    q->bytes += charge;
+}
+
+static void
+fifo_remove(struct fifo *q, struct corral_value *v, size_t charge)
+{
+    if (v->qprev)
+        v->qprev->qnext = v->qnext;
+    else
+        q->head = v->qnext;
+    if (v->qnext)
+        v->qnext->qprev = v->qprev;
+    else
+        q->tail = v->qprev;
+    v->qnext = v->qprev = NULL;
+    v->queue = Q_NONE;
+    q->bytes -= charge;
+}
+
+static struct fifo *
+queue_of(struct corral_l1 *l1, const struct corral_value *v)
+{
+    return v->queue == Q_SMALL ? &l1->small : &l1->main;
+}
+
+static void
+ghost_add(struct corral_l1 *l1, uint64_t h)
+{
+    struct ghost_slot *s = &l1->ghost[h & l1->ghost_mask];
+    s->hash = h;
+    s->seq = ++l1->ghost_seq;
+}
+
+static bool
+ghost_take(struct corral_l1 *l1, uint64_t h)
+{
+    struct ghost_slot *s = &l1->ghost[h & l1->ghost_mask];
+    if (s->seq == 0 || s->hash != h ||
+        l1->ghost_seq - s->seq > l1->ghost_mask)
+        return false;
+    s->seq = 0;
+    return true;
+}
+
+/* Unlinks v from table and queue and drops the table's reference. */
+static void
+unlink_value(struct corral_l1 *l1, struct corral_value **slot)
+{
+    struct corral_value *v = *slot;
+    *slot = v->hnext;
+    v->hnext = NULL;
+    fifo_remove(queue_of(l1, v), v, corral_l1_charge(v));
+    v->flags &= (uint8_t)~VALUE_LINKED;
+    l1->stats.entries--;
+    l1->stats.bytes -= corral_l1_charge(v);
+    corral_value_unref(v);
+}
+
+static void
+remove_value(struct corral_l1 *l1, struct corral_value *v)
+{
+    uint64_t h = hash_key(l1, value_key(v), v->keylen);
+    unlink_value(l1, lookup(l1, value_key(v), v->keylen, h));
+}
+
+/* Evicts one entry from the small queue's tail, promoting the ones that
+ * were read while there. Returns false when the queue is empty. */
+static bool
+evict_small(struct corral_l1 *l1)
+{
+    struct corral_value *v;
+    while ((v = l1->small.tail) != NULL) {
+        size_t charge = corral_l1_charge(v);
+        if (v->freq > 0) {
+            fifo_remove(&l1->small, v, charge);
+            v->freq = 0;
+            fifo_push(&l1->main, v, Q_MAIN, charge);
+            continue;
+        }
+        ghost_add(l1, hash_key(l1, value_key(v), v->keylen));
+        remove_value(l1, v);
+        l1->stats.evictions++;
+        return true;
+    }
+    return false;
+}
+
+/* Evicts one entry from main, giving each read entry another round. */
+static bool
+evict_main(struct corral_l1 *l1)
+{
+    struct corral_value *v;
+    while ((v = l1->main.tail) != NULL) {
+        if (v->freq > 0) {
+            size_t charge = corral_l1_charge(v);
+            v->freq--;
+            fifo_remove(&l1->main, v, charge);
+            fifo_push(&l1->main, v, Q_MAIN, charge);
+            continue;
+        }
+        remove_value(l1, v);
+        l1->stats.evictions++;
+        return true;
+    }
+    return false;
+}
+
+static void
+evict_to(struct corral_l1 *l1, size_t budget)
+{
+    while (l1->stats.bytes > budget) {
+        bool small_first = l1->small.bytes > l1->max_bytes / 10 ||
+                           l1->main.head == NULL;
+        if (small_first ? evict_small(l1) || evict_main(l1)
+                        : evict_main(l1) || evict_small(l1))
+            continue;
+        break;
+    }
+}
+
+static void
+grow(struct corral_l1 *l1)
+{
+    size_t n = (l1->mask + 1) * 2;
+    struct corral_value **b = xcalloc(n, sizeof(*b));
+    for (size_t i = 0; i <= l1->mask; i++) {
+        struct corral_value *v = l1->buckets[i], *next;
+        for (; v != NULL; v = next) {
+            next = v->hnext;
+            uint64_t h = hash_key(l1, value_key(v), v->keylen);
+            v->hnext = b[h & (n - 1)];
+            b[h & (n - 1)] = v;
+        }
+    }
+    free(l1->buckets);
+    l1->buckets = b;
+    l1->mask = n - 1;
+    l1->sweep_cursor = 0;
+}
+
+struct corral_value *
+corral_l1_find(struct corral_l1 *l1, const void *key, size_t keylen)
+{
+    return *lookup(l1, key, keylen, hash_key(l1, key, keylen));
+}
+
+struct corral_value *
+corral_l1_get(struct corral_l1 *l1, const void *key, size_t keylen,
+              uint64_t now_ms)
+{
+    struct corral_value **slot =
+        lookup(l1, key, keylen, hash_key(l1, key, keylen));
+    struct corral_value *v = *slot;
+    if (v == NULL)
+        return NULL;
+    if (now_ms >= v->expires_at) {
+        if (now_ms >= value_keep_until(v)) {
+            unlink_value(l1, slot);
+            l1->stats.expirations++;
+        }
+        return NULL;
+    }
+    if (v->freq < 3)
+        v->freq++;
+    return v;
+}
+
+int
+corral_l1_put(struct corral_l1 *l1, struct corral_value *v)
+{
+    if (v->flags & VALUE_LINKED)
+        return -EINVAL;
+    size_t charge = corral_l1_charge(v);
+    uint64_t h = hash_key(l1, value_key(v), v->keylen);
+    struct corral_value **slot = lookup(l1, value_key(v), v->keylen, h);
+    bool was_main = false;
+    if (*slot != NULL) {
+        was_main = (*slot)->queue == Q_MAIN;
+        unlink_value(l1, slot);
+    }
+    if (charge > l1->max_bytes)
+        return -E2BIG;
+    evict_to(l1, l1->max_bytes - charge);
+    if (l1->stats.entries >= l1->mask + 1)
+        grow(l1);
+
+    v->flags |= VALUE_STORED | VALUE_LINKED;
+    v->freq = 0;
+    corral_value_ref(v);
+    slot = &l1->buckets[h & l1->mask];
+    v->hnext = *slot;
+    *slot = v;
+    /* An overwrite keeps its place in main; a key the ghost remembers goes
+     * straight there. */
+    if (was_main || ghost_take(l1, h))
+        fifo_push(&l1->main, v, Q_MAIN, charge);
+    else
+        fifo_push(&l1->small, v, Q_SMALL, charge);
+    l1->stats.entries++;
+    l1->stats.bytes += charge;
+    return 0;
+}
+
+bool
+corral_l1_del(struct corral_l1 *l1, const void *key, size_t keylen)
+{
+    struct corral_value **slot =
+        lookup(l1, key, keylen, hash_key(l1, key, keylen));
+    if (*slot == NULL)
+        return false;
+    unlink_value(l1, slot);
+    return true;
+}
+
+size_t
+corral_l1_sweep(struct corral_l1 *l1, uint64_t now_ms, size_t max_buckets)
+{
+    size_t dropped = 0;
+    for (size_t n = 0; n < max_buckets && n <= l1->mask; n++) {
+        size_t i = l1->sweep_cursor;
+        l1->sweep_cursor = (i + 1) & l1->mask;
+        struct corral_value **slot = &l1->buckets[i];
+        while (*slot != NULL) {
+            if (now_ms >= value_keep_until(*slot)) {
+                unlink_value(l1, slot);
+                dropped++;
+            } else {
+                slot = &(*slot)->hnext;
+            }
+        }
+    }
+    l1->stats.expirations += dropped;
+    return dropped;
+}
+
+void
+corral_l1_stats(const struct corral_l1 *l1, struct corral_l1_stats *out)
+{
+    *out = l1->stats;
+}

@@ -1,0 +1,199 @@
+/* value.c — cached values: one allocation, refcounted, immutable once
+ * stored. The ETag is a SipHash of the body under a fixed key, so every
+ * instance that stores the same body names it the same. */
+#include "value_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "siphash.h"
+
+static const uint8_t etag_key[16] = "corral-etag-v1..";
+
+static void
+oom(void)
+{
+    fputs("corral: out of memory\n", stderr);
+    abort();
+}
+
+struct corral_value *
+corral_value_new(const void *key, size_t keylen, const void *body, size_t len,
+                 const char *content_type, size_t aux_cap)
+{
+    if (content_type == NULL)
+        content_type = "";
+    size_t ctype_len = strlen(content_type);
+    if (keylen == 0 || keylen > CORRAL_KEY_MAX || len > CORRAL_BODY_MAX ||
+        ctype_len > 1024 || aux_cap > UINT16_MAX)
+        return NULL;
+    struct corral_value *v =
+        malloc(sizeof(*v) + keylen + len + 1 + ctype_len + 1 + aux_cap);
+    if (v == NULL)
+        oom();
+    memset(v, 0, sizeof(*v));
+    v->refs = 1;
+    v->len = (uint32_t)len;
+    v->keylen = (uint16_t)keylen;
+    v->ctype_len = (uint16_t)ctype_len;
+    v->aux_cap = (uint16_t)aux_cap;
+    char *p = v->data;
+    memcpy(p, key, keylen);
+    p += keylen;
+    if (len)
+        memcpy(p, body, len);
+    p[len] = '\0';
+    p += len + 1;
+    memcpy(p, content_type, ctype_len + 1);
+    uint64_t h = corral_siphash(body, len, etag_key);
+    snprintf(v->etag, sizeof(v->etag), "\"%016llx\"", (unsigned long long)h);
+    return v;
+}
+
+struct corral_value *
+corral_value_ref(struct corral_value *v)
+{
+    v->refs++;
+    return v;
+}
+
+void
+corral_value_unref(struct corral_value *v)
+{
+    if (v != NULL && --v->refs == 0)
+        free(v);
+}
+
+const char *
+corral_value_key(const struct corral_value *v)
+{
+    return v->data;
+}
+
+size_t
+corral_value_keylen(const struct corral_value *v)
+{
+    return v->keylen;
+}
+
+const char *
+corral_value_body(const struct corral_value *v)
+{
+    return v->data + v->keylen;
+}
+
+size_t
+corral_value_len(const struct corral_value *v)
+{
+    return v->len;
+}
+
+const char *
+corral_value_content_type(const struct corral_value *v)
+{
+    return v->data + v->keylen + v->len + 1;
+}
+
+const char *
+corral_value_etag(const struct corral_value *v)
+{
+    return v->etag;
+}
+
+const char *
+corral_value_aux(const struct corral_value *v)
+{
+    return v->data + v->keylen + v->len + 1 + v->ctype_len + 1;
+}
+
+size_t
+corral_value_aux_len(const struct corral_value *v)
+{
+    return v->aux_len;
+}
+
+char *
+corral_value_aux_mut(struct corral_value *v, size_t *cap)
+{
+    if (v->flags & VALUE_STORED)
+        return NULL;
+    *cap = v->aux_cap;
+    return (char *)corral_value_aux(v);
+}
+
+int
+corral_value_set_aux_len(struct corral_value *v, size_t len)
+{
+    if (v->flags & VALUE_STORED)
+        return -EPERM;
+    if (len > v->aux_cap)
+        return -EINVAL;
+    v->aux_len = (uint16_t)len;
+    return 0;
+}
+
+uint64_t
+corral_value_stored_at(const struct corral_value *v)
+{
+    return v->stored_at;
+}
+
+uint64_t
+corral_value_expires_at(const struct corral_value *v)
+{
+    return v->expires_at;
+}
+
+uint64_t
+corral_value_swr_ms(const struct corral_value *v)
+{
+    return v->swr_ms;
+}
+
+uint64_t
+corral_value_sie_ms(const struct corral_value *v)
+{
+    return v->sie_ms;
+}
+
+static uint32_t
+clamp32(uint64_t ms)
+{
+    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
+
+int
+corral_value_set_times(struct corral_value *v, uint64_t stored_at_ms,
+                       uint64_t expires_at_ms, uint64_t swr_ms,
+                       uint64_t sie_ms)
+{
+    if (v->flags & VALUE_STORED)
+        return -EPERM;
+    v->stored_at = stored_at_ms;
+    v->expires_at = expires_at_ms;
+    v->swr_ms = clamp32(swr_ms);
+    v->sie_ms = clamp32(sie_ms);
+    return 0;
+}
+
+void
+corral_value_stamp(struct corral_value *v, uint64_t now_ms, uint64_t ttl_ms,
+                   uint64_t swr_ms, uint64_t sie_ms)
+{
+    corral_value_set_times(v, now_ms, now_ms + ttl_ms, swr_ms, sie_ms);
+    v->flags |= VALUE_STORED;
+}
+
+int64_t
+corral_value_ttl_s(const struct corral_value *v, uint64_t now_ms)
+{
+    return ((int64_t)v->expires_at - (int64_t)now_ms) / 1000;
+}
+
+uint64_t
+corral_value_age_s(const struct corral_value *v, uint64_t now_ms)
+{
+    return now_ms > v->stored_at ? (now_ms - v->stored_at) / 1000 : 0;
+}

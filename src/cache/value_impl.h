@@ -1,0 +1,49 @@
+/* value_impl.h — the layout of struct corral_value, private to libcorral.
+ * One allocation: this header, then key | body | NUL | content type | NUL |
+ * aux. The link fields belong to the L1 that holds the value (at most one);
+ * everything else is fixed once the value is stored. */
+#ifndef CORRAL_VALUE_IMPL_H
+#define CORRAL_VALUE_IMPL_H
+
+#include "corral/value.h"
+
+enum value_flag {
+    VALUE_STORED = 1 << 0, /* stamped and immutable */
+    VALUE_LINKED = 1 << 1, /* in an L1 table and queue */
+};
+
+struct corral_value {
+    struct corral_value *hnext;        /* L1 bucket chain */
+    struct corral_value *qnext, *qprev; /* L1 S3-FIFO queue */
+    uint64_t stored_at;                /* ms */
+    uint64_t expires_at;               /* ms */
+    uint32_t swr_ms, sie_ms;           /* stale windows, ms */
+    uint32_t refs;
+    uint32_t len;                      /* body bytes */
+    uint16_t keylen, ctype_len, aux_len, aux_cap;
+    uint8_t freq;                      /* L1 access count, 0..3 */
+    uint8_t queue;                     /* L1 queue: enum l1_queue */
+    uint8_t flags;                     /* enum value_flag */
+    char etag[CORRAL_ETAG_LEN + 1];
+    char data[];
+};
+
+static inline const char *
+value_key(const struct corral_value *v)
+{
+    return v->data;
+}
+
+/* The last ms at which L1 may still need v: past every stale window. */
+static inline uint64_t
+value_keep_until(const struct corral_value *v)
+{
+    uint32_t w = v->swr_ms > v->sie_ms ? v->swr_ms : v->sie_ms;
+    return v->expires_at + w;
+}
+
+/* Stamps a value with its times and makes it immutable. */
+void corral_value_stamp(struct corral_value *v, uint64_t now_ms,
+                        uint64_t ttl_ms, uint64_t swr_ms, uint64_t sie_ms);
+
+#endif
