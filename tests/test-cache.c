@@ -1,0 +1,630 @@
+/* test-cache.c — single flight and the tiers: one compute for 10,000
+ * waiters, shared failures, deadlines, cancels (also from callbacks),
+ * re-entrancy, teardown with fills in flight, TTLs on a fake clock and
+ * promotion from the fake tier. */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdbool.h>
+
+#include "corral/cache.h"
+#include "corral/fake_tier.h"
+#include "testlib.h"
+#include "value_impl.h"
+
+static uint64_t fake_now = 1000000;
+static uint64_t
+fake_clock(void *arg)
+{
+    return fake_now;
+}
+
+static struct event_base *base;
+static int in_register; /* > 0 while inside a registering call */
+
+static void
+stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    *(bool *)arg = true;
+}
+
+/* Runs the loop for ms, whatever happens. */
+static void
+run_for(int ms)
+{
+    bool expired = false;
+    struct event *guard = evtimer_new(base, stop_cb, &expired);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(guard, &tv);
+    while (!expired)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(guard);
+}
+
+/* ---- computes ---- */
+
+struct compute {
+    int calls;
+    int aborts;
+    int delay_ms;       /* answer after this long; < 0 = never */
+    int fail;           /* answer with this error instead */
+    bool immediate;     /* answer from inside compute */
+    bool abort_hook;
+    struct corral_fill *fill;
+    struct event *timer;
+    char body[64];
+};
+
+static void
+compute_answer(struct compute *cp)
+{
+    struct corral_fill *f = cp->fill;
+    cp->fill = NULL;
+    if (cp->fail) {
+        corral_fill_fail(f, cp->fail, "upstream said no");
+        return;
+    }
+    const char *key = cp->body; /* body doubles as the key in these tests */
+    struct corral_value *v =
+        corral_value_new(key, strlen(key), cp->body, strlen(cp->body),
+                         "application/json", 0);
+    corral_fill_done(f, v);
+}
+
+static void
+compute_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    compute_answer(arg);
+}
+
+static void
+compute_abort(void *arg)
+{
+    struct compute *cp = arg;
+    cp->aborts++;
+    cp->fill = NULL;
+    if (cp->timer)
+        evtimer_del(cp->timer);
+}
+
+static void
+compute_fn(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
+{
+    struct compute *cp = arg;
+    cp->calls++;
+    cp->fill = fill;
+    CHECK(keylen == strlen(cp->body) && memcmp(key, cp->body, keylen) == 0);
+    if (cp->abort_hook)
+        corral_fill_on_abort(fill, compute_abort, cp);
+    if (cp->immediate) {
+        compute_answer(cp);
+        return;
+    }
+    if (cp->delay_ms < 0)
+        return;
+    if (cp->timer == NULL)
+        cp->timer = evtimer_new(base, compute_timer_cb, cp);
+    struct timeval tv = {cp->delay_ms / 1000, (cp->delay_ms % 1000) * 1000};
+    evtimer_add(cp->timer, &tv);
+}
+
+static void
+compute_init(struct compute *cp, const char *key, int delay_ms)
+{
+    memset(cp, 0, sizeof(*cp));
+    snprintf(cp->body, sizeof(cp->body), "%s", key);
+    cp->delay_ms = delay_ms;
+    cp->abort_hook = true;
+}
+
+static void
+compute_finish(struct compute *cp)
+{
+    if (cp->timer)
+        event_free(cp->timer);
+    cp->timer = NULL;
+}
+
+/* ---- waiters ---- */
+
+struct waiter {
+    int fired;
+    int error;
+    enum corral_source source;
+    struct corral_value *value; /* pointer only, to compare */
+    char message[64];
+    struct corral_waiter *handle;
+    void (*then)(struct waiter *w); /* runs inside the callback */
+    void *ctx;
+};
+
+static void
+waiter_cb(const struct corral_result *res, void *arg)
+{
+    struct waiter *w = arg;
+    CHECK(in_register == 0);
+    w->fired++;
+    w->error = res->error;
+    w->source = res->source;
+    w->value = res->value;
+    snprintf(w->message, sizeof(w->message), "%s", res->message);
+    CHECK(res->error != 0 || res->value != NULL);
+    if (w->then)
+        w->then(w);
+}
+
+static const struct corral_strategy realtime = {.kind =
+                                                    CORRAL_STRATEGY_REALTIME};
+
+static void
+ask(struct corral_cache *c, const char *key, struct compute *cp,
+    struct waiter *w, uint64_t timeout_ms)
+{
+    in_register++;
+    w->handle = corral_get_or_compute(c, key, strlen(key), &realtime,
+                                      timeout_ms, compute_fn, cp, waiter_cb, w);
+    in_register--;
+    CHECK(w->handle != NULL);
+}
+
+static struct corral_cache *
+cache_new(const struct corral_tier *tier, void *tier_ctx)
+{
+    struct corral_cache_options o = {
+        .max_bytes = 1 << 20,
+        .clock = fake_clock,
+        .tier = tier,
+        .tier_ctx = tier_ctx,
+        .max_waiters = 20000,
+    };
+    struct corral_cache *c = corral_cache_new(base, &o);
+    CHECK(c != NULL);
+    return c;
+}
+
+static bool
+all_fired(struct waiter *ws, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (ws[i].fired == 0)
+            return false;
+    return true;
+}
+
+/* ---- tests ---- */
+
+#define MANY 10000
+
+static void
+test_ten_thousand_waiters(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute cp;
+    compute_init(&cp, "popular", 30);
+    struct waiter *ws = calloc(MANY, sizeof(*ws));
+    for (int i = 0; i < MANY; i++)
+        ask(c, "popular", &cp, &ws[i], 5000);
+    CHECK_EQ_INT(cp.calls, 1);
+    CHECK_EQ_INT(ws[0].fired, 0); /* nothing answered inside the calls */
+    while (!all_fired(ws, MANY))
+        event_base_loop(base, EVLOOP_ONCE);
+    struct corral_value *v = ws[0].value;
+    CHECK(v != NULL);
+    for (int i = 0; i < MANY; i++) {
+        CHECK_EQ_INT(ws[i].fired, 1);
+        CHECK_EQ_INT(ws[i].error, 0);
+        CHECK(ws[i].value == v);
+        CHECK_EQ_INT(ws[i].source,
+                     i == 0 ? CORRAL_SOURCE_STORED : CORRAL_SOURCE_COLLAPSED);
+    }
+    CHECK_EQ_INT(cp.calls, 1);
+    /* After the fan-out only L1 holds the value. */
+    CHECK_EQ_INT(v->refs, 1);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.fills_started, 1);
+    CHECK_EQ_INT(st.fills_ok, 1);
+    CHECK_EQ_INT(st.waiters_collapsed, MANY - 1);
+    CHECK_EQ_INT(st.fills_in_flight, 0);
+    CHECK_EQ_INT(st.entries, 1);
+    /* A later caller is a hit, delivered through the loop. */
+    struct waiter late = {0};
+    ask(c, "popular", &cp, &late, 0);
+    CHECK_EQ_INT(late.fired, 0);
+    while (late.fired == 0)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(late.source, CORRAL_SOURCE_L1);
+    CHECK(late.value == v);
+    CHECK_EQ_INT(cp.calls, 1);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    free(ws);
+}
+
+static void
+test_leader_fails(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute cp;
+    compute_init(&cp, "flaky", 20);
+    cp.fail = -EPROTO;
+    struct waiter ws[50] = {0};
+    for (int i = 0; i < 50; i++)
+        ask(c, "flaky", &cp, &ws[i], 5000);
+    bool done = false;
+    while (!done) {
+        event_base_loop(base, EVLOOP_ONCE);
+        done = all_fired(ws, 50);
+    }
+    for (int i = 0; i < 50; i++) {
+        CHECK_EQ_INT(ws[i].fired, 1);
+        CHECK_EQ_INT(ws[i].error, -EPROTO);
+        CHECK_EQ_STR(ws[i].message, "upstream said no");
+        CHECK(ws[i].value == NULL);
+    }
+    CHECK_EQ_INT(cp.calls, 1);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.fills_failed, 1);
+    CHECK_EQ_INT(st.entries, 0); /* nothing failed is stored */
+    /* The next requests after the failure start exactly one new fill. */
+    cp.fail = 0;
+    struct waiter again[5] = {0};
+    for (int i = 0; i < 5; i++)
+        ask(c, "flaky", &cp, &again[i], 5000);
+    CHECK_EQ_INT(cp.calls, 2);
+    while (!all_fired(again, 5))
+        event_base_loop(base, EVLOOP_ONCE);
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ_INT(again[i].error, 0);
+        CHECK(again[i].value == again[0].value);
+    }
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+static void
+test_deadline(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute cp;
+    compute_init(&cp, "hung", -1);
+    struct waiter ws[100] = {0};
+    for (int i = 0; i < 100; i++)
+        ask(c, "hung", &cp, &ws[i], 60);
+    while (!all_fired(ws, 100))
+        event_base_loop(base, EVLOOP_ONCE);
+    for (int i = 0; i < 100; i++) {
+        CHECK_EQ_INT(ws[i].fired, 1);
+        CHECK_EQ_INT(ws[i].error, -ETIMEDOUT);
+    }
+    CHECK_EQ_INT(cp.calls, 1);
+    CHECK_EQ_INT(cp.aborts, 1);
+    run_for(100);
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ_INT(ws[i].fired, 1);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.fills_timed_out, 1);
+
+    /* Without an abort hook the late answer is dropped, safely. */
+    struct compute late;
+    compute_init(&late, "late", -1);
+    late.abort_hook = false;
+    struct waiter lw = {0};
+    ask(c, "late", &late, &lw, 30);
+    while (!lw.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(lw.error, -ETIMEDOUT);
+    CHECK(late.fill != NULL);
+    compute_answer(&late);
+    CHECK(corral_cache_peek(c, "late", 4) == NULL);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+static struct waiter *cancel_target;
+static void
+cancel_other(struct waiter *w)
+{
+    if (cancel_target->fired == 0)
+        corral_waiter_cancel(cancel_target->handle);
+}
+
+static void
+test_cancel(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute cp;
+    compute_init(&cp, "half", 20);
+    enum { N = 200 };
+    struct waiter ws[N] = {0};
+    for (int i = 0; i < N; i++)
+        ask(c, "half", &cp, &ws[i], 5000);
+    /* Waiter 11 cancels waiter 151 from inside its callback. */
+    ws[11].then = cancel_other;
+    cancel_target = &ws[151];
+    int cancelled = 0;
+    for (int i = 0; i < N; i += 2) { /* the leader among them */
+        corral_waiter_cancel(ws[i].handle);
+        CHECK_EQ_INT(ws[i].fired, 1); /* answered before cancel returns */
+        CHECK_EQ_INT(ws[i].error, -ECANCELED);
+        cancelled++;
+    }
+    while (!all_fired(ws, N))
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(cp.calls, 1);
+    struct corral_value *v = NULL;
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(ws[i].fired, 1);
+        if (i % 2 == 0 || i == 151) {
+            CHECK_EQ_INT(ws[i].error, -ECANCELED);
+            continue;
+        }
+        CHECK_EQ_INT(ws[i].error, 0);
+        CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_COLLAPSED);
+        if (v == NULL)
+            v = ws[i].value;
+        CHECK(ws[i].value == v);
+    }
+    /* The fill went on and stored, though its leader left. */
+    CHECK(corral_cache_peek(c, "half", 4) == v);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.waiters_cancelled, cancelled + 1);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+static void
+test_teardown_in_flight(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute a, b;
+    compute_init(&a, "a", -1);
+    compute_init(&b, "b", 10000);
+    struct waiter wa[20] = {0}, wb[20] = {0}, hit = {0};
+    for (int i = 0; i < 20; i++) {
+        ask(c, "a", &a, &wa[i], 5000);
+        ask(c, "b", &b, &wb[i], 5000);
+    }
+    struct corral_value *v = corral_value_new("h", 1, "x", 1, NULL, 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, v, &realtime), 0);
+    corral_value_unref(v);
+    ask(c, "h", &a, &hit, 0); /* a hit waiting for the loop */
+    corral_cache_free(c);
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ_INT(wa[i].fired, 1);
+        CHECK_EQ_INT(wa[i].error, -ECANCELED);
+        CHECK_EQ_INT(wb[i].fired, 1);
+        CHECK_EQ_INT(wb[i].error, -ECANCELED);
+    }
+    CHECK_EQ_INT(hit.fired, 1);
+    CHECK_EQ_INT(hit.error, -ECANCELED);
+    CHECK_EQ_INT(a.aborts, 1);
+    CHECK_EQ_INT(b.aborts, 1);
+    compute_finish(&a);
+    compute_finish(&b);
+}
+
+static struct corral_cache *reentrant_cache;
+static struct compute reentrant_cp;
+static struct waiter reentrant_again;
+static void
+ask_again_and_invalidate(struct waiter *w)
+{
+    ask(reentrant_cache, "re", &reentrant_cp, &reentrant_again, 5000);
+    CHECK_EQ_INT(corral_invalidate(reentrant_cache, "re", 2), 1);
+}
+
+static void
+free_from_callback(struct waiter *w)
+{
+    corral_cache_free(reentrant_cache);
+    corral_cache_free(reentrant_cache); /* a second call is harmless */
+}
+
+static void
+test_reentrancy(void)
+{
+    struct corral_cache *c = reentrant_cache = cache_new(NULL, NULL);
+    compute_init(&reentrant_cp, "re", 10);
+    struct waiter ws[3] = {0};
+    for (int i = 0; i < 3; i++)
+        ask(c, "re", &reentrant_cp, &ws[i], 5000);
+    ws[0].then = ask_again_and_invalidate;
+    while (!all_fired(ws, 3) || !reentrant_again.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(ws[i].error, 0);
+    /* The new ask was a hit on the value just stored... */
+    CHECK_EQ_INT(reentrant_again.source, CORRAL_SOURCE_L1);
+    CHECK(reentrant_again.value == ws[0].value);
+    /* ...and the invalidation took it out. */
+    CHECK(corral_cache_peek(c, "re", 2) == NULL);
+    CHECK_EQ_INT(reentrant_cp.calls, 1);
+
+    /* Immediate computes still answer through the loop. */
+    reentrant_cp.immediate = true;
+    struct waiter imm = {0};
+    ask(c, "re", &reentrant_cp, &imm, 5000);
+    CHECK_EQ_INT(imm.fired, 0);
+    while (!imm.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(imm.source, CORRAL_SOURCE_STORED);
+    CHECK_EQ_INT(reentrant_cp.calls, 2);
+
+    /* Freeing the cache from a callback: the rest get -ECANCELED. */
+    CHECK_EQ_INT(corral_invalidate(c, "re", 2), 1);
+    reentrant_cp.immediate = false;
+    struct waiter fw[4] = {0};
+    for (int i = 0; i < 4; i++)
+        ask(c, "re", &reentrant_cp, &fw[i], 5000);
+    fw[1].then = free_from_callback;
+    while (!all_fired(fw, 4))
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(fw[0].error, 0);
+    CHECK_EQ_INT(fw[1].error, 0);
+    CHECK_EQ_INT(fw[2].error, -ECANCELED);
+    CHECK_EQ_INT(fw[3].error, -ECANCELED);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(fw[i].fired, 1);
+    compute_finish(&reentrant_cp);
+}
+
+static void
+test_ttl_fake_clock(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 5000000;
+    struct corral_value *v = corral_value_new("t", 1, "1", 1, NULL, 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, v, &realtime), 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, v, &realtime), -EINVAL);
+    corral_value_unref(v);
+    fake_now += 29999;
+    struct corral_value *hit = corral_cache_peek(c, "t", 1);
+    CHECK(hit == v);
+    CHECK_EQ_INT(corral_value_ttl_s(hit, fake_now), 0);
+    CHECK_EQ_INT(corral_value_age_s(hit, fake_now), 29);
+    fake_now += 1;
+    CHECK(corral_cache_peek(c, "t", 1) == NULL);
+
+    struct corral_strategy custom = {.kind = CORRAL_STRATEGY_CUSTOM,
+                                     .custom_ms = 250};
+    struct corral_value *w = corral_value_new("u", 1, "2", 1, NULL, 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, w, &custom), 0);
+    corral_value_unref(w);
+    fake_now += 249;
+    CHECK(corral_cache_peek(c, "u", 1) != NULL);
+    fake_now += 1;
+    CHECK(corral_cache_peek(c, "u", 1) == NULL);
+    struct corral_strategy zero = {.kind = CORRAL_STRATEGY_CUSTOM};
+    struct corral_value *z = corral_value_new("z", 1, "3", 1, NULL, 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, z, &zero), -EINVAL);
+    corral_value_unref(z);
+
+    /* corral_get never computes: a miss is -ENOENT, through the loop. */
+    struct waiter g = {0};
+    in_register++;
+    corral_get(c, "nope", 4, waiter_cb, &g);
+    in_register--;
+    while (!g.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(g.error, -ENOENT);
+    corral_cache_free(c);
+}
+
+static void
+test_tier_promotion(void)
+{
+    fake_now = 9000000;
+    struct corral_fake_tier *tier =
+        corral_fake_tier_new(base, 5, fake_clock, NULL);
+    struct corral_cache *a = cache_new(&corral_fake_tier_ops, tier);
+    struct corral_cache *b = cache_new(&corral_fake_tier_ops, tier);
+
+    /* a fills; the tier keeps a copy. */
+    struct compute cp;
+    compute_init(&cp, "shared", 5);
+    struct waiter wa = {0};
+    ask(a, "shared", &cp, &wa, 5000);
+    while (!wa.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(wa.source, CORRAL_SOURCE_STORED);
+    uint64_t expires = corral_value_expires_at(wa.value);
+
+    /* 10 s later b asks: an L2 hit with 20 s left, no compute. */
+    fake_now += 10000;
+    struct waiter wb[3] = {0};
+    for (int i = 0; i < 3; i++)
+        ask(b, "shared", &cp, &wb[i], 5000);
+    while (!all_fired(wb, 3))
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(cp.calls, 1);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(wb[i].error, 0);
+        CHECK_EQ_INT(wb[i].source, CORRAL_SOURCE_L2);
+        CHECK(wb[i].value == wb[0].value);
+    }
+    CHECK(wb[0].value != wa.value); /* b's own copy */
+    CHECK_EQ_INT(corral_value_expires_at(wb[0].value), expires);
+    CHECK_EQ_INT(corral_value_ttl_s(wb[0].value, fake_now), 20);
+    CHECK_EQ_INT(corral_value_age_s(wb[0].value, fake_now), 10);
+    CHECK_EQ_STR(corral_value_body(wb[0].value), "shared");
+    /* Promoted: b now answers from L1 until the original expiry. */
+    CHECK(corral_cache_peek(b, "shared", 6) == wb[0].value);
+    fake_now = expires;
+    CHECK(corral_cache_peek(b, "shared", 6) == NULL);
+    struct corral_fake_tier_counts n;
+    corral_fake_tier_counts(tier, &n);
+    CHECK_EQ_INT(n.sets, 1);
+    CHECK_EQ_INT(n.hits, 1);
+
+    /* corral_get goes to the tier too. */
+    fake_now -= 1000;
+    struct corral_value *pv = corral_value_new("p", 1, "pp", 2, NULL, 0);
+    CHECK_EQ_INT(corral_set_with_strategy(a, pv, &realtime), 0);
+    corral_value_unref(pv);
+    struct waiter g = {0};
+    corral_get(b, "p", 1, waiter_cb, &g);
+    while (!g.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(g.error, 0);
+    CHECK_EQ_INT(g.source, CORRAL_SOURCE_L2);
+
+    /* Another instance invalidates: b's L1 drops it. */
+    CHECK(corral_cache_peek(b, "p", 1) != NULL);
+    corral_fake_tier_remote_invalidate(tier, "p", 1);
+    CHECK(corral_cache_peek(b, "p", 1) == NULL);
+    /* invalidate deletes in the tier as well */
+    CHECK_EQ_INT(corral_invalidate(a, "p", 1), 1);
+    corral_fake_tier_counts(tier, &n);
+    CHECK_EQ_INT(n.dels, 1);
+
+    /* Teardown while the tier still owes answers. */
+    struct waiter pending[2] = {0};
+    ask(b, "never-filled", &cp, &pending[0], 5000);
+    corral_get(b, "other", 5, waiter_cb, &pending[1]);
+    corral_cache_free(b);
+    CHECK_EQ_INT(pending[0].error, -ECANCELED);
+    CHECK_EQ_INT(pending[1].error, -ECANCELED);
+    corral_cache_free(a);
+    corral_fake_tier_free(tier); /* answers the orphans; frees them */
+    compute_finish(&cp);
+}
+
+static void
+test_max_waiters(void)
+{
+    struct corral_cache_options o = {.max_waiters = 3, .clock = fake_clock};
+    struct corral_cache *c = corral_cache_new(base, &o);
+    struct compute cp;
+    compute_init(&cp, "busy", 10);
+    struct waiter ws[5] = {0};
+    for (int i = 0; i < 5; i++)
+        ask(c, "busy", &cp, &ws[i], 5000);
+    while (!all_fired(ws, 5))
+        event_base_loop(base, EVLOOP_ONCE);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(ws[i].error, 0);
+    CHECK_EQ_INT(ws[3].error, -EAGAIN);
+    CHECK_EQ_INT(ws[4].error, -EAGAIN);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+int
+main(void)
+{
+    base = event_base_new();
+    RUN(test_ten_thousand_waiters);
+    RUN(test_leader_fails);
+    RUN(test_deadline);
+    RUN(test_cancel);
+    RUN(test_teardown_in_flight);
+    RUN(test_reentrancy);
+    RUN(test_ttl_fake_clock);
+    RUN(test_tier_promotion);
+    RUN(test_max_waiters);
+    event_base_free(base);
+    return 0;
+}

@@ -1,0 +1,220 @@
+/* test-l1.c — the L1 store: budget, S3-FIFO scan resistance, references
+ * across eviction, TTL boundaries on a fake clock, lazy and swept expiry. */
+#include <errno.h>
+#include <stdbool.h>
+
+#include "l1.h"
+#include "testlib.h"
+#include "value_impl.h"
+
+static struct corral_value *
+make(const char *key, size_t body_len, uint64_t now, uint64_t ttl)
+{
+    static char body[4096];
+    memset(body, 'x', sizeof(body));
+    struct corral_value *v =
+        corral_value_new(key, strlen(key), body, body_len, "text/plain", 0);
+    corral_value_stamp(v, now, ttl, 0, 0);
+    return v;
+}
+
+/* Stores a fresh value and drops the caller's reference. */
+static int
+put(struct corral_l1 *l1, const char *key, size_t body_len, uint64_t now,
+    uint64_t ttl)
+{
+    struct corral_value *v = make(key, body_len, now, ttl);
+    int rc = corral_l1_put(l1, v);
+    corral_value_unref(v);
+    return rc;
+}
+
+static void
+test_overhead(void)
+{
+    /* The issue's bound: at most 128 bytes per entry beyond key and value
+     * (the value's body, content type and aux area). */
+    printf("# per-entry overhead: %zu bytes (header %zu)\n",
+           corral_l1_overhead(), sizeof(struct corral_value));
+    CHECK(corral_l1_overhead() <= 128);
+    struct corral_value *v = make("abc", 100, 0, 1000);
+    CHECK_EQ_INT(corral_l1_charge(v),
+                 corral_l1_overhead() + 3 + 100 + strlen("text/plain"));
+    corral_value_unref(v);
+}
+
+static void
+test_budget(void)
+{
+    size_t max = 64 * 1024;
+    struct corral_l1 *l1 = corral_l1_new(max);
+    struct corral_l1_stats st;
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        CHECK_EQ_INT(put(l1, key, (size_t)(i * 37) % 2000, 0, 60000), 0);
+        corral_l1_stats(l1, &st);
+        CHECK(st.bytes <= max);
+    }
+    CHECK(st.evictions > 0);
+    CHECK(st.entries > 0);
+    /* Larger than the whole budget: refused, nothing else disturbed. */
+    struct corral_value *huge = corral_value_new("huge", 4, NULL, 0, NULL, 0);
+    struct corral_l1 *tiny = corral_l1_new(100);
+    corral_value_stamp(huge, 0, 1000, 0, 0);
+    CHECK_EQ_INT(corral_l1_put(tiny, huge), -E2BIG);
+    CHECK_EQ_INT(huge->refs, 1);
+    corral_value_unref(huge);
+    corral_l1_free(tiny);
+    corral_l1_free(l1);
+}
+
+static void
+test_scan_resistance(void)
+{
+    /* Budget for ~1000 entries of ~300 B; a hot set of 200 keys, read
+     * twice, then a one-pass scan of 20,000 cold keys with no hot reads at
+     * all: S3-FIFO keeps the whole hot set. (LRU or SIEVE lose all of it.) */
+    size_t per = corral_l1_overhead() + 8 + 200 + strlen("text/plain");
+    struct corral_l1 *l1 = corral_l1_new(per * 1000);
+    char key[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "hot-%d", i);
+        CHECK_EQ_INT(put(l1, key, 200, 0, 3600000), 0);
+    }
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 200; i++) {
+            snprintf(key, sizeof(key), "hot-%d", i);
+            CHECK(corral_l1_get(l1, key, strlen(key), 1) != NULL);
+        }
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof(key), "cold-%d", i);
+        CHECK_EQ_INT(put(l1, key, 200, 2, 3600000), 0);
+    }
+    int survived = 0;
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "hot-%d", i);
+        survived += corral_l1_find(l1, key, strlen(key)) != NULL;
+    }
+    CHECK_EQ_INT(survived, 200);
+    struct corral_l1_stats st;
+    corral_l1_stats(l1, &st);
+    CHECK(st.evictions >= 19000);
+    corral_l1_free(l1);
+}
+
+static void
+test_ghost_readmission(void)
+{
+    /* A key evicted from the small queue and stored again goes to main,
+     * where it outlives the next scan. */
+    size_t per = corral_l1_overhead() + 8 + 200 + strlen("text/plain");
+    struct corral_l1 *l1 = corral_l1_new(per * 100);
+    char key[32];
+    CHECK_EQ_INT(put(l1, "again", 200, 0, 3600000), 0);
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "a-%d", i);
+        put(l1, key, 200, 0, 3600000);
+    }
+    CHECK(corral_l1_find(l1, "again", 5) == NULL);
+    CHECK_EQ_INT(put(l1, "again", 200, 0, 3600000), 0);
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "b-%d", i);
+        put(l1, key, 200, 0, 3600000);
+    }
+    CHECK(corral_l1_find(l1, "again", 5) != NULL);
+    corral_l1_free(l1);
+}
+
+static void
+test_reference_survives(void)
+{
+    size_t per = corral_l1_overhead() + 8 + 100 + strlen("text/plain");
+    struct corral_l1 *l1 = corral_l1_new(per * 10);
+    CHECK_EQ_INT(put(l1, "held", 100, 0, 60000), 0);
+    struct corral_value *v = corral_l1_find(l1, "held", 4); /* no access */
+    CHECK(v != NULL);
+    corral_value_ref(v); /* a reader serving it */
+    char key[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "other-%d", i);
+        put(l1, key, 100, 0, 60000);
+    }
+    CHECK(corral_l1_find(l1, "held", 4) == NULL); /* evicted... */
+    CHECK_EQ_INT(v->refs, 1);                     /* ...but alive */
+    CHECK_EQ_INT(corral_value_len(v), 100);
+    CHECK(memcmp(corral_value_key(v), "held", 4) == 0);
+    /* Overwrite and invalidate behave the same. */
+    CHECK_EQ_INT(put(l1, "w", 10, 0, 60000), 0);
+    struct corral_value *w = corral_value_ref(corral_l1_get(l1, "w", 1, 0));
+    CHECK_EQ_INT(put(l1, "w", 20, 0, 60000), 0);
+    CHECK_EQ_INT(corral_value_len(w), 10);
+    CHECK_EQ_INT(corral_value_len(corral_l1_get(l1, "w", 1, 0)), 20);
+    CHECK(corral_l1_del(l1, "w", 1));
+    CHECK(!corral_l1_del(l1, "w", 1));
+    corral_value_unref(w);
+    corral_value_unref(v);
+    corral_l1_free(l1);
+}
+
+static void
+test_ttl_boundaries(void)
+{
+    struct corral_l1 *l1 = corral_l1_new(1 << 20);
+    CHECK_EQ_INT(put(l1, "k", 10, 1000, 30000), 0);
+    CHECK(corral_l1_get(l1, "k", 1, 1000) != NULL);
+    CHECK(corral_l1_get(l1, "k", 1, 30999) != NULL);
+    CHECK(corral_l1_get(l1, "k", 1, 31000) == NULL); /* expires_at: gone */
+    struct corral_l1_stats st;
+    corral_l1_stats(l1, &st);
+    CHECK_EQ_INT(st.entries, 0);
+    CHECK_EQ_INT(st.expirations, 1);
+
+    /* With a stale window the entry stays findable, never fresh. */
+    struct corral_value *v = corral_value_new("s", 1, "b", 1, NULL, 0);
+    corral_value_stamp(v, 0, 1000, 5000, 0);
+    CHECK_EQ_INT(corral_l1_put(l1, v), 0);
+    corral_value_unref(v);
+    CHECK(corral_l1_get(l1, "s", 1, 999) != NULL);
+    CHECK(corral_l1_get(l1, "s", 1, 1000) == NULL);
+    CHECK(corral_l1_find(l1, "s", 1) != NULL);
+    CHECK(corral_l1_get(l1, "s", 1, 6000) == NULL);
+    CHECK(corral_l1_find(l1, "s", 1) == NULL);
+    corral_l1_free(l1);
+}
+
+static void
+test_sweep(void)
+{
+    struct corral_l1 *l1 = corral_l1_new(16 << 20);
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        put(l1, key, 10, 0, i < 500 ? 1000 : 100000);
+    }
+    /* A bounded sweep looks at a few buckets only. */
+    size_t first = corral_l1_sweep(l1, 5000, 4);
+    CHECK(first < 500);
+    size_t total = first;
+    for (int i = 0; i < 1000 && total < 500; i++)
+        total += corral_l1_sweep(l1, 5000, 64);
+    CHECK_EQ_INT(total, 500);
+    struct corral_l1_stats st;
+    corral_l1_stats(l1, &st);
+    CHECK_EQ_INT(st.entries, 500);
+    CHECK_EQ_INT(st.expirations, 500);
+    corral_l1_free(l1);
+}
+
+int
+main(void)
+{
+    RUN(test_overhead);
+    RUN(test_budget);
+    RUN(test_scan_resistance);
+    RUN(test_ghost_readmission);
+    RUN(test_reference_survives);
+    RUN(test_ttl_boundaries);
+    RUN(test_sweep);
+    return 0;
+}

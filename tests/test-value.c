@@ -1,0 +1,87 @@
+/* test-value.c — values: layout, ETag, aux area, refcounts, times. */
+#include <errno.h>
+
+#include "corral/value.h"
+#include "testlib.h"
+#include "value_impl.h"
+
+static void
+test_layout(void)
+{
+    struct corral_value *v =
+        corral_value_new("k1", 2, "{\"a\":1}", 7, "application/json", 64);
+    CHECK(v != NULL);
+    CHECK_EQ_INT(corral_value_keylen(v), 2);
+    CHECK(memcmp(corral_value_key(v), "k1", 2) == 0);
+    CHECK_EQ_INT(corral_value_len(v), 7);
+    CHECK_EQ_STR(corral_value_body(v), "{\"a\":1}");
+    CHECK_EQ_STR(corral_value_content_type(v), "application/json");
+    CHECK_EQ_INT(strlen(corral_value_etag(v)), CORRAL_ETAG_LEN);
+    CHECK(corral_value_etag(v)[0] == '"');
+
+    size_t cap = 0;
+    char *aux = corral_value_aux_mut(v, &cap);
+    CHECK(aux != NULL);
+    CHECK_EQ_INT(cap, 64);
+    memcpy(aux, "prefix", 6);
+    CHECK_EQ_INT(corral_value_set_aux_len(v, 6), 0);
+    CHECK_EQ_INT(corral_value_set_aux_len(v, 65), -EINVAL);
+    CHECK_EQ_INT(corral_value_aux_len(v), 6);
+    CHECK(memcmp(corral_value_aux(v), "prefix", 6) == 0);
+    /* The aux area does not overlap the body or content type. */
+    CHECK_EQ_STR(corral_value_content_type(v), "application/json");
+
+    corral_value_stamp(v, 10000, 30000, 5000, 60000);
+    CHECK_EQ_INT(corral_value_stored_at(v), 10000);
+    CHECK_EQ_INT(corral_value_expires_at(v), 40000);
+    CHECK_EQ_INT(corral_value_aux_mut(v, &cap) == NULL, 1);
+    CHECK_EQ_INT(corral_value_set_aux_len(v, 1), -EPERM);
+    CHECK_EQ_INT(corral_value_set_times(v, 1, 2, 0, 0), -EPERM);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 10000), 30);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 27999), 12);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 43200), -3);
+    CHECK_EQ_INT(corral_value_age_s(v, 27999), 17);
+    CHECK_EQ_INT(corral_value_age_s(v, 5000), 0);
+    corral_value_unref(v);
+}
+
+static void
+test_etag(void)
+{
+    struct corral_value *a = corral_value_new("a", 1, "same", 4, NULL, 0);
+    struct corral_value *b = corral_value_new("b", 1, "same", 4, "x/y", 0);
+    struct corral_value *c = corral_value_new("a", 1, "diff", 4, NULL, 0);
+    CHECK_EQ_STR(corral_value_etag(a), corral_value_etag(b));
+    CHECK(strcmp(corral_value_etag(a), corral_value_etag(c)) != 0);
+    CHECK_EQ_STR(corral_value_content_type(a), "");
+    corral_value_unref(a);
+    corral_value_unref(b);
+    corral_value_unref(c);
+}
+
+static void
+test_bounds_and_refs(void)
+{
+    CHECK(corral_value_new("", 0, "x", 1, NULL, 0) == NULL);
+    static char big[CORRAL_KEY_MAX + 1];
+    CHECK(corral_value_new(big, sizeof(big), "x", 1, NULL, 0) == NULL);
+    CHECK(corral_value_new("k", 1, "x", 1, NULL, 70000) == NULL);
+    struct corral_value *v = corral_value_new("k", 1, NULL, 0, NULL, 0);
+    CHECK(v != NULL);
+    CHECK_EQ_INT(corral_value_len(v), 0);
+    CHECK(corral_value_ref(v) == v);
+    CHECK_EQ_INT(v->refs, 2);
+    corral_value_unref(v);
+    CHECK_EQ_INT(v->refs, 1);
+    corral_value_unref(v);
+    corral_value_unref(NULL);
+}
+
+int
+main(void)
+{
+    RUN(test_layout);
+    RUN(test_etag);
+    RUN(test_bounds_and_refs);
+    return 0;
+}
