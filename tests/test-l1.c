@@ -106,23 +106,31 @@ test_scan_resistance(void)
 static void
 test_ghost_readmission(void)
 {
-    /* A key evicted from the small queue and stored again goes to main,
-     * where it outlives the next scan. */
+    /* A key evicted from the small queue and stored again goes straight
+     * to main. First fill main with 90 keys that were read. */
     size_t per = corral_l1_overhead() + 8 + 200 + strlen("text/plain");
     struct corral_l1 *l1 = corral_l1_new(per * 100);
     char key[32];
+    for (int i = 0; i < 90; i++) {
+        snprintf(key, sizeof(key), "a-%d", i);
+        put(l1, key, 200, 0, 3600000);
+        CHECK(corral_l1_get(l1, key, strlen(key), 0) != NULL);
+    }
+    for (int i = 90; i < 120; i++) {
+        snprintf(key, sizeof(key), "a-%d", i);
+        put(l1, key, 200, 0, 3600000);
+    }
+    CHECK_EQ_INT(corral_l1_find(l1, "a-0", 3)->queue, Q_MAIN);
     CHECK_EQ_INT(put(l1, "again", 200, 0, 3600000), 0);
-    for (int i = 0; i < 200; i++) {
+    CHECK_EQ_INT(corral_l1_find(l1, "again", 5)->queue, Q_SMALL);
+    /* 20 new keys push it out of the ~10-entry small queue. */
+    for (int i = 120; i < 140; i++) {
         snprintf(key, sizeof(key), "a-%d", i);
         put(l1, key, 200, 0, 3600000);
     }
     CHECK(corral_l1_find(l1, "again", 5) == NULL);
     CHECK_EQ_INT(put(l1, "again", 200, 0, 3600000), 0);
-    for (int i = 0; i < 200; i++) {
-        snprintf(key, sizeof(key), "b-%d", i);
-        put(l1, key, 200, 0, 3600000);
-    }
-    CHECK(corral_l1_find(l1, "again", 5) != NULL);
+    CHECK_EQ_INT(corral_l1_find(l1, "again", 5)->queue, Q_MAIN);
     corral_l1_free(l1);
 }
 

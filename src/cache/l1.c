@@ -16,12 +16,6 @@
 #include "siphash.h"
 #include "value_impl.h"
 
-enum l1_queue {
-    Q_NONE = 0, /* not linked */
-    Q_SMALL,    /* probation: new keys */
-    Q_MAIN,     /* keys read again */
-};
-
 struct fifo {
     struct corral_value *head, *tail; /* newest at head, evict at tail */
     size_t bytes;
@@ -172,23 +166,39 @@ queue_of(struct corral_l1 *l1, const struct corral_value *v)
     return v->queue == Q_SMALL ? &l1->small : &l1->main;
 }
 
+/* The ghost is 4-way set associative: a key is forgotten when it is older
+ * than the ring's size, or when four newer keys share its set. */
+#define GHOST_WAYS 4
+
+static struct ghost_slot *
+ghost_set(struct corral_l1 *l1, uint64_t h)
+{
+    return &l1->ghost[(h & l1->ghost_mask) & ~(size_t)(GHOST_WAYS - 1)];
+}
+
 static void
 ghost_add(struct corral_l1 *l1, uint64_t h)
 {
-    struct ghost_slot *s = &l1->ghost[h & l1->ghost_mask];
-    s->hash = h;
-    s->seq = ++l1->ghost_seq;
+    struct ghost_slot *set = ghost_set(l1, h), *oldest = set;
+    for (int i = 1; i < GHOST_WAYS; i++)
+        if (set[i].seq < oldest->seq)
+            oldest = &set[i];
+    oldest->hash = h;
+    oldest->seq = ++l1->ghost_seq;
 }
 
 static bool
 ghost_take(struct corral_l1 *l1, uint64_t h)
 {
-    struct ghost_slot *s = &l1->ghost[h & l1->ghost_mask];
-    if (s->seq == 0 || s->hash != h ||
-        l1->ghost_seq - s->seq > l1->ghost_mask)
-        return false;
-    s->seq = 0;
-    return true;
+    struct ghost_slot *set = ghost_set(l1, h);
+    for (int i = 0; i < GHOST_WAYS; i++) {
+        if (set[i].seq != 0 && set[i].hash == h &&
+            l1->ghost_seq - set[i].seq <= l1->ghost_mask) {
+            set[i].seq = 0;
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Unlinks v from table and queue and drops the table's reference. */

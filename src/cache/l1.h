@@ -11,6 +11,13 @@
 struct corral_value;
 struct corral_l1; /* opaque */
 
+/* Which S3-FIFO queue a value sits in (struct corral_value's queue). */
+enum l1_queue {
+    Q_NONE = 0, /* not linked */
+    Q_SMALL,    /* probation: new keys */
+    Q_MAIN,     /* keys read again, or remembered by the ghost */
+};
+
 /* Bytes charged to the budget beyond key, body, content type and aux: the
  * value header, its bucket share and allocator overhead. */
 size_t corral_l1_overhead(void);

@@ -53,7 +53,8 @@ corral_siphash(const void *data, size_t len, const uint8_t key[16])
         v0 ^= m;
     }
     uint8_t tail[8] = {0};
-    memcpy(tail, in, len % 8);
+    if (len % 8)
+        memcpy(tail, in, len % 8);
     uint64_t b = (uint64_t)len << 56 | load64_le(tail);
     v3 ^= b;
     SIPROUND;
