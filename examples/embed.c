@@ -58,9 +58,11 @@ main(void)
     struct corral_cache *cache = corral_cache_new(base, &opts);
     struct corral_strategy realtime = {.kind = CORRAL_STRATEGY_REALTIME};
 
+    struct corral_compute compute = {.fn = fetch_price, .arg = base};
+
     for (int i = 0; i < CALLERS; i++)
-        corral_get_or_compute(cache, "btc_price", 9, &realtime, 0,
-                              fetch_price, base, on_answer, base);
+        corral_get_or_compute(cache, "btc_price", 9, &realtime, 0, &compute,
+                              on_answer, base);
     event_base_dispatch(base);
 
     printf("callers: %d, answers: %d, same value: %d\n", CALLERS, answers,

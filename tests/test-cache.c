@@ -93,6 +93,9 @@ compute_fn(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     cp->calls++;
     cp->fill = fill;
     CHECK(keylen == strlen(cp->body) && memcmp(key, cp->body, keylen) == 0);
+    size_t len = 0;
+    const char *data = corral_fill_data(fill, &len);
+    CHECK(len == keylen && memcmp(data, key, len) == 0); /* ask() passes key */
     if (cp->abort_hook)
         corral_fill_on_abort(fill, compute_abort, cp);
     if (cp->immediate) {
@@ -159,9 +162,10 @@ static void
 ask(struct corral_cache *c, const char *key, struct compute *cp,
     struct waiter *w, uint64_t timeout_ms)
 {
+    const struct corral_compute how = {compute_fn, cp, key, strlen(key)};
     in_register++;
     w->handle = corral_get_or_compute(c, key, strlen(key), &realtime,
-                                      timeout_ms, compute_fn, cp, waiter_cb, w);
+                                      timeout_ms, &how, waiter_cb, w);
     in_register--;
     CHECK(w->handle != NULL);
 }

@@ -87,17 +87,28 @@ struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
                                  size_t keylen, corral_result_cb *cb,
                                  void *arg);
 
+/* How to compute a missing value. */
+struct corral_compute {
+    corral_compute_cb *fn;
+    void *arg;        /* borrowed: must outlive every fill it starts */
+    const void *data; /* what this caller's fill needs (an upstream path):
+                       * copied into a fill this call starts, read back with
+                       * corral_fill_data(); never copied for a waiter that
+                       * joins a fill already running */
+    size_t data_len;
+};
+
 /* L1, then the tier below, then one compute per key however many callers
- * ask. strategy: borrowed, copied. fill_timeout_ms: the deadline of a fill
- * this call starts (0 = the cache's). Returns the waiter, valid until its
- * callback fires. */
+ * ask. strategy and compute: borrowed, copied. fill_timeout_ms: the deadline
+ * of a fill this call starts (0 = the cache's). Returns the waiter, valid
+ * until its callback fires. */
 struct corral_waiter *corral_get_or_compute(
     struct corral_cache *c, const void *key, size_t keylen,
     const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
-    corral_compute_cb *compute, void *compute_arg, corral_result_cb *cb,
-    void *arg);
+    const struct corral_compute *compute, corral_result_cb *cb, void *arg);
 
-/* corral_get_or_compute() with the default strategy and deadline. */
+/* corral_get_or_compute() with the default strategy and deadline, for a
+ * compute that needs no data. */
 struct corral_waiter *corral_get_with_fallback(struct corral_cache *c,
                                                const void *key, size_t keylen,
                                                corral_compute_cb *compute,
@@ -128,6 +139,9 @@ void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
 /* Asks to be told if the cache gives up on this fill. Call from compute. */
 void corral_fill_on_abort(struct corral_fill *fill, corral_abort_cb *cb,
                           void *arg);
+/* The data the fill's first caller gave (corral_compute.data), and its
+ * length in *len. Borrowed; valid until the fill is reported or aborted. */
+const void *corral_fill_data(const struct corral_fill *f, size_t *len);
 /* The strategy the fill will store with. Borrowed; valid until reported. */
 const struct corral_strategy *corral_fill_strategy(const struct corral_fill *f);
 

@@ -64,6 +64,8 @@ struct corral_fill {
     void *compute_arg;
     corral_abort_cb *abort_cb;
     void *abort_arg;
+    char *data; /* the compute's data, copied */
+    size_t data_len;
     struct event *deadline;
     int error;
     char *message;
@@ -110,6 +112,17 @@ corral_source_name(enum corral_source source)
     if ((unsigned)source > CORRAL_SOURCE_COLLAPSED)
         return "unknown";
     return source_names[source];
+}
+
+static void *
+xmalloc(size_t size)
+{
+    void *p = malloc(size);
+    if (p == NULL) {
+        fputs("corral: out of memory\n", stderr);
+        abort();
+    }
+    return p;
 }
 
 static void *
@@ -273,6 +286,7 @@ fill_maybe_free(struct corral_fill *f)
         return;
     corral_value_unref(f->value);
     free(f->message);
+    free(f->data);
     free(f);
 }
 
@@ -612,8 +626,9 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
 struct corral_waiter *
 corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
                       const struct corral_strategy *strategy,
-                      uint64_t fill_timeout_ms, corral_compute_cb *compute,
-                      void *compute_arg, corral_result_cb *cb, void *arg)
+                      uint64_t fill_timeout_ms,
+                      const struct corral_compute *compute,
+                      corral_result_cb *cb, void *arg)
 {
     if (c->closing)
         return NULL;
@@ -654,8 +669,14 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     f->keylen = keylen;
     memcpy(f->key, key, keylen);
     f->strategy = *strategy;
-    f->compute = compute;
-    f->compute_arg = compute_arg;
+    f->compute = compute->fn;
+    f->compute_arg = compute->arg;
+    if (compute->data_len > 0) {
+        f->data = xmalloc(compute->data_len + 1);
+        memcpy(f->data, compute->data, compute->data_len);
+        f->data[compute->data_len] = '\0';
+        f->data_len = compute->data_len;
+    }
     f->deadline = evtimer_new(c->base, deadline_cb, f);
     if (f->deadline == NULL)
         abort();
@@ -687,8 +708,8 @@ corral_get_with_fallback(struct corral_cache *c, const void *key,
 {
     static const struct corral_strategy dflt = {.kind =
                                                     CORRAL_STRATEGY_DEFAULT};
-    return corral_get_or_compute(c, key, keylen, &dflt, 0, compute,
-                                 compute_arg, cb, arg);
+    const struct corral_compute cp = {.fn = compute, .arg = compute_arg};
+    return corral_get_or_compute(c, key, keylen, &dflt, 0, &cp, cb, arg);
 }
 
 void
@@ -796,6 +817,13 @@ corral_fill_on_abort(struct corral_fill *f, corral_abort_cb *cb, void *arg)
 {
     f->abort_cb = cb;
     f->abort_arg = arg;
+}
+
+const void *
+corral_fill_data(const struct corral_fill *f, size_t *len)
+{
+    *len = f->data_len;
+    return f->data ? f->data : "";
 }
 
 const struct corral_strategy *
