@@ -1,0 +1,1599 @@
+/* config.c — loads the JSON configuration into a struct corral_config.
+ * yajl's callback parser builds a small tree that remembers each value's
+ * line; the validator below walks it, expanding ${NAME} in each string as it
+ * reads it. The first error wins. Messages quote only the file's raw text,
+ * so a secret from the environment never reaches a log. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yajl/yajl_parse.h>
+
+#define MAX_DEPTH 64
+#define MAX_FILE_BYTES (16u << 20)
+#define MAX_PARAMS 32 /* per route: a bit each in a uint32_t */
+#define PATH_LEN 256  /* key paths in messages; longer ones are cut */
+
+#define IDENT_FIRST "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
+#define IDENT IDENT_FIRST "0123456789"
+#define NAME_CHARS IDENT ".-"                  /* upstream and member names */
+#define QUERY_CHARS IDENT ".~-"                /* query parameter names */
+#define TOKEN_CHARS IDENT "!#$%&'*+.^`|~-"     /* RFC 9110 tchar */
+#define SEGMENT_CHARS IDENT ".~-!$&'()*+,;=:@" /* literal path segments */
+
+/* ---- JSON tree ------------------------------------------------------- */
+
+enum jtype { J_NULL, J_BOOL, J_INT, J_DOUBLE, J_STRING, J_OBJECT, J_ARRAY };
+
+struct jnode {
+    enum jtype type;
+    unsigned line;
+    char *key;           /* member name, when the parent is an object */
+    long long num;       /* J_BOOL, J_INT */
+    char *raw;           /* J_STRING as written, for messages */
+    char *val;           /* J_STRING with ${NAME} expanded, once read */
+    struct jnode **kids; /* J_OBJECT, J_ARRAY */
+    size_t n, cap;
+};
+
+struct builder {
+    const char *text;
+    size_t len;
+    yajl_handle h;
+    bool finishing; /* in yajl_complete_parse: yajl's offsets are not ours */
+    size_t scan_off;
+    unsigned scan_line;
+    struct jnode *root;
+    struct jnode *stack[MAX_DEPTH];
+    size_t depth;
+    char *key;
+    unsigned key_line;
+    const char *error; /* why a callback stopped the parse */
+};
+
+static void
+free_tree(struct jnode *n)
+{
+    if (n == NULL)
+        return;
+    for (size_t i = 0; i < n->n; i++)
+        free_tree(n->kids[i]);
+    free(n->kids);
+    free(n->key);
+    free(n->raw);
+    free(n->val);
+    free(n);
+}
+
+static unsigned
+line_at(struct builder *b, size_t off)
+{
+    if (off > b->len)
+        off = b->len;
+    if (off < b->scan_off) {
+        b->scan_off = 0;
+        b->scan_line = 1;
+    }
+    for (; b->scan_off < off; b->scan_off++)
+        if (b->text[b->scan_off] == '\n')
+            b->scan_line++;
+    return b->scan_line;
+}
+
+/* The line of the token yajl just read: it ends at the bytes consumed. */
+static unsigned
+current_line(struct builder *b)
+{
+    return line_at(b, b->finishing ? b->len : yajl_get_bytes_consumed(b->h));
+}
+
+static int
+stop(struct builder *b, const char *why)
+{
+    b->error = why;
+    return 0;
+}
+
+static struct jnode *
+add(struct builder *b, enum jtype type)
+{
+    struct jnode *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return NULL;
+    n->type = type;
+    n->line = current_line(b);
+    if (b->depth == 0) {
+        b->root = n;
+        return n;
+    }
+    struct jnode *p = b->stack[b->depth - 1];
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 4;
+        struct jnode **kids = realloc(p->kids, cap * sizeof(*kids));
+        if (kids == NULL) {
+            free(n);
+            return NULL;
+        }
+        p->kids = kids;
+        p->cap = cap;
+    }
+    if (p->type == J_OBJECT) {
+        n->key = b->key;
+        n->line = b->key_line;
+        b->key = NULL;
+    }
+    p->kids[p->n++] = n;
+    return n;
+}
+
+static int
+on_scalar(struct builder *b, enum jtype type, long long num)
+{
+    struct jnode *n = add(b, type);
+    if (n == NULL)
+        return stop(b, "out of memory");
+    n->num = num;
+    return 1;
+}
+
+static int
+on_null(void *b)
+{
+    return on_scalar(b, J_NULL, 0);
+}
+
+static int
+on_bool(void *b, int v)
+{
+    return on_scalar(b, J_BOOL, v);
+}
+
+static int
+on_int(void *b, long long v)
+{
+    return on_scalar(b, J_INT, v);
+}
+
+static int
+on_double(void *b, double v)
+{
+    (void)v;
+    return on_scalar(b, J_DOUBLE, 0);
+}
+
+static int
+on_string(void *ctx, const unsigned char *s, size_t len)
+{
+    struct builder *b = ctx;
+    if (memchr(s, '\0', len))
+        return stop(b, "strings must not contain \\u0000");
+    struct jnode *n = add(b, J_STRING);
+    if (n == NULL || (n->raw = strndup((const char *)s, len)) == NULL)
+        return stop(b, "out of memory");
+    return 1;
+}
+
+static int
+on_key(void *ctx, const unsigned char *s, size_t len)
+{
+    struct builder *b = ctx;
+    if (memchr(s, '\0', len))
+        return stop(b, "keys must not contain \\u0000");
+    free(b->key);
+    b->key_line = current_line(b);
+    if ((b->key = strndup((const char *)s, len)) == NULL)
+        return stop(b, "out of memory");
+    return 1;
+}
+
+static int
+on_open(struct builder *b, enum jtype type)
+{
+    struct jnode *n = add(b, type);
+    if (n == NULL)
+        return stop(b, "out of memory");
+    if (b->depth == MAX_DEPTH)
+        return stop(b, "nested too deeply");
+    b->stack[b->depth++] = n;
+    return 1;
+}
+
+static int
+on_start_map(void *b)
+{
+    return on_open(b, J_OBJECT);
+}
+
+static int
+on_start_array(void *b)
+{
+    return on_open(b, J_ARRAY);
+}
+
+static int
+on_close(void *ctx)
+{
+    ((struct builder *)ctx)->depth--;
+    return 1;
+}
+
+static const yajl_callbacks callbacks = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_bool,
+    .yajl_integer = on_int,
+    .yajl_double = on_double,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_key,
+    .yajl_end_map = on_close,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_close,
+};
+
+/* Returns the tree (caller frees with free_tree), or NULL with err set. */
+static struct jnode *
+parse_json(const char *text, size_t len, const char *name, char *err,
+           size_t errlen)
+{
+    struct builder b = {.text = text, .len = len, .scan_line = 1};
+    if ((b.h = yajl_alloc(&callbacks, NULL, &b)) == NULL) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        return NULL;
+    }
+    yajl_config(b.h, yajl_allow_comments, 1);
+    yajl_status st = yajl_parse(b.h, (const unsigned char *)text, len);
+    if (st == yajl_status_ok) {
+        b.finishing = true;
+        st = yajl_complete_parse(b.h);
+    }
+    if (st != yajl_status_ok) {
+        unsigned line = current_line(&b);
+        if (b.error) {
+            snprintf(err, errlen, "%s:%u: %s", name, line, b.error);
+        } else {
+            /* "parse error: premature EOF\n": keep what follows ": " */
+            unsigned char *e = yajl_get_error(b.h, 0, NULL, 0);
+            const char *why = e ? (const char *)e : "unknown error";
+            const char *colon = strstr(why, ": ");
+            if (colon)
+                why = colon + 2;
+            snprintf(err, errlen, "%s:%u: invalid JSON: %.*s", name, line,
+                     (int)strcspn(why, "\n"), why);
+            if (e)
+                yajl_free_error(b.h, e);
+        }
+        free_tree(b.root);
+        b.root = NULL;
+    }
+    free(b.key);
+    yajl_free(b.h);
+    return b.root;
+}
+
+/* ---- ${NAME} expansion ----------------------------------------------- */
+
+/* As corral_config_expand; a variable's value must not contain any byte of
+ * reject (NULL: anything goes). */
+static int
+expand(const char *raw, const char *reject, char **out, char *err,
+       size_t errlen)
+{
+    size_t size;
+    FILE *f = open_memstream(out, &size);
+    if (f == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = 0;
+    for (const char *p = raw; rc == 0 && *p;) {
+        if (p[0] != '$' || p[1] != '{') {
+            fputc(*p++, f);
+            continue;
+        }
+        const char *name = p + 2;
+        size_t n = strspn(name, IDENT);
+        char var[128];
+        if (name[n] != '}' || n == 0 || strchr(IDENT_FIRST, name[0]) == NULL) {
+            snprintf(err, errlen,
+                     "${ must be followed by NAME} with NAME "
+                     "made of letters, digits and _");
+            rc = -EINVAL;
+        } else if (n >= sizeof(var)) {
+            snprintf(err, errlen, "variable name too long");
+            rc = -EINVAL;
+        } else {
+            memcpy(var, name, n);
+            var[n] = '\0';
+            const char *v = getenv(var);
+            if (v == NULL) {
+                snprintf(err, errlen, "${%s} is not set", var);
+                rc = -EINVAL;
+            } else if (reject && strpbrk(v, reject)) {
+                snprintf(err, errlen,
+                         "the value of ${%s} must not contain any of \"%s\"",
+                         var, reject);
+                rc = -EINVAL;
+            } else {
+                fputs(v, f);
+            }
+        }
+        p = name + n + 1;
+    }
+    if (fclose(f) != 0 && rc == 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = -ENOMEM;
+    }
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int
+corral_config_expand(const char *raw, char **out, char *err, size_t errlen)
+{
+    return expand(raw, NULL, out, err, errlen);
+}
+
+/* ---- validation helpers ---------------------------------------------- */
+
+struct ctx {
+    const char *name; /* the file, for messages */
+    char *err;
+    size_t errlen;
+    bool failed;
+    char quoted[96];
+};
+
+/* Records the first error, at n's line when n is given. Returns -1. */
+__attribute__((format(printf, 4, 5))) static int
+fail(struct ctx *c, const struct jnode *n, const char *path, const char *fmt,
+     ...)
+{
+    if (c->failed)
+        return -1;
+    c->failed = true;
+    char line[16] = "", reason[512];
+    if (n)
+        snprintf(line, sizeof(line), ":%u", n->line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    snprintf(c->err, c->errlen, "%s%s: %s%s%s", c->name, line, path,
+             *path ? ": " : "", reason);
+    return -1;
+}
+
+/* n's raw text, shortened and with control bytes masked, for a message. */
+static const char *
+quote(struct ctx *c, const struct jnode *n)
+{
+    size_t max = sizeof(c->quoted) - 4, i;
+    for (i = 0; n->raw[i] && i < max; i++)
+        c->quoted[i] = (unsigned char)n->raw[i] < 0x20 ? '?' : n->raw[i];
+    strcpy(c->quoted + i, n->raw[i] ? "..." : "");
+    return c->quoted;
+}
+
+static void
+mask_controls(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
+static const char *
+join_key(char buf[static PATH_LEN], const char *parent, const char *key)
+{
+    snprintf(buf, PATH_LEN, "%s%s%s", parent, *parent ? "." : "", key);
+    mask_controls(buf);
+    return buf;
+}
+
+static const char *
+join_index(char buf[static PATH_LEN], const char *parent, size_t i)
+{
+    snprintf(buf, PATH_LEN, "%s[%zu]", parent, i);
+    return buf;
+}
+
+static const char *
+type_name(enum jtype t)
+{
+    static const char *const names[] = {
+        [J_NULL] = "null",       [J_BOOL] = "true or false",
+        [J_INT] = "an integer",  [J_DOUBLE] = "a fractional number",
+        [J_STRING] = "a string", [J_OBJECT] = "an object",
+        [J_ARRAY] = "an array",
+    };
+    return names[t];
+}
+
+static bool
+expect(struct ctx *c, const struct jnode *n, const char *path, enum jtype t)
+{
+    if (n->type == t)
+        return true;
+    fail(c, n, path, "expected %s, not %s", type_name(t), type_name(n->type));
+    return false;
+}
+
+static struct jnode *
+member(const struct jnode *obj, const char *key)
+{
+    for (size_t i = 0; i < obj->n; i++)
+        if (strcmp(obj->kids[i]->key, key) == 0)
+            return obj->kids[i];
+    return NULL;
+}
+
+/* Checks obj is an object without repeated keys and, when known is given,
+ * only with keys it lists. */
+static int
+check_object(struct ctx *c, const struct jnode *obj, const char *path,
+             const char *const *known)
+{
+    char p[PATH_LEN];
+    if (!expect(c, obj, path, J_OBJECT))
+        return -1;
+    for (size_t i = 0; i < obj->n; i++) {
+        const struct jnode *k = obj->kids[i];
+        if (member(obj, k->key) != k)
+            return fail(c, k, join_key(p, path, k->key), "repeated key");
+        if (known == NULL)
+            continue;
+        const char *const *w = known;
+        while (*w && strcmp(*w, k->key) != 0)
+            w++;
+        if (*w == NULL)
+            return fail(c, k, join_key(p, path, k->key), "unknown key");
+    }
+    return 0;
+}
+
+static struct jnode *
+need(struct ctx *c, const struct jnode *obj, const char *path, const char *key)
+{
+    char p[PATH_LEN];
+    struct jnode *n = member(obj, key);
+    if (n == NULL)
+        fail(c, obj, join_key(p, path, key), "required key is missing");
+    return n;
+}
+
+/* The string at n, ${NAME} expanded; a variable's value must not contain
+ * any byte of reject. Borrowed; valid as long as the tree. */
+static const char *
+get_str(struct ctx *c, struct jnode *n, const char *path, const char *reject)
+{
+    if (!expect(c, n, path, J_STRING))
+        return NULL;
+    if (n->val == NULL) {
+        char why[192];
+        if (expand(n->raw, reject, &n->val, why, sizeof(why)) < 0) {
+            fail(c, n, path, "%s", why);
+            return NULL;
+        }
+    }
+    return n->val;
+}
+
+static int
+dup_str(struct ctx *c, struct jnode *n, const char *path, char **out)
+{
+    const char *s = get_str(c, n, path, NULL);
+    if (s == NULL)
+        return -1;
+    if ((*out = strdup(s)) == NULL)
+        return fail(c, n, path, "out of memory");
+    return 0;
+}
+
+static int
+get_unsigned(struct ctx *c, struct jnode *n, const char *path, unsigned min,
+             unsigned max, unsigned *out)
+{
+    if (!expect(c, n, path, J_INT))
+        return -1;
+    if (n->num < min || n->num > max)
+        return fail(c, n, path, "%lld is out of range (%u to %u)", n->num, min,
+                    max);
+    *out = (unsigned)n->num;
+    return 0;
+}
+
+static int
+get_duration(struct ctx *c, struct jnode *n, const char *path, uint64_t min,
+             uint64_t *out)
+{
+    const char *why, *s = get_str(c, n, path, NULL);
+    if (s == NULL)
+        return -1;
+    if (corral_duration_parse(s, out, &why) < 0)
+        return fail(c, n, path, "\"%s\": %s", quote(c, n), why);
+    if (*out < min)
+        return fail(c, n, path, "must be longer than 0");
+    return 0;
+}
+
+static int
+get_size(struct ctx *c, struct jnode *n, const char *path, uint64_t max,
+         uint64_t *out)
+{
+    const char *why, *s = get_str(c, n, path, NULL);
+    if (s == NULL)
+        return -1;
+    if (corral_size_parse(s, out, &why) < 0)
+        return fail(c, n, path, "\"%s\": %s", quote(c, n), why);
+    if (*out == 0)
+        return fail(c, n, path, "must be greater than 0");
+    if (*out > max)
+        return fail(c, n, path, "\"%s\": must be at most %llu bytes",
+                    quote(c, n), (unsigned long long)max);
+    return 0;
+}
+
+static bool
+all_of(const char *s, size_t len, const char *set)
+{
+    return len > 0 && strspn(s, set) >= len;
+}
+
+static bool
+is_ident(const char *s, size_t len)
+{
+    return all_of(s, len, IDENT) && strchr(IDENT_FIRST, s[0]) != NULL;
+}
+
+static bool
+has_controls(const char *s, bool allow_tab)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && !(allow_tab && *s == '\t')) ||
+            *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* ---- addresses and upstreams ----------------------------------------- */
+
+static bool
+is_hostname(const char *s)
+{
+    size_t len = strlen(s);
+    return all_of(s, len,
+                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789.-") &&
+           len <= 253 && s[0] != '-' && s[0] != '.';
+}
+
+/* Splits len bytes of "host[:port]" (IPv6 in brackets) into out. Returns 0,
+ * or -1 with *why set. */
+static int
+split_hostport(const char *s, size_t len, bool names, bool port_required,
+               struct corral_config_addr *out, const char **why)
+{
+    char host[256], tmp[sizeof(struct in6_addr)];
+    const char *end = s + len, *h = s, *colon;
+    size_t hlen;
+    bool v6 = s[0] == '[';
+    if (v6) {
+        const char *close = memchr(s, ']', len);
+        if (close == NULL || (close + 1 != end && close[1] != ':')) {
+            *why = "an IPv6 address needs the form [::1]:port";
+            return -1;
+        }
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1 == end ? NULL : close + 1;
+    } else {
+        colon = memchr(s, ':', len);
+        hlen = colon ? (size_t)(colon - s) : len;
+        if (colon && memchr(colon + 1, ':', (size_t)(end - colon - 1))) {
+            *why = "an IPv6 address needs brackets: [::1]:port";
+            return -1;
+        }
+    }
+    if (hlen == 0 || hlen >= sizeof(host)) {
+        *why = "missing host";
+        return -1;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    if (v6 ? inet_pton(AF_INET6, host, tmp) != 1
+           : inet_pton(AF_INET, host, tmp) != 1 &&
+                 strcmp(host, "localhost") != 0 &&
+                 !(names && is_hostname(host))) {
+        *why = names ? "not a host name or IP address"
+                     : "the host must be an IP address or localhost";
+        return -1;
+    }
+    unsigned long port = 0;
+    if (colon == NULL && port_required) {
+        *why = "missing :port";
+        return -1;
+    }
+    if (colon) {
+        const char *p = colon + 1;
+        size_t plen = (size_t)(end - p);
+        if (!all_of(p, plen, "0123456789") || plen > 5 ||
+            (port = strtoul(p, NULL, 10)) < 1 || port > 65535) {
+            *why = "the port must be a number from 1 to 65535";
+            return -1;
+        }
+    }
+    if ((out->host = strdup(host)) == NULL) {
+        *why = "out of memory";
+        return -1;
+    }
+    out->port = (uint16_t)port;
+    return 0;
+}
+
+static int
+get_addr(struct ctx *c, struct jnode *n, const char *path, bool names,
+         struct corral_config_addr *out)
+{
+    const char *why, *s = get_str(c, n, path, NULL);
+    if (s == NULL)
+        return -1;
+    if (split_hostport(s, strlen(s), names, true, out, &why) < 0)
+        return fail(c, n, path, "\"%s\": %s", quote(c, n), why);
+    return 0;
+}
+
+static int
+parse_base(struct ctx *c, struct jnode *n, const char *path,
+           struct corral_config_upstream *up)
+{
+    const char *why, *s = get_str(c, n, path, NULL);
+    if (s == NULL)
+        return -1;
+    if (strncmp(s, "http://", 7) == 0) {
+        s += 7;
+        up->port = 80;
+    } else if (strncmp(s, "https://", 8) == 0) {
+        s += 8;
+        up->port = 443;
+        up->tls = true;
+    } else {
+        return fail(c, n, path, "\"%s\": must start with http:// or https://",
+                    quote(c, n));
+    }
+    size_t alen = strcspn(s, "/?#");
+    const char *prefix = s + alen;
+    if (memchr(s, '@', alen))
+        return fail(c, n, path, "\"%s\": must not hold user:password@",
+                    quote(c, n));
+    if (strpbrk(prefix, "?#"))
+        return fail(c, n, path,
+                    "\"%s\": must not have a query or fragment (put those in "
+                    "fetch)",
+                    quote(c, n));
+    if (has_controls(prefix, false) || strchr(prefix, ' '))
+        return fail(c, n, path,
+                    "\"%s\": must not contain spaces or control characters",
+                    quote(c, n));
+    uint16_t port = up->port;
+    struct corral_config_addr addr;
+    if (split_hostport(s, alen, true, false, &addr, &why) < 0)
+        return fail(c, n, path, "\"%s\": %s", quote(c, n), why);
+    up->host = addr.host;
+    up->port = addr.port ? addr.port : port;
+    size_t plen = strlen(prefix);
+    while (plen > 0 && prefix[plen - 1] == '/')
+        plen--;
+    if ((up->prefix = strndup(prefix, plen)) == NULL)
+        return fail(c, n, path, "out of memory");
+    return 0;
+}
+
+/* "N/s", "N/min", "N/h" or "N/<duration>" such as "1/15s". */
+static int
+parse_rate(struct ctx *c, struct jnode *n, const char *path,
+           struct corral_config_upstream *up)
+{
+    const char *why, *s = get_str(c, n, path, NULL);
+    if (s == NULL)
+        return -1;
+    const char *slash = strchr(s, '/');
+    size_t nlen = slash ? (size_t)(slash - s) : 0;
+    unsigned long count = 0;
+    if (all_of(s, nlen, "0123456789") && nlen <= 7)
+        count = strtoul(s, NULL, 10);
+    if (count < 1 || count > 1000000)
+        return fail(c, n, path,
+                    "\"%s\": must be N/s, N/min, N/h or N/<duration> (such "
+                    "as 1/15s) with N from 1 to 1000000",
+                    quote(c, n));
+    char unit[32];
+    const char *u = slash + 1;
+    snprintf(unit, sizeof(unit), "%s%s", *u >= '0' && *u <= '9' ? "" : "1",
+             strcmp(u, "min") == 0 ? "m" : u);
+    if (corral_duration_parse(unit, &up->rate_window_ms, &why) < 0 ||
+        up->rate_window_ms == 0)
+        return fail(c, n, path,
+                    "\"%s\": the window must be s, min, h or a "
+                    "duration such as 15s",
+                    quote(c, n));
+    up->rate_count = (unsigned)count;
+    return 0;
+}
+
+static int
+parse_headers(struct ctx *c, struct jnode *obj, const char *path,
+              struct corral_config_upstream *up)
+{
+    static const char *const managed[] = {
+        "host", "content-length", "transfer-encoding", "connection", NULL,
+    };
+    char p[PATH_LEN];
+    if (check_object(c, obj, path, NULL) < 0)
+        return -1;
+    if ((up->headers = calloc(obj->n, sizeof(*up->headers))) == NULL &&
+        obj->n > 0)
+        return fail(c, obj, path, "out of memory");
+    for (size_t i = 0; i < obj->n; i++) {
+        struct jnode *h = obj->kids[i];
+        struct corral_config_header *hdr = &up->headers[i];
+        join_key(p, path, h->key);
+        if (!all_of(h->key, strlen(h->key), TOKEN_CHARS))
+            return fail(c, h, p, "not a valid header name");
+        for (size_t j = 0; managed[j]; j++)
+            if (strcasecmp(h->key, managed[j]) == 0)
+                return fail(c, h, p, "set by corral, not by the config");
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(h->key, up->headers[j].name) == 0)
+                return fail(c, h, p, "repeated header");
+        if ((hdr->name = strdup(h->key)) == NULL)
+            return fail(c, h, p, "out of memory");
+        up->n_headers++;
+        if (dup_str(c, h, p, &hdr->value) < 0)
+            return -1;
+        if (has_controls(hdr->value, true))
+            return fail(c, h, p,
+                        "the value must not contain CR, LF or "
+                        "other control characters");
+    }
+    return 0;
+}
+
+static int
+parse_upstream(struct ctx *c, struct jnode *n, const char *path,
+               struct corral_config_upstream *up)
+{
+    static const char *const keys[] = {
+        "base",    "timeout", "max_connections", "rate", "headers",
+        "ca_file", NULL,
+    };
+    char p[PATH_LEN];
+    struct jnode *m;
+    struct stat st;
+
+    if ((up->name = strdup(n->key)) == NULL)
+        return fail(c, n, path, "out of memory");
+    if (!all_of(n->key, strlen(n->key), NAME_CHARS))
+        return fail(c, n, path,
+                    "upstream names use letters, digits, '_', "
+                    "'-' and '.'");
+    if (check_object(c, n, path, keys) < 0)
+        return -1;
+    if ((m = need(c, n, path, "base")) == NULL ||
+        parse_base(c, m, join_key(p, path, "base"), up) < 0)
+        return -1;
+    up->timeout_ms = 10000;
+    if ((m = member(n, "timeout")) &&
+        get_duration(c, m, join_key(p, path, "timeout"), 1, &up->timeout_ms) <
+            0)
+        return -1;
+    up->max_connections = 8;
+    if ((m = member(n, "max_connections")) &&
+        get_unsigned(c, m, join_key(p, path, "max_connections"), 1, 1024,
+                     &up->max_connections) < 0)
+        return -1;
+    if ((m = member(n, "rate")) &&
+        parse_rate(c, m, join_key(p, path, "rate"), up) < 0)
+        return -1;
+    if ((m = member(n, "headers")) &&
+        parse_headers(c, m, join_key(p, path, "headers"), up) < 0)
+        return -1;
+    if ((m = member(n, "ca_file"))) {
+        join_key(p, path, "ca_file");
+        if (dup_str(c, m, p, &up->ca_file) < 0)
+            return -1;
+        if (stat(up->ca_file, &st) < 0 || access(up->ca_file, R_OK) < 0)
+            return fail(c, m, p, "\"%s\": %s", quote(c, m), strerror(errno));
+        if (!S_ISREG(st.st_mode))
+            return fail(c, m, p, "\"%s\": not a regular file", quote(c, m));
+    }
+    return 0;
+}
+
+/* ---- routes ---------------------------------------------------------- */
+
+/* Steps past the segment after the '/' at *cursor: returns it and its
+ * length, or NULL at the end. */
+static const char *
+next_segment(const char **cursor, size_t *len)
+{
+    const char *s = *cursor;
+    if (*s != '/')
+        return NULL;
+    s++;
+    *len = strcspn(s, "/");
+    *cursor = s + *len;
+    return s;
+}
+
+static int
+find_param(const struct corral_config_route *r, const char *name, size_t len)
+{
+    for (size_t i = 0; i < r->n_params; i++)
+        if (strlen(r->params[i].name) == len &&
+            memcmp(r->params[i].name, name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int
+add_param(struct ctx *c, struct jnode *n, const char *path,
+          struct corral_config_route *r, const char *name, size_t len,
+          struct jnode *params, const char *params_path)
+{
+    char p[PATH_LEN], why[128];
+    struct corral_config_param *prm = &r->params[r->n_params];
+    const char *pattern = CORRAL_CONFIG_DEFAULT_PARAM_PATTERN;
+    struct jnode *pat = NULL;
+
+    if (!is_ident(name, len))
+        return fail(c, n, path,
+                    "\"%s\": a {param} segment is {name}, name made of "
+                    "letters, digits and _",
+                    quote(c, n));
+    if (find_param(r, name, len) >= 0)
+        return fail(c, n, path, "\"%s\": a {param} name appears twice",
+                    quote(c, n));
+    if (r->n_params == MAX_PARAMS)
+        return fail(c, n, path, "more than %d {param} segments", MAX_PARAMS);
+    if ((prm->name = strndup(name, len)) == NULL)
+        return fail(c, n, path, "out of memory");
+    if (params && (pat = member(params, prm->name))) {
+        join_key(p, params_path, prm->name);
+        if ((pattern = get_str(c, pat, p, NULL)) == NULL) {
+            free(prm->name);
+            return -1;
+        }
+    }
+    int rc = regcomp(&prm->re, pattern, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        regerror(rc, &prm->re, why, sizeof(why));
+        free(prm->name);
+        return fail(c, pat, p, "\"%s\": %s", quote(c, pat), why);
+    }
+    if ((prm->pattern = strdup(pattern)) == NULL) {
+        regfree(&prm->re);
+        free(prm->name);
+        return fail(c, n, path, "out of memory");
+    }
+    r->n_params++;
+    return 0;
+}
+
+/* The route path: "/" or "/seg/..." where each segment is a literal or a
+ * {param}; each param gets its pattern from the params object. */
+static int
+parse_route_path(struct ctx *c, struct jnode *n, const char *path,
+                 struct corral_config_route *r, struct jnode *params,
+                 const char *params_path)
+{
+    char p[PATH_LEN];
+    const char *seg, *s = get_str(c, n, path, NULL);
+    size_t len;
+    if (s == NULL)
+        return -1;
+    if ((r->path = strdup(s)) == NULL)
+        return fail(c, n, path, "out of memory");
+    if (s[0] != '/')
+        return fail(c, n, path, "\"%s\": must start with /", quote(c, n));
+    size_t braces = 1;
+    for (const char *b = s; (b = strchr(b, '{')); b++)
+        braces++;
+    if ((r->params = calloc(braces, sizeof(*r->params))) == NULL)
+        return fail(c, n, path, "out of memory");
+    for (const char *cur = strcmp(s, "/") == 0 ? "" : s;
+         (seg = next_segment(&cur, &len));) {
+        if (len == 0)
+            return fail(c, n, path,
+                        "\"%s\": empty segment (// or a "
+                        "trailing /)",
+                        quote(c, n));
+        if (seg[0] == '{' && seg[len - 1] == '}') {
+            if (add_param(c, n, path, r, seg + 1, len - 2, params,
+                          params_path) < 0)
+                return -1;
+        } else if (!all_of(seg, len, SEGMENT_CHARS)) {
+            return fail(c, n, path,
+                        "\"%s\": a segment is {name} or made of letters, "
+                        "digits and -._~!$&'()*+,;=:@",
+                        quote(c, n));
+        }
+    }
+    for (size_t i = 0; params && i < params->n; i++)
+        if (find_param(r, params->kids[i]->key, strlen(params->kids[i]->key)) <
+            0)
+            return fail(c, params->kids[i],
+                        join_key(p, params_path, params->kids[i]->key),
+                        "not a {param} of the route's path");
+    return 0;
+}
+
+/* Checks each {name} in the template at n names a param of r; sets a bit in
+ * *used for each. Scans the raw text so a message can quote the name; the
+ * variables of ${NAME} may not add braces. */
+static int
+check_template(struct ctx *c, struct jnode *n, const char *path,
+               const struct corral_config_route *r, uint32_t *used)
+{
+    if (get_str(c, n, path, "{}") == NULL)
+        return -1;
+    *used = 0;
+    for (const char *s = n->raw; *s; s++) {
+        if (s[0] == '$' && s[1] == '{') {
+            s = strchr(s, '}');
+            continue;
+        }
+        if (*s == '}')
+            return fail(c, n, path, "\"%s\": } without {", quote(c, n));
+        if (*s != '{')
+            continue;
+        size_t len = strcspn(s + 1, "{}");
+        int i = s[len + 1] == '}' ? find_param(r, s + 1, len) : -1;
+        if (i < 0 && is_ident(s + 1, len) && s[len + 1] == '}')
+            return fail(c, n, path, "{%.*s} is not a {param} of the path",
+                        (int)len, s + 1);
+        if (i < 0)
+            return fail(c, n, path, "\"%s\": { must open a {param} placeholder",
+                        quote(c, n));
+        *used |= 1u << i;
+        s += len + 1;
+    }
+    return 0;
+}
+
+static int
+parse_fetch(struct ctx *c, struct jnode *n, const char *path,
+            struct corral_config_route *r)
+{
+    uint32_t used;
+    if (check_template(c, n, path, r, &used) < 0)
+        return -1;
+    const unsigned char *s = (const unsigned char *)n->val;
+    if (s[0] != '/')
+        return fail(c, n, path, "\"%s\": must start with /", quote(c, n));
+    for (; *s; s++)
+        if (*s <= ' ' || *s >= 0x7f || *s == '#')
+            return fail(c, n, path,
+                        "must be ASCII without spaces, control characters "
+                        "or # (percent-encode them)");
+    if ((r->fetch = strdup(n->val)) == NULL)
+        return fail(c, n, path, "out of memory");
+    return 0;
+}
+
+static int
+parse_key(struct ctx *c, struct jnode *n, const char *path,
+          struct corral_config_route *r)
+{
+    uint32_t used;
+    if (check_template(c, n, path, r, &used) < 0)
+        return -1;
+    if (n->val[0] == '\0' || has_controls(n->val, false))
+        return fail(c, n, path,
+                    "must be non-empty, without control "
+                    "characters");
+    if (used != (1ull << r->n_params) - 1)
+        return fail(c, n, path,
+                    "\"%s\": must hold every {param} of the path, or their "
+                    "values would share one cache entry",
+                    quote(c, n));
+    if ((r->key = strdup(n->val)) == NULL)
+        return fail(c, n, path, "out of memory");
+    return 0;
+}
+
+static int
+parse_query(struct ctx *c, struct jnode *n, const char *path,
+            struct corral_config_route *r)
+{
+    char p[PATH_LEN];
+    if (!expect(c, n, path, J_ARRAY))
+        return -1;
+    if (n->n && (r->query = calloc(n->n, sizeof(*r->query))) == NULL)
+        return fail(c, n, path, "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        struct jnode *q = n->kids[i];
+        join_index(p, path, i);
+        if (dup_str(c, q, p, &r->query[i]) < 0)
+            return -1;
+        r->n_query++;
+        if (!all_of(r->query[i], strlen(r->query[i]), QUERY_CHARS))
+            return fail(c, q, p, "\"%s\": names use letters, digits and ._~-",
+                        quote(c, q));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->query[i], r->query[j]) == 0)
+                return fail(c, q, p, "\"%s\": repeated", quote(c, q));
+    }
+    return 0;
+}
+
+/* Whether two route paths differ only in their params' names. */
+static bool
+same_shape(const char *a, const char *b)
+{
+    while (*a && *b) {
+        if (*a == '{' && *b == '{') {
+            a = strchr(a, '}') + 1;
+            b = strchr(b, '}') + 1;
+        } else if (*a++ != *b++) {
+            return false;
+        }
+    }
+    return *a == *b;
+}
+
+static int
+parse_strategy(struct ctx *c, struct jnode *n, const char *path,
+               struct corral_config_route *r)
+{
+    char p[PATH_LEN];
+    const char *why, *s;
+    struct jnode *m;
+    if ((m = member(n, "strategy"))) {
+        join_key(p, path, "strategy");
+        if ((s = get_str(c, m, p, NULL)) == NULL)
+            return -1;
+        if (corral_strategy_parse(s, &r->strategy, &why) < 0)
+            return fail(c, m, p, "\"%s\": %s", quote(c, m), why);
+    }
+    if ((m = member(n, "stale_while_revalidate")) &&
+        get_duration(c, m, join_key(p, path, "stale_while_revalidate"), 0,
+                     &r->strategy.swr_ms) < 0)
+        return -1;
+    if ((m = member(n, "stale_if_error")) &&
+        get_duration(c, m, join_key(p, path, "stale_if_error"), 0,
+                     &r->strategy.sie_ms) < 0)
+        return -1;
+    return 0;
+}
+
+/* Parses routes[i]; aggregate members are resolved once all are known. */
+static int
+parse_route(struct ctx *c, struct jnode *n, const char *path,
+            struct corral_config *cfg, struct corral_config_route *r)
+{
+    static const char *const keys[] = {
+        "path",
+        "upstream",
+        "fetch",
+        "aggregate",
+        "key",
+        "strategy",
+        "stale_while_revalidate",
+        "stale_if_error",
+        "params",
+        "query",
+        "json",
+        NULL,
+    };
+    static const char *const upstream_only[] = {"params", "query", "json",
+                                                NULL};
+    char p[PATH_LEN], pp[PATH_LEN];
+    struct jnode *m, *params, *up, *fetch, *agg;
+
+    if (check_object(c, n, path, keys) < 0)
+        return -1;
+    r->json = true;
+    join_key(pp, path, "params");
+    if ((params = member(n, "params")) && check_object(c, params, pp, NULL) < 0)
+        return -1;
+    if ((m = need(c, n, path, "path")) == NULL ||
+        parse_route_path(c, m, join_key(p, path, "path"), r, params, pp) < 0)
+        return -1;
+    for (struct corral_config_route *o = cfg->routes; o < r; o++)
+        if (same_shape(o->path, r->path))
+            return fail(c, m, p, "\"%s\": another route has this path",
+                        quote(c, m));
+
+    up = member(n, "upstream");
+    fetch = member(n, "fetch");
+    agg = member(n, "aggregate");
+    if (agg && (up || fetch))
+        return fail(c, agg, join_key(p, path, "aggregate"),
+                    "a route has upstream and fetch, or aggregate, not both");
+    if (agg) {
+        if (r->n_params > 0)
+            return fail(c, member(n, "path"), join_key(p, path, "path"),
+                        "an aggregate route has no {param} segments");
+        for (size_t i = 0; upstream_only[i]; i++)
+            if ((m = member(n, upstream_only[i])))
+                return fail(c, m, join_key(p, path, upstream_only[i]),
+                            "not allowed in an aggregate route");
+    } else {
+        if (!up && !fetch)
+            return fail(c, n, path, "needs upstream and fetch, or aggregate");
+        if ((up = need(c, n, path, "upstream")) == NULL ||
+            (fetch = need(c, n, path, "fetch")) == NULL)
+            return -1;
+        const char *name = get_str(c, up, join_key(p, path, "upstream"), NULL);
+        if (name == NULL)
+            return -1;
+        for (size_t i = 0; i < cfg->n_upstreams && !r->upstream; i++)
+            if (strcmp(cfg->upstreams[i].name, name) == 0)
+                r->upstream = &cfg->upstreams[i];
+        if (r->upstream == NULL)
+            return fail(c, up, p, "\"%s\": no such upstream", quote(c, up));
+        if (parse_fetch(c, fetch, join_key(p, path, "fetch"), r) < 0)
+            return -1;
+    }
+    if ((m = member(n, "key"))) {
+        if (parse_key(c, m, join_key(p, path, "key"), r) < 0)
+            return -1;
+        for (struct corral_config_route *o = cfg->routes; o < r; o++)
+            if (o->key && strcmp(o->key, r->key) == 0)
+                return fail(c, m, p, "\"%s\": another route has this key",
+                            quote(c, m));
+    }
+    if (parse_strategy(c, n, path, r) < 0)
+        return -1;
+    if ((m = member(n, "query")) &&
+        parse_query(c, m, join_key(p, path, "query"), r) < 0)
+        return -1;
+    if ((m = member(n, "json"))) {
+        if (!expect(c, m, join_key(p, path, "json"), J_BOOL))
+            return -1;
+        r->json = m->num != 0;
+    }
+    return 0;
+}
+
+/* How well route r matches the request path s (no query): the number of
+ * literal segments, or -1 when it does not match. */
+static int
+match_score(const struct corral_config_route *r, const char *s)
+{
+    const char *t = r->path, *ts, *ss;
+    size_t tl, sl, k = 0;
+    int score = 0;
+    char seg[PATH_LEN];
+    for (;;) {
+        ts = next_segment(&t, &tl);
+        ss = next_segment(&s, &sl);
+        if (ts == NULL || ss == NULL)
+            return ts == ss ? score : -1;
+        if (ts[0] == '{') {
+            if (sl >= sizeof(seg))
+                return -1;
+            memcpy(seg, ss, sl);
+            seg[sl] = '\0';
+            if (regexec(&r->params[k++].re, seg, 0, NULL, 0) != 0)
+                return -1;
+        } else if (tl != sl || memcmp(ts, ss, tl) != 0) {
+            return -1;
+        } else {
+            score++;
+        }
+    }
+}
+
+/* Resolves member n to the route its path matches: the one with the most
+ * literal segments, the first of those on a tie. */
+static int
+parse_member(struct ctx *c, struct jnode *n, const char *path,
+             const struct corral_config *cfg, struct corral_config_member *mb)
+{
+    const struct corral_config_route *best = NULL;
+    int best_score = -1;
+
+    if ((mb->name = strdup(n->key)) == NULL)
+        return fail(c, n, path, "out of memory");
+    if (!all_of(n->key, strlen(n->key), NAME_CHARS))
+        return fail(c, n, path,
+                    "member names use letters, digits, '_', '-' and '.'");
+    if (strcmp(n->key, "errors") == 0)
+        return fail(c, n, path, "\"errors\" is reserved for failed members");
+    if (dup_str(c, n, path, &mb->path) < 0)
+        return -1;
+    if (mb->path[0] != '/' || has_controls(mb->path, false) ||
+        strchr(mb->path, '#'))
+        return fail(c, n, path, "\"%s\": must be a path starting with /",
+                    quote(c, n));
+    char *query = strchr(mb->path, '?');
+    if (query)
+        *query = '\0';
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        int score = match_score(&cfg->routes[i], mb->path);
+        if (score > best_score) {
+            best = &cfg->routes[i];
+            best_score = score;
+        }
+    }
+    if (query)
+        *query = '?';
+    if (best == NULL)
+        return fail(c, n, path,
+                    "\"%s\": matches no route (or fails a {param}'s pattern)",
+                    quote(c, n));
+    if (best->upstream == NULL)
+        return fail(c, n, path, "\"%s\": an aggregate cannot hold another",
+                    quote(c, n));
+    if (!best->json)
+        return fail(c, n, path, "\"%s\": routes[%zu] has json: false",
+                    quote(c, n), (size_t)(best - cfg->routes));
+    for (char *q = query; q; q = strchr(q + 1, '&')) {
+        size_t len = strcspn(q + 1, "=&");
+        size_t j = 0;
+        while (j < best->n_query && (strlen(best->query[j]) != len ||
+                                     memcmp(best->query[j], q + 1, len) != 0))
+            j++;
+        if (j == best->n_query)
+            return fail(c, n, path,
+                        "\"%s\": routes[%zu] does not forward all of its "
+                        "query parameters",
+                        quote(c, n), (size_t)(best - cfg->routes));
+    }
+    mb->route = best;
+    return 0;
+}
+
+static int
+parse_aggregate(struct ctx *c, struct jnode *n, const char *path,
+                const struct corral_config *cfg, struct corral_config_route *r)
+{
+    char p[PATH_LEN];
+    if (check_object(c, n, path, NULL) < 0)
+        return -1;
+    if (n->n == 0)
+        return fail(c, n, path, "needs at least one member");
+    if ((r->members = calloc(n->n, sizeof(*r->members))) == NULL)
+        return fail(c, n, path, "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        r->n_members++;
+        if (parse_member(c, n->kids[i], join_key(p, path, n->kids[i]->key), cfg,
+                         &r->members[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- the top level --------------------------------------------------- */
+
+static int
+parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
+{
+    static const char *const keys[] = {"listen", "token", NULL};
+    struct jnode *m;
+    struct corral_config_admin *a;
+    if (check_object(c, n, "admin", keys) < 0)
+        return -1;
+    if ((a = cfg->admin = calloc(1, sizeof(*a))) == NULL)
+        return fail(c, n, "admin", "out of memory");
+    if ((m = need(c, n, "admin", "listen")) == NULL ||
+        get_addr(c, m, "admin.listen", false, &a->listen) < 0)
+        return -1;
+    if (strcmp(a->listen.host, cfg->listen.host) == 0 &&
+        a->listen.port == cfg->listen.port)
+        return fail(c, m, "admin.listen", "the same address as listen");
+    if ((m = member(n, "token"))) {
+        if (dup_str(c, m, "admin.token", &a->token) < 0)
+            return -1;
+        if (a->token[0] == '\0')
+            return fail(c, m, "admin.token",
+                        "empty (leave the key out for no token)");
+    }
+    return 0;
+}
+
+static int
+parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
+{
+    static const char *const keys[] = {"redis", "db", "prefix", "timeout",
+                                       NULL};
+    struct jnode *m;
+    struct corral_config_l2 *l2;
+    if (check_object(c, n, "l2", keys) < 0)
+        return -1;
+    if ((l2 = cfg->l2 = calloc(1, sizeof(*l2))) == NULL)
+        return fail(c, n, "l2", "out of memory");
+    if ((m = need(c, n, "l2", "redis")) == NULL ||
+        get_addr(c, m, "l2.redis", true, &l2->redis) < 0)
+        return -1;
+    if ((m = member(n, "db")) &&
+        get_unsigned(c, m, "l2.db", 0, 1000000, &l2->db) < 0)
+        return -1;
+    if ((m = member(n, "prefix"))) {
+        if (dup_str(c, m, "l2.prefix", &l2->prefix) < 0)
+            return -1;
+    } else if ((l2->prefix = strdup("corral:")) == NULL) {
+        return fail(c, n, "l2.prefix", "out of memory");
+    }
+    l2->timeout_ms = 50;
+    if ((m = member(n, "timeout")) &&
+        get_duration(c, m, "l2.timeout", 1, &l2->timeout_ms) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
+{
+    static const char *const keys[] = {
+        "max_header_bytes", "client_timeout", "max_clients",
+        "max_waiters",      "max_body_bytes", NULL,
+    };
+    struct jnode *m;
+    if (check_object(c, n, "limits", keys) < 0)
+        return -1;
+    if ((m = member(n, "max_header_bytes")) &&
+        get_size(c, m, "limits.max_header_bytes", 1 << 20,
+                 &l->max_header_bytes) < 0)
+        return -1;
+    if ((m = member(n, "client_timeout")) &&
+        get_duration(c, m, "limits.client_timeout", 1, &l->client_timeout_ms) <
+            0)
+        return -1;
+    if ((m = member(n, "max_clients")) &&
+        get_unsigned(c, m, "limits.max_clients", 1, 1000000, &l->max_clients) <
+            0)
+        return -1;
+    if ((m = member(n, "max_waiters")) &&
+        get_unsigned(c, m, "limits.max_waiters", 1, 1000000, &l->max_waiters) <
+            0)
+        return -1;
+    if ((m = member(n, "max_body_bytes")) &&
+        get_size(c, m, "limits.max_body_bytes", 1ull << 30,
+                 &l->max_body_bytes) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+parse_upstreams(struct ctx *c, struct jnode *n, struct corral_config *cfg)
+{
+    char p[PATH_LEN];
+    if (check_object(c, n, "upstreams", NULL) < 0)
+        return -1;
+    if (n->n == 0)
+        return fail(c, n, "upstreams", "needs at least one upstream");
+    if ((cfg->upstreams = calloc(n->n, sizeof(*cfg->upstreams))) == NULL)
+        return fail(c, n, "upstreams", "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        cfg->n_upstreams++;
+        if (parse_upstream(c, n->kids[i],
+                           join_key(p, "upstreams", n->kids[i]->key),
+                           &cfg->upstreams[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+parse_routes(struct ctx *c, struct jnode *n, struct corral_config *cfg)
+{
+    char p[PATH_LEN], pa[PATH_LEN];
+    struct jnode *agg;
+    if (!expect(c, n, "routes", J_ARRAY))
+        return -1;
+    if (n->n == 0)
+        return fail(c, n, "routes", "needs at least one route");
+    if ((cfg->routes = calloc(n->n, sizeof(*cfg->routes))) == NULL)
+        return fail(c, n, "routes", "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        cfg->n_routes++;
+        if (parse_route(c, n->kids[i], join_index(p, "routes", i), cfg,
+                        &cfg->routes[i]) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < n->n; i++)
+        if ((agg = member(n->kids[i], "aggregate")) &&
+            parse_aggregate(
+                c, agg, join_key(pa, join_index(p, "routes", i), "aggregate"),
+                cfg, &cfg->routes[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static int
+parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
+{
+    static const char *const keys[] = {
+        "listen", "admin",     "workers", "access_log", "l1",
+        "l2",     "upstreams", "routes",  "limits",     NULL,
+    };
+    static const char *const l1_keys[] = {"max_bytes", NULL};
+    struct jnode *m;
+
+    cfg->workers = 1;
+    cfg->l1_max_bytes = 256ull << 20;
+    cfg->limits = (struct corral_config_limits){
+        .max_header_bytes = 8 << 10,
+        .client_timeout_ms = 30000,
+        .max_clients = 10000,
+        .max_waiters = 10000,
+        .max_body_bytes = 8 << 20,
+    };
+    if (root->type != J_OBJECT)
+        return fail(c, root, "", "the top level must be an object");
+    if (check_object(c, root, "", keys) < 0)
+        return -1;
+    if ((m = need(c, root, "", "listen")) == NULL ||
+        get_addr(c, m, "listen", false, &cfg->listen) < 0)
+        return -1;
+    if ((m = member(root, "admin")) && parse_admin(c, m, cfg) < 0)
+        return -1;
+    if ((m = member(root, "workers")) &&
+        get_unsigned(c, m, "workers", 1, 1024, &cfg->workers) < 0)
+        return -1;
+    if ((m = member(root, "access_log"))) {
+        if (dup_str(c, m, "access_log", &cfg->access_log) < 0)
+            return -1;
+        if (cfg->access_log[0] == '\0')
+            return fail(c, m, "access_log",
+                        "empty (a path, \"-\" for stdout, or leave it out)");
+    }
+    if ((m = member(root, "l1"))) {
+        struct jnode *mb;
+        if (check_object(c, m, "l1", l1_keys) < 0)
+            return -1;
+        if ((mb = member(m, "max_bytes")) &&
+            get_size(c, mb, "l1.max_bytes", UINT64_MAX, &cfg->l1_max_bytes) < 0)
+            return -1;
+    }
+    if ((m = member(root, "l2")) && parse_l2(c, m, cfg) < 0)
+        return -1;
+    if ((m = member(root, "limits")) && parse_limits(c, m, &cfg->limits) < 0)
+        return -1;
+    if ((m = need(c, root, "", "upstreams")) == NULL ||
+        parse_upstreams(c, m, cfg) < 0)
+        return -1;
+    if ((m = need(c, root, "", "routes")) == NULL ||
+        parse_routes(c, m, cfg) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- public ---------------------------------------------------------- */
+
+struct corral_config *
+corral_config_parse(const char *text, size_t len, const char *name, char *err,
+                    size_t errlen)
+{
+    char scratch[1];
+    struct ctx c = {.name = name ? name : "config",
+                    .err = errlen ? err : scratch,
+                    .errlen = errlen ? errlen : sizeof(scratch)};
+    c.err[0] = '\0';
+    struct jnode *root = parse_json(text, len, c.name, c.err, c.errlen);
+    if (root == NULL)
+        return NULL;
+    struct corral_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        fail(&c, NULL, "", "out of memory");
+    else if (parse_config(&c, root, cfg) < 0) {
+        corral_config_free(cfg);
+        cfg = NULL;
+    }
+    free_tree(root);
+    return cfg;
+}
+
+struct corral_config *
+corral_config_load(const char *path, char *err, size_t errlen)
+{
+    char *text = NULL, *bigger, scratch[1];
+    size_t len = 0, cap = 0, got;
+    struct corral_config *cfg = NULL;
+    if (errlen == 0) {
+        err = scratch;
+        errlen = sizeof(scratch);
+    }
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    do {
+        if (len == cap) {
+            cap = cap ? 2 * cap : 16384;
+            if (cap > MAX_FILE_BYTES) {
+                snprintf(err, errlen, "%s: larger than %u bytes", path,
+                         MAX_FILE_BYTES);
+                goto out;
+            }
+            if ((bigger = realloc(text, cap)) == NULL) {
+                snprintf(err, errlen, "%s: out of memory", path);
+                goto out;
+            }
+            text = bigger;
+        }
+        len += got = fread(text + len, 1, cap - len, f);
+    } while (got > 0);
+    if (ferror(f))
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    else
+        cfg = corral_config_parse(text, len, path, err, errlen);
+out:
+    free(text);
+    fclose(f);
+    return cfg;
+}
+
+static void
+free_upstream(struct corral_config_upstream *up)
+{
+    free(up->name);
+    free(up->host);
+    free(up->prefix);
+    for (size_t i = 0; i < up->n_headers; i++) {
+        free(up->headers[i].name);
+        free(up->headers[i].value);
+    }
+    free(up->headers);
+    free(up->ca_file);
+}
+
+static void
+free_route(struct corral_config_route *r)
+{
+    free(r->path);
+    free(r->fetch);
+    for (size_t i = 0; i < r->n_members; i++) {
+        free(r->members[i].name);
+        free(r->members[i].path);
+    }
+    free(r->members);
+    free(r->key);
+    for (size_t i = 0; i < r->n_params; i++) {
+        free(r->params[i].name);
+        free(r->params[i].pattern);
+        regfree(&r->params[i].re);
+    }
+    free(r->params);
+    for (size_t i = 0; i < r->n_query; i++)
+        free(r->query[i]);
+    free(r->query);
+}
+
+void
+corral_config_free(struct corral_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->listen.host);
+    if (cfg->admin) {
+        free(cfg->admin->listen.host);
+        free(cfg->admin->token);
+        free(cfg->admin);
+    }
+    free(cfg->access_log);
+    if (cfg->l2) {
+        free(cfg->l2->redis.host);
+        free(cfg->l2->prefix);
+        free(cfg->l2);
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        free_upstream(&cfg->upstreams[i]);
+    free(cfg->upstreams);
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        free_route(&cfg->routes[i]);
+    free(cfg->routes);
+    free(cfg);
+}

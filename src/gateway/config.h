@@ -1,0 +1,134 @@
+/* config.h — the gateway's configuration, loaded from one JSON file.
+ * Loading checks everything the gateway relies on (types, ranges, references
+ * between routes and upstreams, regexes) and expands ${NAME} from the
+ * environment, so a config that loads is one the gateway can run. A loaded
+ * config is plain immutable data; everything in it belongs to it. */
+#ifndef CORRAL_CONFIG_H
+#define CORRAL_CONFIG_H
+
+#include <regex.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corral/strategy.h"
+
+/* The pattern a {param} gets when the route's "params" names none. */
+#define CORRAL_CONFIG_DEFAULT_PARAM_PATTERN "^[A-Za-z0-9._~-]{1,128}$"
+
+/* "host:port". listen addresses take IPv4 literals, "[IPv6]" and
+ * "localhost"; l2.redis and upstream hosts also take host names. */
+struct corral_config_addr {
+    char *host; /* "127.0.0.1", "::1" (no brackets), "localhost", a name */
+    uint16_t port;
+};
+
+struct corral_config_admin {
+    struct corral_config_addr listen;
+    char *token; /* NULL: none, so every mutating call gets 403 */
+};
+
+struct corral_config_l2 {
+    struct corral_config_addr redis;
+    unsigned db;
+    char *prefix;        /* prepended to every key, default "corral:" */
+    uint64_t timeout_ms; /* per operation, default 50 */
+};
+
+struct corral_config_limits {
+    uint64_t max_header_bytes;  /* request line + headers, default 8KB */
+    uint64_t client_timeout_ms; /* idle or slow client, default 30 s */
+    unsigned max_clients;       /* open connections, default 10000 */
+    unsigned max_waiters;       /* waiters per key, default 10000 */
+    uint64_t max_body_bytes;    /* upstream body, default 8MB */
+};
+
+struct corral_config_header {
+    char *name;  /* an RFC 9110 token */
+    char *value; /* no control characters but tab */
+};
+
+struct corral_config_upstream {
+    char *name;
+    bool tls;                 /* https:// */
+    char *host;               /* IPv6 without brackets */
+    uint16_t port;            /* default 80 or 443 */
+    char *prefix;             /* "" or a path like "/v1", no trailing '/' */
+    uint64_t timeout_ms;      /* bounds every fill, default 10 s */
+    unsigned max_connections; /* 1..1024, default 8 */
+    unsigned rate_count;      /* at most this many calls (0: no limit) */
+    uint64_t rate_window_ms;  /* ... in any window this long */
+    struct corral_config_header *headers;
+    size_t n_headers;
+    char *ca_file; /* NULL: the system store */
+};
+
+struct corral_config_param {
+    char *name;    /* without braces */
+    char *pattern; /* as configured, or the default */
+    regex_t re;    /* pattern compiled REG_EXTENDED | REG_NOSUB */
+};
+
+struct corral_config_route;
+
+struct corral_config_member {
+    char *name; /* the member's name in the aggregate body */
+    char *path; /* a request path ("/api/price/ethereum"), maybe "?q=v" */
+    const struct corral_config_route *route; /* the route path matches */
+};
+
+/* An upstream route has upstream and fetch; an aggregate has members and
+ * no params, query or fetch. Templates (fetch, key) hold {param}
+ * placeholders naming params of this route. */
+struct corral_config_route {
+    char *path;                                    /* "/api/price/{coin}" */
+    const struct corral_config_upstream *upstream; /* NULL for an aggregate */
+    char *fetch; /* path and query template on upstream, starts with '/' */
+    struct corral_config_member *members; /* aggregate only */
+    size_t n_members;
+    char *key; /* template holding every {param}; NULL: derive from path.
+                * Forwarded query parameters are added to either. */
+    struct corral_strategy strategy;    /* ttl plus swr_ms and sie_ms */
+    struct corral_config_param *params; /* every {param} of path, in order */
+    size_t n_params;
+    char **query; /* client query parameters forwarded and keyed on */
+    size_t n_query;
+    bool json; /* the body must be valid JSON to be stored, default true */
+};
+
+struct corral_config {
+    struct corral_config_addr listen;
+    struct corral_config_admin *admin; /* NULL: no admin listener */
+    unsigned workers;                  /* reactors, default 1 */
+    char *access_log;                  /* path, "-" (stdout) or NULL */
+    uint64_t l1_max_bytes;             /* default 256MB */
+    struct corral_config_l2 *l2;       /* NULL: L1 only */
+    struct corral_config_limits limits;
+    struct corral_config_upstream *upstreams;
+    size_t n_upstreams;
+    struct corral_config_route *routes;
+    size_t n_routes;
+};
+
+/* Reads and validates the file at path. Returns the config (caller frees
+ * with corral_config_free), or NULL with err set to the first error:
+ * "FILE:LINE: key.path: reason" ("FILE: ..." when no line applies). Errors
+ * quote the file's own text, never an expanded ${NAME}. */
+struct corral_config *corral_config_load(const char *path, char *err,
+                                         size_t errlen);
+
+/* Like corral_config_load, for len bytes of text; name stands for the file
+ * in errors. */
+struct corral_config *corral_config_parse(const char *text, size_t len,
+                                          const char *name, char *err,
+                                          size_t errlen);
+
+/* Frees cfg and everything in it. NULL is a no-op. */
+void corral_config_free(struct corral_config *cfg);
+
+/* Expands every ${NAME} in raw from the environment into *out (caller
+ * frees). Returns 0, or -EINVAL (unset variable, malformed ${...}) or
+ * -ENOMEM with err naming the variable, never its value. */
+int corral_config_expand(const char *raw, char **out, char *err, size_t errlen);
+
+#endif

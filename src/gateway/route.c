@@ -1,0 +1,366 @@
+/* route.c — a trie over path segments for the configured routes. Parameter
+ * values are percent-decoded, refused if they hold a NUL or '/' or are "."
+ * or "..", checked
+ * against their pattern, and percent-encoded again wherever they go, so a
+ * client can never change which upstream host or path prefix is asked. */
+#include "route.h"
+
+#include <regex.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct node {
+    char *literal;          /* this segment's text; NULL for a parameter */
+    struct node **children; /* literals first, then at most one parameter */
+    size_t n_children;
+    const struct corral_config_route *route; /* a route ends here */
+    size_t index;
+};
+
+struct corral_route_table {
+    struct node root;
+};
+
+static void
+node_finish(struct node *n)
+{
+    for (size_t i = 0; i < n->n_children; i++) {
+        node_finish(n->children[i]);
+        free(n->children[i]);
+    }
+    free(n->children);
+    free(n->literal);
+}
+
+void
+corral_route_table_free(struct corral_route_table *t)
+{
+    if (t == NULL)
+        return;
+    node_finish(&t->root);
+    free(t);
+}
+
+static struct node *
+child(struct node *n, const char *seg, size_t len, bool param)
+{
+    for (size_t i = 0; i < n->n_children; i++) {
+        struct node *c = n->children[i];
+        if (param ? c->literal == NULL
+                  : c->literal && strlen(c->literal) == len &&
+                        memcmp(c->literal, seg, len) == 0)
+            return c;
+    }
+    struct node *c = calloc(1, sizeof(*c));
+    struct node **kids =
+        realloc(n->children, (n->n_children + 1) * sizeof(*kids));
+    if (c == NULL || kids == NULL)
+        abort();
+    n->children = kids;
+    if (!param) {
+        c->literal = strndup(seg, len);
+        if (c->literal == NULL)
+            abort();
+    }
+    /* Keep the parameter child last, so literals are tried first. */
+    size_t at = n->n_children;
+    if (!param && at > 0 && kids[at - 1]->literal == NULL) {
+        kids[at] = kids[at - 1];
+        at--;
+    }
+    kids[at] = c;
+    n->n_children++;
+    return c;
+}
+
+struct corral_route_table *
+corral_route_table_new(const struct corral_config *cfg, char *err,
+                       size_t errlen)
+{
+    struct corral_route_table *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        abort();
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        const struct corral_config_route *route = &cfg->routes[r];
+        if (route->n_params > CORRAL_ROUTE_MAX_PARAMS ||
+            route->n_query > CORRAL_ROUTE_MAX_PARAMS) {
+            snprintf(err, errlen, "routes[%zu]: more than %d params or query "
+                                  "names", r, CORRAL_ROUTE_MAX_PARAMS);
+            corral_route_table_free(t);
+            return NULL;
+        }
+        struct node *n = &t->root;
+        const char *p = route->path + 1, *end = p + strlen(p);
+        while (p < end) {
+            const char *slash = memchr(p, '/', (size_t)(end - p));
+            const char *seg_end = slash ? slash : end;
+            bool param = seg_end - p >= 2 && *p == '{' && seg_end[-1] == '}';
+            n = child(n, p, (size_t)(seg_end - p), param);
+            p = slash ? slash + 1 : end;
+            if (slash && p == end)
+                n = child(n, "", 0, false); /* trailing slash */
+        }
+        n->route = route;
+        n->index = r;
+    }
+    return t;
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes len bytes of s into m's scratch; returns the NUL-ended copy, or
+ * NULL for a bad escape, an encoded NUL or '/', or no room. plus: '+' is a
+ * space (query values). */
+static const char *
+decode(struct corral_route_match *m, const char *s, size_t len, bool plus)
+{
+    if (m->scratch_used + len + 1 > sizeof(m->scratch))
+        return NULL;
+    char *out = m->scratch + m->scratch_used, *o = out;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 ||
+                (lo = hexval(s[i + 2])) < 0)
+                return NULL;
+            c = (char)(hi << 4 | lo);
+            if (c == '\0' || c == '/')
+                return NULL;
+            i += 2;
+        } else if (c == '+' && plus) {
+            c = ' ';
+        } else if (c == '\0') {
+            return NULL;
+        }
+        *o++ = c;
+    }
+    *o++ = '\0';
+    m->scratch_used += (size_t)(o - out);
+    return out;
+}
+
+static bool
+unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+           c == '~';
+}
+
+/* Appends s percent-encoded to buf at *at; false if it does not fit. */
+static bool
+put_encoded(char *buf, size_t len, size_t *at, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (unreserved(c)) {
+            if (*at + 1 >= len)
+                return false;
+            buf[(*at)++] = (char)c;
+        } else {
+            if (*at + 3 >= len)
+                return false;
+            buf[(*at)++] = '%';
+            buf[(*at)++] = hex[c >> 4];
+            buf[(*at)++] = hex[c & 15];
+        }
+    }
+    return true;
+}
+
+static bool
+put_raw(char *buf, size_t len, size_t *at, const char *s, size_t n)
+{
+    if (*at + n >= len)
+        return false;
+    memcpy(buf + *at, s, n);
+    *at += n;
+    return true;
+}
+
+/* Fills a template's {param} placeholders with m's values, encoded. */
+static bool
+fill_template(const struct corral_route_match *m, const char *tpl, char *buf,
+              size_t len, size_t *at)
+{
+    const struct corral_config_route *r = m->route;
+    for (const char *p = tpl; *p;) {
+        const char *open = strchr(p, '{');
+        if (open == NULL)
+            return put_raw(buf, len, at, p, strlen(p));
+        const char *close = strchr(open, '}');
+        if (close == NULL)
+            return put_raw(buf, len, at, p, strlen(p));
+        if (!put_raw(buf, len, at, p, (size_t)(open - p)))
+            return false;
+        size_t nlen = (size_t)(close - open - 1);
+        bool found = false;
+        for (size_t i = 0; i < r->n_params; i++) {
+            if (strlen(r->params[i].name) == nlen &&
+                memcmp(r->params[i].name, open + 1, nlen) == 0) {
+                if (!put_encoded(buf, len, at, m->values[i]))
+                    return false;
+                found = true;
+                break;
+            }
+        }
+        if (!found && !put_raw(buf, len, at, open, nlen + 2))
+            return false;
+        p = close + 1;
+    }
+    return true;
+}
+
+/* Appends the forwarded query values as "?a=1&b=2" (or "&..." after an
+ * existing '?'), in the route's order. */
+static bool
+put_query(const struct corral_route_match *m, char *buf, size_t len,
+          size_t *at, bool has_query)
+{
+    const struct corral_config_route *r = m->route;
+    for (size_t i = 0; i < r->n_query; i++) {
+        if (m->query_values[i] == NULL)
+            continue;
+        char sep = has_query ? '&' : '?';
+        has_query = true;
+        if (!put_raw(buf, len, at, &sep, 1) ||
+            !put_encoded(buf, len, at, r->query[i]) ||
+            !put_raw(buf, len, at, "=", 1) ||
+            !put_encoded(buf, len, at, m->query_values[i]))
+            return false;
+    }
+    return true;
+}
+
+/* Finds the forwarded parameters in the raw query string. */
+static bool
+parse_query(struct corral_route_match *m, const char *q, size_t qlen)
+{
+    const struct corral_config_route *r = m->route;
+    for (size_t i = 0; i < r->n_query; i++)
+        m->query_values[i] = NULL;
+    if (r->n_query == 0)
+        return true;
+    const char *end = q + qlen;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pair_end = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(pair_end - q));
+        const char *name_end = eq ? eq : pair_end;
+        for (size_t i = 0; i < r->n_query; i++) {
+            size_t nlen = strlen(r->query[i]);
+            if ((size_t)(name_end - q) != nlen ||
+                memcmp(q, r->query[i], nlen) != 0 || m->query_values[i])
+                continue;
+            const char *v = eq ? eq + 1 : pair_end;
+            m->query_values[i] = decode(m, v, (size_t)(pair_end - v), true);
+            if (m->query_values[i] == NULL)
+                return false;
+        }
+        q = amp ? amp + 1 : end;
+    }
+    return true;
+}
+
+int
+corral_route_match(const struct corral_route_table *t, const char *path,
+                   size_t path_len, const char *query, size_t query_len,
+                   struct corral_route_match *m)
+{
+    m->route = NULL;
+    m->n_values = 0;
+    m->bad_param = NULL;
+    m->scratch_used = 0;
+    m->keylen = 0;
+    if (path_len == 0 || path[0] != '/')
+        return CORRAL_ROUTE_NOT_FOUND;
+    const struct node *n = &t->root;
+    const char *raw[CORRAL_ROUTE_MAX_PARAMS];
+    size_t raw_len[CORRAL_ROUTE_MAX_PARAMS];
+    size_t nraw = 0;
+    const char *p = path + 1, *end = path + path_len;
+    bool more = p < end;
+    while (more) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *seg_end = slash ? slash : end;
+        size_t len = (size_t)(seg_end - p);
+        const struct node *next = NULL;
+        for (size_t i = 0; i < n->n_children; i++) {
+            const struct node *c = n->children[i];
+            if (c->literal == NULL) {
+                if (len == 0 || nraw == CORRAL_ROUTE_MAX_PARAMS)
+                    break;
+                raw[nraw] = p;
+                raw_len[nraw++] = len;
+                next = c;
+                break;
+            }
+            if (strlen(c->literal) == len && memcmp(c->literal, p, len) == 0) {
+                next = c;
+                break;
+            }
+        }
+        if (next == NULL)
+            return CORRAL_ROUTE_NOT_FOUND;
+        n = next;
+        more = slash != NULL;
+        p = slash ? slash + 1 : end;
+    }
+    if (n->route == NULL)
+        return CORRAL_ROUTE_NOT_FOUND;
+    const struct corral_config_route *r = n->route;
+    m->route = r;
+    m->index = n->index;
+    for (size_t i = 0; i < nraw && i < r->n_params; i++) {
+        const char *v = decode(m, raw[i], raw_len[i], false);
+        /* "." and ".." would walk the upstream path, pattern or not. */
+        if (v == NULL || strcmp(v, ".") == 0 || strcmp(v, "..") == 0 ||
+            regexec(&r->params[i].re, v, 0, NULL, 0) != 0) {
+            m->bad_param = r->params[i].name;
+            return CORRAL_ROUTE_BAD_PARAM;
+        }
+        m->values[i] = v;
+    }
+    m->n_values = nraw;
+    if (!parse_query(m, query, query_len))
+        return CORRAL_ROUTE_TOO_LONG;
+
+    size_t at = 0;
+    bool ok = r->key ? fill_template(m, r->key, m->key, sizeof(m->key), &at)
+                     : fill_template(m, r->path, m->key, sizeof(m->key), &at);
+    if (!ok || !put_query(m, m->key, sizeof(m->key), &at,
+                          memchr(m->key, '?', at) != NULL))
+        return CORRAL_ROUTE_TOO_LONG;
+    m->key[at] = '\0';
+    m->keylen = at;
+    return CORRAL_ROUTE_OK;
+}
+
+int
+corral_route_upstream_path(const struct corral_route_match *m, char *buf,
+                           size_t len)
+{
+    const struct corral_config_route *r = m->route;
+    const char *prefix = r->upstream ? r->upstream->prefix : "";
+    size_t at = 0;
+    if (!put_raw(buf, len, &at, prefix, strlen(prefix)) ||
+        !fill_template(m, r->fetch, buf, len, &at) ||
+        !put_query(m, buf, len, &at, strchr(r->fetch, '?') != NULL))
+        return -1;
+    buf[at] = '\0';
+    return (int)at;
+}

@@ -1,0 +1,128 @@
+/* test-route.c — route matching, parameter checks, keys and upstream
+ * paths, from a config parsed the way the gateway parses it. */
+#include "config.h"
+#include "route.h"
+#include "testlib.h"
+
+static const char conf[] =
+    "{ \"listen\": \"127.0.0.1:1\",\n"
+    "  \"upstreams\": { \"up\": { \"base\": \"http://127.0.0.1:9/v1\" } },\n"
+    "  \"routes\": [\n"
+    "    { \"path\": \"/api/btc\", \"upstream\": \"up\",\n"
+    "      \"fetch\": \"/simple/price?ids=bitcoin\", \"key\": \"btc_30s\" },\n"
+    "    { \"path\": \"/api/price/{coin}\", \"upstream\": \"up\",\n"
+    "      \"fetch\": \"/simple/price?ids={coin}&vs=usd\" },\n"
+    "    { \"path\": \"/api/price/special\", \"upstream\": \"up\",\n"
+    "      \"fetch\": \"/special\" },\n"
+    "    { \"path\": \"/api/strict/{id}\", \"upstream\": \"up\",\n"
+    "      \"fetch\": \"/s/{id}\", \"params\": { \"id\": \"^[0-9]{1,4}$\" } },\n"
+    "    { \"path\": \"/api/global\", \"upstream\": \"up\",\n"
+    "      \"fetch\": \"/global\", \"query\": [\"currency\", \"x\"] }\n"
+    "  ] }\n";
+
+static struct corral_config *cfg;
+static struct corral_route_table *table;
+
+static int
+match(const char *path, const char *query, struct corral_route_match *m)
+{
+    return corral_route_match(table, path, strlen(path), query, strlen(query),
+                              m);
+}
+
+static void
+test_literals_and_params(void)
+{
+    struct corral_route_match m;
+    CHECK_EQ_INT(match("/api/btc", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "btc_30s");
+    CHECK_EQ_INT(m.index, 0);
+    char up[512];
+    CHECK(corral_route_upstream_path(&m, up, sizeof(up)) > 0);
+    CHECK_EQ_STR(up, "/v1/simple/price?ids=bitcoin");
+
+    CHECK_EQ_INT(match("/api/price/ethereum", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(m.index, 1);
+    CHECK_EQ_STR(m.key, "/api/price/ethereum");
+    CHECK(corral_route_upstream_path(&m, up, sizeof(up)) > 0);
+    CHECK_EQ_STR(up, "/v1/simple/price?ids=ethereum&vs=usd");
+
+    /* A literal beats a parameter. */
+    CHECK_EQ_INT(match("/api/price/special", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(m.index, 2);
+
+    CHECK_EQ_INT(match("/api/nope", "", &m), CORRAL_ROUTE_NOT_FOUND);
+    CHECK_EQ_INT(match("/api/btc/extra", "", &m), CORRAL_ROUTE_NOT_FOUND);
+    CHECK_EQ_INT(match("/api/price/", "", &m), CORRAL_ROUTE_NOT_FOUND);
+    CHECK_EQ_INT(match("/", "", &m), CORRAL_ROUTE_NOT_FOUND);
+    CHECK_EQ_INT(match("api/btc", "", &m), CORRAL_ROUTE_NOT_FOUND);
+}
+
+static void
+test_bad_params(void)
+{
+    struct corral_route_match m;
+    static const char *bad[] = {
+        "/api/price/..%2Fadmin", "/api/price/a%20b",  "/api/price/a%00b",
+        "/api/price/%zz",        "/api/price/%4",     "/api/price/a b",
+        "/api/price/..",         "/api/strict/12345", "/api/strict/abc",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = match(bad[i], "", &m);
+        if (rc != CORRAL_ROUTE_BAD_PARAM)
+            fprintf(stderr, "%s: %d\n", bad[i], rc);
+        CHECK_EQ_INT(rc, CORRAL_ROUTE_BAD_PARAM);
+        CHECK(m.bad_param != NULL);
+    }
+    char longp[300] = "/api/price/";
+    memset(longp + strlen(longp), 'a', 129);
+    CHECK_EQ_INT(match(longp, "", &m), CORRAL_ROUTE_BAD_PARAM);
+    /* Encoded but allowed characters decode and are encoded again. */
+    CHECK_EQ_INT(match("/api/price/b%69tcoin", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/price/bitcoin");
+    CHECK_EQ_INT(match("/api/strict/42", "", &m), CORRAL_ROUTE_OK);
+}
+
+static void
+test_query(void)
+{
+    struct corral_route_match m;
+    char up[512];
+    /* Not forwarded: ignored, not in the key. */
+    CHECK_EQ_INT(match("/api/price/btc", "cachebust=123", &m),
+                 CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/price/btc");
+    /* Forwarded: in the route's order, encoded, others dropped. */
+    CHECK_EQ_INT(match("/api/global", "junk=1&x=a+b&currency=eur", &m),
+                 CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/global?currency=eur&x=a%20b");
+    CHECK(corral_route_upstream_path(&m, up, sizeof(up)) > 0);
+    CHECK_EQ_STR(up, "/v1/global?currency=eur&x=a%20b");
+    CHECK_EQ_INT(match("/api/global", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/global");
+    /* An injection attempt stays inside its value. */
+    CHECK_EQ_INT(match("/api/global", "currency=eur%26admin%3D1", &m),
+                 CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/global?currency=eur%26admin%3D1");
+    CHECK_EQ_INT(match("/api/global", "currency=%00", &m),
+                 CORRAL_ROUTE_TOO_LONG);
+}
+
+int
+main(void)
+{
+    char err[512];
+    cfg = corral_config_parse(conf, sizeof(conf) - 1, "test.json", err,
+                              sizeof(err));
+    if (cfg == NULL)
+        fprintf(stderr, "%s\n", err);
+    CHECK(cfg != NULL);
+    table = corral_route_table_new(cfg, err, sizeof(err));
+    CHECK(table != NULL);
+    RUN(test_literals_and_params);
+    RUN(test_bad_params);
+    RUN(test_query);
+    corral_route_table_free(table);
+    corral_config_free(cfg);
+    return 0;
+}
