@@ -16,6 +16,7 @@
 
 #include "l1.h"
 #include "siphash.h"
+#include "xalloc.h"
 #include "value_impl.h"
 
 struct waiter_list {
@@ -112,28 +113,6 @@ corral_source_name(enum corral_source source)
     if ((unsigned)source > CORRAL_SOURCE_COLLAPSED)
         return "unknown";
     return source_names[source];
-}
-
-static void *
-xmalloc(size_t size)
-{
-    void *p = malloc(size);
-    if (p == NULL) {
-        fputs("corral: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static void *
-xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-    if (p == NULL) {
-        fputs("corral: out of memory\n", stderr);
-        abort();
-    }
-    return p;
 }
 
 /* ---- waiter lists ---- */

@@ -14,6 +14,7 @@
 #include <sys/random.h>
 
 #include "siphash.h"
+#include "xalloc.h"
 #include "value_impl.h"
 
 struct fifo {
@@ -44,17 +45,6 @@ struct corral_l1 {
  * a load factor between 0.5 and 1. */
 #define ALLOC_OVERHEAD 16
 #define BUCKET_SHARE 16
-
-static void *
-xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-    if (p == NULL) {
-        fputs("corral: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
 
 size_t
 corral_l1_overhead(void)

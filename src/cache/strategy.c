@@ -84,56 +84,55 @@ parse_number(const char *s, uint64_t *n, const char **err)
     return p;
 }
 
+struct unit {
+    const char *name;
+    uint64_t scale;
+};
+
+/* Parses a number followed by one of n units into *out. */
 static int
-scale(uint64_t n, uint64_t unit, uint64_t *out, const char **err)
+parse_with_units(const char *s, const struct unit *units, size_t n,
+                 uint64_t *out, const char **err, const char *unknown,
+                 const char *missing)
 {
-    if (unit != 0 && n > UINT64_MAX / unit) {
-        *err = "value too large";
-        return -ERANGE;
+    uint64_t v;
+    const char *rest = parse_number(s, &v, err);
+    if (rest == NULL)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rest, units[i].name) != 0)
+            continue;
+        if (v > UINT64_MAX / units[i].scale) {
+            *err = "value too large";
+            return -ERANGE;
+        }
+        *out = v * units[i].scale;
+        return 0;
     }
-    *out = n * unit;
-    return 0;
+    *err = *rest ? unknown : missing;
+    return -EINVAL;
 }
 
 int
 corral_duration_parse(const char *s, uint64_t *ms, const char **err)
 {
-    static const struct {
-        const char *unit;
-        uint64_t ms;
-    } units[] = {
+    static const struct unit units[] = {
         {"ms", 1},       {"s", 1000},          {"m", 60 * 1000},
         {"h", 3600000}, {"d", 24 * 3600000ull},
     };
-    uint64_t n;
-    const char *rest = parse_number(s, &n, err);
-    if (rest == NULL)
-        return -EINVAL;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-        if (strcmp(rest, units[i].unit) == 0)
-            return scale(n, units[i].ms, ms, err);
-    *err = *rest ? "unknown unit (use ms, s, m, h or d)"
-                 : "missing unit (use ms, s, m, h or d)";
-    return -EINVAL;
+    return parse_with_units(s, units, sizeof(units) / sizeof(units[0]), ms,
+                            err, "unknown unit (use ms, s, m, h or d)",
+                            "missing unit (use ms, s, m, h or d)");
 }
 
 int
 corral_size_parse(const char *s, uint64_t *bytes, const char **err)
 {
-    static const struct {
-        const char *unit;
-        uint64_t bytes;
-    } units[] = {
+    static const struct unit units[] = {
         {"", 1},         {"B", 1},           {"KB", 1024},
         {"MB", 1 << 20}, {"GB", 1ull << 30},
     };
-    uint64_t n;
-    const char *rest = parse_number(s, &n, err);
-    if (rest == NULL)
-        return -EINVAL;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-        if (strcmp(rest, units[i].unit) == 0)
-            return scale(n, units[i].bytes, bytes, err);
-    *err = "unknown unit (use B, KB, MB or GB)";
-    return -EINVAL;
+    return parse_with_units(s, units, sizeof(units) / sizeof(units[0]), bytes,
+                            err, "unknown unit (use B, KB, MB or GB)",
+                            "unknown unit (use B, KB, MB or GB)");
 }

@@ -9,15 +9,9 @@
 #include <string.h>
 
 #include "siphash.h"
+#include "xalloc.h"
 
 static const uint8_t etag_key[16] = "corral-etag-v1..";
-
-static void
-oom(void)
-{
-    fputs("corral: out of memory\n", stderr);
-    abort();
-}
 
 struct corral_value *
 corral_value_new(const void *key, size_t keylen, const void *body, size_t len,
@@ -30,9 +24,7 @@ corral_value_new(const void *key, size_t keylen, const void *body, size_t len,
         ctype_len > 1024 || aux_cap > UINT16_MAX)
         return NULL;
     struct corral_value *v =
-        malloc(sizeof(*v) + keylen + len + 1 + ctype_len + 1 + aux_cap);
-    if (v == NULL)
-        oom();
+        xmalloc(sizeof(*v) + keylen + len + 1 + ctype_len + 1 + aux_cap);
     memset(v, 0, sizeof(*v));
     v->refs = 1;
     v->len = (uint32_t)len;
