@@ -1,0 +1,504 @@
+/* gateway.c — serving routes: match, answer from L1 with one writev of the
+ * value's pre-rendered head, its small dynamic part and its body, or join
+ * the key's one fill. The fill fetches from the upstream, refuses bad
+ * statuses and invalid JSON (nothing failed is stored), renders the head
+ * once and stores. Every waiter of a fill gets the same answer. */
+#include "gateway.h"
+
+#include <errno.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+#include "config.h"
+#include "corral/cache.h"
+#include "fetch.h"
+#include "route.h"
+#include "server.h"
+
+/* Per route: what a fill needs, fixed at start. */
+struct route_ctx {
+    struct corral_gateway *g;
+    const struct corral_config_route *route;
+    struct corral_fetch_upstream *upstream;
+    uint64_t timeout_ms;
+};
+
+struct corral_gateway {
+    struct event_base *base;
+    const struct corral_config *cfg;
+    struct evdns_base *dns;
+    struct corral_cache *cache;
+    struct corral_server *server;
+    struct corral_route_table *routes;
+    struct corral_fetch_upstream **upstreams; /* by config index */
+    struct route_ctx *route_ctx;              /* by config index */
+};
+
+/* A client waiting on a fill. */
+struct client {
+    struct corral_gateway *g;
+    struct corral_request *req;
+    struct corral_waiter *waiter;
+    size_t route;
+    bool gone; /* the connection closed: answer nothing */
+};
+
+/* A fill in flight: the fetch that computes it. */
+struct job {
+    struct corral_fill *fill;
+    struct corral_fetch *fetch;
+    struct route_ctx *rc;
+};
+
+/* ---- answers ---- */
+
+static size_t
+json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+static void
+respond_error(struct corral_request *req, int status, const char *error,
+              const char *route)
+{
+    char e[512], r[512], body[1200];
+    json_escape(e, sizeof(e), error);
+    int n;
+    if (route) {
+        json_escape(r, sizeof(r), route);
+        n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"route\":\"%s\"}",
+                     e, r);
+    } else {
+        n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", e);
+    }
+    const char *extra = status == 405 ? "Allow: GET, HEAD\r\n" : NULL;
+    corral_request_respond_simple(req, status, "application/json", extra,
+                                  body, (size_t)n);
+}
+
+/* Does If-None-Match name this ETag (or "*")? Weak comparison, as RFC 9110
+ * asks for If-None-Match. */
+static bool
+etag_matches(const struct corral_request *req, const char *etag)
+{
+    const char *p = req->if_none_match, *end = p + req->inm_len;
+    size_t elen = strlen(etag);
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        if (p < end && *p == '*')
+            return true;
+        if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
+            p += 2;
+        const char *q = p;
+        while (q < end && *q != ',')
+            q++;
+        const char *t = q;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if ((size_t)(t - p) == elen && memcmp(p, etag, elen) == 0)
+            return true;
+        p = q;
+    }
+    return false;
+}
+
+static void
+respond_value(struct corral_gateway *g, struct corral_request *req,
+              struct corral_value *v, enum corral_source source)
+{
+    uint64_t now = corral_cache_now(g->cache);
+    int64_t ttl = corral_value_ttl_s(v, now);
+    if (ttl < 0)
+        ttl = 0;
+    uint64_t age = corral_value_age_s(v, now);
+    char extra[256];
+    int n;
+    switch (source) {
+    case CORRAL_SOURCE_STORED:
+        n = snprintf(extra, sizeof(extra),
+                     "Cache-Status: corral; fwd=miss; stored\r\n");
+        break;
+    case CORRAL_SOURCE_COLLAPSED:
+        n = snprintf(extra, sizeof(extra),
+                     "Cache-Status: corral; fwd=miss; collapsed\r\n");
+        break;
+    case CORRAL_SOURCE_L2:
+        n = snprintf(extra, sizeof(extra),
+                     "Cache-Status: corral; hit; ttl=%" PRId64
+                     "; detail=l2\r\n",
+                     ttl);
+        break;
+    default:
+        n = snprintf(extra, sizeof(extra),
+                     "Cache-Status: corral; hit; ttl=%" PRId64 "\r\n", ttl);
+        break;
+    }
+    n += snprintf(extra + n, sizeof(extra) - (size_t)n,
+                  "Age: %" PRIu64 "\r\nCache-Control: max-age=%" PRId64 "\r\n",
+                  age, ttl);
+    if (req->if_none_match && etag_matches(req, corral_value_etag(v))) {
+        char more[384];
+        snprintf(more, sizeof(more), "ETag: %s\r\n%.*s",
+                 corral_value_etag(v), n, extra);
+        corral_request_respond_simple(req, 304, NULL, more, NULL, 0);
+        return;
+    }
+    struct corral_response r = {
+        .status = 200,
+        .head = corral_value_aux(v),
+        .head_len = corral_value_aux_len(v),
+        .extra = extra,
+        .extra_len = (size_t)n,
+        .body = corral_value_body(v),
+        .body_len = corral_value_len(v),
+        .hold = v,
+    };
+    corral_request_respond(req, &r);
+}
+
+/* ---- fills ---- */
+
+static bool
+valid_json(const char *body, size_t len)
+{
+    yajl_handle h = yajl_alloc(NULL, NULL, NULL);
+    if (h == NULL)
+        return false;
+    bool ok = yajl_parse(h, (const unsigned char *)body, len) == yajl_status_ok &&
+              yajl_complete_parse(h) == yajl_status_ok;
+    yajl_free(h);
+    return ok;
+}
+
+/* Renders the head every hit reuses: status line and fixed headers. */
+static struct corral_value *
+make_value(const char *key, size_t keylen, const struct corral_fetch_result *res)
+{
+    const char *ctype = res->content_type && *res->content_type
+                            ? res->content_type
+                            : "application/json";
+    if (strpbrk(ctype, "\r\n"))
+        ctype = "application/octet-stream";
+    size_t cap = 128 + strlen(ctype);
+    struct corral_value *v =
+        corral_value_new(key, keylen, res->body, res->len, ctype, cap);
+    if (v == NULL)
+        return NULL;
+    char *aux = corral_value_aux_mut(v, &cap);
+    int n = snprintf(aux, cap,
+                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nETag: %s\r\n",
+                     ctype, res->len, corral_value_etag(v));
+    if (n < 0 || (size_t)n >= cap) {
+        corral_value_unref(v);
+        return NULL;
+    }
+    corral_value_set_aux_len(v, (size_t)n);
+    return v;
+}
+
+static void
+job_fetched(const struct corral_fetch_result *res, void *arg)
+{
+    struct job *job = arg;
+    struct corral_fill *fill = job->fill;
+    const struct corral_config_route *route = job->rc->route;
+    free(job);
+    char msg[300];
+    if (res->error == CORRAL_FETCH_E_TIMEOUT) {
+        corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
+        return;
+    }
+    if (res->error) {
+        snprintf(msg, sizeof(msg), "upstream %s error: %s",
+                 corral_fetch_error_name(res->error), res->message);
+        corral_fill_fail(fill, -EIO, msg);
+        return;
+    }
+    if (res->status < 200 || res->status > 299) {
+        snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
+        corral_fill_fail(fill, -EBADMSG, msg);
+        return;
+    }
+    if (route->json && !valid_json(res->body, res->len)) {
+        corral_fill_fail(fill, -EBADMSG, "upstream sent invalid JSON");
+        return;
+    }
+    size_t keylen;
+    const char *key = corral_fill_data(fill, &keylen); /* "key\0path" */
+    keylen = strlen(key);
+    struct corral_value *v = make_value(key, keylen, res);
+    if (v == NULL) {
+        corral_fill_fail(fill, -EBADMSG, "upstream answer too large to cache");
+        return;
+    }
+    corral_fill_done(fill, v);
+}
+
+static void
+job_abort(void *arg)
+{
+    struct job *job = arg;
+    corral_fetch_cancel(job->fetch);
+    free(job);
+}
+
+/* Fill data is "key\0upstream path". */
+static void
+job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
+{
+    struct route_ctx *rc = arg;
+    size_t len;
+    const char *data = corral_fill_data(fill, &len);
+    const char *path = data + strlen(data) + 1;
+    struct job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        corral_fill_fail(fill, -ENOMEM, "out of memory");
+        return;
+    }
+    job->fill = fill;
+    job->rc = rc;
+    job->fetch = corral_fetch_get(rc->upstream, path, job_fetched, job);
+    if (job->fetch == NULL) {
+        free(job);
+        corral_fill_fail(fill, -EINVAL, "bad upstream path");
+        return;
+    }
+    corral_fill_on_abort(fill, job_abort, job);
+}
+
+/* ---- requests ---- */
+
+static void
+client_answered(const struct corral_result *res, void *arg)
+{
+    struct client *cl = arg;
+    if (!cl->gone) {
+        corral_request_on_close(cl->req, NULL, NULL);
+        const char *route = cl->g->cfg->routes[cl->route].path;
+        if (res->error == 0)
+            respond_value(cl->g, cl->req, res->value, res->source);
+        else if (res->error == -ETIMEDOUT)
+            respond_error(cl->req, 504, res->message, route);
+        else if (res->error == -EAGAIN || res->error == -ECANCELED)
+            respond_error(cl->req, 503, res->message, route);
+        else
+            respond_error(cl->req, 502, res->message, route);
+    }
+    free(cl);
+}
+
+static void
+client_gone(struct corral_request *req, void *arg)
+{
+    struct client *cl = arg;
+    cl->gone = true;
+    corral_waiter_cancel(cl->waiter); /* answers and frees cl */
+}
+
+static void
+on_request(struct corral_request *req, void *arg)
+{
+    struct corral_gateway *g = arg;
+    if (req->method == CORRAL_METHOD_OTHER) {
+        respond_error(req, 405, "method not allowed", NULL);
+        return;
+    }
+    struct corral_route_match m;
+    int rc = corral_route_match(g->routes, req->path, req->path_len,
+                                req->query, req->query_len, &m);
+    if (rc == CORRAL_ROUTE_NOT_FOUND) {
+        respond_error(req, 404, "no such route", NULL);
+        return;
+    }
+    if (rc == CORRAL_ROUTE_BAD_PARAM) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "bad path parameter: %s", m.bad_param);
+        respond_error(req, 400, msg, m.route->path);
+        return;
+    }
+    if (rc != CORRAL_ROUTE_OK) {
+        respond_error(req, 400, "request too long for this route",
+                      m.route->path);
+        return;
+    }
+    if (m.route->upstream == NULL) {
+        respond_error(req, 501, "aggregate routes are not served yet",
+                      m.route->path);
+        return;
+    }
+    struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
+    if (v) {
+        respond_value(g, req, v, CORRAL_SOURCE_L1);
+        return;
+    }
+
+    /* A miss: the fill data is "key\0upstream path". */
+    char data[CORRAL_ROUTE_KEY_MAX + 4096];
+    memcpy(data, m.key, m.keylen + 1);
+    int plen = corral_route_upstream_path(&m, data + m.keylen + 1,
+                                          sizeof(data) - m.keylen - 1);
+    if (plen < 0) {
+        respond_error(req, 400, "request too long for this route",
+                      m.route->path);
+        return;
+    }
+    struct client *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL) {
+        respond_error(req, 503, "out of memory", NULL);
+        return;
+    }
+    struct route_ctx *rctx = &g->route_ctx[m.index];
+    cl->g = g;
+    cl->req = req;
+    cl->route = m.index;
+    const struct corral_compute compute = {
+        .fn = job_start,
+        .arg = rctx,
+        .data = data,
+        .data_len = m.keylen + 1 + (size_t)plen,
+    };
+    corral_request_on_close(req, client_gone, cl);
+    /* The cache's deadline backs up the fetch's own timeout. */
+    cl->waiter = corral_get_or_compute(g->cache, m.key, m.keylen,
+                                       &m.route->strategy,
+                                       rctx->timeout_ms + 1000, &compute,
+                                       client_answered, cl);
+}
+
+/* ---- lifecycle ---- */
+
+static struct corral_fetch_upstream *
+upstream_new(struct corral_gateway *g, const struct corral_config_upstream *u,
+             char *err, size_t errlen)
+{
+    const char **headers = calloc(u->n_headers * 2 + 1, sizeof(*headers));
+    if (headers == NULL)
+        return NULL;
+    for (size_t i = 0; i < u->n_headers; i++) {
+        headers[2 * i] = u->headers[i].name;
+        headers[2 * i + 1] = u->headers[i].value;
+    }
+    struct corral_fetch_options o = {
+        .scheme = u->tls ? "https" : "http",
+        .host = u->host,
+        .port = u->port,
+        .timeout_ms = u->timeout_ms,
+        .max_connections = u->max_connections,
+        .max_body = g->cfg->limits.max_body_bytes,
+        .ca_file = u->ca_file,
+        .headers = headers,
+    };
+    char why[256];
+    struct corral_fetch_upstream *f =
+        corral_fetch_upstream_new(g->base, g->dns, &o, why, sizeof(why));
+    if (f == NULL)
+        snprintf(err, errlen, "upstream %s: %s", u->name, why);
+    free(headers);
+    return f;
+}
+
+struct corral_gateway *
+corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
+                   char *err, size_t errlen)
+{
+    struct corral_gateway *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return NULL;
+    g->base = base;
+    g->cfg = cfg;
+    g->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    struct corral_cache_options co = {
+        .max_bytes = cfg->l1_max_bytes,
+        .max_waiters = cfg->limits.max_waiters,
+    };
+    g->cache = corral_cache_new(base, &co);
+    g->routes = corral_route_table_new(cfg, err, errlen);
+    g->upstreams = calloc(cfg->n_upstreams + 1, sizeof(*g->upstreams));
+    g->route_ctx = calloc(cfg->n_routes + 1, sizeof(*g->route_ctx));
+    if (g->cache == NULL || g->routes == NULL || g->upstreams == NULL ||
+        g->route_ctx == NULL)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        g->upstreams[i] = upstream_new(g, &cfg->upstreams[i], err, errlen);
+        if (g->upstreams[i] == NULL)
+            goto fail;
+    }
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        const struct corral_config_route *route = &cfg->routes[r];
+        struct route_ctx *rc = &g->route_ctx[r];
+        rc->g = g;
+        rc->route = route;
+        if (route->upstream) {
+            size_t u = (size_t)(route->upstream - cfg->upstreams);
+            rc->upstream = g->upstreams[u];
+            rc->timeout_ms = route->upstream->timeout_ms;
+        }
+    }
+    struct corral_server_options so = {
+        .host = cfg->listen.host,
+        .port = cfg->listen.port,
+        .max_header_bytes = cfg->limits.max_header_bytes,
+        .client_timeout_ms = cfg->limits.client_timeout_ms,
+        .max_clients = cfg->limits.max_clients,
+    };
+    g->server = corral_server_new(base, &so, on_request, g, err, errlen);
+    if (g->server == NULL)
+        goto fail;
+    return g;
+fail:
+    corral_gateway_free(g);
+    return NULL;
+}
+
+uint16_t
+corral_gateway_port(const struct corral_gateway *g)
+{
+    return corral_server_port(g->server);
+}
+
+void
+corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
+                     void *arg)
+{
+    corral_server_drain(g->server, done, arg);
+}
+
+void
+corral_gateway_free(struct corral_gateway *g)
+{
+    if (g == NULL)
+        return;
+    corral_server_free(g->server);
+    corral_cache_free(g->cache);
+    if (g->upstreams)
+        for (size_t i = 0; i < g->cfg->n_upstreams; i++)
+            corral_fetch_upstream_free(g->upstreams[i]);
+    free(g->upstreams);
+    free(g->route_ctx);
+    corral_route_table_free(g->routes);
+    if (g->dns)
+        evdns_base_free(g->dns, 0);
+    free(g);
+}

@@ -1,0 +1,127 @@
+/* main.c — the corral command: parse arguments, load and check the config,
+ * run one reactor until SIGTERM or SIGINT, then drain and exit. */
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "gateway.h"
+
+/* CORRAL_VERSION comes from meson's project version. */
+
+static void
+usage(FILE *out)
+{
+    fputs("usage: corral -c FILE        run the gateway\n"
+          "       corral --check -c FILE  validate FILE and exit\n"
+          "       corral --version\n"
+          "       corral -h | --help\n",
+          out);
+}
+
+struct run {
+    struct event_base *base;
+    struct corral_gateway *gateway;
+    int signals;
+};
+
+static void
+drained(void *arg)
+{
+    struct run *run = arg;
+    event_base_loopexit(run->base, NULL);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct run *run = arg;
+    if (run->signals++ > 0) {
+        event_base_loopbreak(run->base); /* second signal: now */
+        return;
+    }
+    fprintf(stderr, "corral: %s, draining\n", strsignal((int)sig));
+    corral_gateway_drain(run->gateway, drained, run);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    int check = 0, opt;
+    while ((opt = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'k':
+            check = 1;
+            break;
+        case 'V':
+            printf("corral %s\n", CORRAL_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    char err[1024];
+    struct corral_config *cfg = corral_config_load(path, err, sizeof(err));
+    if (cfg == NULL) {
+        fprintf(stderr, "corral: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: ok (%zu upstreams, %zu routes)\n", path, cfg->n_upstreams,
+               cfg->n_routes);
+        corral_config_free(cfg);
+        return 0;
+    }
+    if (cfg->l2)
+        fprintf(stderr, "corral: l2 is not served by this build yet; "
+                        "running L1 only\n");
+    if (cfg->workers > 1)
+        fprintf(stderr, "corral: workers > 1 is not served by this build "
+                        "yet; running one reactor\n");
+
+    signal(SIGPIPE, SIG_IGN);
+    struct run run = {.base = event_base_new()};
+    run.gateway = corral_gateway_new(run.base, cfg, err, sizeof(err));
+    if (run.gateway == NULL) {
+        fprintf(stderr, "corral: %s\n", err);
+        event_base_free(run.base);
+        corral_config_free(cfg);
+        return 1;
+    }
+    fprintf(stderr, "corral: listening on %s:%u\n", cfg->listen.host,
+            corral_gateway_port(run.gateway));
+    struct event *term = evsignal_new(run.base, SIGTERM, on_signal, &run);
+    struct event *intr = evsignal_new(run.base, SIGINT, on_signal, &run);
+    event_add(term, NULL);
+    event_add(intr, NULL);
+    event_base_dispatch(run.base);
+    event_free(term);
+    event_free(intr);
+    corral_gateway_free(run.gateway);
+    event_base_free(run.base);
+    corral_config_free(cfg);
+    return 0;
+}

@@ -1,0 +1,1418 @@
+/* server.c — the client-facing HTTP/1.1 front end.
+ * Readiness events on non-blocking sockets, http_parser over a pooled
+ * per-connection read buffer, up to PIPELINE_MAX requests in flight per
+ * connection, answered strictly in order with one sendmsg of [head, copied
+ * part, body] each. Once a connection is warm nothing is allocated per
+ * request; bodies are never copied. */
+
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <http_parser.h>
+
+#include "corral/value.h"
+
+#define PIPELINE_MAX 16    /* requests in flight per connection */
+#define RBUF_SLACK 4096    /* bytes read ahead beyond max_header_bytes */
+#define RBUF_POOL_MAX 256  /* idle read buffers kept for reuse */
+#define OWN_MIN 128        /* bytes, first request-string copy area */
+#define OBUF_MIN 1024      /* bytes, first answer scratch */
+#define ACCEPT_BATCH 64    /* accepts per wakeup */
+#define LINGER_MAX_MS 5000 /* discarding input after our last answer */
+#define LINGER_MAX_BYTES (1 << 20)
+#define DATE_LEN 37     /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+#define CONN_HDR_MAX 24 /* "Connection: keep-alive\r\n" */
+
+enum slot_state {
+    SLOT_FREE = 0, /* unused */
+    SLOT_WAITING,  /* handed to the handler, not answered yet */
+    SLOT_ANSWERED, /* answer queued, not completely written */
+};
+
+enum deadline_kind {
+    DL_NONE = 0, /* waiting on the handler: the client owes nothing */
+    DL_IDLE,     /* between requests */
+    DL_REQUEST,  /* a request is arriving: counted from its first byte */
+    DL_WRITE,    /* our answer waits for the client to read */
+    DL_LINGER,   /* closing: discarding what the client still sends */
+};
+
+enum header_state { HS_NONE, HS_FIELD, HS_VALUE };
+
+/* One piece of an answer: borrowed bytes, or bytes in the obuf (ptr NULL),
+ * kept as an offset because the obuf may move when it grows. */
+struct part {
+    const char *ptr;
+    size_t off;
+    size_t len;
+};
+
+struct conn;
+
+struct slot {
+    struct corral_request req; /* first: a request pointer is a slot */
+    struct conn *conn;
+    enum slot_state state;
+    bool close;         /* the connection closes after this answer */
+    bool keep_alive_10; /* HTTP/1.0 client that asked for keep-alive */
+    corral_request_close_cb *on_close;
+    void *on_close_arg;
+    struct part part[3]; /* head, copied part, body */
+    struct corral_value *hold;
+    char *own; /* copies of path, query and If-None-Match */
+    size_t own_cap;
+};
+
+struct conn {
+    struct corral_server *server;
+    int fd; /* -1 once closed (a zombie waiting on answers) */
+    struct event *rev, *wev;
+    struct event *kev;     /* deferred work: answers, drain, late on_close */
+    bool reading, writing; /* rev / wev added */
+    bool in_run;           /* inside conn_run(): answers wait for its flush */
+    bool stop;             /* parse nothing more; close once all answered */
+    bool lingering;
+    bool broken;  /* out of memory: close at the next chance */
+    bool reaping; /* firing on_close callbacks */
+
+    http_parser parser;
+    char *rbuf;        /* pooled; NULL while idle */
+    size_t rpos, wpos; /* parsed up to, filled up to */
+    bool in_message, in_head, url_seen, has_inm, value_is_inm;
+    enum header_state hstate;
+    int err_status; /* set by on_headers_complete */
+    size_t url_off, url_len, hf_off, hf_len, hv_off, hv_len, inm_off, inm_len;
+    size_t lingered; /* bytes discarded while lingering */
+
+    char *obuf; /* copied parts of queued answers */
+    size_t obuf_len, obuf_cap;
+
+    struct slot slots[PIPELINE_MAX];
+    unsigned head, count; /* ring of slots in request order */
+    size_t wr_off;        /* bytes of slots[head] already written */
+
+    enum deadline_kind dl_kind;
+    uint64_t deadline; /* ms, CLOCK_MONOTONIC_COARSE */
+    TAILQ_ENTRY(conn) dl_link;
+    TAILQ_ENTRY(conn) link; /* in server->conns, or ->zombies once closed */
+};
+
+TAILQ_HEAD(conn_list, conn);
+
+struct pooled_buf {
+    struct pooled_buf *next;
+};
+
+struct corral_server {
+    struct event_base *base;
+    corral_request_cb *cb;
+    void *arg;
+    size_t max_header;
+    uint64_t timeout_ms;
+    uint64_t linger_ms;
+    unsigned max_clients;
+    size_t rbuf_cap;
+    http_parser_settings settings;
+
+    int lfd;
+    int spare_fd; /* given up to accept-and-close on EMFILE */
+    uint16_t port;
+    struct event *lev;
+    struct event *pause_ev; /* resumes accepting after running out of fds */
+    struct event *sweep_ev;
+    struct event *drain_ev;
+
+    struct conn_list conns;     /* open */
+    struct conn_list zombies;   /* closed, with unanswered requests */
+    struct conn_list deadlines; /* open with a deadline, roughly by time */
+
+    struct pooled_buf *pool;
+    unsigned pool_n;
+
+    time_t date_sec;
+    char date[64]; /* "Date: ...\r\n", DATE_LEN bytes used */
+
+    bool draining;
+    void (*drain_done)(void *arg);
+    void *drain_arg;
+
+    struct corral_server_stats stats;
+};
+
+static void conn_run(struct conn *c);
+static void conn_close(struct conn *c);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* "Date: ...\r\n", formatted once per second. */
+static const char *
+server_date(struct corral_server *s)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
+                                    "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
+                                       "May", "Jun", "Jul", "Aug",
+                                       "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    if (now != s->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(s->date, sizeof s->date,
+                 "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
+                 tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        s->date_sec = now;
+    }
+    return s->date;
+}
+
+static char *
+put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *
+put_uint(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static const char *
+reason_phrase(int status)
+{
+    const char *r = http_status_str((enum http_status)status);
+    return strcmp(r, "<unknown>") == 0 ? "Unknown" : r;
+}
+
+/* ---- pooled read buffers ------------------------------------------------ */
+
+static char *
+rbuf_get(struct corral_server *s)
+{
+    struct pooled_buf *b = s->pool;
+    if (b) {
+        s->pool = b->next;
+        s->pool_n--;
+        return (char *)b;
+    }
+    return malloc(s->rbuf_cap);
+}
+
+static void
+rbuf_put(struct corral_server *s, char *p)
+{
+    if (s->pool_n >= RBUF_POOL_MAX) {
+        free(p);
+        return;
+    }
+    struct pooled_buf *b = (struct pooled_buf *)(void *)p;
+    b->next = s->pool;
+    s->pool = b;
+    s->pool_n++;
+}
+
+static void
+conn_release_rbuf(struct conn *c)
+{
+    if (c->rbuf) {
+        rbuf_put(c->server, c->rbuf);
+        c->rbuf = NULL;
+    }
+    c->rpos = c->wpos = 0;
+}
+
+/* ---- deadlines ------------------------------------------------------------
+ */
+
+/* Every deadline is now + a duration, so appending keeps the list nearly
+ * sorted (lingering ones, being shorter, may be found a little late). */
+static void
+dl_set(struct conn *c, enum deadline_kind kind, uint64_t ms)
+{
+    struct corral_server *s = c->server;
+    if (c->dl_kind != DL_NONE)
+        TAILQ_REMOVE(&s->deadlines, c, dl_link);
+    c->dl_kind = kind;
+    if (kind == DL_NONE)
+        return;
+    c->deadline = now_ms() + ms;
+    TAILQ_INSERT_TAIL(&s->deadlines, c, dl_link);
+}
+
+static void
+conn_want_read(struct conn *c, bool on)
+{
+    if (on == c->reading)
+        return;
+    if (on)
+        event_add(c->rev, NULL);
+    else
+        event_del(c->rev);
+    c->reading = on;
+}
+
+static void
+conn_want_write(struct conn *c, bool on)
+{
+    if (on == c->writing)
+        return;
+    if (on)
+        event_add(c->wev, NULL);
+    else
+        event_del(c->wev);
+    c->writing = on;
+}
+
+static void
+conn_kick(struct conn *c)
+{
+    event_active(c->kev, EV_WRITE, 1);
+}
+
+/* ---- answers ----------------------------------------------------------- */
+
+/* Room for n more bytes in the obuf; returns the offset, or -1. */
+static long
+obuf_reserve(struct conn *c, size_t n)
+{
+    if (c->obuf_cap - c->obuf_len < n) {
+        size_t cap = c->obuf_cap ? c->obuf_cap : OBUF_MIN;
+        while (cap - c->obuf_len < n)
+            cap *= 2;
+        char *p = realloc(c->obuf, cap);
+        if (!p)
+            return -1;
+        c->obuf = p;
+        c->obuf_cap = cap;
+    }
+    long off = (long)c->obuf_len;
+    c->obuf_len += n;
+    return off;
+}
+
+/* The server's part of every head: Date, Connection, the blank line. */
+static char *
+put_tail(struct corral_server *s, const struct slot *sl, char *p)
+{
+    p = put(p, server_date(s), DATE_LEN);
+    if (sl->close)
+        p = put(p, "Connection: close\r\n", 19);
+    else if (sl->keep_alive_10)
+        p = put(p, "Connection: keep-alive\r\n", 24);
+    return put(p, "\r\n", 2);
+}
+
+static void
+slot_release(struct slot *sl)
+{
+    if (sl->hold) {
+        corral_value_unref(sl->hold);
+        sl->hold = NULL;
+    }
+    sl->on_close = NULL;
+    sl->state = SLOT_FREE;
+}
+
+static unsigned
+conn_waiting(const struct conn *c)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < PIPELINE_MAX; i++)
+        n += c->slots[i].state == SLOT_WAITING;
+    return n;
+}
+
+static void
+conn_free(struct conn *c)
+{
+    TAILQ_REMOVE(&c->server->zombies, c, link);
+    event_free(c->kev);
+    for (unsigned i = 0; i < PIPELINE_MAX; i++)
+        free(c->slots[i].own);
+    free(c->obuf);
+    free(c);
+}
+
+/* A request of a closed connection is answered (or given up): forget it. */
+static void
+slot_gone(struct slot *sl)
+{
+    struct conn *c = sl->conn;
+    sl->state = SLOT_FREE;
+    sl->on_close = NULL;
+    if (!c->reaping && conn_waiting(c) == 0)
+        conn_free(c);
+}
+
+/* The answer is queued: flush it now if conn_run() is not about to. */
+static void
+slot_answered(struct slot *sl)
+{
+    struct conn *c = sl->conn;
+    sl->state = SLOT_ANSWERED;
+    if (!c->in_run)
+        conn_kick(c);
+}
+
+void
+corral_request_respond(struct corral_request *req,
+                       const struct corral_response *r)
+{
+    struct slot *sl = (struct slot *)(void *)req;
+    struct conn *c = sl->conn;
+    if (sl->state != SLOT_WAITING)
+        return;
+    if (c->fd < 0) {
+        slot_gone(sl);
+        return;
+    }
+    size_t n = r->extra_len + DATE_LEN + CONN_HDR_MAX + 2;
+    long off = obuf_reserve(c, n);
+    if (off < 0) {
+        c->broken = true;
+        sl->part[0].len = sl->part[1].len = sl->part[2].len = 0;
+        slot_answered(sl);
+        return;
+    }
+    char *start = c->obuf + off, *p = start;
+    if (r->extra_len)
+        p = put(p, r->extra, r->extra_len);
+    p = put_tail(c->server, sl, p);
+    c->obuf_len -= n - (size_t)(p - start);
+
+    sl->part[0] = (struct part){r->head, 0, r->head_len};
+    sl->part[1] = (struct part){NULL, (size_t)off, (size_t)(p - start)};
+    sl->part[2] = (struct part){
+        r->body, 0, req->method == CORRAL_METHOD_HEAD ? 0 : r->body_len};
+    if (r->hold)
+        sl->hold = corral_value_ref(r->hold);
+    slot_answered(sl);
+}
+
+void
+corral_request_respond_simple(struct corral_request *req, int status,
+                              const char *content_type,
+                              const char *extra_headers, const char *body,
+                              size_t len)
+{
+    struct slot *sl = (struct slot *)(void *)req;
+    struct conn *c = sl->conn;
+    if (sl->state != SLOT_WAITING)
+        return;
+    if (c->fd < 0) {
+        slot_gone(sl);
+        return;
+    }
+    if (status < 100 || status > 999)
+        status = 500;
+    bool no_body = status < 200 || status == 204 || status == 304;
+    if (no_body || !body)
+        len = 0;
+    const char *reason = reason_phrase(status);
+    size_t rlen = strlen(reason);
+    size_t ctlen = content_type ? strlen(content_type) : 0;
+    size_t xlen = extra_headers ? strlen(extra_headers) : 0;
+    size_t blen = req->method == CORRAL_METHOD_HEAD ? 0 : len;
+    size_t n = 13 + rlen + 2 + (content_type ? 14 + ctlen + 2 : 0) +
+               (no_body ? 0 : 16 + 20 + 2) + xlen + DATE_LEN + CONN_HDR_MAX +
+               2 + blen;
+    long off = obuf_reserve(c, n);
+    if (off < 0) {
+        c->broken = true;
+        sl->part[0].len = sl->part[1].len = sl->part[2].len = 0;
+        slot_answered(sl);
+        return;
+    }
+    char *start = c->obuf + off, *p = start;
+    p = put(p, "HTTP/1.1 ", 9);
+    p = put_uint(p, (uint64_t)status);
+    *p++ = ' ';
+    p = put(p, reason, rlen);
+    p = put(p, "\r\n", 2);
+    if (content_type) {
+        p = put(p, "Content-Type: ", 14);
+        p = put(p, content_type, ctlen);
+        p = put(p, "\r\n", 2);
+    }
+    if (!no_body) {
+        p = put(p, "Content-Length: ", 16);
+        p = put_uint(p, len);
+        p = put(p, "\r\n", 2);
+    }
+    if (xlen)
+        p = put(p, extra_headers, xlen);
+    p = put_tail(c->server, sl, p);
+    if (blen)
+        p = put(p, body, blen);
+    c->obuf_len -= n - (size_t)(p - start);
+
+    sl->part[0] = (struct part){NULL, (size_t)off, (size_t)(p - start)};
+    sl->part[1] = (struct part){NULL, 0, 0};
+    sl->part[2] = (struct part){NULL, 0, 0};
+    slot_answered(sl);
+}
+
+void
+corral_request_on_close(struct corral_request *req, corral_request_close_cb *cb,
+                        void *arg)
+{
+    struct slot *sl = (struct slot *)(void *)req;
+    if (sl->state != SLOT_WAITING)
+        return;
+    sl->on_close = cb;
+    sl->on_close_arg = arg;
+    /* Already gone: tell it from the loop, never from inside this call. */
+    if (cb && sl->conn->fd < 0)
+        conn_kick(sl->conn);
+}
+
+static size_t
+slot_total(const struct slot *sl)
+{
+    return sl->part[0].len + sl->part[1].len + sl->part[2].len;
+}
+
+/* Drops w written bytes from the front of the queue. */
+static void
+conn_advance(struct conn *c, size_t w)
+{
+    while (c->count) {
+        struct slot *sl = &c->slots[c->head];
+        if (sl->state != SLOT_ANSWERED)
+            break;
+        size_t rem = slot_total(sl) - c->wr_off;
+        if (w < rem) {
+            c->wr_off += w;
+            return;
+        }
+        w -= rem;
+        c->wr_off = 0;
+        slot_release(sl);
+        c->head = (c->head + 1) % PIPELINE_MAX;
+        c->count--;
+    }
+}
+
+/* Writes the answered prefix of the queue. Returns 0, or -1 when the
+ * connection is broken. */
+static int
+conn_flush(struct conn *c)
+{
+    struct iovec iov[PIPELINE_MAX * 3];
+    bool progressed = false;
+
+    if (c->broken)
+        return -1;
+    while (c->count && c->slots[c->head].state == SLOT_ANSWERED) {
+        int n = 0;
+        size_t total = 0, skip = c->wr_off;
+        for (unsigned i = 0; i < c->count; i++) {
+            struct slot *sl = &c->slots[(c->head + i) % PIPELINE_MAX];
+            if (sl->state != SLOT_ANSWERED)
+                break;
+            for (int k = 0; k < 3; k++) {
+                const struct part *pt = &sl->part[k];
+                const char *b = pt->ptr ? pt->ptr : c->obuf + pt->off;
+                size_t len = pt->len;
+                if (skip) {
+                    size_t d = skip < len ? skip : len;
+                    b += d;
+                    len -= d;
+                    skip -= d;
+                }
+                if (!len)
+                    continue;
+                iov[n].iov_base = (void *)b;
+                iov[n].iov_len = len;
+                total += len;
+                n++;
+            }
+        }
+        ssize_t w = 0;
+        if (n) {
+            struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+            w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    break;
+                return -1;
+            }
+        }
+        conn_advance(c, (size_t)w);
+        if (w > 0)
+            progressed = true;
+        if ((size_t)w < total)
+            break;
+    }
+
+    bool blocked = c->count && c->slots[c->head].state == SLOT_ANSWERED;
+    conn_want_write(c, blocked);
+    if (blocked && (c->dl_kind != DL_WRITE || progressed))
+        dl_set(c, DL_WRITE, c->server->timeout_ms);
+    if (!blocked && c->dl_kind == DL_WRITE)
+        dl_set(c, DL_NONE, 0);
+
+    bool any_answered = false;
+    for (unsigned i = 0; i < c->count && !any_answered; i++)
+        any_answered =
+            c->slots[(c->head + i) % PIPELINE_MAX].state == SLOT_ANSWERED;
+    if (!any_answered)
+        c->obuf_len = 0;
+    return 0;
+}
+
+/* ---- parsing ------------------------------------------------------------- */
+
+static int
+on_message_begin(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->in_message = c->in_head = true;
+    c->url_seen = c->has_inm = c->value_is_inm = false;
+    c->hstate = HS_NONE;
+    c->err_status = 0;
+    dl_set(c, DL_REQUEST, c->server->timeout_ms);
+    return 0;
+}
+
+static int
+on_url(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (!c->url_seen) {
+        c->url_seen = true;
+        c->url_off = (size_t)(at - c->rbuf);
+        c->url_len = len;
+    } else {
+        c->url_len += len;
+    }
+    return 0;
+}
+
+static int
+on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->hstate != HS_FIELD) {
+        c->hstate = HS_FIELD;
+        c->hf_off = (size_t)(at - c->rbuf);
+        c->hf_len = len;
+    } else {
+        c->hf_len += len;
+    }
+    return 0;
+}
+
+static int
+on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->hstate != HS_VALUE) {
+        c->hstate = HS_VALUE;
+        c->value_is_inm =
+            c->hf_len == 13 &&
+            strncasecmp(c->rbuf + c->hf_off, "if-none-match", 13) == 0;
+        c->hv_off = (size_t)(at - c->rbuf);
+        c->hv_len = len;
+    } else {
+        c->hv_len += len;
+    }
+    if (c->value_is_inm) {
+        c->has_inm = true;
+        c->inm_off = c->hv_off;
+        c->inm_len = c->hv_len;
+    }
+    return 0;
+}
+
+static int
+on_headers_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->in_head = false;
+    if (p->http_major != 1) {
+        c->err_status = p->http_major == 0 ? 400 : 505;
+        return -1;
+    }
+    /* No upgrades (and no CONNECT tunnels): what follows is another
+     * request. */
+    p->upgrade = 0;
+    /* Stop right here, so the request is dispatched outside the parser and
+     * parser->nread says how long its head was. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static int
+on_message_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->in_message = false;
+    return 0;
+}
+
+/* The next free slot, at the tail of the queue. */
+static struct slot *
+conn_push(struct conn *c)
+{
+    struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
+    c->count++;
+    sl->state = SLOT_WAITING;
+    sl->on_close = NULL;
+    sl->hold = NULL;
+    sl->close = false;
+    sl->keep_alive_10 = false;
+    return sl;
+}
+
+/* Answers a bad request (or a timeout) and stops the connection. */
+static void
+conn_fail(struct conn *c, int status)
+{
+    static const struct {
+        int status;
+        const char *body;
+    } bodies[] = {
+        {400, "{\"error\":\"bad request\"}"},
+        {408, "{\"error\":\"request timeout\"}"},
+        {431, "{\"error\":\"request header fields too large\"}"},
+        {500, "{\"error\":\"internal error\"}"},
+        {505, "{\"error\":\"http version not supported\"}"},
+    };
+    const char *body = bodies[0].body;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
+        if (bodies[i].status == status)
+            body = bodies[i].body;
+    if (status != 408)
+        c->server->stats.bad_requests++;
+    c->stop = true;
+    if (c->count >= PIPELINE_MAX) {
+        c->broken = true;
+        return;
+    }
+    struct slot *sl = conn_push(c);
+    sl->close = true;
+    sl->req.method = CORRAL_METHOD_GET;
+    corral_request_respond_simple(&sl->req, status, "application/json", NULL,
+                                  body, strlen(body));
+}
+
+/* Splits the request target into path and query; origin-form, absolute-form
+ * ("http://host/p?q") and "*". */
+static void
+split_target(const char *u, size_t len, const char **path, size_t *plen,
+             const char **query, size_t *qlen)
+{
+    const char *end = u + len;
+    if (len && u[0] != '/' && u[0] != '*') {
+        for (const char *q = u; q + 3 <= end; q++) {
+            if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
+                const char *slash = memchr(q + 3, '/', (size_t)(end - q - 3));
+                u = slash ? slash : end;
+                break;
+            }
+        }
+    }
+    const char *hash = memchr(u, '#', (size_t)(end - u));
+    if (hash)
+        end = hash;
+    const char *q = memchr(u, '?', (size_t)(end - u));
+    *path = u;
+    *plen = (size_t)((q ? q : end) - u);
+    *query = q ? q + 1 : end;
+    *qlen = q ? (size_t)(end - q - 1) : 0;
+}
+
+/* Copies the parsed head's strings into a slot and hands it to the handler. */
+static void
+conn_dispatch(struct conn *c)
+{
+    struct corral_server *s = c->server;
+    const char *path = "/", *query = "", *inm = NULL;
+    size_t plen = 1, qlen = 0, ilen = 0;
+
+    if (c->url_seen)
+        split_target(c->rbuf + c->url_off, c->url_len, &path, &plen, &query,
+                     &qlen);
+    if (plen == 0) {
+        path = "/";
+        plen = 1;
+    }
+    if (c->has_inm) {
+        inm = c->rbuf + c->inm_off;
+        ilen = c->inm_len;
+        while (ilen && (inm[ilen - 1] == ' ' || inm[ilen - 1] == '\t'))
+            ilen--;
+    }
+
+    struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
+    size_t need = plen + qlen + ilen;
+    if (need > sl->own_cap) {
+        size_t cap = sl->own_cap ? sl->own_cap : OWN_MIN;
+        while (cap < need)
+            cap *= 2;
+        char *own = realloc(sl->own, cap);
+        if (!own) {
+            conn_fail(c, 500);
+            return;
+        }
+        sl->own = own;
+        sl->own_cap = cap;
+    }
+    sl = conn_push(c);
+    char *o = sl->own;
+    if (o) {
+        memcpy(o, path, plen);
+        memcpy(o + plen, query, qlen);
+        if (inm)
+            memcpy(o + plen + qlen, inm, ilen);
+    }
+    sl->req.path = o ? o : "/";
+    sl->req.path_len = plen;
+    sl->req.query = o ? o + plen : "";
+    sl->req.query_len = qlen;
+    sl->req.if_none_match = inm ? o + plen + qlen : NULL;
+    sl->req.inm_len = ilen;
+    sl->req.method = c->parser.method == HTTP_GET    ? CORRAL_METHOD_GET
+                     : c->parser.method == HTTP_HEAD ? CORRAL_METHOD_HEAD
+                                                     : CORRAL_METHOD_OTHER;
+    sl->close = !http_should_keep_alive(&c->parser) || s->draining;
+    sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;
+    if (sl->close)
+        c->stop = true;
+    s->stats.requests++;
+    s->cb(&sl->req, s->arg);
+}
+
+/* Parses what is buffered and dispatches complete heads, while slots last. */
+static void
+conn_parse(struct conn *c)
+{
+    struct corral_server *s = c->server;
+    while (!c->stop && c->rpos < c->wpos && c->count < PIPELINE_MAX) {
+        size_t len = c->wpos - c->rpos;
+        size_t n = http_parser_execute(&c->parser, &s->settings,
+                                       c->rbuf + c->rpos, len);
+        c->rpos += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            if (c->parser.nread > s->max_header)
+                conn_fail(c, 431);
+            else
+                conn_dispatch(c);
+            continue;
+        }
+        if (e != HPE_OK) {
+            conn_fail(c, e == HPE_HEADER_OVERFLOW ? 431
+                         : c->err_status          ? c->err_status
+                                                  : 400);
+            return;
+        }
+        if (c->in_head && c->parser.nread > s->max_header) {
+            conn_fail(c, 431);
+            return;
+        }
+        if (n < len) { /* cannot happen without upgrades; never spin */
+            conn_fail(c, 400);
+            return;
+        }
+    }
+}
+
+/* ---- connection life ------------------------------------------------------
+ */
+
+/* After the last answer: half-close and discard input until the client
+ * closes, so our answer is not lost to a reset. */
+static void
+conn_linger(struct conn *c)
+{
+    c->lingering = true;
+    conn_release_rbuf(c);
+    conn_want_write(c, false);
+    if (shutdown(c->fd, SHUT_WR) < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_want_read(c, true);
+    dl_set(c, DL_LINGER, c->server->linger_ms);
+}
+
+/* Settles events, buffers and the deadline after a round of work. */
+static void
+conn_update(struct conn *c)
+{
+    if (c->lingering)
+        return;
+    if (c->broken) {
+        conn_close(c);
+        return;
+    }
+    if (c->stop && c->count == 0) {
+        conn_linger(c);
+        return;
+    }
+    conn_want_read(c, !c->stop && c->count < PIPELINE_MAX);
+    if (c->stop || (c->rpos == c->wpos && !(c->in_head && c->url_seen)))
+        conn_release_rbuf(c);
+    if (c->writing)
+        return; /* conn_flush keeps the write deadline */
+    if (!c->stop && c->in_message) {
+        if (c->dl_kind != DL_REQUEST)
+            dl_set(c, DL_REQUEST, c->server->timeout_ms);
+    } else if (!c->stop && c->count == 0) {
+        if (c->dl_kind != DL_IDLE)
+            dl_set(c, DL_IDLE, c->server->timeout_ms);
+    } else if (c->dl_kind != DL_NONE) {
+        dl_set(c, DL_NONE, 0);
+    }
+}
+
+static void
+conn_run(struct conn *c)
+{
+    c->in_run = true;
+    for (;;) {
+        conn_parse(c);
+        if (conn_flush(c) < 0) {
+            c->in_run = false;
+            conn_close(c);
+            return;
+        }
+        /* Flushing freed slots: parse what waited for them. */
+        if (c->stop || c->rpos >= c->wpos || c->count >= PIPELINE_MAX)
+            break;
+    }
+    c->in_run = false;
+    conn_update(c);
+}
+
+/* Fires on_close for the unanswered requests of a closed connection; frees
+ * it once nothing is unanswered. */
+static void
+conn_reap(struct conn *c)
+{
+    c->reaping = true;
+    for (unsigned i = 0; i < PIPELINE_MAX; i++) {
+        struct slot *sl = &c->slots[i];
+        if (sl->state == SLOT_WAITING && sl->on_close) {
+            corral_request_close_cb *cb = sl->on_close;
+            sl->on_close = NULL;
+            sl->state = SLOT_FREE;
+            cb(&sl->req, sl->on_close_arg);
+        }
+    }
+    c->reaping = false;
+    if (conn_waiting(c) == 0)
+        conn_free(c);
+}
+
+static void
+conn_close(struct conn *c)
+{
+    struct corral_server *s = c->server;
+    if (c->fd < 0)
+        return;
+    dl_set(c, DL_NONE, 0);
+    event_free(c->rev);
+    event_free(c->wev);
+    c->rev = c->wev = NULL;
+    c->reading = c->writing = false;
+    close(c->fd);
+    c->fd = -1;
+    conn_release_rbuf(c);
+    TAILQ_REMOVE(&s->conns, c, link);
+    TAILQ_INSERT_TAIL(&s->zombies, c, link);
+    s->stats.open--;
+    for (unsigned i = 0; i < PIPELINE_MAX; i++)
+        if (c->slots[i].state == SLOT_ANSWERED)
+            slot_release(&c->slots[i]);
+    c->count = 0;
+    if (s->draining && s->stats.open == 0 && s->drain_ev)
+        event_active(s->drain_ev, EV_TIMEOUT, 1);
+    conn_reap(c);
+}
+
+static void
+conn_discard(struct conn *c)
+{
+    char tmp[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = read(c->fd, tmp, sizeof tmp);
+        if (n > 0) {
+            c->lingered += (size_t)n;
+            if (c->lingered > LINGER_MAX_BYTES)
+                break;
+            continue;
+        }
+        if (n < 0 &&
+            (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        break;
+    }
+    conn_close(c);
+}
+
+static void
+on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct corral_server *s = c->server;
+    (void)what;
+
+    if (c->lingering) {
+        conn_discard(c);
+        return;
+    }
+    if (!c->rbuf) {
+        c->rbuf = rbuf_get(s);
+        c->rpos = c->wpos = 0;
+        if (!c->rbuf) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (s->rbuf_cap - c->wpos < RBUF_SLACK / 2) {
+        /* Keep only what the request being parsed still points at. */
+        size_t keep = c->in_head && c->url_seen ? c->url_off : c->rpos;
+        memmove(c->rbuf, c->rbuf + keep, c->wpos - keep);
+        c->wpos -= keep;
+        c->rpos -= keep;
+        c->url_off -= keep;
+        c->hf_off -= keep;
+        c->hv_off -= keep;
+        c->inm_off -= keep;
+    }
+    if (c->wpos == s->rbuf_cap) { /* a head beyond the limit slipped by */
+        conn_close(c);
+        return;
+    }
+    ssize_t n = read(fd, c->rbuf + c->wpos, s->rbuf_cap - c->wpos);
+    if (n <= 0) {
+        if (n < 0 &&
+            (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        conn_close(c);
+        return;
+    }
+    c->wpos += (size_t)n;
+    conn_run(c);
+}
+
+static void
+on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_run(arg);
+}
+
+static void
+on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->fd < 0)
+        conn_reap(c);
+    else
+        conn_run(c);
+}
+
+static void
+conn_new(struct corral_server *s, int fd)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->server = s;
+    c->fd = fd;
+    c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+    c->kev = event_new(s->base, -1, 0, on_kick, c);
+    if (!c->rev || !c->wev || !c->kev) {
+        if (c->rev)
+            event_free(c->rev);
+        if (c->wev)
+            event_free(c->wev);
+        if (c->kev)
+            event_free(c->kev);
+        free(c);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    for (unsigned i = 0; i < PIPELINE_MAX; i++)
+        c->slots[i].conn = c;
+    TAILQ_INSERT_TAIL(&s->conns, c, link);
+    s->stats.open++;
+    s->stats.accepted++;
+    conn_want_read(c, true);
+    dl_set(c, DL_IDLE, s->timeout_ms);
+}
+
+/* ---- the server -------------------------------------------------------------
+ */
+
+static void
+reject(int fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: application/json\r\n"
+                               "Content-Length: 28\r\n"
+                               "Connection: close\r\n\r\n"
+                               "{\"error\":\"too many clients\"}";
+    ssize_t n = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+static void
+on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct corral_server *s = arg;
+    (void)what;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EMFILE && errno != ENFILE)
+                return;
+            /* Out of descriptors: refuse the client rather than spin on it
+             * (with a spare descriptor), or stop accepting for a moment. */
+            if (s->spare_fd >= 0) {
+                close(s->spare_fd);
+                fd = accept(lfd, NULL, NULL);
+                if (fd >= 0)
+                    close(fd);
+                s->stats.rejected++;
+                s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            } else {
+                struct timeval tv = {0, 100000};
+                event_del(s->lev);
+                event_add(s->pause_ev, &tv);
+            }
+            return;
+        }
+        if (s->stats.open >= s->max_clients) {
+            s->stats.rejected++;
+            reject(fd);
+            continue;
+        }
+        conn_new(s, fd);
+    }
+}
+
+static void
+on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_server *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->lev)
+        event_add(s->lev, NULL);
+    if (s->spare_fd < 0)
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void
+on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_server *s = arg;
+    struct conn *c;
+    uint64_t now = now_ms();
+    (void)fd;
+    (void)what;
+    while ((c = TAILQ_FIRST(&s->deadlines)) && c->deadline <= now) {
+        enum deadline_kind kind = c->dl_kind;
+        dl_set(c, DL_NONE, 0);
+        if (kind != DL_LINGER)
+            s->stats.timeouts++;
+        if (kind == DL_REQUEST && c->in_head) {
+            conn_fail(c, 408);
+            conn_run(c);
+        } else {
+            conn_close(c);
+        }
+    }
+}
+
+static void
+on_drained(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_server *s = arg;
+    (void)fd;
+    (void)what;
+    void (*done)(void *) = s->drain_done;
+    s->drain_done = NULL;
+    if (done)
+        done(s->drain_arg);
+}
+
+static void
+raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int
+listen_on(const struct corral_server_options *o, char *err, size_t errlen)
+{
+    char host[256], port[8];
+    const char *node = NULL;
+    if (o->host && o->host[0]) {
+        size_t len = strlen(o->host);
+        if (len >= sizeof host) {
+            snprintf(err, errlen, "listen: host name too long");
+            return -1;
+        }
+        if (o->host[0] == '[' && len > 2 && o->host[len - 1] == ']') {
+            memcpy(host, o->host + 1, len - 2);
+            host[len - 2] = '\0';
+        } else {
+            memcpy(host, o->host, len + 1);
+        }
+        node = host;
+    }
+    snprintf(port, sizeof port, "%u", (unsigned)o->port);
+
+    struct addrinfo hints = {0}, *res, *ai;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(node, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen %s:%s: %s", node ? node : "*", port,
+                 gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1, saved = 0;
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family,
+                    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (o->reuse_port &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+            saved = errno;
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+            listen(fd, o->backlog > 0 ? o->backlog : 511) == 0)
+            break;
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        snprintf(err, errlen, "listen %s:%s: %s", node ? node : "*", port,
+                 strerror(saved ? saved : EADDRNOTAVAIL));
+    return fd;
+}
+
+struct corral_server *
+corral_server_new(struct event_base *base,
+                  const struct corral_server_options *o, corral_request_cb *cb,
+                  void *arg, char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || !errlen) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    if (!base || !o || !cb) {
+        snprintf(err, errlen, "server: missing base, options or callback");
+        return NULL;
+    }
+    struct corral_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "server: out of memory");
+        return NULL;
+    }
+    s->base = base;
+    s->cb = cb;
+    s->arg = arg;
+    s->max_header = o->max_header_bytes ? o->max_header_bytes : 8192;
+    s->timeout_ms = o->client_timeout_ms ? o->client_timeout_ms : 30000;
+    s->linger_ms =
+        s->timeout_ms < LINGER_MAX_MS ? s->timeout_ms : LINGER_MAX_MS;
+    s->max_clients = o->max_clients ? o->max_clients : 10000;
+    s->rbuf_cap = s->max_header + RBUF_SLACK;
+    s->lfd = -1;
+    s->spare_fd = -1;
+    s->date_sec = (time_t)-1;
+    TAILQ_INIT(&s->conns);
+    TAILQ_INIT(&s->zombies);
+    TAILQ_INIT(&s->deadlines);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_message_complete = on_message_complete;
+
+    raise_nofile();
+    s->lfd = listen_on(o, err, errlen);
+    if (s->lfd < 0)
+        goto fail;
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof ss;
+    if (getsockname(s->lfd, (struct sockaddr *)&ss, &sslen) == 0)
+        s->port = ntohs(ss.ss_family == AF_INET6
+                            ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                            : ((struct sockaddr_in *)&ss)->sin_port);
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    /* Deadlines are checked a few times per timeout, at most once a second:
+     * a client is closed between timeout and timeout + tick. */
+    uint64_t tick = s->timeout_ms / 4;
+    tick = tick < 5 ? 5 : tick > 1000 ? 1000 : tick;
+    struct timeval tv = {(time_t)(tick / 1000),
+                         (suseconds_t)(tick % 1000) * 1000};
+    s->lev = event_new(base, s->lfd, EV_READ | EV_PERSIST, on_accept, s);
+    s->pause_ev = event_new(base, -1, 0, on_resume, s);
+    s->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, s);
+    s->drain_ev = event_new(base, -1, 0, on_drained, s);
+    if (!s->lev || !s->pause_ev || !s->sweep_ev || !s->drain_ev ||
+        event_add(s->lev, NULL) < 0 || event_add(s->sweep_ev, &tv) < 0) {
+        snprintf(err, errlen, "server: cannot add events");
+        goto fail;
+    }
+    return s;
+fail:
+    corral_server_free(s);
+    return NULL;
+}
+
+uint16_t
+corral_server_port(const struct corral_server *s)
+{
+    return s->port;
+}
+
+static void
+server_stop_listening(struct corral_server *s)
+{
+    if (s->lev) {
+        event_free(s->lev);
+        s->lev = NULL;
+    }
+    if (s->lfd >= 0) {
+        close(s->lfd);
+        s->lfd = -1;
+    }
+}
+
+void
+corral_server_drain(struct corral_server *s, void (*done)(void *arg), void *arg)
+{
+    struct conn *c;
+    s->draining = true;
+    s->drain_done = done;
+    s->drain_arg = arg;
+    server_stop_listening(s);
+    TAILQ_FOREACH(c, &s->conns, link)
+    {
+        c->stop = true;
+        if (c->count) {
+            struct slot *tail =
+                &c->slots[(c->head + c->count - 1) % PIPELINE_MAX];
+            tail->close = true;
+        }
+        conn_kick(c);
+    }
+    if (s->stats.open == 0)
+        event_active(s->drain_ev, EV_TIMEOUT, 1);
+}
+
+void
+corral_server_free(struct corral_server *s)
+{
+    struct conn *c;
+    if (!s)
+        return;
+    server_stop_listening(s);
+    if (s->drain_ev) {
+        event_free(s->drain_ev);
+        s->drain_ev = NULL;
+    }
+    while ((c = TAILQ_FIRST(&s->conns)))
+        conn_close(c);
+    while ((c = TAILQ_FIRST(&s->zombies)))
+        conn_free(c);
+    if (s->pause_ev)
+        event_free(s->pause_ev);
+    if (s->sweep_ev)
+        event_free(s->sweep_ev);
+    if (s->spare_fd >= 0)
+        close(s->spare_fd);
+    while (s->pool) {
+        struct pooled_buf *b = s->pool;
+        s->pool = b->next;
+        free(b);
+    }
+    free(s);
+}
+
+void
+corral_server_stats(const struct corral_server *s,
+                    struct corral_server_stats *out)
+{
+    *out = s->stats;
+}

@@ -1,0 +1,128 @@
+/* server.h — the client-facing HTTP/1.1 front end: listener, connections,
+ * parsing, keep-alive, pipelining, limits and writing answers.
+ * It knows nothing of routes or caching: each parsed request goes to one
+ * handler callback, and the answer is written with one writev of [head,
+ * small copied part, body], body and head borrowed. One server per
+ * event_base; never shared across threads. */
+#ifndef CORRAL_SERVER_H
+#define CORRAL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct corral_value;
+struct corral_server; /* opaque */
+
+struct corral_server_options {
+    const char *host;        /* IPv4/IPv6 literal or a name ("localhost");
+                                NULL or "" = all interfaces */
+    uint16_t port;           /* 0 = any; read it with corral_server_port() */
+    size_t max_header_bytes; /* request line + headers; 0 = 8 KB; over: 431 */
+    uint64_t client_timeout_ms; /* idle, slow or stuck client; 0 = 30 s */
+    unsigned max_clients;       /* open connections; 0 = 10000; over: 503 */
+    int backlog;                /* listen(2) backlog; 0 = 511 */
+    bool reuse_port;            /* SO_REUSEPORT, for one listener per worker */
+};
+
+enum corral_method {
+    CORRAL_METHOD_GET,
+    CORRAL_METHOD_HEAD,
+    CORRAL_METHOD_OTHER, /* any other method; the handler answers 405 */
+};
+
+/* One parsed request. Owned by the server, embedded in a per-connection
+ * slot: never copy it. Every field, and the bytes they point to, is
+ * borrowed; valid until the request is answered, or until its on_close
+ * callback fires (see corral_request_on_close()). Strings are not
+ * NUL-terminated. */
+struct corral_request {
+    enum corral_method method;
+    const char *path; /* raw (not decoded), without the query */
+    size_t path_len;
+    const char *query; /* raw, after '?'; "" if none */
+    size_t query_len;
+    const char *if_none_match; /* the header's value; NULL if absent */
+    size_t inm_len;
+};
+
+typedef void corral_request_cb(struct corral_request *req, void *arg);
+typedef void corral_request_close_cb(struct corral_request *req, void *arg);
+
+/* Listens on o->host:o->port and calls cb for every request, in order per
+ * connection, with up to 16 requests in flight per connection. Raises the
+ * RLIMIT_NOFILE soft limit to the hard limit. Returns NULL with a reason in
+ * err on failure. Caller frees with corral_server_free(). */
+struct corral_server *corral_server_new(struct event_base *base,
+                                        const struct corral_server_options *o,
+                                        corral_request_cb *cb, void *arg,
+                                        char *err, size_t errlen);
+
+/* The port the server listens on (useful after port 0), in host order. */
+uint16_t corral_server_port(const struct corral_server *s);
+
+/* Stops accepting, closes idle connections, answers the requests already
+ * parsed (the last with "Connection: close") and closes each connection when
+ * its queue is empty. done (may be NULL) fires once, from the loop, when no
+ * connection is left. Do not call twice. */
+void corral_server_drain(struct corral_server *s, void (*done)(void *arg),
+                         void *arg);
+
+/* Closes the listener and every connection now; unanswered requests get
+ * their on_close callback, and the ones without one are dropped (answering
+ * them afterwards is a use-after-free). Not from inside a server callback.
+ * NULL is a no-op. */
+void corral_server_free(struct corral_server *s);
+
+struct corral_server_stats {
+    uint64_t accepted;     /* connections accepted and kept */
+    uint64_t rejected;     /* connections refused over max_clients */
+    uint64_t requests;     /* requests handed to the handler */
+    uint64_t bad_requests; /* 400, 431 and 505 answers */
+    uint64_t timeouts;     /* connections closed by client_timeout */
+    unsigned open;         /* connections open now */
+};
+void corral_server_stats(const struct corral_server *s,
+                         struct corral_server_stats *out);
+
+struct corral_response {
+    int status;       /* for logs; the status line is in head */
+    const char *head; /* status line and fixed headers, each ending CRLF,
+                         without the blank line; borrowed */
+    size_t head_len;
+    const char *extra; /* more header lines, each ending CRLF; copied */
+    size_t extra_len;
+    const char *body; /* borrowed; not written for HEAD */
+    size_t body_len;
+    struct corral_value *hold; /* NULL, or kept alive (corral_value_ref)
+                                  until head and body are written */
+};
+
+/* Answers req, now or later from any loop callback. The server appends
+ * "Date:", "Connection: close" when it will close (or "Connection:
+ * keep-alive" for an HTTP/1.0 keep-alive client) and the blank line. head
+ * and body must stay valid until written: point them into r->hold, or into
+ * static storage. Answers go out in request order. After this call req is
+ * dead. Answering a request whose client has gone (and that has no on_close
+ * callback) is a no-op. */
+void corral_request_respond(struct corral_request *req,
+                            const struct corral_response *r);
+
+/* Answers req with a small answer copied into the connection (errors, 304,
+ * 404): "HTTP/1.1 <status> <reason>", Content-Type (if content_type is not
+ * NULL) and Content-Length (not for 1xx, 204 and 304, which carry no body),
+ * then extra_headers (NULL, or lines each ending CRLF), then body. */
+void corral_request_respond_simple(struct corral_request *req, int status,
+                                   const char *content_type,
+                                   const char *extra_headers, const char *body,
+                                   size_t len);
+
+/* cb fires once if the connection closes (client gone, timeout, server
+ * freed) before req is answered; req is dead after cb returns and must not
+ * be answered. Without it, req stays valid until answered even if the client
+ * went away. Call again to replace; cb NULL removes. */
+void corral_request_on_close(struct corral_request *req,
+                             corral_request_close_cb *cb, void *arg);
+
+#endif
