@@ -20,15 +20,14 @@ slow_done(evutil_socket_t fd, short what, void *arg)
     struct corral_fill *fill = arg;
     const char *key = "btc_price";
     const char *body = "{\"bitcoin\":{\"usd\":97000}}";
-    corral_fill_done(fill, corral_value_new(key, strlen(key), body,
-                                            strlen(body), "application/json",
-                                            0));
+    corral_fill_done(fill,
+                     corral_value_new(key, strlen(key), body, strlen(body),
+                                      "application/json", 0));
 }
 
 /* The expensive part: an upstream call, here a 200 ms timer. */
 static void
-fetch_price(struct corral_fill *fill, const char *key, size_t keylen,
-            void *arg)
+fetch_price(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 {
     struct event_base *base = arg;
     compute_calls++;

@@ -15,7 +15,8 @@ static const char conf[] =
     "    { \"path\": \"/api/price/special\", \"upstream\": \"up\",\n"
     "      \"fetch\": \"/special\" },\n"
     "    { \"path\": \"/api/strict/{id}\", \"upstream\": \"up\",\n"
-    "      \"fetch\": \"/s/{id}\", \"params\": { \"id\": \"^[0-9]{1,4}$\" } },\n"
+    "      \"fetch\": \"/s/{id}\", \"params\": { \"id\": \"^[0-9]{1,4}$\" } "
+    "},\n"
     "    { \"path\": \"/api/global\", \"upstream\": \"up\",\n"
     "      \"fetch\": \"/global\", \"query\": [\"currency\", \"x\"] }\n"
     "  ] }\n";
@@ -89,8 +90,7 @@ test_query(void)
     struct corral_route_match m;
     char up[512];
     /* Not forwarded: ignored, not in the key. */
-    CHECK_EQ_INT(match("/api/price/btc", "cachebust=123", &m),
-                 CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(match("/api/price/btc", "cachebust=123", &m), CORRAL_ROUTE_OK);
     CHECK_EQ_STR(m.key, "/api/price/btc");
     /* Forwarded: in the route's order, encoded, others dropped. */
     CHECK_EQ_INT(match("/api/global", "junk=1&x=a+b&currency=eur", &m),

@@ -29,16 +29,16 @@
 #define MAX_EVENTS 256
 
 struct conn {
-    size_t inlen;       /* bytes of an unfinished request kept in `in` */
-    char *out;          /* unsent answer bytes (rare: partial write) */
+    size_t inlen; /* bytes of an unfinished request kept in `in` */
+    char *out;    /* unsent answer bytes (rare: partial write) */
     size_t outlen, outoff;
     char in[IN_SIZE];
 };
 
 static struct conn *conns[MAX_FDS];
-static char answer[2048];      /* headers + body; the Date is patched in place */
+static char answer[2048]; /* headers + body; the Date is patched in place */
 static size_t answer_len;
-static char *date_at;          /* where the 29-byte Date value starts */
+static char *date_at; /* where the 29-byte Date value starts */
 static time_t date_sec;
 
 static void
@@ -88,7 +88,8 @@ close_conn(int fd)
     close(fd);
 }
 
-/* Sends out[outoff..outlen); returns 0 when done, 1 when blocked, -1 on error. */
+/* Sends out[outoff..outlen); returns 0 when done, 1 when blocked, -1 on error.
+ */
 static int
 flush_out(int ep, int fd, struct conn *c)
 {
@@ -223,12 +224,13 @@ main(int argc, char **argv)
         perror("raw-responder: listen");
         return 1;
     }
-    if (argc == 3) { /* write to a temp name, then rename: readers see all or nothing */
+    if (argc ==
+        3) { /* write to a temp name, then rename: readers see all or nothing */
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.tmp", argv[2]);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%d\n", ntohs(sa.sin_port)) < 0 || fclose(f) != 0 ||
-            rename(tmp, argv[2]) != 0) {
+        if (!f || fprintf(f, "%d\n", ntohs(sa.sin_port)) < 0 ||
+            fclose(f) != 0 || rename(tmp, argv[2]) != 0) {
             perror("raw-responder: portfile");
             return 1;
         }

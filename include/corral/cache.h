@@ -23,11 +23,11 @@ struct corral_waiter; /* opaque: one caller waiting for a result */
 
 /* Where a result came from. */
 enum corral_source {
-    CORRAL_SOURCE_NONE = 0,   /* an error, or a miss of corral_get() */
-    CORRAL_SOURCE_L1,         /* fresh in L1 */
-    CORRAL_SOURCE_L2,         /* found in the tier below, promoted to L1 */
-    CORRAL_SOURCE_STORED,     /* the caller whose miss started the fill */
-    CORRAL_SOURCE_COLLAPSED,  /* waited on a fill another caller started */
+    CORRAL_SOURCE_NONE = 0,  /* an error, or a miss of corral_get() */
+    CORRAL_SOURCE_L1,        /* fresh in L1 */
+    CORRAL_SOURCE_L2,        /* found in the tier below, promoted to L1 */
+    CORRAL_SOURCE_STORED,    /* the caller whose miss started the fill */
+    CORRAL_SOURCE_COLLAPSED, /* waited on a fill another caller started */
 };
 const char *corral_source_name(enum corral_source source);
 
@@ -36,7 +36,7 @@ struct corral_result {
      * (waiter cancelled, cache torn down); -EAGAIN (too many waiters on the
      * key); or the code the compute gave corral_fill_fail(). */
     int error;
-    const char *message;        /* borrowed for the callback; "" when ok */
+    const char *message; /* borrowed for the callback; "" when ok */
     enum corral_source source;
     struct corral_value *value; /* borrowed for the callback; NULL on error */
 };
@@ -51,10 +51,10 @@ typedef void corral_compute_cb(struct corral_fill *fill, const char *key,
 typedef void corral_abort_cb(void *arg);
 
 struct corral_cache_options {
-    size_t max_bytes;           /* L1 budget; 0 = 64 MB */
-    uint64_t fill_timeout_ms;   /* deadline of a fill; 0 = 10 s */
-    uint32_t max_waiters;       /* per key; 0 = 10000 */
-    uint64_t sweep_interval_ms; /* background expiry sweep; 0 = 1000 */
+    size_t max_bytes;               /* L1 budget; 0 = 64 MB */
+    uint64_t fill_timeout_ms;       /* deadline of a fill; 0 = 10 s */
+    uint32_t max_waiters;           /* per key; 0 = 10000 */
+    uint64_t sweep_interval_ms;     /* background expiry sweep; 0 = 1000 */
     const struct corral_tier *tier; /* the tier below; NULL = L1 only */
     void *tier_ctx;
     /* ms on the wall clock; NULL = CLOCK_REALTIME. Tests pass a fake. */
@@ -146,18 +146,18 @@ const void *corral_fill_data(const struct corral_fill *f, size_t *len);
 const struct corral_strategy *corral_fill_strategy(const struct corral_fill *f);
 
 struct corral_stats {
-    uint64_t hits_l1;           /* fresh L1 answers (peek and get) */
-    uint64_t hits_l2;           /* answers promoted from the tier below */
-    uint64_t misses;            /* lookups that found nothing fresh */
+    uint64_t hits_l1; /* fresh L1 answers (peek and get) */
+    uint64_t hits_l2; /* answers promoted from the tier below */
+    uint64_t misses;  /* lookups that found nothing fresh */
     uint64_t fills_started;
     uint64_t fills_ok;
-    uint64_t fills_failed;      /* fill_fail and deadlines */
-    uint64_t fills_timed_out;   /* of fills_failed, by deadline */
+    uint64_t fills_failed;    /* fill_fail and deadlines */
+    uint64_t fills_timed_out; /* of fills_failed, by deadline */
     uint64_t fills_in_flight;
     uint64_t waiters_collapsed; /* callers that joined another's fill */
     uint64_t waiters_cancelled;
-    uint64_t entries;           /* in L1 now */
-    uint64_t bytes;             /* charged to the L1 budget now */
+    uint64_t entries; /* in L1 now */
+    uint64_t bytes;   /* charged to the L1 budget now */
     uint64_t max_bytes;
     uint64_t evictions;
     uint64_t expirations;

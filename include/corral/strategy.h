@@ -18,9 +18,9 @@ enum corral_strategy_kind {
 
 struct corral_strategy {
     enum corral_strategy_kind kind;
-    uint64_t custom_ms;     /* ttl when kind == CUSTOM */
-    uint64_t swr_ms;        /* stale-while-revalidate window, 0 = none */
-    uint64_t sie_ms;        /* stale-if-error window, 0 = none */
+    uint64_t custom_ms; /* ttl when kind == CUSTOM */
+    uint64_t swr_ms;    /* stale-while-revalidate window, 0 = none */
+    uint64_t sie_ms;    /* stale-if-error window, 0 = none */
 };
 
 /* The ttl in ms a strategy stands for. */

@@ -12,9 +12,9 @@
 
 struct corral_value; /* opaque */
 
-#define CORRAL_KEY_MAX 4096            /* bytes */
-#define CORRAL_BODY_MAX (1u << 30)     /* bytes */
-#define CORRAL_ETAG_LEN 18             /* "\"" 16 hex digits "\"" */
+#define CORRAL_KEY_MAX 4096        /* bytes */
+#define CORRAL_BODY_MAX (1u << 30) /* bytes */
+#define CORRAL_ETAG_LEN 18         /* "\"" 16 hex digits "\"" */
 
 /* A new value holding copies of key, body and content_type (NULL = ""), with
  * aux_cap bytes of aux area for the caller to fill before storing it. The
@@ -23,8 +23,7 @@ struct corral_value; /* opaque */
  * Caller owns the one reference: corral_value_unref() it. */
 struct corral_value *corral_value_new(const void *key, size_t keylen,
                                       const void *body, size_t len,
-                                      const char *content_type,
-                                      size_t aux_cap);
+                                      const char *content_type, size_t aux_cap);
 
 /* Takes one more reference. Returns v. */
 struct corral_value *corral_value_ref(struct corral_value *v);

@@ -38,7 +38,7 @@ struct corral_waiter {
     corral_result_cb *cb;
     void *arg;
     enum waiter_state state;
-    bool leader;                /* started the fill */
+    bool leader; /* started the fill */
     /* result, when W_READY */
     int error;
     const char *message;
@@ -57,9 +57,9 @@ struct corral_fill {
     struct corral_cache *cache; /* NULL once the cache is gone */
     struct waiter_list waiters;
     enum fill_state state;
-    bool in_tier;               /* the tier still owes a get callback */
-    bool computing;             /* compute still owes a report */
-    bool from_tier;             /* result came from the tier below */
+    bool in_tier;   /* the tier still owes a get callback */
+    bool computing; /* compute still owes a report */
+    bool from_tier; /* result came from the tier below */
     struct corral_strategy strategy;
     corral_compute_cb *compute;
     void *compute_arg;
@@ -90,20 +90,22 @@ struct corral_cache {
     size_t fills_mask;
     size_t nfills;
     struct corral_fill *settled_head, *settled_tail; /* to fan out */
-    struct waiter_list ready;   /* answers to deliver */
+    struct waiter_list ready;                        /* answers to deliver */
     struct waiter_list tier_waiters; /* corral_get() on the tier */
     struct event *dispatch_ev;
     struct event *sweep_ev;
-    int in_callback;            /* depth of dispatch */
-    bool free_requested;        /* corral_cache_free() from a callback */
+    int in_callback;     /* depth of dispatch */
+    bool free_requested; /* corral_cache_free() from a callback */
     bool closing;
     struct corral_stats stats;
     uint8_t seed[16];
 };
 
 static const char *const source_names[] = {
-    [CORRAL_SOURCE_NONE] = "none",     [CORRAL_SOURCE_L1] = "l1",
-    [CORRAL_SOURCE_L2] = "l2",         [CORRAL_SOURCE_STORED] = "stored",
+    [CORRAL_SOURCE_NONE] = "none",
+    [CORRAL_SOURCE_L1] = "l1",
+    [CORRAL_SOURCE_L2] = "l2",
+    [CORRAL_SOURCE_STORED] = "stored",
     [CORRAL_SOURCE_COLLAPSED] = "collapsed",
 };
 
@@ -388,8 +390,8 @@ corral_cache_new(struct event_base *base,
     struct corral_cache_options o = {0};
     if (opts)
         o = *opts;
-    if (base == NULL || (o.tier && (!o.tier->get || !o.tier->set ||
-                                    !o.tier->del)))
+    if (base == NULL ||
+        (o.tier && (!o.tier->get || !o.tier->set || !o.tier->del)))
         return NULL;
     struct corral_cache *c = xcalloc(1, sizeof(*c));
     c->base = base;
@@ -620,8 +622,7 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
         return w;
     }
     if (keylen == 0 || keylen > CORRAL_KEY_MAX) {
-        waiter_ready(c, w, -EINVAL, "bad key length", CORRAL_SOURCE_NONE,
-                     NULL);
+        waiter_ready(c, w, -EINVAL, "bad key length", CORRAL_SOURCE_NONE, NULL);
         return w;
     }
     uint64_t h = corral_siphash(key, keylen, c->seed);
@@ -681,9 +682,9 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
 }
 
 struct corral_waiter *
-corral_get_with_fallback(struct corral_cache *c, const void *key,
-                         size_t keylen, corral_compute_cb *compute,
-                         void *compute_arg, corral_result_cb *cb, void *arg)
+corral_get_with_fallback(struct corral_cache *c, const void *key, size_t keylen,
+                         corral_compute_cb *compute, void *compute_arg,
+                         corral_result_cb *cb, void *arg)
 {
     static const struct corral_strategy dflt = {.kind =
                                                     CORRAL_STRATEGY_DEFAULT};
@@ -726,8 +727,8 @@ store(struct corral_cache *c, struct corral_value *v,
     corral_value_stamp(v, corral_cache_now(c), ttl, s->swr_ms, s->sie_ms);
     corral_l1_put(c->l1, v);
     if (c->tier)
-        c->tier->set(c->tier_ctx, v, ttl + (value_keep_until(v) -
-                                            v->expires_at));
+        c->tier->set(c->tier_ctx, v,
+                     ttl + (value_keep_until(v) - v->expires_at));
 }
 
 int

@@ -29,7 +29,7 @@ struct ghost_slot {
 
 struct corral_l1 {
     struct corral_value **buckets;
-    size_t mask;   /* buckets - 1 */
+    size_t mask; /* buckets - 1 */
     size_t sweep_cursor;
     struct fifo small, main;
     struct ghost_slot *ghost;
@@ -258,8 +258,8 @@ static void
 evict_to(struct corral_l1 *l1, size_t budget)
 {
     while (l1->stats.bytes > budget) {
-        bool small_first = l1->small.bytes > l1->max_bytes / 10 ||
-                           l1->main.head == NULL;
+        bool small_first =
+            l1->small.bytes > l1->max_bytes / 10 || l1->main.head == NULL;
         if (small_first ? evict_small(l1) || evict_main(l1)
                         : evict_main(l1) || evict_small(l1))
             continue;

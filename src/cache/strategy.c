@@ -117,11 +117,14 @@ int
 corral_duration_parse(const char *s, uint64_t *ms, const char **err)
 {
     static const struct unit units[] = {
-        {"ms", 1},       {"s", 1000},          {"m", 60 * 1000},
-        {"h", 3600000}, {"d", 24 * 3600000ull},
+        {"ms", 1},
+        {"s", 1000},
+        {"m", 60 * 1000},
+        {"h", 3600000},
+        {"d", 24 * 3600000ull},
     };
-    return parse_with_units(s, units, sizeof(units) / sizeof(units[0]), ms,
-                            err, "unknown unit (use ms, s, m, h or d)",
+    return parse_with_units(s, units, sizeof(units) / sizeof(units[0]), ms, err,
+                            "unknown unit (use ms, s, m, h or d)",
                             "missing unit (use ms, s, m, h or d)");
 }
 
@@ -129,8 +132,7 @@ int
 corral_size_parse(const char *s, uint64_t *bytes, const char **err)
 {
     static const struct unit units[] = {
-        {"", 1},         {"B", 1},           {"KB", 1024},
-        {"MB", 1 << 20}, {"GB", 1ull << 30},
+        {"", 1}, {"B", 1}, {"KB", 1024}, {"MB", 1 << 20}, {"GB", 1ull << 30},
     };
     return parse_with_units(s, units, sizeof(units) / sizeof(units[0]), bytes,
                             err, "unknown unit (use B, KB, MB or GB)",

@@ -158,8 +158,7 @@ clamp32(uint64_t ms)
 
 int
 corral_value_set_times(struct corral_value *v, uint64_t stored_at_ms,
-                       uint64_t expires_at_ms, uint64_t swr_ms,
-                       uint64_t sie_ms)
+                       uint64_t expires_at_ms, uint64_t swr_ms, uint64_t sie_ms)
 {
     if (v->flags & VALUE_STORED)
         return -EPERM;

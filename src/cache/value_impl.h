@@ -13,17 +13,17 @@ enum value_flag {
 };
 
 struct corral_value {
-    struct corral_value *hnext;        /* L1 bucket chain */
+    struct corral_value *hnext;         /* L1 bucket chain */
     struct corral_value *qnext, *qprev; /* L1 S3-FIFO queue */
-    uint64_t stored_at;                /* ms */
-    uint64_t expires_at;               /* ms */
-    uint32_t swr_ms, sie_ms;           /* stale windows, ms */
+    uint64_t stored_at;                 /* ms */
+    uint64_t expires_at;                /* ms */
+    uint32_t swr_ms, sie_ms;            /* stale windows, ms */
     uint32_t refs;
-    uint32_t len;                      /* body bytes */
+    uint32_t len; /* body bytes */
     uint16_t keylen, ctype_len, aux_len, aux_cap;
-    uint8_t freq;                      /* L1 access count, 0..3 */
-    uint8_t queue;                     /* L1 queue: enum l1_queue */
-    uint8_t flags;                     /* enum value_flag */
+    uint8_t freq;  /* L1 access count, 0..3 */
+    uint8_t queue; /* L1 queue: enum l1_queue */
+    uint8_t flags; /* enum value_flag */
     char etag[CORRAL_ETAG_LEN + 1];
     char data[];
 };

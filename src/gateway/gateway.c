@@ -92,8 +92,8 @@ respond_error(struct corral_request *req, int status, const char *error,
         n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", e);
     }
     const char *extra = status == 405 ? "Allow: GET, HEAD\r\n" : NULL;
-    corral_request_respond_simple(req, status, "application/json", extra,
-                                  body, (size_t)n);
+    corral_request_respond_simple(req, status, "application/json", extra, body,
+                                  (size_t)n);
 }
 
 /* Does If-None-Match name this ETag (or "*")? Weak comparison, as RFC 9110
@@ -144,10 +144,9 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
                      "Cache-Status: corral; fwd=miss; collapsed\r\n");
         break;
     case CORRAL_SOURCE_L2:
-        n = snprintf(extra, sizeof(extra),
-                     "Cache-Status: corral; hit; ttl=%" PRId64
-                     "; detail=l2\r\n",
-                     ttl);
+        n = snprintf(
+            extra, sizeof(extra),
+            "Cache-Status: corral; hit; ttl=%" PRId64 "; detail=l2\r\n", ttl);
         break;
     default:
         n = snprintf(extra, sizeof(extra),
@@ -159,8 +158,8 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
                   age, ttl);
     if (req->if_none_match && etag_matches(req, corral_value_etag(v))) {
         char more[384];
-        snprintf(more, sizeof(more), "ETag: %s\r\n%.*s",
-                 corral_value_etag(v), n, extra);
+        snprintf(more, sizeof(more), "ETag: %s\r\n%.*s", corral_value_etag(v),
+                 n, extra);
         corral_request_respond_simple(req, 304, NULL, more, NULL, 0);
         return;
     }
@@ -185,15 +184,17 @@ valid_json(const char *body, size_t len)
     yajl_handle h = yajl_alloc(NULL, NULL, NULL);
     if (h == NULL)
         return false;
-    bool ok = yajl_parse(h, (const unsigned char *)body, len) == yajl_status_ok &&
-              yajl_complete_parse(h) == yajl_status_ok;
+    bool ok =
+        yajl_parse(h, (const unsigned char *)body, len) == yajl_status_ok &&
+        yajl_complete_parse(h) == yajl_status_ok;
     yajl_free(h);
     return ok;
 }
 
 /* Renders the head every hit reuses: status line and fixed headers. */
 static struct corral_value *
-make_value(const char *key, size_t keylen, const struct corral_fetch_result *res)
+make_value(const char *key, size_t keylen,
+           const struct corral_fetch_result *res)
 {
     const char *ctype = res->content_type && *res->content_type
                             ? res->content_type
@@ -326,8 +327,8 @@ on_request(struct corral_request *req, void *arg)
         return;
     }
     struct corral_route_match m;
-    int rc = corral_route_match(g->routes, req->path, req->path_len,
-                                req->query, req->query_len, &m);
+    int rc = corral_route_match(g->routes, req->path, req->path_len, req->query,
+                                req->query_len, &m);
     if (rc == CORRAL_ROUTE_NOT_FOUND) {
         respond_error(req, 404, "no such route", NULL);
         return;
@@ -381,10 +382,9 @@ on_request(struct corral_request *req, void *arg)
     };
     corral_request_on_close(req, client_gone, cl);
     /* The cache's deadline backs up the fetch's own timeout. */
-    cl->waiter = corral_get_or_compute(g->cache, m.key, m.keylen,
-                                       &m.route->strategy,
-                                       rctx->timeout_ms + 1000, &compute,
-                                       client_answered, cl);
+    cl->waiter = corral_get_or_compute(
+        g->cache, m.key, m.keylen, &m.route->strategy, rctx->timeout_ms + 1000,
+        &compute, client_answered, cl);
 }
 
 /* ---- lifecycle ---- */

@@ -3,6 +3,7 @@
 #include <event2/event.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,42 @@ usage(FILE *out)
           "       corral --version\n"
           "       corral -h | --help\n",
           out);
+}
+
+/* Says which valid settings this build accepts but does not act on yet,
+ * so nobody believes in a rate limit or an L2 that is not there. */
+static void
+warn_unserved(const struct corral_config *cfg)
+{
+    const char *what[8];
+    size_t n = 0;
+    if (cfg->l2)
+        what[n++] = "l2 (running L1 only)";
+    if (cfg->workers > 1)
+        what[n++] = "workers (running one reactor)";
+    if (cfg->admin)
+        what[n++] = "admin";
+    if (cfg->access_log)
+        what[n++] = "access_log";
+    bool rate = false, stale = false, aggregate = false;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        rate |= cfg->upstreams[i].rate_count > 0;
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        stale |=
+            cfg->routes[i].strategy.swr_ms || cfg->routes[i].strategy.sie_ms;
+        aggregate |= cfg->routes[i].upstream == NULL;
+    }
+    if (rate)
+        what[n++] = "upstream rate";
+    if (stale)
+        what[n++] = "stale_while_revalidate / stale_if_error";
+    if (aggregate)
+        what[n++] = "aggregate routes (answered 501)";
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr,
+                "corral: warning: %s is not served by this build "
+                "yet\n",
+                what[i]);
 }
 
 struct run {
@@ -95,12 +132,7 @@ main(int argc, char **argv)
         corral_config_free(cfg);
         return 0;
     }
-    if (cfg->l2)
-        fprintf(stderr, "corral: l2 is not served by this build yet; "
-                        "running L1 only\n");
-    if (cfg->workers > 1)
-        fprintf(stderr, "corral: workers > 1 is not served by this build "
-                        "yet; running one reactor\n");
+    warn_unserved(cfg);
 
     signal(SIGPIPE, SIG_IGN);
     struct run run = {.base = event_base_new()};

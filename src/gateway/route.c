@@ -86,8 +86,10 @@ corral_route_table_new(const struct corral_config *cfg, char *err,
         const struct corral_config_route *route = &cfg->routes[r];
         if (route->n_params > CORRAL_ROUTE_MAX_PARAMS ||
             route->n_query > CORRAL_ROUTE_MAX_PARAMS) {
-            snprintf(err, errlen, "routes[%zu]: more than %d params or query "
-                                  "names", r, CORRAL_ROUTE_MAX_PARAMS);
+            snprintf(err, errlen,
+                     "routes[%zu]: more than %d params or query "
+                     "names",
+                     r, CORRAL_ROUTE_MAX_PARAMS);
             corral_route_table_free(t);
             return NULL;
         }
@@ -228,8 +230,8 @@ fill_template(const struct corral_route_match *m, const char *tpl, char *buf,
 /* Appends the forwarded query values as "?a=1&b=2" (or "&..." after an
  * existing '?'), in the route's order. */
 static bool
-put_query(const struct corral_route_match *m, char *buf, size_t len,
-          size_t *at, bool has_query)
+put_query(const struct corral_route_match *m, char *buf, size_t len, size_t *at,
+          bool has_query)
 {
     const struct corral_config_route *r = m->route;
     for (size_t i = 0; i < r->n_query; i++) {

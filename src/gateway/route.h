@@ -10,8 +10,8 @@
 #include "config.h"
 
 #define CORRAL_ROUTE_MAX_PARAMS 8
-#define CORRAL_ROUTE_KEY_MAX 2048   /* bytes of a built key */
-#define CORRAL_ROUTE_SCRATCH 4096   /* bytes of decoded values */
+#define CORRAL_ROUTE_KEY_MAX 2048 /* bytes of a built key */
+#define CORRAL_ROUTE_SCRATCH 4096 /* bytes of decoded values */
 
 struct corral_route_table; /* opaque */
 
@@ -26,7 +26,7 @@ enum corral_route_status {
  * values, and the cache key. Lives on the caller's stack. */
 struct corral_route_match {
     const struct corral_config_route *route;
-    size_t index;                       /* of route in the config */
+    size_t index;                                /* of route in the config */
     const char *values[CORRAL_ROUTE_MAX_PARAMS]; /* decoded, NUL-ended */
     size_t n_values;
     const char *query_values[CORRAL_ROUTE_MAX_PARAMS]; /* NULL: absent */
@@ -40,8 +40,9 @@ struct corral_route_match {
 /* Builds the matcher for cfg's routes (cfg is borrowed and must outlive
  * it). Returns NULL with err set (too many params on a route). Caller
  * frees with corral_route_table_free(). */
-struct corral_route_table *corral_route_table_new(const struct corral_config *cfg,
-                                                  char *err, size_t errlen);
+struct corral_route_table *
+corral_route_table_new(const struct corral_config *cfg, char *err,
+                       size_t errlen);
 void corral_route_table_free(struct corral_route_table *t);
 
 /* Matches a raw request path and query string, checks the parameters and
