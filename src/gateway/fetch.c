@@ -400,13 +400,24 @@ conn_usable(struct conn *c)
     if (c->requests == 0)
         return 1;
     /* evhttp's reset leaves the socket at -1; belt and braces for the
-     * close callback. */
+     * close callback. Bytes waiting on an idle connection belong to no
+     * request: evhttp would read them as the next answer. */
     bev = evhttp_connection_get_bufferevent(c->evcon);
-    if (bufferevent_getfd(bev) < 0) {
+    if (bufferevent_getfd(bev) < 0 ||
+        evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
         c->dead = 1;
         return 0;
     }
     return 1;
+}
+
+/* Did the upstream send more than its answer's framing said? Then the
+ * connection cannot carry another request. */
+static int
+conn_has_leftovers(const struct conn *c)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+    return evbuffer_get_length(bufferevent_get_input(bev)) > 0;
 }
 
 /* ---- the queue ---- */
@@ -738,8 +749,8 @@ request_done_cb(struct evhttp_request *req, void *arg)
     if (req != NULL && evhttp_request_get_response_code(req) != 0 &&
         f->ev_error < 0 && !f->too_big) {
         answer(req, &res);
-        if (c->dead)
-            conn_free(c); /* the server asked to close */
+        if (c->dead || conn_has_leftovers(c))
+            conn_free(c); /* the server asked to close, or said too much */
         schedule_dispatch(u);
         finish(f, &res);
         return;

@@ -13,6 +13,7 @@ corral = w.start_corral({
         "o": {"base": origin.base(), "timeout": "10s",
               "headers": {"x-api-key": "${CORRAL_IT_KEY}"}},
         "slow": {"base": origin.base(), "timeout": "500ms"},
+        "one": {"base": origin.base(), "max_connections": 1},
     },
     "routes": [
         {"path": "/api/fails", "upstream": "o", "fetch": "/fails"},
@@ -26,6 +27,8 @@ corral = w.start_corral({
         {"path": "/api/price/{coin}", "upstream": "o",
          "fetch": "/price/{coin}?vs=usd"},
         {"path": "/api/big", "upstream": "o", "fetch": "/big"},
+        {"path": "/api/smuggle", "upstream": "one", "fetch": "/smuggle"},
+        {"path": "/api/victim", "upstream": "one", "fetch": "/victim"},
     ],
     "limits": {"max_body_bytes": "64KB"},
 }, env={"CORRAL_IT_KEY": "it-secret"})
@@ -107,6 +110,17 @@ r = corral.get("/api/big")
 check_eq(r.status, 502, "body over max_body_bytes")
 origin.behave("/big", size=1000)
 check_eq(corral.get("/api/big").status, 200, "a body under the cap")
+
+# An upstream that sends more than its Content-Length (here a whole second
+# answer) must not have those bytes read as the next request's answer on
+# the reused connection: they would be cached under another key.
+origin.behave("/smuggle", body='{"for": "/smuggle"}',
+              trailing="HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 19\r\n\r\n{\"for\": \"SMUGGLED\"}")
+origin.behave("/victim", body='{"for": "/victim"}', delay_ms=50)
+check_eq(corral.get("/api/smuggle").json(), {"for": "/smuggle"}, "smuggle")
+check_eq(corral.get("/api/victim").json(), {"for": "/victim"},
+         "regression: extra upstream bytes are not the next answer")
 
 # Unknown paths and methods.
 r = corral.get("/nope")
