@@ -894,7 +894,9 @@ conn_update(struct conn *c)
         conn_release_rbuf(c);
     if (c->writing)
         return; /* conn_flush keeps the write deadline */
-    if (!c->stop && c->in_message) {
+    /* A full pipeline stops parsing mid-message: the client owes nothing
+     * then, and the handler's time is not the client's. */
+    if (!c->stop && c->in_message && c->count < PIPELINE_MAX) {
         if (c->dl_kind != DL_REQUEST)
             dl_set(c, DL_REQUEST, c->server->timeout_ms);
     } else if (!c->stop && c->count == 0) {
