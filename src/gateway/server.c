@@ -670,6 +670,13 @@ on_headers_complete(http_parser *p)
         c->err_status = p->http_major == 0 ? 400 : 505;
         return -1;
     }
+    /* A body whose length cannot be known (Transfer-Encoding without a
+     * final chunked): http_parser would fail only after this callback, so
+     * refuse here, before the handler sees the request (RFC 9112 6.3). */
+    if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED)) {
+        c->err_status = 400;
+        return -1;
+    }
     /* No upgrades (and no CONNECT tunnels): what follows is another
      * request. */
     p->upgrade = 0;
@@ -987,8 +994,12 @@ conn_discard(struct conn *c)
         if (n < 0 &&
             (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
-        break;
+        conn_close(c); /* EOF or error: the client is done */
+        return;
     }
+    /* 64 KB read this turn: go on at the next one, unless over the cap. */
+    if (c->lingered <= LINGER_MAX_BYTES)
+        return;
     conn_close(c);
 }
 

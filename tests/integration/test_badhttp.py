@@ -40,6 +40,12 @@ cases = [
      b"GET /api/x HTTP/1.1\r\nHost x\r\n\r\n", {400}),
     ("NUL in the path", b"GET /api/\x00x HTTP/1.1\r\nHost: x\r\n\r\n",
      {400}),
+    ("a body of unknown length",
+     b"GET /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+     {400}),
+    ("Content-Length and Transfer-Encoding",
+     b"GET /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", {400}),
 ]
 for what, data, want in cases:
     answer = raw(P, data)
