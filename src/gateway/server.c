@@ -1383,10 +1383,13 @@ corral_server_drain(struct corral_server *s, void (*done)(void *arg), void *arg)
     TAILQ_FOREACH(c, &s->conns, link)
     {
         c->stop = true;
+        /* An answer already rendered keeps its headers; the close after it
+         * then comes without "Connection: close", a race HTTP allows. */
         if (c->count) {
             struct slot *tail =
                 &c->slots[(c->head + c->count - 1) % PIPELINE_MAX];
-            tail->close = true;
+            if (tail->state == SLOT_WAITING)
+                tail->close = true;
         }
         conn_kick(c);
     }
