@@ -527,6 +527,39 @@ conn_advance(struct conn *c, size_t w)
     }
 }
 
+/* Drops the obuf bytes no queued answer points at any more: all of them
+ * when none does, else the dead front once it is half the buffer, so a
+ * connection that always has an answer in flight cannot grow it forever. */
+static void
+obuf_compact(struct conn *c)
+{
+    size_t low = c->obuf_len;
+    for (unsigned i = 0; i < c->count; i++) {
+        struct slot *sl = &c->slots[(c->head + i) % PIPELINE_MAX];
+        if (sl->state != SLOT_ANSWERED)
+            continue;
+        for (int k = 0; k < 3; k++)
+            if (!sl->part[k].ptr && sl->part[k].len && sl->part[k].off < low)
+                low = sl->part[k].off;
+    }
+    if (low == c->obuf_len) {
+        c->obuf_len = 0;
+        return;
+    }
+    if (low == 0 || low < c->obuf_cap / 2)
+        return;
+    memmove(c->obuf, c->obuf + low, c->obuf_len - low);
+    c->obuf_len -= low;
+    for (unsigned i = 0; i < c->count; i++) {
+        struct slot *sl = &c->slots[(c->head + i) % PIPELINE_MAX];
+        if (sl->state != SLOT_ANSWERED)
+            continue;
+        for (int k = 0; k < 3; k++)
+            if (!sl->part[k].ptr && sl->part[k].len)
+                sl->part[k].off -= low;
+    }
+}
+
 /* Writes the answered prefix of the queue. Returns 0, or -1 when the
  * connection is broken. */
 static int
@@ -588,12 +621,7 @@ conn_flush(struct conn *c)
     if (!blocked && c->dl_kind == DL_WRITE)
         dl_set(c, DL_NONE, 0);
 
-    bool any_answered = false;
-    for (unsigned i = 0; i < c->count && !any_answered; i++)
-        any_answered =
-            c->slots[(c->head + i) % PIPELINE_MAX].state == SLOT_ANSWERED;
-    if (!any_answered)
-        c->obuf_len = 0;
+    obuf_compact(c);
     return 0;
 }
 
