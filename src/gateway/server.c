@@ -140,7 +140,8 @@ struct corral_server {
 
     struct conn_list conns;     /* open */
     struct conn_list zombies;   /* closed, with unanswered requests */
-    struct conn_list deadlines; /* open with a deadline, roughly by time */
+    struct conn_list deadlines; /* open with a deadline, by time */
+    struct conn_list lingering; /* closing, by deadline */
 
     struct pooled_buf *pool;
     unsigned pool_n;
@@ -258,19 +259,25 @@ conn_release_rbuf(struct conn *c)
 /* ---- deadlines ------------------------------------------------------------
  */
 
-/* Every deadline is now + a duration, so appending keeps the list nearly
- * sorted (lingering ones, being shorter, may be found a little late). */
+/* Every deadline of a kind is now + the same duration, so appending keeps
+ * each list sorted: lingering closes (shorter) have a list of their own. */
+static struct conn_list *
+dl_list(struct corral_server *s, enum deadline_kind kind)
+{
+    return kind == DL_LINGER ? &s->lingering : &s->deadlines;
+}
+
 static void
 dl_set(struct conn *c, enum deadline_kind kind, uint64_t ms)
 {
     struct corral_server *s = c->server;
     if (c->dl_kind != DL_NONE)
-        TAILQ_REMOVE(&s->deadlines, c, dl_link);
+        TAILQ_REMOVE(dl_list(s, c->dl_kind), c, dl_link);
     c->dl_kind = kind;
     if (kind == DL_NONE)
         return;
     c->deadline = now_ms() + ms;
-    TAILQ_INSERT_TAIL(&s->deadlines, c, dl_link);
+    TAILQ_INSERT_TAIL(dl_list(s, kind), c, dl_link);
 }
 
 static void
@@ -1208,11 +1215,14 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
     uint64_t now = now_ms();
     (void)fd;
     (void)what;
+    while ((c = TAILQ_FIRST(&s->lingering)) && c->deadline <= now) {
+        dl_set(c, DL_NONE, 0);
+        conn_close(c);
+    }
     while ((c = TAILQ_FIRST(&s->deadlines)) && c->deadline <= now) {
         enum deadline_kind kind = c->dl_kind;
         dl_set(c, DL_NONE, 0);
-        if (kind != DL_LINGER)
-            s->stats.timeouts++;
+        s->stats.timeouts++;
         if (kind == DL_REQUEST && c->in_head) {
             conn_fail(c, 408);
             conn_run(c);
@@ -1341,6 +1351,7 @@ corral_server_new(struct event_base *base,
     TAILQ_INIT(&s->conns);
     TAILQ_INIT(&s->zombies);
     TAILQ_INIT(&s->deadlines);
+    TAILQ_INIT(&s->lingering);
     s->settings.on_message_begin = on_message_begin;
     s->settings.on_url = on_url;
     s->settings.on_header_field = on_header_field;
