@@ -616,6 +616,32 @@ test_max_waiters(void)
     corral_cache_free(c);
 }
 
+/* Regression: a hit's callback cancels another hit still queued. */
+static void
+test_cancel_queued_hit(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct corral_value *v = corral_value_new("q", 1, "1", 1, NULL, 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, v, &realtime), 0);
+    corral_value_unref(v);
+    struct compute cp;
+    compute_init(&cp, "q", 10);
+    struct waiter ws[2] = {0};
+    ask(c, "q", &cp, &ws[0], 0);
+    ask(c, "q", &cp, &ws[1], 0);
+    ws[0].then = cancel_other;
+    cancel_target = &ws[1];
+    while (!all_fired(ws, 2))
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(ws[0].error, 0);
+    CHECK_EQ_INT(ws[0].source, CORRAL_SOURCE_L1);
+    CHECK_EQ_INT(ws[1].fired, 1);
+    CHECK_EQ_INT(ws[1].error, -ECANCELED);
+    CHECK_EQ_INT(cp.calls, 0);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
 static void
 test_get_with_fallback(void)
 {
@@ -656,6 +682,7 @@ main(void)
     RUN(test_tier_promotion);
     RUN(test_max_waiters);
     RUN(test_get_with_fallback);
+    RUN(test_cancel_queued_hit);
     event_base_free(base);
     return 0;
 }

@@ -336,8 +336,9 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
     size_t n = c->ready.count;
     struct corral_fill *f = c->settled_head, *last = c->settled_tail;
     c->settled_head = c->settled_tail = NULL;
-    while (n-- > 0 && !c->free_requested) {
-        struct corral_waiter *w = list_pop(&c->ready);
+    struct corral_waiter *w;
+    /* A callback may cancel queued waiters: the list can run dry early. */
+    while (n-- > 0 && !c->free_requested && (w = list_pop(&c->ready))) {
         fire(w, w->error, w->message, w->source, w->value);
         corral_value_unref(w->value);
         free(w);
