@@ -18,7 +18,11 @@ static const char conf[] =
     "      \"fetch\": \"/s/{id}\", \"params\": { \"id\": \"^[0-9]{1,4}$\" } "
     "},\n"
     "    { \"path\": \"/api/global\", \"upstream\": \"up\",\n"
-    "      \"fetch\": \"/global\", \"query\": [\"currency\", \"x\"] }\n"
+    "      \"fetch\": \"/global\", \"query\": [\"currency\", \"x\"] },\n"
+    "    { \"path\": \"/p/q/c\", \"upstream\": \"up\", \"fetch\": \"/c\" },\n"
+    "    { \"path\": \"/p/{y}/d\", \"upstream\": \"up\", \"fetch\": \"/d\" },\n"
+    "    { \"path\": \"/k/{a}/{b}\", \"upstream\": \"up\",\n"
+    "      \"fetch\": \"/k/{a}/{b}\", \"key\": \"k_{a}_{b}\" }\n"
     "  ] }\n";
 
 static struct corral_config *cfg;
@@ -105,7 +109,59 @@ test_query(void)
                  CORRAL_ROUTE_OK);
     CHECK_EQ_STR(m.key, "/api/global?currency=eur%26admin%3D1");
     CHECK_EQ_INT(match("/api/global", "currency=%00", &m),
-                 CORRAL_ROUTE_TOO_LONG);
+                 CORRAL_ROUTE_BAD_QUERY);
+    CHECK_EQ_STR(m.bad_param, "currency");
+    CHECK_EQ_INT(match("/api/global", "currency=%zz", &m),
+                 CORRAL_ROUTE_BAD_QUERY);
+    /* An encoded '/' is just a character in a query value. */
+    CHECK_EQ_INT(match("/api/global", "currency=BTC%2FUSDT", &m),
+                 CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/global?currency=BTC%2FUSDT");
+    CHECK_EQ_INT(match("/api/global", "currency=BTC/USDT", &m),
+                 CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/global?currency=BTC%2FUSDT");
+}
+
+static void
+test_decoded_literals(void)
+{
+    struct corral_route_match m;
+    /* Regression: "/api/price/%73pecial" is "/api/price/special", the
+     * literal route, not the {coin} route filling that route's key. */
+    CHECK_EQ_INT(match("/api/price/%73pecial", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(m.index, 2);
+    CHECK_EQ_INT(match("/api/%62tc", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(m.index, 0);
+    CHECK_EQ_INT(match("/api/price/%7", "", &m), CORRAL_ROUTE_BAD_PARAM);
+}
+
+static void
+test_backtracking(void)
+{
+    struct corral_route_match m;
+    CHECK_EQ_INT(match("/p/q/c", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(m.index, 5);
+    /* The literal "q" leads nowhere for "d": the {y} route takes it. */
+    CHECK_EQ_INT(match("/p/q/d", "", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(m.index, 6);
+    CHECK_EQ_STR(m.values[0], "q");
+    CHECK_EQ_INT(match("/p/z/c", "", &m), CORRAL_ROUTE_NOT_FOUND);
+}
+
+static void
+test_configured_key_is_unambiguous(void)
+{
+    struct corral_route_match m;
+    char one[CORRAL_ROUTE_KEY_MAX];
+    /* Regression: "k_{a}_{b}" must not make x_y/z and x/y_z one key. */
+    CHECK_EQ_INT(match("/k/x_y/z", "", &m), CORRAL_ROUTE_OK);
+    snprintf(one, sizeof(one), "%s", m.key);
+    CHECK_EQ_INT(match("/k/x/y_z", "", &m), CORRAL_ROUTE_OK);
+    CHECK(strcmp(one, m.key) != 0);
+    CHECK_EQ_STR(one, "k_x%5Fy_z");
+    char up[128];
+    CHECK(corral_route_upstream_path(&m, up, sizeof(up)) > 0);
+    CHECK_EQ_STR(up, "/v1/k/x/y_z");
 }
 
 int
@@ -122,6 +178,9 @@ main(void)
     RUN(test_literals_and_params);
     RUN(test_bad_params);
     RUN(test_query);
+    RUN(test_decoded_literals);
+    RUN(test_backtracking);
+    RUN(test_configured_key_is_unambiguous);
     corral_route_table_free(table);
     corral_config_free(cfg);
     return 0;

@@ -123,10 +123,11 @@ hexval(char c)
 }
 
 /* Decodes len bytes of s into m's scratch; returns the NUL-ended copy, or
- * NULL for a bad escape, an encoded NUL or '/', or no room. plus: '+' is a
- * space (query values). */
+ * NULL for a bad escape or an encoded NUL (or no room: see has_room()). A
+ * path segment may not hold an encoded '/'; in a query value (query) it is
+ * just a character, and '+' is a space. */
 static const char *
-decode(struct corral_route_match *m, const char *s, size_t len, bool plus)
+decode(struct corral_route_match *m, const char *s, size_t len, bool query)
 {
     if (m->scratch_used + len + 1 > sizeof(m->scratch))
         return NULL;
@@ -139,10 +140,10 @@ decode(struct corral_route_match *m, const char *s, size_t len, bool plus)
                 (lo = hexval(s[i + 2])) < 0)
                 return NULL;
             c = (char)(hi << 4 | lo);
-            if (c == '\0' || c == '/')
+            if (c == '\0' || (c == '/' && !query))
                 return NULL;
             i += 2;
-        } else if (c == '+' && plus) {
+        } else if (c == '+' && query) {
             c = ' ';
         } else if (c == '\0') {
             return NULL;
@@ -162,14 +163,23 @@ unreserved(unsigned char c)
            c == '~';
 }
 
-/* Appends s percent-encoded to buf at *at; false if it does not fit. */
 static bool
-put_encoded(char *buf, size_t len, size_t *at, const char *s)
+alnum(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9');
+}
+
+/* Appends s percent-encoded to buf at *at; false if it does not fit.
+ * strict: encode all but letters and digits, so a value cannot pass for a
+ * configured key's separators ("k_{a}_{b}"). */
+static bool
+put_encoded(char *buf, size_t len, size_t *at, const char *s, bool strict)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (unreserved(c)) {
+        if (strict ? alnum(c) : unreserved(c)) {
             if (*at + 1 >= len)
                 return false;
             buf[(*at)++] = (char)c;
@@ -194,10 +204,11 @@ put_raw(char *buf, size_t len, size_t *at, const char *s, size_t n)
     return true;
 }
 
-/* Fills a template's {param} placeholders with m's values, encoded. */
+/* Fills a template's {param} placeholders with m's values, encoded
+ * (strictly for a configured key). */
 static bool
 fill_template(const struct corral_route_match *m, const char *tpl, char *buf,
-              size_t len, size_t *at)
+              size_t len, size_t *at, bool strict)
 {
     const struct corral_config_route *r = m->route;
     for (const char *p = tpl; *p;) {
@@ -214,7 +225,7 @@ fill_template(const struct corral_route_match *m, const char *tpl, char *buf,
         for (size_t i = 0; i < r->n_params; i++) {
             if (strlen(r->params[i].name) == nlen &&
                 memcmp(r->params[i].name, open + 1, nlen) == 0) {
-                if (!put_encoded(buf, len, at, m->values[i]))
+                if (!put_encoded(buf, len, at, m->values[i], strict))
                     return false;
                 found = true;
                 break;
@@ -240,23 +251,24 @@ put_query(const struct corral_route_match *m, char *buf, size_t len, size_t *at,
         char sep = has_query ? '&' : '?';
         has_query = true;
         if (!put_raw(buf, len, at, &sep, 1) ||
-            !put_encoded(buf, len, at, r->query[i]) ||
+            !put_encoded(buf, len, at, r->query[i], false) ||
             !put_raw(buf, len, at, "=", 1) ||
-            !put_encoded(buf, len, at, m->query_values[i]))
+            !put_encoded(buf, len, at, m->query_values[i], false))
             return false;
     }
     return true;
 }
 
-/* Finds the forwarded parameters in the raw query string. */
-static bool
+/* Finds the forwarded parameters in the raw query string. Returns an enum
+ * corral_route_status. */
+static int
 parse_query(struct corral_route_match *m, const char *q, size_t qlen)
 {
     const struct corral_config_route *r = m->route;
     for (size_t i = 0; i < r->n_query; i++)
         m->query_values[i] = NULL;
     if (r->n_query == 0)
-        return true;
+        return CORRAL_ROUTE_OK;
     const char *end = q + qlen;
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
@@ -269,13 +281,77 @@ parse_query(struct corral_route_match *m, const char *q, size_t qlen)
                 memcmp(q, r->query[i], nlen) != 0 || m->query_values[i])
                 continue;
             const char *v = eq ? eq + 1 : pair_end;
-            m->query_values[i] = decode(m, v, (size_t)(pair_end - v), true);
-            if (m->query_values[i] == NULL)
-                return false;
+            size_t vlen = (size_t)(pair_end - v);
+            if (m->scratch_used + vlen + 1 > sizeof(m->scratch))
+                return CORRAL_ROUTE_TOO_LONG;
+            m->query_values[i] = decode(m, v, vlen, true);
+            if (m->query_values[i] == NULL) {
+                m->bad_param = r->query[i];
+                return CORRAL_ROUTE_BAD_QUERY;
+            }
         }
         q = amp ? amp + 1 : end;
     }
-    return true;
+    return CORRAL_ROUTE_OK;
+}
+
+/* Does the raw segment, percent-decoded, equal lit? Compared decoded, so
+ * "/a/%62" is "/a/b" and cannot slip past a literal to a parameter route
+ * that would then fill the literal route's key. */
+static bool
+segment_is(const char *lit, const char *s, size_t len)
+{
+    const char *l = lit;
+    for (size_t i = 0; i < len; i++, l++) {
+        char c = s[i];
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 ||
+                (lo = hexval(s[i + 2])) < 0)
+                return false;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (*l == '\0' || *l != c)
+            return false;
+    }
+    return *l == '\0';
+}
+
+struct walk {
+    const char *raw[CORRAL_ROUTE_MAX_PARAMS]; /* parameter segments, raw */
+    size_t raw_len[CORRAL_ROUTE_MAX_PARAMS];
+    size_t nraw;
+};
+
+/* The node a route ends at for the segments from p, literals first, then
+ * the parameter child if the literal way leads nowhere. The depth is the
+ * trie's, so the backtracking stays small. */
+static const struct node *
+walk(const struct node *n, const char *p, const char *end, bool more,
+     struct walk *w)
+{
+    if (!more)
+        return n->route ? n : NULL;
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    size_t len = (size_t)((slash ? slash : end) - p);
+    const char *next = slash ? slash + 1 : end;
+    for (size_t i = 0; i < n->n_children; i++) {
+        const struct node *c = n->children[i], *found;
+        if (c->literal) {
+            if (!segment_is(c->literal, p, len))
+                continue;
+            if ((found = walk(c, next, end, slash != NULL, w)) != NULL)
+                return found;
+        } else if (len > 0 && w->nraw < CORRAL_ROUTE_MAX_PARAMS) {
+            w->raw[w->nraw] = p;
+            w->raw_len[w->nraw++] = len;
+            if ((found = walk(c, next, end, slash != NULL, w)) != NULL)
+                return found;
+            w->nraw--;
+        }
+    }
+    return NULL;
 }
 
 int
@@ -290,40 +366,15 @@ corral_route_match(const struct corral_route_table *t, const char *path,
     m->keylen = 0;
     if (path_len == 0 || path[0] != '/')
         return CORRAL_ROUTE_NOT_FOUND;
-    const struct node *n = &t->root;
-    const char *raw[CORRAL_ROUTE_MAX_PARAMS];
-    size_t raw_len[CORRAL_ROUTE_MAX_PARAMS];
-    size_t nraw = 0;
-    const char *p = path + 1, *end = path + path_len;
-    bool more = p < end;
-    while (more) {
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        const char *seg_end = slash ? slash : end;
-        size_t len = (size_t)(seg_end - p);
-        const struct node *next = NULL;
-        for (size_t i = 0; i < n->n_children; i++) {
-            const struct node *c = n->children[i];
-            if (c->literal == NULL) {
-                if (len == 0 || nraw == CORRAL_ROUTE_MAX_PARAMS)
-                    break;
-                raw[nraw] = p;
-                raw_len[nraw++] = len;
-                next = c;
-                break;
-            }
-            if (strlen(c->literal) == len && memcmp(c->literal, p, len) == 0) {
-                next = c;
-                break;
-            }
-        }
-        if (next == NULL)
-            return CORRAL_ROUTE_NOT_FOUND;
-        n = next;
-        more = slash != NULL;
-        p = slash ? slash + 1 : end;
-    }
-    if (n->route == NULL)
+    struct walk w;
+    w.nraw = 0;
+    const struct node *n =
+        walk(&t->root, path + 1, path + path_len, path_len > 1, &w);
+    if (n == NULL)
         return CORRAL_ROUTE_NOT_FOUND;
+    const char **raw = w.raw;
+    const size_t *raw_len = w.raw_len;
+    size_t nraw = w.nraw;
     const struct corral_config_route *r = n->route;
     m->route = r;
     m->index = n->index;
@@ -338,12 +389,14 @@ corral_route_match(const struct corral_route_table *t, const char *path,
         m->values[i] = v;
     }
     m->n_values = nraw;
-    if (!parse_query(m, query, query_len))
-        return CORRAL_ROUTE_TOO_LONG;
+    int rc = parse_query(m, query, query_len);
+    if (rc != CORRAL_ROUTE_OK)
+        return rc;
 
     size_t at = 0;
-    bool ok = r->key ? fill_template(m, r->key, m->key, sizeof(m->key), &at)
-                     : fill_template(m, r->path, m->key, sizeof(m->key), &at);
+    bool ok =
+        r->key ? fill_template(m, r->key, m->key, sizeof(m->key), &at, true)
+               : fill_template(m, r->path, m->key, sizeof(m->key), &at, false);
     if (!ok || !put_query(m, m->key, sizeof(m->key), &at,
                           memchr(m->key, '?', at) != NULL))
         return CORRAL_ROUTE_TOO_LONG;
@@ -360,7 +413,7 @@ corral_route_upstream_path(const struct corral_route_match *m, char *buf,
     const char *prefix = r->upstream ? r->upstream->prefix : "";
     size_t at = 0;
     if (!put_raw(buf, len, &at, prefix, strlen(prefix)) ||
-        !fill_template(m, r->fetch, buf, len, &at) ||
+        !fill_template(m, r->fetch, buf, len, &at, false) ||
         !put_query(m, buf, len, &at, strchr(r->fetch, '?') != NULL))
         return -1;
     buf[at] = '\0';

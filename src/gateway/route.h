@@ -20,6 +20,7 @@ enum corral_route_status {
     CORRAL_ROUTE_NOT_FOUND, /* no route has this path */
     CORRAL_ROUTE_BAD_PARAM, /* a parameter failed its pattern */
     CORRAL_ROUTE_TOO_LONG,  /* key or values over the limits */
+    CORRAL_ROUTE_BAD_QUERY, /* a forwarded query value is malformed */
 };
 
 /* One match: the route, its decoded parameter values and forwarded query
@@ -30,7 +31,7 @@ struct corral_route_match {
     const char *values[CORRAL_ROUTE_MAX_PARAMS]; /* decoded, NUL-ended */
     size_t n_values;
     const char *query_values[CORRAL_ROUTE_MAX_PARAMS]; /* NULL: absent */
-    const char *bad_param; /* name, when BAD_PARAM */
+    const char *bad_param; /* name, when BAD_PARAM or BAD_QUERY */
     char key[CORRAL_ROUTE_KEY_MAX];
     size_t keylen;
     char scratch[CORRAL_ROUTE_SCRATCH];
