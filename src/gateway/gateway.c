@@ -132,6 +132,10 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
     if (ttl < 0)
         ttl = 0;
     uint64_t age = corral_value_age_s(v, now);
+    /* max-age is the whole lifetime: a cache downstream takes Age off it
+     * (RFC 9111 4.2), so the remaining ttl there would count age twice. */
+    uint64_t lifetime =
+        (corral_value_expires_at(v) - corral_value_stored_at(v)) / 1000;
     char extra[256];
     int n;
     switch (source) {
@@ -154,8 +158,8 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
         break;
     }
     n += snprintf(extra + n, sizeof(extra) - (size_t)n,
-                  "Age: %" PRIu64 "\r\nCache-Control: max-age=%" PRId64 "\r\n",
-                  age, ttl);
+                  "Age: %" PRIu64 "\r\nCache-Control: max-age=%" PRIu64 "\r\n",
+                  age, lifetime);
     if (req->if_none_match && etag_matches(req, corral_value_etag(v))) {
         char more[384];
         snprintf(more, sizeof(more), "ETag: %s\r\n%.*s", corral_value_etag(v),
@@ -232,8 +236,12 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         return;
     }
     if (res->error) {
-        snprintf(msg, sizeof(msg), "upstream %s error: %s",
-                 corral_fetch_error_name(res->error), res->message);
+        /* The detail (host, port, TLS reason) goes to the log, not to
+         * clients. */
+        fprintf(stderr, "corral: %s: upstream %s error: %s\n", route->path,
+                corral_fetch_error_name(res->error), res->message);
+        snprintf(msg, sizeof(msg), "upstream %s error",
+                 corral_fetch_error_name(res->error));
         corral_fill_fail(fill, -EIO, msg);
         return;
     }
@@ -322,10 +330,6 @@ static void
 on_request(struct corral_request *req, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (req->method == CORRAL_METHOD_OTHER) {
-        respond_error(req, 405, "method not allowed", NULL);
-        return;
-    }
     struct corral_route_match m;
     int rc = corral_route_match(g->routes, req->path, req->path_len, req->query,
                                 req->query_len, &m);
@@ -333,9 +337,14 @@ on_request(struct corral_request *req, void *arg)
         respond_error(req, 404, "no such route", NULL);
         return;
     }
-    if (rc == CORRAL_ROUTE_BAD_PARAM) {
+    if (req->method == CORRAL_METHOD_OTHER) {
+        respond_error(req, 405, "method not allowed", m.route->path);
+        return;
+    }
+    if (rc == CORRAL_ROUTE_BAD_PARAM || rc == CORRAL_ROUTE_BAD_QUERY) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "bad path parameter: %s", m.bad_param);
+        snprintf(msg, sizeof(msg), "bad %s parameter: %s",
+                 rc == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
         respond_error(req, 400, msg, m.route->path);
         return;
     }
