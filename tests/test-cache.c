@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <stdbool.h>
+#include <unistd.h>
 
 #include "corral/cache.h"
 #include "corral/fake_tier.h"
@@ -616,6 +617,40 @@ test_max_waiters(void)
     corral_cache_free(c);
 }
 
+/* Regression: a fill past its deadline, with no abort hook, reported in
+ * the same loop turn, before the fan-out: it must not settle twice. */
+static void
+test_late_report_before_fanout(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute cp;
+    compute_init(&cp, "late2", 21); /* answers 1 ms after the deadline */
+    cp.abort_hook = false;
+    struct compute other;
+    compute_init(&other, "other2", 5000);
+    struct waiter w = {0}, o = {0};
+    ask(c, "late2", &cp, &w, 20);
+    ask(c, "other2", &other, &o, 20); /* settles by deadline too */
+    usleep(60 * 1000); /* both deadlines and the answer are due at once */
+    run_for(100);       /* bounded: a lost waiter must fail, not hang */
+    CHECK_EQ_INT(w.fired, 1);
+    CHECK_EQ_INT(w.error, -ETIMEDOUT);
+    CHECK_EQ_INT(o.fired, 1);
+    CHECK_EQ_INT(o.error, -ETIMEDOUT);
+    CHECK_EQ_INT(cp.calls, 1);
+    run_for(20);
+    CHECK_EQ_INT(w.fired, 1);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.fills_in_flight, 0);
+    CHECK_EQ_INT(st.fills_ok, 0);
+    CHECK_EQ_INT(st.fills_timed_out, 2);
+    CHECK(corral_cache_peek(c, "late2", 5) == NULL);
+    compute_finish(&cp);
+    compute_finish(&other);
+    corral_cache_free(c);
+}
+
 /* Regression: a hit's callback cancels another hit still queued. */
 static void
 test_cancel_queued_hit(void)
@@ -683,6 +718,7 @@ main(void)
     RUN(test_max_waiters);
     RUN(test_get_with_fallback);
     RUN(test_cancel_queued_hit);
+    RUN(test_late_report_before_fanout);
     event_base_free(base);
     return 0;
 }

@@ -756,10 +756,18 @@ corral_invalidate(struct corral_cache *c, const void *key, size_t keylen)
 
 /* ---- fills ---- */
 
+/* Has the cache already given up on f (deadline, teardown)? Then a late
+ * report only releases what it holds. */
+static bool
+fill_given_up(const struct corral_fill *f)
+{
+    return !f->computing || f->cache == NULL || f->state != F_COMPUTING;
+}
+
 void
 corral_fill_done(struct corral_fill *f, struct corral_value *value)
 {
-    if (!f->computing || f->cache == NULL) {
+    if (fill_given_up(f)) {
         /* Given up on (deadline, teardown) without an abort hook. */
         f->computing = false;
         corral_value_unref(value);
@@ -783,7 +791,7 @@ corral_fill_done(struct corral_fill *f, struct corral_value *value)
 void
 corral_fill_fail(struct corral_fill *f, int error, const char *message)
 {
-    if (!f->computing || f->cache == NULL) {
+    if (fill_given_up(f)) {
         f->computing = false;
         fill_maybe_free(f);
         return;
