@@ -356,6 +356,8 @@ test_upstreams(void)
                 "t.json:2: upstreams.u.base: ", "spaces");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'timeout': '0ms'"),
                 "t.json:2: upstreams.u.timeout: ", "longer than 0");
+    CHECK_ERROR(UPSTREAM("'base': 'http://h', 'timeout': '2d'"),
+                "t.json:2: upstreams.u.timeout: ", "at most 1d");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'max_connections': 2000"),
                 "t.json:2: upstreams.u.max_connections: ",
                 "2000 is out of range (1 to 1024)");
@@ -470,7 +472,26 @@ test_routes(void)
                       "'key': 'k'},\n"
                       "{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
                       "'key': 'k'}"),
-                "t.json:4: routes[1].key: ", "another route has this key");
+                "t.json:4: routes[1].key: ", "may build the same cache key");
+    /* Keys that can meet: a literal and a template, a key and a path. */
+    CHECK_ERROR(ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a', "
+                      "'key': 'btc_price'},\n"
+                      "{'path': '/b/{coin}', 'upstream': 'u', 'fetch': '/b', "
+                      "'key': '{coin}_price'}"),
+                "t.json:4: routes[1].key: ", "may build the same cache key");
+    CHECK_ERROR(ROUTE("{'path': '/x', 'upstream': 'u', 'fetch': '/a'},\n"
+                      "{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
+                      "'key': '/x'}"),
+                "t.json:4: routes[1].key: ", "may build the same cache key");
+    CHECK_ERROR(ROUTE("{'path': '/k/{a}/{b}', 'upstream': 'u', 'fetch': '/', "
+                      "'key': 'k{a}{b}'}"),
+                "t.json:3: routes[0].key: ", "side by side");
+    CHECK_ERROR(R("'strategy': '400d'"), "t.json:3: routes[0].strategy: ",
+                "at most 365d");
+    CHECK_ERROR(R("'stale_if_error': '999999999d'"),
+                "t.json:3: routes[0].stale_if_error: ", "at most 365d");
+    CHECK_ERROR(R("'query': ['a','b','c','d','e','f','g','h','i']"),
+                "t.json:3: routes[0].query[8]: ", "more than 8 query names");
     CHECK_ERROR(R("'key': ''"), "t.json:3: routes[0].key: ", "non-empty");
     CHECK_ERROR(R("'params': {'id': '^x$'}"), "t.json:3: routes[0].params.id: ",
                 "not a {param} of the route's path");

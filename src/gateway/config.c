@@ -17,7 +17,10 @@
 
 #define MAX_DEPTH 64
 #define MAX_FILE_BYTES (16u << 20)
-#define MAX_PARAMS 32 /* per route: a bit each in a uint32_t */
+#define MAX_PARAMS CORRAL_CONFIG_MAX_PARAMS
+#define DAY_MS (24 * 3600 * 1000ull)
+#define MAX_DURATION_MS (365 * DAY_MS) /* ttls and stale windows */
+#define MAX_TIMEOUT_MS DAY_MS          /* timeouts */
 #define PATH_LEN 256  /* key paths in messages; longer ones are cut */
 
 #define IDENT_FIRST "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
@@ -511,9 +514,10 @@ get_unsigned(struct ctx *c, struct jnode *n, const char *path, unsigned min,
     return 0;
 }
 
+/* A duration from min to max ms, so that now + it never wraps. */
 static int
 get_duration(struct ctx *c, struct jnode *n, const char *path, uint64_t min,
-             uint64_t *out)
+             uint64_t max, uint64_t *out)
 {
     const char *why, *s = get_str(c, n, path, NULL);
     if (s == NULL)
@@ -522,6 +526,9 @@ get_duration(struct ctx *c, struct jnode *n, const char *path, uint64_t min,
         return fail(c, n, path, "\"%s\": %s", quote(c, n), why);
     if (*out < min)
         return fail(c, n, path, "must be longer than 0");
+    if (*out > max)
+        return fail(c, n, path, "\"%s\": must be at most %s", quote(c, n),
+                    max == MAX_TIMEOUT_MS ? "1d" : "365d");
     return 0;
 }
 
@@ -792,7 +799,8 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
         return -1;
     up->timeout_ms = 10000;
     if ((m = member(n, "timeout")) &&
-        get_duration(c, m, join_key(p, path, "timeout"), 1, &up->timeout_ms) <
+        get_duration(c, m, join_key(p, path, "timeout"), 1, MAX_TIMEOUT_MS,
+                     &up->timeout_ms) <
             0)
         return -1;
     up->max_connections = 8;
@@ -1000,6 +1008,11 @@ parse_key(struct ctx *c, struct jnode *n, const char *path,
         return fail(c, n, path,
                     "must be non-empty, without control "
                     "characters");
+    if (strstr(n->val, "}{"))
+        return fail(c, n, path,
+                    "\"%s\": two {param}s side by side would share keys "
+                    "(\"ab\"+\"c\" and \"a\"+\"bc\"); put a character between",
+                    quote(c, n));
     if (used != (1ull << r->n_params) - 1)
         return fail(c, n, path,
                     "\"%s\": must hold every {param} of the path, or their "
@@ -1025,6 +1038,8 @@ parse_query(struct ctx *c, struct jnode *n, const char *path,
         if (dup_str(c, q, p, &r->query[i]) < 0)
             return -1;
         r->n_query++;
+        if (r->n_query > MAX_PARAMS)
+            return fail(c, q, p, "more than %d query names", MAX_PARAMS);
         if (!all_of(r->query[i], strlen(r->query[i]), QUERY_CHARS))
             return fail(c, q, p, "\"%s\": names use letters, digits and ._~-",
                         quote(c, q));
@@ -1033,6 +1048,26 @@ parse_query(struct ctx *c, struct jnode *n, const char *path,
                 return fail(c, q, p, "\"%s\": repeated", quote(c, q));
     }
     return 0;
+}
+
+/* Could key templates a and b (literal text and {param}s) ever build the
+ * same key? Conservatively yes when their literal heads and tails agree:
+ * "btc_price" and "{coin}_price", "k_{a}" and "k_{b}". */
+static bool
+keys_may_collide(const char *a, const char *b)
+{
+    const char *ao = strchr(a, '{'), *bo = strchr(b, '{');
+    if (!ao && !bo)
+        return strcmp(a, b) == 0;
+    size_t ah = ao ? (size_t)(ao - a) : strlen(a);
+    size_t bh = bo ? (size_t)(bo - b) : strlen(b);
+    size_t h = ah < bh ? ah : bh;
+    if (strncmp(a, b, h) != 0)
+        return false;
+    const char *ac = strrchr(a, '}'), *bc = strrchr(b, '}');
+    const char *at = ac ? ac + 1 : a + ah, *bt = bc ? bc + 1 : b + bh;
+    size_t al = strlen(at), bl = strlen(bt), t = al < bl ? al : bl;
+    return strcmp(at + al - t, bt + bl - t) == 0;
 }
 
 /* Whether two route paths differ only in their params' names. */
@@ -1063,14 +1098,16 @@ parse_strategy(struct ctx *c, struct jnode *n, const char *path,
             return -1;
         if (corral_strategy_parse(s, &r->strategy, &why) < 0)
             return fail(c, m, p, "\"%s\": %s", quote(c, m), why);
+        if (corral_strategy_ttl_ms(&r->strategy) > MAX_DURATION_MS)
+            return fail(c, m, p, "\"%s\": must be at most 365d", quote(c, m));
     }
     if ((m = member(n, "stale_while_revalidate")) &&
         get_duration(c, m, join_key(p, path, "stale_while_revalidate"), 0,
-                     &r->strategy.swr_ms) < 0)
+                     MAX_DURATION_MS, &r->strategy.swr_ms) < 0)
         return -1;
     if ((m = member(n, "stale_if_error")) &&
         get_duration(c, m, join_key(p, path, "stale_if_error"), 0,
-                     &r->strategy.sie_ms) < 0)
+                     MAX_DURATION_MS, &r->strategy.sie_ms) < 0)
         return -1;
     return 0;
 }
@@ -1147,10 +1184,19 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
     if ((m = member(n, "key"))) {
         if (parse_key(c, m, join_key(p, path, "key"), r) < 0)
             return -1;
-        for (struct corral_config_route *o = cfg->routes; o < r; o++)
-            if (o->key && strcmp(o->key, r->key) == 0)
-                return fail(c, m, p, "\"%s\": another route has this key",
-                            quote(c, m));
+    }
+    /* Keys built from the path are as distinct as the paths; a configured
+     * key must not be able to meet another route's key. */
+    for (struct corral_config_route *o = cfg->routes; o < r; o++) {
+        if ((o->key || r->key) &&
+            keys_may_collide(o->key ? o->key : o->path,
+                             r->key ? r->key : r->path)) {
+            struct jnode *at = member(n, "key") ? member(n, "key") : n;
+            return fail(c, at, join_key(p, path, "key"),
+                        "may build the same cache key as route \"%s\"; give "
+                        "each route a key of its own",
+                        o->path);
+        }
     }
     if (parse_strategy(c, n, path, r) < 0)
         return -1;
@@ -1327,7 +1373,7 @@ parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
     }
     l2->timeout_ms = 50;
     if ((m = member(n, "timeout")) &&
-        get_duration(c, m, "l2.timeout", 1, &l2->timeout_ms) < 0)
+        get_duration(c, m, "l2.timeout", 1, MAX_TIMEOUT_MS, &l2->timeout_ms) < 0)
         return -1;
     return 0;
 }
@@ -1347,7 +1393,8 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
                  &l->max_header_bytes) < 0)
         return -1;
     if ((m = member(n, "client_timeout")) &&
-        get_duration(c, m, "limits.client_timeout", 1, &l->client_timeout_ms) <
+        get_duration(c, m, "limits.client_timeout", 1, MAX_TIMEOUT_MS,
+                     &l->client_timeout_ms) <
             0)
         return -1;
     if ((m = member(n, "max_clients")) &&

@@ -13,6 +13,9 @@
 
 #include "corral/strategy.h"
 
+/* {param}s and forwarded query names a route may have, each. */
+#define CORRAL_CONFIG_MAX_PARAMS 8
+
 /* The pattern a {param} gets when the route's "params" names none. */
 #define CORRAL_CONFIG_DEFAULT_PARAM_PATTERN "^[A-Za-z0-9._~-]{1,128}$"
 

@@ -9,7 +9,7 @@
 
 #include "config.h"
 
-#define CORRAL_ROUTE_MAX_PARAMS 8
+#define CORRAL_ROUTE_MAX_PARAMS CORRAL_CONFIG_MAX_PARAMS
 #define CORRAL_ROUTE_KEY_MAX 2048 /* bytes of a built key */
 #define CORRAL_ROUTE_SCRATCH 4096 /* bytes of decoded values */
 
