@@ -123,43 +123,62 @@ etag_matches(const struct corral_request *req, const char *etag)
     return false;
 }
 
+/* The hit path's own formatting: snprintf was a fifth of corral's user
+ * time per hit (callgrind). Each returns the new end. */
+static char *
+put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUT(p, lit) put((p), (lit), sizeof(lit) - 1)
+
+static char *
+put_u64(char *p, uint64_t v)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = digits[--n];
+    return p;
+}
+
 static void
 respond_value(struct corral_gateway *g, struct corral_request *req,
               struct corral_value *v, enum corral_source source)
 {
     uint64_t now = corral_cache_now(g->cache);
-    int64_t ttl = corral_value_ttl_s(v, now);
-    if (ttl < 0)
-        ttl = 0;
-    uint64_t age = corral_value_age_s(v, now);
+    int64_t left = corral_value_ttl_s(v, now);
+    uint64_t ttl = left > 0 ? (uint64_t)left : 0;
     /* max-age is the whole lifetime: a cache downstream takes Age off it
      * (RFC 9111 4.2), so the remaining ttl there would count age twice. */
     uint64_t lifetime =
         (corral_value_expires_at(v) - corral_value_stored_at(v)) / 1000;
-    char extra[256];
-    int n;
+    char extra[192]; /* the longest is 151 bytes */
+    char *p = PUT(extra, "Cache-Status: corral; ");
     switch (source) {
     case CORRAL_SOURCE_STORED:
-        n = snprintf(extra, sizeof(extra),
-                     "Cache-Status: corral; fwd=miss; stored\r\n");
+        p = PUT(p, "fwd=miss; stored\r\n");
         break;
     case CORRAL_SOURCE_COLLAPSED:
-        n = snprintf(extra, sizeof(extra),
-                     "Cache-Status: corral; fwd=miss; collapsed\r\n");
-        break;
-    case CORRAL_SOURCE_L2:
-        n = snprintf(
-            extra, sizeof(extra),
-            "Cache-Status: corral; hit; ttl=%" PRId64 "; detail=l2\r\n", ttl);
+        p = PUT(p, "fwd=miss; collapsed\r\n");
         break;
     default:
-        n = snprintf(extra, sizeof(extra),
-                     "Cache-Status: corral; hit; ttl=%" PRId64 "\r\n", ttl);
+        p = put_u64(PUT(p, "hit; ttl="), ttl);
+        if (source == CORRAL_SOURCE_L2)
+            p = PUT(p, "; detail=l2");
+        p = PUT(p, "\r\n");
         break;
     }
-    n += snprintf(extra + n, sizeof(extra) - (size_t)n,
-                  "Age: %" PRIu64 "\r\nCache-Control: max-age=%" PRIu64 "\r\n",
-                  age, lifetime);
+    p = put_u64(PUT(p, "Age: "), corral_value_age_s(v, now));
+    p = put_u64(PUT(p, "\r\nCache-Control: max-age="), lifetime);
+    p = PUT(p, "\r\n");
+    int n = (int)(p - extra);
     if (req->if_none_match && etag_matches(req, corral_value_etag(v))) {
         char more[384];
         snprintf(more, sizeof(more), "ETag: %s\r\n%.*s", corral_value_etag(v),
