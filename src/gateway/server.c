@@ -7,6 +7,8 @@
 
 #include "server.h"
 
+#include "fmt.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -191,27 +193,6 @@ server_date(struct corral_server *s)
     return s->date;
 }
 
-static char *
-put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-static char *
-put_uint(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 static const char *
 reason_phrase(int status)
 {
@@ -335,12 +316,12 @@ obuf_reserve(struct conn *c, size_t n)
 static char *
 put_tail(struct corral_server *s, const struct slot *sl, char *p)
 {
-    p = put(p, server_date(s), DATE_LEN);
+    p = fmt_put(p, server_date(s), DATE_LEN);
     if (sl->close)
-        p = put(p, "Connection: close\r\n", 19);
+        p = FMT_PUT(p, "Connection: close\r\n");
     else if (sl->keep_alive_10)
-        p = put(p, "Connection: keep-alive\r\n", 24);
-    return put(p, "\r\n", 2);
+        p = FMT_PUT(p, "Connection: keep-alive\r\n");
+    return FMT_PUT(p, "\r\n");
 }
 
 static void
@@ -417,7 +398,7 @@ corral_request_respond(struct corral_request *req,
     }
     char *start = c->obuf + off, *p = start;
     if (r->extra_len)
-        p = put(p, r->extra, r->extra_len);
+        p = fmt_put(p, r->extra, r->extra_len);
     p = put_tail(c->server, sl, p);
     c->obuf_len -= n - (size_t)(p - start);
 
@@ -465,26 +446,26 @@ corral_request_respond_simple(struct corral_request *req, int status,
         return;
     }
     char *start = c->obuf + off, *p = start;
-    p = put(p, "HTTP/1.1 ", 9);
-    p = put_uint(p, (uint64_t)status);
+    p = FMT_PUT(p, "HTTP/1.1 ");
+    p = fmt_uint(p, (uint64_t)status);
     *p++ = ' ';
-    p = put(p, reason, rlen);
-    p = put(p, "\r\n", 2);
+    p = fmt_put(p, reason, rlen);
+    p = FMT_PUT(p, "\r\n");
     if (content_type) {
-        p = put(p, "Content-Type: ", 14);
-        p = put(p, content_type, ctlen);
-        p = put(p, "\r\n", 2);
+        p = FMT_PUT(p, "Content-Type: ");
+        p = fmt_put(p, content_type, ctlen);
+        p = FMT_PUT(p, "\r\n");
     }
     if (!no_body) {
-        p = put(p, "Content-Length: ", 16);
-        p = put_uint(p, len);
-        p = put(p, "\r\n", 2);
+        p = FMT_PUT(p, "Content-Length: ");
+        p = fmt_uint(p, len);
+        p = FMT_PUT(p, "\r\n");
     }
     if (xlen)
-        p = put(p, extra_headers, xlen);
+        p = fmt_put(p, extra_headers, xlen);
     p = put_tail(c->server, sl, p);
     if (blen)
-        p = put(p, body, blen);
+        p = fmt_put(p, body, blen);
     c->obuf_len -= n - (size_t)(p - start);
 
     sl->part[0] = (struct part){NULL, (size_t)off, (size_t)(p - start)};
