@@ -122,6 +122,24 @@ hexval(char c)
     return -1;
 }
 
+/* The byte at s[*i], a %XX escape decoded (leaving *i on its last
+ * digit). Returns false for a malformed escape. */
+static bool
+next_byte(const char *s, size_t len, size_t *i, char *c)
+{
+    if (s[*i] != '%') {
+        *c = s[*i];
+        return true;
+    }
+    int hi, lo;
+    if (*i + 2 >= len || (hi = hexval(s[*i + 1])) < 0 ||
+        (lo = hexval(s[*i + 2])) < 0)
+        return false;
+    *c = (char)(hi << 4 | lo);
+    *i += 2;
+    return true;
+}
+
 /* Decodes len bytes of s into m's scratch; returns the NUL-ended copy, or
  * NULL for a bad escape or an encoded NUL (or no room: see has_room()). A
  * path segment may not hold an encoded '/'; in a query value (query) it is
@@ -133,21 +151,13 @@ decode(struct corral_route_match *m, const char *s, size_t len, bool query)
         return NULL;
     char *out = m->scratch + m->scratch_used, *o = out;
     for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 ||
-                (lo = hexval(s[i + 2])) < 0)
-                return NULL;
-            c = (char)(hi << 4 | lo);
-            if (c == '\0' || (c == '/' && !query))
-                return NULL;
-            i += 2;
-        } else if (c == '+' && query) {
-            c = ' ';
-        } else if (c == '\0') {
+        bool escaped = s[i] == '%';
+        char c;
+        if (!next_byte(s, len, &i, &c) || c == '\0' ||
+            (escaped && c == '/' && !query))
             return NULL;
-        }
+        if (!escaped && c == '+' && query)
+            c = ' ';
         *o++ = c;
     }
     *o++ = '\0';
@@ -303,16 +313,8 @@ segment_is(const char *lit, const char *s, size_t len)
 {
     const char *l = lit;
     for (size_t i = 0; i < len; i++, l++) {
-        char c = s[i];
-        if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 ||
-                (lo = hexval(s[i + 2])) < 0)
-                return false;
-            c = (char)(hi << 4 | lo);
-            i += 2;
-        }
-        if (*l == '\0' || *l != c)
+        char c;
+        if (!next_byte(s, len, &i, &c) || *l == '\0' || *l != c)
             return false;
     }
     return *l == '\0';
