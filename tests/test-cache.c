@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "corral/cache.h"
-#include "corral/fake_tier.h"
+#include "fake_tier.h"
 #include "testlib.h"
 #include "value_impl.h"
 

@@ -5,6 +5,7 @@
  * the openssl CLI at test time; without it the test exits 77 (skip). */
 #include "fetch.h"
 #include "testlib.h"
+#include "corral/version.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -504,7 +505,7 @@ upstream_full(const char *scheme, const char *host, uint16_t port,
     o.max_body = max_body;
     o.ca_file = ca_file;
     o.headers = test_headers;
-    u = corral_fetch_upstream_new(base, NULL, &o, err, sizeof(err));
+    u = corral_fetch_upstream_new(base, &o, err, sizeof(err));
     if (u == NULL)
         fprintf(stderr, "corral_fetch_upstream_new: %s\n", err);
     CHECK(u != NULL);
@@ -542,7 +543,7 @@ test_ok(void)
     snprintf(host, sizeof(host), "127.0.0.1:%u", (unsigned)s->port);
     CHECK_EQ_STR(s->host, host);
     CHECK_EQ_STR(s->accept, "application/json");
-    CHECK_EQ_STR(s->user_agent, "corral/0.1");
+    CHECK_EQ_STR(s->user_agent, "corral/" CORRAL_VERSION_STRING);
     CHECK_EQ_STR(s->api_key, "secret");
     run_for(20);
     CHECK_EQ_INT(g.calls, 1);
@@ -912,7 +913,7 @@ expect_bad_options(struct corral_fetch_options o, const char *why)
 {
     char err[256] = "";
 
-    CHECK(corral_fetch_upstream_new(base, NULL, &o, err, sizeof(err)) == NULL);
+    CHECK(corral_fetch_upstream_new(base, &o, err, sizeof(err)) == NULL);
     if (strstr(err, why) == NULL)
         fprintf(stderr, "error \"%s\" lacks \"%s\"\n", err, why);
     CHECK(strstr(err, why) != NULL);
@@ -943,11 +944,11 @@ test_bad_input(void)
     o = good, o.scheme = "https", o.ca_file = "/nonexistent/ca.pem",
     expect_bad_options(o, "/nonexistent/ca.pem");
     o = good, o.host = "[::1]";
-    u = corral_fetch_upstream_new(base, NULL, &o, NULL, 0);
+    u = corral_fetch_upstream_new(base, &o, NULL, 0);
     CHECK(u != NULL);
     corral_fetch_upstream_free(u);
 
-    u = corral_fetch_upstream_new(base, NULL, &good, NULL, 0);
+    u = corral_fetch_upstream_new(base, &good, NULL, 0);
     CHECK(u != NULL);
     CHECK(corral_fetch_get(u, "no-slash", got_cb, &g) == NULL);
     CHECK(corral_fetch_get(u, "/a b", got_cb, &g) == NULL);
@@ -1112,7 +1113,7 @@ test_tls_verify(void)
     tls_expect(s, "127.0.0.1", NULL, CORRAL_FETCH_E_TLS,
                "certificate verify failed: self-signed certificate");
     tls_expect(o, "127.0.0.1", other_ca, CORRAL_FETCH_E_TLS,
-               "IP address mismatch");
+               "subject name matches target host name '127.0.0.1'");
     tls_expect(s, "127.0.0.1", other_ca, CORRAL_FETCH_E_TLS,
                "certificate verify failed");
     tls_expect(plain, "127.0.0.1", good_ca, CORRAL_FETCH_E_TLS,
@@ -1126,7 +1127,7 @@ test_tls_verify(void)
         tls_expect(l, "localhost", good_ca, 0, "OK");
         l->ssl = other_ctx;
         tls_expect(l, "localhost", other_ca, CORRAL_FETCH_E_TLS,
-                   "host name mismatch");
+                   "subject name matches target host name 'localhost'");
         server_free(l);
     }
     server_free(s);

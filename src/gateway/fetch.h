@@ -1,7 +1,15 @@
-/* fetch.h — non-blocking HTTP/1.1 GETs to one configured upstream.
+/* fetch.h — non-blocking HTTP/1.1 GETs to one configured upstream, on
+ * libcurl's multi interface driven by the caller's libevent loop.
  * An upstream owns a keep-alive pool of at most max_connections connections,
  * each carrying one request at a time, and a FIFO of requests waiting for
- * one. Every fetch's callback fires exactly once and always from the loop,
+ * one. Interim 1xx responses are skipped and the final one is the answer; a
+ * connection is reused only after a completely framed response with nothing
+ * left over, and one that becomes readable while idle is closed, never read
+ * as an answer. Bodies sent with Content-Encoding (gzip, deflate, br, zstd)
+ * are decoded. Every address a name resolves to is tried in turn (names are
+ * resolved off the loop by libcurl's resolver). Proxies come from the usual
+ * environment variables (http_proxy, https_proxy, no_proxy).
+ * Every fetch's callback fires exactly once and always from the loop,
  * unless the fetch is cancelled first. https always verifies the certificate
  * chain and the host name; there is no switch to turn that off. */
 #ifndef CORRAL_FETCH_H
@@ -11,7 +19,6 @@
 #include <stdint.h>
 
 struct event_base;
-struct evdns_base;
 
 struct corral_fetch_upstream; /* opaque */
 struct corral_fetch;          /* opaque */
@@ -62,16 +69,12 @@ struct corral_fetch_result {
  * upstream. */
 typedef void corral_fetch_cb(const struct corral_fetch_result *res, void *arg);
 
-/* Creates an upstream on base. dns may be NULL: host names are then resolved
- * with a blocking getaddrinfo() in the loop, which is fine for IP literals
- * and /etc/hosts names such as localhost; pass an evdns_base (which must
- * outlive the upstream) for real names. Only the first address a name
- * resolves to is tried. o and its strings are copied. The process must
- * ignore SIGPIPE. Returns NULL with a reason in err (if errlen > 0) on bad
- * options, an unreadable ca_file or no memory. Caller frees with
+/* Creates an upstream on base. o and its strings are copied. The process
+ * must ignore SIGPIPE. Returns NULL with a reason in err (if errlen > 0) on
+ * bad options, an unreadable ca_file or no memory. Caller frees with
  * corral_fetch_upstream_free(). */
 struct corral_fetch_upstream *
-corral_fetch_upstream_new(struct event_base *base, struct evdns_base *dns,
+corral_fetch_upstream_new(struct event_base *base,
                           const struct corral_fetch_options *o, char *err,
                           size_t errlen);
 
@@ -94,6 +97,18 @@ struct corral_fetch *corral_fetch_get(struct corral_fetch_upstream *u,
  * on a connection closes that connection (it cannot be reused mid-answer).
  * NULL is a no-op. */
 void corral_fetch_cancel(struct corral_fetch *f);
+
+/* Why name: value cannot be a configured request header (a control
+ * character, a bad name, or a header corral or libcurl manages itself such
+ * as Host, Connection, Transfer-Encoding, TE, Upgrade or Keep-Alive), or
+ * NULL when it can. Static string. The config checker uses the same rule. */
+const char *corral_fetch_check_header(const char *name, const char *value);
+
+/* Why host[0..len) cannot be an upstream host, or NULL when it can: a DNS
+ * name (labels of letters, digits, '-' and '_', at most 63 bytes each, 253
+ * in all), an IPv4 literal, or an IPv6 literal, bare or in brackets. Static
+ * string. The config checker uses the same rule. */
+const char *corral_fetch_check_host(const char *host, size_t len);
 
 /* "none", "connect", "timeout", "tls", "too_big", "protocol", "cancelled";
  * "unknown" otherwise. Static string. */

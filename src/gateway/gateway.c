@@ -6,7 +6,6 @@
 #include "gateway.h"
 
 #include <errno.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -33,7 +32,6 @@ struct route_ctx {
 struct corral_gateway {
     struct event_base *base;
     const struct corral_config *cfg;
-    struct evdns_base *dns;
     struct corral_cache *cache;
     struct corral_server *server;
     struct corral_route_table *routes;
@@ -416,7 +414,7 @@ upstream_new(struct corral_gateway *g, const struct corral_config_upstream *u,
     };
     char why[256];
     struct corral_fetch_upstream *f =
-        corral_fetch_upstream_new(g->base, g->dns, &o, why, sizeof(why));
+        corral_fetch_upstream_new(g->base, &o, why, sizeof(why));
     if (f == NULL)
         snprintf(err, errlen, "upstream %s: %s", u->name, why);
     free(headers);
@@ -432,7 +430,6 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         return NULL;
     g->base = base;
     g->cfg = cfg;
-    g->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     struct corral_cache_options co = {
         .max_bytes = cfg->l1_max_bytes,
         .max_waiters = cfg->limits.max_waiters,
@@ -502,7 +499,5 @@ corral_gateway_free(struct corral_gateway *g)
     free(g->upstreams);
     free(g->route_ctx);
     corral_route_table_free(g->routes);
-    if (g->dns)
-        evdns_base_free(g->dns, 0);
     free(g);
 }

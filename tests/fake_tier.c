@@ -2,7 +2,7 @@
  * It stores its own copy of each value (as a remote store would) and hands
  * out fresh copies, so L1 and the tier never share memory. Entries live in a
  * plain list: tests hold few keys. */
-#include "corral/fake_tier.h"
+#include "fake_tier.h"
 
 #include <errno.h>
 #include <event2/event.h>
