@@ -288,12 +288,16 @@ enum raw_mode {
     RAW_TRUNCATED,    /* Content-Length: 100, 2 bytes, close */
     RAW_ONE_PER_CONN, /* answer once per connection, then close on the
                        * second request */
+    RAW_LATE,         /* answer, then a second answer while idle */
+    RAW_UNFRAMED,     /* no Content-Length: the body ends at close */
+    RAW_SWITCH,       /* 101, then bytes that are not HTTP */
 };
 
 struct raw_conn {
     struct bufferevent *bev;
     struct raw_server *s;
     unsigned requests;
+    struct event *late;
     struct raw_conn *next;
 };
 
@@ -313,6 +317,8 @@ raw_conn_free(struct raw_conn *rc)
     for (pp = &rc->s->conns; *pp != rc; pp = &(*pp)->next)
         ;
     *pp = rc->next;
+    if (rc->late != NULL)
+        event_free(rc->late);
     bufferevent_free(rc->bev);
     free(rc);
 }
@@ -337,6 +343,17 @@ raw_send_then_close(struct raw_conn *rc, const char *text)
 {
     bufferevent_setcb(rc->bev, NULL, raw_write_cb, raw_event_cb, rc);
     bufferevent_write(rc->bev, text, strlen(text));
+}
+
+static void
+raw_late_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct raw_conn *rc = arg;
+    const char *poison = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n\"POISON\"";
+
+    (void)fd;
+    (void)what;
+    bufferevent_write(rc->bev, poison, strlen(poison));
 }
 
 static void
@@ -371,6 +388,28 @@ raw_read_cb(struct bufferevent *bev, void *arg)
             bufferevent_write(bev, ok, strlen(ok));
         else
             raw_conn_free(rc);
+        break;
+    case RAW_LATE: {
+        char answer[128];
+        struct timeval tv = {0, 20000};
+        snprintf(answer, sizeof(answer),
+                 "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"n\":%u}",
+                 rc->s->requests % 10);
+        bufferevent_write(bev, answer, strlen(answer));
+        if (rc->late == NULL) {
+            rc->late = evtimer_new(base, raw_late_cb, rc);
+            evtimer_add(rc->late, &tv);
+        }
+        break;
+    }
+    case RAW_UNFRAMED:
+        raw_send_then_close(rc, "HTTP/1.1 200 OK\r\n\r\n{\"unframed\":1}");
+        break;
+    case RAW_SWITCH:
+        evbuffer_add_printf(bufferevent_get_output(bev),
+                            "HTTP/1.1 101 Switching Protocols\r\n"
+                            "Upgrade: x\r\n\r\nHTTP/1.1 200 OK\r\n"
+                            "Content-Length: 2\r\n\r\n{}");
         break;
     case RAW_CLOSE:
         break;
@@ -991,6 +1030,65 @@ test_bad_answers(void)
     raw_case(RAW_TRUNCATED, CORRAL_FETCH_E_CONNECT, "body");
 }
 
+/* A kept-alive connection that speaks while idle is never read again: the
+ * second request gets its own answer on a fresh connection. */
+static void
+test_idle_bytes(void)
+{
+    struct raw_server *rs = raw_server_new(RAW_LATE);
+    struct corral_fetch_upstream *u = upstream(rs->port, 1);
+    struct got g = {0};
+
+    get(u, "/json", &g);
+    CHECK(run_until(&g.calls, 1, 10000));
+    CHECK_EQ_STR(g.body, "{\"n\":1}");
+    run_for(80); /* the late answer lands on the idle connection */
+    get(u, "/json", &g);
+    CHECK(run_until(&g.calls, 2, 10000));
+    CHECK_EQ_INT(g.error, 0);
+    CHECK_EQ_STR(g.body, "{\"n\":2}");
+    CHECK_EQ_INT(rs->connections, 2);
+    corral_fetch_upstream_free(u);
+    run_for(10);
+    raw_server_free(rs);
+}
+
+/* A body that ends at close is read whole, and its connection is not
+ * reused; a 101 is an error and its connection is closed. */
+static void
+test_unframed_and_switch(void)
+{
+    struct raw_server *rs = raw_server_new(RAW_UNFRAMED);
+    struct corral_fetch_upstream *u = upstream(rs->port, 1);
+    struct got g = {0};
+
+    get(u, "/json", &g);
+    CHECK(run_until(&g.calls, 1, 10000));
+    CHECK_EQ_INT(g.error, 0);
+    CHECK_EQ_STR(g.body, "{\"unframed\":1}");
+    get(u, "/json", &g);
+    CHECK(run_until(&g.calls, 2, 10000));
+    CHECK_EQ_STR(g.body, "{\"unframed\":1}");
+    CHECK_EQ_INT(rs->connections, 2);
+    corral_fetch_upstream_free(u);
+    run_for(10);
+    raw_server_free(rs);
+
+    rs = raw_server_new(RAW_SWITCH);
+    u = upstream(rs->port, 1);
+    get(u, "/json", &g);
+    CHECK(run_until(&g.calls, 3, 10000));
+    CHECK_EQ_INT(g.error, CORRAL_FETCH_E_PROTOCOL);
+    CHECK(strstr(g.message, "101") != NULL);
+    get(u, "/json", &g);
+    CHECK(run_until(&g.calls, 4, 10000));
+    CHECK_EQ_INT(g.error, CORRAL_FETCH_E_PROTOCOL);
+    CHECK_EQ_INT(rs->connections, 2);
+    corral_fetch_upstream_free(u);
+    run_for(10);
+    raw_server_free(rs);
+}
+
 static void
 test_stale_connection_retry(void)
 {
@@ -1275,6 +1373,8 @@ main(void)
     RUN(test_bad_input);
     RUN(test_bad_answers);
     RUN(test_stale_connection_retry);
+    RUN(test_idle_bytes);
+    RUN(test_unframed_and_switch);
 
     have_openssl = system("openssl version >/dev/null 2>&1") == 0;
     if (have_openssl) {

@@ -23,7 +23,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -69,11 +71,13 @@ struct corral_fetch {
 
 TAILQ_HEAD(fetch_list, corral_fetch);
 
-/* One socket libcurl asked us to watch. */
+/* A socket libcurl asked us to watch, or a connection it opened. */
 struct watch {
     struct corral_fetch_upstream *u;
-    struct event *ev;
     curl_socket_t fd;
+    struct event *ev;      /* what libcurl wants; NULL when it wants nothing */
+    struct event *idle_ev; /* a pooled connection at rest: any byte is bad */
+    int is_conn;           /* opened through open_socket_cb */
     LIST_ENTRY(watch) link;
 };
 
@@ -181,11 +185,59 @@ watch_cb(evutil_socket_t fd, short what, void *arg)
                       ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0));
 }
 
+/* A connection in libcurl's pool, between two requests, became readable:
+ * late bytes, an answer to a request never sent, or the server closing.
+ * Nothing it says now may be read as the next request's answer, so drop
+ * what is there and shut the socket down: libcurl then finds the
+ * connection dead when it looks for one to reuse, closes it and opens a
+ * fresh one. (libcurl 7.88 reuses a connection with pending input.) */
+static void
+idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct watch *w = arg;
+    char buf[4096];
+    unsigned i;
+
+    (void)what;
+    for (i = 0; i < 64 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+        ;
+    shutdown(fd, SHUT_RDWR);
+    event_free(w->idle_ev);
+    w->idle_ev = NULL;
+}
+
+static struct watch *
+watch_find(struct corral_fetch_upstream *u, curl_socket_t fd)
+{
+    struct watch *w;
+
+    LIST_FOREACH(w, &u->watches, link)
+        if (w->fd == fd)
+            return w;
+    return NULL;
+}
+
+static struct watch *
+watch_new(struct corral_fetch_upstream *u, curl_socket_t fd)
+{
+    struct watch *w = calloc(1, sizeof(*w));
+
+    if (w == NULL)
+        return NULL;
+    w->u = u;
+    w->fd = fd;
+    LIST_INSERT_HEAD(&u->watches, w, link);
+    return w;
+}
+
 static void
 watch_free(struct watch *w)
 {
     LIST_REMOVE(w, link);
-    event_free(w->ev);
+    if (w->ev != NULL)
+        event_free(w->ev);
+    if (w->idle_ev != NULL)
+        event_free(w->idle_ev);
     free(w);
 }
 
@@ -193,39 +245,76 @@ static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp)
 {
     struct corral_fetch_upstream *u = userp;
-    struct watch *w = sockp;
+    struct watch *w = sockp != NULL ? sockp : watch_find(u, fd);
     short kind = EV_PERSIST;
 
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
-        if (w != NULL)
+        if (w == NULL)
+            return 0;
+        event_free(w->ev);
+        w->ev = NULL;
+        if (!w->is_conn) {
             watch_free(w);
+            return 0;
+        }
+        /* libcurl is done with the connection for now: guard it. */
+        w->idle_ev = event_new(u->base, fd, EV_READ, idle_cb, w);
+        if (w->idle_ev == NULL || event_add(w->idle_ev, NULL) != 0)
+            idle_cb(fd, EV_READ, w); /* cannot guard it: retire it */
         return 0;
     }
-    if (w == NULL) {
-        w = calloc(1, sizeof(*w));
-        if (w == NULL)
-            return -1;
-        w->u = u;
-        w->fd = fd;
-        LIST_INSERT_HEAD(&u->watches, w, link);
-        curl_multi_assign(u->multi, fd, w);
-    } else {
-        event_free(w->ev);
+    if (w == NULL && (w = watch_new(u, fd)) == NULL)
+        return -1;
+    curl_multi_assign(u->multi, fd, w);
+    if (w->idle_ev != NULL) {
+        event_free(w->idle_ev);
+        w->idle_ev = NULL;
     }
+    if (w->ev != NULL)
+        event_free(w->ev);
     if (what & CURL_POLL_IN)
         kind |= EV_READ;
     if (what & CURL_POLL_OUT)
         kind |= EV_WRITE;
     w->ev = event_new(u->base, fd, kind, watch_cb, w);
-    if (w->ev == NULL || event_add(w->ev, NULL) != 0) {
-        curl_multi_assign(u->multi, fd, NULL);
-        if (w->ev == NULL)
-            w->ev = event_new(u->base, -1, 0, watch_cb, w);
-        watch_free(w);
+    if (w->ev == NULL || event_add(w->ev, NULL) != 0)
         return -1;
-    }
     return 0;
+}
+
+/* Connection sockets: we know them from birth to close, so that a pooled
+ * one can be guarded and its guard is gone before its fd number is reused. */
+static curl_socket_t
+open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct corral_fetch_upstream *u = arg;
+    curl_socket_t fd;
+    struct watch *w;
+
+    (void)purpose;
+    fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    if ((w = watch_find(u, fd)) != NULL) /* a stale entry: cannot happen */
+        watch_free(w);
+    if ((w = watch_new(u, fd)) == NULL) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    w->is_conn = 1;
+    return fd;
+}
+
+static int
+close_socket_cb(void *arg, curl_socket_t fd)
+{
+    struct corral_fetch_upstream *u = arg;
+    struct watch *w = watch_find(u, fd);
+
+    if (w != NULL)
+        watch_free(w);
+    return close(fd);
 }
 
 static void
@@ -607,6 +696,10 @@ easy_new(struct corral_fetch_upstream *u)
         curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
                          (curl_off_t)u->max_body) ||
         curl_easy_setopt(e, CURLOPT_SHARE, u->share) ||
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb) ||
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u) ||
+        curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb) ||
+        curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u) ||
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) ||
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb) ||
         (u->ca_file != NULL &&
