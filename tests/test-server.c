@@ -594,9 +594,9 @@ client_simple(void)
                   "if-none-match:  \"abc\"  \r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/a%20b\",\"query\":\"x=1&y=2\","
                     "\"inm\":\"\"abc\"\"}");
-    cli_sends(&c, "GET http://example.com/echo/abs?q=1 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET http://example.com/echo/abs?q=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/abs\",\"query\":\"q=1\",\"inm\":\"\"}");
-    cli_sends(&c, "GET /echo/frag#x?y HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /echo/frag#x?y HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/frag\",\"query\":\"\",\"inm\":\"\"}");
     cli_close(&c);
 }
@@ -631,7 +631,7 @@ client_head(void)
     cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&c);
     /* 304: no body and no Content-Length. */
-    cli_sends(&c, "GET /not-modified HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /not-modified HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
     CHECK_EQ_INT(r.status, 304);
     CHECK(strncmp(r.head, "HTTP/1.1 304 Not Modified\r\n", 27) == 0);
@@ -694,9 +694,9 @@ client_pipelining(void)
     /* Deeper than the pipeline bound, behind a slow one: 30 requests. */
     char req[64], all[64 * 30] = "";
     cli_connect(&c);
-    strcat(all, "GET /slow/p?ms=100 HTTP/1.1\r\n\r\n");
+    strcat(all, "GET /slow/p?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
     for (int i = 1; i < 30; i++) {
-        snprintf(req, sizeof req, "GET /echo/%d HTTP/1.1\r\n\r\n", i);
+        snprintf(req, sizeof req, "GET /echo/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
         strcat(all, req);
     }
     cli_sends(&c, all);
@@ -772,8 +772,8 @@ client_connection_close(void)
     struct cli c;
     struct reply r;
     cli_connect(&c);
-    cli_sends(&c, "GET /echo/1 HTTP/1.1\r\nConnection: close\r\n\r\n"
-                  "GET /echo/2 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /echo/1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                  "GET /echo/2 HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK(header_is(&r, "Connection", "close"));
@@ -795,6 +795,7 @@ test_connection_close(void)
 
 #define BAD "{\"error\":\"bad request\"}"
 #define E505 "{\"error\":\"http version not supported\"}"
+#define E501 "{\"error\":\"transfer coding not implemented\"}"
 #define E431 "{\"error\":\"request header fields too large\"}"
 
 static void
@@ -805,14 +806,33 @@ client_bad_input(void)
     expect_error("GET / HTTP/9.9\r\nHost: t\r\n\r\n", 505, E505);
     expect_error("GET / HTTP/1.x\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n", 400, BAD);
-    expect_error("GET /a b c HTTP/1.1\r\n\r\n", 400, BAD);
-    expect_error("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400, BAD);
+    expect_error("GET /a b c HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", 400, BAD);
+    /* RFC 9112: whitespace before the colon, folded lines, Host missing or
+     * twice in HTTP/1.1, Transfer-Encoding twice or not plain chunked. */
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n"
+                 "\r\n0\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nContent-Length : 5\r\n\r\n"
+                 "hello", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nX\tY: 1\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: x\r\n"
+                 " chunked\r\n\r\n0\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n 2\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, "
+                 "chunked\r\n\r\n0\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, "
+                 "chunked\r\n\r\n0\r\n\r\n", 501, E501);
 
     /* A good request, then a bad one: the good one is still answered. */
     struct cli c;
     struct reply r;
     cli_connect(&c);
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\nBLAH\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\nBLAH\r\n\r\n");
     expect_1k(&c);
     CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
     CHECK_EQ_INT(r.status, 400);
@@ -829,8 +849,8 @@ test_bad_input(void)
     run_client(client_bad_input);
     struct corral_server_stats st;
     corral_server_stats(F.srv, &st);
-    CHECK_EQ_INT(st.bad_requests, 8);
-    CHECK_EQ_INT(F.handled, 9); /* the check_alive()s and /x */
+    CHECK_EQ_INT(st.bad_requests, 19);
+    CHECK_EQ_INT(F.handled, 20); /* the check_alive()s and /x */
     stop_server();
 }
 
@@ -839,7 +859,7 @@ client_oversized(void)
 {
     char req[4096];
     /* max_header_bytes is 1024: a 900-byte head passes... */
-    int n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n",
+    int n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n",
                      900 - 30, 0);
     CHECK(n > 880 && n < 1000);
     struct cli c;
@@ -848,25 +868,25 @@ client_oversized(void)
     expect_1k(&c);
     cli_close(&c);
     /* ...a 2000-byte one does not, nor does one without an end... */
-    n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n",
+    n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n",
                  2000, 0);
     expect_error(req, 431, E431);
-    n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nX-Pad: %0*d", 3000, 0);
+    n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d", 3000, 0);
     expect_error(req, 431, E431);
     /* Far more than the server reads before answering: it must keep
      * reading after its answer, or the reset could destroy the answer. */
     char *huge = malloc(200000);
     CHECK(huge != NULL);
-    n = snprintf(huge, 200000, "GET /x HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n", 190000,
+    n = snprintf(huge, 200000, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n", 190000,
                  0);
     expect_error(huge, 431, E431);
     free(huge);
     /* ...nor a long URL, nor after a good request on the same connection. */
-    n = snprintf(req, sizeof req, "GET /%0*d HTTP/1.1\r\n\r\n", 1500, 0);
+    n = snprintf(req, sizeof req, "GET /%0*d HTTP/1.1\r\nHost: t\r\n\r\n", 1500, 0);
     expect_error(req, 431, E431);
     n = snprintf(
         req, sizeof req,
-        "GET /x HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n", 1500,
+        "GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n", 1500,
         0);
     struct reply r;
     cli_connect(&c);
@@ -894,7 +914,7 @@ client_one_byte(void)
 {
     static const char req[] = "GET /echo/one?a=b HTTP/1.1\r\nHost: t\r\n"
                               "If-None-Match: \"z\"\r\n\r\n"
-                              "GET /x HTTP/1.1\r\n\r\n";
+                              "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
     struct cli c;
     cli_connect(&c);
     for (size_t i = 0; i < sizeof req - 1; i++) {
@@ -932,17 +952,17 @@ client_timeouts(void)
     /* Idle again after a request: the clock restarts, then closes. */
     cli_connect(&c);
     sleep_ms(120);
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&c);
     sleep_ms(120);
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&c);
     CHECK(cli_closed(&c, 3000));
     cli_close(&c);
 
     /* A request that took 150 ms to arrive: idle counts from its answer. */
     cli_connect(&c);
-    cli_sends(&c, "GET /x HTTP/1.1\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n");
     sleep_ms(150);
     cli_sends(&c, "\r\n");
     expect_1k(&c);
@@ -965,7 +985,7 @@ client_timeouts(void)
     /* A byte every 50 ms does not keep a request alive. */
     cli_connect(&c);
     t0 = mono_ms();
-    const char *slow = "GET /x HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *slow = "GET /x HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
     int got = -1;
     for (const char *p = slow; *p && mono_ms() - t0 < 2000; p++) {
         struct pollfd pfd = {.fd = c.fd, .events = POLLIN};
@@ -982,7 +1002,7 @@ client_timeouts(void)
     /* A slow but steady reader is not: 8 MB at 512 KB per 50 ms take about
      * 800 ms, but every read lets the server write more. */
     cli_connect(&c);
-    cli_sends(&c, "GET /big HTTP/1.1\r\n\r\nGET /big HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     size_t want = 2 * (size_t)BIG_LEN, got_bytes = 0;
     char *chunk = malloc(512 * 1024);
     CHECK(chunk != NULL);
@@ -1008,7 +1028,7 @@ client_timeouts(void)
     CHECK(setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) ==
           0);
     for (int i = 0; i < 4; i++)
-        cli_sends(&c, "GET /big HTTP/1.1\r\n\r\n");
+        cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     sleep_ms(1500); /* the 200 ms timeout, with room for valgrind */
     int complete = 0;
     while (complete < 4 && cli_reply(&c, &r, false) == 0) {
@@ -1020,14 +1040,14 @@ client_timeouts(void)
 
     /* A slow handler is not the client's fault: no timeout while waiting. */
     cli_connect(&c);
-    cli_sends(&c, "GET /slow/t?ms=500 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /slow/t?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/slow/t\",\"query\":\"ms=500\",\"inm\":\"\"}");
     cli_close(&c);
 
     /* Regression: nor are sixteen, the pipeline bound, all in flight. */
     char req[64], all[64 * 16] = "";
     for (int i = 0; i < 16; i++) {
-        snprintf(req, sizeof req, "GET /slow/q%d?ms=500 HTTP/1.1\r\n\r\n", i);
+        snprintf(req, sizeof req, "GET /slow/q%d?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n", i);
         strcat(all, req);
     }
     cli_connect(&c);
@@ -1060,13 +1080,13 @@ client_disconnect(void)
 {
     struct cli c;
     cli_connect(&c);
-    cli_sends(&c, "GET /slow/d?ms=200 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /slow/d?ms=200 HTTP/1.1\r\nHost: t\r\n\r\n");
     sleep_ms(50);
     cli_close(&c);
     /* Without on_close: the handler answers a request whose client left. */
     cli_connect(&c);
-    cli_sends(&c, "GET /nc?ms=200 HTTP/1.1\r\n\r\n"
-                  "GET /nc?ms=100 HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /nc?ms=200 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /nc?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
     sleep_ms(50);
     cli_close(&c);
     sleep_ms(400); /* past both timers */
@@ -1096,10 +1116,10 @@ client_max_clients(void)
     struct cli a, b, x;
     struct reply r;
     cli_connect(&a);
-    cli_sends(&a, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&a, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&a);
     cli_connect(&b);
-    cli_sends(&b, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&b, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&b);
     /* The third is refused: a 503 or just the close, never an answer. */
     cli_connect(&x);
@@ -1117,7 +1137,7 @@ client_max_clients(void)
     for (int i = 0; i < 50 && !ok; i++) {
         sleep_ms(20);
         cli_connect(&x);
-        cli_sends(&x, "GET /x HTTP/1.1\r\n\r\n");
+        cli_sends(&x, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
         if (cli_reply(&x, &r, false) == 0) {
             CHECK(r.status == 200 || r.status == 503);
             ok = r.status == 200;
@@ -1148,8 +1168,8 @@ client_big_hold(void)
     struct reply r;
     cli_connect(&c);
     /* 12 MB: more than the socket buffers hold, so writes stall. */
-    cli_sends(&c, "GET /big HTTP/1.1\r\n\r\nGET /big HTTP/1.1\r\n\r\n"
-                  "GET /big HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     sleep_ms(100);
     for (int k = 0; k < 3; k++) {
         CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
@@ -1161,10 +1181,10 @@ client_big_hold(void)
         CHECK(same);
         reply_free(&r);
     }
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&c);
     /* Leave in the middle of a stalled write: the hold is released. */
-    cli_sends(&c, "GET /big HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK(cli_more(&c) > 0);
     cli_close(&c);
     sleep_ms(100);
@@ -1185,16 +1205,16 @@ client_bodies(void)
 {
     struct cli c;
     cli_connect(&c);
-    cli_sends(&c, "POST /echo/p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-                  "GET /echo/q HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    cli_sends(&c, "POST /echo/p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+                  "GET /echo/q HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                   "5\r\nhello\r\n0\r\n\r\n"
-                  "GET /echo/r HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+                  "GET /echo/r HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/p\",\"query\":\"\",\"inm\":\"\"}");
     expect_echo(&c, "{\"path\":\"/echo/q\",\"query\":\"\",\"inm\":\"\"}");
     expect_echo(&c, "{\"path\":\"/echo/r\",\"query\":\"\",\"inm\":\"\"}");
     /* No protocol upgrades: what follows is the next request. */
-    cli_sends(&c, "GET /echo/u HTTP/1.1\r\nConnection: Upgrade\r\n"
-                  "Upgrade: websocket\r\n\r\nGET /echo/v HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /echo/u HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+                  "Upgrade: websocket\r\n\r\nGET /echo/v HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/u\",\"query\":\"\",\"inm\":\"\"}");
     expect_echo(&c, "{\"path\":\"/echo/v\",\"query\":\"\",\"inm\":\"\"}");
     /* A body larger than the read buffer is streamed through. */
@@ -1202,14 +1222,14 @@ client_bodies(void)
     size_t big = 100000;
     int n =
         snprintf(head, sizeof head,
-                 "PUT /echo/big HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", big);
+                 "PUT /echo/big HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", big);
     cli_send(&c, head, (size_t)n);
     char *body = malloc(big);
     CHECK(body != NULL);
     memset(body, 'G', big);
     cli_send(&c, body, big);
     free(body);
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/big\",\"query\":\"\",\"inm\":\"\"}");
     expect_1k(&c);
     cli_close(&c);
@@ -1233,13 +1253,13 @@ client_drain(void)
     struct cli idle, slow, d, x;
     struct reply r;
     cli_connect(&idle);
-    cli_sends(&idle, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&idle, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&idle);
     cli_connect(&slow);
-    cli_sends(&slow, "GET /slow/s?ms=300 HTTP/1.1\r\n\r\n");
+    cli_sends(&slow, "GET /slow/s?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n");
     sleep_ms(50);
     cli_connect(&d);
-    cli_sends(&d, "GET /drain HTTP/1.1\r\n\r\n");
+    cli_sends(&d, "GET /drain HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK_EQ_INT(cli_reply(&d, &r, false), 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK(header_is(&r, "Connection", "close"));
@@ -1282,14 +1302,14 @@ client_many_idle(void)
     struct reply r;
     cli_connect(&c);
     uint64_t t0 = mono_ms();
-    cli_sends(&c, "GET /stats HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
     CHECK_EQ_INT(r.status, 200);
     char want[64];
     snprintf(want, sizeof want, "{\"open\":%d}", MANY + 1);
     CHECK_EQ_STR(r.body, want);
     reply_free(&r);
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_1k(&c);
     CHECK(mono_ms() - t0 < 1000);
     cli_close(&c);
@@ -1319,7 +1339,7 @@ client_fd_exhaustion(void)
     low.rlim_cur = (rlim_t)lowest_free; /* no new descriptor fits */
     CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
     CHECK_EQ_INT(cli_connect_socket(&c), 0);
-    cli_sends(&c, "GET /x HTTP/1.1\r\n\r\n");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK(cli_closed(&c, 2000)); /* refused, not left hanging */
     CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
     cli_close(&c);

@@ -98,7 +98,8 @@ struct conn {
     size_t rpos, wpos; /* parsed up to, filled up to */
     bool in_message, in_head, url_seen, has_inm, value_is_inm;
     enum header_state hstate;
-    int err_status; /* set by on_headers_complete */
+    int err_status; /* why a parser callback refused the request */
+    unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
     size_t url_off, url_len, hf_off, hf_len, hv_off, hv_len, inm_off, inm_len;
     size_t lingered; /* bytes discarded while lingering */
 
@@ -623,6 +624,7 @@ on_message_begin(http_parser *p)
     c->url_seen = c->has_inm = c->value_is_inm = false;
     c->hstate = HS_NONE;
     c->err_status = 0;
+    c->n_host = c->n_te = 0;
     dl_set(c, DL_REQUEST, c->server->timeout_ms);
     return 0;
 }
@@ -641,10 +643,66 @@ on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+static bool
+is_tchar(unsigned char ch)
+{
+    /* RFC 9110 5.6.2: token characters. */
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') || (ch && strchr(extra, ch) != NULL);
+}
+
+static bool
+field_is(const struct conn *c, const char *name, size_t len)
+{
+    return c->hf_len == len && strncasecmp(c->rbuf + c->hf_off, name, len) == 0;
+}
+
+/* One field line is complete (name in hf, value in hv). http_parser is
+ * lenient where RFC 9112 says to reject, and a proxy in front of us may
+ * read the same bytes differently, so refuse: whitespace or any non-token
+ * byte in a name (5.1), a folded value (5.2), a second Host or none in
+ * HTTP/1.1 (3.2), and Transfer-Encoding other than one plain "chunked"
+ * (6.1). Returns -1 with err_status set to refuse. */
+static int
+field_done(struct conn *c)
+{
+    const char *v = c->rbuf + c->hv_off;
+    size_t n = c->hv_len;
+
+    for (size_t i = 0; i < c->hf_len; i++)
+        if (!is_tchar((unsigned char)c->rbuf[c->hf_off + i]))
+            goto bad;
+    if (c->hf_len == 0 || memchr(v, '\n', n) != NULL ||
+        memchr(v, '\r', n) != NULL)
+        goto bad;
+    if (field_is(c, "host", 4) && ++c->n_host > 1)
+        goto bad;
+    if (field_is(c, "transfer-encoding", 17)) {
+        while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        if (++c->n_te > 1 || n != 7 || strncasecmp(v, "chunked", 7) != 0) {
+            /* "gzip, chunked" is HTTP we do not implement; anything else
+             * (chunked twice, not last, or no chunked) is not HTTP. */
+            bool last = n > 7 && strncasecmp(v + n - 7, "chunked", 7) == 0 &&
+                        memmem(v, n - 7, "hunked", 6) == NULL &&
+                        memmem(v, n - 7, "HUNKED", 6) == NULL;
+            c->err_status = c->n_te == 1 && last ? 501 : 400;
+            return -1;
+        }
+    }
+    return 0;
+bad:
+    c->err_status = 400;
+    return -1;
+}
+
 static int
 on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    if (c->hstate == HS_VALUE && field_done(c) != 0)
+        return -1;
     if (c->hstate != HS_FIELD) {
         c->hstate = HS_FIELD;
         c->hf_off = (size_t)(at - c->rbuf);
@@ -682,8 +740,18 @@ on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
     c->in_head = false;
+    if (c->hstate == HS_FIELD) { /* a name without a value: not HTTP */
+        c->err_status = 400;
+        return -1;
+    }
+    if (c->hstate == HS_VALUE && field_done(c) != 0)
+        return -1;
     if (p->http_major != 1) {
         c->err_status = p->http_major == 0 ? 400 : 505;
+        return -1;
+    }
+    if (p->http_minor >= 1 && c->n_host != 1) {
+        c->err_status = 400;
         return -1;
     }
     /* A body whose length cannot be known (Transfer-Encoding without a
@@ -736,6 +804,7 @@ conn_fail(struct conn *c, int status)
         {408, "{\"error\":\"request timeout\"}"},
         {431, "{\"error\":\"request header fields too large\"}"},
         {500, "{\"error\":\"internal error\"}"},
+        {501, "{\"error\":\"transfer coding not implemented\"}"},
         {505, "{\"error\":\"http version not supported\"}"},
     };
     const char *body = bodies[0].body;
