@@ -1383,7 +1383,8 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
 {
     static const char *const keys[] = {
         "max_header_bytes", "client_timeout", "max_clients",
-        "max_waiters",      "max_body_bytes", NULL,
+        "max_waiters",      "max_body_bytes", "max_queued_bytes",
+        "max_client_queued_bytes", NULL,
     };
     struct jnode *m;
     if (check_object(c, n, "limits", keys) < 0)
@@ -1408,6 +1409,14 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
     if ((m = member(n, "max_body_bytes")) &&
         get_size(c, m, "limits.max_body_bytes", 1ull << 30,
                  &l->max_body_bytes) < 0)
+        return -1;
+    if ((m = member(n, "max_queued_bytes")) &&
+        get_size(c, m, "limits.max_queued_bytes", 1ull << 40,
+                 &l->max_queued_bytes) < 0)
+        return -1;
+    if ((m = member(n, "max_client_queued_bytes")) &&
+        get_size(c, m, "limits.max_client_queued_bytes", 1ull << 40,
+                 &l->max_client_queued_bytes) < 0)
         return -1;
     return 0;
 }
@@ -1476,6 +1485,8 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
         .max_clients = 10000,
         .max_waiters = 10000,
         .max_body_bytes = 8 << 20,
+        .max_queued_bytes = 64 << 20,
+        .max_client_queued_bytes = 1 << 20,
     };
     if (root->type != J_OBJECT)
         return fail(c, root, "", "the top level must be an object");

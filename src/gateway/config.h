@@ -44,6 +44,11 @@ struct corral_config_limits {
     unsigned max_clients;       /* open connections, default 10000 */
     unsigned max_waiters;       /* waiters per key, default 10000 */
     uint64_t max_body_bytes;    /* upstream body, default 8MB */
+    /* Bytes of answers written to no client yet (their values stay alive
+     * after eviction): over either, a client with answers pending is not
+     * read until they are written. */
+    uint64_t max_queued_bytes;        /* all clients, default 64MB */
+    uint64_t max_client_queued_bytes; /* one client, default 1MB */
 };
 
 struct corral_config_header {

@@ -463,6 +463,8 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         .max_header_bytes = cfg->limits.max_header_bytes,
         .client_timeout_ms = cfg->limits.client_timeout_ms,
         .max_clients = cfg->limits.max_clients,
+        .max_queued_bytes = cfg->limits.max_queued_bytes,
+        .max_client_queued_bytes = cfg->limits.max_client_queued_bytes,
     };
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)

@@ -79,6 +79,7 @@ struct slot {
     struct corral_value *hold;
     char *own; /* copies of path, query and If-None-Match */
     size_t own_cap;
+    size_t qbytes; /* of the answer, counted in conn and server queued */
 };
 
 struct conn {
@@ -103,7 +104,9 @@ struct conn {
     size_t url_off, url_len, hf_off, hf_len, hv_off, hv_len, inm_off, inm_len;
     size_t lingered; /* bytes discarded while lingering */
 
-    char *obuf; /* copied parts of queued answers */
+    size_t queued; /* bytes of answers not yet written */
+    bool paused;   /* not read for the queued-bytes budget */
+    char *obuf;    /* copied parts of queued answers */
     size_t obuf_len, obuf_cap;
 
     struct slot slots[PIPELINE_MAX];
@@ -130,6 +133,7 @@ struct corral_server {
     uint64_t timeout_ms;
     uint64_t linger_ms;
     unsigned max_clients;
+    size_t max_queued, max_client_queued;
     size_t rbuf_cap;
     http_parser_settings settings;
 
@@ -325,13 +329,38 @@ put_tail(struct corral_server *s, const struct slot *sl, char *p)
     return FMT_PUT(p, "\r\n");
 }
 
+static size_t
+slot_total(const struct slot *sl)
+{
+    return sl->part[0].len + sl->part[1].len + sl->part[2].len;
+}
+
+/* Gives back a request-string copy bigger than the first size, so a
+ * connection that once sent long targets does not keep 16 big copies. */
+static void
+slot_trim(struct slot *sl, size_t keep)
+{
+    struct corral_server *s = sl->conn->server;
+    if (sl->own_cap > keep) {
+        s->stats.copy_bytes -= sl->own_cap;
+        free(sl->own);
+        sl->own = NULL;
+        sl->own_cap = 0;
+    }
+}
+
 static void
 slot_release(struct slot *sl)
 {
+    struct conn *c = sl->conn;
     if (sl->hold) {
         corral_value_unref(sl->hold);
         sl->hold = NULL;
     }
+    c->queued -= sl->qbytes;
+    c->server->stats.queued_bytes -= sl->qbytes;
+    sl->qbytes = 0;
+    slot_trim(sl, OWN_MIN);
     sl->on_close = NULL;
     sl->state = SLOT_FREE;
 }
@@ -345,13 +374,37 @@ conn_waiting(const struct conn *c)
     return n;
 }
 
+/* May the connection take another request now? One request at a time is
+ * always allowed. Pipelined ones are taken while every earlier one has its
+ * answer (hits answer at once, so they pipeline at full speed), up to 16,
+ * and while the answers the client has not read yet hold less than its
+ * share and the server's budget. An answer still being made has no size
+ * yet, so waiting for it is what bounds memory: each client holds at most
+ * its share plus one answer, as in nginx, which reads a pipelined request
+ * only once the one before it is done. */
+static bool
+conn_may_take(struct conn *c)
+{
+    struct corral_server *s = c->server;
+    if (c->count == 0)
+        return true;
+    if (c->count >= PIPELINE_MAX)
+        return false;
+    bool over = c->queued >= s->max_client_queued ||
+                s->stats.queued_bytes >= s->max_queued;
+    if (over && !c->paused)
+        s->stats.paused++;
+    c->paused = over;
+    return !over && conn_waiting(c) == 0;
+}
+
 static void
 conn_free(struct conn *c)
 {
     TAILQ_REMOVE(&c->server->zombies, c, link);
     event_free(c->kev);
     for (unsigned i = 0; i < PIPELINE_MAX; i++)
-        free(c->slots[i].own);
+        slot_trim(&c->slots[i], 0);
     free(c->obuf);
     free(c);
 }
@@ -373,6 +426,9 @@ slot_answered(struct slot *sl)
 {
     struct conn *c = sl->conn;
     sl->state = SLOT_ANSWERED;
+    sl->qbytes = slot_total(sl);
+    c->queued += sl->qbytes;
+    c->server->stats.queued_bytes += sl->qbytes;
     if (!c->in_run)
         conn_kick(c);
 }
@@ -487,12 +543,6 @@ corral_request_on_close(struct corral_request *req, corral_request_close_cb *cb,
     /* Already gone: tell it from the loop, never from inside this call. */
     if (cb && sl->conn->fd < 0)
         conn_kick(sl->conn);
-}
-
-static size_t
-slot_total(const struct slot *sl)
-{
-    return sl->part[0].len + sl->part[1].len + sl->part[2].len;
 }
 
 /* Drops w written bytes from the front of the queue. */
@@ -884,6 +934,7 @@ conn_dispatch(struct conn *c)
             conn_fail(c, 500);
             return;
         }
+        s->stats.copy_bytes += cap - sl->own_cap;
         sl->own = own;
         sl->own_cap = cap;
     }
@@ -917,7 +968,7 @@ static void
 conn_parse(struct conn *c)
 {
     struct corral_server *s = c->server;
-    while (!c->stop && c->rpos < c->wpos && c->count < PIPELINE_MAX) {
+    while (!c->stop && c->rpos < c->wpos && conn_may_take(c)) {
         size_t len = c->wpos - c->rpos;
         size_t n = http_parser_execute(&c->parser, &s->settings,
                                        c->rbuf + c->rpos, len);
@@ -981,14 +1032,19 @@ conn_update(struct conn *c)
         conn_linger(c);
         return;
     }
-    conn_want_read(c, !c->stop && c->count < PIPELINE_MAX);
+    bool take = !c->stop && conn_may_take(c);
+    /* Not taking requests, keep reading ahead while the buffer has room, so
+     * a client that leaves is seen (and its waiters cancelled) at once. */
+    bool room = !c->rbuf ||
+                c->wpos - c->rpos < c->server->rbuf_cap - RBUF_SLACK / 2;
+    conn_want_read(c, take || (!c->stop && c->count < PIPELINE_MAX && room));
     if (c->stop || (c->rpos == c->wpos && !(c->in_head && c->url_seen)))
         conn_release_rbuf(c);
     if (c->writing)
         return; /* conn_flush keeps the write deadline */
     /* A full pipeline stops parsing mid-message: the client owes nothing
      * then, and the handler's time is not the client's. */
-    if (!c->stop && c->in_message && c->count < PIPELINE_MAX) {
+    if (take && c->in_message) {
         if (c->dl_kind != DL_REQUEST)
             dl_set(c, DL_REQUEST, c->server->timeout_ms);
     } else if (!c->stop && c->count == 0) {
@@ -1011,7 +1067,7 @@ conn_run(struct conn *c)
             return;
         }
         /* Flushing freed slots: parse what waited for them. */
-        if (c->stop || c->rpos >= c->wpos || c->count >= PIPELINE_MAX)
+        if (c->stop || c->rpos >= c->wpos || !conn_may_take(c))
             break;
     }
     c->in_run = false;
@@ -1394,6 +1450,9 @@ corral_server_new(struct event_base *base,
     s->linger_ms =
         s->timeout_ms < LINGER_MAX_MS ? s->timeout_ms : LINGER_MAX_MS;
     s->max_clients = o->max_clients ? o->max_clients : 10000;
+    s->max_queued = o->max_queued_bytes ? o->max_queued_bytes : 64u << 20;
+    s->max_client_queued =
+        o->max_client_queued_bytes ? o->max_client_queued_bytes : 1u << 20;
     s->rbuf_cap = s->max_header + RBUF_SLACK;
     s->lfd = -1;
     s->spare_fd = -1;

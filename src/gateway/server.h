@@ -24,6 +24,14 @@ struct corral_server_options {
     unsigned max_clients;       /* open connections; 0 = 10000; over: 503 */
     int backlog;                /* listen(2) backlog; 0 = 511 */
     bool reuse_port;            /* SO_REUSEPORT, for one listener per worker */
+    /* Answers queued and not yet written hold their bytes (and the values
+     * they borrow). A client with requests in flight is not read while its
+     * own queue holds max_client_queued_bytes (0 = 1 MB) or all clients'
+     * queues hold max_queued_bytes (0 = 64 MB); a client with nothing in
+     * flight may always send one request. Slow readers then meet
+     * client_timeout. */
+    size_t max_queued_bytes;
+    size_t max_client_queued_bytes;
 };
 
 enum corral_method {
@@ -82,6 +90,9 @@ struct corral_server_stats {
     uint64_t bad_requests; /* 400, 431 and 505 answers */
     uint64_t timeouts;     /* connections closed by client_timeout */
     unsigned open;         /* connections open now */
+    size_t queued_bytes;   /* answer bytes queued to clients now */
+    size_t copy_bytes;     /* request strings copied for handlers now */
+    uint64_t paused;       /* times a client was not read for the budget */
 };
 void corral_server_stats(const struct corral_server *s,
                          struct corral_server_stats *out);
