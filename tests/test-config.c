@@ -123,8 +123,8 @@ test_defaults(void)
     CHECK_EQ_STR(cfg->routes[0].params[0].name, "id");
     CHECK_EQ_STR(cfg->routes[0].params[0].pattern,
                  CORRAL_CONFIG_DEFAULT_PARAM_PATTERN);
-    CHECK(regexec(&cfg->routes[0].params[0].re, "btc-1.0", 0, NULL, 0) == 0);
-    CHECK(regexec(&cfg->routes[0].params[0].re, "a/b", 0, NULL, 0) != 0);
+    CHECK(corral_pattern_match(cfg->routes[0].params[0].re, "btc-1.0", 7));
+    CHECK(!corral_pattern_match(cfg->routes[0].params[0].re, "a/b", 3));
     corral_config_free(cfg);
 }
 
@@ -410,8 +410,8 @@ test_routes(void)
     CHECK_EQ_STR(r->params[0].pattern, CORRAL_CONFIG_DEFAULT_PARAM_PATTERN);
     CHECK_EQ_STR(r->params[1].name, "b_2");
     CHECK_EQ_STR(r->params[1].pattern, "^[0-9]+$");
-    CHECK(regexec(&r->params[1].re, "42", 0, NULL, 0) == 0);
-    CHECK(regexec(&r->params[1].re, "4a", 0, NULL, 0) != 0);
+    CHECK(corral_pattern_match(r->params[1].re, "42", 2));
+    CHECK(!corral_pattern_match(r->params[1].re, "4a", 2));
     CHECK_EQ_INT(r->n_query, 2);
     CHECK_EQ_STR(r->query[1], "d.e");
     CHECK_EQ_INT(r->strategy.kind, CORRAL_STRATEGY_CUSTOM);
@@ -842,8 +842,8 @@ test_good_file(void)
     CHECK_EQ_STR(r[4].params[0].name, "symbol");
     CHECK_EQ_STR(r[4].params[0].pattern, CORRAL_CONFIG_DEFAULT_PARAM_PATTERN);
     CHECK_EQ_STR(r[4].params[1].name, "interval");
-    CHECK(regexec(&r[4].params[1].re, "4h", 0, NULL, 0) == 0);
-    CHECK(regexec(&r[4].params[1].re, "5h", 0, NULL, 0) != 0);
+    CHECK(corral_pattern_match(r[4].params[1].re, "4h", 2));
+    CHECK(!corral_pattern_match(r[4].params[1].re, "5h", 2));
     CHECK_EQ_STR(r[4].key, "candles:{symbol}:{interval}");
     CHECK(!r[4].json);
     CHECK_EQ_STR(r[5].path, "/api/dashboard");

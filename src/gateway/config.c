@@ -881,14 +881,12 @@ add_param(struct ctx *c, struct jnode *n, const char *path,
             return -1;
         }
     }
-    int rc = regcomp(&prm->re, pattern, REG_EXTENDED | REG_NOSUB);
-    if (rc != 0) {
-        regerror(rc, &prm->re, why, sizeof(why));
+    if ((prm->re = corral_pattern_new(pattern, why, sizeof(why))) == NULL) {
         free(prm->name);
         return fail(c, pat, p, "\"%s\": %s", quote(c, pat), why);
     }
     if ((prm->pattern = strdup(pattern)) == NULL) {
-        regfree(&prm->re);
+        corral_pattern_free(prm->re);
         free(prm->name);
         return fail(c, n, path, "out of memory");
     }
@@ -1230,7 +1228,7 @@ match_score(const struct corral_config_route *r, const char *s)
                 return -1;
             memcpy(seg, ss, sl);
             seg[sl] = '\0';
-            if (regexec(&r->params[k++].re, seg, 0, NULL, 0) != 0)
+            if (!corral_pattern_match(r->params[k++].re, seg, sl))
                 return -1;
         } else if (tl != sl || memcmp(ts, ss, tl) != 0) {
             return -1;
@@ -1622,7 +1620,7 @@ free_route(struct corral_config_route *r)
     for (size_t i = 0; i < r->n_params; i++) {
         free(r->params[i].name);
         free(r->params[i].pattern);
-        regfree(&r->params[i].re);
+        corral_pattern_free(r->params[i].re);
     }
     free(r->params);
     for (size_t i = 0; i < r->n_query; i++)

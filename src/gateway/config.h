@@ -1,17 +1,17 @@
 /* config.h — the gateway's configuration, loaded from one JSON file.
  * Loading checks everything the gateway relies on (types, ranges, references
- * between routes and upstreams, regexes) and expands ${NAME} from the
+ * between routes and upstreams, patterns) and expands ${NAME} from the
  * environment, so a config that loads is one the gateway can run. A loaded
  * config is plain immutable data; everything in it belongs to it. */
 #ifndef CORRAL_CONFIG_H
 #define CORRAL_CONFIG_H
 
-#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "corral/strategy.h"
+#include "pattern.h"
 
 /* {param}s and forwarded query names a route may have, each. */
 #define CORRAL_CONFIG_MAX_PARAMS 8
@@ -73,8 +73,8 @@ struct corral_config_upstream {
 
 struct corral_config_param {
     char *name;    /* without braces */
-    char *pattern; /* as configured, or the default */
-    regex_t re;    /* pattern compiled REG_EXTENDED | REG_NOSUB */
+    char *pattern;              /* as configured, or the default */
+    struct corral_pattern *re;  /* pattern compiled */
 };
 
 struct corral_config_route;

@@ -5,7 +5,6 @@
  * client can never change which upstream host or path prefix is asked. */
 #include "route.h"
 
-#include <regex.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,7 +383,7 @@ corral_route_match(const struct corral_route_table *t, const char *path,
         const char *v = decode(m, raw[i], raw_len[i], false);
         /* "." and ".." would walk the upstream path, pattern or not. */
         if (v == NULL || strcmp(v, ".") == 0 || strcmp(v, "..") == 0 ||
-            regexec(&r->params[i].re, v, 0, NULL, 0) != 0) {
+            !corral_pattern_match(r->params[i].re, v, strlen(v))) {
             m->bad_param = r->params[i].name;
             return CORRAL_ROUTE_BAD_PARAM;
         }
