@@ -138,7 +138,8 @@ fake_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
     g->timer = evtimer_new(t->base, get_timer_cb, g);
     struct timeval tv = {(time_t)(t->latency_ms / 1000),
                          (suseconds_t)(t->latency_ms % 1000) * 1000};
-    evtimer_add(g->timer, &tv);
+    if (g->timer == NULL || evtimer_add(g->timer, &tv) != 0)
+        abort();
     g->next = t->gets;
     if (t->gets)
         t->gets->prev = g;

@@ -335,6 +335,93 @@ cancel_other(struct waiter *w)
         corral_waiter_cancel(cancel_target->handle);
 }
 
+/* Cancelling oneself from inside one's own callback does nothing: it was
+ * a use-after-free, and with fan-out a NULL dereference. */
+static void
+cancel_self(struct waiter *w)
+{
+    corral_waiter_cancel(w->handle);
+}
+
+static void
+test_cancel_self(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 1, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct compute cp;
+    struct waiter fan[3] = {0}, hit = {0}, got = {0};
+
+    compute_init(&cp, "self", 5);
+    for (int i = 0; i < 3; i++) { /* the leader and two collapsed */
+        fan[i].then = cancel_self;
+        ask(c, "self", &cp, &fan[i], 5000);
+    }
+    run_for(50);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(fan[i].fired, 1);
+        CHECK_EQ_INT(fan[i].error, 0);
+    }
+    hit.then = cancel_self; /* an L1 hit, answered from the ready list */
+    ask(c, "self", &cp, &hit, 5000);
+    got.then = cancel_self; /* corral_get() */
+    in_register++;
+    got.handle = corral_get(c, "self", 4, waiter_cb, &got);
+    in_register--;
+    run_for(20);
+    CHECK_EQ_INT(hit.fired, 1);
+    CHECK_EQ_INT(hit.error, 0);
+    CHECK_EQ_INT(got.fired, 1);
+    CHECK_EQ_INT(got.error, 0);
+    CHECK_EQ_INT(cp.calls, 1);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.waiters_cancelled, 0);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
+/* A tier that never answers: corral_get() answers -ETIMEDOUT at the fill
+ * timeout, and the tier's late answer is dropped safely. */
+static void
+test_tier_hangs(void)
+{
+    struct corral_fake_tier *tier =
+        corral_fake_tier_new(base, 24 * 3600 * 1000, NULL, NULL);
+    struct corral_cache_options o = {
+        .max_bytes = 1 << 20,
+        .tier = &corral_fake_tier_ops,
+        .tier_ctx = tier,
+        .fill_timeout_ms = 50,
+    };
+    struct corral_cache *c = corral_cache_new(base, &o);
+    struct waiter a = {0}, b = {0}, d = {0};
+
+    CHECK(c != NULL);
+    a.handle = corral_get(c, "k", 1, waiter_cb, &a);
+    b.handle = corral_get(c, "k", 1, waiter_cb, &b);
+    d.handle = corral_get(c, "k", 1, waiter_cb, &d);
+    CHECK(a.handle != NULL && b.handle != NULL && d.handle != NULL);
+    corral_waiter_cancel(b.handle);
+    CHECK_EQ_INT(b.fired, 1);
+    CHECK_EQ_INT(b.error, -ECANCELED);
+    d.then = cancel_self; /* cancels itself in its timeout callback */
+    run_for(200);
+    CHECK_EQ_INT(a.fired, 1);
+    CHECK_EQ_INT(a.error, -ETIMEDOUT);
+    CHECK_EQ_INT(b.fired, 1);
+    CHECK_EQ_INT(d.fired, 1);
+    CHECK_EQ_INT(d.error, -ETIMEDOUT);
+    /* A waiter still held by the tier when the cache goes. */
+    struct waiter e = {0};
+    e.handle = corral_get(c, "k", 1, waiter_cb, &e);
+    corral_cache_free(c);
+    CHECK_EQ_INT(e.fired, 1);
+    CHECK_EQ_INT(e.error, -ECANCELED);
+    corral_fake_tier_free(tier); /* the late answers free the waiters */
+    CHECK_EQ_INT(a.fired, 1);
+}
+
 static void
 test_cancel(void)
 {
@@ -719,6 +806,8 @@ main(void)
     RUN(test_get_with_fallback);
     RUN(test_cancel_queued_hit);
     RUN(test_late_report_before_fanout);
+    RUN(test_cancel_self);
+    RUN(test_tier_hangs);
     event_base_free(base);
     return 0;
 }

@@ -81,8 +81,11 @@ struct corral_value *corral_cache_peek(struct corral_cache *c, const void *key,
                                        size_t keylen);
 
 /* L1, then the tier below (promoting a hit into L1 for its remaining ttl);
- * never computes: a miss answers -ENOENT. Returns the waiter, valid until
- * its callback fires. */
+ * never computes: a miss answers -ENOENT, and a tier that has not answered
+ * within the cache's fill_timeout_ms answers -ETIMEDOUT. Returns the
+ * waiter, valid until its callback fires; NULL only while the cache is
+ * being freed (corral_cache_free() called from a result callback), when no
+ * callback will fire. */
 struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
                                  size_t keylen, corral_result_cb *cb,
                                  void *arg);
@@ -101,7 +104,8 @@ struct corral_compute {
 /* L1, then the tier below, then one compute per key however many callers
  * ask. strategy and compute: borrowed, copied. fill_timeout_ms: the deadline
  * of a fill this call starts (0 = the cache's). Returns the waiter, valid
- * until its callback fires. */
+ * until its callback fires; NULL only while the cache is being freed, as
+ * for corral_get(). */
 struct corral_waiter *corral_get_or_compute(
     struct corral_cache *c, const void *key, size_t keylen,
     const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
@@ -116,7 +120,8 @@ struct corral_waiter *corral_get_with_fallback(struct corral_cache *c,
                                                corral_result_cb *cb, void *arg);
 
 /* Stops waiting: the callback fires with -ECANCELED before this returns. The
- * fill and the other waiters go on. */
+ * fill and the other waiters go on. Called on a waiter whose callback is
+ * running (from inside that callback), it does nothing. */
 void corral_waiter_cancel(struct corral_waiter *w);
 
 /* Stores value under its own key in L1 and the tier below. Takes a

@@ -16,6 +16,7 @@
 
 #include "l1.h"
 #include "siphash.h"
+#include "timeutil.h"
 #include "xalloc.h"
 #include "value_impl.h"
 
@@ -29,6 +30,7 @@ enum waiter_state {
     W_PENDING, /* on a fill's list */
     W_TIER,    /* corral_get() waiting on the tier alone */
     W_ZOMBIE,  /* answered, but the tier still holds it */
+    W_FIRING,  /* its callback is running: cancel is a no-op */
 };
 
 struct corral_waiter {
@@ -38,7 +40,8 @@ struct corral_waiter {
     corral_result_cb *cb;
     void *arg;
     enum waiter_state state;
-    bool leader; /* started the fill */
+    bool leader;         /* started the fill */
+    struct event *timer; /* W_TIER: how long the tier may take */
     /* result, when W_READY */
     int error;
     const char *message;
@@ -161,9 +164,10 @@ list_pop(struct waiter_list *l)
 static uint64_t
 loop_clock(void *arg)
 {
+    /* The wall clock, cached per loop turn: see timeutil.h for why. */
     struct timeval tv;
     event_base_gettimeofday_cached(arg, &tv);
-    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    return corral_tv_to_ms(&tv);
 }
 
 uint64_t
@@ -318,6 +322,7 @@ fan_out(struct corral_fill *f)
                                  : w->leader  ? CORRAL_SOURCE_STORED
                                               : CORRAL_SOURCE_COLLAPSED;
         w->fill = NULL;
+        w->state = W_FIRING;
         fire(w, f->error, f->message, src, f->value);
         free(w);
         if (f->cache->free_requested)
@@ -339,6 +344,7 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
     struct corral_waiter *w;
     /* A callback may cancel queued waiters: the list can run dry early. */
     while (n-- > 0 && !c->free_requested && (w = list_pop(&c->ready))) {
+        w->state = W_FIRING;
         fire(w, w->error, w->message, w->source, w->value);
         corral_value_unref(w->value);
         free(w);
@@ -412,8 +418,7 @@ corral_cache_new(struct event_base *base,
     if (c->dispatch_ev == NULL || c->sweep_ev == NULL)
         abort();
     uint64_t sweep_ms = o.sweep_interval_ms ? o.sweep_interval_ms : 1000;
-    struct timeval tv = {(time_t)(sweep_ms / 1000),
-                         (suseconds_t)(sweep_ms % 1000) * 1000};
+    struct timeval tv = corral_ms_to_tv(sweep_ms);
     event_add(c->sweep_ev, &tv);
     c->stats.max_bytes = o.max_bytes ? o.max_bytes : 64u << 20;
     if (c->tier && c->tier->subscribe)
@@ -427,6 +432,7 @@ cancel_all(struct waiter_list *l, struct corral_cache *c)
     struct corral_waiter *w;
     while ((w = list_pop(l)) != NULL) {
         c->stats.waiters_cancelled++;
+        w->state = W_FIRING;
         fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE, NULL);
         corral_value_unref(w->value);
         free(w);
@@ -472,12 +478,17 @@ cache_destroy(struct corral_cache *c)
     struct corral_waiter *w;
     while ((w = list_pop(&c->tier_waiters)) != NULL) {
         /* The tier owes a callback: it frees the waiter. */
-        if (w->state == W_TIER) {
-            c->stats.waiters_cancelled++;
-            fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE, NULL);
+        bool tell = w->state == W_TIER;
+        if (w->timer != NULL) {
+            event_free(w->timer);
+            w->timer = NULL;
         }
         w->state = W_ZOMBIE;
         w->cache = NULL;
+        if (tell) {
+            c->stats.waiters_cancelled++;
+            fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE, NULL);
+        }
     }
     free(c->fills);
     corral_l1_free(c->l1);
@@ -513,6 +524,10 @@ tier_get_done(struct corral_value *value, int error, void *arg)
 {
     struct corral_waiter *w = arg;
     struct corral_cache *c = w->cache;
+    if (w->timer != NULL) {
+        event_free(w->timer);
+        w->timer = NULL;
+    }
     if (w->state == W_ZOMBIE) {
         corral_value_unref(value);
         if (c)
@@ -533,6 +548,24 @@ tier_get_done(struct corral_value *value, int error, void *arg)
     corral_value_unref(value);
 }
 
+/* The tier took longer than a fill may: answer now; the tier's late
+ * callback frees the waiter. */
+static void
+tier_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_waiter *w = arg;
+    struct corral_cache *c = w->cache;
+    event_free(w->timer);
+    w->timer = NULL;
+    w->state = W_ZOMBIE;
+    c->stats.misses++;
+    c->in_callback++;
+    fire(w, -ETIMEDOUT, "the tier did not answer in time", CORRAL_SOURCE_NONE,
+         NULL);
+    if (--c->in_callback == 0 && c->free_requested)
+        cache_destroy(c);
+}
+
 struct corral_waiter *
 corral_get(struct corral_cache *c, const void *key, size_t keylen,
            corral_result_cb *cb, void *arg)
@@ -546,7 +579,11 @@ corral_get(struct corral_cache *c, const void *key, size_t keylen,
         c->stats.hits_l1++;
         waiter_ready(c, w, 0, "", CORRAL_SOURCE_L1, v);
     } else if (c->tier) {
+        struct timeval tv = corral_ms_to_tv(c->fill_timeout_ms);
         w->state = W_TIER;
+        w->timer = evtimer_new(c->base, tier_timeout_cb, w);
+        if (w->timer == NULL || evtimer_add(w->timer, &tv) != 0)
+            abort(); /* out of memory: the policy of xalloc.h */
         list_push(&c->tier_waiters, w);
         c->tier->get(c->tier_ctx, key, keylen, tier_get_done, w);
     } else {
@@ -662,7 +699,7 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     if (f->deadline == NULL)
         abort();
     uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = corral_ms_to_tv(ms);
     evtimer_add(f->deadline, &tv);
     *slot = f;
     if (++c->nfills > c->fills_mask + 1)
@@ -707,13 +744,17 @@ corral_waiter_cancel(struct corral_waiter *w)
         break;
     case W_TIER:
         /* The tier still owes its callback, which frees w. */
+        event_free(w->timer);
+        w->timer = NULL;
         w->state = W_ZOMBIE;
         c->stats.waiters_cancelled++;
         fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
         return;
     case W_ZOMBIE:
+    case W_FIRING: /* answered already: from inside its own callback */
         return;
     }
+    w->state = W_FIRING;
     c->stats.waiters_cancelled++;
     fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
     free(w);

@@ -42,10 +42,11 @@ corral_siphash(const void *data, size_t len, const uint8_t key[16])
     uint64_t v1 = 0x646f72616e646f6dull ^ k1;
     uint64_t v2 = 0x6c7967656e657261ull ^ k0;
     uint64_t v3 = 0x7465646279746573ull ^ k1;
-    const uint8_t *end = in + len - (len % 8);
+    size_t blocks = len - len % 8, i;
 
-    for (; in != end; in += 8) {
-        uint64_t m = load64_le(in);
+    /* Indexes, not pointer arithmetic: data may be NULL when len is 0. */
+    for (i = 0; i < blocks; i += 8) {
+        uint64_t m = load64_le(in + i);
         v3 ^= m;
         SIPROUND;
         SIPROUND;
@@ -53,7 +54,7 @@ corral_siphash(const void *data, size_t len, const uint8_t key[16])
     }
     uint8_t tail[8] = {0};
     if (len % 8)
-        memcpy(tail, in, len % 8);
+        memcpy(tail, in + blocks, len % 8);
     uint64_t b = (uint64_t)len << 56 | load64_le(tail);
     v3 ^= b;
     SIPROUND;
