@@ -425,6 +425,8 @@ struct corral_gateway *
 corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
                    char *err, size_t errlen)
 {
+    /* What every failure below says unless a step gives its own reason. */
+    snprintf(err, errlen, "out of memory");
     struct corral_gateway *g = calloc(1, sizeof(*g));
     if (g == NULL)
         return NULL;

@@ -72,6 +72,15 @@ drained(void *arg)
     event_base_loopexit(run->base, NULL);
 }
 
+/* Until live reload exists, SIGHUP (which would kill the process) only
+ * says so: the running config stays. */
+static void
+on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    fprintf(stderr, "corral: SIGHUP: reload is not supported yet; still "
+                    "serving the config loaded at start\n");
+}
+
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -136,6 +145,11 @@ main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     struct run run = {.base = event_base_new()};
+    if (run.base == NULL) {
+        fprintf(stderr, "corral: cannot create the event loop\n");
+        corral_config_free(cfg);
+        return 1;
+    }
     run.gateway = corral_gateway_new(run.base, cfg, err, sizeof(err));
     if (run.gateway == NULL) {
         fprintf(stderr, "corral: %s\n", err);
@@ -147,11 +161,17 @@ main(int argc, char **argv)
             corral_gateway_port(run.gateway));
     struct event *term = evsignal_new(run.base, SIGTERM, on_signal, &run);
     struct event *intr = evsignal_new(run.base, SIGINT, on_signal, &run);
-    event_add(term, NULL);
-    event_add(intr, NULL);
+    struct event *hup = evsignal_new(run.base, SIGHUP, on_hup, &run);
+    if (term == NULL || intr == NULL || hup == NULL ||
+        event_add(term, NULL) != 0 || event_add(intr, NULL) != 0 ||
+        event_add(hup, NULL) != 0) {
+        fprintf(stderr, "corral: cannot watch signals\n");
+        return 1;
+    }
     event_base_dispatch(run.base);
     event_free(term);
     event_free(intr);
+    event_free(hup);
     corral_gateway_free(run.gateway);
     event_base_free(run.base);
     corral_config_free(cfg);

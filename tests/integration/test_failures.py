@@ -130,4 +130,18 @@ r = corral.get("/api/q", method="POST")
 check_eq(r.status, 405, "POST")
 check_eq(r.headers.get("allow"), "GET, HEAD", "Allow")
 check(corral.alive(), "corral still running")
+
+# SIGHUP (no reload yet) neither kills corral nor drops a request.
+import signal, threading, time
+slow = {}
+origin.behave("/price/hup", delay_ms=300)
+t = threading.Thread(target=lambda: slow.update(r=corral.get("/api/price/hup")))
+t.start()
+time.sleep(0.1)
+corral.proc.send_signal(signal.SIGHUP)
+t.join()
+check_eq(slow["r"].status, 200, "the request in flight over SIGHUP")
+time.sleep(0.1)
+check(corral.alive(), "corral survives SIGHUP")
+check_eq(corral.get("/api/q").status, 200, "and serves after it")
 done("failures")
