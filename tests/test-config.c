@@ -3,6 +3,7 @@
  * "file:line: key.path: " prefix and a piece of the reason. Sample files
  * live in tests/configs/, found beside this source file. */
 #include "config.h"
+#include "fetch.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include "testlib.h"
+
+static const char *source_dir(void);
 
 #define SECRET "s3cr3t_Value" /* also a valid {param} name */
 
@@ -270,7 +273,7 @@ test_addresses(void)
                 "t.json:2: admin.listen: ", "the same address as listen");
     CHECK_ERROR(WITH("'admin': {'listen': '127.0.0.1:9', 'token': ''}"),
                 "t.json:2: admin.token: ", "empty");
-    CHECK_ERROR(WITH("'l2': {'redis': 'bad_host:1'}"),
+    CHECK_ERROR(WITH("'l2': {'redis': '-bad.host:1'}"),
                 "t.json:2: l2.redis: ", "not a host name or IP address");
 }
 
@@ -362,7 +365,9 @@ test_upstreams(void)
                 "t.json:2: upstreams.u.max_connections: ",
                 "2000 is out of range (1 to 1024)");
     static const char *const bad_rates[] = {"30", "0/s",         "x/s",
-                                            "5/", "5/fortnight", "5/0s"};
+                                            "5/", "5/fortnight", "5/0s",
+        /* once read as 5/s: the unit was cut to fit a buffer */
+        "5/000000000000000000000000000001sJUNKJUNK"};
     for (size_t i = 0; i < sizeof(bad_rates) / sizeof(bad_rates[0]); i++) {
         char text[256];
         snprintf(text, sizeof(text),
@@ -371,13 +376,26 @@ test_upstreams(void)
     }
     CHECK_ERROR(
         UPSTREAM("'base': 'http://h', 'headers': {'x y': 'v'}"),
-        "t.json:2: upstreams.u.headers.x y: ", "not a valid header name");
+        "t.json:2: upstreams.u.headers.x y: ", "a character HTTP forbids");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'headers': {'x': 'a\\r\\nb'}"),
-                "t.json:2: upstreams.u.headers.x: ", "CR, LF");
+                "t.json:2: upstreams.u.headers.x: ", "control character");
+    /* What the fetch module refuses, --check refuses: one rule. */
+    static const char *const managed[] = {"TE", "Upgrade", "Keep-Alive",
+                                          "Transfer-Encoding", "connection"};
+    for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++) {
+        char text[256], prefix[96];
+        snprintf(text, sizeof(text),
+                 UPSTREAM("'base': 'http://h', 'headers': {'%s': 'x'}"),
+                 managed[i]);
+        snprintf(prefix, sizeof(prefix), "t.json:2: upstreams.u.headers.%s: ",
+                 managed[i]);
+        CHECK_ERROR(text, prefix, "a header that corral sets itself");
+        CHECK(corral_fetch_check_header(managed[i], "x") != NULL);
+    }
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'headers': {'x': 1}"),
                 "t.json:2: upstreams.u.headers.x: ", "expected a string");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'headers': {'Host': 'evil'}"),
-                "t.json:2: upstreams.u.headers.Host: ", "set by corral");
+                "t.json:2: upstreams.u.headers.Host: ", "corral sets itself");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'headers': {'a': '1', 'A': '2'}"),
                 "t.json:2: upstreams.u.headers.A: ", "repeated header");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'ca_file': '/nonexistent/ca'"),
@@ -385,6 +403,20 @@ test_upstreams(void)
                 "\"/nonexistent/ca\": No such file or directory");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'ca_file': '/'"),
                 "t.json:2: upstreams.u.ca_file: ", "not a regular file");
+    /* A file that is there but holds no certificate. */
+    char junk[PATH_MAX + 64], text[2 * PATH_MAX];
+    snprintf(junk, sizeof(junk), "%s/configs/good.json", source_dir());
+    snprintf(text, sizeof(text), UPSTREAM("'base': 'http://h', 'ca_file': '%s'"),
+             junk);
+    CHECK_ERROR(text, "t.json:2: upstreams.u.ca_file: ", "no PEM certificate");
+    /* Host names: the rule the fetch module uses. */
+    CHECK_ERROR(UPSTREAM("'base': 'http://a..b'"), "t.json:2: upstreams.u.base",
+                "");
+    CHECK_ERROR(UPSTREAM("'base': 'http://-a.b'"), "t.json:2: upstreams.u.base",
+                "");
+    CHECK(corral_fetch_check_host("a..b", 4) != NULL);
+    CHECK(corral_fetch_check_host("-a.b", 4) != NULL);
+    CHECK(corral_fetch_check_host("my_host.internal", 16) == NULL);
     CHECK_ERROR(TOP "'upstreams': {'a b': {'base': 'http://h'}}}",
                 "t.json:2: upstreams.a b: ", "upstream names use");
 }
@@ -483,6 +515,17 @@ test_routes(void)
                       "{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
                       "'key': '/x'}"),
                 "t.json:4: routes[1].key: ", "may build the same cache key");
+    /* Forwarded query values are part of the key: /a?q=x is /a's. */
+    CHECK_ERROR(ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a', "
+                      "'query': ['q']},\n"
+                      "{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
+                      "'key': '/a?q=x'}"),
+                "t.json:4: routes[1].key: ", "may build the same cache key");
+    CHECK_ERROR(ROUTE("{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
+                      "'key': '/a?q=x'},\n"
+                      "{'path': '/a', 'upstream': 'u', 'fetch': '/a', "
+                      "'query': ['q']}"),
+                "t.json:4: routes[1]", "may build the same cache key");
     CHECK_ERROR(ROUTE("{'path': '/k/{a}/{b}', 'upstream': 'u', 'fetch': '/', "
                       "'key': 'k{a}{b}'}"),
                 "t.json:3: routes[0].key: ", "side by side");
@@ -755,7 +798,7 @@ static void
 test_good_file(void)
 {
     char ca[PATH_MAX + 64];
-    snprintf(ca, sizeof(ca), "%s/configs/good.json", source_dir());
+    snprintf(ca, sizeof(ca), "%s/configs/ca.pem", source_dir());
     setenv("CORRAL_TEST_TOKEN", "tok-" SECRET, 1);
     setenv("CORRAL_TEST_KEY", "key-" SECRET, 1);
     setenv("CORRAL_TEST_CA", ca, 1);

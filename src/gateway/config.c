@@ -4,6 +4,7 @@
  * reads it. The first error wins. Messages quote only the file's raw text,
  * so a secret from the environment never reaches a log. */
 #include "config.h"
+#include "fetch.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -573,16 +574,6 @@ has_controls(const char *s, bool allow_tab)
 
 /* ---- addresses and upstreams ----------------------------------------- */
 
-static bool
-is_hostname(const char *s)
-{
-    size_t len = strlen(s);
-    return all_of(s, len,
-                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                  "0123456789.-") &&
-           len <= 253 && s[0] != '-' && s[0] != '.';
-}
-
 /* Splits len bytes of "host[:port]" (IPv6 in brackets) into out. Returns 0,
  * or -1 with *why set. */
 static int
@@ -619,7 +610,7 @@ split_hostport(const char *s, size_t len, bool names, bool port_required,
     if (v6 ? inet_pton(AF_INET6, host, tmp) != 1
            : inet_pton(AF_INET, host, tmp) != 1 &&
                  strcmp(host, "localhost") != 0 &&
-                 !(names && is_hostname(host))) {
+                 !(names && corral_fetch_check_host(host, hlen) == NULL)) {
         *why = names ? "not a host name or IP address"
                      : "the host must be an IP address or localhost";
         return -1;
@@ -724,6 +715,9 @@ parse_rate(struct ctx *c, struct jnode *n, const char *path,
                     quote(c, n));
     char unit[32];
     const char *u = slash + 1;
+    if (strlen(u) + 2 > sizeof(unit))
+        return fail(c, n, path, "\"%s\": the window is too long",
+                    quote(c, n));
     snprintf(unit, sizeof(unit), "%s%s", *u >= '0' && *u <= '9' ? "" : "1",
              strcmp(u, "min") == 0 ? "m" : u);
     if (corral_duration_parse(unit, &up->rate_window_ms, &why) < 0 ||
@@ -740,9 +734,6 @@ static int
 parse_headers(struct ctx *c, struct jnode *obj, const char *path,
               struct corral_config_upstream *up)
 {
-    static const char *const managed[] = {
-        "host", "content-length", "transfer-encoding", "connection", NULL,
-    };
     char p[PATH_LEN];
     if (check_object(c, obj, path, NULL) < 0)
         return -1;
@@ -753,11 +744,6 @@ parse_headers(struct ctx *c, struct jnode *obj, const char *path,
         struct jnode *h = obj->kids[i];
         struct corral_config_header *hdr = &up->headers[i];
         join_key(p, path, h->key);
-        if (!all_of(h->key, strlen(h->key), TOKEN_CHARS))
-            return fail(c, h, p, "not a valid header name");
-        for (size_t j = 0; managed[j]; j++)
-            if (strcasecmp(h->key, managed[j]) == 0)
-                return fail(c, h, p, "set by corral, not by the config");
         for (size_t j = 0; j < i; j++)
             if (strcasecmp(h->key, up->headers[j].name) == 0)
                 return fail(c, h, p, "repeated header");
@@ -766,10 +752,10 @@ parse_headers(struct ctx *c, struct jnode *obj, const char *path,
         up->n_headers++;
         if (dup_str(c, h, p, &hdr->value) < 0)
             return -1;
-        if (has_controls(hdr->value, true))
-            return fail(c, h, p,
-                        "the value must not contain CR, LF or "
-                        "other control characters");
+        /* The same rule the fetch module applies when it starts. */
+        const char *why = corral_fetch_check_header(hdr->name, hdr->value);
+        if (why != NULL)
+            return fail(c, h, p, "%s", why);
     }
     return 0;
 }
@@ -818,10 +804,13 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
         join_key(p, path, "ca_file");
         if (dup_str(c, m, p, &up->ca_file) < 0)
             return -1;
+        char why[256];
         if (stat(up->ca_file, &st) < 0 || access(up->ca_file, R_OK) < 0)
             return fail(c, m, p, "\"%s\": %s", quote(c, m), strerror(errno));
         if (!S_ISREG(st.st_mode))
             return fail(c, m, p, "\"%s\": not a regular file", quote(c, m));
+        if (corral_fetch_check_ca_file(up->ca_file, why, sizeof(why)) < 0)
+            return fail(c, m, p, "\"%s\": %s", quote(c, m), why);
     }
     return 0;
 }
@@ -1068,6 +1057,15 @@ keys_may_collide(const char *a, const char *b)
     return strcmp(at + al - t, bt + bl - t) == 0;
 }
 
+/* The template of r's keys for keys_may_collide(): its key (or path), and a
+ * placeholder for any text at the end when it forwards query values. */
+static void
+key_shape(const struct corral_config_route *r, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%s", r->key ? r->key : r->path,
+             r->n_query > 0 ? "{?}" : "");
+}
+
 /* Whether two route paths differ only in their params' names. */
 static bool
 same_shape(const char *a, const char *b)
@@ -1183,12 +1181,19 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         if (parse_key(c, m, join_key(p, path, "key"), r) < 0)
             return -1;
     }
+    if (parse_strategy(c, n, path, r) < 0)
+        return -1;
+    if ((m = member(n, "query")) &&
+        parse_query(c, m, join_key(p, path, "query"), r) < 0)
+        return -1;
     /* Keys built from the path are as distinct as the paths; a configured
-     * key must not be able to meet another route's key. */
+     * key must not be able to meet another route's key, forwarded query
+     * values ("?q=...", any text at the end) included. */
+    char rk[PATH_LEN + 8], ok[PATH_LEN + 8];
+    key_shape(r, rk, sizeof(rk));
     for (struct corral_config_route *o = cfg->routes; o < r; o++) {
-        if ((o->key || r->key) &&
-            keys_may_collide(o->key ? o->key : o->path,
-                             r->key ? r->key : r->path)) {
+        key_shape(o, ok, sizeof(ok));
+        if ((o->key || r->key) && keys_may_collide(ok, rk)) {
             struct jnode *at = member(n, "key") ? member(n, "key") : n;
             return fail(c, at, join_key(p, path, "key"),
                         "may build the same cache key as route \"%s\"; give "
@@ -1196,11 +1201,6 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
                         o->path);
         }
     }
-    if (parse_strategy(c, n, path, r) < 0)
-        return -1;
-    if ((m = member(n, "query")) &&
-        parse_query(c, m, join_key(p, path, "query"), r) < 0)
-        return -1;
     if ((m = member(n, "json"))) {
         if (!expect(c, m, join_key(p, path, "json"), J_BOOL))
             return -1;

@@ -29,6 +29,9 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "corral/version.h"
 #include "timeutil.h"
@@ -839,6 +842,31 @@ corral_fetch_check_host(const char *host, size_t len)
     return NULL;
 }
 
+int
+corral_fetch_check_ca_file(const char *path, char *why, size_t len)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    X509 *x;
+    int n = 0;
+
+    if (bio == NULL) {
+        say(why, len, "%s", strerror(errno != 0 ? errno : EIO));
+        ERR_clear_error();
+        return -1;
+    }
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        X509_free(x);
+        n++;
+    }
+    BIO_free(bio);
+    ERR_clear_error(); /* the end of the file reads as an error */
+    if (n == 0) {
+        say(why, len, "no PEM certificate in it");
+        return -1;
+    }
+    return 0;
+}
+
 static int
 copy_options(struct corral_fetch_upstream *u,
              const struct corral_fetch_options *o, char *err, size_t errlen)
@@ -916,12 +944,11 @@ copy_options(struct corral_fetch_upstream *u,
     }
 
     if (u->tls && o->ca_file != NULL) {
-        FILE *fp = fopen(o->ca_file, "r");
-        if (fp == NULL) {
-            say(err, errlen, "ca_file %s: %s", o->ca_file, strerror(errno));
+        char reason[200];
+        if (corral_fetch_check_ca_file(o->ca_file, reason, sizeof(reason))) {
+            say(err, errlen, "ca_file %s: %s", o->ca_file, reason);
             return -1;
         }
-        fclose(fp);
         if ((u->ca_file = strdup(o->ca_file)) == NULL)
             goto nomem;
     }

@@ -44,6 +44,10 @@ broken = {
                  '"upstreams": {"o": {"base": "http://127.0.0.1:9"}}, '
                  '"routes": [{"path": "/a", "upstream": "o", "fetch": "/a"}]}',
                  ["l1.max_bytes"]),
+    "header corral sets": ("{" + BASE.replace('"base"', '"headers": {"TE": '
+                           '"trailers"}, "base"') + '"routes": [{"path": '
+                           '"/a", "upstream": "o", "fetch": "/a"}]}',
+                           ["upstreams.o.headers.TE"]),
     "bad base": ('{"listen": "127.0.0.1:8080", "upstreams": {"o": {"base": '
                  '"ftp://x"}}, "routes": [{"path": "/a", "upstream": "o", '
                  '"fetch": "/a"}]}', ["upstreams.o.base"]),
@@ -65,7 +69,7 @@ rc, out = run_check(path, {"CORRAL_TEST_SECRET": secret})
 check(rc != 0, "secret config fails on strategy")
 check(secret not in out, f"the secret stays out of errors: {out}")
 
-for name in sorted(os.listdir(CONFIGS)):
+for name in sorted(n for n in os.listdir(CONFIGS) if n.endswith(".json")):
     rc, out = run_check(os.path.join(CONFIGS, name),
                         {"CORRAL_TEST_TOKEN": "t", "CORRAL_TEST_KEY": "k",
                          "CORRAL_TEST_CA": "/etc/ssl/certs/ca-certificates.crt"})
