@@ -93,7 +93,9 @@ compute_fn(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     cp->calls++;
     cp->fill = fill;
     CHECK(keylen == strlen(cp->body) && memcmp(key, cp->body, keylen) == 0);
-    size_t len = 0;
+    size_t len = 0, kl = 0;
+    const char *k = corral_fill_key(fill, &kl);
+    CHECK(kl == keylen && memcmp(k, key, kl) == 0);
     const char *data = corral_fill_data(fill, &len);
     if (len > 0) /* ask() passes the key; get_with_fallback passes none */
         CHECK(len == keylen && memcmp(data, key, len) == 0);

@@ -291,6 +291,10 @@ enum raw_mode {
     RAW_LATE,         /* answer, then a second answer while idle */
     RAW_UNFRAMED,     /* no Content-Length: the body ends at close */
     RAW_SWITCH,       /* 101, then bytes that are not HTTP */
+    RAW_BODYLESS,     /* a 204 and a 200 with Content-Length: 0, each with
+                       * a second answer in the same write */
+    RAW_LATE204,      /* a 204 head claiming a body, the second answer 1 ms
+                       * later */
 };
 
 struct raw_conn {
@@ -411,6 +415,45 @@ raw_read_cb(struct bufferevent *bev, void *arg)
                             "Upgrade: x\r\n\r\nHTTP/1.1 200 OK\r\n"
                             "Content-Length: 2\r\n\r\n{}");
         break;
+    case RAW_LATE204: {
+        char answer[128];
+        struct timeval tv = {0, 1000};
+        if (rc->s->requests % 2 == 1) {
+            bufferevent_write(bev, "HTTP/1.1 204 No Content\r\n"
+                                   "Content-Length: 46\r\n\r\n", 45);
+            if (rc->late == NULL)
+                rc->late = evtimer_new(base, raw_late_cb, rc);
+            evtimer_add(rc->late, &tv);
+            break;
+        }
+        snprintf(answer, sizeof(answer),
+                 "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"n\":%u}",
+                 rc->s->requests % 10);
+        bufferevent_write(bev, answer, strlen(answer));
+        break;
+    }
+    case RAW_BODYLESS: {
+        static const char *const first[] = {
+            "HTTP/1.1 204 No Content\r\nContent-Length: 46\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "2;x=y\r\n{}\r\n0\r\nT: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        };
+        char answer[256];
+        if (rc->s->requests % 2 == 1)
+            snprintf(answer, sizeof(answer),
+                     "%sHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"
+                     "\"POISON\"",
+                     first[(rc->s->requests / 2) % 4]);
+        else
+            snprintf(answer, sizeof(answer),
+                     "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"
+                     "{\"n\":%u}",
+                     rc->s->requests % 10);
+        bufferevent_write(bev, answer, strlen(answer));
+        break;
+    }
     case RAW_CLOSE:
         break;
     }
@@ -1053,6 +1096,54 @@ test_idle_bytes(void)
     raw_server_free(rs);
 }
 
+/* A 204, a 200 with Content-Length: 0, a chunked 200 with a trailer and a
+ * 200 with a body, each with another answer right behind it in the same
+ * packet: the next request never reads that one. */
+static void
+test_bodyless_then_more(void)
+{
+    struct raw_server *rs = raw_server_new(RAW_BODYLESS);
+    struct corral_fetch_upstream *u = upstream(rs->port, 1);
+    struct got g = {0};
+
+    for (unsigned k = 0; k < 4; k++) {
+        get(u, "/json", &g);
+        CHECK(run_until(&g.calls, 2 * k + 1, 10000));
+        CHECK_EQ_INT(g.error, 0);
+        CHECK_EQ_INT(g.status, k == 0 ? 204 : 200);
+        CHECK_EQ_INT(g.len, k < 2 ? 0 : 2);
+        get(u, "/json", &g);
+        CHECK(run_until(&g.calls, 2 * k + 2, 10000));
+        CHECK_EQ_INT(g.error, 0);
+        CHECK_EQ_INT(g.status, 200);
+        if (strcmp(g.body, "\"POISON\"") == 0)
+            fprintf(stderr, "round %u: the second answer was read\n", k);
+        CHECK(strcmp(g.body, "\"POISON\"") != 0);
+        CHECK(g.body[0] == '{');
+    }
+    corral_fetch_upstream_free(u);
+    run_for(10);
+    raw_server_free(rs);
+
+    /* The 204's "body" comes a moment after its head: libcurl 7.88 read
+     * it as the next answer on the connection. */
+    rs = raw_server_new(RAW_LATE204);
+    u = upstream(rs->port, 1);
+    memset(&g, 0, sizeof(g));
+    for (unsigned k = 0; k < 3; k++) {
+        get(u, "/json", &g);
+        CHECK(run_until(&g.calls, 2 * k + 1, 10000));
+        CHECK_EQ_INT(g.status, 204);
+        get(u, "/json", &g);
+        CHECK(run_until(&g.calls, 2 * k + 2, 10000));
+        CHECK_EQ_INT(g.error, 0);
+        CHECK(g.body[0] == '{');
+    }
+    corral_fetch_upstream_free(u);
+    run_for(10);
+    raw_server_free(rs);
+}
+
 /* A body that ends at close is read whole, and its connection is not
  * reused; a 101 is an error and its connection is closed. */
 static void
@@ -1374,6 +1465,7 @@ main(void)
     RUN(test_bad_answers);
     RUN(test_stale_connection_retry);
     RUN(test_idle_bytes);
+    RUN(test_bodyless_then_more);
     RUN(test_unframed_and_switch);
 
     have_openssl = system("openssl version >/dev/null 2>&1") == 0;

@@ -144,6 +144,9 @@ void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
 /* Asks to be told if the cache gives up on this fill. Call from compute. */
 void corral_fill_on_abort(struct corral_fill *fill, corral_abort_cb *cb,
                           void *arg);
+/* The key f fills (not NUL-terminated); valid while f is. */
+const void *corral_fill_key(const struct corral_fill *f, size_t *keylen);
+
 /* The data the fill's first caller gave (corral_compute.data), and its
  * length in *len. Borrowed; valid until the fill is reported or aborted. */
 const void *corral_fill_data(const struct corral_fill *f, size_t *len);

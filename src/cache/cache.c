@@ -850,6 +850,13 @@ corral_fill_on_abort(struct corral_fill *f, corral_abort_cb *cb, void *arg)
 }
 
 const void *
+corral_fill_key(const struct corral_fill *f, size_t *keylen)
+{
+    *keylen = f->keylen;
+    return f->key;
+}
+
+const void *
 corral_fill_data(const struct corral_fill *f, size_t *len)
 {
     *len = f->data_len;

@@ -68,6 +68,7 @@ struct corral_fetch {
     size_t len, cap;
     int too_big;        /* the body passed max_body */
     int switched;       /* 101: the stream is no longer HTTP */
+    int bodyless;       /* ended at its head: we stopped the transfer */
     char errbuf[CURL_ERROR_SIZE];
     char msg[256];
 };
@@ -188,25 +189,60 @@ watch_cb(evutil_socket_t fd, short what, void *arg)
                       ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0));
 }
 
+/* Drops what a pooled connection has waiting and shuts it down: libcurl
+ * then finds it dead when it looks for one to reuse, closes it and opens a
+ * fresh one. */
+static void
+retire(curl_socket_t fd)
+{
+    char buf[4096];
+    unsigned i;
+
+    for (i = 0; i < 64 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+        ;
+    shutdown(fd, SHUT_RDWR);
+}
+
 /* A connection in libcurl's pool, between two requests, became readable:
  * late bytes, an answer to a request never sent, or the server closing.
- * Nothing it says now may be read as the next request's answer, so drop
- * what is there and shut the socket down: libcurl then finds the
- * connection dead when it looks for one to reuse, closes it and opens a
- * fresh one. (libcurl 7.88 reuses a connection with pending input.) */
+ * Nothing it says now may be read as the next request's answer.
+ * (libcurl 7.88 reuses a connection with pending input.) */
 static void
 idle_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct watch *w = arg;
-    char buf[4096];
-    unsigned i;
 
     (void)what;
-    for (i = 0; i < 64 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
-        ;
-    shutdown(fd, SHUT_RDWR);
+    retire(fd);
     event_free(w->idle_ev);
     w->idle_ev = NULL;
+}
+
+/* Before libcurl picks a pooled connection for new requests, retire every
+ * connection no transfer is using that has bytes waiting (or was closed).
+ * idle_cb does this as soon as it can, but only for the connections
+ * libcurl said it stopped watching; this does not depend on that. It costs
+ * one recv() per pooled connection per upstream call. */
+static void
+guard_idle(struct corral_fetch_upstream *u)
+{
+    struct corral_fetch *f;
+    struct watch *w;
+    char c;
+
+    LIST_FOREACH(w, &u->watches, link) {
+        if (!w->is_conn)
+            continue;
+        TAILQ_FOREACH(f, &u->active, link) {
+            curl_socket_t busy = CURL_SOCKET_BAD;
+            if (curl_easy_getinfo(f->easy, CURLINFO_ACTIVESOCKET, &busy) ==
+                    CURLE_OK &&
+                busy == w->fd)
+                break;
+        }
+        if (f == NULL && recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
+            retire(w->fd);
+    }
 }
 
 static struct watch *
@@ -354,6 +390,7 @@ response_reset(struct corral_fetch *f)
     f->clen = -1;
     f->len = 0;
     f->too_big = 0;
+    f->bodyless = 0;
 }
 
 /* "HTTP/1.1 200 OK": the status and reason of a new response. */
@@ -404,6 +441,20 @@ header_cb(char *p, size_t size, size_t nitems, void *arg)
     size_t n = size * nitems, vlen;
     const char *v;
 
+    /* The end of a final response's head. When its framing says there is
+     * no body (204, 304, Content-Length: 0), libcurl stops reading there
+     * and can keep whatever came in the same read for the next request on
+     * the connection: a hostile upstream's second answer, read as another
+     * key's. Stop the transfer here instead, which closes the connection;
+     * done() reports the bodyless answer as the success it is. */
+    if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n')) {
+        if (f->status >= 200 &&
+            (f->status == 204 || f->status == 304 || f->clen == 0)) {
+            f->bodyless = 1;
+            return 0;
+        }
+        return n;
+    }
     if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         if (status_line(f, p, n) != 0)
             return 0;
@@ -640,6 +691,10 @@ done(struct corral_fetch *f, CURLcode rc)
 
     memset(&res, 0, sizeof(res));
     res.status = f->status;
+    if (f->bodyless && rc == CURLE_WRITE_ERROR) {
+        rc = CURLE_OK;
+        f->len = 0;
+    }
     if (rc == CURLE_OK && f->status >= 200 && !f->switched) {
         if (f->body == NULL && (f->body = malloc(1)) == NULL) {
             detach(f);
@@ -748,6 +803,8 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     enter(u);
+    if (!TAILQ_EMPTY(&u->queue))
+        guard_idle(u);
     while (!u->dying && u->nactive < u->max_connections &&
            (f = TAILQ_FIRST(&u->queue)) != NULL) {
         TAILQ_REMOVE(&u->queue, f, link);

@@ -188,6 +188,17 @@ valid_json(const char *body, size_t len)
     return ok;
 }
 
+/* Any byte a header value must not carry (RFC 9110 5.5): CR, LF, NUL and
+ * the other controls but tab, such as VT and FF. */
+static bool
+has_controls(const char *s)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+            return true;
+    return false;
+}
+
 /* Renders the head every hit reuses: status line and fixed headers. */
 static struct corral_value *
 make_value(const char *key, size_t keylen,
@@ -196,8 +207,6 @@ make_value(const char *key, size_t keylen,
     const char *ctype = res->content_type && *res->content_type
                             ? res->content_type
                             : "application/json";
-    if (strpbrk(ctype, "\r\n"))
-        ctype = "application/octet-stream";
     size_t cap = 128 + strlen(ctype);
     struct corral_value *v =
         corral_value_new(key, keylen, res->body, res->len, ctype, cap);
@@ -238,9 +247,16 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         corral_fill_fail(fill, -EIO, msg);
         return;
     }
-    if (res->status < 200 || res->status > 299) {
+    /* Only a whole representation is stored: not a 206 (a part), 204 (no
+     * content) or 201/202 (about something else). */
+    if (res->status != 200 && res->status != 203) {
         snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
         corral_fill_fail(fill, -EBADMSG, msg);
+        return;
+    }
+    if (res->content_type && has_controls(res->content_type)) {
+        corral_fill_fail(fill, -EBADMSG,
+                         "upstream sent a control character in Content-Type");
         return;
     }
     if (route->json && !valid_json(res->body, res->len)) {
@@ -248,8 +264,7 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         return;
     }
     size_t keylen;
-    const char *key = corral_fill_data(fill, &keylen); /* "key\0path" */
-    keylen = strlen(key);
+    const char *key = corral_fill_key(fill, &keylen);
     struct corral_value *v = make_value(key, keylen, res);
     if (v == NULL) {
         corral_fill_fail(fill, -EBADMSG, "upstream answer too large to cache");
@@ -266,14 +281,13 @@ job_abort(void *arg)
     free(job);
 }
 
-/* Fill data is "key\0upstream path". */
+/* Fill data is the upstream path (the cache keeps it NUL-terminated). */
 static void
 job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 {
     struct route_ctx *rc = arg;
     size_t len;
-    const char *data = corral_fill_data(fill, &len);
-    const char *path = data + strlen(data) + 1;
+    const char *path = corral_fill_data(fill, &len);
     struct job *job = calloc(1, sizeof(*job));
     if (job == NULL) {
         corral_fill_fail(fill, -ENOMEM, "out of memory");
@@ -357,11 +371,9 @@ on_request(struct corral_request *req, void *arg)
         return;
     }
 
-    /* A miss: the fill data is "key\0upstream path". */
+    /* A miss: the fill data is the upstream path. */
     char data[CORRAL_ROUTE_KEY_MAX + 4096];
-    memcpy(data, m.key, m.keylen + 1);
-    int plen = corral_route_upstream_path(&m, data + m.keylen + 1,
-                                          sizeof(data) - m.keylen - 1);
+    int plen = corral_route_upstream_path(&m, data, sizeof(data));
     if (plen < 0) {
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
@@ -380,7 +392,7 @@ on_request(struct corral_request *req, void *arg)
         .fn = job_start,
         .arg = rctx,
         .data = data,
-        .data_len = m.keylen + 1 + (size_t)plen,
+        .data_len = (size_t)plen,
     };
     corral_request_on_close(req, client_gone, cl);
     /* The cache's deadline backs up the fetch's own timeout. */

@@ -29,6 +29,9 @@ corral = w.start_corral({
         {"path": "/api/big", "upstream": "o", "fetch": "/big"},
         {"path": "/api/smuggle", "upstream": "one", "fetch": "/smuggle"},
         {"path": "/api/victim", "upstream": "one", "fetch": "/victim"},
+        {"path": "/up/{p}", "upstream": "o", "fetch": "/up/{p}"},
+        {"path": "/raw/{p}", "upstream": "o", "fetch": "/up/{p}",
+         "json": False},
     ],
     "limits": {"max_body_bytes": "64KB"},
 }, env={"CORRAL_IT_KEY": "it-secret"})
@@ -130,6 +133,27 @@ r = corral.get("/api/q", method="POST")
 check_eq(r.status, 405, "POST")
 check_eq(r.headers.get("allow"), "GET, HEAD", "Allow")
 check(corral.alive(), "corral still running")
+
+# Upstream answers that are not a whole, clean representation: a 206 (a
+# part of one), a Content-Type with VT or FF in it. Never stored.
+for status in (206, 204, 201):
+    origin.behave(f"/up/s{status}", status=status)
+    a = corral.get(f"/up/s{status}")
+    check_eq(a.status, 502, f"{status} is not stored as a 200")
+    check(str(status) in a.json()["error"], f"the error says {status}: {a}")
+for bad in ("\x0b", "\x0c"):
+    origin.behave("/up/ctype", content_type="application/json" + bad + "x")
+    a = corral.get("/up/ctype")
+    check_eq(a.status, 502, f"Content-Type with {bad!r}")
+check_eq(origin.calls("/up/ctype"), 2, "neither was cached")
+# A compressed body is decoded, on JSON and raw routes alike, and served
+# without the Content-Encoding it no longer has.
+origin.behave("/up/gz", gzip=True, body='{"zipped":true}')
+for route in ("/up/gz", "/raw/gz"):
+    a = corral.get(route)
+    check_eq(a.status, 200, f"{route}: gzip")
+    check_eq(a.body, b'{"zipped":true}', f"{route}: decoded")
+    check("content-encoding" not in a.headers, f"{route}: no Content-Encoding")
 
 # SIGHUP (no reload yet) neither kills corral nor drops a request.
 import signal, threading, time

@@ -23,8 +23,13 @@ MODES = {
     "chunked-extra": {"chunked": True, "trailing": POISON},
     "interim103-extra": {"interim": 103, "trailing": POISON},
     "switch101": {"interim": 101},
+    # Bodyless answers (by status or Content-Length: 0) with bytes behind.
+    "nocontent": {"status": 204, "trailing": POISON},
+    "notmodified": {"status": 304, "trailing": POISON},
+    "empty": {"body": "", "trailing": POISON},
 }
-FAILS = {"switch101"}  # no HTTP answer after a 101: an error, never cached
+# Not a storable answer: an error, never cached.
+FAILS = {"switch101", "nocontent", "notmodified", "empty"}
 
 w = World()
 origin = w.start_origin()
