@@ -8,10 +8,11 @@
 #include "server.h"
 
 #include "fmt.h"
+#include "listener.h"
+#include "timeutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -35,7 +36,6 @@
 #define RBUF_POOL_MAX 256  /* idle read buffers kept for reuse */
 #define OWN_MIN 128        /* bytes, first request-string copy area */
 #define OBUF_MIN 1024      /* bytes, first answer scratch */
-#define ACCEPT_BATCH 64    /* accepts per wakeup */
 #define LINGER_MAX_MS 5000 /* discarding input after our last answer */
 #define LINGER_MAX_BYTES (1 << 20)
 #define DATE_LEN 37     /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
@@ -137,11 +137,8 @@ struct corral_server {
     size_t rbuf_cap;
     http_parser_settings settings;
 
-    int lfd;
-    int spare_fd; /* given up to accept-and-close on EMFILE */
+    struct corral_listener *listener;
     uint16_t port;
-    struct event *lev;
-    struct event *pause_ev; /* resumes accepting after running out of fds */
     struct event *sweep_ev;
     struct event *drain_ev;
 
@@ -171,9 +168,7 @@ static void conn_close(struct conn *c);
 static uint64_t
 now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return corral_now_ms();
 }
 
 /* "Date: ...\r\n", formatted once per second. */
@@ -1264,53 +1259,28 @@ reject(int fd)
     close(fd);
 }
 
+/* A new client from the listener, or handed over by the embedder. */
 static void
-on_accept(evutil_socket_t lfd, short what, void *arg)
+on_accept(int fd, void *arg)
 {
     struct corral_server *s = arg;
-    (void)what;
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno != EMFILE && errno != ENFILE)
-                return;
-            /* Out of descriptors: refuse the client rather than spin on it
-             * (with a spare descriptor), or stop accepting for a moment. */
-            if (s->spare_fd >= 0) {
-                close(s->spare_fd);
-                fd = accept(lfd, NULL, NULL);
-                if (fd >= 0)
-                    close(fd);
-                s->stats.rejected++;
-                s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-            } else {
-                struct timeval tv = {0, 100000};
-                event_del(s->lev);
-                event_add(s->pause_ev, &tv);
-            }
-            return;
-        }
-        if (s->stats.open >= s->max_clients) {
-            s->stats.rejected++;
-            reject(fd);
-            continue;
-        }
-        conn_new(s, fd);
+    if (s->stats.open >= s->max_clients) {
+        s->stats.rejected++;
+        reject(fd);
+        return;
     }
+    conn_new(s, fd);
 }
 
-static void
-on_resume(evutil_socket_t fd, short what, void *arg)
+int
+corral_server_adopt(struct corral_server *s, int fd)
 {
-    struct corral_server *s = arg;
-    (void)fd;
-    (void)what;
-    if (s->lev)
-        event_add(s->lev, NULL);
-    if (s->spare_fd < 0)
-        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || s->draining)
+        return -1;
+    on_accept(fd, s);
+    return 0;
 }
 
 static void
@@ -1360,69 +1330,6 @@ raise_nofile(void)
     }
 }
 
-static int
-listen_on(const struct corral_server_options *o, char *err, size_t errlen)
-{
-    char host[256], port[8];
-    const char *node = NULL;
-    if (o->host && o->host[0]) {
-        size_t len = strlen(o->host);
-        if (len >= sizeof host) {
-            snprintf(err, errlen, "listen: host name too long");
-            return -1;
-        }
-        if (o->host[0] == '[' && len > 2 && o->host[len - 1] == ']') {
-            memcpy(host, o->host + 1, len - 2);
-            host[len - 2] = '\0';
-        } else {
-            memcpy(host, o->host, len + 1);
-        }
-        node = host;
-    }
-    snprintf(port, sizeof port, "%u", (unsigned)o->port);
-
-    struct addrinfo hints = {0}, *res, *ai;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int rc = getaddrinfo(node, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "listen %s:%s: %s", node ? node : "*", port,
-                 gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1, saved = 0;
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family,
-                    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            saved = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (o->reuse_port &&
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
-            saved = errno;
-            close(fd);
-            fd = -1;
-            continue;
-        }
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-            listen(fd, o->backlog > 0 ? o->backlog : 511) == 0)
-            break;
-        saved = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        snprintf(err, errlen, "listen %s:%s: %s", node ? node : "*", port,
-                 strerror(saved ? saved : EADDRNOTAVAIL));
-    return fd;
-}
-
 struct corral_server *
 corral_server_new(struct event_base *base,
                   const struct corral_server_options *o, corral_request_cb *cb,
@@ -1454,8 +1361,6 @@ corral_server_new(struct event_base *base,
     s->max_client_queued =
         o->max_client_queued_bytes ? o->max_client_queued_bytes : 1u << 20;
     s->rbuf_cap = s->max_header + RBUF_SLACK;
-    s->lfd = -1;
-    s->spare_fd = -1;
     s->date_sec = (time_t)-1;
     TAILQ_INIT(&s->conns);
     TAILQ_INIT(&s->zombies);
@@ -1469,29 +1374,20 @@ corral_server_new(struct event_base *base,
     s->settings.on_message_complete = on_message_complete;
 
     raise_nofile();
-    s->lfd = listen_on(o, err, errlen);
-    if (s->lfd < 0)
+    s->listener = corral_listener_new(base, o->host, o->port, o->backlog,
+                                      o->reuse_port, on_accept, s, err, errlen);
+    if (!s->listener)
         goto fail;
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof ss;
-    if (getsockname(s->lfd, (struct sockaddr *)&ss, &sslen) == 0)
-        s->port = ntohs(ss.ss_family == AF_INET6
-                            ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                            : ((struct sockaddr_in *)&ss)->sin_port);
-    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->port = corral_listener_port(s->listener);
 
     /* Deadlines are checked a few times per timeout, at most once a second:
      * a client is closed between timeout and timeout + tick. */
     uint64_t tick = s->timeout_ms / 4;
     tick = tick < 5 ? 5 : tick > 1000 ? 1000 : tick;
-    struct timeval tv = {(time_t)(tick / 1000),
-                         (suseconds_t)(tick % 1000) * 1000};
-    s->lev = event_new(base, s->lfd, EV_READ | EV_PERSIST, on_accept, s);
-    s->pause_ev = event_new(base, -1, 0, on_resume, s);
+    struct timeval tv = corral_ms_to_tv(tick);
     s->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, s);
     s->drain_ev = event_new(base, -1, 0, on_drained, s);
-    if (!s->lev || !s->pause_ev || !s->sweep_ev || !s->drain_ev ||
-        event_add(s->lev, NULL) < 0 || event_add(s->sweep_ev, &tv) < 0) {
+    if (!s->sweep_ev || !s->drain_ev || event_add(s->sweep_ev, &tv) < 0) {
         snprintf(err, errlen, "server: cannot add events");
         goto fail;
     }
@@ -1510,13 +1406,10 @@ corral_server_port(const struct corral_server *s)
 static void
 server_stop_listening(struct corral_server *s)
 {
-    if (s->lev) {
-        event_free(s->lev);
-        s->lev = NULL;
-    }
-    if (s->lfd >= 0) {
-        close(s->lfd);
-        s->lfd = -1;
+    if (s->listener) {
+        s->stats.rejected += corral_listener_refused(s->listener);
+        corral_listener_free(s->listener);
+        s->listener = NULL;
     }
 }
 
@@ -1560,12 +1453,8 @@ corral_server_free(struct corral_server *s)
         conn_close(c);
     while ((c = TAILQ_FIRST(&s->zombies)))
         conn_free(c);
-    if (s->pause_ev)
-        event_free(s->pause_ev);
     if (s->sweep_ev)
         event_free(s->sweep_ev);
-    if (s->spare_fd >= 0)
-        close(s->spare_fd);
     while (s->pool) {
         struct pooled_buf *b = s->pool;
         s->pool = b->next;
@@ -1579,4 +1468,6 @@ corral_server_stats(const struct corral_server *s,
                     struct corral_server_stats *out)
 {
     *out = s->stats;
+    if (s->listener)
+        out->rejected += corral_listener_refused(s->listener);
 }

@@ -67,6 +67,13 @@ struct corral_server *corral_server_new(struct event_base *base,
                                         corral_request_cb *cb, void *arg,
                                         char *err, size_t errlen);
 
+/* Serves a socket connected elsewhere (inherited, socket activation, a
+ * socketpair in tests) as if it had been accepted: made non-blocking and
+ * close-on-exec, counted against max_clients (over it: 503 and closed).
+ * The server owns fd from here. Returns -1 (fd untouched) when fcntl
+ * fails or the server drains. */
+int corral_server_adopt(struct corral_server *s, int fd);
+
 /* The port the server listens on (useful after port 0), in host order. */
 uint16_t corral_server_port(const struct corral_server *s);
 
