@@ -41,8 +41,11 @@ got(const struct corral_fetch_result *r, void *arg)
 {
     (void)arg;
     done++;
-    if (r->error != 0 || r->status != 200)
-        failed++;
+    if (r->error != 0 || r->status != 200) {
+        if (failed++ < 3)
+            fprintf(stderr, "bench-fetch: %s: %s\n",
+                    corral_fetch_error_name(r->error), r->message);
+    }
     if (left > 0) {
         left--;
         if (corral_fetch_get(up, "/bench.json", got, NULL) == NULL)

@@ -295,6 +295,7 @@ enum raw_mode {
                        * a second answer in the same write */
     RAW_LATE204,      /* a 204 head claiming a body, the second answer 1 ms
                        * later */
+    RAW_FOLD,         /* a response whose first field line is folded */
 };
 
 struct raw_conn {
@@ -415,6 +416,10 @@ raw_read_cb(struct bufferevent *bev, void *arg)
                             "Upgrade: x\r\n\r\nHTTP/1.1 200 OK\r\n"
                             "Content-Length: 2\r\n\r\n{}");
         break;
+    case RAW_FOLD:
+        raw_send_then_close(rc, "HTTP/1.1 200 OK\r\n\tfolded\r\nX: 1\r\n"
+                                "Content-Length: 2\r\n\r\n{}");
+        break;
     case RAW_LATE204: {
         char answer[128];
         struct timeval tv = {0, 1000};
@@ -436,8 +441,8 @@ raw_read_cb(struct bufferevent *bev, void *arg)
         static const char *const first[] = {
             "HTTP/1.1 204 No Content\r\nContent-Length: 46\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-            "2;x=y\r\n{}\r\n0\r\nT: 1\r\n\r\n",
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "2;x=y\r\n{}\r\n0\r\nT: 1\r\n\r\n"),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
         };
         char answer[256];
@@ -1144,6 +1149,25 @@ test_bodyless_then_more(void)
     raw_server_free(rs);
 }
 
+/* A response that starts with a folded line, twice: libcurl 7.88 folded it
+ * into the previous transfer's last header, freed by then, when an easy
+ * handle was reused (valgrind and ASan see it; found by fuzz-upstream). */
+static void
+test_fold_at_start(void)
+{
+    struct raw_server *rs = raw_server_new(RAW_FOLD);
+    struct corral_fetch_upstream *u = upstream(rs->port, 1);
+    struct got g = {0};
+
+    for (unsigned k = 1; k <= 3; k++) {
+        get(u, "/json", &g);
+        CHECK(run_until(&g.calls, k, 10000));
+    }
+    corral_fetch_upstream_free(u);
+    run_for(10);
+    raw_server_free(rs);
+}
+
 /* A body that ends at close is read whole, and its connection is not
  * reused; a 101 is an error and its connection is closed. */
 static void
@@ -1466,6 +1490,7 @@ main(void)
     RUN(test_stale_connection_retry);
     RUN(test_idle_bytes);
     RUN(test_bodyless_then_more);
+    RUN(test_fold_at_start);
     RUN(test_unframed_and_switch);
 
     have_openssl = system("openssl version >/dev/null 2>&1") == 0;

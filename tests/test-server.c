@@ -824,6 +824,8 @@ client_bad_input(void)
     expect_error("GET / HTTP/1.x\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n", 400, BAD);
     expect_error("GET /a b c HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET */a HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET a/b HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", 400, BAD);
     /* RFC 9112: whitespace before the colon, folded lines, Host missing or
      * twice in HTTP/1.1, Transfer-Encoding twice or not plain chunked. */
@@ -866,8 +868,8 @@ test_bad_input(void)
     run_client(client_bad_input);
     struct corral_server_stats st;
     corral_server_stats(F.srv, &st);
-    CHECK_EQ_INT(st.bad_requests, 19);
-    CHECK_EQ_INT(F.handled, 20); /* the check_alive()s and /x */
+    CHECK_EQ_INT(st.bad_requests, 21);
+    CHECK_EQ_INT(F.handled, 22); /* the check_alive()s and /x */
     stop_server();
 }
 

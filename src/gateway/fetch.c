@@ -82,6 +82,7 @@ struct watch {
     struct event *ev;      /* what libcurl wants; NULL when it wants nothing */
     struct event *idle_ev; /* a pooled connection at rest: any byte is bad */
     int is_conn;           /* opened through open_socket_cb */
+    int resting;           /* libcurl stopped watching it: guard it */
     LIST_ENTRY(watch) link;
 };
 
@@ -89,6 +90,7 @@ struct corral_fetch_upstream {
     struct event_base *base;
     CURLM *multi;
     CURLSH *share;      /* TLS sessions and DNS answers across handles */
+    CURL *model;        /* every option but the request's: duplicated */
     struct event *curl_timer;
     struct event *dispatch_ev;
     char *origin;       /* "http://host:port", host in brackets if IPv6 */
@@ -102,8 +104,6 @@ struct corral_fetch_upstream {
     struct fetch_list active; /* on the wire */
     unsigned nactive;
     LIST_HEAD(, watch) watches;
-    CURL **idle;        /* configured easy handles ready for reuse */
-    unsigned nidle;
     unsigned depth;     /* our frames on the stack that may call back */
     int dying;          /* corral_fetch_upstream_free() was called */
 };
@@ -167,6 +167,7 @@ schedule_dispatch(struct corral_fetch_upstream *u)
 /* ---- libcurl's sockets and timer on our loop ---- */
 
 static void check_done(struct corral_fetch_upstream *u);
+static void guard_resting(struct corral_fetch_upstream *u);
 
 static void
 socket_action(struct corral_fetch_upstream *u, curl_socket_t fd, int mask)
@@ -175,6 +176,7 @@ socket_action(struct corral_fetch_upstream *u, curl_socket_t fd, int mask)
 
     enter(u);
     curl_multi_socket_action(u->multi, fd, mask, &running);
+    guard_resting(u);
     check_done(u);
     leave(u);
 }
@@ -219,29 +221,42 @@ idle_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Before libcurl picks a pooled connection for new requests, retire every
- * connection no transfer is using that has bytes waiting (or was closed).
- * idle_cb does this as soon as it can, but only for the connections
- * libcurl said it stopped watching; this does not depend on that. It costs
- * one recv() per pooled connection per upstream call. */
+ * connection it is not watching (so no transfer is using it) that has
+ * bytes waiting or was closed. idle_cb does this as soon as it can, but
+ * only for the connections libcurl said it stopped watching; this does not
+ * depend on that. It costs one recv() per pooled connection per upstream
+ * call. */
 static void
 guard_idle(struct corral_fetch_upstream *u)
 {
-    struct corral_fetch *f;
     struct watch *w;
     char c;
 
-    LIST_FOREACH(w, &u->watches, link) {
-        if (!w->is_conn)
-            continue;
-        TAILQ_FOREACH(f, &u->active, link) {
-            curl_socket_t busy = CURL_SOCKET_BAD;
-            if (curl_easy_getinfo(f->easy, CURLINFO_ACTIVESOCKET, &busy) ==
-                    CURLE_OK &&
-                busy == w->fd)
-                break;
-        }
-        if (f == NULL && recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
+    LIST_FOREACH(w, &u->watches, link)
+        if (w->is_conn && w->ev == NULL &&
+            recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
             retire(w->fd);
+}
+
+/* Watches the connections libcurl stopped watching (and kept open): any
+ * byte on one while it rests retires it. Called after every libcurl call
+ * that can stop watching a socket, when no close is pending inside it. */
+static void
+guard_resting(struct corral_fetch_upstream *u)
+{
+    struct watch *w;
+
+    LIST_FOREACH(w, &u->watches, link) {
+        if (!w->resting || w->idle_ev != NULL)
+            continue;
+        w->resting = 0;
+        w->idle_ev = event_new(u->base, w->fd, EV_READ, idle_cb, w);
+        if (w->idle_ev == NULL || event_add(w->idle_ev, NULL) != 0) {
+            if (w->idle_ev != NULL)
+                event_free(w->idle_ev);
+            w->idle_ev = NULL;
+            retire(w->fd); /* cannot guard it: retire it now */
+        }
     }
 }
 
@@ -297,15 +312,16 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp)
             watch_free(w);
             return 0;
         }
-        /* libcurl is done with the connection for now: guard it. */
-        w->idle_ev = event_new(u->base, fd, EV_READ, idle_cb, w);
-        if (w->idle_ev == NULL || event_add(w->idle_ev, NULL) != 0)
-            idle_cb(fd, EV_READ, w); /* cannot guard it: retire it */
+        /* libcurl is done with the connection for now, or about to close
+         * it: guard_resting() guards it once libcurl has returned, if it is
+         * still open then. */
+        w->resting = 1;
         return 0;
     }
     if (w == NULL && (w = watch_new(u, fd)) == NULL)
         return -1;
     curl_multi_assign(u->multi, fd, w);
+    w->resting = 0;
     if (w->idle_ev != NULL) {
         event_free(w->idle_ev);
         w->idle_ev = NULL;
@@ -526,8 +542,11 @@ fetch_free(struct corral_fetch *f)
     free(f);
 }
 
-/* Takes f's handle out of the multi and keeps it for reuse (or frees it).
- * A handle removed mid-transfer has its connection closed by libcurl. */
+/* Takes f's handle out of the multi and frees it. A handle removed
+ * mid-transfer has its connection closed by libcurl. Handles are never
+ * reused: libcurl 7.88 keeps a pointer to the last stored header in the
+ * handle, and an obs-folded line in the next response on the same handle
+ * is then written through it after it was freed (found by fuzz-upstream). */
 static void
 detach(struct corral_fetch *f)
 {
@@ -538,10 +557,8 @@ detach(struct corral_fetch *f)
     u->nactive--;
     f->easy = NULL;
     curl_multi_remove_handle(u->multi, easy);
-    if (u->nidle < u->max_connections && !u->dying)
-        u->idle[u->nidle++] = easy;
-    else
-        curl_easy_cleanup(easy);
+    guard_resting(u);
+    curl_easy_cleanup(easy);
     schedule_dispatch(u);
 }
 
@@ -773,12 +790,14 @@ static int
 start(struct corral_fetch *f)
 {
     struct corral_fetch_upstream *u = f->u;
-    CURL *e = u->nidle > 0 ? u->idle[--u->nidle] : easy_new(u);
+    CURL *e = curl_easy_duphandle(u->model);
 
     if (e == NULL)
         return -1;
     f->errbuf[0] = '\0';
-    if (curl_easy_setopt(e, CURLOPT_URL, f->url) != CURLE_OK ||
+    /* A duplicate does not inherit the share: set it again. */
+    if (curl_easy_setopt(e, CURLOPT_SHARE, u->share) != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_URL, f->url) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_PRIVATE, f) ||
         curl_easy_setopt(e, CURLOPT_HEADERDATA, f) ||
         curl_easy_setopt(e, CURLOPT_WRITEDATA, f) ||
@@ -1023,10 +1042,10 @@ destroy(struct corral_fetch_upstream *u)
 {
     struct watch *w;
 
-    while (u->nidle > 0)
-        curl_easy_cleanup(u->idle[--u->nidle]);
     if (u->multi != NULL)
         curl_multi_cleanup(u->multi);
+    if (u->model != NULL)
+        curl_easy_cleanup(u->model);
     while ((w = LIST_FIRST(&u->watches)) != NULL)
         watch_free(w);
     if (u->share != NULL)
@@ -1036,7 +1055,6 @@ destroy(struct corral_fetch_upstream *u)
     if (u->dispatch_ev != NULL)
         event_free(u->dispatch_ev);
     curl_slist_free_all(u->headers);
-    free(u->idle);
     free(u->ca_file);
     free(u->origin);
     free(u);
@@ -1074,12 +1092,11 @@ corral_fetch_upstream_new(struct event_base *base,
         destroy(u);
         return NULL;
     }
-    u->idle = calloc(u->max_connections, sizeof(*u->idle));
     u->multi = curl_multi_init();
     u->share = curl_share_init();
     u->curl_timer = evtimer_new(base, curl_timer_cb, u);
     u->dispatch_ev = event_new(base, -1, 0, dispatch_cb, u);
-    if (u->idle == NULL || u->multi == NULL || u->share == NULL ||
+    if (u->multi == NULL || u->share == NULL ||
         u->curl_timer == NULL || u->dispatch_ev == NULL ||
         curl_share_setopt(u->share, CURLSHOPT_SHARE,
                           CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
@@ -1092,7 +1109,8 @@ corral_fetch_upstream_new(struct event_base *base,
         curl_multi_setopt(u->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
                           (long)u->max_connections) ||
         curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS,
-                          (long)u->max_connections)) {
+                          (long)u->max_connections) ||
+        (u->model = easy_new(u)) == NULL) {
         say(err, errlen, "out of memory");
         destroy(u);
         return NULL;

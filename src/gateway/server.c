@@ -871,8 +871,9 @@ conn_fail(struct conn *c, int status)
 }
 
 /* Splits the request target into path and query; origin-form, absolute-form
- * ("http://host/p?q") and "*". */
-static void
+ * ("http://host/p?q") and "*". Anything else (a path not starting with
+ * '/', "*" with more after it) is not a request target: false. */
+static bool
 split_target(const char *u, size_t len, const char **path, size_t *plen,
              const char **query, size_t *qlen)
 {
@@ -894,6 +895,7 @@ split_target(const char *u, size_t len, const char **path, size_t *plen,
     *plen = (size_t)((q ? q : end) - u);
     *query = q ? q + 1 : end;
     *qlen = q ? (size_t)(end - q - 1) : 0;
+    return *plen == 0 || u[0] == '/' || (*plen == 1 && u[0] == '*' && !q);
 }
 
 /* Copies the parsed head's strings into a slot and hands it to the handler. */
@@ -904,9 +906,11 @@ conn_dispatch(struct conn *c)
     const char *path = "/", *query = "", *inm = NULL;
     size_t plen = 1, qlen = 0, ilen = 0;
 
-    if (c->url_seen)
-        split_target(c->rbuf + c->url_off, c->url_len, &path, &plen, &query,
-                     &qlen);
+    if (c->url_seen && !split_target(c->rbuf + c->url_off, c->url_len, &path,
+                                     &plen, &query, &qlen)) {
+        conn_fail(c, 400);
+        return;
+    }
     if (plen == 0) {
         path = "/";
         plen = 1;
