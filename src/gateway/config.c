@@ -1,10 +1,11 @@
 /* config.c — loads the JSON configuration into a struct corral_config.
- * yajl's callback parser builds a small tree that remembers each value's
- * line; the validator below walks it, expanding ${NAME} in each string as it
- * reads it. The first error wins. Messages quote only the file's raw text,
+ * jtree.c turns the text into a tree that remembers each value's line; the
+ * validator here walks it, expanding ${NAME} in each string as it reads
+ * it. The first error wins. Messages quote only the file's raw text,
  * so a secret from the environment never reaches a log. */
 #include "config.h"
 #include "fetch.h"
+#include "jtree.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,9 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yajl/yajl_parse.h>
 
-#define MAX_DEPTH 64
 #define MAX_FILE_BYTES (16u << 20)
 #define MAX_PARAMS CORRAL_CONFIG_MAX_PARAMS
 #define DAY_MS (24 * 3600 * 1000ull)
@@ -30,255 +29,6 @@
 #define QUERY_CHARS IDENT ".~-"                /* query parameter names */
 #define TOKEN_CHARS IDENT "!#$%&'*+.^`|~-"     /* RFC 9110 tchar */
 #define SEGMENT_CHARS IDENT ".~-!$&'()*+,;=:@" /* literal path segments */
-
-/* ---- JSON tree ------------------------------------------------------- */
-
-enum jtype { J_NULL, J_BOOL, J_INT, J_DOUBLE, J_STRING, J_OBJECT, J_ARRAY };
-
-struct jnode {
-    enum jtype type;
-    unsigned line;
-    char *key;           /* member name, when the parent is an object */
-    long long num;       /* J_BOOL, J_INT */
-    char *raw;           /* J_STRING as written, for messages */
-    char *val;           /* J_STRING with ${NAME} expanded, once read */
-    struct jnode **kids; /* J_OBJECT, J_ARRAY */
-    size_t n, cap;
-};
-
-struct builder {
-    const char *text;
-    size_t len;
-    yajl_handle h;
-    bool finishing; /* in yajl_complete_parse: yajl's offsets are not ours */
-    size_t scan_off;
-    unsigned scan_line;
-    struct jnode *root;
-    struct jnode *stack[MAX_DEPTH];
-    size_t depth;
-    char *key;
-    unsigned key_line;
-    const char *error; /* why a callback stopped the parse */
-};
-
-static void
-free_tree(struct jnode *n)
-{
-    if (n == NULL)
-        return;
-    for (size_t i = 0; i < n->n; i++)
-        free_tree(n->kids[i]);
-    free(n->kids);
-    free(n->key);
-    free(n->raw);
-    free(n->val);
-    free(n);
-}
-
-static unsigned
-line_at(struct builder *b, size_t off)
-{
-    if (off > b->len)
-        off = b->len;
-    if (off < b->scan_off) {
-        b->scan_off = 0;
-        b->scan_line = 1;
-    }
-    for (; b->scan_off < off; b->scan_off++)
-        if (b->text[b->scan_off] == '\n')
-            b->scan_line++;
-    return b->scan_line;
-}
-
-/* The line of the token yajl just read: it ends at the bytes consumed. */
-static unsigned
-current_line(struct builder *b)
-{
-    return line_at(b, b->finishing ? b->len : yajl_get_bytes_consumed(b->h));
-}
-
-static int
-stop(struct builder *b, const char *why)
-{
-    b->error = why;
-    return 0;
-}
-
-static struct jnode *
-add(struct builder *b, enum jtype type)
-{
-    struct jnode *n = calloc(1, sizeof(*n));
-    if (n == NULL)
-        return NULL;
-    n->type = type;
-    n->line = current_line(b);
-    if (b->depth == 0) {
-        b->root = n;
-        return n;
-    }
-    struct jnode *p = b->stack[b->depth - 1];
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? 2 * p->cap : 4;
-        struct jnode **kids = realloc(p->kids, cap * sizeof(*kids));
-        if (kids == NULL) {
-            free(n);
-            return NULL;
-        }
-        p->kids = kids;
-        p->cap = cap;
-    }
-    if (p->type == J_OBJECT) {
-        n->key = b->key;
-        n->line = b->key_line;
-        b->key = NULL;
-    }
-    p->kids[p->n++] = n;
-    return n;
-}
-
-static int
-on_scalar(struct builder *b, enum jtype type, long long num)
-{
-    struct jnode *n = add(b, type);
-    if (n == NULL)
-        return stop(b, "out of memory");
-    n->num = num;
-    return 1;
-}
-
-static int
-on_null(void *b)
-{
-    return on_scalar(b, J_NULL, 0);
-}
-
-static int
-on_bool(void *b, int v)
-{
-    return on_scalar(b, J_BOOL, v);
-}
-
-static int
-on_int(void *b, long long v)
-{
-    return on_scalar(b, J_INT, v);
-}
-
-static int
-on_double(void *b, double v)
-{
-    (void)v;
-    return on_scalar(b, J_DOUBLE, 0);
-}
-
-static int
-on_string(void *ctx, const unsigned char *s, size_t len)
-{
-    struct builder *b = ctx;
-    if (memchr(s, '\0', len))
-        return stop(b, "strings must not contain \\u0000");
-    struct jnode *n = add(b, J_STRING);
-    if (n == NULL || (n->raw = strndup((const char *)s, len)) == NULL)
-        return stop(b, "out of memory");
-    return 1;
-}
-
-static int
-on_key(void *ctx, const unsigned char *s, size_t len)
-{
-    struct builder *b = ctx;
-    if (memchr(s, '\0', len))
-        return stop(b, "keys must not contain \\u0000");
-    free(b->key);
-    b->key_line = current_line(b);
-    if ((b->key = strndup((const char *)s, len)) == NULL)
-        return stop(b, "out of memory");
-    return 1;
-}
-
-static int
-on_open(struct builder *b, enum jtype type)
-{
-    struct jnode *n = add(b, type);
-    if (n == NULL)
-        return stop(b, "out of memory");
-    if (b->depth == MAX_DEPTH)
-        return stop(b, "nested too deeply");
-    b->stack[b->depth++] = n;
-    return 1;
-}
-
-static int
-on_start_map(void *b)
-{
-    return on_open(b, J_OBJECT);
-}
-
-static int
-on_start_array(void *b)
-{
-    return on_open(b, J_ARRAY);
-}
-
-static int
-on_close(void *ctx)
-{
-    ((struct builder *)ctx)->depth--;
-    return 1;
-}
-
-static const yajl_callbacks callbacks = {
-    .yajl_null = on_null,
-    .yajl_boolean = on_bool,
-    .yajl_integer = on_int,
-    .yajl_double = on_double,
-    .yajl_string = on_string,
-    .yajl_start_map = on_start_map,
-    .yajl_map_key = on_key,
-    .yajl_end_map = on_close,
-    .yajl_start_array = on_start_array,
-    .yajl_end_array = on_close,
-};
-
-/* Returns the tree (caller frees with free_tree), or NULL with err set. */
-static struct jnode *
-parse_json(const char *text, size_t len, const char *name, char *err,
-           size_t errlen)
-{
-    struct builder b = {.text = text, .len = len, .scan_line = 1};
-    if ((b.h = yajl_alloc(&callbacks, NULL, &b)) == NULL) {
-        snprintf(err, errlen, "%s: out of memory", name);
-        return NULL;
-    }
-    yajl_config(b.h, yajl_allow_comments, 1);
-    yajl_status st = yajl_parse(b.h, (const unsigned char *)text, len);
-    if (st == yajl_status_ok) {
-        b.finishing = true;
-        st = yajl_complete_parse(b.h);
-    }
-    if (st != yajl_status_ok) {
-        unsigned line = current_line(&b);
-        if (b.error) {
-            snprintf(err, errlen, "%s:%u: %s", name, line, b.error);
-        } else {
-            /* "parse error: premature EOF\n": keep what follows ": " */
-            unsigned char *e = yajl_get_error(b.h, 0, NULL, 0);
-            const char *why = e ? (const char *)e : "unknown error";
-            const char *colon = strstr(why, ": ");
-            if (colon)
-                why = colon + 2;
-            snprintf(err, errlen, "%s:%u: invalid JSON: %.*s", name, line,
-                     (int)strcspn(why, "\n"), why);
-            if (e)
-                yajl_free_error(b.h, e);
-        }
-        free_tree(b.root);
-        b.root = NULL;
-    }
-    free(b.key);
-    yajl_free(b.h);
-    return b.root;
-}
 
 /* ---- ${NAME} expansion ----------------------------------------------- */
 
@@ -1537,7 +1287,7 @@ corral_config_parse(const char *text, size_t len, const char *name, char *err,
                     .err = errlen ? err : scratch,
                     .errlen = errlen ? errlen : sizeof(scratch)};
     c.err[0] = '\0';
-    struct jnode *root = parse_json(text, len, c.name, c.err, c.errlen);
+    struct jnode *root = corral_jtree_parse(text, len, c.name, c.err, c.errlen);
     if (root == NULL)
         return NULL;
     struct corral_config *cfg = calloc(1, sizeof(*cfg));
@@ -1547,7 +1297,7 @@ corral_config_parse(const char *text, size_t len, const char *name, char *err,
         corral_config_free(cfg);
         cfg = NULL;
     }
-    free_tree(root);
+    corral_jtree_free(root);
     return cfg;
 }
 
