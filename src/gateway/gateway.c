@@ -1,8 +1,7 @@
 /* gateway.c — serving routes: match, answer from L1 with one writev of the
  * value's pre-rendered head, its small dynamic part and its body, or join
- * the key's one fill. The fill fetches from the upstream, refuses bad
- * statuses and invalid JSON (nothing failed is stored), renders the head
- * once and stores. Every waiter of a fill gets the same answer. */
+ * the key's one fill (fill.c). Every waiter of a fill gets the same
+ * answer. */
 #include "gateway.h"
 
 #include <errno.h>
@@ -12,22 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yajl/yajl_parse.h>
 
 #include "config.h"
 #include "corral/cache.h"
 #include "fetch.h"
+#include "fill.h"
 #include "fmt.h"
 #include "route.h"
 #include "server.h"
-
-/* Per route: what a fill needs, fixed at start. */
-struct route_ctx {
-    struct corral_gateway *g;
-    const struct corral_config_route *route;
-    struct corral_fetch_upstream *upstream;
-    uint64_t timeout_ms;
-};
 
 struct corral_gateway {
     struct event_base *base;
@@ -36,7 +27,7 @@ struct corral_gateway {
     struct corral_server *server;
     struct corral_route_table *routes;
     struct corral_fetch_upstream **upstreams; /* by config index */
-    struct route_ctx *route_ctx;              /* by config index */
+    struct corral_route_fill *route_fill;     /* by config index */
 };
 
 /* A client waiting on a fill. */
@@ -46,13 +37,6 @@ struct client {
     struct corral_waiter *waiter;
     size_t route;
     bool gone; /* the connection closed: answer nothing */
-};
-
-/* A fill in flight: the fetch that computes it. */
-struct job {
-    struct corral_fill *fill;
-    struct corral_fetch *fetch;
-    struct route_ctx *rc;
 };
 
 /* ---- answers ---- */
@@ -173,137 +157,6 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
     corral_request_respond(req, &r);
 }
 
-/* ---- fills ---- */
-
-static bool
-valid_json(const char *body, size_t len)
-{
-    yajl_handle h = yajl_alloc(NULL, NULL, NULL);
-    if (h == NULL)
-        return false;
-    bool ok =
-        yajl_parse(h, (const unsigned char *)body, len) == yajl_status_ok &&
-        yajl_complete_parse(h) == yajl_status_ok;
-    yajl_free(h);
-    return ok;
-}
-
-/* Any byte a header value must not carry (RFC 9110 5.5): CR, LF, NUL and
- * the other controls but tab, such as VT and FF. */
-static bool
-has_controls(const char *s)
-{
-    for (; *s; s++)
-        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
-            return true;
-    return false;
-}
-
-/* Renders the head every hit reuses: status line and fixed headers. */
-static struct corral_value *
-make_value(const char *key, size_t keylen,
-           const struct corral_fetch_result *res)
-{
-    const char *ctype = res->content_type && *res->content_type
-                            ? res->content_type
-                            : "application/json";
-    size_t cap = 128 + strlen(ctype);
-    struct corral_value *v =
-        corral_value_new(key, keylen, res->body, res->len, ctype, cap);
-    if (v == NULL)
-        return NULL;
-    char *aux = corral_value_aux_mut(v, &cap);
-    int n = snprintf(aux, cap,
-                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nETag: %s\r\n",
-                     ctype, res->len, corral_value_etag(v));
-    if (n < 0 || (size_t)n >= cap) {
-        corral_value_unref(v);
-        return NULL;
-    }
-    corral_value_set_aux_len(v, (size_t)n);
-    return v;
-}
-
-static void
-job_fetched(const struct corral_fetch_result *res, void *arg)
-{
-    struct job *job = arg;
-    struct corral_fill *fill = job->fill;
-    const struct corral_config_route *route = job->rc->route;
-    free(job);
-    char msg[300];
-    if (res->error == CORRAL_FETCH_E_TIMEOUT) {
-        corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
-        return;
-    }
-    if (res->error) {
-        /* The detail (host, port, TLS reason) goes to the log, not to
-         * clients. */
-        fprintf(stderr, "corral: %s: upstream %s error: %s\n", route->path,
-                corral_fetch_error_name(res->error), res->message);
-        snprintf(msg, sizeof(msg), "upstream %s error",
-                 corral_fetch_error_name(res->error));
-        corral_fill_fail(fill, -EIO, msg);
-        return;
-    }
-    /* Only a whole representation is stored: not a 206 (a part), 204 (no
-     * content) or 201/202 (about something else). */
-    if (res->status != 200 && res->status != 203) {
-        snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
-        corral_fill_fail(fill, -EBADMSG, msg);
-        return;
-    }
-    if (res->content_type && has_controls(res->content_type)) {
-        corral_fill_fail(fill, -EBADMSG,
-                         "upstream sent a control character in Content-Type");
-        return;
-    }
-    if (route->json && !valid_json(res->body, res->len)) {
-        corral_fill_fail(fill, -EBADMSG, "upstream sent invalid JSON");
-        return;
-    }
-    size_t keylen;
-    const char *key = corral_fill_key(fill, &keylen);
-    struct corral_value *v = make_value(key, keylen, res);
-    if (v == NULL) {
-        corral_fill_fail(fill, -EBADMSG, "upstream answer too large to cache");
-        return;
-    }
-    corral_fill_done(fill, v);
-}
-
-static void
-job_abort(void *arg)
-{
-    struct job *job = arg;
-    corral_fetch_cancel(job->fetch);
-    free(job);
-}
-
-/* Fill data is the upstream path (the cache keeps it NUL-terminated). */
-static void
-job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
-{
-    struct route_ctx *rc = arg;
-    size_t len;
-    const char *path = corral_fill_data(fill, &len);
-    struct job *job = calloc(1, sizeof(*job));
-    if (job == NULL) {
-        corral_fill_fail(fill, -ENOMEM, "out of memory");
-        return;
-    }
-    job->fill = fill;
-    job->rc = rc;
-    job->fetch = corral_fetch_get(rc->upstream, path, job_fetched, job);
-    if (job->fetch == NULL) {
-        free(job);
-        corral_fill_fail(fill, -EINVAL, "bad upstream path");
-        return;
-    }
-    corral_fill_on_abort(fill, job_abort, job);
-}
-
 /* ---- requests ---- */
 
 static void
@@ -315,12 +168,9 @@ client_answered(const struct corral_result *res, void *arg)
         const char *route = cl->g->cfg->routes[cl->route].path;
         if (res->error == 0)
             respond_value(cl->g, cl->req, res->value, res->source);
-        else if (res->error == -ETIMEDOUT)
-            respond_error(cl->req, 504, res->message, route);
-        else if (res->error == -EAGAIN || res->error == -ECANCELED)
-            respond_error(cl->req, 503, res->message, route);
         else
-            respond_error(cl->req, 502, res->message, route);
+            respond_error(cl->req, corral_fill_error_status(res->error),
+                          res->message, route);
     }
     free(cl);
 }
@@ -371,34 +221,27 @@ on_request(struct corral_request *req, void *arg)
         return;
     }
 
-    /* A miss: the fill data is the upstream path. */
-    char data[CORRAL_ROUTE_KEY_MAX + 4096];
-    int plen = corral_route_upstream_path(&m, data, sizeof(data));
-    if (plen < 0) {
-        respond_error(req, 400, "request too long for this route",
-                      m.route->path);
-        return;
-    }
+    /* A miss: wait on the key's one fill. */
     struct client *cl = calloc(1, sizeof(*cl));
     if (cl == NULL) {
         respond_error(req, 503, "out of memory", NULL);
         return;
     }
-    struct route_ctx *rctx = &g->route_ctx[m.index];
     cl->g = g;
     cl->req = req;
     cl->route = m.index;
-    const struct corral_compute compute = {
-        .fn = job_start,
-        .arg = rctx,
-        .data = data,
-        .data_len = (size_t)plen,
-    };
+    cl->waiter = corral_route_fill_get(g->cache, &g->route_fill[m.index], &m,
+                                       client_answered, cl);
+    if (cl->waiter == NULL) {
+        free(cl);
+        if (errno == EMSGSIZE)
+            respond_error(req, 400, "request too long for this route",
+                          m.route->path);
+        else
+            respond_error(req, 503, "shutting down", m.route->path);
+        return;
+    }
     corral_request_on_close(req, client_gone, cl);
-    /* The cache's deadline backs up the fetch's own timeout. */
-    cl->waiter = corral_get_or_compute(
-        g->cache, m.key, m.keylen, &m.route->strategy, rctx->timeout_ms + 1000,
-        &compute, client_answered, cl);
 }
 
 /* ---- lifecycle ---- */
@@ -451,9 +294,9 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     g->cache = corral_cache_new(base, &co);
     g->routes = corral_route_table_new(cfg, err, errlen);
     g->upstreams = calloc(cfg->n_upstreams + 1, sizeof(*g->upstreams));
-    g->route_ctx = calloc(cfg->n_routes + 1, sizeof(*g->route_ctx));
+    g->route_fill = calloc(cfg->n_routes + 1, sizeof(*g->route_fill));
     if (g->cache == NULL || g->routes == NULL || g->upstreams == NULL ||
-        g->route_ctx == NULL)
+        g->route_fill == NULL)
         goto fail;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         g->upstreams[i] = upstream_new(g, &cfg->upstreams[i], err, errlen);
@@ -462,8 +305,7 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     }
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
-        struct route_ctx *rc = &g->route_ctx[r];
-        rc->g = g;
+        struct corral_route_fill *rc = &g->route_fill[r];
         rc->route = route;
         if (route->upstream) {
             size_t u = (size_t)(route->upstream - cfg->upstreams);
@@ -513,7 +355,7 @@ corral_gateway_free(struct corral_gateway *g)
         for (size_t i = 0; i < g->cfg->n_upstreams; i++)
             corral_fetch_upstream_free(g->upstreams[i]);
     free(g->upstreams);
-    free(g->route_ctx);
+    free(g->route_fill);
     corral_route_table_free(g->routes);
     free(g);
 }

@@ -1,0 +1,186 @@
+/* fill.c — a route's fill: fetch, validate, render the head, store. */
+#include "fill.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+#include "config.h"
+#include "fetch.h"
+#include "route.h"
+
+/* A fill in flight: the fetch that computes it. */
+struct job {
+    struct corral_fill *fill;
+    struct corral_fetch *fetch;
+    const struct corral_route_fill *rf;
+};
+
+static bool
+valid_json(const char *body, size_t len)
+{
+    yajl_handle h = yajl_alloc(NULL, NULL, NULL);
+    if (h == NULL)
+        return false;
+    bool ok =
+        yajl_parse(h, (const unsigned char *)body, len) == yajl_status_ok &&
+        yajl_complete_parse(h) == yajl_status_ok;
+    yajl_free(h);
+    return ok;
+}
+
+/* Any byte a header value must not carry (RFC 9110 5.5): CR, LF, NUL and
+ * the other controls but tab, such as VT and FF. */
+static bool
+has_controls(const char *s)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* Renders the head every hit reuses: status line and fixed headers. */
+static struct corral_value *
+make_value(const char *key, size_t keylen,
+           const struct corral_fetch_result *res)
+{
+    const char *ctype = res->content_type && *res->content_type
+                            ? res->content_type
+                            : "application/json";
+    size_t cap = 128 + strlen(ctype);
+    struct corral_value *v =
+        corral_value_new(key, keylen, res->body, res->len, ctype, cap);
+    if (v == NULL)
+        return NULL;
+    char *aux = corral_value_aux_mut(v, &cap);
+    int n = snprintf(aux, cap,
+                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nETag: %s\r\n",
+                     ctype, res->len, corral_value_etag(v));
+    if (n < 0 || (size_t)n >= cap) {
+        corral_value_unref(v);
+        return NULL;
+    }
+    corral_value_set_aux_len(v, (size_t)n);
+    return v;
+}
+
+static void
+job_fetched(const struct corral_fetch_result *res, void *arg)
+{
+    struct job *job = arg;
+    struct corral_fill *fill = job->fill;
+    const struct corral_config_route *route = job->rf->route;
+    free(job);
+    char msg[300];
+    if (res->error == CORRAL_FETCH_E_TIMEOUT) {
+        corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
+        return;
+    }
+    if (res->error) {
+        /* The detail (host, port, TLS reason) goes to the log, not to
+         * clients. */
+        fprintf(stderr, "corral: %s: upstream %s error: %s\n", route->path,
+                corral_fetch_error_name(res->error), res->message);
+        snprintf(msg, sizeof(msg), "upstream %s error",
+                 corral_fetch_error_name(res->error));
+        corral_fill_fail(fill, -EIO, msg);
+        return;
+    }
+    /* Only a whole representation is stored: not a 206 (a part), 204 (no
+     * content) or 201/202 (about something else). */
+    if (res->status != 200 && res->status != 203) {
+        snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
+        corral_fill_fail(fill, -EBADMSG, msg);
+        return;
+    }
+    if (res->content_type && has_controls(res->content_type)) {
+        corral_fill_fail(fill, -EBADMSG,
+                         "upstream sent a control character in Content-Type");
+        return;
+    }
+    if (route->json && !valid_json(res->body, res->len)) {
+        corral_fill_fail(fill, -EBADMSG, "upstream sent invalid JSON");
+        return;
+    }
+    size_t keylen;
+    const char *key = corral_fill_key(fill, &keylen);
+    struct corral_value *v = make_value(key, keylen, res);
+    if (v == NULL) {
+        corral_fill_fail(fill, -EBADMSG, "upstream answer too large to cache");
+        return;
+    }
+    corral_fill_done(fill, v);
+}
+
+static void
+job_abort(void *arg)
+{
+    struct job *job = arg;
+    corral_fetch_cancel(job->fetch);
+    free(job);
+}
+
+/* Fill data is the upstream path (the cache keeps it NUL-terminated). */
+static void
+job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
+{
+    struct corral_route_fill *rf = arg;
+    size_t len;
+    const char *path = corral_fill_data(fill, &len);
+    struct job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        corral_fill_fail(fill, -ENOMEM, "out of memory");
+        return;
+    }
+    job->fill = fill;
+    job->rf = rf;
+    job->fetch = corral_fetch_get(rf->upstream, path, job_fetched, job);
+    if (job->fetch == NULL) {
+        free(job);
+        corral_fill_fail(fill, -EINVAL, "bad upstream path");
+        return;
+    }
+    corral_fill_on_abort(fill, job_abort, job);
+}
+
+struct corral_waiter *
+corral_route_fill_get(struct corral_cache *c, const struct corral_route_fill *rf,
+                      const struct corral_route_match *m, corral_result_cb *cb,
+                      void *arg)
+{
+    /* The fill data is the upstream path. */
+    char data[CORRAL_ROUTE_KEY_MAX + 4096];
+    int plen = corral_route_upstream_path(m, data, sizeof(data));
+    if (plen < 0) {
+        errno = EMSGSIZE;
+        return NULL;
+    }
+    const struct corral_compute compute = {
+        .fn = job_start,
+        .arg = (void *)rf,
+        .data = data,
+        .data_len = (size_t)plen,
+    };
+    /* The cache's deadline backs up the fetch's own timeout. */
+    struct corral_waiter *w =
+        corral_get_or_compute(c, m->key, m->keylen, &m->route->strategy,
+                              rf->timeout_ms + 1000, &compute, cb, arg);
+    if (w == NULL)
+        errno = ESHUTDOWN;
+    return w;
+}
+
+int
+corral_fill_error_status(int error)
+{
+    if (error == -ETIMEDOUT)
+        return 504;
+    if (error == -EAGAIN || error == -ECANCELED)
+        return 503;
+    return 502;
+}
