@@ -148,7 +148,10 @@ mask_controls(char *s)
 static const char *
 join_key(char buf[static PATH_LEN], const char *parent, const char *key)
 {
-    snprintf(buf, PATH_LEN, "%s%s%s", parent, *parent ? "." : "", key);
+    /* A path longer than PATH_LEN is cut: the message keeps its start. */
+    if (snprintf(buf, PATH_LEN, "%s%s%s", parent, *parent ? "." : "", key) >=
+        PATH_LEN)
+        buf[PATH_LEN - 1] = '\0';
     mask_controls(buf);
     return buf;
 }
@@ -156,7 +159,8 @@ join_key(char buf[static PATH_LEN], const char *parent, const char *key)
 static const char *
 join_index(char buf[static PATH_LEN], const char *parent, size_t i)
 {
-    snprintf(buf, PATH_LEN, "%s[%zu]", parent, i);
+    if (snprintf(buf, PATH_LEN, "%s[%zu]", parent, i) >= PATH_LEN)
+        buf[PATH_LEN - 1] = '\0'; /* cut, as in join_key() */
     return buf;
 }
 
