@@ -1,8 +1,9 @@
-/* cache.c — the two-tier cache and its single flight. One cache per
- * event_base; no locks. A miss creates a fill (the pending record) keyed in
- * its own table; later callers attach as waiters; the result fans out from
- * the loop, never from inside the call that registered a waiter. A fill ends
- * exactly once (done, fail, deadline, teardown) and so does every waiter. */
+/* cache.c — the two-tier cache's policy: L1, then the tier below (with
+ * promotion), then one compute per key, with deadlines, stores and
+ * teardown. One cache per event_base; no locks. The bookkeeping that makes
+ * one fill serve every caller (the fill table, waiters, delivery from the
+ * loop) is single flight's, in flight.c. A fill ends exactly once (done,
+ * fail, deadline, teardown) and so does every waiter. */
 #include "corral/cache.h"
 
 #include <errno.h>
@@ -11,73 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/time.h>
 
 #include "l1.h"
-#include "siphash.h"
 #include "timeutil.h"
-#include "xalloc.h"
+#include "flight.h"
 #include "value_impl.h"
-
-struct waiter_list {
-    struct corral_waiter *head, *tail;
-    size_t count;
-};
-
-enum waiter_state {
-    W_READY,   /* result known, on the cache's ready list */
-    W_PENDING, /* on a fill's list */
-    W_TIER,    /* corral_get() waiting on the tier alone */
-    W_ZOMBIE,  /* answered, but the tier still holds it */
-    W_FIRING,  /* its callback is running: cancel is a no-op */
-};
-
-struct corral_waiter {
-    struct corral_waiter *next, *prev;
-    struct corral_cache *cache; /* NULL once the cache is gone */
-    struct corral_fill *fill;   /* when W_PENDING */
-    corral_result_cb *cb;
-    void *arg;
-    enum waiter_state state;
-    bool leader;         /* started the fill */
-    struct event *timer; /* W_TIER: how long the tier may take */
-    /* result, when W_READY */
-    int error;
-    const char *message;
-    enum corral_source source;
-    struct corral_value *value; /* a reference */
-};
-
-enum fill_state {
-    F_LOOKUP,    /* asking the tier below */
-    F_COMPUTING, /* compute started, not reported */
-    F_SETTLED,   /* result known, fanning out or waiting to */
-};
-
-struct corral_fill {
-    struct corral_fill *hnext;  /* fill table chain, or settled list */
-    struct corral_cache *cache; /* NULL once the cache is gone */
-    struct waiter_list waiters;
-    enum fill_state state;
-    bool in_tier;   /* the tier still owes a get callback */
-    bool computing; /* compute still owes a report */
-    bool from_tier; /* result came from the tier below */
-    struct corral_strategy strategy;
-    corral_compute_cb *compute;
-    void *compute_arg;
-    corral_abort_cb *abort_cb;
-    void *abort_arg;
-    char *data; /* the compute's data, copied */
-    size_t data_len;
-    struct event *deadline;
-    int error;
-    char *message;
-    struct corral_value *value; /* a reference, once settled ok */
-    uint64_t hash;
-    size_t keylen;
-    char key[];
-};
+#include "xalloc.h"
 
 struct corral_cache {
     struct event_base *base;
@@ -89,19 +30,11 @@ struct corral_cache {
     uint64_t fill_timeout_ms;
     uint32_t max_waiters;
 
-    struct corral_fill **fills; /* open fills by key */
-    size_t fills_mask;
-    size_t nfills;
-    struct corral_fill *settled_head, *settled_tail; /* to fan out */
-    struct waiter_list ready;                        /* answers to deliver */
+    struct flight fl;                /* fills, waiters, delivery */
     struct waiter_list tier_waiters; /* corral_get() on the tier */
-    struct event *dispatch_ev;
     struct event *sweep_ev;
-    int in_callback;     /* depth of dispatch */
-    bool free_requested; /* corral_cache_free() from a callback */
     bool closing;
     struct corral_stats stats;
-    uint8_t seed[16];
 };
 
 static const char *const source_names[] = {
@@ -118,45 +51,6 @@ corral_source_name(enum corral_source source)
     if ((unsigned)source > CORRAL_SOURCE_COLLAPSED)
         return "unknown";
     return source_names[source];
-}
-
-/* ---- waiter lists ---- */
-
-static void
-list_push(struct waiter_list *l, struct corral_waiter *w)
-{
-    w->next = NULL;
-    w->prev = l->tail;
-    if (l->tail)
-        l->tail->next = w;
-    else
-        l->head = w;
-    l->tail = w;
-    l->count++;
-}
-
-static void
-list_remove(struct waiter_list *l, struct corral_waiter *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        l->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        l->tail = w->prev;
-    w->next = w->prev = NULL;
-    l->count--;
-}
-
-static struct corral_waiter *
-list_pop(struct waiter_list *l)
-{
-    struct corral_waiter *w = l->head;
-    if (w)
-        list_remove(l, w);
-    return w;
 }
 
 /* ---- clock ---- */
@@ -176,98 +70,11 @@ corral_cache_now(const struct corral_cache *c)
     return c->clock(c->clock_arg);
 }
 
-/* ---- fill table ---- */
-
-static struct corral_fill **
-fill_slot(struct corral_cache *c, const void *key, size_t keylen, uint64_t h)
-{
-    struct corral_fill **pp = &c->fills[h & c->fills_mask];
-    for (; *pp; pp = &(*pp)->hnext)
-        if ((*pp)->keylen == keylen && memcmp((*pp)->key, key, keylen) == 0)
-            break;
-    return pp;
-}
-
-static void
-fills_grow(struct corral_cache *c)
-{
-    size_t n = (c->fills_mask + 1) * 2;
-    struct corral_fill **t = xcalloc(n, sizeof(*t));
-    for (size_t i = 0; i <= c->fills_mask; i++) {
-        struct corral_fill *f = c->fills[i], *next;
-        for (; f; f = next) {
-            next = f->hnext;
-            f->hnext = t[f->hash & (n - 1)];
-            t[f->hash & (n - 1)] = f;
-        }
-    }
-    free(c->fills);
-    c->fills = t;
-    c->fills_mask = n - 1;
-}
-
-static void
-fills_unlink(struct corral_cache *c, struct corral_fill *f)
-{
-    struct corral_fill **pp = fill_slot(c, f->key, f->keylen, f->hash);
-    if (*pp == f) {
-        *pp = f->hnext;
-        f->hnext = NULL;
-        c->nfills--;
-    }
-}
-
-/* ---- delivery ---- */
-
-static void
-schedule_dispatch(struct corral_cache *c)
-{
-    event_active(c->dispatch_ev, EV_TIMEOUT, 0);
-}
-
-static struct corral_waiter *
-waiter_new(struct corral_cache *c, corral_result_cb *cb, void *arg)
-{
-    struct corral_waiter *w = xcalloc(1, sizeof(*w));
-    w->cache = c;
-    w->cb = cb;
-    w->arg = arg;
-    return w;
-}
-
-/* Queues w's answer for the next dispatch. Takes a reference to value. */
-static void
-waiter_ready(struct corral_cache *c, struct corral_waiter *w, int error,
-             const char *message, enum corral_source source,
-             struct corral_value *value)
-{
-    w->state = W_READY;
-    w->error = error;
-    w->message = message;
-    w->source = source;
-    w->value = value ? corral_value_ref(value) : NULL;
-    list_push(&c->ready, w);
-    schedule_dispatch(c);
-}
-
-static void
-fire(struct corral_waiter *w, int error, const char *message,
-     enum corral_source source, struct corral_value *value)
-{
-    struct corral_result res = {
-        .error = error,
-        .message = message ? message : "",
-        .source = error ? CORRAL_SOURCE_NONE : source,
-        .value = error ? NULL : value,
-    };
-    w->cb(&res, w->arg);
-}
-
 static void
 fill_maybe_free(struct corral_fill *f)
 {
     if (f->state != F_SETTLED || f->in_tier || f->computing ||
-        f->waiters.count > 0 || f->cache != NULL)
+        f->nwaiters > 0 || f->cache != NULL)
         return;
     corral_value_unref(f->value);
     free(f->message);
@@ -288,90 +95,30 @@ fill_release(struct corral_fill *f)
 }
 
 /* Records a fill's result and queues its fan-out. Takes a reference. */
+/* Records a fill's result and hands it to single flight to fan out.
+ * Takes a reference to value. */
 static void
 fill_settle(struct corral_fill *f, int error, const char *message,
             struct corral_value *value)
 {
     struct corral_cache *c = f->cache;
-    fills_unlink(c, f);
     if (f->deadline)
         event_del(f->deadline);
-    f->state = F_SETTLED;
     f->error = error;
     f->message = strdup(message ? message : "");
     if (f->message == NULL)
         abort();
     f->value = value;
     c->stats.fills_in_flight--;
-    f->hnext = NULL;
-    if (c->settled_tail)
-        c->settled_tail->hnext = f;
-    else
-        c->settled_head = f;
-    c->settled_tail = f;
-    schedule_dispatch(c);
-}
-
-static void
-fan_out(struct corral_fill *f)
-{
-    struct corral_waiter *w;
-    /* Pop one at a time: a callback may cancel the waiters still listed. */
-    while ((w = list_pop(&f->waiters)) != NULL) {
-        enum corral_source src = f->from_tier ? CORRAL_SOURCE_L2
-                                 : w->leader  ? CORRAL_SOURCE_STORED
-                                              : CORRAL_SOURCE_COLLAPSED;
-        w->fill = NULL;
-        w->state = W_FIRING;
-        fire(w, f->error, f->message, src, f->value);
-        free(w);
-        if (f->cache->free_requested)
-            break;
-    }
+    flight_settle(&c->fl, f);
 }
 
 static void cache_destroy(struct corral_cache *c);
 
 static void
-dispatch_cb(evutil_socket_t fd, short what, void *arg)
+destroy_cb(void *arg)
 {
-    struct corral_cache *c = arg;
-    c->in_callback++;
-    /* Deliver what is queued now; what callbacks queue waits a turn. */
-    size_t n = c->ready.count;
-    struct corral_fill *f = c->settled_head, *last = c->settled_tail;
-    c->settled_head = c->settled_tail = NULL;
-    struct corral_waiter *w;
-    /* A callback may cancel queued waiters: the list can run dry early. */
-    while (n-- > 0 && !c->free_requested && (w = list_pop(&c->ready))) {
-        w->state = W_FIRING;
-        fire(w, w->error, w->message, w->source, w->value);
-        corral_value_unref(w->value);
-        free(w);
-    }
-    while (f != NULL) {
-        struct corral_fill *next = f == last ? NULL : f->hnext;
-        if (!c->free_requested)
-            fan_out(f);
-        if (f->waiters.count == 0) {
-            fill_release(f);
-        } else {
-            /* Freeing mid fan-out: teardown answers the rest. */
-            f->hnext = c->settled_head;
-            c->settled_head = f;
-            if (c->settled_tail == NULL)
-                c->settled_tail = f;
-        }
-        f = next;
-    }
-    c->in_callback--;
-    if (c->free_requested) {
-        if (c->in_callback == 0)
-            cache_destroy(c);
-        return;
-    }
-    if (c->ready.count > 0 || c->settled_head != NULL)
-        schedule_dispatch(c);
+    cache_destroy(arg);
 }
 
 static void
@@ -409,13 +156,10 @@ corral_cache_new(struct event_base *base,
     c->clock_arg = o.clock ? o.clock_arg : base;
     c->fill_timeout_ms = o.fill_timeout_ms ? o.fill_timeout_ms : 10000;
     c->max_waiters = o.max_waiters ? o.max_waiters : 10000;
-    c->fills = xcalloc(64, sizeof(*c->fills));
-    c->fills_mask = 63;
-    if (getrandom(c->seed, sizeof(c->seed), 0) != sizeof(c->seed))
-        memcpy(c->seed, "corral-fill-seed", 16);
-    c->dispatch_ev = event_new(base, -1, 0, dispatch_cb, c);
+    TAILQ_INIT(&c->tier_waiters);
+    flight_init(&c->fl, base, fill_release, destroy_cb, c);
     c->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, c);
-    if (c->dispatch_ev == NULL || c->sweep_ev == NULL)
+    if (c->sweep_ev == NULL)
         abort();
     uint64_t sweep_ms = o.sweep_interval_ms ? o.sweep_interval_ms : 1000;
     struct timeval tv = corral_ms_to_tv(sweep_ms);
@@ -427,23 +171,10 @@ corral_cache_new(struct event_base *base,
 }
 
 static void
-cancel_all(struct waiter_list *l, struct corral_cache *c)
-{
-    struct corral_waiter *w;
-    while ((w = list_pop(l)) != NULL) {
-        c->stats.waiters_cancelled++;
-        w->state = W_FIRING;
-        fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE, NULL);
-        corral_value_unref(w->value);
-        free(w);
-    }
-}
-
-static void
 fill_abandon(struct corral_fill *f)
 {
     struct corral_cache *c = f->cache;
-    cancel_all(&f->waiters, c);
+    flight_cancel_waiters(&c->fl, f);
     if (f->computing && f->abort_cb) {
         f->computing = false;
         f->abort_cb(f->abort_arg);
@@ -460,23 +191,11 @@ cache_destroy(struct corral_cache *c)
     c->closing = true;
     if (c->tier && c->tier->subscribe)
         c->tier->subscribe(c->tier_ctx, NULL, NULL);
-    event_free(c->dispatch_ev);
     event_free(c->sweep_ev);
-    cancel_all(&c->ready, c);
-    while (c->settled_head) {
-        struct corral_fill *f = c->settled_head;
-        c->settled_head = f->hnext;
-        fill_abandon(f);
-    }
-    for (size_t i = 0; i <= c->fills_mask; i++) {
-        struct corral_fill *f;
-        while ((f = c->fills[i]) != NULL) {
-            c->fills[i] = f->hnext;
-            fill_abandon(f);
-        }
-    }
+    flight_fini(&c->fl, fill_abandon);
     struct corral_waiter *w;
-    while ((w = list_pop(&c->tier_waiters)) != NULL) {
+    while ((w = TAILQ_FIRST(&c->tier_waiters)) != NULL) {
+        TAILQ_REMOVE(&c->tier_waiters, w, link);
         /* The tier owes a callback: it frees the waiter. */
         bool tell = w->state == W_TIER;
         if (w->timer != NULL) {
@@ -487,10 +206,10 @@ cache_destroy(struct corral_cache *c)
         w->cache = NULL;
         if (tell) {
             c->stats.waiters_cancelled++;
-            fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE, NULL);
+            flight_fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE,
+                        NULL);
         }
     }
-    free(c->fills);
     corral_l1_free(c->l1);
     free(c);
 }
@@ -500,8 +219,8 @@ corral_cache_free(struct corral_cache *c)
 {
     if (c == NULL || c->closing)
         return;
-    if (c->in_callback > 0) {
-        c->free_requested = true;
+    if (c->fl.in_callback > 0) {
+        c->fl.free_requested = true;
         return;
     }
     cache_destroy(c);
@@ -531,19 +250,19 @@ tier_get_done(struct corral_value *value, int error, void *arg)
     if (w->state == W_ZOMBIE) {
         corral_value_unref(value);
         if (c)
-            list_remove(&c->tier_waiters, w);
+            TAILQ_REMOVE(&c->tier_waiters, w, link);
         free(w);
         return;
     }
-    list_remove(&c->tier_waiters, w);
+    TAILQ_REMOVE(&c->tier_waiters, w, link);
     uint64_t now = corral_cache_now(c);
     if (value && now < value->expires_at) {
         corral_l1_put(c->l1, value);
         c->stats.hits_l2++;
-        waiter_ready(c, w, 0, "", CORRAL_SOURCE_L2, value);
+        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L2, value);
     } else {
         c->stats.misses++;
-        waiter_ready(c, w, -ENOENT, "not found", CORRAL_SOURCE_NONE, NULL);
+        flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE, NULL);
     }
     corral_value_unref(value);
 }
@@ -559,10 +278,10 @@ tier_timeout_cb(evutil_socket_t fd, short what, void *arg)
     w->timer = NULL;
     w->state = W_ZOMBIE;
     c->stats.misses++;
-    c->in_callback++;
-    fire(w, -ETIMEDOUT, "the tier did not answer in time", CORRAL_SOURCE_NONE,
-         NULL);
-    if (--c->in_callback == 0 && c->free_requested)
+    c->fl.in_callback++;
+    flight_fire(w, -ETIMEDOUT, "the tier did not answer in time",
+                CORRAL_SOURCE_NONE, NULL);
+    if (--c->fl.in_callback == 0 && c->fl.free_requested)
         cache_destroy(c);
 }
 
@@ -572,23 +291,23 @@ corral_get(struct corral_cache *c, const void *key, size_t keylen,
 {
     if (c->closing)
         return NULL;
-    struct corral_waiter *w = waiter_new(c, cb, arg);
+    struct corral_waiter *w = flight_waiter_new(c, cb, arg);
     struct corral_value *v =
         corral_l1_get(c->l1, key, keylen, corral_cache_now(c));
     if (v) {
         c->stats.hits_l1++;
-        waiter_ready(c, w, 0, "", CORRAL_SOURCE_L1, v);
+        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
     } else if (c->tier) {
         struct timeval tv = corral_ms_to_tv(c->fill_timeout_ms);
         w->state = W_TIER;
         w->timer = evtimer_new(c->base, tier_timeout_cb, w);
         if (w->timer == NULL || evtimer_add(w->timer, &tv) != 0)
             abort(); /* out of memory: the policy of xalloc.h */
-        list_push(&c->tier_waiters, w);
+        TAILQ_INSERT_TAIL(&c->tier_waiters, w, link);
         c->tier->get(c->tier_ctx, key, keylen, tier_get_done, w);
     } else {
         c->stats.misses++;
-        waiter_ready(c, w, -ENOENT, "not found", CORRAL_SOURCE_NONE, NULL);
+        flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE, NULL);
     }
     return w;
 }
@@ -651,38 +370,37 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
 {
     if (c->closing)
         return NULL;
-    struct corral_waiter *w = waiter_new(c, cb, arg);
+    struct corral_waiter *w = flight_waiter_new(c, cb, arg);
     uint64_t now = corral_cache_now(c);
     struct corral_value *v = corral_l1_get(c->l1, key, keylen, now);
     if (v) {
         c->stats.hits_l1++;
-        waiter_ready(c, w, 0, "", CORRAL_SOURCE_L1, v);
+        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
         return w;
     }
     if (keylen == 0 || keylen > CORRAL_KEY_MAX) {
-        waiter_ready(c, w, -EINVAL, "bad key length", CORRAL_SOURCE_NONE, NULL);
+        flight_ready(&c->fl, w, -EINVAL, "bad key length", CORRAL_SOURCE_NONE, NULL);
         return w;
     }
-    uint64_t h = corral_siphash(key, keylen, c->seed);
-    struct corral_fill **slot = fill_slot(c, key, keylen, h);
+    uint64_t h;
+    struct corral_fill **slot = flight_slot(&c->fl, key, keylen, &h);
     struct corral_fill *f = *slot;
     if (f) {
-        if (f->waiters.count >= c->max_waiters) {
-            waiter_ready(c, w, -EAGAIN, "too many waiters on this key",
+        if (f->nwaiters >= c->max_waiters) {
+            flight_ready(&c->fl, w, -EAGAIN, "too many waiters on this key",
                          CORRAL_SOURCE_NONE, NULL);
             return w;
         }
         c->stats.misses++;
         c->stats.waiters_collapsed++;
-        w->state = W_PENDING;
-        w->fill = f;
-        list_push(&f->waiters, w);
+        flight_join(f, w, false);
         return w;
     }
 
     c->stats.misses++;
     f = xcalloc(1, sizeof(*f) + keylen);
     f->cache = c;
+    TAILQ_INIT(&f->waiters);
     f->hash = h;
     f->keylen = keylen;
     memcpy(f->key, key, keylen);
@@ -701,14 +419,9 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
     struct timeval tv = corral_ms_to_tv(ms);
     evtimer_add(f->deadline, &tv);
-    *slot = f;
-    if (++c->nfills > c->fills_mask + 1)
-        fills_grow(c);
+    flight_add(&c->fl, slot, f);
     c->stats.fills_in_flight++;
-    w->state = W_PENDING;
-    w->fill = f;
-    w->leader = true;
-    list_push(&f->waiters, w);
+    flight_join(f, w, true);
     if (c->tier) {
         f->state = F_LOOKUP;
         f->in_tier = true;
@@ -734,30 +447,18 @@ void
 corral_waiter_cancel(struct corral_waiter *w)
 {
     struct corral_cache *c = w->cache;
-    switch (w->state) {
-    case W_READY:
-        list_remove(&c->ready, w);
-        corral_value_unref(w->value);
-        break;
-    case W_PENDING:
-        list_remove(&w->fill->waiters, w);
-        break;
-    case W_TIER:
-        /* The tier still owes its callback, which frees w. */
-        event_free(w->timer);
-        w->timer = NULL;
-        w->state = W_ZOMBIE;
-        c->stats.waiters_cancelled++;
-        fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
-        return;
-    case W_ZOMBIE:
-    case W_FIRING: /* answered already: from inside its own callback */
+    if (w->state != W_TIER) {
+        /* Ready, pending or firing: single flight's; a zombie: answered. */
+        if (w->state != W_ZOMBIE)
+            flight_cancel(&c->fl, w);
         return;
     }
-    w->state = W_FIRING;
+    /* The tier still owes its callback, which frees w. */
+    event_free(w->timer);
+    w->timer = NULL;
+    w->state = W_ZOMBIE;
     c->stats.waiters_cancelled++;
-    fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
-    free(w);
+    flight_fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
 }
 
 /* ---- stores ---- */
@@ -875,6 +576,7 @@ corral_cache_stats(const struct corral_cache *c, struct corral_stats *out)
     struct corral_l1_stats l1;
     corral_l1_stats(c->l1, &l1);
     *out = c->stats;
+    out->waiters_cancelled += c->fl.cancelled;
     out->entries = l1.entries;
     out->bytes = l1.bytes;
     out->evictions = l1.evictions;
