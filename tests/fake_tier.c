@@ -10,18 +10,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/time.h>
 
 #include "corral/value.h"
 
 struct fake_entry {
-    struct fake_entry *next;
+    SLIST_ENTRY(fake_entry) link;
     struct corral_value *copy;
     uint64_t dies_at; /* ms */
 };
 
 struct fake_get {
-    struct fake_get *next, *prev;
+    LIST_ENTRY(fake_get) link;
     struct corral_fake_tier *tier;
     struct event *timer;
     corral_tier_get_cb *cb;
@@ -35,8 +36,8 @@ struct corral_fake_tier {
     uint64_t latency_ms;
     uint64_t (*clock)(void *);
     void *clock_arg;
-    struct fake_entry *entries;
-    struct fake_get *gets; /* in flight */
+    SLIST_HEAD(, fake_entry) entries;
+    LIST_HEAD(, fake_get) gets; /* in flight */
     corral_tier_invalidate_cb *sub_cb;
     void *sub_arg;
     struct corral_fake_tier_counts counts;
@@ -64,24 +65,24 @@ copy_value(const struct corral_value *v)
     return c;
 }
 
-static struct fake_entry **
+static struct fake_entry *
 find(struct corral_fake_tier *t, const void *key, size_t keylen)
 {
-    struct fake_entry **pp = &t->entries;
-    for (; *pp; pp = &(*pp)->next)
-        if (corral_value_keylen((*pp)->copy) == keylen &&
-            memcmp(corral_value_key((*pp)->copy), key, keylen) == 0)
+    struct fake_entry *e;
+    SLIST_FOREACH(e, &t->entries, link)
+        if (corral_value_keylen(e->copy) == keylen &&
+            memcmp(corral_value_key(e->copy), key, keylen) == 0)
             break;
-    return pp;
+    return e;
 }
 
 static bool
 drop(struct corral_fake_tier *t, const void *key, size_t keylen)
 {
-    struct fake_entry **pp = find(t, key, keylen), *e = *pp;
+    struct fake_entry *e = find(t, key, keylen);
     if (e == NULL)
         return false;
-    *pp = e->next;
+    SLIST_REMOVE(&t->entries, e, fake_entry, link);
     corral_value_unref(e->copy);
     free(e);
     return true;
@@ -90,13 +91,7 @@ drop(struct corral_fake_tier *t, const void *key, size_t keylen)
 static void
 get_finish(struct fake_get *g, struct corral_value *v, int error)
 {
-    struct corral_fake_tier *t = g->tier;
-    if (g->prev)
-        g->prev->next = g->next;
-    else
-        t->gets = g->next;
-    if (g->next)
-        g->next->prev = g->prev;
+    LIST_REMOVE(g, link);
     event_free(g->timer);
     corral_tier_get_cb *cb = g->cb;
     void *arg = g->arg;
@@ -109,7 +104,7 @@ get_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fake_get *g = arg;
     struct corral_fake_tier *t = g->tier;
-    struct fake_entry *e = *find(t, g->key, g->keylen);
+    struct fake_entry *e = find(t, g->key, g->keylen);
     if (e && t->clock(t->clock_arg) >= e->dies_at) {
         drop(t, g->key, g->keylen);
         e = NULL;
@@ -140,10 +135,7 @@ fake_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
                          (suseconds_t)(t->latency_ms % 1000) * 1000};
     if (g->timer == NULL || evtimer_add(g->timer, &tv) != 0)
         abort();
-    g->next = t->gets;
-    if (t->gets)
-        t->gets->prev = g;
-    t->gets = g;
+    LIST_INSERT_HEAD(&t->gets, g, link);
     t->counts.gets++;
 }
 
@@ -157,8 +149,7 @@ fake_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
         abort();
     e->copy = copy_value(v);
     e->dies_at = t->clock(t->clock_arg) + ttl_ms;
-    e->next = t->entries;
-    t->entries = e;
+    SLIST_INSERT_HEAD(&t->entries, e, link);
     t->counts.sets++;
 }
 
@@ -205,11 +196,11 @@ corral_fake_tier_free(struct corral_fake_tier *t)
 {
     if (t == NULL)
         return;
-    while (t->gets)
-        get_finish(t->gets, NULL, -ECANCELED);
-    while (t->entries)
-        drop(t, corral_value_key(t->entries->copy),
-             corral_value_keylen(t->entries->copy));
+    while (!LIST_EMPTY(&t->gets))
+        get_finish(LIST_FIRST(&t->gets), NULL, -ECANCELED);
+    while (!SLIST_EMPTY(&t->entries))
+        drop(t, corral_value_key(SLIST_FIRST(&t->entries)->copy),
+             corral_value_keylen(SLIST_FIRST(&t->entries)->copy));
     free(t);
 }
 

@@ -18,7 +18,7 @@
 #include "value_impl.h"
 
 struct fifo {
-    struct corral_value *head, *tail; /* newest at head, evict at tail */
+    TAILQ_HEAD(fifo_q, corral_value) q; /* newest first, evicted last */
     size_t bytes;
 };
 
@@ -66,6 +66,8 @@ corral_l1_new(size_t max_bytes)
     l1->max_bytes = max_bytes;
     l1->buckets = xcalloc(MIN_BUCKETS, sizeof(*l1->buckets));
     l1->mask = MIN_BUCKETS - 1;
+    TAILQ_INIT(&l1->small.q);
+    TAILQ_INIT(&l1->main.q);
     /* The ghost remembers about as many keys as main holds at 256 B each. */
     size_t g = 1024;
     while (g < max_bytes / 256 && g < (1u << 20))
@@ -91,7 +93,7 @@ corral_l1_free(struct corral_l1 *l1)
             next = v->hnext;
             v->flags &= (uint8_t)~VALUE_LINKED;
             v->queue = Q_NONE;
-            v->hnext = v->qnext = v->qprev = NULL;
+            v->hnext = NULL;
             corral_value_unref(v);
         }
     }
@@ -124,28 +126,14 @@ fifo_push(struct fifo *q, struct corral_value *v, enum l1_queue which,
           size_t charge)
 {
     v->queue = (uint8_t)which;
-    v->qprev = NULL;
-    v->qnext = q->head;
-    if (q->head)
-        q->head->qprev = v;
-    else
-        q->tail = v;
-    q->head = v;
+    TAILQ_INSERT_HEAD(&q->q, v, qlink);
     q->bytes += charge;
 }
 
 static void
 fifo_remove(struct fifo *q, struct corral_value *v, size_t charge)
 {
-    if (v->qprev)
-        v->qprev->qnext = v->qnext;
-    else
-        q->head = v->qnext;
-    if (v->qnext)
-        v->qnext->qprev = v->qprev;
-    else
-        q->tail = v->qprev;
-    v->qnext = v->qprev = NULL;
+    TAILQ_REMOVE(&q->q, v, qlink);
     v->queue = Q_NONE;
     q->bytes -= charge;
 }
@@ -218,7 +206,7 @@ static bool
 evict_small(struct corral_l1 *l1)
 {
     struct corral_value *v;
-    while ((v = l1->small.tail) != NULL) {
+    while ((v = TAILQ_LAST(&l1->small.q, fifo_q)) != NULL) {
         size_t charge = corral_l1_charge(v);
         if (v->freq > 0) {
             fifo_remove(&l1->small, v, charge);
@@ -239,7 +227,7 @@ static bool
 evict_main(struct corral_l1 *l1)
 {
     struct corral_value *v;
-    while ((v = l1->main.tail) != NULL) {
+    while ((v = TAILQ_LAST(&l1->main.q, fifo_q)) != NULL) {
         if (v->freq > 0) {
             size_t charge = corral_l1_charge(v);
             v->freq--;
@@ -259,7 +247,7 @@ evict_to(struct corral_l1 *l1, size_t budget)
 {
     while (l1->stats.bytes > budget) {
         bool small_first =
-            l1->small.bytes > l1->max_bytes / 10 || l1->main.head == NULL;
+            l1->small.bytes > l1->max_bytes / 10 || TAILQ_EMPTY(&l1->main.q);
         if (small_first ? evict_small(l1) || evict_main(l1)
                         : evict_main(l1) || evict_small(l1))
             continue;

@@ -5,6 +5,8 @@
 #ifndef CORRAL_VALUE_IMPL_H
 #define CORRAL_VALUE_IMPL_H
 
+#include <sys/queue.h>
+
 #include "corral/value.h"
 
 enum value_flag {
@@ -14,7 +16,7 @@ enum value_flag {
 
 struct corral_value {
     struct corral_value *hnext;         /* L1 bucket chain */
-    struct corral_value *qnext, *qprev; /* L1 S3-FIFO queue */
+    TAILQ_ENTRY(corral_value) qlink;    /* L1 S3-FIFO queue */
     uint64_t stored_at;                 /* ms */
     uint64_t expires_at;                /* ms */
     uint32_t swr_ms, sie_ms;            /* stale windows, ms */

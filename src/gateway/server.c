@@ -122,7 +122,7 @@ struct conn {
 TAILQ_HEAD(conn_list, conn);
 
 struct pooled_buf {
-    struct pooled_buf *next;
+    SLIST_ENTRY(pooled_buf) link;
 };
 
 struct corral_server {
@@ -147,7 +147,7 @@ struct corral_server {
     struct conn_list deadlines; /* open with a deadline, by time */
     struct conn_list lingering; /* closing, by deadline */
 
-    struct pooled_buf *pool;
+    SLIST_HEAD(, pooled_buf) pool;
     unsigned pool_n;
 
     time_t date_sec;
@@ -205,9 +205,9 @@ reason_phrase(int status)
 static char *
 rbuf_get(struct corral_server *s)
 {
-    struct pooled_buf *b = s->pool;
+    struct pooled_buf *b = SLIST_FIRST(&s->pool);
     if (b) {
-        s->pool = b->next;
+        SLIST_REMOVE_HEAD(&s->pool, link);
         s->pool_n--;
         return (char *)b;
     }
@@ -222,8 +222,7 @@ rbuf_put(struct corral_server *s, char *p)
         return;
     }
     struct pooled_buf *b = (struct pooled_buf *)(void *)p;
-    b->next = s->pool;
-    s->pool = b;
+    SLIST_INSERT_HEAD(&s->pool, b, link);
     s->pool_n++;
 }
 
@@ -1367,6 +1366,7 @@ corral_server_new(struct event_base *base,
     s->rbuf_cap = s->max_header + RBUF_SLACK;
     s->date_sec = (time_t)-1;
     TAILQ_INIT(&s->conns);
+    SLIST_INIT(&s->pool);
     TAILQ_INIT(&s->zombies);
     TAILQ_INIT(&s->deadlines);
     TAILQ_INIT(&s->lingering);
@@ -1459,9 +1459,9 @@ corral_server_free(struct corral_server *s)
         conn_free(c);
     if (s->sweep_ev)
         event_free(s->sweep_ev);
-    while (s->pool) {
-        struct pooled_buf *b = s->pool;
-        s->pool = b->next;
+    struct pooled_buf *b;
+    while ((b = SLIST_FIRST(&s->pool)) != NULL) {
+        SLIST_REMOVE_HEAD(&s->pool, link);
         free(b);
     }
     free(s);
