@@ -14,6 +14,7 @@
 #include <sys/time.h>
 
 #include "corral/value.h"
+#include "timeutil.h"
 
 struct fake_entry {
     SLIST_ENTRY(fake_entry) link;
@@ -48,7 +49,7 @@ loop_clock(void *arg)
 {
     struct timeval tv;
     event_base_gettimeofday_cached(arg, &tv);
-    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    return corral_tv_to_ms(&tv);
 }
 
 static struct corral_value *
@@ -131,8 +132,7 @@ fake_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
     g->keylen = keylen;
     memcpy(g->key, key, keylen);
     g->timer = evtimer_new(t->base, get_timer_cb, g);
-    struct timeval tv = {(time_t)(t->latency_ms / 1000),
-                         (suseconds_t)(t->latency_ms % 1000) * 1000};
+    struct timeval tv = corral_ms_to_tv(t->latency_ms);
     if (g->timer == NULL || evtimer_add(g->timer, &tv) != 0)
         abort();
     LIST_INSERT_HEAD(&t->gets, g, link);

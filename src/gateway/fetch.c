@@ -35,6 +35,7 @@
 
 #include "corral/version.h"
 #include "timeutil.h"
+#include "xalloc.h"
 
 #define MAX_PATH_LEN 8192 /* bytes of path and query */
 #define MAX_BODY (1LL << 40) /* bytes; keeps Content-Length in range */
@@ -274,7 +275,7 @@ watch_find(struct corral_fetch_upstream *u, curl_socket_t fd)
 static struct watch *
 watch_new(struct corral_fetch_upstream *u, curl_socket_t fd)
 {
-    struct watch *w = calloc(1, sizeof(*w));
+    struct watch *w = xcalloc(1, sizeof(*w));
 
     if (w == NULL)
         return NULL;
@@ -480,9 +481,7 @@ header_cb(char *p, size_t size, size_t nitems, void *arg)
         }
     } else if ((v = field_value(p, n, "Content-Type", &vlen)) != NULL) {
         free(f->content_type);
-        f->content_type = strndup(v, vlen);
-        if (f->content_type == NULL)
-            return 0;
+        f->content_type = xstrndup(v, vlen);
     } else if ((v = field_value(p, n, "Content-Length", &vlen)) != NULL) {
         /* libcurl checks the framing; this is only to refuse early. */
         f->clen = 0;
@@ -519,9 +518,7 @@ write_cb(char *p, size_t size, size_t nitems, void *arg)
             cap *= 2;
         if (cap > f->u->max_body + 1)
             cap = f->u->max_body + 1;
-        b = realloc(f->body, cap);
-        if (b == NULL)
-            return 0;
+        b = xrealloc(f->body, cap);
         f->body = b;
         f->cap = cap;
     }
@@ -713,11 +710,8 @@ done(struct corral_fetch *f, CURLcode rc)
         f->len = 0;
     }
     if (rc == CURLE_OK && f->status >= 200 && !f->switched) {
-        if (f->body == NULL && (f->body = malloc(1)) == NULL) {
-            detach(f);
-            finish_error(f, CORRAL_FETCH_E_CONNECT, "out of memory");
-            return;
-        }
+        if (f->body == NULL)
+            f->body = xmalloc(1);
         f->body[f->len] = '\0';
         res.message = f->reason;
         res.content_type = f->content_type;
@@ -1166,9 +1160,7 @@ corral_fetch_get(struct corral_fetch_upstream *u, const char *path_and_query,
         errno = EINVAL;
         return NULL;
     }
-    f = calloc(1, sizeof(*f));
-    if (f == NULL)
-        return NULL;
+    f = xcalloc(1, sizeof(*f));
     f->u = u;
     f->cb = cb;
     f->arg = arg;

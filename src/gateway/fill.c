@@ -11,6 +11,7 @@
 #include "config.h"
 #include "fetch.h"
 #include "route.h"
+#include "xalloc.h"
 
 /* A fill in flight: the fetch that computes it. */
 struct job {
@@ -132,11 +133,7 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     struct corral_route_fill *rf = arg;
     size_t len;
     const char *path = corral_fill_data(fill, &len);
-    struct job *job = calloc(1, sizeof(*job));
-    if (job == NULL) {
-        corral_fill_fail(fill, -ENOMEM, "out of memory");
-        return;
-    }
+    struct job *job = xcalloc(1, sizeof(*job));
     job->fill = fill;
     job->rf = rf;
     job->fetch = corral_fetch_get(rf->upstream, path, job_fetched, job);

@@ -19,6 +19,7 @@
 #include "fmt.h"
 #include "route.h"
 #include "server.h"
+#include "xalloc.h"
 
 struct corral_gateway {
     struct event_base *base;
@@ -222,11 +223,7 @@ on_request(struct corral_request *req, void *arg)
     }
 
     /* A miss: wait on the key's one fill. */
-    struct client *cl = calloc(1, sizeof(*cl));
-    if (cl == NULL) {
-        respond_error(req, 503, "out of memory", NULL);
-        return;
-    }
+    struct client *cl = xcalloc(1, sizeof(*cl));
     cl->g = g;
     cl->req = req;
     cl->route = m.index;

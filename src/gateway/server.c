@@ -10,6 +10,7 @@
 #include "fmt.h"
 #include "listener.h"
 #include "timeutil.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -211,7 +212,7 @@ rbuf_get(struct corral_server *s)
         s->pool_n--;
         return (char *)b;
     }
-    return malloc(s->rbuf_cap);
+    return xmalloc(s->rbuf_cap);
 }
 
 static void
@@ -292,7 +293,8 @@ conn_kick(struct conn *c)
 
 /* ---- answers ----------------------------------------------------------- */
 
-/* Room for n more bytes in the obuf; returns the offset, or -1. */
+/* Room for n more bytes in the obuf; returns the offset (-1 is kept for
+ * callers, but allocation failure aborts: see xalloc.h). */
 static long
 obuf_reserve(struct conn *c, size_t n)
 {
@@ -300,10 +302,7 @@ obuf_reserve(struct conn *c, size_t n)
         size_t cap = c->obuf_cap ? c->obuf_cap : OBUF_MIN;
         while (cap - c->obuf_len < n)
             cap *= 2;
-        char *p = realloc(c->obuf, cap);
-        if (!p)
-            return -1;
-        c->obuf = p;
+        c->obuf = xrealloc(c->obuf, cap);
         c->obuf_cap = cap;
     }
     long off = (long)c->obuf_len;
@@ -927,13 +926,8 @@ conn_dispatch(struct conn *c)
         size_t cap = sl->own_cap ? sl->own_cap : OWN_MIN;
         while (cap < need)
             cap *= 2;
-        char *own = realloc(sl->own, cap);
-        if (!own) {
-            conn_fail(c, 500);
-            return;
-        }
         s->stats.copy_bytes += cap - sl->own_cap;
-        sl->own = own;
+        sl->own = xrealloc(sl->own, cap);
         sl->own_cap = cap;
     }
     sl = conn_push(c);
@@ -1156,10 +1150,6 @@ on_read(evutil_socket_t fd, short what, void *arg)
     if (!c->rbuf) {
         c->rbuf = rbuf_get(s);
         c->rpos = c->wpos = 0;
-        if (!c->rbuf) {
-            conn_close(c);
-            return;
-        }
     }
     if (s->rbuf_cap - c->wpos < RBUF_SLACK / 2) {
         /* Keep only what the request being parsed still points at. */
@@ -1211,11 +1201,7 @@ on_kick(evutil_socket_t fd, short what, void *arg)
 static void
 conn_new(struct corral_server *s, int fd)
 {
-    struct conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        return;
-    }
+    struct conn *c = xcalloc(1, sizeof *c);
     c->server = s;
     c->fd = fd;
     c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
