@@ -4,6 +4,7 @@
 #include <stdbool.h>
 
 #include "l1.h"
+#include "siphash.h"
 #include "testlib.h"
 #include "value_impl.h"
 
@@ -214,9 +215,27 @@ test_sweep(void)
     corral_l1_free(l1);
 }
 
+/* SipHash-2-4's reference vectors (key 00..0f, message 00 01 02 ...), and
+ * the empty input with a NULL pointer, which clang's UBSan flagged as
+ * arithmetic on NULL. */
+static void
+test_siphash(void)
+{
+    uint8_t key[16], msg[15];
+    for (int i = 0; i < 16; i++)
+        key[i] = (uint8_t)i;
+    for (int i = 0; i < 15; i++)
+        msg[i] = (uint8_t)i;
+    CHECK(corral_siphash(NULL, 0, key) == 0x726fdb47dd0e0e31ull);
+    CHECK(corral_siphash(msg, 1, key) == 0x74f839c593dc67fdull);
+    CHECK(corral_siphash(msg, 2, key) == 0x0d6c8009d9a94f5aull);
+    CHECK(corral_siphash(msg, 15, key) == 0xa129ca6149be45e5ull);
+}
+
 int
 main(void)
 {
+    RUN(test_siphash);
     RUN(test_overhead);
     RUN(test_budget);
     RUN(test_scan_resistance);
