@@ -1,0 +1,95 @@
+/* l2codec.c — the second tier's value encoding (see l2codec.h). */
+#include "l2codec.h"
+
+#include <string.h>
+
+#include "value_impl.h"
+
+static char *
+put(char *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        *p++ = (char)(v >> (8 * i));
+    return p;
+}
+
+static uint64_t
+get(const char *p, int bytes)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)(unsigned char)p[i] << (8 * i);
+    return v;
+}
+
+size_t
+corral_l2_size(const struct corral_value *v)
+{
+    return CORRAL_L2_HEADER + v->keylen + v->ctype_len + v->aux_len + v->len;
+}
+
+void
+corral_l2_encode(const struct corral_value *v, char *buf)
+{
+    char *p = buf;
+
+    memcpy(p, "CRV", 3);
+    p += 3;
+    p = put(p, CORRAL_L2_VERSION, 1);
+    p = put(p, v->stored_at, 8);
+    p = put(p, v->expires_at, 8);
+    p = put(p, v->swr_ms, 4);
+    p = put(p, v->sie_ms, 4);
+    p = put(p, v->keylen, 2);
+    p = put(p, v->ctype_len, 2);
+    p = put(p, v->aux_len, 2);
+    p = put(p, v->len, 4);
+    memcpy(p, corral_value_key(v), v->keylen);
+    p += v->keylen;
+    memcpy(p, corral_value_content_type(v), v->ctype_len);
+    p += v->ctype_len;
+    memcpy(p, corral_value_aux(v), v->aux_len);
+    p += v->aux_len;
+    memcpy(p, corral_value_body(v), v->len);
+}
+
+int
+corral_l2_decode(const char *buf, size_t len, const void *key, size_t keylen,
+                 struct corral_value **out)
+{
+    *out = NULL;
+    if (len < 4 || memcmp(buf, "CRV", 3) != 0)
+        return CORRAL_L2_GARBAGE;
+    if ((unsigned char)buf[3] != CORRAL_L2_VERSION)
+        return CORRAL_L2_FOREIGN;
+    if (len < CORRAL_L2_HEADER)
+        return CORRAL_L2_GARBAGE;
+    uint64_t stored_at = get(buf + 4, 8), expires_at = get(buf + 12, 8);
+    uint64_t swr = get(buf + 20, 4), sie = get(buf + 24, 4);
+    size_t klen = get(buf + 28, 2), clen = get(buf + 30, 2);
+    size_t alen = get(buf + 32, 2), blen = get(buf + 34, 4);
+    if (CORRAL_L2_HEADER + klen + clen + alen + blen != len ||
+        expires_at < stored_at)
+        return CORRAL_L2_GARBAGE;
+    const char *k = buf + CORRAL_L2_HEADER, *ct = k + klen, *aux = ct + clen;
+    const char *body = aux + alen;
+    if (klen != keylen || memcmp(k, key, keylen) != 0)
+        return CORRAL_L2_OTHER_KEY;
+    char ctype[1025];
+    if (clen >= sizeof(ctype) || memchr(ct, '\0', clen) != NULL)
+        return CORRAL_L2_GARBAGE;
+    memcpy(ctype, ct, clen);
+    ctype[clen] = '\0';
+    struct corral_value *v = corral_value_new(k, klen, body, blen, ctype, alen);
+    if (v == NULL)
+        return CORRAL_L2_GARBAGE;
+    size_t cap;
+    char *a = corral_value_aux_mut(v, &cap);
+    if (alen > 0)
+        memcpy(a, aux, alen);
+    corral_value_set_aux_len(v, alen);
+    corral_value_set_times(v, stored_at, expires_at, swr, sie);
+    *out = v;
+    return CORRAL_L2_OK;
+}

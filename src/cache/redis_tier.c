@@ -1,0 +1,451 @@
+/* redis_tier.c — the second tier in Redis (see corral/redis_tier.h).
+ *
+ * A get is a struct req with its own timer. Sent to Redis, hiredis owns it
+ * until the reply callback, which hiredis calls exactly once (with a NULL
+ * reply when the connection goes); the timer may answer first, and then
+ * the reply only frees it. Not sent (Redis down), the timer answers it on
+ * the next loop turn, so no callback fires inside get(). A connection that
+ * times out STUCK_AFTER gets in a row is taken for stuck (accepting, never
+ * answering) and replaced. */
+#include "corral/redis_tier.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "corral/value.h"
+#include "l2codec.h"
+#include "timeutil.h"
+#include "xalloc.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 500
+#define CONNECT_TIMEOUT_MS 1000
+#define STUCK_AFTER 3 /* gets in a row that time out */
+
+struct req {
+    struct corral_redis_tier *t;
+    corral_tier_get_cb *cb;
+    void *arg;
+    struct event *timer;
+    bool sent; /* hiredis holds it until its reply callback */
+    bool done; /* cb has fired */
+    TAILQ_ENTRY(req) link;
+    size_t keylen;
+    char key[];
+};
+
+struct corral_redis_tier {
+    struct event_base *base;
+    char *host, *unix_path, *prefix, *password;
+    uint16_t port;
+    unsigned db;
+    uint64_t timeout_ms;
+    redisAsyncContext *ac; /* NULL while down */
+    bool connected;        /* ac finished connecting */
+    unsigned timeouts_in_row;
+    uint64_t backoff_ms;
+    struct event *retry_ev;   /* reconnect, or give up connecting */
+    struct event *reset_ev;   /* drop a stuck connection, off the stack */
+    TAILQ_HEAD(, req) reqs;   /* gets not answered or not freed yet */
+    struct corral_redis_stats stats;
+};
+
+const char *
+corral_redis_state_name(enum corral_redis_state s)
+{
+    return s == CORRAL_REDIS_UP ? "up" : "down";
+}
+
+/* ---- connection ---- */
+
+static void start_connect(struct corral_redis_tier *t);
+
+static void
+schedule_retry(struct corral_redis_tier *t)
+{
+    struct timeval tv = corral_ms_to_tv(t->backoff_ms);
+
+    event_add(t->retry_ev, &tv);
+    t->backoff_ms *= 2;
+    if (t->backoff_ms > BACKOFF_MAX_MS)
+        t->backoff_ms = BACKOFF_MAX_MS;
+}
+
+static void
+went_down(struct corral_redis_tier *t, const char *why)
+{
+    if (t->stats.state == CORRAL_REDIS_UP)
+        fprintf(stderr, "corral: redis %s: down (%s)\n",
+                t->unix_path ? t->unix_path : t->host, why);
+    t->stats.state = CORRAL_REDIS_DOWN;
+    t->ac = NULL;
+    t->connected = false;
+    schedule_retry(t);
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis_tier *t = ac->data;
+
+    if (t == NULL || t->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this callback. */
+        went_down(t, ac->errstr);
+        return;
+    }
+    event_del(t->retry_ev);
+    t->connected = true;
+    t->backoff_ms = BACKOFF_MIN_MS;
+    t->timeouts_in_row = 0;
+    t->stats.connects++;
+    if (t->stats.state != CORRAL_REDIS_UP)
+        fprintf(stderr, "corral: redis %s: up\n",
+                t->unix_path ? t->unix_path : t->host);
+    t->stats.state = CORRAL_REDIS_UP;
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis_tier *t = ac->data;
+
+    (void)status;
+    if (t == NULL || t->ac != ac)
+        return; /* one we dropped on purpose */
+    went_down(t, ac->errstr[0] ? ac->errstr : "connection closed");
+}
+
+static void
+start_connect(struct corral_redis_tier *t)
+{
+    redisAsyncContext *ac = t->unix_path ? redisAsyncConnectUnix(t->unix_path)
+                                         : redisAsyncConnect(t->host, t->port);
+    struct timeval tv = corral_ms_to_tv(CONNECT_TIMEOUT_MS);
+
+    if (ac == NULL || ac->err) {
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        t->ac = NULL;
+        schedule_retry(t);
+        return;
+    }
+    ac->data = t;
+    t->ac = ac;
+    t->connected = false;
+    redisLibeventAttach(ac, t->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (t->password != NULL)
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", t->password);
+    if (t->db != 0)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %u", t->db);
+    /* A connect that hangs (a black hole) is given up at the retry timer. */
+    event_add(t->retry_ev, &tv);
+}
+
+/* Drops the current connection (its pending replies come back NULL). */
+static void
+drop(struct corral_redis_tier *t, const char *why)
+{
+    redisAsyncContext *ac = t->ac;
+
+    if (ac == NULL)
+        return;
+    t->ac = NULL; /* on_disconnect ignores it now */
+    ac->data = NULL;
+    if (t->stats.state == CORRAL_REDIS_UP)
+        fprintf(stderr, "corral: redis %s: down (%s)\n",
+                t->unix_path ? t->unix_path : t->host, why);
+    t->stats.state = CORRAL_REDIS_DOWN;
+    t->connected = false;
+    redisAsyncFree(ac);
+}
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis_tier *t = arg;
+
+    (void)fd;
+    (void)what;
+    if (t->ac != NULL && !t->connected) {
+        drop(t, "connect timed out");
+        schedule_retry(t);
+        return;
+    }
+    if (t->ac == NULL)
+        start_connect(t);
+}
+
+static void
+reset_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis_tier *t = arg;
+
+    (void)fd;
+    (void)what;
+    drop(t, "no answer: connection taken for stuck");
+    schedule_retry(t);
+}
+
+/* ---- gets ---- */
+
+static void
+req_free(struct req *r)
+{
+    TAILQ_REMOVE(&r->t->reqs, r, link);
+    event_free(r->timer);
+    free(r);
+}
+
+static void
+answer(struct req *r, struct corral_value *v, int error)
+{
+    r->done = true;
+    event_del(r->timer);
+    r->cb(v, error, r->arg);
+}
+
+static void
+req_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct req *r = arg;
+    struct corral_redis_tier *t = r->t;
+
+    (void)fd;
+    (void)what;
+    if (!r->sent) { /* Redis was down: a miss, answered off the stack */
+        t->stats.misses++;
+        answer(r, NULL, -ENOTCONN);
+        req_free(r);
+        return;
+    }
+    t->stats.timeouts++;
+    if (++t->timeouts_in_row >= STUCK_AFTER && t->ac != NULL)
+        event_active(t->reset_ev, EV_TIMEOUT, 1);
+    answer(r, NULL, -ETIMEDOUT); /* hiredis still owns r */
+}
+
+static void
+get_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct req *r = privdata;
+    struct corral_redis_tier *t = r->t;
+    redisReply *rep = reply;
+    struct corral_value *v = NULL;
+
+    (void)ac;
+    if (r->done) {
+        req_free(r);
+        return;
+    }
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        t->stats.errors++;
+        answer(r, NULL, -EIO);
+    } else if (rep->type != REDIS_REPLY_STRING) {
+        t->timeouts_in_row = 0;
+        t->stats.misses++;
+        answer(r, NULL, -ENOENT);
+    } else {
+        t->timeouts_in_row = 0;
+        int rc = corral_l2_decode(rep->str, (size_t)rep->len, r->key,
+                                  r->keylen, &v);
+        if (rc == CORRAL_L2_OK) {
+            t->stats.hits++;
+            answer(r, v, 0);
+        } else {
+            t->stats.bad_values++;
+            t->stats.misses++;
+            answer(r, NULL, -ENOENT);
+        }
+    }
+    req_free(r);
+}
+
+/* prefix + key, in buf when it fits, else allocated (caller frees if
+ * != buf). */
+static char *
+full_key(const struct corral_redis_tier *t, const void *key, size_t keylen,
+         char *buf, size_t cap, size_t *len)
+{
+    size_t plen = strlen(t->prefix);
+    char *k = plen + keylen <= cap ? buf : xmalloc(plen + keylen);
+
+    memcpy(k, t->prefix, plen);
+    memcpy(k + plen, key, keylen);
+    *len = plen + keylen;
+    return k;
+}
+
+static void
+redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
+          void *arg)
+{
+    struct corral_redis_tier *t = ctx;
+    struct req *r = xcalloc(1, sizeof(*r) + keylen);
+    struct timeval tv;
+    char buf[512], *k;
+    size_t klen;
+
+    r->t = t;
+    r->cb = cb;
+    r->arg = arg;
+    r->keylen = keylen;
+    memcpy(r->key, key, keylen);
+    r->timer = evtimer_new(t->base, req_timer_cb, r);
+    if (r->timer == NULL)
+        abort(); /* the policy of xalloc.h */
+    TAILQ_INSERT_TAIL(&t->reqs, r, link);
+    if (t->ac != NULL && t->connected) {
+        k = full_key(t, key, keylen, buf, sizeof(buf), &klen);
+        r->sent = redisAsyncCommand(t->ac, get_reply, r, "GET %b", k, klen) ==
+                  REDIS_OK;
+        if (k != buf)
+            free(k);
+    }
+    tv = corral_ms_to_tv(r->sent ? t->timeout_ms : 0);
+    evtimer_add(r->timer, &tv);
+}
+
+static void
+count_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis_tier *t = privdata;
+    redisReply *rep = reply;
+
+    (void)ac;
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+        t->stats.errors++;
+}
+
+static void
+redis_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
+{
+    struct corral_redis_tier *t = ctx;
+    char buf[512], *k, *blob;
+    size_t klen, n;
+
+    if (t->ac == NULL || !t->connected || ttl_ms == 0) {
+        t->stats.errors += t->ac == NULL || !t->connected;
+        return;
+    }
+    n = corral_l2_size(v);
+    blob = xmalloc(n);
+    corral_l2_encode(v, blob);
+    k = full_key(t, corral_value_key(v), corral_value_keylen(v), buf,
+                 sizeof(buf), &klen);
+    if (redisAsyncCommand(t->ac, count_reply, t, "SET %b %b PX %llu", k, klen,
+                          blob, n, (unsigned long long)ttl_ms) != REDIS_OK)
+        t->stats.errors++;
+    if (k != buf)
+        free(k);
+    free(blob);
+}
+
+static void
+redis_del(void *ctx, const void *key, size_t keylen)
+{
+    struct corral_redis_tier *t = ctx;
+    char buf[512], *k;
+    size_t klen;
+
+    if (t->ac == NULL || !t->connected) {
+        t->stats.errors++;
+        return;
+    }
+    k = full_key(t, key, keylen, buf, sizeof(buf), &klen);
+    if (redisAsyncCommand(t->ac, count_reply, t, "DEL %b", k, klen) !=
+        REDIS_OK)
+        t->stats.errors++;
+    if (k != buf)
+        free(k);
+}
+
+const struct corral_tier corral_redis_tier_ops = {
+    .name = "redis",
+    .get = redis_get,
+    .set = redis_set,
+    .del = redis_del,
+    .subscribe = NULL, /* invalidation across instances: not yet */
+};
+
+/* ---- lifecycle ---- */
+
+struct corral_redis_tier *
+corral_redis_tier_new(struct event_base *base,
+                      const struct corral_redis_options *o, char *err,
+                      size_t errlen)
+{
+    struct corral_redis_tier *t;
+
+    if (base == NULL || o == NULL ||
+        (o->unix_path == NULL && (o->host == NULL || o->port == 0))) {
+        snprintf(err, errlen, "redis: a host and port, or a unix path");
+        return NULL;
+    }
+    t = xcalloc(1, sizeof(*t));
+    t->base = base;
+    t->host = o->host ? strdup(o->host) : NULL;
+    t->unix_path = o->unix_path ? strdup(o->unix_path) : NULL;
+    t->prefix = strdup(o->prefix ? o->prefix : "");
+    t->password = o->password ? strdup(o->password) : NULL;
+    t->port = o->port;
+    t->db = o->db;
+    t->timeout_ms = o->timeout_ms ? o->timeout_ms : 50;
+    t->backoff_ms = BACKOFF_MIN_MS;
+    TAILQ_INIT(&t->reqs);
+    t->retry_ev = evtimer_new(base, retry_cb, t);
+    t->reset_ev = event_new(base, -1, 0, reset_cb, t);
+    if ((o->host && !t->host) || (o->unix_path && !t->unix_path) ||
+        !t->prefix || (o->password && !t->password) || !t->retry_ev ||
+        !t->reset_ev) {
+        snprintf(err, errlen, "redis: out of memory");
+        corral_redis_tier_free(t);
+        return NULL;
+    }
+    start_connect(t);
+    return t;
+}
+
+void
+corral_redis_tier_free(struct corral_redis_tier *t)
+{
+    struct req *r;
+
+    if (t == NULL)
+        return;
+    TAILQ_FOREACH(r, &t->reqs, link)
+        if (!r->done)
+            answer(r, NULL, -ECANCELED); /* cannot free r: no free here */
+    drop(t, "closing"); /* hiredis hands back and we free the sent ones */
+    while ((r = TAILQ_FIRST(&t->reqs)) != NULL)
+        req_free(r);
+    if (t->retry_ev)
+        event_free(t->retry_ev);
+    if (t->reset_ev)
+        event_free(t->reset_ev);
+    free(t->host);
+    free(t->unix_path);
+    free(t->prefix);
+    if (t->password)
+        explicit_bzero(t->password, strlen(t->password));
+    free(t->password);
+    free(t);
+}
+
+void
+corral_redis_tier_stats(const struct corral_redis_tier *t,
+                        struct corral_redis_stats *out)
+{
+    *out = t->stats;
+}
