@@ -45,6 +45,7 @@ struct req {
 struct corral_redis_tier {
     struct event_base *base;
     char *host, *unix_path, *prefix, *password;
+    char name[280]; /* "host:port" or the path, for logs */
     uint16_t port;
     unsigned db;
     uint64_t timeout_ms;
@@ -84,7 +85,7 @@ went_down(struct corral_redis_tier *t, const char *why)
 {
     if (t->stats.state == CORRAL_REDIS_UP)
         fprintf(stderr, "corral: redis %s: down (%s)\n",
-                t->unix_path ? t->unix_path : t->host, why);
+                t->name, why);
     t->stats.state = CORRAL_REDIS_DOWN;
     t->ac = NULL;
     t->connected = false;
@@ -109,8 +110,7 @@ on_connect(const redisAsyncContext *ac, int status)
     t->timeouts_in_row = 0;
     t->stats.connects++;
     if (t->stats.state != CORRAL_REDIS_UP)
-        fprintf(stderr, "corral: redis %s: up\n",
-                t->unix_path ? t->unix_path : t->host);
+        fprintf(stderr, "corral: redis %s: up\n", t->name);
     t->stats.state = CORRAL_REDIS_UP;
 }
 
@@ -165,7 +165,7 @@ drop(struct corral_redis_tier *t, const char *why)
     ac->data = NULL;
     if (t->stats.state == CORRAL_REDIS_UP)
         fprintf(stderr, "corral: redis %s: down (%s)\n",
-                t->unix_path ? t->unix_path : t->host, why);
+                t->name, why);
     t->stats.state = CORRAL_REDIS_DOWN;
     t->connected = false;
     redisAsyncFree(ac);
@@ -403,6 +403,11 @@ corral_redis_tier_new(struct event_base *base,
     t->db = o->db;
     t->timeout_ms = o->timeout_ms ? o->timeout_ms : 50;
     t->backoff_ms = BACKOFF_MIN_MS;
+    if (o->unix_path)
+        snprintf(t->name, sizeof(t->name), "unix:%s", o->unix_path);
+    else
+        snprintf(t->name, sizeof(t->name), "%s:%u", o->host,
+                 (unsigned)o->port);
     TAILQ_INIT(&t->reqs);
     t->retry_ev = evtimer_new(base, retry_cb, t);
     t->reset_ev = event_new(base, -1, 0, reset_cb, t);
