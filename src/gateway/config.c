@@ -1103,16 +1103,30 @@ parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 static int
 parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 {
-    static const char *const keys[] = {"redis", "db", "prefix", "timeout",
-                                       NULL};
+    static const char *const keys[] = {"redis",   "db",       "prefix",
+                                       "timeout", "password", NULL};
     struct jnode *m;
     struct corral_config_l2 *l2;
     if (check_object(c, n, "l2", keys) < 0)
         return -1;
     if ((l2 = cfg->l2 = calloc(1, sizeof(*l2))) == NULL)
         return fail(c, n, "l2", "out of memory");
-    if ((m = need(c, n, "l2", "redis")) == NULL ||
-        get_addr(c, m, "l2.redis", true, &l2->redis) < 0)
+    if ((m = need(c, n, "l2", "redis")) == NULL)
+        return -1;
+    const char *r = get_str(c, m, "l2.redis", NULL);
+    if (r == NULL)
+        return -1;
+    if (strncmp(r, "unix:", 5) == 0) {
+        if (r[5] != '/')
+            return fail(c, m, "l2.redis",
+                        "\"%s\": unix: takes an absolute path", quote(c, m));
+        if ((l2->unix_path = strdup(r + 5)) == NULL)
+            return fail(c, m, "l2.redis", "out of memory");
+    } else if (get_addr(c, m, "l2.redis", true, &l2->redis) < 0) {
+        return -1;
+    }
+    if ((m = member(n, "password")) &&
+        dup_str(c, m, "l2.password", &l2->password) < 0)
         return -1;
     if ((m = member(n, "db")) &&
         get_unsigned(c, m, "l2.db", 0, 1000000, &l2->db) < 0)
@@ -1396,6 +1410,10 @@ corral_config_free(struct corral_config *cfg)
     free(cfg->access_log);
     if (cfg->l2) {
         free(cfg->l2->redis.host);
+        free(cfg->l2->unix_path);
+        if (cfg->l2->password)
+            explicit_bzero(cfg->l2->password, strlen(cfg->l2->password));
+        free(cfg->l2->password);
         free(cfg->l2->prefix);
         free(cfg->l2);
     }

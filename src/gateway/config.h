@@ -32,7 +32,9 @@ struct corral_config_admin {
 };
 
 struct corral_config_l2 {
-    struct corral_config_addr redis;
+    struct corral_config_addr redis; /* host:port, unless unix_path */
+    char *unix_path;                 /* "unix:/path": the path */
+    char *password;                  /* AUTH; NULL: none. Never logged */
     unsigned db;
     char *prefix;        /* prepended to every key, default "corral:" */
     uint64_t timeout_ms; /* per operation, default 50 */

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "corral/cache.h"
+#include "corral/redis_tier.h"
 #include "fetch.h"
 #include "fill.h"
 #include "fmt.h"
@@ -29,6 +30,7 @@ struct corral_gateway {
     struct corral_route_table *routes;
     struct corral_fetch_upstream **upstreams; /* by config index */
     struct corral_route_fill *route_fill;     /* by config index */
+    struct corral_redis_tier *l2;             /* NULL: L1 only */
 };
 
 /* A client waiting on a fill. */
@@ -284,9 +286,27 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         return NULL;
     g->base = base;
     g->cfg = cfg;
+    if (cfg->l2) {
+        struct corral_redis_options ro = {
+            .host = cfg->l2->redis.host,
+            .port = cfg->l2->redis.port,
+            .unix_path = cfg->l2->unix_path,
+            .db = cfg->l2->db,
+            .prefix = cfg->l2->prefix,
+            .password = cfg->l2->password,
+            .timeout_ms = cfg->l2->timeout_ms,
+        };
+        g->l2 = corral_redis_tier_new(base, &ro, err, errlen);
+        if (g->l2 == NULL) {
+            free(g);
+            return NULL;
+        }
+    }
     struct corral_cache_options co = {
         .max_bytes = cfg->l1_max_bytes,
         .max_waiters = cfg->limits.max_waiters,
+        .tier = g->l2 ? &corral_redis_tier_ops : NULL,
+        .tier_ctx = g->l2,
     };
     g->cache = corral_cache_new(base, &co);
     g->routes = corral_route_table_new(cfg, err, errlen);
@@ -348,6 +368,7 @@ corral_gateway_free(struct corral_gateway *g)
         return;
     corral_server_free(g->server);
     corral_cache_free(g->cache);
+    corral_redis_tier_free(g->l2); /* after the cache that uses it */
     if (g->upstreams)
         for (size_t i = 0; i < g->cfg->n_upstreams; i++)
             corral_fetch_upstream_free(g->upstreams[i]);

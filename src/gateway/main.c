@@ -31,7 +31,8 @@ warn_unserved(const struct corral_config *cfg)
     const char *what[8];
     size_t n = 0;
     if (cfg->l2)
-        what[n++] = "l2 (running L1 only)";
+        what[n++] = "fleet-wide single flight over l2 (each instance fills "
+                    "on its own; L2 hits are served)";
     if (cfg->workers > 1)
         what[n++] = "workers (running one reactor)";
     if (cfg->admin)

@@ -74,6 +74,8 @@ class World:
 
     def stop(self):
         """Stops everything; returns the exit codes of the corrals."""
+        for r in getattr(self, "redises", []):
+            r.kill()
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -105,6 +107,15 @@ class World:
         port = int(open(portfile).read())
         return Origin(port, tls=cert is not None)
 
+    def start_redis(self):
+        """A real redis-server on a free loopback port."""
+        r = Redis(self, free_port())
+        if not hasattr(self, "redises"):
+            self.redises = []
+        self.redises.append(r)
+        r.start()
+        return r
+
     def write_config(self, cfg, name="corral.json"):
         path = self.path(name)
         with open(path, "w") as f:
@@ -118,13 +129,46 @@ class World:
         port = free_port()
         cfg = dict(cfg)
         cfg["listen"] = f"127.0.0.1:{port}"
-        path = self.write_config(cfg)
+        path = self.write_config(cfg, f"corral-{len(self.corrals)}.json")
         p = subprocess.Popen([CORRAL, "-c", path],
                              env={**os.environ, **(env or {})})
         self.procs.append(p)
         self.corrals.append(p)
         wait_port(port, p)
         return Corral(port, p)
+
+
+class Redis:
+    """redis-server, which a test can SIGKILL and start again on the same
+    port, and talk to with raw RESP."""
+
+    def __init__(self, world, port):
+        self.world = world
+        self.port = port
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.world.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def command(self, *args):
+        """One command; returns the raw reply bytes."""
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        with socket.create_connection(("127.0.0.1", self.port), 5) as s:
+            s.sendall(out)
+            reply = s.recv(1 << 20)
+        return reply
 
 
 class Origin:

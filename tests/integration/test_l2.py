@@ -1,0 +1,88 @@
+"""Two corral instances sharing a real redis-server: one fills, the other
+answers from L2 with the remaining TTL and an honest Age; garbage and a
+foreign encoding under a key are misses; Redis killed and restarted;
+a Redis that accepts and never answers costs at most l2.timeout."""
+import socket
+import time
+
+from harness import World, check, check_eq, done
+
+w = World()
+origin = w.start_origin()
+redis = w.start_redis()
+
+
+def config(redis_port, timeout="50ms"):
+    return {
+        "l2": {"redis": f"127.0.0.1:{redis_port}", "prefix": "it:",
+               "timeout": timeout},
+        "upstreams": {"o": {"base": origin.base()}},
+        "routes": [{"path": "/api/{k}", "upstream": "o", "fetch": "/v/{k}",
+                    "strategy": "1m"}],
+    }
+
+
+a = w.start_corral(config(redis.port))
+b = w.start_corral(config(redis.port))
+time.sleep(0.3)  # both connected to Redis
+
+# A fills; B answers from L2: same body, remaining TTL, Age from A's store.
+r = a.get("/api/one")
+check_eq(r.status, 200, "A fills")
+check_eq(r.headers.get("cache-status"), "corral; fwd=miss; stored", "stored")
+time.sleep(1.2)
+r2 = b.get("/api/one")
+check_eq(r2.status, 200, "B answers")
+check_eq(r2.body, r.body, "the same body")
+cs = r2.headers.get("cache-status", "")
+check(cs.startswith("corral; hit; ttl=") and cs.endswith("; detail=l2"),
+      f"an L2 hit: {cs}")
+ttl = int(cs.split("ttl=")[1].split(";")[0])
+check(55 <= ttl <= 59, f"the remaining ttl: {ttl}")
+check(int(r2.headers["age"]) >= 1, f"Age counts from A's store: {r2.headers}")
+check_eq(r2.headers.get("etag"), r.headers.get("etag"), "the same ETag")
+check_eq(origin.calls("/v/one"), 1, "one origin call for both instances")
+# Promoted: B's next answer is its own L1 hit.
+cs = b.get("/api/one").headers.get("cache-status", "")
+check(cs.startswith("corral; hit") and "l2" not in cs, f"L1 now: {cs}")
+
+# Garbage and a foreign encoding under keys: misses, no crash.
+redis.command("SET", "it:/api/junk", "garbage")
+redis.command("SET", "it:/api/v9", b"CRV\x09" + b"x" * 60)
+for k in ("junk", "v9"):
+    r = b.get(f"/api/{k}")
+    check_eq(r.status, 200, f"{k}: served from the origin")
+    check_eq(r.json()["path"], f"/v/{k}", f"{k}: the origin's body")
+    check_eq(origin.calls(f"/v/{k}"), 1, f"{k}: one call")
+
+# Redis killed: L1 keeps answering, new keys go to the origin at once.
+redis.kill()
+t0 = time.time()
+check_eq(a.get("/api/one").status, 200, "cached key with Redis down")
+check_eq(a.get("/api/new1").status, 200, "new key with Redis down")
+check(time.time() - t0 < 2, "nothing hangs with Redis down")
+check_eq(origin.calls("/v/new1"), 1, "new key: one origin call")
+# Restarted on the same port: used again within a second.
+redis.start()
+time.sleep(1.0)
+check_eq(a.get("/api/two").status, 200, "A fills after the restart")
+cs = b.get("/api/two").headers.get("cache-status", "")
+check(cs.endswith("detail=l2"), f"B reads L2 again: {cs}")
+check_eq(origin.calls("/v/two"), 1, "one call after the restart")
+
+# A Redis that accepts and never answers: every request completes within
+# l2.timeout plus the upstream's time.
+silent = socket.socket()
+silent.bind(("127.0.0.1", 0))
+silent.listen(64)
+c = w.start_corral(config(silent.getsockname()[1], timeout="100ms"))
+time.sleep(0.2)
+for i in range(5):
+    t0 = time.time()
+    r = c.get(f"/api/silent{i}")
+    took = time.time() - t0
+    check_eq(r.status, 200, "served without L2")
+    check(took < 1.5, f"bounded by l2.timeout: {took:.3f} s")
+check(a.alive() and b.alive() and c.alive(), "all still up")
+silent.close()
+done("l2")
