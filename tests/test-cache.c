@@ -424,6 +424,56 @@ test_tier_hangs(void)
     CHECK_EQ_INT(a.fired, 1);
 }
 
+/* A purge during a fill: the fill's waiters get its value, which is not
+ * stored, so the next request fills again. Also when the purge comes from
+ * another instance through the tier. */
+static void
+test_purge_during_fill(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 1, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct corral_fake_tier_counts counts;
+    struct compute cp;
+    struct waiter a = {0}, b = {0}, d = {0};
+
+    compute_init(&cp, "purged", 30);
+    ask(c, "purged", &cp, &a, 5000);
+    run_for(10); /* past the tier lookup: computing */
+    CHECK_EQ_INT(corral_invalidate(c, "purged", 6), 0);
+    ask(c, "purged", &cp, &b, 5000); /* joins the running fill */
+    run_for(60);
+    CHECK_EQ_INT(a.fired, 1);
+    CHECK_EQ_INT(a.error, 0);
+    CHECK_EQ_INT(b.fired, 1);
+    CHECK(b.value == a.value);
+    CHECK_EQ_INT(cp.calls, 1);
+    CHECK(corral_cache_peek(c, "purged", 6) == NULL); /* not stored */
+    corral_fake_tier_counts(tier, &counts);
+    CHECK_EQ_INT(counts.sets, 0);
+    ask(c, "purged", &cp, &d, 5000);
+    run_for(60);
+    CHECK_EQ_INT(d.fired, 1);
+    CHECK_EQ_INT(cp.calls, 2); /* a new fill */
+    CHECK(corral_cache_peek(c, "purged", 6) == d.value);
+
+    /* Heard from another instance while a fill runs. */
+    struct waiter e = {0}, f = {0};
+    fake_now += 3600 * 1000;
+    ask(c, "purged", &cp, &e, 5000);
+    run_for(10);
+    corral_fake_tier_remote_invalidate(tier, "purged", 6);
+    run_for(60);
+    CHECK_EQ_INT(e.fired, 1);
+    CHECK_EQ_INT(e.error, 0);
+    CHECK(corral_cache_peek(c, "purged", 6) == NULL);
+    ask(c, "purged", &cp, &f, 5000);
+    run_for(60);
+    CHECK_EQ_INT(cp.calls, 4);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
 static void
 test_cancel(void)
 {
@@ -810,6 +860,7 @@ main(void)
     RUN(test_late_report_before_fanout);
     RUN(test_cancel_self);
     RUN(test_tier_hangs);
+    RUN(test_purge_during_fill);
     event_base_free(base);
     return 0;
 }

@@ -227,6 +227,49 @@ test_hit_and_miss(void)
     corral_redis_tier_free(t);
 }
 
+struct heard {
+    int calls;
+    size_t len;
+    char key[64];
+};
+
+static void
+heard_cb(const void *key, size_t keylen, void *arg)
+{
+    struct heard *h = arg;
+    h->calls++;
+    h->len = keylen;
+    snprintf(h->key, sizeof(h->key), "%.*s", (int)keylen, (const char *)key);
+}
+
+/* A delete on one instance is heard by every subscriber, itself included,
+ * with the key as given (no prefix); unsubscribed, nothing more. */
+static void
+test_invalidation(void)
+{
+    struct corral_redis_tier *a = tier(port, 200), *b = tier(port, 200);
+    struct heard ha = {0}, hb = {0};
+
+    corral_redis_tier_ops.subscribe(a, heard_cb, &ha);
+    corral_redis_tier_ops.subscribe(b, heard_cb, &hb);
+    CHECK(up_within(a, 2000) && up_within(b, 2000));
+    run_for(200); /* both SUBSCRIBEs in */
+    corral_redis_tier_ops.del(a, "/api/k\0x", 8);
+    for (int i = 0; i < 100 && (ha.calls == 0 || hb.calls == 0); i++)
+        run_for(10);
+    CHECK_EQ_INT(hb.calls, 1);
+    CHECK_EQ_INT(ha.calls, 1);
+    CHECK_EQ_STR(hb.key, "/api/k");
+    CHECK_EQ_INT(hb.len, 8); /* binary-safe: the NUL and what follows */
+    corral_redis_tier_ops.subscribe(b, NULL, NULL);
+    corral_redis_tier_ops.del(a, "/x", 2);
+    run_for(200);
+    CHECK_EQ_INT(hb.calls, 1);
+    CHECK_EQ_INT(ha.calls, 2);
+    corral_redis_tier_free(a);
+    corral_redis_tier_free(b);
+}
+
 /* Redis killed: gets answer at once as misses; restarted on the same port:
  * used again within a second. */
 static void
@@ -306,6 +349,7 @@ main(void)
     port = free_port();
     CHECK(redis_start());
     RUN(test_hit_and_miss);
+    RUN(test_invalidation);
     RUN(test_outage);
     RUN(test_silent_server);
     event_base_free(base);

@@ -130,8 +130,11 @@ void corral_waiter_cancel(struct corral_waiter *w);
 int corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
                              const struct corral_strategy *strategy);
 
-/* Drops key from L1 and the tier below (which tells other instances). A
- * fill in flight for the key goes on. Returns 1 if L1 had it, else 0. */
+/* Drops key from L1 and the tier below (which tells other instances, whose
+ * caches drop it too). A fill in flight for the key, here or where the
+ * purge is heard, goes on and answers its waiters, but its value is not
+ * stored: the purge is not undone, and the next request starts a new fill.
+ * Returns 1 if L1 had it, else 0. */
 int corral_invalidate(struct corral_cache *c, const void *key, size_t keylen);
 
 /* Reports the fill's value: stores it (with the fill's strategy) and fans

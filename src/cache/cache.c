@@ -130,11 +130,24 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- lifecycle ---- */
 
+/* A fill running for key started before its purge: what it brings back
+ * still answers the callers who asked before the purge, but is not stored,
+ * so the purge is not undone and the next request starts a new fill. */
+static void
+purge_fill(struct corral_cache *c, const void *key, size_t keylen)
+{
+    uint64_t h;
+    struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
+    if (f != NULL)
+        f->purged = true;
+}
+
 static void
 tier_invalidated(const void *key, size_t keylen, void *arg)
 {
     struct corral_cache *c = arg;
     corral_l1_del(c->l1, key, keylen);
+    purge_fill(c, key, keylen);
 }
 
 struct corral_cache *
@@ -491,6 +504,7 @@ int
 corral_invalidate(struct corral_cache *c, const void *key, size_t keylen)
 {
     bool had = corral_l1_del(c->l1, key, keylen);
+    purge_fill(c, key, keylen);
     if (c->tier)
         c->tier->del(c->tier_ctx, key, keylen);
     return had;
@@ -526,7 +540,12 @@ corral_fill_done(struct corral_fill *f, struct corral_value *value)
     struct corral_cache *c = f->cache;
     f->computing = false;
     c->stats.fills_ok++;
-    store(c, value, &f->strategy, corral_strategy_ttl_ms(&f->strategy));
+    if (f->purged) /* stamped for its callers, stored nowhere */
+        corral_value_stamp(value, corral_cache_now(c),
+                           corral_strategy_ttl_ms(&f->strategy),
+                           f->strategy.swr_ms, f->strategy.sie_ms);
+    else
+        store(c, value, &f->strategy, corral_strategy_ttl_ms(&f->strategy));
     fill_settle(f, 0, "", value);
 }
 

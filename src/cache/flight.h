@@ -61,6 +61,7 @@ struct corral_fill {
     bool in_tier;   /* the tier still owes a get callback */
     bool computing; /* compute still owes a report */
     bool from_tier; /* result came from the tier below */
+    bool purged;    /* its key was invalidated while it ran: not stored */
     struct corral_strategy strategy;
     corral_compute_cb *compute;
     void *compute_arg;

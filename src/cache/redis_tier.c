@@ -55,6 +55,12 @@ struct corral_redis_tier {
     uint64_t backoff_ms;
     struct event *retry_ev;   /* reconnect, or give up connecting */
     struct event *reset_ev;   /* drop a stuck connection, off the stack */
+    /* The subscriber connection, for invalidations from other instances:
+     * up while someone subscribes. */
+    redisAsyncContext *sub_ac;
+    char *channel; /* prefix + "invalidate" */
+    corral_tier_invalidate_cb *sub_cb;
+    void *sub_arg;
     TAILQ_HEAD(, req) reqs;   /* gets not answered or not freed yet */
     struct corral_redis_stats stats;
 };
@@ -68,6 +74,7 @@ corral_redis_state_name(enum corral_redis_state s)
 /* ---- connection ---- */
 
 static void start_connect(struct corral_redis_tier *t);
+static void start_sub(struct corral_redis_tier *t);
 
 static void
 schedule_retry(struct corral_redis_tier *t)
@@ -185,6 +192,8 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (t->ac == NULL)
         start_connect(t);
+    if (t->sub_cb != NULL && t->sub_ac == NULL)
+        start_sub(t);
 }
 
 static void
@@ -196,6 +205,90 @@ reset_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     drop(t, "no answer: connection taken for stuck");
     schedule_retry(t);
+}
+
+/* ---- the subscriber connection ---- */
+
+static void
+on_message(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis_tier *t = privdata;
+    redisReply *r = reply;
+
+    (void)ac;
+    if (r == NULL || t->sub_ac != ac || r->type != REDIS_REPLY_ARRAY ||
+        r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(r->element[0]->str, "message") != 0 ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return; /* the subscribe confirmation, or the connection going */
+    if (t->sub_cb != NULL)
+        t->sub_cb(r->element[2]->str, (size_t)r->element[2]->len, t->sub_arg);
+}
+
+static void
+on_sub_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis_tier *t = ac->data;
+
+    (void)status;
+    if (t == NULL || t->sub_ac != ac)
+        return;
+    t->sub_ac = NULL; /* hiredis frees it; retry_cb subscribes again */
+    schedule_retry(t);
+}
+
+static void
+on_sub_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK)
+        on_sub_disconnect(ac, status);
+}
+
+static void
+start_sub(struct corral_redis_tier *t)
+{
+    redisAsyncContext *ac = t->unix_path ? redisAsyncConnectUnix(t->unix_path)
+                                         : redisAsyncConnect(t->host, t->port);
+
+    if (ac == NULL || ac->err) {
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        schedule_retry(t);
+        return;
+    }
+    ac->data = t;
+    t->sub_ac = ac;
+    redisLibeventAttach(ac, t->base);
+    redisAsyncSetConnectCallback(ac, on_sub_connect);
+    redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
+    if (t->password != NULL)
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", t->password);
+    redisAsyncCommand(ac, on_message, t, "SUBSCRIBE %s", t->channel);
+}
+
+static void
+stop_sub(struct corral_redis_tier *t)
+{
+    redisAsyncContext *ac = t->sub_ac;
+
+    if (ac == NULL)
+        return;
+    t->sub_ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
+static void
+redis_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
+{
+    struct corral_redis_tier *t = ctx;
+
+    t->sub_cb = cb;
+    t->sub_arg = arg;
+    if (cb == NULL)
+        stop_sub(t);
+    else if (t->sub_ac == NULL)
+        start_sub(t);
 }
 
 /* ---- gets ---- */
@@ -364,8 +457,11 @@ redis_del(void *ctx, const void *key, size_t keylen)
         return;
     }
     k = full_key(t, key, keylen, buf, sizeof(buf), &klen);
+    /* Every instance (this one too) hears of it and drops its L1 copy. */
     if (redisAsyncCommand(t->ac, count_reply, t, "DEL %b", k, klen) !=
-        REDIS_OK)
+            REDIS_OK ||
+        redisAsyncCommand(t->ac, count_reply, t, "PUBLISH %s %b", t->channel,
+                          key, keylen) != REDIS_OK)
         t->stats.errors++;
     if (k != buf)
         free(k);
@@ -376,7 +472,7 @@ const struct corral_tier corral_redis_tier_ops = {
     .get = redis_get,
     .set = redis_set,
     .del = redis_del,
-    .subscribe = NULL, /* invalidation across instances: not yet */
+    .subscribe = redis_subscribe,
 };
 
 /* ---- lifecycle ---- */
@@ -398,6 +494,8 @@ corral_redis_tier_new(struct event_base *base,
     t->host = o->host ? strdup(o->host) : NULL;
     t->unix_path = o->unix_path ? strdup(o->unix_path) : NULL;
     t->prefix = strdup(o->prefix ? o->prefix : "");
+    if (t->prefix && asprintf(&t->channel, "%sinvalidate", t->prefix) < 0)
+        t->channel = NULL;
     t->password = o->password ? strdup(o->password) : NULL;
     t->port = o->port;
     t->db = o->db;
@@ -412,7 +510,8 @@ corral_redis_tier_new(struct event_base *base,
     t->retry_ev = evtimer_new(base, retry_cb, t);
     t->reset_ev = event_new(base, -1, 0, reset_cb, t);
     if ((o->host && !t->host) || (o->unix_path && !t->unix_path) ||
-        !t->prefix || (o->password && !t->password) || !t->retry_ev ||
+        !t->prefix || !t->channel || (o->password && !t->password) ||
+        !t->retry_ev ||
         !t->reset_ev) {
         snprintf(err, errlen, "redis: out of memory");
         corral_redis_tier_free(t);
@@ -433,6 +532,7 @@ corral_redis_tier_free(struct corral_redis_tier *t)
         if (!r->done)
             answer(r, NULL, -ECANCELED); /* cannot free r: no free here */
     drop(t, "closing"); /* hiredis hands back and we free the sent ones */
+    stop_sub(t);
     while ((r = TAILQ_FIRST(&t->reqs)) != NULL)
         req_free(r);
     if (t->retry_ev)
@@ -442,6 +542,7 @@ corral_redis_tier_free(struct corral_redis_tier *t)
     free(t->host);
     free(t->unix_path);
     free(t->prefix);
+    free(t->channel);
     if (t->password)
         explicit_bzero(t->password, strlen(t->password));
     free(t->password);
