@@ -186,8 +186,8 @@ test_unknown_keys(void)
 static void
 test_types(void)
 {
-    CHECK_ERROR(WITH("'workers': '4'"),
-                "t.json:2: workers: ", "expected an integer, not a string");
+    CHECK_ERROR(WITH("'workers': '4'"), "t.json:2: workers: ",
+                "expected an integer or \"auto\", not a string");
     /* a value on the line after its key: the error points at the key */
     CHECK_ERROR(WITH("'workers':\n'4'"),
                 "t.json:2: workers: ", "expected an integer");
@@ -280,8 +280,14 @@ test_addresses(void)
 static void
 test_values(void)
 {
-    CHECK_ERROR(WITH("'workers': 0"),
-                "t.json:2: workers: ", "0 is out of range (1 to 1024)");
+    CHECK_ERROR(WITH("'workers': 1025"),
+                "t.json:2: workers: ", "1025 is out of range (0 to 1024)");
+    struct corral_config *w0 = parse(WITH("'workers': 'auto'"));
+    CHECK(w0 != NULL && w0->workers == 0);
+    corral_config_free(w0);
+    w0 = parse(WITH("'workers': 0"));
+    CHECK(w0 != NULL && w0->workers == 0);
+    corral_config_free(w0);
     CHECK_ERROR(WITH("'access_log': ''"), "t.json:2: access_log: ", "empty");
     CHECK_ERROR(WITH("'l1': {'max_bytes': '12XB'}"),
                 "t.json:2: l1.max_bytes: ", "\"12XB\": unknown unit");
@@ -925,7 +931,7 @@ test_bad_files(void)
         {"bad-regex.json", ":6: routes[0].params.id: \"^[a-z+$\": "},
         {"bad-env.json", ":5: upstreams.u.headers.authorization: "
                          "${CORRAL_TEST_UNSET} is not set"},
-        {"bad-type.json", ":3: workers: expected an integer, not a string"},
+        {"bad-type.json", ":3: workers: expected an integer or \"auto\", not a string"},
         {"bad-missing.json", ":3: upstreams.u.base: required key is missing"},
         {"no-such-file.json", ": No such file or directory"},
     };

@@ -1263,9 +1263,17 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
         return -1;
     if ((m = member(root, "admin")) && parse_admin(c, m, cfg) < 0)
         return -1;
-    if ((m = member(root, "workers")) &&
-        get_unsigned(c, m, "workers", 1, 1024, &cfg->workers) < 0)
-        return -1;
+    if ((m = member(root, "workers"))) {
+        /* 0 or "auto": one per core, decided at start. */
+        if (m->type == J_STRING) {
+            if (strcmp(m->raw, "auto") != 0)
+                return fail(c, m, "workers",
+                            "expected an integer or \"auto\", not a string");
+            cfg->workers = 0;
+        } else if (get_unsigned(c, m, "workers", 0, 1024, &cfg->workers) < 0) {
+            return -1;
+        }
+    }
     if ((m = member(root, "access_log"))) {
         if (dup_str(c, m, "access_log", &cfg->access_log) < 0)
             return -1;

@@ -338,6 +338,8 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         .max_clients = cfg->limits.max_clients,
         .max_queued_bytes = cfg->limits.max_queued_bytes,
         .max_client_queued_bytes = cfg->limits.max_client_queued_bytes,
+        /* workers share the port; 0 = one per core */
+        .reuse_port = cfg->workers != 1,
     };
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)

@@ -1,5 +1,9 @@
 /* main.c — the corral command: parse arguments, load and check the config,
- * run one reactor until SIGTERM or SIGINT, then drain and exit. */
+ * then run one reactor until SIGTERM or SIGINT, drain and exit; or, with
+ * workers other than 1, a small supervisor of N reactor processes on one
+ * port (SO_REUSEPORT) that restarts a worker that dies and forwards
+ * SIGTERM, SIGINT and SIGHUP. */
+#include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
 #include <signal.h>
@@ -7,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "gateway.h"
@@ -33,8 +40,6 @@ warn_unserved(const struct corral_config *cfg)
     if (cfg->l2)
         what[n++] = "fleet-wide single flight over l2 (each instance fills "
                     "on its own; L2 hits are served)";
-    if (cfg->workers > 1)
-        what[n++] = "workers (running one reactor)";
     if (cfg->admin)
         what[n++] = "admin";
     if (cfg->access_log)
@@ -94,6 +99,216 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     corral_gateway_drain(run->gateway, drained, run);
 }
 
+/* One reactor: the gateway on its own loop until SIGTERM or SIGINT.
+ * Returns the process's exit status. */
+static int
+reactor(const struct corral_config *cfg)
+{
+    char err[1024];
+    struct run run = {.base = event_base_new()};
+    if (run.base == NULL) {
+        fprintf(stderr, "corral: cannot create the event loop\n");
+        return 1;
+    }
+    run.gateway = corral_gateway_new(run.base, cfg, err, sizeof(err));
+    if (run.gateway == NULL) {
+        fprintf(stderr, "corral: %s\n", err);
+        event_base_free(run.base);
+        return 1;
+    }
+    fprintf(stderr, "corral: listening on %s:%u\n", cfg->listen.host,
+            corral_gateway_port(run.gateway));
+    struct event *term = evsignal_new(run.base, SIGTERM, on_signal, &run);
+    struct event *intr = evsignal_new(run.base, SIGINT, on_signal, &run);
+    struct event *hup = evsignal_new(run.base, SIGHUP, on_hup, &run);
+    if (term == NULL || intr == NULL || hup == NULL ||
+        event_add(term, NULL) != 0 || event_add(intr, NULL) != 0 ||
+        event_add(hup, NULL) != 0) {
+        fprintf(stderr, "corral: cannot watch signals\n");
+        return 1;
+    }
+    event_base_dispatch(run.base);
+    event_free(term);
+    event_free(intr);
+    event_free(hup);
+    corral_gateway_free(run.gateway);
+    event_base_free(run.base);
+    return 0;
+}
+
+/* ---- the supervisor ---- */
+
+#define RESTART_MIN_MS 100   /* a worker that died at once: first delay */
+#define RESTART_MAX_MS 5000  /* ... doubling up to this */
+#define QUICK_DEATH_MS 1000  /* died sooner than this after its start */
+
+static volatile sig_atomic_t got_signal; /* the last SIGTERM/INT/HUP */
+static volatile sig_atomic_t got_child;
+
+static void
+on_supervisor_signal(int sig)
+{
+    if (sig == SIGCHLD)
+        got_child = 1;
+    else
+        got_signal = sig;
+}
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct worker {
+    pid_t pid;          /* 0: not running */
+    uint64_t started;   /* mono ms */
+    uint64_t restart_at; /* mono ms; 0: now */
+    uint64_t delay_ms;  /* next delay after a quick death */
+};
+
+static pid_t
+spawn(const struct corral_config *cfg, sigset_t *old)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The worker: default signal handling, then the reactor. */
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+        sigaction(SIGTERM, &dfl, NULL);
+        sigaction(SIGINT, &dfl, NULL);
+        sigaction(SIGHUP, &dfl, NULL);
+        sigaction(SIGCHLD, &dfl, NULL);
+        sigprocmask(SIG_SETMASK, old, NULL);
+        _exit(reactor(cfg));
+    }
+    return pid;
+}
+
+/* Runs n workers until SIGTERM or SIGINT (forwarded to them; then waits for
+ * their drain). A worker that dies is started again: at once when it had
+ * run a while, else after a delay that doubles from 100 ms to 5 s. When
+ * every first worker fails at once (a port in use, a bad upstream), the
+ * supervisor gives up with status 1. */
+static int
+supervise(const struct corral_config *cfg, unsigned n)
+{
+    struct worker *w = calloc(n, sizeof(*w));
+    struct sigaction sa = {.sa_handler = on_supervisor_signal};
+    sigset_t block, old;
+    bool stopping = false, ever_up = false;
+    int status = 0;
+
+    if (w == NULL) {
+        fprintf(stderr, "corral: out of memory\n");
+        return 1;
+    }
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    fprintf(stderr, "corral: supervising %u workers\n", n);
+    for (;;) {
+        uint64_t now = mono_ms(), next = 0;
+        unsigned running = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (w[i].pid == 0 && !stopping && w[i].restart_at <= now) {
+                w[i].pid = spawn(cfg, &old);
+                w[i].started = now;
+                if (w[i].pid < 0) {
+                    w[i].pid = 0;
+                    w[i].restart_at = now + RESTART_MIN_MS;
+                }
+            }
+            if (w[i].pid > 0) {
+                running++;
+                if (now - w[i].started >= QUICK_DEATH_MS)
+                    ever_up = true;
+            } else if (!stopping && (next == 0 || w[i].restart_at < next)) {
+                next = w[i].restart_at;
+            }
+        }
+        if (stopping && running == 0)
+            break;
+        /* Sleep until a signal, or the next restart or up-check is due. */
+        struct timespec ts = {0, 100 * 1000000L};
+        if (next > now && next - now < 100)
+            ts.tv_nsec = (long)(next - now) * 1000000L;
+        sigset_t wait = old;
+        sigdelset(&wait, SIGTERM);
+        sigdelset(&wait, SIGINT);
+        sigdelset(&wait, SIGHUP);
+        sigdelset(&wait, SIGCHLD);
+        sigprocmask(SIG_SETMASK, &wait, NULL);
+        nanosleep(&ts, NULL);
+        sigprocmask(SIG_BLOCK, &block, NULL);
+        if (got_signal) {
+            int sig = got_signal;
+            got_signal = 0;
+            if (sig != SIGHUP)
+                stopping = true;
+            for (unsigned i = 0; i < n; i++)
+                if (w[i].pid > 0)
+                    kill(w[i].pid, sig);
+        }
+        got_child = 0;
+        int st;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+            for (unsigned i = 0; i < n; i++) {
+                if (w[i].pid != pid)
+                    continue;
+                uint64_t lived = mono_ms() - w[i].started;
+                w[i].pid = 0;
+                if (stopping) {
+                    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                        status = 1;
+                    break;
+                }
+                if (WIFSIGNALED(st))
+                    fprintf(stderr, "corral: worker %d killed by %s; "
+                                    "restarting\n",
+                            (int)pid, strsignal(WTERMSIG(st)));
+                else
+                    fprintf(stderr, "corral: worker %d exited with %d; "
+                                    "restarting\n",
+                            (int)pid, WEXITSTATUS(st));
+                if (lived < QUICK_DEATH_MS) {
+                    if (!ever_up && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+                        fprintf(stderr, "corral: workers fail at start; "
+                                        "giving up\n");
+                        stopping = true;
+                        status = 1;
+                        for (unsigned k = 0; k < n; k++)
+                            if (w[k].pid > 0)
+                                kill(w[k].pid, SIGTERM);
+                        break;
+                    }
+                    w[i].delay_ms = w[i].delay_ms ? w[i].delay_ms * 2
+                                                  : RESTART_MIN_MS;
+                    if (w[i].delay_ms > RESTART_MAX_MS)
+                        w[i].delay_ms = RESTART_MAX_MS;
+                    w[i].restart_at = mono_ms() + w[i].delay_ms;
+                } else {
+                    w[i].delay_ms = 0;
+                    w[i].restart_at = 0;
+                }
+                break;
+            }
+        }
+    }
+    free(w);
+    return status;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -139,42 +354,26 @@ main(int argc, char **argv)
     if (check) {
         printf("%s: ok (%zu upstreams, %zu routes)\n", path, cfg->n_upstreams,
                cfg->n_routes);
+        if (cfg->workers != 1 && cfg->l2 == NULL)
+            printf("%s: note: workers without l2 fill each key once per "
+                   "worker, not once for the server\n",
+                   path);
         corral_config_free(cfg);
         return 0;
     }
     warn_unserved(cfg);
-
+    unsigned workers = cfg->workers;
+    if (workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        workers = n > 0 ? (unsigned)n : 1;
+    }
+    if (workers > 1 && cfg->l2 == NULL)
+        fprintf(stderr, "corral: %u workers without l2: each worker has its "
+                        "own L1 and its own single flight (a key is filled "
+                        "at most once per worker)\n",
+                workers);
     signal(SIGPIPE, SIG_IGN);
-    struct run run = {.base = event_base_new()};
-    if (run.base == NULL) {
-        fprintf(stderr, "corral: cannot create the event loop\n");
-        corral_config_free(cfg);
-        return 1;
-    }
-    run.gateway = corral_gateway_new(run.base, cfg, err, sizeof(err));
-    if (run.gateway == NULL) {
-        fprintf(stderr, "corral: %s\n", err);
-        event_base_free(run.base);
-        corral_config_free(cfg);
-        return 1;
-    }
-    fprintf(stderr, "corral: listening on %s:%u\n", cfg->listen.host,
-            corral_gateway_port(run.gateway));
-    struct event *term = evsignal_new(run.base, SIGTERM, on_signal, &run);
-    struct event *intr = evsignal_new(run.base, SIGINT, on_signal, &run);
-    struct event *hup = evsignal_new(run.base, SIGHUP, on_hup, &run);
-    if (term == NULL || intr == NULL || hup == NULL ||
-        event_add(term, NULL) != 0 || event_add(intr, NULL) != 0 ||
-        event_add(hup, NULL) != 0) {
-        fprintf(stderr, "corral: cannot watch signals\n");
-        return 1;
-    }
-    event_base_dispatch(run.base);
-    event_free(term);
-    event_free(intr);
-    event_free(hup);
-    corral_gateway_free(run.gateway);
-    event_base_free(run.base);
+    int rc = workers > 1 ? supervise(cfg, workers) : reactor(cfg);
     corral_config_free(cfg);
-    return 0;
+    return rc;
 }
