@@ -32,6 +32,24 @@ struct fake_get {
     char key[];
 };
 
+struct fake_lease {
+    SLIST_ENTRY(fake_lease) link;
+    bool ours;        /* taken through the ops, not by "another instance" */
+    uint64_t dies_at; /* ms */
+    size_t keylen;
+    char key[];
+};
+
+/* A lease answer on its way, through the loop like a get. */
+struct fake_lease_req {
+    LIST_ENTRY(fake_lease_req) link;
+    struct corral_fake_tier *tier;
+    struct event *timer;
+    corral_tier_lease_cb *cb;
+    void *arg;
+    int won;
+};
+
 struct corral_fake_tier {
     struct event_base *base;
     uint64_t latency_ms;
@@ -41,6 +59,10 @@ struct corral_fake_tier {
     LIST_HEAD(, fake_get) gets; /* in flight */
     corral_tier_invalidate_cb *sub_cb;
     void *sub_arg;
+    corral_tier_invalidate_cb *rel_cb;
+    void *rel_arg;
+    SLIST_HEAD(, fake_lease) leases;
+    LIST_HEAD(, fake_lease_req) lease_reqs; /* answers on their way */
     struct corral_fake_tier_counts counts;
 };
 
@@ -169,12 +191,127 @@ fake_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
     t->sub_arg = arg;
 }
 
+static struct fake_lease *
+lease_find(struct corral_fake_tier *t, const void *key, size_t keylen)
+{
+    struct fake_lease *l;
+    uint64_t now = t->clock(t->clock_arg);
+    SLIST_FOREACH(l, &t->leases, link)
+        if (l->keylen == keylen && memcmp(l->key, key, keylen) == 0) {
+            if (now >= l->dies_at) { /* ran out */
+                SLIST_REMOVE(&t->leases, l, fake_lease, link);
+                free(l);
+                return NULL;
+            }
+            return l;
+        }
+    return NULL;
+}
+
+static void
+lease_add(struct corral_fake_tier *t, const void *key, size_t keylen,
+          uint64_t ttl_ms, bool ours)
+{
+    struct fake_lease *l = calloc(1, sizeof(*l) + keylen);
+    if (l == NULL)
+        abort();
+    l->ours = ours;
+    l->dies_at = t->clock(t->clock_arg) + ttl_ms;
+    l->keylen = keylen;
+    memcpy(l->key, key, keylen);
+    SLIST_INSERT_HEAD(&t->leases, l, link);
+}
+
+static void
+lease_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct fake_lease_req *r = arg;
+    LIST_REMOVE(r, link);
+    event_free(r->timer);
+    r->cb(r->won, r->arg);
+    free(r);
+}
+
+static void
+fake_lease(void *ctx, const void *key, size_t keylen, uint64_t ttl_ms,
+           corral_tier_lease_cb *cb, void *arg)
+{
+    struct corral_fake_tier *t = ctx;
+    struct fake_lease_req *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        abort();
+    t->counts.leases++;
+    r->won = lease_find(t, key, keylen) == NULL;
+    if (r->won)
+        lease_add(t, key, keylen, ttl_ms, true);
+    r->tier = t;
+    r->cb = cb;
+    r->arg = arg;
+    r->timer = evtimer_new(t->base, lease_timer_cb, r);
+    LIST_INSERT_HEAD(&t->lease_reqs, r, link);
+    struct timeval tv = corral_ms_to_tv(t->latency_ms);
+    if (r->timer == NULL || evtimer_add(r->timer, &tv) != 0)
+        abort();
+}
+
+static void
+fake_release(void *ctx, const void *key, size_t keylen, int ok)
+{
+    struct corral_fake_tier *t = ctx;
+    struct fake_lease *l = lease_find(t, key, keylen);
+    (void)ok;
+    t->counts.releases++;
+    if (l != NULL && l->ours) { /* compare-and-delete */
+        SLIST_REMOVE(&t->leases, l, fake_lease, link);
+        free(l);
+    }
+}
+
+static void
+fake_watch_released(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
+{
+    struct corral_fake_tier *t = ctx;
+    t->rel_cb = cb;
+    t->rel_arg = arg;
+}
+
+void
+corral_fake_tier_hold_lease(struct corral_fake_tier *t, const void *key,
+                            size_t keylen, uint64_t ttl_ms)
+{
+    lease_add(t, key, keylen, ttl_ms, false);
+}
+
+void
+corral_fake_tier_remote_fill(struct corral_fake_tier *t,
+                             const struct corral_value *v, uint64_t ttl_ms)
+{
+    struct fake_lease *l;
+    if (v != NULL)
+        fake_set(t, v, ttl_ms);
+    const char *key = v ? corral_value_key(v) : NULL;
+    size_t keylen = v ? corral_value_keylen(v) : 0;
+    SLIST_FOREACH(l, &t->leases, link)
+        if (!l->ours && (v == NULL || (l->keylen == keylen &&
+                                       memcmp(l->key, key, keylen) == 0)))
+            break;
+    if (l == NULL)
+        return;
+    SLIST_REMOVE(&t->leases, l, fake_lease, link);
+    if (t->rel_cb)
+        t->rel_cb(l->key, l->keylen, t->rel_arg);
+    free(l);
+}
+
 const struct corral_tier corral_fake_tier_ops = {
     .name = "fake",
     .get = fake_get,
     .set = fake_set,
     .del = fake_del,
     .subscribe = fake_subscribe,
+    .lease = fake_lease,
+    .release = fake_release,
+    .watch_released = fake_watch_released,
 };
 
 struct corral_fake_tier *
@@ -201,6 +338,18 @@ corral_fake_tier_free(struct corral_fake_tier *t)
     while (!SLIST_EMPTY(&t->entries))
         drop(t, corral_value_key(SLIST_FIRST(&t->entries)->copy),
              corral_value_keylen(SLIST_FIRST(&t->entries)->copy));
+    while (!LIST_EMPTY(&t->lease_reqs)) {
+        struct fake_lease_req *r = LIST_FIRST(&t->lease_reqs);
+        LIST_REMOVE(r, link);
+        event_free(r->timer);
+        r->cb(-ECANCELED, r->arg);
+        free(r);
+    }
+    while (!SLIST_EMPTY(&t->leases)) {
+        struct fake_lease *l = SLIST_FIRST(&t->leases);
+        SLIST_REMOVE_HEAD(&t->leases, link);
+        free(l);
+    }
     free(t);
 }
 

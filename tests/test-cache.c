@@ -474,6 +474,85 @@ test_purge_during_fill(void)
     corral_fake_tier_free(tier);
 }
 
+/* Fleet-wide single flight against the fake tier playing another
+ * instance: it holds the lease and fills (every waiter here collapsed, no
+ * compute); it holds the lease and dies (one takeover when the lease runs
+ * out); it fails and says so (one takeover at once). */
+static void
+test_remote_lease(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 1, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct corral_fake_tier_counts counts;
+    struct compute cp;
+    struct waiter w[3];
+
+    /* 1. The other instance fills. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "fleet", 5);
+    corral_fake_tier_hold_lease(tier, "fleet", 5, 5000);
+    for (int i = 0; i < 3; i++)
+        ask(c, "fleet", &cp, &w[i], 1000);
+    run_for(30);
+    CHECK_EQ_INT(w[0].fired, 0); /* waiting on the other instance */
+    struct corral_value *v = corral_value_new("fleet", 5, "remote", 6, "", 0);
+    corral_value_set_times(v, fake_now, fake_now + 30000, 0, 0);
+    corral_fake_tier_remote_fill(tier, v, 30000);
+    corral_value_unref(v);
+    run_for(30);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(w[i].fired, 1);
+        CHECK_EQ_INT(w[i].error, 0);
+        CHECK_EQ_INT(w[i].source, CORRAL_SOURCE_COLLAPSED);
+        CHECK(w[i].value == w[0].value);
+    }
+    CHECK_EQ_STR(corral_value_body(w[0].value), "remote");
+    CHECK_EQ_INT(cp.calls, 0);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.waits_remote, 1);
+    compute_finish(&cp);
+
+    /* 2. The holder dies: its lease runs out, and this instance takes over
+     * once, however many wait here. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "orphan", 5);
+    corral_fake_tier_hold_lease(tier, "orphan", 6, 50);
+    for (int i = 0; i < 3; i++)
+        ask(c, "orphan", &cp, &w[i], 100);
+    run_for(60);
+    CHECK_EQ_INT(w[0].fired, 0);
+    run_for(200);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(w[i].fired, 1);
+        CHECK_EQ_INT(w[i].error, 0);
+    }
+    CHECK_EQ_INT(cp.calls, 1);
+    CHECK_EQ_STR(corral_value_body(w[0].value), "orphan");
+    compute_finish(&cp);
+
+    /* 3. The holder fails and releases: one takeover at once. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "failed", 5);
+    corral_fake_tier_hold_lease(tier, "failed", 6, 5000);
+    for (int i = 0; i < 3; i++)
+        ask(c, "failed", &cp, &w[i], 1000);
+    run_for(30);
+    corral_fake_tier_remote_fill(tier, NULL, 0);
+    run_for(40);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(w[i].fired, 1);
+        CHECK_EQ_INT(w[i].error, 0);
+    }
+    CHECK_EQ_INT(cp.calls, 1);
+    /* This instance held the lease for that fill and gave it back. */
+    corral_fake_tier_counts(tier, &counts);
+    CHECK(counts.releases >= 2);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
 static void
 test_cancel(void)
 {
@@ -861,6 +940,7 @@ main(void)
     RUN(test_cancel_self);
     RUN(test_tier_hangs);
     RUN(test_purge_during_fill);
+    RUN(test_remote_lease);
     event_base_free(base);
     return 0;
 }

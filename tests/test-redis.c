@@ -270,6 +270,64 @@ test_invalidation(void)
     corral_redis_tier_free(b);
 }
 
+struct leased {
+    int calls, won;
+};
+
+static void
+leased_cb(int won, void *arg)
+{
+    struct leased *l = arg;
+    l->calls++;
+    l->won = won;
+}
+
+static void
+lease(struct corral_redis_tier *t, const char *key, uint64_t ttl,
+      struct leased *l)
+{
+    memset(l, 0, sizeof(*l));
+    corral_redis_tier_ops.lease(t, key, strlen(key), ttl, leased_cb, l);
+    CHECK_EQ_INT(l->calls, 0);
+    for (int i = 0; i < 200 && l->calls == 0; i++)
+        run_for(5);
+    CHECK_EQ_INT(l->calls, 1);
+}
+
+/* One lease holder fleet-wide; a release by a non-holder deletes nothing;
+ * the holder's release is announced; a lease runs out by itself. */
+static void
+test_lease(void)
+{
+    struct corral_redis_tier *a = tier(port, 200), *b = tier(port, 200);
+    struct heard hb = {0};
+    struct leased la, lb;
+
+    corral_redis_tier_ops.watch_released(b, heard_cb, &hb);
+    CHECK(up_within(a, 2000) && up_within(b, 2000));
+    run_for(200);
+    lease(a, "/k", 5000, &la);
+    CHECK_EQ_INT(la.won, 1);
+    lease(b, "/k", 5000, &lb);
+    CHECK_EQ_INT(lb.won, 0);
+    corral_redis_tier_ops.release(b, "/k", 2, 0); /* not b's: stays */
+    run_for(50);
+    lease(b, "/k", 5000, &lb);
+    CHECK_EQ_INT(lb.won, 0);
+    corral_redis_tier_ops.release(a, "/k", 2, 1);
+    for (int i = 0; i < 100 && hb.calls < 2; i++)
+        run_for(10);
+    CHECK(hb.calls >= 1);
+    CHECK_EQ_STR(hb.key, "/k");
+    lease(b, "/k", 100, &lb);
+    CHECK_EQ_INT(lb.won, 1);
+    run_for(150); /* b's lease runs out */
+    lease(a, "/k", 5000, &la);
+    CHECK_EQ_INT(la.won, 1);
+    corral_redis_tier_free(a);
+    corral_redis_tier_free(b);
+}
+
 /* Redis killed: gets answer at once as misses; restarted on the same port:
  * used again within a second. */
 static void
@@ -350,6 +408,7 @@ main(void)
     CHECK(redis_start());
     RUN(test_hit_and_miss);
     RUN(test_invalidation);
+    RUN(test_lease);
     RUN(test_outage);
     RUN(test_silent_server);
     event_base_free(base);

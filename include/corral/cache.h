@@ -166,6 +166,7 @@ struct corral_stats {
     uint64_t fills_timed_out; /* of fills_failed, by deadline */
     uint64_t fills_in_flight;
     uint64_t waiters_collapsed; /* callers that joined another's fill */
+    uint64_t waits_remote; /* fills that waited on another instance's lease */
     uint64_t waiters_cancelled;
     uint64_t entries; /* in L1 now */
     uint64_t bytes;   /* charged to the L1 budget now */

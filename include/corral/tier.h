@@ -14,9 +14,12 @@ struct corral_value;
  * (NULL on a miss or an error); error: 0, -ENOENT (miss) or another -errno. */
 typedef void corral_tier_get_cb(struct corral_value *value, int error,
                                 void *arg);
-/* Another instance invalidated key. */
+/* Another instance invalidated key, or (for filled callbacks) stored it. */
 typedef void corral_tier_invalidate_cb(const void *key, size_t keylen,
                                        void *arg);
+/* won: 1 when this instance now holds the lease, 0 when another does;
+ * -errno when the tier cannot tell (the caller then fills on its own). */
+typedef void corral_tier_lease_cb(int won, void *arg);
 
 struct corral_tier {
     const char *name; /* for logs: "redis", "fake" */
@@ -29,6 +32,19 @@ struct corral_tier {
     /* Calls cb for every key another instance invalidates; cb NULL stops.
      * May be NULL when the tier cannot tell. */
     void (*subscribe)(void *ctx, corral_tier_invalidate_cb *cb, void *arg);
+
+    /* Fleet-wide single flight; all three NULL when the tier has none.
+     * lease: try to take key's lease for ttl_ms (one holder fleet-wide;
+     * it runs out by itself). cb fires once, from the loop. */
+    void (*lease)(void *ctx, const void *key, size_t keylen, uint64_t ttl_ms,
+                  corral_tier_lease_cb *cb, void *arg);
+    /* Gives key's lease back if this instance still holds it, and tells the
+     * others that key was filled (stored: ok != 0) or not. */
+    void (*release)(void *ctx, const void *key, size_t keylen, int ok);
+    /* Calls cb for every key another instance announces released; cb NULL
+     * stops. */
+    void (*watch_released)(void *ctx, corral_tier_invalidate_cb *cb,
+                           void *arg);
 };
 
 #endif

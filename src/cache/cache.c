@@ -73,7 +73,7 @@ corral_cache_now(const struct corral_cache *c)
 static void
 fill_maybe_free(struct corral_fill *f)
 {
-    if (f->state != F_SETTLED || f->in_tier || f->computing ||
+    if (f->state != F_SETTLED || f->in_tier || f->in_lease || f->computing ||
         f->nwaiters > 0 || f->cache != NULL)
         return;
     corral_value_unref(f->value);
@@ -90,6 +90,10 @@ fill_release(struct corral_fill *f)
         event_free(f->deadline);
         f->deadline = NULL;
     }
+    if (f->wait_ev) {
+        event_free(f->wait_ev);
+        f->wait_ev = NULL;
+    }
     f->cache = NULL;
     fill_maybe_free(f);
 }
@@ -104,6 +108,14 @@ fill_settle(struct corral_fill *f, int error, const char *message,
     struct corral_cache *c = f->cache;
     if (f->deadline)
         event_del(f->deadline);
+    if (f->wait_ev)
+        event_del(f->wait_ev);
+    if (f->holder) {
+        /* After the store (same connection, in order): others read L2. */
+        f->holder = false;
+        c->tier->release(c->tier_ctx, f->key, f->keylen,
+                         error == 0 && !f->purged);
+    }
     f->error = error;
     f->message = strdup(message ? message : "");
     if (f->message == NULL)
@@ -142,6 +154,8 @@ purge_fill(struct corral_cache *c, const void *key, size_t keylen)
         f->purged = true;
 }
 
+static void tier_released(const void *key, size_t keylen, void *arg);
+
 static void
 tier_invalidated(const void *key, size_t keylen, void *arg)
 {
@@ -158,7 +172,8 @@ corral_cache_new(struct event_base *base,
     if (opts)
         o = *opts;
     if (base == NULL ||
-        (o.tier && (!o.tier->get || !o.tier->set || !o.tier->del)))
+        (o.tier && (!o.tier->get || !o.tier->set || !o.tier->del ||
+                    (o.tier->lease && !o.tier->release))))
         return NULL;
     struct corral_cache *c = xcalloc(1, sizeof(*c));
     c->base = base;
@@ -180,6 +195,8 @@ corral_cache_new(struct event_base *base,
     c->stats.max_bytes = o.max_bytes ? o.max_bytes : 64u << 20;
     if (c->tier && c->tier->subscribe)
         c->tier->subscribe(c->tier_ctx, tier_invalidated, c);
+    if (c->tier && c->tier->watch_released)
+        c->tier->watch_released(c->tier_ctx, tier_released, c);
     return c;
 }
 
@@ -191,6 +208,10 @@ fill_abandon(struct corral_fill *f)
     if (f->computing && f->abort_cb) {
         f->computing = false;
         f->abort_cb(f->abort_arg);
+    }
+    if (f->holder) {
+        f->holder = false;
+        c->tier->release(c->tier_ctx, f->key, f->keylen, 0);
     }
     f->state = F_SETTLED;
     if (f->deadline)
@@ -204,6 +225,8 @@ cache_destroy(struct corral_cache *c)
     c->closing = true;
     if (c->tier && c->tier->subscribe)
         c->tier->subscribe(c->tier_ctx, NULL, NULL);
+    if (c->tier && c->tier->watch_released)
+        c->tier->watch_released(c->tier_ctx, NULL, NULL);
     event_free(c->sweep_ev);
     flight_fini(&c->fl, fill_abandon);
     struct corral_waiter *w;
@@ -350,6 +373,71 @@ start_compute(struct corral_fill *f)
     f->compute(f, f->key, f->keylen, f->compute_arg);
 }
 
+static void fill_tier_done(struct corral_value *value, int error, void *arg);
+
+/* Reads L2 once more: the holder announced the key, or its lease ran out.
+ * A value there is the answer; none, and the lease is tried again (one of
+ * the waiting instances takes over). */
+static void
+look_again(struct corral_fill *f)
+{
+    struct corral_cache *c = f->cache;
+    event_del(f->wait_ev);
+    f->remote = true;
+    f->state = F_LOOKUP;
+    f->in_tier = true;
+    c->tier->get(c->tier_ctx, f->key, f->keylen, fill_tier_done, f);
+}
+
+static void
+wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_fill *f = arg;
+    if (f->state == F_REMOTE)
+        look_again(f);
+}
+
+static void
+lease_done(int won, void *arg)
+{
+    struct corral_fill *f = arg;
+    f->in_lease = false;
+    if (f->cache == NULL || f->state != F_LEASE) {
+        fill_maybe_free(f);
+        return;
+    }
+    struct corral_cache *c = f->cache;
+    if (won != 0) {
+        /* Ours (or the tier cannot tell: fill in this process). */
+        f->holder = won == 1;
+        f->remote = false;
+        start_compute(f);
+        return;
+    }
+    /* Another instance fills: wait for its announcement, at most as long
+     * as its lease lives, then look again. The deadline moves with it. */
+    f->state = F_REMOTE;
+    c->stats.waits_remote++;
+    if (f->wait_ev == NULL &&
+        (f->wait_ev = evtimer_new(c->base, wait_cb, f)) == NULL)
+        abort(); /* the policy of xalloc.h */
+    struct timeval tv = corral_ms_to_tv(f->timeout_ms);
+    evtimer_add(f->wait_ev, &tv);
+    tv = corral_ms_to_tv(2 * f->timeout_ms);
+    evtimer_add(f->deadline, &tv);
+}
+
+/* Another instance released key's lease: its fill is in L2 (or failed). */
+static void
+tier_released(const void *key, size_t keylen, void *arg)
+{
+    struct corral_cache *c = arg;
+    uint64_t h;
+    struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
+    if (f != NULL && f->state == F_REMOTE)
+        look_again(f);
+}
+
 static void
 fill_tier_done(struct corral_value *value, int error, void *arg)
 {
@@ -371,7 +459,15 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
         return;
     }
     corral_value_unref(value);
-    start_compute(f);
+    if (c->tier->lease == NULL) {
+        start_compute(f);
+        return;
+    }
+    /* Fleet-wide single flight: only the lease holder computes. */
+    f->state = F_LEASE;
+    f->in_lease = true;
+    c->tier->lease(c->tier_ctx, f->key, f->keylen, f->timeout_ms, lease_done,
+                   f);
 }
 
 struct corral_waiter *
@@ -430,6 +526,7 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     if (f->deadline == NULL)
         abort();
     uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
+    f->timeout_ms = ms;
     struct timeval tv = corral_ms_to_tv(ms);
     evtimer_add(f->deadline, &tv);
     flight_add(&c->fl, slot, f);

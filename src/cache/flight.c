@@ -174,9 +174,10 @@ fan_out(struct flight *fl, struct corral_fill *f)
 
     /* Pop one at a time: a callback may cancel the waiters still listed. */
     while ((w = pop(&f->waiters, &f->nwaiters)) != NULL) {
-        enum corral_source src = f->from_tier ? CORRAL_SOURCE_L2
-                                 : w->leader  ? CORRAL_SOURCE_STORED
-                                              : CORRAL_SOURCE_COLLAPSED;
+        enum corral_source src = f->remote      ? CORRAL_SOURCE_COLLAPSED
+                                 : f->from_tier ? CORRAL_SOURCE_L2
+                                 : w->leader    ? CORRAL_SOURCE_STORED
+                                                : CORRAL_SOURCE_COLLAPSED;
         w->fill = NULL;
         w->state = W_FIRING;
         flight_fire(w, f->error, f->message, src, f->value);

@@ -45,6 +45,8 @@ TAILQ_HEAD(waiter_list, corral_waiter);
 
 enum fill_state {
     F_LOOKUP,    /* asking the tier below */
+    F_LEASE,     /* asking the tier for the key's fleet-wide lease */
+    F_REMOTE,    /* another instance holds the lease: waiting for it */
     F_COMPUTING, /* compute started, not reported */
     F_SETTLED,   /* result known, fanning out or waiting to */
 };
@@ -62,6 +64,11 @@ struct corral_fill {
     bool computing; /* compute still owes a report */
     bool from_tier; /* result came from the tier below */
     bool purged;    /* its key was invalidated while it ran: not stored */
+    bool in_lease;  /* the tier still owes a lease callback */
+    bool holder;    /* holds the key's lease: releases it when done */
+    bool remote;    /* filled by another instance: every waiter collapsed */
+    uint64_t timeout_ms;   /* its deadline, and the lease's lifetime */
+    struct event *wait_ev; /* F_REMOTE: when the holder's lease runs out */
     struct corral_strategy strategy;
     corral_compute_cb *compute;
     void *compute_arg;

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "corral/value.h"
 #include "l2codec.h"
@@ -32,7 +34,8 @@
 
 struct req {
     struct corral_redis_tier *t;
-    corral_tier_get_cb *cb;
+    corral_tier_get_cb *cb;        /* a get */
+    corral_tier_lease_cb *lease_cb; /* or a lease */
     void *arg;
     struct event *timer;
     bool sent; /* hiredis holds it until its reply callback */
@@ -58,9 +61,12 @@ struct corral_redis_tier {
     /* The subscriber connection, for invalidations from other instances:
      * up while someone subscribes. */
     redisAsyncContext *sub_ac;
-    char *channel; /* prefix + "invalidate" */
-    corral_tier_invalidate_cb *sub_cb;
-    void *sub_arg;
+    struct event *sub_retry_ev; /* its own reconnect timer */
+    char *channel;  /* prefix + "invalidate" */
+    char *rchannel; /* prefix + "released" */
+    corral_tier_invalidate_cb *sub_cb, *rel_cb;
+    void *sub_arg, *rel_arg;
+    char owner[40]; /* this instance's lease token */
     TAILQ_HEAD(, req) reqs;   /* gets not answered or not freed yet */
     struct corral_redis_stats stats;
 };
@@ -192,8 +198,25 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (t->ac == NULL)
         start_connect(t);
-    if (t->sub_cb != NULL && t->sub_ac == NULL)
+}
+
+static void
+sub_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis_tier *t = arg;
+
+    (void)fd;
+    (void)what;
+    if (t->sub_ac == NULL && (t->sub_cb != NULL || t->rel_cb != NULL))
         start_sub(t);
+}
+
+static void
+schedule_sub_retry(struct corral_redis_tier *t)
+{
+    struct timeval tv = corral_ms_to_tv(BACKOFF_MAX_MS);
+
+    event_add(t->sub_retry_ev, &tv);
 }
 
 static void
@@ -219,10 +242,17 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
     if (r == NULL || t->sub_ac != ac || r->type != REDIS_REPLY_ARRAY ||
         r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
         strcmp(r->element[0]->str, "message") != 0 ||
+        r->element[1]->type != REDIS_REPLY_STRING ||
         r->element[2]->type != REDIS_REPLY_STRING)
         return; /* the subscribe confirmation, or the connection going */
-    if (t->sub_cb != NULL)
-        t->sub_cb(r->element[2]->str, (size_t)r->element[2]->len, t->sub_arg);
+    const char *key = r->element[2]->str;
+    size_t len = (size_t)r->element[2]->len;
+    if (strcmp(r->element[1]->str, t->rchannel) == 0) {
+        if (t->rel_cb != NULL)
+            t->rel_cb(key, len, t->rel_arg);
+    } else if (t->sub_cb != NULL) {
+        t->sub_cb(key, len, t->sub_arg);
+    }
 }
 
 static void
@@ -233,8 +263,8 @@ on_sub_disconnect(const redisAsyncContext *ac, int status)
     (void)status;
     if (t == NULL || t->sub_ac != ac)
         return;
-    t->sub_ac = NULL; /* hiredis frees it; retry_cb subscribes again */
-    schedule_retry(t);
+    t->sub_ac = NULL; /* hiredis frees it; sub_retry_cb subscribes again */
+    schedule_sub_retry(t);
 }
 
 static void
@@ -253,7 +283,7 @@ start_sub(struct corral_redis_tier *t)
     if (ac == NULL || ac->err) {
         if (ac != NULL)
             redisAsyncFree(ac);
-        schedule_retry(t);
+        schedule_sub_retry(t);
         return;
     }
     ac->data = t;
@@ -263,7 +293,8 @@ start_sub(struct corral_redis_tier *t)
     redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
     if (t->password != NULL)
         redisAsyncCommand(ac, NULL, NULL, "AUTH %s", t->password);
-    redisAsyncCommand(ac, on_message, t, "SUBSCRIBE %s", t->channel);
+    redisAsyncCommand(ac, on_message, t, "SUBSCRIBE %s %s", t->channel,
+                      t->rchannel);
 }
 
 static void
@@ -285,7 +316,20 @@ redis_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
 
     t->sub_cb = cb;
     t->sub_arg = arg;
-    if (cb == NULL)
+    if (t->sub_cb == NULL && t->rel_cb == NULL)
+        stop_sub(t);
+    else if (t->sub_ac == NULL)
+        start_sub(t);
+}
+
+static void
+redis_watch_released(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
+{
+    struct corral_redis_tier *t = ctx;
+
+    t->rel_cb = cb;
+    t->rel_arg = arg;
+    if (t->sub_cb == NULL && t->rel_cb == NULL)
         stop_sub(t);
     else if (t->sub_ac == NULL)
         start_sub(t);
@@ -306,7 +350,10 @@ answer(struct req *r, struct corral_value *v, int error)
 {
     r->done = true;
     event_del(r->timer);
-    r->cb(v, error, r->arg);
+    if (r->lease_cb != NULL)
+        r->lease_cb(error, r->arg); /* error: 1 won, 0 lost, -errno */
+    else
+        r->cb(v, error, r->arg);
 }
 
 static void
@@ -318,7 +365,7 @@ req_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (!r->sent) { /* Redis was down: a miss, answered off the stack */
-        t->stats.misses++;
+        t->stats.misses += r->lease_cb == NULL;
         answer(r, NULL, -ENOTCONN);
         req_free(r);
         return;
@@ -467,12 +514,91 @@ redis_del(void *ctx, const void *key, size_t keylen)
         free(k);
 }
 
+static void
+lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct req *r = privdata;
+    struct corral_redis_tier *t = r->t;
+    redisReply *rep = reply;
+
+    (void)ac;
+    if (r->done) {
+        req_free(r);
+        return;
+    }
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        t->stats.errors++;
+        answer(r, NULL, -EIO);
+    } else {
+        t->timeouts_in_row = 0;
+        answer(r, NULL, rep->type == REDIS_REPLY_STATUS ? 1 : 0);
+    }
+    req_free(r);
+}
+
+/* SET <prefix>lease:<key> <owner> NX PX ttl: one holder fleet-wide. */
+static void
+redis_lease(void *ctx, const void *key, size_t keylen, uint64_t ttl_ms,
+            corral_tier_lease_cb *cb, void *arg)
+{
+    struct corral_redis_tier *t = ctx;
+    struct req *r = xcalloc(1, sizeof(*r));
+    struct timeval tv;
+
+    r->t = t;
+    r->lease_cb = cb;
+    r->arg = arg;
+    r->timer = evtimer_new(t->base, req_timer_cb, r);
+    if (r->timer == NULL)
+        abort(); /* the policy of xalloc.h */
+    TAILQ_INSERT_TAIL(&t->reqs, r, link);
+    if (t->ac != NULL && t->connected)
+        r->sent = redisAsyncCommand(t->ac, lease_reply, r,
+                                    "SET %blease:%b %s NX PX %llu", t->prefix,
+                                    strlen(t->prefix), key, keylen, t->owner,
+                                    (unsigned long long)ttl_ms) == REDIS_OK;
+    tv = corral_ms_to_tv(r->sent ? t->timeout_ms : 0);
+    evtimer_add(r->timer, &tv);
+}
+
+/* Deletes the lease only if it is still ours (it may have run out and been
+ * taken by another instance), then announces the key. */
+static const char release_script[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('del', KEYS[1]) else return 0 end";
+
+static void
+redis_release(void *ctx, const void *key, size_t keylen, int ok)
+{
+    struct corral_redis_tier *t = ctx;
+    size_t plen = strlen(t->prefix);
+    char *lk;
+
+    (void)ok; /* the others read L2 either way: a miss means take over */
+    if (t->ac == NULL || !t->connected)
+        return; /* the lease runs out by itself */
+    lk = xmalloc(plen + 6 + keylen);
+    memcpy(lk, t->prefix, plen);
+    memcpy(lk + plen, "lease:", 6);
+    memcpy(lk + plen + 6, key, keylen);
+    if (redisAsyncCommand(t->ac, count_reply, t, "EVAL %s 1 %b %s",
+                          release_script, lk, plen + 6 + keylen,
+                          t->owner) != REDIS_OK ||
+        redisAsyncCommand(t->ac, count_reply, t, "PUBLISH %s %b", t->rchannel,
+                          key, keylen) != REDIS_OK)
+        t->stats.errors++;
+    free(lk);
+}
+
 const struct corral_tier corral_redis_tier_ops = {
     .name = "redis",
     .get = redis_get,
     .set = redis_set,
     .del = redis_del,
     .subscribe = redis_subscribe,
+    .lease = redis_lease,
+    .release = redis_release,
+    .watch_released = redis_watch_released,
 };
 
 /* ---- lifecycle ---- */
@@ -496,6 +622,14 @@ corral_redis_tier_new(struct event_base *base,
     t->prefix = strdup(o->prefix ? o->prefix : "");
     if (t->prefix && asprintf(&t->channel, "%sinvalidate", t->prefix) < 0)
         t->channel = NULL;
+    if (t->prefix && asprintf(&t->rchannel, "%sreleased", t->prefix) < 0)
+        t->rchannel = NULL;
+    uint64_t nonce[2] = {0, 0};
+    if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
+        nonce[0] = (uint64_t)(uintptr_t)t ^ corral_now_ms();
+    snprintf(t->owner, sizeof(t->owner), "%d-%016llx%08llx", (int)getpid(),
+             (unsigned long long)nonce[0],
+             (unsigned long long)(nonce[1] & 0xffffffff));
     t->password = o->password ? strdup(o->password) : NULL;
     t->port = o->port;
     t->db = o->db;
@@ -509,9 +643,10 @@ corral_redis_tier_new(struct event_base *base,
     TAILQ_INIT(&t->reqs);
     t->retry_ev = evtimer_new(base, retry_cb, t);
     t->reset_ev = event_new(base, -1, 0, reset_cb, t);
+    t->sub_retry_ev = evtimer_new(base, sub_retry_cb, t);
     if ((o->host && !t->host) || (o->unix_path && !t->unix_path) ||
-        !t->prefix || !t->channel || (o->password && !t->password) ||
-        !t->retry_ev ||
+        !t->prefix || !t->channel || !t->rchannel || (o->password && !t->password) ||
+        !t->retry_ev || !t->sub_retry_ev ||
         !t->reset_ev) {
         snprintf(err, errlen, "redis: out of memory");
         corral_redis_tier_free(t);
@@ -539,10 +674,13 @@ corral_redis_tier_free(struct corral_redis_tier *t)
         event_free(t->retry_ev);
     if (t->reset_ev)
         event_free(t->reset_ev);
+    if (t->sub_retry_ev)
+        event_free(t->sub_retry_ev);
     free(t->host);
     free(t->unix_path);
     free(t->prefix);
     free(t->channel);
+    free(t->rchannel);
     if (t->password)
         explicit_bzero(t->password, strlen(t->password));
     free(t->password);

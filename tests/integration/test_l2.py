@@ -46,6 +46,26 @@ check_eq(origin.calls("/v/one"), 1, "one origin call for both instances")
 cs = b.get("/api/one").headers.get("cache-status", "")
 check(cs.startswith("corral; hit") and "l2" not in cs, f"L1 now: {cs}")
 
+# Fleet-wide single flight: 200 concurrent cold clients split across both
+# instances, a slow origin: one origin call, one body, and B's clients
+# (or A's, whichever lost the lease) collapsed onto the other's fill.
+origin.behave("/v/cold", delay_ms=500)
+import asyncio
+from harness import request
+
+
+async def split():
+    return await asyncio.gather(*(
+        request((a if i % 2 else b).port, "/api/cold", None, "GET", 30)
+        for i in range(200)))
+answers = asyncio.run(split())
+check_eq({x.status for x in answers}, {200}, "200 clients served")
+check_eq(len({x.body for x in answers}), 1, "one body for all")
+check_eq(origin.calls("/v/cold"), 1, "one origin call for two instances")
+statuses = {x.headers.get("cache-status") for x in answers}
+check_eq(statuses, {"corral; fwd=miss; stored",
+                    "corral; fwd=miss; collapsed"}, "stored and collapsed")
+
 # Garbage and a foreign encoding under keys: misses, no crash.
 redis.command("SET", "it:/api/junk", "garbage")
 redis.command("SET", "it:/api/v9", b"CRV\x09" + b"x" * 60)
