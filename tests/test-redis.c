@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "corral/cache.h"
 #include "corral/redis_tier.h"
 #include "corral/value.h"
 #include "testlib.h"
@@ -328,6 +329,85 @@ test_lease(void)
     corral_redis_tier_free(b);
 }
 
+struct answer {
+    int calls, error;
+    enum corral_source source;
+    char body[64];
+};
+
+static void
+answer_cb(const struct corral_result *res, void *arg)
+{
+    struct answer *a = arg;
+    a->calls++;
+    a->error = res->error;
+    a->source = res->source;
+    snprintf(a->body, sizeof(a->body), "%s",
+             res->value ? corral_value_body(res->value) : "");
+}
+
+static const char *next_body = "v1";
+
+static void
+compute(struct corral_fill *f, const char *key, size_t keylen, void *arg)
+{
+    struct corral_value *v = corral_value_new(key, keylen, next_body,
+                                              strlen(next_body), "", 0);
+    (void)arg;
+    corral_fill_done(f, v);
+}
+
+static void
+ask(struct corral_cache *c, struct answer *a)
+{
+    static const struct corral_strategy s = {.kind = CORRAL_STRATEGY_LONG};
+    const struct corral_compute how = {.fn = compute};
+    memset(a, 0, sizeof(*a));
+    CHECK(corral_get_or_compute(c, "/p", 2, &s, 1000, &how, answer_cb, a) !=
+          NULL);
+    for (int i = 0; i < 200 && a->calls == 0; i++)
+        run_for(5);
+    CHECK_EQ_INT(a->calls, 1);
+    CHECK_EQ_INT(a->error, 0);
+}
+
+/* Two caches, each with its own tier, one Redis: a purge on one reaches
+ * the other's L1, whose next answer is the new body. */
+static void
+test_purge_two_instances(void)
+{
+    struct corral_redis_tier *ta = tier(port, 200), *tb = tier(port, 200);
+    struct corral_cache_options oa = {.tier = &corral_redis_tier_ops,
+                                      .tier_ctx = ta};
+    struct corral_cache_options ob = {.tier = &corral_redis_tier_ops,
+                                      .tier_ctx = tb};
+    struct corral_cache *a = corral_cache_new(base, &oa);
+    struct corral_cache *b = corral_cache_new(base, &ob);
+    struct answer x;
+
+    CHECK(up_within(ta, 2000) && up_within(tb, 2000));
+    run_for(200); /* subscribed */
+    next_body = "v1";
+    ask(a, &x);
+    CHECK_EQ_INT(x.source, CORRAL_SOURCE_STORED);
+    run_for(50);
+    ask(b, &x);
+    CHECK_EQ_INT(x.source, CORRAL_SOURCE_L2);
+    CHECK_EQ_STR(x.body, "v1");
+    CHECK(corral_cache_peek(b, "/p", 2) != NULL); /* in b's L1 now */
+    corral_invalidate(a, "/p", 2);
+    for (int i = 0; i < 100 && corral_cache_peek(b, "/p", 2) != NULL; i++)
+        run_for(10);
+    CHECK(corral_cache_peek(b, "/p", 2) == NULL); /* dropped by the purge */
+    next_body = "v2";
+    ask(b, &x);
+    CHECK_EQ_STR(x.body, "v2");
+    corral_cache_free(a);
+    corral_cache_free(b);
+    corral_redis_tier_free(ta);
+    corral_redis_tier_free(tb);
+}
+
 /* Redis killed: gets answer at once as misses; restarted on the same port:
  * used again within a second. */
 static void
@@ -409,6 +489,7 @@ main(void)
     RUN(test_hit_and_miss);
     RUN(test_invalidation);
     RUN(test_lease);
+    RUN(test_purge_two_instances);
     RUN(test_outage);
     RUN(test_silent_server);
     event_base_free(base);

@@ -66,6 +66,41 @@ statuses = {x.headers.get("cache-status") for x in answers}
 check_eq(statuses, {"corral; fwd=miss; stored",
                     "corral; fwd=miss; collapsed"}, "stored and collapsed")
 
+# The lease holder SIGKILLed mid-fill: once its lease runs out (the fill
+# timeout: upstream timeout 2 s + 1 s), the other instance fetches; every
+# client of the survivor gets an answer; at most 2 origin calls.
+cfg_slow = config(redis.port)
+cfg_slow["upstreams"]["o"]["timeout"] = "2s"
+h = w.start_corral(cfg_slow)
+s = w.start_corral(cfg_slow)
+time.sleep(0.3)
+origin.behave("/v/orphan", delay_ms=1500)
+
+
+async def orphan():
+    holder = asyncio.ensure_future(
+        request(h.port, "/api/orphan", None, "GET", 10))
+    await asyncio.sleep(0.3)  # h holds the lease and is fetching
+    waiters = [asyncio.ensure_future(
+        request(s.port, "/api/orphan", None, "GET", 15)) for _ in range(20)]
+    await asyncio.sleep(0.3)
+    h.proc.kill()
+    got = await asyncio.gather(*waiters)
+    try:
+        await holder
+    except Exception:
+        pass
+    return got
+t0 = time.time()
+got = asyncio.run(orphan())
+check_eq({x.status for x in got}, {200}, "every survivor's client answered")
+check_eq(len({x.body for x in got}), 1, "one body")
+check(origin.calls("/v/orphan") <= 2, f"at most 2 origin calls: "
+      f"{origin.calls('/v/orphan')}")
+check(time.time() - t0 < 8, "bounded by the lease and one fetch")
+h.proc.wait()
+w.corrals.remove(h.proc)  # killed on purpose: no exit status to check
+
 # Garbage and a foreign encoding under keys: misses, no crash.
 redis.command("SET", "it:/api/junk", "garbage")
 redis.command("SET", "it:/api/v9", b"CRV\x09" + b"x" * 60)
