@@ -37,9 +37,6 @@ warn_unserved(const struct corral_config *cfg)
 {
     const char *what[8];
     size_t n = 0;
-    if (cfg->l2)
-        what[n++] = "fleet-wide single flight over l2 (each instance fills "
-                    "on its own; L2 hits are served)";
     if (cfg->admin)
         what[n++] = "admin";
     if (cfg->access_log)
