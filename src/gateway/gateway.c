@@ -277,7 +277,7 @@ upstream_new(struct corral_gateway *g, const struct corral_config_upstream *u,
 
 struct corral_gateway *
 corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
-                   char *err, size_t errlen)
+                   int listen_fd, char *err, size_t errlen)
 {
     /* What every failure below says unless a step gives its own reason. */
     snprintf(err, errlen, "out of memory");
@@ -338,8 +338,8 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         .max_clients = cfg->limits.max_clients,
         .max_queued_bytes = cfg->limits.max_queued_bytes,
         .max_client_queued_bytes = cfg->limits.max_client_queued_bytes,
-        /* workers share the port; 0 = one per core */
-        .reuse_port = cfg->workers != 1,
+        .has_listen_fd = listen_fd >= 0,
+        .listen_fd = listen_fd,
     };
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)

@@ -13,10 +13,13 @@ struct corral_config;
 struct corral_gateway; /* opaque */
 
 /* Builds a gateway on base from cfg (borrowed; must outlive it) and starts
- * listening. Returns NULL with err set. Caller frees. */
+ * listening on cfg's address, or on listen_fd when it is >= 0 (a socket a
+ * supervisor bound for all its workers). Returns NULL with err set. Caller
+ * frees. */
 struct corral_gateway *corral_gateway_new(struct event_base *base,
                                           const struct corral_config *cfg,
-                                          char *err, size_t errlen);
+                                          int listen_fd, char *err,
+                                          size_t errlen);
 /* The port the front end listens on. */
 uint16_t corral_gateway_port(const struct corral_gateway *g);
 /* Stops accepting, answers what is in flight, then calls done. */

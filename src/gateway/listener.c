@@ -73,9 +73,9 @@ on_resume(evutil_socket_t fd, short what, void *arg)
         l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
-static int
-listen_on(const char *h, uint16_t p, int backlog, bool reuse_port, char *err,
-          size_t errlen)
+int
+corral_listen_socket(const char *h, uint16_t p, int backlog, bool reuse_port,
+                     char *err, size_t errlen)
 {
     char host[256], port[8];
     const char *node = NULL;
@@ -138,10 +138,11 @@ listen_on(const char *h, uint16_t p, int backlog, bool reuse_port, char *err,
     return fd;
 }
 
-struct corral_listener *
-corral_listener_new(struct event_base *base, const char *host, uint16_t port,
-                    int backlog, bool reuse_port, corral_accept_cb *cb,
-                    void *arg, char *err, size_t errlen)
+/* host_fd >= 0: adopt that listening socket instead of binding one. */
+static struct corral_listener *
+listener_new(struct event_base *base, int host_fd, const char *host,
+             uint16_t port, int backlog, bool reuse_port, corral_accept_cb *cb,
+             void *arg, char *err, size_t errlen)
 {
     struct corral_listener *l = calloc(1, sizeof(*l));
     struct sockaddr_storage ss;
@@ -154,8 +155,16 @@ corral_listener_new(struct event_base *base, const char *host, uint16_t port,
     l->cb = cb;
     l->arg = arg;
     l->spare_fd = -1;
-    l->fd = listen_on(host, port, backlog, reuse_port, err, errlen);
+    l->fd = host_fd >= 0 ? host_fd
+                         : corral_listen_socket(host, port, backlog, reuse_port,
+                                                err, errlen);
     if (l->fd < 0) {
+        free(l);
+        return NULL;
+    }
+    if (host_fd >= 0 && fcntl(l->fd, F_SETFL,
+                              fcntl(l->fd, F_GETFL) | O_NONBLOCK) < 0) {
+        snprintf(err, errlen, "listen: %s", strerror(errno));
         free(l);
         return NULL;
     }
@@ -172,6 +181,22 @@ corral_listener_new(struct event_base *base, const char *host, uint16_t port,
         return NULL;
     }
     return l;
+}
+
+struct corral_listener *
+corral_listener_new(struct event_base *base, const char *host, uint16_t port,
+                    int backlog, bool reuse_port, corral_accept_cb *cb,
+                    void *arg, char *err, size_t errlen)
+{
+    return listener_new(base, -1, host, port, backlog, reuse_port, cb, arg,
+                        err, errlen);
+}
+
+struct corral_listener *
+corral_listener_adopt(struct event_base *base, int fd, corral_accept_cb *cb,
+                      void *arg, char *err, size_t errlen)
+{
+    return listener_new(base, fd, NULL, 0, 0, false, cb, arg, err, errlen);
 }
 
 uint16_t

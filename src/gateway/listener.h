@@ -23,6 +23,19 @@ struct corral_listener *corral_listener_new(struct event_base *base,
                                             corral_accept_cb *cb, void *arg,
                                             char *err, size_t errlen);
 
+/* Serves fd, a socket already bound and listening (inherited from a
+ * supervisor, so that several worker processes share one accept queue),
+ * made non-blocking. The listener owns fd from here (it closes its copy).
+ * Returns NULL with a reason in err. */
+struct corral_listener *corral_listener_adopt(struct event_base *base, int fd,
+                                              corral_accept_cb *cb, void *arg,
+                                              char *err, size_t errlen);
+
+/* A bound, listening, non-blocking, close-on-exec TCP socket on host:port
+ * (as for corral_listener_new()), or -1 with a reason in err. */
+int corral_listen_socket(const char *host, uint16_t port, int backlog,
+                         bool reuse_port, char *err, size_t errlen);
+
 /* The port it listens on, in host order. */
 uint16_t corral_listener_port(const struct corral_listener *l);
 

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "listener.h"
 
 /* CORRAL_VERSION comes from meson's project version. */
 
@@ -96,10 +97,11 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     corral_gateway_drain(run->gateway, drained, run);
 }
 
-/* One reactor: the gateway on its own loop until SIGTERM or SIGINT.
- * Returns the process's exit status. */
+/* One reactor: the gateway on its own loop until SIGTERM or SIGINT, on
+ * listen_fd when >= 0 (the supervisor's socket), else on its own. Returns
+ * the process's exit status. */
 static int
-reactor(const struct corral_config *cfg)
+reactor(const struct corral_config *cfg, int listen_fd)
 {
     char err[1024];
     struct run run = {.base = event_base_new()};
@@ -107,7 +109,8 @@ reactor(const struct corral_config *cfg)
         fprintf(stderr, "corral: cannot create the event loop\n");
         return 1;
     }
-    run.gateway = corral_gateway_new(run.base, cfg, err, sizeof(err));
+    run.gateway =
+        corral_gateway_new(run.base, cfg, listen_fd, err, sizeof(err));
     if (run.gateway == NULL) {
         fprintf(stderr, "corral: %s\n", err);
         event_base_free(run.base);
@@ -167,7 +170,7 @@ struct worker {
 };
 
 static pid_t
-spawn(const struct corral_config *cfg, sigset_t *old)
+spawn(const struct corral_config *cfg, int listen_fd, sigset_t *old)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -178,16 +181,18 @@ spawn(const struct corral_config *cfg, sigset_t *old)
         sigaction(SIGHUP, &dfl, NULL);
         sigaction(SIGCHLD, &dfl, NULL);
         sigprocmask(SIG_SETMASK, old, NULL);
-        _exit(reactor(cfg));
+        _exit(reactor(cfg, listen_fd));
     }
     return pid;
 }
 
 /* Runs n workers until SIGTERM or SIGINT (forwarded to them; then waits for
- * their drain). A worker that dies is started again: at once when it had
+ * their drain). They share one listening socket, bound here, so its accept
+ * queue outlives any worker: a worker that dies takes only the clients it
+ * had accepted. A worker that dies is started again: at once when it had
  * run a while, else after a delay that doubles from 100 ms to 5 s. When
- * every first worker fails at once (a port in use, a bad upstream), the
- * supervisor gives up with status 1. */
+ * every first worker fails at once (a bad upstream...), the supervisor
+ * gives up with status 1. */
 static int
 supervise(const struct corral_config *cfg, unsigned n)
 {
@@ -199,6 +204,14 @@ supervise(const struct corral_config *cfg, unsigned n)
 
     if (w == NULL) {
         fprintf(stderr, "corral: out of memory\n");
+        return 1;
+    }
+    char err[512];
+    int lfd = corral_listen_socket(cfg->listen.host, cfg->listen.port, 0,
+                                   false, err, sizeof(err));
+    if (lfd < 0) {
+        fprintf(stderr, "corral: %s\n", err);
+        free(w);
         return 1;
     }
     sigemptyset(&sa.sa_mask);
@@ -218,7 +231,7 @@ supervise(const struct corral_config *cfg, unsigned n)
         unsigned running = 0;
         for (unsigned i = 0; i < n; i++) {
             if (w[i].pid == 0 && !stopping && w[i].restart_at <= now) {
-                w[i].pid = spawn(cfg, &old);
+                w[i].pid = spawn(cfg, lfd, &old);
                 w[i].started = now;
                 if (w[i].pid < 0) {
                     w[i].pid = 0;
@@ -250,8 +263,12 @@ supervise(const struct corral_config *cfg, unsigned n)
         if (got_signal) {
             int sig = got_signal;
             got_signal = 0;
-            if (sig != SIGHUP)
+            if (sig != SIGHUP && !stopping) {
                 stopping = true;
+                /* Workers drain: new clients are refused, not queued. */
+                close(lfd);
+                lfd = -1;
+            }
             for (unsigned i = 0; i < n; i++)
                 if (w[i].pid > 0)
                     kill(w[i].pid, sig);
@@ -302,6 +319,8 @@ supervise(const struct corral_config *cfg, unsigned n)
             }
         }
     }
+    if (lfd >= 0)
+        close(lfd);
     free(w);
     return status;
 }
@@ -370,7 +389,7 @@ main(int argc, char **argv)
                         "at most once per worker)\n",
                 workers);
     signal(SIGPIPE, SIG_IGN);
-    int rc = workers > 1 ? supervise(cfg, workers) : reactor(cfg);
+    int rc = workers > 1 ? supervise(cfg, workers) : reactor(cfg, -1);
     corral_config_free(cfg);
     return rc;
 }

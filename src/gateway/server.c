@@ -1364,8 +1364,12 @@ corral_server_new(struct event_base *base,
     s->settings.on_message_complete = on_message_complete;
 
     raise_nofile();
-    s->listener = corral_listener_new(base, o->host, o->port, o->backlog,
-                                      o->reuse_port, on_accept, s, err, errlen);
+    s->listener =
+        o->has_listen_fd
+            ? corral_listener_adopt(base, o->listen_fd, on_accept, s, err,
+                                    errlen)
+            : corral_listener_new(base, o->host, o->port, o->backlog,
+                                  o->reuse_port, on_accept, s, err, errlen);
     if (!s->listener)
         goto fail;
     s->port = corral_listener_port(s->listener);

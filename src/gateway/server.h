@@ -24,6 +24,8 @@ struct corral_server_options {
     unsigned max_clients;       /* open connections; 0 = 10000; over: 503 */
     int backlog;                /* listen(2) backlog; 0 = 511 */
     bool reuse_port;            /* SO_REUSEPORT, for one listener per worker */
+    bool has_listen_fd;         /* serve listen_fd instead of binding */
+    int listen_fd;              /* a listening socket the server adopts */
     /* Answers queued and not yet written hold their bytes (and the values
      * they borrow). A client with requests in flight is not read while its
      * own queue holds max_client_queued_bytes (0 = 1 MB) or all clients'
