@@ -110,7 +110,25 @@ for k in ("junk", "v9"):
     check_eq(r.json()["path"], f"/v/{k}", f"{k}: the origin's body")
     check_eq(origin.calls(f"/v/{k}"), 1, f"{k}: one call")
 
-# Redis killed: L1 keeps answering, new keys go to the origin at once.
+# Redis killed under load: every request is answered, cached keys from
+# L1, new keys from the origin, and nothing hangs.
+import threading
+
+
+async def load():
+    paths = [f"/api/{'one' if i % 2 else f'load{i}'}" for i in range(300)]
+    return await asyncio.gather(*(
+        request((a if i % 3 else b).port, p, None, "GET", 15)
+        for i, p in enumerate(paths)))
+killer = threading.Timer(0.05, redis.kill)
+killer.start()
+t0 = time.time()
+got = asyncio.run(load())
+killer.join()
+check_eq({x.status for x in got}, {200}, "all 300 answered across the kill")
+check(time.time() - t0 < 10, f"nothing hung: {time.time() - t0:.2f} s")
+
+# Redis down: L1 keeps answering, new keys go to the origin at once.
 redis.kill()
 t0 = time.time()
 check_eq(a.get("/api/one").status, 200, "cached key with Redis down")
