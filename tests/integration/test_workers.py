@@ -60,4 +60,12 @@ while (len(workers()) < 2 or victim in workers()) and time.time() < deadline:
 check_eq(len(workers()), 2, "the worker was restarted")
 check(victim not in workers(), "by a new process")
 check(c.alive(), "the supervisor lives")
+
+# SIGHUP reaches the workers (no reload yet): nobody dies, all serve.
+before = sorted(workers())
+c.proc.send_signal(signal.SIGHUP)
+time.sleep(0.3)
+check_eq(sorted(workers()), before, "the same workers after SIGHUP")
+check_eq(c.get("/api/a").status, 200, "serving after SIGHUP")
+check(c.alive(), "the supervisor survives SIGHUP")
 done("workers")
