@@ -403,6 +403,10 @@ lease_done(int won, void *arg)
     struct corral_fill *f = arg;
     f->in_lease = false;
     if (f->cache == NULL || f->state != F_LEASE) {
+        /* Settled meanwhile (deadline): a lease we got goes back at once
+         * rather than keep the others waiting until it runs out. */
+        if (won == 1 && f->cache != NULL)
+            f->cache->tier->release(f->cache->tier_ctx, f->key, f->keylen, 0);
         fill_maybe_free(f);
         return;
     }
