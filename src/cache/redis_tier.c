@@ -309,6 +309,16 @@ stop_sub(struct corral_redis_tier *t)
     redisAsyncFree(ac);
 }
 
+/* The subscriber connection runs while anyone listens. */
+static void
+sub_update(struct corral_redis_tier *t)
+{
+    if (t->sub_cb == NULL && t->rel_cb == NULL)
+        stop_sub(t);
+    else if (t->sub_ac == NULL)
+        start_sub(t);
+}
+
 static void
 redis_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
 {
@@ -316,10 +326,7 @@ redis_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
 
     t->sub_cb = cb;
     t->sub_arg = arg;
-    if (t->sub_cb == NULL && t->rel_cb == NULL)
-        stop_sub(t);
-    else if (t->sub_ac == NULL)
-        start_sub(t);
+    sub_update(t);
 }
 
 static void
@@ -329,10 +336,7 @@ redis_watch_released(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
 
     t->rel_cb = cb;
     t->rel_arg = arg;
-    if (t->sub_cb == NULL && t->rel_cb == NULL)
-        stop_sub(t);
-    else if (t->sub_ac == NULL)
-        start_sub(t);
+    sub_update(t);
 }
 
 /* ---- gets ---- */
@@ -427,18 +431,14 @@ full_key(const struct corral_redis_tier *t, const void *key, size_t keylen,
     return k;
 }
 
-static void
-redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
-          void *arg)
+/* A request for key, listed, with its timer not yet armed. */
+static struct req *
+req_new(struct corral_redis_tier *t, const void *key, size_t keylen,
+        void *arg)
 {
-    struct corral_redis_tier *t = ctx;
     struct req *r = xcalloc(1, sizeof(*r) + keylen);
-    struct timeval tv;
-    char buf[512], *k;
-    size_t klen;
 
     r->t = t;
-    r->cb = cb;
     r->arg = arg;
     r->keylen = keylen;
     memcpy(r->key, key, keylen);
@@ -446,6 +446,29 @@ redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
     if (r->timer == NULL)
         abort(); /* the policy of xalloc.h */
     TAILQ_INSERT_TAIL(&t->reqs, r, link);
+    return r;
+}
+
+/* Sent: the reply has timeout_ms. Not sent (Redis down): answered on the
+ * next loop turn. */
+static void
+req_arm(struct req *r)
+{
+    struct timeval tv = corral_ms_to_tv(r->sent ? r->t->timeout_ms : 0);
+
+    evtimer_add(r->timer, &tv);
+}
+
+static void
+redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
+          void *arg)
+{
+    struct corral_redis_tier *t = ctx;
+    struct req *r = req_new(t, key, keylen, arg);
+    char buf[512], *k;
+    size_t klen;
+
+    r->cb = cb;
     if (t->ac != NULL && t->connected) {
         k = full_key(t, key, keylen, buf, sizeof(buf), &klen);
         r->sent = redisAsyncCommand(t->ac, get_reply, r, "GET %b", k, klen) ==
@@ -453,8 +476,7 @@ redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
         if (k != buf)
             free(k);
     }
-    tv = corral_ms_to_tv(r->sent ? t->timeout_ms : 0);
-    evtimer_add(r->timer, &tv);
+    req_arm(r);
 }
 
 static void
@@ -542,23 +564,15 @@ redis_lease(void *ctx, const void *key, size_t keylen, uint64_t ttl_ms,
             corral_tier_lease_cb *cb, void *arg)
 {
     struct corral_redis_tier *t = ctx;
-    struct req *r = xcalloc(1, sizeof(*r));
-    struct timeval tv;
+    struct req *r = req_new(t, key, keylen, arg);
 
-    r->t = t;
     r->lease_cb = cb;
-    r->arg = arg;
-    r->timer = evtimer_new(t->base, req_timer_cb, r);
-    if (r->timer == NULL)
-        abort(); /* the policy of xalloc.h */
-    TAILQ_INSERT_TAIL(&t->reqs, r, link);
     if (t->ac != NULL && t->connected)
         r->sent = redisAsyncCommand(t->ac, lease_reply, r,
                                     "SET %blease:%b %s NX PX %llu", t->prefix,
                                     strlen(t->prefix), key, keylen, t->owner,
                                     (unsigned long long)ttl_ms) == REDIS_OK;
-    tv = corral_ms_to_tv(r->sent ? t->timeout_ms : 0);
-    evtimer_add(r->timer, &tv);
+    req_arm(r);
 }
 
 /* Deletes the lease only if it is still ours (it may have run out and been
