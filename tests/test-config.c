@@ -535,6 +535,23 @@ test_routes(void)
     CHECK_ERROR(ROUTE("{'path': '/k/{a}/{b}', 'upstream': 'u', 'fetch': '/', "
                       "'key': 'k{a}{b}'}"),
                 "t.json:3: routes[0].key: ", "side by side");
+    /* Negative caching: 4xx only, each with a duration. */
+    struct corral_config *ce =
+        parse(R("'cache_errors': {'404': '1m', '410': '10s'}"));
+    CHECK(ce != NULL);
+    CHECK_EQ_INT(ce->routes[0].n_cache_errors, 2);
+    CHECK_EQ_INT(ce->routes[0].cache_errors[0].status, 404);
+    CHECK_EQ_INT(ce->routes[0].cache_errors[0].ttl_ms, 60000);
+    CHECK_EQ_INT(ce->routes[0].cache_errors[1].ttl_ms, 10000);
+    corral_config_free(ce);
+    CHECK_ERROR(R("'cache_errors': {'500': '1m'}"),
+                "t.json:3: routes[0].cache_errors.500: ", "only 4xx");
+    CHECK_ERROR(R("'cache_errors': {'4x4': '1m'}"),
+                "t.json:3: routes[0].cache_errors.4x4: ", "only 4xx");
+    CHECK_ERROR(R("'cache_errors': {'404': 60}"),
+                "t.json:3: routes[0].cache_errors.404: ", "expected a string");
+    CHECK_ERROR(R("'cache_errors': ['404']"),
+                "t.json:3: routes[0].cache_errors: ", "expected an object");
     CHECK_ERROR(R("'strategy': '400d'"), "t.json:3: routes[0].strategy: ",
                 "at most 365d");
     CHECK_ERROR(R("'stale_if_error': '999999999d'"),

@@ -141,6 +141,10 @@ int corral_invalidate(struct corral_cache *c, const void *key, size_t keylen);
  * the same reference out to every waiter. Takes ownership of the reference,
  * also on failure. value's key must be the fill's key. */
 void corral_fill_done(struct corral_fill *fill, struct corral_value *value);
+/* corral_fill_done() with its own lifetime instead of the strategy's (a
+ * negative answer kept briefly, say). ttl_ms > 0. */
+void corral_fill_done_ttl(struct corral_fill *fill, struct corral_value *value,
+                          uint64_t ttl_ms);
 /* Reports failure: every waiter gets the same error (< 0) and message
  * (copied). Nothing is stored. */
 void corral_fill_fail(struct corral_fill *fill, int error, const char *message);

@@ -624,6 +624,13 @@ fill_given_up(const struct corral_fill *f)
 void
 corral_fill_done(struct corral_fill *f, struct corral_value *value)
 {
+    corral_fill_done_ttl(f, value, corral_strategy_ttl_ms(&f->strategy));
+}
+
+void
+corral_fill_done_ttl(struct corral_fill *f, struct corral_value *value,
+                     uint64_t ttl_ms)
+{
     if (fill_given_up(f)) {
         /* Given up on (deadline, teardown) without an abort hook. */
         f->computing = false;
@@ -642,11 +649,10 @@ corral_fill_done(struct corral_fill *f, struct corral_value *value)
     f->computing = false;
     c->stats.fills_ok++;
     if (f->purged) /* stamped for its callers, stored nowhere */
-        corral_value_stamp(value, corral_cache_now(c),
-                           corral_strategy_ttl_ms(&f->strategy),
+        corral_value_stamp(value, corral_cache_now(c), ttl_ms,
                            f->strategy.swr_ms, f->strategy.sie_ms);
     else
-        store(c, value, &f->strategy, corral_strategy_ttl_ms(&f->strategy));
+        store(c, value, &f->strategy, ttl_ms);
     fill_settle(f, 0, "", value);
 }
 

@@ -863,6 +863,35 @@ parse_strategy(struct ctx *c, struct jnode *n, const char *path,
 }
 
 /* Parses routes[i]; aggregate members are resolved once all are known. */
+/* {"404": "1m", ...}: which upstream 4xx answers are cached, how long. */
+static int
+parse_cache_errors(struct ctx *c, struct jnode *n, const char *path,
+                   struct corral_config_route *r)
+{
+    char p[PATH_LEN];
+    if (check_object(c, n, path, NULL) < 0)
+        return -1;
+    if (n->n > sizeof(r->cache_errors) / sizeof(r->cache_errors[0]))
+        return fail(c, n, path, "at most %zu statuses",
+                    sizeof(r->cache_errors) / sizeof(r->cache_errors[0]));
+    for (size_t i = 0; i < n->n; i++) {
+        struct jnode *e = n->kids[i];
+        const char *k = e->key;
+        join_key(p, path, k);
+        if (strlen(k) != 3 || k[0] != '4' || k[1] < '0' || k[1] > '9' ||
+            k[2] < '0' || k[2] > '9')
+            return fail(c, e, p,
+                        "only 4xx answers are cached (a status such as "
+                        "\"404\")");
+        r->cache_errors[i].status = atoi(k);
+        if (get_duration(c, e, p, 1000, MAX_TIMEOUT_MS,
+                         &r->cache_errors[i].ttl_ms) < 0)
+            return -1;
+        r->n_cache_errors++;
+    }
+    return 0;
+}
+
 static int
 parse_route(struct ctx *c, struct jnode *n, const char *path,
             struct corral_config *cfg, struct corral_config_route *r)
@@ -879,10 +908,11 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         "params",
         "query",
         "json",
+        "cache_errors",
         NULL,
     };
     static const char *const upstream_only[] = {"params", "query", "json",
-                                                NULL};
+                                                "cache_errors", NULL};
     char p[PATH_LEN], pp[PATH_LEN];
     struct jnode *m, *params, *up, *fetch, *agg;
 
@@ -960,6 +990,9 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
             return -1;
         r->json = m->num != 0;
     }
+    if ((m = member(n, "cache_errors")) &&
+        parse_cache_errors(c, m, join_key(p, path, "cache_errors"), r) < 0)
+        return -1;
     return 0;
 }
 

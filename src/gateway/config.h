@@ -104,6 +104,13 @@ struct corral_config_route {
     char **query; /* client query parameters forwarded and keyed on */
     size_t n_query;
     bool json; /* the body must be valid JSON to be stored, default true */
+    /* Negative caching: upstream 4xx answers kept for a while, by status
+     * (e.g. 404 for 1 min). n_cache_errors 0: none. */
+    struct corral_config_cache_error {
+        int status;       /* 400..499 */
+        uint64_t ttl_ms;  /* 1 s .. 1 day */
+    } cache_errors[8];
+    size_t n_cache_errors;
 };
 
 struct corral_config {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <http_parser.h>
 #include <yajl/yajl_parse.h>
 
 #include "config.h"
@@ -47,7 +48,7 @@ has_controls(const char *s)
 /* Renders the head every hit reuses: status line and fixed headers. */
 static struct corral_value *
 make_value(const char *key, size_t keylen,
-           const struct corral_fetch_result *res)
+           const struct corral_fetch_result *res, int status)
 {
     const char *ctype = res->content_type && *res->content_type
                             ? res->content_type
@@ -59,9 +60,10 @@ make_value(const char *key, size_t keylen,
         return NULL;
     char *aux = corral_value_aux_mut(v, &cap);
     int n = snprintf(aux, cap,
-                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
                      "Content-Length: %zu\r\nETag: %s\r\n",
-                     ctype, res->len, corral_value_etag(v));
+                     status, http_status_str((enum http_status)status), ctype,
+                     res->len, corral_value_etag(v));
     if (n < 0 || (size_t)n >= cap) {
         corral_value_unref(v);
         return NULL;
@@ -92,6 +94,25 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         corral_fill_fail(fill, -EIO, msg);
         return;
     }
+    /* Negative caching: a 4xx the route keeps, as it came (status, type,
+     * body; no JSON check), for its own short time. */
+    for (size_t i = 0; i < route->n_cache_errors; i++) {
+        if (route->cache_errors[i].status != res->status)
+            continue;
+        size_t klen;
+        const char *k = corral_fill_key(fill, &klen);
+        struct corral_value *nv =
+            res->content_type && has_controls(res->content_type)
+                ? NULL
+                : make_value(k, klen, res, res->status);
+        if (nv == NULL) {
+            snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
+            corral_fill_fail(fill, -EBADMSG, msg);
+            return;
+        }
+        corral_fill_done_ttl(fill, nv, route->cache_errors[i].ttl_ms);
+        return;
+    }
     /* Only a whole representation is stored: not a 206 (a part), 204 (no
      * content) or 201/202 (about something else). */
     if (res->status != 200 && res->status != 203) {
@@ -110,7 +131,7 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
     }
     size_t keylen;
     const char *key = corral_fill_key(fill, &keylen);
-    struct corral_value *v = make_value(key, keylen, res);
+    struct corral_value *v = make_value(key, keylen, res, 200);
     if (v == NULL) {
         corral_fill_fail(fill, -EBADMSG, "upstream answer too large to cache");
         return;

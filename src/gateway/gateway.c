@@ -120,27 +120,33 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
      * (RFC 9111 4.2), so the remaining ttl there would count age twice. */
     uint64_t lifetime =
         (corral_value_expires_at(v) - corral_value_stored_at(v)) / 1000;
-    char extra[192]; /* the longest is 151 bytes */
+    /* A cached upstream 4xx (negative caching) has its own status line. */
+    const char *head = corral_value_aux(v);
+    bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
+    char extra[192]; /* at most 142 bytes */
     char *p = FMT_PUT(extra, "Cache-Status: corral; ");
     switch (source) {
     case CORRAL_SOURCE_STORED:
-        p = FMT_PUT(p, "fwd=miss; stored\r\n");
+        p = FMT_PUT(p, "fwd=miss; stored");
         break;
     case CORRAL_SOURCE_COLLAPSED:
-        p = FMT_PUT(p, "fwd=miss; collapsed\r\n");
+        p = FMT_PUT(p, "fwd=miss; collapsed");
         break;
     default:
         p = fmt_uint(FMT_PUT(p, "hit; ttl="), ttl);
-        if (source == CORRAL_SOURCE_L2)
+        if (source == CORRAL_SOURCE_L2 && !negative)
             p = FMT_PUT(p, "; detail=l2");
-        p = FMT_PUT(p, "\r\n");
         break;
     }
+    if (negative)
+        p = FMT_PUT(p, "; detail=negative");
+    p = FMT_PUT(p, "\r\n");
     p = fmt_uint(FMT_PUT(p, "Age: "), corral_value_age_s(v, now));
     p = fmt_uint(FMT_PUT(p, "\r\nCache-Control: max-age="), lifetime);
     p = FMT_PUT(p, "\r\n");
     int n = (int)(p - extra);
-    if (req->if_none_match && etag_matches(req, corral_value_etag(v))) {
+    if (!negative && req->if_none_match &&
+        etag_matches(req, corral_value_etag(v))) {
         char more[384];
         snprintf(more, sizeof(more), "ETag: %s\r\n%.*s", corral_value_etag(v),
                  n, extra);
