@@ -553,6 +553,39 @@ test_remote_lease(void)
     corral_fake_tier_free(tier);
 }
 
+/* TTL jitter: expiry drawn between (100 - pct)% and 100% of the ttl,
+ * spread out; 0 keeps the exact ttl. */
+static void
+test_ttl_jitter(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct corral_strategy s = {.kind = CORRAL_STRATEGY_CUSTOM,
+                                .custom_ms = 100000, .jitter_pct = 10};
+    uint64_t lo = UINT64_MAX, hi = 0;
+    char key[16];
+
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "j%d", i);
+        struct corral_value *v = corral_value_new(key, strlen(key), "1", 1,
+                                                  "", 0);
+        CHECK_EQ_INT(corral_set_with_strategy(c, v, &s), 0);
+        uint64_t life =
+            corral_value_expires_at(v) - corral_value_stored_at(v);
+        CHECK(life >= 90000 && life <= 100000);
+        lo = life < lo ? life : lo;
+        hi = life > hi ? life : hi;
+        corral_value_unref(v);
+    }
+    CHECK(hi - lo > 5000); /* spread over the window, not one value */
+    s.jitter_pct = 0;
+    struct corral_value *v = corral_value_new("exact", 5, "1", 1, "", 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, v, &s), 0);
+    CHECK_EQ_INT(corral_value_expires_at(v) - corral_value_stored_at(v),
+                 100000);
+    corral_value_unref(v);
+    corral_cache_free(c);
+}
+
 static void
 test_cancel(void)
 {
@@ -941,6 +974,7 @@ main(void)
     RUN(test_tier_hangs);
     RUN(test_purge_during_fill);
     RUN(test_remote_lease);
+    RUN(test_ttl_jitter);
     event_base_free(base);
     return 0;
 }

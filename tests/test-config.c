@@ -535,6 +535,19 @@ test_routes(void)
     CHECK_ERROR(ROUTE("{'path': '/k/{a}/{b}', 'upstream': 'u', 'fetch': '/', "
                       "'key': 'k{a}{b}'}"),
                 "t.json:3: routes[0].key: ", "side by side");
+    /* TTL jitter: 10% unless told, 0..50%. */
+    struct corral_config *tj = parse(R("'ttl_jitter': '0%'"));
+    CHECK(tj != NULL && tj->routes[0].strategy.jitter_pct == 0);
+    corral_config_free(tj);
+    tj = parse(R("'strategy': 'short'"));
+    CHECK(tj != NULL && tj->routes[0].strategy.jitter_pct == 10);
+    corral_config_free(tj);
+    CHECK_ERROR(R("'ttl_jitter': '60%'"), "t.json:3: routes[0].ttl_jitter: ",
+                "a percentage from");
+    CHECK_ERROR(R("'ttl_jitter': '10'"), "t.json:3: routes[0].ttl_jitter: ",
+                "a percentage from");
+    CHECK_ERROR(R("'ttl_jitter': '-5%'"), "t.json:3: routes[0].ttl_jitter: ",
+                "a percentage from");
     /* Negative caching: 4xx only, each with a duration. */
     struct corral_config *ce =
         parse(R("'cache_errors': {'404': '1m', '410': '10s'}"));

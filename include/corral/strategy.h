@@ -21,6 +21,10 @@ struct corral_strategy {
     uint64_t custom_ms; /* ttl when kind == CUSTOM */
     uint64_t swr_ms;    /* stale-while-revalidate window, 0 = none */
     uint64_t sie_ms;    /* stale-if-error window, 0 = none */
+    /* 0..50: each stored value lives a random ttl between (100 - jitter_pct)
+     * and 100 percent of the strategy's, so keys filled together do not
+     * expire together. 0 = exactly the ttl. */
+    unsigned jitter_pct;
 };
 
 /* The ttl in ms a strategy stands for. */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/time.h>
 
 #include "l1.h"
@@ -35,6 +36,7 @@ struct corral_cache {
     struct event *sweep_ev;
     bool closing;
     struct corral_stats stats;
+    uint64_t rng; /* xorshift64* state, for TTL jitter */
 };
 
 static const char *const source_names[] = {
@@ -185,6 +187,8 @@ corral_cache_new(struct event_base *base,
     c->fill_timeout_ms = o.fill_timeout_ms ? o.fill_timeout_ms : 10000;
     c->max_waiters = o.max_waiters ? o.max_waiters : 10000;
     TAILQ_INIT(&c->tier_waiters);
+    if (getrandom(&c->rng, sizeof(c->rng), 0) != sizeof(c->rng) || !c->rng)
+        c->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)c;
     flight_init(&c->fl, base, fill_release, destroy_cb, c);
     c->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, c);
     if (c->sweep_ev == NULL)
@@ -577,6 +581,21 @@ corral_waiter_cancel(struct corral_waiter *w)
 
 /* ---- stores ---- */
 
+/* The strategy's ttl, less a random share of up to jitter_pct percent. */
+static uint64_t
+jittered_ttl(struct corral_cache *c, const struct corral_strategy *s)
+{
+    uint64_t ttl = corral_strategy_ttl_ms(s);
+    unsigned pct = s->jitter_pct > 50 ? 50 : s->jitter_pct;
+    if (pct == 0 || ttl == 0)
+        return ttl;
+    c->rng ^= c->rng >> 12;
+    c->rng ^= c->rng << 25;
+    c->rng ^= c->rng >> 27;
+    uint64_t r = c->rng * 0x2545f4914f6cdd1dull;
+    return ttl - r % (ttl / 100 * pct + 1);
+}
+
 static void
 store(struct corral_cache *c, struct corral_value *v,
       const struct corral_strategy *s, uint64_t ttl)
@@ -592,7 +611,7 @@ int
 corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
                          const struct corral_strategy *strategy)
 {
-    uint64_t ttl = corral_strategy_ttl_ms(strategy);
+    uint64_t ttl = jittered_ttl(c, strategy);
     if (ttl == 0 || (value->flags & VALUE_STORED))
         return -EINVAL;
     if (corral_l1_charge(value) > c->stats.max_bytes)
@@ -624,7 +643,11 @@ fill_given_up(const struct corral_fill *f)
 void
 corral_fill_done(struct corral_fill *f, struct corral_value *value)
 {
-    corral_fill_done_ttl(f, value, corral_strategy_ttl_ms(&f->strategy));
+    if (f->cache == NULL) { /* given up: corral_fill_done_ttl frees */
+        corral_fill_done_ttl(f, value, 1);
+        return;
+    }
+    corral_fill_done_ttl(f, value, jittered_ttl(f->cache, &f->strategy));
 }
 
 void

@@ -909,6 +909,7 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         "query",
         "json",
         "cache_errors",
+        "ttl_jitter",
         NULL,
     };
     static const char *const upstream_only[] = {"params", "query", "json",
@@ -993,6 +994,22 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
     if ((m = member(n, "cache_errors")) &&
         parse_cache_errors(c, m, join_key(p, path, "cache_errors"), r) < 0)
         return -1;
+    /* Expiry drawn between 90% and 100% of the ttl unless told otherwise:
+     * keys filled together then do not all expire together. */
+    r->strategy.jitter_pct = 10;
+    if ((m = member(n, "ttl_jitter"))) {
+        const char *s = get_str(c, m, join_key(p, path, "ttl_jitter"), NULL);
+        char *end;
+        if (s == NULL)
+            return -1;
+        unsigned long pct = strtoul(s, &end, 10);
+        if (end == s || strcmp(end, "%") != 0 || pct > 50 || s[0] == '-' ||
+            s[0] == '+' || s[0] == ' ')
+            return fail(c, m, p, "\"%s\": a percentage from \"0%%\" to "
+                                 "\"50%%\"",
+                        quote(c, m));
+        r->strategy.jitter_pct = (unsigned)pct;
+    }
     return 0;
 }
 
