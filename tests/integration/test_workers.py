@@ -22,6 +22,19 @@ p = subprocess.run([CORRAL, "--check", "-c", path], capture_output=True,
 check_eq(p.returncode, 0, f"--check: {p.stderr}")
 check("once per worker" in p.stdout, f"--check says so: {p.stdout}")
 
+# The port is taken: the supervisor says so and exits 1 at once.
+import socket
+taken = socket.socket()
+taken.bind(("127.0.0.1", 0))
+taken.listen(1)
+busy = w.write_config(dict(cfg, listen=f"127.0.0.1:{taken.getsockname()[1]}"),
+                      "busy.json")
+p = subprocess.run([CORRAL, "-c", busy], capture_output=True, text=True,
+                   timeout=20)
+check_eq(p.returncode, 1, f"a taken port: {p.stderr}")
+check("listen" in p.stderr and "in use" in p.stderr, f"says why: {p.stderr}")
+taken.close()
+
 c = w.start_corral(cfg)
 
 
