@@ -431,8 +431,14 @@ lease_done(int won, void *arg)
         abort(); /* the policy of xalloc.h */
     struct timeval tv = corral_ms_to_tv(f->timeout_ms);
     evtimer_add(f->wait_ev, &tv);
-    tv = corral_ms_to_tv(2 * f->timeout_ms);
-    evtimer_add(f->deadline, &tv);
+    /* The first wait moves the deadline to twice the timeout from now, room
+     * for the holder's lease and one takeover; never again, so waits that
+     * keep losing the lease still end. */
+    if (!f->deadline_moved) {
+        f->deadline_moved = true;
+        tv = corral_ms_to_tv(2 * f->timeout_ms);
+        evtimer_add(f->deadline, &tv);
+    }
 }
 
 /* Another instance released key's lease: its fill is in L2 (or failed). */
@@ -643,11 +649,9 @@ fill_given_up(const struct corral_fill *f)
 void
 corral_fill_done(struct corral_fill *f, struct corral_value *value)
 {
-    if (f->cache == NULL) { /* given up: corral_fill_done_ttl frees */
-        corral_fill_done_ttl(f, value, 1);
-        return;
-    }
-    corral_fill_done_ttl(f, value, jittered_ttl(f->cache, &f->strategy));
+    /* A fill given up on has no cache: the ttl is never used then. */
+    corral_fill_done_ttl(f, value,
+                         f->cache ? jittered_ttl(f->cache, &f->strategy) : 0);
 }
 
 void

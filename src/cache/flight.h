@@ -67,6 +67,7 @@ struct corral_fill {
     bool in_lease;  /* the tier still owes a lease callback */
     bool holder;    /* holds the key's lease: releases it when done */
     bool remote;    /* filled by another instance: every waiter collapsed */
+    bool deadline_moved; /* the one extension for a remote wait is used */
     uint64_t timeout_ms;   /* its deadline, and the lease's lifetime */
     struct event *wait_ev; /* F_REMOTE: when the holder's lease runs out */
     struct corral_strategy strategy;

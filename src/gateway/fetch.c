@@ -907,9 +907,7 @@ corral_fetch_check_host(const char *host, size_t len)
             return label > 63 ? "a label longer than 63 characters"
                               : "a label that starts with '-'";
     }
-    if (label == 0 && len > 0 && buf[len - 1] == '.')
-        return NULL; /* an absolute name "example.com." */
-    return NULL;
+    return NULL; /* a trailing '.' (an absolute name) is fine */
 }
 
 int

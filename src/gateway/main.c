@@ -18,6 +18,7 @@
 #include "config.h"
 #include "gateway.h"
 #include "listener.h"
+#include "timeutil.h"
 
 /* CORRAL_VERSION comes from meson's project version. */
 
@@ -154,14 +155,6 @@ on_supervisor_signal(int sig)
         got_signal = sig;
 }
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 struct worker {
     pid_t pid;          /* 0: not running */
     uint64_t started;   /* mono ms */
@@ -227,7 +220,7 @@ supervise(const struct corral_config *cfg, unsigned n)
     sigprocmask(SIG_BLOCK, &block, &old);
     fprintf(stderr, "corral: supervising %u workers\n", n);
     for (;;) {
-        uint64_t now = mono_ms(), next = 0;
+        uint64_t now = corral_now_ms(), next = 0;
         unsigned running = 0;
         for (unsigned i = 0; i < n; i++) {
             if (w[i].pid == 0 && !stopping && w[i].restart_at <= now) {
@@ -280,7 +273,7 @@ supervise(const struct corral_config *cfg, unsigned n)
             for (unsigned i = 0; i < n; i++) {
                 if (w[i].pid != pid)
                     continue;
-                uint64_t lived = mono_ms() - w[i].started;
+                uint64_t lived = corral_now_ms() - w[i].started;
                 w[i].pid = 0;
                 if (stopping) {
                     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
@@ -310,7 +303,7 @@ supervise(const struct corral_config *cfg, unsigned n)
                                                   : RESTART_MIN_MS;
                     if (w[i].delay_ms > RESTART_MAX_MS)
                         w[i].delay_ms = RESTART_MAX_MS;
-                    w[i].restart_at = mono_ms() + w[i].delay_ms;
+                    w[i].restart_at = corral_now_ms() + w[i].delay_ms;
                 } else {
                     w[i].delay_ms = 0;
                     w[i].restart_at = 0;

@@ -166,12 +166,6 @@ static void conn_close(struct conn *c);
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static uint64_t
-now_ms(void)
-{
-    return corral_now_ms();
-}
-
 /* "Date: ...\r\n", formatted once per second. */
 static const char *
 server_date(struct corral_server *s)
@@ -257,7 +251,7 @@ dl_set(struct conn *c, enum deadline_kind kind, uint64_t ms)
     c->dl_kind = kind;
     if (kind == DL_NONE)
         return;
-    c->deadline = now_ms() + ms;
+    c->deadline = corral_now_ms() + ms;
     TAILQ_INSERT_TAIL(dl_list(s, kind), c, dl_link);
 }
 
@@ -293,9 +287,8 @@ conn_kick(struct conn *c)
 
 /* ---- answers ----------------------------------------------------------- */
 
-/* Room for n more bytes in the obuf; returns the offset (-1 is kept for
- * callers, but allocation failure aborts: see xalloc.h). */
-static long
+/* Room for n more bytes in the obuf; returns their offset. */
+static size_t
 obuf_reserve(struct conn *c, size_t n)
 {
     if (c->obuf_cap - c->obuf_len < n) {
@@ -305,7 +298,7 @@ obuf_reserve(struct conn *c, size_t n)
         c->obuf = xrealloc(c->obuf, cap);
         c->obuf_cap = cap;
     }
-    long off = (long)c->obuf_len;
+    size_t off = c->obuf_len;
     c->obuf_len += n;
     return off;
 }
@@ -439,13 +432,7 @@ corral_request_respond(struct corral_request *req,
         return;
     }
     size_t n = r->extra_len + DATE_LEN + CONN_HDR_MAX + 2;
-    long off = obuf_reserve(c, n);
-    if (off < 0) {
-        c->broken = true;
-        sl->part[0].len = sl->part[1].len = sl->part[2].len = 0;
-        slot_answered(sl);
-        return;
-    }
+    size_t off = obuf_reserve(c, n);
     char *start = c->obuf + off, *p = start;
     if (r->extra_len)
         p = fmt_put(p, r->extra, r->extra_len);
@@ -488,13 +475,7 @@ corral_request_respond_simple(struct corral_request *req, int status,
     size_t n = 13 + rlen + 2 + (content_type ? 14 + ctlen + 2 : 0) +
                (no_body ? 0 : 16 + 20 + 2) + xlen + DATE_LEN + CONN_HDR_MAX +
                2 + blen;
-    long off = obuf_reserve(c, n);
-    if (off < 0) {
-        c->broken = true;
-        sl->part[0].len = sl->part[1].len = sl->part[2].len = 0;
-        slot_answered(sl);
-        return;
-    }
+    size_t off = obuf_reserve(c, n);
     char *start = c->obuf + off, *p = start;
     p = FMT_PUT(p, "HTTP/1.1 ");
     p = fmt_uint(p, (uint64_t)status);
@@ -1277,7 +1258,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_server *s = arg;
     struct conn *c;
-    uint64_t now = now_ms();
+    uint64_t now = corral_now_ms();
     (void)fd;
     (void)what;
     while ((c = TAILQ_FIRST(&s->lingering)) && c->deadline <= now) {
