@@ -138,6 +138,7 @@ struct waiter {
     enum corral_source source;
     struct corral_value *value; /* pointer only, to compare */
     char message[64];
+    uint64_t retry_after_ms;
     struct corral_waiter *handle;
     void (*then)(struct waiter *w); /* runs inside the callback */
     void *ctx;
@@ -152,6 +153,7 @@ waiter_cb(const struct corral_result *res, void *arg)
     w->error = res->error;
     w->source = res->source;
     w->value = res->value;
+    w->retry_after_ms = res->retry_after_ms;
     snprintf(w->message, sizeof(w->message), "%s", res->message);
     CHECK(res->error != 0 || res->value != NULL);
     if (w->then)
@@ -273,8 +275,18 @@ test_leader_fails(void)
     corral_cache_stats(c, &st);
     CHECK_EQ_INT(st.fills_failed, 1);
     CHECK_EQ_INT(st.entries, 0); /* nothing failed is stored */
-    /* The next requests after the failure start exactly one new fill. */
+    /* The key backs off: callers get the remembered error at once. */
     cp.fail = 0;
+    struct waiter held = {0};
+    ask(c, "flaky", &cp, &held, 5000);
+    while (!held.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(held.error, -EPROTO);
+    CHECK_EQ_STR(held.message, "upstream said no");
+    CHECK(held.retry_after_ms > 0 && held.retry_after_ms <= 1000);
+    CHECK_EQ_INT(cp.calls, 1);
+    /* Once it is over, the next requests start exactly one new fill. */
+    fake_now += 1000;
     struct waiter again[5] = {0};
     for (int i = 0; i < 5; i++)
         ask(c, "flaky", &cp, &again[i], 5000);
@@ -954,6 +966,315 @@ test_get_with_fallback(void)
     corral_cache_free(c);
 }
 
+/* Answers one ask of key and returns the waiter's result. */
+static struct waiter
+ask_once(struct corral_cache *c, const char *key, struct compute *cp)
+{
+    struct waiter w = {0};
+    ask(c, key, cp, &w, 5000);
+    while (!w.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    return w;
+}
+
+static void
+test_backoff(void)
+{
+    struct corral_cache_options o = {
+        .clock = fake_clock, .backoff_min_ms = 1000, .backoff_max_ms = 4000};
+    struct corral_cache *c = corral_cache_new(base, &o);
+    fake_now = 20000000;
+    struct compute cp;
+    compute_init(&cp, "dead", 0);
+    cp.immediate = true;
+    cp.fail = -EIO;
+    /* Steps 1, 2, 4, 4 s, each drawn from its upper quarter; callers in
+     * between cost no call. */
+    uint64_t steps[] = {1000, 2000, 4000, 4000};
+    for (int i = 0; i < 4; i++) {
+        struct waiter w = ask_once(c, "dead", &cp);
+        CHECK_EQ_INT(w.error, -EIO);
+        CHECK_EQ_INT(cp.calls, i + 1);
+        struct waiter held = ask_once(c, "dead", &cp);
+        CHECK_EQ_INT(held.error, -EIO);
+        CHECK_EQ_STR(held.message, "upstream said no");
+        CHECK(held.retry_after_ms <= steps[i] &&
+              held.retry_after_ms >= steps[i] * 3 / 4);
+        CHECK_EQ_INT(cp.calls, i + 1);
+        fake_now += held.retry_after_ms - 1;
+        held = ask_once(c, "dead", &cp); /* still backing off */
+        CHECK_EQ_INT(held.retry_after_ms, 1);
+        CHECK_EQ_INT(cp.calls, i + 1);
+        fake_now += 1;
+    }
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.backoffs, 4);
+    CHECK_EQ_INT(st.backoff_answers, 8);
+    /* One success resets it: the next failure starts at 1 s again. */
+    cp.fail = 0;
+    struct waiter ok = ask_once(c, "dead", &cp);
+    CHECK_EQ_INT(ok.error, 0);
+    CHECK_EQ_INT(ok.source, CORRAL_SOURCE_STORED);
+    fake_now += 31000; /* expired, no stale window */
+    cp.fail = -EIO;
+    ask_once(c, "dead", &cp);
+    struct waiter held = ask_once(c, "dead", &cp);
+    CHECK(held.retry_after_ms <= 1000 && held.retry_after_ms >= 750);
+    /* A purge asks for a new try at once. */
+    corral_invalidate(c, "dead", 4);
+    int calls = cp.calls;
+    ask_once(c, "dead", &cp);
+    CHECK_EQ_INT(cp.calls, calls + 1);
+    /* An upstream's Retry-After is a floor; -EBUSY does not grow the
+     * step. */
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+/* A compute that fails -EBUSY with a retry-after of 5 s. */
+static void
+busy_fn(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
+{
+    (*(int *)arg)++;
+    corral_fill_fail_retry(fill, -EBUSY, "paused", 5000);
+}
+
+static void
+test_backoff_retry_after(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 21000000;
+    int calls = 0;
+    const struct corral_compute how = {busy_fn, &calls, NULL, 0};
+    struct waiter w[3] = {{0}};
+    for (int i = 0; i < 3; i++) {
+        corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &w[i]);
+        while (!w[i].fired)
+            event_base_loop(base, EVLOOP_ONCE);
+        CHECK_EQ_INT(w[i].error, -EBUSY);
+        fake_now += 1000;
+    }
+    CHECK_EQ_INT(calls, 1);
+    CHECK_EQ_INT(w[0].retry_after_ms, 5000);
+    CHECK_EQ_INT(w[1].retry_after_ms, 4000);
+    CHECK_EQ_INT(w[2].retry_after_ms, 3000);
+    fake_now += 3000;
+    struct waiter again = {0};
+    corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &again);
+    while (!again.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(calls, 2);
+    corral_cache_free(c);
+}
+
+static const struct corral_strategy swr_1s = {
+    .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 1000, .swr_ms = 30000};
+
+static void
+ask_with(struct corral_cache *c, const char *key, struct compute *cp,
+         struct waiter *w, const struct corral_strategy *s)
+{
+    const struct corral_compute how = {compute_fn, cp, key, strlen(key)};
+    in_register++;
+    w->handle = corral_get_or_compute(c, key, strlen(key), s, 5000, &how,
+                                      waiter_cb, w);
+    in_register--;
+}
+
+static void
+test_stale_while_revalidate(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 22000000;
+    struct compute cp;
+    compute_init(&cp, "swr", 50);
+    struct waiter first = {0};
+    ask_with(c, "swr", &cp, &first, &swr_1s);
+    while (!first.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    struct corral_value *old = first.value;
+    corral_value_ref(old);
+    fake_now += 1500; /* expired 0.5 s ago, inside the window */
+    struct waiter ws[300] = {{0}};
+    for (int i = 0; i < 300; i++)
+        ask_with(c, "swr", &cp, &ws[i], &swr_1s);
+    CHECK_EQ_INT(cp.calls, 2); /* one refresh, started by the first */
+    /* Every caller has the old value on the next turn, before the
+     * refresh (50 ms) lands. */
+    event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    for (int i = 0; i < 300; i++) {
+        CHECK_EQ_INT(ws[i].fired, 1);
+        CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE);
+        CHECK(ws[i].value == old);
+    }
+    CHECK_EQ_INT(corral_value_ttl_s(old, fake_now), 0); /* -0.5 s */
+    run_for(100);
+    struct waiter fresh = {0};
+    ask_with(c, "swr", &cp, &fresh, &swr_1s);
+    while (!fresh.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(fresh.source, CORRAL_SOURCE_L1);
+    CHECK(fresh.value != old);
+    CHECK_EQ_INT(cp.calls, 2);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.stale_hits, 300);
+    CHECK_EQ_INT(st.refreshes, 1);
+    /* Past the window a caller waits for a fill again. */
+    fake_now += 1000 + 30000;
+    struct waiter late = {0};
+    ask_with(c, "swr", &cp, &late, &swr_1s);
+    while (!late.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(late.source, CORRAL_SOURCE_STORED);
+    CHECK_EQ_INT(cp.calls, 3);
+    corral_value_unref(old);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+static void
+test_stale_if_error(void)
+{
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 1000, .sie_ms = 60000};
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 23000000;
+    struct compute cp;
+    compute_init(&cp, "sie", 10);
+    struct waiter first = {0};
+    ask_with(c, "sie", &cp, &first, &s);
+    while (!first.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    fake_now += 2000;
+    cp.fail = -EIO;
+    struct waiter ws[10] = {{0}};
+    for (int i = 0; i < 10; i++)
+        ask_with(c, "sie", &cp, &ws[i], &s);
+    CHECK_EQ_INT(ws[0].fired, 0); /* waiting for the fill: no swr */
+    while (!all_fired(ws, 10))
+        event_base_loop(base, EVLOOP_ONCE);
+    for (int i = 0; i < 10; i++) {
+        CHECK_EQ_INT(ws[i].error, 0);
+        CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE_ERROR);
+        CHECK(ws[i].value == first.value);
+    }
+    /* Backing off: stale at once, no call. */
+    struct waiter held = ask_once(c, "sie", &cp);
+    CHECK_EQ_INT(held.source, CORRAL_SOURCE_STALE_ERROR);
+    CHECK_EQ_INT(cp.calls, 2);
+    /* Past the window: the error itself. */
+    fake_now += 60000;
+    struct waiter late = ask_once(c, "sie", &cp);
+    CHECK_EQ_INT(late.error, -EIO);
+    CHECK_EQ_INT(cp.calls, 3);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+/* Counts fills the compute gets, answers after 1 s of fake time. */
+static void
+test_early_refresh(void)
+{
+    struct corral_strategy s = {.kind = CORRAL_STRATEGY_CUSTOM,
+                                .custom_ms = 60000, .beta = 1.0};
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 24000000;
+    struct compute cp;
+    compute_init(&cp, "hot", -1);
+    struct waiter first = {0};
+    ask_with(c, "hot", &cp, &first, &s);
+    fake_now += 1000; /* the fill takes 1 s */
+    compute_answer(&cp);
+    while (!first.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    struct corral_value *v = first.value;
+    uint64_t exp = corral_value_expires_at(v);
+    /* Far from expiry (over 36.7 fill times): never. */
+    fake_now = exp - 37000;
+    int n = 0;
+    for (int i = 0; i < 10000; i++)
+        n += corral_cache_early(c, v, 1.0);
+    CHECK_EQ_INT(n, 0);
+    /* ln 2 fill times before: half the draws. */
+    fake_now = exp - 693;
+    for (int i = 0; i < 10000; i++)
+        n += corral_cache_early(c, v, 1.0);
+    CHECK(n > 4000 && n < 6000);
+    CHECK(!corral_cache_early(c, v, 0.0));
+    /* Right at expiry, a hit starts one refresh, and only one. */
+    fake_now = exp - 1;
+    s.beta = 1e9;
+    struct waiter hits[3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        ask_with(c, "hot", &cp, &hits[i], &s);
+    CHECK_EQ_INT(cp.calls, 2);
+    while (!all_fired(hits, 3))
+        event_base_loop(base, EVLOOP_ONCE);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(hits[i].source, CORRAL_SOURCE_L1);
+    compute_answer(&cp);
+    run_for(5);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.early_refreshes, 1);
+    CHECK(corral_value_expires_at(corral_cache_peek(c, "hot", 3)) > exp);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+/* Through a tier with leases: an early refresh does not take the tier's
+ * copy of the value it replaces for an answer; a stale key whose lease
+ * another instance holds is answered stale, computes nothing here, and
+ * takes that instance's value when it is announced. */
+static void
+test_refresh_through_tier(void)
+{
+    fake_now = 25000000;
+    struct corral_fake_tier *t = corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
+    struct corral_strategy s = swr_1s;
+    struct compute cp;
+    compute_init(&cp, "k", 5);
+    struct waiter w = {0};
+    ask_with(c, "k", &cp, &w, &s);
+    while (!w.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    uint64_t exp = corral_value_expires_at(w.value);
+    fake_now = exp - 1;
+    s.beta = 1e9;
+    struct waiter hit = {0};
+    ask_with(c, "k", &cp, &hit, &s);
+    run_for(50);
+    CHECK_EQ_INT(hit.source, CORRAL_SOURCE_L1);
+    CHECK_EQ_INT(cp.calls, 2); /* the tier's copy was not taken */
+    struct corral_value *v = corral_cache_peek(c, "k", 1);
+    CHECK(v != NULL && corral_value_stored_at(v) == exp - 1);
+    /* Expired inside the window while another instance holds the lease. */
+    fake_now = corral_value_expires_at(v) + 500;
+    s.beta = 0;
+    corral_fake_tier_hold_lease(t, "k", 1, 5000);
+    struct waiter st[5] = {{0}};
+    for (int i = 0; i < 5; i++)
+        ask_with(c, "k", &cp, &st[i], &s);
+    run_for(50);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ_INT(st[i].source, CORRAL_SOURCE_STALE);
+    CHECK_EQ_INT(cp.calls, 2);
+    struct corral_value *nv = corral_value_new("k", 1, "remote", 6, NULL, 0);
+    corral_value_set_times(nv, fake_now, fake_now + 1000, 30000, 0);
+    corral_fake_tier_remote_fill(t, nv, 31000);
+    corral_value_unref(nv);
+    run_for(50);
+    v = corral_cache_peek(c, "k", 1);
+    CHECK(v != NULL && memcmp(corral_value_body(v), "remote", 6) == 0);
+    CHECK_EQ_INT(cp.calls, 2);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(t);
+}
+
 int
 main(void)
 {
@@ -975,6 +1296,12 @@ main(void)
     RUN(test_purge_during_fill);
     RUN(test_remote_lease);
     RUN(test_ttl_jitter);
+    RUN(test_backoff);
+    RUN(test_backoff_retry_after);
+    RUN(test_stale_while_revalidate);
+    RUN(test_stale_if_error);
+    RUN(test_early_refresh);
+    RUN(test_refresh_through_tier);
     event_base_free(base);
     return 0;
 }

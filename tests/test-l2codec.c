@@ -54,7 +54,7 @@ test_not_ours(void)
     CHECK_EQ_INT(corral_l2_decode(buf, n, "k:2", 3, &w), CORRAL_L2_OTHER_KEY);
     CHECK(w == NULL);
     memcpy(bad, buf, n);
-    bad[3] = 2; /* a newer encoding */
+    bad[3] = 3; /* a newer encoding */
     CHECK_EQ_INT(corral_l2_decode(bad, n, "k:1", 3, &w), CORRAL_L2_FOREIGN);
     CHECK_EQ_INT(corral_l2_decode("garbage", 7, "k:1", 3, &w),
                  CORRAL_L2_GARBAGE);

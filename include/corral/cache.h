@@ -9,6 +9,7 @@
 #ifndef CORRAL_CACHE_H
 #define CORRAL_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,13 @@ enum corral_source {
     CORRAL_SOURCE_L2,        /* found in the tier below, promoted to L1 */
     CORRAL_SOURCE_STORED,    /* the caller whose miss started the fill */
     CORRAL_SOURCE_COLLAPSED, /* waited on a fill another caller started */
+    /* Expired, inside its stale-while-revalidate window: answered at once
+     * while one background refresh runs. */
+    CORRAL_SOURCE_STALE,
+    /* Expired, answered because the fill failed or the key is backing off
+     * (inside its stale-if-error window, or any value kept while backing
+     * off). */
+    CORRAL_SOURCE_STALE_ERROR,
 };
 const char *corral_source_name(enum corral_source source);
 
@@ -39,6 +47,9 @@ struct corral_result {
     const char *message; /* borrowed for the callback; "" when ok */
     enum corral_source source;
     struct corral_value *value; /* borrowed for the callback; NULL on error */
+    /* With an error: ms until asking again can help (the key backs off, or
+     * the compute said so with corral_fill_fail_retry()); 0 = unknown. */
+    uint64_t retry_after_ms;
 };
 
 typedef void corral_result_cb(const struct corral_result *res, void *arg);
@@ -55,6 +66,12 @@ struct corral_cache_options {
     uint64_t fill_timeout_ms;       /* deadline of a fill; 0 = 10 s */
     uint32_t max_waiters;           /* per key; 0 = 10000 */
     uint64_t sweep_interval_ms;     /* background expiry sweep; 0 = 1000 */
+    /* After a failed fill, the key's next fill waits a jittered interval
+     * that starts at backoff_min_ms and doubles up to backoff_max_ms; one
+     * success resets it. Meanwhile callers get a stale value if L1 keeps
+     * one, else the remembered error. 0 = 1 s and 60 s. */
+    uint64_t backoff_min_ms;
+    uint64_t backoff_max_ms;
     const struct corral_tier *tier; /* the tier below; NULL = L1 only */
     void *tier_ctx;
     /* ms on the wall clock; NULL = CLOCK_REALTIME. Tests pass a fake. */
@@ -102,7 +119,11 @@ struct corral_compute {
 };
 
 /* L1, then the tier below, then one compute per key however many callers
- * ask. strategy and compute: borrowed, copied. fill_timeout_ms: the deadline
+ * ask. An expired value inside its stale-while-revalidate window is
+ * answered at once (CORRAL_SOURCE_STALE) while one background refresh
+ * runs; a fresh one may start an early refresh (strategy->beta). A key
+ * whose last fill failed answers from its backoff (see the options) until
+ * its next try. strategy and compute: borrowed, copied. fill_timeout_ms: the deadline
  * of a fill this call starts (0 = the cache's). Returns the waiter, valid
  * until its callback fires; NULL only while the cache is being freed, as
  * for corral_get(). */
@@ -118,6 +139,22 @@ struct corral_waiter *corral_get_with_fallback(struct corral_cache *c,
                                                corral_compute_cb *compute,
                                                void *compute_arg,
                                                corral_result_cb *cb, void *arg);
+
+/* Starts a background fill of key (no caller waits on it; its value is
+ * stored and later callers get it) unless one is running or the key is
+ * backing off. Arguments as for corral_get_or_compute(). Returns 0 when
+ * started, -EALREADY (a fill runs), -EBUSY (backing off), -EINVAL (bad key
+ * length) or -ESHUTDOWN (the cache is being freed). */
+int corral_refresh(struct corral_cache *c, const void *key, size_t keylen,
+                   const struct corral_strategy *strategy,
+                   uint64_t fill_timeout_ms,
+                   const struct corral_compute *compute);
+
+/* Should a hit on v (fresh) refresh it early? The XFetch draw of
+ * strategy->beta; false when beta is 0. For callers that answer from
+ * corral_cache_peek() and then call corral_refresh(). */
+bool corral_cache_early(struct corral_cache *c, const struct corral_value *v,
+                        double beta);
 
 /* Stops waiting: the callback fires with -ECANCELED before this returns. The
  * fill and the other waiters go on. Called on a waiter whose callback is
@@ -146,8 +183,15 @@ void corral_fill_done(struct corral_fill *fill, struct corral_value *value);
 void corral_fill_done_ttl(struct corral_fill *fill, struct corral_value *value,
                           uint64_t ttl_ms);
 /* Reports failure: every waiter gets the same error (< 0) and message
- * (copied). Nothing is stored. */
+ * (copied), or a stale value inside its stale-if-error window. Nothing is
+ * stored. The key backs off (see the options). */
 void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
+/* corral_fill_fail() that also says when trying again can help (an
+ * upstream's Retry-After, say): the key's next fill waits at least that
+ * long, and the error carries it. -EBUSY (a pause or a rate budget, not a
+ * failure of the key) sets that wait without growing the backoff. */
+void corral_fill_fail_retry(struct corral_fill *fill, int error,
+                            const char *message, uint64_t retry_after_ms);
 /* Asks to be told if the cache gives up on this fill. Call from compute. */
 void corral_fill_on_abort(struct corral_fill *fill, corral_abort_cb *cb,
                           void *arg);
@@ -172,6 +216,12 @@ struct corral_stats {
     uint64_t waiters_collapsed; /* callers that joined another's fill */
     uint64_t waits_remote; /* fills that waited on another instance's lease */
     uint64_t waiters_cancelled;
+    uint64_t stale_hits;   /* stale answers while a refresh runs */
+    uint64_t stale_errors; /* stale answers instead of an error */
+    uint64_t refreshes;    /* background fills started (stale, early) */
+    uint64_t early_refreshes; /* of refreshes, started early by a hit */
+    uint64_t backoffs;     /* failed fills that set a key's backoff */
+    uint64_t backoff_answers; /* callers answered from a backoff */
     uint64_t entries; /* in L1 now */
     uint64_t bytes;   /* charged to the L1 budget now */
     uint64_t max_bytes;

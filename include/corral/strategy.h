@@ -25,6 +25,12 @@ struct corral_strategy {
      * and 100 percent of the strategy's, so keys filled together do not
      * expire together. 0 = exactly the ttl. */
     unsigned jitter_pct;
+    /* Probabilistic early refresh (XFetch, Vattani et al. 2015): a hit
+     * starts a background refresh when now - fill_ms * beta * ln(rand())
+     * >= expiry, fill_ms being how long the value's fill took, so a busy
+     * key is refilled before it expires. 0 = never early; 1 is the
+     * paper's choice. */
+    double beta;
 };
 
 /* The ttl in ms a strategy stands for. */

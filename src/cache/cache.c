@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +16,33 @@
 #include <sys/random.h>
 #include <sys/time.h>
 
-#include "l1.h"
-#include "timeutil.h"
 #include "flight.h"
+#include "l1.h"
+#include "siphash.h"
+#include "timeutil.h"
 #include "value_impl.h"
 #include "xalloc.h"
+
+/* A key whose last fill failed: no new fill before until. Kept until
+ * forget_at, so a failure soon after the next try doubles the step, while
+ * one long after starts again from the smallest. */
+struct backoff {
+    struct backoff *hnext;
+    TAILQ_ENTRY(backoff) link; /* by last failure, oldest first */
+    uint64_t hash;
+    uint64_t until;     /* ms: no fill before */
+    uint64_t forget_at; /* ms: dropped after */
+    uint64_t step_ms;   /* the interval last drawn from; 0: none yet */
+    int error;
+    char *message;
+    size_t keylen;
+    char key[];
+};
+
+TAILQ_HEAD(backoff_list, backoff);
+
+/* Keys remembered as backing off, at most; the oldest go first. */
+#define BACKOFF_MAX 65536
 
 struct corral_cache {
     struct event_base *base;
@@ -30,13 +53,18 @@ struct corral_cache {
     void *clock_arg;
     uint64_t fill_timeout_ms;
     uint32_t max_waiters;
+    uint64_t backoff_min_ms, backoff_max_ms;
 
     struct flight fl;                /* fills, waiters, delivery */
     struct waiter_list tier_waiters; /* corral_get() on the tier */
     struct event *sweep_ev;
     bool closing;
     struct corral_stats stats;
-    uint64_t rng; /* xorshift64* state, for TTL jitter */
+    uint64_t rng; /* xorshift64* state: TTL jitter, backoff, early refresh */
+
+    struct backoff **bo; /* failing keys by hash (the fill table's) */
+    size_t bo_mask, bo_n;
+    struct backoff_list bo_list;
 };
 
 static const char *const source_names[] = {
@@ -45,12 +73,14 @@ static const char *const source_names[] = {
     [CORRAL_SOURCE_L2] = "l2",
     [CORRAL_SOURCE_STORED] = "stored",
     [CORRAL_SOURCE_COLLAPSED] = "collapsed",
+    [CORRAL_SOURCE_STALE] = "stale",
+    [CORRAL_SOURCE_STALE_ERROR] = "stale-error",
 };
 
 const char *
 corral_source_name(enum corral_source source)
 {
-    if ((unsigned)source > CORRAL_SOURCE_COLLAPSED)
+    if ((unsigned)source > CORRAL_SOURCE_STALE_ERROR)
         return "unknown";
     return source_names[source];
 }
@@ -70,6 +100,135 @@ uint64_t
 corral_cache_now(const struct corral_cache *c)
 {
     return c->clock(c->clock_arg);
+}
+
+static uint64_t
+next_rand(struct corral_cache *c)
+{
+    c->rng ^= c->rng >> 12;
+    c->rng ^= c->rng << 25;
+    c->rng ^= c->rng >> 27;
+    return c->rng * 0x2545f4914f6cdd1dull;
+}
+
+/* ---- backoff ---- */
+
+static struct backoff **
+backoff_slot(struct corral_cache *c, const void *key, size_t keylen,
+             uint64_t h)
+{
+    struct backoff **pp = &c->bo[h & c->bo_mask];
+    for (; *pp; pp = &(*pp)->hnext)
+        if ((*pp)->keylen == keylen && memcmp((*pp)->key, key, keylen) == 0)
+            break;
+    return pp;
+}
+
+static void
+backoff_drop(struct corral_cache *c, struct backoff *b)
+{
+    struct backoff **pp = backoff_slot(c, b->key, b->keylen, b->hash);
+    *pp = b->hnext;
+    TAILQ_REMOVE(&c->bo_list, b, link);
+    c->bo_n--;
+    free(b->message);
+    free(b);
+}
+
+/* The key's backoff, if one is remembered (and not yet forgotten). */
+static struct backoff *
+backoff_find(struct corral_cache *c, const void *key, size_t keylen,
+             uint64_t h, uint64_t now)
+{
+    if (c->bo_n == 0)
+        return NULL;
+    struct backoff *b = *backoff_slot(c, key, keylen, h);
+    if (b != NULL && now >= b->forget_at) {
+        backoff_drop(c, b);
+        b = NULL;
+    }
+    return b;
+}
+
+static void
+backoff_clear(struct corral_cache *c, const void *key, size_t keylen,
+              uint64_t h)
+{
+    if (c->bo_n == 0)
+        return;
+    struct backoff *b = *backoff_slot(c, key, keylen, h);
+    if (b != NULL)
+        backoff_drop(c, b);
+}
+
+static void
+backoff_grow(struct corral_cache *c)
+{
+    size_t n = (c->bo_mask + 1) * 2;
+    struct backoff **t = xcalloc(n, sizeof(*t));
+    for (size_t i = 0; i <= c->bo_mask; i++) {
+        struct backoff *b = c->bo[i], *next;
+        for (; b; b = next) {
+            next = b->hnext;
+            b->hnext = t[b->hash & (n - 1)];
+            t[b->hash & (n - 1)] = b;
+        }
+    }
+    free(c->bo);
+    c->bo = t;
+    c->bo_mask = n - 1;
+}
+
+/* f failed: its key waits before the next fill. The step doubles from
+ * backoff_min_ms to backoff_max_ms and each wait is drawn from the upper
+ * quarter below it (jitter), so keys that failed together do not all come
+ * back together; a retry_after (the upstream's word) is a floor. -EBUSY
+ * (paused, over budget) sets only that floor. */
+static void
+backoff_note(struct corral_cache *c, struct corral_fill *f, int error,
+             const char *message, uint64_t retry_after_ms)
+{
+    uint64_t now = corral_cache_now(c);
+    struct backoff *b = backoff_find(c, f->key, f->keylen, f->hash, now);
+    if (b == NULL) {
+        if (c->bo_n >= BACKOFF_MAX)
+            backoff_drop(c, TAILQ_FIRST(&c->bo_list));
+        b = xcalloc(1, sizeof(*b) + f->keylen);
+        b->hash = f->hash;
+        b->keylen = f->keylen;
+        memcpy(b->key, f->key, f->keylen);
+        b->hnext = c->bo[b->hash & c->bo_mask];
+        c->bo[b->hash & c->bo_mask] = b;
+        if (++c->bo_n > c->bo_mask + 1)
+            backoff_grow(c);
+    } else {
+        TAILQ_REMOVE(&c->bo_list, b, link);
+        free(b->message);
+    }
+    TAILQ_INSERT_TAIL(&c->bo_list, b, link);
+    b->error = error;
+    b->message = xstrndup(message, strlen(message));
+    uint64_t wait = 0;
+    if (error != -EBUSY) {
+        b->step_ms = b->step_ms == 0 ? c->backoff_min_ms
+                     : b->step_ms >= c->backoff_max_ms / 2
+                         ? c->backoff_max_ms
+                         : b->step_ms * 2;
+        wait = b->step_ms - next_rand(c) % (b->step_ms / 4 + 1);
+    }
+    if (wait < retry_after_ms)
+        wait = retry_after_ms;
+    b->until = now + wait;
+    b->forget_at = b->until + 2 * (b->step_ms > wait ? b->step_ms : wait);
+    c->stats.backoffs++;
+}
+
+static void
+backoff_sweep(struct corral_cache *c, uint64_t now)
+{
+    struct backoff *b;
+    while ((b = TAILQ_FIRST(&c->bo_list)) != NULL && now >= b->forget_at)
+        backoff_drop(c, b);
 }
 
 static void
@@ -100,9 +259,10 @@ fill_release(struct corral_fill *f)
     fill_maybe_free(f);
 }
 
-/* Records a fill's result and queues its fan-out. Takes a reference. */
 /* Records a fill's result and hands it to single flight to fan out.
- * Takes a reference to value. */
+ * Takes a reference to value. A failure sets the key's backoff, and is
+ * answered with a stale value inside its stale-if-error window when L1
+ * keeps one. */
 static void
 fill_settle(struct corral_fill *f, int error, const char *message,
             struct corral_value *value)
@@ -117,6 +277,19 @@ fill_settle(struct corral_fill *f, int error, const char *message,
         f->holder = false;
         c->tier->release(c->tier_ctx, f->key, f->keylen,
                          error == 0 && !f->purged);
+    }
+    if (error == 0) {
+        backoff_clear(c, f->key, f->keylen, f->hash);
+    } else {
+        backoff_note(c, f, error, message ? message : "", f->retry_after_ms);
+        struct corral_value *sv =
+            f->purged ? NULL : corral_l1_find(c->l1, f->key, f->keylen);
+        if (sv != NULL && corral_cache_now(c) < sv->expires_at + sv->sie_ms) {
+            c->stats.stale_errors += f->nwaiters;
+            f->stale_served = true;
+            error = 0;
+            value = corral_value_ref(sv);
+        }
     }
     f->error = error;
     f->message = strdup(message ? message : "");
@@ -139,7 +312,9 @@ static void
 sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_cache *c = arg;
-    corral_l1_sweep(c->l1, corral_cache_now(c), 4096);
+    uint64_t now = corral_cache_now(c);
+    corral_l1_sweep(c->l1, now, 4096);
+    backoff_sweep(c, now);
 }
 
 /* ---- lifecycle ---- */
@@ -154,6 +329,7 @@ purge_fill(struct corral_cache *c, const void *key, size_t keylen)
     struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
     if (f != NULL)
         f->purged = true;
+    backoff_clear(c, key, keylen, h); /* a purge asks for a new try */
 }
 
 static void tier_released(const void *key, size_t keylen, void *arg);
@@ -186,6 +362,13 @@ corral_cache_new(struct event_base *base,
     c->clock_arg = o.clock ? o.clock_arg : base;
     c->fill_timeout_ms = o.fill_timeout_ms ? o.fill_timeout_ms : 10000;
     c->max_waiters = o.max_waiters ? o.max_waiters : 10000;
+    c->backoff_min_ms = o.backoff_min_ms ? o.backoff_min_ms : 1000;
+    c->backoff_max_ms = o.backoff_max_ms ? o.backoff_max_ms : 60000;
+    if (c->backoff_max_ms < c->backoff_min_ms)
+        c->backoff_max_ms = c->backoff_min_ms;
+    c->bo = xcalloc(64, sizeof(*c->bo));
+    c->bo_mask = 63;
+    TAILQ_INIT(&c->bo_list);
     TAILQ_INIT(&c->tier_waiters);
     if (getrandom(&c->rng, sizeof(c->rng), 0) != sizeof(c->rng) || !c->rng)
         c->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)c;
@@ -251,6 +434,10 @@ cache_destroy(struct corral_cache *c)
         }
     }
     corral_l1_free(c->l1);
+    struct backoff *b;
+    while ((b = TAILQ_FIRST(&c->bo_list)) != NULL)
+        backoff_drop(c, b);
+    free(c->bo);
     free(c);
 }
 
@@ -373,6 +560,7 @@ start_compute(struct corral_fill *f)
     struct corral_cache *c = f->cache;
     f->state = F_COMPUTING;
     f->computing = true;
+    f->started_ms = corral_cache_now(c);
     c->stats.fills_started++;
     f->compute(f, f->key, f->keylen, f->compute_arg);
 }
@@ -463,14 +651,33 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
         return;
     }
     struct corral_cache *c = f->cache;
-    if (value && corral_cache_now(c) < value->expires_at &&
-        value->keylen == f->keylen &&
-        memcmp(value_key(value), f->key, f->keylen) == 0) {
+    uint64_t now = corral_cache_now(c);
+    if (value && (value->keylen != f->keylen ||
+                  memcmp(value_key(value), f->key, f->keylen) != 0)) {
+        corral_value_unref(value);
+        value = NULL;
+    }
+    /* A refresh wants a value newer than the one it replaces. */
+    if (value && now < value->expires_at &&
+        (!f->refresh || value->stored_at > f->refresh_of)) {
         corral_l1_put(c->l1, value);
         c->stats.hits_l2++;
         f->from_tier = true;
         fill_settle(f, 0, "", value);
         return;
+    }
+    if (value && !f->refresh && now < value_keep_until(value) &&
+        corral_l1_find(c->l1, f->key, f->keylen) == NULL) {
+        /* Expired, but kept for its stale windows: L1 keeps it too, and
+         * inside stale-while-revalidate the callers have it now while
+         * this fill goes on as a refresh. */
+        corral_l1_put(c->l1, value);
+        if (now < value->expires_at + value->swr_ms) {
+            c->stats.stale_hits += f->nwaiters;
+            flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
+        }
+        f->refresh = true;
+        f->refresh_of = value->stored_at;
     }
     corral_value_unref(value);
     if (c->tier->lease == NULL) {
@@ -482,6 +689,114 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
     f->in_lease = true;
     c->tier->lease(c->tier_ctx, f->key, f->keylen, f->timeout_ms, lease_done,
                    f);
+}
+
+/* Opens the pending record of key (slot and h from flight_slot) and starts
+ * it: the tier below first, when there is one. */
+static struct corral_fill *
+fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
+           const void *key, size_t keylen,
+           const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+           const struct corral_compute *compute, struct corral_waiter *w)
+{
+    struct corral_fill *f = xcalloc(1, sizeof(*f) + keylen);
+    f->cache = c;
+    TAILQ_INIT(&f->waiters);
+    f->hash = h;
+    f->keylen = keylen;
+    memcpy(f->key, key, keylen);
+    f->strategy = *strategy;
+    f->compute = compute->fn;
+    f->compute_arg = compute->arg;
+    if (compute->data_len > 0) {
+        f->data = xmalloc(compute->data_len + 1);
+        memcpy(f->data, compute->data, compute->data_len);
+        f->data[compute->data_len] = '\0';
+        f->data_len = compute->data_len;
+    }
+    struct corral_value *old = corral_l1_find(c->l1, key, keylen);
+    if (old != NULL) {
+        f->refresh = true;
+        f->refresh_of = old->stored_at;
+    }
+    f->deadline = evtimer_new(c->base, deadline_cb, f);
+    if (f->deadline == NULL)
+        abort();
+    uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
+    f->timeout_ms = ms;
+    struct timeval tv = corral_ms_to_tv(ms);
+    evtimer_add(f->deadline, &tv);
+    flight_add(&c->fl, slot, f);
+    c->stats.fills_in_flight++;
+    if (w != NULL)
+        flight_join(f, w, true);
+    else
+        c->stats.refreshes++;
+    if (c->tier) {
+        f->state = F_LOOKUP;
+        f->in_tier = true;
+        c->tier->get(c->tier_ctx, key, keylen, fill_tier_done, f);
+    } else {
+        start_compute(f);
+    }
+    return f;
+}
+
+bool
+corral_cache_early(struct corral_cache *c, const struct corral_value *v,
+                   double beta)
+{
+    if (!(beta > 0))
+        return false;
+    uint64_t now = corral_cache_now(c);
+    if (now >= v->expires_at)
+        return true;
+    double delta = (double)(v->fill_ms ? v->fill_ms : 1) * beta;
+    double gap = (double)(v->expires_at - now);
+    /* -ln(u) of a 53-bit u is at most 36.7: no draw reaches further. */
+    if (gap > 37.0 * delta)
+        return false;
+    double u = (double)((next_rand(c) >> 11) + 1) * 0x1.0p-53; /* (0, 1] */
+    return -delta * log(u) >= gap;
+}
+
+int
+corral_refresh(struct corral_cache *c, const void *key, size_t keylen,
+               const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+               const struct corral_compute *compute)
+{
+    if (c->closing)
+        return -ESHUTDOWN;
+    if (keylen == 0 || keylen > CORRAL_KEY_MAX)
+        return -EINVAL;
+    uint64_t h;
+    struct corral_fill **slot = flight_slot(&c->fl, key, keylen, &h);
+    if (*slot != NULL)
+        return -EALREADY;
+    struct backoff *b = backoff_find(c, key, keylen, h, corral_cache_now(c));
+    if (b != NULL && corral_cache_now(c) < b->until)
+        return -EBUSY;
+    fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms, compute,
+               NULL);
+    return 0;
+}
+
+/* A caller of a key that is backing off: a value L1 keeps, else the
+ * remembered error with the time left. */
+static void
+answer_backoff(struct corral_cache *c, struct corral_waiter *w,
+               const struct backoff *b, struct corral_value *stale,
+               uint64_t now)
+{
+    c->stats.backoff_answers++;
+    if (stale != NULL) {
+        c->stats.stale_errors++;
+        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_ERROR, stale);
+        return;
+    }
+    w->owned = xstrndup(b->message, strlen(b->message));
+    w->retry_after_ms = b->until - now;
+    flight_ready(&c->fl, w, b->error, w->owned, CORRAL_SOURCE_NONE, NULL);
 }
 
 struct corral_waiter *
@@ -499,6 +814,10 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     if (v) {
         c->stats.hits_l1++;
         flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
+        if (corral_cache_early(c, v, strategy->beta) &&
+            corral_refresh(c, key, keylen, strategy, fill_timeout_ms,
+                           compute) == 0)
+            c->stats.early_refreshes++;
         return w;
     }
     if (keylen == 0 || keylen > CORRAL_KEY_MAX) {
@@ -508,6 +827,29 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     uint64_t h;
     struct corral_fill **slot = flight_slot(&c->fl, key, keylen, &h);
     struct corral_fill *f = *slot;
+    /* Expired, but L1 keeps it for a stale window. */
+    struct corral_value *stale = corral_l1_find(c->l1, key, keylen);
+    struct backoff *b = f ? NULL : backoff_find(c, key, keylen, h, now);
+    if (b != NULL && now >= b->until)
+        b = NULL; /* its next try is due: this fill */
+    if (stale && now < stale->expires_at + stale->swr_ms) {
+        c->stats.misses++;
+        if (b != NULL) {
+            answer_backoff(c, w, b, stale, now);
+            return w;
+        }
+        c->stats.stale_hits++;
+        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE, stale);
+        if (f == NULL)
+            fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
+                       compute, NULL);
+        return w;
+    }
+    if (b != NULL) {
+        c->stats.misses++;
+        answer_backoff(c, w, b, stale, now);
+        return w;
+    }
     if (f) {
         if (f->nwaiters >= c->max_waiters) {
             flight_ready(&c->fl, w, -EAGAIN, "too many waiters on this key",
@@ -519,40 +861,8 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
         flight_join(f, w, false);
         return w;
     }
-
     c->stats.misses++;
-    f = xcalloc(1, sizeof(*f) + keylen);
-    f->cache = c;
-    TAILQ_INIT(&f->waiters);
-    f->hash = h;
-    f->keylen = keylen;
-    memcpy(f->key, key, keylen);
-    f->strategy = *strategy;
-    f->compute = compute->fn;
-    f->compute_arg = compute->arg;
-    if (compute->data_len > 0) {
-        f->data = xmalloc(compute->data_len + 1);
-        memcpy(f->data, compute->data, compute->data_len);
-        f->data[compute->data_len] = '\0';
-        f->data_len = compute->data_len;
-    }
-    f->deadline = evtimer_new(c->base, deadline_cb, f);
-    if (f->deadline == NULL)
-        abort();
-    uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
-    f->timeout_ms = ms;
-    struct timeval tv = corral_ms_to_tv(ms);
-    evtimer_add(f->deadline, &tv);
-    flight_add(&c->fl, slot, f);
-    c->stats.fills_in_flight++;
-    flight_join(f, w, true);
-    if (c->tier) {
-        f->state = F_LOOKUP;
-        f->in_tier = true;
-        c->tier->get(c->tier_ctx, key, keylen, fill_tier_done, f);
-    } else {
-        start_compute(f);
-    }
+    fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms, compute, w);
     return w;
 }
 
@@ -595,11 +905,7 @@ jittered_ttl(struct corral_cache *c, const struct corral_strategy *s)
     unsigned pct = s->jitter_pct > 50 ? 50 : s->jitter_pct;
     if (pct == 0 || ttl == 0)
         return ttl;
-    c->rng ^= c->rng >> 12;
-    c->rng ^= c->rng << 25;
-    c->rng ^= c->rng >> 27;
-    uint64_t r = c->rng * 0x2545f4914f6cdd1dull;
-    return ttl - r % (ttl / 100 * pct + 1);
+    return ttl - next_rand(c) % (ttl / 100 * pct + 1);
 }
 
 static void
@@ -675,6 +981,9 @@ corral_fill_done_ttl(struct corral_fill *f, struct corral_value *value,
     struct corral_cache *c = f->cache;
     f->computing = false;
     c->stats.fills_ok++;
+    uint64_t took = corral_cache_now(c) - f->started_ms;
+    value->fill_ms = took == 0 ? 1 : took > UINT16_MAX ? UINT16_MAX
+                                                         : (uint16_t)took;
     if (f->purged) /* stamped for its callers, stored nowhere */
         corral_value_stamp(value, corral_cache_now(c), ttl_ms,
                            f->strategy.swr_ms, f->strategy.sie_ms);
@@ -686,12 +995,20 @@ corral_fill_done_ttl(struct corral_fill *f, struct corral_value *value,
 void
 corral_fill_fail(struct corral_fill *f, int error, const char *message)
 {
+    corral_fill_fail_retry(f, error, message, 0);
+}
+
+void
+corral_fill_fail_retry(struct corral_fill *f, int error, const char *message,
+                       uint64_t retry_after_ms)
+{
     if (fill_given_up(f)) {
         f->computing = false;
         fill_maybe_free(f);
         return;
     }
     f->computing = false;
+    f->retry_after_ms = retry_after_ms;
     f->cache->stats.fills_failed++;
     fill_settle(f, error < 0 ? error : -EIO, message, NULL);
 }

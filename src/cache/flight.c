@@ -134,6 +134,20 @@ flight_join(struct corral_fill *f, struct corral_waiter *w, bool leader)
 }
 
 void
+flight_answer_all(struct flight *fl, struct corral_fill *f,
+                  enum corral_source source, struct corral_value *value)
+{
+    struct corral_waiter *w;
+
+    while ((w = TAILQ_FIRST(&f->waiters)) != NULL) {
+        TAILQ_REMOVE(&f->waiters, w, link);
+        f->nwaiters--;
+        w->fill = NULL;
+        flight_ready(fl, w, 0, "", source, value);
+    }
+}
+
+void
 flight_fire(struct corral_waiter *w, int error, const char *message,
             enum corral_source source, struct corral_value *value)
 {
@@ -142,8 +156,16 @@ flight_fire(struct corral_waiter *w, int error, const char *message,
         .message = message ? message : "",
         .source = error ? CORRAL_SOURCE_NONE : source,
         .value = error ? NULL : value,
+        .retry_after_ms = error ? w->retry_after_ms : 0,
     };
     w->cb(&res, w->arg);
+}
+
+void
+flight_waiter_free(struct corral_waiter *w)
+{
+    free(w->owned);
+    free(w);
 }
 
 void
@@ -174,14 +196,16 @@ fan_out(struct flight *fl, struct corral_fill *f)
 
     /* Pop one at a time: a callback may cancel the waiters still listed. */
     while ((w = pop(&f->waiters, &f->nwaiters)) != NULL) {
-        enum corral_source src = f->remote      ? CORRAL_SOURCE_COLLAPSED
-                                 : f->from_tier ? CORRAL_SOURCE_L2
-                                 : w->leader    ? CORRAL_SOURCE_STORED
-                                                : CORRAL_SOURCE_COLLAPSED;
+        enum corral_source src = f->stale_served ? CORRAL_SOURCE_STALE_ERROR
+                                 : f->remote      ? CORRAL_SOURCE_COLLAPSED
+                                 : f->from_tier   ? CORRAL_SOURCE_L2
+                                 : w->leader      ? CORRAL_SOURCE_STORED
+                                                  : CORRAL_SOURCE_COLLAPSED;
         w->fill = NULL;
         w->state = W_FIRING;
+        w->retry_after_ms = f->retry_after_ms;
         flight_fire(w, f->error, f->message, src, f->value);
-        free(w);
+        flight_waiter_free(w);
         if (fl->free_requested)
             break;
     }
@@ -207,7 +231,7 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
         w->state = W_FIRING;
         flight_fire(w, w->error, w->message, w->source, w->value);
         corral_value_unref(w->value);
-        free(w);
+        flight_waiter_free(w);
     }
     while ((f = STAILQ_FIRST(&todo)) != NULL) {
         STAILQ_REMOVE_HEAD(&todo, settled_link);
@@ -241,7 +265,7 @@ cancel_list(struct flight *fl, struct waiter_list *l, size_t *n)
         flight_fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE,
                     NULL);
         corral_value_unref(w->value);
-        free(w);
+        flight_waiter_free(w);
     }
 }
 
@@ -271,9 +295,10 @@ flight_cancel(struct flight *fl, struct corral_waiter *w)
         return false;
     }
     w->state = W_FIRING;
+    w->retry_after_ms = 0;
     fl->cancelled++;
     flight_fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
-    free(w);
+    flight_waiter_free(w);
     return true;
 }
 

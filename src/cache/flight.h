@@ -37,6 +37,8 @@ struct corral_waiter {
     /* result, when W_READY */
     int error;
     const char *message;
+    char *owned;             /* message, when the waiter owns a copy */
+    uint64_t retry_after_ms; /* of an error: when asking again is useful */
     enum corral_source source;
     struct corral_value *value; /* a reference */
 };
@@ -68,6 +70,12 @@ struct corral_fill {
     bool holder;    /* holds the key's lease: releases it when done */
     bool remote;    /* filled by another instance: every waiter collapsed */
     bool deadline_moved; /* the one extension for a remote wait is used */
+    bool refresh;        /* replaces a value L1 has: a tier value must be
+                          * newer than refresh_of to count */
+    bool stale_served;   /* failed, answered with a stale value instead */
+    uint64_t refresh_of; /* stored_at of the value it replaces */
+    uint64_t started_ms; /* when compute started, for the value's fill_ms */
+    uint64_t retry_after_ms; /* of a failure: from corral_fill_fail_retry */
     uint64_t timeout_ms;   /* its deadline, and the lease's lifetime */
     struct event *wait_ev; /* F_REMOTE: when the holder's lease runs out */
     struct corral_strategy strategy;
@@ -145,9 +153,17 @@ void flight_join(struct corral_fill *f, struct corral_waiter *w, bool leader);
  * table and fan it out to its waiters from the loop. */
 void flight_settle(struct flight *fl, struct corral_fill *f);
 
-/* Calls w's callback. */
+/* Answers every waiter of f now (from the loop) with value, as source;
+ * f goes on without them. */
+void flight_answer_all(struct flight *fl, struct corral_fill *f,
+                       enum corral_source source, struct corral_value *value);
+
+/* Calls w's callback (w->retry_after_ms goes with an error). */
 void flight_fire(struct corral_waiter *w, int error, const char *message,
                  enum corral_source source, struct corral_value *value);
+
+/* Frees a waiter that has fired or been cancelled. */
+void flight_waiter_free(struct corral_waiter *w);
 
 /* Answers every waiter of f -ECANCELED ("cache torn down") and frees
  * them. */

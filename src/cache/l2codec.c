@@ -45,6 +45,7 @@ corral_l2_encode(const struct corral_value *v, char *buf)
     p = put(p, v->ctype_len, 2);
     p = put(p, v->aux_len, 2);
     p = put(p, v->len, 4);
+    p = put(p, v->fill_ms, 4);
     memcpy(p, corral_value_key(v), v->keylen);
     p += v->keylen;
     memcpy(p, corral_value_content_type(v), v->ctype_len);
@@ -61,18 +62,22 @@ corral_l2_decode(const char *buf, size_t len, const void *key, size_t keylen,
     *out = NULL;
     if (len < 4 || memcmp(buf, "CRV", 3) != 0)
         return CORRAL_L2_GARBAGE;
-    if ((unsigned char)buf[3] != CORRAL_L2_VERSION)
+    /* Version 1 had no fill_ms: read as 0 (no early refresh until the
+     * key's next fill here). */
+    unsigned version = (unsigned char)buf[3];
+    if (version != 1 && version != CORRAL_L2_VERSION)
         return CORRAL_L2_FOREIGN;
-    if (len < CORRAL_L2_HEADER)
+    size_t header = version == 1 ? 38 : CORRAL_L2_HEADER;
+    if (len < header)
         return CORRAL_L2_GARBAGE;
     uint64_t stored_at = get(buf + 4, 8), expires_at = get(buf + 12, 8);
     uint64_t swr = get(buf + 20, 4), sie = get(buf + 24, 4);
     size_t klen = get(buf + 28, 2), clen = get(buf + 30, 2);
     size_t alen = get(buf + 32, 2), blen = get(buf + 34, 4);
-    if (CORRAL_L2_HEADER + klen + clen + alen + blen != len ||
-        expires_at < stored_at)
+    uint64_t fill_ms = version == 1 ? 0 : get(buf + 38, 4);
+    if (header + klen + clen + alen + blen != len || expires_at < stored_at)
         return CORRAL_L2_GARBAGE;
-    const char *k = buf + CORRAL_L2_HEADER, *ct = k + klen, *aux = ct + clen;
+    const char *k = buf + header, *ct = k + klen, *aux = ct + clen;
     const char *body = aux + alen;
     if (klen != keylen || memcmp(k, key, keylen) != 0)
         return CORRAL_L2_OTHER_KEY;
@@ -90,6 +95,7 @@ corral_l2_decode(const char *buf, size_t len, const void *key, size_t keylen,
         memcpy(a, aux, alen);
     corral_value_set_aux_len(v, alen);
     corral_value_set_times(v, stored_at, expires_at, swr, sie);
+    v->fill_ms = fill_ms > UINT16_MAX ? UINT16_MAX : (uint16_t)fill_ms;
     *out = v;
     return CORRAL_L2_OK;
 }

@@ -5,8 +5,10 @@
  *
  * Layout, integers little-endian:
  *   "CRV" version(1)  stored_at(8) expires_at(8) swr_ms(4) sie_ms(4)
- *   keylen(2) ctype_len(2) aux_len(2) body_len(4)
+ *   keylen(2) ctype_len(2) aux_len(2) body_len(4) fill_ms(4)
  *   key | content type | aux | body
+ * fill_ms (how long the fill took, for early refresh) is new in version 2;
+ * version 1, without it, still decodes.
  * Anything else under a key (another version, garbage, a truncated blob, a
  * value for another key) decodes as a miss. */
 #ifndef CORRAL_L2CODEC_H
@@ -17,8 +19,8 @@
 
 struct corral_value;
 
-#define CORRAL_L2_VERSION 1
-#define CORRAL_L2_HEADER 38 /* bytes before the key */
+#define CORRAL_L2_VERSION 2
+#define CORRAL_L2_HEADER 42 /* bytes before the key */
 
 /* Bytes corral_l2_encode() writes for v. */
 size_t corral_l2_size(const struct corral_value *v);

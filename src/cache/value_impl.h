@@ -23,6 +23,8 @@ struct corral_value {
     uint32_t refs;
     uint32_t len; /* body bytes */
     uint16_t keylen, ctype_len, aux_len, aux_cap;
+    uint16_t fill_ms; /* how long its fill took (early refresh's delta),
+                       * saturating at 65535 */
     uint8_t freq;  /* L1 access count, 0..3 */
     uint8_t queue; /* L1 queue: enum l1_queue */
     uint8_t flags; /* enum value_flag */
