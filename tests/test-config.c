@@ -300,6 +300,15 @@ test_values(void)
                 "t.json:2: limits.client_timeout: ", "\"30\": missing unit");
     CHECK_ERROR(WITH("'limits': {'client_timeout': '0s'}"),
                 "t.json:2: limits.client_timeout: ", "longer than 0");
+    CHECK_ERROR(WITH("'limits': {'backoff_min': '2s', 'backoff_max': '1s'}"),
+                "t.json:2: limits.backoff_max: ", "at least limits.backoff_min");
+    CHECK_ERROR(WITH("'limits': {'backoff_max': '2d'}"),
+                "t.json:2: limits.backoff_max: ", "at most 1d");
+    struct corral_config *bo =
+        parse(WITH("'limits': {'backoff_min': '250ms', 'backoff_max': '5s'}"));
+    CHECK(bo != NULL && bo->limits.backoff_min_ms == 250 &&
+          bo->limits.backoff_max_ms == 5000);
+    corral_config_free(bo);
     CHECK_ERROR(WITH("'limits': {'max_clients': -1}"),
                 "t.json:2: limits.max_clients: ", "out of range");
     CHECK_ERROR(WITH("'l2': {'redis': 'r:1', 'db': -1}"),
@@ -548,6 +557,22 @@ test_routes(void)
                 "a percentage from");
     CHECK_ERROR(R("'ttl_jitter': '-5%'"), "t.json:3: routes[0].ttl_jitter: ",
                 "a percentage from");
+    /* Early refresh: beta 1 unless told, 0 (off) to 10. */
+    struct corral_config *er = parse(R("'early_refresh': 0.5"));
+    CHECK(er != NULL && er->routes[0].strategy.beta == 0.5);
+    corral_config_free(er);
+    er = parse(R("'early_refresh': 0"));
+    CHECK(er != NULL && er->routes[0].strategy.beta == 0);
+    corral_config_free(er);
+    er = parse(R("'strategy': 'short'"));
+    CHECK(er != NULL && er->routes[0].strategy.beta == 1);
+    corral_config_free(er);
+    CHECK_ERROR(R("'early_refresh': 11"), "t.json:3: routes[0].early_refresh: ",
+                "out of range (0 to 10)");
+    CHECK_ERROR(R("'early_refresh': -0.5"),
+                "t.json:3: routes[0].early_refresh: ", "out of range");
+    CHECK_ERROR(R("'early_refresh': '1'"), "t.json:3: routes[0].early_refresh: ",
+                "must be a number");
     /* Negative caching: 4xx only, each with a duration. */
     struct corral_config *ce =
         parse(R("'cache_errors': {'404': '1m', '410': '10s'}"));

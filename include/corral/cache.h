@@ -201,6 +201,11 @@ const void *corral_fill_key(const struct corral_fill *f, size_t *keylen);
 /* The data the fill's first caller gave (corral_compute.data), and its
  * length in *len. Borrowed; valid until the fill is reported or aborted. */
 const void *corral_fill_data(const struct corral_fill *f, size_t *len);
+/* True when no caller waits on f: a background refresh (its callers had
+ * a stale answer, or none asked: an early refresh). A compute may give it
+ * a lower priority. */
+bool corral_fill_background(const struct corral_fill *f);
+
 /* The strategy the fill will store with. Borrowed; valid until reported. */
 const struct corral_strategy *corral_fill_strategy(const struct corral_fill *f);
 

@@ -59,6 +59,22 @@ corral_redis_tier_new(struct event_base *base,
  * t. Not from inside one of its callbacks. NULL is a no-op. */
 void corral_redis_tier_free(struct corral_redis_tier *t);
 
+/* An upstream's call budget, fleet-wide: every instance sharing the Redis
+ * (and prefix) asks before it calls the upstream called name. verdict 1:
+ * go; 0: count calls were made in the last window_ms, the oldest leaves
+ * the window in ms; -EBUSY: the upstream is paused (see below) for ms
+ * more; any other -errno: Redis could not tell (down, slow, an error), so
+ * the caller decides alone. count 0 checks the pause only. cb fires once,
+ * from the loop. One EVAL of a short script per call, on Redis's clock. */
+typedef void corral_redis_admit_cb(int verdict, uint64_t ms, void *arg);
+void corral_redis_tier_admit(struct corral_redis_tier *t, const char *name,
+                             unsigned count, uint64_t window_ms,
+                             corral_redis_admit_cb *cb, void *arg);
+/* Pauses every instance's calls to the upstream called name for ms (an
+ * upstream's Retry-After). Fire and forget; dropped while Redis is down. */
+void corral_redis_tier_pause(struct corral_redis_tier *t, const char *name,
+                             uint64_t ms);
+
 void corral_redis_tier_stats(const struct corral_redis_tier *t,
                              struct corral_redis_stats *out);
 

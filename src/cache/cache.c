@@ -1034,6 +1034,12 @@ corral_fill_data(const struct corral_fill *f, size_t *len)
     return f->data ? f->data : "";
 }
 
+bool
+corral_fill_background(const struct corral_fill *f)
+{
+    return f->nwaiters == 0;
+}
+
 const struct corral_strategy *
 corral_fill_strategy(const struct corral_fill *f)
 {

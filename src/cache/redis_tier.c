@@ -36,6 +36,8 @@ struct req {
     struct corral_redis_tier *t;
     corral_tier_get_cb *cb;        /* a get */
     corral_tier_lease_cb *lease_cb; /* or a lease */
+    corral_redis_admit_cb *admit_cb; /* or an admission */
+    uint64_t admit_ms;               /* its answer's ms */
     void *arg;
     struct event *timer;
     bool sent; /* hiredis holds it until its reply callback */
@@ -67,6 +69,7 @@ struct corral_redis_tier {
     corral_tier_invalidate_cb *sub_cb, *rel_cb;
     void *sub_arg, *rel_arg;
     char owner[40]; /* this instance's lease token */
+    uint64_t admits; /* admissions asked: unique members of a window */
     TAILQ_HEAD(, req) reqs;   /* gets not answered or not freed yet */
     struct corral_redis_stats stats;
 };
@@ -354,7 +357,10 @@ answer(struct req *r, struct corral_value *v, int error)
 {
     r->done = true;
     event_del(r->timer);
-    if (r->lease_cb != NULL)
+    if (r->admit_cb != NULL)
+        r->admit_cb(error, error > 0 || error == -EBUSY ? r->admit_ms : 0,
+                    r->arg);
+    else if (r->lease_cb != NULL)
         r->lease_cb(error, r->arg); /* error: 1 won, 0 lost, -errno */
     else
         r->cb(v, error, r->arg);
@@ -369,7 +375,7 @@ req_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (!r->sent) { /* Redis was down: a miss, answered off the stack */
-        t->stats.misses += r->lease_cb == NULL;
+        t->stats.misses += r->lease_cb == NULL && r->admit_cb == NULL;
         answer(r, NULL, -ENOTCONN);
         req_free(r);
         return;
@@ -602,6 +608,90 @@ redis_release(void *ctx, const void *key, size_t keylen, int ok)
                           key, keylen) != REDIS_OK)
         t->stats.errors++;
     free(lk);
+}
+
+/* ---- upstream budgets ---- */
+
+/* One call to the upstream named KEYS: refused while <name>'s pause key
+ * lives; else granted when the window's sorted set (one member per call,
+ * scored by Redis's own clock in ms) holds fewer than count calls younger
+ * than window_ms. Answers {1, 0} granted, {0, ms} full until ms from now,
+ * {-1, ms} paused for ms more. */
+static const char admit_script[] =
+    "local p = redis.call('pttl', KEYS[2]) "
+    "if p > 0 then return {-1, p} end "
+    "local n = tonumber(ARGV[1]) "
+    "if n == 0 then return {1, 0} end "
+    "local w = tonumber(ARGV[2]) "
+    "local t = redis.call('time') "
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+    "redis.call('zremrangebyscore', KEYS[1], '-inf', now - w) "
+    "if redis.call('zcard', KEYS[1]) < n then "
+    "redis.call('zadd', KEYS[1], now, ARGV[3]) "
+    "redis.call('pexpire', KEYS[1], w) "
+    "return {1, 0} end "
+    "local first = redis.call('zrange', KEYS[1], 0, 0, 'withscores') "
+    "return {0, tonumber(first[2]) + w - now}";
+
+static void
+admit_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct req *r = privdata;
+    struct corral_redis_tier *t = r->t;
+    redisReply *rep = reply;
+
+    (void)ac;
+    if (r->done) {
+        req_free(r);
+        return;
+    }
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[1]->type != REDIS_REPLY_INTEGER) {
+        t->stats.errors++;
+        answer(r, NULL, -EIO);
+    } else {
+        t->timeouts_in_row = 0;
+        long long verdict = rep->element[0]->integer;
+        long long ms = rep->element[1]->integer;
+        r->admit_ms = ms > 0 ? (uint64_t)ms : 1;
+        answer(r, NULL, verdict > 0 ? 1 : verdict == 0 ? 0 : -EBUSY);
+    }
+    req_free(r);
+}
+
+void
+corral_redis_tier_admit(struct corral_redis_tier *t, const char *name,
+                        unsigned count, uint64_t window_ms,
+                        corral_redis_admit_cb *cb, void *arg)
+{
+    size_t nlen = strlen(name);
+    struct req *r = req_new(t, name, nlen, arg);
+    char member[64];
+
+    r->admit_cb = cb;
+    snprintf(member, sizeof(member), "%s-%llu", t->owner,
+             (unsigned long long)++t->admits);
+    if (t->ac != NULL && t->connected)
+        r->sent = redisAsyncCommand(
+                      t->ac, admit_reply, r, "EVAL %s 2 %srate:%b %spause:%b "
+                      "%u %llu %s", admit_script, t->prefix, name, nlen,
+                      t->prefix, name, nlen, count,
+                      (unsigned long long)window_ms, member) == REDIS_OK;
+    req_arm(r);
+}
+
+void
+corral_redis_tier_pause(struct corral_redis_tier *t, const char *name,
+                        uint64_t ms)
+{
+    if (t->ac == NULL || !t->connected || ms == 0) {
+        t->stats.errors += ms > 0;
+        return;
+    }
+    if (redisAsyncCommand(t->ac, count_reply, t, "SET %spause:%s 1 PX %llu",
+                          t->prefix, name, (unsigned long long)ms) != REDIS_OK)
+        t->stats.errors++;
 }
 
 const struct corral_tier corral_redis_tier_ops = {

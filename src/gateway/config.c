@@ -859,6 +859,16 @@ parse_strategy(struct ctx *c, struct jnode *n, const char *path,
         get_duration(c, m, join_key(p, path, "stale_if_error"), 0,
                      MAX_DURATION_MS, &r->strategy.sie_ms) < 0)
         return -1;
+    /* XFetch's beta: 1 (the paper's) unless told otherwise; 0 = off. */
+    r->strategy.beta = 1.0;
+    if ((m = member(n, "early_refresh"))) {
+        join_key(p, path, "early_refresh");
+        if (m->type != J_INT && m->type != J_DOUBLE)
+            return fail(c, m, p, "must be a number from 0 (off) to 10");
+        if (!(m->dbl >= 0 && m->dbl <= 10))
+            return fail(c, m, p, "%g is out of range (0 to 10)", m->dbl);
+        r->strategy.beta = m->dbl;
+    }
     return 0;
 }
 
@@ -910,6 +920,7 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         "json",
         "cache_errors",
         "ttl_jitter",
+        "early_refresh",
         NULL,
     };
     static const char *const upstream_only[] = {"params", "query", "json",
@@ -1200,7 +1211,7 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
     static const char *const keys[] = {
         "max_header_bytes", "client_timeout", "max_clients",
         "max_waiters",      "max_body_bytes", "max_queued_bytes",
-        "max_client_queued_bytes", NULL,
+        "max_client_queued_bytes", "backoff_min", "backoff_max", NULL,
     };
     struct jnode *m;
     if (check_object(c, n, "limits", keys) < 0)
@@ -1234,6 +1245,17 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
         get_size(c, m, "limits.max_client_queued_bytes", 1ull << 40,
                  &l->max_client_queued_bytes) < 0)
         return -1;
+    if ((m = member(n, "backoff_min")) &&
+        get_duration(c, m, "limits.backoff_min", 1, MAX_TIMEOUT_MS,
+                     &l->backoff_min_ms) < 0)
+        return -1;
+    if ((m = member(n, "backoff_max")) &&
+        get_duration(c, m, "limits.backoff_max", 1, MAX_TIMEOUT_MS,
+                     &l->backoff_max_ms) < 0)
+        return -1;
+    if (l->backoff_max_ms < l->backoff_min_ms)
+        return fail(c, m ? m : n, "limits.backoff_max",
+                    "must be at least limits.backoff_min");
     return 0;
 }
 
@@ -1300,6 +1322,8 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
         .client_timeout_ms = 30000,
         .max_clients = 10000,
         .max_waiters = 10000,
+        .backoff_min_ms = 1000,
+        .backoff_max_ms = 60000,
         .max_body_bytes = 8 << 20,
         .max_queued_bytes = 64 << 20,
         .max_client_queued_bytes = 1 << 20,

@@ -1150,6 +1150,14 @@ struct corral_fetch *
 corral_fetch_get(struct corral_fetch_upstream *u, const char *path_and_query,
                  corral_fetch_cb *cb, void *arg)
 {
+    return corral_fetch_get_within(u, path_and_query, 0, cb, arg);
+}
+
+struct corral_fetch *
+corral_fetch_get_within(struct corral_fetch_upstream *u,
+                        const char *path_and_query, uint64_t timeout_ms,
+                        corral_fetch_cb *cb, void *arg)
+{
     struct corral_fetch *f;
     struct timeval tv;
 
@@ -1166,7 +1174,9 @@ corral_fetch_get(struct corral_fetch_upstream *u, const char *path_and_query,
     if (asprintf(&f->url, "%s%s", u->origin, path_and_query) < 0)
         f->url = NULL;
     f->timer = evtimer_new(u->base, deadline_cb, f);
-    tv = corral_ms_to_tv(u->timeout_ms);
+    tv = corral_ms_to_tv(timeout_ms > 0 && timeout_ms < u->timeout_ms
+                             ? timeout_ms
+                             : u->timeout_ms);
     if (f->url == NULL || f->timer == NULL || evtimer_add(f->timer, &tv)) {
         if (f->timer != NULL)
             event_free(f->timer);

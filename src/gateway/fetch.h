@@ -93,6 +93,13 @@ struct corral_fetch *corral_fetch_get(struct corral_fetch_upstream *u,
                                       const char *path_and_query,
                                       corral_fetch_cb *cb, void *arg);
 
+/* corral_fetch_get() with less time than the upstream's timeout_ms (what
+ * is left of it after a wait elsewhere); 0 = the upstream's. */
+struct corral_fetch *corral_fetch_get_within(struct corral_fetch_upstream *u,
+                                             const char *path_and_query,
+                                             uint64_t timeout_ms,
+                                             corral_fetch_cb *cb, void *arg);
+
 /* Drops f: its callback will not fire. A queued fetch leaves the queue; one
  * on a connection closes that connection (it cannot be reused mid-answer).
  * NULL is a no-op. */

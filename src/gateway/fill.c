@@ -9,14 +9,17 @@
 #include <http_parser.h>
 #include <yajl/yajl_parse.h>
 
+#include "budget.h"
 #include "config.h"
 #include "fetch.h"
 #include "route.h"
 #include "xalloc.h"
 
-/* A fill in flight: the fetch that computes it. */
+/* A fill in flight: its wait for the upstream's budget, then the fetch
+ * that computes it. */
 struct job {
     struct corral_fill *fill;
+    struct corral_budget_wait *wait;
     struct corral_fetch *fetch;
     const struct corral_route_fill *rf;
 };
@@ -78,8 +81,23 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
     struct job *job = arg;
     struct corral_fill *fill = job->fill;
     const struct corral_config_route *route = job->rf->route;
+    struct corral_budget *budget = job->rf->budget;
     free(job);
     char msg[300];
+    if (res->error == 0 && (res->status == 429 || res->status == 503) &&
+        res->retry_after_s > 0) {
+        /* The upstream asked for a pause: no call to it until then, from
+         * any key. */
+        uint64_t ms = res->retry_after_s > 86400 ? 86400000
+                                                 : res->retry_after_s * 1000;
+        fprintf(stderr, "corral: upstream %s answered %d: paused for %llu s\n",
+                route->upstream->name, res->status,
+                (unsigned long long)(ms / 1000));
+        corral_budget_pause(budget, ms);
+        snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
+        corral_fill_fail_retry(fill, -EBUSY, msg, ms);
+        return;
+    }
     if (res->error == CORRAL_FETCH_E_TIMEOUT) {
         corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
         return;
@@ -143,27 +161,93 @@ static void
 job_abort(void *arg)
 {
     struct job *job = arg;
+    corral_budget_cancel(job->wait);
     corral_fetch_cancel(job->fetch);
     free(job);
 }
 
 /* Fill data is the upstream path (the cache keeps it NUL-terminated). */
 static void
+job_fetch(struct job *job, uint64_t timeout_ms)
+{
+    size_t len;
+    const char *path = corral_fill_data(job->fill, &len);
+    job->fetch = corral_fetch_get_within(job->rf->upstream, path, timeout_ms,
+                                         job_fetched, job);
+    if (job->fetch == NULL) {
+        struct corral_fill *fill = job->fill;
+        free(job);
+        corral_fill_fail(fill, -EINVAL, "bad upstream path");
+    }
+}
+
+static void
+job_budget(int error, uint64_t ms, void *arg)
+{
+    struct job *job = arg;
+    job->wait = NULL;
+    if (error == 0) {
+        job_fetch(job, ms);
+        return;
+    }
+    struct corral_fill *fill = job->fill;
+    free(job);
+    corral_fill_fail_retry(fill, -EBUSY, "upstream busy: over its rate or "
+                                         "paused", ms);
+}
+
+static void
 job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 {
     struct corral_route_fill *rf = arg;
-    size_t len;
-    const char *path = corral_fill_data(fill, &len);
     struct job *job = xcalloc(1, sizeof(*job));
     job->fill = fill;
     job->rf = rf;
-    job->fetch = corral_fetch_get(rf->upstream, path, job_fetched, job);
-    if (job->fetch == NULL) {
-        free(job);
-        corral_fill_fail(fill, -EINVAL, "bad upstream path");
-        return;
-    }
     corral_fill_on_abort(fill, job_abort, job);
+    uint64_t retry_ms = 0;
+    int rc = corral_budget_acquire(rf->budget, corral_fill_background(fill),
+                                   rf->timeout_ms, job_budget, job,
+                                   &job->wait, &retry_ms);
+    if (rc < 0) {
+        free(job);
+        corral_fill_fail_retry(fill, -EBUSY, "upstream paused by its "
+                                             "Retry-After", retry_ms);
+    } else if (rc == 0) {
+        job_fetch(job, rf->timeout_ms);
+    }
+}
+
+/* The fill data is the upstream path. */
+#define FILL_DATA_MAX (CORRAL_ROUTE_KEY_MAX + 4096)
+
+static bool
+make_compute(const struct corral_route_fill *rf,
+             const struct corral_route_match *m, char *data,
+             struct corral_compute *out)
+{
+    int plen = corral_route_upstream_path(m, data, FILL_DATA_MAX);
+    if (plen < 0)
+        return false;
+    *out = (struct corral_compute){
+        .fn = job_start,
+        .arg = (void *)rf,
+        .data = data,
+        .data_len = (size_t)plen,
+    };
+    return true;
+}
+
+int
+corral_route_fill_refresh(struct corral_cache *c,
+                          const struct corral_route_fill *rf,
+                          const struct corral_route_match *m)
+{
+    char data[FILL_DATA_MAX];
+    struct corral_compute compute;
+    if (!make_compute(rf, m, data, &compute))
+        return -EMSGSIZE;
+    return corral_refresh(c, m->key, m->keylen, &m->route->strategy,
+                          rf->timeout_ms + 1000, &compute);
 }
 
 struct corral_waiter *
@@ -171,19 +255,12 @@ corral_route_fill_get(struct corral_cache *c, const struct corral_route_fill *rf
                       const struct corral_route_match *m, corral_result_cb *cb,
                       void *arg)
 {
-    /* The fill data is the upstream path. */
-    char data[CORRAL_ROUTE_KEY_MAX + 4096];
-    int plen = corral_route_upstream_path(m, data, sizeof(data));
-    if (plen < 0) {
+    char data[FILL_DATA_MAX];
+    struct corral_compute compute;
+    if (!make_compute(rf, m, data, &compute)) {
         errno = EMSGSIZE;
         return NULL;
     }
-    const struct corral_compute compute = {
-        .fn = job_start,
-        .arg = (void *)rf,
-        .data = data,
-        .data_len = (size_t)plen,
-    };
     /* The cache's deadline backs up the fetch's own timeout. */
     struct corral_waiter *w =
         corral_get_or_compute(c, m->key, m->keylen, &m->route->strategy,
@@ -198,7 +275,7 @@ corral_fill_error_status(int error)
 {
     if (error == -ETIMEDOUT)
         return 504;
-    if (error == -EAGAIN || error == -ECANCELED)
+    if (error == -EAGAIN || error == -ECANCELED || error == -EBUSY)
         return 503;
     return 502;
 }

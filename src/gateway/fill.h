@@ -2,7 +2,9 @@
  * flight in libcorral) that fetches the route's upstream path, refuses
  * what must not be stored (a status other than 200 or 203, a Content-Type
  * with control bytes, invalid JSON on a JSON route, an answer over the
- * cap), renders the head every hit reuses and stores; and how a fill's
+ * cap), renders the head every hit reuses and stores; that asks the
+ * upstream's budget before each call and pauses the upstream on a 429 or
+ * 503 with Retry-After; and how a fill's
  * error becomes an HTTP status. The request path uses it; aggregates and
  * the admin's refresh are meant to. */
 #ifndef CORRAL_FILL_H
@@ -12,6 +14,7 @@
 
 #include "corral/cache.h"
 
+struct corral_budget;
 struct corral_config_route;
 struct corral_fetch_upstream;
 struct corral_route_match;
@@ -20,6 +23,7 @@ struct corral_route_match;
 struct corral_route_fill {
     const struct corral_config_route *route;
     struct corral_fetch_upstream *upstream; /* NULL for an aggregate */
+    struct corral_budget *budget;           /* the upstream's rate, pause */
     uint64_t timeout_ms;                    /* the upstream's */
 };
 
@@ -33,9 +37,18 @@ struct corral_waiter *corral_route_fill_get(struct corral_cache *c,
                                             const struct corral_route_match *m,
                                             corral_result_cb *cb, void *arg);
 
+/* Starts a background refresh of m's key (a hit that XFetch chose, or
+ * the admin's refresh) unless one runs or the key backs off. Returns
+ * corral_refresh()'s code, or -EMSGSIZE when the upstream path does not
+ * fit. */
+int corral_route_fill_refresh(struct corral_cache *c,
+                              const struct corral_route_fill *rf,
+                              const struct corral_route_match *m);
+
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
- * has too many waiters or the wait was cancelled, 502 for the rest (the
- * upstream failed or sent what cannot be stored). */
+ * has too many waiters, the wait was cancelled, or the upstream may not be
+ * called now (paused by its Retry-After, or over its rate), 502 for the
+ * rest (the upstream failed or sent what cannot be stored). */
 int corral_fill_error_status(int error);
 
 #endif

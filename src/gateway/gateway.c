@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "config.h"
 #include "corral/cache.h"
 #include "corral/redis_tier.h"
@@ -29,6 +30,7 @@ struct corral_gateway {
     struct corral_server *server;
     struct corral_route_table *routes;
     struct corral_fetch_upstream **upstreams; /* by config index */
+    struct corral_budget **budgets;           /* by config index */
     struct corral_route_fill *route_fill;     /* by config index */
     struct corral_redis_tier *l2;             /* NULL: L1 only */
 };
@@ -64,8 +66,8 @@ json_escape(char *out, size_t cap, const char *s)
 }
 
 static void
-respond_error(struct corral_request *req, int status, const char *error,
-              const char *route)
+respond_error_after(struct corral_request *req, int status, const char *error,
+                    const char *route, uint64_t retry_after_ms)
 {
     char e[512], r[512], body[1200];
     json_escape(e, sizeof(e), error);
@@ -77,9 +79,23 @@ respond_error(struct corral_request *req, int status, const char *error,
     } else {
         n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", e);
     }
-    const char *extra = status == 405 ? "Allow: GET, HEAD\r\n" : NULL;
-    corral_request_respond_simple(req, status, "application/json", extra, body,
-                                  (size_t)n);
+    char extra[48];
+    if (status == 405)
+        snprintf(extra, sizeof(extra), "Allow: GET, HEAD\r\n");
+    else if (retry_after_ms > 0) /* whole seconds, rounded up */
+        snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n",
+                 (unsigned long long)((retry_after_ms + 999) / 1000));
+    else
+        extra[0] = '\0';
+    corral_request_respond_simple(req, status, "application/json",
+                                  extra[0] ? extra : NULL, body, (size_t)n);
+}
+
+static void
+respond_error(struct corral_request *req, int status, const char *error,
+              const char *route)
+{
+    respond_error_after(req, status, error, route, 0);
 }
 
 /* Does If-None-Match name this ETag (or "*")? Weak comparison, as RFC 9110
@@ -132,13 +148,20 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
     case CORRAL_SOURCE_COLLAPSED:
         p = FMT_PUT(p, "fwd=miss; collapsed");
         break;
+    case CORRAL_SOURCE_STALE: /* ttl=-N: N seconds past expiry */
+        p = FMT_PUT(p, "hit; fwd=stale; ttl=-");
+        p = fmt_uint(p, left < 0 ? (uint64_t)-left : 0);
+        break;
+    case CORRAL_SOURCE_STALE_ERROR:
+        p = FMT_PUT(p, "hit; fwd=stale; detail=upstream-error");
+        break;
     default:
         p = fmt_uint(FMT_PUT(p, "hit; ttl="), ttl);
         if (source == CORRAL_SOURCE_L2 && !negative)
             p = FMT_PUT(p, "; detail=l2");
         break;
     }
-    if (negative)
+    if (negative && source != CORRAL_SOURCE_STALE_ERROR)
         p = FMT_PUT(p, "; detail=negative");
     p = FMT_PUT(p, "\r\n");
     p = fmt_uint(FMT_PUT(p, "Age: "), corral_value_age_s(v, now));
@@ -178,8 +201,8 @@ client_answered(const struct corral_result *res, void *arg)
         if (res->error == 0)
             respond_value(cl->g, cl->req, res->value, res->source);
         else
-            respond_error(cl->req, corral_fill_error_status(res->error),
-                          res->message, route);
+            respond_error_after(cl->req, corral_fill_error_status(res->error),
+                                res->message, route, res->retry_after_ms);
     }
     free(cl);
 }
@@ -227,6 +250,9 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     if (v) {
         respond_value(g, req, v, CORRAL_SOURCE_L1);
+        /* A hot key is refreshed before it expires (XFetch). */
+        if (corral_cache_early(g->cache, v, m.route->strategy.beta))
+            corral_route_fill_refresh(g->cache, &g->route_fill[m.index], &m);
         return;
     }
 
@@ -311,20 +337,26 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     struct corral_cache_options co = {
         .max_bytes = cfg->l1_max_bytes,
         .max_waiters = cfg->limits.max_waiters,
+        .backoff_min_ms = cfg->limits.backoff_min_ms,
+        .backoff_max_ms = cfg->limits.backoff_max_ms,
         .tier = g->l2 ? &corral_redis_tier_ops : NULL,
         .tier_ctx = g->l2,
     };
     g->cache = corral_cache_new(base, &co);
     g->routes = corral_route_table_new(cfg, err, errlen);
     g->upstreams = calloc(cfg->n_upstreams + 1, sizeof(*g->upstreams));
+    g->budgets = calloc(cfg->n_upstreams + 1, sizeof(*g->budgets));
     g->route_fill = calloc(cfg->n_routes + 1, sizeof(*g->route_fill));
     if (g->cache == NULL || g->routes == NULL || g->upstreams == NULL ||
-        g->route_fill == NULL)
+        g->budgets == NULL || g->route_fill == NULL)
         goto fail;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        g->upstreams[i] = upstream_new(g, &cfg->upstreams[i], err, errlen);
+        const struct corral_config_upstream *u = &cfg->upstreams[i];
+        g->upstreams[i] = upstream_new(g, u, err, errlen);
         if (g->upstreams[i] == NULL)
             goto fail;
+        g->budgets[i] = corral_budget_new(base, u->name, u->rate_count,
+                                          u->rate_window_ms, g->l2);
     }
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
@@ -333,6 +365,7 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         if (route->upstream) {
             size_t u = (size_t)(route->upstream - cfg->upstreams);
             rc->upstream = g->upstreams[u];
+            rc->budget = g->budgets[u];
             rc->timeout_ms = route->upstream->timeout_ms;
         }
     }
@@ -376,10 +409,14 @@ corral_gateway_free(struct corral_gateway *g)
         return;
     corral_server_free(g->server);
     corral_cache_free(g->cache);
-    corral_redis_tier_free(g->l2); /* after the cache that uses it */
     if (g->upstreams)
         for (size_t i = 0; i < g->cfg->n_upstreams; i++)
             corral_fetch_upstream_free(g->upstreams[i]);
+    if (g->budgets) /* before the tier: an answer Redis owes frees one */
+        for (size_t i = 0; i < g->cfg->n_upstreams; i++)
+            corral_budget_free(g->budgets[i]);
+    corral_redis_tier_free(g->l2); /* after the cache and budgets */
+    free(g->budgets);
     free(g->upstreams);
     free(g->route_fill);
     corral_route_table_free(g->routes);

@@ -107,6 +107,7 @@ on_scalar(struct builder *b, enum jtype type, long long num)
     if (n == NULL)
         return stop(b, "out of memory");
     n->num = num;
+    n->dbl = (double)num;
     return 1;
 }
 
@@ -129,10 +130,14 @@ on_int(void *b, long long v)
 }
 
 static int
-on_double(void *b, double v)
+on_double(void *ctx, double v)
 {
-    (void)v;
-    return on_scalar(b, J_DOUBLE, 0);
+    struct builder *b = ctx;
+    struct jnode *n = add(b, J_DOUBLE);
+    if (n == NULL)
+        return stop(b, "out of memory");
+    n->dbl = v;
+    return 1;
 }
 
 static int

@@ -14,6 +14,7 @@ struct jnode {
     unsigned line;
     char *key;           /* member name, when the parent is an object */
     long long num;       /* J_BOOL, J_INT */
+    double dbl;          /* J_INT, J_DOUBLE */
     char *raw;           /* J_STRING as written, for messages */
     char *val;           /* J_STRING as the reader expanded it; NULL until
                           * then, freed with the tree */

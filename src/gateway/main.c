@@ -43,18 +43,9 @@ warn_unserved(const struct corral_config *cfg)
         what[n++] = "admin";
     if (cfg->access_log)
         what[n++] = "access_log";
-    bool rate = false, stale = false, aggregate = false;
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        rate |= cfg->upstreams[i].rate_count > 0;
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        stale |=
-            cfg->routes[i].strategy.swr_ms || cfg->routes[i].strategy.sie_ms;
+    bool aggregate = false;
+    for (size_t i = 0; i < cfg->n_routes; i++)
         aggregate |= cfg->routes[i].upstream == NULL;
-    }
-    if (rate)
-        what[n++] = "upstream rate";
-    if (stale)
-        what[n++] = "stale_while_revalidate / stale_if_error";
     if (aggregate)
         what[n++] = "aggregate routes (answered 501)";
     for (size_t i = 0; i < n; i++)

@@ -12,6 +12,9 @@ corral = w.start_corral({
     "upstreams": {"o": {"base": origin.base()}},
     "routes": [{"path": "/api/coin/{id}", "upstream": "o",
                 "fetch": "/coins/{id}", "cache_errors": {"404": "2s"}}],
+    # Failed keys are asked again at once: this test is about what is
+    # stored (test_failures covers the backoff).
+    "limits": {"backoff_min": "1ms", "backoff_max": "1ms"},
 })
 origin.behave("/coins/nope", status=404, body='{"error":"no such coin"}')
 
@@ -40,10 +43,12 @@ check_eq(origin.calls("/coins/nope"), 2, "one more call per window")
 origin.behave("/coins/busy", status=500)
 for i in range(3):
     check_eq(corral.get("/api/coin/busy").status, 502, "500 is a 502")
+    time.sleep(0.01)
 check_eq(origin.calls("/coins/busy"), 3, "500 is not cached")
 origin.behave("/coins/gone", status=410)
 for i in range(2):
     check_eq(corral.get("/api/coin/gone").status, 502, "410 not listed")
+    time.sleep(0.01)
 check_eq(origin.calls("/coins/gone"), 2, "410 is not cached here")
 check(corral.alive(), "corral still up")
 done("negative")

@@ -38,6 +38,8 @@ corral = w.start_corral({
                           "timeout": "5s"}},
     "routes": [{"path": "/evil/{mode}", "upstream": "one",
                 "fetch": "/pre/m/{mode}"}],
+    # Failed keys are asked again at once: this test is about connections.
+    "limits": {"backoff_min": "1ms", "backoff_max": "1ms"},
 })
 
 stored = {}  # key -> the body corral answered with

@@ -1,0 +1,65 @@
+/* budget.h — when an upstream may be called: its rate (never more than
+ * count calls in any window_ms, a sliding window) and its pause (an
+ * upstream's 429 or 503 with Retry-After stops every call until then).
+ * A fill asks before it fetches. Cold misses (callers waiting) go first,
+ * in FIFO order; refreshes (callers already answered stale) wait behind
+ * them, so they never starve a cold miss. A wait is bounded by the
+ * caller's timeout. With a Redis tier the window and the pause are the
+ * fleet's as well as this process's: every call is admitted by one
+ * script in Redis; while Redis cannot answer, the local window decides.
+ * Windows carry a margin of 5% (at most 250 ms) for the network's
+ * jitter, so the upstream, which sees calls a little later than they are
+ * sent, still never sees more than count in any window. */
+#ifndef CORRAL_BUDGET_H
+#define CORRAL_BUDGET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct corral_redis_tier;
+struct corral_budget;      /* opaque: one per upstream */
+struct corral_budget_wait; /* opaque: one queued call */
+
+/* error 0: call now, within timeout_left_ms; -EBUSY: do not call (paused,
+ * or no slot within the timeout), try again in retry_after_ms. */
+typedef void corral_budget_cb(int error, uint64_t ms, void *arg);
+
+/* A budget for the upstream called name: count calls per window_ms (count
+ * 0: no rate, only pauses). fleet may be NULL. Aborts when out of memory
+ * (see xalloc.h). */
+struct corral_budget *corral_budget_new(struct event_base *base,
+                                        const char *name, unsigned count,
+                                        uint64_t window_ms,
+                                        struct corral_redis_tier *fleet);
+/* Answers every queued call -EBUSY (before it returns) and frees b. NULL
+ * is a no-op. */
+void corral_budget_free(struct corral_budget *b);
+
+/* Asks for one call. Returns 0 when it may go now (the slot is taken);
+ * -EBUSY with *retry_after_ms when it may not (paused); or 1 with *out set
+ * when it waits: cb then fires once, from the loop, unless
+ * corral_budget_cancel(*out) comes first. */
+int corral_budget_acquire(struct corral_budget *b, bool refresh,
+                          uint64_t timeout_ms, corral_budget_cb *cb, void *arg,
+                          struct corral_budget_wait **out,
+                          uint64_t *retry_after_ms);
+/* Leaves the queue: cb will not fire. */
+void corral_budget_cancel(struct corral_budget_wait *w);
+
+/* The upstream asked for a pause of ms (Retry-After): every call waits,
+ * here and, with a fleet, everywhere. Queued calls are refused. */
+void corral_budget_pause(struct corral_budget *b, uint64_t ms);
+
+struct corral_budget_stats {
+    uint64_t granted;      /* calls let through */
+    uint64_t waited;       /* of those, after waiting in the queue */
+    uint64_t refused;      /* calls refused: paused or no slot in time */
+    uint64_t pauses;       /* Retry-After pauses taken */
+    uint64_t fleet_errors; /* admissions Redis could not answer */
+    uint64_t queued;       /* waiting now */
+};
+void corral_budget_stats(const struct corral_budget *b,
+                         struct corral_budget_stats *out);
+
+#endif
