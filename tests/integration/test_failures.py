@@ -65,6 +65,7 @@ check_eq(answers[0].json()["route"], "/api/hangs", "504 names the route")
 # Invalid JSON: 502, not cached.
 origin.behave("/broken", invalid_json=True)
 for i in range(2):
+    time.sleep(0.01)  # past the 1 ms backoff
     r = corral.get("/api/broken")
     check_eq(r.status, 502, "invalid JSON is a 502")
     check("JSON" in r.json()["error"], "says why")
@@ -116,6 +117,7 @@ origin.behave("/big", size=100000)
 r = corral.get("/api/big")
 check_eq(r.status, 502, "body over max_body_bytes")
 origin.behave("/big", size=1000)
+time.sleep(0.01)  # past the 1 ms backoff
 check_eq(corral.get("/api/big").status, 200, "a body under the cap")
 
 # An upstream that sends more than its Content-Length (here a whole second
