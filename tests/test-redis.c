@@ -439,6 +439,62 @@ test_outage(void)
     corral_redis_tier_free(t);
 }
 
+struct verdict {
+    int calls, verdict;
+    uint64_t ms;
+};
+
+static void
+verdict_cb(int verdict, uint64_t ms, void *arg)
+{
+    struct verdict *v = arg;
+    v->calls++;
+    v->verdict = verdict;
+    v->ms = ms;
+}
+
+static struct verdict
+admit(struct corral_redis_tier *t, const char *name, unsigned count,
+      uint64_t window_ms)
+{
+    struct verdict v = {0};
+    corral_redis_tier_admit(t, name, count, window_ms, verdict_cb, &v);
+    CHECK_EQ_INT(v.calls, 0); /* never from inside the call */
+    uint64_t end = mono_ms() + 2000;
+    while (v.calls == 0 && mono_ms() < end)
+        run_for(2);
+    CHECK_EQ_INT(v.calls, 1);
+    return v;
+}
+
+/* The fleet's budget: two instances share one window of 3 calls per
+ * 400 ms; a pause set by one stops the other; the window slides. */
+static void
+test_admit(void)
+{
+    struct corral_redis_tier *a = tier(port, 200), *b = tier(port, 200);
+    CHECK(up_within(a, 2000) && up_within(b, 2000));
+    CHECK_EQ_INT(admit(a, "up", 3, 400).verdict, 1);
+    CHECK_EQ_INT(admit(b, "up", 3, 400).verdict, 1);
+    CHECK_EQ_INT(admit(a, "up", 3, 400).verdict, 1);
+    struct verdict full = admit(b, "up", 3, 400);
+    CHECK_EQ_INT(full.verdict, 0);
+    CHECK(full.ms > 0 && full.ms <= 400);
+    CHECK_EQ_INT(admit(a, "other", 3, 400).verdict, 1); /* its own window */
+    run_for((int)full.ms + 20);
+    CHECK_EQ_INT(admit(b, "up", 3, 400).verdict, 1); /* the oldest left */
+    /* A pause from a stops b, with the time left; count 0 checks only it. */
+    corral_redis_tier_pause(a, "up", 300);
+    run_for(20);
+    struct verdict paused = admit(b, "up", 0, 0);
+    CHECK_EQ_INT(paused.verdict, -EBUSY);
+    CHECK(paused.ms > 200 && paused.ms <= 300);
+    run_for((int)paused.ms + 20);
+    CHECK_EQ_INT(admit(b, "up", 0, 0).verdict, 1);
+    corral_redis_tier_free(a);
+    corral_redis_tier_free(b);
+}
+
 /* A server that accepts and never answers: every get is a miss at the
  * timeout, the connection is dropped after three, and nothing leaks. */
 static void
@@ -463,6 +519,11 @@ test_silent_server(void)
         CHECK(g[i].error != 0);
         CHECK(g[i].at - t0 < 60 + 100);
     }
+    /* An admission it never answers: "cannot tell" at the timeout, so the
+     * caller decides alone. */
+    CHECK(up_within(t, 2000));
+    struct verdict v = admit(t, "up", 1, 1000);
+    CHECK_EQ_INT(v.verdict, -ETIMEDOUT);
     corral_redis_tier_stats(t, &st);
     CHECK(st.timeouts >= 3);
     /* Gets in flight when the tier goes: answered -ECANCELED. */
@@ -491,6 +552,7 @@ main(void)
     RUN(test_lease);
     RUN(test_purge_two_instances);
     RUN(test_outage);
+    RUN(test_admit);
     RUN(test_silent_server);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);

@@ -358,7 +358,7 @@ answer(struct req *r, struct corral_value *v, int error)
     r->done = true;
     event_del(r->timer);
     if (r->admit_cb != NULL)
-        r->admit_cb(error, error > 0 || error == -EBUSY ? r->admit_ms : 0,
+        r->admit_cb(error, error >= 0 || error == -EBUSY ? r->admit_ms : 0,
                     r->arg);
     else if (r->lease_cb != NULL)
         r->lease_cb(error, r->arg); /* error: 1 won, 0 lost, -errno */

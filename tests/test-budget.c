@@ -1,0 +1,163 @@
+/* test-budget.c — an upstream's budget on a real loop: the sliding window
+ * (never more than count calls in any window, cold misses before
+ * refreshes, FIFO within each), waits bounded by their timeout, pauses,
+ * cancels and teardown with calls queued. */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include "budget.h"
+#include "testlib.h"
+
+static struct event_base *base;
+static int order; /* grants so far, to see the order */
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+run_for(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+struct call {
+    int fired, error, rank;
+    uint64_t ms, at;
+};
+
+static void
+call_cb(int error, uint64_t ms, void *arg)
+{
+    struct call *c = arg;
+    c->fired++;
+    c->error = error;
+    c->ms = ms;
+    c->at = mono_ms();
+    c->rank = ++order;
+}
+
+static int
+ask(struct corral_budget *b, bool refresh, uint64_t timeout, struct call *c,
+    struct corral_budget_wait **w)
+{
+    uint64_t retry = 0;
+    struct corral_budget_wait *dummy;
+    int rc = corral_budget_acquire(b, refresh, timeout, call_cb, c,
+                                   w ? w : &dummy, &retry);
+    if (rc < 0)
+        c->ms = retry;
+    CHECK_EQ_INT(c->fired, 0); /* never from inside the call */
+    return rc;
+}
+
+static void
+test_window(void)
+{
+    /* 2 calls per 300 ms (+15 ms margin). */
+    struct corral_budget *b = corral_budget_new(base, "u", 2, 300, NULL);
+    struct call c[6] = {{0}};
+    uint64_t t0 = mono_ms();
+    order = 0;
+    CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
+    CHECK_EQ_INT(ask(b, true, 5000, &c[1], NULL), 0);
+    /* Full: a refresh, then two cold misses, then another refresh. */
+    CHECK_EQ_INT(ask(b, true, 5000, &c[2], NULL), 1);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), 1);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[4], NULL), 1);
+    CHECK_EQ_INT(ask(b, true, 5000, &c[5], NULL), 1);
+    run_for(200);
+    for (int i = 2; i < 6; i++)
+        CHECK_EQ_INT(c[i].fired, 0);
+    run_for(900);
+    for (int i = 2; i < 6; i++) {
+        CHECK_EQ_INT(c[i].fired, 1);
+        CHECK_EQ_INT(c[i].error, 0);
+    }
+    /* The cold ones first, in order; the refreshes after, in order. */
+    CHECK_EQ_INT(c[3].rank, 1);
+    CHECK_EQ_INT(c[4].rank, 2);
+    CHECK_EQ_INT(c[2].rank, 3);
+    CHECK_EQ_INT(c[5].rank, 4);
+    CHECK(c[3].at - t0 >= 300 && c[4].at - t0 >= 300);
+    CHECK(c[2].at - t0 >= 600 && c[5].at - t0 >= 600);
+    /* What is left of the timeout goes with a grant. */
+    CHECK(c[3].ms <= 5000 - 300 && c[3].ms > 4000);
+    struct corral_budget_stats st;
+    corral_budget_stats(b, &st);
+    CHECK_EQ_INT(st.granted, 6);
+    CHECK_EQ_INT(st.waited, 4);
+    CHECK_EQ_INT(st.queued, 0);
+    corral_budget_free(b);
+}
+
+static void
+test_timeout_and_cancel(void)
+{
+    struct corral_budget *b = corral_budget_new(base, "u", 1, 1000, NULL);
+    struct call c[4] = {{0}};
+    struct corral_budget_wait *w = NULL;
+    CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
+    CHECK_EQ_INT(ask(b, false, 100, &c[1], NULL), 1);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[2], &w), 1);
+    corral_budget_cancel(w);
+    run_for(300);
+    CHECK_EQ_INT(c[1].fired, 1);
+    CHECK_EQ_INT(c[1].error, -EBUSY);
+    /* Retry after: until the slot frees, some 900 ms on. */
+    CHECK(c[1].ms > 500 && c[1].ms <= 1050);
+    CHECK_EQ_INT(c[2].fired, 0);
+    /* Teardown refuses what is queued. */
+    CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), 1);
+    corral_budget_free(b);
+    CHECK_EQ_INT(c[3].fired, 1);
+    CHECK_EQ_INT(c[3].error, -EBUSY);
+}
+
+static void
+test_pause(void)
+{
+    struct corral_budget *b = corral_budget_new(base, "u", 0, 0, NULL);
+    struct call c[3] = {{0}};
+    CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0); /* no rate */
+    corral_budget_pause(b, 200);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[1], NULL), -EBUSY);
+    CHECK(c[1].ms > 150 && c[1].ms <= 200);
+    run_for(250);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 0);
+    /* Calls queued behind a window are refused when a pause comes. */
+    struct corral_budget *r = corral_budget_new(base, "r", 1, 1000, NULL);
+    struct call q[2] = {{0}};
+    CHECK_EQ_INT(ask(r, false, 5000, &q[0], NULL), 0);
+    CHECK_EQ_INT(ask(r, false, 5000, &q[1], NULL), 1);
+    corral_budget_pause(r, 3000);
+    CHECK_EQ_INT(q[1].fired, 1);
+    CHECK_EQ_INT(q[1].error, -EBUSY);
+    CHECK_EQ_INT(q[1].ms, 3000);
+    struct corral_budget_stats st;
+    corral_budget_stats(r, &st);
+    CHECK_EQ_INT(st.pauses, 1);
+    CHECK_EQ_INT(st.refused, 1);
+    corral_budget_free(r);
+    corral_budget_free(b);
+}
+
+int
+main(void)
+{
+    base = event_base_new();
+    RUN(test_window);
+    RUN(test_timeout_and_cancel);
+    RUN(test_pause);
+    event_base_free(base);
+    printf("%lu checks\n", testlib_checks);
+    return 0;
+}
