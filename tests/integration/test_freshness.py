@@ -55,13 +55,16 @@ first = corral.get("/api/swr")
 check_eq(first.body, b'{"v":1}', "first fill")
 time.sleep(1.3)
 # The upstream is now slow and has news: 300 clients must not wait for it.
-origin.behave("/swr", body='{"v":2}', delay_ms=500)
+origin.behave("/swr", body='{"v":2}', delay_ms=2000)
+t0 = time.time()
 answers = corral.many("/api/swr", 300)
-# Every answer is the old body: none of them waited for the refresh (which
-# brings v2 and takes 500 ms).
+took = time.time() - t0
+# Every answer is the old body, and all came well before the refresh (which
+# brings v2 and takes 2 s) could land.
 check_stale_burst(answers, b'{"v":1}', "swr")
+check(took < 1.5, f"swr: 300 answers in {took:.2f} s, under the origin's 2 s")
 check_eq(origin.calls("/swr"), 2, "exactly one refresh for 300 clients")
-time.sleep(0.8)
+time.sleep(max(0, 2.4 - (time.time() - t0)))
 fresh = corral.get("/api/swr")
 check_eq(fresh.body, b'{"v":2}', "the refresh landed")
 check(fresh.headers["cache-status"].startswith("corral; hit; ttl="),
@@ -77,10 +80,13 @@ rb = b.get("/api/swr")
 check_eq(rb.body, b'{"v":1}', "fleet: b reads L2")
 check("detail=l2" in rb.headers["cache-status"], f"fleet: {rb.headers}")
 time.sleep(1.3)
-origin.behave("/swr", body='{"v":2}', delay_ms=500)
+origin.behave("/swr", body='{"v":2}', delay_ms=2000)
+t0 = time.time()
 answers = burst([(a, "/api/swr"), (b, "/api/swr")], 300)
+took = time.time() - t0
 check_stale_burst(answers, b'{"v":1}', "fleet swr")
-time.sleep(1.0)
+check(took < 1.5, f"fleet swr: 300 answers in {took:.2f} s, under 2 s")
+time.sleep(max(0, 2.6 - (time.time() - t0)))
 check_eq(origin.calls("/swr"), 2, "fleet: one refresh for both instances")
 for c in (a, b):
     check_eq(c.get("/api/swr").body, b'{"v":2}', "fleet: both fresh again")
