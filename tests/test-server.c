@@ -166,7 +166,8 @@ handler(struct corral_request *req, void *arg)
     F.handled++;
     F.gets += req->method == CORRAL_METHOD_GET;
     F.heads += req->method == CORRAL_METHOD_HEAD;
-    F.others += req->method == CORRAL_METHOD_OTHER;
+    F.others += req->method != CORRAL_METHOD_GET &&
+                req->method != CORRAL_METHOD_HEAD;
     log_add(req->path, req->path_len);
 
     if (has_prefix(req, "/slow") || has_prefix(req, "/nc")) {

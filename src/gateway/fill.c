@@ -12,6 +12,7 @@
 #include "budget.h"
 #include "config.h"
 #include "fetch.h"
+#include "metrics.h"
 #include "route.h"
 #include "xalloc.h"
 
@@ -82,6 +83,10 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
     struct corral_fill *fill = job->fill;
     const struct corral_config_route *route = job->rf->route;
     struct corral_budget *budget = job->rf->budget;
+    if (job->rf->metrics)
+        corral_metrics_upstream_call(job->rf->metrics,
+                                     res->error ? 0 : res->status,
+                                     res->elapsed_ms);
     free(job);
     char msg[300];
     if (res->error == 0 && (res->status == 429 || res->status == 503) &&

@@ -16,6 +16,7 @@
 
 struct corral_budget;
 struct corral_config_route;
+struct corral_metrics_upstream;
 struct corral_fetch_upstream;
 struct corral_route_match;
 
@@ -24,6 +25,7 @@ struct corral_route_fill {
     const struct corral_config_route *route;
     struct corral_fetch_upstream *upstream; /* NULL for an aggregate */
     struct corral_budget *budget;           /* the upstream's rate, pause */
+    struct corral_metrics_upstream *metrics; /* its calls; may be NULL */
     uint64_t timeout_ms;                    /* the upstream's */
 };
 

@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "budget.h"
 #include "config.h"
@@ -19,6 +22,7 @@
 #include "fetch.h"
 #include "fill.h"
 #include "fmt.h"
+#include "metrics.h"
 #include "route.h"
 #include "server.h"
 #include "xalloc.h"
@@ -33,6 +37,13 @@ struct corral_gateway {
     struct corral_budget **budgets;           /* by config index */
     struct corral_route_fill *route_fill;     /* by config index */
     struct corral_redis_tier *l2;             /* NULL: L1 only */
+    struct corral_metrics *metrics;
+    bool own_metrics; /* mapped here, for one worker */
+    struct corral_metrics_block *block;      /* this worker's */
+    struct corral_metrics_route *mroutes;    /* by config index */
+    struct corral_metrics_upstream *mups;    /* by config index */
+    struct event *snapshot_ev;
+    bool draining;
 };
 
 /* A client waiting on a fill. */
@@ -125,9 +136,42 @@ etag_matches(const struct corral_request *req, const char *etag)
     return false;
 }
 
+/* The result a source counts as. */
+static enum corral_metrics_result
+result_of(enum corral_source source, bool negative)
+{
+    switch (source) {
+    case CORRAL_SOURCE_STALE:
+        return M_STALE;
+    case CORRAL_SOURCE_STALE_ERROR:
+        return M_STALE_ERROR;
+    default:
+        break;
+    }
+    if (negative)
+        return M_NEGATIVE;
+    switch (source) {
+    case CORRAL_SOURCE_L2:
+        return M_L2_HIT;
+    case CORRAL_SOURCE_STORED:
+        return M_STORED;
+    case CORRAL_SOURCE_COLLAPSED:
+        return M_COLLAPSED;
+    default:
+        return M_HIT;
+    }
+}
+
+static void
+count(struct corral_gateway *g, size_t route, enum corral_metrics_result r)
+{
+    if (route < corral_metrics_cap_routes(g->metrics))
+        g->mroutes[route].results[r]++;
+}
+
 static void
 respond_value(struct corral_gateway *g, struct corral_request *req,
-              struct corral_value *v, enum corral_source source)
+              size_t route, struct corral_value *v, enum corral_source source)
 {
     uint64_t now = corral_cache_now(g->cache);
     int64_t left = corral_value_ttl_s(v, now);
@@ -139,6 +183,7 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
     /* A cached upstream 4xx (negative caching) has its own status line. */
     const char *head = corral_value_aux(v);
     bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
+    count(g, route, result_of(source, negative));
     char extra[192]; /* at most 142 bytes */
     char *p = FMT_PUT(extra, "Cache-Status: corral; ");
     switch (source) {
@@ -198,11 +243,13 @@ client_answered(const struct corral_result *res, void *arg)
     if (!cl->gone) {
         corral_request_on_close(cl->req, NULL, NULL);
         const char *route = cl->g->cfg->routes[cl->route].path;
-        if (res->error == 0)
-            respond_value(cl->g, cl->req, res->value, res->source);
-        else
+        if (res->error == 0) {
+            respond_value(cl->g, cl->req, cl->route, res->value, res->source);
+        } else {
+            count(cl->g, cl->route, M_ERROR);
             respond_error_after(cl->req, corral_fill_error_status(res->error),
                                 res->message, route, res->retry_after_ms);
+        }
     }
     free(cl);
 }
@@ -226,7 +273,8 @@ on_request(struct corral_request *req, void *arg)
         respond_error(req, 404, "no such route", NULL);
         return;
     }
-    if (req->method == CORRAL_METHOD_OTHER) {
+    if (req->method != CORRAL_METHOD_GET && req->method != CORRAL_METHOD_HEAD) {
+        count(g, m.index, M_ERROR);
         respond_error(req, 405, "method not allowed", m.route->path);
         return;
     }
@@ -234,22 +282,25 @@ on_request(struct corral_request *req, void *arg)
         char msg[160];
         snprintf(msg, sizeof(msg), "bad %s parameter: %s",
                  rc == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
+        count(g, m.index, M_ERROR);
         respond_error(req, 400, msg, m.route->path);
         return;
     }
     if (rc != CORRAL_ROUTE_OK) {
+        count(g, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
     }
     if (m.route->upstream == NULL) {
+        count(g, m.index, M_ERROR);
         respond_error(req, 501, "aggregate routes are not served yet",
                       m.route->path);
         return;
     }
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     if (v) {
-        respond_value(g, req, v, CORRAL_SOURCE_L1);
+        respond_value(g, req, m.index, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta))
             corral_route_fill_refresh(g->cache, &g->route_fill[m.index], &m);
@@ -265,6 +316,7 @@ on_request(struct corral_request *req, void *arg)
                                        client_answered, cl);
     if (cl->waiter == NULL) {
         free(cl);
+        count(g, m.index, M_ERROR);
         if (errno == EMSGSIZE)
             respond_error(req, 400, "request too long for this route",
                           m.route->path);
@@ -307,10 +359,60 @@ upstream_new(struct corral_gateway *g, const struct corral_config_upstream *u,
     return f;
 }
 
+/* Copies the modules' stats into this worker's block. */
+void
+corral_gateway_snapshot(struct corral_gateway *g)
+{
+    struct corral_metrics_block *b = g->block;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    b->updated_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    corral_cache_stats(g->cache, &b->cache);
+    b->l2_enabled = g->l2 != NULL;
+    if (g->l2)
+        corral_redis_tier_stats(g->l2, &b->l2);
+    if (g->server)
+        corral_server_stats(g->server, &b->server);
+    for (size_t i = 0; i < b->nupstreams; i++)
+        corral_budget_stats(g->budgets[i], &g->mups[i].budget);
+}
+
+static void
+snapshot_cb(evutil_socket_t fd, short what, void *arg)
+{
+    corral_gateway_snapshot(arg);
+}
+
+/* Takes this worker's block: counters start from zero. */
+static void
+metrics_attach(struct corral_gateway *g, unsigned worker)
+{
+    const struct corral_config *cfg = g->cfg;
+    struct corral_metrics *m = g->metrics;
+    g->block = corral_metrics_block(m, worker);
+    g->mroutes = corral_metrics_routes(m, g->block);
+    g->mups = corral_metrics_upstreams(m, g->block);
+    unsigned cr = corral_metrics_cap_routes(m);
+    unsigned cu = corral_metrics_cap_upstreams(m);
+    memset(g->mroutes, 0, cr * sizeof(*g->mroutes));
+    memset(g->mups, 0, cu * sizeof(*g->mups));
+    memset(g->block, 0, sizeof(*g->block));
+    g->block->nroutes = cfg->n_routes < cr ? (uint32_t)cfg->n_routes : cr;
+    g->block->nupstreams =
+        cfg->n_upstreams < cu ? (uint32_t)cfg->n_upstreams : cu;
+    g->block->pid = getpid();
+    g->block->started_s = time(NULL);
+}
+
 struct corral_gateway *
 corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
-                   int listen_fd, char *err, size_t errlen)
+                   const struct corral_gateway_options *opts, char *err,
+                   size_t errlen)
 {
+    struct corral_gateway_options o = {.listen_fd = -1};
+    if (opts)
+        o = *opts;
+    int listen_fd = o.listen_fd;
     /* What every failure below says unless a step gives its own reason. */
     snprintf(err, errlen, "out of memory");
     struct corral_gateway *g = calloc(1, sizeof(*g));
@@ -318,6 +420,17 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         return NULL;
     g->base = base;
     g->cfg = cfg;
+    g->metrics = o.metrics;
+    if (g->metrics == NULL) {
+        g->metrics = corral_metrics_new(1, (unsigned)cfg->n_routes,
+                                        (unsigned)cfg->n_upstreams);
+        g->own_metrics = true;
+        o.worker = 0;
+        if (g->metrics == NULL) {
+            free(g);
+            return NULL;
+        }
+    }
     if (cfg->l2) {
         struct corral_redis_options ro = {
             .host = cfg->l2->redis.host,
@@ -358,6 +471,7 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         g->budgets[i] = corral_budget_new(base, u->name, u->rate_count,
                                           u->rate_window_ms, g->l2);
     }
+    metrics_attach(g, o.worker);
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
         struct corral_route_fill *rc = &g->route_fill[r];
@@ -366,6 +480,7 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
             size_t u = (size_t)(route->upstream - cfg->upstreams);
             rc->upstream = g->upstreams[u];
             rc->budget = g->budgets[u];
+            rc->metrics = u < g->block->nupstreams ? &g->mups[u] : NULL;
             rc->timeout_ms = route->upstream->timeout_ms;
         }
     }
@@ -383,6 +498,11 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)
         goto fail;
+    g->snapshot_ev = event_new(base, -1, EV_PERSIST, snapshot_cb, g);
+    struct timeval second = {1, 0};
+    if (g->snapshot_ev == NULL || event_add(g->snapshot_ev, &second) != 0)
+        goto fail;
+    corral_gateway_snapshot(g);
     return g;
 fail:
     corral_gateway_free(g);
@@ -399,7 +519,79 @@ void
 corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
                      void *arg)
 {
+    g->draining = true;
     corral_server_drain(g->server, done, arg);
+}
+
+bool
+corral_gateway_draining(const struct corral_gateway *g)
+{
+    return g->draining;
+}
+
+const struct corral_config *
+corral_gateway_config(const struct corral_gateway *g)
+{
+    return g->cfg;
+}
+
+struct corral_metrics *
+corral_gateway_metrics(const struct corral_gateway *g)
+{
+    return g->metrics;
+}
+
+const char *
+corral_gateway_l2_state(const struct corral_gateway *g)
+{
+    if (g->l2 == NULL)
+        return "disabled";
+    struct corral_redis_stats st;
+    corral_redis_tier_stats(g->l2, &st);
+    return corral_redis_state_name(st.state);
+}
+
+/* The route and key a request for path?query would use. */
+static int
+admin_match(struct corral_gateway *g, const char *path, size_t path_len,
+            const char *query, size_t query_len, struct corral_route_match *m,
+            char *key, size_t keycap)
+{
+    int rc = corral_route_match(g->routes, path, path_len, query, query_len, m);
+    if (rc == CORRAL_ROUTE_NOT_FOUND)
+        return -ENOENT;
+    if (rc != CORRAL_ROUTE_OK)
+        return -EINVAL;
+    if (m->route->upstream == NULL)
+        return -ENOTSUP;
+    if (keycap > 0)
+        snprintf(key, keycap, "%.*s", (int)m->keylen, m->key);
+    return 0;
+}
+
+int
+corral_gateway_purge(struct corral_gateway *g, const char *path,
+                     size_t path_len, const char *query, size_t query_len,
+                     char *key, size_t keycap)
+{
+    struct corral_route_match m;
+    int rc = admin_match(g, path, path_len, query, query_len, &m, key, keycap);
+    if (rc < 0)
+        return rc;
+    return corral_invalidate(g->cache, m.key, m.keylen);
+}
+
+int
+corral_gateway_refresh(struct corral_gateway *g, const char *path,
+                       size_t path_len, const char *query, size_t query_len,
+                       char *key, size_t keycap)
+{
+    struct corral_route_match m;
+    int rc = admin_match(g, path, path_len, query, query_len, &m, key, keycap);
+    if (rc < 0)
+        return rc;
+    rc = corral_route_fill_refresh(g->cache, &g->route_fill[m.index], &m);
+    return rc == -EMSGSIZE ? -EINVAL : rc;
 }
 
 void
@@ -407,6 +599,10 @@ corral_gateway_free(struct corral_gateway *g)
 {
     if (g == NULL)
         return;
+    if (g->snapshot_ev)
+        event_free(g->snapshot_ev);
+    if (g->block)
+        g->block->pid = 0;
     corral_server_free(g->server);
     corral_cache_free(g->cache);
     if (g->upstreams)
@@ -420,5 +616,7 @@ corral_gateway_free(struct corral_gateway *g)
     free(g->upstreams);
     free(g->route_fill);
     corral_route_table_free(g->routes);
+    if (g->own_metrics)
+        corral_metrics_free(g->metrics);
     free(g);
 }

@@ -5,21 +5,54 @@
 #ifndef CORRAL_GATEWAY_H
 #define CORRAL_GATEWAY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
 struct corral_config;
 struct corral_gateway; /* opaque */
+struct corral_metrics;
+
+struct corral_gateway_options {
+    int listen_fd; /* >= 0: serve this socket (a supervisor's, shared by
+                    * its workers); -1: bind cfg's address */
+    struct corral_metrics *metrics; /* the server's blocks; NULL: the
+                                     * gateway maps its own, for one */
+    unsigned worker;                /* which block is this gateway's */
+};
 
 /* Builds a gateway on base from cfg (borrowed; must outlive it) and starts
- * listening on cfg's address, or on listen_fd when it is >= 0 (a socket a
- * supervisor bound for all its workers). Returns NULL with err set. Caller
- * frees. */
+ * listening. o may be NULL (bind cfg's address, own metrics). Returns NULL
+ * with err set. Caller frees. */
 struct corral_gateway *corral_gateway_new(struct event_base *base,
                                           const struct corral_config *cfg,
-                                          int listen_fd, char *err,
-                                          size_t errlen);
+                                          const struct corral_gateway_options *o,
+                                          char *err, size_t errlen);
+/* The config it serves. */
+const struct corral_config *corral_gateway_config(const struct corral_gateway *g);
+/* Its metrics blocks; its own block is refreshed by
+ * corral_gateway_snapshot() (also every second by itself). */
+struct corral_metrics *corral_gateway_metrics(const struct corral_gateway *g);
+void corral_gateway_snapshot(struct corral_gateway *g);
+/* "up", "down", or "disabled" (no l2). */
+const char *corral_gateway_l2_state(const struct corral_gateway *g);
+/* True once draining has begun. */
+bool corral_gateway_draining(const struct corral_gateway *g);
+
+/* The admin's operations on the key a client request for path?query would
+ * use (path and query raw, as on the wire). purge drops it everywhere
+ * (L1, and with l2 Redis and every instance). Returns 1 (it was in this
+ * L1), 0 (it was not), -ENOENT (no route), -EINVAL (the request is bad
+ * for its route) or -ENOTSUP (an aggregate). refresh starts a background
+ * fill: 0, -EALREADY (one runs), -EBUSY (the key backs off), or the same
+ * errors. The key goes to key (NUL-terminated, cut to keycap). */
+int corral_gateway_purge(struct corral_gateway *g, const char *path,
+                         size_t path_len, const char *query, size_t query_len,
+                         char *key, size_t keycap);
+int corral_gateway_refresh(struct corral_gateway *g, const char *path,
+                           size_t path_len, const char *query,
+                           size_t query_len, char *key, size_t keycap);
 /* The port the front end listens on. */
 uint16_t corral_gateway_port(const struct corral_gateway *g);
 /* Stops accepting, answers what is in flight, then calls done. */

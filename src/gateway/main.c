@@ -15,9 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "config.h"
 #include "gateway.h"
 #include "listener.h"
+#include "metrics.h"
 #include "timeutil.h"
 
 /* CORRAL_VERSION comes from meson's project version. */
@@ -39,8 +41,6 @@ warn_unserved(const struct corral_config *cfg)
 {
     const char *what[8];
     size_t n = 0;
-    if (cfg->admin)
-        what[n++] = "admin";
     if (cfg->access_log)
         what[n++] = "access_log";
     bool aggregate = false;
@@ -58,7 +58,17 @@ warn_unserved(const struct corral_config *cfg)
 struct run {
     struct event_base *base;
     struct corral_gateway *gateway;
+    struct corral_admin *admin;
     int signals;
+};
+
+/* What a reactor is given: sockets a supervisor bound for all its workers
+ * (-1: bind its own), the server's metrics blocks (NULL: its own) and
+ * which block is its. */
+struct reactor_env {
+    int listen_fd, admin_fd;
+    struct corral_metrics *metrics;
+    unsigned worker;
 };
 
 static void
@@ -89,11 +99,10 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     corral_gateway_drain(run->gateway, drained, run);
 }
 
-/* One reactor: the gateway on its own loop until SIGTERM or SIGINT, on
- * listen_fd when >= 0 (the supervisor's socket), else on its own. Returns
- * the process's exit status. */
+/* One reactor: the gateway (and its admin) on its own loop until SIGTERM
+ * or SIGINT. Returns the process's exit status. */
 static int
-reactor(const struct corral_config *cfg, int listen_fd)
+reactor(const struct corral_config *cfg, const struct reactor_env *env)
 {
     char err[1024];
     struct run run = {.base = event_base_new()};
@@ -101,8 +110,12 @@ reactor(const struct corral_config *cfg, int listen_fd)
         fprintf(stderr, "corral: cannot create the event loop\n");
         return 1;
     }
-    run.gateway =
-        corral_gateway_new(run.base, cfg, listen_fd, err, sizeof(err));
+    struct corral_gateway_options go = {
+        .listen_fd = env->listen_fd,
+        .metrics = env->metrics,
+        .worker = env->worker,
+    };
+    run.gateway = corral_gateway_new(run.base, cfg, &go, err, sizeof(err));
     if (run.gateway == NULL) {
         fprintf(stderr, "corral: %s\n", err);
         event_base_free(run.base);
@@ -110,6 +123,18 @@ reactor(const struct corral_config *cfg, int listen_fd)
     }
     fprintf(stderr, "corral: listening on %s:%u\n", cfg->listen.host,
             corral_gateway_port(run.gateway));
+    if (cfg->admin) {
+        run.admin = corral_admin_new(run.base, run.gateway, env->admin_fd, err,
+                                     sizeof(err));
+        if (run.admin == NULL) {
+            fprintf(stderr, "corral: %s\n", err);
+            corral_gateway_free(run.gateway);
+            event_base_free(run.base);
+            return 1;
+        }
+        fprintf(stderr, "corral: admin on %s:%u\n", cfg->admin->listen.host,
+                corral_admin_port(run.admin));
+    }
     struct event *term = evsignal_new(run.base, SIGTERM, on_signal, &run);
     struct event *intr = evsignal_new(run.base, SIGINT, on_signal, &run);
     struct event *hup = evsignal_new(run.base, SIGHUP, on_hup, &run);
@@ -123,6 +148,7 @@ reactor(const struct corral_config *cfg, int listen_fd)
     event_free(term);
     event_free(intr);
     event_free(hup);
+    corral_admin_free(run.admin);
     corral_gateway_free(run.gateway);
     event_base_free(run.base);
     return 0;
@@ -154,7 +180,8 @@ struct worker {
 };
 
 static pid_t
-spawn(const struct corral_config *cfg, int listen_fd, sigset_t *old)
+spawn(const struct corral_config *cfg, const struct reactor_env *env,
+      sigset_t *old)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -165,7 +192,7 @@ spawn(const struct corral_config *cfg, int listen_fd, sigset_t *old)
         sigaction(SIGHUP, &dfl, NULL);
         sigaction(SIGCHLD, &dfl, NULL);
         sigprocmask(SIG_SETMASK, old, NULL);
-        _exit(reactor(cfg, listen_fd));
+        _exit(reactor(cfg, env));
     }
     return pid;
 }
@@ -198,6 +225,28 @@ supervise(const struct corral_config *cfg, unsigned n)
         free(w);
         return 1;
     }
+    /* The admin port too, and the metrics every worker writes its own
+     * part of and any worker reads all of. */
+    int afd = -1;
+    if (cfg->admin &&
+        (afd = corral_listen_socket(cfg->admin->listen.host,
+                                    cfg->admin->listen.port, 0, false, err,
+                                    sizeof(err))) < 0) {
+        fprintf(stderr, "corral: admin.listen: %s\n", err);
+        close(lfd);
+        free(w);
+        return 1;
+    }
+    struct corral_metrics *metrics = corral_metrics_new(
+        n, (unsigned)cfg->n_routes, (unsigned)cfg->n_upstreams);
+    if (metrics == NULL) {
+        fprintf(stderr, "corral: cannot map the metrics\n");
+        close(lfd);
+        if (afd >= 0)
+            close(afd);
+        free(w);
+        return 1;
+    }
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
@@ -215,7 +264,13 @@ supervise(const struct corral_config *cfg, unsigned n)
         unsigned running = 0;
         for (unsigned i = 0; i < n; i++) {
             if (w[i].pid == 0 && !stopping && w[i].restart_at <= now) {
-                w[i].pid = spawn(cfg, lfd, &old);
+                struct reactor_env env = {
+                    .listen_fd = lfd,
+                    .admin_fd = afd,
+                    .metrics = metrics,
+                    .worker = i,
+                };
+                w[i].pid = spawn(cfg, &env, &old);
                 w[i].started = now;
                 if (w[i].pid < 0) {
                     w[i].pid = 0;
@@ -252,6 +307,9 @@ supervise(const struct corral_config *cfg, unsigned n)
                 /* Workers drain: new clients are refused, not queued. */
                 close(lfd);
                 lfd = -1;
+                if (afd >= 0)
+                    close(afd);
+                afd = -1;
             }
             for (unsigned i = 0; i < n; i++)
                 if (w[i].pid > 0)
@@ -305,6 +363,9 @@ supervise(const struct corral_config *cfg, unsigned n)
     }
     if (lfd >= 0)
         close(lfd);
+    if (afd >= 0)
+        close(afd);
+    corral_metrics_free(metrics);
     free(w);
     return status;
 }
@@ -373,7 +434,8 @@ main(int argc, char **argv)
                         "at most once per worker)\n",
                 workers);
     signal(SIGPIPE, SIG_IGN);
-    int rc = workers > 1 ? supervise(cfg, workers) : reactor(cfg, -1);
+    struct reactor_env env = {.listen_fd = -1, .admin_fd = -1};
+    int rc = workers > 1 ? supervise(cfg, workers) : reactor(cfg, &env);
     corral_config_free(cfg);
     return rc;
 }

@@ -99,10 +99,12 @@ struct conn {
     char *rbuf;        /* pooled; NULL while idle */
     size_t rpos, wpos; /* parsed up to, filled up to */
     bool in_message, in_head, url_seen, has_inm, value_is_inm;
+    bool has_auth, value_is_auth;
     enum header_state hstate;
     int err_status; /* why a parser callback refused the request */
     unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
     size_t url_off, url_len, hf_off, hf_len, hv_off, hv_len, inm_off, inm_len;
+    size_t auth_off, auth_len;
     size_t lingered; /* bytes discarded while lingering */
 
     size_t queued; /* bytes of answers not yet written */
@@ -646,6 +648,7 @@ on_message_begin(http_parser *p)
     struct conn *c = p->data;
     c->in_message = c->in_head = true;
     c->url_seen = c->has_inm = c->value_is_inm = false;
+    c->has_auth = c->value_is_auth = false;
     c->hstate = HS_NONE;
     c->err_status = 0;
     c->n_host = c->n_te = 0;
@@ -746,6 +749,9 @@ on_header_value(http_parser *p, const char *at, size_t len)
         c->value_is_inm =
             c->hf_len == 13 &&
             strncasecmp(c->rbuf + c->hf_off, "if-none-match", 13) == 0;
+        c->value_is_auth =
+            c->hf_len == 13 &&
+            strncasecmp(c->rbuf + c->hf_off, "authorization", 13) == 0;
         c->hv_off = (size_t)(at - c->rbuf);
         c->hv_len = len;
     } else {
@@ -755,6 +761,11 @@ on_header_value(http_parser *p, const char *at, size_t len)
         c->has_inm = true;
         c->inm_off = c->hv_off;
         c->inm_len = c->hv_len;
+    }
+    if (c->value_is_auth) {
+        c->has_auth = true;
+        c->auth_off = c->hv_off;
+        c->auth_len = c->hv_len;
     }
     return 0;
 }
@@ -882,8 +893,8 @@ static void
 conn_dispatch(struct conn *c)
 {
     struct corral_server *s = c->server;
-    const char *path = "/", *query = "", *inm = NULL;
-    size_t plen = 1, qlen = 0, ilen = 0;
+    const char *path = "/", *query = "", *inm = NULL, *auth = NULL;
+    size_t plen = 1, qlen = 0, ilen = 0, alen = 0;
 
     if (c->url_seen && !split_target(c->rbuf + c->url_off, c->url_len, &path,
                                      &plen, &query, &qlen)) {
@@ -900,9 +911,15 @@ conn_dispatch(struct conn *c)
         while (ilen && (inm[ilen - 1] == ' ' || inm[ilen - 1] == '\t'))
             ilen--;
     }
+    if (c->has_auth) {
+        auth = c->rbuf + c->auth_off;
+        alen = c->auth_len;
+        while (alen && (auth[alen - 1] == ' ' || auth[alen - 1] == '\t'))
+            alen--;
+    }
 
     struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
-    size_t need = plen + qlen + ilen;
+    size_t need = plen + qlen + ilen + alen;
     if (need > sl->own_cap) {
         size_t cap = sl->own_cap ? sl->own_cap : OWN_MIN;
         while (cap < need)
@@ -918,6 +935,8 @@ conn_dispatch(struct conn *c)
         memcpy(o + plen, query, qlen);
         if (inm)
             memcpy(o + plen + qlen, inm, ilen);
+        if (auth)
+            memcpy(o + plen + qlen + ilen, auth, alen);
     }
     sl->req.path = o ? o : "/";
     sl->req.path_len = plen;
@@ -925,9 +944,25 @@ conn_dispatch(struct conn *c)
     sl->req.query_len = qlen;
     sl->req.if_none_match = inm ? o + plen + qlen : NULL;
     sl->req.inm_len = ilen;
-    sl->req.method = c->parser.method == HTTP_GET    ? CORRAL_METHOD_GET
-                     : c->parser.method == HTTP_HEAD ? CORRAL_METHOD_HEAD
-                                                     : CORRAL_METHOD_OTHER;
+    sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
+    sl->req.auth_len = alen;
+    switch (c->parser.method) {
+    case HTTP_GET:
+        sl->req.method = CORRAL_METHOD_GET;
+        break;
+    case HTTP_HEAD:
+        sl->req.method = CORRAL_METHOD_HEAD;
+        break;
+    case HTTP_POST:
+        sl->req.method = CORRAL_METHOD_POST;
+        break;
+    case HTTP_DELETE:
+        sl->req.method = CORRAL_METHOD_DELETE;
+        break;
+    default:
+        sl->req.method = CORRAL_METHOD_OTHER;
+        break;
+    }
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;
     if (sl->close)

@@ -39,7 +39,9 @@ struct corral_server_options {
 enum corral_method {
     CORRAL_METHOD_GET,
     CORRAL_METHOD_HEAD,
-    CORRAL_METHOD_OTHER, /* any other method; the handler answers 405 */
+    CORRAL_METHOD_POST,
+    CORRAL_METHOD_DELETE,
+    CORRAL_METHOD_OTHER, /* any other method */
 };
 
 /* One parsed request. Owned by the server, embedded in a per-connection
@@ -55,6 +57,8 @@ struct corral_request {
     size_t query_len;
     const char *if_none_match; /* the header's value; NULL if absent */
     size_t inm_len;
+    const char *authorization; /* the header's value; NULL if absent */
+    size_t auth_len;
 };
 
 typedef void corral_request_cb(struct corral_request *req, void *arg);

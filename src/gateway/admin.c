@@ -1,0 +1,533 @@
+/* admin.c — health, metrics, purge and refresh (see admin.h). */
+#include "admin.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "gateway.h"
+#include "metrics.h"
+#include "server.h"
+#include "xalloc.h"
+
+struct corral_admin {
+    struct corral_gateway *g;
+    struct corral_server *server;
+};
+
+static void
+answer_json(struct corral_request *req, int status, const char *extra,
+            const char *fmt, ...)
+{
+    char body[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof(body), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(body))
+        n = sizeof(body) - 1;
+    corral_request_respond_simple(req, status, "application/json", extra, body,
+                                  (size_t)n);
+}
+
+/* Is a a prefix of the request path's first len bytes? */
+static bool
+path_is(const struct corral_request *req, const char *a)
+{
+    size_t n = strlen(a);
+    return req->path_len == n && memcmp(req->path, a, n) == 0;
+}
+
+static bool
+path_under(const struct corral_request *req, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return req->path_len > n && memcmp(req->path, prefix, n) == 0 &&
+           req->path[n] == '/';
+}
+
+/* The blocks of workers alive now. */
+static bool
+block_live(const struct corral_metrics_block *b)
+{
+    return b->pid > 0 && (b->pid == getpid() || kill((pid_t)b->pid, 0) == 0);
+}
+
+/* ---- auth ---- */
+
+/* Equal without an early exit: the time does not tell how much of a guess
+ * was right (its length neither: every byte of the longer is looked at). */
+static bool
+same_secret(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen > blen ? alen : blen;
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < alen ? (unsigned char)a[i] : 0;
+        unsigned char y = i < blen ? (unsigned char)b[i] : 0;
+        diff |= x ^ y;
+    }
+    return diff == 0;
+}
+
+/* 0 when req may mutate; else answered (401, 403). */
+static int
+authorize(struct corral_admin *a, struct corral_request *req)
+{
+    const struct corral_config *cfg = corral_gateway_config(a->g);
+    const char *token = cfg->admin ? cfg->admin->token : NULL;
+    if (token == NULL || *token == '\0') {
+        answer_json(req, 403, NULL,
+                    "{\"error\":\"no admin.token is configured: purge and "
+                    "refresh are off\"}");
+        return -1;
+    }
+    const char *h = req->authorization;
+    size_t n = req->auth_len;
+    if (h == NULL || n < 7 || strncasecmp(h, "Bearer ", 7) != 0 ||
+        !same_secret(h + 7, n - 7, token, strlen(token))) {
+        answer_json(req, 401, "WWW-Authenticate: Bearer realm=\"corral\"\r\n",
+                    "{\"error\":\"a valid Authorization: Bearer token is "
+                    "needed\"}");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- endpoints ---- */
+
+static void
+json_str(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+}
+
+static void
+healthz(struct corral_admin *a, struct corral_request *req)
+{
+    struct corral_metrics *m = corral_gateway_metrics(a->g);
+    unsigned live = 0;
+    int64_t first = 0;
+    for (unsigned i = 0; i < corral_metrics_workers(m); i++) {
+        struct corral_metrics_block *b = corral_metrics_block(m, i);
+        if (!block_live(b))
+            continue;
+        live++;
+        if (first == 0 || b->started_s < first)
+            first = b->started_s;
+    }
+    int64_t up = first ? (int64_t)time(NULL) - first : 0;
+    bool ok = !corral_gateway_draining(a->g);
+    answer_json(req, ok ? 200 : 503, NULL,
+                "{\"status\":\"%s\",\"l2\":\"%s\",\"workers\":%u,"
+                "\"uptime_s\":%" PRId64 "}",
+                ok ? "ok" : "draining", corral_gateway_l2_state(a->g), live,
+                up < 0 ? 0 : up);
+}
+
+/* purge or refresh the key of the client path after prefix. */
+static void
+key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
+       bool purge)
+{
+    if (authorize(a, req) < 0)
+        return;
+    char key[512], k[1100];
+    const char *path = req->path + skip;
+    size_t plen = req->path_len - skip;
+    int rc = purge ? corral_gateway_purge(a->g, path, plen, req->query,
+                                          req->query_len, key, sizeof(key))
+                   : corral_gateway_refresh(a->g, path, plen, req->query,
+                                            req->query_len, key, sizeof(key));
+    if (rc == -ENOENT) {
+        answer_json(req, 404, NULL, "{\"error\":\"no route matches\"}");
+        return;
+    }
+    if (rc == -EINVAL || rc == -ENOTSUP) {
+        answer_json(req, 400, NULL, "{\"error\":\"%s\"}",
+                    rc == -EINVAL ? "bad parameters for this route"
+                                  : "an aggregate has no key of its own");
+        return;
+    }
+    json_str(k, sizeof(k), key);
+    if (purge) {
+        answer_json(req, 200, NULL, "{\"purged\":\"%s\",\"was_cached\":%s}",
+                    k, rc == 1 ? "true" : "false");
+    } else if (rc == 0 || rc == -EALREADY) {
+        answer_json(req, 202, NULL, "{\"refreshing\":\"%s\",\"started\":%s}",
+                    k, rc == 0 ? "true" : "false");
+    } else { /* -EBUSY: backing off */
+        answer_json(req, 409, NULL,
+                    "{\"error\":\"the key is backing off after a failure\","
+                    "\"key\":\"%s\"}",
+                    k);
+    }
+}
+
+/* ---- Prometheus text format 0.0.4 ---- */
+
+/* A label value: backslash, double quote and newline escaped. */
+static void
+label(struct evbuffer *o, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            evbuffer_add_printf(o, "\\%c", *s);
+        else if (*s == '\n')
+            evbuffer_add(o, "\\n", 2);
+        else
+            evbuffer_add(o, s, 1);
+    }
+}
+
+static void
+family(struct evbuffer *o, const char *name, const char *type,
+       const char *help)
+{
+    evbuffer_add_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+                        type);
+}
+
+static void
+sample(struct evbuffer *o, const char *name, uint64_t v)
+{
+    evbuffer_add_printf(o, "%s %" PRIu64 "\n", name, v);
+}
+
+/* One family of a single value, summed over the blocks. */
+#define SUMMED(field)                                                          \
+    ({                                                                         \
+        uint64_t s_ = 0;                                                       \
+        for (unsigned i_ = 0; i_ < nb; i_++)                                   \
+            s_ += (uint64_t)(b[i_]->field);                                    \
+        s_;                                                                    \
+    })
+
+static void
+metrics(struct corral_admin *a, struct corral_request *req)
+{
+    struct corral_metrics *m = corral_gateway_metrics(a->g);
+    const struct corral_config *cfg = corral_gateway_config(a->g);
+    corral_gateway_snapshot(a->g);
+    unsigned nw = corral_metrics_workers(m), nb = 0;
+    struct corral_metrics_block **b = xcalloc(nw, sizeof(*b));
+    for (unsigned i = 0; i < nw; i++) {
+        struct corral_metrics_block *x = corral_metrics_block(m, i);
+        if (block_live(x))
+            b[nb++] = x;
+    }
+    struct evbuffer *o = evbuffer_new();
+    if (o == NULL)
+        abort(); /* the policy of xalloc.h */
+    size_t nroutes = cfg->n_routes, nups = cfg->n_upstreams;
+    if (nroutes > corral_metrics_cap_routes(m))
+        nroutes = corral_metrics_cap_routes(m);
+    if (nups > corral_metrics_cap_upstreams(m))
+        nups = corral_metrics_cap_upstreams(m);
+
+    family(o, "corral_requests_total", "counter",
+           "Requests answered, by route and how the cache answered.");
+    uint64_t requests = 0;
+    for (size_t r = 0; r < nroutes; r++)
+        for (int k = 0; k < M_RESULTS; k++) {
+            uint64_t v = 0;
+            for (unsigned i = 0; i < nb; i++)
+                v += corral_metrics_routes(m, b[i])[r].results[k];
+            requests += v;
+            evbuffer_add_printf(o, "corral_requests_total{route=\"");
+            label(o, cfg->routes[r].path);
+            evbuffer_add_printf(o, "\",result=\"%s\"} %" PRIu64 "\n",
+                                corral_metrics_result_name(k), v);
+        }
+
+    static const char *const classes[M_CLASSES] = {"error", "1xx", "2xx",
+                                                   "3xx",   "4xx", "5xx"};
+    static const uint64_t bounds[M_BUCKETS] = CORRAL_METRICS_BUCKETS;
+    uint64_t calls = 0;
+    family(o, "corral_upstream_calls_total", "counter",
+           "Upstream calls, by upstream and status class (error: no "
+           "answer).");
+    for (size_t u = 0; u < nups; u++)
+        for (int k = 0; k < M_CLASSES; k++) {
+            uint64_t v = 0;
+            for (unsigned i = 0; i < nb; i++)
+                v += corral_metrics_upstreams(m, b[i])[u].calls[k];
+            calls += v;
+            evbuffer_add_printf(o, "corral_upstream_calls_total{upstream=\"");
+            label(o, cfg->upstreams[u].name);
+            evbuffer_add_printf(o, "\",class=\"%s\"} %" PRIu64 "\n",
+                                classes[k], v);
+        }
+    family(o, "corral_upstream_call_duration_seconds", "histogram",
+           "How long upstream calls took, by upstream.");
+    for (size_t u = 0; u < nups; u++) {
+        uint64_t le[M_BUCKETS] = {0}, count = 0, sum = 0;
+        for (unsigned i = 0; i < nb; i++) {
+            struct corral_metrics_upstream *x =
+                &corral_metrics_upstreams(m, b[i])[u];
+            for (int k = 0; k < M_BUCKETS; k++)
+                le[k] += x->le[k];
+            count += x->count;
+            sum += x->sum_ms;
+        }
+        for (int k = 0; k <= M_BUCKETS; k++) {
+            evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_"
+                                   "bucket{upstream=\"");
+            label(o, cfg->upstreams[u].name);
+            if (k < M_BUCKETS)
+                evbuffer_add_printf(o, "\",le=\"%g\"} %" PRIu64 "\n",
+                                    (double)bounds[k] / 1000, le[k]);
+            else
+                evbuffer_add_printf(o, "\",le=\"+Inf\"} %" PRIu64 "\n", count);
+        }
+        evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_sum"
+                               "{upstream=\"");
+        label(o, cfg->upstreams[u].name);
+        evbuffer_add_printf(o, "\"} %.3f\n", (double)sum / 1000);
+        evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_count"
+                               "{upstream=\"");
+        label(o, cfg->upstreams[u].name);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", count);
+    }
+    family(o, "corral_upstream_calls_saved_total", "counter",
+           "Requests answered without an upstream call of their own.");
+    sample(o, "corral_upstream_calls_saved_total",
+           requests > calls ? requests - calls : 0);
+
+    /* Upstream budgets. */
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } budget[] = {
+        {"corral_rate_limit_waits_total", "counter",
+         "Upstream calls that waited for a slot of the rate window.",
+         offsetof(struct corral_budget_stats, waited)},
+        {"corral_rate_limit_refused_total", "counter",
+         "Upstream calls refused: paused, or no slot within the timeout.",
+         offsetof(struct corral_budget_stats, refused)},
+        {"corral_upstream_pauses_total", "counter",
+         "Pauses an upstream asked for with Retry-After.",
+         offsetof(struct corral_budget_stats, pauses)},
+        {"corral_rate_limit_queued", "gauge",
+         "Upstream calls waiting for a slot now.",
+         offsetof(struct corral_budget_stats, queued)},
+    };
+    for (size_t f = 0; f < sizeof(budget) / sizeof(budget[0]); f++) {
+        family(o, budget[f].name, budget[f].type, budget[f].help);
+        for (size_t u = 0; u < nups; u++) {
+            uint64_t v = 0;
+            for (unsigned i = 0; i < nb; i++) {
+                const char *st = (const char *)&corral_metrics_upstreams(
+                                     m, b[i])[u].budget;
+                uint64_t x;
+                memcpy(&x, st + budget[f].off, sizeof(x));
+                v += x;
+            }
+            evbuffer_add_printf(o, "%s{upstream=\"", budget[f].name);
+            label(o, cfg->upstreams[u].name);
+            evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v);
+        }
+    }
+
+    /* The cache. */
+    family(o, "corral_fills_in_flight", "gauge", "Fills running now.");
+    sample(o, "corral_fills_in_flight", SUMMED(cache.fills_in_flight));
+    family(o, "corral_fills_total", "counter",
+           "Fills finished, by outcome (timeout is also counted failed).");
+    evbuffer_add_printf(o,
+                        "corral_fills_total{outcome=\"ok\"} %" PRIu64 "\n"
+                        "corral_fills_total{outcome=\"failed\"} %" PRIu64 "\n"
+                        "corral_fills_total{outcome=\"timeout\"} %" PRIu64
+                        "\n",
+                        SUMMED(cache.fills_ok), SUMMED(cache.fills_failed),
+                        SUMMED(cache.fills_timed_out));
+    family(o, "corral_waiters_collapsed_total", "counter",
+           "Requests that waited on another request's fill.");
+    sample(o, "corral_waiters_collapsed_total",
+           SUMMED(cache.waiters_collapsed));
+    family(o, "corral_refreshes_total", "counter",
+           "Background refreshes started, by why.");
+    uint64_t early = SUMMED(cache.early_refreshes);
+    uint64_t all = SUMMED(cache.refreshes);
+    evbuffer_add_printf(o,
+                        "corral_refreshes_total{reason=\"early\"} %" PRIu64
+                        "\ncorral_refreshes_total{reason=\"stale\"} %" PRIu64
+                        "\n",
+                        early, all > early ? all - early : 0);
+    family(o, "corral_backoff_events_total", "counter",
+           "Failed fills that set a key's backoff.");
+    sample(o, "corral_backoff_events_total", SUMMED(cache.backoffs));
+    family(o, "corral_backoff_answers_total", "counter",
+           "Requests answered from a key's backoff, without a call.");
+    sample(o, "corral_backoff_answers_total", SUMMED(cache.backoff_answers));
+    family(o, "corral_l1_entries", "gauge", "Values in L1.");
+    sample(o, "corral_l1_entries", SUMMED(cache.entries));
+    family(o, "corral_l1_bytes", "gauge", "Bytes charged to the L1 budget.");
+    sample(o, "corral_l1_bytes", SUMMED(cache.bytes));
+    family(o, "corral_l1_max_bytes", "gauge", "The L1 budget, all workers.");
+    sample(o, "corral_l1_max_bytes", SUMMED(cache.max_bytes));
+    family(o, "corral_l1_evictions_total", "counter",
+           "Values evicted from L1 for room.");
+    sample(o, "corral_l1_evictions_total", SUMMED(cache.evictions));
+    family(o, "corral_l1_expirations_total", "counter",
+           "Values dropped from L1 past their stale windows.");
+    sample(o, "corral_l1_expirations_total", SUMMED(cache.expirations));
+
+    /* L2. */
+    if (nb > 0 && b[0]->l2_enabled) {
+        family(o, "corral_l2_operations_total", "counter",
+               "L2 reads, by result.");
+        evbuffer_add_printf(
+            o,
+            "corral_l2_operations_total{result=\"hit\"} %" PRIu64 "\n"
+            "corral_l2_operations_total{result=\"miss\"} %" PRIu64 "\n"
+            "corral_l2_operations_total{result=\"timeout\"} %" PRIu64 "\n",
+            SUMMED(l2.hits), SUMMED(l2.misses), SUMMED(l2.timeouts));
+        family(o, "corral_l2_errors_total", "counter",
+               "L2 error replies and commands dropped while it was down.");
+        sample(o, "corral_l2_errors_total", SUMMED(l2.errors));
+        family(o, "corral_l2_bad_values_total", "counter",
+               "Values in L2 that were not corral's (or another version).");
+        sample(o, "corral_l2_bad_values_total", SUMMED(l2.bad_values));
+        family(o, "corral_l2_connects_total", "counter",
+               "Connections made to Redis.");
+        sample(o, "corral_l2_connects_total", SUMMED(l2.connects));
+        uint64_t up = 0;
+        for (unsigned i = 0; i < nb; i++)
+            up += b[i]->l2.state == CORRAL_REDIS_UP;
+        family(o, "corral_l2_up", "gauge",
+               "1 when every worker's Redis connection is up.");
+        sample(o, "corral_l2_up", up == nb);
+    }
+
+    /* Clients and workers. */
+    family(o, "corral_client_connections", "gauge", "Client connections open.");
+    sample(o, "corral_client_connections", SUMMED(server.open));
+    family(o, "corral_client_connections_total", "counter",
+           "Client connections, by what became of them at accept.");
+    evbuffer_add_printf(
+        o,
+        "corral_client_connections_total{result=\"accepted\"} %" PRIu64 "\n"
+        "corral_client_connections_total{result=\"rejected\"} %" PRIu64 "\n",
+        SUMMED(server.accepted), SUMMED(server.rejected));
+    family(o, "corral_client_timeouts_total", "counter",
+           "Client connections closed by client_timeout.");
+    sample(o, "corral_client_timeouts_total", SUMMED(server.timeouts));
+    family(o, "corral_bad_requests_total", "counter",
+           "Requests refused before routing (400, 431, 505).");
+    sample(o, "corral_bad_requests_total", SUMMED(server.bad_requests));
+    family(o, "corral_workers", "gauge", "Worker processes serving now.");
+    sample(o, "corral_workers", nb);
+
+    size_t len = evbuffer_get_length(o);
+    char *text = (char *)evbuffer_pullup(o, -1);
+    corral_request_respond_simple(req, 200,
+                                  "text/plain; version=0.0.4; charset=utf-8",
+                                  NULL, text ? text : "", text ? len : 0);
+    evbuffer_free(o);
+    free(b);
+}
+
+static void
+on_admin(struct corral_request *req, void *arg)
+{
+    struct corral_admin *a = arg;
+    bool get = req->method == CORRAL_METHOD_GET ||
+               req->method == CORRAL_METHOD_HEAD;
+    if (path_is(req, "/healthz") || path_is(req, "/metrics")) {
+        if (!get) {
+            answer_json(req, 405, "Allow: GET, HEAD\r\n",
+                        "{\"error\":\"method not allowed\"}");
+            return;
+        }
+        if (req->path[1] == 'h')
+            healthz(a, req);
+        else
+            metrics(a, req);
+        return;
+    }
+    if (path_under(req, "/cache")) {
+        if (req->method != CORRAL_METHOD_DELETE) {
+            answer_json(req, 405, "Allow: DELETE\r\n",
+                        "{\"error\":\"method not allowed\"}");
+            return;
+        }
+        key_op(a, req, 6, true);
+        return;
+    }
+    if (path_under(req, "/refresh")) {
+        if (req->method != CORRAL_METHOD_POST) {
+            answer_json(req, 405, "Allow: POST\r\n",
+                        "{\"error\":\"method not allowed\"}");
+            return;
+        }
+        key_op(a, req, 8, false);
+        return;
+    }
+    answer_json(req, 404, NULL, "{\"error\":\"no such admin endpoint\"}");
+}
+
+struct corral_admin *
+corral_admin_new(struct event_base *base, struct corral_gateway *g,
+                 int listen_fd, char *err, size_t errlen)
+{
+    const struct corral_config *cfg = corral_gateway_config(g);
+    struct corral_admin *a = xcalloc(1, sizeof(*a));
+    a->g = g;
+    struct corral_server_options so = {
+        .host = cfg->admin->listen.host,
+        .port = cfg->admin->listen.port,
+        .max_clients = 64,
+        .client_timeout_ms = 10000,
+        .has_listen_fd = listen_fd >= 0,
+        .listen_fd = listen_fd,
+    };
+    char why[256];
+    a->server = corral_server_new(base, &so, on_admin, a, why, sizeof(why));
+    if (a->server == NULL) {
+        snprintf(err, errlen, "admin.listen: %s", why);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+uint16_t
+corral_admin_port(const struct corral_admin *a)
+{
+    return corral_server_port(a->server);
+}
+
+void
+corral_admin_free(struct corral_admin *a)
+{
+    if (a == NULL)
+        return;
+    corral_server_free(a->server);
+    free(a);
+}

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""The admin listener: /healthz, /metrics (counted right after a known
+sequence, valid for promtool, scraped by a real Prometheus), purge and
+refresh with every token case, purge reaching a second instance through
+Redis, and metrics summed over workers."""
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+from harness import World, check, check_eq, done, free_port, request
+import asyncio
+
+w = World()
+origin = w.start_origin()
+redis = w.start_redis()
+TOKEN = "it-admin-token"
+
+
+def admin_cfg(port, token=True, workers=1, l2=False):
+    cfg = {
+        "admin": {"listen": f"127.0.0.1:{port}"},
+        "upstreams": {"o": {"base": origin.base(), "timeout": "5s"}},
+        "routes": [
+            {"path": "/api/x/{id}", "upstream": "o", "fetch": "/x/{id}"},
+            {"path": "/api/slow", "upstream": "o", "fetch": "/slow"},
+            {"path": "/api/gone", "upstream": "o", "fetch": "/gone"},
+        ],
+        "workers": workers,
+    }
+    if token:
+        cfg["admin"]["token"] = "${CORRAL_ADMIN_TOKEN}"
+    if l2:
+        cfg["l2"] = {"redis": f"127.0.0.1:{redis.port}", "prefix": "adm:"}
+    return cfg
+
+
+def admin(port, method, path, token=None, auth=None):
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if auth is not None:
+        headers["Authorization"] = auth
+    return asyncio.run(request(port, path, headers, method, 10))
+
+
+def metrics(port):
+    """{(name, frozenset(labels)): value} of a scrape, and its text."""
+    r = admin(port, "GET", "/metrics")
+    check_eq(r.status, 200, "metrics: 200")
+    check(r.headers["content-type"].startswith("text/plain; version=0.0.4"),
+          f"metrics: content type {r.headers['content-type']}")
+    out = {}
+    for line in r.body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        labels = frozenset()
+        if "{" in name:
+            name, _, rest = name.partition("{")
+            labels = frozenset(tuple(p.split("=", 1)) for p in
+                               rest.rstrip("}").replace('"', "").split(","))
+        out[(name, labels)] = float(value)
+    return out, r.body
+
+
+def req_count(m, route, result):
+    return m[("corral_requests_total",
+              frozenset({("route", route), ("result", result)}))]
+
+
+env = {"CORRAL_ADMIN_TOKEN": TOKEN}
+aport = free_port()
+corral = w.start_corral(admin_cfg(aport), env=env)
+
+# ---- healthz ----
+h = admin(aport, "GET", "/healthz")
+check_eq(h.status, 200, "healthz: 200")
+body = h.json()
+check_eq(body["status"], "ok", "healthz: ok")
+check_eq(body["l2"], "disabled", "healthz: no l2")
+check_eq(body["workers"], 1, "healthz: one worker")
+check(isinstance(body["uptime_s"], int) and body["uptime_s"] >= 0,
+      f"healthz: uptime {body}")
+check_eq(admin(aport, "POST", "/healthz").status, 405, "healthz: GET only")
+check_eq(admin(aport, "GET", "/nope").status, 404, "unknown endpoint: 404")
+
+# ---- metrics after a known sequence ----
+origin.behave("/slow", delay_ms=300)
+origin.behave("/gone", status=500)
+check_eq(corral.get("/api/x/1").status, 200, "x/1 stored")
+for _ in range(3):
+    check_eq(corral.get("/api/x/1").status, 200, "x/1 hit")
+answers = corral.many("/api/slow", 10)
+check_eq({a.status for a in answers}, {200}, "slow: all 200")
+check_eq(corral.get("/api/gone").status, 502, "gone: 502")
+check_eq(corral.get("/api/x/bad!").status, 400, "bad param: 400")
+m, text = metrics(aport)
+check_eq(req_count(m, "/api/x/{id}", "stored"), 1, "metrics: 1 stored")
+check_eq(req_count(m, "/api/x/{id}", "hit"), 3, "metrics: 3 hits")
+check_eq(req_count(m, "/api/x/{id}", "error"), 1, "metrics: 1 error (400)")
+check_eq(req_count(m, "/api/slow", "stored"), 1, "metrics: slow stored")
+check_eq(req_count(m, "/api/slow", "collapsed"), 9, "metrics: 9 collapsed")
+check_eq(req_count(m, "/api/gone", "error"), 1, "metrics: gone error")
+calls = m[("corral_upstream_calls_total",
+           frozenset({("upstream", "o"), ("class", "2xx")}))]
+check_eq(calls, 2, "metrics: two 2xx upstream calls")
+check_eq(m[("corral_upstream_calls_total",
+            frozenset({("upstream", "o"), ("class", "5xx")}))], 1,
+         "metrics: one 5xx upstream call")
+check_eq(m[("corral_upstream_calls_saved_total", frozenset())], 16 - 3,
+         "metrics: calls saved = 16 requests - 3 calls")
+check_eq(m[("corral_waiters_collapsed_total", frozenset())], 9,
+         "metrics: collapsed waiters")
+check_eq(m[("corral_l1_entries", frozenset())], 2, "metrics: L1 entries")
+check_eq(m[("corral_upstream_call_duration_seconds_count",
+            frozenset({("upstream", "o")}))], 3, "metrics: histogram count")
+check_eq(m[("corral_upstream_call_duration_seconds_bucket",
+            frozenset({("upstream", "o"), ("le", "0.1")}))], 2,
+         "metrics: the slow call is over 100 ms")
+check_eq(m[("corral_workers", frozenset())], 1, "metrics: workers")
+if shutil.which("promtool"):
+    p = subprocess.run(["promtool", "check", "metrics"], input=text,
+                       capture_output=True)
+    check_eq(p.returncode, 0, f"promtool check metrics: {p.stdout}{p.stderr}")
+else:
+    print("# promtool missing: format check skipped")
+
+# ---- tokens ----
+for how, kw, want in [("none", {}, 401), ("wrong", {"token": "nope"}, 401),
+                      ("prefix", {"token": TOKEN[:-1]}, 401),
+                      ("longer", {"token": TOKEN + "x"}, 401),
+                      ("basic", {"auth": "Basic " + TOKEN}, 401)]:
+    r = admin(aport, "DELETE", "/cache/api/x/1", **kw)
+    check_eq(r.status, want, f"purge with {how} token")
+    r = admin(aport, "POST", "/refresh/api/x/1", **kw)
+    check_eq(r.status, want, f"refresh with {how} token")
+check("bearer" in admin(aport, "DELETE", "/cache/api/x/1")
+      .headers.get("www-authenticate", "").lower(), "401 names the scheme")
+check_eq(admin(aport, "GET", "/cache/api/x/1", token=TOKEN).status, 405,
+         "purge is DELETE")
+check_eq(admin(aport, "DELETE", "/cache/nope", token=TOKEN).status, 404,
+         "purge: no route")
+
+# ---- purge and refresh ----
+before = origin.calls("/x/1")
+check(corral.get("/api/x/1").headers["cache-status"].startswith("corral; hit"),
+      "x/1 is cached")
+r = admin(aport, "DELETE", "/cache/api/x/1", token=TOKEN)
+check_eq(r.status, 200, "purge: 200")
+check_eq(r.json(), {"purged": "/api/x/1", "was_cached": True}, "purge body")
+check_eq(corral.get("/api/x/1").headers["cache-status"],
+         "corral; fwd=miss; stored", "after a purge: a miss")
+check_eq(origin.calls("/x/1"), before + 1, "purge: one new call")
+origin.behave("/x/1", body='{"v":"new"}')
+r = admin(aport, "POST", "/refresh/api/x/1", token=TOKEN)
+check_eq(r.status, 202, "refresh: 202")
+check_eq(r.json()["started"], True, "refresh: started")
+deadline = time.time() + 5
+while origin.calls("/x/1") < before + 2 and time.time() < deadline:
+    time.sleep(0.02)
+time.sleep(0.1)
+got = corral.get("/api/x/1")
+check_eq(got.body, b'{"v":"new"}', "refresh: the new body")
+check(got.headers["cache-status"].startswith("corral; hit"),
+      "refresh: a hit after it")
+
+# ---- no token configured: 403 for every mutating call ----
+nport = free_port()
+notoken = w.start_corral(admin_cfg(nport, token=False))
+for method, path in [("DELETE", "/cache/api/x/1"), ("POST", "/refresh/api/x/1")]:
+    for kw in ({}, {"token": TOKEN}, {"token": ""}):
+        check_eq(admin(nport, method, path, **kw).status, 403,
+                 f"no token configured: {method} {kw}")
+check_eq(admin(nport, "GET", "/healthz").status, 200, "healthz needs no token")
+
+# ---- purge reaches a second instance through Redis ----
+p1, p2 = free_port(), free_port()
+a = w.start_corral(admin_cfg(p1, l2=True), env=env)
+b = w.start_corral(admin_cfg(p2, l2=True), env=env)
+check_eq(admin(p1, "GET", "/healthz").json()["l2"], "up", "healthz: l2 up")
+origin.behave("/x/7", body='{"seven":1}')
+a.get("/api/x/7")
+check("detail=l2" in b.get("/api/x/7").headers["cache-status"], "b: from L2")
+check(b.get("/api/x/7").headers["cache-status"].startswith("corral; hit"),
+      "b: now in its L1")
+calls = origin.calls("/x/7")
+check_eq(admin(p1, "DELETE", "/cache/api/x/7", token=TOKEN).status, 200,
+         "purge on a")
+time.sleep(0.2)
+check_eq(b.get("/api/x/7").headers["cache-status"], "corral; fwd=miss; stored",
+         "b: the purge reached it")
+check_eq(origin.calls("/x/7"), calls + 1, "b: one new call")
+
+# ---- workers: any worker answers for all, counters summed ----
+wport = free_port()
+workers = w.start_corral(admin_cfg(wport, workers=2), env=env)
+deadline = time.time() + 10
+while admin(wport, "GET", "/healthz").json()["workers"] < 2:
+    check(time.time() < deadline, "two workers up")
+    time.sleep(0.05)
+for i in range(20):
+    workers.get(f"/api/x/w{i % 4}")
+for _ in range(6):  # scrapes land on either worker
+    m, _ = metrics(wport)
+    total = sum(v for (n, _), v in m.items() if n == "corral_requests_total")
+    check_eq(total, 20, "workers: every request counted, whoever answers")
+    check_eq(m[("corral_workers", frozenset())], 2, "workers: 2")
+
+# ---- a real Prometheus scrapes it ----
+prom = shutil.which("prometheus")
+if prom:
+    pport = free_port()
+    conf = w.path("prometheus.yml")
+    with open(conf, "w") as f:
+        f.write("global: {scrape_interval: 1s}\n"
+                "scrape_configs:\n"
+                "  - job_name: corral\n"
+                f"    static_configs: [{{targets: ['127.0.0.1:{aport}']}}]\n")
+    pp = subprocess.Popen([prom, f"--config.file={conf}",
+                           f"--storage.tsdb.path={w.path('tsdb')}",
+                           f"--web.listen-address=127.0.0.1:{pport}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    w.procs.append(pp)
+    q = urllib.parse.quote('corral_requests_total{route="/api/x/{id}",'
+                           'result="hit"}')
+    found = None
+    deadline = time.time() + 30
+    while found is None and time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{pport}/api/v1/query?query={q}",
+                    timeout=5) as resp:
+                res = json.load(resp)["data"]["result"]
+                if res:
+                    found = float(res[0]["value"][1])
+        except OSError:
+            pass
+    check(found is not None and found >= 3,
+          f"prometheus found corral's series ({found})")
+else:
+    print("# prometheus missing: scrape check skipped")
+
+for c in (corral, notoken, a, b, workers):
+    check(c.alive(), "corral still running")
+done("admin")
