@@ -51,6 +51,9 @@ uint64_t corral_value_stored_at(const struct corral_value *v);
 uint64_t corral_value_expires_at(const struct corral_value *v);
 uint64_t corral_value_swr_ms(const struct corral_value *v);
 uint64_t corral_value_sie_ms(const struct corral_value *v);
+/* How long the fill that made v took, ms (0: not known, e.g. stored with
+ * corral_set_with_strategy()); saturates at 65535. */
+uint64_t corral_value_fill_ms(const struct corral_value *v);
 
 /* Sets the freshness of a value not yet stored (a tier rebuilding a value it
  * kept, so L1 keeps the original age). Returns 0 or -EPERM once stored. */

@@ -150,6 +150,12 @@ corral_value_sie_ms(const struct corral_value *v)
     return v->sie_ms;
 }
 
+uint64_t
+corral_value_fill_ms(const struct corral_value *v)
+{
+    return v->fill_ms;
+}
+
 static uint32_t
 clamp32(uint64_t ms)
 {

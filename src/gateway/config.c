@@ -1310,12 +1310,14 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
 {
     static const char *const keys[] = {
         "listen", "admin",     "workers", "access_log", "l1",
-        "l2",     "upstreams", "routes",  "limits",     NULL,
+        "l2",     "upstreams", "routes",  "limits",     "drain_timeout",
+        NULL,
     };
     static const char *const l1_keys[] = {"max_bytes", NULL};
     struct jnode *m;
 
     cfg->workers = 1;
+    cfg->drain_timeout_ms = 30000;
     cfg->l1_max_bytes = 256ull << 20;
     cfg->limits = (struct corral_config_limits){
         .max_header_bytes = 8 << 10,
@@ -1348,6 +1350,10 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
             return -1;
         }
     }
+    if ((m = member(root, "drain_timeout")) &&
+        get_duration(c, m, "drain_timeout", 1, MAX_TIMEOUT_MS,
+                     &cfg->drain_timeout_ms) < 0)
+        return -1;
     if ((m = member(root, "access_log"))) {
         if (dup_str(c, m, "access_log", &cfg->access_log) < 0)
             return -1;

@@ -121,6 +121,7 @@ struct corral_config {
     struct corral_config_admin *admin; /* NULL: no admin listener */
     unsigned workers; /* reactor processes, default 1; 0 = one per core */
     char *access_log;                  /* path, "-" (stdout) or NULL */
+    uint64_t drain_timeout_ms; /* SIGTERM: at most this long, default 30 s */
     uint64_t l1_max_bytes;             /* default 256MB */
     struct corral_config_l2 *l2;       /* NULL: L1 only */
     struct corral_config_limits limits;

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "budget.h"
 #include "config.h"
 #include "corral/cache.h"
@@ -43,6 +44,7 @@ struct corral_gateway {
     struct corral_metrics_route *mroutes;    /* by config index */
     struct corral_metrics_upstream *mups;    /* by config index */
     struct event *snapshot_ev;
+    struct corral_access_log *access_log; /* NULL: off */
     bool draining;
 };
 
@@ -183,7 +185,11 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
     /* A cached upstream 4xx (negative caching) has its own status line. */
     const char *head = corral_value_aux(v);
     bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
-    count(g, route, result_of(source, negative));
+    enum corral_metrics_result result = result_of(source, negative);
+    count(g, route, result);
+    req->note = corral_metrics_result_name(result);
+    if (source == CORRAL_SOURCE_STORED || source == CORRAL_SOURCE_COLLAPSED)
+        req->upstream_ms = (int64_t)corral_value_fill_ms(v);
     char extra[192]; /* at most 142 bytes */
     char *p = FMT_PUT(extra, "Cache-Status: corral; ");
     switch (source) {
@@ -484,7 +490,15 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
             rc->timeout_ms = route->upstream->timeout_ms;
         }
     }
+    if (cfg->access_log) {
+        g->access_log =
+            corral_access_log_open(base, cfg->access_log, err, errlen);
+        if (g->access_log == NULL)
+            goto fail;
+    }
     struct corral_server_options so = {
+        .access_cb = g->access_log ? corral_access_log_write : NULL,
+        .access_arg = g->access_log,
         .host = cfg->listen.host,
         .port = cfg->listen.port,
         .max_header_bytes = cfg->limits.max_header_bytes,
@@ -521,6 +535,13 @@ corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
 {
     g->draining = true;
     corral_server_drain(g->server, done, arg);
+}
+
+int
+corral_gateway_reopen_log(struct corral_gateway *g, char *err, size_t errlen)
+{
+    return g->access_log ? corral_access_log_reopen(g->access_log, err, errlen)
+                         : 0;
 }
 
 bool
@@ -604,6 +625,7 @@ corral_gateway_free(struct corral_gateway *g)
     if (g->block)
         g->block->pid = 0;
     corral_server_free(g->server);
+    corral_access_log_free(g->access_log);
     corral_cache_free(g->cache);
     if (g->upstreams)
         for (size_t i = 0; i < g->cfg->n_upstreams; i++)

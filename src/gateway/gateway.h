@@ -37,6 +37,9 @@ struct corral_metrics *corral_gateway_metrics(const struct corral_gateway *g);
 void corral_gateway_snapshot(struct corral_gateway *g);
 /* "up", "down", or "disabled" (no l2). */
 const char *corral_gateway_l2_state(const struct corral_gateway *g);
+/* Reopens the access log (logrotate's SIGUSR1). 0, or -1 with err. */
+int corral_gateway_reopen_log(struct corral_gateway *g, char *err,
+                              size_t errlen);
 /* True once draining has begun. */
 bool corral_gateway_draining(const struct corral_gateway *g);
 

@@ -2,7 +2,7 @@
  * then run one reactor until SIGTERM or SIGINT, drain and exit; or, with
  * workers other than 1, a small supervisor of N reactor processes on one
  * port (SO_REUSEPORT) that restarts a worker that dies and forwards
- * SIGTERM, SIGINT and SIGHUP. */
+ * SIGTERM, SIGINT, SIGHUP and SIGUSR1. */
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
@@ -41,8 +41,6 @@ warn_unserved(const struct corral_config *cfg)
 {
     const char *what[8];
     size_t n = 0;
-    if (cfg->access_log)
-        what[n++] = "access_log";
     bool aggregate = false;
     for (size_t i = 0; i < cfg->n_routes; i++)
         aggregate |= cfg->routes[i].upstream == NULL;
@@ -57,8 +55,10 @@ warn_unserved(const struct corral_config *cfg)
 
 struct run {
     struct event_base *base;
+    const struct corral_config *cfg;
     struct corral_gateway *gateway;
     struct corral_admin *admin;
+    struct event *drain_timer;
     int signals;
 };
 
@@ -88,6 +88,14 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 }
 
 static void
+drain_expired(evutil_socket_t fd, short what, void *arg)
+{
+    struct run *run = arg;
+    fprintf(stderr, "corral: drain_timeout passed; closing what is left\n");
+    event_base_loopbreak(run->base);
+}
+
+static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct run *run = arg;
@@ -95,8 +103,27 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopbreak(run->base); /* second signal: now */
         return;
     }
-    fprintf(stderr, "corral: %s, draining\n", strsignal((int)sig));
+    fprintf(stderr, "corral: %s, draining (at most %llu ms)\n",
+            strsignal((int)sig),
+            (unsigned long long)run->cfg->drain_timeout_ms);
+    /* The admin stops now; clients get drain_timeout to be answered. */
+    corral_admin_free(run->admin);
+    run->admin = NULL;
     corral_gateway_drain(run->gateway, drained, run);
+    struct timeval tv = corral_ms_to_tv(run->cfg->drain_timeout_ms);
+    run->drain_timer = evtimer_new(run->base, drain_expired, run);
+    if (run->drain_timer == NULL || evtimer_add(run->drain_timer, &tv) != 0)
+        abort(); /* the policy of xalloc.h */
+}
+
+/* SIGUSR1: logrotate moved the access log away. */
+static void
+on_usr1(evutil_socket_t sig, short what, void *arg)
+{
+    struct run *run = arg;
+    char err[300];
+    if (corral_gateway_reopen_log(run->gateway, err, sizeof(err)) < 0)
+        fprintf(stderr, "corral: %s; still writing the old file\n", err);
 }
 
 /* One reactor: the gateway (and its admin) on its own loop until SIGTERM
@@ -105,7 +132,7 @@ static int
 reactor(const struct corral_config *cfg, const struct reactor_env *env)
 {
     char err[1024];
-    struct run run = {.base = event_base_new()};
+    struct run run = {.base = event_base_new(), .cfg = cfg};
     if (run.base == NULL) {
         fprintf(stderr, "corral: cannot create the event loop\n");
         return 1;
@@ -138,9 +165,10 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
     struct event *term = evsignal_new(run.base, SIGTERM, on_signal, &run);
     struct event *intr = evsignal_new(run.base, SIGINT, on_signal, &run);
     struct event *hup = evsignal_new(run.base, SIGHUP, on_hup, &run);
-    if (term == NULL || intr == NULL || hup == NULL ||
+    struct event *usr1 = evsignal_new(run.base, SIGUSR1, on_usr1, &run);
+    if (term == NULL || intr == NULL || hup == NULL || usr1 == NULL ||
         event_add(term, NULL) != 0 || event_add(intr, NULL) != 0 ||
-        event_add(hup, NULL) != 0) {
+        event_add(hup, NULL) != 0 || event_add(usr1, NULL) != 0) {
         fprintf(stderr, "corral: cannot watch signals\n");
         return 1;
     }
@@ -148,6 +176,9 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
     event_free(term);
     event_free(intr);
     event_free(hup);
+    event_free(usr1);
+    if (run.drain_timer)
+        event_free(run.drain_timer);
     corral_admin_free(run.admin);
     corral_gateway_free(run.gateway);
     event_base_free(run.base);
@@ -190,6 +221,7 @@ spawn(const struct corral_config *cfg, const struct reactor_env *env,
         sigaction(SIGTERM, &dfl, NULL);
         sigaction(SIGINT, &dfl, NULL);
         sigaction(SIGHUP, &dfl, NULL);
+        sigaction(SIGUSR1, &dfl, NULL);
         sigaction(SIGCHLD, &dfl, NULL);
         sigprocmask(SIG_SETMASK, old, NULL);
         _exit(reactor(cfg, env));
@@ -251,11 +283,13 @@ supervise(const struct corral_config *cfg, unsigned n)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGUSR1);
     sigaddset(&block, SIGCHLD);
     sigprocmask(SIG_BLOCK, &block, &old);
     fprintf(stderr, "corral: supervising %u workers\n", n);
@@ -295,6 +329,7 @@ supervise(const struct corral_config *cfg, unsigned n)
         sigdelset(&wait, SIGTERM);
         sigdelset(&wait, SIGINT);
         sigdelset(&wait, SIGHUP);
+        sigdelset(&wait, SIGUSR1);
         sigdelset(&wait, SIGCHLD);
         sigprocmask(SIG_SETMASK, &wait, NULL);
         nanosleep(&ts, NULL);
@@ -302,7 +337,7 @@ supervise(const struct corral_config *cfg, unsigned n)
         if (got_signal) {
             int sig = got_signal;
             got_signal = 0;
-            if (sig != SIGHUP && !stopping) {
+            if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
                 stopping = true;
                 /* Workers drain: new clients are refused, not queued. */
                 close(lfd);

@@ -12,6 +12,7 @@
 #include "timeutil.h"
 #include "xalloc.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -24,6 +25,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -116,6 +118,8 @@ struct conn {
     unsigned head, count; /* ring of slots in request order */
     size_t wr_off;        /* bytes of slots[head] already written */
 
+    char peer[48]; /* with an access_cb: the client's address */
+
     enum deadline_kind dl_kind;
     uint64_t deadline; /* ms, CLOCK_MONOTONIC_COARSE */
     TAILQ_ENTRY(conn) dl_link;
@@ -138,6 +142,8 @@ struct corral_server {
     unsigned max_clients;
     size_t max_queued, max_client_queued;
     size_t rbuf_cap;
+    corral_access_cb *access_cb;
+    void *access_arg;
     http_parser_settings settings;
 
     struct corral_listener *listener;
@@ -447,6 +453,9 @@ corral_request_respond(struct corral_request *req,
         r->body, 0, req->method == CORRAL_METHOD_HEAD ? 0 : r->body_len};
     if (r->hold)
         sl->hold = corral_value_ref(r->hold);
+    if (c->server->access_cb)
+        c->server->access_cb(req, r->status, sl->part[2].len,
+                             c->server->access_arg);
     slot_answered(sl);
 }
 
@@ -504,6 +513,8 @@ corral_request_respond_simple(struct corral_request *req, int status,
     sl->part[0] = (struct part){NULL, (size_t)off, (size_t)(p - start)};
     sl->part[1] = (struct part){NULL, 0, 0};
     sl->part[2] = (struct part){NULL, 0, 0};
+    if (c->server->access_cb)
+        c->server->access_cb(req, status, blen, c->server->access_arg);
     slot_answered(sl);
 }
 
@@ -946,6 +957,15 @@ conn_dispatch(struct conn *c)
     sl->req.inm_len = ilen;
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
+    sl->req.note = NULL;
+    sl->req.upstream_ms = -1;
+    if (s->access_cb) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        sl->req.start_us =
+            (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        sl->req.peer = c->peer;
+    }
     switch (c->parser.method) {
     case HTTP_GET:
         sl->req.method = CORRAL_METHOD_GET;
@@ -1214,6 +1234,25 @@ on_kick(evutil_socket_t fd, short what, void *arg)
         conn_run(c);
 }
 
+/* "192.0.2.1", "2001:db8::1", "unix" or "-". */
+static void
+peer_name(int fd, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    snprintf(out, cap, "-");
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out,
+                  (socklen_t)cap);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out,
+                  (socklen_t)cap);
+    else if (ss.ss_family == AF_UNIX)
+        snprintf(out, cap, "unix");
+}
+
 static void
 conn_new(struct corral_server *s, int fd)
 {
@@ -1236,6 +1275,8 @@ conn_new(struct corral_server *s, int fd)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (s->access_cb)
+        peer_name(fd, c->peer, sizeof(c->peer));
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     for (unsigned i = 0; i < PIPELINE_MAX; i++)
@@ -1363,6 +1404,8 @@ corral_server_new(struct event_base *base,
         s->timeout_ms < LINGER_MAX_MS ? s->timeout_ms : LINGER_MAX_MS;
     s->max_clients = o->max_clients ? o->max_clients : 10000;
     s->max_queued = o->max_queued_bytes ? o->max_queued_bytes : 64u << 20;
+    s->access_cb = o->access_cb;
+    s->access_arg = o->access_arg;
     s->max_client_queued =
         o->max_client_queued_bytes ? o->max_client_queued_bytes : 1u << 20;
     s->rbuf_cap = s->max_header + RBUF_SLACK;

@@ -14,6 +14,11 @@
 struct event_base;
 struct corral_value;
 struct corral_server; /* opaque */
+struct corral_request;
+
+/* An answer is queued for req: status, and the body bytes it carries. */
+typedef void corral_access_cb(const struct corral_request *req, int status,
+                              size_t body_bytes, void *arg);
 
 struct corral_server_options {
     const char *host;        /* IPv4/IPv6 literal or a name ("localhost");
@@ -34,6 +39,10 @@ struct corral_server_options {
      * client_timeout. */
     size_t max_queued_bytes;
     size_t max_client_queued_bytes;
+    /* Called for every answer (an access log); NULL: none, and requests
+     * carry no peer or start time. */
+    corral_access_cb *access_cb;
+    void *access_arg;
 };
 
 enum corral_method {
@@ -59,7 +68,16 @@ struct corral_request {
     size_t inm_len;
     const char *authorization; /* the header's value; NULL if absent */
     size_t auth_len;
+    /* With an access_cb only: */
+    const char *peer;  /* the client's address, NUL-terminated */
+    uint64_t start_us; /* CLOCK_MONOTONIC when the request was parsed */
+    /* The handler's notes for the access log: how the cache answered
+     * (static string; NULL: "-") and how long its upstream call took
+     * (-1: none). Reset for every request. */
+    const char *note;
+    int64_t upstream_ms;
 };
+
 
 typedef void corral_request_cb(struct corral_request *req, void *arg);
 typedef void corral_request_close_cb(struct corral_request *req, void *arg);
