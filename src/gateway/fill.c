@@ -76,6 +76,25 @@ make_value(const char *key, size_t keylen,
     return v;
 }
 
+static struct job *
+job_new(struct corral_fill *fill, const struct corral_route_fill *rf)
+{
+    struct job *job = xcalloc(1, sizeof(*job));
+    job->fill = fill;
+    job->rf = rf;
+    if (rf->jobs)
+        (*rf->jobs)++;
+    return job;
+}
+
+static void
+job_free(struct job *job)
+{
+    if (job->rf->jobs)
+        (*job->rf->jobs)--;
+    free(job);
+}
+
 static void
 job_fetched(const struct corral_fetch_result *res, void *arg)
 {
@@ -87,7 +106,7 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         corral_metrics_upstream_call(job->rf->metrics,
                                      res->error ? 0 : res->status,
                                      res->elapsed_ms);
-    free(job);
+    job_free(job);
     char msg[300];
     if (res->error == 0 && (res->status == 429 || res->status == 503) &&
         res->retry_after_s > 0) {
@@ -168,7 +187,7 @@ job_abort(void *arg)
     struct job *job = arg;
     corral_budget_cancel(job->wait);
     corral_fetch_cancel(job->fetch);
-    free(job);
+    job_free(job);
 }
 
 /* Fill data is the upstream path (the cache keeps it NUL-terminated). */
@@ -181,7 +200,7 @@ job_fetch(struct job *job, uint64_t timeout_ms)
                                          job_fetched, job);
     if (job->fetch == NULL) {
         struct corral_fill *fill = job->fill;
-        free(job);
+        job_free(job);
         corral_fill_fail(fill, -EINVAL, "bad upstream path");
     }
 }
@@ -196,7 +215,7 @@ job_budget(int error, uint64_t ms, void *arg)
         return;
     }
     struct corral_fill *fill = job->fill;
-    free(job);
+    job_free(job);
     corral_fill_fail_retry(fill, -EBUSY, "upstream busy: over its rate or "
                                          "paused", ms);
 }
@@ -205,16 +224,14 @@ static void
 job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 {
     struct corral_route_fill *rf = arg;
-    struct job *job = xcalloc(1, sizeof(*job));
-    job->fill = fill;
-    job->rf = rf;
+    struct job *job = job_new(fill, rf);
     corral_fill_on_abort(fill, job_abort, job);
     uint64_t retry_ms = 0;
     int rc = corral_budget_acquire(rf->budget, corral_fill_background(fill),
                                    rf->timeout_ms, job_budget, job,
                                    &job->wait, &retry_ms);
     if (rc < 0) {
-        free(job);
+        job_free(job);
         corral_fill_fail_retry(fill, -EBUSY, "upstream paused by its "
                                              "Retry-After", retry_ms);
     } else if (rc == 0) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,15 +29,32 @@
 #include "server.h"
 #include "xalloc.h"
 
-struct corral_gateway {
-    struct event_base *base;
+/* What one config makes: its routes, upstream pools and budgets. A reload
+ * builds a new one and retires the old, which is freed once nothing in
+ * flight uses it: no client waits on it and none of its fills runs. They
+ * are freed oldest first, since a newer one may share a budget an older
+ * one's calls still wait on. */
+struct gen {
     const struct corral_config *cfg;
-    struct corral_cache *cache;
-    struct corral_server *server;
+    bool owns_cfg; /* the first is the caller's */
     struct corral_route_table *routes;
     struct corral_fetch_upstream **upstreams; /* by config index */
-    struct corral_budget **budgets;           /* by config index */
+    struct corral_budget **budgets;           /* by config index; NULL:
+                                               * handed to a newer one */
     struct corral_route_fill *route_fill;     /* by config index */
+    unsigned clients; /* waiting on a fill */
+    unsigned jobs;    /* fills in flight, counted by fill.c */
+    TAILQ_ENTRY(gen) link;
+};
+TAILQ_HEAD(gen_list, gen);
+
+struct corral_gateway {
+    struct event_base *base;
+    const struct corral_config *cfg; /* gen->cfg */
+    struct gen *gen;                 /* serving new requests */
+    struct gen_list retired;         /* oldest first */
+    struct corral_cache *cache;
+    struct corral_server *server;
     struct corral_redis_tier *l2;             /* NULL: L1 only */
     struct corral_metrics *metrics;
     bool own_metrics; /* mapped here, for one worker */
@@ -51,6 +69,7 @@ struct corral_gateway {
 /* A client waiting on a fill. */
 struct client {
     struct corral_gateway *g;
+    struct gen *gen; /* its route's; kept until it is answered */
     struct corral_request *req;
     struct corral_waiter *waiter;
     size_t route;
@@ -248,7 +267,7 @@ client_answered(const struct corral_result *res, void *arg)
     struct client *cl = arg;
     if (!cl->gone) {
         corral_request_on_close(cl->req, NULL, NULL);
-        const char *route = cl->g->cfg->routes[cl->route].path;
+        const char *route = cl->gen->cfg->routes[cl->route].path;
         if (res->error == 0) {
             respond_value(cl->g, cl->req, cl->route, res->value, res->source);
         } else {
@@ -257,6 +276,7 @@ client_answered(const struct corral_result *res, void *arg)
                                 res->message, route, res->retry_after_ms);
         }
     }
+    cl->gen->clients--;
     free(cl);
 }
 
@@ -273,7 +293,8 @@ on_request(struct corral_request *req, void *arg)
 {
     struct corral_gateway *g = arg;
     struct corral_route_match m;
-    int rc = corral_route_match(g->routes, req->path, req->path_len, req->query,
+    struct gen *gen = g->gen;
+    int rc = corral_route_match(gen->routes, req->path, req->path_len, req->query,
                                 req->query_len, &m);
     if (rc == CORRAL_ROUTE_NOT_FOUND) {
         respond_error(req, 404, "no such route", NULL);
@@ -309,18 +330,22 @@ on_request(struct corral_request *req, void *arg)
         respond_value(g, req, m.index, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta))
-            corral_route_fill_refresh(g->cache, &g->route_fill[m.index], &m);
+            corral_route_fill_refresh(g->cache, &gen->route_fill[m.index],
+                                      &m);
         return;
     }
 
     /* A miss: wait on the key's one fill. */
     struct client *cl = xcalloc(1, sizeof(*cl));
     cl->g = g;
+    cl->gen = gen;
     cl->req = req;
     cl->route = m.index;
-    cl->waiter = corral_route_fill_get(g->cache, &g->route_fill[m.index], &m,
+    gen->clients++;
+    cl->waiter = corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m,
                                        client_answered, cl);
     if (cl->waiter == NULL) {
+        gen->clients--;
         free(cl);
         count(g, m.index, M_ERROR);
         if (errno == EMSGSIZE)
@@ -336,8 +361,8 @@ on_request(struct corral_request *req, void *arg)
 /* ---- lifecycle ---- */
 
 static struct corral_fetch_upstream *
-upstream_new(struct corral_gateway *g, const struct corral_config_upstream *u,
-             char *err, size_t errlen)
+upstream_new(struct corral_gateway *g, const struct corral_config *cfg,
+             const struct corral_config_upstream *u, char *err, size_t errlen)
 {
     const char **headers = calloc(u->n_headers * 2 + 1, sizeof(*headers));
     if (headers == NULL)
@@ -352,7 +377,7 @@ upstream_new(struct corral_gateway *g, const struct corral_config_upstream *u,
         .port = u->port,
         .timeout_ms = u->timeout_ms,
         .max_connections = u->max_connections,
-        .max_body = g->cfg->limits.max_body_bytes,
+        .max_body = cfg->limits.max_body_bytes,
         .ca_file = u->ca_file,
         .headers = headers,
     };
@@ -380,34 +405,137 @@ corral_gateway_snapshot(struct corral_gateway *g)
     if (g->server)
         corral_server_stats(g->server, &b->server);
     for (size_t i = 0; i < b->nupstreams; i++)
-        corral_budget_stats(g->budgets[i], &g->mups[i].budget);
+        corral_budget_stats(g->gen->budgets[i], &g->mups[i].budget);
+}
+
+static void gen_free(struct gen *gen);
+
+/* Frees retired generations nothing uses any more, oldest first. */
+static void
+sweep_retired(struct corral_gateway *g)
+{
+    struct gen *old;
+    while ((old = TAILQ_FIRST(&g->retired)) != NULL && old->clients == 0 &&
+           old->jobs == 0) {
+        TAILQ_REMOVE(&g->retired, old, link);
+        gen_free(old);
+    }
 }
 
 static void
 snapshot_cb(evutil_socket_t fd, short what, void *arg)
 {
-    corral_gateway_snapshot(arg);
+    struct corral_gateway *g = arg;
+    corral_gateway_snapshot(g);
+    sweep_retired(g);
 }
 
-/* Takes this worker's block: counters start from zero. */
+/* Per-route and per-upstream counters start from zero for cfg (at start,
+ * and at a reload, which may renumber them). */
 static void
-metrics_attach(struct corral_gateway *g, unsigned worker)
+metrics_reset(struct corral_gateway *g, const struct corral_config *cfg)
 {
-    const struct corral_config *cfg = g->cfg;
     struct corral_metrics *m = g->metrics;
-    g->block = corral_metrics_block(m, worker);
-    g->mroutes = corral_metrics_routes(m, g->block);
-    g->mups = corral_metrics_upstreams(m, g->block);
     unsigned cr = corral_metrics_cap_routes(m);
     unsigned cu = corral_metrics_cap_upstreams(m);
     memset(g->mroutes, 0, cr * sizeof(*g->mroutes));
     memset(g->mups, 0, cu * sizeof(*g->mups));
-    memset(g->block, 0, sizeof(*g->block));
     g->block->nroutes = cfg->n_routes < cr ? (uint32_t)cfg->n_routes : cr;
     g->block->nupstreams =
         cfg->n_upstreams < cu ? (uint32_t)cfg->n_upstreams : cu;
+}
+
+/* Takes this worker's block. */
+static void
+metrics_attach(struct corral_gateway *g, const struct corral_config *cfg,
+               unsigned worker)
+{
+    struct corral_metrics *m = g->metrics;
+    g->block = corral_metrics_block(m, worker);
+    g->mroutes = corral_metrics_routes(m, g->block);
+    g->mups = corral_metrics_upstreams(m, g->block);
+    memset(g->block, 0, sizeof(*g->block));
+    metrics_reset(g, cfg);
     g->block->pid = getpid();
     g->block->started_s = time(NULL);
+}
+
+static void
+gen_free(struct gen *gen)
+{
+    if (gen == NULL)
+        return;
+    const struct corral_config *cfg = gen->cfg;
+    if (gen->upstreams)
+        for (size_t i = 0; i < cfg->n_upstreams; i++)
+            corral_fetch_upstream_free(gen->upstreams[i]);
+    if (gen->budgets)
+        for (size_t i = 0; i < cfg->n_upstreams; i++)
+            corral_budget_free(gen->budgets[i]);
+    free(gen->budgets);
+    free(gen->upstreams);
+    free(gen->route_fill);
+    corral_route_table_free(gen->routes);
+    if (gen->owns_cfg)
+        corral_config_free((struct corral_config *)gen->cfg);
+    free(gen);
+}
+
+/* The routes, pools and budgets of cfg. An upstream of prev with the same
+ * name and rate hands its budget over, so a reload neither forgets the
+ * calls in the rate window nor lifts a pause. */
+static struct gen *
+gen_new(struct corral_gateway *g, const struct corral_config *cfg,
+        struct gen *prev, char *err, size_t errlen)
+{
+    struct gen *gen = xcalloc(1, sizeof(*gen));
+    gen->cfg = cfg;
+    gen->routes = corral_route_table_new(cfg, err, errlen);
+    gen->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->upstreams));
+    gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
+    gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
+    if (gen->routes == NULL)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct corral_config_upstream *u = &cfg->upstreams[i];
+        gen->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
+        if (gen->upstreams[i] == NULL)
+            goto fail;
+    }
+    /* Nothing can fail from here: budgets move over only now. */
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct corral_config_upstream *u = &cfg->upstreams[i];
+        for (size_t j = 0; prev && j < prev->cfg->n_upstreams; j++) {
+            const struct corral_config_upstream *p = &prev->cfg->upstreams[j];
+            if (prev->budgets[j] && strcmp(p->name, u->name) == 0 &&
+                p->rate_count == u->rate_count &&
+                p->rate_window_ms == u->rate_window_ms) {
+                gen->budgets[i] = prev->budgets[j];
+                prev->budgets[j] = NULL;
+                break;
+            }
+        }
+        if (gen->budgets[i] == NULL)
+            gen->budgets[i] = corral_budget_new(
+                g->base, u->name, u->rate_count, u->rate_window_ms, g->l2);
+    }
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        const struct corral_config_route *route = &cfg->routes[r];
+        struct corral_route_fill *rc = &gen->route_fill[r];
+        rc->route = route;
+        rc->jobs = &gen->jobs;
+        if (route->upstream) {
+            size_t u = (size_t)(route->upstream - cfg->upstreams);
+            rc->upstream = gen->upstreams[u];
+            rc->budget = gen->budgets[u];
+            rc->metrics = u < g->block->nupstreams ? &g->mups[u] : NULL;
+            rc->timeout_ms = route->upstream->timeout_ms;
+        }
+    }
+    return gen;
+fail:
+    gen_free(gen);
+    return NULL;
 }
 
 struct corral_gateway *
@@ -426,10 +554,11 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         return NULL;
     g->base = base;
     g->cfg = cfg;
+    TAILQ_INIT(&g->retired);
     g->metrics = o.metrics;
     if (g->metrics == NULL) {
-        g->metrics = corral_metrics_new(1, (unsigned)cfg->n_routes,
-                                        (unsigned)cfg->n_upstreams);
+        g->metrics = corral_metrics_new(1, (unsigned)cfg->n_routes * 2 + 8,
+                                        (unsigned)cfg->n_upstreams * 2 + 4);
         g->own_metrics = true;
         o.worker = 0;
         if (g->metrics == NULL) {
@@ -449,6 +578,8 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         };
         g->l2 = corral_redis_tier_new(base, &ro, err, errlen);
         if (g->l2 == NULL) {
+            if (g->own_metrics)
+                corral_metrics_free(g->metrics);
             free(g);
             return NULL;
         }
@@ -462,34 +593,12 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         .tier_ctx = g->l2,
     };
     g->cache = corral_cache_new(base, &co);
-    g->routes = corral_route_table_new(cfg, err, errlen);
-    g->upstreams = calloc(cfg->n_upstreams + 1, sizeof(*g->upstreams));
-    g->budgets = calloc(cfg->n_upstreams + 1, sizeof(*g->budgets));
-    g->route_fill = calloc(cfg->n_routes + 1, sizeof(*g->route_fill));
-    if (g->cache == NULL || g->routes == NULL || g->upstreams == NULL ||
-        g->budgets == NULL || g->route_fill == NULL)
+    if (g->cache == NULL)
         goto fail;
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        const struct corral_config_upstream *u = &cfg->upstreams[i];
-        g->upstreams[i] = upstream_new(g, u, err, errlen);
-        if (g->upstreams[i] == NULL)
-            goto fail;
-        g->budgets[i] = corral_budget_new(base, u->name, u->rate_count,
-                                          u->rate_window_ms, g->l2);
-    }
-    metrics_attach(g, o.worker);
-    for (size_t r = 0; r < cfg->n_routes; r++) {
-        const struct corral_config_route *route = &cfg->routes[r];
-        struct corral_route_fill *rc = &g->route_fill[r];
-        rc->route = route;
-        if (route->upstream) {
-            size_t u = (size_t)(route->upstream - cfg->upstreams);
-            rc->upstream = g->upstreams[u];
-            rc->budget = g->budgets[u];
-            rc->metrics = u < g->block->nupstreams ? &g->mups[u] : NULL;
-            rc->timeout_ms = route->upstream->timeout_ms;
-        }
-    }
+    metrics_attach(g, cfg, o.worker);
+    g->gen = gen_new(g, cfg, NULL, err, errlen);
+    if (g->gen == NULL)
+        goto fail;
     if (cfg->access_log) {
         g->access_log =
             corral_access_log_open(base, cfg->access_log, err, errlen);
@@ -527,6 +636,76 @@ uint16_t
 corral_gateway_port(const struct corral_gateway *g)
 {
     return corral_server_port(g->server);
+}
+
+static bool
+same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) ||
+           (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Says which settings of cfg differ from the running ones but only take
+ * effect at a restart: the cache, L2, sockets, limits and the log. */
+static void
+warn_restart(const struct corral_config *old, const struct corral_config *cfg)
+{
+    const char *what[8];
+    size_t n = 0;
+    if (!same_str(old->listen.host, cfg->listen.host) ||
+        old->listen.port != cfg->listen.port)
+        what[n++] = "listen";
+    if ((old->admin == NULL) != (cfg->admin == NULL) ||
+        (old->admin && (!same_str(old->admin->listen.host,
+                                  cfg->admin->listen.host) ||
+                        old->admin->listen.port != cfg->admin->listen.port)))
+        what[n++] = "admin.listen";
+    if (old->workers != cfg->workers)
+        what[n++] = "workers";
+    if (!same_str(old->access_log, cfg->access_log))
+        what[n++] = "access_log";
+    if (old->l1_max_bytes != cfg->l1_max_bytes)
+        what[n++] = "l1";
+    if ((old->l2 == NULL) != (cfg->l2 == NULL) ||
+        (old->l2 &&
+         (!same_str(old->l2->redis.host, cfg->l2->redis.host) ||
+          old->l2->redis.port != cfg->l2->redis.port ||
+          !same_str(old->l2->unix_path, cfg->l2->unix_path) ||
+          !same_str(old->l2->prefix, cfg->l2->prefix) ||
+          !same_str(old->l2->password, cfg->l2->password) ||
+          old->l2->db != cfg->l2->db ||
+          old->l2->timeout_ms != cfg->l2->timeout_ms)))
+        what[n++] = "l2";
+    if (memcmp(&old->limits, &cfg->limits, sizeof(cfg->limits)) != 0)
+        what[n++] = "limits";
+    if (old->drain_timeout_ms != cfg->drain_timeout_ms)
+        what[n++] = "drain_timeout";
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "corral: reload: %s changed; it takes effect at the "
+                        "next restart\n",
+                what[i]);
+}
+
+int
+corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
+                      char *err, size_t errlen)
+{
+    struct gen *gen = gen_new(g, cfg, NULL, err, errlen);
+    if (gen == NULL)
+        return -1;
+    /* Built: now the budgets of the running one move over. */
+    gen_free(gen);
+    metrics_reset(g, cfg);
+    gen = gen_new(g, cfg, g->gen, err, errlen);
+    if (gen == NULL) /* nothing changed since the try above */
+        return -1;
+    gen->owns_cfg = true;
+    warn_restart(g->cfg, cfg);
+    TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
+    g->gen = gen;
+    g->cfg = cfg;
+    sweep_retired(g);
+    return 0;
 }
 
 void
@@ -578,7 +757,8 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
             const char *query, size_t query_len, struct corral_route_match *m,
             char *key, size_t keycap)
 {
-    int rc = corral_route_match(g->routes, path, path_len, query, query_len, m);
+    int rc = corral_route_match(g->gen->routes, path, path_len, query,
+                                query_len, m);
     if (rc == CORRAL_ROUTE_NOT_FOUND)
         return -ENOENT;
     if (rc != CORRAL_ROUTE_OK)
@@ -611,7 +791,7 @@ corral_gateway_refresh(struct corral_gateway *g, const char *path,
     int rc = admin_match(g, path, path_len, query, query_len, &m, key, keycap);
     if (rc < 0)
         return rc;
-    rc = corral_route_fill_refresh(g->cache, &g->route_fill[m.index], &m);
+    rc = corral_route_fill_refresh(g->cache, &g->gen->route_fill[m.index], &m);
     return rc == -EMSGSIZE ? -EINVAL : rc;
 }
 
@@ -627,17 +807,14 @@ corral_gateway_free(struct corral_gateway *g)
     corral_server_free(g->server);
     corral_access_log_free(g->access_log);
     corral_cache_free(g->cache);
-    if (g->upstreams)
-        for (size_t i = 0; i < g->cfg->n_upstreams; i++)
-            corral_fetch_upstream_free(g->upstreams[i]);
-    if (g->budgets) /* before the tier: an answer Redis owes frees one */
-        for (size_t i = 0; i < g->cfg->n_upstreams; i++)
-            corral_budget_free(g->budgets[i]);
+    /* Budgets go before the tier: an answer Redis owes frees one. */
+    struct gen *old;
+    while ((old = TAILQ_FIRST(&g->retired)) != NULL) {
+        TAILQ_REMOVE(&g->retired, old, link);
+        gen_free(old);
+    }
+    gen_free(g->gen);
     corral_redis_tier_free(g->l2); /* after the cache and budgets */
-    free(g->budgets);
-    free(g->upstreams);
-    free(g->route_fill);
-    corral_route_table_free(g->routes);
     if (g->own_metrics)
         corral_metrics_free(g->metrics);
     free(g);

@@ -29,6 +29,15 @@ struct corral_gateway *corral_gateway_new(struct event_base *base,
                                           const struct corral_config *cfg,
                                           const struct corral_gateway_options *o,
                                           char *err, size_t errlen);
+/* Serves cfg from now on (taking it; freed with the gateway): new routes
+ * and upstreams take the next requests, fills in flight finish on the old
+ * ones, and L1 stays as it is, so a route whose key template did not
+ * change keeps its values. Sockets, L1, L2, limits and the access log stay
+ * as they were (a warning names what changed). Returns 0, or -1 with err
+ * (an upstream that cannot be set up) and the old config still served;
+ * the caller then frees cfg. */
+int corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
+                          char *err, size_t errlen);
 /* The config it serves. */
 const struct corral_config *corral_gateway_config(const struct corral_gateway *g);
 /* Its metrics blocks; its own block is refreshed by

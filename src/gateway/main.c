@@ -78,13 +78,41 @@ drained(void *arg)
     event_base_loopexit(run->base, NULL);
 }
 
-/* Until live reload exists, SIGHUP (which would kill the process) only
- * says so: the running config stays. */
+/* The config file, read again on SIGHUP. */
+static const char *config_path;
+
+/* Room in the metrics for routes and upstreams a reload may add. */
+static unsigned
+metrics_room(size_t n, unsigned least)
+{
+    return n * 2 > least ? (unsigned)(n * 2) : least;
+}
+
+/* SIGHUP: read and check the config again; serve it if it is good, else
+ * keep serving the one we have and say why. */
 static void
 on_hup(evutil_socket_t sig, short what, void *arg)
 {
-    fprintf(stderr, "corral: SIGHUP: reload is not supported yet; still "
-                    "serving the config loaded at start\n");
+    struct run *run = arg;
+    char err[1024];
+    if (run->signals > 0)
+        return; /* draining */
+    struct corral_config *cfg = corral_config_load(config_path, err,
+                                                   sizeof(err));
+    if (cfg == NULL) {
+        fprintf(stderr, "corral: reload: %s; still serving the old config\n",
+                err);
+        return;
+    }
+    if (corral_gateway_reload(run->gateway, cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "corral: reload: %s; still serving the old config\n",
+                err);
+        corral_config_free(cfg);
+        return;
+    }
+    run->cfg = cfg;
+    fprintf(stderr, "corral: reload: serving %s (%zu upstreams, %zu routes)\n",
+            config_path, cfg->n_upstreams, cfg->n_routes);
 }
 
 static void
@@ -137,14 +165,24 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         fprintf(stderr, "corral: cannot create the event loop\n");
         return 1;
     }
+    struct corral_metrics *own = NULL;
+    if (env->metrics == NULL &&
+        (own = corral_metrics_new(1, metrics_room(cfg->n_routes, 64),
+                                  metrics_room(cfg->n_upstreams, 16))) ==
+            NULL) {
+        fprintf(stderr, "corral: cannot map the metrics\n");
+        event_base_free(run.base);
+        return 1;
+    }
     struct corral_gateway_options go = {
         .listen_fd = env->listen_fd,
-        .metrics = env->metrics,
+        .metrics = env->metrics ? env->metrics : own,
         .worker = env->worker,
     };
     run.gateway = corral_gateway_new(run.base, cfg, &go, err, sizeof(err));
     if (run.gateway == NULL) {
         fprintf(stderr, "corral: %s\n", err);
+        corral_metrics_free(own);
         event_base_free(run.base);
         return 1;
     }
@@ -156,6 +194,7 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         if (run.admin == NULL) {
             fprintf(stderr, "corral: %s\n", err);
             corral_gateway_free(run.gateway);
+            corral_metrics_free(own);
             event_base_free(run.base);
             return 1;
         }
@@ -181,6 +220,7 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         event_free(run.drain_timer);
     corral_admin_free(run.admin);
     corral_gateway_free(run.gateway);
+    corral_metrics_free(own);
     event_base_free(run.base);
     return 0;
 }
@@ -237,8 +277,9 @@ spawn(const struct corral_config *cfg, const struct reactor_env *env,
  * every first worker fails at once (a bad upstream...), the supervisor
  * gives up with status 1. */
 static int
-supervise(const struct corral_config *cfg, unsigned n)
+supervise(struct corral_config **cfgp, unsigned n)
 {
+    struct corral_config *cfg = *cfgp;
     struct worker *w = calloc(n, sizeof(*w));
     struct sigaction sa = {.sa_handler = on_supervisor_signal};
     sigset_t block, old;
@@ -269,8 +310,9 @@ supervise(const struct corral_config *cfg, unsigned n)
         free(w);
         return 1;
     }
-    struct corral_metrics *metrics = corral_metrics_new(
-        n, (unsigned)cfg->n_routes, (unsigned)cfg->n_upstreams);
+    struct corral_metrics *metrics =
+        corral_metrics_new(n, metrics_room(cfg->n_routes, 64),
+                           metrics_room(cfg->n_upstreams, 16));
     if (metrics == NULL) {
         fprintf(stderr, "corral: cannot map the metrics\n");
         close(lfd);
@@ -337,6 +379,21 @@ supervise(const struct corral_config *cfg, unsigned n)
         if (got_signal) {
             int sig = got_signal;
             got_signal = 0;
+            if (sig == SIGHUP && !stopping) {
+                /* Checked here first: a bad file reaches no worker. The
+                 * good one is also what workers started later run. */
+                struct corral_config *fresh =
+                    corral_config_load(config_path, err, sizeof(err));
+                if (fresh == NULL) {
+                    fprintf(stderr, "corral: reload: %s; still serving the "
+                                    "old config\n",
+                            err);
+                    sig = 0;
+                } else {
+                    corral_config_free(cfg);
+                    cfg = *cfgp = fresh;
+                }
+            }
             if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
                 stopping = true;
                 /* Workers drain: new clients are refused, not queued. */
@@ -346,7 +403,7 @@ supervise(const struct corral_config *cfg, unsigned n)
                     close(afd);
                 afd = -1;
             }
-            for (unsigned i = 0; i < n; i++)
+            for (unsigned i = 0; sig != 0 && i < n; i++)
                 if (w[i].pid > 0)
                     kill(w[i].pid, sig);
         }
@@ -442,6 +499,7 @@ main(int argc, char **argv)
     }
 
     char err[1024];
+    config_path = path;
     struct corral_config *cfg = corral_config_load(path, err, sizeof(err));
     if (cfg == NULL) {
         fprintf(stderr, "corral: %s\n", err);
@@ -470,7 +528,7 @@ main(int argc, char **argv)
                 workers);
     signal(SIGPIPE, SIG_IGN);
     struct reactor_env env = {.listen_fd = -1, .admin_fd = -1};
-    int rc = workers > 1 ? supervise(cfg, workers) : reactor(cfg, &env);
+    int rc = workers > 1 ? supervise(&cfg, workers) : reactor(cfg, &env);
     corral_config_free(cfg);
     return rc;
 }
