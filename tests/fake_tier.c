@@ -59,7 +59,7 @@ struct corral_fake_tier {
     LIST_HEAD(, fake_get) gets; /* in flight */
     corral_tier_invalidate_cb *sub_cb;
     void *sub_arg;
-    corral_tier_invalidate_cb *rel_cb;
+    corral_tier_released_cb *rel_cb;
     void *rel_arg;
     SLIST_HEAD(, fake_lease) leases;
     LIST_HEAD(, fake_lease_req) lease_reqs; /* answers on their way */
@@ -268,7 +268,7 @@ fake_release(void *ctx, const void *key, size_t keylen, int ok)
 }
 
 static void
-fake_watch_released(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
+fake_watch_released(void *ctx, corral_tier_released_cb *cb, void *arg)
 {
     struct corral_fake_tier *t = ctx;
     t->rel_cb = cb;
@@ -299,7 +299,7 @@ corral_fake_tier_remote_fill(struct corral_fake_tier *t,
         return;
     SLIST_REMOVE(&t->leases, l, fake_lease, link);
     if (t->rel_cb)
-        t->rel_cb(l->key, l->keylen, t->rel_arg);
+        t->rel_cb(l->key, l->keylen, v != NULL, t->rel_arg);
     free(l);
 }
 

@@ -229,7 +229,7 @@ test_hit_and_miss(void)
 }
 
 struct heard {
-    int calls;
+    int calls, stored;
     size_t len;
     char key[64];
 };
@@ -241,6 +241,14 @@ heard_cb(const void *key, size_t keylen, void *arg)
     h->calls++;
     h->len = keylen;
     snprintf(h->key, sizeof(h->key), "%.*s", (int)keylen, (const char *)key);
+}
+
+static void
+released_cb(const void *key, size_t keylen, int stored, void *arg)
+{
+    struct heard *h = arg;
+    heard_cb(key, keylen, arg);
+    h->stored = stored;
 }
 
 /* A delete on one instance is heard by every subscriber, itself included,
@@ -296,7 +304,8 @@ lease(struct corral_redis_tier *t, const char *key, uint64_t ttl,
 }
 
 /* One lease holder fleet-wide; a release by a non-holder deletes nothing;
- * the holder's release is announced; a lease runs out by itself. */
+ * the holder's release is announced to the others (not to itself), with
+ * whether it stored; a lease runs out by itself. */
 static void
 test_lease(void)
 {
@@ -304,7 +313,9 @@ test_lease(void)
     struct heard hb = {0};
     struct leased la, lb;
 
-    corral_redis_tier_ops.watch_released(b, heard_cb, &hb);
+    struct heard ha = {0};
+    corral_redis_tier_ops.watch_released(b, released_cb, &hb);
+    corral_redis_tier_ops.watch_released(a, released_cb, &ha);
     CHECK(up_within(a, 2000) && up_within(b, 2000));
     run_for(200);
     lease(a, "/k", 5000, &la);
@@ -315,11 +326,17 @@ test_lease(void)
     run_for(50);
     lease(b, "/k", 5000, &lb);
     CHECK_EQ_INT(lb.won, 0);
+    run_for(50);
+    CHECK_EQ_INT(hb.calls, 0); /* b's own release: not heard by b */
+    CHECK_EQ_INT(ha.calls, 1); /* but by a, as not stored */
+    CHECK_EQ_INT(ha.stored, 0);
     corral_redis_tier_ops.release(a, "/k", 2, 1);
-    for (int i = 0; i < 100 && hb.calls < 2; i++)
+    for (int i = 0; i < 100 && hb.calls < 1; i++)
         run_for(10);
-    CHECK(hb.calls >= 1);
+    CHECK_EQ_INT(hb.calls, 1);
+    CHECK_EQ_INT(hb.stored, 1);
     CHECK_EQ_STR(hb.key, "/k");
+    CHECK_EQ_INT(ha.calls, 1); /* a does not hear its own */
     lease(b, "/k", 100, &lb);
     CHECK_EQ_INT(lb.won, 1);
     run_for(150); /* b's lease runs out */

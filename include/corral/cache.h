@@ -150,6 +150,14 @@ int corral_refresh(struct corral_cache *c, const void *key, size_t keylen,
                    uint64_t fill_timeout_ms,
                    const struct corral_compute *compute);
 
+/* corral_refresh() that wants a new value, not a copy the tier below
+ * already has: only a value stored after this call (here, or by another
+ * instance's fill) ends it. For an operator's "refetch now". */
+int corral_refetch(struct corral_cache *c, const void *key, size_t keylen,
+                   const struct corral_strategy *strategy,
+                   uint64_t fill_timeout_ms,
+                   const struct corral_compute *compute);
+
 /* Should a hit on v (fresh) refresh it early? The XFetch draw of
  * strategy->beta; false when beta is 0. For callers that answer from
  * corral_cache_peek() and then call corral_refresh(). */

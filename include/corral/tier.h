@@ -17,6 +17,10 @@ typedef void corral_tier_get_cb(struct corral_value *value, int error,
 /* Another instance invalidated key, or (for filled callbacks) stored it. */
 typedef void corral_tier_invalidate_cb(const void *key, size_t keylen,
                                        void *arg);
+/* Another instance gave key's lease back: stored says whether it stored a
+ * new value in the tier (then a copy held above the tier is older). */
+typedef void corral_tier_released_cb(const void *key, size_t keylen,
+                                     int stored, void *arg);
 /* won: 1 when this instance now holds the lease, 0 when another does;
  * -errno when the tier cannot tell (the caller then fills on its own). */
 typedef void corral_tier_lease_cb(int won, void *arg);
@@ -41,9 +45,9 @@ struct corral_tier {
     /* Gives key's lease back if this instance still holds it, and tells the
      * others that key was filled (stored: ok != 0) or not. */
     void (*release)(void *ctx, const void *key, size_t keylen, int ok);
-    /* Calls cb for every key another instance announces released; cb NULL
-     * stops. */
-    void (*watch_released)(void *ctx, corral_tier_invalidate_cb *cb,
+    /* Calls cb for every key another instance announces released (never
+     * for this instance's own releases); cb NULL stops. */
+    void (*watch_released)(void *ctx, corral_tier_released_cb *cb,
                            void *arg);
 };
 

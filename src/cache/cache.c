@@ -332,7 +332,8 @@ purge_fill(struct corral_cache *c, const void *key, size_t keylen)
     backoff_clear(c, key, keylen, h); /* a purge asks for a new try */
 }
 
-static void tier_released(const void *key, size_t keylen, void *arg);
+static void tier_released(const void *key, size_t keylen, int stored,
+                          void *arg);
 
 static void
 tier_invalidated(const void *key, size_t keylen, void *arg)
@@ -629,13 +630,17 @@ lease_done(int won, void *arg)
     }
 }
 
-/* Another instance released key's lease: its fill is in L2 (or failed). */
+/* Another instance released key's lease: its fill is in L2 (or failed).
+ * A new value there makes a copy here older (a refresh elsewhere): it goes,
+ * and the next caller reads the tier. */
 static void
-tier_released(const void *key, size_t keylen, void *arg)
+tier_released(const void *key, size_t keylen, int stored, void *arg)
 {
     struct corral_cache *c = arg;
     uint64_t h;
     struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
+    if (stored && f == NULL)
+        corral_l1_del(c->l1, key, keylen);
     if (f != NULL && f->state == F_REMOTE)
         look_again(f);
 }
@@ -760,10 +765,10 @@ corral_cache_early(struct corral_cache *c, const struct corral_value *v,
     return -delta * log(u) >= gap;
 }
 
-int
-corral_refresh(struct corral_cache *c, const void *key, size_t keylen,
-               const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
-               const struct corral_compute *compute)
+static int
+refresh_start(struct corral_cache *c, const void *key, size_t keylen,
+              const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+              const struct corral_compute *compute, bool force)
 {
     if (c->closing)
         return -ESHUTDOWN;
@@ -773,12 +778,36 @@ corral_refresh(struct corral_cache *c, const void *key, size_t keylen,
     struct corral_fill **slot = flight_slot(&c->fl, key, keylen, &h);
     if (*slot != NULL)
         return -EALREADY;
-    struct backoff *b = backoff_find(c, key, keylen, h, corral_cache_now(c));
-    if (b != NULL && corral_cache_now(c) < b->until)
+    uint64_t now = corral_cache_now(c);
+    struct backoff *b = backoff_find(c, key, keylen, h, now);
+    if (b != NULL && now < b->until)
         return -EBUSY;
-    fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms, compute,
-               NULL);
+    struct corral_fill *f = fill_start(c, slot, h, key, keylen, strategy,
+                                       fill_timeout_ms, compute, NULL);
+    if (force && f->cache != NULL) {
+        /* Only a value stored from now on will do. */
+        f->refresh = true;
+        f->refresh_of = now > 0 ? now - 1 : 0;
+    }
     return 0;
+}
+
+int
+corral_refresh(struct corral_cache *c, const void *key, size_t keylen,
+               const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+               const struct corral_compute *compute)
+{
+    return refresh_start(c, key, keylen, strategy, fill_timeout_ms, compute,
+                         false);
+}
+
+int
+corral_refetch(struct corral_cache *c, const void *key, size_t keylen,
+               const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+               const struct corral_compute *compute)
+{
+    return refresh_start(c, key, keylen, strategy, fill_timeout_ms, compute,
+                         true);
 }
 
 /* A caller of a key that is backing off: a value L1 keeps, else the

@@ -66,7 +66,8 @@ struct corral_redis_tier {
     struct event *sub_retry_ev; /* its own reconnect timer */
     char *channel;  /* prefix + "invalidate" */
     char *rchannel; /* prefix + "released" */
-    corral_tier_invalidate_cb *sub_cb, *rel_cb;
+    corral_tier_invalidate_cb *sub_cb;
+    corral_tier_released_cb *rel_cb;
     void *sub_arg, *rel_arg;
     char owner[40]; /* this instance's lease token */
     uint64_t admits; /* admissions asked: unique members of a window */
@@ -251,8 +252,18 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
     const char *key = r->element[2]->str;
     size_t len = (size_t)r->element[2]->len;
     if (strcmp(r->element[1]->str, t->rchannel) == 0) {
-        if (t->rel_cb != NULL)
-            t->rel_cb(key, len, t->rel_arg);
+        /* "<owner>:<0|1>:<key>": whose release, whether it stored. */
+        size_t olen = strlen(t->owner);
+        if (t->rel_cb == NULL || len < 4)
+            return;
+        const char *sp = memchr(key, ':', len);
+        if (sp == NULL || (size_t)(sp - key) + 3 > len || sp[2] != ':')
+            return;
+        if ((size_t)(sp - key) == olen && memcmp(key, t->owner, olen) == 0)
+            return; /* our own */
+        int stored = sp[1] == '1';
+        size_t skip = (size_t)(sp - key) + 3;
+        t->rel_cb(key + skip, len - skip, stored, t->rel_arg);
     } else if (t->sub_cb != NULL) {
         t->sub_cb(key, len, t->sub_arg);
     }
@@ -333,7 +344,7 @@ redis_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
 }
 
 static void
-redis_watch_released(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
+redis_watch_released(void *ctx, corral_tier_released_cb *cb, void *arg)
 {
     struct corral_redis_tier *t = ctx;
 
@@ -594,18 +605,20 @@ redis_release(void *ctx, const void *key, size_t keylen, int ok)
     size_t plen = strlen(t->prefix);
     char *lk;
 
-    (void)ok; /* the others read L2 either way: a miss means take over */
     if (t->ac == NULL || !t->connected)
         return; /* the lease runs out by itself */
     lk = xmalloc(plen + 6 + keylen);
     memcpy(lk, t->prefix, plen);
     memcpy(lk + plen, "lease:", 6);
     memcpy(lk + plen + 6, key, keylen);
+    /* The others read L2 either way (a miss means take over); a new value
+     * also means their copies are older. */
     if (redisAsyncCommand(t->ac, count_reply, t, "EVAL %s 1 %b %s",
                           release_script, lk, plen + 6 + keylen,
                           t->owner) != REDIS_OK ||
-        redisAsyncCommand(t->ac, count_reply, t, "PUBLISH %s %b", t->rchannel,
-                          key, keylen) != REDIS_OK)
+        redisAsyncCommand(t->ac, count_reply, t, "PUBLISH %s %s:%d:%b",
+                          t->rchannel, t->owner, ok ? 1 : 0, key,
+                          keylen) != REDIS_OK)
         t->stats.errors++;
     free(lk);
 }

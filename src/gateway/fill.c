@@ -262,14 +262,15 @@ make_compute(const struct corral_route_fill *rf,
 int
 corral_route_fill_refresh(struct corral_cache *c,
                           const struct corral_route_fill *rf,
-                          const struct corral_route_match *m)
+                          const struct corral_route_match *m, bool refetch)
 {
     char data[FILL_DATA_MAX];
     struct corral_compute compute;
     if (!make_compute(rf, m, data, &compute))
         return -EMSGSIZE;
-    return corral_refresh(c, m->key, m->keylen, &m->route->strategy,
-                          rf->timeout_ms + 1000, &compute);
+    return (refetch ? corral_refetch : corral_refresh)(
+        c, m->key, m->keylen, &m->route->strategy, rf->timeout_ms + 1000,
+        &compute);
 }
 
 struct corral_waiter *

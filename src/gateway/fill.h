@@ -10,6 +10,7 @@
 #ifndef CORRAL_FILL_H
 #define CORRAL_FILL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "corral/cache.h"
@@ -40,13 +41,14 @@ struct corral_waiter *corral_route_fill_get(struct corral_cache *c,
                                             const struct corral_route_match *m,
                                             corral_result_cb *cb, void *arg);
 
-/* Starts a background refresh of m's key (a hit that XFetch chose, or
- * the admin's refresh) unless one runs or the key backs off. Returns
- * corral_refresh()'s code, or -EMSGSIZE when the upstream path does not
- * fit. */
+/* Starts a background refresh of m's key (a hit that XFetch chose; with
+ * refetch, the admin's "fetch it now", which a copy in L2 does not end)
+ * unless one runs or the key backs off. Returns corral_refresh()'s code,
+ * or -EMSGSIZE when the upstream path does not fit. */
 int corral_route_fill_refresh(struct corral_cache *c,
                               const struct corral_route_fill *rf,
-                              const struct corral_route_match *m);
+                              const struct corral_route_match *m,
+                              bool refetch);
 
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
  * has too many waiters, the wait was cancelled, or the upstream may not be

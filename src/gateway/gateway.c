@@ -331,7 +331,7 @@ on_request(struct corral_request *req, void *arg)
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta))
             corral_route_fill_refresh(g->cache, &gen->route_fill[m.index],
-                                      &m);
+                                      &m, false);
         return;
     }
 
@@ -791,7 +791,8 @@ corral_gateway_refresh(struct corral_gateway *g, const char *path,
     int rc = admin_match(g, path, path_len, query, query_len, &m, key, keycap);
     if (rc < 0)
         return rc;
-    rc = corral_route_fill_refresh(g->cache, &g->gen->route_fill[m.index], &m);
+    rc = corral_route_fill_refresh(g->cache, &g->gen->route_fill[m.index], &m,
+                                   true);
     return rc == -EMSGSIZE ? -EINVAL : rc;
 }
 

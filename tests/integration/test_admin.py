@@ -194,6 +194,24 @@ time.sleep(0.2)
 check_eq(b.get("/api/x/7").headers["cache-status"], "corral; fwd=miss; stored",
          "b: the purge reached it")
 check_eq(origin.calls("/x/7"), calls + 1, "b: one new call")
+# A refresh on a reaches b too: b's older copy goes, b reads the new one.
+check(b.get("/api/x/7").headers["cache-status"].startswith("corral; hit"),
+      "b: holds a copy")
+origin.behave("/x/7", body='{"seven":2}')
+check_eq(admin(p1, "POST", "/refresh/api/x/7", token=TOKEN).status, 202,
+         "refresh on a")
+deadline = time.time() + 5
+while origin.calls("/x/7") < calls + 2 and time.time() < deadline:
+    time.sleep(0.02)
+check_eq(origin.calls("/x/7"), calls + 2, "a: the refresh called")
+# (b's copy would live 5 minutes: within 5 s it can only be the news)
+deadline = time.time() + 5
+while (rb := b.get("/api/x/7")).body != b'{"seven":2}' and \
+        time.time() < deadline:
+    time.sleep(0.05)
+check_eq(rb.body, b'{"seven":2}', "b: the refresh reached it")
+check("detail=l2" in rb.headers["cache-status"], f"b: read from L2 {rb.headers}")
+check_eq(origin.calls("/x/7"), calls + 2, "b: no call of its own")
 
 # ---- workers: any worker answers for all, counters summed ----
 wport = free_port()
