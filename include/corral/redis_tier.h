@@ -75,6 +75,21 @@ void corral_redis_tier_admit(struct corral_redis_tier *t, const char *name,
 void corral_redis_tier_pause(struct corral_redis_tier *t, const char *name,
                              uint64_t ms);
 
+/* Notes: small numbers the fleet shares, each under a name, that only go
+ * up (a generation, say). note sets name to value unless Redis holds more,
+ * and tells every instance (this one too). Fire and forget; dropped while
+ * Redis is down. */
+void corral_redis_tier_note(struct corral_redis_tier *t, const char *name,
+                            uint64_t value);
+/* cb hears every note any instance sets, and the value of each of names
+ * read from Redis now and at every reconnect (a note set while this
+ * instance was away is not missed). names are copied; cb NULL stops. */
+typedef void corral_redis_note_cb(const char *name, size_t len,
+                                  uint64_t value, void *arg);
+void corral_redis_tier_watch_notes(struct corral_redis_tier *t,
+                                   const char *const *names, size_t n,
+                                   corral_redis_note_cb *cb, void *arg);
+
 void corral_redis_tier_stats(const struct corral_redis_tier *t,
                              struct corral_redis_stats *out);
 

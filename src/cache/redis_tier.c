@@ -66,6 +66,11 @@ struct corral_redis_tier {
     struct event *sub_retry_ev; /* its own reconnect timer */
     char *channel;  /* prefix + "invalidate" */
     char *rchannel; /* prefix + "released" */
+    char *nchannel; /* prefix + "notes" */
+    corral_redis_note_cb *note_cb;
+    void *note_arg;
+    char **note_names; /* read again at every connect */
+    size_t n_notes;
     corral_tier_invalidate_cb *sub_cb;
     corral_tier_released_cb *rel_cb;
     void *sub_arg, *rel_arg;
@@ -109,6 +114,8 @@ went_down(struct corral_redis_tier *t, const char *why)
     schedule_retry(t);
 }
 
+static void read_notes(struct corral_redis_tier *t);
+
 static void
 on_connect(const redisAsyncContext *ac, int status)
 {
@@ -129,6 +136,7 @@ on_connect(const redisAsyncContext *ac, int status)
     if (t->stats.state != CORRAL_REDIS_UP)
         fprintf(stderr, "corral: redis %s: up\n", t->name);
     t->stats.state = CORRAL_REDIS_UP;
+    read_notes(t);
 }
 
 static void
@@ -211,7 +219,8 @@ sub_retry_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (t->sub_ac == NULL && (t->sub_cb != NULL || t->rel_cb != NULL))
+    if (t->sub_ac == NULL &&
+        (t->sub_cb != NULL || t->rel_cb != NULL || t->note_cb != NULL))
         start_sub(t);
 }
 
@@ -264,6 +273,19 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
         int stored = sp[1] == '1';
         size_t skip = (size_t)(sp - key) + 3;
         t->rel_cb(key + skip, len - skip, stored, t->rel_arg);
+    } else if (strcmp(r->element[1]->str, t->nchannel) == 0) {
+        /* "<value>:<name>" */
+        const char *colon = memchr(key, ':', len);
+        if (t->note_cb == NULL || colon == NULL || colon == key)
+            return;
+        uint64_t v = 0;
+        for (const char *p = key; p < colon; p++) {
+            if (*p < '0' || *p > '9' || v > UINT64_MAX / 10 - 9)
+                return;
+            v = v * 10 + (uint64_t)(*p - '0');
+        }
+        t->note_cb(colon + 1, len - (size_t)(colon + 1 - key), v,
+                   t->note_arg);
     } else if (t->sub_cb != NULL) {
         t->sub_cb(key, len, t->sub_arg);
     }
@@ -307,8 +329,8 @@ start_sub(struct corral_redis_tier *t)
     redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
     if (t->password != NULL)
         redisAsyncCommand(ac, NULL, NULL, "AUTH %s", t->password);
-    redisAsyncCommand(ac, on_message, t, "SUBSCRIBE %s %s", t->channel,
-                      t->rchannel);
+    redisAsyncCommand(ac, on_message, t, "SUBSCRIBE %s %s %s", t->channel,
+                      t->rchannel, t->nchannel);
 }
 
 static void
@@ -327,7 +349,7 @@ stop_sub(struct corral_redis_tier *t)
 static void
 sub_update(struct corral_redis_tier *t)
 {
-    if (t->sub_cb == NULL && t->rel_cb == NULL)
+    if (t->sub_cb == NULL && t->rel_cb == NULL && t->note_cb == NULL)
         stop_sub(t);
     else if (t->sub_ac == NULL)
         start_sub(t);
@@ -707,6 +729,83 @@ corral_redis_tier_pause(struct corral_redis_tier *t, const char *name,
         t->stats.errors++;
 }
 
+/* ---- notes: small numbers the fleet shares ---- */
+
+/* Keeps the larger value, and tells every instance. */
+static const char note_script[] =
+    "local v = tonumber(redis.call('get', KEYS[1]) or '0') "
+    "local n = tonumber(ARGV[1]) "
+    "if n > v then redis.call('set', KEYS[1], ARGV[1]) else n = v end "
+    "redis.call('publish', KEYS[2], string.format('%d', n) .. ':' .. ARGV[2]) "
+    "return n";
+
+void
+corral_redis_tier_note(struct corral_redis_tier *t, const char *name,
+                       uint64_t value)
+{
+    if (t->ac == NULL || !t->connected) {
+        t->stats.errors++;
+        return;
+    }
+    if (redisAsyncCommand(t->ac, count_reply, t, "EVAL %s 2 %snote:%s %s %llu %s",
+                          note_script, t->prefix, name, t->nchannel,
+                          (unsigned long long)value, name) != REDIS_OK)
+        t->stats.errors++;
+}
+
+struct note_read {
+    struct corral_redis_tier *t;
+    char name[];
+};
+
+static void
+note_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct note_read *nr = privdata;
+    redisReply *rep = reply;
+    (void)ac;
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING && nr->t->note_cb) {
+        char *end;
+        unsigned long long v = strtoull(rep->str, &end, 10);
+        if (end != rep->str && *end == '\0')
+            nr->t->note_cb(nr->name, strlen(nr->name), v, nr->t->note_arg);
+    }
+    free(nr);
+}
+
+static void
+read_notes(struct corral_redis_tier *t)
+{
+    for (size_t i = 0; i < t->n_notes; i++) {
+        size_t n = strlen(t->note_names[i]);
+        struct note_read *nr = xmalloc(sizeof(*nr) + n + 1);
+        nr->t = t;
+        memcpy(nr->name, t->note_names[i], n + 1);
+        if (redisAsyncCommand(t->ac, note_reply, nr, "GET %snote:%s",
+                              t->prefix, nr->name) != REDIS_OK)
+            free(nr);
+    }
+}
+
+void
+corral_redis_tier_watch_notes(struct corral_redis_tier *t,
+                              const char *const *names, size_t n,
+                              corral_redis_note_cb *cb, void *arg)
+{
+    for (size_t i = 0; i < t->n_notes; i++)
+        free(t->note_names[i]);
+    free(t->note_names);
+    t->note_names = n ? xcalloc(n, sizeof(*t->note_names)) : NULL;
+    t->n_notes = n;
+    for (size_t i = 0; i < n; i++)
+        t->note_names[i] = xstrndup(names[i], strlen(names[i]));
+    t->note_cb = cb;
+    t->note_arg = arg;
+    sub_update(t);
+    if (cb != NULL && t->ac != NULL && t->connected)
+        read_notes(t);
+}
+
 const struct corral_tier corral_redis_tier_ops = {
     .name = "redis",
     .get = redis_get,
@@ -741,6 +840,8 @@ corral_redis_tier_new(struct event_base *base,
         t->channel = NULL;
     if (t->prefix && asprintf(&t->rchannel, "%sreleased", t->prefix) < 0)
         t->rchannel = NULL;
+    if (t->prefix && asprintf(&t->nchannel, "%snotes", t->prefix) < 0)
+        t->nchannel = NULL;
     uint64_t nonce[2] = {0, 0};
     if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
         nonce[0] = (uint64_t)(uintptr_t)t ^ corral_now_ms();
@@ -798,6 +899,10 @@ corral_redis_tier_free(struct corral_redis_tier *t)
     free(t->prefix);
     free(t->channel);
     free(t->rchannel);
+    free(t->nchannel);
+    for (size_t i = 0; i < t->n_notes; i++)
+        free(t->note_names[i]);
+    free(t->note_names);
     if (t->password)
         explicit_bzero(t->password, strlen(t->password));
     free(t->password);

@@ -109,6 +109,18 @@ authorize(struct corral_admin *a, struct corral_request *req)
 
 /* ---- endpoints ---- */
 
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 static void
 json_str(char *out, size_t cap, const char *s)
 {
@@ -187,6 +199,40 @@ key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
                     "\"key\":\"%s\"}",
                     k);
     }
+}
+
+/* DELETE /route/<route path as configured>: every key of that route. The
+ * path may be percent-encoded ("%7Bcoin%7D" for "{coin}"). */
+static void
+route_purge(struct corral_admin *a, struct corral_request *req)
+{
+    if (authorize(a, req) < 0)
+        return;
+    char path[512], p[1100];
+    size_t n = 0;
+    const char *s = req->path + 6, *end = req->path + req->path_len;
+    while (s < end && n + 1 < sizeof(path)) {
+        int hi, lo;
+        if (*s == '%' && end - s >= 3 && (hi = hexval(s[1])) >= 0 &&
+            (lo = hexval(s[2])) >= 0) {
+            path[n++] = (char)(hi * 16 + lo);
+            s += 3;
+        } else {
+            path[n++] = *s++;
+        }
+    }
+    path[n] = '\0';
+    int64_t rc = s < end ? -ENOENT : corral_gateway_purge_route(a->g, path);
+    json_str(p, sizeof(p), path);
+    if (rc == -ENOENT)
+        answer_json(req, 404, NULL, "{\"error\":\"no route %s\"}", p);
+    else if (rc < 0)
+        answer_json(req, 400, NULL,
+                    "{\"error\":\"an aggregate has no keys of its own\"}");
+    else
+        answer_json(req, 200, NULL,
+                    "{\"purged_route\":\"%s\",\"generation\":%" PRId64 "}",
+                    p, rc);
 }
 
 /* ---- Prometheus text format 0.0.4 ---- */
@@ -478,6 +524,15 @@ on_admin(struct corral_request *req, void *arg)
             return;
         }
         key_op(a, req, 6, true);
+        return;
+    }
+    if (path_under(req, "/route")) {
+        if (req->method != CORRAL_METHOD_DELETE) {
+            answer_json(req, 405, "Allow: DELETE\r\n",
+                        "{\"error\":\"method not allowed\"}");
+            return;
+        }
+        route_purge(a, req);
         return;
     }
     if (path_under(req, "/refresh")) {

@@ -42,6 +42,7 @@ struct gen {
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
     struct corral_route_fill *route_fill;     /* by config index */
+    unsigned *gen_slot; /* by config index: its route generation slot */
     unsigned clients; /* waiting on a fill */
     unsigned jobs;    /* fills in flight, counted by fill.c */
     TAILQ_ENTRY(gen) link;
@@ -61,6 +62,7 @@ struct corral_gateway {
     struct corral_metrics_block *block;      /* this worker's */
     struct corral_metrics_route *mroutes;    /* by config index */
     struct corral_metrics_upstream *mups;    /* by config index */
+    uint32_t *gens; /* route generations, shared by the workers */
     struct event *snapshot_ev;
     struct corral_access_log *access_log; /* NULL: off */
     bool draining;
@@ -288,6 +290,32 @@ client_gone(struct corral_request *req, void *arg)
     corral_waiter_cancel(cl->waiter); /* answers and frees cl */
 }
 
+/* A route purged as a whole has a generation, folded into its keys:
+ * "~<generation>~<key>", so every key it had is out of reach at once (the
+ * old values age out of L1 and L2 by themselves). Returns false when the
+ * key no longer fits. */
+static bool
+fold_generation(const struct corral_gateway *g, const struct gen *gen,
+                struct corral_route_match *m)
+{
+    uint32_t n = __atomic_load_n(&g->gens[gen->gen_slot[m->index]],
+                                 __ATOMIC_RELAXED);
+    if (n == 0)
+        return true;
+    char pre[16];
+    char *p = pre;
+    *p++ = '~';
+    p = fmt_uint(p, n);
+    *p++ = '~';
+    size_t plen = (size_t)(p - pre);
+    if (m->keylen + plen > sizeof(m->key))
+        return false;
+    memmove(m->key + plen, m->key, m->keylen);
+    memcpy(m->key, pre, plen);
+    m->keylen += plen;
+    return true;
+}
+
 static void
 on_request(struct corral_request *req, void *arg)
 {
@@ -322,6 +350,12 @@ on_request(struct corral_request *req, void *arg)
     if (m.route->upstream == NULL) {
         count(g, m.index, M_ERROR);
         respond_error(req, 501, "aggregate routes are not served yet",
+                      m.route->path);
+        return;
+    }
+    if (!fold_generation(g, gen, &m)) {
+        count(g, m.index, M_ERROR);
+        respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
     }
@@ -410,6 +444,9 @@ corral_gateway_snapshot(struct corral_gateway *g)
 
 static void gen_free(struct gen *gen);
 
+static void watch_generations(struct corral_gateway *g,
+                              const struct corral_config *cfg);
+
 /* Frees retired generations nothing uses any more, oldest first. */
 static void
 sweep_retired(struct corral_gateway *g)
@@ -475,6 +512,7 @@ gen_free(struct gen *gen)
     free(gen->budgets);
     free(gen->upstreams);
     free(gen->route_fill);
+    free(gen->gen_slot);
     corral_route_table_free(gen->routes);
     if (gen->owns_cfg)
         corral_config_free((struct corral_config *)gen->cfg);
@@ -494,6 +532,9 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
     gen->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->upstreams));
     gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
     gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
+    gen->gen_slot = xcalloc(cfg->n_routes + 1, sizeof(*gen->gen_slot));
+    for (size_t r = 0; r < cfg->n_routes; r++)
+        gen->gen_slot[r] = corral_metrics_generation_slot(cfg->routes[r].path);
     if (gen->routes == NULL)
         goto fail;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -596,9 +637,11 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     if (g->cache == NULL)
         goto fail;
     metrics_attach(g, cfg, o.worker);
+    g->gens = corral_metrics_generations(g->metrics);
     g->gen = gen_new(g, cfg, NULL, err, errlen);
     if (g->gen == NULL)
         goto fail;
+    watch_generations(g, cfg);
     if (cfg->access_log) {
         g->access_log =
             corral_access_log_open(base, cfg->access_log, err, errlen);
@@ -704,6 +747,7 @@ corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
     TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
     g->gen = gen;
     g->cfg = cfg;
+    watch_generations(g, cfg);
     sweep_retired(g);
     return 0;
 }
@@ -765,9 +809,60 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
         return -EINVAL;
     if (m->route->upstream == NULL)
         return -ENOTSUP;
+    if (!fold_generation(g, g->gen, m))
+        return -EINVAL;
     if (keycap > 0)
         snprintf(key, keycap, "%.*s", (int)m->keylen, m->key);
     return 0;
+}
+
+/* Another instance purged a route (or this one learns it at connect). */
+static void
+note_heard(const char *name, size_t len, uint64_t value, void *arg)
+{
+    struct corral_gateway *g = arg;
+    char path[512];
+    if (len >= sizeof(path) || value > UINT32_MAX)
+        return;
+    memcpy(path, name, len);
+    path[len] = '\0';
+    uint32_t *slot = &g->gens[corral_metrics_generation_slot(path)];
+    uint32_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    while (cur < value &&
+           !__atomic_compare_exchange_n(slot, &cur, (uint32_t)value, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+/* With l2: learn the routes' generations, now and at every reconnect. */
+static void
+watch_generations(struct corral_gateway *g, const struct corral_config *cfg)
+{
+    if (g->l2 == NULL)
+        return;
+    const char **names = xcalloc(cfg->n_routes + 1, sizeof(*names));
+    for (size_t r = 0; r < cfg->n_routes; r++)
+        names[r] = cfg->routes[r].path;
+    corral_redis_tier_watch_notes(g->l2, names, cfg->n_routes, note_heard, g);
+    free(names);
+}
+
+int64_t
+corral_gateway_purge_route(struct corral_gateway *g, const char *path)
+{
+    const struct corral_config *cfg = g->cfg;
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        if (strcmp(cfg->routes[r].path, path) != 0)
+            continue;
+        if (cfg->routes[r].upstream == NULL)
+            return -ENOTSUP;
+        uint32_t n = __atomic_add_fetch(&g->gens[g->gen->gen_slot[r]], 1,
+                                        __ATOMIC_RELAXED);
+        if (g->l2)
+            corral_redis_tier_note(g->l2, path, n);
+        return n;
+    }
+    return -ENOENT;
 }
 
 int
@@ -815,6 +910,8 @@ corral_gateway_free(struct corral_gateway *g)
         gen_free(old);
     }
     gen_free(g->gen);
+    if (g->l2)
+        corral_redis_tier_watch_notes(g->l2, NULL, 0, NULL, NULL);
     corral_redis_tier_free(g->l2); /* after the cache and budgets */
     if (g->own_metrics)
         corral_metrics_free(g->metrics);

@@ -62,6 +62,12 @@ bool corral_gateway_draining(const struct corral_gateway *g);
 int corral_gateway_purge(struct corral_gateway *g, const char *path,
                          size_t path_len, const char *query, size_t query_len,
                          char *key, size_t keycap);
+/* Purges every key of the route whose configured path is path ("/api/
+ * price/{coin}") in O(1): its generation goes up (for every worker, and
+ * with l2 for every instance, also those that start later), and its keys
+ * carry it. Returns the new generation, -ENOENT (no such route) or
+ * -ENOTSUP (an aggregate). */
+int64_t corral_gateway_purge_route(struct corral_gateway *g, const char *path);
 int corral_gateway_refresh(struct corral_gateway *g, const char *path,
                            size_t path_len, const char *query,
                            size_t query_len, char *key, size_t keycap);

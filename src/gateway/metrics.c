@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#define GEN_BYTES (CORRAL_METRICS_GENERATIONS * sizeof(uint32_t))
+
 struct corral_metrics {
     unsigned nworkers, cap_routes, cap_upstreams;
     size_t block_size; /* rounded to 64 bytes: no false sharing */
@@ -43,7 +45,8 @@ corral_metrics_new(unsigned nworkers, unsigned cap_routes,
                   cap_routes * sizeof(struct corral_metrics_route) +
                   cap_upstreams * sizeof(struct corral_metrics_upstream);
     m->block_size = (size + 63) & ~(size_t)63;
-    m->len = m->block_size * m->nworkers;
+    /* The generations first, then one block per worker. */
+    m->len = GEN_BYTES + m->block_size * m->nworkers;
     void *p = mmap(NULL, m->len, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
@@ -72,7 +75,23 @@ corral_metrics_workers(const struct corral_metrics *m)
 struct corral_metrics_block *
 corral_metrics_block(struct corral_metrics *m, unsigned worker)
 {
-    return (struct corral_metrics_block *)(m->mem + m->block_size * worker);
+    return (struct corral_metrics_block *)(m->mem + GEN_BYTES +
+                                           m->block_size * worker);
+}
+
+uint32_t *
+corral_metrics_generations(struct corral_metrics *m)
+{
+    return (uint32_t *)(void *)m->mem;
+}
+
+unsigned
+corral_metrics_generation_slot(const char *route_path)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: config strings, not client input */
+    for (; *route_path; route_path++)
+        h = (h ^ (unsigned char)*route_path) * 16777619u;
+    return h % CORRAL_METRICS_GENERATIONS;
 }
 
 struct corral_metrics_route *

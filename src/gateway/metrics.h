@@ -86,6 +86,15 @@ corral_metrics_upstreams(const struct corral_metrics *m,
 unsigned corral_metrics_cap_routes(const struct corral_metrics *m);
 unsigned corral_metrics_cap_upstreams(const struct corral_metrics *m);
 
+/* Route generations, shared by every worker: a purge of a whole route
+ * bumps its slot, and the slot's number is folded into the route's keys
+ * (see gateway.c). CORRAL_METRICS_GENERATIONS slots; a route's is a hash
+ * of its path, so two routes may share one (a purge of either then
+ * purges both: more misses, never a wrong answer). */
+#define CORRAL_METRICS_GENERATIONS 1024
+uint32_t *corral_metrics_generations(struct corral_metrics *m);
+unsigned corral_metrics_generation_slot(const char *route_path);
+
 /* Counts one upstream call that took ms and answered status (0: none). */
 void corral_metrics_upstream_call(struct corral_metrics_upstream *u,
                                   int status, uint64_t ms);

@@ -168,6 +168,30 @@ check_eq(got.body, b'{"v":"new"}', "refresh: the new body")
 check(got.headers["cache-status"].startswith("corral; hit"),
       "refresh: a hit after it")
 
+# ---- purge a whole route in O(1) ----
+origin.reset()
+for k in ("r1", "r2"):
+    corral.get(f"/api/x/{k}")
+check_eq(origin.total(), 2, "route: two keys filled")
+check_eq(admin(aport, "DELETE", "/route/api/x/%7Bid%7D").status, 401,
+         "route purge needs the token")
+check_eq(admin(aport, "DELETE", "/route/api/nope", token=TOKEN).status, 404,
+         "route purge: unknown route")
+r = admin(aport, "DELETE", "/route/api/x/%7Bid%7D", token=TOKEN)
+check_eq(r.status, 200, "route purge: 200")
+check_eq(r.json(), {"purged_route": "/api/x/{id}", "generation": 1},
+         "route purge: body")
+for k in ("r1", "r2"):
+    got = corral.get(f"/api/x/{k}")
+    check_eq(got.headers["cache-status"], "corral; fwd=miss; stored",
+             f"route purge: {k} is a miss")
+check_eq(origin.total(), 4, "route purge: one new call per key")
+check(corral.get("/api/slow").headers["cache-status"].startswith("corral; hit"),
+      "route purge: another route keeps its values")
+r = admin(aport, "DELETE", "/cache/api/x/r1", token=TOKEN)
+check_eq(r.json(), {"purged": "~1~/api/x/r1", "was_cached": True},
+         "a key purge after a route purge finds the new key")
+
 # ---- no token configured: 403 for every mutating call ----
 nport = free_port()
 notoken = w.start_corral(admin_cfg(nport, token=False))
@@ -212,6 +236,20 @@ while (rb := b.get("/api/x/7")).body != b'{"seven":2}' and \
 check_eq(rb.body, b'{"seven":2}', "b: the refresh reached it")
 check("detail=l2" in rb.headers["cache-status"], f"b: read from L2 {rb.headers}")
 check_eq(origin.calls("/x/7"), calls + 2, "b: no call of its own")
+
+# A route purge reaches b, and an instance started later learns it.
+origin.behave("/x/8")
+n_old = a.get("/api/x/8").json()["n"]
+check_eq(b.get("/api/x/8").json()["n"], n_old, "b: the same value (L2)")
+r = admin(p1, "DELETE", "/route/api/x/%7Bid%7D", token=TOKEN)
+check_eq(r.status, 200, "route purge on a")
+time.sleep(0.2)
+nb = b.get("/api/x/8").json()["n"]
+check(nb > n_old, f"b: the route purge reached it ({nb} > {n_old})")
+c = w.start_corral(admin_cfg(free_port(), l2=True), env=env)
+time.sleep(0.3)
+check_eq(c.get("/api/x/8").json()["n"], nb,
+         "a later instance: the new generation's value, not the purged one")
 
 # ---- workers: any worker answers for all, counters summed ----
 wport = free_port()
@@ -263,6 +301,18 @@ if prom:
 else:
     print("# prometheus missing: scrape check skipped")
 
-for c in (corral, notoken, a, b, workers):
+# A route purge reaches every worker (they share the generations).
+# (the origin's n counts calls per path: any value from before the purge
+# has n at most the count then)
+before = {i: origin.calls(f"/x/w{i}") for i in range(4)}
+check_eq(admin(wport, "DELETE", "/route/api/x/%7Bid%7D", token=TOKEN).status,
+         200, "workers: route purge")
+answers = workers.many(None, 20, paths=[f"/api/x/w{i % 4}" for i in range(20)])
+for i, a_ in enumerate(answers):
+    check(a_.json()["n"] > before[i % 4],
+          f"workers: no worker kept a purged value (w{i % 4}: "
+          f"{a_.json()['n']} <= {before[i % 4]})")
+
+for c in (corral, notoken, a, b, c, workers):
     check(c.alive(), "corral still running")
 done("admin")
