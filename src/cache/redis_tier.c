@@ -8,6 +8,7 @@
  * times out STUCK_AFTER gets in a row is taken for stuck (accepting, never
  * answering) and replaced. */
 #include "corral/redis_tier.h"
+#include "log.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -106,8 +107,7 @@ static void
 went_down(struct corral_redis_tier *t, const char *why)
 {
     if (t->stats.state == CORRAL_REDIS_UP)
-        fprintf(stderr, "corral: redis %s: down (%s)\n",
-                t->name, why);
+        corral_log(CORRAL_LOG_WARNING, "redis %s: down (%s)", t->name, why);
     t->stats.state = CORRAL_REDIS_DOWN;
     t->ac = NULL;
     t->connected = false;
@@ -134,7 +134,7 @@ on_connect(const redisAsyncContext *ac, int status)
     t->timeouts_in_row = 0;
     t->stats.connects++;
     if (t->stats.state != CORRAL_REDIS_UP)
-        fprintf(stderr, "corral: redis %s: up\n", t->name);
+        corral_log(CORRAL_LOG_NOTICE, "redis %s: up", t->name);
     t->stats.state = CORRAL_REDIS_UP;
     read_notes(t);
 }
@@ -189,8 +189,7 @@ drop(struct corral_redis_tier *t, const char *why)
     t->ac = NULL; /* on_disconnect ignores it now */
     ac->data = NULL;
     if (t->stats.state == CORRAL_REDIS_UP)
-        fprintf(stderr, "corral: redis %s: down (%s)\n",
-                t->name, why);
+        corral_log(CORRAL_LOG_WARNING, "redis %s: down (%s)", t->name, why);
     t->stats.state = CORRAL_REDIS_DOWN;
     t->connected = false;
     redisAsyncFree(ac);

@@ -1,5 +1,6 @@
 /* fill.c — a route's fill: fetch, validate, render the head, store. */
 #include "fill.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -114,9 +115,10 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
          * any key. */
         uint64_t ms = res->retry_after_s > 86400 ? 86400000
                                                  : res->retry_after_s * 1000;
-        fprintf(stderr, "corral: upstream %s answered %d: paused for %llu s\n",
-                route->upstream->name, res->status,
-                (unsigned long long)(ms / 1000));
+        corral_log(CORRAL_LOG_WARNING,
+                   "upstream %s answered %d: paused for %llu s",
+                   route->upstream->name, res->status,
+                   (unsigned long long)(ms / 1000));
         corral_budget_pause(budget, ms);
         snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
         corral_fill_fail_retry(fill, -EBUSY, msg, ms);
@@ -129,8 +131,8 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
     if (res->error) {
         /* The detail (host, port, TLS reason) goes to the log, not to
          * clients. */
-        fprintf(stderr, "corral: %s: upstream %s error: %s\n", route->path,
-                corral_fetch_error_name(res->error), res->message);
+        corral_log(CORRAL_LOG_ERROR, "%s: upstream %s error: %s", route->path,
+                   corral_fetch_error_name(res->error), res->message);
         snprintf(msg, sizeof(msg), "upstream %s error",
                  corral_fetch_error_name(res->error));
         corral_fill_fail(fill, -EIO, msg);

@@ -3,6 +3,7 @@
  * the key's one fill (fill.c). Every waiter of a fill gets the same
  * answer. */
 #include "gateway.h"
+#include "log.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -724,9 +725,10 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
     if (old->drain_timeout_ms != cfg->drain_timeout_ms)
         what[n++] = "drain_timeout";
     for (size_t i = 0; i < n; i++)
-        fprintf(stderr, "corral: reload: %s changed; it takes effect at the "
-                        "next restart\n",
-                what[i]);
+        corral_log(CORRAL_LOG_WARNING,
+                   "reload: %s changed; it takes effect at the "
+                   "next restart",
+                   what[i]);
 }
 
 int

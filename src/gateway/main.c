@@ -19,6 +19,7 @@
 #include "config.h"
 #include "gateway.h"
 #include "listener.h"
+#include "log.h"
 #include "metrics.h"
 #include "timeutil.h"
 
@@ -47,10 +48,10 @@ warn_unserved(const struct corral_config *cfg)
     if (aggregate)
         what[n++] = "aggregate routes (answered 501)";
     for (size_t i = 0; i < n; i++)
-        fprintf(stderr,
-                "corral: warning: %s is not served by this build "
-                "yet\n",
-                what[i]);
+        corral_log(CORRAL_LOG_WARNING,
+                   "%s is not served by this build "
+                   "yet",
+                   what[i]);
 }
 
 struct run {
@@ -100,26 +101,28 @@ on_hup(evutil_socket_t sig, short what, void *arg)
     struct corral_config *cfg = corral_config_load(config_path, err,
                                                    sizeof(err));
     if (cfg == NULL) {
-        fprintf(stderr, "corral: reload: %s; still serving the old config\n",
-                err);
+        corral_log(CORRAL_LOG_ERROR, "reload: %s; still serving the old config",
+                   err);
         return;
     }
     if (corral_gateway_reload(run->gateway, cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "corral: reload: %s; still serving the old config\n",
-                err);
+        corral_log(CORRAL_LOG_ERROR, "reload: %s; still serving the old config",
+                   err);
         corral_config_free(cfg);
         return;
     }
     run->cfg = cfg;
-    fprintf(stderr, "corral: reload: serving %s (%zu upstreams, %zu routes)\n",
-            config_path, cfg->n_upstreams, cfg->n_routes);
+    corral_log(CORRAL_LOG_NOTICE,
+               "reload: serving %s (%zu upstreams, %zu routes)", config_path,
+               cfg->n_upstreams, cfg->n_routes);
 }
 
 static void
 drain_expired(evutil_socket_t fd, short what, void *arg)
 {
     struct run *run = arg;
-    fprintf(stderr, "corral: drain_timeout passed; closing what is left\n");
+    corral_log(CORRAL_LOG_WARNING,
+               "drain_timeout passed; closing what is left");
     event_base_loopbreak(run->base);
 }
 
@@ -131,9 +134,9 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopbreak(run->base); /* second signal: now */
         return;
     }
-    fprintf(stderr, "corral: %s, draining (at most %llu ms)\n",
-            strsignal((int)sig),
-            (unsigned long long)run->cfg->drain_timeout_ms);
+    corral_log(CORRAL_LOG_NOTICE, "%s, draining (at most %llu ms)",
+               strsignal((int)sig),
+               (unsigned long long)run->cfg->drain_timeout_ms);
     /* The admin stops now; clients get drain_timeout to be answered. */
     corral_admin_free(run->admin);
     run->admin = NULL;
@@ -151,7 +154,7 @@ on_usr1(evutil_socket_t sig, short what, void *arg)
     struct run *run = arg;
     char err[300];
     if (corral_gateway_reopen_log(run->gateway, err, sizeof(err)) < 0)
-        fprintf(stderr, "corral: %s; still writing the old file\n", err);
+        corral_log(CORRAL_LOG_ERROR, "%s; still writing the old file", err);
 }
 
 /* One reactor: the gateway (and its admin) on its own loop until SIGTERM
@@ -162,7 +165,7 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
     char err[1024];
     struct run run = {.base = event_base_new(), .cfg = cfg};
     if (run.base == NULL) {
-        fprintf(stderr, "corral: cannot create the event loop\n");
+        corral_log(CORRAL_LOG_ERROR, "cannot create the event loop");
         return 1;
     }
     struct corral_metrics *own = NULL;
@@ -170,7 +173,7 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         (own = corral_metrics_new(1, metrics_room(cfg->n_routes, 64),
                                   metrics_room(cfg->n_upstreams, 16))) ==
             NULL) {
-        fprintf(stderr, "corral: cannot map the metrics\n");
+        corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
         event_base_free(run.base);
         return 1;
     }
@@ -181,25 +184,25 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
     };
     run.gateway = corral_gateway_new(run.base, cfg, &go, err, sizeof(err));
     if (run.gateway == NULL) {
-        fprintf(stderr, "corral: %s\n", err);
+        corral_log(CORRAL_LOG_ERROR, "%s", err);
         corral_metrics_free(own);
         event_base_free(run.base);
         return 1;
     }
-    fprintf(stderr, "corral: listening on %s:%u\n", cfg->listen.host,
-            corral_gateway_port(run.gateway));
+    corral_log(CORRAL_LOG_NOTICE, "listening on %s:%u", cfg->listen.host,
+               corral_gateway_port(run.gateway));
     if (cfg->admin) {
         run.admin = corral_admin_new(run.base, run.gateway, env->admin_fd, err,
                                      sizeof(err));
         if (run.admin == NULL) {
-            fprintf(stderr, "corral: %s\n", err);
+            corral_log(CORRAL_LOG_ERROR, "%s", err);
             corral_gateway_free(run.gateway);
             corral_metrics_free(own);
             event_base_free(run.base);
             return 1;
         }
-        fprintf(stderr, "corral: admin on %s:%u\n", cfg->admin->listen.host,
-                corral_admin_port(run.admin));
+        corral_log(CORRAL_LOG_NOTICE, "admin on %s:%u", cfg->admin->listen.host,
+                   corral_admin_port(run.admin));
     }
     struct event *term = evsignal_new(run.base, SIGTERM, on_signal, &run);
     struct event *intr = evsignal_new(run.base, SIGINT, on_signal, &run);
@@ -208,7 +211,7 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
     if (term == NULL || intr == NULL || hup == NULL || usr1 == NULL ||
         event_add(term, NULL) != 0 || event_add(intr, NULL) != 0 ||
         event_add(hup, NULL) != 0 || event_add(usr1, NULL) != 0) {
-        fprintf(stderr, "corral: cannot watch signals\n");
+        corral_log(CORRAL_LOG_ERROR, "cannot watch signals");
         return 1;
     }
     event_base_dispatch(run.base);
@@ -287,14 +290,14 @@ supervise(struct corral_config **cfgp, unsigned n)
     int status = 0;
 
     if (w == NULL) {
-        fprintf(stderr, "corral: out of memory\n");
+        corral_log(CORRAL_LOG_ERROR, "out of memory");
         return 1;
     }
     char err[512];
     int lfd = corral_listen_socket(cfg->listen.host, cfg->listen.port, 0,
                                    false, err, sizeof(err));
     if (lfd < 0) {
-        fprintf(stderr, "corral: %s\n", err);
+        corral_log(CORRAL_LOG_ERROR, "%s", err);
         free(w);
         return 1;
     }
@@ -305,7 +308,7 @@ supervise(struct corral_config **cfgp, unsigned n)
         (afd = corral_listen_socket(cfg->admin->listen.host,
                                     cfg->admin->listen.port, 0, false, err,
                                     sizeof(err))) < 0) {
-        fprintf(stderr, "corral: admin.listen: %s\n", err);
+        corral_log(CORRAL_LOG_ERROR, "admin.listen: %s", err);
         close(lfd);
         free(w);
         return 1;
@@ -314,7 +317,7 @@ supervise(struct corral_config **cfgp, unsigned n)
         corral_metrics_new(n, metrics_room(cfg->n_routes, 64),
                            metrics_room(cfg->n_upstreams, 16));
     if (metrics == NULL) {
-        fprintf(stderr, "corral: cannot map the metrics\n");
+        corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
         close(lfd);
         if (afd >= 0)
             close(afd);
@@ -334,7 +337,7 @@ supervise(struct corral_config **cfgp, unsigned n)
     sigaddset(&block, SIGUSR1);
     sigaddset(&block, SIGCHLD);
     sigprocmask(SIG_BLOCK, &block, &old);
-    fprintf(stderr, "corral: supervising %u workers\n", n);
+    corral_log(CORRAL_LOG_NOTICE, "supervising %u workers", n);
     for (;;) {
         uint64_t now = corral_now_ms(), next = 0;
         unsigned running = 0;
@@ -385,9 +388,10 @@ supervise(struct corral_config **cfgp, unsigned n)
                 struct corral_config *fresh =
                     corral_config_load(config_path, err, sizeof(err));
                 if (fresh == NULL) {
-                    fprintf(stderr, "corral: reload: %s; still serving the "
-                                    "old config\n",
-                            err);
+                    corral_log(CORRAL_LOG_ERROR,
+                               "reload: %s; still serving the "
+                               "old config",
+                               err);
                     sig = 0;
                 } else {
                     corral_config_free(cfg);
@@ -422,17 +426,19 @@ supervise(struct corral_config **cfgp, unsigned n)
                     break;
                 }
                 if (WIFSIGNALED(st))
-                    fprintf(stderr, "corral: worker %d killed by %s; "
-                                    "restarting\n",
-                            (int)pid, strsignal(WTERMSIG(st)));
+                    corral_log(CORRAL_LOG_ERROR,
+                               "worker %d killed by %s; "
+                               "restarting",
+                               (int)pid, strsignal(WTERMSIG(st)));
                 else
-                    fprintf(stderr, "corral: worker %d exited with %d; "
-                                    "restarting\n",
-                            (int)pid, WEXITSTATUS(st));
+                    corral_log(CORRAL_LOG_ERROR,
+                               "worker %d exited with %d; "
+                               "restarting",
+                               (int)pid, WEXITSTATUS(st));
                 if (lived < QUICK_DEATH_MS) {
                     if (!ever_up && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
-                        fprintf(stderr, "corral: workers fail at start; "
-                                        "giving up\n");
+                        corral_log(CORRAL_LOG_ERROR, "workers fail at start; "
+                                                     "giving up");
                         stopping = true;
                         status = 1;
                         for (unsigned k = 0; k < n; k++)
@@ -502,7 +508,7 @@ main(int argc, char **argv)
     config_path = path;
     struct corral_config *cfg = corral_config_load(path, err, sizeof(err));
     if (cfg == NULL) {
-        fprintf(stderr, "corral: %s\n", err);
+        corral_log(CORRAL_LOG_ERROR, "%s", err);
         return 1;
     }
     if (check) {
@@ -522,10 +528,11 @@ main(int argc, char **argv)
         workers = n > 0 ? (unsigned)n : 1;
     }
     if (workers > 1 && cfg->l2 == NULL)
-        fprintf(stderr, "corral: %u workers without l2: each worker has its "
-                        "own L1 and its own single flight (a key is filled "
-                        "at most once per worker)\n",
-                workers);
+        corral_log(CORRAL_LOG_WARNING,
+                   "%u workers without l2: each worker has its "
+                   "own L1 and its own single flight (a key is filled "
+                   "at most once per worker)",
+                   workers);
     signal(SIGPIPE, SIG_IGN);
     struct reactor_env env = {.listen_fd = -1, .admin_fd = -1};
     int rc = workers > 1 ? supervise(&cfg, workers) : reactor(cfg, &env);

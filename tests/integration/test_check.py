@@ -86,4 +86,15 @@ p = subprocess.run([CORRAL, "-h"], capture_output=True, text=True)
 check(p.returncode == 0 and "--check" in p.stdout, "-h")
 p = subprocess.run([CORRAL], capture_output=True, text=True)
 check(p.returncode != 0 and "usage" in p.stderr, "no arguments")
+
+# The error log says the level: as a word on a terminal or a file, as a
+# syslog priority for the journal (JOURNAL_STREAM set, as systemd does).
+bad = w.write_config('{"listen": "127.0.0.1:8080",,}', "bad-level.json")
+for env, prefix in (({}, "corral: error: "), ({"JOURNAL_STREAM": "8:1"},
+                                              "<3>corral: ")):
+    clean = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    p = subprocess.run([CORRAL, "-c", bad], capture_output=True, text=True,
+                       env={**clean, **env}, timeout=10)
+    check(p.returncode == 1 and p.stderr.startswith(prefix) and
+          "invalid JSON" in p.stderr, f"error log level {env}: {p.stderr}")
 done("check")
