@@ -31,14 +31,17 @@ corral_value_new(const void *key, size_t keylen, const void *body, size_t len,
     v->keylen = (uint16_t)keylen;
     v->ctype_len = (uint16_t)ctype_len;
     v->aux_cap = (uint16_t)aux_cap;
+    /* key | aux | content type NUL | body NUL: what a hit reads (the
+     * header, key and pre-rendered head) sits together in a few cache
+     * lines, the body (which the kernel copies) after it. */
     char *p = v->data;
     memcpy(p, key, keylen);
-    p += keylen;
+    p += keylen + aux_cap;
+    memcpy(p, content_type, ctype_len + 1);
+    p += ctype_len + 1;
     if (len)
         memcpy(p, body, len);
     p[len] = '\0';
-    p += len + 1;
-    memcpy(p, content_type, ctype_len + 1);
     uint64_t h = corral_siphash(body, len, etag_key);
     snprintf(v->etag, sizeof(v->etag), "\"%016llx\"", (unsigned long long)h);
     return v;
@@ -73,7 +76,7 @@ corral_value_keylen(const struct corral_value *v)
 const char *
 corral_value_body(const struct corral_value *v)
 {
-    return v->data + v->keylen;
+    return v->data + v->keylen + v->aux_cap + v->ctype_len + 1;
 }
 
 size_t
@@ -85,7 +88,7 @@ corral_value_len(const struct corral_value *v)
 const char *
 corral_value_content_type(const struct corral_value *v)
 {
-    return v->data + v->keylen + v->len + 1;
+    return v->data + v->keylen + v->aux_cap;
 }
 
 const char *
@@ -97,7 +100,7 @@ corral_value_etag(const struct corral_value *v)
 const char *
 corral_value_aux(const struct corral_value *v)
 {
-    return v->data + v->keylen + v->len + 1 + v->ctype_len + 1;
+    return v->data + v->keylen;
 }
 
 size_t

@@ -1,6 +1,7 @@
 /* value_impl.h — the layout of struct corral_value, private to libcorral.
- * One allocation: this header, then key | body | NUL | content type | NUL |
- * aux. The link fields belong to the L1 that holds the value (at most one);
+ * One allocation: this header, then key | aux | content type | NUL | body |
+ * NUL, so a hit's reads (header, key, the embedder's pre-rendered head)
+ * share a few cache lines ahead of the body. The link fields belong to the L1 that holds the value (at most one);
  * everything else is fixed once the value is stored. */
 #ifndef CORRAL_VALUE_IMPL_H
 #define CORRAL_VALUE_IMPL_H
