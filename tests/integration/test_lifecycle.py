@@ -109,7 +109,7 @@ else:
     print("# h2load missing: reload under load skipped")
 
 # ---- the access log, and SIGUSR1 ----
-corral.get("/api/x/1")
+corral.get("/api/x/1?api_key=SECRET-IN-QUERY")
 corral.get("/api/x/bad!")
 time.sleep(1.3)  # flushed every second
 lines = open(alog).read().splitlines()
@@ -127,6 +127,7 @@ check(first[5] != "-", "access log: the stored one has its upstream ms")
 check(any(p.group(2) == "/api/x/bad%21" or p.group(2) == "/api/x/bad!"
           for p in parsed if p.group(3) == "400"), "access log: the 400")
 check(any(p.group(5) == "hit" for p in parsed), "access log: a hit")
+check("SECRET" not in open(alog).read(), "access log: no query, no secret")
 os.rename(alog, alog + ".1")
 corral.proc.send_signal(signal.SIGUSR1)
 time.sleep(0.3)
