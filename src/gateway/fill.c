@@ -50,31 +50,41 @@ has_controls(const char *s)
     return false;
 }
 
-/* Renders the head every hit reuses: status line and fixed headers. */
-static struct corral_value *
-make_value(const char *key, size_t keylen,
-           const struct corral_fetch_result *res, int status)
+struct corral_value *
+corral_fill_render(const char *key, size_t keylen, const char *body,
+                   size_t len, const char *ctype, int status,
+                   const char *extra)
 {
-    const char *ctype = res->content_type && *res->content_type
-                            ? res->content_type
-                            : "application/json";
-    size_t cap = 128 + strlen(ctype);
-    struct corral_value *v =
-        corral_value_new(key, keylen, res->body, res->len, ctype, cap);
+    if (ctype == NULL || *ctype == '\0')
+        ctype = "application/json";
+    if (extra == NULL)
+        extra = "";
+    size_t cap = 128 + strlen(ctype) + strlen(extra);
+    struct corral_value *v = corral_value_new(key, keylen, body, len, ctype,
+                                              cap);
     if (v == NULL)
         return NULL;
     char *aux = corral_value_aux_mut(v, &cap);
     int n = snprintf(aux, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nETag: %s\r\n",
+                     "Content-Length: %zu\r\nETag: %s\r\n%s",
                      status, http_status_str((enum http_status)status), ctype,
-                     res->len, corral_value_etag(v));
+                     len, corral_value_etag(v), extra);
     if (n < 0 || (size_t)n >= cap) {
         corral_value_unref(v);
         return NULL;
     }
     corral_value_set_aux_len(v, (size_t)n);
     return v;
+}
+
+/* Renders the head every hit reuses: status line and fixed headers. */
+static struct corral_value *
+make_value(const char *key, size_t keylen,
+           const struct corral_fetch_result *res, int status)
+{
+    return corral_fill_render(key, keylen, res->body, res->len,
+                              res->content_type, status, NULL);
 }
 
 static struct job *

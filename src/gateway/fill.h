@@ -50,6 +50,15 @@ int corral_route_fill_refresh(struct corral_cache *c,
                               const struct corral_route_match *m,
                               bool refetch);
 
+/* A value for key with body, rendered once with the head every hit
+ * reuses: status line, Content-Type (ctype; NULL or "": JSON),
+ * Content-Length, ETag, then extra (NULL, or header lines each ending
+ * CRLF). NULL when it does not fit. */
+struct corral_value *corral_fill_render(const char *key, size_t keylen,
+                                        const char *body, size_t len,
+                                        const char *ctype, int status,
+                                        const char *extra);
+
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
  * has too many waiters, the wait was cancelled, or the upstream may not be
  * called now (paused by its Retry-After, or over its rate), 502 for the

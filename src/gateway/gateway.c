@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "accesslog.h"
+#include "aggregate.h"
 #include "budget.h"
 #include "config.h"
 #include "corral/cache.h"
@@ -44,6 +45,7 @@ struct gen {
                                                * handed to a newer one */
     struct corral_route_fill *route_fill;     /* by config index */
     unsigned *gen_slot; /* by config index: its route generation slot */
+    struct corral_aggregate_fill *agg_fill; /* by config index */
     unsigned clients; /* waiting on a fill */
     unsigned jobs;    /* fills in flight, counted by fill.c */
     TAILQ_ENTRY(gen) link;
@@ -160,6 +162,9 @@ etag_matches(const struct corral_request *req, const char *etag)
     return false;
 }
 
+/* The header an aggregate assembled with stale members carries. */
+#define STALE_MEMBERS "\r\nCorral-Stale-Members:"
+
 /* The result a source counts as. */
 static enum corral_metrics_result
 result_of(enum corral_source source, bool negative)
@@ -195,7 +200,8 @@ count(struct corral_gateway *g, size_t route, enum corral_metrics_result r)
 
 static void
 respond_value(struct corral_gateway *g, struct corral_request *req,
-              size_t route, struct corral_value *v, enum corral_source source)
+              size_t route, const struct corral_config_route *rt,
+              struct corral_value *v, enum corral_source source)
 {
     uint64_t now = corral_cache_now(g->cache);
     int64_t left = corral_value_ttl_s(v, now);
@@ -207,6 +213,11 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
     /* A cached upstream 4xx (negative caching) has its own status line. */
     const char *head = corral_value_aux(v);
     bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
+    /* An aggregate assembled with a stale member says so (aggregate.h). */
+    bool stale_members =
+        rt->upstream == NULL &&
+        memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
+               sizeof(STALE_MEMBERS) - 1) != NULL;
     enum corral_metrics_result result = result_of(source, negative);
     count(g, route, result);
     req->note = corral_metrics_result_name(result);
@@ -230,10 +241,12 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
         break;
     default:
         p = fmt_uint(FMT_PUT(p, "hit; ttl="), ttl);
-        if (source == CORRAL_SOURCE_L2 && !negative)
+        if (source == CORRAL_SOURCE_L2 && !negative && !stale_members)
             p = FMT_PUT(p, "; detail=l2");
         break;
     }
+    if (stale_members && source != CORRAL_SOURCE_STALE_ERROR)
+        p = FMT_PUT(p, "; detail=stale-members");
     if (negative && source != CORRAL_SOURCE_STALE_ERROR)
         p = FMT_PUT(p, "; detail=negative");
     p = FMT_PUT(p, "\r\n");
@@ -272,7 +285,16 @@ client_answered(const struct corral_result *res, void *arg)
         corral_request_on_close(cl->req, NULL, NULL);
         const char *route = cl->gen->cfg->routes[cl->route].path;
         if (res->error == 0) {
-            respond_value(cl->g, cl->req, cl->route, res->value, res->source);
+            respond_value(cl->g, cl->req, cl->route,
+                          &cl->gen->cfg->routes[cl->route], res->value,
+                          res->source);
+        } else if (res->error == -ENODATA) {
+            /* An aggregate whose every member failed: the message is the
+             * body, each member null and its error listed. */
+            count(cl->g, cl->route, M_ERROR);
+            corral_request_respond_simple(cl->req, 502, "application/json",
+                                          NULL, res->message,
+                                          strlen(res->message));
         } else {
             count(cl->g, cl->route, M_ERROR);
             respond_error_after(cl->req, corral_fill_error_status(res->error),
@@ -348,12 +370,6 @@ on_request(struct corral_request *req, void *arg)
                       m.route->path);
         return;
     }
-    if (m.route->upstream == NULL) {
-        count(g, m.index, M_ERROR);
-        respond_error(req, 501, "aggregate routes are not served yet",
-                      m.route->path);
-        return;
-    }
     if (!fold_generation(g, gen, &m)) {
         count(g, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
@@ -361,12 +377,18 @@ on_request(struct corral_request *req, void *arg)
         return;
     }
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
+    bool agg = m.route->upstream == NULL;
     if (v) {
-        respond_value(g, req, m.index, v, CORRAL_SOURCE_L1);
+        respond_value(g, req, m.index, m.route, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
-        if (corral_cache_early(g->cache, v, m.route->strategy.beta))
-            corral_route_fill_refresh(g->cache, &gen->route_fill[m.index],
-                                      &m, false);
+        if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
+            if (agg)
+                corral_aggregate_refresh(g->cache, &gen->agg_fill[m.index],
+                                         m.key, m.keylen, false);
+            else
+                corral_route_fill_refresh(
+                    g->cache, &gen->route_fill[m.index], &m, false);
+        }
         return;
     }
 
@@ -377,8 +399,12 @@ on_request(struct corral_request *req, void *arg)
     cl->req = req;
     cl->route = m.index;
     gen->clients++;
-    cl->waiter = corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m,
-                                       client_answered, cl);
+    cl->waiter = agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index],
+                                            m.key, m.keylen, client_answered,
+                                            cl)
+                     : corral_route_fill_get(g->cache,
+                                             &gen->route_fill[m.index], &m,
+                                             client_answered, cl);
     if (cl->waiter == NULL) {
         gen->clients--;
         free(cl);
@@ -444,6 +470,27 @@ corral_gateway_snapshot(struct corral_gateway *g)
 }
 
 static void gen_free(struct gen *gen);
+
+/* An aggregate's member: its path matched against the routes served now,
+ * joined to (or starting) that route's fill like any request. */
+static struct corral_waiter *
+member_get(void *ctx, const struct corral_config_member *mb,
+           corral_result_cb *cb, void *arg)
+{
+    struct corral_gateway *g = ctx;
+    struct gen *gen = g->gen;
+    const char *q = strchr(mb->path, '?');
+    size_t plen = q ? (size_t)(q - mb->path) : strlen(mb->path);
+    struct corral_route_match m;
+    if (corral_route_match(gen->routes, mb->path, plen, q ? q + 1 : "",
+                           q ? strlen(q + 1) : 0, &m) != CORRAL_ROUTE_OK ||
+        m.route->upstream == NULL || !fold_generation(g, gen, &m)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m, cb,
+                                 arg);
+}
 
 static void watch_generations(struct corral_gateway *g,
                               const struct corral_config *cfg);
@@ -514,6 +561,7 @@ gen_free(struct gen *gen)
     free(gen->upstreams);
     free(gen->route_fill);
     free(gen->gen_slot);
+    free(gen->agg_fill);
     corral_route_table_free(gen->routes);
     if (gen->owns_cfg)
         corral_config_free((struct corral_config *)gen->cfg);
@@ -534,6 +582,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
     gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
     gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
     gen->gen_slot = xcalloc(cfg->n_routes + 1, sizeof(*gen->gen_slot));
+    gen->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->agg_fill));
     for (size_t r = 0; r < cfg->n_routes; r++)
         gen->gen_slot[r] = corral_metrics_generation_slot(cfg->routes[r].path);
     if (gen->routes == NULL)
@@ -566,6 +615,20 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         struct corral_route_fill *rc = &gen->route_fill[r];
         rc->route = route;
         rc->jobs = &gen->jobs;
+        if (route->upstream == NULL) {
+            struct corral_aggregate_fill *af = &gen->agg_fill[r];
+            af->route = route;
+            af->cache = g->cache;
+            af->get = member_get;
+            af->get_ctx = g;
+            af->jobs = &gen->jobs;
+            /* Members time out first; their errors then make the answer. */
+            for (size_t i = 0; i < route->n_members; i++) {
+                uint64_t t = route->members[i].route->upstream->timeout_ms;
+                if (t + 2000 > af->timeout_ms)
+                    af->timeout_ms = t + 2000;
+            }
+        }
         if (route->upstream) {
             size_t u = (size_t)(route->upstream - cfg->upstreams);
             rc->upstream = gen->upstreams[u];
@@ -809,8 +872,6 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
         return -ENOENT;
     if (rc != CORRAL_ROUTE_OK)
         return -EINVAL;
-    if (m->route->upstream == NULL)
-        return -ENOTSUP;
     if (!fold_generation(g, g->gen, m))
         return -EINVAL;
     if (keycap > 0)
@@ -856,8 +917,6 @@ corral_gateway_purge_route(struct corral_gateway *g, const char *path)
     for (size_t r = 0; r < cfg->n_routes; r++) {
         if (strcmp(cfg->routes[r].path, path) != 0)
             continue;
-        if (cfg->routes[r].upstream == NULL)
-            return -ENOTSUP;
         uint32_t n = __atomic_add_fetch(&g->gens[g->gen->gen_slot[r]], 1,
                                         __ATOMIC_RELAXED);
         if (g->l2)
@@ -888,8 +947,12 @@ corral_gateway_refresh(struct corral_gateway *g, const char *path,
     int rc = admin_match(g, path, path_len, query, query_len, &m, key, keycap);
     if (rc < 0)
         return rc;
-    rc = corral_route_fill_refresh(g->cache, &g->gen->route_fill[m.index], &m,
-                                   true);
+    if (m.route->upstream == NULL)
+        rc = corral_aggregate_refresh(g->cache, &g->gen->agg_fill[m.index],
+                                      m.key, m.keylen, true);
+    else
+        rc = corral_route_fill_refresh(g->cache,
+                                       &g->gen->route_fill[m.index], &m, true);
     return rc == -EMSGSIZE ? -EINVAL : rc;
 }
 

@@ -35,25 +35,6 @@ usage(FILE *out)
           out);
 }
 
-/* Says which valid settings this build accepts but does not act on yet,
- * so nobody believes in a rate limit or an L2 that is not there. */
-static void
-warn_unserved(const struct corral_config *cfg)
-{
-    const char *what[8];
-    size_t n = 0;
-    bool aggregate = false;
-    for (size_t i = 0; i < cfg->n_routes; i++)
-        aggregate |= cfg->routes[i].upstream == NULL;
-    if (aggregate)
-        what[n++] = "aggregate routes (answered 501)";
-    for (size_t i = 0; i < n; i++)
-        corral_log(CORRAL_LOG_WARNING,
-                   "%s is not served by this build "
-                   "yet",
-                   what[i]);
-}
-
 struct run {
     struct event_base *base;
     const struct corral_config *cfg;
@@ -521,7 +502,6 @@ main(int argc, char **argv)
         corral_config_free(cfg);
         return 0;
     }
-    warn_unserved(cfg);
     unsigned workers = cfg->workers;
     if (workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -75,7 +75,7 @@ with open(corral, "rb") as a, open(CORRAL, "rb") as b:
 conf = in_dest(path_of("sysconfdir", "corral", "corral.json"))
 check(os.path.isfile(conf), f"{conf} is installed")
 p = run([corral, "--check", "-c", conf], {"TAAPI_KEY": "install-test"})
-check(p.returncode == 0 and "ok (3 upstreams, 5 routes)" in p.stdout,
+check(p.returncode == 0 and "ok (3 upstreams, 6 routes)" in p.stdout,
       f"corral --check on the installed corral.json: {p.stdout}{p.stderr}")
 env_without = {k: v for k, v in os.environ.items() if k != "TAAPI_KEY"}
 p = subprocess.run([corral, "--check", "-c", conf], capture_output=True,

@@ -1,0 +1,280 @@
+/* aggregate.c — assembling an aggregate route's answer (see aggregate.h). */
+#include "aggregate.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "fill.h"
+#include "xalloc.h"
+
+/* What one member answered. */
+struct slot {
+    struct asm_job *job;
+    struct corral_waiter *w; /* until it answers */
+    bool done;
+    int error;   /* < 0: failed, with status and message */
+    int status;  /* the HTTP status a failure stands for */
+    char *message;
+    struct corral_value *value; /* a reference, when ok */
+    uint64_t retry_ms;          /* of a failure */
+    bool stale;
+};
+
+/* One assembly in flight. */
+struct asm_job {
+    struct corral_fill *fill;
+    struct corral_cache *cache;
+    const struct corral_aggregate_fill *af;
+    size_t n, pending;
+    bool aborted;
+    struct slot slots[];
+};
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void
+put(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->p = xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void
+puts_(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* s as a JSON string, quotes included. */
+static void
+put_json_str(struct buf *b, const char *s)
+{
+    put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            put(b, esc, 6);
+        } else {
+            put(b, (const char *)&c, 1);
+        }
+    }
+    put(b, "\"", 1);
+}
+
+static void
+job_free(struct asm_job *job)
+{
+    for (size_t i = 0; i < job->n; i++) {
+        corral_value_unref(job->slots[i].value);
+        free(job->slots[i].message);
+    }
+    if (job->af->jobs)
+        (*job->af->jobs)--;
+    free(job);
+}
+
+/* Every member has answered: splice, store, or fail if none could. */
+static void
+assemble(struct asm_job *job)
+{
+    const struct corral_config_route *route = job->af->route;
+    struct corral_fill *fill = job->fill;
+    struct buf body = {0}, errors = {0}, stale = {0};
+    uint64_t now = corral_cache_now(job->cache);
+    uint64_t ttl = corral_strategy_ttl_ms(&route->strategy);
+    uint64_t retry = 0;
+    size_t ok = 0;
+
+    puts_(&body, "{");
+    for (size_t i = 0; i < job->n; i++) {
+        struct slot *s = &job->slots[i];
+        const char *name = route->members[i].name;
+        if (i > 0)
+            puts_(&body, ",");
+        put_json_str(&body, name);
+        puts_(&body, ":");
+        if (s->error == 0) {
+            struct corral_value *v = s->value;
+            put(&body, corral_value_body(v), corral_value_len(v));
+            ok++;
+            uint64_t exp = corral_value_expires_at(v);
+            uint64_t left = exp > now ? exp - now : 0;
+            if (s->stale || left < 1000)
+                left = 1000;
+            if (left < ttl)
+                ttl = left;
+            if (s->stale) {
+                if (stale.len > 0)
+                    puts_(&stale, ", ");
+                puts_(&stale, name);
+            }
+            continue;
+        }
+        puts_(&body, "null");
+        if (errors.len > 0)
+            puts_(&errors, ",");
+        put_json_str(&errors, name);
+        char st[48];
+        snprintf(st, sizeof(st), ":{\"status\":%d,\"error\":", s->status);
+        puts_(&errors, st);
+        put_json_str(&errors, s->message ? s->message : "");
+        puts_(&errors, "}");
+        if (s->retry_ms > retry)
+            retry = s->retry_ms;
+    }
+    if (errors.len > 0) {
+        puts_(&body, ",\"errors\":{");
+        put(&body, errors.p, errors.len);
+        puts_(&body, "}");
+    }
+    puts_(&body, "}");
+    size_t keylen;
+    const char *key = corral_fill_key(fill, &keylen);
+    if (ok == 0) {
+        /* Nothing to serve: the message is the body of the 502. */
+        corral_fill_fail_retry(fill, -ENODATA, body.p, retry);
+    } else {
+        char extra[600] = "";
+        if (stale.len > 0)
+            snprintf(extra, sizeof(extra), "Corral-Stale-Members: %.500s\r\n",
+                     stale.p);
+        struct corral_value *v = corral_fill_render(
+            key, keylen, body.p, body.len, "application/json", 200, extra);
+        if (v == NULL)
+            corral_fill_fail(fill, -EBADMSG, "aggregate too large to cache");
+        else
+            corral_fill_done_ttl(fill, v, ttl > 0 ? ttl : 1000);
+    }
+    free(errors.p);
+    free(stale.p);
+    free(body.p);
+}
+
+static void
+member_done(const struct corral_result *res, void *arg)
+{
+    struct slot *s = arg;
+    struct asm_job *job = s->job;
+    s->w = NULL;
+    s->done = true;
+    if (job->aborted)
+        return; /* the abort is cancelling every member */
+    s->error = res->error;
+    if (res->error == 0) {
+        /* A cached upstream 4xx (negative caching) is a failed member. */
+        const char *head = corral_value_aux(res->value);
+        int status = corral_value_aux_len(res->value) > 12
+                         ? atoi(head + 9)
+                         : 200;
+        if (status != 200 && status != 203) {
+            s->error = -EBADMSG;
+            s->status = status;
+            char msg[64];
+            snprintf(msg, sizeof(msg), "upstream answered %d", status);
+            s->message = xstrndup(msg, strlen(msg));
+        } else {
+            s->value = corral_value_ref(res->value);
+            s->stale = res->source == CORRAL_SOURCE_STALE ||
+                       res->source == CORRAL_SOURCE_STALE_ERROR;
+        }
+    } else {
+        s->status = corral_fill_error_status(res->error);
+        s->message = xstrndup(res->message, strlen(res->message));
+        s->retry_ms = res->retry_after_ms;
+    }
+    if (--job->pending == 0) {
+        assemble(job);
+        job_free(job);
+    }
+}
+
+static void
+job_abort(void *arg)
+{
+    struct asm_job *job = arg;
+    job->aborted = true;
+    for (size_t i = 0; i < job->n; i++)
+        if (job->slots[i].w != NULL)
+            corral_waiter_cancel(job->slots[i].w);
+    job_free(job);
+}
+
+static void
+job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
+{
+    const struct corral_aggregate_fill *af = arg;
+    const struct corral_config_route *route = af->route;
+    struct asm_job *job =
+        xcalloc(1, sizeof(*job) + route->n_members * sizeof(struct slot));
+    job->fill = fill;
+    job->af = af;
+    job->cache = af->cache;
+    job->n = route->n_members;
+    job->pending = job->n;
+    if (af->jobs)
+        (*af->jobs)++;
+    /* Every member answers from the loop, never in here: the count holds. */
+    for (size_t i = 0; i < job->n; i++) {
+        struct slot *s = &job->slots[i];
+        s->job = job;
+        s->w = af->get(af->get_ctx, &route->members[i], member_done, s);
+        if (s->w == NULL) {
+            s->done = true;
+            s->error = -EINVAL;
+            s->status = 400;
+            s->message = xstrndup("member path does not fit its route", 34);
+            job->pending--;
+        }
+    }
+    if (job->pending == 0) {
+        assemble(job);
+        job_free(job);
+        return;
+    }
+    corral_fill_on_abort(fill, job_abort, job);
+}
+
+struct corral_waiter *
+corral_aggregate_get(struct corral_cache *c,
+                     const struct corral_aggregate_fill *af, const char *key,
+                     size_t keylen, corral_result_cb *cb, void *arg)
+{
+    const struct corral_compute compute = {.fn = job_start, .arg = (void *)af};
+    struct corral_waiter *w =
+        corral_get_or_compute(c, key, keylen, &af->route->strategy,
+                              af->timeout_ms, &compute, cb, arg);
+    if (w == NULL)
+        errno = ESHUTDOWN;
+    return w;
+}
+
+int
+corral_aggregate_refresh(struct corral_cache *c,
+                         const struct corral_aggregate_fill *af,
+                         const char *key, size_t keylen, bool refetch)
+{
+    const struct corral_compute compute = {.fn = job_start, .arg = (void *)af};
+    return (refetch ? corral_refetch : corral_refresh)(
+        c, key, keylen, &af->route->strategy, af->timeout_ms, &compute);
+}

@@ -1,0 +1,60 @@
+/* aggregate.h — an aggregate route's fill: every member resolved through
+ * the cache in parallel, each under its own key, strategy, freshness and
+ * single flight (a member also asked for directly shares that fill), and
+ * their stored bodies, already validated JSON, spliced without parsing
+ * into {"member": <body>, ...}. The assembled answer is itself a value
+ * under the aggregate's key, with its own single flight: many concurrent
+ * requests cost one assembly and one fill per member.
+ *
+ * A member that fails is null and listed under "errors" ({"name":
+ * {"status": N, "error": "..."}}); the answer is 200 unless every member
+ * failed, when the fill fails with -ENODATA and the message is the whole
+ * JSON body to answer with 502. A stale member is used; its name goes in
+ * a "Corral-Stale-Members" header. The assembled value lives no longer
+ * than the earliest member's freshness (at least 1 s, so a stale member's
+ * refresh is picked up a second later) and the aggregate's own strategy:
+ * a member refreshed early leaves the dashboard stale no longer than its
+ * old value would have lived. */
+#ifndef CORRAL_AGGREGATE_H
+#define CORRAL_AGGREGATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corral/cache.h"
+
+struct corral_config_member;
+struct corral_config_route;
+
+/* Waits on member's value for an aggregate: the gateway matches its path
+ * and joins (or starts) the member route's fill. NULL when the path does
+ * not fit its route (cb never fires). */
+typedef struct corral_waiter *corral_member_get_fn(
+    void *ctx, const struct corral_config_member *member, corral_result_cb *cb,
+    void *arg);
+
+/* Per aggregate route, fixed while its config is served. */
+struct corral_aggregate_fill {
+    const struct corral_config_route *route;
+    struct corral_cache *cache;
+    corral_member_get_fn *get;
+    void *get_ctx;
+    unsigned *jobs; /* assemblies in flight (counted here), or NULL */
+    uint64_t timeout_ms; /* the slowest member's, plus room */
+};
+
+/* Waits on the assembled value of key (the aggregate's, generation folded
+ * in), starting an assembly if none runs. As corral_route_fill_get(). */
+struct corral_waiter *corral_aggregate_get(struct corral_cache *c,
+                                           const struct corral_aggregate_fill *af,
+                                           const char *key, size_t keylen,
+                                           corral_result_cb *cb, void *arg);
+
+/* Starts a background assembly of key (XFetch chose it; with refetch,
+ * the admin's refresh). As corral_refresh() / corral_refetch(). */
+int corral_aggregate_refresh(struct corral_cache *c,
+                             const struct corral_aggregate_fill *af,
+                             const char *key, size_t keylen, bool refetch);
+
+#endif
