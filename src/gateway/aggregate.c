@@ -30,7 +30,8 @@ struct asm_job {
     struct corral_cache *cache;
     const struct corral_aggregate_fill *af;
     size_t n, pending;
-    bool aborted;
+    bool aborted; /* the fill was given up: cancelling the members */
+    bool torn;    /* a member was cancelled by the cache's teardown */
     struct slot slots[];
 };
 
@@ -180,6 +181,14 @@ member_done(const struct corral_result *res, void *arg)
     s->done = true;
     if (job->aborted)
         return; /* the abort is cancelling every member */
+    if (res->error == -ECANCELED) {
+        /* Only the cache going away cancels a member (the abort above is
+         * the only other canceller): the fill's abort comes next and
+         * frees the job; assembling into a dying cache must not happen. */
+        job->torn = true;
+        job->pending--;
+        return;
+    }
     s->error = res->error;
     if (res->error == 0) {
         /* A cached upstream 4xx (negative caching) is a failed member. */
@@ -203,7 +212,7 @@ member_done(const struct corral_result *res, void *arg)
         s->message = xstrndup(res->message, strlen(res->message));
         s->retry_ms = res->retry_after_ms;
     }
-    if (--job->pending == 0) {
+    if (--job->pending == 0 && !job->torn) {
         assemble(job);
         job_free(job);
     }

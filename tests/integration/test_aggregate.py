@@ -149,5 +149,37 @@ p = subprocess.run([CORRAL, "--check", "-c", path], capture_output=True,
 check(p.returncode != 0 and "cannot hold another" in p.stderr,
       f"nested aggregate refused: {p.stderr}")
 
+# ---- teardown with an assembly in flight (a member that hangs) ----
+hang = start_origin_with({"/h": {"hang": True}, "/ok": {"body": "{}"}})
+tcfg = {
+    "upstreams": {"o": {"base": hang.base(), "timeout": "30s"}},
+    "routes": [
+        {"path": "/api/h", "upstream": "o", "fetch": "/h"},
+        {"path": "/api/ok", "upstream": "o", "fetch": "/ok"},
+        {"path": "/api/t", "aggregate": {"h": "/api/h", "ok": "/api/ok"}},
+    ],
+    "drain_timeout": "500ms",
+}
+td = w.start_corral(tcfg)
+import threading
+
+
+def ask_t():
+    try:
+        td.get("/api/t", timeout=10)
+    except Exception:
+        pass
+
+
+threading.Thread(target=ask_t, daemon=True).start()
+deadline = time.time() + 5
+while hang.calls("/h") < 1 and time.time() < deadline:
+    time.sleep(0.02)
+check_eq(hang.calls("/h"), 1, "teardown: the member is in flight")
+import signal as sig
+td.proc.send_signal(sig.SIGTERM)
+check_eq(td.proc.wait(timeout=15), 0,
+         "teardown with an assembly in flight: a clean exit")
+
 check(corral.alive() and agg.alive(), "corral still running")
 done("aggregate")
