@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fmt.h"
 #include "gateway.h"
 #include "metrics.h"
 #include "server.h"
@@ -109,36 +110,6 @@ authorize(struct corral_admin *a, struct corral_request *req)
 
 /* ---- endpoints ---- */
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static void
-json_str(char *out, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n] = '\0';
-}
-
 static void
 healthz(struct corral_admin *a, struct corral_request *req)
 {
@@ -186,7 +157,7 @@ key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
                                   : "an aggregate has no key of its own");
         return;
     }
-    json_str(k, sizeof(k), key);
+    fmt_json_escape(k, sizeof(k), key);
     if (purge) {
         answer_json(req, 200, NULL, "{\"purged\":\"%s\",\"was_cached\":%s}",
                     k, rc == 1 ? "true" : "false");
@@ -213,8 +184,8 @@ route_purge(struct corral_admin *a, struct corral_request *req)
     const char *s = req->path + 6, *end = req->path + req->path_len;
     while (s < end && n + 1 < sizeof(path)) {
         int hi, lo;
-        if (*s == '%' && end - s >= 3 && (hi = hexval(s[1])) >= 0 &&
-            (lo = hexval(s[2])) >= 0) {
+        if (*s == '%' && end - s >= 3 && (hi = fmt_hexval(s[1])) >= 0 &&
+            (lo = fmt_hexval(s[2])) >= 0) {
             path[n++] = (char)(hi * 16 + lo);
             s += 3;
         } else {
@@ -223,7 +194,7 @@ route_purge(struct corral_admin *a, struct corral_request *req)
     }
     path[n] = '\0';
     int64_t rc = s < end ? -ENOENT : corral_gateway_purge_route(a->g, path);
-    json_str(p, sizeof(p), path);
+    fmt_json_escape(p, sizeof(p), path);
     if (rc == -ENOENT)
         answer_json(req, 404, NULL, "{\"error\":\"no route %s\"}", p);
     else if (rc < 0)

@@ -83,34 +83,15 @@ struct client {
 
 /* ---- answers ---- */
 
-static size_t
-json_escape(char *out, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
 static void
 respond_error_after(struct corral_request *req, int status, const char *error,
                     const char *route, uint64_t retry_after_ms)
 {
     char e[512], r[512], body[1200];
-    json_escape(e, sizeof(e), error);
+    fmt_json_escape(e, sizeof(e), error);
     int n;
     if (route) {
-        json_escape(r, sizeof(r), route);
+        fmt_json_escape(r, sizeof(r), route);
         n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"route\":\"%s\"}",
                      e, r);
     } else {

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fmt.h"
+
 struct node {
     char *literal;          /* this segment's text; NULL for a parameter */
     struct node **children; /* literals first, then at most one parameter */
@@ -109,18 +111,6 @@ corral_route_table_new(const struct corral_config *cfg, char *err,
     return t;
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The byte at s[*i], a %XX escape decoded (leaving *i on its last
  * digit). Returns false for a malformed escape. */
 static bool
@@ -131,8 +121,8 @@ next_byte(const char *s, size_t len, size_t *i, char *c)
         return true;
     }
     int hi, lo;
-    if (*i + 2 >= len || (hi = hexval(s[*i + 1])) < 0 ||
-        (lo = hexval(s[*i + 2])) < 0)
+    if (*i + 2 >= len || (hi = fmt_hexval(s[*i + 1])) < 0 ||
+        (lo = fmt_hexval(s[*i + 2])) < 0)
         return false;
     *c = (char)(hi << 4 | lo);
     *i += 2;
