@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +69,9 @@ struct corral_gateway {
     uint32_t *gens; /* route generations, shared by the workers */
     struct event *snapshot_ev;
     struct corral_access_log *access_log; /* NULL: off */
+    const int *bus_fds; /* the workers' purge bus; NULL: none */
+    unsigned n_bus, worker;
+    struct event *bus_ev; /* this worker's end */
     bool draining;
 };
 
@@ -475,6 +479,7 @@ member_get(void *ctx, const struct corral_config_member *mb,
 
 static void watch_generations(struct corral_gateway *g,
                               const struct corral_config *cfg);
+static void bus_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Frees retired generations nothing uses any more, oldest first. */
 static void
@@ -709,6 +714,15 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)
         goto fail;
+    g->bus_fds = o.bus_fds;
+    g->n_bus = o.n_bus;
+    g->worker = o.worker;
+    if (g->bus_fds != NULL && o.worker < o.n_bus) {
+        g->bus_ev = event_new(base, g->bus_fds[2 * o.worker + 1],
+                              EV_READ | EV_PERSIST, bus_cb, g);
+        if (g->bus_ev == NULL || event_add(g->bus_ev, NULL) != 0)
+            goto fail;
+    }
     g->snapshot_ev = event_new(base, -1, EV_PERSIST, snapshot_cb, g);
     struct timeval second = {1, 0};
     if (g->snapshot_ev == NULL || event_add(g->snapshot_ev, &second) != 0)
@@ -916,7 +930,25 @@ corral_gateway_purge(struct corral_gateway *g, const char *path,
     int rc = admin_match(g, path, path_len, query, query_len, &m, key, keycap);
     if (rc < 0)
         return rc;
+    /* Without l2 the other workers hear of it on the bus (with l2, the
+     * invalidation through Redis reaches them). */
+    for (unsigned i = 0; g->l2 == NULL && g->bus_fds && i < g->n_bus; i++)
+        if (i != g->worker &&
+            send(g->bus_fds[2 * i], m.key, m.keylen, MSG_DONTWAIT) < 0)
+            corral_log(CORRAL_LOG_WARNING,
+                       "purge bus: worker %u did not hear a purge", i);
     return corral_invalidate(g->cache, m.key, m.keylen);
+}
+
+/* Another worker purged keys: drop them here too. */
+static void
+bus_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_gateway *g = arg;
+    char key[CORRAL_KEY_MAX];
+    ssize_t n;
+    while ((n = recv(fd, key, sizeof(key), MSG_DONTWAIT)) > 0)
+        corral_invalidate(g->cache, key, (size_t)n);
 }
 
 int
@@ -944,6 +976,8 @@ corral_gateway_free(struct corral_gateway *g)
         return;
     if (g->snapshot_ev)
         event_free(g->snapshot_ev);
+    if (g->bus_ev)
+        event_free(g->bus_ev);
     if (g->block)
         g->block->pid = 0;
     corral_server_free(g->server);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,8 @@ struct reactor_env {
     int listen_fd, admin_fd;
     struct corral_metrics *metrics;
     unsigned worker;
+    const int *bus_fds; /* the purge bus, a pair per worker; or NULL */
+    unsigned n_bus;
 };
 
 static void
@@ -162,6 +165,8 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         .listen_fd = env->listen_fd,
         .metrics = env->metrics ? env->metrics : own,
         .worker = env->worker,
+        .bus_fds = env->bus_fds,
+        .n_bus = env->n_bus,
     };
     run.gateway = corral_gateway_new(run.base, cfg, &go, err, sizeof(err));
     if (run.gateway == NULL) {
@@ -297,6 +302,25 @@ supervise(struct corral_config **cfgp, unsigned n)
     struct corral_metrics *metrics =
         corral_metrics_new(n, metrics_room(cfg->n_routes, 64),
                            metrics_room(cfg->n_upstreams, 16));
+    /* Without l2, a purge reaches the other workers on this bus: a
+     * datagram socket pair per worker, which it reads and the others
+     * write. Workers started again later inherit the same pairs. */
+    int *bus = NULL; /* [2i]: write end, [2i+1]: worker i's read end */
+    if (cfg->l2 == NULL && cfg->admin != NULL &&
+        (bus = calloc(2 * (size_t)n, sizeof(*bus))) != NULL) {
+        for (unsigned i = 0; i < n; i++) {
+            if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0,
+                           &bus[2 * i]) != 0) {
+                corral_log(CORRAL_LOG_WARNING,
+                           "no purge bus: a purge reaches one worker only");
+                for (unsigned k = 0; k < 2 * i; k++)
+                    close(bus[k]);
+                free(bus);
+                bus = NULL;
+                break;
+            }
+        }
+    }
     if (metrics == NULL) {
         corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
         close(lfd);
@@ -329,6 +353,8 @@ supervise(struct corral_config **cfgp, unsigned n)
                     .admin_fd = afd,
                     .metrics = metrics,
                     .worker = i,
+                    .bus_fds = bus,
+                    .n_bus = bus ? n : 0,
                 };
                 w[i].pid = spawn(cfg, &env, &old);
                 w[i].started = now;
@@ -444,6 +470,9 @@ supervise(struct corral_config **cfgp, unsigned n)
         close(lfd);
     if (afd >= 0)
         close(afd);
+    for (unsigned i = 0; bus && i < 2 * n; i++)
+        close(bus[i]);
+    free(bus);
     corral_metrics_free(metrics);
     free(w);
     return status;

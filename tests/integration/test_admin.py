@@ -313,6 +313,22 @@ for i, a_ in enumerate(answers):
           f"workers: no worker kept a purged value (w{i % 4}: "
           f"{a_.json()['n']} <= {before[i % 4]})")
 
+# A single key's purge reaches every worker too, without l2 (the bus).
+origin.behave("/x/w9", delay_ms=50)  # concurrent misses meet both workers
+start = origin.calls("/x/w9")
+deadline = time.time() + 10
+while origin.calls("/x/w9") < start + 2:  # each worker filled its own copy
+    check(time.time() < deadline, "workers: both hold the key")
+    workers.many(None, 30, paths=["/api/x/w9"] * 30)
+before = origin.calls("/x/w9")
+check_eq(admin(wport, "DELETE", "/cache/api/x/w9", token=TOKEN).status, 200,
+         "workers: key purge")
+time.sleep(0.1)
+seen = {a_.json()["n"] for a_ in workers.many(None, 30,
+                                               paths=["/api/x/w9"] * 30)}
+check(min(seen) > before, f"workers: no worker kept the purged key "
+      f"({sorted(seen)} after {before} calls)")
+
 for c in (corral, notoken, a, b, c, workers):
     check(c.alive(), "corral still running")
 done("admin")
