@@ -27,6 +27,10 @@ struct corral_admin {
     struct corral_server *server;
 };
 
+static void answer_json(struct corral_request *req, int status,
+                        const char *extra, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static void
 answer_json(struct corral_request *req, int status, const char *extra,
             const char *fmt, ...)
