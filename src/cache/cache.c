@@ -18,7 +18,6 @@
 
 #include "flight.h"
 #include "l1.h"
-#include "siphash.h"
 #include "timeutil.h"
 #include "value_impl.h"
 #include "xalloc.h"
