@@ -237,8 +237,12 @@ test_missing(void)
                 "t.json:3: routes[0].upstream: ", "required key is missing");
     CHECK_ERROR(ROUTE("{'path': '/a'}"), "t.json:3: routes[0]: ",
                 "needs upstream and fetch, or aggregate");
-    CHECK_ERROR(WITH("'admin': {'token': 'x'}"),
-                "t.json:2: admin.listen: ", "required key is missing");
+    /* admin.listen defaults to loopback. */
+    struct corral_config *ad = parse(WITH("'admin': {'token': 'x'}"));
+    CHECK(ad != NULL && ad->admin != NULL);
+    CHECK_EQ_STR(ad->admin->listen.host, "127.0.0.1");
+    CHECK_EQ_INT(ad->admin->listen.port, 9090);
+    corral_config_free(ad);
     CHECK_ERROR(WITH("'l2': {}"),
                 "t.json:2: l2.redis: ", "required key is missing");
 }

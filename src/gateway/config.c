@@ -1145,9 +1145,15 @@ parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
         return -1;
     if ((a = cfg->admin = calloc(1, sizeof(*a))) == NULL)
         return fail(c, n, "admin", "out of memory");
-    if ((m = need(c, n, "admin", "listen")) == NULL ||
-        get_addr(c, m, "admin.listen", false, &a->listen) < 0)
+    /* Loopback unless told otherwise: the admin purges and refreshes. */
+    if ((m = member(n, "listen")) == NULL) {
+        if ((a->listen.host = strdup("127.0.0.1")) == NULL)
+            return fail(c, n, "admin", "out of memory");
+        a->listen.port = 9090;
+        m = n;
+    } else if (get_addr(c, m, "admin.listen", false, &a->listen) < 0) {
         return -1;
+    }
     if (strcmp(a->listen.host, cfg->listen.host) == 0 &&
         a->listen.port == cfg->listen.port)
         return fail(c, m, "admin.listen", "the same address as listen");
