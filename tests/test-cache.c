@@ -674,6 +674,45 @@ test_teardown_in_flight(void)
     compute_finish(&b);
 }
 
+/* A compute that reports while the cache is being freed (here from a
+ * waiter's -ECANCELED callback, as an aggregate assembling from its
+ * members would) is let go: nothing is stored or fanned out into a cache
+ * that is going away. Each waiter reports the other key's fill, so
+ * whichever fill teardown reaches first, the other is still open. */
+static struct compute cross[2];
+
+static void
+report_other(struct waiter *w)
+{
+    struct compute *other = w->ctx;
+    if (w->error == -ECANCELED && other->fill != NULL)
+        compute_answer(other);
+}
+
+static void
+test_report_during_teardown(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    compute_init(&cross[0], "x", -1);
+    compute_init(&cross[1], "y", -1);
+    cross[0].abort_hook = cross[1].abort_hook = false;
+    struct waiter wx = {.then = report_other, .ctx = &cross[1]};
+    struct waiter wy = {.then = report_other, .ctx = &cross[0]};
+    ask(c, "x", &cross[0], &wx, 5000);
+    ask(c, "y", &cross[1], &wy, 5000);
+    CHECK(cross[0].fill != NULL && cross[1].fill != NULL);
+    corral_cache_free(c);
+    CHECK_EQ_INT(wx.fired, 1);
+    CHECK_EQ_INT(wy.fired, 1);
+    CHECK_EQ_INT(wx.error, -ECANCELED);
+    CHECK_EQ_INT(wy.error, -ECANCELED);
+    /* Both computes reported (one into the dying cache, one after its
+     * fill was let go), and both reports were dropped. */
+    CHECK(cross[0].fill == NULL && cross[1].fill == NULL);
+    compute_finish(&cross[0]);
+    compute_finish(&cross[1]);
+}
+
 static struct corral_cache *reentrant_cache;
 static struct compute reentrant_cp;
 static struct waiter reentrant_again;
@@ -1284,6 +1323,7 @@ main(void)
     RUN(test_deadline);
     RUN(test_cancel);
     RUN(test_teardown_in_flight);
+    RUN(test_report_during_teardown);
     RUN(test_reentrancy);
     RUN(test_ttl_fake_clock);
     RUN(test_tier_promotion);

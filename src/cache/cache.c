@@ -973,11 +973,15 @@ corral_invalidate(struct corral_cache *c, const void *key, size_t keylen)
 /* ---- fills ---- */
 
 /* Has the cache already given up on f (deadline, teardown)? Then a late
- * report only releases what it holds. */
+ * report only releases what it holds. A report while the cache is being
+ * freed (a compute answering from a waiter's -ECANCELED callback) counts
+ * as late too: nothing may be stored or fanned out any more, and the
+ * teardown answers f's waiters itself. */
 static bool
 fill_given_up(const struct corral_fill *f)
 {
-    return !f->computing || f->cache == NULL || f->state != F_COMPUTING;
+    return !f->computing || f->cache == NULL || f->cache->closing ||
+           f->state != F_COMPUTING;
 }
 
 void

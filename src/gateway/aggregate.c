@@ -31,7 +31,6 @@ struct asm_job {
     const struct corral_aggregate_fill *af;
     size_t n, pending;
     bool aborted; /* the fill was given up: cancelling the members */
-    bool torn;    /* a member was cancelled by the cache's teardown */
     struct slot slots[];
 };
 
@@ -181,14 +180,6 @@ member_done(const struct corral_result *res, void *arg)
     s->done = true;
     if (job->aborted)
         return; /* the abort is cancelling every member */
-    if (res->error == -ECANCELED) {
-        /* Only the cache going away cancels a member (the abort above is
-         * the only other canceller): the fill's abort comes next and
-         * frees the job; assembling into a dying cache must not happen. */
-        job->torn = true;
-        job->pending--;
-        return;
-    }
     s->error = res->error;
     if (res->error == 0) {
         /* A cached upstream 4xx (negative caching) is a failed member. */
@@ -212,7 +203,9 @@ member_done(const struct corral_result *res, void *arg)
         s->message = xstrndup(res->message, strlen(res->message));
         s->retry_ms = res->retry_after_ms;
     }
-    if (--job->pending == 0 && !job->torn) {
+    /* A member cancelled by the cache's teardown counts as failed; the
+     * cache then drops what the assembly reports (fill_given_up). */
+    if (--job->pending == 0) {
         assemble(job);
         job_free(job);
     }
