@@ -648,8 +648,7 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     TAILQ_INIT(&g->retired);
     g->metrics = o.metrics;
     if (g->metrics == NULL) {
-        g->metrics = corral_metrics_new(1, (unsigned)cfg->n_routes * 2 + 8,
-                                        (unsigned)cfg->n_upstreams * 2 + 4);
+        g->metrics = corral_metrics_new(1, cfg->n_routes, cfg->n_upstreams);
         g->own_metrics = true;
         o.worker = 0;
         if (g->metrics == NULL) {

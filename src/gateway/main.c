@@ -66,13 +66,6 @@ drained(void *arg)
 /* The config file, read again on SIGHUP. */
 static const char *config_path;
 
-/* Room in the metrics for routes and upstreams a reload may add. */
-static unsigned
-metrics_room(size_t n, unsigned least)
-{
-    return n * 2 > least ? (unsigned)(n * 2) : least;
-}
-
 /* SIGHUP: read and check the config again; serve it if it is good, else
  * keep serving the one we have and say why. */
 static void
@@ -152,18 +145,9 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         corral_log(CORRAL_LOG_ERROR, "cannot create the event loop");
         return 1;
     }
-    struct corral_metrics *own = NULL;
-    if (env->metrics == NULL &&
-        (own = corral_metrics_new(1, metrics_room(cfg->n_routes, 64),
-                                  metrics_room(cfg->n_upstreams, 16))) ==
-            NULL) {
-        corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
-        event_base_free(run.base);
-        return 1;
-    }
     struct corral_gateway_options go = {
         .listen_fd = env->listen_fd,
-        .metrics = env->metrics ? env->metrics : own,
+        .metrics = env->metrics,
         .worker = env->worker,
         .bus_fds = env->bus_fds,
         .n_bus = env->n_bus,
@@ -171,7 +155,6 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
     run.gateway = corral_gateway_new(run.base, cfg, &go, err, sizeof(err));
     if (run.gateway == NULL) {
         corral_log(CORRAL_LOG_ERROR, "%s", err);
-        corral_metrics_free(own);
         event_base_free(run.base);
         return 1;
     }
@@ -183,8 +166,7 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         if (run.admin == NULL) {
             corral_log(CORRAL_LOG_ERROR, "%s", err);
             corral_gateway_free(run.gateway);
-            corral_metrics_free(own);
-            event_base_free(run.base);
+                event_base_free(run.base);
             return 1;
         }
         corral_log(CORRAL_LOG_NOTICE, "admin on %s:%u", cfg->admin->listen.host,
@@ -209,7 +191,6 @@ reactor(const struct corral_config *cfg, const struct reactor_env *env)
         event_free(run.drain_timer);
     corral_admin_free(run.admin);
     corral_gateway_free(run.gateway);
-    corral_metrics_free(own);
     event_base_free(run.base);
     return 0;
 }
@@ -300,8 +281,7 @@ supervise(struct corral_config **cfgp, unsigned n)
         return 1;
     }
     struct corral_metrics *metrics =
-        corral_metrics_new(n, metrics_room(cfg->n_routes, 64),
-                           metrics_room(cfg->n_upstreams, 16));
+        corral_metrics_new(n, cfg->n_routes, cfg->n_upstreams);
     /* Without l2, a purge reaches the other workers on this bus: a
      * datagram socket pair per worker, which it reads and the others
      * write. Workers started again later inherit the same pairs. */

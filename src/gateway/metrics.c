@@ -31,16 +31,23 @@ corral_metrics_result_name(enum corral_metrics_result r)
     return (unsigned)r < M_RESULTS ? result_names[r] : "unknown";
 }
 
+/* Twice n, at least least: room for what a reload adds. */
+static unsigned
+room(size_t n, unsigned least)
+{
+    return n * 2 > least ? (unsigned)(n * 2) : least;
+}
+
 struct corral_metrics *
-corral_metrics_new(unsigned nworkers, unsigned cap_routes,
-                   unsigned cap_upstreams)
+corral_metrics_new(unsigned nworkers, size_t nroutes, size_t nupstreams)
 {
     struct corral_metrics *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
     m->nworkers = nworkers ? nworkers : 1;
-    m->cap_routes = cap_routes;
-    m->cap_upstreams = cap_upstreams;
+    m->cap_routes = room(nroutes, 64);
+    m->cap_upstreams = room(nupstreams, 16);
+    size_t cap_routes = m->cap_routes, cap_upstreams = m->cap_upstreams;
     size_t size = sizeof(struct corral_metrics_block) +
                   cap_routes * sizeof(struct corral_metrics_route) +
                   cap_upstreams * sizeof(struct corral_metrics_upstream);

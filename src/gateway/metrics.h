@@ -65,12 +65,12 @@ struct corral_metrics_block {
 
 struct corral_metrics; /* opaque: the shared blocks */
 
-/* Blocks for nworkers workers with room for cap_routes routes and
- * cap_upstreams upstreams each, in shared anonymous memory. NULL when
- * mmap fails. */
-struct corral_metrics *corral_metrics_new(unsigned nworkers,
-                                          unsigned cap_routes,
-                                          unsigned cap_upstreams);
+/* Blocks for nworkers workers of a config with nroutes routes and
+ * nupstreams upstreams, in shared anonymous memory, with room for twice
+ * as many (at least 64 routes and 16 upstreams) so a reload can add some.
+ * NULL when mmap fails. */
+struct corral_metrics *corral_metrics_new(unsigned nworkers, size_t nroutes,
+                                          size_t nupstreams);
 void corral_metrics_free(struct corral_metrics *m);
 
 unsigned corral_metrics_workers(const struct corral_metrics *m);
