@@ -619,7 +619,9 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             size_t u = (size_t)(route->upstream - cfg->upstreams);
             rc->upstream = gen->upstreams[u];
             rc->budget = gen->budgets[u];
-            rc->metrics = u < g->block->nupstreams ? &g->mups[u] : NULL;
+            rc->metrics = u < corral_metrics_cap_upstreams(g->metrics)
+                              ? &g->mups[u]
+                              : NULL;
             rc->timeout_ms = route->upstream->timeout_ms;
         }
     }
@@ -792,16 +794,13 @@ int
 corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
                       char *err, size_t errlen)
 {
-    struct gen *gen = gen_new(g, cfg, NULL, err, errlen);
+    /* gen_new() takes the running one's budgets only once nothing can
+     * fail any more: a failure leaves everything as it was. */
+    struct gen *gen = gen_new(g, cfg, g->gen, err, errlen);
     if (gen == NULL)
         return -1;
-    /* Built: now the budgets of the running one move over. */
-    gen_free(gen);
-    metrics_reset(g, cfg);
-    gen = gen_new(g, cfg, g->gen, err, errlen);
-    if (gen == NULL) /* nothing changed since the try above */
-        return -1;
     gen->owns_cfg = true;
+    metrics_reset(g, cfg);
     warn_restart(g->cfg, cfg);
     TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
     g->gen = gen;
