@@ -359,13 +359,17 @@ set_timeout(int fd, long ms)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+/* How long a test client waits for bytes before it gives up: generous,
+ * since valgrind on a busy machine is slow (3 s once was not enough). */
+#define CLIENT_TIMEOUT_MS 10000
+
 static void
 cli_socket(struct cli *c)
 {
     memset(c, 0, sizeof *c);
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     CHECK(c->fd >= 0);
-    set_timeout(c->fd, 3000);
+    set_timeout(c->fd, CLIENT_TIMEOUT_MS);
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
@@ -521,7 +525,7 @@ cli_end(struct cli *c, long ms)
     set_timeout(c->fd, ms);
     char b[256];
     ssize_t n = recv(c->fd, b, sizeof b, 0);
-    set_timeout(c->fd, 3000);
+    set_timeout(c->fd, CLIENT_TIMEOUT_MS);
     return n == 0 ? 1 : n < 0 && errno == ECONNRESET ? 2 : 0;
 }
 
