@@ -11,7 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import World, check, check_eq, done, free_port, request
+from harness import World, check, check_eq, done, free_port, request, wait_port
 import asyncio
 
 w = World()
@@ -73,8 +73,16 @@ def req_count(m, route, result):
 
 
 env = {"CORRAL_ADMIN_TOKEN": TOKEN}
+
+
+def start(port, **kw):
+    """A corral with its admin on port, once both ports accept (the
+    harness waits for the client port only; the admin comes up after)."""
+    c = w.start_corral(admin_cfg(port, **kw), env=env)
+    wait_port(port, c.proc)
+    return c
 aport = free_port()
-corral = w.start_corral(admin_cfg(aport), env=env)
+corral = start(aport)
 
 # ---- healthz ----
 h = admin(aport, "GET", "/healthz")
@@ -194,7 +202,7 @@ check_eq(r.json(), {"purged": "~1~/api/x/r1", "was_cached": True},
 
 # ---- no token configured: 403 for every mutating call ----
 nport = free_port()
-notoken = w.start_corral(admin_cfg(nport, token=False))
+notoken = start(nport, token=False)
 for method, path in [("DELETE", "/cache/api/x/1"), ("POST", "/refresh/api/x/1")]:
     for kw in ({}, {"token": TOKEN}, {"token": ""}):
         check_eq(admin(nport, method, path, **kw).status, 403,
@@ -203,8 +211,8 @@ check_eq(admin(nport, "GET", "/healthz").status, 200, "healthz needs no token")
 
 # ---- purge reaches a second instance through Redis ----
 p1, p2 = free_port(), free_port()
-a = w.start_corral(admin_cfg(p1, l2=True), env=env)
-b = w.start_corral(admin_cfg(p2, l2=True), env=env)
+a = start(p1, l2=True)
+b = start(p2, l2=True)
 check_eq(admin(p1, "GET", "/healthz").json()["l2"], "up", "healthz: l2 up")
 origin.behave("/x/7", body='{"seven":1}')
 a.get("/api/x/7")
@@ -246,14 +254,14 @@ check_eq(r.status, 200, "route purge on a")
 time.sleep(0.2)
 nb = b.get("/api/x/8").json()["n"]
 check(nb > n_old, f"b: the route purge reached it ({nb} > {n_old})")
-c = w.start_corral(admin_cfg(free_port(), l2=True), env=env)
+c = start(free_port(), l2=True)
 time.sleep(0.3)
 check_eq(c.get("/api/x/8").json()["n"], nb,
          "a later instance: the new generation's value, not the purged one")
 
 # ---- workers: any worker answers for all, counters summed ----
 wport = free_port()
-workers = w.start_corral(admin_cfg(wport, workers=2), env=env)
+workers = start(wport, workers=2)
 deadline = time.time() + 10
 while admin(wport, "GET", "/healthz").json()["workers"] < 2:
     check(time.time() < deadline, "two workers up")
