@@ -44,4 +44,14 @@ corral_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Wall-clock ms since the epoch (what values carry; see above). */
+static inline uint64_t
+corral_wall_ms(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return corral_tv_to_ms(&tv);
+}
+
 #endif

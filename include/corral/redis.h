@@ -1,0 +1,134 @@
+/* corral/redis.h — one Redis server on the caller's libevent loop, through
+ * hiredis's async API: a pipelined command connection and a subscriber
+ * connection. It owns connecting, the handshake (AUTH, SELECT checked,
+ * scripts loaded, PING), reconnecting with capped backoff, one timeout for
+ * every command, taking a connection that accepts but never answers for
+ * stuck, health with hysteresis (logged once per change, with the last
+ * error), and subscriptions with a resync point. Every command's callback
+ * fires exactly once, from the loop, never inside the call that gave the
+ * command. It knows nothing of what the commands mean: the L2 tier
+ * (corral/redis_tier.h) and the gateway's fleet state are built on it. */
+#ifndef CORRAL_REDIS_H
+#define CORRAL_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct redisReply;
+struct corral_redis;        /* opaque */
+struct corral_redis_script; /* opaque: a Lua script loaded at every connect */
+
+struct corral_redis_options {
+    const char *host;      /* name or IP; NULL when unix_path is set */
+    uint16_t port;         /* 1..65535 */
+    const char *unix_path; /* a Unix socket instead of host:port */
+    unsigned db;           /* SELECT db when not 0; an error is fatal */
+    const char *user;      /* ACL user for AUTH; NULL: the password alone */
+    const char *password;  /* AUTH when not NULL; never logged */
+    uint64_t timeout_ms;   /* every command's; 0 = 50 ms */
+};
+
+enum corral_redis_state {
+    CORRAL_REDIS_DOWN = 0, /* not connected, or commands keep failing */
+    CORRAL_REDIS_UP,
+};
+
+struct corral_redis_stats {
+    uint64_t commands; /* given, sent or not */
+    uint64_t timeouts; /* answered -ETIMEDOUT */
+    uint64_t errors;   /* error replies, lost connections, not sent */
+    uint64_t connects; /* handshakes completed (1 + reconnects) */
+    uint64_t stuck;    /* connections closed for never answering */
+    enum corral_redis_state state;
+};
+
+/* error 0: reply holds the answer (never an error reply). -EIO: reply is
+ * Redis's error reply, or NULL when the connection went. -ETIMEDOUT: no
+ * answer within the timeout (a later one is dropped). -ENOTCONN: not
+ * sent, the connection was not ready. -ECANCELED: freed first. reply is
+ * borrowed for the callback. */
+typedef void corral_redis_reply_cb(const struct redisReply *reply, int error,
+                                   void *arg);
+
+/* Connects in the background. Returns NULL with a reason in err on bad
+ * options. o's strings are copied. Caller frees. */
+struct corral_redis *corral_redis_new(struct event_base *base,
+                                      const struct corral_redis_options *o,
+                                      char *err, size_t errlen);
+/* Answers every command in flight -ECANCELED, closes both connections and
+ * frees r. Not from inside one of its callbacks. NULL is a no-op. */
+void corral_redis_free(struct corral_redis *r);
+
+/* Connects once, blocking for at most timeout_ms, checks AUTH and SELECT,
+ * then (argc > 0) sends argv and hands its reply to *out (caller frees it
+ * with freeReplyObject()). Returns 0; -EINVAL with Redis's reason in err
+ * when Redis refused AUTH or SELECT (a configuration error); or another
+ * -errno when Redis cannot be reached (an outage: the caller goes on, and
+ * a struct corral_redis keeps trying). For a program's start. */
+int corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
+                       int argc, const char *const *argv,
+                       struct redisReply **out, char *err, size_t errlen);
+
+/* Sends one command: argc arguments with their lengths (lens NULL:
+ * NUL-terminated). cb NULL: fire and forget, failures only counted. */
+void corral_redis_command(struct corral_redis *r, corral_redis_reply_cb *cb,
+                          void *arg, int argc, const char *const *argv,
+                          const size_t *lens);
+
+/* A Lua script for corral_redis_eval(), loaded at every handshake (and
+ * again after a NOSCRIPT). Freed with r. Aborts when out of memory. */
+struct corral_redis_script *corral_redis_script_new(struct corral_redis *r,
+                                                    const char *body);
+/* EVALSHA of script with argv = nkeys keys, then the rest of argc. */
+void corral_redis_eval(struct corral_redis *r,
+                       const struct corral_redis_script *script,
+                       corral_redis_reply_cb *cb, void *arg, int nkeys,
+                       int argc, const char *const *argv, const size_t *lens);
+
+/* corral_redis_eval() whose late (may be NULL) also hears the reply that
+ * comes after cb heard -ETIMEDOUT: once, with the reply and 0 or -EIO, or
+ * with NULL and -EIO when the connection went first. arg must live until
+ * then. For commands whose effect must not go unnoticed (a lease granted
+ * after its asker stopped waiting). */
+void corral_redis_eval_late(struct corral_redis *r,
+                            const struct corral_redis_script *script,
+                            corral_redis_reply_cb *cb,
+                            corral_redis_reply_cb *late, void *arg, int nkeys,
+                            int argc, const char *const *argv,
+                            const size_t *lens);
+
+/* The command connection finished its handshake and is open. */
+bool corral_redis_ready(const struct corral_redis *r);
+/* The last commands went unanswered or failed since a reply came: callers
+ * that can decide alone had better not wait on Redis now. */
+bool corral_redis_struggling(const struct corral_redis *r);
+/* The subscriber connection is subscribed to every channel. */
+bool corral_redis_listening(const struct corral_redis *r);
+/* The timeout of every command, ms. */
+uint64_t corral_redis_timeout(const struct corral_redis *r);
+
+/* What a subscriber hears on one channel. */
+struct corral_redis_listener {
+    /* A message: len bytes, borrowed for the call. */
+    void (*message)(const char *msg, size_t len, void *arg);
+    /* Subscribed, at start or again after the subscriber connection
+     * went: messages published meanwhile were not heard; resync now. */
+    void (*subscribed)(void *arg);
+    /* The subscriber connection went: deaf until subscribed() again. */
+    void (*lost)(void *arg);
+};
+/* Listens to channel (copied) with l (borrowed; must outlive the
+ * subscription); l NULL stops listening to it. At most 4 channels. */
+int corral_redis_subscribe(struct corral_redis *r, const char *channel,
+                           const struct corral_redis_listener *l, void *arg);
+
+void corral_redis_stats(const struct corral_redis *r,
+                        struct corral_redis_stats *out);
+/* "up" or "down". */
+const char *corral_redis_state_name(enum corral_redis_state s);
+/* "host:port" or "unix:PATH", for logs. */
+const char *corral_redis_name(const struct corral_redis *r);
+
+#endif

@@ -1,0 +1,1001 @@
+/* redis.c — one Redis server (see corral/redis.h).
+ *
+ * A command is a struct cmd on the pending queue, in the order it was
+ * written, which is the order Redis answers. Every command has the same
+ * timeout, so the queue is ordered by deadline too and one timer, armed for
+ * its head, serves them all (h2o's deadline lists). hiredis holds a sent
+ * command until its reply callback, which it calls exactly once (with a NULL
+ * reply when the connection goes); a timeout answers the caller first, and
+ * the reply then only frees the command. A command given while the
+ * connection is not ready is answered -ENOTCONN from the refused queue on
+ * the next loop turn. The handshake's commands are not on the queue: the
+ * connect timer bounds the whole handshake. */
+#include "corral/redis.h"
+#include "log.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "timeutil.h"
+#include "xalloc.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 1000
+#define CONNECT_TIMEOUT_MS 1000 /* connect and handshake */
+#define STUCK_AFTER 3 /* timeouts in a row, no reply byte between */
+#define FAIL_AFTER 3  /* failures in a row that make Redis down */
+#define UP_AFTER 3    /* answers in a row that make it up again... */
+#define UP_HOLD_MS 1000 /* ...no sooner than this after it went down */
+#define MAX_CHANNELS 4
+#define MAX_SCRIPTS 16
+
+struct cmd {
+    TAILQ_ENTRY(cmd) link; /* pending or refused */
+    struct corral_redis *r;
+    corral_redis_reply_cb *cb;
+    corral_redis_reply_cb *late; /* hears a reply that came after cb's
+                                  * -ETIMEDOUT (or NULL, -EIO if none) */
+    void *arg;
+    uint64_t sent_ms;  /* monotonic */
+    uint64_t deadline; /* monotonic ms */
+    bool listed;       /* on pending or refused */
+    bool done;         /* cb has fired: the reply only frees it */
+    bool timed_out;    /* cb heard -ETIMEDOUT: late hears the reply */
+};
+TAILQ_HEAD(cmd_list, cmd);
+
+struct corral_redis_script {
+    char *body;
+    char sha[41]; /* from SCRIPT LOAD; "" until loaded */
+};
+
+struct chan {
+    char *name;
+    const struct corral_redis_listener *l;
+    void *arg;
+    bool confirmed;
+};
+
+struct corral_redis {
+    struct event_base *base;
+    char *host, *unix_path, *user, *password;
+    char name[280]; /* for logs */
+    char db[16];    /* "" when 0 */
+    uint16_t port;
+    uint64_t timeout_ms;
+
+    /* The command connection. */
+    redisAsyncContext *ac; /* NULL while down */
+    bool ready;            /* handshake done */
+    unsigned hs_left;      /* handshake replies still owed */
+    uint64_t backoff_ms;
+    struct event *retry_ev; /* reconnect, or give up the handshake */
+    struct event *reset_ev; /* drop a stuck connection, off the stack */
+    struct cmd_list pending, refused;
+    struct event *timer_ev;   /* the pending head's deadline */
+    struct event *refuse_ev;  /* answers the refused queue */
+    uint64_t last_reply_ms;   /* any reply, late ones too */
+    size_t partial;           /* unparsed reply bytes at the last check */
+    unsigned timeouts_in_row; /* with no reply byte between */
+
+    /* Health. */
+    unsigned fails, oks; /* in a row */
+    uint64_t down_since; /* monotonic ms */
+    char last_error[160];
+    char logged_error[160]; /* the last handshake error logged */
+    struct event *health_ev;
+
+    struct corral_redis_script *scripts[MAX_SCRIPTS];
+    size_t n_scripts;
+
+    /* The subscriber connection. */
+    redisAsyncContext *sub_ac;
+    bool listening;
+    uint64_t sub_backoff_ms;
+    struct event *sub_retry_ev;
+    struct chan chans[MAX_CHANNELS];
+    size_t n_chans;
+
+    bool closing;
+    struct corral_redis_stats stats;
+};
+
+const char *
+corral_redis_state_name(enum corral_redis_state s)
+{
+    return s == CORRAL_REDIS_UP ? "up" : "down";
+}
+
+const char *
+corral_redis_name(const struct corral_redis *r)
+{
+    return r->name;
+}
+
+/* ---- health ---- */
+
+static void
+set_down(struct corral_redis *r, const char *why)
+{
+    if (why != NULL && why != r->last_error)
+        snprintf(r->last_error, sizeof(r->last_error), "%s", why);
+    r->oks = 0;
+    if (r->stats.state != CORRAL_REDIS_UP)
+        return;
+    r->stats.state = CORRAL_REDIS_DOWN;
+    r->down_since = corral_now_ms();
+    corral_log(CORRAL_LOG_WARNING, "redis %s: down (%s)", r->name,
+               r->last_error);
+}
+
+static void
+maybe_up(struct corral_redis *r)
+{
+    if (r->stats.state == CORRAL_REDIS_UP || !r->ready || r->oks < UP_AFTER ||
+        corral_now_ms() < r->down_since + UP_HOLD_MS)
+        return;
+    r->stats.state = CORRAL_REDIS_UP;
+    corral_log(CORRAL_LOG_NOTICE, "redis %s: up", r->name);
+}
+
+static void
+note_ok(struct corral_redis *r)
+{
+    r->fails = 0;
+    r->oks++;
+    maybe_up(r);
+}
+
+static void
+note_fail(struct corral_redis *r, const char *why)
+{
+    snprintf(r->last_error, sizeof(r->last_error), "%s", why);
+    r->oks = 0;
+    if (++r->fails >= FAIL_AFTER)
+        set_down(r, r->last_error);
+}
+
+static void command(struct corral_redis *r, corral_redis_reply_cb *cb,
+                    corral_redis_reply_cb *late, void *arg, int argc,
+                    const char *const *argv, const size_t *lens);
+
+/* Every second: a PING when Redis is down but connected, so it comes back
+ * up without waiting for traffic (the answer counts like any other). */
+static void
+health_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    static const char *const ping[1] = {"PING"};
+    (void)fd;
+    (void)what;
+    maybe_up(r);
+    if (r->stats.state == CORRAL_REDIS_DOWN && r->ready)
+        command(r, NULL, NULL, NULL, 1, ping, NULL);
+}
+
+/* ---- the command connection ---- */
+
+static void start_connect(struct corral_redis *r);
+
+static void
+schedule_retry(struct corral_redis *r)
+{
+    struct timeval tv = corral_ms_to_tv(r->backoff_ms);
+    event_add(r->retry_ev, &tv);
+    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                       : r->backoff_ms * 2;
+}
+
+/* Closes the command connection: hiredis answers what it holds with NULL
+ * replies (so its commands answer -EIO) before this returns. */
+static void
+drop(struct corral_redis *r, const char *why)
+{
+    redisAsyncContext *ac = r->ac;
+    r->ready = false;
+    set_down(r, why);
+    if (ac == NULL)
+        return;
+    r->ac = NULL; /* on_disconnect ignores it now */
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis *r = ac->data;
+    (void)status;
+    if (r == NULL || r->ac != ac)
+        return; /* one we dropped on purpose */
+    r->ac = NULL; /* hiredis frees it */
+    r->ready = false;
+    set_down(r, ac->errstr[0] ? ac->errstr : "connection closed");
+    schedule_retry(r);
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis *r = ac->data;
+    if (r == NULL || r->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        r->ac = NULL; /* hiredis frees ac after this callback */
+        set_down(r, ac->errstr);
+        schedule_retry(r);
+        return;
+    }
+    redisEnableKeepAlive((redisContext *)&ac->c);
+}
+
+/* A handshake step failed: say so once per distinct reason, and retry. */
+static void
+handshake_failed(struct corral_redis *r, const char *step, const char *why)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%s: %s", step, why);
+    if (strcmp(msg, r->logged_error) != 0) {
+        corral_log(CORRAL_LOG_ERROR, "redis %s: %s", r->name, msg);
+        snprintf(r->logged_error, sizeof(r->logged_error), "%s", msg);
+    }
+    drop(r, msg);
+    event_del(r->retry_ev);
+    schedule_retry(r);
+}
+
+static void
+handshake_done(struct corral_redis *r)
+{
+    event_del(r->retry_ev);
+    r->ready = true;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->timeouts_in_row = 0;
+    r->logged_error[0] = '\0';
+    /* The first connection needs no proof beyond its handshake. */
+    if (r->stats.connects++ == 0)
+        r->oks = UP_AFTER;
+    maybe_up(r);
+}
+
+static void
+hs_reply(redisAsyncContext *ac, void *reply, void *privdata,
+         const char *step)
+{
+    struct corral_redis *r = ac->data;
+    redisReply *rep = reply;
+    (void)privdata;
+    if (r == NULL || r->ac != ac || rep == NULL || r->hs_left == 0)
+        return; /* an old connection, or this one going */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        handshake_failed(r, step, rep->str);
+        return;
+    }
+    note_ok(r);
+    if (--r->hs_left == 0)
+        handshake_done(r);
+}
+
+static void
+auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    hs_reply(ac, reply, privdata, "AUTH");
+}
+
+static void
+select_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    hs_reply(ac, reply, privdata, "SELECT");
+}
+
+static void
+ping_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    hs_reply(ac, reply, privdata, "PING");
+}
+
+static void
+load_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis_script *s = privdata;
+    redisReply *rep = reply;
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING && rep->len == 40)
+        memcpy(s->sha, rep->str, 41);
+    hs_reply(ac, reply, privdata, "SCRIPT LOAD");
+}
+
+/* After a NOSCRIPT (SCRIPT FLUSH, say): load them again, outside any
+ * handshake. */
+static void
+reload_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis_script *s = privdata;
+    redisReply *rep = reply;
+    (void)ac;
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING && rep->len == 40)
+        memcpy(s->sha, rep->str, 41);
+}
+
+static void
+send_auth(redisAsyncContext *ac, const struct corral_redis *r,
+          redisCallbackFn *fn)
+{
+    if (r->password == NULL)
+        return;
+    const char *argv[3] = {"AUTH", r->user ? r->user : r->password,
+                           r->password};
+    redisAsyncCommandArgv(ac, fn, NULL, r->user ? 3 : 2, argv, NULL);
+}
+
+static void
+start_connect(struct corral_redis *r)
+{
+    redisAsyncContext *ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
+                                         : redisAsyncConnect(r->host, r->port);
+    if (ac == NULL || ac->err) {
+        set_down(r, ac ? ac->errstr : "out of memory");
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        schedule_retry(r);
+        return;
+    }
+    ac->data = r;
+    r->ac = ac;
+    r->ready = false;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* Pipelined: written once connected, answered in this order. */
+    r->hs_left = (r->password != NULL) + (r->db[0] != '\0') + r->n_scripts + 1;
+    send_auth(ac, r, auth_reply);
+    if (r->db[0] != '\0') {
+        const char *argv[2] = {"SELECT", r->db};
+        redisAsyncCommandArgv(ac, select_reply, NULL, 2, argv, NULL);
+    }
+    for (size_t i = 0; i < r->n_scripts; i++) {
+        const char *argv[3] = {"SCRIPT", "LOAD", r->scripts[i]->body};
+        redisAsyncCommandArgv(ac, load_reply, r->scripts[i], 3, argv, NULL);
+    }
+    redisAsyncCommand(ac, ping_reply, NULL, "PING");
+    struct timeval tv = corral_ms_to_tv(CONNECT_TIMEOUT_MS);
+    event_add(r->retry_ev, &tv); /* a connect that hangs is given up */
+}
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->ac != NULL && !r->ready) {
+        drop(r, "no answer to the handshake");
+        schedule_retry(r);
+        return;
+    }
+    if (r->ac == NULL)
+        start_connect(r);
+}
+
+static void
+reset_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->ac == NULL)
+        return;
+    r->stats.stuck++;
+    drop(r, "no answer: connection taken for stuck");
+    event_del(r->retry_ev);
+    schedule_retry(r);
+}
+
+/* ---- commands ---- */
+
+static void
+arm_timer(struct corral_redis *r)
+{
+    struct cmd *c = TAILQ_FIRST(&r->pending);
+    if (c == NULL) {
+        event_del(r->timer_ev);
+        return;
+    }
+    uint64_t now = corral_now_ms();
+    struct timeval tv = corral_ms_to_tv(c->deadline > now ? c->deadline - now
+                                                          : 0);
+    event_add(r->timer_ev, &tv);
+}
+
+static void
+unlist(struct cmd *c, struct cmd_list *from)
+{
+    if (c->listed) {
+        TAILQ_REMOVE(from, c, link);
+        c->listed = false;
+    }
+}
+
+static void
+cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct cmd *c = privdata;
+    struct corral_redis *r = c->r;
+    redisReply *rep = reply;
+    (void)ac;
+    if (rep != NULL) {
+        r->last_reply_ms = corral_now_ms();
+        r->timeouts_in_row = 0; /* slow, but answering: not stuck */
+    }
+    if (c->done) { /* answered at its timeout */
+        if (c->late != NULL && c->timed_out)
+            c->late(rep, rep == NULL || rep->type == REDIS_REPLY_ERROR ? -EIO
+                                                                       : 0,
+                    c->arg);
+        free(c);
+        return;
+    }
+    bool head = c == TAILQ_FIRST(&r->pending);
+    unlist(c, &r->pending);
+    if (head)
+        arm_timer(r);
+    c->done = true;
+    int error = 0;
+    if (rep == NULL) {
+        r->stats.errors++;
+        error = -EIO;
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        r->stats.errors++;
+        r->timeouts_in_row = 0;
+        note_fail(r, rep->str);
+        error = -EIO;
+        if (strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->ac != NULL)
+            for (size_t i = 0; i < r->n_scripts; i++) {
+                const char *argv[3] = {"SCRIPT", "LOAD", r->scripts[i]->body};
+                redisAsyncCommandArgv(r->ac, reload_reply, r->scripts[i], 3,
+                                      argv, NULL);
+            }
+    } else {
+        r->timeouts_in_row = 0;
+        note_ok(r);
+    }
+    if (c->cb)
+        c->cb(rep, error, c->arg);
+    free(c);
+}
+
+/* Did any reply byte come since c was sent? */
+static bool
+progress(struct corral_redis *r, const struct cmd *c)
+{
+    if (r->last_reply_ms >= c->sent_ms)
+        return true;
+    size_t partial = 0;
+    if (r->ac != NULL && r->ac->c.reader != NULL)
+        partial = r->ac->c.reader->len - r->ac->c.reader->pos;
+    bool grew = partial != r->partial;
+    r->partial = partial;
+    return grew && partial > 0;
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    uint64_t now = corral_now_ms();
+    struct cmd *c;
+    (void)fd;
+    (void)what;
+    while ((c = TAILQ_FIRST(&r->pending)) != NULL && c->deadline <= now) {
+        unlist(c, &r->pending);
+        c->done = true; /* hiredis still holds it: its reply frees it */
+        c->timed_out = true;
+        r->stats.timeouts++;
+        if (progress(r, c)) {
+            r->timeouts_in_row = 0;
+        } else if (++r->timeouts_in_row >= STUCK_AFTER && r->ac != NULL) {
+            event_active(r->reset_ev, EV_TIMEOUT, 1);
+        }
+        note_fail(r, "timed out");
+        if (c->cb)
+            c->cb(NULL, -ETIMEDOUT, c->arg);
+    }
+    arm_timer(r);
+}
+
+static void
+refuse_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    struct cmd *c;
+    (void)fd;
+    (void)what;
+    while ((c = TAILQ_FIRST(&r->refused)) != NULL) {
+        unlist(c, &r->refused);
+        if (c->cb)
+            c->cb(NULL, -ENOTCONN, c->arg);
+        free(c);
+    }
+}
+
+static void
+command(struct corral_redis *r, corral_redis_reply_cb *cb,
+        corral_redis_reply_cb *late, void *arg, int argc,
+        const char *const *argv, const size_t *lens)
+{
+    if (r->closing) { /* a callback of corral_redis_free() */
+        if (cb)
+            cb(NULL, -ECANCELED, arg);
+        return;
+    }
+    struct cmd *c = xcalloc(1, sizeof(*c));
+    c->r = r;
+    c->cb = cb;
+    c->late = late;
+    c->arg = arg;
+    r->stats.commands++;
+    if (r->ac != NULL && r->ready &&
+        redisAsyncCommandArgv(r->ac, cmd_reply, c, argc, (const char **)argv,
+                              lens) == REDIS_OK) {
+        c->sent_ms = corral_now_ms();
+        c->deadline = c->sent_ms + r->timeout_ms;
+        c->listed = true;
+        bool first = TAILQ_EMPTY(&r->pending);
+        TAILQ_INSERT_TAIL(&r->pending, c, link);
+        if (first)
+            arm_timer(r);
+        return;
+    }
+    r->stats.errors++;
+    c->done = true;
+    c->listed = true;
+    TAILQ_INSERT_TAIL(&r->refused, c, link);
+    event_active(r->refuse_ev, EV_TIMEOUT, 1);
+}
+
+void
+corral_redis_command(struct corral_redis *r, corral_redis_reply_cb *cb,
+                     void *arg, int argc, const char *const *argv,
+                     const size_t *lens)
+{
+    command(r, cb, NULL, arg, argc, argv, lens);
+}
+
+struct corral_redis_script *
+corral_redis_script_new(struct corral_redis *r, const char *body)
+{
+    if (r->n_scripts == MAX_SCRIPTS)
+        abort(); /* a programming error: raise MAX_SCRIPTS */
+    struct corral_redis_script *s = xcalloc(1, sizeof(*s));
+    s->body = xstrndup(body, strlen(body));
+    r->scripts[r->n_scripts++] = s;
+    if (r->ac != NULL) {
+        /* A script added while connected: load it now too. */
+        const char *argv[3] = {"SCRIPT", "LOAD", s->body};
+        redisAsyncCommandArgv(r->ac, reload_reply, s, 3, argv, NULL);
+    }
+    return s;
+}
+
+#define EVAL_ARGS_MAX 256
+
+void
+corral_redis_eval(struct corral_redis *r,
+                  const struct corral_redis_script *script,
+                  corral_redis_reply_cb *cb, void *arg, int nkeys, int argc,
+                  const char *const *argv, const size_t *lens)
+{
+    corral_redis_eval_late(r, script, cb, NULL, arg, nkeys, argc, argv, lens);
+}
+
+void
+corral_redis_eval_late(struct corral_redis *r,
+                       const struct corral_redis_script *script,
+                       corral_redis_reply_cb *cb, corral_redis_reply_cb *late,
+                       void *arg, int nkeys, int argc, const char *const *argv,
+                       const size_t *lens)
+{
+    const char *av[EVAL_ARGS_MAX + 3];
+    size_t lv[EVAL_ARGS_MAX + 3];
+    char nk[16];
+    if (argc > EVAL_ARGS_MAX)
+        abort(); /* a programming error */
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    av[0] = "EVALSHA";
+    av[1] = script->sha;
+    av[2] = nk;
+    lv[0] = 7;
+    lv[1] = strlen(script->sha);
+    lv[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        av[i + 3] = argv[i];
+        lv[i + 3] = lens ? lens[i] : strlen(argv[i]);
+    }
+    command(r, cb, late, arg, argc + 3, av, lv);
+}
+
+bool
+corral_redis_ready(const struct corral_redis *r)
+{
+    return r->ac != NULL && r->ready;
+}
+
+bool
+corral_redis_struggling(const struct corral_redis *r)
+{
+    return !corral_redis_ready(r) || r->timeouts_in_row > 0;
+}
+
+uint64_t
+corral_redis_timeout(const struct corral_redis *r)
+{
+    return r->timeout_ms;
+}
+
+/* ---- the subscriber connection ---- */
+
+static void start_sub(struct corral_redis *r);
+
+static void
+sub_went(struct corral_redis *r)
+{
+    bool was = r->listening;
+    r->listening = false;
+    for (size_t i = 0; i < r->n_chans; i++)
+        r->chans[i].confirmed = false;
+    if (was)
+        for (size_t i = 0; i < r->n_chans; i++)
+            if (r->chans[i].l && r->chans[i].l->lost)
+                r->chans[i].l->lost(r->chans[i].arg);
+}
+
+static void
+schedule_sub_retry(struct corral_redis *r)
+{
+    struct timeval tv = corral_ms_to_tv(r->sub_backoff_ms);
+    event_add(r->sub_retry_ev, &tv);
+    r->sub_backoff_ms = r->sub_backoff_ms * 2 > BACKOFF_MAX_MS
+                            ? BACKOFF_MAX_MS
+                            : r->sub_backoff_ms * 2;
+}
+
+static void
+stop_sub(struct corral_redis *r)
+{
+    redisAsyncContext *ac = r->sub_ac;
+    if (ac == NULL)
+        return;
+    r->sub_ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+    sub_went(r);
+}
+
+static void
+on_sub_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis *r = ac->data;
+    (void)status;
+    if (r == NULL || r->sub_ac != ac)
+        return;
+    r->sub_ac = NULL; /* hiredis frees it */
+    sub_went(r);
+    schedule_sub_retry(r);
+}
+
+static void
+on_sub_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK) {
+        on_sub_disconnect(ac, status);
+        return;
+    }
+    redisEnableKeepAlive((redisContext *)&ac->c);
+}
+
+static void
+sub_auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = ac->data;
+    redisReply *rep = reply;
+    (void)privdata;
+    if (r == NULL || r->sub_ac != ac || rep == NULL ||
+        rep->type != REDIS_REPLY_ERROR)
+        return;
+    /* Refused: the subscription after it fails too; start over later. */
+    stop_sub(r);
+    schedule_sub_retry(r);
+}
+
+static struct chan *
+find_chan(struct corral_redis *r, const char *name, size_t len)
+{
+    for (size_t i = 0; i < r->n_chans; i++)
+        if (strlen(r->chans[i].name) == len &&
+            memcmp(r->chans[i].name, name, len) == 0)
+            return &r->chans[i];
+    return NULL;
+}
+
+static void
+on_message(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    if (rep == NULL || r->sub_ac != ac || rep->type != REDIS_REPLY_ARRAY ||
+        rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_STRING)
+        return; /* the connection going, or not a message */
+    struct chan *ch = find_chan(r, rep->element[1]->str,
+                                (size_t)rep->element[1]->len);
+    if (ch == NULL)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        ch->confirmed = true;
+        for (size_t i = 0; i < r->n_chans; i++)
+            if (!r->chans[i].confirmed)
+                return;
+        r->listening = true;
+        r->sub_backoff_ms = BACKOFF_MIN_MS;
+        for (size_t i = 0; i < r->n_chans; i++)
+            if (r->chans[i].l && r->chans[i].l->subscribed)
+                r->chans[i].l->subscribed(r->chans[i].arg);
+        return;
+    }
+    if (strcmp(rep->element[0]->str, "message") != 0 ||
+        rep->element[2]->type != REDIS_REPLY_STRING || ch->l == NULL ||
+        ch->l->message == NULL)
+        return;
+    ch->l->message(rep->element[2]->str, (size_t)rep->element[2]->len,
+                   ch->arg);
+}
+
+static void
+start_sub(struct corral_redis *r)
+{
+    if (r->n_chans == 0)
+        return;
+    redisAsyncContext *ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
+                                         : redisAsyncConnect(r->host, r->port);
+    if (ac == NULL || ac->err) {
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        schedule_sub_retry(r);
+        return;
+    }
+    ac->data = r;
+    r->sub_ac = ac;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_sub_connect);
+    redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
+    send_auth(ac, r, sub_auth_reply);
+    const char *argv[MAX_CHANNELS + 1];
+    argv[0] = "SUBSCRIBE";
+    for (size_t i = 0; i < r->n_chans; i++)
+        argv[i + 1] = r->chans[i].name;
+    redisAsyncCommandArgv(ac, on_message, r, (int)r->n_chans + 1, argv, NULL);
+}
+
+static void
+sub_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->sub_ac == NULL)
+        start_sub(r);
+}
+
+int
+corral_redis_subscribe(struct corral_redis *r, const char *channel,
+                       const struct corral_redis_listener *l, void *arg)
+{
+    struct chan *ch = find_chan(r, channel, strlen(channel));
+    if (l == NULL) {
+        if (ch == NULL)
+            return 0;
+        free(ch->name);
+        *ch = r->chans[--r->n_chans];
+    } else if (ch != NULL) {
+        ch->l = l;
+        ch->arg = arg;
+        return 0;
+    } else {
+        if (r->n_chans == MAX_CHANNELS)
+            return -ENOSPC;
+        ch = &r->chans[r->n_chans++];
+        ch->name = xstrndup(channel, strlen(channel));
+        ch->l = l;
+        ch->arg = arg;
+        ch->confirmed = false;
+    }
+    /* The set changed: subscribe again from scratch (setup only). */
+    stop_sub(r);
+    event_del(r->sub_retry_ev);
+    r->sub_backoff_ms = BACKOFF_MIN_MS;
+    start_sub(r);
+    return 0;
+}
+
+bool
+corral_redis_listening(const struct corral_redis *r)
+{
+    return r->listening;
+}
+
+/* ---- lifecycle ---- */
+
+struct corral_redis *
+corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
+                 char *err, size_t errlen)
+{
+    if (base == NULL || o == NULL ||
+        (o->unix_path == NULL && (o->host == NULL || o->port == 0))) {
+        snprintf(err, errlen, "redis: a host and port, or a unix path");
+        return NULL;
+    }
+    struct corral_redis *r = xcalloc(1, sizeof(*r));
+    r->base = base;
+    r->host = o->host ? xstrndup(o->host, strlen(o->host)) : NULL;
+    r->unix_path =
+        o->unix_path ? xstrndup(o->unix_path, strlen(o->unix_path)) : NULL;
+    r->user = o->user ? xstrndup(o->user, strlen(o->user)) : NULL;
+    r->password =
+        o->password ? xstrndup(o->password, strlen(o->password)) : NULL;
+    r->port = o->port;
+    if (o->db != 0)
+        snprintf(r->db, sizeof(r->db), "%u", o->db);
+    r->timeout_ms = o->timeout_ms ? o->timeout_ms : 50;
+    r->backoff_ms = r->sub_backoff_ms = BACKOFF_MIN_MS;
+    if (o->unix_path)
+        snprintf(r->name, sizeof(r->name), "unix:%s", o->unix_path);
+    else
+        snprintf(r->name, sizeof(r->name), "%s:%u", o->host,
+                 (unsigned)o->port);
+    snprintf(r->last_error, sizeof(r->last_error), "not connected yet");
+    TAILQ_INIT(&r->pending);
+    TAILQ_INIT(&r->refused);
+    r->retry_ev = evtimer_new(base, retry_cb, r);
+    r->reset_ev = event_new(base, -1, 0, reset_cb, r);
+    r->timer_ev = evtimer_new(base, timer_cb, r);
+    r->refuse_ev = event_new(base, -1, 0, refuse_cb, r);
+    r->health_ev = event_new(base, -1, EV_PERSIST, health_cb, r);
+    r->sub_retry_ev = evtimer_new(base, sub_retry_cb, r);
+    if (!r->retry_ev || !r->reset_ev || !r->timer_ev || !r->refuse_ev ||
+        !r->health_ev || !r->sub_retry_ev)
+        abort(); /* the policy of xalloc.h */
+    struct timeval second = {1, 0};
+    event_add(r->health_ev, &second);
+    start_connect(r);
+    return r;
+}
+
+void
+corral_redis_free(struct corral_redis *r)
+{
+    if (r == NULL)
+        return;
+    struct cmd *c;
+    r->closing = true;
+    /* Answer first (hiredis's NULL replies then only free them). */
+    TAILQ_FOREACH(c, &r->pending, link)
+    {
+        c->done = true;
+        if (c->cb)
+            c->cb(NULL, -ECANCELED, c->arg);
+    }
+    while ((c = TAILQ_FIRST(&r->pending)) != NULL)
+        unlist(c, &r->pending); /* hiredis frees them in drop() */
+    while ((c = TAILQ_FIRST(&r->refused)) != NULL) {
+        unlist(c, &r->refused);
+        if (c->cb)
+            c->cb(NULL, -ECANCELED, c->arg);
+        free(c);
+    }
+    /* What is written but not sent (leases given back as the program
+     * stops) goes out now if the socket takes it: one try, no wait. */
+    if (r->ac != NULL && r->ready) {
+        int done = 0;
+        redisBufferWrite(&r->ac->c, &done);
+    }
+    r->stats.state = CORRAL_REDIS_DOWN; /* no "down" line at exit */
+    drop(r, "closing");
+    for (size_t i = 0; i < r->n_chans; i++)
+        r->chans[i].l = NULL; /* no lost() at exit */
+    stop_sub(r);
+    event_free(r->retry_ev);
+    event_free(r->reset_ev);
+    event_free(r->timer_ev);
+    event_free(r->refuse_ev);
+    event_free(r->health_ev);
+    event_free(r->sub_retry_ev);
+    for (size_t i = 0; i < r->n_chans; i++)
+        free(r->chans[i].name);
+    for (size_t i = 0; i < r->n_scripts; i++) {
+        free(r->scripts[i]->body);
+        free(r->scripts[i]);
+    }
+    free(r->host);
+    free(r->unix_path);
+    free(r->user);
+    if (r->password)
+        explicit_bzero(r->password, strlen(r->password));
+    free(r->password);
+    free(r);
+}
+
+void
+corral_redis_stats(const struct corral_redis *r,
+                   struct corral_redis_stats *out)
+{
+    *out = r->stats;
+}
+
+/* ---- the blocking probe at start ---- */
+
+static int
+probe_step(redisContext *c, int argc, const char **argv, const char *step,
+           char *err, size_t errlen)
+{
+    redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
+    if (rep == NULL) {
+        snprintf(err, errlen, "%s: %s", step, c->errstr);
+        return -EIO;
+    }
+    int rc = 0;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s: %s", step, rep->str);
+        /* LOADING and the like are an outage; the rest our config. */
+        rc = strncmp(rep->str, "LOADING", 7) == 0 ||
+                     strncmp(rep->str, "BUSY", 4) == 0
+                 ? -EAGAIN
+                 : -EINVAL;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+int
+corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
+                   int argc, const char *const *argv, struct redisReply **out,
+                   char *err, size_t errlen)
+{
+    struct timeval tv = corral_ms_to_tv(timeout_ms);
+    if (out != NULL)
+        *out = NULL;
+    redisContext *c = o->unix_path ? redisConnectUnixWithTimeout(o->unix_path, tv)
+                                   : redisConnectWithTimeout(o->host, o->port, tv);
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
+        redisFree(c);
+        return -ECONNREFUSED;
+    }
+    redisSetTimeout(c, tv);
+    int rc = 0;
+    if (o->password != NULL) {
+        const char *auth[3] = {"AUTH", o->user ? o->user : o->password,
+                               o->password};
+        rc = probe_step(c, o->user ? 3 : 2, auth, "AUTH", err, errlen);
+    }
+    if (rc == 0 && o->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%u", o->db);
+        const char *select[2] = {"SELECT", db};
+        rc = probe_step(c, 2, select, "SELECT", err, errlen);
+    }
+    if (rc == 0 && argc > 0 && out != NULL) {
+        *out = redisCommandArgv(c, argc, (const char **)argv, NULL);
+        if (*out == NULL) {
+            snprintf(err, errlen, "%s", c->errstr);
+            rc = -EIO;
+        }
+    }
+    redisFree(c);
+    return rc;
+}
