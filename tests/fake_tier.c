@@ -1,7 +1,8 @@
 /* fake_tier.c — an in-memory tier with loop latency, for tests and demos.
  * It stores its own copy of each value (as a remote store would) and hands
- * out fresh copies, so L1 and the tier never share memory. Entries live in a
- * plain list: tests hold few keys. */
+ * out fresh copies, so L1 and the tier never share memory. Entries and
+ * leases live in plain lists: tests hold few keys. Every answer goes
+ * through the loop, after the latency. */
 #include "fake_tier.h"
 
 #include <errno.h>
@@ -22,32 +23,41 @@ struct fake_entry {
     uint64_t dies_at; /* ms */
 };
 
-struct fake_get {
-    LIST_ENTRY(fake_get) link;
-    struct corral_fake_tier *tier;
-    struct event *timer;
-    corral_tier_get_cb *cb;
-    void *arg;
-    size_t keylen;
-    char key[];
-};
-
+/* A key's lease: held by this instance or another, or a failure kept for
+ * the key's backoff. */
 struct fake_lease {
     SLIST_ENTRY(fake_lease) link;
+    uint64_t id;      /* ours: the handle's */
     bool ours;        /* taken through the ops, not by "another instance" */
+    bool failed;      /* a failure outcome, not a holder */
+    int error;
+    char message[128];
     uint64_t dies_at; /* ms */
     size_t keylen;
     char key[];
 };
 
-/* A lease answer on its way, through the loop like a get. */
-struct fake_lease_req {
-    LIST_ENTRY(fake_lease_req) link;
+struct corral_tier_lease {
+    uint64_t id;
+    size_t keylen;
+    char key[];
+};
+
+enum call_kind { CALL_GET, CALL_ACQUIRE, CALL_DEL };
+
+/* An answer on its way through the loop. */
+struct fake_call {
+    LIST_ENTRY(fake_call) link;
     struct corral_fake_tier *tier;
     struct event *timer;
-    corral_tier_lease_cb *cb;
+    enum call_kind kind;
+    corral_tier_get_cb *get_cb;
+    corral_tier_acquire_cb *acquire_cb;
+    corral_tier_done_cb *done_cb;
     void *arg;
-    int won;
+    struct corral_tier_want want;
+    size_t keylen;
+    char key[];
 };
 
 struct corral_fake_tier {
@@ -55,14 +65,13 @@ struct corral_fake_tier {
     uint64_t latency_ms;
     uint64_t (*clock)(void *);
     void *clock_arg;
+    bool unknown;
+    uint64_t next_id;
     SLIST_HEAD(, fake_entry) entries;
-    LIST_HEAD(, fake_get) gets; /* in flight */
-    corral_tier_invalidate_cb *sub_cb;
-    void *sub_arg;
-    corral_tier_released_cb *rel_cb;
-    void *rel_arg;
     SLIST_HEAD(, fake_lease) leases;
-    LIST_HEAD(, fake_lease_req) lease_reqs; /* answers on their way */
+    LIST_HEAD(, fake_call) calls; /* in flight */
+    const struct corral_tier_events *ev;
+    void *ev_arg;
     struct corral_fake_tier_counts counts;
 };
 
@@ -88,6 +97,9 @@ copy_value(const struct corral_value *v)
     return c;
 }
 
+static bool
+drop(struct corral_fake_tier *t, const void *key, size_t keylen);
+
 static struct fake_entry *
 find(struct corral_fake_tier *t, const void *key, size_t keylen)
 {
@@ -96,99 +108,27 @@ find(struct corral_fake_tier *t, const void *key, size_t keylen)
         if (corral_value_keylen(e->copy) == keylen &&
             memcmp(corral_value_key(e->copy), key, keylen) == 0)
             break;
+    if (e && t->clock(t->clock_arg) >= e->dies_at) {
+        drop(t, key, keylen);
+        e = NULL;
+    }
     return e;
 }
 
 static bool
 drop(struct corral_fake_tier *t, const void *key, size_t keylen)
 {
-    struct fake_entry *e = find(t, key, keylen);
+    struct fake_entry *e;
+    SLIST_FOREACH(e, &t->entries, link)
+        if (corral_value_keylen(e->copy) == keylen &&
+            memcmp(corral_value_key(e->copy), key, keylen) == 0)
+            break;
     if (e == NULL)
         return false;
     SLIST_REMOVE(&t->entries, e, fake_entry, link);
     corral_value_unref(e->copy);
     free(e);
     return true;
-}
-
-static void
-get_finish(struct fake_get *g, struct corral_value *v, int error)
-{
-    LIST_REMOVE(g, link);
-    event_free(g->timer);
-    corral_tier_get_cb *cb = g->cb;
-    void *arg = g->arg;
-    free(g);
-    cb(v, error, arg);
-}
-
-static void
-get_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct fake_get *g = arg;
-    struct corral_fake_tier *t = g->tier;
-    struct fake_entry *e = find(t, g->key, g->keylen);
-    if (e && t->clock(t->clock_arg) >= e->dies_at) {
-        drop(t, g->key, g->keylen);
-        e = NULL;
-    }
-    if (e == NULL) {
-        get_finish(g, NULL, -ENOENT);
-        return;
-    }
-    t->counts.hits++;
-    get_finish(g, copy_value(e->copy), 0);
-}
-
-static void
-fake_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
-         void *arg)
-{
-    struct corral_fake_tier *t = ctx;
-    struct fake_get *g = calloc(1, sizeof(*g) + keylen);
-    if (g == NULL)
-        abort();
-    g->tier = t;
-    g->cb = cb;
-    g->arg = arg;
-    g->keylen = keylen;
-    memcpy(g->key, key, keylen);
-    g->timer = evtimer_new(t->base, get_timer_cb, g);
-    struct timeval tv = corral_ms_to_tv(t->latency_ms);
-    if (g->timer == NULL || evtimer_add(g->timer, &tv) != 0)
-        abort();
-    LIST_INSERT_HEAD(&t->gets, g, link);
-    t->counts.gets++;
-}
-
-static void
-fake_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
-{
-    struct corral_fake_tier *t = ctx;
-    drop(t, corral_value_key(v), corral_value_keylen(v));
-    struct fake_entry *e = calloc(1, sizeof(*e));
-    if (e == NULL)
-        abort();
-    e->copy = copy_value(v);
-    e->dies_at = t->clock(t->clock_arg) + ttl_ms;
-    SLIST_INSERT_HEAD(&t->entries, e, link);
-    t->counts.sets++;
-}
-
-static void
-fake_del(void *ctx, const void *key, size_t keylen)
-{
-    struct corral_fake_tier *t = ctx;
-    drop(t, key, keylen);
-    t->counts.dels++;
-}
-
-static void
-fake_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
-{
-    struct corral_fake_tier *t = ctx;
-    t->sub_cb = cb;
-    t->sub_arg = arg;
 }
 
 static struct fake_lease *
@@ -208,71 +148,204 @@ lease_find(struct corral_fake_tier *t, const void *key, size_t keylen)
     return NULL;
 }
 
-static void
+static struct fake_lease *
 lease_add(struct corral_fake_tier *t, const void *key, size_t keylen,
           uint64_t ttl_ms, bool ours)
 {
     struct fake_lease *l = calloc(1, sizeof(*l) + keylen);
     if (l == NULL)
         abort();
+    l->id = ++t->next_id;
     l->ours = ours;
     l->dies_at = t->clock(t->clock_arg) + ttl_ms;
     l->keylen = keylen;
     memcpy(l->key, key, keylen);
     SLIST_INSERT_HEAD(&t->leases, l, link);
+    return l;
 }
 
 static void
-lease_timer_cb(evutil_socket_t fd, short what, void *arg)
+lease_drop(struct corral_fake_tier *t, struct fake_lease *l)
 {
-    struct fake_lease_req *r = arg;
-    LIST_REMOVE(r, link);
-    event_free(r->timer);
-    r->cb(r->won, r->arg);
-    free(r);
+    SLIST_REMOVE(&t->leases, l, fake_lease, link);
+    free(l);
 }
 
+/* What an acquire finds now, as the script does. */
 static void
-fake_lease(void *ctx, const void *key, size_t keylen, uint64_t ttl_ms,
-           corral_tier_lease_cb *cb, void *arg)
+acquire_now(struct corral_fake_tier *t, struct fake_call *c,
+            struct corral_tier_answer *a)
 {
-    struct corral_fake_tier *t = ctx;
-    struct fake_lease_req *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        abort();
-    t->counts.leases++;
-    r->won = lease_find(t, key, keylen) == NULL;
-    if (r->won)
-        lease_add(t, key, keylen, ttl_ms, true);
-    r->tier = t;
-    r->cb = cb;
-    r->arg = arg;
-    r->timer = evtimer_new(t->base, lease_timer_cb, r);
-    LIST_INSERT_HEAD(&t->lease_reqs, r, link);
-    struct timeval tv = corral_ms_to_tv(t->latency_ms);
-    if (r->timer == NULL || evtimer_add(r->timer, &tv) != 0)
-        abort();
-}
-
-static void
-fake_release(void *ctx, const void *key, size_t keylen, int ok)
-{
-    struct corral_fake_tier *t = ctx;
-    struct fake_lease *l = lease_find(t, key, keylen);
-    (void)ok;
-    t->counts.releases++;
-    if (l != NULL && l->ours) { /* compare-and-delete */
-        SLIST_REMOVE(&t->leases, l, fake_lease, link);
-        free(l);
+    uint64_t now = t->clock(t->clock_arg);
+    struct fake_entry *e = find(t, c->key, c->keylen);
+    *a = (struct corral_tier_answer){.verdict = CORRAL_TIER_UNKNOWN};
+    if (e != NULL) {
+        a->value = copy_value(e->copy);
+        t->counts.hits++;
+        if (corral_value_expires_at(e->copy) > c->want.now_ms &&
+            corral_value_stored_at(e->copy) > c->want.newer_than) {
+            a->verdict = CORRAL_TIER_VALUE;
+            return;
+        }
     }
+    if (t->unknown) {
+        a->error = -ETIMEDOUT;
+        return;
+    }
+    t->counts.leases++;
+    struct fake_lease *l = lease_find(t, c->key, c->keylen);
+    if (l == NULL) {
+        l = lease_add(t, c->key, c->keylen, 1000, true);
+        struct corral_tier_lease *h = malloc(sizeof(*h) + c->keylen);
+        if (h == NULL)
+            abort();
+        h->id = l->id;
+        h->keylen = c->keylen;
+        memcpy(h->key, c->key, c->keylen);
+        a->verdict = CORRAL_TIER_WON;
+        a->lease = h;
+        return;
+    }
+    uint64_t left = l->dies_at - now;
+    if (l->failed) {
+        a->verdict = CORRAL_TIER_FAILED;
+        a->ms = left;
+        a->error = l->error;
+        a->message = l->message;
+        return;
+    }
+    a->verdict = CORRAL_TIER_HELD;
+    a->ms = left + 10 < 1000 ? left + 10 : 1000;
 }
 
 static void
-fake_watch_released(void *ctx, corral_tier_released_cb *cb, void *arg)
+call_fire(struct fake_call *c, bool cancel)
+{
+    struct corral_fake_tier *t = c->tier;
+    LIST_REMOVE(c, link);
+    event_free(c->timer);
+    if (c->kind == CALL_GET) {
+        struct fake_entry *e = cancel ? NULL : find(t, c->key, c->keylen);
+        if (e)
+            t->counts.hits++;
+        c->get_cb(e ? copy_value(e->copy) : NULL,
+                  cancel ? -ECANCELED : e ? 0 : -ENOENT, c->arg);
+    } else if (c->kind == CALL_ACQUIRE) {
+        struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
+                                       .error = -ECANCELED};
+        if (!cancel)
+            acquire_now(t, c, &a);
+        c->acquire_cb(&a, c->arg);
+    } else if (c->done_cb != NULL) {
+        c->done_cb(cancel ? -ECANCELED : 0, c->arg);
+    }
+    free(c);
+}
+
+static void
+call_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    call_fire(arg, false);
+}
+
+static struct fake_call *
+call_new(struct corral_fake_tier *t, enum call_kind kind, const void *key,
+         size_t keylen, void *arg)
+{
+    struct fake_call *c = calloc(1, sizeof(*c) + keylen);
+    if (c == NULL)
+        abort();
+    c->tier = t;
+    c->kind = kind;
+    c->arg = arg;
+    c->keylen = keylen;
+    memcpy(c->key, key, keylen);
+    c->timer = evtimer_new(t->base, call_timer_cb, c);
+    struct timeval tv = corral_ms_to_tv(t->latency_ms);
+    if (c->timer == NULL || evtimer_add(c->timer, &tv) != 0)
+        abort();
+    LIST_INSERT_HEAD(&t->calls, c, link);
+    return c;
+}
+
+static void
+fake_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
+         void *arg)
 {
     struct corral_fake_tier *t = ctx;
-    t->rel_cb = cb;
-    t->rel_arg = arg;
+    call_new(t, CALL_GET, key, keylen, arg)->get_cb = cb;
+    t->counts.gets++;
+}
+
+static void
+fake_acquire(void *ctx, const void *key, size_t keylen,
+             const struct corral_tier_want *want, corral_tier_acquire_cb *cb,
+             void *arg)
+{
+    struct corral_fake_tier *t = ctx;
+    struct fake_call *c = call_new(t, CALL_ACQUIRE, key, keylen, arg);
+    c->acquire_cb = cb;
+    c->want = *want;
+    t->counts.gets++;
+}
+
+static void
+fake_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
+{
+    struct corral_fake_tier *t = ctx;
+    drop(t, corral_value_key(v), corral_value_keylen(v));
+    struct fake_entry *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        abort();
+    e->copy = copy_value(v);
+    e->dies_at = t->clock(t->clock_arg) + ttl_ms;
+    SLIST_INSERT_HEAD(&t->entries, e, link);
+    t->counts.sets++;
+}
+
+static void
+fake_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
+         void *arg)
+{
+    struct corral_fake_tier *t = ctx;
+    drop(t, key, keylen);
+    struct fake_lease *l = lease_find(t, key, keylen);
+    if (l != NULL && l->failed)
+        lease_drop(t, l);
+    t->counts.dels++;
+    call_new(t, CALL_DEL, key, keylen, arg)->done_cb = cb;
+}
+
+static void
+fake_listen(void *ctx, const struct corral_tier_events *ev, void *arg)
+{
+    struct corral_fake_tier *t = ctx;
+    t->ev = ev;
+    t->ev_arg = arg;
+}
+
+static void
+fake_release(void *ctx, struct corral_tier_lease *h,
+             const struct corral_outcome *o)
+{
+    struct corral_fake_tier *t = ctx;
+    struct fake_lease *l = lease_find(t, h->key, h->keylen);
+    t->counts.releases++;
+    t->counts.stored += o->kind == CORRAL_OUTCOME_STORED;
+    t->counts.failed += o->kind == CORRAL_OUTCOME_FAILED;
+    t->counts.abandoned += o->kind == CORRAL_OUTCOME_ABANDONED;
+    if (l != NULL && l->ours && !l->failed && l->id == h->id) {
+        if (o->kind == CORRAL_OUTCOME_FAILED && o->retry_ms > 0) {
+            l->failed = true;
+            l->error = o->error;
+            snprintf(l->message, sizeof(l->message), "%s",
+                     o->message ? o->message : "");
+            l->dies_at = t->clock(t->clock_arg) + o->retry_ms;
+        } else {
+            lease_drop(t, l);
+        }
+    }
+    free(h);
 }
 
 void
@@ -292,15 +365,51 @@ corral_fake_tier_remote_fill(struct corral_fake_tier *t,
     const char *key = v ? corral_value_key(v) : NULL;
     size_t keylen = v ? corral_value_keylen(v) : 0;
     SLIST_FOREACH(l, &t->leases, link)
-        if (!l->ours && (v == NULL || (l->keylen == keylen &&
-                                       memcmp(l->key, key, keylen) == 0)))
+        if (!l->ours && !l->failed &&
+            (v == NULL ||
+             (l->keylen == keylen && memcmp(l->key, key, keylen) == 0)))
             break;
     if (l == NULL)
         return;
     SLIST_REMOVE(&t->leases, l, fake_lease, link);
-    if (t->rel_cb)
-        t->rel_cb(l->key, l->keylen, v != NULL, t->rel_arg);
+    struct corral_outcome o = {.kind = v ? CORRAL_OUTCOME_STORED
+                                         : CORRAL_OUTCOME_ABANDONED};
+    if (t->ev && t->ev->released)
+        t->ev->released(l->key, l->keylen, &o, t->ev_arg);
     free(l);
+}
+
+void
+corral_fake_tier_remote_fail(struct corral_fake_tier *t, const void *key,
+                             size_t keylen, int error, const char *message,
+                             uint64_t retry_ms)
+{
+    struct fake_lease *l = lease_find(t, key, keylen);
+    if (l == NULL)
+        l = lease_add(t, key, keylen, retry_ms, false);
+    l->failed = true;
+    l->error = error;
+    snprintf(l->message, sizeof(l->message), "%s", message);
+    l->dies_at = t->clock(t->clock_arg) + retry_ms;
+    struct corral_outcome o = {.kind = CORRAL_OUTCOME_FAILED,
+                               .error = error,
+                               .message = message,
+                               .retry_ms = retry_ms};
+    if (t->ev && t->ev->released)
+        t->ev->released(key, keylen, &o, t->ev_arg);
+}
+
+void
+corral_fake_tier_resync(struct corral_fake_tier *t, bool lost)
+{
+    if (t->ev && t->ev->resync)
+        t->ev->resync(lost, t->ev_arg);
+}
+
+void
+corral_fake_tier_unknown(struct corral_fake_tier *t, bool on)
+{
+    t->unknown = on;
 }
 
 const struct corral_tier corral_fake_tier_ops = {
@@ -308,10 +417,9 @@ const struct corral_tier corral_fake_tier_ops = {
     .get = fake_get,
     .set = fake_set,
     .del = fake_del,
-    .subscribe = fake_subscribe,
-    .lease = fake_lease,
+    .listen = fake_listen,
+    .acquire = fake_acquire,
     .release = fake_release,
-    .watch_released = fake_watch_released,
 };
 
 struct corral_fake_tier *
@@ -333,23 +441,13 @@ corral_fake_tier_free(struct corral_fake_tier *t)
 {
     if (t == NULL)
         return;
-    while (!LIST_EMPTY(&t->gets))
-        get_finish(LIST_FIRST(&t->gets), NULL, -ECANCELED);
+    while (!LIST_EMPTY(&t->calls))
+        call_fire(LIST_FIRST(&t->calls), true);
     while (!SLIST_EMPTY(&t->entries))
         drop(t, corral_value_key(SLIST_FIRST(&t->entries)->copy),
              corral_value_keylen(SLIST_FIRST(&t->entries)->copy));
-    while (!LIST_EMPTY(&t->lease_reqs)) {
-        struct fake_lease_req *r = LIST_FIRST(&t->lease_reqs);
-        LIST_REMOVE(r, link);
-        event_free(r->timer);
-        r->cb(-ECANCELED, r->arg);
-        free(r);
-    }
-    while (!SLIST_EMPTY(&t->leases)) {
-        struct fake_lease *l = SLIST_FIRST(&t->leases);
-        SLIST_REMOVE_HEAD(&t->leases, link);
-        free(l);
-    }
+    while (!SLIST_EMPTY(&t->leases))
+        lease_drop(t, SLIST_FIRST(&t->leases));
     free(t);
 }
 
@@ -358,8 +456,8 @@ corral_fake_tier_remote_invalidate(struct corral_fake_tier *t, const void *key,
                                    size_t keylen)
 {
     drop(t, key, keylen);
-    if (t->sub_cb)
-        t->sub_cb(key, keylen, t->sub_arg);
+    if (t->ev && t->ev->invalidated)
+        t->ev->invalidated(key, keylen, t->ev_arg);
 }
 
 void

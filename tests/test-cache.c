@@ -167,7 +167,7 @@ static void
 ask(struct corral_cache *c, const char *key, struct compute *cp,
     struct waiter *w, uint64_t timeout_ms)
 {
-    const struct corral_compute how = {compute_fn, cp, key, strlen(key)};
+    const struct corral_compute how = {compute_fn, cp, key, strlen(key), NULL};
     in_register++;
     w->handle = corral_get_or_compute(c, key, strlen(key), &realtime,
                                       timeout_ms, &how, waiter_cb, w);
@@ -1085,7 +1085,7 @@ test_backoff_retry_after(void)
     struct corral_cache *c = cache_new(NULL, NULL);
     fake_now = 21000000;
     int calls = 0;
-    const struct corral_compute how = {busy_fn, &calls, NULL, 0};
+    const struct corral_compute how = {busy_fn, &calls, NULL, 0, NULL};
     struct waiter w[3] = {{0}};
     for (int i = 0; i < 3; i++) {
         corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &w[i]);
@@ -1114,7 +1114,7 @@ static void
 ask_with(struct corral_cache *c, const char *key, struct compute *cp,
          struct waiter *w, const struct corral_strategy *s)
 {
-    const struct corral_compute how = {compute_fn, cp, key, strlen(key)};
+    const struct corral_compute how = {compute_fn, cp, key, strlen(key), NULL};
     in_register++;
     w->handle = corral_get_or_compute(c, key, strlen(key), s, 5000, &how,
                                       waiter_cb, w);

@@ -107,15 +107,23 @@ struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
                                  size_t keylen, corral_result_cb *cb,
                                  void *arg);
 
+/* Is v, read from the tier below (another process wrote it), fit to
+ * serve for this compute's key at now_ms? false makes it a counted miss
+ * that the fill replaces. */
+typedef bool corral_fit_cb(const struct corral_value *v, uint64_t now_ms,
+                              void *arg);
+
 /* How to compute a missing value. */
 struct corral_compute {
     corral_compute_cb *fn;
-    void *arg;        /* borrowed: must outlive every fill it starts */
+    void *arg;        /* borrowed: must outlive every fill it starts; fn's
+                       * and accept's */
     const void *data; /* what this caller's fill needs (an upstream path):
                        * copied into a fill this call starts, read back with
                        * corral_fill_data(); never copied for a waiter that
                        * joins a fill already running */
     size_t data_len;
+    corral_fit_cb *fit; /* may be NULL: every tier value is fit */
 };
 
 /* L1, then the tier below, then one compute per key however many callers
@@ -182,6 +190,21 @@ int corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
  * Returns 1 if L1 had it, else 0. */
 int corral_invalidate(struct corral_cache *c, const void *key, size_t keylen);
 
+/* Drops key from this cache only: L1, and a fill in flight as for
+ * corral_invalidate(). For a purge another process of the same program
+ * took, which tells the tier below itself. Returns 1 if L1 had it. */
+int corral_invalidate_local(struct corral_cache *c, const void *key,
+                            size_t keylen);
+
+/* How a purge fared beyond this cache: 0 when the tier below confirmed it
+ * (every instance will hear of it), or there is no tier; -errno when it
+ * could not (the tier keeps it to try again, where it can). */
+typedef void corral_purged_cb(int error, void *arg);
+/* corral_invalidate() that tells cb (once, from the loop) how it fared
+ * beyond this cache. Returns what corral_invalidate() returns. */
+int corral_purge(struct corral_cache *c, const void *key, size_t keylen,
+                 corral_purged_cb *cb, void *arg);
+
 /* Reports the fill's value: stores it (with the fill's strategy) and fans
  * the same reference out to every waiter. Takes ownership of the reference,
  * also on failure. value's key must be the fill's key. */
@@ -228,6 +251,9 @@ struct corral_stats {
     uint64_t fills_in_flight;
     uint64_t waiters_collapsed; /* callers that joined another's fill */
     uint64_t waits_remote; /* fills that waited on another instance's lease */
+    uint64_t failures_shared; /* fills answered by another's failure */
+    uint64_t tier_rejects; /* tier values the compute's accept refused */
+    uint64_t tier_resyncs_lost; /* L1 dropped: the tier missed purges */
     uint64_t waiters_cancelled;
     uint64_t stale_hits;   /* stale answers while a refresh runs */
     uint64_t stale_errors; /* stale answers instead of an error */

@@ -1,21 +1,21 @@
-/* corral/redis_tier.h — the second tier in Redis, behind struct corral_tier.
- * hiredis's async API on the caller's libevent loop: one pipelined command
- * connection, never a blocking call. Every get answers within timeout_ms:
- * a slow or silent Redis is a miss, and a reply that comes later is
- * dropped. While Redis is down every get is a miss (answered from the
- * loop), sets and deletes are dropped, and the tier reconnects with
- * capped exponential backoff (100 ms doubling to 500 ms, so a Redis that
- * comes back is used again within a second). Values are stored
- * binary-safe and versioned (stored-at and expires-at in ms, stale
- * windows, content type, the embedder's aux bytes, body), with PX expiry;
- * anything else found under a key is a miss, counted. It knows nothing of
- * HTTP or routes. */
+/* corral/redis_tier.h — the second tier in Redis, behind struct corral_tier,
+ * on a connection of corral/redis.h. It implements the fleet protocol's
+ * Layer-1 half: values stored binary-safe and versioned with PX expiry
+ * (anything else under a key is a counted miss, and nothing larger than
+ * max_value_bytes is written or read), the acquire script (a usable value,
+ * else the key's lease, in one round trip), leases that live a second and
+ * are renewed while their fill runs, fill outcomes published to the fleet,
+ * purges confirmed by Redis (or queued and replayed), and the resync of a
+ * subscriber that was deaf (the purge log replayed; every copy dropped when
+ * it cannot be). Every command answers within the connection's timeout. It
+ * knows nothing of HTTP or routes. */
 #ifndef CORRAL_REDIS_TIER_H
 #define CORRAL_REDIS_TIER_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "corral/redis.h"
 #include "corral/tier.h"
 
 struct event_base;
@@ -23,77 +23,43 @@ struct corral_redis_tier; /* opaque: the ctx of corral_redis_tier_ops */
 
 extern const struct corral_tier corral_redis_tier_ops;
 
-struct corral_redis_options {
-    const char *host;      /* name or IP; NULL when unix_path is set */
-    uint16_t port;         /* 1..65535 */
-    const char *unix_path; /* a Unix socket instead of host:port */
-    unsigned db;           /* SELECT db when not 0 */
-    const char *prefix;    /* before every key; NULL = "" */
-    const char *password;  /* AUTH when not NULL; never logged */
-    uint64_t timeout_ms;   /* per get; 0 = 50 ms */
+struct corral_redis_tier_options {
+    const char *prefix;     /* before every key and channel; NULL = "" */
+    unsigned db;            /* the connection's db: it names the channel */
+    size_t max_value_bytes; /* larger values stay above the tier; 0 = 1 MB */
 };
 
-enum corral_redis_state {
-    CORRAL_REDIS_DOWN = 0, /* connecting or waiting to reconnect */
-    CORRAL_REDIS_UP,
-};
-
-struct corral_redis_stats {
+struct corral_redis_tier_stats {
     uint64_t hits, misses;
-    uint64_t timeouts;   /* gets answered as misses at timeout_ms */
-    uint64_t errors;     /* error replies, dropped commands while down */
-    uint64_t bad_values; /* foreign versions and garbage under a key */
-    uint64_t connects;   /* connections made (1 + reconnects) */
-    enum corral_redis_state state;
+    uint64_t bad_values;   /* garbage, foreign versions, wrong types */
+    uint64_t too_large;    /* values not written: over max_value_bytes */
+    uint64_t large_found;  /* values found over it: not read, a miss */
+    uint64_t leases_won;
+    uint64_t leases_lost;  /* ran out while held (Redis stalled) */
+    uint64_t late_leases;  /* granted after the asker stopped waiting,
+                            * given back */
+    uint64_t purges_queued;  /* not confirmed: kept for a replay */
+    uint64_t purges_dropped; /* the replay queue was full */
+    uint64_t resyncs;        /* after a deaf subscriber */
+    uint64_t resync_losses;  /* of those, purges could not be replayed */
 };
 
-/* Connects in the background (the first gets may be misses). Returns NULL
- * with a reason in err on bad options. o's strings are copied. Free with
- * corral_redis_tier_free() after the caches that use it. */
+/* The tier on conn (borrowed: it must outlive the tier). Subscribes to
+ * the tier's channel. Returns NULL with a reason in err on bad options.
+ * Free after the caches that use it. */
 struct corral_redis_tier *
-corral_redis_tier_new(struct event_base *base,
-                      const struct corral_redis_options *o, char *err,
+corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
+                      const struct corral_redis_tier_options *o, char *err,
                       size_t errlen);
 
-/* Answers every get in flight -ECANCELED, closes the connection and frees
- * t. Not from inside one of its callbacks. NULL is a no-op. */
+/* Gives back every lease it holds (as abandoned), answers every callback
+ * still owed -ECANCELED, unsubscribes and frees t. NULL is a no-op. */
 void corral_redis_tier_free(struct corral_redis_tier *t);
 
-/* An upstream's call budget, fleet-wide: every instance sharing the Redis
- * (and prefix) asks before it calls the upstream called name. verdict 1:
- * go; 0: count calls were made in the last window_ms, the oldest leaves
- * the window in ms; -EBUSY: the upstream is paused (see below) for ms
- * more; any other -errno: Redis could not tell (down, slow, an error), so
- * the caller decides alone. count 0 checks the pause only. cb fires once,
- * from the loop. One EVAL of a short script per call, on Redis's clock. */
-typedef void corral_redis_admit_cb(int verdict, uint64_t ms, void *arg);
-void corral_redis_tier_admit(struct corral_redis_tier *t, const char *name,
-                             unsigned count, uint64_t window_ms,
-                             corral_redis_admit_cb *cb, void *arg);
-/* Pauses every instance's calls to the upstream called name for ms (an
- * upstream's Retry-After). Fire and forget; dropped while Redis is down. */
-void corral_redis_tier_pause(struct corral_redis_tier *t, const char *name,
-                             uint64_t ms);
-
-/* Notes: small numbers the fleet shares, each under a name, that only go
- * up (a generation, say). note sets name to value unless Redis holds more,
- * and tells every instance (this one too). Fire and forget; dropped while
- * Redis is down. */
-void corral_redis_tier_note(struct corral_redis_tier *t, const char *name,
-                            uint64_t value);
-/* cb hears every note any instance sets, and the value of each of names
- * read from Redis now and at every reconnect (a note set while this
- * instance was away is not missed). names are copied; cb NULL stops. */
-typedef void corral_redis_note_cb(const char *name, size_t len,
-                                  uint64_t value, void *arg);
-void corral_redis_tier_watch_notes(struct corral_redis_tier *t,
-                                   const char *const *names, size_t n,
-                                   corral_redis_note_cb *cb, void *arg);
+/* This instance's id in the fleet ("<pid>-<random>"). */
+const char *corral_redis_tier_id(const struct corral_redis_tier *t);
 
 void corral_redis_tier_stats(const struct corral_redis_tier *t,
-                             struct corral_redis_stats *out);
-
-/* "up" or "down". */
-const char *corral_redis_state_name(enum corral_redis_state s);
+                             struct corral_redis_tier_stats *out);
 
 #endif

@@ -178,24 +178,26 @@ backoff_grow(struct corral_cache *c)
     c->bo_mask = n - 1;
 }
 
-/* f failed: its key waits before the next fill. The step doubles from
+/* key failed: it waits before the next fill. The step doubles from
  * backoff_min_ms to backoff_max_ms and each wait is drawn from the upper
  * quarter below it (jitter), so keys that failed together do not all come
- * back together; a retry_after (the upstream's word) is a floor. -EBUSY
- * (paused, over budget) sets only that floor. */
-static void
-backoff_note(struct corral_cache *c, struct corral_fill *f, int error,
-             const char *message, uint64_t retry_after_ms)
+ * back together; a retry_after (the upstream's word, or the fleet's) is a
+ * floor. -EBUSY (paused, over budget) sets only that floor. Returns the
+ * wait, ms. */
+static uint64_t
+backoff_note(struct corral_cache *c, const void *key, size_t keylen,
+             uint64_t hash, int error, const char *message,
+             uint64_t retry_after_ms)
 {
     uint64_t now = corral_cache_now(c);
-    struct backoff *b = backoff_find(c, f->key, f->keylen, f->hash, now);
+    struct backoff *b = backoff_find(c, key, keylen, hash, now);
     if (b == NULL) {
         if (c->bo_n >= BACKOFF_MAX)
             backoff_drop(c, TAILQ_FIRST(&c->bo_list));
-        b = xcalloc(1, sizeof(*b) + f->keylen);
-        b->hash = f->hash;
-        b->keylen = f->keylen;
-        memcpy(b->key, f->key, f->keylen);
+        b = xcalloc(1, sizeof(*b) + keylen);
+        b->hash = hash;
+        b->keylen = keylen;
+        memcpy(b->key, key, keylen);
         b->hnext = c->bo[b->hash & c->bo_mask];
         c->bo[b->hash & c->bo_mask] = b;
         if (++c->bo_n > c->bo_mask + 1)
@@ -220,6 +222,7 @@ backoff_note(struct corral_cache *c, struct corral_fill *f, int error,
     b->until = now + wait;
     b->forget_at = b->until + 2 * (b->step_ms > wait ? b->step_ms : wait);
     c->stats.backoffs++;
+    return wait;
 }
 
 static void
@@ -233,7 +236,7 @@ backoff_sweep(struct corral_cache *c, uint64_t now)
 static void
 fill_maybe_free(struct corral_fill *f)
 {
-    if (f->state != F_SETTLED || f->in_tier || f->in_lease || f->computing ||
+    if (f->state != F_SETTLED || f->in_tier || f->computing ||
         f->nwaiters > 0 || f->cache != NULL)
         return;
     corral_value_unref(f->value);
@@ -258,10 +261,22 @@ fill_release(struct corral_fill *f)
     fill_maybe_free(f);
 }
 
+/* Gives f's lease back, if it holds one, with how it ended. */
+static void
+give_back(struct corral_fill *f, const struct corral_outcome *o)
+{
+    if (f->lease == NULL)
+        return;
+    struct corral_tier_lease *l = f->lease;
+    f->lease = NULL;
+    f->tier->release(f->tier_ctx, l, o);
+}
+
 /* Records a fill's result and hands it to single flight to fan out.
  * Takes a reference to value. A failure sets the key's backoff, and is
  * answered with a stale value inside its stale-if-error window when L1
- * keeps one. */
+ * keeps one. A lease goes back with the outcome, after the store (the
+ * same connection, in order): the fleet hears it once the value is there. */
 static void
 fill_settle(struct corral_fill *f, int error, const char *message,
             struct corral_value *value)
@@ -271,16 +286,22 @@ fill_settle(struct corral_fill *f, int error, const char *message,
         event_del(f->deadline);
     if (f->wait_ev)
         event_del(f->wait_ev);
-    if (f->holder) {
-        /* After the store (same connection, in order): others read L2. */
-        f->holder = false;
-        c->tier->release(c->tier_ctx, f->key, f->keylen,
-                         error == 0 && !f->purged);
-    }
+    if (message == NULL)
+        message = "";
     if (error == 0) {
         backoff_clear(c, f->key, f->keylen, f->hash);
+        struct corral_outcome o = {
+            .kind = f->purged ? CORRAL_OUTCOME_ABANDONED
+                              : CORRAL_OUTCOME_STORED};
+        give_back(f, &o);
     } else {
-        backoff_note(c, f, error, message ? message : "", f->retry_after_ms);
+        uint64_t wait = backoff_note(c, f->key, f->keylen, f->hash, error,
+                                     message, f->retry_after_ms);
+        struct corral_outcome o = {.kind = CORRAL_OUTCOME_FAILED,
+                                   .error = error,
+                                   .message = message,
+                                   .retry_ms = wait};
+        give_back(f, &o);
         struct corral_value *sv =
             f->purged ? NULL : corral_l1_find(c->l1, f->key, f->keylen);
         if (sv != NULL && corral_cache_now(c) < sv->expires_at + sv->sie_ms) {
@@ -291,7 +312,7 @@ fill_settle(struct corral_fill *f, int error, const char *message,
         }
     }
     f->error = error;
-    f->message = strdup(message ? message : "");
+    f->message = strdup(message);
     if (f->message == NULL)
         abort();
     f->value = value;
@@ -318,21 +339,25 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- lifecycle ---- */
 
-/* A fill running for key started before its purge: what it brings back
- * still answers the callers who asked before the purge, but is not stored,
- * so the purge is not undone and the next request starts a new fill. */
+/* A fill for key, if one runs, started before its purge. Computing: what
+ * it brings back still answers the callers who asked before the purge but
+ * is not stored, so the purge is not undone and the next request starts a
+ * new fill. Reading the tier: what that read returns may predate the
+ * purge, so it reads again. Waiting on another instance: its next look is
+ * after the purge. */
 static void
 purge_fill(struct corral_cache *c, const void *key, size_t keylen)
 {
     uint64_t h;
     struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
-    if (f != NULL)
-        f->purged = true;
+    if (f != NULL) {
+        if (f->state == F_COMPUTING)
+            f->purged = true;
+        else if (f->in_tier)
+            f->reread = true;
+    }
     backoff_clear(c, key, keylen, h); /* a purge asks for a new try */
 }
-
-static void tier_released(const void *key, size_t keylen, int stored,
-                          void *arg);
 
 static void
 tier_invalidated(const void *key, size_t keylen, void *arg)
@@ -341,6 +366,71 @@ tier_invalidated(const void *key, size_t keylen, void *arg)
     corral_l1_del(c->l1, key, keylen);
     purge_fill(c, key, keylen);
 }
+
+static void look_again(struct corral_fill *f);
+
+/* Another instance's fill of key ended. Stored: a copy here is older (a
+ * refresh elsewhere), and a wait here reads it. Failed: every waiter here
+ * gets the same failure now, and the key backs off here too. Abandoned:
+ * a wait here looks again (and may take over). */
+static void
+tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
+              void *arg)
+{
+    struct corral_cache *c = arg;
+    uint64_t h;
+    struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
+    if (o->kind == CORRAL_OUTCOME_FAILED) {
+        if (f != NULL && f->state == F_REMOTE) {
+            c->stats.failures_shared++;
+            f->retry_after_ms = o->retry_ms;
+            fill_settle(f, o->error < 0 ? o->error : -EIO, o->message, NULL);
+        } else if (f == NULL) {
+            backoff_note(c, key, keylen, h, o->error < 0 ? o->error : -EIO,
+                         o->message ? o->message : "", o->retry_ms);
+        }
+        return;
+    }
+    if (o->kind == CORRAL_OUTCOME_STORED && f == NULL)
+        corral_l1_del(c->l1, key, keylen);
+    if (f != NULL && f->state == F_REMOTE)
+        look_again(f);
+}
+
+/* After a resync: what a fill read or computed before a loss of purges is
+ * not kept, and a remote wait looks again, in case the message that would
+ * have woken it was missed. look_again() only starts a tier call, which
+ * never answers from inside it: the table stays as it is. */
+static void
+resync_fill(struct corral_fill *f, void *arg)
+{
+    bool lost = *(bool *)arg;
+    if (lost && f->state == F_COMPUTING)
+        f->purged = true;
+    else if (lost && f->in_tier)
+        f->reread = true;
+    else if (f->state == F_REMOTE)
+        look_again(f);
+}
+
+/* The tier hears the fleet again. Lost: purges were missed, so no copy
+ * here can be trusted: L1 goes. */
+static void
+tier_resync(bool lost, void *arg)
+{
+    struct corral_cache *c = arg;
+    if (lost) {
+        c->stats.tier_resyncs_lost++;
+        corral_l1_clear(c->l1);
+    }
+    flight_each(&c->fl, resync_fill, &lost);
+}
+
+static const struct corral_tier_events tier_events = {
+    .invalidated = tier_invalidated,
+    .released = tier_released,
+    .resync = tier_resync,
+};
 
 struct corral_cache *
 corral_cache_new(struct event_base *base,
@@ -351,7 +441,7 @@ corral_cache_new(struct event_base *base,
         o = *opts;
     if (base == NULL ||
         (o.tier && (!o.tier->get || !o.tier->set || !o.tier->del ||
-                    (o.tier->lease && !o.tier->release))))
+                    (o.tier->acquire && !o.tier->release))))
         return NULL;
     struct corral_cache *c = xcalloc(1, sizeof(*c));
     c->base = base;
@@ -380,10 +470,8 @@ corral_cache_new(struct event_base *base,
     struct timeval tv = corral_ms_to_tv(sweep_ms);
     event_add(c->sweep_ev, &tv);
     c->stats.max_bytes = o.max_bytes ? o.max_bytes : 64u << 20;
-    if (c->tier && c->tier->subscribe)
-        c->tier->subscribe(c->tier_ctx, tier_invalidated, c);
-    if (c->tier && c->tier->watch_released)
-        c->tier->watch_released(c->tier_ctx, tier_released, c);
+    if (c->tier && c->tier->listen)
+        c->tier->listen(c->tier_ctx, &tier_events, c);
     return c;
 }
 
@@ -396,10 +484,9 @@ fill_abandon(struct corral_fill *f)
         f->computing = false;
         f->abort_cb(f->abort_arg);
     }
-    if (f->holder) {
-        f->holder = false;
-        c->tier->release(c->tier_ctx, f->key, f->keylen, 0);
-    }
+    static const struct corral_outcome gone = {
+        .kind = CORRAL_OUTCOME_ABANDONED};
+    give_back(f, &gone);
     f->state = F_SETTLED;
     if (f->deadline)
         event_del(f->deadline);
@@ -410,10 +497,8 @@ static void
 cache_destroy(struct corral_cache *c)
 {
     c->closing = true;
-    if (c->tier && c->tier->subscribe)
-        c->tier->subscribe(c->tier_ctx, NULL, NULL);
-    if (c->tier && c->tier->watch_released)
-        c->tier->watch_released(c->tier_ctx, NULL, NULL);
+    if (c->tier && c->tier->listen)
+        c->tier->listen(c->tier_ctx, NULL, NULL);
     event_free(c->sweep_ev);
     flight_fini(&c->fl, fill_abandon);
     struct corral_waiter *w;
@@ -554,31 +639,66 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
         f->abort_cb(f->abort_arg);
 }
 
+/* Computing starts after every purge heard so far: what it brings back
+ * may be stored. */
 static void
 start_compute(struct corral_fill *f)
 {
     struct corral_cache *c = f->cache;
     f->state = F_COMPUTING;
     f->computing = true;
+    f->purged = false;
     f->started_ms = corral_cache_now(c);
     c->stats.fills_started++;
     f->compute(f, f->key, f->keylen, f->compute_arg);
 }
 
-static void fill_tier_done(struct corral_value *value, int error, void *arg);
+/* Is a value from the tier fit to serve for f's key? */
+static bool
+accepted(struct corral_fill *f, struct corral_value *v, uint64_t now)
+{
+    if (v->keylen != f->keylen ||
+        memcmp(value_key(v), f->key, f->keylen) != 0 ||
+        (f->fit != NULL && !f->fit(v, now, f->compute_arg))) {
+        f->cache->stats.tier_rejects++;
+        return false;
+    }
+    return true;
+}
 
-/* Reads L2 once more: the holder announced the key, or its lease ran out.
- * A value there is the answer; none, and the lease is tried again (one of
- * the waiting instances takes over). */
+static void fill_tier_done(struct corral_value *value, int error, void *arg);
+static void fill_acquired(const struct corral_tier_answer *a, void *arg);
+
+/* Asks the tier about f's key: a usable value, else (with a fleet) the
+ * key's lease. */
+static void
+ask_tier(struct corral_fill *f)
+{
+    struct corral_cache *c = f->cache;
+    f->in_tier = true;
+    f->reread = false;
+    if (c->tier->acquire == NULL) {
+        f->state = F_LOOKUP;
+        c->tier->get(c->tier_ctx, f->key, f->keylen, fill_tier_done, f);
+        return;
+    }
+    f->state = F_ACQUIRE;
+    struct corral_tier_want want = {
+        .now_ms = corral_cache_now(c),
+        .newer_than = f->refresh ? f->refresh_of : 0,
+    };
+    c->tier->acquire(c->tier_ctx, f->key, f->keylen, &want, fill_acquired, f);
+}
+
+/* The holder announced the key, its lease may have run out, or it is time
+ * to poll: read the tier once more (and take the lease over if it is
+ * free). */
 static void
 look_again(struct corral_fill *f)
 {
-    struct corral_cache *c = f->cache;
     event_del(f->wait_ev);
     f->remote = true;
-    f->state = F_LOOKUP;
-    f->in_tier = true;
-    c->tier->get(c->tier_ctx, f->key, f->keylen, fill_tier_done, f);
+    ask_tier(f);
 }
 
 static void
@@ -589,39 +709,59 @@ wait_cb(evutil_socket_t fd, short what, void *arg)
         look_again(f);
 }
 
+/* A copy past its expiry that the tier still keeps for its stale windows:
+ * L1 keeps it too, and inside stale-while-revalidate the callers have it
+ * now while this fill goes on as a refresh. Takes the reference. */
 static void
-lease_done(int won, void *arg)
+take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
 {
-    struct corral_fill *f = arg;
-    f->in_lease = false;
-    if (f->cache == NULL || f->state != F_LEASE) {
-        /* Settled meanwhile (deadline): a lease we got goes back at once
-         * rather than keep the others waiting until it runs out. */
-        if (won == 1 && f->cache != NULL)
-            f->cache->tier->release(f->cache->tier_ctx, f->key, f->keylen, 0);
-        fill_maybe_free(f);
-        return;
-    }
     struct corral_cache *c = f->cache;
-    if (won != 0) {
-        /* Ours (or the tier cannot tell: fill in this process). */
-        f->holder = won == 1;
-        f->remote = false;
-        start_compute(f);
-        return;
+    if (value != NULL && !f->refresh && now < value_keep_until(value) &&
+        accepted(f, value, now) &&
+        corral_l1_find(c->l1, f->key, f->keylen) == NULL) {
+        corral_l1_put(c->l1, value);
+        if (now < value->expires_at + value->swr_ms) {
+            c->stats.stale_hits += f->nwaiters;
+            flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
+        }
+        f->refresh = true;
+        f->refresh_of = value->stored_at;
     }
-    /* Another instance fills: wait for its announcement, at most as long
-     * as its lease lives, then look again. The deadline moves with it. */
+    corral_value_unref(value);
+}
+
+/* A fresh value from the tier answers the fill. Borrows value. */
+static bool
+take_fresh(struct corral_fill *f, struct corral_value *value, uint64_t now)
+{
+    struct corral_cache *c = f->cache;
+    /* A refresh wants a value newer than the one it replaces. */
+    if (value == NULL || now >= value->expires_at ||
+        (f->refresh && value->stored_at <= f->refresh_of) ||
+        !accepted(f, value, now))
+        return false;
+    corral_l1_put(c->l1, value);
+    c->stats.hits_l2++;
+    f->from_tier = true;
+    fill_settle(f, 0, "", corral_value_ref(value));
+    return true;
+}
+
+/* Another instance fills: wait for its word, and look again by then. The
+ * first wait moves the deadline to twice the timeout from now, room for
+ * the holder's call and one takeover; never again, so waits that keep
+ * losing the lease still end. */
+static void
+wait_remote(struct corral_fill *f, uint64_t ms)
+{
+    struct corral_cache *c = f->cache;
     f->state = F_REMOTE;
     c->stats.waits_remote++;
     if (f->wait_ev == NULL &&
         (f->wait_ev = evtimer_new(c->base, wait_cb, f)) == NULL)
         abort(); /* the policy of xalloc.h */
-    struct timeval tv = corral_ms_to_tv(f->timeout_ms);
+    struct timeval tv = corral_ms_to_tv(ms ? ms : 1);
     evtimer_add(f->wait_ev, &tv);
-    /* The first wait moves the deadline to twice the timeout from now, room
-     * for the holder's lease and one takeover; never again, so waits that
-     * keep losing the lease still end. */
     if (!f->deadline_moved) {
         f->deadline_moved = true;
         tv = corral_ms_to_tv(2 * f->timeout_ms);
@@ -629,21 +769,87 @@ lease_done(int won, void *arg)
     }
 }
 
-/* Another instance released key's lease: its fill is in L2 (or failed).
- * A new value there makes a copy here older (a refresh elsewhere): it goes,
- * and the next caller reads the tier. */
 static void
-tier_released(const void *key, size_t keylen, int stored, void *arg)
+fill_acquired(const struct corral_tier_answer *a, void *arg)
 {
-    struct corral_cache *c = arg;
-    uint64_t h;
-    struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
-    if (stored && f == NULL)
-        corral_l1_del(c->l1, key, keylen);
-    if (f != NULL && f->state == F_REMOTE)
-        look_again(f);
+    struct corral_fill *f = arg;
+    struct corral_value *value = a->value;
+    f->in_tier = false;
+    if (f->cache == NULL || f->state != F_ACQUIRE) {
+        /* Settled meanwhile (deadline, teardown): a lease it got goes
+         * back at once rather than keep the others waiting. */
+        if (a->lease != NULL) {
+            static const struct corral_outcome gone = {
+                .kind = CORRAL_OUTCOME_ABANDONED};
+            f->tier->release(f->tier_ctx, a->lease, &gone);
+        }
+        corral_value_unref(value);
+        fill_maybe_free(f);
+        return;
+    }
+    uint64_t now = corral_cache_now(f->cache);
+    if (f->reread) {
+        /* A purge came while this read ran: what it read may predate it.
+         * A lease is still good (computing starts after the purge). */
+        corral_value_unref(value);
+        value = NULL;
+        if (a->verdict != CORRAL_TIER_WON) {
+            ask_tier(f);
+            return;
+        }
+    }
+    switch (a->verdict) {
+    case CORRAL_TIER_VALUE:
+        if (take_fresh(f, value, now)) {
+            corral_value_unref(value);
+            return;
+        }
+        /* Unfit, garbage or no longer fresh: ask once more for a value
+         * stored after it and after now, which makes the tier pass it by
+         * and hand out the lease; unfit again, fill here. */
+        if (!f->reasked) {
+            f->reasked = true;
+            f->refresh = true;
+            uint64_t floor = value && value->stored_at > now
+                                 ? value->stored_at
+                                 : now;
+            if (f->refresh_of < floor)
+                f->refresh_of = floor;
+            corral_value_unref(value);
+            ask_tier(f);
+            return;
+        }
+        corral_value_unref(value);
+        f->remote = false;
+        start_compute(f);
+        return;
+    case CORRAL_TIER_WON:
+        f->lease = a->lease;
+        f->remote = false;
+        take_stale(f, value, now);
+        start_compute(f);
+        return;
+    case CORRAL_TIER_HELD:
+        take_stale(f, value, now);
+        wait_remote(f, a->ms);
+        return;
+    case CORRAL_TIER_FAILED:
+        take_stale(f, value, now);
+        f->cache->stats.failures_shared++;
+        f->retry_after_ms = a->ms;
+        fill_settle(f, a->error < 0 ? a->error : -EIO, a->message, NULL);
+        return;
+    case CORRAL_TIER_UNKNOWN:
+    default:
+        /* The tier cannot tell (down, slow): fill in this process. */
+        take_stale(f, value, now);
+        f->remote = false;
+        start_compute(f);
+        return;
+    }
 }
 
+/* A tier without leases answered a fill's read. */
 static void
 fill_tier_done(struct corral_value *value, int error, void *arg)
 {
@@ -654,45 +860,18 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
         fill_maybe_free(f);
         return;
     }
-    struct corral_cache *c = f->cache;
-    uint64_t now = corral_cache_now(c);
-    if (value && (value->keylen != f->keylen ||
-                  memcmp(value_key(value), f->key, f->keylen) != 0)) {
+    if (f->reread) {
         corral_value_unref(value);
-        value = NULL;
-    }
-    /* A refresh wants a value newer than the one it replaces. */
-    if (value && now < value->expires_at &&
-        (!f->refresh || value->stored_at > f->refresh_of)) {
-        corral_l1_put(c->l1, value);
-        c->stats.hits_l2++;
-        f->from_tier = true;
-        fill_settle(f, 0, "", value);
+        ask_tier(f);
         return;
     }
-    if (value && !f->refresh && now < value_keep_until(value) &&
-        corral_l1_find(c->l1, f->key, f->keylen) == NULL) {
-        /* Expired, but kept for its stale windows: L1 keeps it too, and
-         * inside stale-while-revalidate the callers have it now while
-         * this fill goes on as a refresh. */
-        corral_l1_put(c->l1, value);
-        if (now < value->expires_at + value->swr_ms) {
-            c->stats.stale_hits += f->nwaiters;
-            flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
-        }
-        f->refresh = true;
-        f->refresh_of = value->stored_at;
-    }
-    corral_value_unref(value);
-    if (c->tier->lease == NULL) {
-        start_compute(f);
+    uint64_t now = corral_cache_now(f->cache);
+    if (take_fresh(f, value, now)) {
+        corral_value_unref(value);
         return;
     }
-    /* Fleet-wide single flight: only the lease holder computes. */
-    f->state = F_LEASE;
-    f->in_lease = true;
-    c->tier->lease(c->tier_ctx, f->key, f->keylen, f->timeout_ms, lease_done,
-                   f);
+    take_stale(f, value, now);
+    start_compute(f);
 }
 
 /* Opens the pending record of key (slot and h from flight_slot) and starts
@@ -705,12 +884,15 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
 {
     struct corral_fill *f = xcalloc(1, sizeof(*f) + keylen);
     f->cache = c;
+    f->tier = c->tier;
+    f->tier_ctx = c->tier_ctx;
     TAILQ_INIT(&f->waiters);
     f->hash = h;
     f->keylen = keylen;
     memcpy(f->key, key, keylen);
     f->strategy = *strategy;
     f->compute = compute->fn;
+    f->fit = compute->fit;
     f->compute_arg = compute->arg;
     if (compute->data_len > 0) {
         f->data = xmalloc(compute->data_len + 1);
@@ -736,13 +918,10 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
         flight_join(f, w, true);
     else
         c->stats.refreshes++;
-    if (c->tier) {
-        f->state = F_LOOKUP;
-        f->in_tier = true;
-        c->tier->get(c->tier_ctx, key, keylen, fill_tier_done, f);
-    } else {
+    if (c->tier)
+        ask_tier(f);
+    else
         start_compute(f);
-    }
     return f;
 }
 
@@ -960,14 +1139,58 @@ corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
     return 0;
 }
 
+struct purge_note {
+    corral_purged_cb *cb;
+    void *arg;
+};
+
+static void
+purged_tier(int error, void *arg)
+{
+    struct purge_note *pn = arg;
+    pn->cb(error, pn->arg);
+    free(pn);
+}
+
+static void
+purged_here(evutil_socket_t fd, short what, void *arg)
+{
+    purged_tier(0, arg);
+}
+
 int
-corral_invalidate(struct corral_cache *c, const void *key, size_t keylen)
+corral_purge(struct corral_cache *c, const void *key, size_t keylen,
+             corral_purged_cb *cb, void *arg)
 {
     bool had = corral_l1_del(c->l1, key, keylen);
     purge_fill(c, key, keylen);
+    struct purge_note *pn = NULL;
+    if (cb != NULL) {
+        pn = xmalloc(sizeof(*pn));
+        pn->cb = cb;
+        pn->arg = arg;
+    }
     if (c->tier)
-        c->tier->del(c->tier_ctx, key, keylen);
+        c->tier->del(c->tier_ctx, key, keylen, pn ? purged_tier : NULL, pn);
+    else if (pn != NULL &&
+             event_base_once(c->base, -1, EV_TIMEOUT, purged_here, pn,
+                             NULL) != 0)
+        abort(); /* the policy of xalloc.h */
     return had;
+}
+
+int
+corral_invalidate_local(struct corral_cache *c, const void *key, size_t keylen)
+{
+    bool had = corral_l1_del(c->l1, key, keylen);
+    purge_fill(c, key, keylen);
+    return had;
+}
+
+int
+corral_invalidate(struct corral_cache *c, const void *key, size_t keylen)
+{
+    return corral_purge(c, key, keylen, NULL, NULL);
 }
 
 /* ---- fills ---- */

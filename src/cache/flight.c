@@ -89,6 +89,15 @@ flight_remove(struct flight *fl, struct corral_fill *f)
     }
 }
 
+void
+flight_each(struct flight *fl, void (*fn)(struct corral_fill *, void *),
+            void *arg)
+{
+    for (size_t i = 0; i <= fl->mask; i++)
+        for (struct corral_fill *f = fl->fills[i]; f != NULL; f = f->hnext)
+            fn(f, arg);
+}
+
 /* ---- waiters ---- */
 
 static void

@@ -46,8 +46,8 @@ struct corral_waiter {
 TAILQ_HEAD(waiter_list, corral_waiter);
 
 enum fill_state {
-    F_LOOKUP,    /* asking the tier below */
-    F_LEASE,     /* asking the tier for the key's fleet-wide lease */
+    F_LOOKUP,    /* reading the tier below (one without a lease) */
+    F_ACQUIRE,   /* asking the tier for a value, else the key's lease */
     F_REMOTE,    /* another instance holds the lease: waiting for it */
     F_COMPUTING, /* compute started, not reported */
     F_SETTLED,   /* result known, fanning out or waiting to */
@@ -62,12 +62,12 @@ struct corral_fill {
     struct waiter_list waiters;
     size_t nwaiters;
     enum fill_state state;
-    bool in_tier;   /* the tier still owes a get callback */
+    bool in_tier;   /* the tier still owes a get or acquire callback */
     bool computing; /* compute still owes a report */
     bool from_tier; /* result came from the tier below */
-    bool purged;    /* its key was invalidated while it ran: not stored */
-    bool in_lease;  /* the tier still owes a lease callback */
-    bool holder;    /* holds the key's lease: releases it when done */
+    bool purged;    /* its key was purged while it computed: not stored */
+    bool reread;    /* purged while it read the tier: read again */
+    bool reasked;   /* the tier's value was unfit: asked past it once */
     bool remote;    /* filled by another instance: every waiter collapsed */
     bool deadline_moved; /* the one extension for a remote wait is used */
     bool refresh;        /* replaces a value L1 has: a tier value must be
@@ -77,9 +77,13 @@ struct corral_fill {
     uint64_t started_ms; /* when compute started, for the value's fill_ms */
     uint64_t retry_after_ms; /* of a failure: from corral_fill_fail_retry */
     uint64_t timeout_ms;   /* its deadline, and the lease's lifetime */
-    struct event *wait_ev; /* F_REMOTE: when the holder's lease runs out */
+    struct event *wait_ev; /* F_REMOTE: when to look again */
+    struct corral_tier_lease *lease; /* held: given back when it settles */
+    const struct corral_tier *tier;  /* the cache's, for a late lease */
+    void *tier_ctx;
     struct corral_strategy strategy;
     corral_compute_cb *compute;
+    corral_fit_cb *fit;
     void *compute_arg;
     corral_abort_cb *abort_cb;
     void *abort_arg;
@@ -164,6 +168,11 @@ void flight_fire(struct corral_waiter *w, int error, const char *message,
 
 /* Frees a waiter that has fired or been cancelled. */
 void flight_waiter_free(struct corral_waiter *w);
+
+/* Calls fn for every fill in the table (not those settled). fn may not
+ * add or remove fills. */
+void flight_each(struct flight *fl, void (*fn)(struct corral_fill *, void *),
+                 void *arg);
 
 /* Answers every waiter of f -ECANCELED ("cache torn down") and frees
  * them. */

@@ -350,6 +350,18 @@ corral_l1_del(struct corral_l1 *l1, const void *key, size_t keylen)
 }
 
 size_t
+corral_l1_clear(struct corral_l1 *l1)
+{
+    size_t n = 0;
+    for (size_t i = 0; i <= l1->mask; i++)
+        while (l1->buckets[i] != NULL) {
+            unlink_value(l1, &l1->buckets[i]);
+            n++;
+        }
+    return n;
+}
+
+size_t
 corral_l1_sweep(struct corral_l1 *l1, uint64_t now_ms, size_t max_buckets)
 {
     size_t dropped = 0;

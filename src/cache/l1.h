@@ -52,6 +52,9 @@ int corral_l1_put(struct corral_l1 *l1, struct corral_value *v);
 /* Drops key. Returns true if it was there. */
 bool corral_l1_del(struct corral_l1 *l1, const void *key, size_t keylen);
 
+/* Drops every entry (purges were missed). Returns how many. */
+size_t corral_l1_clear(struct corral_l1 *l1);
+
 /* Drops entries past all their stale windows, looking at no more than
  * max_buckets buckets from where the last sweep stopped. Returns how many
  * it dropped. */

@@ -1,20 +1,19 @@
-/* redis_tier.c — the second tier in Redis (see corral/redis_tier.h).
+/* redis_tier.c — the second tier in Redis (see corral/redis_tier.h and the
+ * design in doc/fleet.md).
  *
- * A get is a struct req with its own timer. Sent to Redis, hiredis owns it
- * until the reply callback, which hiredis calls exactly once (with a NULL
- * reply when the connection goes); the timer may answer first, and then
- * the reply only frees it. Not sent (Redis down), the timer answers it on
- * the next loop turn, so no callback fires inside get(). A connection that
- * times out STUCK_AFTER gets in a row is taken for stuck (accepting, never
- * answering) and replaced. */
+ * Every command whose answer matters is a struct op, listed on the tier
+ * until the connection answers it. When the tier is freed first, its ops
+ * are answered -ECANCELED at once and orphaned (op->t = NULL): the
+ * connection's later callback then only frees them. Leases this instance
+ * holds are listed too, renewed together every RENEW_MS by one script, and
+ * given back with the fill's outcome. */
 #include "corral/redis_tier.h"
 #include "log.h"
 
 #include <errno.h>
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,473 +27,285 @@
 #include "timeutil.h"
 #include "xalloc.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 500
-#define CONNECT_TIMEOUT_MS 1000
-#define STUCK_AFTER 3 /* gets in a row that time out */
+#define LEASE_MS 1000       /* a lease nobody renews dies this soon */
+#define RENEW_MS 300        /* how often the holder renews its leases */
+#define RENEW_BATCH 100     /* leases renewed by one script */
+#define POLL_HEARING_MS 1000 /* a remote wait looks again at least this often */
+#define POLL_DEAF_MS 100    /* ... or this often while the subscriber is deaf */
+#define PURGE_LOG_MAX 10000 /* entries the purge log keeps */
+#define RESYNC_PAGE 1000    /* purge log entries read per resync script */
+#define REPLAY_MAX 4096     /* purges kept for a replay */
+#define MESSAGE_MAX 200     /* bytes of a failure's message kept */
 
-struct req {
-    struct corral_redis_tier *t;
-    corral_tier_get_cb *cb;        /* a get */
-    corral_tier_lease_cb *lease_cb; /* or a lease */
-    corral_redis_admit_cb *admit_cb; /* or an admission */
-    uint64_t admit_ms;               /* its answer's ms */
-    void *arg;
-    struct event *timer;
-    bool sent; /* hiredis holds it until its reply callback */
-    bool done; /* cb has fired */
-    TAILQ_ENTRY(req) link;
+enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE };
+
+struct corral_tier_lease {
+    TAILQ_ENTRY(corral_tier_lease) link; /* t->held, once won */
+    char token[64];                      /* "H:<id>.<seq>" */
     size_t keylen;
     char key[];
 };
+TAILQ_HEAD(lease_list, corral_tier_lease);
+
+struct op {
+    TAILQ_ENTRY(op) link;        /* t->ops until answered */
+    struct corral_redis_tier *t; /* NULL: orphaned */
+    enum op_kind kind;
+    bool listed;
+    corral_tier_get_cb *get_cb;
+    corral_tier_acquire_cb *acquire_cb;
+    corral_tier_done_cb *done_cb;
+    void *arg;
+    struct corral_tier_lease *lease; /* OP_ACQUIRE: the one it asks for */
+    size_t keylen;
+    char key[];
+};
+TAILQ_HEAD(op_list, op);
+
+struct replay {
+    TAILQ_ENTRY(replay) link;
+    size_t keylen;
+    char key[];
+};
+TAILQ_HEAD(replay_list, replay);
 
 struct corral_redis_tier {
     struct event_base *base;
-    char *host, *unix_path, *prefix, *password;
-    char name[280]; /* "host:port" or the path, for logs */
-    uint16_t port;
-    unsigned db;
-    uint64_t timeout_ms;
-    redisAsyncContext *ac; /* NULL while down */
-    bool connected;        /* ac finished connecting */
-    unsigned timeouts_in_row;
-    uint64_t backoff_ms;
-    struct event *retry_ev;   /* reconnect, or give up connecting */
-    struct event *reset_ev;   /* drop a stuck connection, off the stack */
-    /* The subscriber connection, for invalidations from other instances:
-     * up while someone subscribes. */
-    redisAsyncContext *sub_ac;
-    struct event *sub_retry_ev; /* its own reconnect timer */
-    char *channel;  /* prefix + "invalidate" */
-    char *rchannel; /* prefix + "released" */
-    char *nchannel; /* prefix + "notes" */
-    corral_redis_note_cb *note_cb;
-    void *note_arg;
-    char **note_names; /* read again at every connect */
-    size_t n_notes;
-    corral_tier_invalidate_cb *sub_cb;
-    corral_tier_released_cb *rel_cb;
-    void *sub_arg, *rel_arg;
-    char owner[40]; /* this instance's lease token */
-    uint64_t admits; /* admissions asked: unique members of a window */
-    TAILQ_HEAD(, req) reqs;   /* gets not answered or not freed yet */
-    struct corral_redis_stats stats;
+    struct corral_redis *conn;
+    char *prefix;
+    size_t plen;
+    char *channel; /* prefix "l2:" db */
+    char *stream, *epoch_key;
+    size_t max_value;
+    char id[48];        /* this instance, in the fleet */
+    uint64_t seq;       /* lease tokens */
+    char epoch_new[24]; /* what this instance writes if Redis has none */
+    char epoch[64];     /* Redis's, as last read; "" before */
+    char last_id[48];   /* the last purge log entry applied */
+    bool resync_pending; /* deaf, or (re)subscribed but not resynced */
+    bool resync_lost;    /* this resync found purges missed */
+    bool resync_running;
+    struct corral_redis_script *acquire, *release, *renew, *purge, *resync,
+        *get;
+    const struct corral_tier_events *ev;
+    void *ev_arg;
+    struct op_list ops;
+    struct lease_list held;
+    struct replay_list replays;
+    size_t n_replays;
+    struct event *tick_ev; /* renew, resync, replay */
+    struct corral_redis_tier_stats stats;
 };
 
-const char *
-corral_redis_state_name(enum corral_redis_state s)
-{
-    return s == CORRAL_REDIS_UP ? "up" : "down";
-}
+/* ---- scripts ---- */
 
-/* ---- connection ---- */
+/* Reads a little-endian u64 at byte i (1-based) of s. */
+#define LUA_U64                                                              \
+    "local function u64(s, i) local x = 0 "                                  \
+    "for j = i + 7, i, -1 do x = x * 256 + string.byte(s, j) end "           \
+    "return x end "
 
-static void start_connect(struct corral_redis_tier *t);
-static void start_sub(struct corral_redis_tier *t);
+/* The value under KEYS[1] if it is a string of at most ARGV[1] bytes;
+ * 1 when larger, 2 when not a string, false when absent. */
+#define LUA_READ                                                             \
+    "local function read(k, max) "                                           \
+    "local n = redis.pcall('strlen', k) "                                    \
+    "if type(n) ~= 'number' then return 2 end "                              \
+    "if n == 0 then return false end "                                       \
+    "if n > max then return 1 end "                                          \
+    "return redis.call('get', k) end "
+
+/* KEYS: value, lease. ARGV: now, newer_than, max bytes, token, lease ms.
+ * {0, v}: usable; {1, v}: lease won; {2, v, pttl}: held; {3, v, pttl,
+ * outcome}: failed. v: the value, 1 (too large), 2 (not a string) or
+ * false. */
+static const char acquire_script[] =
+    LUA_U64 LUA_READ
+    "local v = read(KEYS[1], tonumber(ARGV[3])) "
+    "if type(v) == 'string' and #v >= 20 and string.sub(v, 1, 3) == 'CRV' "
+    "and u64(v, 13) > tonumber(ARGV[1]) and u64(v, 5) > tonumber(ARGV[2]) "
+    "then return {0, v} end "
+    "if redis.call('set', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then "
+    "return {1, v} end "
+    "local ttl = redis.call('pttl', KEYS[2]) "
+    "local cur = redis.pcall('get', KEYS[2]) "
+    "if ttl < 0 or type(cur) ~= 'string' then "
+    "redis.call('set', KEYS[2], ARGV[4], 'PX', ARGV[5]) return {1, v} end "
+    "if string.sub(cur, 1, 2) == 'F:' then return {3, v, ttl, cur} end "
+    "return {2, v, ttl}";
+
+/* KEYS: lease. ARGV: token, kind, outcome, retry ms, channel, message,
+ * message if abandoned. Only the holder may set an outcome; one whose
+ * lease ran out says "abandoned" instead of "failed". Returns 1 if it
+ * still held the lease. */
+static const char release_script[] =
+    "local mine = redis.pcall('get', KEYS[1]) == ARGV[1] "
+    "local k = ARGV[2] "
+    "local body = ARGV[6] "
+    "if mine then "
+    "if k == 'f' and tonumber(ARGV[4]) > 0 then "
+    "redis.call('set', KEYS[1], ARGV[3], 'PX', ARGV[4]) "
+    "else redis.call('del', KEYS[1]) end "
+    "elseif k == 'f' then k = 'a' body = ARGV[7] end "
+    "redis.call('publish', ARGV[5], k .. body) "
+    "if mine then return 1 end return 0";
+
+/* KEYS: leases. ARGV: ms, then each lease's token. */
+static const char renew_script[] =
+    "local n = 0 "
+    "for i = 1, #KEYS do "
+    "if redis.pcall('get', KEYS[i]) == ARGV[i + 1] then "
+    "redis.call('pexpire', KEYS[i], ARGV[1]) n = n + 1 end end "
+    "return n";
+
+/* KEYS: value, lease, purge log. ARGV: key, channel, log length. */
+static const char purge_script[] =
+    "redis.call('del', KEYS[1]) "
+    "local l = redis.pcall('get', KEYS[2]) "
+    "if type(l) == 'string' and string.sub(l, 1, 2) == 'F:' then "
+    "redis.call('del', KEYS[2]) end "
+    "local id = redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', "
+    "'k', ARGV[1]) "
+    "redis.call('publish', ARGV[2], 'p ' .. id .. ' ' .. ARGV[1]) "
+    "return id";
+
+/* KEYS: epoch, purge log. ARGV: an epoch to write if there is none, the
+ * last entry applied, entries to read. {epoch, first id, last id, length,
+ * entries after ARGV[2]}. */
+static const char resync_script[] =
+    "redis.call('set', KEYS[1], ARGV[1], 'NX') "
+    "local e = redis.call('get', KEYS[1]) "
+    "local f, l, n = false, false, 0 "
+    "if redis.call('exists', KEYS[2]) == 1 then "
+    "local a = redis.call('xrange', KEYS[2], '-', '+', 'COUNT', 1) "
+    "local b = redis.call('xrevrange', KEYS[2], '+', '-', 'COUNT', 1) "
+    "if #a > 0 then f = a[1][1] end "
+    "if #b > 0 then l = b[1][1] end "
+    "n = redis.call('xlen', KEYS[2]) end "
+    "local es = {} "
+    "if n > 0 then es = redis.call('xrange', KEYS[2], '(' .. ARGV[2], '+', "
+    "'COUNT', ARGV[3]) end "
+    "return {e, f, l, n, es}";
+
+/* KEYS: value. ARGV: max bytes. */
+static const char get_script[] = LUA_READ "return read(KEYS[1], "
+                                          "tonumber(ARGV[1]))";
+
+/* ---- keys ---- */
+
+/* prefix [infix] key, in a caller's buffer when it fits. */
+struct kbuf {
+    char *p;
+    size_t len;
+    char small[512];
+};
 
 static void
-schedule_retry(struct corral_redis_tier *t)
+kbuf_make(struct kbuf *b, const struct corral_redis_tier *t, const char *infix,
+          const void *key, size_t keylen)
 {
-    struct timeval tv = corral_ms_to_tv(t->backoff_ms);
-
-    event_add(t->retry_ev, &tv);
-    t->backoff_ms *= 2;
-    if (t->backoff_ms > BACKOFF_MAX_MS)
-        t->backoff_ms = BACKOFF_MAX_MS;
+    size_t ilen = strlen(infix);
+    size_t n = t->plen + ilen + keylen;
+    b->p = n <= sizeof(b->small) ? b->small : xmalloc(n);
+    memcpy(b->p, t->prefix, t->plen);
+    memcpy(b->p + t->plen, infix, ilen);
+    memcpy(b->p + t->plen + ilen, key, keylen);
+    b->len = n;
 }
 
 static void
-went_down(struct corral_redis_tier *t, const char *why)
+kbuf_free(struct kbuf *b)
 {
-    if (t->stats.state == CORRAL_REDIS_UP)
-        corral_log(CORRAL_LOG_WARNING, "redis %s: down (%s)", t->name, why);
-    t->stats.state = CORRAL_REDIS_DOWN;
-    t->ac = NULL;
-    t->connected = false;
-    schedule_retry(t);
+    if (b->p != b->small)
+        free(b->p);
 }
 
-static void read_notes(struct corral_redis_tier *t);
+/* ---- ops ---- */
 
-static void
-on_connect(const redisAsyncContext *ac, int status)
+static struct op *
+op_new(struct corral_redis_tier *t, enum op_kind kind, const void *key,
+       size_t keylen, void *arg)
 {
-    struct corral_redis_tier *t = ac->data;
+    struct op *op = xcalloc(1, sizeof(*op) + keylen);
+    op->t = t;
+    op->kind = kind;
+    op->arg = arg;
+    op->keylen = keylen;
+    if (keylen)
+        memcpy(op->key, key, keylen);
+    op->listed = true;
+    TAILQ_INSERT_TAIL(&t->ops, op, link);
+    return op;
+}
 
-    if (t == NULL || t->ac != ac)
-        return;
-    if (status != REDIS_OK) {
-        /* hiredis frees ac after this callback. */
-        went_down(t, ac->errstr);
-        return;
+/* The connection answered op: off the list. Returns its tier, or NULL
+ * when it was orphaned (then only free it). */
+static struct corral_redis_tier *
+op_done(struct op *op)
+{
+    struct corral_redis_tier *t = op->t;
+    if (t != NULL && op->listed) {
+        TAILQ_REMOVE(&t->ops, op, link);
+        op->listed = false;
     }
-    event_del(t->retry_ev);
-    t->connected = true;
-    t->backoff_ms = BACKOFF_MIN_MS;
-    t->timeouts_in_row = 0;
-    t->stats.connects++;
-    if (t->stats.state != CORRAL_REDIS_UP)
-        corral_log(CORRAL_LOG_NOTICE, "redis %s: up", t->name);
-    t->stats.state = CORRAL_REDIS_UP;
-    read_notes(t);
+    return t;
 }
 
 static void
-on_disconnect(const redisAsyncContext *ac, int status)
+op_free(struct op *op)
 {
-    struct corral_redis_tier *t = ac->data;
-
-    (void)status;
-    if (t == NULL || t->ac != ac)
-        return; /* one we dropped on purpose */
-    went_down(t, ac->errstr[0] ? ac->errstr : "connection closed");
+    free(op->lease);
+    free(op);
 }
 
-static void
-start_connect(struct corral_redis_tier *t)
+/* ---- values ---- */
+
+/* The value in a reply element: decoded and checked against key, or NULL
+ * (counted when it was there but unusable). */
+static struct corral_value *
+value_of(struct corral_redis_tier *t, const redisReply *e, const void *key,
+         size_t keylen)
 {
-    redisAsyncContext *ac = t->unix_path ? redisAsyncConnectUnix(t->unix_path)
-                                         : redisAsyncConnect(t->host, t->port);
-    struct timeval tv = corral_ms_to_tv(CONNECT_TIMEOUT_MS);
-
-    if (ac == NULL || ac->err) {
-        if (ac != NULL)
-            redisAsyncFree(ac);
-        t->ac = NULL;
-        schedule_retry(t);
-        return;
-    }
-    ac->data = t;
-    t->ac = ac;
-    t->connected = false;
-    redisLibeventAttach(ac, t->base);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (t->password != NULL)
-        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", t->password);
-    if (t->db != 0)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %u", t->db);
-    /* A connect that hangs (a black hole) is given up at the retry timer. */
-    event_add(t->retry_ev, &tv);
-}
-
-/* Drops the current connection (its pending replies come back NULL). */
-static void
-drop(struct corral_redis_tier *t, const char *why)
-{
-    redisAsyncContext *ac = t->ac;
-
-    if (ac == NULL)
-        return;
-    t->ac = NULL; /* on_disconnect ignores it now */
-    ac->data = NULL;
-    if (t->stats.state == CORRAL_REDIS_UP)
-        corral_log(CORRAL_LOG_WARNING, "redis %s: down (%s)", t->name, why);
-    t->stats.state = CORRAL_REDIS_DOWN;
-    t->connected = false;
-    redisAsyncFree(ac);
-}
-
-static void
-retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct corral_redis_tier *t = arg;
-
-    (void)fd;
-    (void)what;
-    if (t->ac != NULL && !t->connected) {
-        drop(t, "connect timed out");
-        schedule_retry(t);
-        return;
-    }
-    if (t->ac == NULL)
-        start_connect(t);
-}
-
-static void
-sub_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct corral_redis_tier *t = arg;
-
-    (void)fd;
-    (void)what;
-    if (t->sub_ac == NULL &&
-        (t->sub_cb != NULL || t->rel_cb != NULL || t->note_cb != NULL))
-        start_sub(t);
-}
-
-static void
-schedule_sub_retry(struct corral_redis_tier *t)
-{
-    struct timeval tv = corral_ms_to_tv(BACKOFF_MAX_MS);
-
-    event_add(t->sub_retry_ev, &tv);
-}
-
-static void
-reset_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct corral_redis_tier *t = arg;
-
-    (void)fd;
-    (void)what;
-    drop(t, "no answer: connection taken for stuck");
-    schedule_retry(t);
-}
-
-/* ---- the subscriber connection ---- */
-
-static void
-on_message(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct corral_redis_tier *t = privdata;
-    redisReply *r = reply;
-
-    (void)ac;
-    if (r == NULL || t->sub_ac != ac || r->type != REDIS_REPLY_ARRAY ||
-        r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
-        strcmp(r->element[0]->str, "message") != 0 ||
-        r->element[1]->type != REDIS_REPLY_STRING ||
-        r->element[2]->type != REDIS_REPLY_STRING)
-        return; /* the subscribe confirmation, or the connection going */
-    const char *key = r->element[2]->str;
-    size_t len = (size_t)r->element[2]->len;
-    if (strcmp(r->element[1]->str, t->rchannel) == 0) {
-        /* "<owner>:<0|1>:<key>": whose release, whether it stored. */
-        size_t olen = strlen(t->owner);
-        if (t->rel_cb == NULL || len < 4)
-            return;
-        const char *sp = memchr(key, ':', len);
-        if (sp == NULL || (size_t)(sp - key) + 3 > len || sp[2] != ':')
-            return;
-        if ((size_t)(sp - key) == olen && memcmp(key, t->owner, olen) == 0)
-            return; /* our own */
-        int stored = sp[1] == '1';
-        size_t skip = (size_t)(sp - key) + 3;
-        t->rel_cb(key + skip, len - skip, stored, t->rel_arg);
-    } else if (strcmp(r->element[1]->str, t->nchannel) == 0) {
-        /* "<value>:<name>" */
-        const char *colon = memchr(key, ':', len);
-        if (t->note_cb == NULL || colon == NULL || colon == key)
-            return;
-        uint64_t v = 0;
-        for (const char *p = key; p < colon; p++) {
-            if (*p < '0' || *p > '9' || v > UINT64_MAX / 10 - 9)
-                return;
-            v = v * 10 + (uint64_t)(*p - '0');
-        }
-        t->note_cb(colon + 1, len - (size_t)(colon + 1 - key), v,
-                   t->note_arg);
-    } else if (t->sub_cb != NULL) {
-        t->sub_cb(key, len, t->sub_arg);
-    }
-}
-
-static void
-on_sub_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct corral_redis_tier *t = ac->data;
-
-    (void)status;
-    if (t == NULL || t->sub_ac != ac)
-        return;
-    t->sub_ac = NULL; /* hiredis frees it; sub_retry_cb subscribes again */
-    schedule_sub_retry(t);
-}
-
-static void
-on_sub_connect(const redisAsyncContext *ac, int status)
-{
-    if (status != REDIS_OK)
-        on_sub_disconnect(ac, status);
-}
-
-static void
-start_sub(struct corral_redis_tier *t)
-{
-    redisAsyncContext *ac = t->unix_path ? redisAsyncConnectUnix(t->unix_path)
-                                         : redisAsyncConnect(t->host, t->port);
-
-    if (ac == NULL || ac->err) {
-        if (ac != NULL)
-            redisAsyncFree(ac);
-        schedule_sub_retry(t);
-        return;
-    }
-    ac->data = t;
-    t->sub_ac = ac;
-    redisLibeventAttach(ac, t->base);
-    redisAsyncSetConnectCallback(ac, on_sub_connect);
-    redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
-    if (t->password != NULL)
-        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", t->password);
-    redisAsyncCommand(ac, on_message, t, "SUBSCRIBE %s %s %s", t->channel,
-                      t->rchannel, t->nchannel);
-}
-
-static void
-stop_sub(struct corral_redis_tier *t)
-{
-    redisAsyncContext *ac = t->sub_ac;
-
-    if (ac == NULL)
-        return;
-    t->sub_ac = NULL;
-    ac->data = NULL;
-    redisAsyncFree(ac);
-}
-
-/* The subscriber connection runs while anyone listens. */
-static void
-sub_update(struct corral_redis_tier *t)
-{
-    if (t->sub_cb == NULL && t->rel_cb == NULL && t->note_cb == NULL)
-        stop_sub(t);
-    else if (t->sub_ac == NULL)
-        start_sub(t);
-}
-
-static void
-redis_subscribe(void *ctx, corral_tier_invalidate_cb *cb, void *arg)
-{
-    struct corral_redis_tier *t = ctx;
-
-    t->sub_cb = cb;
-    t->sub_arg = arg;
-    sub_update(t);
-}
-
-static void
-redis_watch_released(void *ctx, corral_tier_released_cb *cb, void *arg)
-{
-    struct corral_redis_tier *t = ctx;
-
-    t->rel_cb = cb;
-    t->rel_arg = arg;
-    sub_update(t);
-}
-
-/* ---- gets ---- */
-
-static void
-req_free(struct req *r)
-{
-    TAILQ_REMOVE(&r->t->reqs, r, link);
-    event_free(r->timer);
-    free(r);
-}
-
-static void
-answer(struct req *r, struct corral_value *v, int error)
-{
-    r->done = true;
-    event_del(r->timer);
-    if (r->admit_cb != NULL)
-        r->admit_cb(error, error >= 0 || error == -EBUSY ? r->admit_ms : 0,
-                    r->arg);
-    else if (r->lease_cb != NULL)
-        r->lease_cb(error, r->arg); /* error: 1 won, 0 lost, -errno */
-    else
-        r->cb(v, error, r->arg);
-}
-
-static void
-req_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct req *r = arg;
-    struct corral_redis_tier *t = r->t;
-
-    (void)fd;
-    (void)what;
-    if (!r->sent) { /* Redis was down: a miss, answered off the stack */
-        t->stats.misses += r->lease_cb == NULL && r->admit_cb == NULL;
-        answer(r, NULL, -ENOTCONN);
-        req_free(r);
-        return;
-    }
-    t->stats.timeouts++;
-    if (++t->timeouts_in_row >= STUCK_AFTER && t->ac != NULL)
-        event_active(t->reset_ev, EV_TIMEOUT, 1);
-    answer(r, NULL, -ETIMEDOUT); /* hiredis still owns r */
-}
-
-static void
-get_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct req *r = privdata;
-    struct corral_redis_tier *t = r->t;
-    redisReply *rep = reply;
-    struct corral_value *v = NULL;
-
-    (void)ac;
-    if (r->done) {
-        req_free(r);
-        return;
-    }
-    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        t->stats.errors++;
-        answer(r, NULL, -EIO);
-    } else if (rep->type != REDIS_REPLY_STRING) {
-        t->timeouts_in_row = 0;
-        t->stats.misses++;
-        answer(r, NULL, -ENOENT);
-    } else {
-        t->timeouts_in_row = 0;
-        int rc = corral_l2_decode(rep->str, (size_t)rep->len, r->key,
-                                  r->keylen, &v);
-        if (rc == CORRAL_L2_OK) {
-            t->stats.hits++;
-            answer(r, v, 0);
-        } else {
+    if (e == NULL || e->type == REDIS_REPLY_NIL)
+        return NULL;
+    if (e->type == REDIS_REPLY_INTEGER) {
+        if (e->integer == 1)
+            t->stats.large_found++;
+        else
             t->stats.bad_values++;
-            t->stats.misses++;
-            answer(r, NULL, -ENOENT);
-        }
+        return NULL;
     }
-    req_free(r);
+    if (e->type != REDIS_REPLY_STRING) {
+        t->stats.bad_values++;
+        return NULL;
+    }
+    struct corral_value *v;
+    if (corral_l2_decode(e->str, (size_t)e->len, key, keylen, &v) !=
+        CORRAL_L2_OK) {
+        t->stats.bad_values++;
+        return NULL;
+    }
+    return v;
 }
 
-/* prefix + key, in buf when it fits, else allocated (caller frees if
- * != buf). */
-static char *
-full_key(const struct corral_redis_tier *t, const void *key, size_t keylen,
-         char *buf, size_t cap, size_t *len)
-{
-    size_t plen = strlen(t->prefix);
-    char *k = plen + keylen <= cap ? buf : xmalloc(plen + keylen);
-
-    memcpy(k, t->prefix, plen);
-    memcpy(k + plen, key, keylen);
-    *len = plen + keylen;
-    return k;
-}
-
-/* A request for key, listed, with its timer not yet armed. */
-static struct req *
-req_new(struct corral_redis_tier *t, const void *key, size_t keylen,
-        void *arg)
-{
-    struct req *r = xcalloc(1, sizeof(*r) + keylen);
-
-    r->t = t;
-    r->arg = arg;
-    r->keylen = keylen;
-    memcpy(r->key, key, keylen);
-    r->timer = evtimer_new(t->base, req_timer_cb, r);
-    if (r->timer == NULL)
-        abort(); /* the policy of xalloc.h */
-    TAILQ_INSERT_TAIL(&t->reqs, r, link);
-    return r;
-}
-
-/* Sent: the reply has timeout_ms. Not sent (Redis down): answered on the
- * next loop turn. */
 static void
-req_arm(struct req *r)
+get_reply(const redisReply *rep, int error, void *arg)
 {
-    struct timeval tv = corral_ms_to_tv(r->sent ? r->t->timeout_ms : 0);
-
-    evtimer_add(r->timer, &tv);
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    if (t == NULL) {
+        op_free(op);
+        return;
+    }
+    struct corral_value *v = NULL;
+    if (error == 0)
+        v = value_of(t, rep, op->key, op->keylen);
+    if (v)
+        t->stats.hits++;
+    else
+        t->stats.misses++;
+    op->get_cb(v, v ? 0 : error ? error : -ENOENT, op->arg);
+    op_free(op);
 }
 
 static void
@@ -502,307 +313,627 @@ redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
           void *arg)
 {
     struct corral_redis_tier *t = ctx;
-    struct req *r = req_new(t, key, keylen, arg);
-    char buf[512], *k;
-    size_t klen;
-
-    r->cb = cb;
-    if (t->ac != NULL && t->connected) {
-        k = full_key(t, key, keylen, buf, sizeof(buf), &klen);
-        r->sent = redisAsyncCommand(t->ac, get_reply, r, "GET %b", k, klen) ==
-                  REDIS_OK;
-        if (k != buf)
-            free(k);
-    }
-    req_arm(r);
-}
-
-static void
-count_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct corral_redis_tier *t = privdata;
-    redisReply *rep = reply;
-
-    (void)ac;
-    if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
-        t->stats.errors++;
+    struct op *op = op_new(t, OP_GET, key, keylen, arg);
+    op->get_cb = cb;
+    struct kbuf k;
+    char max[24];
+    kbuf_make(&k, t, "", key, keylen);
+    snprintf(max, sizeof(max), "%zu", t->max_value);
+    const char *argv[2] = {k.p, max};
+    size_t lens[2] = {k.len, strlen(max)};
+    corral_redis_eval(t->conn, t->get, get_reply, op, 1, 2, argv, lens);
+    kbuf_free(&k);
 }
 
 static void
 redis_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
 {
     struct corral_redis_tier *t = ctx;
-    char buf[512], *k, *blob;
-    size_t klen, n;
-
-    if (t->ac == NULL || !t->connected || ttl_ms == 0) {
-        t->stats.errors += t->ac == NULL || !t->connected;
+    if (ttl_ms == 0)
+        return;
+    size_t n = corral_l2_size(v);
+    if (n > t->max_value) {
+        t->stats.too_large++;
         return;
     }
-    n = corral_l2_size(v);
-    blob = xmalloc(n);
+    char *blob = xmalloc(n);
     corral_l2_encode(v, blob);
-    k = full_key(t, corral_value_key(v), corral_value_keylen(v), buf,
-                 sizeof(buf), &klen);
-    if (redisAsyncCommand(t->ac, count_reply, t, "SET %b %b PX %llu", k, klen,
-                          blob, n, (unsigned long long)ttl_ms) != REDIS_OK)
-        t->stats.errors++;
-    if (k != buf)
-        free(k);
+    struct kbuf k;
+    char ttl[24];
+    kbuf_make(&k, t, "", corral_value_key(v), corral_value_keylen(v));
+    snprintf(ttl, sizeof(ttl), "%" PRIu64, ttl_ms);
+    const char *argv[5] = {"SET", k.p, blob, "PX", ttl};
+    size_t lens[5] = {3, k.len, n, 2, strlen(ttl)};
+    corral_redis_command(t->conn, NULL, NULL, 5, argv, lens);
+    kbuf_free(&k);
     free(blob);
 }
 
-static void
-redis_del(void *ctx, const void *key, size_t keylen)
-{
-    struct corral_redis_tier *t = ctx;
-    char buf[512], *k;
-    size_t klen;
+/* ---- leases ---- */
 
-    if (t->ac == NULL || !t->connected) {
-        t->stats.errors++;
-        return;
-    }
-    k = full_key(t, key, keylen, buf, sizeof(buf), &klen);
-    /* Every instance (this one too) hears of it and drops its L1 copy. */
-    if (redisAsyncCommand(t->ac, count_reply, t, "DEL %b", k, klen) !=
-            REDIS_OK ||
-        redisAsyncCommand(t->ac, count_reply, t, "PUBLISH %s %b", t->channel,
-                          key, keylen) != REDIS_OK)
-        t->stats.errors++;
-    if (k != buf)
-        free(k);
+static struct corral_tier_lease *
+lease_new(struct corral_redis_tier *t, const void *key, size_t keylen)
+{
+    struct corral_tier_lease *l = xcalloc(1, sizeof(*l) + keylen);
+    snprintf(l->token, sizeof(l->token), "H:%s.%" PRIu64, t->id, ++t->seq);
+    l->keylen = keylen;
+    memcpy(l->key, key, keylen);
+    return l;
 }
 
 static void
-lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
+arm_tick(struct corral_redis_tier *t)
 {
-    struct req *r = privdata;
-    struct corral_redis_tier *t = r->t;
-    redisReply *rep = reply;
+    if (!evtimer_pending(t->tick_ev, NULL)) {
+        struct timeval tv = corral_ms_to_tv(RENEW_MS);
+        evtimer_add(t->tick_ev, &tv);
+    }
+}
 
-    (void)ac;
-    if (r->done) {
-        req_free(r);
+/* "F:<errno>:<message>" */
+static void
+parse_outcome(const redisReply *e, int *error, char *msg, size_t cap)
+{
+    *error = -EIO;
+    snprintf(msg, cap, "upstream failed (elsewhere in the fleet)");
+    if (e == NULL || e->type != REDIS_REPLY_STRING || e->len < 3)
+        return;
+    const char *p = e->str + 2, *end = e->str + e->len;
+    long n = 0;
+    while (p < end && *p >= '0' && *p <= '9' && n < 4096)
+        n = n * 10 + (*p++ - '0');
+    if (p >= end || *p != ':' || n <= 0 || n >= 4096)
+        return;
+    *error = -(int)n;
+    size_t len = (size_t)(end - p - 1);
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(msg, p + 1, len);
+    msg[len] = '\0';
+}
+
+static bool
+deaf(const struct corral_redis_tier *t)
+{
+    return !corral_redis_listening(t->conn) || t->resync_pending;
+}
+
+static void
+acquire_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    if (t == NULL) {
+        if (error != -ETIMEDOUT) /* else its late reply frees it */
+            op_free(op);
         return;
     }
-    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        t->stats.errors++;
-        answer(r, NULL, -EIO);
+    struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN};
+    char msg[MESSAGE_MAX + 1];
+    if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER) {
+        a.error = error ? error : -EIO;
+        op->acquire_cb(&a, op->arg);
+        if (error != -ETIMEDOUT)
+            op_free(op);
+        return;
+    }
+    long long kind = rep->element[0]->integer;
+    a.value = value_of(t, rep->element[1], op->key, op->keylen);
+    long long ms = rep->elements > 2 &&
+                           rep->element[2]->type == REDIS_REPLY_INTEGER
+                       ? rep->element[2]->integer
+                       : -1;
+    switch (kind) {
+    case 0:
+        if (a.value != NULL) {
+            t->stats.hits++;
+            a.verdict = CORRAL_TIER_VALUE;
+        }
+        break;
+    case 1:
+        t->stats.misses++;
+        t->stats.leases_won++;
+        a.verdict = CORRAL_TIER_WON;
+        a.lease = op->lease;
+        op->lease = NULL;
+        TAILQ_INSERT_TAIL(&t->held, a.lease, link);
+        arm_tick(t);
+        break;
+    case 2: {
+        t->stats.misses++;
+        uint64_t poll = deaf(t) ? POLL_DEAF_MS : POLL_HEARING_MS;
+        a.verdict = CORRAL_TIER_HELD;
+        a.ms = ms >= 0 && (uint64_t)ms + 10 < poll ? (uint64_t)ms + 10 : poll;
+        break;
+    }
+    case 3:
+        t->stats.misses++;
+        a.verdict = CORRAL_TIER_FAILED;
+        a.ms = ms > 0 ? (uint64_t)ms : 1;
+        parse_outcome(rep->elements > 3 ? rep->element[3] : NULL, &a.error,
+                      msg, sizeof(msg));
+        a.message = msg;
+        break;
+    default:
+        t->stats.bad_values++;
+        break;
+    }
+    op->acquire_cb(&a, op->arg);
+    op_free(op);
+}
+
+static void send_release(struct corral_redis_tier *t,
+                         struct corral_tier_lease *l,
+                         const struct corral_outcome *o);
+
+/* The lease was granted after its asker stopped waiting: give it back,
+ * so nobody waits on a lease whose holder does not know it has it. */
+static void
+acquire_late(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op->t;
+    if (t != NULL && error == 0 && rep->type == REDIS_REPLY_ARRAY &&
+        rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_INTEGER &&
+        rep->element[0]->integer == 1) {
+        static const struct corral_outcome gone = {
+            .kind = CORRAL_OUTCOME_ABANDONED};
+        t->stats.late_leases++;
+        send_release(t, op->lease, &gone);
+    }
+    op_free(op);
+}
+
+static void
+redis_acquire(void *ctx, const void *key, size_t keylen,
+              const struct corral_tier_want *want, corral_tier_acquire_cb *cb,
+              void *arg)
+{
+    struct corral_redis_tier *t = ctx;
+    struct op *op = op_new(t, OP_ACQUIRE, key, keylen, arg);
+    op->acquire_cb = cb;
+    op->lease = lease_new(t, key, keylen);
+    struct kbuf k, l;
+    char now[24], newer[24], max[24], ms[16];
+    kbuf_make(&k, t, "", key, keylen);
+    kbuf_make(&l, t, "lease:", key, keylen);
+    snprintf(now, sizeof(now), "%" PRIu64, want->now_ms);
+    snprintf(newer, sizeof(newer), "%" PRIu64, want->newer_than);
+    snprintf(max, sizeof(max), "%zu", t->max_value);
+    snprintf(ms, sizeof(ms), "%d", LEASE_MS);
+    const char *argv[7] = {k.p, l.p, now, newer, max, op->lease->token, ms};
+    size_t lens[7] = {k.len,       l.len,       strlen(now),
+                      strlen(newer), strlen(max), strlen(op->lease->token),
+                      strlen(ms)};
+    corral_redis_eval_late(t->conn, t->acquire, acquire_reply, acquire_late,
+                           op, 2, 7, argv, lens);
+    kbuf_free(&k);
+    kbuf_free(&l);
+}
+
+static void
+release_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    if (t != NULL && error == 0 && rep->type == REDIS_REPLY_INTEGER &&
+        rep->integer == 0)
+        t->stats.leases_lost++;
+    op_free(op);
+}
+
+/* Gives l back (not freed) with o. */
+static void
+send_release(struct corral_redis_tier *t, struct corral_tier_lease *l,
+             const struct corral_outcome *o)
+{
+    struct kbuf lk;
+    char kind[2] = {'a', '\0'}, retry[24] = "0", outcome[MESSAGE_MAX + 32];
+    char head[MESSAGE_MAX + 120], ahead[80];
+    size_t olen = 0;
+    const char *message = o->message ? o->message : "";
+    size_t mlen = strnlen(message, MESSAGE_MAX);
+    int hl;
+    kbuf_make(&lk, t, "lease:", l->key, l->keylen);
+    snprintf(ahead, sizeof(ahead), " %s ", t->id);
+    if (o->kind == CORRAL_OUTCOME_STORED) {
+        kind[0] = 's';
+        hl = snprintf(head, sizeof(head), " %s ", t->id);
+    } else if (o->kind == CORRAL_OUTCOME_FAILED) {
+        int e = o->error < 0 && o->error > -4096 ? -o->error : EIO;
+        kind[0] = 'f';
+        snprintf(retry, sizeof(retry), "%" PRIu64, o->retry_ms);
+        olen = (size_t)snprintf(outcome, sizeof(outcome), "F:%d:%.*s", e,
+                                (int)mlen, message);
+        hl = snprintf(head, sizeof(head), " %s %s %d %zu:%.*s", t->id, retry,
+                      e, mlen, (int)mlen, message);
     } else {
-        t->timeouts_in_row = 0;
-        answer(r, NULL, rep->type == REDIS_REPLY_STATUS ? 1 : 0);
+        hl = snprintf(head, sizeof(head), " %s ", t->id);
     }
-    req_free(r);
+    /* The message ends with the key: its bytes follow the head. */
+    size_t mcap = (size_t)hl + l->keylen, alen = strlen(ahead) + l->keylen;
+    char *body = xmalloc(mcap + alen);
+    char *abody = body + mcap;
+    memcpy(body, head, (size_t)hl);
+    memcpy(body + hl, l->key, l->keylen);
+    memcpy(abody, ahead, strlen(ahead));
+    memcpy(abody + strlen(ahead), l->key, l->keylen);
+    const char *argv[8] = {lk.p,  l->token, kind,       outcome,
+                           retry, t->channel, body,     abody};
+    size_t lens[8] = {lk.len,         strlen(l->token), 1,    olen,
+                      strlen(retry),  strlen(t->channel), mcap, alen};
+    struct op *op = op_new(t, OP_RELEASE, NULL, 0, NULL);
+    corral_redis_eval(t->conn, t->release, release_reply, op, 1, 7,
+                      argv, lens);
+    free(body);
+    kbuf_free(&lk);
 }
 
-/* SET <prefix>lease:<key> <owner> NX PX ttl: one holder fleet-wide. */
 static void
-redis_lease(void *ctx, const void *key, size_t keylen, uint64_t ttl_ms,
-            corral_tier_lease_cb *cb, void *arg)
+redis_release(void *ctx, struct corral_tier_lease *l,
+              const struct corral_outcome *o)
 {
     struct corral_redis_tier *t = ctx;
-    struct req *r = req_new(t, key, keylen, arg);
-
-    r->lease_cb = cb;
-    if (t->ac != NULL && t->connected)
-        r->sent = redisAsyncCommand(t->ac, lease_reply, r,
-                                    "SET %blease:%b %s NX PX %llu", t->prefix,
-                                    strlen(t->prefix), key, keylen, t->owner,
-                                    (unsigned long long)ttl_ms) == REDIS_OK;
-    req_arm(r);
+    TAILQ_REMOVE(&t->held, l, link);
+    send_release(t, l, o);
+    free(l);
 }
 
-/* Deletes the lease only if it is still ours (it may have run out and been
- * taken by another instance), then announces the key. */
-static const char release_script[] =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('del', KEYS[1]) else return 0 end";
-
+/* One script renews every lease held, RENEW_BATCH at a time. */
 static void
-redis_release(void *ctx, const void *key, size_t keylen, int ok)
+renew(struct corral_redis_tier *t)
 {
-    struct corral_redis_tier *t = ctx;
-    size_t plen = strlen(t->prefix);
-    char *lk;
-
-    if (t->ac == NULL || !t->connected)
-        return; /* the lease runs out by itself */
-    lk = xmalloc(plen + 6 + keylen);
-    memcpy(lk, t->prefix, plen);
-    memcpy(lk + plen, "lease:", 6);
-    memcpy(lk + plen + 6, key, keylen);
-    /* The others read L2 either way (a miss means take over); a new value
-     * also means their copies are older. */
-    if (redisAsyncCommand(t->ac, count_reply, t, "EVAL %s 1 %b %s",
-                          release_script, lk, plen + 6 + keylen,
-                          t->owner) != REDIS_OK ||
-        redisAsyncCommand(t->ac, count_reply, t, "PUBLISH %s %s:%d:%b",
-                          t->rchannel, t->owner, ok ? 1 : 0, key,
-                          keylen) != REDIS_OK)
-        t->stats.errors++;
-    free(lk);
+    struct corral_tier_lease *l = TAILQ_FIRST(&t->held);
+    char ms[16];
+    snprintf(ms, sizeof(ms), "%d", LEASE_MS);
+    while (l != NULL) {
+        const char *argv[2 * RENEW_BATCH + 1];
+        size_t lens[2 * RENEW_BATCH + 1];
+        struct kbuf keys[RENEW_BATCH];
+        int n = 0;
+        for (; l != NULL && n < RENEW_BATCH; l = TAILQ_NEXT(l, link), n++) {
+            kbuf_make(&keys[n], t, "lease:", l->key, l->keylen);
+            argv[n] = keys[n].p;
+            lens[n] = keys[n].len;
+            /* ARGV[1] is the ms; the tokens follow in the keys' order. */
+            argv[RENEW_BATCH + 1 + n] = l->token;
+            lens[RENEW_BATCH + 1 + n] = strlen(l->token);
+        }
+        argv[n] = ms;
+        lens[n] = strlen(ms);
+        memmove(&argv[n + 1], &argv[RENEW_BATCH + 1], n * sizeof(*argv));
+        memmove(&lens[n + 1], &lens[RENEW_BATCH + 1], n * sizeof(*lens));
+        corral_redis_eval(t->conn, t->renew, NULL, NULL, n, 2 * n + 1, argv,
+                          lens);
+        for (int i = 0; i < n; i++)
+            kbuf_free(&keys[i]);
+    }
 }
 
-/* ---- upstream budgets ---- */
+/* ---- purges ---- */
 
-/* One call to the upstream named KEYS: refused while <name>'s pause key
- * lives; else granted when the window's sorted set (one member per call,
- * scored by Redis's own clock in ms) holds fewer than count calls younger
- * than window_ms. Answers {1, 0} granted, {0, ms} full until ms from now,
- * {-1, ms} paused for ms more. */
-static const char admit_script[] =
-    "local p = redis.call('pttl', KEYS[2]) "
-    "if p > 0 then return {-1, p} end "
-    "local n = tonumber(ARGV[1]) "
-    "if n == 0 then return {1, 0} end "
-    "local w = tonumber(ARGV[2]) "
-    "local t = redis.call('time') "
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
-    "redis.call('zremrangebyscore', KEYS[1], '-inf', now - w) "
-    "if redis.call('zcard', KEYS[1]) < n then "
-    "redis.call('zadd', KEYS[1], now, ARGV[3]) "
-    "redis.call('pexpire', KEYS[1], w) "
-    "return {1, 0} end "
-    "local first = redis.call('zrange', KEYS[1], 0, 0, 'withscores') "
-    "return {0, tonumber(first[2]) + w - now}";
+static void redis_del(void *ctx, const void *key, size_t keylen,
+                      corral_tier_done_cb *cb, void *arg);
 
 static void
-admit_reply(redisAsyncContext *ac, void *reply, void *privdata)
+replay_keep(struct corral_redis_tier *t, const void *key, size_t keylen)
 {
-    struct req *r = privdata;
-    struct corral_redis_tier *t = r->t;
-    redisReply *rep = reply;
+    if (t->n_replays >= REPLAY_MAX) {
+        struct replay *old = TAILQ_FIRST(&t->replays);
+        TAILQ_REMOVE(&t->replays, old, link);
+        free(old);
+        t->n_replays--;
+        t->stats.purges_dropped++;
+    }
+    struct replay *rp = xmalloc(sizeof(*rp) + keylen);
+    rp->keylen = keylen;
+    memcpy(rp->key, key, keylen);
+    TAILQ_INSERT_TAIL(&t->replays, rp, link);
+    t->n_replays++;
+    t->stats.purges_queued++;
+}
 
-    (void)ac;
-    if (r->done) {
-        req_free(r);
+/* Sends every kept purge again (those that fail are kept again). */
+static void
+replay(struct corral_redis_tier *t)
+{
+    struct replay_list todo = TAILQ_HEAD_INITIALIZER(todo);
+    TAILQ_CONCAT(&todo, &t->replays, link);
+    t->n_replays = 0;
+    struct replay *rp;
+    while ((rp = TAILQ_FIRST(&todo)) != NULL) {
+        TAILQ_REMOVE(&todo, rp, link);
+        redis_del(t, rp->key, rp->keylen, NULL, NULL);
+        free(rp);
+    }
+}
+
+static void
+purge_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    (void)rep;
+    if (t == NULL) {
+        op_free(op);
         return;
     }
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-        rep->element[0]->type != REDIS_REPLY_INTEGER ||
-        rep->element[1]->type != REDIS_REPLY_INTEGER) {
-        t->stats.errors++;
-        answer(r, NULL, -EIO);
+    /* Not confirmed (a timeout may still have run it): keep it for a
+     * replay, which is harmless if it did. */
+    if (error != 0) {
+        replay_keep(t, op->key, op->keylen);
+        arm_tick(t);
+    }
+    if (op->done_cb)
+        op->done_cb(error, op->arg);
+    op_free(op);
+}
+
+static void
+redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
+          void *arg)
+{
+    struct corral_redis_tier *t = ctx;
+    struct op *op = op_new(t, OP_PURGE, key, keylen, arg);
+    op->done_cb = cb;
+    struct kbuf k, l;
+    char max[16];
+    kbuf_make(&k, t, "", key, keylen);
+    kbuf_make(&l, t, "lease:", key, keylen);
+    snprintf(max, sizeof(max), "%d", PURGE_LOG_MAX);
+    const char *argv[6] = {k.p, l.p, t->stream, key, t->channel, max};
+    size_t lens[6] = {k.len,  l.len,  strlen(t->stream),
+                      keylen, strlen(t->channel), strlen(max)};
+    corral_redis_eval(t->conn, t->purge, purge_reply, op, 3, 6, argv, lens);
+    kbuf_free(&k);
+    kbuf_free(&l);
+}
+
+/* ---- resync ---- */
+
+/* Compares stream ids "<ms>-<seq>". */
+static int
+id_cmp(const char *a, const char *b)
+{
+    unsigned long long am = 0, as = 0, bm = 0, bs = 0;
+    sscanf(a, "%llu-%llu", &am, &as);
+    sscanf(b, "%llu-%llu", &bm, &bs);
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+static void start_resync(struct corral_redis_tier *t);
+
+static bool
+is_str(const redisReply *e)
+{
+    return e != NULL && e->type == REDIS_REPLY_STRING;
+}
+
+static void
+resync_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    op_free(op);
+    if (t == NULL)
+        return;
+    t->resync_running = false;
+    if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements != 5 ||
+        !is_str(rep->element[0]) ||
+        rep->element[4]->type != REDIS_REPLY_ARRAY) {
+        arm_tick(t); /* try again */
+        return;
+    }
+    const redisReply *epoch = rep->element[0], *first = rep->element[1];
+    const redisReply *last = rep->element[2], *es = rep->element[4];
+    long long len = rep->element[3]->type == REDIS_REPLY_INTEGER
+                        ? rep->element[3]->integer
+                        : 0;
+    /* A new epoch: Redis lost its data (restarted empty, flushed), the
+     * purge log with it. A log that starts after the last entry applied
+     * and has been trimmed: entries are gone. Either way, purges may
+     * have been missed. */
+    bool lost = t->epoch[0] != '\0' && strcmp(t->epoch, epoch->str) != 0;
+    if (!lost && is_str(first) && id_cmp(first->str, t->last_id) > 0 &&
+        len >= PURGE_LOG_MAX)
+        lost = true;
+    snprintf(t->epoch, sizeof(t->epoch), "%s", epoch->str);
+    t->resync_lost |= lost;
+    if (t->resync_lost) {
+        snprintf(t->last_id, sizeof(t->last_id), "%s",
+                 is_str(last) ? last->str : "0-0");
     } else {
-        t->timeouts_in_row = 0;
-        long long verdict = rep->element[0]->integer;
-        long long ms = rep->element[1]->integer;
-        r->admit_ms = ms > 0 ? (uint64_t)ms : 1;
-        answer(r, NULL, verdict > 0 ? 1 : verdict == 0 ? 0 : -EBUSY);
+        for (size_t i = 0; i < es->elements; i++) {
+            const redisReply *e = es->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                !is_str(e->element[0]))
+                continue;
+            const redisReply *f = e->element[1];
+            for (size_t j = 0; f->type == REDIS_REPLY_ARRAY &&
+                               j + 1 < f->elements;
+                 j += 2)
+                if (is_str(f->element[j]) && is_str(f->element[j + 1]) &&
+                    strcmp(f->element[j]->str, "k") == 0 && t->ev &&
+                    t->ev->invalidated)
+                    t->ev->invalidated(f->element[j + 1]->str,
+                                       (size_t)f->element[j + 1]->len,
+                                       t->ev_arg);
+            snprintf(t->last_id, sizeof(t->last_id), "%s", e->element[0]->str);
+        }
+        if (es->elements >= RESYNC_PAGE) {
+            start_resync(t); /* more to read */
+            return;
+        }
     }
-    req_free(r);
+    lost = t->resync_lost;
+    t->resync_pending = false;
+    t->resync_lost = false;
+    t->stats.resyncs++;
+    if (lost) {
+        t->stats.resync_losses++;
+        corral_log(CORRAL_LOG_NOTICE,
+                   "redis %s: purges may have been missed (Redis lost its "
+                   "data, or the purge log was trimmed): every cached copy "
+                   "is dropped",
+                   corral_redis_name(t->conn));
+    }
+    if (t->ev && t->ev->resync)
+        t->ev->resync(lost, t->ev_arg);
+    replay(t);
 }
 
-void
-corral_redis_tier_admit(struct corral_redis_tier *t, const char *name,
-                        unsigned count, uint64_t window_ms,
-                        corral_redis_admit_cb *cb, void *arg)
+static void
+start_resync(struct corral_redis_tier *t)
 {
-    size_t nlen = strlen(name);
-    struct req *r = req_new(t, name, nlen, arg);
-    char member[64];
-
-    r->admit_cb = cb;
-    snprintf(member, sizeof(member), "%s-%llu", t->owner,
-             (unsigned long long)++t->admits);
-    if (t->ac != NULL && t->connected)
-        r->sent = redisAsyncCommand(
-                      t->ac, admit_reply, r, "EVAL %s 2 %srate:%b %spause:%b "
-                      "%u %llu %s", admit_script, t->prefix, name, nlen,
-                      t->prefix, name, nlen, count,
-                      (unsigned long long)window_ms, member) == REDIS_OK;
-    req_arm(r);
+    if (t->resync_running || !t->resync_pending ||
+        !corral_redis_listening(t->conn))
+        return;
+    t->resync_running = true;
+    struct op *op = op_new(t, OP_RESYNC, NULL, 0, NULL);
+    char page[16];
+    snprintf(page, sizeof(page), "%d", RESYNC_PAGE);
+    const char *argv[5] = {t->epoch_key, t->stream, t->epoch_new, t->last_id,
+                           page};
+    corral_redis_eval(t->conn, t->resync, resync_reply, op, 2, 5, argv, NULL);
 }
 
-void
-corral_redis_tier_pause(struct corral_redis_tier *t, const char *name,
-                        uint64_t ms)
+/* ---- what the fleet says ---- */
+
+/* "<word> " at *p: the word, and *p past it. */
+static bool
+word(const char **p, const char *end, const char **w, size_t *n)
 {
-    if (t->ac == NULL || !t->connected || ms == 0) {
-        t->stats.errors += ms > 0;
+    const char *sp = memchr(*p, ' ', (size_t)(end - *p));
+    if (sp == NULL || sp == *p)
+        return false;
+    *w = *p;
+    *n = (size_t)(sp - *p);
+    *p = sp + 1;
+    return true;
+}
+
+static uint64_t
+number(const char *w, size_t n, bool *ok)
+{
+    uint64_t v = 0;
+    *ok = n > 0 && n < 20;
+    for (size_t i = 0; *ok && i < n; i++) {
+        if (w[i] < '0' || w[i] > '9')
+            *ok = false;
+        else
+            v = v * 10 + (uint64_t)(w[i] - '0');
+    }
+    return v;
+}
+
+static void
+on_message(const char *msg, size_t len, void *arg)
+{
+    struct corral_redis_tier *t = arg;
+    const char *p = msg + 2, *end = msg + len, *w;
+    size_t n;
+    bool ok;
+    if (len < 4 || msg[1] != ' ' || t->ev == NULL)
+        return;
+    if (msg[0] == 'p') { /* p <id> <key> */
+        if (!word(&p, end, &w, &n) || n >= sizeof(t->last_id) || p == end)
+            return;
+        if (!t->resync_pending) {
+            char id[48];
+            memcpy(id, w, n);
+            id[n] = '\0';
+            if (id_cmp(id, t->last_id) > 0)
+                memcpy(t->last_id, id, n + 1);
+        }
+        if (t->ev->invalidated)
+            t->ev->invalidated(p, (size_t)(end - p), t->ev_arg);
         return;
     }
-    if (redisAsyncCommand(t->ac, count_reply, t, "SET %spause:%s 1 PX %llu",
-                          t->prefix, name, (unsigned long long)ms) != REDIS_OK)
-        t->stats.errors++;
-}
-
-/* ---- notes: small numbers the fleet shares ---- */
-
-/* Keeps the larger value, and tells every instance. */
-static const char note_script[] =
-    "local v = tonumber(redis.call('get', KEYS[1]) or '0') "
-    "local n = tonumber(ARGV[1]) "
-    "if n > v then redis.call('set', KEYS[1], ARGV[1]) else n = v end "
-    "redis.call('publish', KEYS[2], string.format('%d', n) .. ':' .. ARGV[2]) "
-    "return n";
-
-void
-corral_redis_tier_note(struct corral_redis_tier *t, const char *name,
-                       uint64_t value)
-{
-    if (t->ac == NULL || !t->connected) {
-        t->stats.errors++;
+    if (!word(&p, end, &w, &n))
+        return;
+    if (n == strlen(t->id) && memcmp(w, t->id, n) == 0)
+        return; /* our own */
+    struct corral_outcome o = {.kind = CORRAL_OUTCOME_ABANDONED};
+    char message[MESSAGE_MAX + 1];
+    if (msg[0] == 's') {
+        o.kind = CORRAL_OUTCOME_STORED;
+    } else if (msg[0] == 'f') { /* <retry> <errno> <len>:<message><key> */
+        if (!word(&p, end, &w, &n))
+            return;
+        o.retry_ms = number(w, n, &ok);
+        if (!ok || !word(&p, end, &w, &n))
+            return;
+        uint64_t e = number(w, n, &ok);
+        if (!ok || e == 0 || e >= 4096)
+            return;
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        if (colon == NULL)
+            return;
+        uint64_t mlen = number(p, (size_t)(colon - p), &ok);
+        if (!ok || mlen > MESSAGE_MAX || mlen > (uint64_t)(end - colon - 1))
+            return;
+        memcpy(message, colon + 1, mlen);
+        message[mlen] = '\0';
+        o.kind = CORRAL_OUTCOME_FAILED;
+        o.error = -(int)e;
+        o.message = message;
+        p = colon + 1 + mlen;
+    } else if (msg[0] != 'a') {
         return;
     }
-    if (redisAsyncCommand(t->ac, count_reply, t, "EVAL %s 2 %snote:%s %s %llu %s",
-                          note_script, t->prefix, name, t->nchannel,
-                          (unsigned long long)value, name) != REDIS_OK)
-        t->stats.errors++;
+    if (p < end && t->ev->released)
+        t->ev->released(p, (size_t)(end - p), &o, t->ev_arg);
 }
 
-struct note_read {
-    struct corral_redis_tier *t;
-    char name[];
+static void
+on_subscribed(void *arg)
+{
+    struct corral_redis_tier *t = arg;
+    t->resync_pending = true;
+    start_resync(t);
+}
+
+static void
+on_lost(void *arg)
+{
+    struct corral_redis_tier *t = arg;
+    t->resync_pending = true;
+}
+
+static const struct corral_redis_listener listener = {
+    .message = on_message,
+    .subscribed = on_subscribed,
+    .lost = on_lost,
 };
 
 static void
-note_reply(redisAsyncContext *ac, void *reply, void *privdata)
+redis_listen(void *ctx, const struct corral_tier_events *ev, void *arg)
 {
-    struct note_read *nr = privdata;
-    redisReply *rep = reply;
-    (void)ac;
-    if (rep != NULL && rep->type == REDIS_REPLY_STRING && nr->t->note_cb) {
-        char *end;
-        unsigned long long v = strtoull(rep->str, &end, 10);
-        if (end != rep->str && *end == '\0')
-            nr->t->note_cb(nr->name, strlen(nr->name), v, nr->t->note_arg);
-    }
-    free(nr);
+    struct corral_redis_tier *t = ctx;
+    t->ev = ev;
+    t->ev_arg = arg;
 }
 
+/* Every RENEW_MS while there is work: renew the leases, and retry a
+ * resync or a replay that could not run. */
 static void
-read_notes(struct corral_redis_tier *t)
+tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-    for (size_t i = 0; i < t->n_notes; i++) {
-        size_t n = strlen(t->note_names[i]);
-        struct note_read *nr = xmalloc(sizeof(*nr) + n + 1);
-        nr->t = t;
-        memcpy(nr->name, t->note_names[i], n + 1);
-        if (redisAsyncCommand(t->ac, note_reply, nr, "GET %snote:%s",
-                              t->prefix, nr->name) != REDIS_OK)
-            free(nr);
-    }
-}
-
-void
-corral_redis_tier_watch_notes(struct corral_redis_tier *t,
-                              const char *const *names, size_t n,
-                              corral_redis_note_cb *cb, void *arg)
-{
-    for (size_t i = 0; i < t->n_notes; i++)
-        free(t->note_names[i]);
-    free(t->note_names);
-    t->note_names = n ? xcalloc(n, sizeof(*t->note_names)) : NULL;
-    t->n_notes = n;
-    for (size_t i = 0; i < n; i++)
-        t->note_names[i] = xstrndup(names[i], strlen(names[i]));
-    t->note_cb = cb;
-    t->note_arg = arg;
-    sub_update(t);
-    if (cb != NULL && t->ac != NULL && t->connected)
-        read_notes(t);
+    struct corral_redis_tier *t = arg;
+    (void)fd;
+    (void)what;
+    if (!TAILQ_EMPTY(&t->held))
+        renew(t);
+    if (t->resync_pending)
+        start_resync(t);
+    else if (!TAILQ_EMPTY(&t->replays) && corral_redis_ready(t->conn))
+        replay(t);
+    if (!TAILQ_EMPTY(&t->held) || t->resync_pending ||
+        !TAILQ_EMPTY(&t->replays))
+        arm_tick(t);
 }
 
 const struct corral_tier corral_redis_tier_ops = {
@@ -810,107 +941,115 @@ const struct corral_tier corral_redis_tier_ops = {
     .get = redis_get,
     .set = redis_set,
     .del = redis_del,
-    .subscribe = redis_subscribe,
-    .lease = redis_lease,
+    .listen = redis_listen,
+    .acquire = redis_acquire,
     .release = redis_release,
-    .watch_released = redis_watch_released,
 };
 
 /* ---- lifecycle ---- */
 
 struct corral_redis_tier *
-corral_redis_tier_new(struct event_base *base,
-                      const struct corral_redis_options *o, char *err,
+corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
+                      const struct corral_redis_tier_options *o, char *err,
                       size_t errlen)
 {
-    struct corral_redis_tier *t;
-
-    if (base == NULL || o == NULL ||
-        (o->unix_path == NULL && (o->host == NULL || o->port == 0))) {
-        snprintf(err, errlen, "redis: a host and port, or a unix path");
+    if (base == NULL || conn == NULL) {
+        snprintf(err, errlen, "redis tier: no connection");
         return NULL;
     }
-    t = xcalloc(1, sizeof(*t));
+    struct corral_redis_tier *t = xcalloc(1, sizeof(*t));
+    const char *prefix = o && o->prefix ? o->prefix : "";
+    unsigned db = o ? o->db : 0;
     t->base = base;
-    t->host = o->host ? strdup(o->host) : NULL;
-    t->unix_path = o->unix_path ? strdup(o->unix_path) : NULL;
-    t->prefix = strdup(o->prefix ? o->prefix : "");
-    if (t->prefix && asprintf(&t->channel, "%sinvalidate", t->prefix) < 0)
-        t->channel = NULL;
-    if (t->prefix && asprintf(&t->rchannel, "%sreleased", t->prefix) < 0)
-        t->rchannel = NULL;
-    if (t->prefix && asprintf(&t->nchannel, "%snotes", t->prefix) < 0)
-        t->nchannel = NULL;
+    t->conn = conn;
+    t->prefix = xstrndup(prefix, strlen(prefix));
+    t->plen = strlen(prefix);
+    t->max_value = o && o->max_value_bytes ? o->max_value_bytes : 1u << 20;
+    if (asprintf(&t->channel, "%sl2:%u", prefix, db) < 0 ||
+        asprintf(&t->stream, "%spurges", prefix) < 0 ||
+        asprintf(&t->epoch_key, "%sepoch", prefix) < 0)
+        abort(); /* the policy of xalloc.h */
     uint64_t nonce[2] = {0, 0};
     if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
         nonce[0] = (uint64_t)(uintptr_t)t ^ corral_now_ms();
-    snprintf(t->owner, sizeof(t->owner), "%d-%016llx%08llx", (int)getpid(),
-             (unsigned long long)nonce[0],
-             (unsigned long long)(nonce[1] & 0xffffffff));
-    t->password = o->password ? strdup(o->password) : NULL;
-    t->port = o->port;
-    t->db = o->db;
-    t->timeout_ms = o->timeout_ms ? o->timeout_ms : 50;
-    t->backoff_ms = BACKOFF_MIN_MS;
-    if (o->unix_path)
-        snprintf(t->name, sizeof(t->name), "unix:%s", o->unix_path);
-    else
-        snprintf(t->name, sizeof(t->name), "%s:%u", o->host,
-                 (unsigned)o->port);
-    TAILQ_INIT(&t->reqs);
-    t->retry_ev = evtimer_new(base, retry_cb, t);
-    t->reset_ev = event_new(base, -1, 0, reset_cb, t);
-    t->sub_retry_ev = evtimer_new(base, sub_retry_cb, t);
-    if ((o->host && !t->host) || (o->unix_path && !t->unix_path) ||
-        !t->prefix || !t->channel || !t->rchannel || (o->password && !t->password) ||
-        !t->retry_ev || !t->sub_retry_ev ||
-        !t->reset_ev) {
-        snprintf(err, errlen, "redis: out of memory");
+    snprintf(t->id, sizeof(t->id), "%d-%016" PRIx64, (int)getpid(), nonce[0]);
+    snprintf(t->epoch_new, sizeof(t->epoch_new), "%016" PRIx64, nonce[1]);
+    /* Purges from a minute before this instance started on may concern
+     * what it caches before it first hears the fleet. */
+    uint64_t start = corral_wall_ms();
+    snprintf(t->last_id, sizeof(t->last_id), "%" PRIu64 "-0",
+             start > 60000 ? start - 60000 : 0);
+    t->resync_pending = true;
+    TAILQ_INIT(&t->ops);
+    TAILQ_INIT(&t->held);
+    TAILQ_INIT(&t->replays);
+    t->tick_ev = evtimer_new(base, tick_cb, t);
+    if (t->tick_ev == NULL)
+        abort();
+    t->acquire = corral_redis_script_new(conn, acquire_script);
+    t->release = corral_redis_script_new(conn, release_script);
+    t->renew = corral_redis_script_new(conn, renew_script);
+    t->purge = corral_redis_script_new(conn, purge_script);
+    t->resync = corral_redis_script_new(conn, resync_script);
+    t->get = corral_redis_script_new(conn, get_script);
+    if (corral_redis_subscribe(conn, t->channel, &listener, t) != 0) {
+        snprintf(err, errlen, "redis tier: too many subscriptions");
         corral_redis_tier_free(t);
         return NULL;
     }
-    start_connect(t);
     return t;
 }
 
 void
 corral_redis_tier_free(struct corral_redis_tier *t)
 {
-    struct req *r;
-
     if (t == NULL)
         return;
-    TAILQ_FOREACH(r, &t->reqs, link)
-        if (!r->done)
-            answer(r, NULL, -ECANCELED); /* cannot free r: no free here */
-    drop(t, "closing"); /* hiredis hands back and we free the sent ones */
-    stop_sub(t);
-    while ((r = TAILQ_FIRST(&t->reqs)) != NULL)
-        req_free(r);
-    if (t->retry_ev)
-        event_free(t->retry_ev);
-    if (t->reset_ev)
-        event_free(t->reset_ev);
-    if (t->sub_retry_ev)
-        event_free(t->sub_retry_ev);
-    free(t->host);
-    free(t->unix_path);
+    corral_redis_subscribe(t->conn, t->channel, NULL, NULL);
+    struct corral_tier_lease *l;
+    static const struct corral_outcome gone = {
+        .kind = CORRAL_OUTCOME_ABANDONED};
+    while ((l = TAILQ_FIRST(&t->held)) != NULL)
+        redis_release(t, l, &gone);
+    /* Owed answers: -ECANCELED now; the connection's callbacks later only
+     * free the orphans. */
+    struct op *op;
+    while ((op = TAILQ_FIRST(&t->ops)) != NULL) {
+        TAILQ_REMOVE(&t->ops, op, link);
+        op->listed = false;
+        op->t = NULL;
+        if (op->get_cb)
+            op->get_cb(NULL, -ECANCELED, op->arg);
+        if (op->acquire_cb) {
+            struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
+                                           .error = -ECANCELED};
+            op->acquire_cb(&a, op->arg);
+        }
+        if (op->done_cb)
+            op->done_cb(-ECANCELED, op->arg);
+    }
+    struct replay *rp;
+    while ((rp = TAILQ_FIRST(&t->replays)) != NULL) {
+        TAILQ_REMOVE(&t->replays, rp, link);
+        free(rp);
+    }
+    event_free(t->tick_ev);
     free(t->prefix);
     free(t->channel);
-    free(t->rchannel);
-    free(t->nchannel);
-    for (size_t i = 0; i < t->n_notes; i++)
-        free(t->note_names[i]);
-    free(t->note_names);
-    if (t->password)
-        explicit_bzero(t->password, strlen(t->password));
-    free(t->password);
+    free(t->stream);
+    free(t->epoch_key);
     free(t);
+}
+
+const char *
+corral_redis_tier_id(const struct corral_redis_tier *t)
+{
+    return t->id;
 }
 
 void
 corral_redis_tier_stats(const struct corral_redis_tier *t,
-                        struct corral_redis_stats *out)
+                        struct corral_redis_tier_stats *out)
 {
     *out = t->stats;
 }

@@ -35,7 +35,7 @@ static void
 answer_json(struct corral_request *req, int status, const char *extra,
             const char *fmt, ...)
 {
-    char body[1024];
+    char body[4096];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(body, sizeof(body), fmt, ap);
@@ -137,6 +137,65 @@ healthz(struct corral_admin *a, struct corral_request *req)
                 up < 0 ? 0 : up);
 }
 
+/* A purge waiting for the fleet's word. */
+struct pending_purge {
+    struct corral_request *req; /* NULL once its client went */
+    bool was_cached;
+    bool route;
+    char name[1100]; /* the key or route path, JSON-escaped */
+};
+
+static void
+purge_client_gone(struct corral_request *req, void *arg)
+{
+    struct pending_purge *pp = arg;
+    (void)req;
+    pp->req = NULL;
+}
+
+/* 200 only when the fleet will hear of it; else 503, and say what was
+ * done: applied in this server, kept to be replayed. */
+static void
+purged(int error, int64_t gen, void *arg)
+{
+    struct pending_purge *pp = arg;
+    struct corral_request *req = pp->req;
+    if (req != NULL) {
+        corral_request_on_close(req, NULL, NULL);
+        const char *what = pp->route ? "purged_route" : "purged";
+        char detail[64];
+        if (pp->route)
+            snprintf(detail, sizeof(detail), "\"generation\":%" PRId64, gen);
+        else
+            snprintf(detail, sizeof(detail), "\"was_cached\":%s",
+                     pp->was_cached ? "true" : "false");
+        if (error == 0)
+            answer_json(req, 200, NULL, "{\"%s\":\"%s\",%s}", what,
+                        pp->name, detail);
+        else
+            answer_json(req, 503, "Retry-After: 1\r\n",
+                        "{\"error\":\"Redis did not confirm the purge: it "
+                        "is applied in this server and queued for the other "
+                        "instances; retry\",\"%s\":\"%s\",%s,"
+                        "\"fleet\":\"queued\"}",
+                        what, pp->name, detail);
+    }
+    free(pp);
+}
+
+static struct pending_purge *
+pending_purge(struct corral_request *req, bool route, const char *name)
+{
+    struct pending_purge *pp = calloc(1, sizeof(*pp));
+    if (pp == NULL)
+        abort(); /* the policy of xalloc.h */
+    pp->req = req;
+    pp->route = route;
+    fmt_json_escape(pp->name, sizeof(pp->name), name);
+    corral_request_on_close(req, purge_client_gone, pp);
+    return pp;
+}
+
 /* purge or refresh the key of the client path after prefix. */
 static void
 key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
@@ -147,10 +206,23 @@ key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
     char key[512], k[1100];
     const char *path = req->path + skip;
     size_t plen = req->path_len - skip;
+    struct pending_purge *pp = NULL;
+    if (purge)
+        pp = pending_purge(req, false, "");
     int rc = purge ? corral_gateway_purge(a->g, path, plen, req->query,
-                                          req->query_len, key, sizeof(key))
+                                          req->query_len, key, sizeof(key),
+                                          purged, pp)
                    : corral_gateway_refresh(a->g, path, plen, req->query,
                                             req->query_len, key, sizeof(key));
+    if (pp != NULL && rc >= 0) {
+        pp->was_cached = rc == 1;
+        fmt_json_escape(pp->name, sizeof(pp->name), key);
+        return; /* purged() answers */
+    }
+    if (pp != NULL) {
+        corral_request_on_close(req, NULL, NULL);
+        free(pp);
+    }
     if (rc == -ENOENT) {
         answer_json(req, 404, NULL, "{\"error\":\"no route matches\"}");
         return;
@@ -162,10 +234,7 @@ key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
         return;
     }
     fmt_json_escape(k, sizeof(k), key);
-    if (purge) {
-        answer_json(req, 200, NULL, "{\"purged\":\"%s\",\"was_cached\":%s}",
-                    k, rc == 1 ? "true" : "false");
-    } else if (rc == 0 || rc == -EALREADY) {
+    if (rc == 0 || rc == -EALREADY) {
         answer_json(req, 202, NULL, "{\"refreshing\":\"%s\",\"started\":%s}",
                     k, rc == 0 ? "true" : "false");
     } else { /* -EBUSY: backing off */
@@ -197,17 +266,15 @@ route_purge(struct corral_admin *a, struct corral_request *req)
         }
     }
     path[n] = '\0';
-    int64_t rc = s < end ? -ENOENT : corral_gateway_purge_route(a->g, path);
+    struct pending_purge *pp = pending_purge(req, true, path);
+    int rc = s < end ? -ENOENT
+                     : corral_gateway_purge_route(a->g, path, purged, pp);
+    if (rc == 0)
+        return; /* purged() answers */
+    corral_request_on_close(req, NULL, NULL);
+    free(pp);
     fmt_json_escape(p, sizeof(p), path);
-    if (rc == -ENOENT)
-        answer_json(req, 404, NULL, "{\"error\":\"no route %s\"}", p);
-    else if (rc < 0)
-        answer_json(req, 400, NULL,
-                    "{\"error\":\"an aggregate has no keys of its own\"}");
-    else
-        answer_json(req, 200, NULL,
-                    "{\"purged_route\":\"%s\",\"generation\":%" PRId64 "}",
-                    p, rc);
+    answer_json(req, 404, NULL, "{\"error\":\"no route %s\"}", p);
 }
 
 /* ---- Prometheus text format 0.0.4 ---- */
@@ -428,13 +495,48 @@ metrics(struct corral_admin *a, struct corral_request *req)
             "corral_l2_operations_total{result=\"hit\"} %" PRIu64 "\n"
             "corral_l2_operations_total{result=\"miss\"} %" PRIu64 "\n"
             "corral_l2_operations_total{result=\"timeout\"} %" PRIu64 "\n",
-            SUMMED(l2.hits), SUMMED(l2.misses), SUMMED(l2.timeouts));
+            SUMMED(l2t.hits), SUMMED(l2t.misses), SUMMED(l2.timeouts));
         family(o, "corral_l2_errors_total", "counter",
-               "L2 error replies and commands dropped while it was down.");
+               "Redis error replies, lost connections and commands not "
+               "sent while it was down.");
         sample(o, "corral_l2_errors_total", SUMMED(l2.errors));
         family(o, "corral_l2_bad_values_total", "counter",
                "Values in L2 that were not corral's (or another version).");
-        sample(o, "corral_l2_bad_values_total", SUMMED(l2.bad_values));
+        sample(o, "corral_l2_bad_values_total", SUMMED(l2t.bad_values));
+        family(o, "corral_l2_rejected_total", "counter",
+               "Values read from L2 that failed the route's checks (head, "
+               "lifetime, JSON): served from a new fill instead.");
+        sample(o, "corral_l2_rejected_total", SUMMED(cache.tier_rejects));
+        family(o, "corral_l2_too_large_total", "counter",
+               "Values kept out of L2 (or not read from it) for being "
+               "larger than l2.max_value_bytes, by where.");
+        evbuffer_add_printf(
+            o,
+            "corral_l2_too_large_total{op=\"write\"} %" PRIu64 "\n"
+            "corral_l2_too_large_total{op=\"read\"} %" PRIu64 "\n",
+            SUMMED(l2t.too_large), SUMMED(l2t.large_found));
+        family(o, "corral_l2_leases_total", "counter",
+               "Fleet leases: won by this server, lost (ran out while "
+               "held), granted too late and given back.");
+        evbuffer_add_printf(
+            o,
+            "corral_l2_leases_total{result=\"won\"} %" PRIu64 "\n"
+            "corral_l2_leases_total{result=\"lost\"} %" PRIu64 "\n"
+            "corral_l2_leases_total{result=\"late\"} %" PRIu64 "\n",
+            SUMMED(l2t.leases_won), SUMMED(l2t.leases_lost),
+            SUMMED(l2t.late_leases));
+        family(o, "corral_l2_purges_queued_total", "counter",
+               "Purges Redis did not confirm, kept to be replayed.");
+        sample(o, "corral_l2_purges_queued_total", SUMMED(l2t.purges_queued));
+        family(o, "corral_l2_resyncs_total", "counter",
+               "Resyncs after the subscriber was deaf, and of those, the "
+               "ones that found purges missed (L1 dropped).");
+        evbuffer_add_printf(
+            o,
+            "corral_l2_resyncs_total{result=\"replayed\"} %" PRIu64 "\n"
+            "corral_l2_resyncs_total{result=\"lost\"} %" PRIu64 "\n",
+            SUMMED(l2t.resyncs) - SUMMED(l2t.resync_losses),
+            SUMMED(l2t.resync_losses));
         family(o, "corral_l2_connects_total", "counter",
                "Connections made to Redis.");
         sample(o, "corral_l2_connects_total", SUMMED(l2.connects));

@@ -257,12 +257,20 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     corral_fill_on_abort(fill, job_abort, job);
 }
 
+static bool
+aggregate_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
+{
+    const struct corral_aggregate_fill *af = arg;
+    return corral_fill_fit(af->route, v, now_ms);
+}
+
 struct corral_waiter *
 corral_aggregate_get(struct corral_cache *c,
                      const struct corral_aggregate_fill *af, const char *key,
                      size_t keylen, corral_result_cb *cb, void *arg)
 {
-    const struct corral_compute compute = {.fn = job_start, .arg = (void *)af};
+    const struct corral_compute compute = {
+        .fn = job_start, .arg = (void *)af, .fit = aggregate_fit};
     struct corral_waiter *w =
         corral_get_or_compute(c, key, keylen, &af->route->strategy,
                               af->timeout_ms, &compute, cb, arg);
@@ -276,7 +284,8 @@ corral_aggregate_refresh(struct corral_cache *c,
                          const struct corral_aggregate_fill *af,
                          const char *key, size_t keylen, bool refetch)
 {
-    const struct corral_compute compute = {.fn = job_start, .arg = (void *)af};
+    const struct corral_compute compute = {
+        .fn = job_start, .arg = (void *)af, .fit = aggregate_fit};
     return (refetch ? corral_refetch : corral_refresh)(
         c, key, keylen, &af->route->strategy, af->timeout_ms, &compute);
 }

@@ -7,9 +7,13 @@
 #include <string.h>
 #include <sys/queue.h>
 
-#include "corral/redis_tier.h"
+#include "fleet.h"
 #include "timeutil.h"
 #include "xalloc.h"
+
+/* Admissions in flight per upstream, at most (and never more than its
+ * rate's count, nor than the calls waiting). */
+#define ADMIT_MAX 64
 
 struct corral_budget_wait {
     TAILQ_ENTRY(corral_budget_wait) link;
@@ -31,9 +35,10 @@ struct corral_budget {
     uint64_t *sent;     /* when the last count calls went, a ring */
     unsigned oldest, n;
     uint64_t paused_until; /* monotonic ms */
-    struct corral_redis_tier *fleet;
-    bool asking; /* an admission is out in Redis */
-    bool dying;  /* freed while asking: the answer frees it */
+    struct corral_fleet *fleet;
+    unsigned asking;     /* admissions out in Redis */
+    uint64_t full_until; /* monotonic ms: the fleet's window is full */
+    bool dying;          /* freed while asking: the last answer frees it */
     struct wait_list cold, refresh;
     struct event *pump_ev; /* the next slot, or the fleet's */
     struct corral_budget_stats stats;
@@ -116,7 +121,8 @@ refuse_all(struct corral_budget *b, uint64_t ms)
     }
 }
 
-static void admit_cb(int verdict, uint64_t ms, void *arg);
+static void admit_cb(int verdict, uint64_t ms, const char *member,
+                     void *arg);
 
 static void
 arm_pump(struct corral_budget *b, uint64_t ms)
@@ -125,7 +131,21 @@ arm_pump(struct corral_budget *b, uint64_t ms)
     evtimer_add(b->pump_ev, &tv);
 }
 
-/* Lets the queue's head go while it may, in order. */
+/* Does the fleet's window decide this budget's calls now? Not without a
+ * rate (a pause is heard, not asked for), and not while Redis cannot
+ * answer (the local window decides at once, rather than make every call
+ * wait for a timeout). */
+static bool
+fleet_window(const struct corral_budget *b)
+{
+    return b->fleet != NULL && b->count > 0 &&
+           !corral_fleet_struggling(b->fleet);
+}
+
+/* Lets the queue's head go while it may, in order; with the fleet's
+ * window, asks for as many admissions at once as calls wait (at most
+ * ADMIT_MAX, and the rate's count), and hands each grant to the head of
+ * the queue when it comes. */
 static void
 pump(struct corral_budget *b)
 {
@@ -139,13 +159,18 @@ pump(struct corral_budget *b)
             arm_pump(b, slot_in(b, now));
             return;
         }
-        if (b->fleet != NULL) {
-            if (!b->asking) {
-                b->asking = true;
-                corral_redis_tier_admit(b->fleet, b->name, b->count,
-                                        b->window_ms, admit_cb, b);
+        if (fleet_window(b)) {
+            if (now < b->full_until) {
+                arm_pump(b, b->full_until - now);
+                return;
             }
-            return;
+            if (b->asking >= b->stats.queued || b->asking >= b->count ||
+                b->asking >= ADMIT_MAX)
+                return;
+            b->asking++;
+            corral_fleet_admit(b->fleet, b->name, b->count, b->window_ms,
+                               admit_cb, b);
+            continue;
         }
         grant_head(b, now);
     }
@@ -160,30 +185,43 @@ pump_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-admit_cb(int verdict, uint64_t ms, void *arg)
+budget_destroy(struct corral_budget *b)
+{
+    event_free(b->pump_ev);
+    free(b->sent);
+    free(b->name);
+    free(b);
+}
+
+static void
+admit_cb(int verdict, uint64_t ms, const char *member, void *arg)
 {
     struct corral_budget *b = arg;
     uint64_t now = corral_now_ms();
 
-    b->asking = false;
+    b->asking--;
     if (b->dying) {
-        corral_budget_free(b);
+        if (verdict == 1 && member != NULL)
+            corral_fleet_unadmit(b->fleet, b->name, member);
+        if (b->asking == 0)
+            budget_destroy(b);
         return;
     }
-    if (head(b) == NULL)
-        return; /* they left meanwhile: the fleet's slot goes unused */
     if (verdict == 1) {
-        grant_head(b, now);
+        if (head(b) != NULL)
+            grant_head(b, now);
+        else if (member != NULL) /* they left: the call is not made */
+            corral_fleet_unadmit(b->fleet, b->name, member);
     } else if (verdict == 0) {
-        arm_pump(b, ms);
-        return;
+        if (b->full_until < now + ms)
+            b->full_until = now + ms;
     } else if (verdict == -EBUSY) {
         if (b->paused_until < now + ms)
             b->paused_until = now + ms;
-    } else {
+    } else if (verdict != -ECANCELED) {
         /* Redis cannot tell: the local window alone decides this one. */
         b->stats.fleet_errors++;
-        if (slot_free(b, now))
+        if (head(b) != NULL && slot_free(b, now))
             grant_head(b, now);
     }
     pump(b);
@@ -207,7 +245,7 @@ timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 struct corral_budget *
 corral_budget_new(struct event_base *base, const char *name, unsigned count,
-                  uint64_t window_ms, struct corral_redis_tier *fleet)
+                  uint64_t window_ms, struct corral_fleet *fleet)
 {
     struct corral_budget *b = xcalloc(1, sizeof(*b));
     uint64_t margin = window_ms / 20 < 250 ? window_ms / 20 : 250;
@@ -233,14 +271,18 @@ corral_budget_free(struct corral_budget *b)
     if (b == NULL)
         return;
     refuse_all(b, 1000);
-    if (b->asking) { /* Redis owes an answer, which frees b */
+    if (b->asking > 0) { /* Redis owes answers: the last frees b */
         b->dying = true;
+        event_del(b->pump_ev);
         return;
     }
-    event_free(b->pump_ev);
-    free(b->sent);
-    free(b->name);
-    free(b);
+    budget_destroy(b);
+}
+
+const char *
+corral_budget_name(const struct corral_budget *b)
+{
+    return b->name;
 }
 
 int
@@ -255,7 +297,7 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
         *retry_after_ms = b->paused_until - now;
         return -EBUSY;
     }
-    if (b->fleet == NULL && head(b) == NULL && slot_free(b, now)) {
+    if (!fleet_window(b) && head(b) == NULL && slot_free(b, now)) {
         take_slot(b, now);
         b->stats.granted++;
         return 0;
@@ -275,7 +317,7 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
     b->stats.queued++;
     *out = w;
     /* From the loop: cb never fires inside this call. */
-    if (!b->asking && !evtimer_pending(b->pump_ev, NULL))
+    if (!evtimer_pending(b->pump_ev, NULL))
         arm_pump(b, 0);
     return 1;
 }
@@ -290,16 +332,21 @@ corral_budget_cancel(struct corral_budget_wait *w)
 }
 
 void
-corral_budget_pause(struct corral_budget *b, uint64_t ms)
+corral_budget_paused(struct corral_budget *b, uint64_t ms)
 {
     uint64_t now = corral_now_ms();
-
-    b->stats.pauses++;
     if (b->paused_until < now + ms)
         b->paused_until = now + ms;
-    if (b->fleet != NULL)
-        corral_redis_tier_pause(b->fleet, b->name, ms);
     refuse_all(b, ms);
+}
+
+void
+corral_budget_pause(struct corral_budget *b, uint64_t ms)
+{
+    b->stats.pauses++;
+    if (b->fleet != NULL)
+        corral_fleet_pause(b->fleet, b->name, ms);
+    corral_budget_paused(b, ms);
 }
 
 void

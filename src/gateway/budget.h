@@ -4,9 +4,11 @@
  * A fill asks before it fetches. Cold misses (callers waiting) go first,
  * in FIFO order; refreshes (callers already answered stale) wait behind
  * them, so they never starve a cold miss. A wait is bounded by the
- * caller's timeout. With a Redis tier the window and the pause are the
- * fleet's as well as this process's: every call is admitted by one
- * script in Redis; while Redis cannot answer, the local window decides.
+ * caller's timeout. With a fleet (fleet.h) the window and the pause are
+ * the fleet's as well as this process's: a pause is heard by every
+ * instance at once (no round trip per call), and with a rate every call
+ * is admitted by one script in Redis, pipelined (never one at a time);
+ * while Redis cannot answer, the local window decides at once.
  * Windows carry a margin of 5% (at most 250 ms) for the network's
  * jitter, so the upstream, which sees calls a little later than they are
  * sent, still never sees more than count in any window. */
@@ -17,7 +19,7 @@
 #include <stdint.h>
 
 struct event_base;
-struct corral_redis_tier;
+struct corral_fleet;
 struct corral_budget;      /* opaque: one per upstream */
 struct corral_budget_wait; /* opaque: one queued call */
 
@@ -31,7 +33,9 @@ typedef void corral_budget_cb(int error, uint64_t ms, void *arg);
 struct corral_budget *corral_budget_new(struct event_base *base,
                                         const char *name, unsigned count,
                                         uint64_t window_ms,
-                                        struct corral_redis_tier *fleet);
+                                        struct corral_fleet *fleet);
+/* The budget's upstream name. Borrowed. */
+const char *corral_budget_name(const struct corral_budget *b);
 /* Answers every queued call -EBUSY (before it returns) and frees b. NULL
  * is a no-op. */
 void corral_budget_free(struct corral_budget *b);
@@ -50,6 +54,9 @@ void corral_budget_cancel(struct corral_budget_wait *w);
 /* The upstream asked for a pause of ms (Retry-After): every call waits,
  * here and, with a fleet, everywhere. Queued calls are refused. */
 void corral_budget_pause(struct corral_budget *b, uint64_t ms);
+/* Another instance paused the upstream for ms: the same here, without
+ * telling the fleet again. */
+void corral_budget_paused(struct corral_budget *b, uint64_t ms);
 
 struct corral_budget_stats {
     uint64_t granted;      /* calls let through */

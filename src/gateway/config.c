@@ -1170,8 +1170,9 @@ parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 static int
 parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 {
-    static const char *const keys[] = {"redis",   "db",       "prefix",
-                                       "timeout", "password", NULL};
+    static const char *const keys[] = {
+        "redis", "db", "prefix", "timeout", "user", "password",
+        "max_value_bytes", NULL};
     struct jnode *m;
     struct corral_config_l2 *l2;
     if (check_object(c, n, "l2", keys) < 0)
@@ -1192,11 +1193,22 @@ parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
     } else if (get_addr(c, m, "l2.redis", true, &l2->redis) < 0) {
         return -1;
     }
+    if ((m = member(n, "user")) && dup_str(c, m, "l2.user", &l2->user) < 0)
+        return -1;
     if ((m = member(n, "password")) &&
         dup_str(c, m, "l2.password", &l2->password) < 0)
         return -1;
+    if (l2->user != NULL && l2->password == NULL)
+        return fail(c, n, "l2.user", "a user needs a password");
+    /* Redis's own limit on databases is its "databases" setting (16 by
+     * default); past 65535 a value can only be a mistake. */
     if ((m = member(n, "db")) &&
-        get_unsigned(c, m, "l2.db", 0, 1000000, &l2->db) < 0)
+        get_unsigned(c, m, "l2.db", 0, 65535, &l2->db) < 0)
+        return -1;
+    l2->max_value_bytes = 1u << 20;
+    if ((m = member(n, "max_value_bytes")) &&
+        get_size(c, m, "l2.max_value_bytes", 512u << 20,
+                 &l2->max_value_bytes) < 0)
         return -1;
     if ((m = member(n, "prefix"))) {
         if (dup_str(c, m, "l2.prefix", &l2->prefix) < 0)
@@ -1505,6 +1517,7 @@ corral_config_free(struct corral_config *cfg)
     if (cfg->l2) {
         free(cfg->l2->redis.host);
         free(cfg->l2->unix_path);
+        free(cfg->l2->user);
         if (cfg->l2->password)
             explicit_bzero(cfg->l2->password, strlen(cfg->l2->password));
         free(cfg->l2->password);

@@ -34,10 +34,12 @@ struct corral_config_admin {
 struct corral_config_l2 {
     struct corral_config_addr redis; /* host:port, unless unix_path */
     char *unix_path;                 /* "unix:/path": the path */
-    char *password;                  /* AUTH; NULL: none. Never logged */
-    unsigned db;
+    char *user;     /* AUTH user (Redis ACL); NULL: the default user */
+    char *password; /* AUTH; NULL: none. Never logged */
+    unsigned db;    /* SELECTed; 0..65535 */
     char *prefix;        /* prepended to every key, default "corral:" */
     uint64_t timeout_ms; /* per operation, default 50 */
+    uint64_t max_value_bytes; /* larger values stay in L1, default 1 MB */
 };
 
 struct corral_config_limits {

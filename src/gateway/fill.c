@@ -78,6 +78,97 @@ corral_fill_render(const char *key, size_t keylen, const char *body,
     return v;
 }
 
+/* The status a route may keep a value of: 200 and 203, and the 4xx its
+ * cache_errors name. Returns the longest lifetime such a value may have
+ * (ms), or 0 when the route does not keep that status. */
+static uint64_t
+lifetime_for(const struct corral_config_route *route, int status)
+{
+    if (status == 200 || status == 203)
+        return corral_strategy_ttl_ms(&route->strategy);
+    for (size_t i = 0; i < route->n_cache_errors; i++)
+        if (route->cache_errors[i].status == status)
+            return route->cache_errors[i].ttl_ms;
+    return 0;
+}
+
+/* Is extra (after the ETag line) made of the lines corral may add: none,
+ * or, on an aggregate, one Corral-Stale-Members line? */
+static bool
+extra_fit(const struct corral_config_route *route, const char *p, size_t n)
+{
+    static const char name[] = "Corral-Stale-Members: ";
+    if (n == 0)
+        return true;
+    if (route->upstream != NULL || n < sizeof(name) + 2 ||
+        memcmp(p, name, sizeof(name) - 1) != 0 || p[n - 2] != '\r' ||
+        p[n - 1] != '\n')
+        return false;
+    for (size_t i = sizeof(name) - 1; i < n - 2; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return false;
+    return true;
+}
+
+bool
+corral_fill_fit(const struct corral_config_route *route,
+                const struct corral_value *v, uint64_t now_ms)
+{
+    const char *head = corral_value_aux(v);
+    size_t hlen = corral_value_aux_len(v);
+    static const char etag_line[] = "\r\nETag: ";
+    /* "HTTP/1.1 NNN ..." */
+    if (hlen < 16 || memcmp(head, "HTTP/1.1 ", 9) != 0 || head[12] != ' ')
+        return false;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (head[i] < '0' || head[i] > '9')
+            return false;
+        status = status * 10 + (head[i] - '0');
+    }
+    /* Lifetimes no longer than the route gives (a value planted with an
+     * expiry in 2^64 ms is not served for ever), made no later than a
+     * minute from now by this clock. */
+    uint64_t stored = corral_value_stored_at(v);
+    uint64_t expires = corral_value_expires_at(v);
+    uint64_t max = lifetime_for(route, status);
+    if (max == 0 || expires < stored || expires - stored > max ||
+        stored > now_ms + 60000 ||
+        corral_value_swr_ms(v) > route->strategy.swr_ms ||
+        corral_value_sie_ms(v) > route->strategy.sie_ms)
+        return false;
+    /* Exactly the head corral renders: the same status line, type,
+     * length and ETag, each line ending CRLF, then only what corral adds. */
+    const char *e = memmem(head, hlen, etag_line, sizeof(etag_line) - 1);
+    if (e == NULL)
+        return false;
+    size_t upto = (size_t)(e - head) + sizeof(etag_line) - 1 +
+                  CORRAL_ETAG_LEN + 2;
+    if (upto > hlen || !extra_fit(route, head + upto, hlen - upto))
+        return false;
+    char want[1400];
+    int n = snprintf(want, sizeof(want),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nETag: %s\r\n",
+                     status, http_status_str((enum http_status)status),
+                     corral_value_content_type(v), corral_value_len(v),
+                     corral_value_etag(v));
+    if (n < 0 || (size_t)n != upto || memcmp(want, head, upto) != 0)
+        return false;
+    if (has_controls(corral_value_content_type(v)))
+        return false;
+    /* A JSON route's body is JSON, whoever wrote it. */
+    return !route->json || (status != 200 && status != 203) ||
+           valid_json(corral_value_body(v), corral_value_len(v));
+}
+
+static bool
+route_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
+{
+    const struct corral_route_fill *rf = arg;
+    return corral_fill_fit(rf->route, v, now_ms);
+}
+
 /* Renders the head every hit reuses: status line and fixed headers. */
 static struct corral_value *
 make_value(const char *key, size_t keylen,
@@ -267,6 +358,7 @@ make_compute(const struct corral_route_fill *rf,
         .arg = (void *)rf,
         .data = data,
         .data_len = (size_t)plen,
+        .fit = route_fit,
     };
     return true;
 }

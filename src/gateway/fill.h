@@ -59,6 +59,16 @@ struct corral_value *corral_fill_render(const char *key, size_t keylen,
                                         const char *ctype, int status,
                                         const char *extra);
 
+/* Is v, read from L2 (another process wrote it, or something else did),
+ * fit to serve on route at now_ms? Its head must be exactly what corral
+ * renders (status line with a status the route keeps, Content-Type,
+ * Content-Length equal to the body's, ETag equal to the body's, and on an
+ * aggregate a Corral-Stale-Members line), its lifetime and stale windows
+ * no longer than the route's, its store time no later than a minute from
+ * now, and on a JSON route its body JSON. */
+bool corral_fill_fit(const struct corral_config_route *route,
+                     const struct corral_value *v, uint64_t now_ms);
+
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
  * has too many waiters, the wait was cancelled, or the upstream may not be
  * called now (paused by its Retry-After, or over its rate), 502 for the

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -23,9 +24,11 @@
 #include "budget.h"
 #include "config.h"
 #include "corral/cache.h"
+#include "corral/redis.h"
 #include "corral/redis_tier.h"
 #include "fetch.h"
 #include "fill.h"
+#include "fleet.h"
 #include "fmt.h"
 #include "metrics.h"
 #include "route.h"
@@ -60,7 +63,9 @@ struct corral_gateway {
     struct gen_list retired;         /* oldest first */
     struct corral_cache *cache;
     struct corral_server *server;
-    struct corral_redis_tier *l2;             /* NULL: L1 only */
+    struct corral_redis *redis;   /* NULL: L1 only */
+    struct corral_redis_tier *l2; /* L2, on redis */
+    struct corral_fleet *fleet;   /* pauses, windows, generations, on redis */
     struct corral_metrics *metrics;
     bool own_metrics; /* mapped here, for one worker */
     struct corral_metrics_block *block;      /* this worker's */
@@ -446,8 +451,10 @@ corral_gateway_snapshot(struct corral_gateway *g)
     b->updated_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     corral_cache_stats(g->cache, &b->cache);
     b->l2_enabled = g->l2 != NULL;
-    if (g->l2)
-        corral_redis_tier_stats(g->l2, &b->l2);
+    if (g->l2) {
+        corral_redis_stats(g->redis, &b->l2);
+        corral_redis_tier_stats(g->l2, &b->l2t);
+    }
     if (g->server)
         corral_server_stats(g->server, &b->server);
     for (size_t i = 0; i < b->nupstreams; i++)
@@ -477,8 +484,7 @@ member_get(void *ctx, const struct corral_config_member *mb,
                                  arg);
 }
 
-static void watch_generations(struct corral_gateway *g,
-                              const struct corral_config *cfg);
+static void track(struct corral_gateway *g, const struct corral_config *cfg);
 static void bus_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Frees retired generations nothing uses any more, oldest first. */
@@ -594,7 +600,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         }
         if (gen->budgets[i] == NULL)
             gen->budgets[i] = corral_budget_new(
-                g->base, u->name, u->rate_count, u->rate_window_ms, g->l2);
+                g->base, u->name, u->rate_count, u->rate_window_ms, g->fleet);
     }
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
@@ -631,6 +637,9 @@ fail:
     return NULL;
 }
 
+static int l2_start(struct corral_gateway *g, const struct corral_config *cfg,
+                    char *err, size_t errlen);
+
 struct corral_gateway *
 corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
                    const struct corral_gateway_options *opts, char *err,
@@ -658,23 +667,10 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
             return NULL;
         }
     }
-    if (cfg->l2) {
-        struct corral_redis_options ro = {
-            .host = cfg->l2->redis.host,
-            .port = cfg->l2->redis.port,
-            .unix_path = cfg->l2->unix_path,
-            .db = cfg->l2->db,
-            .prefix = cfg->l2->prefix,
-            .password = cfg->l2->password,
-            .timeout_ms = cfg->l2->timeout_ms,
-        };
-        g->l2 = corral_redis_tier_new(base, &ro, err, errlen);
-        if (g->l2 == NULL) {
-            if (g->own_metrics)
-                corral_metrics_free(g->metrics);
-            free(g);
-            return NULL;
-        }
+    g->gens = corral_metrics_generations(g->metrics);
+    if (cfg->l2 && l2_start(g, cfg, err, errlen) < 0) {
+        corral_gateway_free(g);
+        return NULL;
     }
     struct corral_cache_options co = {
         .max_bytes = cfg->l1_max_bytes,
@@ -688,11 +684,10 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     if (g->cache == NULL)
         goto fail;
     metrics_attach(g, cfg, o.worker);
-    g->gens = corral_metrics_generations(g->metrics);
     g->gen = gen_new(g, cfg, NULL, err, errlen);
     if (g->gen == NULL)
         goto fail;
-    watch_generations(g, cfg);
+    track(g, cfg);
     if (cfg->access_log) {
         g->access_log =
             corral_access_log_open(base, cfg->access_log, err, errlen);
@@ -775,9 +770,11 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
           old->l2->redis.port != cfg->l2->redis.port ||
           !same_str(old->l2->unix_path, cfg->l2->unix_path) ||
           !same_str(old->l2->prefix, cfg->l2->prefix) ||
+          !same_str(old->l2->user, cfg->l2->user) ||
           !same_str(old->l2->password, cfg->l2->password) ||
           old->l2->db != cfg->l2->db ||
-          old->l2->timeout_ms != cfg->l2->timeout_ms)))
+          old->l2->timeout_ms != cfg->l2->timeout_ms ||
+          old->l2->max_value_bytes != cfg->l2->max_value_bytes)))
         what[n++] = "l2";
     if (memcmp(&old->limits, &cfg->limits, sizeof(cfg->limits)) != 0)
         what[n++] = "limits";
@@ -805,7 +802,7 @@ corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
     TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
     g->gen = gen;
     g->cfg = cfg;
-    watch_generations(g, cfg);
+    track(g, cfg);
     sweep_retired(g);
     return 0;
 }
@@ -849,7 +846,7 @@ corral_gateway_l2_state(const struct corral_gateway *g)
     if (g->l2 == NULL)
         return "disabled";
     struct corral_redis_stats st;
-    corral_redis_tier_stats(g->l2, &st);
+    corral_redis_stats(g->redis, &st);
     return corral_redis_state_name(st.state);
 }
 
@@ -872,17 +869,21 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
     return 0;
 }
 
-/* Another instance purged a route (or this one learns it at connect). */
-static void
-note_heard(const char *name, size_t len, uint64_t value, void *arg)
+/* ---- the fleet ---- */
+
+static uint32_t *
+gen_slot_of(struct corral_gateway *g, const char *path)
 {
-    struct corral_gateway *g = arg;
-    char path[512];
-    if (len >= sizeof(path) || value > UINT32_MAX)
+    return &g->gens[corral_metrics_generation_slot(path)];
+}
+
+/* Raises path's generation to at least value (they only go up). */
+static void
+gen_raise(struct corral_gateway *g, const char *path, uint64_t value)
+{
+    if (value > UINT32_MAX)
         return;
-    memcpy(path, name, len);
-    path[len] = '\0';
-    uint32_t *slot = &g->gens[corral_metrics_generation_slot(path)];
+    uint32_t *slot = gen_slot_of(g, path);
     uint32_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);
     while (cur < value &&
            !__atomic_compare_exchange_n(slot, &cur, (uint32_t)value, false,
@@ -890,55 +891,232 @@ note_heard(const char *name, size_t len, uint64_t value, void *arg)
         ;
 }
 
-/* With l2: learn the routes' generations, now and at every reconnect. */
 static void
-watch_generations(struct corral_gateway *g, const struct corral_config *cfg)
+fleet_generation(const char *path, uint64_t gen, void *arg)
 {
-    if (g->l2 == NULL)
+    gen_raise(arg, path, gen);
+}
+
+static uint64_t
+fleet_current(const char *path, void *arg)
+{
+    return __atomic_load_n(gen_slot_of(arg, path), __ATOMIC_RELAXED);
+}
+
+/* Another instance paused an upstream: its budget here pauses too. */
+static void
+fleet_paused(const char *name, uint64_t ms, void *arg)
+{
+    struct corral_gateway *g = arg;
+    const struct corral_config *cfg = g->gen->cfg;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, name) == 0)
+            corral_budget_paused(g->gen->budgets[i], ms);
+}
+
+static const struct corral_fleet_events fleet_events = {
+    .paused = fleet_paused,
+    .generation = fleet_generation,
+    .current = fleet_current,
+};
+
+/* The routes and upstreams whose fleet state to keep. */
+static void
+track(struct corral_gateway *g, const struct corral_config *cfg)
+{
+    if (g->fleet == NULL)
         return;
-    const char **names = xcalloc(cfg->n_routes + 1, sizeof(*names));
+    const char **paths = xcalloc(cfg->n_routes + 1, sizeof(*paths));
+    const char **names = xcalloc(cfg->n_upstreams + 1, sizeof(*names));
     for (size_t r = 0; r < cfg->n_routes; r++)
-        names[r] = cfg->routes[r].path;
-    corral_redis_tier_watch_notes(g->l2, names, cfg->n_routes, note_heard, g);
+        paths[r] = cfg->routes[r].path;
+    for (size_t u = 0; u < cfg->n_upstreams; u++)
+        names[u] = cfg->upstreams[u].name;
+    corral_fleet_track(g->fleet, paths, cfg->n_routes, names,
+                       cfg->n_upstreams);
+    free(paths);
     free(names);
 }
 
-int64_t
-corral_gateway_purge_route(struct corral_gateway *g, const char *path)
+int
+corral_gateway_check_l2(const struct corral_config *cfg, char *err,
+                        size_t errlen)
+{
+    if (cfg->l2 == NULL)
+        return 0;
+    const struct corral_config_l2 *l = cfg->l2;
+    struct corral_redis_options ro = {
+        .host = l->redis.host,
+        .port = l->redis.port,
+        .unix_path = l->unix_path,
+        .db = l->db,
+        .user = l->user,
+        .password = l->password,
+        .timeout_ms = l->timeout_ms,
+    };
+    char why[256];
+    uint64_t ms = 4 * l->timeout_ms > 1000 ? 4 * l->timeout_ms : 1000;
+    int rc = corral_redis_probe(&ro, ms, 0, NULL, NULL, why, sizeof(why));
+    if (rc == -EINVAL) {
+        snprintf(err, errlen, "l2: Redis refused %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* With l2: the connection, the tier and the fleet state on it. Before
+ * serving, the route generations Redis holds (a blocking read at start,
+ * bounded), so a new instance keys as the running ones do; an AUTH or
+ * SELECT that Redis refuses is a configuration error. */
+static int
+l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
+         size_t errlen)
+{
+    const struct corral_config_l2 *l = cfg->l2;
+    struct corral_redis_options ro = {
+        .host = l->redis.host,
+        .port = l->redis.port,
+        .unix_path = l->unix_path,
+        .db = l->db,
+        .user = l->user,
+        .password = l->password,
+        .timeout_ms = l->timeout_ms,
+    };
+    char why[256], gens[600];
+    uint64_t ms = 4 * l->timeout_ms > 1000 ? 4 * l->timeout_ms : 1000;
+    snprintf(gens, sizeof(gens), "%sgens", l->prefix);
+    const char *argv[2] = {"HGETALL", gens};
+    redisReply *rep = NULL;
+    int rc = corral_redis_probe(&ro, ms, 2, argv, &rep, why, sizeof(why));
+    if (rc == -EINVAL) {
+        snprintf(err, errlen, "l2: Redis refused %s", why);
+        return -1;
+    }
+    if (rc < 0)
+        corral_log(CORRAL_LOG_WARNING,
+                   "l2: no answer from Redis at start (%s): serving from L1 "
+                   "and the upstreams until it answers",
+                   why);
+    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY &&
+                       i + 1 < rep->elements;
+         i += 2)
+        if (rep->element[i]->type == REDIS_REPLY_STRING &&
+            rep->element[i + 1]->type == REDIS_REPLY_STRING)
+            gen_raise(g, rep->element[i]->str,
+                      strtoull(rep->element[i + 1]->str, NULL, 10));
+    if (rep)
+        freeReplyObject(rep);
+    if ((g->redis = corral_redis_new(g->base, &ro, err, errlen)) == NULL)
+        return -1;
+    struct corral_redis_tier_options to = {
+        .prefix = l->prefix,
+        .db = l->db,
+        .max_value_bytes = l->max_value_bytes,
+    };
+    g->l2 = corral_redis_tier_new(g->base, g->redis, &to, err, errlen);
+    if (g->l2 == NULL)
+        return -1;
+    g->fleet = corral_fleet_new(g->base, g->redis, l->prefix, l->db,
+                                corral_redis_tier_id(g->l2), &fleet_events, g);
+    return 0;
+}
+
+struct route_purge {
+    struct corral_gateway *g;
+    char *path;
+    corral_gateway_purged_cb *cb;
+    void *arg;
+};
+
+static void
+route_bumped(int error, uint64_t gen, void *arg)
+{
+    struct route_purge *rp = arg;
+    uint32_t *slot = gen_slot_of(rp->g, rp->path);
+    if (error == 0) {
+        gen_raise(rp->g, rp->path, gen);
+    } else {
+        /* Here, in every worker (the slots are shared); the fleet hears
+         * of it when the next resync writes it back. */
+        gen = __atomic_add_fetch(slot, 1, __ATOMIC_RELAXED);
+    }
+    rp->cb(error, (int64_t)gen, rp->arg);
+    free(rp->path);
+    free(rp);
+}
+
+static void
+route_bumped_here(evutil_socket_t fd, short what, void *arg)
+{
+    struct route_purge *rp = arg;
+    uint32_t n = __atomic_add_fetch(gen_slot_of(rp->g, rp->path), 1,
+                                    __ATOMIC_RELAXED);
+    rp->cb(0, n, rp->arg);
+    free(rp->path);
+    free(rp);
+}
+
+int
+corral_gateway_purge_route(struct corral_gateway *g, const char *path,
+                           corral_gateway_purged_cb *cb, void *arg)
 {
     const struct corral_config *cfg = g->cfg;
     for (size_t r = 0; r < cfg->n_routes; r++) {
         if (strcmp(cfg->routes[r].path, path) != 0)
             continue;
-        uint32_t n = __atomic_add_fetch(&g->gens[g->gen->gen_slot[r]], 1,
-                                        __ATOMIC_RELAXED);
-        if (g->l2)
-            corral_redis_tier_note(g->l2, path, n);
-        return n;
+        struct route_purge *rp = xcalloc(1, sizeof(*rp));
+        rp->g = g;
+        rp->path = xstrndup(path, strlen(path));
+        rp->cb = cb;
+        rp->arg = arg;
+        if (g->fleet != NULL)
+            corral_fleet_bump(g->fleet, path, fleet_current(path, g),
+                              route_bumped, rp);
+        else if (event_base_once(g->base, -1, EV_TIMEOUT, route_bumped_here,
+                                 rp, NULL) != 0)
+            abort(); /* the policy of xalloc.h */
+        return 0;
     }
     return -ENOENT;
+}
+
+struct key_purge {
+    corral_gateway_purged_cb *cb;
+    void *arg;
+};
+
+static void
+key_purged(int error, void *arg)
+{
+    struct key_purge *kp = arg;
+    kp->cb(error, 0, kp->arg);
+    free(kp);
 }
 
 int
 corral_gateway_purge(struct corral_gateway *g, const char *path,
                      size_t path_len, const char *query, size_t query_len,
-                     char *key, size_t keycap)
+                     char *key, size_t keycap, corral_gateway_purged_cb *cb,
+                     void *arg)
 {
     struct corral_route_match m;
     int rc = admin_match(g, path, path_len, query, query_len, &m, key, keycap);
     if (rc < 0)
         return rc;
-    /* Without l2 the other workers hear of it on the bus (with l2, the
-     * invalidation through Redis reaches them). */
-    for (unsigned i = 0; g->l2 == NULL && g->bus_fds && i < g->n_bus; i++)
+    /* The other workers of this server hear of it on the bus at once,
+     * whatever Redis does. */
+    for (unsigned i = 0; g->bus_fds && i < g->n_bus; i++)
         if (i != g->worker &&
             send(g->bus_fds[2 * i], m.key, m.keylen, MSG_DONTWAIT) < 0)
             corral_log(CORRAL_LOG_WARNING,
                        "purge bus: worker %u did not hear a purge", i);
-    return corral_invalidate(g->cache, m.key, m.keylen);
+    struct key_purge *kp = xmalloc(sizeof(*kp));
+    kp->cb = cb;
+    kp->arg = arg;
+    return corral_purge(g->cache, m.key, m.keylen, key_purged, kp);
 }
 
-/* Another worker purged keys: drop them here too. */
+/* Another worker purged keys: drop them here too (it told Redis). */
 static void
 bus_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -946,7 +1124,7 @@ bus_cb(evutil_socket_t fd, short what, void *arg)
     char key[CORRAL_KEY_MAX];
     ssize_t n;
     while ((n = recv(fd, key, sizeof(key), MSG_DONTWAIT)) > 0)
-        corral_invalidate(g->cache, key, (size_t)n);
+        corral_invalidate_local(g->cache, key, (size_t)n);
 }
 
 int
@@ -988,9 +1166,11 @@ corral_gateway_free(struct corral_gateway *g)
         gen_free(old);
     }
     gen_free(g->gen);
-    if (g->l2)
-        corral_redis_tier_watch_notes(g->l2, NULL, 0, NULL, NULL);
-    corral_redis_tier_free(g->l2); /* after the cache and budgets */
+    /* After the cache and budgets, which give their leases and
+     * admissions back through them; the connection last. */
+    corral_fleet_free(g->fleet);
+    corral_redis_tier_free(g->l2);
+    corral_redis_free(g->redis);
     if (g->own_metrics)
         corral_metrics_free(g->metrics);
     free(g);

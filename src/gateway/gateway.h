@@ -59,22 +59,37 @@ int corral_gateway_reopen_log(struct corral_gateway *g, char *err,
 /* True once draining has begun. */
 bool corral_gateway_draining(const struct corral_gateway *g);
 
+/* How a purge fared: 0 when every instance will hear of it (Redis
+ * confirmed it, or there is no l2), -errno when not (it was applied in
+ * every worker of this server, and is kept to be replayed to the fleet).
+ * gen: a route purge's new generation. */
+typedef void corral_gateway_purged_cb(int error, int64_t gen, void *arg);
+
 /* The admin's operations on the key a client request for path?query would
  * use (path and query raw, as on the wire). purge drops it everywhere
- * (L1, and with l2 Redis and every instance). Returns 1 (it was in this
- * L1), 0 (it was not), -ENOENT (no route), -EINVAL (the request is bad
- * for its route) or -ENOTSUP (an aggregate). refresh starts a background
- * fill: 0, -EALREADY (one runs), -EBUSY (the key backs off), or the same
- * errors. The key goes to key (NUL-terminated, cut to keycap). */
+ * (L1 of every worker, and with l2 Redis and every instance). Returns 1
+ * (it was in this L1) or 0 (it was not), and cb fires once, from the
+ * loop; or -ENOENT (no route), -EINVAL (the request is bad for its route)
+ * or -ENOTSUP (an aggregate), and cb never fires. refresh starts a
+ * background fill: 0, -EALREADY (one runs), -EBUSY (the key backs off),
+ * or the same errors. The key goes to key (NUL-terminated, cut to
+ * keycap). */
 int corral_gateway_purge(struct corral_gateway *g, const char *path,
                          size_t path_len, const char *query, size_t query_len,
-                         char *key, size_t keycap);
+                         char *key, size_t keycap, corral_gateway_purged_cb *cb,
+                         void *arg);
 /* Purges every key of the route whose configured path is path ("/api/
  * price/{coin}") in O(1): its generation goes up (for every worker, and
  * with l2 for every instance, also those that start later), and its keys
- * carry it. Returns the new generation, -ENOENT (no such route) or
- * -ENOTSUP (an aggregate). */
-int64_t corral_gateway_purge_route(struct corral_gateway *g, const char *path);
+ * carry it. Returns 0 and cb fires once with the new generation, or
+ * -ENOENT (no such route) and cb never fires. */
+int corral_gateway_purge_route(struct corral_gateway *g, const char *path,
+                               corral_gateway_purged_cb *cb, void *arg);
+/* With l2: asks Redis, blocking for a moment, whether it accepts the
+ * configured AUTH and db. Returns 0 (also when Redis cannot be reached:
+ * an outage, not a mistake), or -1 with Redis's reason in err. */
+int corral_gateway_check_l2(const struct corral_config *cfg, char *err,
+                            size_t errlen);
 int corral_gateway_refresh(struct corral_gateway *g, const char *path,
                            size_t path_len, const char *query,
                            size_t query_len, char *key, size_t keycap);

@@ -56,7 +56,8 @@ struct corral_metrics_block {
     int64_t updated_ms;
     int64_t l2_enabled;
     struct corral_stats cache;
-    struct corral_redis_stats l2;
+    struct corral_redis_stats l2;        /* the connection */
+    struct corral_redis_tier_stats l2t;  /* the tier on it */
     struct corral_server_stats server;
     uint32_t nroutes, nupstreams; /* in use, at most the capacity */
     /* struct corral_metrics_route[cap_routes], then

@@ -1,0 +1,452 @@
+/* test-redis-tier.c — the L2 tier (corral/redis_tier.h) on a real
+ * redis-server: values restored exactly, garbage, wrong types and values
+ * over max_value_bytes as counted misses; acquire's verdicts (value, lease
+ * won, held, failed) and leases that live a second unless renewed;
+ * outcomes published to the other instances; a lease granted after its
+ * asker gave up is given back; purges confirmed, or kept and replayed; a
+ * deaf subscriber's resync replays the purge log, and says "lost" when
+ * Redis lost its data. */
+#include <errno.h>
+#include <hiredis/hiredis.h>
+
+#include "corral/cache.h"
+#include "corral/redis.h"
+#include "corral/redis_tier.h"
+#include "corral/value.h"
+#include "redisd.h"
+
+#define MAX_VALUE 4096
+
+struct inst {
+    struct corral_redis *conn;
+    struct corral_redis_tier *tier;
+};
+
+struct events {
+    int invalidated, released, resyncs, lost;
+    enum corral_outcome_kind kind;
+    int error;
+    uint64_t retry_ms;
+    char key[64], message[128];
+};
+
+static void
+ev_invalidated(const void *key, size_t keylen, void *arg)
+{
+    struct events *e = arg;
+    e->invalidated++;
+    snprintf(e->key, sizeof(e->key), "%.*s", (int)keylen, (const char *)key);
+}
+
+static void
+ev_released(const void *key, size_t keylen, const struct corral_outcome *o,
+            void *arg)
+{
+    struct events *e = arg;
+    e->released++;
+    e->kind = o->kind;
+    e->error = o->error;
+    e->retry_ms = o->retry_ms;
+    snprintf(e->message, sizeof(e->message), "%s",
+             o->message ? o->message : "");
+    snprintf(e->key, sizeof(e->key), "%.*s", (int)keylen, (const char *)key);
+}
+
+static void
+ev_resync(bool lost, void *arg)
+{
+    struct events *e = arg;
+    e->resyncs++;
+    e->lost += lost;
+}
+
+static const struct corral_tier_events events = {
+    .invalidated = ev_invalidated,
+    .released = ev_released,
+    .resync = ev_resync,
+};
+
+static struct inst
+inst_new(uint64_t timeout_ms, struct events *ev)
+{
+    struct corral_redis_options o = {
+        .host = "127.0.0.1", .port = redisd_port, .timeout_ms = timeout_ms};
+    struct corral_redis_tier_options to = {
+        .prefix = "t:", .max_value_bytes = MAX_VALUE};
+    char err[128];
+    struct inst i;
+    i.conn = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(i.conn != NULL);
+    i.tier = corral_redis_tier_new(base, i.conn, &to, err, sizeof(err));
+    CHECK(i.tier != NULL);
+    if (ev != NULL)
+        corral_redis_tier_ops.listen(i.tier, &events, ev);
+    RUN_UNTIL(corral_redis_ready(i.conn) && corral_redis_listening(i.conn),
+              2000);
+    CHECK(corral_redis_ready(i.conn));
+    if (ev != NULL) {
+        RUN_UNTIL(ev->resyncs > 0, 2000);
+        CHECK_EQ_INT(ev->resyncs, 1); /* the first resync: nothing lost */
+        CHECK_EQ_INT(ev->lost, 0);
+    }
+    return i;
+}
+
+static void
+inst_free(struct inst *i)
+{
+    corral_redis_tier_free(i->tier);
+    corral_redis_free(i->conn);
+}
+
+static struct corral_redis_tier_stats
+stats(const struct inst *i)
+{
+    struct corral_redis_tier_stats st;
+    corral_redis_tier_stats(i->tier, &st);
+    return st;
+}
+
+static struct corral_value *
+value(const char *key, const char *body, uint64_t stored, uint64_t expires)
+{
+    struct corral_value *v = corral_value_new(key, strlen(key), body,
+                                              strlen(body), "text/plain", 0);
+    CHECK(v != NULL);
+    corral_value_set_times(v, stored, expires, 0, 0);
+    return v;
+}
+
+struct got {
+    int calls, error;
+    struct corral_value *v;
+};
+
+static void
+got_cb(struct corral_value *v, int error, void *arg)
+{
+    struct got *g = arg;
+    g->calls++;
+    g->error = error;
+    g->v = v;
+}
+
+static struct got
+get(struct inst *i, const char *key)
+{
+    struct got g = {0};
+    corral_redis_tier_ops.get(i->tier, key, strlen(key), got_cb, &g);
+    CHECK_EQ_INT(g.calls, 0); /* never from inside get() */
+    RUN_UNTIL(g.calls > 0, 2000);
+    CHECK_EQ_INT(g.calls, 1);
+    return g;
+}
+
+struct acq {
+    int calls;
+    enum corral_tier_verdict verdict;
+    struct corral_value *value;
+    struct corral_tier_lease *lease;
+    uint64_t ms;
+    int error;
+    char message[128];
+};
+
+static void
+acq_cb(const struct corral_tier_answer *a, void *arg)
+{
+    struct acq *x = arg;
+    x->calls++;
+    x->verdict = a->verdict;
+    x->value = a->value;
+    x->lease = a->lease;
+    x->ms = a->ms;
+    x->error = a->error;
+    snprintf(x->message, sizeof(x->message), "%s",
+             a->message ? a->message : "");
+}
+
+static struct acq
+acquire(struct inst *i, const char *key, uint64_t now, uint64_t newer)
+{
+    struct acq x = {0};
+    struct corral_tier_want want = {.now_ms = now, .newer_than = newer};
+    corral_redis_tier_ops.acquire(i->tier, key, strlen(key), &want, acq_cb,
+                                  &x);
+    CHECK_EQ_INT(x.calls, 0);
+    RUN_UNTIL(x.calls > 0, 3000);
+    CHECK_EQ_INT(x.calls, 1);
+    return x;
+}
+
+static long long
+pttl(const char *key)
+{
+    redisReply *r = sync_cmd("PTTL %s", key);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -3;
+    freeReplyObject(r);
+    return n;
+}
+
+static bool
+str_starts(const char *key, const char *prefix)
+{
+    redisReply *r = sync_cmd("GET %s", key);
+    bool ok = r && r->type == REDIS_REPLY_STRING &&
+              strncmp(r->str, prefix, strlen(prefix)) == 0;
+    freeReplyObject(r);
+    return ok;
+}
+
+/* Set and get restore a value exactly; what is not corral's is a counted
+ * miss; a value over max_value_bytes is neither written nor read. */
+static void
+test_values(void)
+{
+    struct inst a = inst_new(300, NULL);
+    struct corral_value *v = value("k1", "{\"x\":1}", 1000, 5000000000000ull);
+    corral_redis_tier_ops.set(a.tier, v, 60000);
+    struct got g = get(&a, "k1");
+    CHECK_EQ_INT(g.error, 0);
+    CHECK(g.v != NULL);
+    CHECK_EQ_STR(corral_value_body(g.v), "{\"x\":1}");
+    CHECK_EQ_STR(corral_value_etag(g.v), corral_value_etag(v));
+    CHECK_EQ_INT(corral_value_stored_at(g.v), 1000);
+    corral_value_unref(g.v);
+    CHECK(pttl("t:k1") > 50000 && pttl("t:k1") <= 60000);
+    g = get(&a, "nope");
+    CHECK_EQ_INT(g.error, -ENOENT);
+    freeReplyObject(sync_cmd("SET t:junk garbage"));
+    freeReplyObject(sync_cmd("SET t:v9 %b", "CRV\x09xxxxxxxx", (size_t)12));
+    freeReplyObject(sync_cmd("HSET t:hash f v"));
+    CHECK_EQ_INT(get(&a, "junk").error, -ENOENT);
+    CHECK_EQ_INT(get(&a, "v9").error, -ENOENT);
+    CHECK_EQ_INT(get(&a, "hash").error, -ENOENT);
+    CHECK_EQ_INT(stats(&a).bad_values, 3);
+    /* Too large: not written (counted), and a planted one not read. */
+    char big[MAX_VALUE + 10];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    struct corral_value *bv = value("big", big, 1000, 5000000000000ull);
+    corral_redis_tier_ops.set(a.tier, bv, 60000);
+    run_for(50);
+    CHECK_EQ_INT(pttl("t:big"), -2);
+    CHECK_EQ_INT(stats(&a).too_large, 1);
+    freeReplyObject(sync_cmd("SET t:big %s", big));
+    CHECK_EQ_INT(get(&a, "big").error, -ENOENT);
+    CHECK_EQ_INT(stats(&a).large_found, 1);
+    corral_value_unref(bv);
+    corral_value_unref(v);
+    inst_free(&a);
+}
+
+/* One holder fleet-wide: won, held (with the holder's time left), the
+ * holder's renewals keep it past a second, its outcome reaches the other
+ * instance (not itself), and a failure outcome answers every acquire until
+ * its backoff ends. */
+static void
+test_leases(void)
+{
+    struct events ea = {0}, eb = {0};
+    struct inst a = inst_new(300, &ea), b = inst_new(300, &eb);
+    uint64_t now = 1000000;
+    struct acq x = acquire(&a, "/k", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    CHECK(x.lease != NULL && x.value == NULL);
+    CHECK(str_starts("t:lease:/k", "H:"));
+    CHECK(pttl("t:lease:/k") > 0 && pttl("t:lease:/k") <= 1000);
+    struct acq y = acquire(&b, "/k", now, 0);
+    CHECK_EQ_INT(y.verdict, CORRAL_TIER_HELD);
+    CHECK(y.ms > 0 && y.ms <= 1000);
+    run_for(1500); /* renewed meanwhile */
+    CHECK(str_starts("t:lease:/k", "H:"));
+    CHECK(pttl("t:lease:/k") > 0);
+    /* a stores, then gives the lease back: b hears "stored". */
+    struct corral_value *v = value("/k", "one", now, now + 60000);
+    corral_redis_tier_ops.set(a.tier, v, 60000);
+    struct corral_outcome stored = {.kind = CORRAL_OUTCOME_STORED};
+    corral_redis_tier_ops.release(a.tier, x.lease, &stored);
+    RUN_UNTIL(eb.released > 0, 2000);
+    CHECK_EQ_INT(eb.released, 1);
+    CHECK_EQ_INT(eb.kind, CORRAL_OUTCOME_STORED);
+    CHECK_EQ_STR(eb.key, "/k");
+    CHECK_EQ_INT(ea.released, 0); /* not its own */
+    CHECK_EQ_INT(pttl("t:lease:/k"), -2);
+    y = acquire(&b, "/k", now, 0);
+    CHECK_EQ_INT(y.verdict, CORRAL_TIER_VALUE);
+    CHECK_EQ_STR(corral_value_body(y.value), "one");
+    corral_value_unref(y.value);
+    /* A refresh wants newer than its copy: the value comes along, with the
+     * lease. */
+    y = acquire(&b, "/k", now, now);
+    CHECK_EQ_INT(y.verdict, CORRAL_TIER_WON);
+    CHECK(y.value != NULL);
+    corral_value_unref(y.value);
+    /* b fails: the lease becomes the failure for its backoff; a hears it
+     * at once, and an acquire by a gets it until it ends. */
+    struct corral_outcome failed = {.kind = CORRAL_OUTCOME_FAILED,
+                                    .error = -ETIMEDOUT,
+                                    .message = "upstream timed out",
+                                    .retry_ms = 400};
+    corral_redis_tier_ops.release(b.tier, y.lease, &failed);
+    RUN_UNTIL(ea.released > 0, 2000);
+    CHECK_EQ_INT(ea.kind, CORRAL_OUTCOME_FAILED);
+    CHECK_EQ_INT(ea.error, -ETIMEDOUT);
+    CHECK_EQ_INT(ea.retry_ms, 400);
+    CHECK_EQ_STR(ea.message, "upstream timed out");
+    CHECK(str_starts("t:lease:/k", "F:"));
+    freeReplyObject(sync_cmd("DEL t:/k"));
+    x = acquire(&a, "/k", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_FAILED);
+    CHECK_EQ_INT(x.error, -ETIMEDOUT);
+    CHECK_EQ_STR(x.message, "upstream timed out");
+    CHECK(x.ms > 0 && x.ms <= 400);
+    run_for((int)x.ms + 20);
+    x = acquire(&a, "/k", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    /* A holder that dies: nobody renews, and the lease is gone within a
+     * second. */
+    inst_free(&a);
+    CHECK(pttl("t:lease:/k") == -2); /* a gave it back as it closed */
+    y = acquire(&b, "/dead", now, 0);
+    CHECK_EQ_INT(y.verdict, CORRAL_TIER_WON);
+    corral_redis_tier_free(b.tier); /* the tier goes, not its renewals */
+    b.tier = NULL;
+    corral_redis_free(b.conn);
+    freeReplyObject(sync_cmd("SET t:lease:/dead H:ghost PX 1000"));
+    usleep(1100 * 1000);
+    CHECK_EQ_INT(pttl("t:lease:/dead"), -2);
+    corral_value_unref(v);
+}
+
+/* Redis stalls while an acquire is out: the asker hears "cannot tell" at
+ * its timeout; the lease Redis grants when it resumes is given back at
+ * once, not left for a second. */
+static void
+test_late_lease(void)
+{
+    struct inst a = inst_new(100, NULL);
+    redisd_stop();
+    struct acq x = acquire(&a, "/late", 1000, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
+    CHECK_EQ_INT(x.error, -ETIMEDOUT);
+    redisd_cont();
+    RUN_UNTIL(stats(&a).late_leases > 0, 2000);
+    CHECK_EQ_INT(stats(&a).late_leases, 1);
+    run_for(50);
+    CHECK_EQ_INT(pttl("t:lease:/late"), -2);
+    inst_free(&a);
+}
+
+struct done {
+    int calls, error;
+};
+
+static void
+done_cb(int error, void *arg)
+{
+    struct done *d = arg;
+    d->calls++;
+    d->error = error;
+}
+
+static long long
+xlen(void)
+{
+    redisReply *r = sync_cmd("XLEN t:purges");
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+/* A purge is confirmed once Redis ran it (value gone, a failure outcome
+ * gone, logged, heard by every instance, itself too); one Redis cannot
+ * answer is refused, kept and replayed when Redis is back. */
+static void
+test_purges(void)
+{
+    struct events ea = {0}, eb = {0};
+    struct inst a = inst_new(100, &ea), b = inst_new(100, &eb);
+    struct corral_value *v = value("/p", "old", 1000, 5000000000000ull);
+    corral_redis_tier_ops.set(a.tier, v, 60000);
+    freeReplyObject(sync_cmd("SET t:lease:/p F:5:failed PX 60000"));
+    long long n0 = xlen();
+    struct done d = {0};
+    corral_redis_tier_ops.del(a.tier, "/p", 2, done_cb, &d);
+    CHECK_EQ_INT(d.calls, 0);
+    RUN_UNTIL(d.calls > 0 && eb.invalidated > 0 && ea.invalidated > 0, 2000);
+    CHECK_EQ_INT(d.error, 0);
+    CHECK_EQ_INT(eb.invalidated, 1);
+    CHECK_EQ_STR(eb.key, "/p");
+    CHECK_EQ_INT(ea.invalidated, 1);
+    CHECK_EQ_INT(pttl("t:/p"), -2);
+    CHECK_EQ_INT(pttl("t:lease:/p"), -2);
+    CHECK_EQ_INT(xlen(), (n0 < 0 ? 0 : n0) + 1);
+    /* Redis stalled: refused at the timeout, kept, replayed after. */
+    redisd_stop();
+    memset(&d, 0, sizeof(d));
+    corral_redis_tier_ops.del(a.tier, "/q", 2, done_cb, &d);
+    RUN_UNTIL(d.calls > 0, 2000);
+    CHECK_EQ_INT(d.error, -ETIMEDOUT);
+    CHECK_EQ_INT(stats(&a).purges_queued, 1);
+    int before = eb.invalidated;
+    redisd_cont();
+    RUN_UNTIL(eb.invalidated > before && strcmp(eb.key, "/q") == 0, 3000);
+    CHECK_EQ_STR(eb.key, "/q");
+    corral_value_unref(v);
+    inst_free(&a);
+    inst_free(&b);
+}
+
+/* A subscriber that was deaf: a purge published meanwhile is replayed
+ * from the log at its resync; after Redis lost its data (FLUSHALL), the
+ * resync says "lost". */
+static void
+test_resync(void)
+{
+    struct events ea = {0}, eb = {0};
+    struct inst a = inst_new(300, &ea), b = inst_new(300, &eb);
+    /* A new instance applied the purges of the last minute (the log's
+     * entries from test_purges). */
+    CHECK_EQ_INT(eb.invalidated, 2);
+    eb.invalidated = 0;
+    /* Kill the subscribers and purge before they are back: b misses the
+     * message, and replays it. */
+    freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
+    struct done d = {0};
+    corral_redis_tier_ops.del(a.tier, "/gap", 4, done_cb, &d);
+    RUN_UNTIL(d.calls > 0, 2000);
+    CHECK_EQ_INT(d.error, 0);
+    RUN_UNTIL(eb.resyncs >= 2 && eb.invalidated > 0, 3000);
+    CHECK_EQ_INT(eb.resyncs, 2);
+    CHECK_EQ_INT(eb.lost, 0);
+    CHECK_EQ_INT(eb.invalidated, 1);
+    CHECK_EQ_STR(eb.key, "/gap");
+    /* Redis loses everything: a new epoch at the next resync. */
+    freeReplyObject(sync_cmd("FLUSHALL"));
+    freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
+    RUN_UNTIL(eb.resyncs >= 3 && ea.resyncs >= 3, 3000);
+    CHECK_EQ_INT(eb.lost, 1);
+    CHECK_EQ_INT(ea.lost, 1);
+    CHECK_EQ_INT(stats(&b).resync_losses, 1);
+    /* And the next resync, with nothing lost, says so. */
+    freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
+    RUN_UNTIL(eb.resyncs >= 4, 3000);
+    CHECK_EQ_INT(eb.lost, 1);
+    inst_free(&a);
+    inst_free(&b);
+}
+
+int
+main(void)
+{
+    redisd_setup();
+    RUN(test_values);
+    RUN(test_leases);
+    RUN(test_late_lease);
+    RUN(test_purges);
+    RUN(test_resync);
+    event_base_free(base);
+    printf("%lu checks\n", testlib_checks);
+    return 0;
+}
