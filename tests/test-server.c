@@ -55,6 +55,17 @@ static struct {
     int drained;
     int bigs;         /* /big answers made */
     size_t max_queued, max_client_queued; /* options for start_server */
+    bool access; /* start_server: with an access callback */
+    struct access_line {
+        int status;
+        enum corral_method method;
+        char path[512]; /* copied: reading it is what the access log does */
+        size_t path_len;
+        char peer[48]; /* "(null)" without one */
+        uint64_t took_us;
+        size_t bytes;
+    } lines[64];
+    int n_lines;
     char log[4096]; /* dispatched paths and "!" events, space separated */
     struct pending *pendings;
 } F;
@@ -243,13 +254,43 @@ handler(struct corral_request *req, void *arg)
     }
 }
 
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The access callback: keeps what an access log would write. */
+static void
+on_access(const struct corral_request *req, int status, size_t body_bytes,
+          void *arg)
+{
+    SRV_CHECK(arg == &F);
+    if (F.n_lines == (int)(sizeof F.lines / sizeof F.lines[0]))
+        return;
+    struct access_line *l = &F.lines[F.n_lines++];
+    l->status = status;
+    l->method = req->method;
+    l->path_len = req->path_len;
+    SRV_CHECK(req->path_len < sizeof l->path);
+    memcpy(l->path, req->path, req->path_len);
+    snprintf(l->peer, sizeof l->peer, "%s", req->peer ? req->peer : "(null)");
+    uint64_t now = mono_us();
+    l->took_us = now > req->start_us ? now - req->start_us : 0;
+    l->bytes = body_bytes;
+}
+
 static void
 start_server(uint64_t timeout_ms, unsigned max_clients)
 {
     size_t mq = F.max_queued, mcq = F.max_client_queued;
+    bool access = F.access;
     memset(&F, 0, sizeof F);
     F.max_queued = mq;
     F.max_client_queued = mcq;
+    F.access = access;
     F.base = event_base_new();
     CHECK(F.base != NULL);
     struct corral_server_options o = {
@@ -260,6 +301,8 @@ start_server(uint64_t timeout_ms, unsigned max_clients)
         .max_clients = max_clients,
         .max_queued_bytes = F.max_queued,
         .max_client_queued_bytes = F.max_client_queued,
+        .access_cb = F.access ? on_access : NULL,
+        .access_arg = &F,
     };
     char err[256] = "";
     F.srv = corral_server_new(F.base, &o, handler, &F, err, sizeof err);
@@ -876,6 +919,67 @@ test_bad_input(void)
     CHECK_EQ_INT(st.bad_requests, 21);
     CHECK_EQ_INT(F.handled, 22); /* the check_alive()s and /x */
     stop_server();
+}
+
+/* Regression: a refused request (400, 408) took a slot of an earlier
+ * request and was logged with what that one left there: its path (freed
+ * once it was long: a use-after-free), or on a first request no client and
+ * a start time of 0. */
+static void
+client_refused_logged(void)
+{
+    char q[301], req[400], all[17 * 400];
+    memset(q, 'q', 300);
+    q[300] = '\0';
+    snprintf(req, sizeof req, "GET /x?%s HTTP/1.1\r\nHost: t\r\n\r\n", q);
+    all[0] = '\0';
+    for (int i = 0; i < 16; i++)
+        strcat(all, req);
+    strcat(all, "GET /x HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n");
+    struct cli c;
+    struct reply r;
+    cli_connect(&c);
+    cli_sends(&c, all);
+    for (int i = 0; i < 16; i++)
+        expect_1k(&c);
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 400);
+    reply_free(&r);
+    CHECK(cli_closed(&c, 2000));
+    cli_close(&c);
+    /* The first request of a connection, refused; then a timeout. */
+    expect_error("GET /y HTTP/1.1\r\nBad Header: x\r\n\r\n", 400, BAD);
+    cli_connect(&c);
+    cli_sends(&c, "GET /x HTT");
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 408);
+    reply_free(&r);
+    cli_close(&c);
+}
+
+static void
+test_refused_request_logged(void)
+{
+    F.access = true;
+    start_server(500, 100);
+    run_client(client_refused_logged);
+    CHECK_EQ_INT(F.n_lines, 20);
+    int refused = 0;
+    for (int i = 0; i < F.n_lines; i++) {
+        const struct access_line *l = &F.lines[i];
+        CHECK_EQ_STR(l->peer, "127.0.0.1");
+        CHECK(l->took_us < 10 * 1000 * 1000);
+        if (l->status == 200)
+            continue;
+        refused++;
+        /* Refused before a handler saw it: no path. */
+        CHECK_EQ_INT(l->path_len, 0);
+        CHECK_EQ_INT(l->method, CORRAL_METHOD_GET);
+        CHECK_EQ_INT(l->bytes, l->status == 400 ? strlen(BAD) : 27);
+    }
+    CHECK_EQ_INT(refused, 3);
+    stop_server();
+    F.access = false;
 }
 
 static void
@@ -1556,6 +1660,7 @@ main(void)
     RUN(test_http10);
     RUN(test_connection_close);
     RUN(test_bad_input);
+    RUN(test_refused_request_logged);
     RUN(test_oversized);
     RUN(test_one_byte);
     RUN(test_timeouts);

@@ -102,6 +102,7 @@ struct conn {
     size_t rpos, wpos; /* parsed up to, filled up to */
     bool in_message, in_head, url_seen, has_inm, value_is_inm;
     bool has_auth, value_is_auth;
+    enum corral_method method; /* of the request being parsed, once read */
     enum header_state hstate;
     int err_status; /* why a parser callback refused the request */
     unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
@@ -663,8 +664,26 @@ on_message_begin(http_parser *p)
     c->hstate = HS_NONE;
     c->err_status = 0;
     c->n_host = c->n_te = 0;
+    c->method = CORRAL_METHOD_NONE;
     dl_set(c, DL_REQUEST, c->server->timeout_ms);
     return 0;
+}
+
+static enum corral_method
+method_of(unsigned m)
+{
+    switch (m) {
+    case HTTP_GET:
+        return CORRAL_METHOD_GET;
+    case HTTP_HEAD:
+        return CORRAL_METHOD_HEAD;
+    case HTTP_POST:
+        return CORRAL_METHOD_POST;
+    case HTTP_DELETE:
+        return CORRAL_METHOD_DELETE;
+    default:
+        return CORRAL_METHOD_OTHER;
+    }
 }
 
 static int
@@ -672,6 +691,7 @@ on_url(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     if (!c->url_seen) {
+        c->method = method_of(p->method); /* read by now */
         c->url_seen = true;
         c->url_off = (size_t)(at - c->rbuf);
         c->url_len = len;
@@ -824,10 +844,14 @@ on_message_complete(http_parser *p)
     return 0;
 }
 
-/* The next free slot, at the tail of the queue. */
+/* The next free slot, at the tail of the queue, for the request being
+ * parsed. Nothing of the request the slot held before survives: its
+ * strings may be freed (slot_trim), and a refused request is logged with
+ * what is set here. */
 static struct slot *
 conn_push(struct conn *c)
 {
+    struct corral_server *s = c->server;
     struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
     c->count++;
     sl->state = SLOT_WAITING;
@@ -835,6 +859,19 @@ conn_push(struct conn *c)
     sl->hold = NULL;
     sl->close = false;
     sl->keep_alive_10 = false;
+    sl->req = (struct corral_request){
+        .method = c->method,
+        .path = "",
+        .query = "",
+        .upstream_ms = -1,
+    };
+    if (s->access_cb) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        sl->req.start_us =
+            (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        sl->req.peer = c->peer;
+    }
     return sl;
 }
 
@@ -866,7 +903,6 @@ conn_fail(struct conn *c, int status)
     }
     struct slot *sl = conn_push(c);
     sl->close = true;
-    sl->req.method = CORRAL_METHOD_GET;
     corral_request_respond_simple(&sl->req, status, "application/json", NULL,
                                   body, strlen(body));
 }
@@ -957,32 +993,7 @@ conn_dispatch(struct conn *c)
     sl->req.inm_len = ilen;
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
-    sl->req.note = NULL;
-    sl->req.upstream_ms = -1;
-    if (s->access_cb) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        sl->req.start_us =
-            (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-        sl->req.peer = c->peer;
-    }
-    switch (c->parser.method) {
-    case HTTP_GET:
-        sl->req.method = CORRAL_METHOD_GET;
-        break;
-    case HTTP_HEAD:
-        sl->req.method = CORRAL_METHOD_HEAD;
-        break;
-    case HTTP_POST:
-        sl->req.method = CORRAL_METHOD_POST;
-        break;
-    case HTTP_DELETE:
-        sl->req.method = CORRAL_METHOD_DELETE;
-        break;
-    default:
-        sl->req.method = CORRAL_METHOD_OTHER;
-        break;
-    }
+    sl->req.method = method_of(c->parser.method);
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;
     if (sl->close)
