@@ -196,6 +196,10 @@ handler(struct corral_request *req, void *arg)
             corral_request_on_close(req, slow_gone, p);
     } else if (has_prefix(req, "/echo")) {
         respond_echo(req);
+    } else if (has_prefix(req, "/auth")) {
+        const char *a = req->authorization ? req->authorization : "(none)";
+        size_t n = req->authorization ? req->auth_len : 6;
+        corral_request_respond_simple(req, 200, "text/plain", NULL, a, n);
     } else if (has_prefix(req, "/not-modified")) {
         corral_request_respond_simple(req, 304, NULL, "ETag: \"x\"\r\n", NULL,
                                       0);
@@ -982,6 +986,59 @@ test_refused_request_logged(void)
     F.access = false;
 }
 
+/* Regression: the Authorization value's offset was not rebased when the
+ * read buffer was compacted under a request still arriving, so a pipelined
+ * request's token read whatever bytes came later. */
+static void
+client_auth_rebased(void)
+{
+    /* max_header_bytes is 1024: the read buffer holds 5 KB and is
+     * compacted when less than 2 KB of it are free. */
+    char pad[701], req[800], all[8 * 800];
+    memset(pad, 'p', 700);
+    pad[700] = '\0';
+    snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %s\r\n\r\n",
+             pad);
+    all[0] = '\0';
+    for (int i = 0; i < 4; i++)
+        strcat(all, req);
+    strcat(all, "GET /auth HTTP/1.1\r\nHost: t\r\n"
+                "Authorization: Bearer right-token\r\nX-Pad: ");
+    size_t at = strlen(all);
+    memcpy(all + at, pad, 200);
+    all[at + 200] = '\0';
+    CHECK(strlen(all) > 3100);
+    struct cli c;
+    cli_connect(&c);
+    cli_sends(&c, all);
+    for (int i = 0; i < 4; i++)
+        expect_1k(&c);
+    sleep_ms(50); /* the server has read the rest: the head is parsed */
+    /* The head's end, and enough after it to overwrite where the value
+     * was before the compaction. */
+    strcpy(all, "\r\n\r\n");
+    for (int i = 0; i < 5; i++)
+        strcat(all, req);
+    cli_sends(&c, all);
+    struct reply r;
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "Bearer right-token");
+    reply_free(&r);
+    for (int i = 0; i < 5; i++)
+        expect_1k(&c);
+    cli_close(&c);
+}
+
+static void
+test_auth_offset_rebased(void)
+{
+    start_server(2000, 100);
+    run_client(client_auth_rebased);
+    CHECK_EQ_INT(F.handled, 10);
+    stop_server();
+}
+
 static void
 client_oversized(void)
 {
@@ -1661,6 +1718,7 @@ main(void)
     RUN(test_connection_close);
     RUN(test_bad_input);
     RUN(test_refused_request_logged);
+    RUN(test_auth_offset_rebased);
     RUN(test_oversized);
     RUN(test_one_byte);
     RUN(test_timeouts);

@@ -60,6 +60,22 @@ enum deadline_kind {
 
 enum header_state { HS_NONE, HS_FIELD, HS_VALUE };
 
+/* The parts of the head being parsed, kept as offsets into the read buffer,
+ * which moves them when it is compacted: rbuf_compact() rebases every span
+ * in one loop, so a kind added here cannot be forgotten there. */
+enum span_kind {
+    SPAN_URL,   /* the request target */
+    SPAN_FIELD, /* the field name being read */
+    SPAN_VALUE, /* its value */
+    SPAN_INM,   /* If-None-Match's value */
+    SPAN_AUTH,  /* Authorization's value */
+    SPAN_COUNT,
+};
+
+struct span {
+    size_t off, len;
+};
+
 /* One piece of an answer: borrowed bytes, or bytes in the obuf (ptr NULL),
  * kept as an offset because the obuf may move when it grows. */
 struct part {
@@ -100,14 +116,13 @@ struct conn {
     http_parser parser;
     char *rbuf;        /* pooled; NULL while idle */
     size_t rpos, wpos; /* parsed up to, filled up to */
-    bool in_message, in_head, url_seen, has_inm, value_is_inm;
-    bool has_auth, value_is_auth;
+    bool in_message, in_head;
     enum corral_method method; /* of the request being parsed, once read */
     enum header_state hstate;
     int err_status; /* why a parser callback refused the request */
     unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
-    size_t url_off, url_len, hf_off, hf_len, hv_off, hv_len, inm_off, inm_len;
-    size_t auth_off, auth_len;
+    struct span span[SPAN_COUNT];
+    unsigned spans;  /* bit 1 << kind: span[kind] is set */
     size_t lingered; /* bytes discarded while lingering */
 
     size_t queued; /* bytes of answers not yet written */
@@ -654,13 +669,53 @@ conn_flush(struct conn *c)
 
 /* ---- parsing ------------------------------------------------------------- */
 
+static bool
+has_span(const struct conn *c, enum span_kind k)
+{
+    return c->spans & 1u << k;
+}
+
+/* Starts span k at the parser's bytes at, or extends it with them. */
+static void
+span_add(struct conn *c, enum span_kind k, const char *at, size_t len)
+{
+    if (has_span(c, k)) {
+        c->span[k].len += len;
+        return;
+    }
+    c->span[k] = (struct span){(size_t)(at - c->rbuf), len};
+    c->spans |= 1u << k;
+}
+
+static const char *
+span_ptr(const struct conn *c, enum span_kind k)
+{
+    return c->rbuf + c->span[k].off;
+}
+
+/* Moves what is still needed to the front of the read buffer: the bytes
+ * not parsed yet and the head being parsed, which the spans point into. */
+static void
+rbuf_compact(struct conn *c)
+{
+    size_t keep = c->rpos;
+    for (unsigned k = 0; k < SPAN_COUNT; k++)
+        if (has_span(c, k) && c->span[k].off < keep)
+            keep = c->span[k].off;
+    memmove(c->rbuf, c->rbuf + keep, c->wpos - keep);
+    c->wpos -= keep;
+    c->rpos -= keep;
+    for (unsigned k = 0; k < SPAN_COUNT; k++)
+        if (has_span(c, k))
+            c->span[k].off -= keep;
+}
+
 static int
 on_message_begin(http_parser *p)
 {
     struct conn *c = p->data;
     c->in_message = c->in_head = true;
-    c->url_seen = c->has_inm = c->value_is_inm = false;
-    c->has_auth = c->value_is_auth = false;
+    c->spans = 0;
     c->hstate = HS_NONE;
     c->err_status = 0;
     c->n_host = c->n_te = 0;
@@ -690,14 +745,9 @@ static int
 on_url(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    if (!c->url_seen) {
+    if (!has_span(c, SPAN_URL))
         c->method = method_of(p->method); /* read by now */
-        c->url_seen = true;
-        c->url_off = (size_t)(at - c->rbuf);
-        c->url_len = len;
-    } else {
-        c->url_len += len;
-    }
+    span_add(c, SPAN_URL, at, len);
     return 0;
 }
 
@@ -713,7 +763,8 @@ is_tchar(unsigned char ch)
 static bool
 field_is(const struct conn *c, const char *name, size_t len)
 {
-    return c->hf_len == len && strncasecmp(c->rbuf + c->hf_off, name, len) == 0;
+    return c->span[SPAN_FIELD].len == len &&
+           strncasecmp(span_ptr(c, SPAN_FIELD), name, len) == 0;
 }
 
 /* One field line is complete (name in hf, value in hv). http_parser is
@@ -725,14 +776,15 @@ field_is(const struct conn *c, const char *name, size_t len)
 static int
 field_done(struct conn *c)
 {
-    const char *v = c->rbuf + c->hv_off;
-    size_t n = c->hv_len;
+    const char *f = span_ptr(c, SPAN_FIELD);
+    size_t flen = c->span[SPAN_FIELD].len;
+    const char *v = span_ptr(c, SPAN_VALUE);
+    size_t n = c->span[SPAN_VALUE].len;
 
-    for (size_t i = 0; i < c->hf_len; i++)
-        if (!is_tchar((unsigned char)c->rbuf[c->hf_off + i]))
+    for (size_t i = 0; i < flen; i++)
+        if (!is_tchar((unsigned char)f[i]))
             goto bad;
-    if (c->hf_len == 0 || memchr(v, '\n', n) != NULL ||
-        memchr(v, '\r', n) != NULL)
+    if (flen == 0 || memchr(v, '\n', n) != NULL || memchr(v, '\r', n) != NULL)
         goto bad;
     if (field_is(c, "host", 4) && ++c->n_host > 1)
         goto bad;
@@ -749,6 +801,13 @@ field_done(struct conn *c)
             return -1;
         }
     }
+    if (field_is(c, "if-none-match", 13)) {
+        c->span[SPAN_INM] = c->span[SPAN_VALUE];
+        c->spans |= 1u << SPAN_INM;
+    } else if (field_is(c, "authorization", 13)) {
+        c->span[SPAN_AUTH] = c->span[SPAN_VALUE];
+        c->spans |= 1u << SPAN_AUTH;
+    }
     return 0;
 bad:
     c->err_status = 400;
@@ -763,11 +822,9 @@ on_header_field(http_parser *p, const char *at, size_t len)
         return -1;
     if (c->hstate != HS_FIELD) {
         c->hstate = HS_FIELD;
-        c->hf_off = (size_t)(at - c->rbuf);
-        c->hf_len = len;
-    } else {
-        c->hf_len += len;
+        c->spans &= ~(1u << SPAN_FIELD | 1u << SPAN_VALUE);
     }
+    span_add(c, SPAN_FIELD, at, len);
     return 0;
 }
 
@@ -775,29 +832,8 @@ static int
 on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    if (c->hstate != HS_VALUE) {
-        c->hstate = HS_VALUE;
-        c->value_is_inm =
-            c->hf_len == 13 &&
-            strncasecmp(c->rbuf + c->hf_off, "if-none-match", 13) == 0;
-        c->value_is_auth =
-            c->hf_len == 13 &&
-            strncasecmp(c->rbuf + c->hf_off, "authorization", 13) == 0;
-        c->hv_off = (size_t)(at - c->rbuf);
-        c->hv_len = len;
-    } else {
-        c->hv_len += len;
-    }
-    if (c->value_is_inm) {
-        c->has_inm = true;
-        c->inm_off = c->hv_off;
-        c->inm_len = c->hv_len;
-    }
-    if (c->value_is_auth) {
-        c->has_auth = true;
-        c->auth_off = c->hv_off;
-        c->auth_len = c->hv_len;
-    }
+    c->hstate = HS_VALUE;
+    span_add(c, SPAN_VALUE, at, len);
     return 0;
 }
 
@@ -943,8 +979,9 @@ conn_dispatch(struct conn *c)
     const char *path = "/", *query = "", *inm = NULL, *auth = NULL;
     size_t plen = 1, qlen = 0, ilen = 0, alen = 0;
 
-    if (c->url_seen && !split_target(c->rbuf + c->url_off, c->url_len, &path,
-                                     &plen, &query, &qlen)) {
+    if (has_span(c, SPAN_URL) &&
+        !split_target(span_ptr(c, SPAN_URL), c->span[SPAN_URL].len, &path,
+                      &plen, &query, &qlen)) {
         conn_fail(c, 400);
         return;
     }
@@ -952,15 +989,15 @@ conn_dispatch(struct conn *c)
         path = "/";
         plen = 1;
     }
-    if (c->has_inm) {
-        inm = c->rbuf + c->inm_off;
-        ilen = c->inm_len;
+    if (has_span(c, SPAN_INM)) {
+        inm = span_ptr(c, SPAN_INM);
+        ilen = c->span[SPAN_INM].len;
         while (ilen && (inm[ilen - 1] == ' ' || inm[ilen - 1] == '\t'))
             ilen--;
     }
-    if (c->has_auth) {
-        auth = c->rbuf + c->auth_off;
-        alen = c->auth_len;
+    if (has_span(c, SPAN_AUTH)) {
+        auth = span_ptr(c, SPAN_AUTH);
+        alen = c->span[SPAN_AUTH].len;
         while (alen && (auth[alen - 1] == ' ' || auth[alen - 1] == '\t'))
             alen--;
     }
@@ -994,6 +1031,7 @@ conn_dispatch(struct conn *c)
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
     sl->req.method = method_of(c->parser.method);
+    c->spans = 0; /* copied: the buffer may let the head go */
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;
     if (sl->close)
@@ -1077,7 +1115,7 @@ conn_update(struct conn *c)
     bool room = !c->rbuf ||
                 c->wpos - c->rpos < c->server->rbuf_cap - RBUF_SLACK / 2;
     conn_want_read(c, take || (!c->stop && c->count < PIPELINE_MAX && room));
-    if (c->stop || (c->rpos == c->wpos && !(c->in_head && c->url_seen)))
+    if (c->stop || (c->rpos == c->wpos && c->spans == 0))
         conn_release_rbuf(c);
     if (c->writing)
         return; /* conn_flush keeps the write deadline */
@@ -1198,17 +1236,8 @@ on_read(evutil_socket_t fd, short what, void *arg)
         c->rbuf = rbuf_get(s);
         c->rpos = c->wpos = 0;
     }
-    if (s->rbuf_cap - c->wpos < RBUF_SLACK / 2) {
-        /* Keep only what the request being parsed still points at. */
-        size_t keep = c->in_head && c->url_seen ? c->url_off : c->rpos;
-        memmove(c->rbuf, c->rbuf + keep, c->wpos - keep);
-        c->wpos -= keep;
-        c->rpos -= keep;
-        c->url_off -= keep;
-        c->hf_off -= keep;
-        c->hv_off -= keep;
-        c->inm_off -= keep;
-    }
+    if (s->rbuf_cap - c->wpos < RBUF_SLACK / 2)
+        rbuf_compact(c);
     if (c->wpos == s->rbuf_cap) { /* a head beyond the limit slipped by */
         conn_close(c);
         return;
