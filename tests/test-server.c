@@ -1039,6 +1039,41 @@ test_auth_offset_rebased(void)
     stop_server();
 }
 
+/* Regression: with two Authorization fields the last one won, so a
+ * wrong token followed by the right one passed. Two are a 400, as two
+ * Host fields are. */
+static void
+client_duplicate_authorization(void)
+{
+    expect_error("GET /auth HTTP/1.1\r\nHost: t\r\n"
+                 "Authorization: Bearer wrong\r\n"
+                 "Authorization: Bearer right\r\n\r\n",
+                 400, BAD);
+    expect_error("GET /auth HTTP/1.1\r\nHost: t\r\n"
+                 "authorization: Bearer right\r\nX-A: 1\r\n"
+                 "AUTHORIZATION: Bearer right\r\n\r\n",
+                 400, BAD);
+    struct cli c;
+    struct reply r;
+    cli_connect(&c);
+    cli_sends(&c, "GET /auth HTTP/1.1\r\nHost: t\r\n"
+                  "Authorization: Bearer right  \r\n\r\n");
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "Bearer right");
+    reply_free(&r);
+    cli_close(&c);
+}
+
+static void
+test_duplicate_authorization(void)
+{
+    start_server(2000, 100);
+    run_client(client_duplicate_authorization);
+    CHECK_EQ_INT(F.handled, 3); /* two check_alive()s and the one /auth */
+    stop_server();
+}
+
 static void
 client_oversized(void)
 {
@@ -1719,6 +1754,7 @@ main(void)
     RUN(test_bad_input);
     RUN(test_refused_request_logged);
     RUN(test_auth_offset_rebased);
+    RUN(test_duplicate_authorization);
     RUN(test_oversized);
     RUN(test_one_byte);
     RUN(test_timeouts);

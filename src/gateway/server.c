@@ -771,7 +771,8 @@ field_is(const struct conn *c, const char *name, size_t len)
  * lenient where RFC 9112 says to reject, and a proxy in front of us may
  * read the same bytes differently, so refuse: whitespace or any non-token
  * byte in a name (5.1), a folded value (5.2), a second Host or none in
- * HTTP/1.1 (3.2), and Transfer-Encoding other than one plain "chunked"
+ * HTTP/1.1 (3.2), a second Authorization (RFC 9110 11.6.2 allows one
+ * credential), and Transfer-Encoding other than one plain "chunked"
  * (6.1). Returns -1 with err_status set to refuse. */
 static int
 field_done(struct conn *c)
@@ -805,6 +806,8 @@ field_done(struct conn *c)
         c->span[SPAN_INM] = c->span[SPAN_VALUE];
         c->spans |= 1u << SPAN_INM;
     } else if (field_is(c, "authorization", 13)) {
+        if (has_span(c, SPAN_AUTH))
+            goto bad; /* which one would the admin check? */
         c->span[SPAN_AUTH] = c->span[SPAN_VALUE];
         c->spans |= 1u << SPAN_AUTH;
     }
