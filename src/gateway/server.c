@@ -787,6 +787,15 @@ field_done(struct conn *c)
             goto bad;
     if (flen == 0 || memchr(v, '\n', n) != NULL || memchr(v, '\r', n) != NULL)
         goto bad;
+    /* A fold before the value's first byte is skipped with the blanks, so
+     * "X-A:\r\n b" reports a value "b": look between the colon and the
+     * value too. An empty value is reported where the next line starts. */
+    const char *gap = f + flen + 1;
+    size_t glen = (size_t)(v - gap);
+    if (n == 0 && glen > 0 && gap[glen - 1] == '\n')
+        glen--;
+    if (memchr(gap, '\n', glen) != NULL)
+        goto bad;
     if (field_is(c, "host", 4) && ++c->n_host > 1)
         goto bad;
     if (field_is(c, "transfer-encoding", 17)) {
