@@ -1109,6 +1109,53 @@ test_fold_after_empty(void)
     stop_server();
 }
 
+/* Regression: a method http_parser does not know was a 400 and a close;
+ * it is a method like PUT (the handler answers 405), and the connection
+ * goes on. A line that does not start with a token is still a 400. */
+static void
+client_unknown_method(void)
+{
+    struct cli c;
+    cli_connect(&c);
+    cli_sends(&c, "FOO /echo/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_echo(&c, "{\"path\":\"/echo/1\",\"query\":\"\",\"inm\":\"\"}");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_1k(&c);
+    /* Pipelined, after empty lines, with a body, one byte at a time. */
+    cli_sends(&c, "\r\nPURGE /echo/2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "get /echo/3?a=b HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "X-Y!z /echo/4 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                  "\r\nhelloGET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_echo(&c, "{\"path\":\"/echo/2\",\"query\":\"\",\"inm\":\"\"}");
+    expect_echo(&c, "{\"path\":\"/echo/3\",\"query\":\"a=b\",\"inm\":\"\"}");
+    expect_echo(&c, "{\"path\":\"/echo/4\",\"query\":\"\",\"inm\":\"\"}");
+    expect_1k(&c);
+    static const char slow[] = "MKCOFFEE /echo/5 HTTP/1.1\r\nHost: t\r\n\r\n";
+    for (size_t i = 0; i < sizeof slow - 1; i++) {
+        cli_send(&c, slow + i, 1);
+        sleep_ms(1);
+    }
+    expect_echo(&c, "{\"path\":\"/echo/5\",\"query\":\"\",\"inm\":\"\"}");
+    CHECK(!cli_closed(&c, 100));
+    cli_close(&c);
+    expect_error("F(O /x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("FOO\t/x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error(" FOO /x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    /* CONNECT has no tunnel here: its authority form is no target. */
+    expect_error("CONNECT example.com:443 HTTP/1.1\r\nHost: t\r\n\r\n", 400,
+                 BAD);
+}
+
+static void
+test_unknown_method(void)
+{
+    start_server(2000, 100);
+    run_client(client_unknown_method);
+    CHECK_EQ_INT(F.others, 5);
+    CHECK_EQ_INT(F.gets, 6); /* /x twice and four check_alive()s */
+    stop_server();
+}
+
 static void
 client_oversized(void)
 {
@@ -1791,6 +1838,7 @@ main(void)
     RUN(test_auth_offset_rebased);
     RUN(test_duplicate_authorization);
     RUN(test_fold_after_empty);
+    RUN(test_unknown_method);
     RUN(test_oversized);
     RUN(test_one_byte);
     RUN(test_timeouts);

@@ -116,7 +116,9 @@ struct conn {
     http_parser parser;
     char *rbuf;        /* pooled; NULL while idle */
     size_t rpos, wpos; /* parsed up to, filled up to */
-    bool in_message, in_head;
+    bool in_message;   /* from the request's first byte to its end */
+    bool in_head;      /* ... to the end of its head */
+    bool method_read;  /* read_method() is done with it */
     enum corral_method method; /* of the request being parsed, once read */
     enum header_state hstate;
     int err_status; /* why a parser callback refused the request */
@@ -710,44 +712,24 @@ rbuf_compact(struct conn *c)
             c->span[k].off -= keep;
 }
 
-static int
-on_message_begin(http_parser *p)
+/* A request's first byte has arrived. */
+static void
+message_begin(struct conn *c)
 {
-    struct conn *c = p->data;
     c->in_message = c->in_head = true;
+    c->method_read = false;
+    c->method = CORRAL_METHOD_NONE;
     c->spans = 0;
     c->hstate = HS_NONE;
     c->err_status = 0;
     c->n_host = c->n_te = 0;
-    c->method = CORRAL_METHOD_NONE;
     dl_set(c, DL_REQUEST, c->server->timeout_ms);
-    return 0;
-}
-
-static enum corral_method
-method_of(unsigned m)
-{
-    switch (m) {
-    case HTTP_GET:
-        return CORRAL_METHOD_GET;
-    case HTTP_HEAD:
-        return CORRAL_METHOD_HEAD;
-    case HTTP_POST:
-        return CORRAL_METHOD_POST;
-    case HTTP_DELETE:
-        return CORRAL_METHOD_DELETE;
-    default:
-        return CORRAL_METHOD_OTHER;
-    }
 }
 
 static int
 on_url(http_parser *p, const char *at, size_t len)
 {
-    struct conn *c = p->data;
-    if (!has_span(c, SPAN_URL))
-        c->method = method_of(p->method); /* read by now */
-    span_add(c, SPAN_URL, at, len);
+    span_add(p->data, SPAN_URL, at, len);
     return 0;
 }
 
@@ -758,6 +740,68 @@ is_tchar(unsigned char ch)
     static const char extra[] = "!#$%&'*+-.^_`|~";
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
            (ch >= '0' && ch <= '9') || (ch && strchr(extra, ch) != NULL);
+}
+
+/* Reads the method of the request at rpos. http_parser knows a fixed list
+ * of methods and refuses any other token (HPE_INVALID_METHOD: a 400 and a
+ * close), where RFC 9110 (9.1, 15.5.6) has an unknown method answered as
+ * one the target does not allow, and the connection kept, as nginx does.
+ * So the method is read here, and one other than GET, HEAD, POST and
+ * DELETE reaches the parser as "GET ": the server treats them all alike.
+ * Returns 1 to parse on, 0 to wait for more bytes, or -1 with err_status
+ * set to refuse the request. */
+static int
+read_method(struct conn *c)
+{
+    static const struct {
+        char name[8];
+        size_t len;
+        enum corral_method method;
+    } known[] = {
+        {"GET", 3, CORRAL_METHOD_GET},
+        {"HEAD", 4, CORRAL_METHOD_HEAD},
+        {"POST", 4, CORRAL_METHOD_POST},
+        {"DELETE", 6, CORRAL_METHOD_DELETE},
+    };
+    struct corral_server *s = c->server;
+    const char *b = c->rbuf + c->rpos, *end = c->rbuf + c->wpos;
+    if (!c->in_message) {
+        /* Empty lines before a request line are ignored (RFC 9112 2.2). */
+        while (b < end && (*b == '\r' || *b == '\n'))
+            b++;
+        c->rpos = (size_t)(b - c->rbuf);
+        if (b == end)
+            return 0;
+        message_begin(c);
+    }
+    const char *t = b;
+    while (t < end && is_tchar((unsigned char)*t))
+        t++;
+    if (t == end) {
+        if ((size_t)(end - b) <= s->max_header)
+            return 0;
+        c->err_status = 431;
+        return -1;
+    }
+    c->method_read = true;
+    if (t == b || *t != ' ')
+        return 1; /* not a method: the parser refuses the line */
+    size_t len = (size_t)(t - b);
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (len == known[i].len && memcmp(b, known[i].name, len) == 0) {
+            c->method = known[i].method;
+            return 1;
+        }
+    }
+    c->method = CORRAL_METHOD_OTHER;
+    http_parser_execute(&c->parser, &s->settings, "GET ", 4);
+    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) { /* s_dead: cannot be */
+        c->err_status = 400;
+        return -1;
+    }
+    c->parser.nread = c->parser.nread - 4 + (uint32_t)(len + 1); /* as sent */
+    c->rpos += len + 1;
+    return 1;
 }
 
 static bool
@@ -889,6 +933,8 @@ on_message_complete(http_parser *p)
 {
     struct conn *c = p->data;
     c->in_message = false;
+    /* Stop here too: the next request's method is read_method()'s. */
+    http_parser_pause(p, 1);
     return 0;
 }
 
@@ -1042,7 +1088,6 @@ conn_dispatch(struct conn *c)
     sl->req.inm_len = ilen;
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
-    sl->req.method = method_of(c->parser.method);
     c->spans = 0; /* copied: the buffer may let the head go */
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;
@@ -1052,12 +1097,24 @@ conn_dispatch(struct conn *c)
     s->cb(&sl->req, s->arg);
 }
 
-/* Parses what is buffered and dispatches complete heads, while slots last. */
-static void
+/* Parses what is buffered and dispatches complete heads, while slots last.
+ * Returns true when it stopped for want of a slot, with bytes left. */
+static bool
 conn_parse(struct conn *c)
 {
     struct corral_server *s = c->server;
-    while (!c->stop && c->rpos < c->wpos && conn_may_take(c)) {
+    while (!c->stop && c->rpos < c->wpos) {
+        if (!conn_may_take(c))
+            return true;
+        if (!c->in_message || !c->method_read) {
+            int r = read_method(c);
+            if (r < 0)
+                conn_fail(c, c->err_status);
+            if (r <= 0)
+                return false;
+        }
+        if (c->rpos == c->wpos)
+            break;
         size_t len = c->wpos - c->rpos;
         size_t n = http_parser_execute(&c->parser, &s->settings,
                                        c->rbuf + c->rpos, len);
@@ -1065,6 +1122,8 @@ conn_parse(struct conn *c)
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
+            if (!c->in_message) /* it ended, with its body */
+                continue;
             if (c->parser.nread > s->max_header)
                 conn_fail(c, 431);
             else
@@ -1075,17 +1134,18 @@ conn_parse(struct conn *c)
             conn_fail(c, e == HPE_HEADER_OVERFLOW ? 431
                          : c->err_status          ? c->err_status
                                                   : 400);
-            return;
+            return false;
         }
         if (c->in_head && c->parser.nread > s->max_header) {
             conn_fail(c, 431);
-            return;
+            return false;
         }
         if (n < len) { /* cannot happen without upgrades; never spin */
             conn_fail(c, 400);
-            return;
+            return false;
         }
     }
+    return false;
 }
 
 /* ---- connection life ------------------------------------------------------
@@ -1149,14 +1209,14 @@ conn_run(struct conn *c)
 {
     c->in_run = true;
     for (;;) {
-        conn_parse(c);
+        bool blocked = conn_parse(c);
         if (conn_flush(c) < 0) {
             c->in_run = false;
             conn_close(c);
             return;
         }
         /* Flushing freed slots: parse what waited for them. */
-        if (c->stop || c->rpos >= c->wpos || !conn_may_take(c))
+        if (!blocked || c->stop || !conn_may_take(c))
             break;
     }
     c->in_run = false;
@@ -1467,7 +1527,6 @@ corral_server_new(struct event_base *base,
     TAILQ_INIT(&s->zombies);
     TAILQ_INIT(&s->deadlines);
     TAILQ_INIT(&s->lingering);
-    s->settings.on_message_begin = on_message_begin;
     s->settings.on_url = on_url;
     s->settings.on_header_field = on_header_field;
     s->settings.on_header_value = on_header_value;
