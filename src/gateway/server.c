@@ -1029,6 +1029,56 @@ split_target(const char *u, size_t len, const char **path, size_t *plen,
     return *plen == 0 || u[0] == '/' || (*plen == 1 && u[0] == '*' && !q);
 }
 
+/* 1 for a "." segment, 2 for "..", else 0; "%2e" counts as a dot. */
+static int
+dot_segment(const char *s, size_t n)
+{
+    int dots = 0;
+    for (size_t i = 0; i < n; dots++) {
+        if (dots == 2)
+            return 0;
+        if (s[i] == '.')
+            i++;
+        else if (n - i >= 3 && s[i] == '%' && s[i + 1] == '2' &&
+                 (s[i + 2] == 'e' || s[i + 2] == 'E'))
+            i += 3;
+        else
+            return 0;
+    }
+    return dots;
+}
+
+/* Copies the path p (starting with '/') to out with its dot segments
+ * resolved (RFC 3986 5.2.4), as nginx does before it matches a location:
+ * "/a/./b", "/a/../a/b" and "/a/%2e%2e/a/b" are all "/a/b", so routes see
+ * one spelling of a path. Returns the length written, at most n, or -1
+ * when a ".." would climb above the root (nginx: 400). */
+static long
+resolve_dots(char *out, const char *p, size_t n)
+{
+    const char *end = p + n;
+    size_t o = 0;
+    while (p < end) {
+        const char *seg = p + 1;
+        const char *slash = memchr(seg, '/', (size_t)(end - seg));
+        const char *seg_end = slash ? slash : end;
+        int dots = dot_segment(seg, (size_t)(seg_end - seg));
+        if (dots == 0) {
+            memcpy(out + o, p, (size_t)(seg_end - p));
+            o += (size_t)(seg_end - p);
+        } else if (dots == 2) {
+            if (o == 0)
+                return -1;
+            while (out[--o] != '/') /* out[0] is '/' */
+                ;
+        }
+        if (dots && !slash) /* "/a/." and "/a/b/.." are "/a/" */
+            out[o++] = '/';
+        p = seg_end;
+    }
+    return (long)o;
+}
+
 /* Copies the parsed head's strings into a slot and hands it to the handler. */
 static void
 conn_dispatch(struct conn *c)
@@ -1060,6 +1110,7 @@ conn_dispatch(struct conn *c)
             alen--;
     }
 
+    /* The copies go to the slot the request will take (free until then). */
     struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
     size_t need = plen + qlen + ilen + alen;
     if (need > sl->own_cap) {
@@ -1070,19 +1121,26 @@ conn_dispatch(struct conn *c)
         sl->own = xrealloc(sl->own, cap);
         sl->own_cap = cap;
     }
-    sl = conn_push(c);
-    char *o = sl->own;
-    if (o) {
-        memcpy(o, path, plen);
-        memcpy(o + plen, query, qlen);
-        if (inm)
-            memcpy(o + plen + qlen, inm, ilen);
-        if (auth)
-            memcpy(o + plen + qlen + ilen, auth, alen);
+    char *o = sl->own; /* need >= plen >= 1: never NULL */
+    if (path[0] == '/') {
+        long n = resolve_dots(o, path, plen);
+        if (n < 0) {
+            conn_fail(c, 400);
+            return;
+        }
+        plen = (size_t)n;
+    } else {
+        memcpy(o, path, plen); /* "*" */
     }
-    sl->req.path = o ? o : "/";
+    memcpy(o + plen, query, qlen);
+    if (inm)
+        memcpy(o + plen + qlen, inm, ilen);
+    if (auth)
+        memcpy(o + plen + qlen + ilen, auth, alen);
+    sl = conn_push(c);
+    sl->req.path = o;
     sl->req.path_len = plen;
-    sl->req.query = o ? o + plen : "";
+    sl->req.query = o + plen;
     sl->req.query_len = qlen;
     sl->req.if_none_match = inm ? o + plen + qlen : NULL;
     sl->req.inm_len = ilen;

@@ -63,7 +63,8 @@ enum corral_method {
  * 505) reaches only the access_cb, with an empty path and query. */
 struct corral_request {
     enum corral_method method;
-    const char *path; /* raw (not decoded), without the query */
+    const char *path; /* raw (not decoded) but with its dot segments
+                         resolved ("/a/../b" is "/b"); without the query */
     size_t path_len;
     const char *query; /* raw, after '?'; "" if none */
     size_t query_len;
