@@ -811,7 +811,7 @@ field_is(const struct conn *c, const char *name, size_t len)
            strncasecmp(span_ptr(c, SPAN_FIELD), name, len) == 0;
 }
 
-/* One field line is complete (name in hf, value in hv). http_parser is
+/* One field line is complete (SPAN_FIELD, SPAN_VALUE). http_parser is
  * lenient where RFC 9112 says to reject, and a proxy in front of us may
  * read the same bytes differently, so refuse: whitespace or any non-token
  * byte in a name (5.1), a folded value (5.2), a second Host or none in
