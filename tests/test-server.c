@@ -55,6 +55,17 @@ static struct {
     int drained;
     int bigs;         /* /big answers made */
     size_t max_queued, max_client_queued; /* options for start_server */
+    bool access; /* start_server: with an access callback */
+    struct access_line {
+        int status;
+        enum corral_method method;
+        char path[512]; /* copied: reading it is what the access log does */
+        size_t path_len;
+        char peer[48]; /* "(null)" without one */
+        uint64_t took_us;
+        size_t bytes;
+    } lines[64];
+    int n_lines;
     char log[4096]; /* dispatched paths and "!" events, space separated */
     struct pending *pendings;
 } F;
@@ -185,6 +196,10 @@ handler(struct corral_request *req, void *arg)
             corral_request_on_close(req, slow_gone, p);
     } else if (has_prefix(req, "/echo")) {
         respond_echo(req);
+    } else if (has_prefix(req, "/auth")) {
+        const char *a = req->authorization ? req->authorization : "(none)";
+        size_t n = req->authorization ? req->auth_len : 6;
+        corral_request_respond_simple(req, 200, "text/plain", NULL, a, n);
     } else if (has_prefix(req, "/not-modified")) {
         corral_request_respond_simple(req, 304, NULL, "ETag: \"x\"\r\n", NULL,
                                       0);
@@ -243,13 +258,43 @@ handler(struct corral_request *req, void *arg)
     }
 }
 
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The access callback: keeps what an access log would write. */
+static void
+on_access(const struct corral_request *req, int status, size_t body_bytes,
+          void *arg)
+{
+    SRV_CHECK(arg == &F);
+    if (F.n_lines == (int)(sizeof F.lines / sizeof F.lines[0]))
+        return;
+    struct access_line *l = &F.lines[F.n_lines++];
+    l->status = status;
+    l->method = req->method;
+    l->path_len = req->path_len;
+    SRV_CHECK(req->path_len < sizeof l->path);
+    memcpy(l->path, req->path, req->path_len);
+    snprintf(l->peer, sizeof l->peer, "%s", req->peer ? req->peer : "(null)");
+    uint64_t now = mono_us();
+    l->took_us = now > req->start_us ? now - req->start_us : 0;
+    l->bytes = body_bytes;
+}
+
 static void
 start_server(uint64_t timeout_ms, unsigned max_clients)
 {
     size_t mq = F.max_queued, mcq = F.max_client_queued;
+    bool access = F.access;
     memset(&F, 0, sizeof F);
     F.max_queued = mq;
     F.max_client_queued = mcq;
+    F.access = access;
     F.base = event_base_new();
     CHECK(F.base != NULL);
     struct corral_server_options o = {
@@ -260,6 +305,8 @@ start_server(uint64_t timeout_ms, unsigned max_clients)
         .max_clients = max_clients,
         .max_queued_bytes = F.max_queued,
         .max_client_queued_bytes = F.max_client_queued,
+        .access_cb = F.access ? on_access : NULL,
+        .access_arg = &F,
     };
     char err[256] = "";
     F.srv = corral_server_new(F.base, &o, handler, &F, err, sizeof err);
@@ -875,6 +922,288 @@ test_bad_input(void)
     corral_server_stats(F.srv, &st);
     CHECK_EQ_INT(st.bad_requests, 21);
     CHECK_EQ_INT(F.handled, 22); /* the check_alive()s and /x */
+    stop_server();
+}
+
+/* Regression: a refused request (400, 408) took a slot of an earlier
+ * request and was logged with what that one left there: its path (freed
+ * once it was long: a use-after-free), or on a first request no client and
+ * a start time of 0. */
+static void
+client_refused_logged(void)
+{
+    char q[301], req[400], all[17 * 400];
+    memset(q, 'q', 300);
+    q[300] = '\0';
+    snprintf(req, sizeof req, "GET /x?%s HTTP/1.1\r\nHost: t\r\n\r\n", q);
+    all[0] = '\0';
+    for (int i = 0; i < 16; i++)
+        strcat(all, req);
+    strcat(all, "GET /x HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n");
+    struct cli c;
+    struct reply r;
+    cli_connect(&c);
+    cli_sends(&c, all);
+    for (int i = 0; i < 16; i++)
+        expect_1k(&c);
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 400);
+    reply_free(&r);
+    CHECK(cli_closed(&c, 2000));
+    cli_close(&c);
+    /* The first request of a connection, refused; then a timeout. */
+    expect_error("GET /y HTTP/1.1\r\nBad Header: x\r\n\r\n", 400, BAD);
+    cli_connect(&c);
+    cli_sends(&c, "GET /x HTT");
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 408);
+    reply_free(&r);
+    cli_close(&c);
+}
+
+static void
+test_refused_request_logged(void)
+{
+    F.access = true;
+    start_server(500, 100);
+    run_client(client_refused_logged);
+    CHECK_EQ_INT(F.n_lines, 20);
+    int refused = 0;
+    for (int i = 0; i < F.n_lines; i++) {
+        const struct access_line *l = &F.lines[i];
+        CHECK_EQ_STR(l->peer, "127.0.0.1");
+        CHECK(l->took_us < 10 * 1000 * 1000);
+        if (l->status == 200)
+            continue;
+        refused++;
+        /* Refused before a handler saw it: no path. */
+        CHECK_EQ_INT(l->path_len, 0);
+        CHECK_EQ_INT(l->method, CORRAL_METHOD_GET);
+        CHECK_EQ_INT(l->bytes, l->status == 400 ? strlen(BAD) : 27);
+    }
+    CHECK_EQ_INT(refused, 3);
+    stop_server();
+    F.access = false;
+}
+
+/* Regression: the Authorization value's offset was not rebased when the
+ * read buffer was compacted under a request still arriving, so a pipelined
+ * request's token read whatever bytes came later. */
+static void
+client_auth_rebased(void)
+{
+    /* max_header_bytes is 1024: the read buffer holds 5 KB and is
+     * compacted when less than 2 KB of it are free. */
+    char pad[701], req[800], all[8 * 800];
+    memset(pad, 'p', 700);
+    pad[700] = '\0';
+    snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %s\r\n\r\n",
+             pad);
+    all[0] = '\0';
+    for (int i = 0; i < 4; i++)
+        strcat(all, req);
+    strcat(all, "GET /auth HTTP/1.1\r\nHost: t\r\n"
+                "Authorization: Bearer right-token\r\nX-Pad: ");
+    size_t at = strlen(all);
+    memcpy(all + at, pad, 200);
+    all[at + 200] = '\0';
+    CHECK(strlen(all) > 3100);
+    struct cli c;
+    cli_connect(&c);
+    cli_sends(&c, all);
+    for (int i = 0; i < 4; i++)
+        expect_1k(&c);
+    sleep_ms(50); /* the server has read the rest: the head is parsed */
+    /* The head's end, and enough after it to overwrite where the value
+     * was before the compaction. */
+    strcpy(all, "\r\n\r\n");
+    for (int i = 0; i < 5; i++)
+        strcat(all, req);
+    cli_sends(&c, all);
+    struct reply r;
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "Bearer right-token");
+    reply_free(&r);
+    for (int i = 0; i < 5; i++)
+        expect_1k(&c);
+    cli_close(&c);
+}
+
+static void
+test_auth_offset_rebased(void)
+{
+    start_server(2000, 100);
+    run_client(client_auth_rebased);
+    CHECK_EQ_INT(F.handled, 10);
+    stop_server();
+}
+
+/* Regression: with two Authorization fields the last one won, so a
+ * wrong token followed by the right one passed. Two are a 400, as two
+ * Host fields are. */
+static void
+client_duplicate_authorization(void)
+{
+    expect_error("GET /auth HTTP/1.1\r\nHost: t\r\n"
+                 "Authorization: Bearer wrong\r\n"
+                 "Authorization: Bearer right\r\n\r\n",
+                 400, BAD);
+    expect_error("GET /auth HTTP/1.1\r\nHost: t\r\n"
+                 "authorization: Bearer right\r\nX-A: 1\r\n"
+                 "AUTHORIZATION: Bearer right\r\n\r\n",
+                 400, BAD);
+    struct cli c;
+    struct reply r;
+    cli_connect(&c);
+    cli_sends(&c, "GET /auth HTTP/1.1\r\nHost: t\r\n"
+                  "Authorization: Bearer right  \r\n\r\n");
+    CHECK_EQ_INT(cli_reply(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "Bearer right");
+    reply_free(&r);
+    cli_close(&c);
+}
+
+static void
+test_duplicate_authorization(void)
+{
+    start_server(2000, 100);
+    run_client(client_duplicate_authorization);
+    CHECK_EQ_INT(F.handled, 3); /* two check_alive()s and the one /auth */
+    stop_server();
+}
+
+/* Regression: a folded line after an empty value was taken in: the
+ * parser skips the fold before a value's first byte, so the value it
+ * reports ("chunked") holds no line break to refuse. Every fold is a 400
+ * (RFC 9112 5.2), as in nginx; an empty value is not a fold. */
+static void
+client_fold_after_empty(void)
+{
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n"
+                 " chunked\r\n\r\n0\r\n\r\n",
+                 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nX-A:\r\n b\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nX-A: \t\r\n\tb\r\n\r\n", 400,
+                 BAD);
+    expect_error("GET / HTTP/1.1\r\nX-A:\r\n b\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nX-A:\r\n \r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost:\r\n t\r\n\r\n", 400, BAD);
+    /* Empty values, last or not, are fine. */
+    struct cli c;
+    cli_connect(&c);
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\nX-A:\r\nX-B: \r\n\r\n"
+                  "GET /x HTTP/1.1\r\nX-A:\r\nHost: t\r\nX-B:\r\n\r\n");
+    expect_1k(&c);
+    expect_1k(&c);
+    cli_close(&c);
+}
+
+static void
+test_fold_after_empty(void)
+{
+    start_server(2000, 100);
+    run_client(client_fold_after_empty);
+    CHECK_EQ_INT(F.handled, 8); /* six check_alive()s and two /x */
+    stop_server();
+}
+
+/* Regression: a method http_parser does not know was a 400 and a close;
+ * it is a method like PUT (the handler answers 405), and the connection
+ * goes on. A line that does not start with a token is still a 400. */
+static void
+client_unknown_method(void)
+{
+    struct cli c;
+    cli_connect(&c);
+    cli_sends(&c, "FOO /echo/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_echo(&c, "{\"path\":\"/echo/1\",\"query\":\"\",\"inm\":\"\"}");
+    cli_sends(&c, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_1k(&c);
+    /* Pipelined, after empty lines, with a body, one byte at a time. */
+    cli_sends(&c, "\r\nPURGE /echo/2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "get /echo/3?a=b HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "X-Y!z /echo/4 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                  "\r\nhelloGET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_echo(&c, "{\"path\":\"/echo/2\",\"query\":\"\",\"inm\":\"\"}");
+    expect_echo(&c, "{\"path\":\"/echo/3\",\"query\":\"a=b\",\"inm\":\"\"}");
+    expect_echo(&c, "{\"path\":\"/echo/4\",\"query\":\"\",\"inm\":\"\"}");
+    expect_1k(&c);
+    static const char slow[] = "MKCOFFEE /echo/5 HTTP/1.1\r\nHost: t\r\n\r\n";
+    for (size_t i = 0; i < sizeof slow - 1; i++) {
+        cli_send(&c, slow + i, 1);
+        sleep_ms(1);
+    }
+    expect_echo(&c, "{\"path\":\"/echo/5\",\"query\":\"\",\"inm\":\"\"}");
+    CHECK(!cli_closed(&c, 100));
+    cli_close(&c);
+    expect_error("F(O /x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("FOO\t/x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error(" FOO /x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    /* CONNECT has no tunnel here: its authority form is no target. */
+    expect_error("CONNECT example.com:443 HTTP/1.1\r\nHost: t\r\n\r\n", 400,
+                 BAD);
+}
+
+static void
+test_unknown_method(void)
+{
+    start_server(2000, 100);
+    run_client(client_unknown_method);
+    CHECK_EQ_INT(F.others, 5);
+    CHECK_EQ_INT(F.gets, 6); /* /x twice and four check_alive()s */
+    stop_server();
+}
+
+/* Regression: dot segments reached the handler as sent, so /api/../api/x
+ * missed the route /api/x. They are resolved as nginx resolves them
+ * ("%2e" is a dot too); one that climbs above the root is a 400. */
+static void
+client_dot_segments(void)
+{
+    static const struct {
+        const char *target, *path, *query;
+    } cases[] = {
+        {"/echo/a/../b", "/echo/b", ""},
+        {"/echo/./x", "/echo/x", ""},
+        {"/x/../echo/y", "/echo/y", ""},
+        {"/echo/%2e%2E/echo/z", "/echo/z", ""},
+        {"/echo/.%2e/echo/%2E/w", "/echo/w", ""},
+        {"/echo/a/.", "/echo/a/", ""},
+        {"/echo/a/b/..", "/echo/a/", ""},
+        {"/echo/a//../b", "/echo/a/b", ""},
+        {"/./echo/q?x=/../y", "/echo/q", "x=/../y"},
+        {"/echo/.../.a/a./%2e%2e%2e", "/echo/.../.a/a./%2e%2e%2e", ""},
+        {"/echo/a%2fb/../c", "/echo/c", ""},
+        {"http://h/echo/../echo/abs", "/echo/abs", ""},
+    };
+    struct cli c;
+    cli_connect(&c);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char req[256], want[256];
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n",
+                 cases[i].target);
+        snprintf(want, sizeof want,
+                 "{\"path\":\"%s\",\"query\":\"%s\",\"inm\":\"\"}",
+                 cases[i].path, cases[i].query);
+        cli_sends(&c, req);
+        expect_echo(&c, want);
+    }
+    cli_close(&c);
+    expect_error("GET /../x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET /.. HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET /echo/../../x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET /%2E%2e/x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+    expect_error("GET http://h/../x HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
+}
+
+static void
+test_dot_segments(void)
+{
+    start_server(2000, 100);
+    run_client(client_dot_segments);
+    CHECK_EQ_INT(F.handled, 12 + 5); /* and five check_alive()s */
     stop_server();
 }
 
@@ -1556,6 +1885,12 @@ main(void)
     RUN(test_http10);
     RUN(test_connection_close);
     RUN(test_bad_input);
+    RUN(test_refused_request_logged);
+    RUN(test_auth_offset_rebased);
+    RUN(test_duplicate_authorization);
+    RUN(test_fold_after_empty);
+    RUN(test_unknown_method);
+    RUN(test_dot_segments);
     RUN(test_oversized);
     RUN(test_one_byte);
     RUN(test_timeouts);

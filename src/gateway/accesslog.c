@@ -125,6 +125,8 @@ method_name(enum corral_method m)
         return "POST";
     case CORRAL_METHOD_DELETE:
         return "DELETE";
+    case CORRAL_METHOD_NONE:
+        return "-";
     default:
         return "OTHER";
     }
@@ -185,7 +187,10 @@ corral_access_log_write(const struct corral_request *req, int status,
     const char *m = method_name(req->method);
     p = fmt_put(p, m, strlen(m));
     *p++ = ' ';
-    p = put_path(p, req->path, req->path_len, LINE_MAX_BYTES - 200);
+    if (req->path_len == 0) /* refused before it had one */
+        *p++ = '-';
+    else
+        p = put_path(p, req->path, req->path_len, LINE_MAX_BYTES - 200);
     *p++ = ' ';
     p = fmt_uint(p, (uint64_t)status);
     *p++ = ' ';

@@ -60,6 +60,22 @@ enum deadline_kind {
 
 enum header_state { HS_NONE, HS_FIELD, HS_VALUE };
 
+/* The parts of the head being parsed, kept as offsets into the read buffer,
+ * which moves them when it is compacted: rbuf_compact() rebases every span
+ * in one loop, so a kind added here cannot be forgotten there. */
+enum span_kind {
+    SPAN_URL,   /* the request target */
+    SPAN_FIELD, /* the field name being read */
+    SPAN_VALUE, /* its value */
+    SPAN_INM,   /* If-None-Match's value */
+    SPAN_AUTH,  /* Authorization's value */
+    SPAN_COUNT,
+};
+
+struct span {
+    size_t off, len;
+};
+
 /* One piece of an answer: borrowed bytes, or bytes in the obuf (ptr NULL),
  * kept as an offset because the obuf may move when it grows. */
 struct part {
@@ -100,13 +116,15 @@ struct conn {
     http_parser parser;
     char *rbuf;        /* pooled; NULL while idle */
     size_t rpos, wpos; /* parsed up to, filled up to */
-    bool in_message, in_head, url_seen, has_inm, value_is_inm;
-    bool has_auth, value_is_auth;
+    bool in_message;   /* from the request's first byte to its end */
+    bool in_head;      /* ... to the end of its head */
+    bool method_read;  /* read_method() is done with it */
+    enum corral_method method; /* of the request being parsed, once read */
     enum header_state hstate;
     int err_status; /* why a parser callback refused the request */
     unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
-    size_t url_off, url_len, hf_off, hf_len, hv_off, hv_len, inm_off, inm_len;
-    size_t auth_off, auth_len;
+    struct span span[SPAN_COUNT];
+    unsigned spans;  /* bit 1 << kind: span[kind] is set */
     size_t lingered; /* bytes discarded while lingering */
 
     size_t queued; /* bytes of answers not yet written */
@@ -653,31 +671,65 @@ conn_flush(struct conn *c)
 
 /* ---- parsing ------------------------------------------------------------- */
 
-static int
-on_message_begin(http_parser *p)
+static bool
+has_span(const struct conn *c, enum span_kind k)
 {
-    struct conn *c = p->data;
+    return c->spans & 1u << k;
+}
+
+/* Starts span k at the parser's bytes at, or extends it with them. */
+static void
+span_add(struct conn *c, enum span_kind k, const char *at, size_t len)
+{
+    if (has_span(c, k)) {
+        c->span[k].len += len;
+        return;
+    }
+    c->span[k] = (struct span){(size_t)(at - c->rbuf), len};
+    c->spans |= 1u << k;
+}
+
+static const char *
+span_ptr(const struct conn *c, enum span_kind k)
+{
+    return c->rbuf + c->span[k].off;
+}
+
+/* Moves what is still needed to the front of the read buffer: the bytes
+ * not parsed yet and the head being parsed, which the spans point into. */
+static void
+rbuf_compact(struct conn *c)
+{
+    size_t keep = c->rpos;
+    for (unsigned k = 0; k < SPAN_COUNT; k++)
+        if (has_span(c, k) && c->span[k].off < keep)
+            keep = c->span[k].off;
+    memmove(c->rbuf, c->rbuf + keep, c->wpos - keep);
+    c->wpos -= keep;
+    c->rpos -= keep;
+    for (unsigned k = 0; k < SPAN_COUNT; k++)
+        if (has_span(c, k))
+            c->span[k].off -= keep;
+}
+
+/* A request's first byte has arrived. */
+static void
+message_begin(struct conn *c)
+{
     c->in_message = c->in_head = true;
-    c->url_seen = c->has_inm = c->value_is_inm = false;
-    c->has_auth = c->value_is_auth = false;
+    c->method_read = false;
+    c->method = CORRAL_METHOD_NONE;
+    c->spans = 0;
     c->hstate = HS_NONE;
     c->err_status = 0;
     c->n_host = c->n_te = 0;
     dl_set(c, DL_REQUEST, c->server->timeout_ms);
-    return 0;
 }
 
 static int
 on_url(http_parser *p, const char *at, size_t len)
 {
-    struct conn *c = p->data;
-    if (!c->url_seen) {
-        c->url_seen = true;
-        c->url_off = (size_t)(at - c->rbuf);
-        c->url_len = len;
-    } else {
-        c->url_len += len;
-    }
+    span_add(p->data, SPAN_URL, at, len);
     return 0;
 }
 
@@ -690,29 +742,103 @@ is_tchar(unsigned char ch)
            (ch >= '0' && ch <= '9') || (ch && strchr(extra, ch) != NULL);
 }
 
+/* Reads the method of the request at rpos. http_parser knows a fixed list
+ * of methods and refuses any other token (HPE_INVALID_METHOD: a 400 and a
+ * close), where RFC 9110 (9.1, 15.5.6) has an unknown method answered as
+ * one the target does not allow, and the connection kept, as nginx does.
+ * So the method is read here, and one other than GET, HEAD, POST and
+ * DELETE reaches the parser as "GET ": the server treats them all alike.
+ * Returns 1 to parse on, 0 to wait for more bytes, or -1 with err_status
+ * set to refuse the request. */
+static int
+read_method(struct conn *c)
+{
+    static const struct {
+        char name[8];
+        size_t len;
+        enum corral_method method;
+    } known[] = {
+        {"GET", 3, CORRAL_METHOD_GET},
+        {"HEAD", 4, CORRAL_METHOD_HEAD},
+        {"POST", 4, CORRAL_METHOD_POST},
+        {"DELETE", 6, CORRAL_METHOD_DELETE},
+    };
+    struct corral_server *s = c->server;
+    const char *b = c->rbuf + c->rpos, *end = c->rbuf + c->wpos;
+    if (!c->in_message) {
+        /* Empty lines before a request line are ignored (RFC 9112 2.2). */
+        while (b < end && (*b == '\r' || *b == '\n'))
+            b++;
+        c->rpos = (size_t)(b - c->rbuf);
+        if (b == end)
+            return 0;
+        message_begin(c);
+    }
+    const char *t = b;
+    while (t < end && is_tchar((unsigned char)*t))
+        t++;
+    if (t == end) {
+        if ((size_t)(end - b) <= s->max_header)
+            return 0;
+        c->err_status = 431;
+        return -1;
+    }
+    c->method_read = true;
+    if (t == b || *t != ' ')
+        return 1; /* not a method: the parser refuses the line */
+    size_t len = (size_t)(t - b);
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (len == known[i].len && memcmp(b, known[i].name, len) == 0) {
+            c->method = known[i].method;
+            return 1;
+        }
+    }
+    c->method = CORRAL_METHOD_OTHER;
+    http_parser_execute(&c->parser, &s->settings, "GET ", 4);
+    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) { /* s_dead: cannot be */
+        c->err_status = 400;
+        return -1;
+    }
+    c->parser.nread = c->parser.nread - 4 + (uint32_t)(len + 1); /* as sent */
+    c->rpos += len + 1;
+    return 1;
+}
+
 static bool
 field_is(const struct conn *c, const char *name, size_t len)
 {
-    return c->hf_len == len && strncasecmp(c->rbuf + c->hf_off, name, len) == 0;
+    return c->span[SPAN_FIELD].len == len &&
+           strncasecmp(span_ptr(c, SPAN_FIELD), name, len) == 0;
 }
 
-/* One field line is complete (name in hf, value in hv). http_parser is
+/* One field line is complete (SPAN_FIELD, SPAN_VALUE). http_parser is
  * lenient where RFC 9112 says to reject, and a proxy in front of us may
  * read the same bytes differently, so refuse: whitespace or any non-token
  * byte in a name (5.1), a folded value (5.2), a second Host or none in
- * HTTP/1.1 (3.2), and Transfer-Encoding other than one plain "chunked"
+ * HTTP/1.1 (3.2), a second Authorization (RFC 9110 11.6.2 allows one
+ * credential), and Transfer-Encoding other than one plain "chunked"
  * (6.1). Returns -1 with err_status set to refuse. */
 static int
 field_done(struct conn *c)
 {
-    const char *v = c->rbuf + c->hv_off;
-    size_t n = c->hv_len;
+    const char *f = span_ptr(c, SPAN_FIELD);
+    size_t flen = c->span[SPAN_FIELD].len;
+    const char *v = span_ptr(c, SPAN_VALUE);
+    size_t n = c->span[SPAN_VALUE].len;
 
-    for (size_t i = 0; i < c->hf_len; i++)
-        if (!is_tchar((unsigned char)c->rbuf[c->hf_off + i]))
+    for (size_t i = 0; i < flen; i++)
+        if (!is_tchar((unsigned char)f[i]))
             goto bad;
-    if (c->hf_len == 0 || memchr(v, '\n', n) != NULL ||
-        memchr(v, '\r', n) != NULL)
+    if (flen == 0 || memchr(v, '\n', n) != NULL || memchr(v, '\r', n) != NULL)
+        goto bad;
+    /* A fold before the value's first byte is skipped with the blanks, so
+     * "X-A:\r\n b" reports a value "b": look between the colon and the
+     * value too. An empty value is reported where the next line starts. */
+    const char *gap = f + flen + 1;
+    size_t glen = (size_t)(v - gap);
+    if (n == 0 && glen > 0 && gap[glen - 1] == '\n')
+        glen--;
+    if (memchr(gap, '\n', glen) != NULL)
         goto bad;
     if (field_is(c, "host", 4) && ++c->n_host > 1)
         goto bad;
@@ -729,6 +855,15 @@ field_done(struct conn *c)
             return -1;
         }
     }
+    if (field_is(c, "if-none-match", 13)) {
+        c->span[SPAN_INM] = c->span[SPAN_VALUE];
+        c->spans |= 1u << SPAN_INM;
+    } else if (field_is(c, "authorization", 13)) {
+        if (has_span(c, SPAN_AUTH))
+            goto bad; /* which one would the admin check? */
+        c->span[SPAN_AUTH] = c->span[SPAN_VALUE];
+        c->spans |= 1u << SPAN_AUTH;
+    }
     return 0;
 bad:
     c->err_status = 400;
@@ -743,11 +878,9 @@ on_header_field(http_parser *p, const char *at, size_t len)
         return -1;
     if (c->hstate != HS_FIELD) {
         c->hstate = HS_FIELD;
-        c->hf_off = (size_t)(at - c->rbuf);
-        c->hf_len = len;
-    } else {
-        c->hf_len += len;
+        c->spans &= ~(1u << SPAN_FIELD | 1u << SPAN_VALUE);
     }
+    span_add(c, SPAN_FIELD, at, len);
     return 0;
 }
 
@@ -755,29 +888,8 @@ static int
 on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    if (c->hstate != HS_VALUE) {
-        c->hstate = HS_VALUE;
-        c->value_is_inm =
-            c->hf_len == 13 &&
-            strncasecmp(c->rbuf + c->hf_off, "if-none-match", 13) == 0;
-        c->value_is_auth =
-            c->hf_len == 13 &&
-            strncasecmp(c->rbuf + c->hf_off, "authorization", 13) == 0;
-        c->hv_off = (size_t)(at - c->rbuf);
-        c->hv_len = len;
-    } else {
-        c->hv_len += len;
-    }
-    if (c->value_is_inm) {
-        c->has_inm = true;
-        c->inm_off = c->hv_off;
-        c->inm_len = c->hv_len;
-    }
-    if (c->value_is_auth) {
-        c->has_auth = true;
-        c->auth_off = c->hv_off;
-        c->auth_len = c->hv_len;
-    }
+    c->hstate = HS_VALUE;
+    span_add(c, SPAN_VALUE, at, len);
     return 0;
 }
 
@@ -821,13 +933,19 @@ on_message_complete(http_parser *p)
 {
     struct conn *c = p->data;
     c->in_message = false;
+    /* Stop here too: the next request's method is read_method()'s. */
+    http_parser_pause(p, 1);
     return 0;
 }
 
-/* The next free slot, at the tail of the queue. */
+/* The next free slot, at the tail of the queue, for the request being
+ * parsed. Nothing of the request the slot held before survives: its
+ * strings may be freed (slot_trim), and a refused request is logged with
+ * what is set here. */
 static struct slot *
 conn_push(struct conn *c)
 {
+    struct corral_server *s = c->server;
     struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
     c->count++;
     sl->state = SLOT_WAITING;
@@ -835,6 +953,19 @@ conn_push(struct conn *c)
     sl->hold = NULL;
     sl->close = false;
     sl->keep_alive_10 = false;
+    sl->req = (struct corral_request){
+        .method = c->method,
+        .path = "",
+        .query = "",
+        .upstream_ms = -1,
+    };
+    if (s->access_cb) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        sl->req.start_us =
+            (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        sl->req.peer = c->peer;
+    }
     return sl;
 }
 
@@ -866,7 +997,6 @@ conn_fail(struct conn *c, int status)
     }
     struct slot *sl = conn_push(c);
     sl->close = true;
-    sl->req.method = CORRAL_METHOD_GET;
     corral_request_respond_simple(&sl->req, status, "application/json", NULL,
                                   body, strlen(body));
 }
@@ -899,6 +1029,56 @@ split_target(const char *u, size_t len, const char **path, size_t *plen,
     return *plen == 0 || u[0] == '/' || (*plen == 1 && u[0] == '*' && !q);
 }
 
+/* 1 for a "." segment, 2 for "..", else 0; "%2e" counts as a dot. */
+static int
+dot_segment(const char *s, size_t n)
+{
+    int dots = 0;
+    for (size_t i = 0; i < n; dots++) {
+        if (dots == 2)
+            return 0;
+        if (s[i] == '.')
+            i++;
+        else if (n - i >= 3 && s[i] == '%' && s[i + 1] == '2' &&
+                 (s[i + 2] == 'e' || s[i + 2] == 'E'))
+            i += 3;
+        else
+            return 0;
+    }
+    return dots;
+}
+
+/* Copies the path p (starting with '/') to out with its dot segments
+ * resolved (RFC 3986 5.2.4), as nginx does before it matches a location:
+ * "/a/./b", "/a/../a/b" and "/a/%2e%2e/a/b" are all "/a/b", so routes see
+ * one spelling of a path. Returns the length written, at most n, or -1
+ * when a ".." would climb above the root (nginx: 400). */
+static long
+resolve_dots(char *out, const char *p, size_t n)
+{
+    const char *end = p + n;
+    size_t o = 0;
+    while (p < end) {
+        const char *seg = p + 1;
+        const char *slash = memchr(seg, '/', (size_t)(end - seg));
+        const char *seg_end = slash ? slash : end;
+        int dots = dot_segment(seg, (size_t)(seg_end - seg));
+        if (dots == 0) {
+            memcpy(out + o, p, (size_t)(seg_end - p));
+            o += (size_t)(seg_end - p);
+        } else if (dots == 2) {
+            if (o == 0)
+                return -1;
+            while (out[--o] != '/') /* out[0] is '/' */
+                ;
+        }
+        if (dots && !slash) /* "/a/." and "/a/b/.." are "/a/" */
+            out[o++] = '/';
+        p = seg_end;
+    }
+    return (long)o;
+}
+
 /* Copies the parsed head's strings into a slot and hands it to the handler. */
 static void
 conn_dispatch(struct conn *c)
@@ -907,8 +1087,9 @@ conn_dispatch(struct conn *c)
     const char *path = "/", *query = "", *inm = NULL, *auth = NULL;
     size_t plen = 1, qlen = 0, ilen = 0, alen = 0;
 
-    if (c->url_seen && !split_target(c->rbuf + c->url_off, c->url_len, &path,
-                                     &plen, &query, &qlen)) {
+    if (has_span(c, SPAN_URL) &&
+        !split_target(span_ptr(c, SPAN_URL), c->span[SPAN_URL].len, &path,
+                      &plen, &query, &qlen)) {
         conn_fail(c, 400);
         return;
     }
@@ -916,19 +1097,20 @@ conn_dispatch(struct conn *c)
         path = "/";
         plen = 1;
     }
-    if (c->has_inm) {
-        inm = c->rbuf + c->inm_off;
-        ilen = c->inm_len;
+    if (has_span(c, SPAN_INM)) {
+        inm = span_ptr(c, SPAN_INM);
+        ilen = c->span[SPAN_INM].len;
         while (ilen && (inm[ilen - 1] == ' ' || inm[ilen - 1] == '\t'))
             ilen--;
     }
-    if (c->has_auth) {
-        auth = c->rbuf + c->auth_off;
-        alen = c->auth_len;
+    if (has_span(c, SPAN_AUTH)) {
+        auth = span_ptr(c, SPAN_AUTH);
+        alen = c->span[SPAN_AUTH].len;
         while (alen && (auth[alen - 1] == ' ' || auth[alen - 1] == '\t'))
             alen--;
     }
 
+    /* The copies go to the slot the request will take (free until then). */
     struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
     size_t need = plen + qlen + ilen + alen;
     if (need > sl->own_cap) {
@@ -939,50 +1121,32 @@ conn_dispatch(struct conn *c)
         sl->own = xrealloc(sl->own, cap);
         sl->own_cap = cap;
     }
-    sl = conn_push(c);
-    char *o = sl->own;
-    if (o) {
-        memcpy(o, path, plen);
-        memcpy(o + plen, query, qlen);
-        if (inm)
-            memcpy(o + plen + qlen, inm, ilen);
-        if (auth)
-            memcpy(o + plen + qlen + ilen, auth, alen);
+    char *o = sl->own; /* need >= plen >= 1: never NULL */
+    if (path[0] == '/') {
+        long n = resolve_dots(o, path, plen);
+        if (n < 0) {
+            conn_fail(c, 400);
+            return;
+        }
+        plen = (size_t)n;
+    } else {
+        memcpy(o, path, plen); /* "*" */
     }
-    sl->req.path = o ? o : "/";
+    memcpy(o + plen, query, qlen);
+    if (inm)
+        memcpy(o + plen + qlen, inm, ilen);
+    if (auth)
+        memcpy(o + plen + qlen + ilen, auth, alen);
+    sl = conn_push(c);
+    sl->req.path = o;
     sl->req.path_len = plen;
-    sl->req.query = o ? o + plen : "";
+    sl->req.query = o + plen;
     sl->req.query_len = qlen;
     sl->req.if_none_match = inm ? o + plen + qlen : NULL;
     sl->req.inm_len = ilen;
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
-    sl->req.note = NULL;
-    sl->req.upstream_ms = -1;
-    if (s->access_cb) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        sl->req.start_us =
-            (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-        sl->req.peer = c->peer;
-    }
-    switch (c->parser.method) {
-    case HTTP_GET:
-        sl->req.method = CORRAL_METHOD_GET;
-        break;
-    case HTTP_HEAD:
-        sl->req.method = CORRAL_METHOD_HEAD;
-        break;
-    case HTTP_POST:
-        sl->req.method = CORRAL_METHOD_POST;
-        break;
-    case HTTP_DELETE:
-        sl->req.method = CORRAL_METHOD_DELETE;
-        break;
-    default:
-        sl->req.method = CORRAL_METHOD_OTHER;
-        break;
-    }
+    c->spans = 0; /* copied: the buffer may let the head go */
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;
     if (sl->close)
@@ -991,12 +1155,24 @@ conn_dispatch(struct conn *c)
     s->cb(&sl->req, s->arg);
 }
 
-/* Parses what is buffered and dispatches complete heads, while slots last. */
-static void
+/* Parses what is buffered and dispatches complete heads, while slots last.
+ * Returns true when it stopped for want of a slot, with bytes left. */
+static bool
 conn_parse(struct conn *c)
 {
     struct corral_server *s = c->server;
-    while (!c->stop && c->rpos < c->wpos && conn_may_take(c)) {
+    while (!c->stop && c->rpos < c->wpos) {
+        if (!conn_may_take(c))
+            return true;
+        if (!c->in_message || !c->method_read) {
+            int r = read_method(c);
+            if (r < 0)
+                conn_fail(c, c->err_status);
+            if (r <= 0)
+                return false;
+        }
+        if (c->rpos == c->wpos)
+            break;
         size_t len = c->wpos - c->rpos;
         size_t n = http_parser_execute(&c->parser, &s->settings,
                                        c->rbuf + c->rpos, len);
@@ -1004,6 +1180,8 @@ conn_parse(struct conn *c)
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
+            if (!c->in_message) /* it ended, with its body */
+                continue;
             if (c->parser.nread > s->max_header)
                 conn_fail(c, 431);
             else
@@ -1014,17 +1192,18 @@ conn_parse(struct conn *c)
             conn_fail(c, e == HPE_HEADER_OVERFLOW ? 431
                          : c->err_status          ? c->err_status
                                                   : 400);
-            return;
+            return false;
         }
         if (c->in_head && c->parser.nread > s->max_header) {
             conn_fail(c, 431);
-            return;
+            return false;
         }
         if (n < len) { /* cannot happen without upgrades; never spin */
             conn_fail(c, 400);
-            return;
+            return false;
         }
     }
+    return false;
 }
 
 /* ---- connection life ------------------------------------------------------
@@ -1066,7 +1245,7 @@ conn_update(struct conn *c)
     bool room = !c->rbuf ||
                 c->wpos - c->rpos < c->server->rbuf_cap - RBUF_SLACK / 2;
     conn_want_read(c, take || (!c->stop && c->count < PIPELINE_MAX && room));
-    if (c->stop || (c->rpos == c->wpos && !(c->in_head && c->url_seen)))
+    if (c->stop || (c->rpos == c->wpos && c->spans == 0))
         conn_release_rbuf(c);
     if (c->writing)
         return; /* conn_flush keeps the write deadline */
@@ -1088,14 +1267,14 @@ conn_run(struct conn *c)
 {
     c->in_run = true;
     for (;;) {
-        conn_parse(c);
+        bool blocked = conn_parse(c);
         if (conn_flush(c) < 0) {
             c->in_run = false;
             conn_close(c);
             return;
         }
         /* Flushing freed slots: parse what waited for them. */
-        if (c->stop || c->rpos >= c->wpos || !conn_may_take(c))
+        if (!blocked || c->stop || !conn_may_take(c))
             break;
     }
     c->in_run = false;
@@ -1187,17 +1366,8 @@ on_read(evutil_socket_t fd, short what, void *arg)
         c->rbuf = rbuf_get(s);
         c->rpos = c->wpos = 0;
     }
-    if (s->rbuf_cap - c->wpos < RBUF_SLACK / 2) {
-        /* Keep only what the request being parsed still points at. */
-        size_t keep = c->in_head && c->url_seen ? c->url_off : c->rpos;
-        memmove(c->rbuf, c->rbuf + keep, c->wpos - keep);
-        c->wpos -= keep;
-        c->rpos -= keep;
-        c->url_off -= keep;
-        c->hf_off -= keep;
-        c->hv_off -= keep;
-        c->inm_off -= keep;
-    }
+    if (s->rbuf_cap - c->wpos < RBUF_SLACK / 2)
+        rbuf_compact(c);
     if (c->wpos == s->rbuf_cap) { /* a head beyond the limit slipped by */
         conn_close(c);
         return;
@@ -1415,7 +1585,6 @@ corral_server_new(struct event_base *base,
     TAILQ_INIT(&s->zombies);
     TAILQ_INIT(&s->deadlines);
     TAILQ_INIT(&s->lingering);
-    s->settings.on_message_begin = on_message_begin;
     s->settings.on_url = on_url;
     s->settings.on_header_field = on_header_field;
     s->settings.on_header_value = on_header_value;

@@ -51,16 +51,20 @@ enum corral_method {
     CORRAL_METHOD_POST,
     CORRAL_METHOD_DELETE,
     CORRAL_METHOD_OTHER, /* any other method */
+    CORRAL_METHOD_NONE,  /* refused before its method was read (seen by the
+                            access_cb only) */
 };
 
 /* One parsed request. Owned by the server, embedded in a per-connection
  * slot: never copy it. Every field, and the bytes they point to, is
  * borrowed; valid until the request is answered, or until its on_close
  * callback fires (see corral_request_on_close()). Strings are not
- * NUL-terminated. */
+ * NUL-terminated. A request the server refuses itself (400, 408, 431, 501,
+ * 505) reaches only the access_cb, with an empty path and query. */
 struct corral_request {
     enum corral_method method;
-    const char *path; /* raw (not decoded), without the query */
+    const char *path; /* raw (not decoded) but with its dot segments
+                         resolved ("/a/../b" is "/b"); without the query */
     size_t path_len;
     const char *query; /* raw, after '?'; "" if none */
     size_t query_len;

@@ -1,7 +1,8 @@
 /* fuzz-request.c — libFuzzer target: the client request parser and
  * everything behind it in server.c (field checks, pipelining, bodies,
- * answers, lingering close). Each input is what one client sends on one
- * connection, then it half-closes and reads every answer. */
+ * answers, lingering close) and the access log, which every answer goes
+ * through (to /dev/null), refused ones too. Each input is what one client
+ * sends on one connection, then it half-closes and reads every answer. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,45 +11,73 @@
 
 #include <event2/event.h>
 
+#include "accesslog.h"
 #include "server.h"
 
 static struct event_base *base;
 static struct corral_server *srv;
+static struct corral_access_log *alog;
+
+/* Reads a borrowed string whole; no CR or LF is in any that the parser
+ * passed (a value's offset gone stale would read other lines). */
+static void
+check_string(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\r' || s[i] == '\n')
+            abort();
+}
 
 static void
 handler(struct corral_request *req, void *arg)
 {
     (void)arg;
     /* Borrowed fields must be readable for their whole length. */
-    volatile char sink = 0;
-    for (size_t i = 0; i < req->path_len; i++)
-        sink ^= req->path[i];
-    for (size_t i = 0; i < req->query_len; i++)
-        sink ^= req->query[i];
+    check_string(req->path, req->path_len);
+    check_string(req->query, req->query_len);
     if (req->if_none_match)
-        for (size_t i = 0; i < req->inm_len; i++)
-            sink ^= req->if_none_match[i];
+        check_string(req->if_none_match, req->inm_len);
+    if (req->authorization)
+        check_string(req->authorization, req->auth_len);
     if (req->path_len == 0 ||
-        (req->path[0] != '/' && !(req->path_len == 1 && req->path[0] == '*')) ||
-        (sink && !sink))
+        (req->path[0] != '/' && !(req->path_len == 1 && req->path[0] == '*')))
         abort();
-    corral_request_respond_simple(req, 200, "application/json", NULL, "{}", 2);
+    /* Dot segments are resolved: none is left. */
+    for (size_t i = 0; i + 2 <= req->path_len; i++)
+        if (req->path[i] == '/' && req->path[i + 1] == '.' &&
+            (i + 2 == req->path_len || req->path[i + 2] == '/' ||
+             (req->path[i + 2] == '.' &&
+              (i + 3 == req->path_len || req->path[i + 3] == '/'))))
+            abort();
+    req->note = "hit";
+    req->upstream_ms = 1;
+    if (req->method != CORRAL_METHOD_GET && req->method != CORRAL_METHOD_HEAD)
+        corral_request_respond_simple(req, 405, "application/json",
+                                      "Allow: GET, HEAD\r\n", "{}", 2);
+    else
+        corral_request_respond_simple(req, 200, "application/json", NULL, "{}",
+                                      2);
 }
 
 static void
 setup(void)
 {
+    char err[256];
+
+    base = event_base_new();
+    if (base == NULL)
+        abort();
+    alog = corral_access_log_open(base, "/dev/null", err, sizeof(err));
     struct corral_server_options o = {
         .host = "127.0.0.1",
         .max_header_bytes = 2048,
         .client_timeout_ms = 1000,
         .max_clients = 16,
+        .access_cb = corral_access_log_write,
+        .access_arg = alog,
     };
-    char err[256];
-
-    base = event_base_new();
     srv = corral_server_new(base, &o, handler, NULL, err, sizeof(err));
-    if (base == NULL || srv == NULL)
+    if (alog == NULL || srv == NULL)
         abort();
 }
 
