@@ -1009,6 +1009,27 @@ test_bad_files(void)
     }
 }
 
+/* A purged route's keys are "~<generation>~<key>": a configured key
+ * starting with '~' could be another route's key after a purge ("~1~k" is
+ * /b's "k" once /b's generation is 1), so it is refused. */
+static void
+test_key_cannot_forge_a_generation(void)
+{
+    CHECK_ERROR(ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a',\n"
+                      "'key': '~1~k'},\n"
+                      "{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
+                      "'key': 'k'}"),
+                "t.json:4: routes[0].key: \"~1~k\": ", "may not start with ~");
+    CHECK_ERROR(ROUTE("{'path': '/a/{x}', 'upstream': 'u', 'fetch': '/a',\n"
+                      "'key': '~{x}'}"),
+                "t.json:4: routes[0].key: ", "may not start with ~");
+    /* Elsewhere in a key '~' is just a character. */
+    struct corral_config *cfg = parse(
+        ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a', 'key': 'k~1~'}"));
+    CHECK(cfg != NULL);
+    corral_config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -1022,6 +1043,7 @@ main(void)
     RUN(test_upstreams);
     RUN(test_routes);
     RUN(test_aggregates);
+    RUN(test_key_cannot_forge_a_generation);
     RUN(test_expand);
     RUN(test_secrets_stay_out);
     RUN(test_good_file);

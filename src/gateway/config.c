@@ -749,6 +749,11 @@ parse_key(struct ctx *c, struct jnode *n, const char *path,
         return fail(c, n, path,
                     "must be non-empty, without control "
                     "characters");
+    if (n->val[0] == CORRAL_CONFIG_GENERATION_MARK)
+        return fail(c, n, path,
+                    "\"%s\": may not start with %c, which marks the keys "
+                    "of a purged route",
+                    quote(c, n), CORRAL_CONFIG_GENERATION_MARK);
     if (strstr(n->val, "}{"))
         return fail(c, n, path,
                     "\"%s\": two {param}s side by side would share keys "

@@ -16,6 +16,12 @@
 /* {param}s and forwarded query names a route may have, each. */
 #define CORRAL_CONFIG_MAX_PARAMS 8
 
+/* The keys of a route purged as a whole are "~<generation>~<key>"
+ * (gateway.c). No other key starts with this mark: a configured key may
+ * not, and one derived from the path starts with '/'. So no route's key
+ * can be another's after a purge. */
+#define CORRAL_CONFIG_GENERATION_MARK '~'
+
 /* The pattern a {param} gets when the route's "params" names none. */
 #define CORRAL_CONFIG_DEFAULT_PARAM_PATTERN "^[A-Za-z0-9._~-]{1,128}$"
 

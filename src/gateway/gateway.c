@@ -298,10 +298,13 @@ client_gone(struct corral_request *req, void *arg)
     corral_waiter_cancel(cl->waiter); /* answers and frees cl */
 }
 
-/* A route purged as a whole has a generation, folded into its keys:
- * "~<generation>~<key>", so every key it had is out of reach at once (the
- * old values age out of L1 and L2 by themselves). Returns false when the
- * key no longer fits. */
+/* The one place a key gets its route's generation. A route purged as a
+ * whole has a generation, folded into its keys: "~<generation>~<key>",
+ * so every key it had is out of reach at once (the old values age out of
+ * L1 and L2 by themselves). No key without a generation starts with '~'
+ * (CORRAL_CONFIG_GENERATION_MARK), and the digits end at the second one,
+ * so a key with one can be no other key. Returns false when the key no
+ * longer fits. */
 static bool
 fold_generation(const struct corral_gateway *g, const struct gen *gen,
                 struct corral_route_match *m)
@@ -312,9 +315,9 @@ fold_generation(const struct corral_gateway *g, const struct gen *gen,
         return true;
     char pre[16];
     char *p = pre;
-    *p++ = '~';
+    *p++ = CORRAL_CONFIG_GENERATION_MARK;
     p = fmt_uint(p, n);
-    *p++ = '~';
+    *p++ = CORRAL_CONFIG_GENERATION_MARK;
     size_t plen = (size_t)(p - pre);
     if (m->keylen + plen > sizeof(m->key))
         return false;
