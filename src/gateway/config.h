@@ -89,11 +89,17 @@ struct corral_config_param {
 };
 
 struct corral_config_route;
+struct corral_route_table;
+struct corral_route_match;
 
+/* An aggregate's member, resolved once, when the config loads, by the
+ * table that serves requests (route.h): what a request for its path would
+ * get, parameters checked and key built. */
 struct corral_config_member {
     char *name; /* the member's name in the aggregate body */
     char *path; /* a request path ("/api/price/ethereum"), maybe "?q=v" */
     const struct corral_config_route *route; /* the route path matches */
+    struct corral_route_match *match;        /* the request's match */
 };
 
 /* An upstream route has upstream and fetch; an aggregate has members and
@@ -135,6 +141,9 @@ struct corral_config {
     size_t n_upstreams;
     struct corral_config_route *routes;
     size_t n_routes;
+    /* The routes' matcher (route.h), built once they load: requests and
+     * aggregate members resolve through it alike. */
+    struct corral_route_table *table;
 };
 
 /* Reads and validates the file at path. Returns the config (caller frees

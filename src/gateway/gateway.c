@@ -38,9 +38,10 @@
  * are freed oldest first, since a newer one may share a budget an older
  * one's calls still wait on. */
 struct gen {
+    struct corral_gateway *g;
     const struct corral_config *cfg;
     bool owns_cfg; /* the first is the caller's */
-    struct corral_route_table *routes;
+    const struct corral_route_table *routes;  /* cfg's */
     struct corral_fetch_upstream **upstreams; /* by config index */
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
@@ -459,20 +460,18 @@ corral_gateway_snapshot(struct corral_gateway *g)
 
 static void gen_free(struct gen *gen);
 
-/* An aggregate's member: its path matched against the routes served now,
- * joined to (or starting) that route's fill like any request. */
+/* An aggregate's member: the match its path resolved to when the config
+ * loaded (in the aggregate's generation), joined to (or starting) that
+ * route's fill like any request. */
 static struct corral_waiter *
 member_get(void *ctx, const struct corral_config_member *mb,
            corral_result_cb *cb, void *arg)
 {
-    struct corral_gateway *g = ctx;
-    struct gen *gen = g->gen;
-    const char *q = strchr(mb->path, '?');
-    size_t plen = q ? (size_t)(q - mb->path) : strlen(mb->path);
-    struct corral_route_match m;
-    if (corral_route_match(gen->routes, mb->path, plen, q ? q + 1 : "",
-                           q ? strlen(q + 1) : 0, &m) != CORRAL_ROUTE_OK ||
-        m.route->upstream == NULL || !fold_generation(g, gen, &m)) {
+    struct gen *gen = ctx;
+    struct corral_gateway *g = gen->g;
+    /* A copy for the generation's prefix; its values stay the config's. */
+    struct corral_route_match m = *mb->match;
+    if (!fold_generation(g, gen, &m)) {
         errno = EINVAL;
         return NULL;
     }
@@ -551,7 +550,6 @@ gen_free(struct gen *gen)
     free(gen->route_fill);
     free(gen->gen_slot);
     free(gen->agg_fill);
-    corral_route_table_free(gen->routes);
     if (gen->owns_cfg)
         corral_config_free((struct corral_config *)gen->cfg);
     free(gen);
@@ -565,8 +563,9 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         struct gen *prev, char *err, size_t errlen)
 {
     struct gen *gen = xcalloc(1, sizeof(*gen));
+    gen->g = g;
     gen->cfg = cfg;
-    gen->routes = corral_route_table_new(cfg, err, errlen);
+    gen->routes = cfg->table;
     gen->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->upstreams));
     gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
     gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
@@ -574,8 +573,6 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
     gen->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->agg_fill));
     for (size_t r = 0; r < cfg->n_routes; r++)
         gen->gen_slot[r] = corral_metrics_generation_slot(cfg->routes[r].path);
-    if (gen->routes == NULL)
-        goto fail;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
         gen->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
@@ -609,7 +606,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             af->route = route;
             af->cache = g->cache;
             af->get = member_get;
-            af->get_ctx = g;
+            af->get_ctx = gen;
             af->jobs = &gen->jobs;
             /* Members time out first; their errors then make the answer. */
             for (size_t i = 0; i < route->n_members; i++) {
