@@ -273,13 +273,11 @@ metrics(struct corral_admin *a, struct corral_request *req)
 
     family(o, "corral_requests_total", "counter",
            "Requests answered, by route and how the cache answered.");
-    uint64_t requests = 0;
     for (size_t r = 0; r < nroutes; r++)
         for (int k = 0; k < M_RESULTS; k++) {
             uint64_t v = 0;
             for (unsigned i = 0; i < nb; i++)
                 v += corral_metrics_routes(m, b[i])[r].results[k];
-            requests += v;
             evbuffer_add_printf(o, "corral_requests_total{route=\"");
             label(o, cfg->routes[r].path);
             evbuffer_add_printf(o, "\",result=\"%s\"} %" PRIu64 "\n",
@@ -289,7 +287,6 @@ metrics(struct corral_admin *a, struct corral_request *req)
     static const char *const classes[M_CLASSES] = {"error", "1xx", "2xx",
                                                    "3xx",   "4xx", "5xx"};
     static const uint64_t bounds[M_BUCKETS] = CORRAL_METRICS_BUCKETS;
-    uint64_t calls = 0;
     family(o, "corral_upstream_calls_total", "counter",
            "Upstream calls, by upstream and status class (error: no "
            "answer).");
@@ -298,7 +295,6 @@ metrics(struct corral_admin *a, struct corral_request *req)
             uint64_t v = 0;
             for (unsigned i = 0; i < nb; i++)
                 v += corral_metrics_upstreams(m, b[i])[u].calls[k];
-            calls += v;
             evbuffer_add_printf(o, "corral_upstream_calls_total{upstream=\"");
             label(o, cfg->upstreams[u].name);
             evbuffer_add_printf(o, "\",class=\"%s\"} %" PRIu64 "\n",
@@ -336,9 +332,10 @@ metrics(struct corral_admin *a, struct corral_request *req)
         evbuffer_add_printf(o, "\"} %" PRIu64 "\n", count);
     }
     family(o, "corral_upstream_calls_saved_total", "counter",
-           "Requests answered without an upstream call of their own.");
-    sample(o, "corral_upstream_calls_saved_total",
-           requests > calls ? requests - calls : 0);
+           "Requests answered with a value they did not fill themselves: "
+           "hits from L1 or L2 (negative ones too), requests collapsed onto "
+           "another's fill, stale answers while a refresh runs.");
+    sample(o, "corral_upstream_calls_saved_total", SUMMED(saved));
 
     /* Upstream budgets. */
     static const struct {

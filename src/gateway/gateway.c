@@ -206,6 +206,10 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
                sizeof(STALE_MEMBERS) - 1) != NULL;
     enum corral_metrics_result result = result_of(source, negative);
     count(g, route, result);
+    /* An answer this request did not fill: a call saved. */
+    if (source == CORRAL_SOURCE_L1 || source == CORRAL_SOURCE_L2 ||
+        source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE)
+        g->block->saved++;
     req->note = corral_metrics_result_name(result);
     if (source == CORRAL_SOURCE_STORED || source == CORRAL_SOURCE_COLLAPSED)
         req->upstream_ms = (int64_t)corral_value_fill_ms(v);

@@ -55,6 +55,10 @@ struct corral_metrics_block {
     int64_t started_s; /* wall clock, s */
     int64_t updated_ms;
     int64_t l2_enabled;
+    /* Requests answered with a value they did not fill themselves: from
+     * L1 or L2 (a negative answer too), collapsed onto another's fill, or
+     * stale while a refresh runs. Counted as they are answered. */
+    uint64_t saved;
     struct corral_stats cache;
     struct corral_redis_stats l2;
     struct corral_server_stats server;
