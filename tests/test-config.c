@@ -4,6 +4,7 @@
  * live in tests/configs/, found beside this source file. */
 #include "config.h"
 #include "fetch.h"
+#include "route.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -655,7 +656,8 @@ test_aggregates(void)
         "t.json:4: routes[1].aggregate.b: ", "\"/b\": matches no route");
     CHECK_ERROR(ROUTE("{'path': '/p/{id}', 'upstream': 'u', 'fetch': '/',\n"
                       "'params': {'id': '^[a-z]+$'}},\n" AGG("'x': '/p/42'")),
-                "t.json:5: routes[1].aggregate.x: ", "matches no route");
+                "t.json:5: routes[1].aggregate.x: ",
+                "\"/p/42\": {id} fails its pattern in routes[0]");
     CHECK_ERROR(
         ROUTE(ROUTE_A ",\n" AGG(
             "'a': '/a'") ",\n"
@@ -1009,6 +1011,72 @@ test_bad_files(void)
     }
 }
 
+/* An aggregate's member resolves through the trie that serves requests
+ * (route.c): for /x/y, /x/{b} (a literal first segment) beats /{a}/y,
+ * whichever is listed first, and the member is checked against that
+ * route's rules. */
+static void
+test_member_resolved_by_the_serving_trie(void)
+{
+#define AGG(members) "{'path': '/all', 'aggregate': {" members "}}"
+    CHECK_ERROR(ROUTE("{'path': '/{a}/y', 'upstream': 'u', 'fetch': '/y'},\n"
+                      "{'path': '/x/{b}', 'upstream': 'u', 'fetch': '/x',\n"
+                      "'json': false},\n" AGG("'m': '/x/y'")),
+                "t.json:6: routes[2].aggregate.m: ",
+                "\"/x/y\": routes[1] has json: false");
+    struct corral_config *cfg =
+        parse(ROUTE("{'path': '/{a}/y', 'upstream': 'u', 'fetch': '/y',\n"
+                    "'json': false},\n"
+                    "{'path': '/x/{b}', 'upstream': 'u', 'fetch': '/x'},\n" AGG(
+                        "'m': '/x/y'")));
+    if (cfg == NULL)
+        fprintf(stderr, "got \"%s\"\n", errbuf);
+    CHECK(cfg != NULL);
+    const struct corral_config_member *m = &cfg->routes[2].members[0];
+    CHECK(m->route == &cfg->routes[1]);
+    /* The match the requests get: the same route, its key. */
+    struct corral_route_match rm;
+    CHECK_EQ_INT(corral_route_match(cfg->table, "/x/y", 4, "", 0, &rm),
+                 CORRAL_ROUTE_OK);
+    CHECK(rm.route == m->route);
+    CHECK_EQ_STR(m->match->key, "/x/y");
+    CHECK_EQ_STR(m->match->values[0], "y");
+    corral_config_free(cfg);
+    /* Percent-encoded as a request would be: /x/%79 is /x/y. */
+    cfg = parse(ROUTE("{'path': '/x/y', 'upstream': 'u', 'fetch': '/xy'},\n"
+                      "{'path': '/x/{b}', 'upstream': 'u', 'fetch': "
+                      "'/x'},\n" AGG("'m': '/x/%79'")));
+    CHECK(cfg != NULL);
+    CHECK(cfg->routes[2].members[0].route == &cfg->routes[0]);
+    corral_config_free(cfg);
+    CHECK_ERROR(
+        ROUTE("{'path': '/g', 'upstream': 'u', 'fetch': '/g',\n"
+              "'query': ['c']},\n" AGG("'m': '/g?c=%zz'")),
+        "t.json:5: routes[1].aggregate.m: ", "the value of c is malformed");
+#undef AGG
+}
+
+/* A purged route's keys are "~<generation>~<key>": a configured key
+ * starting with '~' could be another route's key after a purge ("~1~k" is
+ * /b's "k" once /b's generation is 1), so it is refused. */
+static void
+test_key_cannot_forge_a_generation(void)
+{
+    CHECK_ERROR(ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a',\n"
+                      "'key': '~1~k'},\n"
+                      "{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
+                      "'key': 'k'}"),
+                "t.json:4: routes[0].key: \"~1~k\": ", "may not start with ~");
+    CHECK_ERROR(ROUTE("{'path': '/a/{x}', 'upstream': 'u', 'fetch': '/a',\n"
+                      "'key': '~{x}'}"),
+                "t.json:4: routes[0].key: ", "may not start with ~");
+    /* Elsewhere in a key '~' is just a character. */
+    struct corral_config *cfg = parse(
+        ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a', 'key': 'k~1~'}"));
+    CHECK(cfg != NULL);
+    corral_config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -1022,6 +1090,8 @@ main(void)
     RUN(test_upstreams);
     RUN(test_routes);
     RUN(test_aggregates);
+    RUN(test_key_cannot_forge_a_generation);
+    RUN(test_member_resolved_by_the_serving_trie);
     RUN(test_expand);
     RUN(test_secrets_stay_out);
     RUN(test_good_file);

@@ -54,7 +54,7 @@ struct corral_cache {
     uint32_t max_waiters;
     uint64_t backoff_min_ms, backoff_max_ms;
 
-    struct flight fl;                /* fills, waiters, delivery */
+    struct corral_flight fl;         /* fills, waiters, delivery */
     struct waiter_list tier_waiters; /* corral_get() on the tier */
     struct event *sweep_ev;
     bool closing;
@@ -317,7 +317,7 @@ fill_settle(struct corral_fill *f, int error, const char *message,
         abort();
     f->value = value;
     c->stats.fills_in_flight--;
-    flight_settle(&c->fl, f);
+    corral_flight_settle(&c->fl, f);
 }
 
 static void cache_destroy(struct corral_cache *c);
@@ -349,7 +349,7 @@ static void
 purge_fill(struct corral_cache *c, const void *key, size_t keylen)
 {
     uint64_t h;
-    struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
+    struct corral_fill *f = *corral_flight_slot(&c->fl, key, keylen, &h);
     if (f != NULL) {
         if (f->state == F_COMPUTING)
             f->purged = true;
@@ -379,7 +379,7 @@ tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
 {
     struct corral_cache *c = arg;
     uint64_t h;
-    struct corral_fill *f = *flight_slot(&c->fl, key, keylen, &h);
+    struct corral_fill *f = *corral_flight_slot(&c->fl, key, keylen, &h);
     if (o->kind == CORRAL_OUTCOME_FAILED) {
         if (f != NULL && f->state == F_REMOTE) {
             c->stats.failures_shared++;
@@ -423,7 +423,7 @@ tier_resync(bool lost, void *arg)
         c->stats.tier_resyncs_lost++;
         corral_l1_clear(c->l1);
     }
-    flight_each(&c->fl, resync_fill, &lost);
+    corral_flight_each(&c->fl, resync_fill, &lost);
 }
 
 static const struct corral_tier_events tier_events = {
@@ -462,7 +462,7 @@ corral_cache_new(struct event_base *base,
     TAILQ_INIT(&c->tier_waiters);
     if (getrandom(&c->rng, sizeof(c->rng), 0) != sizeof(c->rng) || !c->rng)
         c->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)c;
-    flight_init(&c->fl, base, fill_release, destroy_cb, c);
+    corral_flight_init(&c->fl, base, fill_release, destroy_cb, c);
     c->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, c);
     if (c->sweep_ev == NULL)
         abort();
@@ -479,7 +479,7 @@ static void
 fill_abandon(struct corral_fill *f)
 {
     struct corral_cache *c = f->cache;
-    flight_cancel_waiters(&c->fl, f);
+    corral_flight_cancel_waiters(&c->fl, f);
     if (f->computing && f->abort_cb) {
         f->computing = false;
         f->abort_cb(f->abort_arg);
@@ -500,7 +500,7 @@ cache_destroy(struct corral_cache *c)
     if (c->tier && c->tier->listen)
         c->tier->listen(c->tier_ctx, NULL, NULL);
     event_free(c->sweep_ev);
-    flight_fini(&c->fl, fill_abandon);
+    corral_flight_finish(&c->fl, fill_abandon);
     struct corral_waiter *w;
     while ((w = TAILQ_FIRST(&c->tier_waiters)) != NULL) {
         TAILQ_REMOVE(&c->tier_waiters, w, link);
@@ -514,8 +514,8 @@ cache_destroy(struct corral_cache *c)
         w->cache = NULL;
         if (tell) {
             c->stats.waiters_cancelled++;
-            flight_fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE,
-                        NULL);
+            corral_flight_fire(w, -ECANCELED, "cache torn down",
+                               CORRAL_SOURCE_NONE, NULL);
         }
     }
     corral_l1_free(c->l1);
@@ -571,10 +571,11 @@ tier_get_done(struct corral_value *value, int error, void *arg)
     if (value && now < value->expires_at) {
         corral_l1_put(c->l1, value);
         c->stats.hits_l2++;
-        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L2, value);
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L2, value);
     } else {
         c->stats.misses++;
-        flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE, NULL);
+        corral_flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE,
+                            NULL);
     }
     corral_value_unref(value);
 }
@@ -591,8 +592,8 @@ tier_timeout_cb(evutil_socket_t fd, short what, void *arg)
     w->state = W_ZOMBIE;
     c->stats.misses++;
     c->fl.in_callback++;
-    flight_fire(w, -ETIMEDOUT, "the tier did not answer in time",
-                CORRAL_SOURCE_NONE, NULL);
+    corral_flight_fire(w, -ETIMEDOUT, "the tier did not answer in time",
+                       CORRAL_SOURCE_NONE, NULL);
     if (--c->fl.in_callback == 0 && c->fl.free_requested)
         cache_destroy(c);
 }
@@ -603,12 +604,12 @@ corral_get(struct corral_cache *c, const void *key, size_t keylen,
 {
     if (c->closing)
         return NULL;
-    struct corral_waiter *w = flight_waiter_new(c, cb, arg);
+    struct corral_waiter *w = corral_flight_waiter_new(c, cb, arg);
     struct corral_value *v =
         corral_l1_get(c->l1, key, keylen, corral_cache_now(c));
     if (v) {
         c->stats.hits_l1++;
-        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
     } else if (c->tier) {
         struct timeval tv = corral_ms_to_tv(c->fill_timeout_ms);
         w->state = W_TIER;
@@ -619,7 +620,8 @@ corral_get(struct corral_cache *c, const void *key, size_t keylen,
         c->tier->get(c->tier_ctx, key, keylen, tier_get_done, w);
     } else {
         c->stats.misses++;
-        flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE, NULL);
+        corral_flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE,
+                            NULL);
     }
     return w;
 }
@@ -722,7 +724,7 @@ take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
         corral_l1_put(c->l1, value);
         if (now < value->expires_at + value->swr_ms) {
             c->stats.stale_hits += f->nwaiters;
-            flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
+            corral_flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
         }
         f->refresh = true;
         f->refresh_of = value->stored_at;
@@ -874,8 +876,8 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
     start_compute(f);
 }
 
-/* Opens the pending record of key (slot and h from flight_slot) and starts
- * it: the tier below first, when there is one. */
+/* Opens the pending record of key (slot and h from corral_flight_slot) and
+ * starts it: the tier below first, when there is one. */
 static struct corral_fill *
 fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
            const void *key, size_t keylen,
@@ -912,10 +914,10 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
     f->timeout_ms = ms;
     struct timeval tv = corral_ms_to_tv(ms);
     evtimer_add(f->deadline, &tv);
-    flight_add(&c->fl, slot, f);
+    corral_flight_add(&c->fl, slot, f);
     c->stats.fills_in_flight++;
     if (w != NULL)
-        flight_join(f, w, true);
+        corral_flight_join(f, w, true);
     else
         c->stats.refreshes++;
     if (c->tier)
@@ -953,7 +955,7 @@ refresh_start(struct corral_cache *c, const void *key, size_t keylen,
     if (keylen == 0 || keylen > CORRAL_KEY_MAX)
         return -EINVAL;
     uint64_t h;
-    struct corral_fill **slot = flight_slot(&c->fl, key, keylen, &h);
+    struct corral_fill **slot = corral_flight_slot(&c->fl, key, keylen, &h);
     if (*slot != NULL)
         return -EALREADY;
     uint64_t now = corral_cache_now(c);
@@ -998,12 +1000,13 @@ answer_backoff(struct corral_cache *c, struct corral_waiter *w,
     c->stats.backoff_answers++;
     if (stale != NULL) {
         c->stats.stale_errors++;
-        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_ERROR, stale);
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_ERROR, stale);
         return;
     }
     w->owned = xstrndup(b->message, strlen(b->message));
     w->retry_after_ms = b->until - now;
-    flight_ready(&c->fl, w, b->error, w->owned, CORRAL_SOURCE_NONE, NULL);
+    corral_flight_ready(&c->fl, w, b->error, w->owned, CORRAL_SOURCE_NONE,
+                        NULL);
 }
 
 struct corral_waiter *
@@ -1015,12 +1018,12 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
 {
     if (c->closing)
         return NULL;
-    struct corral_waiter *w = flight_waiter_new(c, cb, arg);
+    struct corral_waiter *w = corral_flight_waiter_new(c, cb, arg);
     uint64_t now = corral_cache_now(c);
     struct corral_value *v = corral_l1_get(c->l1, key, keylen, now);
     if (v) {
         c->stats.hits_l1++;
-        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
         if (corral_cache_early(c, v, strategy->beta) &&
             corral_refresh(c, key, keylen, strategy, fill_timeout_ms,
                            compute) == 0)
@@ -1028,11 +1031,12 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
         return w;
     }
     if (keylen == 0 || keylen > CORRAL_KEY_MAX) {
-        flight_ready(&c->fl, w, -EINVAL, "bad key length", CORRAL_SOURCE_NONE, NULL);
+        corral_flight_ready(&c->fl, w, -EINVAL, "bad key length",
+                            CORRAL_SOURCE_NONE, NULL);
         return w;
     }
     uint64_t h;
-    struct corral_fill **slot = flight_slot(&c->fl, key, keylen, &h);
+    struct corral_fill **slot = corral_flight_slot(&c->fl, key, keylen, &h);
     struct corral_fill *f = *slot;
     /* Expired, but L1 keeps it for a stale window. */
     struct corral_value *stale = corral_l1_find(c->l1, key, keylen);
@@ -1046,7 +1050,7 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
             return w;
         }
         c->stats.stale_hits++;
-        flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE, stale);
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE, stale);
         if (f == NULL)
             fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
                        compute, NULL);
@@ -1059,13 +1063,14 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     }
     if (f) {
         if (f->nwaiters >= c->max_waiters) {
-            flight_ready(&c->fl, w, -EAGAIN, "too many waiters on this key",
-                         CORRAL_SOURCE_NONE, NULL);
+            corral_flight_ready(&c->fl, w, -EAGAIN,
+                                "too many waiters on this key",
+                                CORRAL_SOURCE_NONE, NULL);
             return w;
         }
         c->stats.misses++;
         c->stats.waiters_collapsed++;
-        flight_join(f, w, false);
+        corral_flight_join(f, w, false);
         return w;
     }
     c->stats.misses++;
@@ -1091,7 +1096,7 @@ corral_waiter_cancel(struct corral_waiter *w)
     if (w->state != W_TIER) {
         /* Ready, pending or firing: single flight's; a zombie: answered. */
         if (w->state != W_ZOMBIE)
-            flight_cancel(&c->fl, w);
+            corral_flight_cancel(&c->fl, w);
         return;
     }
     /* The tier still owes its callback, which frees w. */
@@ -1099,7 +1104,7 @@ corral_waiter_cancel(struct corral_waiter *w)
     w->timer = NULL;
     w->state = W_ZOMBIE;
     c->stats.waiters_cancelled++;
-    flight_fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
+    corral_flight_fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
 }
 
 /* ---- stores ---- */

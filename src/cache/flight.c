@@ -14,9 +14,9 @@
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg);
 
 void
-flight_init(struct flight *fl, struct event_base *base,
-            void (*released)(struct corral_fill *), void (*destroy)(void *),
-            void *owner)
+corral_flight_init(struct corral_flight *fl, struct event_base *base,
+                   void (*released)(struct corral_fill *),
+                   void (*destroy)(void *), void *owner)
 {
     memset(fl, 0, sizeof(*fl));
     fl->fills = xcalloc(64, sizeof(*fl->fills));
@@ -36,7 +36,8 @@ flight_init(struct flight *fl, struct event_base *base,
 /* ---- the table ---- */
 
 struct corral_fill **
-flight_slot(struct flight *fl, const void *key, size_t keylen, uint64_t *hash)
+corral_flight_slot(struct corral_flight *fl, const void *key, size_t keylen,
+                   uint64_t *hash)
 {
     uint64_t h = corral_siphash(key, keylen, fl->seed);
     struct corral_fill **pp = &fl->fills[h & fl->mask];
@@ -49,7 +50,7 @@ flight_slot(struct flight *fl, const void *key, size_t keylen, uint64_t *hash)
 }
 
 static void
-grow(struct flight *fl)
+grow(struct corral_flight *fl)
 {
     size_t n = (fl->mask + 1) * 2;
     struct corral_fill **t = xcalloc(n, sizeof(*t));
@@ -68,7 +69,8 @@ grow(struct flight *fl)
 }
 
 void
-flight_add(struct flight *fl, struct corral_fill **slot, struct corral_fill *f)
+corral_flight_add(struct corral_flight *fl, struct corral_fill **slot,
+                  struct corral_fill *f)
 {
     f->hnext = NULL;
     *slot = f;
@@ -77,10 +79,10 @@ flight_add(struct flight *fl, struct corral_fill **slot, struct corral_fill *f)
 }
 
 void
-flight_remove(struct flight *fl, struct corral_fill *f)
+corral_flight_remove(struct corral_flight *fl, struct corral_fill *f)
 {
     uint64_t h;
-    struct corral_fill **pp = flight_slot(fl, f->key, f->keylen, &h);
+    struct corral_fill **pp = corral_flight_slot(fl, f->key, f->keylen, &h);
 
     if (*pp == f) {
         *pp = f->hnext;
@@ -90,7 +92,7 @@ flight_remove(struct flight *fl, struct corral_fill *f)
 }
 
 void
-flight_each(struct flight *fl, void (*fn)(struct corral_fill *, void *),
+corral_flight_each(struct corral_flight *fl, void (*fn)(struct corral_fill *, void *),
             void *arg)
 {
     for (size_t i = 0; i <= fl->mask; i++)
@@ -101,13 +103,14 @@ flight_each(struct flight *fl, void (*fn)(struct corral_fill *, void *),
 /* ---- waiters ---- */
 
 static void
-schedule(struct flight *fl)
+schedule(struct corral_flight *fl)
 {
     event_active(fl->dispatch_ev, EV_TIMEOUT, 0);
 }
 
 struct corral_waiter *
-flight_waiter_new(struct corral_cache *c, corral_result_cb *cb, void *arg)
+corral_flight_waiter_new(struct corral_cache *c, corral_result_cb *cb,
+                         void *arg)
 {
     struct corral_waiter *w = xcalloc(1, sizeof(*w));
 
@@ -118,9 +121,9 @@ flight_waiter_new(struct corral_cache *c, corral_result_cb *cb, void *arg)
 }
 
 void
-flight_ready(struct flight *fl, struct corral_waiter *w, int error,
-             const char *message, enum corral_source source,
-             struct corral_value *value)
+corral_flight_ready(struct corral_flight *fl, struct corral_waiter *w,
+                    int error, const char *message, enum corral_source source,
+                    struct corral_value *value)
 {
     w->state = W_READY;
     w->error = error;
@@ -133,7 +136,7 @@ flight_ready(struct flight *fl, struct corral_waiter *w, int error,
 }
 
 void
-flight_join(struct corral_fill *f, struct corral_waiter *w, bool leader)
+corral_flight_join(struct corral_fill *f, struct corral_waiter *w, bool leader)
 {
     w->state = W_PENDING;
     w->fill = f;
@@ -143,8 +146,8 @@ flight_join(struct corral_fill *f, struct corral_waiter *w, bool leader)
 }
 
 void
-flight_answer_all(struct flight *fl, struct corral_fill *f,
-                  enum corral_source source, struct corral_value *value)
+corral_flight_answer_all(struct corral_flight *fl, struct corral_fill *f,
+                         enum corral_source source, struct corral_value *value)
 {
     struct corral_waiter *w;
 
@@ -152,13 +155,13 @@ flight_answer_all(struct flight *fl, struct corral_fill *f,
         TAILQ_REMOVE(&f->waiters, w, link);
         f->nwaiters--;
         w->fill = NULL;
-        flight_ready(fl, w, 0, "", source, value);
+        corral_flight_ready(fl, w, 0, "", source, value);
     }
 }
 
 void
-flight_fire(struct corral_waiter *w, int error, const char *message,
-            enum corral_source source, struct corral_value *value)
+corral_flight_fire(struct corral_waiter *w, int error, const char *message,
+                   enum corral_source source, struct corral_value *value)
 {
     struct corral_result res = {
         .error = error,
@@ -171,16 +174,16 @@ flight_fire(struct corral_waiter *w, int error, const char *message,
 }
 
 void
-flight_waiter_free(struct corral_waiter *w)
+corral_flight_waiter_free(struct corral_waiter *w)
 {
     free(w->owned);
     free(w);
 }
 
 void
-flight_settle(struct flight *fl, struct corral_fill *f)
+corral_flight_settle(struct corral_flight *fl, struct corral_fill *f)
 {
-    flight_remove(fl, f);
+    corral_flight_remove(fl, f);
     f->state = F_SETTLED;
     STAILQ_INSERT_TAIL(&fl->settled, f, settled_link);
     schedule(fl);
@@ -199,7 +202,7 @@ pop(struct waiter_list *l, size_t *n)
 }
 
 static void
-fan_out(struct flight *fl, struct corral_fill *f)
+fan_out(struct corral_flight *fl, struct corral_fill *f)
 {
     struct corral_waiter *w;
 
@@ -213,8 +216,8 @@ fan_out(struct flight *fl, struct corral_fill *f)
         w->fill = NULL;
         w->state = W_FIRING;
         w->retry_after_ms = f->retry_after_ms;
-        flight_fire(w, f->error, f->message, src, f->value);
-        flight_waiter_free(w);
+        corral_flight_fire(w, f->error, f->message, src, f->value);
+        corral_flight_waiter_free(w);
         if (fl->free_requested)
             break;
     }
@@ -223,7 +226,7 @@ fan_out(struct flight *fl, struct corral_fill *f)
 static void
 dispatch_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct flight *fl = arg;
+    struct corral_flight *fl = arg;
     struct fill_queue todo = STAILQ_HEAD_INITIALIZER(todo);
     struct corral_waiter *w;
     struct corral_fill *f;
@@ -238,9 +241,9 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
     while (n-- > 0 && !fl->free_requested &&
            (w = pop(&fl->ready, &fl->nready)) != NULL) {
         w->state = W_FIRING;
-        flight_fire(w, w->error, w->message, w->source, w->value);
+        corral_flight_fire(w, w->error, w->message, w->source, w->value);
         corral_value_unref(w->value);
-        flight_waiter_free(w);
+        corral_flight_waiter_free(w);
     }
     while ((f = STAILQ_FIRST(&todo)) != NULL) {
         STAILQ_REMOVE_HEAD(&todo, settled_link);
@@ -264,28 +267,28 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
 /* ---- cancelling ---- */
 
 static void
-cancel_list(struct flight *fl, struct waiter_list *l, size_t *n)
+cancel_list(struct corral_flight *fl, struct waiter_list *l, size_t *n)
 {
     struct corral_waiter *w;
 
     while ((w = pop(l, n)) != NULL) {
         fl->cancelled++;
         w->state = W_FIRING;
-        flight_fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE,
-                    NULL);
+        corral_flight_fire(w, -ECANCELED, "cache torn down", CORRAL_SOURCE_NONE,
+                           NULL);
         corral_value_unref(w->value);
-        flight_waiter_free(w);
+        corral_flight_waiter_free(w);
     }
 }
 
 void
-flight_cancel_waiters(struct flight *fl, struct corral_fill *f)
+corral_flight_cancel_waiters(struct corral_flight *fl, struct corral_fill *f)
 {
     cancel_list(fl, &f->waiters, &f->nwaiters);
 }
 
 bool
-flight_cancel(struct flight *fl, struct corral_waiter *w)
+corral_flight_cancel(struct corral_flight *fl, struct corral_waiter *w)
 {
     switch (w->state) {
     case W_READY:
@@ -306,13 +309,14 @@ flight_cancel(struct flight *fl, struct corral_waiter *w)
     w->state = W_FIRING;
     w->retry_after_ms = 0;
     fl->cancelled++;
-    flight_fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
-    flight_waiter_free(w);
+    corral_flight_fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
+    corral_flight_waiter_free(w);
     return true;
 }
 
 void
-flight_fini(struct flight *fl, void (*abandon)(struct corral_fill *))
+corral_flight_finish(struct corral_flight *fl,
+                     void (*abandon)(struct corral_fill *))
 {
     struct corral_fill *f;
 

@@ -101,7 +101,7 @@ struct corral_fill {
 
 STAILQ_HEAD(fill_queue, corral_fill);
 
-struct flight {
+struct corral_flight {
     struct corral_fill **fills; /* open fills by key */
     size_t mask, n;
     struct fill_queue settled; /* to fan out */
@@ -120,67 +120,72 @@ struct flight {
 };
 
 /* Sets fl up on base. Aborts when out of memory (see xalloc.h). */
-void flight_init(struct flight *fl, struct event_base *base,
-                 void (*released)(struct corral_fill *),
-                 void (*destroy)(void *), void *owner);
+void corral_flight_init(struct corral_flight *fl, struct event_base *base,
+                        void (*released)(struct corral_fill *),
+                        void (*destroy)(void *), void *owner);
 
 /* Answers every queued waiter -ECANCELED and hands every fill, open or
  * settled, to abandon (which must drop its waiters with
- * flight_cancel_waiters()). Frees the table. */
-void flight_fini(struct flight *fl, void (*abandon)(struct corral_fill *));
+ * corral_flight_cancel_waiters()). Frees the table. */
+void corral_flight_finish(struct corral_flight *fl,
+                          void (*abandon)(struct corral_fill *));
 
 /* The slot where key's fill is (*slot != NULL) or would go. */
-struct corral_fill **flight_slot(struct flight *fl, const void *key,
-                                 size_t keylen, uint64_t *hash);
+struct corral_fill **corral_flight_slot(struct corral_flight *fl,
+                                        const void *key, size_t keylen,
+                                        uint64_t *hash);
 
 /* Puts f (hash set) in the empty slot. */
-void flight_add(struct flight *fl, struct corral_fill **slot,
-                struct corral_fill *f);
+void corral_flight_add(struct corral_flight *fl, struct corral_fill **slot,
+                       struct corral_fill *f);
 
 /* Takes f out of the table, if it is there. */
-void flight_remove(struct flight *fl, struct corral_fill *f);
+void corral_flight_remove(struct corral_flight *fl, struct corral_fill *f);
 
 /* A new waiter of cache c. */
-struct corral_waiter *flight_waiter_new(struct corral_cache *c,
-                                        corral_result_cb *cb, void *arg);
+struct corral_waiter *corral_flight_waiter_new(struct corral_cache *c,
+                                               corral_result_cb *cb, void *arg);
 
 /* Queues w's answer for delivery from the loop. Takes a reference to
  * value. */
-void flight_ready(struct flight *fl, struct corral_waiter *w, int error,
-                  const char *message, enum corral_source source,
-                  struct corral_value *value);
+void corral_flight_ready(struct corral_flight *fl, struct corral_waiter *w,
+                         int error, const char *message,
+                         enum corral_source source, struct corral_value *value);
 
 /* w waits on f (leader: it started f). */
-void flight_join(struct corral_fill *f, struct corral_waiter *w, bool leader);
+void corral_flight_join(struct corral_fill *f, struct corral_waiter *w,
+                        bool leader);
 
 /* f's result (error, message, value, from_tier) is set: take it out of the
  * table and fan it out to its waiters from the loop. */
-void flight_settle(struct flight *fl, struct corral_fill *f);
+void corral_flight_settle(struct corral_flight *fl, struct corral_fill *f);
 
 /* Answers every waiter of f now (from the loop) with value, as source;
  * f goes on without them. */
-void flight_answer_all(struct flight *fl, struct corral_fill *f,
-                       enum corral_source source, struct corral_value *value);
+void corral_flight_answer_all(struct corral_flight *fl, struct corral_fill *f,
+                              enum corral_source source,
+                              struct corral_value *value);
 
 /* Calls w's callback (w->retry_after_ms goes with an error). */
-void flight_fire(struct corral_waiter *w, int error, const char *message,
-                 enum corral_source source, struct corral_value *value);
+void corral_flight_fire(struct corral_waiter *w, int error, const char *message,
+                        enum corral_source source, struct corral_value *value);
 
 /* Frees a waiter that has fired or been cancelled. */
-void flight_waiter_free(struct corral_waiter *w);
+void corral_flight_waiter_free(struct corral_waiter *w);
 
 /* Calls fn for every fill in the table (not those settled). fn may not
  * add or remove fills. */
-void flight_each(struct flight *fl, void (*fn)(struct corral_fill *, void *),
+void corral_flight_each(struct corral_flight *fl, void (*fn)(struct corral_fill *, void *),
                  void *arg);
 
 /* Answers every waiter of f -ECANCELED ("cache torn down") and frees
  * them. */
-void flight_cancel_waiters(struct flight *fl, struct corral_fill *f);
+void corral_flight_cancel_waiters(struct corral_flight *fl,
+                                  struct corral_fill *f);
 
 /* Cancels a W_READY or W_PENDING waiter (answers -ECANCELED, frees it);
  * a W_FIRING one is left alone. Returns false for the states cache.c owns
  * (W_TIER, W_ZOMBIE). */
-bool flight_cancel(struct flight *fl, struct corral_waiter *w);
+bool corral_flight_cancel(struct corral_flight *fl, struct corral_waiter *w);
 
 #endif

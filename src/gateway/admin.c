@@ -316,98 +316,153 @@ sample(struct evbuffer *o, const char *name, uint64_t v)
         s_;                                                                    \
     })
 
-static void
-metrics(struct corral_admin *a, struct corral_request *req)
-{
-    struct corral_metrics *m = corral_gateway_metrics(a->g);
-    const struct corral_config *cfg = corral_gateway_config(a->g);
-    corral_gateway_snapshot(a->g);
-    unsigned nw = corral_metrics_workers(m), nb = 0;
-    struct corral_metrics_block **b = xcalloc(nw, sizeof(*b));
-    for (unsigned i = 0; i < nw; i++) {
-        struct corral_metrics_block *x = corral_metrics_block(m, i);
-        if (block_live(x))
-            b[nb++] = x;
-    }
-    struct evbuffer *o = evbuffer_new();
-    if (o == NULL)
-        abort(); /* the policy of xalloc.h */
-    size_t nroutes = cfg->n_routes, nups = cfg->n_upstreams;
-    if (nroutes > corral_metrics_cap_routes(m))
-        nroutes = corral_metrics_cap_routes(m);
-    if (nups > corral_metrics_cap_upstreams(m))
-        nups = corral_metrics_cap_upstreams(m);
+/* ---- route and upstream series, merged by name over the workers ---- */
 
+/* One kind of named slot (metrics.h): how to read one and add one to
+ * another of the same name. */
+struct slot_kind {
+    size_t size;
+    unsigned (*cap)(const struct corral_metrics *m);
+    bool (*read)(const struct corral_metrics *m,
+                 const struct corral_metrics_block *b, unsigned i, void *out);
+    void (*add)(void *into, const void *from);
+};
+
+static bool
+read_route(const struct corral_metrics *m, const struct corral_metrics_block *b,
+           unsigned i, void *out)
+{
+    return corral_metrics_route_read(m, b, i, out);
+}
+
+static void
+add_route(void *into, const void *from)
+{
+    struct corral_metrics_route *x = into;
+    const struct corral_metrics_route *y = from;
+    for (int k = 0; k < M_RESULTS; k++)
+        x->results[k] += y->results[k];
+}
+
+static bool
+read_upstream(const struct corral_metrics *m,
+              const struct corral_metrics_block *b, unsigned i, void *out)
+{
+    return corral_metrics_upstream_read(m, b, i, out);
+}
+
+static void
+add_upstream(void *into, const void *from)
+{
+    struct corral_metrics_upstream *x = into;
+    const struct corral_metrics_upstream *y = from;
+    for (int k = 0; k < M_CLASSES; k++)
+        x->calls[k] += y->calls[k];
+    for (int k = 0; k < M_BUCKETS; k++)
+        x->le[k] += y->le[k];
+    x->count += y->count;
+    x->sum_ms += y->sum_ms;
+    x->budget.waited += y->budget.waited;
+    x->budget.refused += y->budget.refused;
+    x->budget.pauses += y->budget.pauses;
+    x->budget.queued += y->budget.queued;
+}
+
+static const struct slot_kind route_slots = {
+    sizeof(struct corral_metrics_route), corral_metrics_cap_routes, read_route,
+    add_route};
+static const struct slot_kind upstream_slots = {
+    sizeof(struct corral_metrics_upstream), corral_metrics_cap_upstreams,
+    read_upstream, add_upstream};
+
+static int
+by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct corral_metrics_name *)a)->text,
+                  ((const struct corral_metrics_name *)b)->text);
+}
+
+/* Every named slot of kind in the nb blocks, one per name (counts summed
+ * over the workers), sorted by name. Caller frees; *n entries. */
+static void *
+merged(const struct corral_metrics *m, struct corral_metrics_block **b,
+       unsigned nb, const struct slot_kind *kind, size_t *n)
+{
+    size_t len = 0, cap = 16;
+    char *all = xmalloc(cap * kind->size);
+    for (unsigned w = 0; w < nb; w++)
+        for (unsigned i = 0; i < kind->cap(m); i++) {
+            if (len == cap)
+                all = xrealloc(all, (cap *= 2) * kind->size);
+            len += kind->read(m, b[w], i, all + len * kind->size);
+        }
+    qsort(all, len, kind->size, by_name);
+    size_t k = 0;
+    for (size_t j = 0; j < len; j++) {
+        char *e = all + j * kind->size;
+        if (k > 0 && by_name(all + (k - 1) * kind->size, e) == 0)
+            kind->add(all + (k - 1) * kind->size, e);
+        else
+            memmove(all + k++ * kind->size, e, kind->size);
+    }
+    *n = k;
+    return all;
+}
+
+static void
+route_series(struct evbuffer *o, const struct corral_metrics_route *r, size_t n)
+{
     family(o, "corral_requests_total", "counter",
            "Requests answered, by route and how the cache answered.");
-    uint64_t requests = 0;
-    for (size_t r = 0; r < nroutes; r++)
+    for (size_t i = 0; i < n; i++)
         for (int k = 0; k < M_RESULTS; k++) {
-            uint64_t v = 0;
-            for (unsigned i = 0; i < nb; i++)
-                v += corral_metrics_routes(m, b[i])[r].results[k];
-            requests += v;
             evbuffer_add_printf(o, "corral_requests_total{route=\"");
-            label(o, cfg->routes[r].path);
+            label(o, r[i].name.text);
             evbuffer_add_printf(o, "\",result=\"%s\"} %" PRIu64 "\n",
-                                corral_metrics_result_name(k), v);
+                                corral_metrics_result_name(k), r[i].results[k]);
         }
+}
 
+static void
+upstream_series(struct evbuffer *o, const struct corral_metrics_upstream *u,
+                size_t n)
+{
     static const char *const classes[M_CLASSES] = {"error", "1xx", "2xx",
                                                    "3xx",   "4xx", "5xx"};
     static const uint64_t bounds[M_BUCKETS] = CORRAL_METRICS_BUCKETS;
-    uint64_t calls = 0;
     family(o, "corral_upstream_calls_total", "counter",
            "Upstream calls, by upstream and status class (error: no "
            "answer).");
-    for (size_t u = 0; u < nups; u++)
+    for (size_t i = 0; i < n; i++)
         for (int k = 0; k < M_CLASSES; k++) {
-            uint64_t v = 0;
-            for (unsigned i = 0; i < nb; i++)
-                v += corral_metrics_upstreams(m, b[i])[u].calls[k];
-            calls += v;
             evbuffer_add_printf(o, "corral_upstream_calls_total{upstream=\"");
-            label(o, cfg->upstreams[u].name);
-            evbuffer_add_printf(o, "\",class=\"%s\"} %" PRIu64 "\n",
-                                classes[k], v);
+            label(o, u[i].name.text);
+            evbuffer_add_printf(o, "\",class=\"%s\"} %" PRIu64 "\n", classes[k],
+                                u[i].calls[k]);
         }
     family(o, "corral_upstream_call_duration_seconds", "histogram",
            "How long upstream calls took, by upstream.");
-    for (size_t u = 0; u < nups; u++) {
-        uint64_t le[M_BUCKETS] = {0}, count = 0, sum = 0;
-        for (unsigned i = 0; i < nb; i++) {
-            struct corral_metrics_upstream *x =
-                &corral_metrics_upstreams(m, b[i])[u];
-            for (int k = 0; k < M_BUCKETS; k++)
-                le[k] += x->le[k];
-            count += x->count;
-            sum += x->sum_ms;
-        }
+    for (size_t i = 0; i < n; i++) {
         for (int k = 0; k <= M_BUCKETS; k++) {
             evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_"
                                    "bucket{upstream=\"");
-            label(o, cfg->upstreams[u].name);
+            label(o, u[i].name.text);
             if (k < M_BUCKETS)
                 evbuffer_add_printf(o, "\",le=\"%g\"} %" PRIu64 "\n",
-                                    (double)bounds[k] / 1000, le[k]);
+                                    (double)bounds[k] / 1000, u[i].le[k]);
             else
-                evbuffer_add_printf(o, "\",le=\"+Inf\"} %" PRIu64 "\n", count);
+                evbuffer_add_printf(o, "\",le=\"+Inf\"} %" PRIu64 "\n",
+                                    u[i].count);
         }
         evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_sum"
                                "{upstream=\"");
-        label(o, cfg->upstreams[u].name);
-        evbuffer_add_printf(o, "\"} %.3f\n", (double)sum / 1000);
+        label(o, u[i].name.text);
+        evbuffer_add_printf(o, "\"} %.3f\n", (double)u[i].sum_ms / 1000);
         evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_count"
                                "{upstream=\"");
-        label(o, cfg->upstreams[u].name);
-        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", count);
+        label(o, u[i].name.text);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", u[i].count);
     }
-    family(o, "corral_upstream_calls_saved_total", "counter",
-           "Requests answered without an upstream call of their own.");
-    sample(o, "corral_upstream_calls_saved_total",
-           requests > calls ? requests - calls : 0);
-
-    /* Upstream budgets. */
     static const struct {
         const char *name, *type, *help;
         size_t off;
@@ -427,20 +482,48 @@ metrics(struct corral_admin *a, struct corral_request *req)
     };
     for (size_t f = 0; f < sizeof(budget) / sizeof(budget[0]); f++) {
         family(o, budget[f].name, budget[f].type, budget[f].help);
-        for (size_t u = 0; u < nups; u++) {
-            uint64_t v = 0;
-            for (unsigned i = 0; i < nb; i++) {
-                const char *st = (const char *)&corral_metrics_upstreams(
-                                     m, b[i])[u].budget;
-                uint64_t x;
-                memcpy(&x, st + budget[f].off, sizeof(x));
-                v += x;
-            }
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&u[i].budget + budget[f].off, sizeof(v));
             evbuffer_add_printf(o, "%s{upstream=\"", budget[f].name);
-            label(o, cfg->upstreams[u].name);
+            label(o, u[i].name.text);
             evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v);
         }
     }
+}
+
+static void
+metrics(struct corral_admin *a, struct corral_request *req)
+{
+    struct corral_metrics *m = corral_gateway_metrics(a->g);
+    corral_gateway_snapshot(a->g);
+    unsigned nw = corral_metrics_workers(m), nb = 0;
+    struct corral_metrics_block **b = xcalloc(nw, sizeof(*b));
+    for (unsigned i = 0; i < nw; i++) {
+        struct corral_metrics_block *x = corral_metrics_block(m, i);
+        if (block_live(x))
+            b[nb++] = x;
+    }
+    struct evbuffer *o = evbuffer_new();
+    if (o == NULL)
+        abort(); /* the policy of xalloc.h */
+
+    /* Routes and upstreams by name, whatever their places in the configs
+     * the workers serve now or served before a reload. */
+    size_t nroutes, nups;
+    struct corral_metrics_route *routes =
+        merged(m, b, nb, &route_slots, &nroutes);
+    struct corral_metrics_upstream *ups =
+        merged(m, b, nb, &upstream_slots, &nups);
+    route_series(o, routes, nroutes);
+    upstream_series(o, ups, nups);
+    free(routes);
+    free(ups);
+    family(o, "corral_upstream_calls_saved_total", "counter",
+           "Requests answered with a value they did not fill themselves: "
+           "hits from L1 or L2 (negative ones too), requests collapsed onto "
+           "another's fill, stale answers while a refresh runs.");
+    sample(o, "corral_upstream_calls_saved_total", SUMMED(saved));
 
     /* The cache. */
     family(o, "corral_fills_in_flight", "gauge", "Fills running now.");

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "fetch.h"
 #include "jtree.h"
+#include "route.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -749,6 +750,11 @@ parse_key(struct ctx *c, struct jnode *n, const char *path,
         return fail(c, n, path,
                     "must be non-empty, without control "
                     "characters");
+    if (n->val[0] == CORRAL_CONFIG_GENERATION_MARK)
+        return fail(c, n, path,
+                    "\"%s\": may not start with %c, which marks the keys "
+                    "of a purged route",
+                    quote(c, n), CORRAL_CONFIG_GENERATION_MARK);
     if (strstr(n->val, "}{"))
         return fail(c, n, path,
                     "\"%s\": two {param}s side by side would share keys "
@@ -1024,44 +1030,12 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
     return 0;
 }
 
-/* How well route r matches the request path s (no query): the number of
- * literal segments, or -1 when it does not match. */
-static int
-match_score(const struct corral_config_route *r, const char *s)
-{
-    const char *t = r->path, *ts, *ss;
-    size_t tl, sl, k = 0;
-    int score = 0;
-    char seg[PATH_LEN];
-    for (;;) {
-        ts = next_segment(&t, &tl);
-        ss = next_segment(&s, &sl);
-        if (ts == NULL || ss == NULL)
-            return ts == ss ? score : -1;
-        if (ts[0] == '{') {
-            if (sl >= sizeof(seg))
-                return -1;
-            memcpy(seg, ss, sl);
-            seg[sl] = '\0';
-            if (!corral_pattern_match(r->params[k++].re, seg, sl))
-                return -1;
-        } else if (tl != sl || memcmp(ts, ss, tl) != 0) {
-            return -1;
-        } else {
-            score++;
-        }
-    }
-}
-
-/* Resolves member n to the route its path matches: the one with the most
- * literal segments, the first of those on a tie. */
+/* Resolves member n through cfg's route table, as a request for its path
+ * would be resolved: the route, its parameters checked, the key built. */
 static int
 parse_member(struct ctx *c, struct jnode *n, const char *path,
              const struct corral_config *cfg, struct corral_config_member *mb)
 {
-    const struct corral_config_route *best = NULL;
-    int best_score = -1;
-
     if ((mb->name = strdup(n->key)) == NULL)
         return fail(c, n, path, "out of memory");
     if (!all_of(n->key, strlen(n->key), NAME_CHARS))
@@ -1075,41 +1049,47 @@ parse_member(struct ctx *c, struct jnode *n, const char *path,
         strchr(mb->path, '#'))
         return fail(c, n, path, "\"%s\": must be a path starting with /",
                     quote(c, n));
-    char *query = strchr(mb->path, '?');
-    if (query)
-        *query = '\0';
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        int score = match_score(&cfg->routes[i], mb->path);
-        if (score > best_score) {
-            best = &cfg->routes[i];
-            best_score = score;
-        }
+    if ((mb->match = malloc(sizeof(*mb->match))) == NULL)
+        return fail(c, n, path, "out of memory");
+    const char *qmark = strchr(mb->path, '?');
+    size_t plen = qmark ? (size_t)(qmark - mb->path) : strlen(mb->path);
+    const char *query = qmark ? qmark + 1 : "";
+    switch (corral_route_match(cfg->table, mb->path, plen, query, strlen(query),
+                               mb->match)) {
+    case CORRAL_ROUTE_OK:
+        break;
+    case CORRAL_ROUTE_NOT_FOUND:
+        return fail(c, n, path, "\"%s\": matches no route", quote(c, n));
+    case CORRAL_ROUTE_BAD_PARAM:
+        return fail(c, n, path, "\"%s\": {%s} fails its pattern in routes[%zu]",
+                    quote(c, n), mb->match->bad_param, mb->match->index);
+    case CORRAL_ROUTE_BAD_QUERY:
+        return fail(c, n, path, "\"%s\": the value of %s is malformed",
+                    quote(c, n), mb->match->bad_param);
+    default:
+        return fail(c, n, path, "\"%s\": too long for its route", quote(c, n));
     }
-    if (query)
-        *query = '?';
-    if (best == NULL)
-        return fail(c, n, path,
-                    "\"%s\": matches no route (or fails a {param}'s pattern)",
-                    quote(c, n));
-    if (best->upstream == NULL)
+    const struct corral_config_route *r = mb->match->route;
+    size_t ri = mb->match->index;
+    if (r->upstream == NULL)
         return fail(c, n, path, "\"%s\": an aggregate cannot hold another",
                     quote(c, n));
-    if (!best->json)
+    if (!r->json)
         return fail(c, n, path, "\"%s\": routes[%zu] has json: false",
-                    quote(c, n), (size_t)(best - cfg->routes));
-    for (char *q = query; q; q = strchr(q + 1, '&')) {
+                    quote(c, n), ri);
+    for (const char *q = qmark; q; q = strchr(q + 1, '&')) {
         size_t len = strcspn(q + 1, "=&");
         size_t j = 0;
-        while (j < best->n_query && (strlen(best->query[j]) != len ||
-                                     memcmp(best->query[j], q + 1, len) != 0))
+        while (j < r->n_query && (strlen(r->query[j]) != len ||
+                                  memcmp(r->query[j], q + 1, len) != 0))
             j++;
-        if (j == best->n_query)
+        if (j == r->n_query)
             return fail(c, n, path,
                         "\"%s\": routes[%zu] does not forward all of its "
                         "query parameters",
-                        quote(c, n), (size_t)(best - cfg->routes));
+                        quote(c, n), ri);
     }
-    mb->route = best;
+    mb->route = r;
     return 0;
 }
 
@@ -1314,6 +1294,9 @@ parse_routes(struct ctx *c, struct jnode *n, struct corral_config *cfg)
                         &cfg->routes[i]) < 0)
             return -1;
     }
+    char why[256];
+    if ((cfg->table = corral_route_table_new(cfg, why, sizeof(why))) == NULL)
+        return fail(c, n, "routes", "%s", why);
     for (size_t i = 0; i < n->n; i++)
         if ((agg = member(n->kids[i], "aggregate")) &&
             parse_aggregate(
@@ -1488,6 +1471,7 @@ free_route(struct corral_config_route *r)
     for (size_t i = 0; i < r->n_members; i++) {
         free(r->members[i].name);
         free(r->members[i].path);
+        free(r->members[i].match);
     }
     free(r->members);
     free(r->key);
@@ -1527,6 +1511,7 @@ corral_config_free(struct corral_config *cfg)
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         free_upstream(&cfg->upstreams[i]);
     free(cfg->upstreams);
+    corral_route_table_free(cfg->table);
     for (size_t i = 0; i < cfg->n_routes; i++)
         free_route(&cfg->routes[i]);
     free(cfg->routes);

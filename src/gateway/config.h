@@ -16,6 +16,12 @@
 /* {param}s and forwarded query names a route may have, each. */
 #define CORRAL_CONFIG_MAX_PARAMS 8
 
+/* The keys of a route purged as a whole are "~<generation>~<key>"
+ * (gateway.c). No other key starts with this mark: a configured key may
+ * not, and one derived from the path starts with '/'. So no route's key
+ * can be another's after a purge. */
+#define CORRAL_CONFIG_GENERATION_MARK '~'
+
 /* The pattern a {param} gets when the route's "params" names none. */
 #define CORRAL_CONFIG_DEFAULT_PARAM_PATTERN "^[A-Za-z0-9._~-]{1,128}$"
 
@@ -85,11 +91,17 @@ struct corral_config_param {
 };
 
 struct corral_config_route;
+struct corral_route_table;
+struct corral_route_match;
 
+/* An aggregate's member, resolved once, when the config loads, by the
+ * table that serves requests (route.h): what a request for its path would
+ * get, parameters checked and key built. */
 struct corral_config_member {
     char *name; /* the member's name in the aggregate body */
     char *path; /* a request path ("/api/price/ethereum"), maybe "?q=v" */
     const struct corral_config_route *route; /* the route path matches */
+    struct corral_route_match *match;        /* the request's match */
 };
 
 /* An upstream route has upstream and fetch; an aggregate has members and
@@ -131,6 +143,9 @@ struct corral_config {
     size_t n_upstreams;
     struct corral_config_route *routes;
     size_t n_routes;
+    /* The routes' matcher (route.h), built once they load: requests and
+     * aggregate members resolve through it alike. */
+    struct corral_route_table *table;
 };
 
 /* Reads and validates the file at path. Returns the config (caller frees

@@ -41,13 +41,18 @@
  * are freed oldest first, since a newer one may share a budget an older
  * one's calls still wait on. */
 struct gen {
+    struct corral_gateway *g;
     const struct corral_config *cfg;
     bool owns_cfg; /* the first is the caller's */
-    struct corral_route_table *routes;
+    const struct corral_route_table *routes;  /* cfg's */
     struct corral_fetch_upstream **upstreams; /* by config index */
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
     struct corral_route_fill *route_fill;     /* by config index */
+    /* This worker's counters of each route and upstream, kept under their
+     * names; NULL: that one has no series (see metrics.h). */
+    struct corral_metrics_route **mroute;       /* by config index */
+    struct corral_metrics_upstream **mupstream; /* by config index */
     unsigned *gen_slot; /* by config index: its route generation slot */
     struct corral_aggregate_fill *agg_fill; /* by config index */
     unsigned clients; /* waiting on a fill */
@@ -68,9 +73,7 @@ struct corral_gateway {
     struct corral_fleet *fleet;   /* pauses, windows, generations, on redis */
     struct corral_metrics *metrics;
     bool own_metrics; /* mapped here, for one worker */
-    struct corral_metrics_block *block;      /* this worker's */
-    struct corral_metrics_route *mroutes;    /* by config index */
-    struct corral_metrics_upstream *mups;    /* by config index */
+    struct corral_metrics_block *block; /* this worker's */
     uint32_t *gens; /* route generations, shared by the workers */
     struct event *snapshot_ev;
     struct corral_access_log *access_log; /* NULL: off */
@@ -181,17 +184,20 @@ result_of(enum corral_source source, bool negative)
     }
 }
 
+/* Counts an answer of the route with index route in gen's config. */
 static void
-count(struct corral_gateway *g, size_t route, enum corral_metrics_result r)
+count(const struct gen *gen, size_t route, enum corral_metrics_result r)
 {
-    if (route < corral_metrics_cap_routes(g->metrics))
-        g->mroutes[route].results[r]++;
+    struct corral_metrics_route *mr = gen->mroute[route];
+    if (mr)
+        mr->results[r]++;
 }
 
 static void
-respond_value(struct corral_gateway *g, struct corral_request *req,
-              size_t route, const struct corral_config_route *rt,
-              struct corral_value *v, enum corral_source source)
+respond_value(struct corral_gateway *g, const struct gen *gen,
+              struct corral_request *req, size_t route,
+              const struct corral_config_route *rt, struct corral_value *v,
+              enum corral_source source)
 {
     uint64_t now = corral_cache_now(g->cache);
     int64_t left = corral_value_ttl_s(v, now);
@@ -209,7 +215,11 @@ respond_value(struct corral_gateway *g, struct corral_request *req,
         memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
                sizeof(STALE_MEMBERS) - 1) != NULL;
     enum corral_metrics_result result = result_of(source, negative);
-    count(g, route, result);
+    count(gen, route, result);
+    /* An answer this request did not fill: a call saved. */
+    if (source == CORRAL_SOURCE_L1 || source == CORRAL_SOURCE_L2 ||
+        source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE)
+        g->block->saved++;
     req->note = corral_metrics_result_name(result);
     if (source == CORRAL_SOURCE_STORED || source == CORRAL_SOURCE_COLLAPSED)
         req->upstream_ms = (int64_t)corral_value_fill_ms(v);
@@ -275,18 +285,18 @@ client_answered(const struct corral_result *res, void *arg)
         corral_request_on_close(cl->req, NULL, NULL);
         const char *route = cl->gen->cfg->routes[cl->route].path;
         if (res->error == 0) {
-            respond_value(cl->g, cl->req, cl->route,
+            respond_value(cl->g, cl->gen, cl->req, cl->route,
                           &cl->gen->cfg->routes[cl->route], res->value,
                           res->source);
         } else if (res->error == -ENODATA) {
             /* An aggregate whose every member failed: the message is the
              * body, each member null and its error listed. */
-            count(cl->g, cl->route, M_ERROR);
+            count(cl->gen, cl->route, M_ERROR);
             corral_request_respond_simple(cl->req, 502, "application/json",
                                           NULL, res->message,
                                           strlen(res->message));
         } else {
-            count(cl->g, cl->route, M_ERROR);
+            count(cl->gen, cl->route, M_ERROR);
             respond_error_after(cl->req, corral_fill_error_status(res->error),
                                 res->message, route, res->retry_after_ms);
         }
@@ -303,10 +313,13 @@ client_gone(struct corral_request *req, void *arg)
     corral_waiter_cancel(cl->waiter); /* answers and frees cl */
 }
 
-/* A route purged as a whole has a generation, folded into its keys:
- * "~<generation>~<key>", so every key it had is out of reach at once (the
- * old values age out of L1 and L2 by themselves). Returns false when the
- * key no longer fits. */
+/* The one place a key gets its route's generation. A route purged as a
+ * whole has a generation, folded into its keys: "~<generation>~<key>",
+ * so every key it had is out of reach at once (the old values age out of
+ * L1 and L2 by themselves). No key without a generation starts with '~'
+ * (CORRAL_CONFIG_GENERATION_MARK), and the digits end at the second one,
+ * so a key with one can be no other key. Returns false when the key no
+ * longer fits. */
 static bool
 fold_generation(const struct corral_gateway *g, const struct gen *gen,
                 struct corral_route_match *m)
@@ -317,9 +330,9 @@ fold_generation(const struct corral_gateway *g, const struct gen *gen,
         return true;
     char pre[16];
     char *p = pre;
-    *p++ = '~';
+    *p++ = CORRAL_CONFIG_GENERATION_MARK;
     p = fmt_uint(p, n);
-    *p++ = '~';
+    *p++ = CORRAL_CONFIG_GENERATION_MARK;
     size_t plen = (size_t)(p - pre);
     if (m->keylen + plen > sizeof(m->key))
         return false;
@@ -342,7 +355,7 @@ on_request(struct corral_request *req, void *arg)
         return;
     }
     if (req->method != CORRAL_METHOD_GET && req->method != CORRAL_METHOD_HEAD) {
-        count(g, m.index, M_ERROR);
+        count(gen, m.index, M_ERROR);
         respond_error(req, 405, "method not allowed", m.route->path);
         return;
     }
@@ -350,18 +363,18 @@ on_request(struct corral_request *req, void *arg)
         char msg[160];
         snprintf(msg, sizeof(msg), "bad %s parameter: %s",
                  rc == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
-        count(g, m.index, M_ERROR);
+        count(gen, m.index, M_ERROR);
         respond_error(req, 400, msg, m.route->path);
         return;
     }
     if (rc != CORRAL_ROUTE_OK) {
-        count(g, m.index, M_ERROR);
+        count(gen, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
     }
     if (!fold_generation(g, gen, &m)) {
-        count(g, m.index, M_ERROR);
+        count(gen, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
@@ -369,7 +382,7 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     bool agg = m.route->upstream == NULL;
     if (v) {
-        respond_value(g, req, m.index, m.route, v, CORRAL_SOURCE_L1);
+        respond_value(g, gen, req, m.index, m.route, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
             if (agg)
@@ -398,7 +411,7 @@ on_request(struct corral_request *req, void *arg)
     if (cl->waiter == NULL) {
         gen->clients--;
         free(cl);
-        count(g, m.index, M_ERROR);
+        count(gen, m.index, M_ERROR);
         if (errno == EMSGSIZE)
             respond_error(req, 400, "request too long for this route",
                           m.route->path);
@@ -457,26 +470,36 @@ corral_gateway_snapshot(struct corral_gateway *g)
     }
     if (g->server)
         corral_server_stats(g->server, &b->server);
-    for (size_t i = 0; i < b->nupstreams; i++)
-        corral_budget_stats(g->gen->budgets[i], &g->mups[i].budget);
+    const struct gen *gen = g->gen;
+    for (size_t i = 0; gen && i < gen->cfg->n_upstreams; i++) {
+        struct corral_metrics_upstream *u = gen->mupstream[i];
+        if (u == NULL)
+            continue;
+        struct corral_budget_stats now, *was = &u->budget_before;
+        corral_budget_stats(gen->budgets[i], &now);
+        now.granted += was->granted;
+        now.waited += was->waited;
+        now.refused += was->refused;
+        now.pauses += was->pauses;
+        now.fleet_errors += was->fleet_errors;
+        u->budget = now;
+    }
 }
 
 static void gen_free(struct gen *gen);
 
-/* An aggregate's member: its path matched against the routes served now,
- * joined to (or starting) that route's fill like any request. */
+/* An aggregate's member: the match its path resolved to when the config
+ * loaded (in the aggregate's generation), joined to (or starting) that
+ * route's fill like any request. */
 static struct corral_waiter *
 member_get(void *ctx, const struct corral_config_member *mb,
            corral_result_cb *cb, void *arg)
 {
-    struct corral_gateway *g = ctx;
-    struct gen *gen = g->gen;
-    const char *q = strchr(mb->path, '?');
-    size_t plen = q ? (size_t)(q - mb->path) : strlen(mb->path);
-    struct corral_route_match m;
-    if (corral_route_match(gen->routes, mb->path, plen, q ? q + 1 : "",
-                           q ? strlen(q + 1) : 0, &m) != CORRAL_ROUTE_OK ||
-        m.route->upstream == NULL || !fold_generation(g, gen, &m)) {
+    struct gen *gen = ctx;
+    struct corral_gateway *g = gen->g;
+    /* A copy for the generation's prefix; its values stay the config's. */
+    struct corral_route_match m = *mb->match;
+    if (!fold_generation(g, gen, &m)) {
         errno = EINVAL;
         return NULL;
     }
@@ -507,32 +530,12 @@ snapshot_cb(evutil_socket_t fd, short what, void *arg)
     sweep_retired(g);
 }
 
-/* Per-route and per-upstream counters start from zero for cfg (at start,
- * and at a reload, which may renumber them). */
+/* Takes this worker's block, zeroed. */
 static void
-metrics_reset(struct corral_gateway *g, const struct corral_config *cfg)
+metrics_attach(struct corral_gateway *g, unsigned worker)
 {
-    struct corral_metrics *m = g->metrics;
-    unsigned cr = corral_metrics_cap_routes(m);
-    unsigned cu = corral_metrics_cap_upstreams(m);
-    memset(g->mroutes, 0, cr * sizeof(*g->mroutes));
-    memset(g->mups, 0, cu * sizeof(*g->mups));
-    g->block->nroutes = cfg->n_routes < cr ? (uint32_t)cfg->n_routes : cr;
-    g->block->nupstreams =
-        cfg->n_upstreams < cu ? (uint32_t)cfg->n_upstreams : cu;
-}
-
-/* Takes this worker's block. */
-static void
-metrics_attach(struct corral_gateway *g, const struct corral_config *cfg,
-               unsigned worker)
-{
-    struct corral_metrics *m = g->metrics;
-    g->block = corral_metrics_block(m, worker);
-    g->mroutes = corral_metrics_routes(m, g->block);
-    g->mups = corral_metrics_upstreams(m, g->block);
-    memset(g->block, 0, sizeof(*g->block));
-    metrics_reset(g, cfg);
+    g->block = corral_metrics_block(g->metrics, worker);
+    corral_metrics_block_clear(g->metrics, g->block);
     g->block->pid = getpid();
     g->block->started_s = time(NULL);
 }
@@ -551,13 +554,50 @@ gen_free(struct gen *gen)
             corral_budget_free(gen->budgets[i]);
     free(gen->budgets);
     free(gen->upstreams);
+    for (size_t r = 0; gen->mroute && r < cfg->n_routes; r++)
+        corral_metrics_route_release(gen->mroute[r]);
+    for (size_t i = 0; gen->mupstream && i < cfg->n_upstreams; i++)
+        corral_metrics_upstream_release(gen->mupstream[i]);
+    free(gen->mroute);
+    free(gen->mupstream);
     free(gen->route_fill);
     free(gen->gen_slot);
     free(gen->agg_fill);
-    corral_route_table_free(gen->routes);
     if (gen->owns_cfg)
         corral_config_free((struct corral_config *)gen->cfg);
     free(gen);
+}
+
+/* Takes this worker's counters for gen's routes and upstreams, by name:
+ * a route or upstream that a reload keeps keeps its counts. One without
+ * room (or with too long a name) has none, and the log says so. */
+static void
+metrics_take(struct corral_gateway *g, struct gen *gen)
+{
+    const struct corral_config *cfg = gen->cfg;
+    gen->mroute = xcalloc(cfg->n_routes + 1, sizeof(*gen->mroute));
+    gen->mupstream = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->mupstream));
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        const char *path = cfg->routes[r].path;
+        gen->mroute[r] = corral_metrics_route_take(g->metrics, g->block, path);
+        if (gen->mroute[r] == NULL)
+            corral_log(CORRAL_LOG_WARNING,
+                       "metrics: route %s has no series (%s)", path,
+                       strlen(path) >= CORRAL_METRICS_NAME_MAX
+                           ? "its path is too long"
+                           : "no room left until a restart");
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const char *name = cfg->upstreams[i].name;
+        gen->mupstream[i] =
+            corral_metrics_upstream_take(g->metrics, g->block, name);
+        if (gen->mupstream[i] == NULL)
+            corral_log(CORRAL_LOG_WARNING,
+                       "metrics: upstream %s has no series (%s)", name,
+                       strlen(name) >= CORRAL_METRICS_NAME_MAX
+                           ? "its name is too long"
+                           : "no room left until a restart");
+    }
 }
 
 /* The routes, pools and budgets of cfg. An upstream of prev with the same
@@ -568,8 +608,9 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         struct gen *prev, char *err, size_t errlen)
 {
     struct gen *gen = xcalloc(1, sizeof(*gen));
+    gen->g = g;
     gen->cfg = cfg;
-    gen->routes = corral_route_table_new(cfg, err, errlen);
+    gen->routes = cfg->table;
     gen->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->upstreams));
     gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
     gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
@@ -577,15 +618,15 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
     gen->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->agg_fill));
     for (size_t r = 0; r < cfg->n_routes; r++)
         gen->gen_slot[r] = corral_metrics_generation_slot(cfg->routes[r].path);
-    if (gen->routes == NULL)
-        goto fail;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
         gen->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
         if (gen->upstreams[i] == NULL)
             goto fail;
     }
-    /* Nothing can fail from here: budgets move over only now. */
+    /* Nothing can fail from here: budgets and counters move over only
+     * now. */
+    metrics_take(g, gen);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
         for (size_t j = 0; prev && j < prev->cfg->n_upstreams; j++) {
@@ -598,9 +639,17 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
                 break;
             }
         }
-        if (gen->budgets[i] == NULL)
+        if (gen->budgets[i] == NULL) {
             gen->budgets[i] = corral_budget_new(
                 g->base, u->name, u->rate_count, u->rate_window_ms, g->fleet);
+            /* A new budget counts from zero: its upstream's counters go on
+             * from what they last showed. */
+            struct corral_metrics_upstream *mu = gen->mupstream[i];
+            if (mu) {
+                mu->budget_before = mu->budget;
+                mu->budget_before.queued = 0;
+            }
+        }
     }
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
@@ -612,7 +661,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             af->route = route;
             af->cache = g->cache;
             af->get = member_get;
-            af->get_ctx = g;
+            af->get_ctx = gen;
             af->jobs = &gen->jobs;
             /* Members time out first; their errors then make the answer. */
             for (size_t i = 0; i < route->n_members; i++) {
@@ -625,9 +674,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             size_t u = (size_t)(route->upstream - cfg->upstreams);
             rc->upstream = gen->upstreams[u];
             rc->budget = gen->budgets[u];
-            rc->metrics = u < corral_metrics_cap_upstreams(g->metrics)
-                              ? &g->mups[u]
-                              : NULL;
+            rc->metrics = gen->mupstream[u];
             rc->timeout_ms = route->upstream->timeout_ms;
         }
     }
@@ -683,7 +730,7 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     g->cache = corral_cache_new(base, &co);
     if (g->cache == NULL)
         goto fail;
-    metrics_attach(g, cfg, o.worker);
+    metrics_attach(g, o.worker);
     g->gen = gen_new(g, cfg, NULL, err, errlen);
     if (g->gen == NULL)
         goto fail;
@@ -797,7 +844,6 @@ corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
     if (gen == NULL)
         return -1;
     gen->owns_cfg = true;
-    metrics_reset(g, cfg);
     warn_restart(g->cfg, cfg);
     TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
     g->gen = gen;

@@ -8,6 +8,7 @@
 #ifndef CORRAL_METRICS_H
 #define CORRAL_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,28 +39,55 @@ enum { M_CLASSES = 6 };
     {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
 enum { M_BUCKETS = 11 };
 
+/* Route and upstream counters are kept under their names (route path,
+ * upstream name), not their places in a config: a reload that reorders,
+ * removes or adds some leaves every counter where it was. A name holds
+ * its slot until the server restarts, or until a slot is needed and no
+ * config of its worker uses that name any more. Longer names have no
+ * slot. */
+#define CORRAL_METRICS_NAME_MAX 256 /* bytes, the NUL included */
+
+/* A slot's name, which other workers read while its worker may change
+ * it: seq is odd while the worker writes the name (and zeroes the
+ * counters), so a reader copies the slot and keeps the copy only when
+ * seq was the same even number before and after. */
+struct corral_metrics_name {
+    uint32_t seq;
+    uint32_t users;                     /* configs of its worker using it */
+    char text[CORRAL_METRICS_NAME_MAX]; /* "": a free slot */
+};
+
 struct corral_metrics_route {
+    struct corral_metrics_name name; /* the route's path */
     uint64_t results[M_RESULTS];
 };
 
 struct corral_metrics_upstream {
+    struct corral_metrics_name name; /* the upstream's name */
     uint64_t calls[M_CLASSES]; /* [0]: no answer; [k]: status k00..k99 */
     uint64_t le[M_BUCKETS];    /* calls that took at most the bound */
     uint64_t count, sum_ms;    /* every call, and their total time */
-    struct corral_budget_stats budget;
+    /* What its budget counted (queued: waiting now), as of the last
+     * snapshot, and what it showed when its budget was last replaced (a
+     * reload that changes the rate, or drops and adds the upstream):
+     * budget = budget_before + the current budget's counters. */
+    struct corral_budget_stats budget, budget_before;
 };
 
-/* One worker's block. routes and upstreams follow it. */
+/* One worker's block. Its routes and upstreams follow it. */
 struct corral_metrics_block {
     int64_t pid;       /* 0: no worker uses it */
     int64_t started_s; /* wall clock, s */
     int64_t updated_ms;
     int64_t l2_enabled;
+    /* Requests answered with a value they did not fill themselves: from
+     * L1 or L2 (a negative answer too), collapsed onto another's fill, or
+     * stale while a refresh runs. Counted as they are answered. */
+    uint64_t saved;
     struct corral_stats cache;
     struct corral_redis_stats l2;        /* the connection */
     struct corral_redis_tier_stats l2t;  /* the tier on it */
     struct corral_server_stats server;
-    uint32_t nroutes, nupstreams; /* in use, at most the capacity */
     /* struct corral_metrics_route[cap_routes], then
      * struct corral_metrics_upstream[cap_upstreams] */
 };
@@ -68,8 +96,8 @@ struct corral_metrics; /* opaque: the shared blocks */
 
 /* Blocks for nworkers workers of a config with nroutes routes and
  * nupstreams upstreams, in shared anonymous memory, with room for twice
- * as many (at least 64 routes and 16 upstreams) so a reload can add some.
- * NULL when mmap fails. */
+ * as many and at least 1024 routes and 256 upstreams, so reloads can add
+ * some. NULL when mmap fails. */
 struct corral_metrics *corral_metrics_new(unsigned nworkers, size_t nroutes,
                                           size_t nupstreams);
 void corral_metrics_free(struct corral_metrics *m);
@@ -77,15 +105,36 @@ void corral_metrics_free(struct corral_metrics *m);
 unsigned corral_metrics_workers(const struct corral_metrics *m);
 struct corral_metrics_block *corral_metrics_block(struct corral_metrics *m,
                                                   unsigned worker);
-/* The block's routes and upstreams, cap_* long. */
-struct corral_metrics_route *
-corral_metrics_routes(const struct corral_metrics *m,
-                      struct corral_metrics_block *b);
-struct corral_metrics_upstream *
-corral_metrics_upstreams(const struct corral_metrics *m,
-                         struct corral_metrics_block *b);
+/* Zeroes b, its routes and upstreams (a worker that starts). */
+void corral_metrics_block_clear(struct corral_metrics *m,
+                                struct corral_metrics_block *b);
 unsigned corral_metrics_cap_routes(const struct corral_metrics *m);
 unsigned corral_metrics_cap_upstreams(const struct corral_metrics *m);
+
+/* The slot of b (the caller's own block) for the route path, with one
+ * more user: the slot kept under that path, else a free one, else one no
+ * config uses any more (whose counts go). NULL when there is none, or
+ * the path is too long. Borrowed; valid until released. */
+struct corral_metrics_route *
+corral_metrics_route_take(struct corral_metrics *m,
+                          struct corral_metrics_block *b, const char *path);
+/* One user less; the slot keeps its name and counts. NULL: no-op. */
+void corral_metrics_route_release(struct corral_metrics_route *r);
+/* The same for an upstream's slot. */
+struct corral_metrics_upstream *
+corral_metrics_upstream_take(struct corral_metrics *m,
+                             struct corral_metrics_block *b, const char *name);
+void corral_metrics_upstream_release(struct corral_metrics_upstream *u);
+
+/* Copies slot i of b (any worker's) to out. False when the slot is free,
+ * or its worker kept renaming it while it was read. */
+bool corral_metrics_route_read(const struct corral_metrics *m,
+                               const struct corral_metrics_block *b, unsigned i,
+                               struct corral_metrics_route *out);
+bool corral_metrics_upstream_read(const struct corral_metrics *m,
+                                  const struct corral_metrics_block *b,
+                                  unsigned i,
+                                  struct corral_metrics_upstream *out);
 
 /* Route generations, shared by every worker: a purge of a whole route
  * bumps its slot, and the slot's number is folded into the route's keys
