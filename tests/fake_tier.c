@@ -56,6 +56,8 @@ struct fake_call {
     corral_tier_done_cb *done_cb;
     void *arg;
     struct corral_tier_want want;
+    struct corral_tier_answer answer; /* an acquire's, found at the call */
+    char message[128];                /* answer.message's */
     size_t keylen;
     char key[];
 };
@@ -211,7 +213,8 @@ acquire_now(struct corral_fake_tier *t, struct fake_call *c,
         a->verdict = CORRAL_TIER_FAILED;
         a->ms = left;
         a->error = l->error;
-        a->message = l->message;
+        snprintf(c->message, sizeof(c->message), "%s", l->message);
+        a->message = c->message;
         return;
     }
     a->verdict = CORRAL_TIER_HELD;
@@ -231,10 +234,13 @@ call_fire(struct fake_call *c, bool cancel)
         c->get_cb(e ? copy_value(e->copy) : NULL,
                   cancel ? -ECANCELED : e ? 0 : -ENOENT, c->arg);
     } else if (c->kind == CALL_ACQUIRE) {
-        struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
-                                       .error = -ECANCELED};
-        if (!cancel)
-            acquire_now(t, c, &a);
+        struct corral_tier_answer a = c->answer;
+        if (cancel) {
+            corral_value_unref(a.value);
+            free(a.lease);
+            a = (struct corral_tier_answer){.verdict = CORRAL_TIER_UNKNOWN,
+                                            .error = -ECANCELED};
+        }
         c->acquire_cb(&a, c->arg);
     } else if (c->done_cb != NULL) {
         c->done_cb(cancel ? -ECANCELED : 0, c->arg);
@@ -287,6 +293,8 @@ fake_acquire(void *ctx, const void *key, size_t keylen,
     c->acquire_cb = cb;
     c->want = *want;
     t->counts.gets++;
+    /* As a script does: Redis runs it now, the answer travels back. */
+    acquire_now(t, c, &c->answer);
 }
 
 static void
@@ -404,6 +412,13 @@ corral_fake_tier_resync(struct corral_fake_tier *t, bool lost)
 {
     if (t->ev && t->ev->resync)
         t->ev->resync(lost, t->ev_arg);
+}
+
+void
+corral_fake_tier_deaf(struct corral_fake_tier *t)
+{
+    if (t->ev && t->ev->deaf)
+        t->ev->deaf(t->ev_arg);
 }
 
 void

@@ -52,6 +52,8 @@ void corral_fake_tier_remote_fail(struct corral_fake_tier *t, const void *key,
                                   const char *message, uint64_t retry_ms);
 /* Plays the fleet heard again after a gap (lost: purges were missed). */
 void corral_fake_tier_resync(struct corral_fake_tier *t, bool lost);
+/* Plays the fleet going quiet (the tier cannot hear it for now). */
+void corral_fake_tier_deaf(struct corral_fake_tier *t);
 /* Makes the next acquires answer "cannot tell" (a Redis that times out),
  * or not. */
 void corral_fake_tier_unknown(struct corral_fake_tier *t, bool on);

@@ -565,6 +565,250 @@ test_remote_lease(void)
     corral_fake_tier_free(tier);
 }
 
+static struct corral_value *
+tier_value(const char *key, const char *body)
+{
+    struct corral_value *v =
+        corral_value_new(key, strlen(key), body, strlen(body), "", 0);
+    corral_value_set_times(v, fake_now, fake_now + 30000, 0, 0);
+    return v;
+}
+
+/* The fleet's outcomes: a failure elsewhere answers every waiter here at
+ * once and backs the key off here; a failure kept in the tier answers an
+ * acquire; a holder that abandons is taken over. */
+static void
+test_fleet_failure_shared(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 1, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct corral_fake_tier_counts n0, n1;
+    struct compute cp;
+    struct waiter w[3];
+
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "shared", 5);
+    corral_fake_tier_hold_lease(tier, "shared", 6, 5000);
+    for (int i = 0; i < 3; i++)
+        ask(c, "shared", &cp, &w[i], 1000);
+    run_for(20);
+    CHECK_EQ_INT(w[0].fired, 0);
+    corral_fake_tier_remote_fail(tier, "shared", 6, -ETIMEDOUT,
+                                 "upstream timed out", 2000);
+    run_for(5);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(w[i].fired, 1);
+        CHECK_EQ_INT(w[i].error, -ETIMEDOUT);
+        CHECK_EQ_STR(w[i].message, "upstream timed out");
+        CHECK(w[i].retry_after_ms >= 1500);
+    }
+    CHECK_EQ_INT(cp.calls, 0);
+    /* The key backs off here: the next caller is answered from the
+     * backoff, without asking the tier. */
+    corral_fake_tier_counts(tier, &n0);
+    memset(w, 0, sizeof(w));
+    ask(c, "shared", &cp, &w[0], 1000);
+    run_for(5);
+    corral_fake_tier_counts(tier, &n1);
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_INT(w[0].error, -ETIMEDOUT);
+    CHECK_EQ_INT(n1.gets, n0.gets);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.failures_shared, 1);
+    compute_finish(&cp);
+
+    /* A failure found by acquire (no word heard): the same answer. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "marked", 5);
+    corral_fake_tier_remote_fail(tier, "marked", 6, -EIO, "bad gateway",
+                                 3000);
+    ask(c, "marked", &cp, &w[0], 1000);
+    run_for(10);
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_INT(w[0].error, -EIO);
+    CHECK_EQ_STR(w[0].message, "bad gateway");
+    CHECK_EQ_INT(cp.calls, 0);
+    compute_finish(&cp);
+
+    /* This instance's own failure goes back to the tier as the outcome. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "ownfail", 5);
+    cp.fail = -EIO;
+    ask(c, "ownfail", &cp, &w[0], 1000);
+    run_for(20);
+    CHECK_EQ_INT(w[0].error, -EIO);
+    corral_fake_tier_counts(tier, &n1);
+    CHECK_EQ_INT(n1.failed, 1);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
+/* A purge while a read of the tier is out: what it read predates the
+ * purge, so it is not served; the key is read again and filled. A purge
+ * while waiting on another instance, then a takeover: the takeover's
+ * value is stored. */
+static void
+test_fleet_purge_races(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 20, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct compute cp;
+    struct waiter w[1];
+
+    struct corral_value *old = tier_value("reread", "old");
+    corral_fake_tier_ops.set(tier, old, 30000);
+    corral_value_unref(old);
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "reread", 5);
+    ask(c, "reread", &cp, &w[0], 1000);
+    corral_invalidate(c, "reread", 6); /* the read already ran */
+    run_for(80);
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_INT(w[0].error, 0);
+    CHECK_EQ_STR(corral_value_body(w[0].value), "reread");
+    CHECK_EQ_INT(cp.calls, 1);
+    compute_finish(&cp);
+
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "takeover", 5);
+    corral_fake_tier_hold_lease(tier, "takeover", 8, 5000);
+    ask(c, "takeover", &cp, &w[0], 1000);
+    run_for(40);
+    corral_invalidate(c, "takeover", 8); /* while waiting remotely */
+    corral_fake_tier_remote_fill(tier, NULL, 0); /* the holder abandons */
+    run_for(60);
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_INT(cp.calls, 1);
+    /* Fetched after the purge: stored. */
+    CHECK(corral_cache_peek(c, "takeover", 8) != NULL);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
+/* A resync that lost purges drops L1 and keeps nothing a fill computed
+ * before it; any resync makes remote waits look again at once; a deaf
+ * tier makes them look again within 100 ms. */
+static void
+test_fleet_resync(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 1, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct compute cp, slow;
+    struct waiter w[2];
+
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "kept", 1);
+    compute_init(&slow, "slow", 50);
+    ask(c, "kept", &cp, &w[0], 1000);
+    run_for(20);
+    CHECK(corral_cache_peek(c, "kept", 4) != NULL);
+    ask(c, "slow", &slow, &w[1], 1000);
+    run_for(10);
+    CHECK_EQ_INT(slow.calls, 1);
+    corral_fake_tier_resync(tier, true);
+    CHECK(corral_cache_peek(c, "kept", 4) == NULL);
+    run_for(80);
+    CHECK_EQ_INT(w[1].fired, 1); /* answered, but not stored */
+    CHECK(corral_cache_peek(c, "slow", 4) == NULL);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.tier_resyncs_lost, 1);
+    compute_finish(&cp);
+    compute_finish(&slow);
+
+    /* A value lands in the tier without a word: the resync finds it. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "quiet", 5);
+    corral_fake_tier_hold_lease(tier, "quiet", 5, 5000);
+    ask(c, "quiet", &cp, &w[0], 3000);
+    run_for(20);
+    struct corral_value *v = tier_value("quiet", "landed");
+    corral_fake_tier_ops.set(tier, v, 30000);
+    corral_value_unref(v);
+    run_for(100);
+    CHECK_EQ_INT(w[0].fired, 0); /* no word, next poll in a second */
+    corral_fake_tier_resync(tier, false);
+    run_for(20);
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_STR(corral_value_body(w[0].value), "landed");
+    compute_finish(&cp);
+
+    /* Deaf: remote waits look again within 100 ms. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "deaf", 5);
+    corral_fake_tier_hold_lease(tier, "deaf", 4, 5000);
+    ask(c, "deaf", &cp, &w[0], 3000);
+    run_for(20);
+    corral_fake_tier_deaf(tier);
+    v = tier_value("deaf", "heard");
+    corral_fake_tier_ops.set(tier, v, 30000);
+    corral_value_unref(v);
+    run_for(150);
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_STR(corral_value_body(w[0].value), "heard");
+    CHECK_EQ_INT(cp.calls, 0);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
+static bool
+not_bad(const struct corral_value *v, uint64_t now_ms, void *arg)
+{
+    (void)now_ms;
+    (void)arg;
+    return strcmp(corral_value_body(v), "bad") != 0;
+}
+
+/* A value from the tier the compute finds unfit is a counted miss: the
+ * fill asks past it, takes the lease and computes. A tier that cannot
+ * tell: computed here. */
+static void
+test_fleet_unfit_and_unknown(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 1, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct compute cp;
+    struct waiter w = {0};
+
+    struct corral_value *v = tier_value("fit", "bad");
+    corral_fake_tier_ops.set(tier, v, 30000);
+    corral_value_unref(v);
+    compute_init(&cp, "fit", 1);
+    const struct corral_compute how = {compute_fn, &cp, "fit", 3, not_bad};
+    w.handle = corral_get_or_compute(c, "fit", 3, &realtime, 1000, &how,
+                                     waiter_cb, &w);
+    run_for(30);
+    CHECK_EQ_INT(w.fired, 1);
+    CHECK_EQ_STR(corral_value_body(w.value), "fit");
+    CHECK_EQ_INT(cp.calls, 1);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.tier_rejects, 1);
+    struct corral_fake_tier_counts n;
+    corral_fake_tier_counts(tier, &n);
+    CHECK_EQ_INT(n.stored, 1); /* it held the lease */
+    compute_finish(&cp);
+
+    memset(&w, 0, sizeof(w));
+    compute_init(&cp, "unknown", 1);
+    corral_fake_tier_unknown(tier, true);
+    ask(c, "unknown", &cp, &w, 1000);
+    run_for(30);
+    CHECK_EQ_INT(w.fired, 1);
+    CHECK_EQ_INT(w.error, 0);
+    CHECK_EQ_INT(cp.calls, 1);
+    corral_fake_tier_counts(tier, &n);
+    CHECK_EQ_INT(n.stored, 1); /* no lease: nothing to give back */
+    corral_fake_tier_unknown(tier, false);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
 /* TTL jitter: expiry drawn between (100 - pct)% and 100% of the ttl,
  * spread out; 0 keeps the exact ttl. */
 static void
@@ -1335,6 +1579,10 @@ main(void)
     RUN(test_tier_hangs);
     RUN(test_purge_during_fill);
     RUN(test_remote_lease);
+    RUN(test_fleet_failure_shared);
+    RUN(test_fleet_purge_races);
+    RUN(test_fleet_resync);
+    RUN(test_fleet_unfit_and_unknown);
     RUN(test_ttl_jitter);
     RUN(test_backoff);
     RUN(test_backoff_retry_after);

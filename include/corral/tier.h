@@ -38,8 +38,8 @@ struct corral_tier_answer {
      * window may still want, or NULL. Ownership passed to the callee. */
     struct corral_value *value;
     struct corral_tier_lease *lease; /* WON: give it back with release */
-    /* HELD: look again in ms at the latest. FAILED: the key's backoff
-     * left, ms. */
+    /* HELD: look again in ms at the latest (the holder's lease left, or
+     * sooner while the tier is deaf). FAILED: the key's backoff left, ms. */
     uint64_t ms;
     int error;           /* FAILED: the failure's -errno */
     const char *message; /* FAILED: borrowed for the callback */
@@ -80,6 +80,9 @@ struct corral_tier_events {
      * so every copy above the tier is suspect. Waits on other instances
      * should look again. */
     void (*resync)(bool lost, void *arg);
+    /* The tier cannot hear the fleet for now: waits on other instances
+     * had better look again soon rather than wait for word. */
+    void (*deaf)(void *arg);
 };
 
 struct corral_tier {

@@ -426,10 +426,32 @@ tier_resync(bool lost, void *arg)
     corral_flight_each(&c->fl, resync_fill, &lost);
 }
 
+/* How soon a wait on another instance looks again while the tier is
+ * deaf: the word it waits for may never come. */
+#define DEAF_POLL_MS 100
+
+static void
+deaf_fill(struct corral_fill *f, void *arg)
+{
+    (void)arg;
+    if (f->state == F_REMOTE) {
+        struct timeval soon = corral_ms_to_tv(DEAF_POLL_MS);
+        evtimer_add(f->wait_ev, &soon);
+    }
+}
+
+static void
+tier_deaf(void *arg)
+{
+    struct corral_cache *c = arg;
+    corral_flight_each(&c->fl, deaf_fill, NULL);
+}
+
 static const struct corral_tier_events tier_events = {
     .invalidated = tier_invalidated,
     .released = tier_released,
     .resync = tier_resync,
+    .deaf = tier_deaf,
 };
 
 struct corral_cache *

@@ -901,6 +901,8 @@ on_lost(void *arg)
 {
     struct corral_redis_tier *t = arg;
     t->resync_pending = true;
+    if (t->ev && t->ev->deaf)
+        t->ev->deaf(t->ev_arg);
 }
 
 static const struct corral_redis_listener listener = {

@@ -984,32 +984,6 @@ track(struct corral_gateway *g, const struct corral_config *cfg)
     free(names);
 }
 
-int
-corral_gateway_check_l2(const struct corral_config *cfg, char *err,
-                        size_t errlen)
-{
-    if (cfg->l2 == NULL)
-        return 0;
-    const struct corral_config_l2 *l = cfg->l2;
-    struct corral_redis_options ro = {
-        .host = l->redis.host,
-        .port = l->redis.port,
-        .unix_path = l->unix_path,
-        .db = l->db,
-        .user = l->user,
-        .password = l->password,
-        .timeout_ms = l->timeout_ms,
-    };
-    char why[256];
-    uint64_t ms = 4 * l->timeout_ms > 1000 ? 4 * l->timeout_ms : 1000;
-    int rc = corral_redis_probe(&ro, ms, 0, NULL, NULL, why, sizeof(why));
-    if (rc == -EINVAL) {
-        snprintf(err, errlen, "l2: Redis refused %s", why);
-        return -1;
-    }
-    return 0;
-}
-
 /* With l2: the connection, the tier and the fleet state on it. Before
  * serving, the route generations Redis holds (a blocking read at start,
  * bounded), so a new instance keys as the running ones do; an AUTH or

@@ -85,11 +85,6 @@ int corral_gateway_purge(struct corral_gateway *g, const char *path,
  * -ENOENT (no such route) and cb never fires. */
 int corral_gateway_purge_route(struct corral_gateway *g, const char *path,
                                corral_gateway_purged_cb *cb, void *arg);
-/* With l2: asks Redis, blocking for a moment, whether it accepts the
- * configured AUTH and db. Returns 0 (also when Redis cannot be reached:
- * an outage, not a mistake), or -1 with Redis's reason in err. */
-int corral_gateway_check_l2(const struct corral_config *cfg, char *err,
-                            size_t errlen);
 int corral_gateway_refresh(struct corral_gateway *g, const char *path,
                            size_t path_len, const char *query,
                            size_t query_len, char *key, size_t keycap);
