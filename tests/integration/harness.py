@@ -525,6 +525,11 @@ async def timed_request(port, path, delay=0.0, timeout=15, headers=None):
     return sent, time.monotonic(), r
 
 
+def status_or_error(x):
+    """A Response's status, or what went wrong instead (for messages)."""
+    return x.status if isinstance(x, Response) else repr(x)
+
+
 def raw(port, data, timeout=5.0, chunks=None, delay=0.0):
     """Sends bytes (optionally in pieces) and returns all the server says
     until it closes or goes quiet."""

@@ -8,7 +8,8 @@ round trips, they do not time corral."""
 import asyncio
 import statistics
 
-from harness import World, check, check_eq, done, fleet_config, timed_request
+from harness import (World, check, check_eq, done, fleet_config,
+                     status_or_error, timed_request)
 
 w = World()
 origin = w.start_origin()
@@ -32,8 +33,7 @@ def burst(prefix):
             timed_request(a.port, f"/{prefix}/k{i}", timeout=20)
             for i in range(100)))
     got = asyncio.run(run())
-    statuses = [x[2].status if hasattr(x[2], "status") else repr(x[2])
-                for x in got]
+    statuses = [status_or_error(x[2]) for x in got]
     took = [end - start for start, end, _ in got]
     return statuses, statistics.median(took)
 

@@ -9,7 +9,8 @@ the race is as wide as a round trip, and shows in every run."""
 import asyncio
 import random
 
-from harness import World, check, check_eq, done, fleet_config, timed_request
+from harness import (World, check, check_eq, done, fleet_config,
+                     status_or_error, timed_request)
 
 w = World()
 origin = w.start_origin()
@@ -42,7 +43,7 @@ async def race():
     return await asyncio.gather(*jobs)
 got = asyncio.run(race())
 
-bad = [x[2] for x in got if not hasattr(x[2], "status") or x[2].status != 200]
+bad = [x[2] for x in got if status_or_error(x[2]) != 200]
 check(not bad, f"every client answered 200: {bad[:2]}")
 calls = origin.control("GET", "/_origin/calls")["full"]
 twice = sorted(k for k, n in calls.items() if n != 1)

@@ -6,7 +6,8 @@ outcome for the backoff interval and publishes it; waiters everywhere get
 the error at once, and an acquire that finds the outcome answers it."""
 import asyncio
 
-from harness import World, check, check_eq, done, fleet_config, timed_request
+from harness import (World, check, check_eq, done, fleet_config,
+                     status_or_error, timed_request)
 
 w = World()
 origin = w.start_origin()
@@ -27,8 +28,7 @@ async def clients():
     return await asyncio.gather(*jobs)
 got = asyncio.run(clients())
 first = min(start for start, _, _ in got)
-statuses = [x[2].status if hasattr(x[2], "status") else repr(x[2])
-            for x in got]
+statuses = [status_or_error(x[2]) for x in got]
 check_eq(set(statuses), {502}, "every client gets the fill's error")
 check_eq(origin.calls("/v/f"), 1, "one origin call for the fleet")
 last = max(end for _, end, _ in got) - first
