@@ -1,9 +1,13 @@
 """harness.py — real processes for corral's integration tests.
 
-Starts tools/origin and corral on free loopback ports in a temp dir, talks
-HTTP to them (one-off requests and thousands of concurrent clients over raw
-asyncio sockets), and stops everything by PID at exit. Paths come from the
-environment meson sets: CORRAL (the binary) and ORIGIN (tools/origin).
+Starts tools/origin, redis-server, tools/delay-proxy and corral on free
+loopback ports in a temp dir, talks HTTP to them (one-off requests and
+thousands of concurrent clients over raw asyncio sockets) and RESP to
+Redis, stops, resumes and restarts Redis, and stops everything by PID at
+exit. Paths come from the environment meson sets: CORRAL (the binary),
+ORIGIN (tools/origin) and DELAY_PROXY (tools/delay-proxy).
+With CORRAL_IT_KEEP_GOING=1 a failed check is reported and the test goes
+on (it still fails at the end): to see every assertion a change breaks.
 """
 import asyncio
 import atexit
@@ -21,16 +25,29 @@ import urllib.request
 
 CORRAL = os.environ.get("CORRAL", "build/src/gateway/corral")
 ORIGIN = os.environ.get("ORIGIN", "tools/origin")
+DELAY_PROXY = os.environ.get("DELAY_PROXY", "build/tools/delay-proxy")
+ADMIN_TOKEN = "it-admin-token"
+KEEP_GOING = os.environ.get("CORRAL_IT_KEEP_GOING") == "1"
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 checks = 0
+failures = 0
 
 
 def check(cond, msg):
-    global checks
+    global checks, failures
     checks += 1
+    if not cond:
+        print("FAIL:", msg, file=sys.stderr)
+        failures += 1
+        if not KEEP_GOING:
+            sys.exit(1)
+
+
+def require(cond, msg):
+    """A check the rest of the test cannot do without: fails at once."""
     if not cond:
         print("FAIL:", msg, file=sys.stderr)
         sys.exit(1)
@@ -101,8 +118,8 @@ class World:
         self.procs.append(p)
         deadline = time.time() + 10
         while not os.path.exists(portfile):
-            check(p.poll() is None and time.time() < deadline,
-                  "origin did not start")
+            require(p.poll() is None and time.time() < deadline,
+                    "origin did not start")
             time.sleep(0.02)
         port = int(open(portfile).read())
         return Origin(port, tls=cert is not None)
@@ -125,39 +142,184 @@ class World:
                 json.dump(cfg, f, indent=2)
         return path
 
-    def start_corral(self, cfg, env=None):
+    def start_corral(self, cfg, env=None, admin=False, log=False):
+        """corral on a free port. admin: an admin listener on another free
+        port with ADMIN_TOKEN, waited for too. log: its stderr goes to a
+        file (Corral.log() reads it) instead of the test's."""
         port = free_port()
         cfg = dict(cfg)
         cfg["listen"] = f"127.0.0.1:{port}"
-        path = self.write_config(cfg, f"corral-{len(self.corrals)}.json")
-        p = subprocess.Popen([CORRAL, "-c", path],
-                             env={**os.environ, **(env or {})})
+        env = dict(env or {})
+        admin_port = None
+        if admin:
+            admin_port = free_port()
+            cfg["admin"] = {"listen": f"127.0.0.1:{admin_port}",
+                            "token": "${CORRAL_ADMIN_TOKEN}"}
+            env["CORRAL_ADMIN_TOKEN"] = ADMIN_TOKEN
+        n = len(self.corrals)
+        path = self.write_config(cfg, f"corral-{n}.json")
+        logpath = self.path(f"corral-{n}.log") if log else None
+        stderr = open(logpath, "wb") if log else None
+        p = subprocess.Popen([CORRAL, "-c", path], stderr=stderr,
+                             env={**os.environ, **env})
+        if stderr:
+            stderr.close()
         self.procs.append(p)
         self.corrals.append(p)
         wait_port(port, p)
-        return Corral(port, p)
+        if admin_port:
+            wait_port(admin_port, p)
+        return Corral(port, p, admin_port, logpath)
+
+    def start_delay_proxy(self, to_port, delay_ms):
+        """tools/delay-proxy in front of 127.0.0.1:to_port, delay_ms of
+        round trip; returns its port."""
+        require(os.access(DELAY_PROXY, os.X_OK),
+                f"DELAY_PROXY is not built: {DELAY_PROXY}")
+        portfile = self.path(f"proxy-{len(self.procs)}.port")
+        p = subprocess.Popen([DELAY_PROXY, "--listen", "0", "--portfile",
+                              portfile, "--to", f"127.0.0.1:{to_port}",
+                              "--delay-ms", str(delay_ms)])
+        self.procs.append(p)
+        deadline = time.time() + 10
+        while not os.path.exists(portfile):
+            require(p.poll() is None and time.time() < deadline,
+                    "delay-proxy did not start")
+            time.sleep(0.02)
+        return int(open(portfile).read())
+
+
+class RedisError(Exception):
+    """An error reply."""
+
+
+class RedisConn:
+    """One RESP connection: commands in, parsed replies out."""
+
+    def __init__(self, port, password=None, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.buf = b""
+        if password:
+            self.cmd("AUTH", password)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n" % len(a))
+            out.append(a)
+            out.append(b"\r\n")
+        self.sock.sendall(b"".join(out))
+
+    def _fill(self, n):
+        while len(self.buf) < n:
+            b = self.sock.recv(max(65536, n - len(self.buf)))
+            if not b:
+                raise ConnectionError("redis closed the connection")
+            self.buf += b
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            b = self.sock.recv(65536)
+            if not b:
+                raise ConnectionError("redis closed the connection")
+            self.buf += b
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def reply(self):
+        """The next reply: bytes, int, None, a list, or RedisError (not
+        raised: an element of an array may be one)."""
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            return RedisError(rest.decode("latin-1"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            self._fill(n + 2)
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise ConnectionError(f"not RESP: {line[:80]!r}")
+
+    def cmd(self, *args):
+        """One command; an error reply is raised as RedisError."""
+        self.send(*args)
+        r = self.reply()
+        if isinstance(r, RedisError):
+            raise r
+        return r
 
 
 class Redis:
-    """redis-server, which a test can SIGKILL and start again on the same
-    port, and talk to with raw RESP."""
+    """redis-server, which a test can stop (SIGSTOP) and resume, SIGKILL
+    and start again on the same port (with its data or empty), and talk
+    to with RESP."""
 
     def __init__(self, world, port):
         self.world = world
         self.port = port
         self.proc = None
+        self.password = None
+        self.rdb = f"redis-{port}.rdb"
 
     def start(self):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.world.dir],
+             "--save", "", "--appendonly", "no", "--dir", self.world.dir,
+             "--dbfilename", self.rdb],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
+        self.password = None
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def stop(self):
+        """SIGSTOP: connections stay open, nothing is answered."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def cont(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def restart(self, persist=False):
+        """SIGKILL and start again on the same port: with persist, with
+        the data it had (saved just before); else empty."""
+        path = os.path.join(self.world.dir, self.rdb)
+        if persist:
+            self.cmd("SAVE")
+        self.kill()
+        if not persist and os.path.exists(path):
+            os.unlink(path)
+        self.start()
+
+    def conn(self):
+        return RedisConn(self.port, self.password)
+
+    def cmd(self, *args):
+        """One command on a new connection; returns the parsed reply
+        (RedisError raised)."""
+        with self.conn() as c:
+            return c.cmd(*args)
 
     def command(self, *args):
         """One command; returns the raw reply bytes."""
@@ -169,6 +331,25 @@ class Redis:
             s.sendall(out)
             reply = s.recv(1 << 20)
         return reply
+
+    def scan(self, pattern, db=None):
+        """Every key matching pattern (bytes), in db (default 0)."""
+        keys = set()
+        with self.conn() as c:
+            if db is not None:
+                c.cmd("SELECT", db)
+            cursor = b"0"
+            for _ in range(100000):
+                cursor, batch = c.cmd("SCAN", cursor, "MATCH", pattern,
+                                      "COUNT", 1000)
+                keys.update(batch)
+                if cursor == b"0":
+                    break
+        return sorted(keys)
+
+    def client_kill(self, kind):
+        """CLIENT KILL TYPE kind (normal, pubsub): how many went."""
+        return self.cmd("CLIENT", "KILL", "TYPE", kind)
 
 
 class Origin:
@@ -208,6 +389,21 @@ class Origin:
         return self.control("POST", "/_origin/reset", {})
 
 
+def fleet_config(origin, redis_port, timeout="200ms", prefix="t:", l2=None,
+                 upstream=None, routes=None, **top):
+    """A config for an instance of a fleet sharing the Redis on redis_port:
+    upstream "o" is origin; by default one route /api/{k} -> /v/{k}, 1m."""
+    cfg = {
+        "l2": {"redis": f"127.0.0.1:{redis_port}", "prefix": prefix,
+               "timeout": timeout, **(l2 or {})},
+        "upstreams": {"o": {"base": origin.base(), **(upstream or {})}},
+        "routes": routes or [{"path": "/api/{k}", "upstream": "o",
+                              "fetch": "/v/{k}", "strategy": "1m"}],
+    }
+    cfg.update(top)
+    return cfg
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -222,9 +418,54 @@ class Response:
 
 
 class Corral:
-    def __init__(self, port, proc):
+    def __init__(self, port, proc, admin_port=None, logpath=None):
         self.port = port
         self.proc = proc
+        self.admin_port = admin_port
+        self.logpath = logpath
+
+    def admin(self, method, path, token=ADMIN_TOKEN, timeout=15):
+        """A call on the admin listener, with the token."""
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return asyncio.run(request(self.admin_port, path, headers, method,
+                                   timeout))
+
+    def healthz(self):
+        return self.admin("GET", "/healthz", token=None).json()
+
+    def wait_l2(self, state, timeout=10.0, poke=None):
+        """Polls /healthz until l2 is state (calling poke() between
+        polls, e.g. to make traffic); returns whether it got there."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.healthz().get("l2") == state:
+                return True
+            if poke:
+                poke()
+            time.sleep(0.05)
+        return self.healthz().get("l2") == state
+
+    def metrics(self):
+        """{(name, frozenset(labels)): value} of a /metrics scrape."""
+        r = self.admin("GET", "/metrics", token=None)
+        out = {}
+        for line in r.body.decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            labels = frozenset()
+            if "{" in name:
+                name, _, rest = name.partition("{")
+                labels = frozenset(
+                    tuple(p.split("=", 1)) for p in
+                    rest.rstrip("}").replace('"', "").split(",") if p)
+            out[(name, labels)] = float(value)
+        return out
+
+    def log(self):
+        """What it wrote on stderr so far (started with log=True)."""
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
 
     def alive(self):
         return self.proc.poll() is None
@@ -272,6 +513,23 @@ async def request(port, path, headers=None, method="GET", timeout=15):
     return await asyncio.wait_for(go(), timeout)
 
 
+async def timed_request(port, path, delay=0.0, timeout=15, headers=None):
+    """Waits delay seconds, then one request. Returns (sent, answered,
+    response or the exception), times on time.monotonic()."""
+    await asyncio.sleep(delay)
+    sent = time.monotonic()
+    try:
+        r = await request(port, path, headers, "GET", timeout)
+    except Exception as e:  # noqa: BLE001 - the test reports it
+        r = e
+    return sent, time.monotonic(), r
+
+
+def status_or_error(x):
+    """A Response's status, or what went wrong instead (for messages)."""
+    return x.status if isinstance(x, Response) else repr(x)
+
+
 def raw(port, data, timeout=5.0, chunks=None, delay=0.0):
     """Sends bytes (optionally in pieces) and returns all the server says
     until it closes or goes quiet."""
@@ -315,4 +573,7 @@ def done(name):
     for w in worlds:
         for rc in w.stop():
             check_eq(rc, 0, "corral's exit status after SIGTERM")
+    if failures:
+        print(f"FAIL {name} ({failures} of {checks} checks)", file=sys.stderr)
+        sys.exit(1)
     print(f"ok {name} ({checks} checks)")

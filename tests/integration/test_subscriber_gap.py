@@ -1,0 +1,76 @@
+"""Issue 17, subscriber gap: the pub/sub connections killed (CLIENT KILL
+TYPE pubsub) while a message is published. A remote waiter must not depend
+on that one message (doc/fleet.md: it polls every 100 ms while its
+subscriber is down, and looks again when it resubscribes), and a purge
+published while an instance was deaf reaches it from the purge log when it
+resubscribes."""
+import asyncio
+import json
+import time
+
+from harness import (World, check, check_eq, done, fleet_config, require,
+                     status_or_error, timed_request)
+
+w = World()
+origin = w.start_origin()
+redis = w.start_redis()
+cfg = fleet_config(origin, redis.port, timeout="200ms")
+a = w.start_corral(cfg, admin=True)
+b = w.start_corral(cfg, admin=True)
+for c in (a, b):
+    check(c.wait_l2("up"), "both instances see Redis")
+
+# A fills for 2 s; 10 clients wait on B (for A's lease). The subscribers
+# are killed just before A's fill ends, so B is deaf when it is announced.
+origin.behave("/v/gap", delay_ms=2000)
+
+
+def fill_started():
+    """When the origin got A's call (time.monotonic, the origin's clock)."""
+    for _ in range(200):
+        log = origin.control("GET", "/_origin/log?path=/v/gap")["requests"]
+        if log:
+            return log[0]["t"]
+        time.sleep(0.01)
+    return None
+
+
+async def gap():
+    holder = asyncio.ensure_future(timed_request(a.port, "/api/gap"))
+    start = await asyncio.get_running_loop().run_in_executor(
+        None, fill_started)
+    require(start is not None, "the origin got A's call")
+    waiters = [asyncio.ensure_future(timed_request(b.port, "/api/gap",
+                                                   delay=0.2))
+               for _ in range(10)]
+    await asyncio.sleep(max(0.0, start + 1.8 - time.monotonic()))
+    killed = redis.client_kill("pubsub")
+    return start, killed, await holder, await asyncio.gather(*waiters)
+start, killed, held, waited = asyncio.run(gap())
+check(killed >= 2, f"both subscribers killed: {killed}")
+check_eq(status_or_error(held[2]), 200, "A's client answered")
+bad = [x[2] for x in waited if status_or_error(x[2]) != 200 or
+       x[2].body != getattr(held[2], "body", None)]
+check(not bad, f"B's 10 waiters get A's body: {bad[:2]}")
+last = max(end for _, end, _ in waited) - start
+check(last <= 2.6, f"B's waiters answered within 2.6 s of the fill's "
+      f"start, not at the lease's end: the last at {last:.2f} s")
+check_eq(origin.calls("/v/gap"), 1, "one origin call for the fleet")
+
+# B caches a key; the subscribers are killed and at once a purge goes
+# through A: B, deaf when it was published, still drops its copy.
+check_eq(b.get("/api/p").status, 200, "B caches /api/p")
+check_eq(b.get("/api/p").json()["n"], 1, "B answers from its copy")
+check(redis.client_kill("pubsub") >= 2, "subscribers killed")
+r = a.admin("DELETE", "/cache/api/p")
+check_eq(r.status, 200, f"the purge through A, Redis up: {r}")
+origin.behave("/v/p", body=json.dumps({"v": "new"}))
+deadline = time.monotonic() + 2.0
+body = None
+while time.monotonic() < deadline:
+    body = b.get("/api/p").body
+    if body == b'{"v": "new"}':
+        break
+    time.sleep(0.1)
+check_eq(body, b'{"v": "new"}', "within 2 s B serves the new body")
+done("subscriber_gap")
