@@ -1,0 +1,29 @@
+/* reactor.h — one reactor process: the gateway and its admin on one event
+ * loop, run until SIGTERM or SIGINT, then drained. SIGHUP reloads the
+ * config file, SIGUSR1 reopens the access log. With workers, a supervisor
+ * (supervisor.h) runs one of these per worker process. */
+#ifndef CORRAL_REACTOR_H
+#define CORRAL_REACTOR_H
+
+struct corral_config;
+struct corral_metrics;
+
+/* What a reactor is given: sockets a supervisor bound for all its workers
+ * (-1: bind its own), the server's metrics blocks (NULL: its own) and
+ * which block is its. */
+struct corral_reactor_env {
+    const char *config_path; /* read again on SIGHUP */
+    int listen_fd, admin_fd;
+    struct corral_metrics *metrics;
+    unsigned worker;
+    const int *bus_fds; /* the purge bus, a pair per worker; or NULL */
+    unsigned n_bus;
+};
+
+/* Serves cfg (borrowed; a reload replaces what is served, not cfg) until
+ * SIGTERM or SIGINT and the drain that follows. Returns the process's exit
+ * status. */
+int corral_reactor_run(const struct corral_config *cfg,
+                       const struct corral_reactor_env *env);
+
+#endif
