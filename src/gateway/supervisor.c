@@ -25,6 +25,7 @@
 #define RESTART_MIN_MS 100  /* a worker that died at once: first delay */
 #define RESTART_MAX_MS 5000 /* ... doubling up to this */
 #define QUICK_DEATH_MS 1000 /* died sooner than this after its start */
+#define TICK_MS 100         /* the longest sleep between checks */
 
 static volatile sig_atomic_t got_signal; /* the last SIGTERM/INT/HUP */
 static volatile sig_atomic_t got_child;
@@ -43,6 +44,19 @@ struct worker {
     uint64_t started;    /* mono ms */
     uint64_t restart_at; /* mono ms; 0: now */
     uint64_t delay_ms;   /* next delay after a quick death */
+};
+
+struct supervisor {
+    struct corral_config **cfgp; /* what workers started now run */
+    const char *config_path;
+    unsigned n;
+    struct worker *w; /* n */
+    int lfd, afd;     /* the client and admin sockets; -1: none */
+    struct corral_metrics *metrics;
+    int *bus; /* [2i]: write end, [2i+1]: worker i's read end; or NULL */
+    sigset_t block, old;
+    bool stopping, ever_up;
+    int status; /* the exit status */
 };
 
 static pid_t
@@ -64,222 +78,281 @@ spawn(const struct corral_config *cfg, const struct corral_reactor_env *env,
     return pid;
 }
 
-/* Runs n workers until SIGTERM or SIGINT (forwarded to them; then waits for
- * their drain). They share one listening socket, bound here, so its accept
- * queue outlives any worker: a worker that dies takes only the clients it
- * had accepted. A worker that dies is started again: at once when it had
- * run a while, else after a delay that doubles from 100 ms to 5 s. When
- * every first worker fails at once (a bad upstream...), the supervisor
- * gives up with status 1. */
-int
-corral_supervisor_run(struct corral_config **cfgp, unsigned n,
-                      const char *config_path)
+/* Without l2, a purge reaches the other workers on this bus: a datagram
+ * socket pair per worker, which it reads and the others write. Workers
+ * started again later inherit the same pairs. */
+static int *
+bus_new(unsigned n)
 {
-    struct corral_config *cfg = *cfgp;
-    struct worker *w = calloc(n, sizeof(*w));
-    struct sigaction sa = {.sa_handler = on_supervisor_signal};
-    sigset_t block, old;
-    bool stopping = false, ever_up = false;
-    int status = 0;
+    int *bus = calloc(2 * (size_t)n, sizeof(*bus));
+    for (unsigned i = 0; bus && i < n; i++) {
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, &bus[2 * i]) !=
+            0) {
+            corral_log(CORRAL_LOG_WARNING,
+                       "no purge bus: a purge reaches one worker only");
+            for (unsigned k = 0; k < 2 * i; k++)
+                close(bus[k]);
+            free(bus);
+            return NULL;
+        }
+    }
+    return bus;
+}
 
-    if (w == NULL) {
-        corral_log(CORRAL_LOG_ERROR, "out of memory");
-        return 1;
-    }
+/* The sockets every worker shares, and the metrics each writes its own
+ * part of and any reads all of. 0, or -1 after saying why. */
+static int
+open_shared(struct supervisor *s)
+{
+    const struct corral_config *cfg = *s->cfgp;
     char err[512];
-    int lfd = corral_listen_socket(cfg->listen.host, cfg->listen.port, 0, false,
-                                   err, sizeof(err));
-    if (lfd < 0) {
+    s->lfd = corral_listen_socket(cfg->listen.host, cfg->listen.port, 0, false,
+                                  err, sizeof(err));
+    if (s->lfd < 0) {
         corral_log(CORRAL_LOG_ERROR, "%s", err);
-        free(w);
-        return 1;
+        return -1;
     }
-    /* The admin port too, and the metrics every worker writes its own
-     * part of and any worker reads all of. */
-    int afd = -1;
-    if (cfg->admin && (afd = corral_listen_socket(
+    if (cfg->admin && (s->afd = corral_listen_socket(
                            cfg->admin->listen.host, cfg->admin->listen.port, 0,
                            false, err, sizeof(err))) < 0) {
         corral_log(CORRAL_LOG_ERROR, "admin.listen: %s", err);
-        close(lfd);
-        free(w);
-        return 1;
+        return -1;
     }
-    struct corral_metrics *metrics =
-        corral_metrics_new(n, cfg->n_routes, cfg->n_upstreams);
-    /* Without l2, a purge reaches the other workers on this bus: a
-     * datagram socket pair per worker, which it reads and the others
-     * write. Workers started again later inherit the same pairs. */
-    int *bus = NULL; /* [2i]: write end, [2i+1]: worker i's read end */
-    if (cfg->l2 == NULL && cfg->admin != NULL &&
-        (bus = calloc(2 * (size_t)n, sizeof(*bus))) != NULL) {
-        for (unsigned i = 0; i < n; i++) {
-            if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0,
-                           &bus[2 * i]) != 0) {
-                corral_log(CORRAL_LOG_WARNING,
-                           "no purge bus: a purge reaches one worker only");
-                for (unsigned k = 0; k < 2 * i; k++)
-                    close(bus[k]);
-                free(bus);
-                bus = NULL;
-                break;
+    s->metrics = corral_metrics_new(s->n, cfg->n_routes, cfg->n_upstreams);
+    if (cfg->l2 == NULL && cfg->admin != NULL)
+        s->bus = bus_new(s->n);
+    if (s->metrics == NULL) {
+        corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+close_shared(struct supervisor *s)
+{
+    if (s->lfd >= 0)
+        close(s->lfd);
+    if (s->afd >= 0)
+        close(s->afd);
+    for (unsigned i = 0; s->bus && i < 2 * s->n; i++)
+        close(s->bus[i]);
+    free(s->bus);
+    corral_metrics_free(s->metrics);
+}
+
+/* Starts the workers that are due; counts those running and finds when
+ * the next restart is due (0: none). */
+static unsigned
+start_due(struct supervisor *s, uint64_t now, uint64_t *next)
+{
+    unsigned running = 0;
+    *next = 0;
+    for (unsigned i = 0; i < s->n; i++) {
+        struct worker *w = &s->w[i];
+        if (w->pid == 0 && !s->stopping && w->restart_at <= now) {
+            struct corral_reactor_env env = {
+                .config_path = s->config_path,
+                .listen_fd = s->lfd,
+                .admin_fd = s->afd,
+                .metrics = s->metrics,
+                .worker = i,
+                .bus_fds = s->bus,
+                .n_bus = s->bus ? s->n : 0,
+            };
+            w->pid = spawn(*s->cfgp, &env, &s->old);
+            w->started = now;
+            if (w->pid < 0) {
+                w->pid = 0;
+                w->restart_at = now + RESTART_MIN_MS;
             }
         }
+        if (w->pid > 0) {
+            running++;
+            if (now - w->started >= QUICK_DEATH_MS)
+                s->ever_up = true;
+        } else if (!s->stopping && (*next == 0 || w->restart_at < *next)) {
+            *next = w->restart_at;
+        }
     }
-    if (metrics == NULL) {
-        corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
-        close(lfd);
-        if (afd >= 0)
-            close(afd);
-        free(w);
-        return 1;
+    return running;
+}
+
+/* Sleeps with the signals let in, until one comes or the next restart or
+ * up-check is due. */
+static void
+sleep_until(struct supervisor *s, uint64_t now, uint64_t next)
+{
+    struct timespec ts = {0, TICK_MS * 1000000L};
+    if (next > now && next - now < TICK_MS)
+        ts.tv_nsec = (long)(next - now) * 1000000L;
+    sigset_t wait = s->old;
+    sigdelset(&wait, SIGTERM);
+    sigdelset(&wait, SIGINT);
+    sigdelset(&wait, SIGHUP);
+    sigdelset(&wait, SIGUSR1);
+    sigdelset(&wait, SIGCHLD);
+    sigprocmask(SIG_SETMASK, &wait, NULL);
+    nanosleep(&ts, NULL);
+    sigprocmask(SIG_BLOCK, &s->block, NULL);
+}
+
+static void
+forward(struct supervisor *s, int sig)
+{
+    for (unsigned i = 0; i < s->n; i++)
+        if (s->w[i].pid > 0)
+            kill(s->w[i].pid, sig);
+}
+
+/* SIGHUP: the file is checked here first, so a bad one reaches no worker;
+ * the good one is also what workers started later run. */
+static bool
+reload(struct supervisor *s)
+{
+    char err[1024];
+    struct corral_config *fresh =
+        corral_config_load(s->config_path, err, sizeof(err));
+    if (fresh == NULL) {
+        corral_log(CORRAL_LOG_ERROR, "reload: %s; still serving the old config",
+                   err);
+        return false;
     }
+    corral_config_free(*s->cfgp);
+    *s->cfgp = fresh;
+    return true;
+}
+
+/* SIGTERM, SIGINT: the workers drain; new clients are refused, not
+ * queued. */
+static void
+stop(struct supervisor *s)
+{
+    s->stopping = true;
+    close(s->lfd);
+    s->lfd = -1;
+    if (s->afd >= 0)
+        close(s->afd);
+    s->afd = -1;
+}
+
+static void
+handle_signals(struct supervisor *s)
+{
+    if (!got_signal)
+        return;
+    int sig = got_signal;
+    got_signal = 0;
+    if (sig == SIGHUP && !s->stopping && !reload(s))
+        return;
+    if ((sig == SIGTERM || sig == SIGINT) && !s->stopping)
+        stop(s);
+    forward(s, sig);
+}
+
+/* Worker i ended with wait status st: restarted at once when it had run a
+ * while, else after a delay that doubles. */
+static void
+worker_ended(struct supervisor *s, unsigned i, int st)
+{
+    struct worker *w = &s->w[i];
+    pid_t pid = w->pid;
+    uint64_t lived = corral_now_ms() - w->started;
+    w->pid = 0;
+    if (s->stopping) {
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            s->status = 1;
+        return;
+    }
+    if (WIFSIGNALED(st))
+        corral_log(CORRAL_LOG_ERROR, "worker %d killed by %s; restarting",
+                   (int)pid, strsignal(WTERMSIG(st)));
+    else
+        corral_log(CORRAL_LOG_ERROR, "worker %d exited with %d; restarting",
+                   (int)pid, WEXITSTATUS(st));
+    if (lived >= QUICK_DEATH_MS) {
+        w->delay_ms = 0;
+        w->restart_at = 0;
+        return;
+    }
+    if (!s->ever_up && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+        corral_log(CORRAL_LOG_ERROR, "workers fail at start; giving up");
+        s->stopping = true;
+        s->status = 1;
+        forward(s, SIGTERM);
+        return;
+    }
+    w->delay_ms = w->delay_ms ? w->delay_ms * 2 : RESTART_MIN_MS;
+    if (w->delay_ms > RESTART_MAX_MS)
+        w->delay_ms = RESTART_MAX_MS;
+    w->restart_at = corral_now_ms() + w->delay_ms;
+}
+
+static void
+reap(struct supervisor *s)
+{
+    int st;
+    pid_t pid;
+    got_child = 0;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+        for (unsigned i = 0; i < s->n; i++)
+            if (s->w[i].pid == pid) {
+                worker_ended(s, i, st);
+                break;
+            }
+}
+
+static void
+watch_signals(struct supervisor *s)
+{
+    struct sigaction sa = {.sa_handler = on_supervisor_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGHUP);
-    sigaddset(&block, SIGUSR1);
-    sigaddset(&block, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &block, &old);
+    sigemptyset(&s->block);
+    sigaddset(&s->block, SIGTERM);
+    sigaddset(&s->block, SIGINT);
+    sigaddset(&s->block, SIGHUP);
+    sigaddset(&s->block, SIGUSR1);
+    sigaddset(&s->block, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &s->block, &s->old);
+}
+
+int
+corral_supervisor_run(struct corral_config **cfgp, unsigned n,
+                      const char *config_path)
+{
+    struct supervisor s = {
+        .cfgp = cfgp,
+        .config_path = config_path,
+        .n = n,
+        .w = calloc(n, sizeof(struct worker)),
+        .lfd = -1,
+        .afd = -1,
+    };
+    if (s.w == NULL) {
+        corral_log(CORRAL_LOG_ERROR, "out of memory");
+        return 1;
+    }
+    if (open_shared(&s) < 0) {
+        close_shared(&s);
+        free(s.w);
+        return 1;
+    }
+    watch_signals(&s);
     corral_log(CORRAL_LOG_NOTICE, "supervising %u workers", n);
     for (;;) {
-        uint64_t now = corral_now_ms(), next = 0;
-        unsigned running = 0;
-        for (unsigned i = 0; i < n; i++) {
-            if (w[i].pid == 0 && !stopping && w[i].restart_at <= now) {
-                struct corral_reactor_env env = {
-                    .config_path = config_path,
-                    .listen_fd = lfd,
-                    .admin_fd = afd,
-                    .metrics = metrics,
-                    .worker = i,
-                    .bus_fds = bus,
-                    .n_bus = bus ? n : 0,
-                };
-                w[i].pid = spawn(cfg, &env, &old);
-                w[i].started = now;
-                if (w[i].pid < 0) {
-                    w[i].pid = 0;
-                    w[i].restart_at = now + RESTART_MIN_MS;
-                }
-            }
-            if (w[i].pid > 0) {
-                running++;
-                if (now - w[i].started >= QUICK_DEATH_MS)
-                    ever_up = true;
-            } else if (!stopping && (next == 0 || w[i].restart_at < next)) {
-                next = w[i].restart_at;
-            }
-        }
-        if (stopping && running == 0)
+        uint64_t now = corral_now_ms(), next;
+        if (start_due(&s, now, &next) == 0 && s.stopping)
             break;
-        /* Sleep until a signal, or the next restart or up-check is due. */
-        struct timespec ts = {0, 100 * 1000000L};
-        if (next > now && next - now < 100)
-            ts.tv_nsec = (long)(next - now) * 1000000L;
-        sigset_t wait = old;
-        sigdelset(&wait, SIGTERM);
-        sigdelset(&wait, SIGINT);
-        sigdelset(&wait, SIGHUP);
-        sigdelset(&wait, SIGUSR1);
-        sigdelset(&wait, SIGCHLD);
-        sigprocmask(SIG_SETMASK, &wait, NULL);
-        nanosleep(&ts, NULL);
-        sigprocmask(SIG_BLOCK, &block, NULL);
-        if (got_signal) {
-            int sig = got_signal;
-            got_signal = 0;
-            if (sig == SIGHUP && !stopping) {
-                /* Checked here first: a bad file reaches no worker. The
-                 * good one is also what workers started later run. */
-                struct corral_config *fresh =
-                    corral_config_load(config_path, err, sizeof(err));
-                if (fresh == NULL) {
-                    corral_log(CORRAL_LOG_ERROR,
-                               "reload: %s; still serving the "
-                               "old config",
-                               err);
-                    sig = 0;
-                } else {
-                    corral_config_free(cfg);
-                    cfg = *cfgp = fresh;
-                }
-            }
-            if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
-                stopping = true;
-                /* Workers drain: new clients are refused, not queued. */
-                close(lfd);
-                lfd = -1;
-                if (afd >= 0)
-                    close(afd);
-                afd = -1;
-            }
-            for (unsigned i = 0; sig != 0 && i < n; i++)
-                if (w[i].pid > 0)
-                    kill(w[i].pid, sig);
-        }
-        got_child = 0;
-        int st;
-        pid_t pid;
-        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-            for (unsigned i = 0; i < n; i++) {
-                if (w[i].pid != pid)
-                    continue;
-                uint64_t lived = corral_now_ms() - w[i].started;
-                w[i].pid = 0;
-                if (stopping) {
-                    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                        status = 1;
-                    break;
-                }
-                if (WIFSIGNALED(st))
-                    corral_log(CORRAL_LOG_ERROR,
-                               "worker %d killed by %s; "
-                               "restarting",
-                               (int)pid, strsignal(WTERMSIG(st)));
-                else
-                    corral_log(CORRAL_LOG_ERROR,
-                               "worker %d exited with %d; "
-                               "restarting",
-                               (int)pid, WEXITSTATUS(st));
-                if (lived < QUICK_DEATH_MS) {
-                    if (!ever_up && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
-                        corral_log(CORRAL_LOG_ERROR, "workers fail at start; "
-                                                     "giving up");
-                        stopping = true;
-                        status = 1;
-                        for (unsigned k = 0; k < n; k++)
-                            if (w[k].pid > 0)
-                                kill(w[k].pid, SIGTERM);
-                        break;
-                    }
-                    w[i].delay_ms =
-                        w[i].delay_ms ? w[i].delay_ms * 2 : RESTART_MIN_MS;
-                    if (w[i].delay_ms > RESTART_MAX_MS)
-                        w[i].delay_ms = RESTART_MAX_MS;
-                    w[i].restart_at = corral_now_ms() + w[i].delay_ms;
-                } else {
-                    w[i].delay_ms = 0;
-                    w[i].restart_at = 0;
-                }
-                break;
-            }
-        }
+        sleep_until(&s, now, next);
+        handle_signals(&s);
+        reap(&s);
     }
-    if (lfd >= 0)
-        close(lfd);
-    if (afd >= 0)
-        close(afd);
-    for (unsigned i = 0; bus && i < 2 * n; i++)
-        close(bus[i]);
-    free(bus);
-    corral_metrics_free(metrics);
-    free(w);
-    return status;
+    close_shared(&s);
+    free(s.w);
+    return s.status;
 }
