@@ -27,16 +27,24 @@
 #define QUICK_DEATH_MS 1000 /* died sooner than this after its start */
 #define TICK_MS 100         /* the longest sleep between checks */
 
-static volatile sig_atomic_t got_signal; /* the last SIGTERM/INT/HUP */
-static volatile sig_atomic_t got_child;
+/* One flag per signal: signals that arrive together are each handled
+ * (one slot for all of them kept only the last). */
+static volatile sig_atomic_t pending[NSIG];
 
 static void
 on_supervisor_signal(int sig)
 {
-    if (sig == SIGCHLD)
-        got_child = 1;
-    else
-        got_signal = sig;
+    pending[sig] = 1;
+}
+
+/* Was sig pending? Clears it. Signals are blocked while this runs. */
+static bool
+take(int sig)
+{
+    if (!pending[sig])
+        return false;
+    pending[sig] = 0;
+    return true;
 }
 
 struct worker {
@@ -236,18 +244,24 @@ stop(struct supervisor *s)
     s->afd = -1;
 }
 
+/* Every signal that came, in this order whatever the order they came in:
+ * a reload and a reopen asked for just before a stop are done before it.
+ * A reload after the stop began is pointless: it is dropped. */
 static void
 handle_signals(struct supervisor *s)
 {
-    if (!got_signal)
-        return;
-    int sig = got_signal;
-    got_signal = 0;
-    if (sig == SIGHUP && !s->stopping && !reload(s))
-        return;
-    if ((sig == SIGTERM || sig == SIGINT) && !s->stopping)
-        stop(s);
-    forward(s, sig);
+    if (take(SIGHUP) && !s->stopping && reload(s))
+        forward(s, SIGHUP);
+    if (take(SIGUSR1))
+        forward(s, SIGUSR1);
+    static const int stops[] = {SIGTERM, SIGINT};
+    for (size_t k = 0; k < sizeof(stops) / sizeof(stops[0]); k++) {
+        if (!take(stops[k]))
+            continue;
+        if (!s->stopping)
+            stop(s);
+        forward(s, stops[k]);
+    }
 }
 
 /* Worker i ended with wait status st: restarted at once when it had run a
@@ -293,7 +307,7 @@ reap(struct supervisor *s)
 {
     int st;
     pid_t pid;
-    got_child = 0;
+    take(SIGCHLD);
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
         for (unsigned i = 0; i < s->n; i++)
             if (s->w[i].pid == pid) {
