@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -71,8 +72,15 @@ static pid_t
 spawn(const struct corral_config *cfg, const struct corral_reactor_env *env,
       sigset_t *old)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        /* A supervisor that dies, even by SIGKILL, takes its workers with
+         * it: they drain and exit instead of keeping its ports. A parent
+         * that died before prctl() could see to it is caught by getppid(). */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
         /* The worker: default signal handling, then the reactor. */
         struct sigaction dfl = {.sa_handler = SIG_DFL};
         sigaction(SIGTERM, &dfl, NULL);
