@@ -148,6 +148,14 @@ corral_reactor_run(const struct corral_config *cfg,
         corral_log(CORRAL_LOG_ERROR, "cannot watch signals");
         return 1;
     }
+    /* A supervisor's worker starts with them blocked (see supervisor.c). */
+    sigset_t watched;
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGTERM);
+    sigaddset(&watched, SIGINT);
+    sigaddset(&watched, SIGHUP);
+    sigaddset(&watched, SIGUSR1);
+    sigprocmask(SIG_UNBLOCK, &watched, NULL);
     event_base_dispatch(run.base);
     event_free(term);
     event_free(intr);

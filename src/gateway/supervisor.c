@@ -88,7 +88,14 @@ spawn(const struct corral_config *cfg, const struct corral_reactor_env *env,
         sigaction(SIGHUP, &dfl, NULL);
         sigaction(SIGUSR1, &dfl, NULL);
         sigaction(SIGCHLD, &dfl, NULL);
-        sigprocmask(SIG_SETMASK, old, NULL);
+        /* The reactor lets the signals it watches in once it watches
+         * them: one that comes while it starts waits for it. */
+        sigset_t mask = *old;
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGUSR1);
+        sigprocmask(SIG_SETMASK, &mask, NULL);
         _exit(corral_reactor_run(cfg, env));
     }
     return pid;
