@@ -80,9 +80,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     corral_log(CORRAL_LOG_NOTICE, "%s, draining (at most %llu ms)",
                strsignal((int)sig),
                (unsigned long long)run->cfg->drain_timeout_ms);
-    /* The admin stops now; clients get drain_timeout to be answered. */
-    corral_admin_free(run->admin);
-    run->admin = NULL;
+    /* Clients get drain_timeout to be answered. The admin stays until
+     * the end, so health checks see "draining" rather than a refusal. */
     corral_gateway_drain(run->gateway, drained, run);
     struct timeval tv = corral_ms_to_tv(run->cfg->drain_timeout_ms);
     run->drain_timer = evtimer_new(run->base, drain_expired, run);
