@@ -818,6 +818,14 @@ corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
     corral_server_drain(g->server, done, arg);
 }
 
+void
+corral_gateway_drain_expire(struct corral_gateway *g)
+{
+    /* A restarted server is usually back within a second; behind a load
+     * balancer, another instance answers sooner. */
+    corral_server_drain_expire(g->server, 1);
+}
+
 int
 corral_gateway_reopen_log(struct corral_gateway *g, char *err, size_t errlen)
 {

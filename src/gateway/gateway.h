@@ -83,6 +83,10 @@ uint16_t corral_gateway_port(const struct corral_gateway *g);
 /* Stops accepting, answers what is in flight, then calls done. */
 void corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
                           void *arg);
+/* drain_timeout passed: every request still waiting on a fill is
+ * answered 503 with Retry-After and "Connection: close" (the fills go on
+ * for nobody until the gateway is freed). */
+void corral_gateway_drain_expire(struct corral_gateway *g);
 /* Frees everything now. NULL is a no-op. */
 void corral_gateway_free(struct corral_gateway *g);
 

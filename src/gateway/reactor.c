@@ -5,6 +5,7 @@
 
 #include <event2/event.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include "log.h"
 #include "timeutil.h"
 
+#define DRAIN_GRACE_MS 1000 /* to write the 503s of an expired drain */
+
 struct run {
     struct event_base *base;
     const struct corral_config *cfg;
@@ -23,6 +26,7 @@ struct run {
     struct event *drain_timer;
     const char *config_path; /* read again on SIGHUP */
     int signals;
+    bool expired; /* drain_timeout passed; the grace runs */
 };
 
 static void
@@ -60,13 +64,23 @@ on_hup(evutil_socket_t sig, short what, void *arg)
                run->config_path, cfg->n_upstreams, cfg->n_routes);
 }
 
+/* Clients still waiting are told (503, Retry-After) rather than dropped;
+ * those answers get a moment to be written before everything closes. */
 static void
 drain_expired(evutil_socket_t fd, short what, void *arg)
 {
     struct run *run = arg;
+    if (run->expired) {
+        event_base_loopbreak(run->base);
+        return;
+    }
+    run->expired = true;
     corral_log(CORRAL_LOG_WARNING,
-               "drain_timeout passed; closing what is left");
-    event_base_loopbreak(run->base);
+               "drain_timeout passed; answering what is left 503");
+    corral_gateway_drain_expire(run->gateway);
+    struct timeval tv = corral_ms_to_tv(DRAIN_GRACE_MS);
+    if (evtimer_add(run->drain_timer, &tv) != 0)
+        abort(); /* the policy of xalloc.h */
 }
 
 static void

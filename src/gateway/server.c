@@ -1492,6 +1492,29 @@ corral_server_drain(struct corral_server *s, void (*done)(void *arg), void *arg)
 }
 
 void
+corral_server_drain_expire(struct corral_server *s, unsigned retry_after_s)
+{
+    static const char body[] = "{\"error\":\"shutting down\"}";
+    char extra[40];
+    struct conn *c;
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry_after_s);
+    TAILQ_FOREACH(c, &s->conns, link)
+    {
+        for (unsigned i = 0; i < c->count; i++) {
+            struct slot *sl = &c->slots[(c->head + i) % PIPELINE_MAX];
+            if (sl->state != SLOT_WAITING || sl->on_close == NULL)
+                continue;
+            corral_request_close_cb *cb = sl->on_close;
+            sl->on_close = NULL;
+            cb(&sl->req, sl->on_close_arg);
+            sl->close = true;
+            corral_request_respond_simple(&sl->req, 503, "application/json",
+                                          extra, body, sizeof body - 1);
+        }
+    }
+}
+
+void
 corral_server_free(struct corral_server *s)
 {
     struct conn *c;

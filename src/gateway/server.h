@@ -108,6 +108,14 @@ uint16_t corral_server_port(const struct corral_server *s);
 void corral_server_drain(struct corral_server *s, void (*done)(void *arg),
                          void *arg);
 
+/* Ends a drain that ran out of time: every request still waiting on the
+ * handler with an on_close callback gets it, as if its client had gone,
+ * and is answered 503 with "Retry-After: retry_after_s" and "Connection:
+ * close" instead of having its connection just closed. Requests without
+ * one are left to the handler. */
+void corral_server_drain_expire(struct corral_server *s,
+                                unsigned retry_after_s);
+
 /* Closes the listener and every connection now; unanswered requests get
  * their on_close callback, and the ones without one are dropped (answering
  * them afterwards is a use-after-free). Not from inside a server callback.
