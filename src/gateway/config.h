@@ -29,6 +29,8 @@ struct corral_config_addr {
 struct corral_config_admin {
     struct corral_config_addr listen;
     char *token; /* NULL: none, so every mutating call gets 403 */
+    unsigned max_clients;       /* connections per worker, default 64 */
+    uint64_t client_timeout_ms; /* idle or slow admin client, default 5 s */
 };
 
 struct corral_config_l2 {

@@ -30,6 +30,11 @@ struct corral_server_options {
     int backlog;                /* listen(2) backlog; 0 = 511 */
     bool reuse_port;            /* SO_REUSEPORT, for one listener per worker */
     bool has_listen_fd;         /* serve listen_fd instead of binding */
+    /* At max_clients, close the connection the server has waited on
+     * longest (lingering, idle, a request still arriving, an answer left
+     * unread) to take the new one instead of refusing it: for a port that
+     * must stay answerable, such as the admin's. */
+    bool evict_idle;
     int listen_fd;              /* a listening socket the server adopts */
     /* Answers queued and not yet written hold their bytes (and the values
      * they borrow). A client with requests in flight is not read while its
