@@ -1400,6 +1400,16 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
 
 /* ---- public ---------------------------------------------------------- */
 
+bool
+corral_config_admin_moved(const struct corral_config *a,
+                          const struct corral_config *b)
+{
+    if (a->admin == NULL || b->admin == NULL)
+        return a->admin != b->admin;
+    return strcmp(a->admin->listen.host, b->admin->listen.host) != 0 ||
+           a->admin->listen.port != b->admin->listen.port;
+}
+
 struct corral_config *
 corral_config_parse(const char *text, size_t len, const char *name, char *err,
                     size_t errlen)

@@ -146,6 +146,11 @@ struct corral_config *corral_config_parse(const char *text, size_t len,
                                           const char *name, char *err,
                                           size_t errlen);
 
+/* Do a and b listen for the admin on different addresses, or only one of
+ * them at all? (A reload then needs another admin socket.) */
+bool corral_config_admin_moved(const struct corral_config *a,
+                               const struct corral_config *b);
+
 /* Frees cfg and everything in it. NULL is a no-op. */
 void corral_config_free(struct corral_config *cfg);
 

@@ -89,7 +89,7 @@ main(int argc, char **argv)
                    workers);
     signal(SIGPIPE, SIG_IGN);
     struct corral_reactor_env env = {
-        .config_path = path, .listen_fd = -1, .admin_fd = -1};
+        .config_path = path, .listen_fd = -1, .admin_fd = -1, .ctl_fd = -1};
     int rc = workers > 1 ? corral_supervisor_run(&cfg, workers, path)
                          : corral_reactor_run(cfg, &env);
     corral_config_free(cfg);

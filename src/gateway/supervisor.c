@@ -5,6 +5,7 @@
  * between sleeps. */
 #include "supervisor.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -50,6 +51,7 @@ take(int sig)
 
 struct worker {
     pid_t pid;           /* 0: not running */
+    int ctl;             /* our end of its channel (reactor.h); -1: none */
     uint64_t started;    /* mono ms */
     uint64_t restart_at; /* mono ms; 0: now */
     uint64_t delay_ms;   /* next delay after a quick death */
@@ -60,7 +62,9 @@ struct supervisor {
     const char *config_path;
     unsigned n;
     struct worker *w; /* n */
-    int lfd, afd;     /* the client and admin sockets; -1: none */
+    /* Every listening socket is bound here, also one a reload adds, so a
+     * worker started at any time finds it and never binds one itself. */
+    int lfd, afd; /* the client and admin sockets; -1: none */
     struct corral_metrics *metrics;
     int *bus; /* [2i]: write end, [2i+1]: worker i's read end; or NULL */
     sigset_t block, old;
@@ -68,13 +72,18 @@ struct supervisor {
     int status; /* the exit status */
 };
 
+/* The worker keeps only its own end of the channels. */
 static pid_t
-spawn(const struct corral_config *cfg, const struct corral_reactor_env *env,
-      sigset_t *old)
+fork_worker(struct supervisor *s, const struct corral_reactor_env *env,
+            int our_end)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        close(our_end);
+        for (unsigned k = 0; k < s->n; k++)
+            if (s->w[k].ctl >= 0)
+                close(s->w[k].ctl);
         /* A supervisor that dies, even by SIGKILL, takes its workers with
          * it: they drain and exit instead of keeping its ports. A parent
          * that died before prctl() could see to it is caught by getppid(). */
@@ -90,15 +99,48 @@ spawn(const struct corral_config *cfg, const struct corral_reactor_env *env,
         sigaction(SIGCHLD, &dfl, NULL);
         /* The reactor lets the signals it watches in once it watches
          * them: one that comes while it starts waits for it. */
-        sigset_t mask = *old;
+        sigset_t mask = s->old;
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGUSR1);
         sigprocmask(SIG_SETMASK, &mask, NULL);
-        _exit(corral_reactor_run(cfg, env));
+        _exit(corral_reactor_run(*s->cfgp, env));
     }
     return pid;
+}
+
+/* Starts worker i, with a fresh channel (so that nothing sent to a worker
+ * that died reaches the next). */
+static void
+spawn(struct supervisor *s, unsigned i)
+{
+    struct worker *w = &s->w[i];
+    int ctl[2];
+    w->pid = -1;
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ctl) == 0) {
+        struct corral_reactor_env env = {
+            .config_path = s->config_path,
+            .listen_fd = s->lfd,
+            .admin_fd = s->afd,
+            .ctl_fd = ctl[1],
+            .metrics = s->metrics,
+            .worker = i,
+            .bus_fds = s->bus,
+            .n_bus = s->bus ? s->n : 0,
+        };
+        w->pid = fork_worker(s, &env, ctl[0]);
+        int saved = errno;
+        close(ctl[1]);
+        if (w->pid > 0)
+            w->ctl = ctl[0];
+        else
+            close(ctl[0]);
+        errno = saved;
+    }
+    if (w->pid < 0)
+        corral_log(CORRAL_LOG_ERROR, "cannot start worker %u: %s", i,
+                   strerror(errno));
 }
 
 /* Without l2, a purge reaches the other workers on this bus: a datagram
@@ -142,7 +184,7 @@ open_shared(struct supervisor *s)
         return -1;
     }
     s->metrics = corral_metrics_new(s->n, cfg->n_routes, cfg->n_upstreams);
-    if (cfg->l2 == NULL && cfg->admin != NULL)
+    if (cfg->l2 == NULL) /* also for an admin a reload adds */
         s->bus = bus_new(s->n);
     if (s->metrics == NULL) {
         corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
@@ -174,16 +216,7 @@ start_due(struct supervisor *s, uint64_t now, uint64_t *next)
     for (unsigned i = 0; i < s->n; i++) {
         struct worker *w = &s->w[i];
         if (w->pid == 0 && !s->stopping && w->restart_at <= now) {
-            struct corral_reactor_env env = {
-                .config_path = s->config_path,
-                .listen_fd = s->lfd,
-                .admin_fd = s->afd,
-                .metrics = s->metrics,
-                .worker = i,
-                .bus_fds = s->bus,
-                .n_bus = s->bus ? s->n : 0,
-            };
-            w->pid = spawn(*s->cfgp, &env, &s->old);
+            spawn(s, i);
             w->started = now;
             if (w->pid < 0) {
                 w->pid = 0;
@@ -229,13 +262,25 @@ forward(struct supervisor *s, int sig)
 }
 
 /* SIGHUP: the file is checked here first, so a bad one reaches no worker;
- * the good one is also what workers started later run. */
+ * the good one is also what workers started later run. An admin it adds
+ * or moves is bound here, and the workers are sent the socket before the
+ * signal; one that cannot be bound fails the reload. */
 static bool
 reload(struct supervisor *s)
 {
-    char err[1024];
+    char err[1024], why[512];
     struct corral_config *fresh =
         corral_config_load(s->config_path, err, sizeof(err));
+    int afd = s->afd;
+    bool moved = fresh && corral_config_admin_moved(*s->cfgp, fresh);
+    if (moved && fresh->admin &&
+        (afd = corral_listen_socket(fresh->admin->listen.host,
+                                    fresh->admin->listen.port, 0, false, why,
+                                    sizeof(why))) < 0) {
+        snprintf(err, sizeof(err), "admin.listen: %s", why);
+        corral_config_free(fresh);
+        fresh = NULL;
+    }
     if (fresh == NULL) {
         corral_log(CORRAL_LOG_ERROR, "reload: %s; still serving the old config",
                    err);
@@ -243,6 +288,18 @@ reload(struct supervisor *s)
     }
     corral_config_free(*s->cfgp);
     *s->cfgp = fresh;
+    if (!moved)
+        return true;
+    if (!fresh->admin)
+        afd = -1;
+    for (unsigned i = 0; i < s->n; i++)
+        if (s->w[i].pid > 0 && corral_reactor_send_admin(s->w[i].ctl, afd) < 0)
+            corral_log(CORRAL_LOG_ERROR,
+                       "reload: worker %d gets no admin socket: %s",
+                       (int)s->w[i].pid, strerror(errno));
+    if (s->afd >= 0)
+        close(s->afd);
+    s->afd = afd;
     return true;
 }
 
@@ -288,6 +345,8 @@ worker_ended(struct supervisor *s, unsigned i, int st)
     pid_t pid = w->pid;
     uint64_t lived = corral_now_ms() - w->started;
     w->pid = 0;
+    close(w->ctl);
+    w->ctl = -1;
     if (s->stopping) {
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
             s->status = 1;
@@ -366,6 +425,8 @@ corral_supervisor_run(struct corral_config **cfgp, unsigned n,
         corral_log(CORRAL_LOG_ERROR, "out of memory");
         return 1;
     }
+    for (unsigned i = 0; i < n; i++)
+        s.w[i].ctl = -1;
     if (open_shared(&s) < 0) {
         close_shared(&s);
         free(s.w);
