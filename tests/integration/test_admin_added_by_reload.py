@@ -4,7 +4,8 @@ once, by every worker, on a socket the supervisor binds, also for workers
 started later. It used to be bound only at start: after a reload that
 added admin with workers: 2, a restarted worker bound the port itself, the
 next got "Address already in use", exited 1 and was restarted forever.
-A reload whose admin port cannot be bound is refused whole."""
+Other admin limits rebuild it on the same socket; a reload whose admin
+port cannot be bound is refused whole."""
 import asyncio
 import os
 import signal
@@ -65,6 +66,16 @@ def refused(port):
         return True
 
 
+def idle_closed_within(port, seconds):
+    s = socket.create_connection(("127.0.0.1", port), timeout=seconds)
+    try:
+        return s.recv(1) == b""
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 for workers in (2, 1):
     tag = f"workers {workers}"
     port, a1, a2 = free_port(), free_port(), free_port()
@@ -114,6 +125,14 @@ for workers in (2, 1):
     wait_for(lambda: (healthz(a2) or 0) and healthz(a2).status == 200,
              f"{tag}: admin moved by the reload answers")
     wait_for(lambda: refused(a1), f"{tag}: the old admin port is closed")
+
+    # Other limits on the same address: the admin is built again on it.
+    ADMIN["client_timeout"] = "1s"
+    w.write_config(dict(config(port, a2), workers=workers), name)
+    p.send_signal(signal.SIGHUP)
+    wait_for(lambda: idle_closed_within(a2, 3),
+             f"{tag}: the reloaded admin.client_timeout holds")
+    del ADMIN["client_timeout"]
 
     # A reload whose admin port is taken is refused whole.
     taken = socket.socket()
