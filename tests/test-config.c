@@ -320,6 +320,40 @@ test_values(void)
                 "t.json:2: l2.db: ", "out of range");
 }
 
+/* The admin's own limits: defaults, values, and every bad one. */
+static void
+test_admin_limits(void)
+{
+    struct corral_config *cfg =
+        parse(WITH("'admin': {'listen': '127.0.0.1:9'}"));
+    CHECK(cfg != NULL && cfg->admin != NULL);
+    CHECK_EQ_INT(cfg->admin->max_clients, 64);
+    CHECK_EQ_INT(cfg->admin->client_timeout_ms, 5000);
+    corral_config_free(cfg);
+    cfg = parse(WITH("'admin': {'max_clients': 8, 'client_timeout': '250ms'}"));
+    CHECK(cfg != NULL && cfg->admin != NULL);
+    CHECK_EQ_INT(cfg->admin->max_clients, 8);
+    CHECK_EQ_INT(cfg->admin->client_timeout_ms, 250);
+    corral_config_free(cfg);
+
+    CHECK_ERROR(WITH("'admin': {'max_clients': 0}"),
+                "t.json:2: admin.max_clients: ", "out of range (1 to 100000)");
+    CHECK_ERROR(WITH("'admin': {'max_clients': 100001}"),
+                "t.json:2: admin.max_clients: ", "out of range");
+    CHECK_ERROR(WITH("'admin': {'max_clients': '64'}"),
+                "t.json:2: admin.max_clients: ", "expected an integer");
+    CHECK_ERROR(WITH("'admin': {'client_timeout': '0s'}"),
+                "t.json:2: admin.client_timeout: ", "longer than 0");
+    CHECK_ERROR(WITH("'admin': {'client_timeout': '5'}"),
+                "t.json:2: admin.client_timeout: ", "missing unit");
+    CHECK_ERROR(WITH("'admin': {'client_timeout': '2d'}"),
+                "t.json:2: admin.client_timeout: ", "at most 1d");
+    CHECK_ERROR(WITH("'admin': {'client_timeout': 5}"),
+                "t.json:2: admin.client_timeout: ", "expected a string");
+    CHECK_ERROR(WITH("'admin': {'max_client': 8}"),
+                "t.json:2: admin.max_client: ", "unknown key");
+}
+
 /* One upstream u with the given fields on line 2. */
 #define UPSTREAM(fields)                                                       \
     TOP "'upstreams': {'u': {" fields "}},\n'routes': [" ROUTE_A "]}"
@@ -1086,6 +1120,7 @@ main(void)
     RUN(test_types);
     RUN(test_missing);
     RUN(test_addresses);
+    RUN(test_admin_limits);
     RUN(test_values);
     RUN(test_upstreams);
     RUN(test_routes);

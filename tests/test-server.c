@@ -66,6 +66,7 @@ static struct {
         size_t bytes;
     } lines[64];
     int n_lines;
+    bool evict_idle; /* start_server: close the idlest client at the limit */
     char log[4096]; /* dispatched paths and "!" events, space separated */
     struct pending *pendings;
 } F;
@@ -222,6 +223,12 @@ handler(struct corral_request *req, void *arg)
     } else if (has_prefix(req, "/drain")) {
         corral_server_drain(F.srv, on_drained, NULL);
         respond_echo(req);
+    } else if (has_prefix(req, "/expire")) {
+        /* A drain that ran out of time at once; this request has no
+         * on_close, so it is left to us. */
+        corral_server_drain(F.srv, on_drained, NULL);
+        corral_server_drain_expire(F.srv, 7);
+        respond_echo(req);
     } else if (has_prefix(req, "/big")) {
         F.bigs++;
         char *big = malloc(BIG_LEN);
@@ -291,10 +298,12 @@ start_server(uint64_t timeout_ms, unsigned max_clients)
 {
     size_t mq = F.max_queued, mcq = F.max_client_queued;
     bool access = F.access;
+    bool evict = F.evict_idle;
     memset(&F, 0, sizeof F);
     F.max_queued = mq;
     F.max_client_queued = mcq;
     F.access = access;
+    F.evict_idle = evict;
     F.base = event_base_new();
     CHECK(F.base != NULL);
     struct corral_server_options o = {
@@ -307,6 +316,7 @@ start_server(uint64_t timeout_ms, unsigned max_clients)
         .max_client_queued_bytes = F.max_client_queued,
         .access_cb = F.access ? on_access : NULL,
         .access_arg = &F,
+        .evict_idle = F.evict_idle,
     };
     char err[256] = "";
     F.srv = corral_server_new(F.base, &o, handler, &F, err, sizeof err);
@@ -1644,6 +1654,99 @@ test_drain(void)
     stop_server();
 }
 
+/* Requests still waiting when a drain runs out of time: those with an
+ * on_close get it and a 503 with Retry-After and "Connection: close";
+ * the one without is left to the handler. */
+static void
+client_drain_expire(void)
+{
+    struct cli slow, nc, e;
+    struct reply r;
+    cli_connect(&slow);
+    cli_sends(&slow, "GET /slow/s?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    cli_connect(&nc);
+    cli_sends(&nc, "GET /nc/n?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(50);
+    cli_connect(&e);
+    cli_sends(&e, "GET /expire HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK_EQ_INT(cli_reply(&e, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    CHECK_EQ_INT(cli_reply(&slow, &r, false), 0);
+    CHECK_EQ_INT(r.status, 503);
+    CHECK(header_is(&r, "Retry-After", "7"));
+    CHECK(header_is(&r, "Connection", "close"));
+    CHECK_EQ_STR(r.body, "{\"error\":\"shutting down\"}");
+    reply_free(&r);
+    CHECK(cli_closed(&slow, 2000));
+    CHECK_EQ_INT(cli_reply(&nc, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    CHECK(cli_closed(&nc, 2000));
+    cli_close(&slow);
+    cli_close(&nc);
+    cli_close(&e);
+    sleep_ms(100);
+}
+
+static void
+test_drain_expire(void)
+{
+    start_server(10000, 100);
+    run_client(client_drain_expire);
+    CHECK_EQ_INT(F.closes, 1);
+    CHECK_EQ_INT(F.slow_fired, 0);
+    CHECK_EQ_INT(F.nc_answered, 1);
+    CHECK_EQ_INT(F.drained, 1);
+    stop_server();
+}
+
+/* With evict_idle, a client over max_clients is served: the connection
+ * idle longest is closed for it, and one waiting on the handler is not. */
+static void
+client_evict_idle(void)
+{
+    struct cli busy, a, b, x;
+    struct reply r;
+    cli_connect(&busy);
+    cli_sends(&busy, "GET /slow/b?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(50);
+    cli_connect(&a);
+    sleep_ms(50);
+    cli_connect(&b);
+    cli_sends(&b, "GET /x HTTP/1.1\r\nHost: t\r\n"); /* still arriving */
+    sleep_ms(50);
+    cli_connect(&x);
+    cli_sends(&x, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_1k(&x);
+    CHECK(cli_closed(&a, 2000)); /* idle longest */
+    cli_connect(&a);
+    cli_sends(&a, "GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_1k(&a);
+    CHECK(cli_closed(&b, 2000)); /* then the one still sending */
+    CHECK_EQ_INT(cli_reply(&busy, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    reply_free(&r);
+    cli_close(&busy);
+    cli_close(&a);
+    cli_close(&b);
+    cli_close(&x);
+}
+
+static void
+test_evict_idle(void)
+{
+    F.evict_idle = true;
+    start_server(10000, 3);
+    run_client(client_evict_idle);
+    struct corral_server_stats st;
+    corral_server_stats(F.srv, &st);
+    CHECK_EQ_INT(st.rejected, 0);
+    CHECK_EQ_INT(F.slow_fired, 1);
+    stop_server();
+    F.evict_idle = false;
+}
+
 #define MANY 2000
 
 static void
@@ -1899,6 +2002,8 @@ main(void)
     RUN(test_big_hold);
     RUN(test_bodies);
     RUN(test_drain);
+    RUN(test_drain_expire);
+    RUN(test_evict_idle);
     RUN(test_many_idle);
     RUN(test_copies);
     RUN(test_queued_budget);

@@ -717,8 +717,11 @@ corral_admin_new(struct event_base *base, struct corral_gateway *g,
     struct corral_server_options so = {
         .host = cfg->admin->listen.host,
         .port = cfg->admin->listen.port,
-        .max_clients = 64,
-        .client_timeout_ms = 10000,
+        .max_clients = cfg->admin->max_clients,
+        .client_timeout_ms = cfg->admin->client_timeout_ms,
+        /* Whoever reaches the port must not be able to keep a health
+         * check out by holding connections. */
+        .evict_idle = true,
         .has_listen_fd = listen_fd >= 0,
         .listen_fd = listen_fd,
     };

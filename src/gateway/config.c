@@ -1118,13 +1118,23 @@ parse_aggregate(struct ctx *c, struct jnode *n, const char *path,
 static int
 parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 {
-    static const char *const keys[] = {"listen", "token", NULL};
+    static const char *const keys[] = {"listen", "token", "max_clients",
+                                       "client_timeout", NULL};
     struct jnode *m;
     struct corral_config_admin *a;
     if (check_object(c, n, "admin", keys) < 0)
         return -1;
     if ((a = cfg->admin = calloc(1, sizeof(*a))) == NULL)
         return fail(c, n, "admin", "out of memory");
+    a->max_clients = 64;
+    a->client_timeout_ms = 5000;
+    if ((m = member(n, "max_clients")) &&
+        get_unsigned(c, m, "admin.max_clients", 1, 100000, &a->max_clients) < 0)
+        return -1;
+    if ((m = member(n, "client_timeout")) &&
+        get_duration(c, m, "admin.client_timeout", 1, MAX_TIMEOUT_MS,
+                     &a->client_timeout_ms) < 0)
+        return -1;
     /* Loopback unless told otherwise: the admin purges and refreshes. */
     if ((m = member(n, "listen")) == NULL) {
         if ((a->listen.host = strdup("127.0.0.1")) == NULL)
@@ -1384,6 +1394,16 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
 }
 
 /* ---- public ---------------------------------------------------------- */
+
+bool
+corral_config_admin_moved(const struct corral_config *a,
+                          const struct corral_config *b)
+{
+    if (a->admin == NULL || b->admin == NULL)
+        return a->admin != b->admin;
+    return strcmp(a->admin->listen.host, b->admin->listen.host) != 0 ||
+           a->admin->listen.port != b->admin->listen.port;
+}
 
 struct corral_config *
 corral_config_parse(const char *text, size_t len, const char *name, char *err,

@@ -35,6 +35,8 @@ struct corral_config_addr {
 struct corral_config_admin {
     struct corral_config_addr listen;
     char *token; /* NULL: none, so every mutating call gets 403 */
+    unsigned max_clients;       /* connections per worker, default 64 */
+    uint64_t client_timeout_ms; /* idle or slow admin client, default 5 s */
 };
 
 struct corral_config_l2 {
@@ -160,6 +162,11 @@ struct corral_config *corral_config_load(const char *path, char *err,
 struct corral_config *corral_config_parse(const char *text, size_t len,
                                           const char *name, char *err,
                                           size_t errlen);
+
+/* Do a and b listen for the admin on different addresses, or only one of
+ * them at all? (A reload then needs another admin socket.) */
+bool corral_config_admin_moved(const struct corral_config *a,
+                               const struct corral_config *b);
 
 /* Frees cfg and everything in it. NULL is a no-op. */
 void corral_config_free(struct corral_config *cfg);

@@ -791,7 +791,8 @@ same_str(const char *a, const char *b)
 }
 
 /* Says which settings of cfg differ from the running ones but only take
- * effect at a restart: the cache, L2, sockets, limits and the log. */
+ * effect at a restart: the cache, L2, the client socket, limits and the
+ * log. (The admin follows a reload: reactor.c.) */
 static void
 warn_restart(const struct corral_config *old, const struct corral_config *cfg)
 {
@@ -800,11 +801,6 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
     if (!same_str(old->listen.host, cfg->listen.host) ||
         old->listen.port != cfg->listen.port)
         what[n++] = "listen";
-    if ((old->admin == NULL) != (cfg->admin == NULL) ||
-        (old->admin && (!same_str(old->admin->listen.host,
-                                  cfg->admin->listen.host) ||
-                        old->admin->listen.port != cfg->admin->listen.port)))
-        what[n++] = "admin.listen";
     if (old->workers != cfg->workers)
         what[n++] = "workers";
     if (!same_str(old->access_log, cfg->access_log))
@@ -859,6 +855,14 @@ corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
 {
     g->draining = true;
     corral_server_drain(g->server, done, arg);
+}
+
+void
+corral_gateway_drain_expire(struct corral_gateway *g)
+{
+    /* A restarted server is usually back within a second; behind a load
+     * balancer, another instance answers sooner. */
+    corral_server_drain_expire(g->server, 1);
 }
 
 int

@@ -39,10 +39,10 @@ struct corral_gateway *corral_gateway_new(struct event_base *base,
 /* Serves cfg from now on (taking it; freed with the gateway): new routes
  * and upstreams take the next requests, fills in flight finish on the old
  * ones, and L1 stays as it is, so a route whose key template did not
- * change keeps its values. Sockets, L1, L2, limits and the access log stay
- * as they were (a warning names what changed). Returns 0, or -1 with err
- * (an upstream that cannot be set up) and the old config still served;
- * the caller then frees cfg. */
+ * change keeps its values. The client socket, L1, L2, limits and the
+ * access log stay as they were (a warning names what changed); the admin
+ * is the caller's. Returns 0, or -1 with err (an upstream that cannot be
+ * set up) and the old config still served; the caller then frees cfg. */
 int corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
                           char *err, size_t errlen);
 /* The config it serves. */
@@ -93,6 +93,10 @@ uint16_t corral_gateway_port(const struct corral_gateway *g);
 /* Stops accepting, answers what is in flight, then calls done. */
 void corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
                           void *arg);
+/* drain_timeout passed: every request still waiting on a fill is
+ * answered 503 with Retry-After and "Connection: close" (the fills go on
+ * for nobody until the gateway is freed). */
+void corral_gateway_drain_expire(struct corral_gateway *g);
 /* Frees everything now. NULL is a no-op. */
 void corral_gateway_free(struct corral_gateway *g);
 

@@ -158,6 +158,7 @@ struct corral_server {
     uint64_t timeout_ms;
     uint64_t linger_ms;
     unsigned max_clients;
+    bool evict_idle;
     size_t max_queued, max_client_queued;
     size_t rbuf_cap;
     corral_access_cb *access_cb;
@@ -1475,15 +1476,30 @@ reject(int fd)
     close(fd);
 }
 
+/* The connection the server has waited on longest for its client: the
+ * first lingering one, else the first deadline (every deadline is its
+ * last activity plus the same timeout). NULL when every one waits on the
+ * handler. */
+static struct conn *
+idle_longest(struct corral_server *s)
+{
+    struct conn *c = TAILQ_FIRST(&s->lingering);
+    return c ? c : TAILQ_FIRST(&s->deadlines);
+}
+
 /* A new client from the listener, or handed over by the embedder. */
 static void
 on_accept(int fd, void *arg)
 {
     struct corral_server *s = arg;
     if (s->stats.open >= s->max_clients) {
-        s->stats.rejected++;
-        reject(fd);
-        return;
+        struct conn *old = s->evict_idle ? idle_longest(s) : NULL;
+        if (old == NULL) {
+            s->stats.rejected++;
+            reject(fd);
+            return;
+        }
+        conn_close(old);
     }
     conn_new(s, fd);
 }
@@ -1573,6 +1589,7 @@ corral_server_new(struct event_base *base,
     s->linger_ms =
         s->timeout_ms < LINGER_MAX_MS ? s->timeout_ms : LINGER_MAX_MS;
     s->max_clients = o->max_clients ? o->max_clients : 10000;
+    s->evict_idle = o->evict_idle;
     s->max_queued = o->max_queued_bytes ? o->max_queued_bytes : 64u << 20;
     s->access_cb = o->access_cb;
     s->access_arg = o->access_arg;
@@ -1658,6 +1675,29 @@ corral_server_drain(struct corral_server *s, void (*done)(void *arg), void *arg)
     }
     if (s->stats.open == 0)
         event_active(s->drain_ev, EV_TIMEOUT, 1);
+}
+
+void
+corral_server_drain_expire(struct corral_server *s, unsigned retry_after_s)
+{
+    static const char body[] = "{\"error\":\"shutting down\"}";
+    char extra[40];
+    struct conn *c;
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry_after_s);
+    TAILQ_FOREACH(c, &s->conns, link)
+    {
+        for (unsigned i = 0; i < c->count; i++) {
+            struct slot *sl = &c->slots[(c->head + i) % PIPELINE_MAX];
+            if (sl->state != SLOT_WAITING || sl->on_close == NULL)
+                continue;
+            corral_request_close_cb *cb = sl->on_close;
+            sl->on_close = NULL;
+            cb(&sl->req, sl->on_close_arg);
+            sl->close = true;
+            corral_request_respond_simple(&sl->req, 503, "application/json",
+                                          extra, body, sizeof body - 1);
+        }
+    }
 }
 
 void

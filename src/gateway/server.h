@@ -30,6 +30,11 @@ struct corral_server_options {
     int backlog;                /* listen(2) backlog; 0 = 511 */
     bool reuse_port;            /* SO_REUSEPORT, for one listener per worker */
     bool has_listen_fd;         /* serve listen_fd instead of binding */
+    /* At max_clients, close the connection the server has waited on
+     * longest (lingering, idle, a request still arriving, an answer left
+     * unread) to take the new one instead of refusing it: for a port that
+     * must stay answerable, such as the admin's. */
+    bool evict_idle;
     int listen_fd;              /* a listening socket the server adopts */
     /* Answers queued and not yet written hold their bytes (and the values
      * they borrow). A client with requests in flight is not read while its
@@ -111,6 +116,14 @@ uint16_t corral_server_port(const struct corral_server *s);
  * connection is left. Do not call twice. */
 void corral_server_drain(struct corral_server *s, void (*done)(void *arg),
                          void *arg);
+
+/* Ends a drain that ran out of time: every request still waiting on the
+ * handler with an on_close callback gets it, as if its client had gone,
+ * and is answered 503 with "Retry-After: retry_after_s" and "Connection:
+ * close" instead of having its connection just closed. Requests without
+ * one are left to the handler. */
+void corral_server_drain_expire(struct corral_server *s,
+                                unsigned retry_after_s);
 
 /* Closes the listener and every connection now; unanswered requests get
  * their on_close callback, and the ones without one are dropped (answering
