@@ -228,6 +228,11 @@ test_generations(void)
     CHECK_EQ_INT(hget_gen(), 6);
     struct inst c = inst_new("c", &sc);
     CHECK_EQ_INT(sc.gen, 6);
+    /* A flush that drops no connection: the periodic sync writes back. */
+    freeReplyObject(sync_cmd("FLUSHALL"));
+    sc.here = 6;
+    RUN_UNTIL(hget_gen() == 6, 4000);
+    CHECK_EQ_INT(hget_gen(), 6);
     /* Redis stalled: not confirmed. */
     redisd_stop();
     memset(&x, 0, sizeof(x));

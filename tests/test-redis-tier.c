@@ -433,6 +433,12 @@ test_resync(void)
     freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
     RUN_UNTIL(eb.resyncs >= 4, 3000);
     CHECK_EQ_INT(eb.lost, 1);
+    /* A flush that drops no connection: the epoch, read every second,
+     * tells. */
+    freeReplyObject(sync_cmd("FLUSHALL"));
+    RUN_UNTIL(eb.lost >= 2 && ea.lost >= 2, 3000);
+    CHECK_EQ_INT(eb.lost, 2);
+    CHECK_EQ_INT(ea.lost, 2);
     inst_free(&a);
     inst_free(&b);
 }

@@ -36,6 +36,9 @@
 #define RESYNC_PAGE 1000    /* purge log entries read per resync script */
 #define REPLAY_MAX 4096     /* purges kept for a replay */
 #define MESSAGE_MAX 200     /* bytes of a failure's message kept */
+/* How often the epoch is read anyway: Redis can lose its data (FLUSHALL)
+ * without dropping a connection, so no resync would follow. */
+#define EPOCH_EVERY_MS 1000
 
 enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE };
 
@@ -86,7 +89,9 @@ struct corral_redis_tier {
     bool resync_lost;    /* this resync found purges missed */
     bool resync_running;
     struct corral_redis_script *acquire, *release, *renew, *purge, *resync,
-        *get;
+        *get, *epoch_read;
+    struct event *epoch_ev; /* EPOCH_EVERY_MS */
+    bool epoch_asking;
     const struct corral_tier_events *ev;
     void *ev_arg;
     struct op_list ops;
@@ -186,6 +191,11 @@ static const char resync_script[] =
     "if n > 0 then es = redis.call('xrange', KEYS[2], '(' .. ARGV[2], '+', "
     "'COUNT', ARGV[3]) end "
     "return {e, f, l, n, es}";
+
+/* KEYS: epoch. ARGV: an epoch to write if there is none. */
+static const char epoch_script[] =
+    "redis.call('set', KEYS[1], ARGV[1], 'NX') "
+    "return redis.call('get', KEYS[1])";
 
 /* KEYS: value. ARGV: max bytes. */
 static const char get_script[] = LUA_READ "return read(KEYS[1], "
@@ -888,6 +898,39 @@ on_message(const char *msg, size_t len, void *arg)
         t->ev->released(p, (size_t)(end - p), &o, t->ev_arg);
 }
 
+/* The epoch changed under a connection that stayed up: Redis lost its
+ * data, and a resync says so. */
+static void
+epoch_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    op_free(op);
+    if (t == NULL)
+        return;
+    t->epoch_asking = false;
+    if (error != 0 || rep->type != REDIS_REPLY_STRING || t->epoch[0] == '\0' ||
+        strcmp(rep->str, t->epoch) == 0)
+        return;
+    t->resync_pending = true;
+    start_resync(t);
+}
+
+static void
+epoch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis_tier *t = arg;
+    (void)fd;
+    (void)what;
+    if (t->epoch_asking || t->resync_pending ||
+        !corral_redis_ready(t->conn))
+        return;
+    t->epoch_asking = true;
+    struct op *op = op_new(t, OP_RESYNC, NULL, 0, NULL);
+    const char *argv[2] = {t->epoch_key, t->epoch_new};
+    corral_redis_eval(t->conn, t->epoch_read, epoch_reply, op, 1, 2, argv, NULL);
+}
+
 static void
 on_subscribed(void *arg)
 {
@@ -986,7 +1029,10 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     TAILQ_INIT(&t->held);
     TAILQ_INIT(&t->replays);
     t->tick_ev = evtimer_new(base, tick_cb, t);
-    if (t->tick_ev == NULL)
+    t->epoch_ev = event_new(base, -1, EV_PERSIST, epoch_cb, t);
+    struct timeval every = corral_ms_to_tv(EPOCH_EVERY_MS);
+    if (t->tick_ev == NULL || t->epoch_ev == NULL ||
+        event_add(t->epoch_ev, &every) != 0)
         abort();
     t->acquire = corral_redis_script_new(conn, acquire_script);
     t->release = corral_redis_script_new(conn, release_script);
@@ -994,6 +1040,7 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     t->purge = corral_redis_script_new(conn, purge_script);
     t->resync = corral_redis_script_new(conn, resync_script);
     t->get = corral_redis_script_new(conn, get_script);
+    t->epoch_read = corral_redis_script_new(conn, epoch_script);
     if (corral_redis_subscribe(conn, t->channel, &listener, t) != 0) {
         snprintf(err, errlen, "redis tier: too many subscriptions");
         corral_redis_tier_free(t);
@@ -1036,6 +1083,7 @@ corral_redis_tier_free(struct corral_redis_tier *t)
         free(rp);
     }
     event_free(t->tick_ev);
+    event_free(t->epoch_ev);
     free(t->prefix);
     free(t->channel);
     free(t->stream);

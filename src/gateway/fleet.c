@@ -19,6 +19,10 @@
 #include "xalloc.h"
 
 #define RETRY_MS 300   /* a resync or write-back that failed, again */
+/* How often the fleet state is read and written back anyway: Redis can
+ * lose it (FLUSHALL) without dropping a connection, so no resync would
+ * follow. */
+#define SYNC_EVERY_MS 2000
 #define SYNC_MAX 100   /* routes or upstreams per sync script */
 
 enum op_kind { OP_ADMIT, OP_BUMP, OP_SYNC };
@@ -54,6 +58,7 @@ struct corral_fleet {
     bool sync_failed;
     struct corral_redis_script *admit, *bump, *sync;
     struct event *retry_ev;
+    struct event *every_ev; /* SYNC_EVERY_MS */
     struct op_list ops;
 };
 
@@ -350,6 +355,16 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
         start_sync(f);
 }
 
+static void
+every_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_fleet *f = arg;
+    (void)fd;
+    (void)what;
+    if (corral_redis_listening(f->conn) && corral_redis_ready(f->conn))
+        start_sync(f);
+}
+
 /* ---- what the fleet says ---- */
 
 static void
@@ -465,7 +480,10 @@ corral_fleet_new(struct event_base *base, struct corral_redis *conn,
     f->paths = copy_list(NULL, 0);
     f->upstreams = copy_list(NULL, 0);
     f->retry_ev = evtimer_new(base, retry_cb, f);
-    if (f->retry_ev == NULL)
+    f->every_ev = event_new(base, -1, EV_PERSIST, every_cb, f);
+    struct timeval every = corral_ms_to_tv(SYNC_EVERY_MS);
+    if (f->retry_ev == NULL || f->every_ev == NULL ||
+        event_add(f->every_ev, &every) != 0)
         abort();
     f->admit = corral_redis_script_new(conn, admit_script);
     f->bump = corral_redis_script_new(conn, bump_script);
@@ -492,6 +510,7 @@ corral_fleet_free(struct corral_fleet *f)
             op->bump_cb(-ECANCELED, 0, op->arg);
     }
     event_free(f->retry_ev);
+    event_free(f->every_ev);
     free_list(f->paths, f->n_paths);
     free_list(f->upstreams, f->n_upstreams);
     free(f->prefix);

@@ -20,9 +20,10 @@ struct corral_gateway_options {
     struct corral_metrics *metrics; /* the server's blocks; NULL: the
                                      * gateway maps its own, for one */
     unsigned worker;                /* which block is this gateway's */
-    /* The workers' purge bus, for a server of several workers without
-     * l2: a key purged through this worker's admin is sent to every other
-     * worker, which purges it too. A datagram socket pair per worker:
+    /* The workers' purge bus, for a server of several workers: a key
+     * purged through this worker's admin is sent to every other worker at
+     * once, which drops it too (with l2, whatever Redis does). A datagram
+     * socket pair per worker:
      * bus_fds[2i] is written by the others, bus_fds[2i+1] read by worker
      * i. NULL: one worker, no bus. */
     const int *bus_fds;
