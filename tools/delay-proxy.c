@@ -371,7 +371,13 @@ main(int argc, char **argv)
     half_us = (uint64_t)delay_ms * 1000u / 2u;
     signal(SIGPIPE, SIG_IGN);
 
-    base = event_base_new();
+    /* Timers to the microsecond (timerfd), not epoll's milliseconds: a
+     * 1 ms delay must not become 2 or 3. */
+    struct event_config *ec = event_config_new();
+    if (ec != NULL)
+        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+    base = ec ? event_base_new_with_config(ec) : event_base_new();
+    event_config_free(ec);
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons((uint16_t)listen_port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
