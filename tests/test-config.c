@@ -318,6 +318,23 @@ test_values(void)
                 "t.json:2: limits.max_clients: ", "out of range");
     CHECK_ERROR(WITH("'l2': {'redis': 'r:1', 'db': -1}"),
                 "t.json:2: l2.db: ", "out of range");
+    CHECK_ERROR(WITH("'l2': {'redis': 'r:1', 'db': 65536}"),
+                "t.json:2: l2.db: ", "out of range");
+    CHECK_ERROR(WITH("'l2': {'redis': 'r:1', 'user': 'u'}"),
+                "t.json:2: l2.user: ", "a user needs a password");
+    CHECK_ERROR(WITH("'l2': {'redis': 'r:1', 'max_value_bytes': '0'}"),
+                "t.json:2: l2.max_value_bytes: ", "greater than 0");
+    CHECK_ERROR(WITH("'l2': {'redis': 'r:1', 'max_value_bytes': '1GB'}"),
+                "t.json:2: l2.max_value_bytes: ", "at most");
+    struct corral_config *l2 = parse(WITH(
+        "'l2': {'redis': 'r:1', 'db': 65535, 'user': 'u', 'password': 'p'}"));
+    CHECK(l2 != NULL && l2->l2->db == 65535 &&
+          l2->l2->max_value_bytes == 1u << 20 &&
+          strcmp(l2->l2->user, "u") == 0);
+    corral_config_free(l2);
+    l2 = parse(WITH("'l2': {'redis': 'r:1', 'max_value_bytes': '64KB'}"));
+    CHECK(l2 != NULL && l2->l2->max_value_bytes == 65536);
+    corral_config_free(l2);
 }
 
 /* The admin's own limits: defaults, values, and every bad one. */
