@@ -57,6 +57,15 @@ def check_eq(got, want, msg):
     check(got == want, f"{msg}: got {got!r}, want {want!r}")
 
 
+def children(pid):
+    """The pids of pid's children (a supervisor's workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,6 +179,14 @@ class World:
         if admin_port:
             wait_port(admin_port, p)
         return Corral(port, p, admin_port, logpath)
+
+    def start_fleet(self, cfg, n=2, **kw):
+        """n corrals on cfg (sharing its l2), each with an admin listener,
+        once each sees Redis up."""
+        cs = [self.start_corral(cfg, admin=True, **kw) for _ in range(n)]
+        for c in cs:
+            check(c.wait_l2("up"), "every instance sees Redis")
+        return cs
 
     def start_delay_proxy(self, to_port, delay_ms):
         """tools/delay-proxy in front of 127.0.0.1:to_port, delay_ms of

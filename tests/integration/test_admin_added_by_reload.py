@@ -13,8 +13,8 @@ import socket
 import subprocess
 import time
 
-from harness import (CORRAL, Corral, World, check, check_eq, done, free_port,
-                     request, wait_port)
+from harness import (CORRAL, Corral, World, check, check_eq, children, done,
+                     free_port, request, wait_port)
 
 w = World()
 origin = w.start_origin()
@@ -35,13 +35,6 @@ def config(port, admin=None, extra=()):
 ADMIN = {"token": "t"}
 NEW = {"path": "/api/new", "upstream": "o", "fetch": "/new"}
 
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def healthz(port):

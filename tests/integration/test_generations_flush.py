@@ -15,10 +15,7 @@ origin = w.start_origin()
 redis = w.start_redis()
 cfg = fleet_config(origin, redis.port, timeout="200ms")
 ROUTE = "/route/api/%7Bk%7D"
-a = w.start_corral(cfg, admin=True)
-b = w.start_corral(cfg, admin=True)
-for c in (a, b):
-    check(c.wait_l2("up"), "both instances see Redis")
+a, b = w.start_fleet(cfg)
 
 for n in (1, 2):
     r = a.admin("DELETE", ROUTE)

@@ -15,10 +15,7 @@ w = World()
 origin = w.start_origin()
 redis = w.start_redis()
 cfg = fleet_config(origin, redis.port, timeout="200ms")
-a = w.start_corral(cfg, admin=True)
-b = w.start_corral(cfg, admin=True)
-for c in (a, b):
-    check(c.wait_l2("up"), "both instances see Redis")
+a, b = w.start_fleet(cfg)
 
 # 2 MB from the origin: served, kept in L1, not written to Redis.
 BIG = 2 * 1024 * 1024

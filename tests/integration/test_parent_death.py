@@ -8,8 +8,8 @@ import signal
 import subprocess
 import time
 
-from harness import (CORRAL, Corral, World, check, check_eq, done, free_port,
-                     wait_port)
+from harness import (CORRAL, Corral, World, check, check_eq, children, done,
+                     free_port, wait_port)
 
 w = World()
 origin = w.start_origin()
@@ -23,13 +23,6 @@ cfg = {
 }
 path = w.write_config(cfg, "parent-death.json")
 
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def running(pid):

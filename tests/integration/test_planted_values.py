@@ -43,10 +43,7 @@ cfg = fleet_config(origin, redis.port, timeout="500ms", routes=[
      "strategy": "1m"},
     {"path": "/raw/{k}", "upstream": "o", "fetch": "/v/{k}",
      "strategy": "1m", "json": False}])
-a = w.start_corral(cfg, admin=True)
-b = w.start_corral(cfg, admin=True)
-for c in (a, b):
-    check(c.wait_l2("up"), "both instances see Redis")
+a, b = w.start_fleet(cfg)
 
 # Real values to start from: a JSON one, and a non-JSON one with its head.
 check_eq(a.get("/api/probe").status, 200, "A stores /api/probe")

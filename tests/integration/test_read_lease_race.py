@@ -21,10 +21,7 @@ cfg = fleet_config(origin, near, timeout="200ms",
                    routes=[{"path": "/api/race", "upstream": "o",
                             "fetch": "/v/race", "query": ["i"],
                             "strategy": "1m"}])
-a = w.start_corral(cfg, admin=True)
-b = w.start_corral(cfg, admin=True)
-for c in (a, b):
-    check(c.wait_l2("up"), "both instances see Redis")
+a, b = w.start_fleet(cfg)
 origin.behave("/v/race", delay_ms=100)
 
 N = 300

@@ -12,8 +12,8 @@ import signal
 import subprocess
 import time
 
-from harness import (CORRAL, Corral, World, check, check_eq, done, free_port,
-                     wait_port)
+from harness import (CORRAL, Corral, World, check, check_eq, children, done,
+                     free_port, wait_port)
 
 w = World()
 origin = w.start_origin()
@@ -30,13 +30,6 @@ def config(port, alog, routes=()):
                    *routes],
     }
 
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def wait_for(cond, what, timeout=10):

@@ -6,18 +6,11 @@ supervisor then exited 1, as if the stop had failed."""
 import subprocess
 import time
 
-from harness import CORRAL, World, check, check_eq, done, free_port
+from harness import CORRAL, World, check, check_eq, children, done, free_port
 
 w = World()
 origin = w.start_origin()
 
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 for i in range(8):
