@@ -436,7 +436,7 @@ test_resync(void)
     /* A flush that drops no connection: the epoch, read every second,
      * tells. */
     freeReplyObject(sync_cmd("FLUSHALL"));
-    RUN_UNTIL(eb.lost >= 2 && ea.lost >= 2, 3000);
+    RUN_UNTIL(eb.lost >= 2 && ea.lost >= 2, 8000);
     CHECK_EQ_INT(eb.lost, 2);
     CHECK_EQ_INT(ea.lost, 2);
     inst_free(&a);

@@ -99,6 +99,12 @@ void corral_redis_eval_late(struct corral_redis *r,
                             int argc, const char *const *argv,
                             const size_t *lens);
 
+/* Writes what the command connection holds now instead of on the next
+ * loop turn, so commands just given reach Redis before anything this
+ * turn writes elsewhere (an answer to a client that then asks another
+ * instance). */
+void corral_redis_flush(struct corral_redis *r);
+
 /* The command connection finished its handshake and is open. */
 bool corral_redis_ready(const struct corral_redis *r);
 /* The last commands went unanswered or failed since a reply came: callers

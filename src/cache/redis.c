@@ -620,6 +620,13 @@ corral_redis_eval_late(struct corral_redis *r,
     command(r, cb, late, arg, argc + 3, av, lv);
 }
 
+void
+corral_redis_flush(struct corral_redis *r)
+{
+    if (r->ac != NULL && r->ready)
+        redisAsyncHandleWrite(r->ac);
+}
+
 bool
 corral_redis_ready(const struct corral_redis *r)
 {

@@ -82,7 +82,8 @@ struct corral_redis_tier {
     size_t max_value;
     char id[48];        /* this instance, in the fleet */
     uint64_t seq;       /* lease tokens */
-    char epoch_new[24]; /* what this instance writes if Redis has none */
+    char epoch_new[80]; /* what this instance writes if Redis has none */
+    uint64_t epochs;    /* proposed: each proposal is new */
     char epoch[64];     /* Redis's, as last read; "" before */
     char last_id[48];   /* the last purge log entry applied */
     bool resync_pending; /* deaf, or (re)subscribed but not resynced */
@@ -588,6 +589,10 @@ redis_release(void *ctx, struct corral_tier_lease *l,
     TAILQ_REMOVE(&t->held, l, link);
     send_release(t, l, o);
     free(l);
+    /* The value's SET and this release reach Redis before the fill's
+     * callers are answered: a caller who then asks another instance finds
+     * the value, not a lease. */
+    corral_redis_flush(t->conn);
 }
 
 /* One script renews every lease held, RENEW_BATCH at a time. */
@@ -795,6 +800,16 @@ resync_reply(const redisReply *rep, int error, void *arg)
     replay(t);
 }
 
+/* A new epoch to propose: never one proposed before, by anyone, so a
+ * flush is seen even when this instance wrote the epoch it replaced. */
+static const char *
+propose_epoch(struct corral_redis_tier *t)
+{
+    snprintf(t->epoch_new, sizeof(t->epoch_new), "%s.%" PRIu64, t->id,
+             ++t->epochs);
+    return t->epoch_new;
+}
+
 static void
 start_resync(struct corral_redis_tier *t)
 {
@@ -805,7 +820,7 @@ start_resync(struct corral_redis_tier *t)
     struct op *op = op_new(t, OP_RESYNC, NULL, 0, NULL);
     char page[16];
     snprintf(page, sizeof(page), "%d", RESYNC_PAGE);
-    const char *argv[5] = {t->epoch_key, t->stream, t->epoch_new, t->last_id,
+    const char *argv[5] = {t->epoch_key, t->stream, propose_epoch(t), t->last_id,
                            page};
     corral_redis_eval(t->conn, t->resync, resync_reply, op, 2, 5, argv, NULL);
 }
@@ -927,7 +942,7 @@ epoch_cb(evutil_socket_t fd, short what, void *arg)
         return;
     t->epoch_asking = true;
     struct op *op = op_new(t, OP_RESYNC, NULL, 0, NULL);
-    const char *argv[2] = {t->epoch_key, t->epoch_new};
+    const char *argv[2] = {t->epoch_key, propose_epoch(t)};
     corral_redis_eval(t->conn, t->epoch_read, epoch_reply, op, 1, 2, argv, NULL);
 }
 
@@ -1014,11 +1029,10 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
         asprintf(&t->stream, "%spurges", prefix) < 0 ||
         asprintf(&t->epoch_key, "%sepoch", prefix) < 0)
         abort(); /* the policy of xalloc.h */
-    uint64_t nonce[2] = {0, 0};
-    if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
-        nonce[0] = (uint64_t)(uintptr_t)t ^ corral_now_ms();
-    snprintf(t->id, sizeof(t->id), "%d-%016" PRIx64, (int)getpid(), nonce[0]);
-    snprintf(t->epoch_new, sizeof(t->epoch_new), "%016" PRIx64, nonce[1]);
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
+        nonce = (uint64_t)(uintptr_t)t ^ corral_now_ms();
+    snprintf(t->id, sizeof(t->id), "%d-%016" PRIx64, (int)getpid(), nonce);
     /* Purges from a minute before this instance started on may concern
      * what it caches before it first hears the fleet. */
     uint64_t start = corral_wall_ms();
