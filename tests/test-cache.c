@@ -167,7 +167,8 @@ static void
 ask(struct corral_cache *c, const char *key, struct compute *cp,
     struct waiter *w, uint64_t timeout_ms)
 {
-    const struct corral_compute how = {compute_fn, cp, key, strlen(key), NULL};
+    const struct corral_compute how = {
+        .fn = compute_fn, .arg = cp, .data = key, .data_len = strlen(key)};
     in_register++;
     w->handle = corral_get_or_compute(c, key, strlen(key), &realtime,
                                       timeout_ms, &how, waiter_cb, w);
@@ -778,7 +779,8 @@ test_fleet_unfit_and_unknown(void)
     corral_fake_tier_ops.set(tier, v, 30000);
     corral_value_unref(v);
     compute_init(&cp, "fit", 1);
-    const struct corral_compute how = {compute_fn, &cp, "fit", 3, not_bad};
+    const struct corral_compute how = {
+        .fn = compute_fn, .arg = &cp, .data = "fit", .data_len = 3, .fit = not_bad};
     w.handle = corral_get_or_compute(c, "fit", 3, &realtime, 1000, &how,
                                      waiter_cb, &w);
     run_for(30);
@@ -806,6 +808,62 @@ test_fleet_unfit_and_unknown(void)
     corral_fake_tier_unknown(tier, false);
     compute_finish(&cp);
     corral_cache_free(c);
+    corral_fake_tier_free(tier);
+}
+
+static int args_held; /* compute args held by fills */
+
+static void
+hold_cb(void *arg, int delta)
+{
+    (void)arg;
+    args_held += delta;
+    CHECK(args_held >= 0);
+}
+
+/* A fill holds its compute's arg from its start to its end, whatever it
+ * does between: reading the tier, waiting on another instance, never
+ * computing (a reload frees the arg once none holds it). */
+static void
+test_hold(void)
+{
+    struct corral_fake_tier *tier = corral_fake_tier_new(base, 1, NULL, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, tier);
+    struct compute cp;
+    struct waiter w = {0};
+    compute_init(&cp, "held", 5);
+    const struct corral_compute how = {.fn = compute_fn,
+                                       .arg = &cp,
+                                       .data = "held",
+                                       .data_len = 4,
+                                       .hold = hold_cb};
+    args_held = 0;
+    corral_fake_tier_hold_lease(tier, "held", 4, 5000);
+    w.handle = corral_get_or_compute(c, "held", 4, &realtime, 1000, &how,
+                                     waiter_cb, &w);
+    CHECK_EQ_INT(args_held, 1);
+    run_for(20); /* waiting on the other instance: held, not computing */
+    CHECK_EQ_INT(args_held, 1);
+    CHECK_EQ_INT(cp.calls, 0);
+    struct corral_value *v = tier_value("held", "remote");
+    corral_fake_tier_remote_fill(tier, v, 30000);
+    corral_value_unref(v);
+    run_for(20);
+    CHECK_EQ_INT(w.fired, 1);
+    CHECK_EQ_INT(args_held, 0);
+    /* A background refresh waiting remotely when the cache goes. */
+    corral_fake_tier_hold_lease(tier, "bg", 2, 5000);
+    snprintf(cp.body, sizeof(cp.body), "bg");
+    const struct corral_compute bg = {
+        .fn = compute_fn, .arg = &cp, .data = "bg", .data_len = 2,
+        .hold = hold_cb};
+    CHECK_EQ_INT(corral_refresh(c, "bg", 2, &realtime, 1000, &bg), 0);
+    run_for(20);
+    CHECK_EQ_INT(args_held, 1);
+    corral_cache_free(c);
+    run_for(20);
+    CHECK_EQ_INT(args_held, 0);
+    compute_finish(&cp);
     corral_fake_tier_free(tier);
 }
 
@@ -1329,7 +1387,7 @@ test_backoff_retry_after(void)
     struct corral_cache *c = cache_new(NULL, NULL);
     fake_now = 21000000;
     int calls = 0;
-    const struct corral_compute how = {busy_fn, &calls, NULL, 0, NULL};
+    const struct corral_compute how = {.fn = busy_fn, .arg = &calls};
     struct waiter w[3] = {{0}};
     for (int i = 0; i < 3; i++) {
         corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &w[i]);
@@ -1358,7 +1416,8 @@ static void
 ask_with(struct corral_cache *c, const char *key, struct compute *cp,
          struct waiter *w, const struct corral_strategy *s)
 {
-    const struct corral_compute how = {compute_fn, cp, key, strlen(key), NULL};
+    const struct corral_compute how = {
+        .fn = compute_fn, .arg = cp, .data = key, .data_len = strlen(key)};
     in_register++;
     w->handle = corral_get_or_compute(c, key, strlen(key), s, 5000, &how,
                                       waiter_cb, w);
@@ -1583,6 +1642,7 @@ main(void)
     RUN(test_fleet_purge_races);
     RUN(test_fleet_resync);
     RUN(test_fleet_unfit_and_unknown);
+    RUN(test_hold);
     RUN(test_ttl_jitter);
     RUN(test_backoff);
     RUN(test_backoff_retry_after);

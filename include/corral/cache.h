@@ -113,6 +113,12 @@ struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
 typedef bool corral_fit_cb(const struct corral_value *v, uint64_t now_ms,
                               void *arg);
 
+/* A fill starts (delta 1) or stops (-1) holding a compute's arg: arg
+ * must stay valid from the one to the other, whatever the fill does
+ * between (read the tier, wait on another instance, compute, or never
+ * compute at all). */
+typedef void corral_hold_cb(void *arg, int delta);
+
 /* How to compute a missing value. */
 struct corral_compute {
     corral_compute_cb *fn;
@@ -124,6 +130,7 @@ struct corral_compute {
                        * joins a fill already running */
     size_t data_len;
     corral_fit_cb *fit; /* may be NULL: every tier value is fit */
+    corral_hold_cb *hold; /* may be NULL: arg outlives the cache */
 };
 
 /* L1, then the tier below, then one compute per key however many callers

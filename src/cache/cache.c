@@ -239,6 +239,8 @@ fill_maybe_free(struct corral_fill *f)
     if (f->state != F_SETTLED || f->in_tier || f->computing ||
         f->nwaiters > 0 || f->cache != NULL)
         return;
+    if (f->hold)
+        f->hold(f->compute_arg, -1);
     corral_value_unref(f->value);
     free(f->message);
     free(f->data);
@@ -917,7 +919,10 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
     f->strategy = *strategy;
     f->compute = compute->fn;
     f->fit = compute->fit;
+    f->hold = compute->hold;
     f->compute_arg = compute->arg;
+    if (f->hold)
+        f->hold(f->compute_arg, 1);
     if (compute->data_len > 0) {
         f->data = xmalloc(compute->data_len + 1);
         memcpy(f->data, compute->data, compute->data_len);

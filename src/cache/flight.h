@@ -84,6 +84,7 @@ struct corral_fill {
     struct corral_strategy strategy;
     corral_compute_cb *compute;
     corral_fit_cb *fit;
+    corral_hold_cb *hold; /* told when the fill lets compute_arg go */
     void *compute_arg;
     corral_abort_cb *abort_cb;
     void *abort_arg;

@@ -89,8 +89,6 @@ job_free(struct asm_job *job)
         corral_value_unref(job->slots[i].value);
         free(job->slots[i].message);
     }
-    if (job->af->jobs)
-        (*job->af->jobs)--;
     free(job);
 }
 
@@ -234,8 +232,6 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     job->cache = af->cache;
     job->n = route->n_members;
     job->pending = job->n;
-    if (af->jobs)
-        (*af->jobs)++;
     /* Every member answers from the loop, never in here: the count holds. */
     for (size_t i = 0; i < job->n; i++) {
         struct slot *s = &job->slots[i];
@@ -257,6 +253,16 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     corral_fill_on_abort(fill, job_abort, job);
 }
 
+/* Every assembly's fill, from its start to its end, keeps af's
+ * generation alive. */
+static void
+aggregate_hold(void *arg, int delta)
+{
+    const struct corral_aggregate_fill *af = arg;
+    if (af->jobs)
+        *af->jobs += (unsigned)delta;
+}
+
 static bool
 aggregate_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
 {
@@ -269,8 +275,10 @@ corral_aggregate_get(struct corral_cache *c,
                      const struct corral_aggregate_fill *af, const char *key,
                      size_t keylen, corral_result_cb *cb, void *arg)
 {
-    const struct corral_compute compute = {
-        .fn = job_start, .arg = (void *)af, .fit = aggregate_fit};
+    const struct corral_compute compute = {.fn = job_start,
+                                           .arg = (void *)af,
+                                           .fit = aggregate_fit,
+                                           .hold = aggregate_hold};
     struct corral_waiter *w =
         corral_get_or_compute(c, key, keylen, &af->route->strategy,
                               af->timeout_ms, &compute, cb, arg);
@@ -284,8 +292,10 @@ corral_aggregate_refresh(struct corral_cache *c,
                          const struct corral_aggregate_fill *af,
                          const char *key, size_t keylen, bool refetch)
 {
-    const struct corral_compute compute = {
-        .fn = job_start, .arg = (void *)af, .fit = aggregate_fit};
+    const struct corral_compute compute = {.fn = job_start,
+                                           .arg = (void *)af,
+                                           .fit = aggregate_fit,
+                                           .hold = aggregate_hold};
     return (refetch ? corral_refetch : corral_refresh)(
         c, key, keylen, &af->route->strategy, af->timeout_ms, &compute);
 }

@@ -184,17 +184,23 @@ job_new(struct corral_fill *fill, const struct corral_route_fill *rf)
     struct job *job = xcalloc(1, sizeof(*job));
     job->fill = fill;
     job->rf = rf;
-    if (rf->jobs)
-        (*rf->jobs)++;
     return job;
 }
 
 static void
 job_free(struct job *job)
 {
-    if (job->rf->jobs)
-        (*job->rf->jobs)--;
     free(job);
+}
+
+/* Every fill of the route, from its start to its end, keeps rf's
+ * generation alive (a reload frees it once none is left). */
+static void
+route_hold(void *arg, int delta)
+{
+    const struct corral_route_fill *rf = arg;
+    if (rf->jobs)
+        *rf->jobs += (unsigned)delta;
 }
 
 static void
@@ -359,6 +365,7 @@ make_compute(const struct corral_route_fill *rf,
         .data = data,
         .data_len = (size_t)plen,
         .fit = route_fit,
+        .hold = route_hold,
     };
     return true;
 }

@@ -27,7 +27,8 @@ struct corral_route_fill {
     struct corral_fetch_upstream *upstream; /* NULL for an aggregate */
     struct corral_budget *budget;           /* the upstream's rate, pause */
     struct corral_metrics_upstream *metrics; /* its calls; may be NULL */
-    unsigned *jobs; /* fills in flight on these (counted here), or NULL */
+    unsigned *jobs; /* fills that hold these, from start to end (counted
+                     * here), or NULL */
     uint64_t timeout_ms;                    /* the upstream's */
 };
 

@@ -56,7 +56,9 @@ struct gen {
     unsigned *gen_slot; /* by config index: its route generation slot */
     struct corral_aggregate_fill *agg_fill; /* by config index */
     unsigned clients; /* waiting on a fill */
-    unsigned jobs;    /* fills in flight, counted by fill.c */
+    unsigned jobs;    /* fills holding its routes: from a fill's start
+                       * (reading L2, waiting on another instance) to its
+                       * end, counted by fill.c and aggregate.c */
     TAILQ_ENTRY(gen) link;
 };
 TAILQ_HEAD(gen_list, gen);
