@@ -623,8 +623,12 @@ corral_redis_eval_late(struct corral_redis *r,
 void
 corral_redis_flush(struct corral_redis *r)
 {
+    /* The bare write, not redisAsyncHandleWrite(): an error here must not
+     * run every pending callback inside the caller's call. hiredis sees
+     * the error at its next event. */
+    int done = 0;
     if (r->ac != NULL && r->ready)
-        redisAsyncHandleWrite(r->ac);
+        redisBufferWrite(&r->ac->c, &done);
 }
 
 bool

@@ -413,10 +413,20 @@ static void
 acquire_reply(const redisReply *rep, int error, void *arg)
 {
     struct op *op = arg;
+    if (error == -ETIMEDOUT) {
+        /* Answered now; the op stays listed for its late reply (which
+         * frees it), so a tier freed first still orphans it. */
+        struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
+                                       .error = error};
+        corral_tier_acquire_cb *cb = op->acquire_cb;
+        op->acquire_cb = NULL;
+        if (cb != NULL)
+            cb(&a, op->arg);
+        return;
+    }
     struct corral_redis_tier *t = op_done(op);
     if (t == NULL) {
-        if (error != -ETIMEDOUT) /* else its late reply frees it */
-            op_free(op);
+        op_free(op);
         return;
     }
     struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN};
@@ -425,8 +435,7 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         rep->element[0]->type != REDIS_REPLY_INTEGER) {
         a.error = error ? error : -EIO;
         op->acquire_cb(&a, op->arg);
-        if (error != -ETIMEDOUT)
-            op_free(op);
+        op_free(op);
         return;
     }
     long long kind = rep->element[0]->integer;
@@ -484,7 +493,7 @@ static void
 acquire_late(const redisReply *rep, int error, void *arg)
 {
     struct op *op = arg;
-    struct corral_redis_tier *t = op->t;
+    struct corral_redis_tier *t = op_done(op);
     if (t != NULL && error == 0 && rep->type == REDIS_REPLY_ARRAY &&
         rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_INTEGER &&
         rep->element[0]->integer == 1) {
