@@ -685,6 +685,21 @@ test_fleet_purge_races(void)
     /* Fetched after the purge: stored. */
     CHECK(corral_cache_peek(c, "takeover", 8) != NULL);
     compute_finish(&cp);
+
+    /* The holder's word overtakes the answer "held" (two connections):
+     * the wait looks again at once, not at the next poll. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "overtaken", 5);
+    corral_fake_tier_hold_lease(tier, "overtaken", 9, 5000);
+    ask(c, "overtaken", &cp, &w[0], 3000);
+    struct corral_value *nv = tier_value("overtaken", "fresh");
+    corral_fake_tier_remote_fill(tier, nv, 30000); /* before the answer */
+    corral_value_unref(nv);
+    run_for(100);
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_STR(corral_value_body(w[0].value), "fresh");
+    CHECK_EQ_INT(cp.calls, 0);
+    compute_finish(&cp);
     corral_cache_free(c);
     corral_fake_tier_free(tier);
 }

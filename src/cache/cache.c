@@ -383,6 +383,8 @@ tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
     uint64_t h;
     struct corral_fill *f = *corral_flight_slot(&c->fl, key, keylen, &h);
     if (o->kind == CORRAL_OUTCOME_FAILED) {
+        if (f != NULL && f->in_tier)
+            f->woken = true;
         if (f != NULL && f->state == F_REMOTE) {
             c->stats.failures_shared++;
             f->retry_after_ms = o->retry_ms;
@@ -397,6 +399,8 @@ tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
         corral_l1_del(c->l1, key, keylen);
     if (f != NULL && f->state == F_REMOTE)
         look_again(f);
+    else if (f != NULL && f->in_tier)
+        f->woken = true; /* the word may overtake the answer it ends */
 }
 
 /* After a resync: what a fill read or computed before a loss of purges is
@@ -703,6 +707,7 @@ ask_tier(struct corral_fill *f)
     struct corral_cache *c = f->cache;
     f->in_tier = true;
     f->reread = false;
+    f->woken = false;
     if (c->tier->acquire == NULL) {
         f->state = F_LOOKUP;
         c->tier->get(c->tier_ctx, f->key, f->keylen, fill_tier_done, f);
@@ -857,7 +862,10 @@ fill_acquired(const struct corral_tier_answer *a, void *arg)
         return;
     case CORRAL_TIER_HELD:
         take_stale(f, value, now);
-        wait_remote(f, a->ms);
+        /* The holder's word came on the other connection before this
+         * answer: it is done, so look again now, not at the poll. */
+        wait_remote(f, f->woken ? 0 : a->ms);
+        f->woken = false;
         return;
     case CORRAL_TIER_FAILED:
         take_stale(f, value, now);

@@ -68,6 +68,8 @@ struct corral_fill {
     bool purged;    /* its key was purged while it computed: not stored */
     bool reread;    /* purged while it read the tier: read again */
     bool reasked;   /* the tier's value was unfit: asked past it once */
+    bool woken;     /* the fleet's word came while the tier was asked:
+                     * an answer "held" is older than it, look again */
     bool remote;    /* filled by another instance: every waiter collapsed */
     bool deadline_moved; /* the one extension for a remote wait is used */
     bool refresh;        /* replaces a value L1 has: a tier value must be
