@@ -686,6 +686,23 @@ test_fleet_purge_races(void)
     CHECK(corral_cache_peek(c, "takeover", 8) != NULL);
     compute_finish(&cp);
 
+    /* A value that expires while the tier's answer travels is still the
+     * answer: asking again would race the refresh replacing it. */
+    memset(w, 0, sizeof(w));
+    compute_init(&cp, "expiring", 5);
+    struct corral_value *ev = corral_value_new("expiring", 8, "last", 4, "", 0);
+    corral_value_set_times(ev, fake_now - 1000, fake_now + 10, 0, 0);
+    corral_fake_tier_ops.set(tier, ev, 30000);
+    corral_value_unref(ev);
+    ask(c, "expiring", &cp, &w[0], 3000);
+    fake_now += 15; /* expired by the time the answer lands */
+    run_for(60);
+    fake_now -= 15;
+    CHECK_EQ_INT(w[0].fired, 1);
+    CHECK_EQ_STR(corral_value_body(w[0].value), "last");
+    CHECK_EQ_INT(cp.calls, 0);
+    compute_finish(&cp);
+
     /* The holder's word overtakes the answer "held" (two connections):
      * the wait looks again at once, not at the next poll. */
     memset(w, 0, sizeof(w));

@@ -708,6 +708,7 @@ ask_tier(struct corral_fill *f)
     f->in_tier = true;
     f->reread = false;
     f->woken = false;
+    f->asked_ms = corral_cache_now(c);
     if (c->tier->acquire == NULL) {
         f->state = F_LOOKUP;
         c->tier->get(c->tier_ctx, f->key, f->keylen, fill_tier_done, f);
@@ -715,7 +716,7 @@ ask_tier(struct corral_fill *f)
     }
     f->state = F_ACQUIRE;
     struct corral_tier_want want = {
-        .now_ms = corral_cache_now(c),
+        .now_ms = f->asked_ms,
         .newer_than = f->refresh ? f->refresh_of : 0,
     };
     c->tier->acquire(c->tier_ctx, f->key, f->keylen, &want, fill_acquired, f);
@@ -761,13 +762,16 @@ take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
     corral_value_unref(value);
 }
 
-/* A fresh value from the tier answers the fill. Borrows value. */
+/* A fresh value from the tier answers the fill. Fresh when the tier was
+ * asked: one that expires while the answer travels is still the answer
+ * (asking again would race the refresh that replaces it). Borrows
+ * value. */
 static bool
 take_fresh(struct corral_fill *f, struct corral_value *value, uint64_t now)
 {
     struct corral_cache *c = f->cache;
     /* A refresh wants a value newer than the one it replaces. */
-    if (value == NULL || now >= value->expires_at ||
+    if (value == NULL || f->asked_ms >= value->expires_at ||
         (f->refresh && value->stored_at <= f->refresh_of) ||
         !accepted(f, value, now))
         return false;
@@ -835,15 +839,13 @@ fill_acquired(const struct corral_tier_answer *a, void *arg)
             corral_value_unref(value);
             return;
         }
-        /* Unfit, garbage or no longer fresh: ask once more for a value
-         * stored after it and after now, which makes the tier pass it by
-         * and hand out the lease; unfit again, fill here. */
-        if (!f->reasked) {
-            f->reasked = true;
+        /* Unfit or garbage: ask again for a value stored after it (after
+         * now, for garbage), which makes the tier pass it by and hand out
+         * the lease. Bytes that keep passing for values (planted, with a
+         * store time in the future) are given up on: fill here. */
+        if (++f->reasks <= 3) {
             f->refresh = true;
-            uint64_t floor = value && value->stored_at > now
-                                 ? value->stored_at
-                                 : now;
+            uint64_t floor = value ? value->stored_at : now;
             if (f->refresh_of < floor)
                 f->refresh_of = floor;
             corral_value_unref(value);

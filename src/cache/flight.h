@@ -67,7 +67,7 @@ struct corral_fill {
     bool from_tier; /* result came from the tier below */
     bool purged;    /* its key was purged while it computed: not stored */
     bool reread;    /* purged while it read the tier: read again */
-    bool reasked;   /* the tier's value was unfit: asked past it once */
+    uint8_t reasks; /* the tier's values were unfit: asked past them */
     bool woken;     /* the fleet's word came while the tier was asked:
                      * an answer "held" is older than it, look again */
     bool remote;    /* filled by another instance: every waiter collapsed */
@@ -77,6 +77,7 @@ struct corral_fill {
     bool stale_served;   /* failed, answered with a stale value instead */
     uint64_t refresh_of; /* stored_at of the value it replaces */
     uint64_t started_ms; /* when compute started, for the value's fill_ms */
+    uint64_t asked_ms;   /* when the tier was last asked */
     uint64_t retry_after_ms; /* of a failure: from corral_fill_fail_retry */
     uint64_t timeout_ms;   /* its deadline, and the lease's lifetime */
     struct event *wait_ev; /* F_REMOTE: when to look again */
