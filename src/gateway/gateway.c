@@ -33,6 +33,7 @@
 #include "metrics.h"
 #include "route.h"
 #include "server.h"
+#include "timeutil.h"
 #include "xalloc.h"
 
 /* What one config makes: its routes, upstream pools and budgets. A reload
@@ -960,6 +961,8 @@ static void
 fleet_paused(const char *name, uint64_t ms, void *arg)
 {
     struct corral_gateway *g = arg;
+    if (g->gen == NULL)
+        return; /* starting: the next sync reads it again */
     const struct corral_config *cfg = g->gen->cfg;
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         if (strcmp(cfg->upstreams[i].name, name) == 0)
@@ -988,6 +991,26 @@ track(struct corral_gateway *g, const struct corral_config *cfg)
                        cfg->n_upstreams);
     free(paths);
     free(names);
+}
+
+static void
+ready_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    *(bool *)arg = true;
+}
+
+static void
+wait_ready(struct corral_gateway *g, uint64_t ms)
+{
+    bool expired = false;
+    struct event *t = evtimer_new(g->base, ready_timeout, &expired);
+    struct timeval tv = corral_ms_to_tv(ms);
+    if (t == NULL || evtimer_add(t, &tv) != 0)
+        abort(); /* the policy of xalloc.h */
+    while (!expired && !(corral_redis_ready(g->redis) &&
+                         corral_redis_listening(g->redis)))
+        event_base_loop(g->base, EVLOOP_ONCE);
+    event_free(t);
 }
 
 /* With l2: the connection, the tier and the fleet state on it. Before
@@ -1044,6 +1067,12 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
         return -1;
     g->fleet = corral_fleet_new(g->base, g->redis, l->prefix, l->db,
                                 corral_redis_tier_id(g->l2), &fleet_events, g);
+    /* A Redis that answered the probe: serve once both connections are
+     * up (bounded), so the first requests already fill as one fleet
+     * rather than each process on its own. Nothing else is on the loop
+     * yet. */
+    if (rc == 0)
+        wait_ready(g, ms);
     return 0;
 }
 
