@@ -65,6 +65,7 @@ struct corral_outcome {
     int error;           /* FAILED: -errno */
     const char *message; /* FAILED */
     uint64_t retry_ms;   /* FAILED: the key's backoff */
+    uint64_t stored_at;  /* STORED: the new value's, ms (0: not known) */
 };
 
 /* What a tier tells the cache above it. */

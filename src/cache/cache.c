@@ -294,7 +294,8 @@ fill_settle(struct corral_fill *f, int error, const char *message,
         backoff_clear(c, f->key, f->keylen, f->hash);
         struct corral_outcome o = {
             .kind = f->purged ? CORRAL_OUTCOME_ABANDONED
-                              : CORRAL_OUTCOME_STORED};
+                              : CORRAL_OUTCOME_STORED,
+            .stored_at = value ? value->stored_at : 0};
         give_back(f, &o);
     } else {
         uint64_t wait = backoff_note(c, f->key, f->keylen, f->hash, error,
@@ -395,8 +396,14 @@ tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
         }
         return;
     }
-    if (o->kind == CORRAL_OUTCOME_STORED && f == NULL)
-        corral_l1_del(c->l1, key, keylen);
+    if (o->kind == CORRAL_OUTCOME_STORED && f == NULL) {
+        /* A copy here older than the one stored elsewhere goes (the next
+         * caller reads the new one); one as new, read from the tier
+         * before this word came, stays. */
+        struct corral_value *v = corral_l1_find(c->l1, key, keylen);
+        if (v != NULL && (o->stored_at == 0 || v->stored_at < o->stored_at))
+            corral_l1_del(c->l1, key, keylen);
+    }
     if (f != NULL && f->state == F_REMOTE)
         look_again(f);
     else if (f != NULL && f->in_tier)

@@ -559,7 +559,8 @@ send_release(struct corral_redis_tier *t, struct corral_tier_lease *l,
     snprintf(ahead, sizeof(ahead), " %s ", t->id);
     if (o->kind == CORRAL_OUTCOME_STORED) {
         kind[0] = 's';
-        hl = snprintf(head, sizeof(head), " %s ", t->id);
+        hl = snprintf(head, sizeof(head), " %s %" PRIu64 " ", t->id,
+                      o->stored_at);
     } else if (o->kind == CORRAL_OUTCOME_FAILED) {
         int e = o->error < 0 && o->error > -4096 ? -o->error : EIO;
         kind[0] = 'f';
@@ -892,7 +893,12 @@ on_message(const char *msg, size_t len, void *arg)
         return; /* our own */
     struct corral_outcome o = {.kind = CORRAL_OUTCOME_ABANDONED};
     char message[MESSAGE_MAX + 1];
-    if (msg[0] == 's') {
+    if (msg[0] == 's') { /* <stored at> <key> */
+        if (!word(&p, end, &w, &n))
+            return;
+        o.stored_at = number(w, n, &ok);
+        if (!ok)
+            return;
         o.kind = CORRAL_OUTCOME_STORED;
     } else if (msg[0] == 'f') { /* <retry> <errno> <len>:<message><key> */
         if (!word(&p, end, &w, &n))
