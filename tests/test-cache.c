@@ -50,6 +50,8 @@ struct compute {
     int fail;       /* answer with this error instead */
     bool immediate; /* answer from inside compute */
     bool abort_hook;
+    bool nostore;    /* corral_fill_done_nostore() */
+    uint64_t cap_ms; /* corral_fill_done_capped() with this, when > 0 */
     struct corral_fill *fill;
     struct event *timer;
     char body[64];
@@ -67,7 +69,12 @@ compute_answer(struct compute *cp)
     const char *key = cp->body; /* body doubles as the key in these tests */
     struct corral_value *v = corral_value_new(
         key, strlen(key), cp->body, strlen(cp->body), "application/json", 0);
-    corral_fill_done(f, v);
+    if (cp->nostore)
+        corral_fill_done_nostore(f, v);
+    else if (cp->cap_ms > 0)
+        corral_fill_done_capped(f, v, cp->cap_ms);
+    else
+        corral_fill_done(f, v);
 }
 
 static void
@@ -137,6 +144,8 @@ struct waiter {
     int error;
     enum corral_source source;
     struct corral_value *value; /* pointer only, to compare */
+    bool nostore;               /* corral_value_nostore(value) */
+    uint64_t lifetime_ms;       /* value's expiry less its store time */
     char message[64];
     uint64_t retry_after_ms;
     struct corral_waiter *handle;
@@ -153,6 +162,11 @@ waiter_cb(const struct corral_result *res, void *arg)
     w->error = res->error;
     w->source = res->source;
     w->value = res->value;
+    w->nostore = res->value != NULL && corral_value_nostore(res->value);
+    w->lifetime_ms = res->value == NULL
+                         ? 0
+                         : corral_value_expires_at(res->value) -
+                               corral_value_stored_at(res->value);
     w->retry_after_ms = res->retry_after_ms;
     snprintf(w->message, sizeof(w->message), "%s", res->message);
     CHECK(res->error != 0 || res->value != NULL);
@@ -1658,6 +1672,132 @@ test_refresh_through_tier(void)
     corral_fake_tier_free(t);
 }
 
+/* A value that must not be kept reaches every waiter of its fill and
+ * nothing else: not L1, not the tier, not a later caller; a copy the key
+ * had goes too, so its stale window does not hide the new answer; a
+ * lease goes back abandoned. */
+static void
+test_fill_done_nostore(void)
+{
+    fake_now = 26000000;
+    struct corral_fake_tier *t =
+        corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
+    struct corral_fake_tier_counts n;
+    struct compute cp;
+    compute_init(&cp, "pass", 10);
+    cp.nostore = true;
+    struct waiter ws[5] = {{0}};
+    for (int i = 0; i < 5; i++)
+        ask_with(c, "pass", &cp, &ws[i], &swr_1s);
+    while (!all_fired(ws, 5))
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(cp.calls, 1);
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ_INT(ws[i].error, 0);
+        CHECK(ws[i].nostore);
+        CHECK(ws[i].value == ws[0].value);
+        CHECK_EQ_INT(ws[i].lifetime_ms, 0);
+        CHECK_EQ_INT(ws[i].source,
+                     i == 0 ? CORRAL_SOURCE_STORED : CORRAL_SOURCE_COLLAPSED);
+    }
+    CHECK(corral_cache_peek(c, "pass", 4) == NULL);
+    corral_fake_tier_counts(t, &n);
+    CHECK_EQ_INT(n.sets, 0);
+    CHECK_EQ_INT(n.dels, 0); /* there was no copy to drop */
+    CHECK_EQ_INT(n.abandoned, 1);
+    CHECK_EQ_INT(n.stored, 0);
+    /* The next caller computes again. */
+    struct waiter again = {0};
+    ask_with(c, "pass", &cp, &again, &swr_1s);
+    while (!again.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(cp.calls, 2);
+    CHECK(again.nostore);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.entries, 0);
+
+    /* A kept value, then the compute says "do not keep": its refresh (a
+     * stale answer while it runs) drops the copy here and in the tier. */
+    compute_finish(&cp);
+    compute_init(&cp, "turns", 10);
+    struct waiter kept = {0};
+    ask_with(c, "turns", &cp, &kept, &swr_1s);
+    while (!kept.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK(!kept.nostore);
+    CHECK(corral_cache_peek(c, "turns", 5) != NULL);
+    fake_now += 1500; /* expired, inside its stale window */
+    cp.nostore = true;
+    struct waiter stale = {0};
+    ask_with(c, "turns", &cp, &stale, &swr_1s);
+    run_for(50);
+    CHECK_EQ_INT(stale.source, CORRAL_SOURCE_STALE);
+    CHECK_EQ_INT(cp.calls, 2); /* the refresh ran */
+    corral_fake_tier_counts(t, &n);
+    CHECK_EQ_INT(n.dels, 1);
+    struct waiter after = {0};
+    ask_with(c, "turns", &cp, &after, &swr_1s);
+    while (!after.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(after.source, CORRAL_SOURCE_STORED);
+    CHECK(after.nostore);
+    CHECK_EQ_INT(cp.calls, 3);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(t);
+}
+
+/* A capped value lives no longer than the cap, nor than its strategy,
+ * with the strategy's jitter below either; a cap of 0 keeps nothing. */
+static void
+test_fill_done_capped(void)
+{
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 30000, .jitter_pct = 10};
+    fake_now = 27000000;
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute cp;
+    static const struct {
+        uint64_t cap, lo, hi;
+    } cases[] = {
+        {1000, 900, 1000},
+        {29000, 26100, 29000},
+        {30000, 27000, 30000},
+        {3600000, 27000, 30000},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "cap%zu", i);
+        compute_init(&cp, key, 1);
+        cp.cap_ms = cases[i].cap;
+        struct waiter w = {0};
+        ask_with(c, key, &cp, &w, &s);
+        while (!w.fired)
+            event_base_loop(base, EVLOOP_ONCE);
+        CHECK(!w.nostore);
+        CHECK(w.lifetime_ms >= cases[i].lo && w.lifetime_ms <= cases[i].hi);
+        CHECK(corral_cache_peek(c, key, strlen(key)) != NULL);
+        compute_finish(&cp);
+    }
+    compute_init(&cp, "zero", 1);
+    /* cap_ms 0 is "uncapped" to the test compute: report by hand. */
+    struct waiter w = {0};
+    cp.delay_ms = -1;
+    ask_with(c, "zero", &cp, &w, &s);
+    run_for(5);
+    CHECK(cp.fill != NULL);
+    struct corral_value *v = corral_value_new("zero", 4, "x", 1, NULL, 0);
+    corral_fill_done_capped(cp.fill, v, 0);
+    while (!w.fired)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK(w.nostore);
+    CHECK(corral_cache_peek(c, "zero", 4) == NULL);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
 int
 main(void)
 {
@@ -1691,6 +1831,8 @@ main(void)
     RUN(test_stale_if_error);
     RUN(test_early_refresh);
     RUN(test_refresh_through_tier);
+    RUN(test_fill_done_nostore);
+    RUN(test_fill_done_capped);
     event_base_free(base);
     return 0;
 }

@@ -107,6 +107,8 @@ test_defaults(void)
     CHECK_EQ_INT(r->n_query, 0);
     CHECK_EQ_INT(r->n_members, 0);
     CHECK(r->json);
+    CHECK_EQ_INT(r->cache_control, CORRAL_CONFIG_CC_DEFAULT);
+    CHECK_EQ_INT(u->cache_control, CORRAL_CONFIG_CC_DEFAULT);
     corral_config_free(cfg);
 
     /* l2 given with only redis: the rest defaults */
@@ -675,6 +677,55 @@ test_routes(void)
 #undef P
 }
 
+/* upstream_cache_control: on a route, or on its upstream for every route
+ * of it that says nothing; three words, nothing else; not on an
+ * aggregate. */
+static void
+test_upstream_cache_control(void)
+{
+    struct corral_config *cfg =
+        parse(TOP "'upstreams': {'u': {'base': 'http://127.0.0.1:8081', "
+                  "'upstream_cache_control': 'ignore'},\n"
+                  "'v': {'base': 'http://127.0.0.1:8082'}},\n"
+                  "'routes': [{'path': '/a', 'upstream': 'u', 'fetch': '/a'},\n"
+                  "{'path': '/b', 'upstream': 'u', 'fetch': '/b', "
+                  "'upstream_cache_control': 'honour'},\n"
+                  "{'path': '/c', 'upstream': 'v', 'fetch': '/c'},\n"
+                  "{'path': '/d', 'upstream': 'v', 'fetch': '/d', "
+                  "'upstream_cache_control': 'ignore'},\n"
+                  "{'path': '/e', 'upstream': 'u', 'fetch': '/e', "
+                  "'upstream_cache_control': 'default'},\n"
+                  "{'path': '/all', 'aggregate': {'a': '/a', 'c': '/c'}}]}");
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->upstreams[0].cache_control, CORRAL_CONFIG_CC_IGNORE);
+    CHECK_EQ_INT(cfg->upstreams[1].cache_control, CORRAL_CONFIG_CC_DEFAULT);
+    CHECK_EQ_INT(cfg->routes[0].cache_control, CORRAL_CONFIG_CC_IGNORE);
+    CHECK_EQ_INT(cfg->routes[1].cache_control, CORRAL_CONFIG_CC_HONOUR);
+    CHECK_EQ_INT(cfg->routes[2].cache_control, CORRAL_CONFIG_CC_DEFAULT);
+    CHECK_EQ_INT(cfg->routes[3].cache_control, CORRAL_CONFIG_CC_IGNORE);
+    CHECK_EQ_INT(cfg->routes[4].cache_control, CORRAL_CONFIG_CC_DEFAULT);
+    CHECK_EQ_STR(corral_config_cache_control_name(cfg->routes[1].cache_control),
+                 "honour");
+    corral_config_free(cfg);
+
+    CHECK_ERROR(ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a', "
+                      "'upstream_cache_control': 'honor'}"),
+                "t.json:3: routes[0].upstream_cache_control: ",
+                "\"honor\": one of \"default\", \"ignore\", \"honour\"");
+    CHECK_ERROR(
+        ROUTE("{'path': '/a', 'upstream': 'u', 'fetch': '/a', "
+              "'upstream_cache_control': true}"),
+        "t.json:3: routes[0].upstream_cache_control: ", "expected a string");
+    CHECK_ERROR(
+        UPSTREAM("'base': 'http://127.0.0.1:1', "
+                 "'upstream_cache_control': ''"),
+        "t.json:2: upstreams.u.upstream_cache_control: ", "one of \"default\"");
+    CHECK_ERROR(ROUTE(ROUTE_A ",\n{'path': '/all', 'aggregate': {'a': '/a'}, "
+                              "'upstream_cache_control': 'ignore'}"),
+                "t.json:4: routes[1].upstream_cache_control: ",
+                "not allowed in an aggregate route");
+}
+
 static void
 test_aggregates(void)
 {
@@ -1141,6 +1192,7 @@ main(void)
     RUN(test_values);
     RUN(test_upstreams);
     RUN(test_routes);
+    RUN(test_upstream_cache_control);
     RUN(test_aggregates);
     RUN(test_key_cannot_forge_a_generation);
     RUN(test_member_resolved_by_the_serving_trie);

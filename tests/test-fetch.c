@@ -218,6 +218,12 @@ server_cb(struct evhttp_request *req, void *arg)
         strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime(&t));
         evhttp_add_header(out, "Retry-After", date);
         reply(s, req, 503, "{}");
+    } else if (strcmp(uri, "/private") == 0) {
+        /* Two field lines, one list: both count. */
+        evhttp_add_header(out, "Cache-Control", "max-age=60, Private");
+        evhttp_add_header(out, "cache-control", "s-maxage=\"30\"");
+        evhttp_add_header(out, "Age", "12");
+        reply(s, req, 200, "{}");
     } else if (strcmp(uri, "/close") == 0) {
         evhttp_add_header(out, "Connection", "close");
         reply(s, req, 200, "{\"closing\":true}");
@@ -531,6 +537,8 @@ struct got {
     char body[256];
     size_t len;
     uint64_t retry_after_s, elapsed_ms;
+    struct corral_fetch_cache_control cc;
+    uint64_t age_s;
 };
 
 static void
@@ -556,6 +564,8 @@ got_cb(const struct corral_fetch_result *r, void *arg)
     }
     g->retry_after_s = r->retry_after_s;
     g->elapsed_ms = r->elapsed_ms;
+    g->cc = r->cache_control;
+    g->age_s = r->age_s;
 }
 
 static struct corral_fetch *
@@ -664,6 +674,100 @@ test_status_passthrough(void)
     CHECK(c.retry_after_s >= 28 && c.retry_after_s <= 30);
     CHECK_EQ_INT(d.error, 0);
     CHECK_EQ_INT(d.status, 404);
+    corral_fetch_upstream_free(u);
+    server_free(s);
+}
+
+static struct corral_fetch_cache_control
+cc_of(const char *v)
+{
+    struct corral_fetch_cache_control cc = CORRAL_FETCH_CACHE_CONTROL_NONE;
+
+    corral_fetch_cache_control_parse(&cc, v, strlen(v));
+    return cc;
+}
+
+/* Every Cache-Control directive that decides storing, in the forms RFC
+ * 9111 allows and a few it does not. */
+static void
+test_cache_control_parse(void)
+{
+    struct corral_fetch_cache_control cc;
+
+    cc = cc_of("");
+    CHECK_EQ_INT(cc.flags, 0);
+    CHECK_EQ_INT(cc.max_age_s, -1);
+    CHECK_EQ_INT(cc.s_maxage_s, -1);
+    cc = cc_of("no-store");
+    CHECK_EQ_INT(cc.flags, CORRAL_FETCH_CC_NO_STORE);
+    cc = cc_of("public, max-age=300");
+    CHECK_EQ_INT(cc.flags, 0);
+    CHECK_EQ_INT(cc.max_age_s, 300);
+    CHECK_EQ_INT(cc.s_maxage_s, -1);
+    cc = cc_of("PRIVATE,NO-CACHE");
+    CHECK_EQ_INT(cc.flags, CORRAL_FETCH_CC_PRIVATE | CORRAL_FETCH_CC_NO_CACHE);
+    /* Qualified forms count whole; a quoted list's commas are not
+     * directives of their own. */
+    cc = cc_of("private=\"Set-Cookie, max-age=5\", max-age=60");
+    CHECK_EQ_INT(cc.flags, CORRAL_FETCH_CC_PRIVATE);
+    CHECK_EQ_INT(cc.max_age_s, 60);
+    cc = cc_of("no-cache=\"x\\\"no-store\", s-maxage=\"30\"");
+    CHECK_EQ_INT(cc.flags, CORRAL_FETCH_CC_NO_CACHE);
+    CHECK_EQ_INT(cc.s_maxage_s, 30);
+    /* Names must be whole: these are other directives. */
+    cc = cc_of("no-storex, xprivate, max-agex=1, must-revalidate");
+    CHECK_EQ_INT(cc.flags, 0);
+    CHECK_EQ_INT(cc.max_age_s, -1);
+    /* A garbled lifetime is 0, never longer; twice keeps the shorter;
+     * past 2^31 is 2^31. */
+    cc = cc_of("max-age=abc");
+    CHECK_EQ_INT(cc.max_age_s, 0);
+    cc = cc_of("max-age");
+    CHECK_EQ_INT(cc.max_age_s, 0);
+    cc = cc_of("max-age=-5");
+    CHECK_EQ_INT(cc.max_age_s, 0);
+    cc = cc_of("max-age=60, max-age=10 , max-age=30");
+    CHECK_EQ_INT(cc.max_age_s, 10);
+    cc = cc_of("max-age=99999999999999999999999");
+    CHECK_EQ_INT(cc.max_age_s, 2147483648LL);
+    /* Empty elements, spaces and stray bytes around them. */
+    cc = cc_of(" ,, \t no-store ; x , ,max-age = 7,");
+    CHECK_EQ_INT(cc.flags, CORRAL_FETCH_CC_NO_STORE);
+    CHECK_EQ_INT(cc.max_age_s, 7);
+    cc = cc_of("private=\"unterminated");
+    CHECK_EQ_INT(cc.flags, CORRAL_FETCH_CC_PRIVATE);
+    /* Accumulates across field lines. */
+    cc = cc_of("max-age=60");
+    corral_fetch_cache_control_parse(&cc, "no-store", 8);
+    CHECK_EQ_INT(cc.flags, CORRAL_FETCH_CC_NO_STORE);
+    CHECK_EQ_INT(cc.max_age_s, 60);
+    /* Only len bytes are read. */
+    cc = CORRAL_FETCH_CACHE_CONTROL_NONE;
+    corral_fetch_cache_control_parse(&cc, "no-store", 7);
+    CHECK_EQ_INT(cc.flags, 0);
+}
+
+/* The answer's Cache-Control lines and Age reach the result. */
+static void
+test_cache_control_answer(void)
+{
+    struct server *s = server_new("127.0.0.1", NULL);
+    struct corral_fetch_upstream *u = upstream(s->port, 4);
+    struct got g = {0};
+
+    get(u, "/private", &g);
+    CHECK(run_until(&g.calls, 1, 10000));
+    CHECK_EQ_INT(g.error, 0);
+    CHECK_EQ_INT(g.cc.flags, CORRAL_FETCH_CC_PRIVATE);
+    CHECK_EQ_INT(g.cc.max_age_s, 60);
+    CHECK_EQ_INT(g.cc.s_maxage_s, 30);
+    CHECK_EQ_INT(g.age_s, 12);
+    get(u, "/json", &g);
+    CHECK(run_until(&g.calls, 2, 10000));
+    CHECK_EQ_INT(g.cc.flags, 0);
+    CHECK_EQ_INT(g.cc.max_age_s, -1);
+    CHECK_EQ_INT(g.cc.s_maxage_s, -1);
+    CHECK_EQ_INT(g.age_s, 0);
     corral_fetch_upstream_free(u);
     server_free(s);
 }
@@ -1480,6 +1584,8 @@ main(void)
 
     RUN(test_ok);
     RUN(test_status_passthrough);
+    RUN(test_cache_control_parse);
+    RUN(test_cache_control_answer);
     RUN(test_timeout);
     RUN(test_refused);
     RUN(test_too_big);

@@ -220,6 +220,23 @@ void corral_fill_done(struct corral_fill *fill, struct corral_value *value);
  * negative answer kept briefly, say). ttl_ms > 0. */
 void corral_fill_done_ttl(struct corral_fill *fill, struct corral_value *value,
                           uint64_t ttl_ms);
+/* corral_fill_done() with a lifetime no longer than max_ttl_ms: the
+ * strategy's ttl, or max_ttl_ms when that is shorter, either drawn with
+ * the strategy's jitter, so it never lives longer than the cap. A
+ * max_ttl_ms of 0 keeps nothing (corral_fill_done_nostore()). */
+void corral_fill_done_capped(struct corral_fill *fill,
+                             struct corral_value *value, uint64_t max_ttl_ms);
+/* Reports a value that must not be kept: every waiter of the fill gets it
+ * (the leader as STORED, the others as COLLAPSED, as with
+ * corral_fill_done()), marked corral_value_nostore(), but it is stored
+ * nowhere, neither in L1 nor in the tier below, and a copy the key had is
+ * dropped from L1 (and, when L1 had one, from the tier below, which tells
+ * the other instances), so no stale window serves it instead of what the
+ * compute now says. A lease goes back as abandoned: a waiter elsewhere
+ * computes for its own callers. It counts as a success (the key's backoff
+ * ends). Takes ownership of the reference, also on failure. */
+void corral_fill_done_nostore(struct corral_fill *fill,
+                              struct corral_value *value);
 /* Reports failure: every waiter gets the same error (< 0) and message
  * (copied), or a stale value inside its stale-if-error window. Nothing is
  * stored. The key backs off (see the options). */

@@ -7,6 +7,7 @@
 #ifndef CORRAL_VALUE_H
 #define CORRAL_VALUE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,6 +55,10 @@ uint64_t corral_value_sie_ms(const struct corral_value *v);
 /* How long the fill that made v took, ms (0: not known, e.g. stored with
  * corral_set_with_strategy()); saturates at 65535. */
 uint64_t corral_value_fill_ms(const struct corral_value *v);
+/* True for a value its fill answered with corral_fill_done_nostore():
+ * handed to that fill's callers and kept nowhere, its lifetime 0 (stored
+ * at and expiring at that moment). */
+bool corral_value_nostore(const struct corral_value *v);
 
 /* Sets the freshness of a value not yet stored (a tier rebuilding a value it
  * kept, so L1 keeps the original age). Returns 0 or -EPERM once stored. */

@@ -1264,35 +1264,78 @@ corral_fill_done(struct corral_fill *f, struct corral_value *value)
                          f->cache ? jittered_ttl(f->cache, &f->strategy) : 0);
 }
 
-void
-corral_fill_done_ttl(struct corral_fill *f, struct corral_value *value,
-                     uint64_t ttl_ms)
+/* The start every report of a value shares: a fill given up on (deadline,
+ * teardown, without an abort hook) only releases what it holds, and a
+ * value for another key, or one already stored, fails the fill. Takes
+ * value when it returns false. Then f is done and its compute's time set
+ * on value. */
+static bool
+take_value(struct corral_fill *f, struct corral_value *value)
 {
     if (fill_given_up(f)) {
-        /* Given up on (deadline, teardown) without an abort hook. */
         f->computing = false;
         corral_value_unref(value);
         fill_maybe_free(f);
-        return;
+        return false;
     }
     if (value == NULL || value->keylen != f->keylen ||
         memcmp(value_key(value), f->key, f->keylen) != 0 ||
         (value->flags & VALUE_STORED)) {
         corral_value_unref(value);
         corral_fill_fail(f, -EINVAL, "compute gave a value for another key");
-        return;
+        return false;
     }
-    struct corral_cache *c = f->cache;
     f->computing = false;
-    c->stats.fills_ok++;
-    uint64_t took = corral_cache_now(c) - f->started_ms;
+    f->cache->stats.fills_ok++;
+    uint64_t took = corral_cache_now(f->cache) - f->started_ms;
     value->fill_ms = took == 0 ? 1 : took > UINT16_MAX ? UINT16_MAX
                                                          : (uint16_t)took;
+    return true;
+}
+
+void
+corral_fill_done_ttl(struct corral_fill *f, struct corral_value *value,
+                     uint64_t ttl_ms)
+{
+    if (!take_value(f, value))
+        return;
+    struct corral_cache *c = f->cache;
     if (f->purged) /* stamped for its callers, stored nowhere */
         corral_value_stamp(value, corral_cache_now(c), ttl_ms,
                            f->strategy.swr_ms, f->strategy.sie_ms);
     else
         store(c, value, &f->strategy, ttl_ms);
+    fill_settle(f, 0, "", value);
+}
+
+void
+corral_fill_done_capped(struct corral_fill *f, struct corral_value *value,
+                        uint64_t max_ttl_ms)
+{
+    if (max_ttl_ms == 0) {
+        corral_fill_done_nostore(f, value);
+        return;
+    }
+    struct corral_strategy s = f->strategy;
+    if (max_ttl_ms < corral_strategy_ttl_ms(&s)) {
+        s.kind = CORRAL_STRATEGY_CUSTOM;
+        s.custom_ms = max_ttl_ms;
+    }
+    corral_fill_done_ttl(f, value, f->cache ? jittered_ttl(f->cache, &s) : 0);
+}
+
+void
+corral_fill_done_nostore(struct corral_fill *f, struct corral_value *value)
+{
+    if (!take_value(f, value))
+        return;
+    struct corral_cache *c = f->cache;
+    corral_value_stamp(value, corral_cache_now(c), 0, 0, 0);
+    value->flags |= VALUE_NOSTORE;
+    if (corral_l1_del(c->l1, f->key, f->keylen) && c->tier)
+        c->tier->del(c->tier_ctx, f->key, f->keylen, NULL, NULL);
+    /* Kept nowhere, as after a purge: the fleet hears "abandoned". */
+    f->purged = true;
     fill_settle(f, 0, "", value);
 }
 

@@ -159,6 +159,12 @@ corral_value_fill_ms(const struct corral_value *v)
     return v->fill_ms;
 }
 
+bool
+corral_value_nostore(const struct corral_value *v)
+{
+    return (v->flags & VALUE_NOSTORE) != 0;
+}
+
 static uint32_t
 clamp32(uint64_t ms)
 {

@@ -11,8 +11,9 @@
 #include "corral/value.h"
 
 enum value_flag {
-    VALUE_STORED = 1 << 0, /* stamped and immutable */
-    VALUE_LINKED = 1 << 1, /* in an L1 table and queue */
+    VALUE_STORED = 1 << 0,  /* stamped and immutable */
+    VALUE_LINKED = 1 << 1,  /* in an L1 table and queue */
+    VALUE_NOSTORE = 1 << 2, /* answered its fill's callers, kept nowhere */
 };
 
 struct corral_value {

@@ -103,6 +103,7 @@ assemble(struct asm_job *job)
     uint64_t ttl = corral_strategy_ttl_ms(&route->strategy);
     uint64_t retry = 0;
     size_t ok = 0;
+    bool pass = false; /* a member must not be stored: nor may this */
 
     puts_(&body, "{");
     for (size_t i = 0; i < job->n; i++) {
@@ -116,6 +117,7 @@ assemble(struct asm_job *job)
             struct corral_value *v = s->value;
             put(&body, corral_value_body(v), corral_value_len(v));
             ok++;
+            pass = pass || corral_value_nostore(v);
             uint64_t exp = corral_value_expires_at(v);
             uint64_t left = exp > now ? exp - now : 0;
             if (s->stale || left < 1000)
@@ -161,6 +163,8 @@ assemble(struct asm_job *job)
             key, keylen, body.p, body.len, "application/json", 200, extra);
         if (v == NULL)
             corral_fill_fail(fill, -EBADMSG, "aggregate too large to cache");
+        else if (pass)
+            corral_fill_done_nostore(fill, v);
         else
             corral_fill_done_ttl(fill, v, ttl > 0 ? ttl : 1000);
     }

@@ -515,13 +515,45 @@ parse_headers(struct ctx *c, struct jnode *obj, const char *path,
     return 0;
 }
 
+static const char *const cache_control_names[] = {
+    [CORRAL_CONFIG_CC_DEFAULT] = "default",
+    [CORRAL_CONFIG_CC_IGNORE] = "ignore",
+    [CORRAL_CONFIG_CC_HONOUR] = "honour",
+};
+
+const char *
+corral_config_cache_control_name(enum corral_config_cache_control cc)
+{
+    if ((unsigned)cc > CORRAL_CONFIG_CC_HONOUR)
+        return "unknown";
+    return cache_control_names[cc];
+}
+
+/* "upstream_cache_control": "default", "ignore" or "honour". */
+static int
+parse_cache_control(struct ctx *c, struct jnode *n, const char *path,
+                    enum corral_config_cache_control *out)
+{
+    const char *s = get_str(c, n, path, NULL);
+    if (s == NULL)
+        return -1;
+    for (unsigned i = 0; i <= CORRAL_CONFIG_CC_HONOUR; i++)
+        if (strcmp(s, cache_control_names[i]) == 0) {
+            *out = (enum corral_config_cache_control)i;
+            return 0;
+        }
+    return fail(c, n, path,
+                "\"%s\": one of \"default\", \"ignore\", \"honour\"",
+                quote(c, n));
+}
+
 static int
 parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                struct corral_config_upstream *up)
 {
     static const char *const keys[] = {
-        "base",    "timeout", "max_connections", "rate", "headers",
-        "ca_file", NULL,
+        "base",    "timeout", "max_connections",        "rate",
+        "headers", "ca_file", "upstream_cache_control", NULL,
     };
     char p[PATH_LEN];
     struct jnode *m;
@@ -554,6 +586,10 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
         return -1;
     if ((m = member(n, "headers")) &&
         parse_headers(c, m, join_key(p, path, "headers"), up) < 0)
+        return -1;
+    if ((m = member(n, "upstream_cache_control")) &&
+        parse_cache_control(c, m, join_key(p, path, "upstream_cache_control"),
+                            &up->cache_control) < 0)
         return -1;
     if ((m = member(n, "ca_file"))) {
         join_key(p, path, "ca_file");
@@ -927,10 +963,12 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         "cache_errors",
         "ttl_jitter",
         "early_refresh",
+        "upstream_cache_control",
         NULL,
     };
-    static const char *const upstream_only[] = {"params", "query", "json",
-                                                "cache_errors", NULL};
+    static const char *const upstream_only[] = {
+        "params", "query", "json", "cache_errors", "upstream_cache_control",
+        NULL};
     char p[PATH_LEN], pp[PATH_LEN];
     struct jnode *m, *params, *up, *fetch, *agg;
 
@@ -1010,6 +1048,12 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
     }
     if ((m = member(n, "cache_errors")) &&
         parse_cache_errors(c, m, join_key(p, path, "cache_errors"), r) < 0)
+        return -1;
+    if (r->upstream)
+        r->cache_control = r->upstream->cache_control;
+    if ((m = member(n, "upstream_cache_control")) &&
+        parse_cache_control(c, m, join_key(p, path, "upstream_cache_control"),
+                            &r->cache_control) < 0)
         return -1;
     /* Expiry drawn between 90% and 100% of the ttl unless told otherwise:
      * keys filled together then do not all expire together. */

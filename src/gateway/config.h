@@ -66,6 +66,22 @@ struct corral_config_limits {
     uint64_t backoff_min_ms, backoff_max_ms;
 };
 
+/* Which of an upstream answer's Cache-Control directives count (fill.c):
+ * "upstream_cache_control" on a route, or on its upstream for all of its
+ * routes. */
+enum corral_config_cache_control {
+    /* no-store, private and no-cache: the answer goes to that fill's
+     * clients only and is stored nowhere; lifetimes are the route's. */
+    CORRAL_CONFIG_CC_DEFAULT = 0,
+    CORRAL_CONFIG_CC_IGNORE, /* none: stored as the route says */
+    /* the default's, and s-maxage (else max-age), less Age, caps the
+     * route's lifetime */
+    CORRAL_CONFIG_CC_HONOUR,
+};
+/* "default", "ignore", "honour"; "unknown" otherwise. Static string. */
+const char *
+corral_config_cache_control_name(enum corral_config_cache_control cc);
+
 struct corral_config_header {
     char *name;  /* an RFC 9110 token */
     char *value; /* no control characters but tab */
@@ -84,6 +100,7 @@ struct corral_config_upstream {
     struct corral_config_header *headers;
     size_t n_headers;
     char *ca_file; /* NULL: the system store */
+    enum corral_config_cache_control cache_control; /* its routes' default */
 };
 
 struct corral_config_param {
@@ -130,6 +147,8 @@ struct corral_config_route {
         uint64_t ttl_ms;  /* 1 s .. 1 day */
     } cache_errors[8];
     size_t n_cache_errors;
+    /* Its own "upstream_cache_control", else its upstream's. */
+    enum corral_config_cache_control cache_control;
 };
 
 struct corral_config {

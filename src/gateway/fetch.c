@@ -64,6 +64,8 @@ struct corral_fetch {
     char reason[64];
     char *content_type;
     char retry_after[64];
+    struct corral_fetch_cache_control cache_control;
+    uint64_t age_s;
     long long clen;     /* Content-Length, -1 if none */
     char *body;
     size_t len, cap;
@@ -394,6 +396,101 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return event_add(u->curl_timer, &tv);
 }
 
+/* ---- what an answer says about caching it ---- */
+
+static int is_token_char(unsigned char ch);
+
+/* delta-seconds (RFC 9111 1.2.2): digits; past 2^31 it is 2^31; anything
+ * else is 0, so a garbled lifetime never makes a value live longer. */
+static int64_t
+delta_seconds(const char *p, size_t n)
+{
+    const int64_t max = 2147483648LL;
+    int64_t v = 0;
+
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        if (v < max)
+            v = v * 10 + (p[i] - '0');
+    }
+    return v < max ? v : max;
+}
+
+static void
+keep_shorter(int64_t *have, int64_t v)
+{
+    if (*have < 0 || v < *have)
+        *have = v;
+}
+
+static size_t
+skip_ows(const char *v, size_t len, size_t i)
+{
+    while (i < len && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    return i;
+}
+
+void
+corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
+                                 const char *v, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        i = skip_ows(v, len, i);
+        size_t name = i;
+        while (i < len && v[i] != '\0' && is_token_char((unsigned char)v[i]))
+            i++;
+        size_t nlen = i - name;
+        /* The argument: a token, or a quoted-string (RFC 9110 5.6.4), which
+         * may hold commas; arg points into it without the quotes. */
+        const char *arg = NULL;
+        size_t alen = 0;
+        i = skip_ows(v, len, i);
+        if (nlen > 0 && i < len && v[i] == '=') {
+            i = skip_ows(v, len, i + 1);
+            if (i < len && v[i] == '"') {
+                arg = v + ++i;
+                while (i < len && v[i] != '"')
+                    i += v[i] == '\\' && i + 1 < len ? 2 : 1;
+                alen = (size_t)(v + (i < len ? i : len) - arg);
+                if (i < len)
+                    i++;
+            } else {
+                arg = v + i;
+                while (i < len && v[i] != '\0' &&
+                       is_token_char((unsigned char)v[i]))
+                    i++;
+                alen = (size_t)(v + i - arg);
+            }
+        }
+        /* Whatever else the element holds is not HTTP: skip to the next. */
+        while (i < len && v[i] != ',') {
+            if (v[i] == '"') {
+                for (i++; i < len && v[i] != '"'; i++)
+                    if (v[i] == '\\')
+                        i++;
+            }
+            i++;
+        }
+        i++;
+        if (nlen == 8 && strncasecmp(v + name, "no-store", 8) == 0)
+            cc->flags |= CORRAL_FETCH_CC_NO_STORE;
+        else if (nlen == 7 && strncasecmp(v + name, "private", 7) == 0)
+            cc->flags |= CORRAL_FETCH_CC_PRIVATE;
+        else if (nlen == 8 && strncasecmp(v + name, "no-cache", 8) == 0)
+            cc->flags |= CORRAL_FETCH_CC_NO_CACHE;
+        else if (nlen == 7 && strncasecmp(v + name, "max-age", 7) == 0)
+            keep_shorter(&cc->max_age_s, delta_seconds(arg, alen));
+        else if (nlen == 8 && strncasecmp(v + name, "s-maxage", 8) == 0)
+            keep_shorter(&cc->s_maxage_s, delta_seconds(arg, alen));
+    }
+}
+
 /* ---- one response, as libcurl hands it over ---- */
 
 static void
@@ -404,6 +501,8 @@ response_reset(struct corral_fetch *f)
     free(f->content_type);
     f->content_type = NULL;
     f->retry_after[0] = '\0';
+    f->cache_control = CORRAL_FETCH_CACHE_CONTROL_NONE;
+    f->age_s = 0;
     f->clen = -1;
     f->len = 0;
     f->too_big = 0;
@@ -497,6 +596,13 @@ header_cb(char *p, size_t size, size_t nitems, void *arg)
             vlen = 0;
         memcpy(f->retry_after, v, vlen);
         f->retry_after[vlen] = '\0';
+    } else if ((v = field_value(p, n, "Cache-Control", &vlen)) != NULL) {
+        corral_fetch_cache_control_parse(&f->cache_control, v, vlen);
+    } else if ((v = field_value(p, n, "Age", &vlen)) != NULL) {
+        /* An invalid Age is ignored (RFC 9111 5.1). */
+        int64_t age = delta_seconds(v, vlen);
+        if ((uint64_t)age > f->age_s)
+            f->age_s = (uint64_t)age;
     }
     return n;
 }
@@ -568,6 +674,8 @@ finish(struct corral_fetch *f, struct corral_fetch_result *res)
 
     if (res->message == NULL)
         res->message = "";
+    if (res->error != 0)
+        res->cache_control = CORRAL_FETCH_CACHE_CONTROL_NONE;
     res->elapsed_ms = corral_now_ms() - f->start_ms;
     f->state = FETCH_DONE;
     event_del(f->timer);
@@ -718,6 +826,8 @@ done(struct corral_fetch *f, CURLcode rc)
         res.body = f->body;
         res.len = f->len;
         res.retry_after_s = parse_retry_after(f->retry_after);
+        res.cache_control = f->cache_control;
+        res.age_s = f->age_s;
     } else {
         if (rc == CURLE_OK) /* no final response: cannot happen, but */
             rc = CURLE_WEIRD_SERVER_REPLY;

@@ -6,7 +6,8 @@
  * connection is reused only after a completely framed response with nothing
  * left over, and one that becomes readable while idle is closed, never read
  * as an answer. Bodies sent with Content-Encoding (gzip, deflate, br, zstd)
- * are decoded. Every address a name resolves to is tried in turn (names are
+ * are decoded; what the answer's Cache-Control and Age say is read for the
+ * cache above. Every address a name resolves to is tried in turn (names are
  * resolved off the loop by libcurl's resolver). Proxies come from the usual
  * environment variables (http_proxy, https_proxy, no_proxy).
  * Every fetch's callback fires exactly once and always from the loop,
@@ -48,6 +49,25 @@ struct corral_fetch_options {
                                  * added to every request */
 };
 
+/* What an answer says about being kept by a cache: its Cache-Control
+ * (RFC 9111 5.2.2), every field line and every directive of it, names in
+ * any case. The gateway decides what counts (fill.c). */
+enum corral_fetch_cc_flag {
+    CORRAL_FETCH_CC_NO_STORE = 1 << 0, /* no-store */
+    CORRAL_FETCH_CC_PRIVATE = 1 << 1,  /* private, also private="field" */
+    CORRAL_FETCH_CC_NO_CACHE = 1 << 2, /* no-cache, also no-cache="field" */
+};
+
+struct corral_fetch_cache_control {
+    unsigned flags;     /* enum corral_fetch_cc_flag */
+    int64_t max_age_s;  /* max-age; -1 when absent */
+    int64_t s_maxage_s; /* s-maxage; -1 when absent */
+};
+
+/* Nothing said yet: no flags, no lifetimes. */
+#define CORRAL_FETCH_CACHE_CONTROL_NONE                                        \
+    ((struct corral_fetch_cache_control){0, -1, -1})
+
 struct corral_fetch_result {
     int error;                /* 0 or enum corral_fetch_error */
     const char *message;      /* why it failed, or the reason phrase; never
@@ -60,6 +80,8 @@ struct corral_fetch_result {
     uint64_t retry_after_s;   /* Retry-After (seconds or HTTP date), 0 if
                                * none */
     uint64_t elapsed_ms;      /* from corral_fetch_get() to the callback */
+    uint64_t age_s;           /* Age (the largest valid one), 0 if none */
+    struct corral_fetch_cache_control cache_control;
 };
 
 /* Receives the one answer of a fetch. res and every pointer in it:
@@ -120,6 +142,14 @@ const char *corral_fetch_check_host(const char *host, size_t len);
 /* 0 when path holds at least one PEM certificate (trust anchors), else -1
  * with the reason in why. The config checker uses the same test. */
 int corral_fetch_check_ca_file(const char *path, char *why, size_t len);
+
+/* Adds what one Cache-Control field value v[0..len) says to *cc (start
+ * from CORRAL_FETCH_CACHE_CONTROL_NONE; call once per field line). A
+ * directive given twice keeps its shorter lifetime, a lifetime that is not
+ * delta-seconds counts as 0 (stale at once), one past 2^31 as 2^31 (RFC
+ * 9111 1.2.2); unknown directives and quoted arguments are skipped. */
+void corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
+                                      const char *v, size_t len);
 
 /* "none", "connect", "timeout", "tls", "too_big", "protocol", "cancelled";
  * "unknown" otherwise. Static string. */

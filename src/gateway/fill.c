@@ -1,4 +1,6 @@
-/* fill.c — a route's fill: fetch, validate, render the head, store. */
+/* fill.c — a route's fill: fetch, validate, render the head, and store
+ * for as long as the route and the upstream's cache directives allow, or
+ * pass the answer to the fill's clients only. */
 #include "fill.h"
 #include "log.h"
 
@@ -178,6 +180,37 @@ make_value(const char *key, size_t keylen,
                               res->content_type, status, NULL);
 }
 
+/* The one place an upstream's cache directives decide (RFC 9111 5.2.2,
+ * as the route's upstream_cache_control says): how long res may be kept,
+ * ms (UINT64_MAX: as long as the route says), or 0 when it must not be
+ * kept and goes to this fill's clients only. no-cache counts as no-store,
+ * as nginx and Varnish have it: corral cannot revalidate, so a copy could
+ * never be used. Set-Cookie decides nothing: corral never sends a client's
+ * cookies upstream, and never sends the upstream's cookies to clients. */
+static uint64_t
+keep_for(const struct corral_config_route *route,
+         const struct corral_fetch_result *res)
+{
+    const struct corral_fetch_cache_control *cc = &res->cache_control;
+    if (route->cache_control == CORRAL_CONFIG_CC_IGNORE)
+        return UINT64_MAX;
+    if (cc->flags & (CORRAL_FETCH_CC_NO_STORE | CORRAL_FETCH_CC_PRIVATE |
+                     CORRAL_FETCH_CC_NO_CACHE))
+        return 0;
+    /* By default the route's lifetime stands: a shorter max-age would
+     * multiply the calls to a rate-limited API. */
+    if (route->cache_control != CORRAL_CONFIG_CC_HONOUR)
+        return UINT64_MAX;
+    /* A shared cache takes s-maxage first; Age is what the answer already
+     * spent in caches upstream. */
+    int64_t life = cc->s_maxage_s >= 0 ? cc->s_maxage_s : cc->max_age_s;
+    if (life < 0)
+        return UINT64_MAX;
+    if ((uint64_t)life <= res->age_s)
+        return 0;
+    return ((uint64_t)life - res->age_s) * 1000;
+}
+
 static struct job *
 job_new(struct corral_fill *fill, const struct corral_route_fill *rf)
 {
@@ -261,7 +294,14 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
             corral_fill_fail(fill, -EBADMSG, msg);
             return;
         }
-        corral_fill_done_ttl(fill, nv, route->cache_errors[i].ttl_ms);
+        uint64_t keep = keep_for(route, res);
+        if (keep == 0)
+            corral_fill_done_nostore(fill, nv);
+        else
+            corral_fill_done_ttl(fill, nv,
+                                 keep < route->cache_errors[i].ttl_ms
+                                     ? keep
+                                     : route->cache_errors[i].ttl_ms);
         return;
     }
     /* Only a whole representation is stored: not a 206 (a part), 204 (no
@@ -287,7 +327,13 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         corral_fill_fail(fill, -EBADMSG, "upstream answer too large to cache");
         return;
     }
-    corral_fill_done(fill, v);
+    uint64_t keep = keep_for(route, res);
+    if (keep == 0)
+        corral_fill_done_nostore(fill, v);
+    else if (keep == UINT64_MAX)
+        corral_fill_done(fill, v);
+    else
+        corral_fill_done_capped(fill, v, keep);
 }
 
 static void

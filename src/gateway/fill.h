@@ -2,7 +2,9 @@
  * flight in libcorral) that fetches the route's upstream path, refuses
  * what must not be stored (a status other than 200 or 203, a Content-Type
  * with control bytes, invalid JSON on a JSON route, an answer over the
- * cap), renders the head every hit reuses and stores; that asks the
+ * cap), renders the head every hit reuses and stores it for as long as
+ * the route and the upstream's Cache-Control allow, or passes it to the
+ * fill's waiters only when the upstream says not to store it; that asks the
  * upstream's budget before each call and pauses the upstream on a 429 or
  * 503 with Retry-After; and how a fill's
  * error becomes an HTTP status. The request path uses it; aggregates and

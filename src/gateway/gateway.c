@@ -217,7 +217,14 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
         rt->upstream == NULL &&
         memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
                sizeof(STALE_MEMBERS) - 1) != NULL;
+    /* What the upstream said must not be stored: its fill's clients get
+     * it, and tell the caches after them the same. */
+    bool pass =
+        (source == CORRAL_SOURCE_STORED || source == CORRAL_SOURCE_COLLAPSED) &&
+        corral_value_nostore(v);
     enum corral_metrics_result result = result_of(source, negative);
+    if (pass)
+        result = source == CORRAL_SOURCE_STORED ? M_UNCACHEABLE : M_COLLAPSED;
     count(gen, route, result);
     /* An answer this request did not fill: a call saved. */
     if (source == CORRAL_SOURCE_L1 || source == CORRAL_SOURCE_L2 ||
@@ -230,7 +237,9 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     char *p = FMT_PUT(extra, "Cache-Status: corral; ");
     switch (source) {
     case CORRAL_SOURCE_STORED:
-        p = FMT_PUT(p, "fwd=miss; stored");
+        p = FMT_PUT(p, "fwd=miss");
+        if (!pass)
+            p = FMT_PUT(p, "; stored");
         break;
     case CORRAL_SOURCE_COLLAPSED:
         p = FMT_PUT(p, "fwd=miss; collapsed");
@@ -248,14 +257,20 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
             p = FMT_PUT(p, "; detail=l2");
         break;
     }
-    if (stale_members && source != CORRAL_SOURCE_STALE_ERROR)
+    if (pass)
+        p = FMT_PUT(p, "; detail=uncacheable");
+    else if (stale_members && source != CORRAL_SOURCE_STALE_ERROR)
         p = FMT_PUT(p, "; detail=stale-members");
-    if (negative && source != CORRAL_SOURCE_STALE_ERROR)
+    if (negative && !pass && source != CORRAL_SOURCE_STALE_ERROR)
         p = FMT_PUT(p, "; detail=negative");
     p = FMT_PUT(p, "\r\n");
-    p = fmt_uint(FMT_PUT(p, "Age: "), corral_value_age_s(v, now));
-    p = fmt_uint(FMT_PUT(p, "\r\nCache-Control: max-age="), lifetime);
-    p = FMT_PUT(p, "\r\n");
+    if (pass) {
+        p = FMT_PUT(p, "Cache-Control: private, no-store\r\n");
+    } else {
+        p = fmt_uint(FMT_PUT(p, "Age: "), corral_value_age_s(v, now));
+        p = fmt_uint(FMT_PUT(p, "\r\nCache-Control: max-age="), lifetime);
+        p = FMT_PUT(p, "\r\n");
+    }
     int n = (int)(p - extra);
     if (!negative && req->if_none_match &&
         etag_matches(req, corral_value_etag(v))) {

@@ -22,6 +22,7 @@ static const char *const result_names[M_RESULTS] = {
     [M_STALE] = "stale",
     [M_STALE_ERROR] = "stale_error",
     [M_NEGATIVE] = "negative",
+    [M_UNCACHEABLE] = "uncacheable",
     [M_ERROR] = "error",
 };
 

@@ -26,6 +26,7 @@ enum corral_metrics_result {
     M_STALE,       /* stale while a refresh runs */
     M_STALE_ERROR, /* stale because the upstream failed */
     M_NEGATIVE,    /* a cached upstream 4xx */
+    M_UNCACHEABLE, /* this request's fill got what must not be stored */
     M_ERROR,       /* an error answer (4xx for bad requests, 5xx) */
     M_RESULTS
 };
