@@ -30,6 +30,7 @@
 #include "fill.h"
 #include "fleet.h"
 #include "fmt.h"
+#include "ledger.h"
 #include "metrics.h"
 #include "route.h"
 #include "server.h"
@@ -75,6 +76,8 @@ struct corral_gateway {
     struct corral_fleet *fleet;   /* pauses, windows, generations, on redis */
     struct corral_metrics *metrics;
     bool own_metrics; /* mapped here, for one worker */
+    struct corral_ledger *ledger; /* the upstreams' rates and pauses */
+    bool own_ledger;
     struct corral_metrics_block *block; /* this worker's */
     uint32_t *gens; /* route generations, shared by the workers */
     struct event *snapshot_ev;
@@ -603,8 +606,9 @@ metrics_take(struct corral_gateway *g, struct gen *gen)
 }
 
 /* The routes, pools and budgets of cfg. An upstream of prev with the same
- * name and rate hands its budget over, so a reload neither forgets the
- * calls in the rate window nor lifts a pause. */
+ * name and rate hands its budget over with the calls it queues; the
+ * window and the pause are the ledger's, kept by name whatever the
+ * reload does (see ledger.h). */
 static struct gen *
 gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         struct gen *prev, char *err, size_t errlen)
@@ -642,8 +646,12 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             }
         }
         if (gen->budgets[i] == NULL) {
-            gen->budgets[i] = corral_budget_new(
-                g->base, u->name, u->rate_count, u->rate_window_ms, g->fleet);
+            struct corral_budget_rate rate = {
+                .count = u->rate_count,
+                .window_ms = u->rate_window_ms,
+            };
+            gen->budgets[i] =
+                corral_budget_new(g->base, u->name, &rate, g->fleet, g->ledger);
             /* A new budget counts from zero: its upstream's counters go on
              * from what they last showed. */
             struct corral_metrics_upstream *mu = gen->mupstream[i];
@@ -717,6 +725,15 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         }
     }
     g->gens = corral_metrics_generations(g->metrics);
+    g->ledger = o.ledger;
+    if (g->ledger == NULL) {
+        g->ledger = corral_ledger_new(cfg->n_upstreams + cfg->n_routes);
+        g->own_ledger = true;
+        if (g->ledger == NULL) {
+            corral_gateway_free(g);
+            return NULL;
+        }
+    }
     if (cfg->l2 && l2_start(g, cfg, err, errlen) < 0) {
         corral_gateway_free(g);
         return NULL;
@@ -1199,5 +1216,8 @@ corral_gateway_free(struct corral_gateway *g)
     corral_redis_free(g->redis);
     if (g->own_metrics)
         corral_metrics_free(g->metrics);
+    /* After every budget, fleet answers included, closed its account. */
+    if (g->own_ledger)
+        corral_ledger_free(g->ledger);
     free(g);
 }
