@@ -1,8 +1,8 @@
 /* test-budget.c — an upstream's budget on a real loop: the sliding window
  * (never more than count calls in any window, cold misses before
- * refreshes, FIFO within each), waits bounded by their timeout, pauses,
- * cancels, teardown with calls queued, and two worker processes on one
- * ledger. */
+ * refreshes, FIFO within each), the share refreshes keep whatever cold
+ * misses queue, waits bounded by their timeout, pauses, cancels,
+ * teardown with calls queued, and two worker processes on one ledger. */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdbool.h>
@@ -64,18 +64,18 @@ ask(struct corral_budget *b, bool refresh, uint64_t timeout, struct call *c,
 }
 
 static struct corral_budget *
-budget(const char *name, unsigned count, uint64_t window_ms,
+budget(const char *name, unsigned count, uint64_t window_ms, unsigned share,
        struct corral_ledger *ledger)
 {
-    struct corral_budget_rate rate = {count, window_ms};
+    struct corral_budget_rate rate = {count, window_ms, share};
     return corral_budget_new(base, name, &rate, NULL, ledger);
 }
 
 static void
 test_window(void)
 {
-    /* 2 calls per 300 ms (+15 ms margin). */
-    struct corral_budget *b = budget("u", 2, 300, NULL);
+    /* 2 calls per 300 ms (+15 ms margin), no share kept for refreshes. */
+    struct corral_budget *b = budget("u", 2, 300, 0, NULL);
     struct call c[6] = {{0}};
     uint64_t t0 = mono_ms();
     order = 0;
@@ -111,14 +111,51 @@ test_window(void)
     corral_budget_free(b);
 }
 
+/* Issue 19, item 2: however many cold misses queue, refreshes of keys
+ * being served get their share of the rate. */
+static void
+test_refresh_share_cold_flood(void)
+{
+    /* 4 calls per 200 ms (+10 ms margin); refreshes keep 50%: cold calls
+     * fit 4 per 420 ms. */
+    struct corral_budget *b = budget("u", 4, 200, 50, NULL);
+    enum { COLD = 40, REFRESH = 4 };
+    struct call cold[COLD] = {{0}}, refresh[REFRESH] = {{0}};
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < COLD; i++)
+        CHECK(ask(b, false, 60000, &cold[i], NULL) >= 0);
+    for (int i = 0; i < REFRESH; i++)
+        CHECK_EQ_INT(ask(b, true, 60000, &refresh[i], NULL), 1);
+    run_for(700);
+    /* Within about two windows every refresh went, cold ones waiting. */
+    for (int i = 0; i < REFRESH; i++) {
+        CHECK_EQ_INT(refresh[i].fired, 1);
+        CHECK_EQ_INT(refresh[i].error, 0);
+        CHECK(refresh[i].at - t0 < 650);
+    }
+    int cold_done = 0;
+    for (int i = 0; i < COLD; i++)
+        cold_done += cold[i].fired;
+    CHECK(cold_done >= 4 && cold_done < COLD);
+    /* Cold calls: never more than 4 in 420 ms (their own window). */
+    uint64_t at[COLD];
+    int n = 0;
+    for (int i = 0; i < COLD; i++)
+        if (cold[i].fired)
+            at[n++] = cold[i].at;
+    for (int i = 0; i + 4 < n; i++)
+        CHECK(at[i + 4] - at[i] >= 410);
+    corral_budget_free(b);
+}
+
 /* Another worker takes the slot a queued call counted on: the call waits
  * out its timeout, then is refused; teardown refuses what is queued. */
 static void
 test_timeout_and_teardown(void)
 {
     struct corral_ledger *l = corral_ledger_new(1);
-    struct corral_budget *b = budget("u", 1, 400, l);
-    struct corral_budget *other = budget("u", 1, 400, l);
+    struct corral_budget *b = budget("u", 1, 400, 0, l);
+    struct corral_budget *other = budget("u", 1, 400, 0, l);
     struct call c[3] = {{0}};
     uint64_t retry;
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
@@ -143,7 +180,7 @@ test_timeout_and_teardown(void)
 static void
 test_pause(void)
 {
-    struct corral_budget *b = budget("u", 0, 0, NULL);
+    struct corral_budget *b = budget("u", 0, 0, 25, NULL);
     struct call c[3] = {{0}};
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0); /* no rate */
     corral_budget_pause(b, 200);
@@ -152,7 +189,7 @@ test_pause(void)
     run_for(250);
     CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 0);
     /* Calls queued behind a window are refused when a pause comes. */
-    struct corral_budget *r = budget("r", 1, 1000, NULL);
+    struct corral_budget *r = budget("r", 1, 1000, 25, NULL);
     struct call q[2] = {{0}};
     CHECK_EQ_INT(ask(r, false, 5000, &q[0], NULL), 0);
     CHECK_EQ_INT(ask(r, false, 5000, &q[1], NULL), 1);
@@ -182,7 +219,7 @@ test_workers_share_one_budget(void)
         /* The other worker: its own loop and budget, the same ledger. */
         event_base_free(base);
         base = event_base_new();
-        struct corral_budget *b = budget("u", 2, 1000, l);
+        struct corral_budget *b = budget("u", 2, 1000, 0, l);
         struct call c = {0};
         char x = 0;
         int bad = 0;
@@ -195,7 +232,7 @@ test_workers_share_one_budget(void)
         event_base_free(base);
         _exit(bad ? 1 : (write(told[1], "k", 1) == 1 ? 0 : 3));
     }
-    struct corral_budget *b = budget("u", 2, 1000, l);
+    struct corral_budget *b = budget("u", 2, 1000, 0, l);
     struct call c[3] = {{0}};
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
     CHECK_EQ_INT(ask(b, false, 5000, &c[1], NULL), 0);
@@ -216,7 +253,7 @@ test_workers_share_one_budget(void)
 static void
 test_try(void)
 {
-    struct corral_budget *b = budget("/r/{k}", 2, 500, NULL);
+    struct corral_budget *b = budget("/r/{k}", 2, 500, 0, NULL);
     uint64_t retry = 0;
     CHECK_EQ_INT(corral_budget_try(b, false, &retry), 0);
     CHECK_EQ_INT(corral_budget_try(b, false, &retry), 0);
@@ -230,6 +267,7 @@ main(void)
 {
     base = event_base_new();
     RUN(test_window);
+    RUN(test_refresh_share_cold_flood);
     RUN(test_timeout_and_teardown);
     RUN(test_pause);
     RUN(test_workers_share_one_budget);

@@ -1128,6 +1128,27 @@ test_key_cannot_forge_a_generation(void)
     corral_config_free(cfg);
 }
 
+/* Issue 19, item 2: an upstream keeps a share of its rate for
+ * refreshes. */
+static void
+test_refresh_share(void)
+{
+    struct corral_config *cfg = parse(UPSTREAM("'base': 'http://h', "
+                                               "'rate': '5/s'"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->upstreams[0].refresh_share, 25);
+    corral_config_free(cfg);
+    cfg = parse(UPSTREAM("'base': 'http://h', 'refresh_share': '0%'"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->upstreams[0].refresh_share, 0);
+    corral_config_free(cfg);
+    CHECK_ERROR(UPSTREAM("'base': 'http://h', 'refresh_share': '95%'"),
+                "t.json:2: upstreams.u.refresh_share: ",
+                "\"95%\": a percentage from \"0%\" to \"90%\"");
+    CHECK_ERROR(UPSTREAM("'base': 'http://h', 'refresh_share': 0.25"),
+                "t.json:2: upstreams.u.refresh_share: ", "expected a string");
+}
+
 int
 main(void)
 {
@@ -1143,6 +1164,7 @@ main(void)
     RUN(test_routes);
     RUN(test_aggregates);
     RUN(test_key_cannot_forge_a_generation);
+    RUN(test_refresh_share);
     RUN(test_member_resolved_by_the_serving_trie);
     RUN(test_expand);
     RUN(test_secrets_stay_out);

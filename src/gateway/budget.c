@@ -99,8 +99,8 @@ refuse_all(struct corral_budget *b, uint64_t ms)
     }
 }
 
-/* The first queued call that may go at now: the first cold one, else
- * the first refresh. Counted on the
+/* The first queued call that may go at now: the first cold one if the
+ * windows let a cold call go, else the first refresh. Counted on the
  * account unless dry. NULL when none may: *ms until one might, or, with
  * *paused, the pause left. */
 static struct corral_budget_wait *
@@ -150,7 +150,8 @@ fleet_window(const struct corral_budget *b)
            !corral_fleet_struggling(b->fleet);
 }
 
-/* Lets queued calls go while they may, cold ones first; with the fleet's window, asks for as many admissions
+/* Lets queued calls go while they may, cold ones first unless their
+ * share is spent; with the fleet's window, asks for as many admissions
  * at once as calls wait (at most ADMIT_MAX, and the rate's count), and
  * hands each grant to the call that may go when it comes. Other workers
  * take slots too: a timer that finds none free waits again. */
@@ -265,11 +266,14 @@ corral_budget_new(struct event_base *base, const char *name,
     struct corral_budget *b = xcalloc(1, sizeof(*b));
     uint64_t window_ms = rate->window_ms;
     uint64_t margin = window_ms / 20 < 250 ? window_ms / 20 : 250;
+    unsigned share = rate->refresh_share < 90 ? rate->refresh_share : 90;
 
     b->base = base;
     b->name = xstrndup(name, strlen(name));
     b->count = window_ms > 0 ? rate->count : 0;
     b->rule.window_ms = window_ms + margin;
+    if (share > 0)
+        b->rule.cold_window_ms = b->rule.window_ms * 100 / (100 - share);
     b->account = corral_account_open(ledger, name, b->count);
     if (b->account == NULL) {
         if (ledger != NULL)

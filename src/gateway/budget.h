@@ -3,11 +3,13 @@
  * upstream's 429 or 503 with Retry-After stops every call until then).
  * The window and the pause are the server's, one per upstream for all its
  * workers (an account in the ledger, ledger.h); the queue of calls that
- * wait is this process's. A fill asks before it fetches. Cold misses
- * (callers waiting on a key with no copy) go first, in FIFO order;
- * refreshes (callers already answered from a copy) wait behind them, so
- * they never starve a cold miss. A wait is bounded by the caller's
- * timeout. With a fleet
+ * wait is this process's. A fill asks before it fetches. Refreshes of
+ * keys being served (callers already answered from a copy) keep a share
+ * of the rate that cold misses (callers waiting on a key with no copy)
+ * cannot take: cold calls must also fit count in a window longer by that
+ * share, so whatever cold traffic does, refreshes get at least that share
+ * of the calls. Otherwise cold misses go first, FIFO within each kind. A
+ * wait is bounded by the caller's timeout. With a fleet
  * (fleet.h) the window and the pause are the fleet's as well as this
  * server's: a pause is heard by every instance at once (no round trip per
  * call), and with a rate every call is admitted by one script in Redis,
@@ -35,6 +37,9 @@ typedef void corral_budget_cb(int error, uint64_t ms, void *arg);
 struct corral_budget_rate {
     unsigned count;     /* calls per window; 0: no rate, only pauses */
     uint64_t window_ms; /* 0: no rate */
+    /* Percent of the calls cold misses cannot take (0 to 90): they must
+     * fit count calls in window_ms * 100 / (100 - refresh_share). */
+    unsigned refresh_share;
 };
 
 /* A budget for the upstream called name, on its account in ledger (the

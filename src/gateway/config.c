@@ -450,6 +450,26 @@ parse_base(struct ctx *c, struct jnode *n, const char *path,
     return 0;
 }
 
+/* "N%" with N from 0 to max. */
+static int
+get_percent(struct ctx *c, struct jnode *n, const char *path, unsigned max,
+            unsigned *out)
+{
+    const char *s = get_str(c, n, path, NULL);
+    char *end;
+    if (s == NULL)
+        return -1;
+    unsigned long pct = strtoul(s, &end, 10);
+    if (end == s || strcmp(end, "%") != 0 || pct > max || s[0] == '-' ||
+        s[0] == '+' || s[0] == ' ')
+        return fail(c, n, path,
+                    "\"%s\": a percentage from \"0%%\" to "
+                    "\"%u%%\"",
+                    quote(c, n), max);
+    *out = (unsigned)pct;
+    return 0;
+}
+
 /* "N/s", "N/min", "N/h" or "N/<duration>" such as "1/15s". */
 static int
 parse_rate(struct ctx *c, struct jnode *n, const char *path,
@@ -520,8 +540,8 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                struct corral_config_upstream *up)
 {
     static const char *const keys[] = {
-        "base",    "timeout", "max_connections", "rate", "headers",
-        "ca_file", NULL,
+        "base",    "timeout", "max_connections", "rate", "refresh_share",
+        "headers", "ca_file", NULL,
     };
     char p[PATH_LEN];
     struct jnode *m;
@@ -551,6 +571,11 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
         return -1;
     if ((m = member(n, "rate")) &&
         parse_rate(c, m, join_key(p, path, "rate"), up) < 0)
+        return -1;
+    up->refresh_share = 25;
+    if ((m = member(n, "refresh_share")) &&
+        get_percent(c, m, join_key(p, path, "refresh_share"), 90,
+                    &up->refresh_share) < 0)
         return -1;
     if ((m = member(n, "headers")) &&
         parse_headers(c, m, join_key(p, path, "headers"), up) < 0)
@@ -1014,19 +1039,10 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
     /* Expiry drawn between 90% and 100% of the ttl unless told otherwise:
      * keys filled together then do not all expire together. */
     r->strategy.jitter_pct = 10;
-    if ((m = member(n, "ttl_jitter"))) {
-        const char *s = get_str(c, m, join_key(p, path, "ttl_jitter"), NULL);
-        char *end;
-        if (s == NULL)
-            return -1;
-        unsigned long pct = strtoul(s, &end, 10);
-        if (end == s || strcmp(end, "%") != 0 || pct > 50 || s[0] == '-' ||
-            s[0] == '+' || s[0] == ' ')
-            return fail(c, m, p, "\"%s\": a percentage from \"0%%\" to "
-                                 "\"50%%\"",
-                        quote(c, m));
-        r->strategy.jitter_pct = (unsigned)pct;
-    }
+    if ((m = member(n, "ttl_jitter")) &&
+        get_percent(c, m, join_key(p, path, "ttl_jitter"), 50,
+                    &r->strategy.jitter_pct) < 0)
+        return -1;
     return 0;
 }
 

@@ -81,6 +81,9 @@ struct corral_config_upstream {
     unsigned max_connections; /* 1..1024, default 8 */
     unsigned rate_count;      /* at most this many calls (0: no limit) */
     uint64_t rate_window_ms;  /* ... in any window this long */
+    /* Percent of the rate that refreshes of keys being served keep and
+     * cold misses cannot take, 0 to 90, default 25. */
+    unsigned refresh_share;
     struct corral_config_header *headers;
     size_t n_headers;
     char *ca_file; /* NULL: the system store */

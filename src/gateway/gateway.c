@@ -639,7 +639,8 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             const struct corral_config_upstream *p = &prev->cfg->upstreams[j];
             if (prev->budgets[j] && strcmp(p->name, u->name) == 0 &&
                 p->rate_count == u->rate_count &&
-                p->rate_window_ms == u->rate_window_ms) {
+                p->rate_window_ms == u->rate_window_ms &&
+                p->refresh_share == u->refresh_share) {
                 gen->budgets[i] = prev->budgets[j];
                 prev->budgets[j] = NULL;
                 break;
@@ -649,6 +650,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             struct corral_budget_rate rate = {
                 .count = u->rate_count,
                 .window_ms = u->rate_window_ms,
+                .refresh_share = u->refresh_share,
             };
             gen->budgets[i] =
                 corral_budget_new(g->base, u->name, &rate, g->fleet, g->ledger);
