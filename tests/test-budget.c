@@ -1,8 +1,9 @@
 /* test-budget.c — an upstream's budget on a real loop: the sliding window
  * (never more than count calls in any window, cold misses before
  * refreshes, FIFO within each), the share refreshes keep whatever cold
- * misses queue, waits bounded by their timeout, pauses, cancels,
- * teardown with calls queued, and two worker processes on one ledger. */
+ * misses queue, waits bounded by their timeout and refused at once when
+ * their slot lies beyond it, pauses, cancels, teardown with calls queued,
+ * and two worker processes on one ledger. */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdbool.h>
@@ -148,6 +149,31 @@ test_refresh_share_cold_flood(void)
     corral_budget_free(b);
 }
 
+/* Issue 19, item 4: a call whose slot lies beyond its timeout is refused
+ * at once, with the wait until that slot as its Retry-After. */
+static void
+test_certain_refusal_at_once(void)
+{
+    struct corral_budget *b = budget("u", 1, 1000, 0, NULL);
+    struct call c[4] = {{0}};
+    struct corral_budget_wait *w = NULL;
+    CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
+    CHECK_EQ_INT(ask(b, false, 100, &c[1], NULL), -EBUSY);
+    CHECK(c[1].ms > 900 && c[1].ms <= 1050); /* until the slot frees */
+    /* Within its timeout, a call waits; the one after it would come a
+     * window later still. */
+    CHECK_EQ_INT(ask(b, false, 1500, &c[2], &w), 1);
+    CHECK_EQ_INT(ask(b, false, 1500, &c[3], NULL), -EBUSY);
+    CHECK(c[3].ms > 1900 && c[3].ms <= 2100);
+    corral_budget_cancel(w);
+    run_for(300);
+    CHECK_EQ_INT(c[1].fired + c[2].fired + c[3].fired, 0);
+    struct corral_budget_stats st;
+    corral_budget_stats(b, &st);
+    CHECK_EQ_INT(st.refused, 2);
+    corral_budget_free(b);
+}
+
 /* Another worker takes the slot a queued call counted on: the call waits
  * out its timeout, then is refused; teardown refuses what is queued. */
 static void
@@ -268,6 +294,7 @@ main(void)
     base = event_base_new();
     RUN(test_window);
     RUN(test_refresh_share_cold_flood);
+    RUN(test_certain_refusal_at_once);
     RUN(test_timeout_and_teardown);
     RUN(test_pause);
     RUN(test_workers_share_one_budget);

@@ -17,6 +17,8 @@
 /* Admissions in flight per upstream, at most (and never more than its
  * rate's count, nor than the calls waiting). */
 #define ADMIT_MAX 64
+/* The end of a wait that is too late for a slot (see acquire). */
+#define LAST_MS 100
 
 struct corral_budget_wait {
     TAILQ_ENTRY(corral_budget_wait) link;
@@ -337,6 +339,21 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
     if (rc == 0 && !fleet && first) {
         b->stats.granted++;
         return 0;
+    }
+    /* The slot it would get, if nobody else asked: later than its
+     * timeout, it is refused now instead of then. A slot in the last
+     * tenth of the timeout (at most LAST_MS) counts as later: it would
+     * leave the call no time, and the timeout's timer may come first. */
+    uint64_t at =
+        corral_account_slot_at(b->account, &b->rule, !refresh,
+                               refresh ? b->n_refresh : b->n_cold, now);
+    uint64_t last = timeout_ms / 10 < LAST_MS ? timeout_ms / 10 : LAST_MS;
+    if (fleet && at < b->full_until)
+        at = b->full_until;
+    if (at > now + timeout_ms - last) {
+        b->stats.refused++;
+        *retry_after_ms = at - now;
+        return -EBUSY;
     }
     struct corral_budget_wait *w = xcalloc(1, sizeof(*w));
     w->b = b;

@@ -9,7 +9,8 @@
  * cannot take: cold calls must also fit count in a window longer by that
  * share, so whatever cold traffic does, refreshes get at least that share
  * of the calls. Otherwise cold misses go first, FIFO within each kind. A
- * wait is bounded by the caller's timeout. With a fleet
+ * wait is bounded by the caller's timeout, and a call whose slot lies
+ * beyond it is refused at once rather than at the timeout. With a fleet
  * (fleet.h) the window and the pause are the fleet's as well as this
  * server's: a pause is heard by every instance at once (no round trip per
  * call), and with a rate every call is admitted by one script in Redis,
@@ -58,8 +59,9 @@ void corral_budget_free(struct corral_budget *b);
 
 /* Asks for one call: a refresh, or a cold miss. Returns 0 when it may go
  * now (the slot is taken); -EBUSY with *retry_after_ms when it may not
- * (paused); or 1 with *out set when it waits: cb then fires once, from
- * the loop, unless corral_budget_cancel(*out) comes first. */
+ * (paused, or its slot would come later than timeout_ms from now); or 1
+ * with *out set when it waits: cb then fires once, from the loop, unless
+ * corral_budget_cancel(*out) comes first. */
 int corral_budget_acquire(struct corral_budget *b, bool refresh,
                           uint64_t timeout_ms, corral_budget_cb *cb, void *arg,
                           struct corral_budget_wait **out,
