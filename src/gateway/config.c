@@ -795,29 +795,62 @@ parse_key(struct ctx *c, struct jnode *n, const char *path,
     return 0;
 }
 
+/* One forwarded query name with its value's pattern (NULL: the
+ * default), at n (its array element or its object member). */
+static int
+add_query(struct ctx *c, struct jnode *n, const char *path,
+          struct corral_config_route *r, const char *name, struct jnode *pat)
+{
+    char why[128];
+    struct corral_config_param *q = &r->query[r->n_query];
+    const char *pattern = CORRAL_CONFIG_DEFAULT_PARAM_PATTERN;
+    if (r->n_query == MAX_PARAMS)
+        return fail(c, n, path, "more than %d query names", MAX_PARAMS);
+    if ((q->name = strdup(name)) == NULL)
+        return fail(c, n, path, "out of memory");
+    r->n_query++;
+    /* An array element's text as the file has it, not expanded. */
+    const char *shown = pat ? name : quote(c, n);
+    if (!all_of(name, strlen(name), QUERY_CHARS))
+        return fail(c, n, path, "\"%s\": names use letters, digits and ._~-",
+                    shown);
+    for (size_t j = 0; j + 1 < r->n_query; j++)
+        if (strcmp(name, r->query[j].name) == 0)
+            return fail(c, n, path, "\"%s\": repeated", shown);
+    if (pat && (pattern = get_str(c, pat, path, NULL)) == NULL)
+        return -1;
+    if ((q->re = corral_pattern_new(pattern, why, sizeof(why))) == NULL)
+        return fail(c, n, path, "\"%s\": %s", quote(c, n), why);
+    if ((q->pattern = strdup(pattern)) == NULL)
+        return fail(c, n, path, "out of memory");
+    return 0;
+}
+
+/* ["name", ...] (each value matches the default pattern of a {param}) or
+ * {"name": "pattern", ...}. */
 static int
 parse_query(struct ctx *c, struct jnode *n, const char *path,
             struct corral_config_route *r)
 {
     char p[PATH_LEN];
-    if (!expect(c, n, path, J_ARRAY))
+    bool object = n->type == J_OBJECT;
+    if (object ? check_object(c, n, path, NULL) < 0
+               : !expect(c, n, path, J_ARRAY))
         return -1;
-    if (n->n && (r->query = calloc(n->n, sizeof(*r->query))) == NULL)
+    if ((r->query = calloc(n->n + 1, sizeof(*r->query))) == NULL)
         return fail(c, n, path, "out of memory");
     for (size_t i = 0; i < n->n; i++) {
         struct jnode *q = n->kids[i];
+        if (object) {
+            join_key(p, path, q->key);
+            if (add_query(c, q, p, r, q->key, q) < 0)
+                return -1;
+            continue;
+        }
         join_index(p, path, i);
-        if (dup_str(c, q, p, &r->query[i]) < 0)
+        const char *name = get_str(c, q, p, NULL);
+        if (name == NULL || add_query(c, q, p, r, name, NULL) < 0)
             return -1;
-        r->n_query++;
-        if (r->n_query > MAX_PARAMS)
-            return fail(c, q, p, "more than %d query names", MAX_PARAMS);
-        if (!all_of(r->query[i], strlen(r->query[i]), QUERY_CHARS))
-            return fail(c, q, p, "\"%s\": names use letters, digits and ._~-",
-                        quote(c, q));
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(r->query[i], r->query[j]) == 0)
-                return fail(c, q, p, "\"%s\": repeated", quote(c, q));
     }
     return 0;
 }
@@ -1096,8 +1129,9 @@ parse_member(struct ctx *c, struct jnode *n, const char *path,
     for (const char *q = qmark; q; q = strchr(q + 1, '&')) {
         size_t len = strcspn(q + 1, "=&");
         size_t j = 0;
-        while (j < r->n_query && (strlen(r->query[j]) != len ||
-                                  memcmp(r->query[j], q + 1, len) != 0))
+        while (j < r->n_query &&
+               (strlen(r->query[j].name) != len ||
+                memcmp(r->query[j].name, q + 1, len) != 0))
             j++;
         if (j == r->n_query)
             return fail(c, n, path,
@@ -1517,8 +1551,11 @@ free_route(struct corral_config_route *r)
         corral_pattern_free(r->params[i].re);
     }
     free(r->params);
-    for (size_t i = 0; i < r->n_query; i++)
-        free(r->query[i]);
+    for (size_t i = 0; i < r->n_query; i++) {
+        free(r->query[i].name);
+        free(r->query[i].pattern);
+        corral_pattern_free(r->query[i].re);
+    }
     free(r->query);
 }
 

@@ -90,7 +90,7 @@ struct corral_config_upstream {
 };
 
 struct corral_config_param {
-    char *name;    /* without braces */
+    char *name;                 /* a {param}'s, no braces; a query's */
     char *pattern;              /* as configured, or the default */
     struct corral_pattern *re;  /* pattern compiled */
 };
@@ -123,7 +123,9 @@ struct corral_config_route {
     struct corral_strategy strategy;    /* ttl plus swr_ms and sie_ms */
     struct corral_config_param *params; /* every {param} of path, in order */
     size_t n_params;
-    char **query; /* client query parameters forwarded and keyed on */
+    /* Client query parameters forwarded and keyed on, each value checked
+     * against its pattern (the default one for the array form). */
+    struct corral_config_param *query;
     size_t n_query;
     bool json; /* the body must be valid JSON to be stored, default true */
     /* Negative caching: upstream 4xx answers kept for a while, by status
