@@ -1185,6 +1185,28 @@ test_query_patterns(void)
                 "expected an array");
 }
 
+/* Issue 19, item 2: a route may cap the new keys it creates. */
+static void
+test_new_keys(void)
+{
+    struct corral_config *cfg = parse(R("'new_keys': '100/min'"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->routes[0].new_keys_count, 100);
+    CHECK_EQ_INT(cfg->routes[0].new_keys_window_ms, 60000);
+    corral_config_free(cfg);
+    cfg = parse(R("'json': true"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->routes[0].new_keys_count, 0);
+    corral_config_free(cfg);
+    CHECK_ERROR(R("'new_keys': '0/s'"), "t.json:4: routes[0].new_keys: ",
+                "N from 1 to 1000000");
+    CHECK_ERROR(R("'new_keys': '5/never'"), "t.json:4: routes[0].new_keys: ",
+                "the window must be");
+    CHECK_ERROR(ROUTE(ROUTE_A ",\n{'path': '/all', 'aggregate': {'a': '/a'}, "
+                              "'new_keys': '5/s'}"),
+                "t.json:4: routes[1].new_keys: ",
+                "not allowed in an aggregate route");
+}
 #undef R
 
 int
@@ -1204,6 +1226,7 @@ main(void)
     RUN(test_key_cannot_forge_a_generation);
     RUN(test_refresh_share);
     RUN(test_query_patterns);
+    RUN(test_new_keys);
     RUN(test_member_resolved_by_the_serving_trie);
     RUN(test_expand);
     RUN(test_secrets_stay_out);

@@ -470,10 +470,11 @@ get_percent(struct ctx *c, struct jnode *n, const char *path, unsigned max,
     return 0;
 }
 
-/* "N/s", "N/min", "N/h" or "N/<duration>" such as "1/15s". */
+/* "N/s", "N/min", "N/h" or "N/<duration>" such as "1/15s": an upstream's
+ * rate or a route's new_keys. */
 static int
 parse_rate(struct ctx *c, struct jnode *n, const char *path,
-           struct corral_config_upstream *up)
+           unsigned *count_out, uint64_t *window_ms)
 {
     const char *why, *s = get_str(c, n, path, NULL);
     if (s == NULL)
@@ -495,13 +496,12 @@ parse_rate(struct ctx *c, struct jnode *n, const char *path,
                     quote(c, n));
     snprintf(unit, sizeof(unit), "%s%s", *u >= '0' && *u <= '9' ? "" : "1",
              strcmp(u, "min") == 0 ? "m" : u);
-    if (corral_duration_parse(unit, &up->rate_window_ms, &why) < 0 ||
-        up->rate_window_ms == 0)
+    if (corral_duration_parse(unit, window_ms, &why) < 0 || *window_ms == 0)
         return fail(c, n, path,
                     "\"%s\": the window must be s, min, h or a "
                     "duration such as 15s",
                     quote(c, n));
-    up->rate_count = (unsigned)count;
+    *count_out = (unsigned)count;
     return 0;
 }
 
@@ -540,8 +540,8 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                struct corral_config_upstream *up)
 {
     static const char *const keys[] = {
-        "base",    "timeout", "max_connections", "rate", "refresh_share",
-        "headers", "ca_file", NULL,
+        "base",          "timeout", "max_connections", "rate",
+        "refresh_share", "headers", "ca_file",         NULL,
     };
     char p[PATH_LEN];
     struct jnode *m;
@@ -570,7 +570,8 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                      &up->max_connections) < 0)
         return -1;
     if ((m = member(n, "rate")) &&
-        parse_rate(c, m, join_key(p, path, "rate"), up) < 0)
+        parse_rate(c, m, join_key(p, path, "rate"), &up->rate_count,
+                   &up->rate_window_ms) < 0)
         return -1;
     up->refresh_share = 25;
     if ((m = member(n, "refresh_share")) &&
@@ -985,10 +986,11 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         "cache_errors",
         "ttl_jitter",
         "early_refresh",
+        "new_keys",
         NULL,
     };
-    static const char *const upstream_only[] = {"params", "query", "json",
-                                                "cache_errors", NULL};
+    static const char *const upstream_only[] = {
+        "params", "query", "json", "cache_errors", "new_keys", NULL};
     char p[PATH_LEN], pp[PATH_LEN];
     struct jnode *m, *params, *up, *fetch, *agg;
 
@@ -1076,6 +1078,10 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         get_percent(c, m, join_key(p, path, "ttl_jitter"), 50,
                     &r->strategy.jitter_pct) < 0)
         return -1;
+    if ((m = member(n, "new_keys")) &&
+        parse_rate(c, m, join_key(p, path, "new_keys"), &r->new_keys_count,
+                   &r->new_keys_window_ms) < 0)
+        return -1;
     return 0;
 }
 
@@ -1129,9 +1135,8 @@ parse_member(struct ctx *c, struct jnode *n, const char *path,
     for (const char *q = qmark; q; q = strchr(q + 1, '&')) {
         size_t len = strcspn(q + 1, "=&");
         size_t j = 0;
-        while (j < r->n_query &&
-               (strlen(r->query[j].name) != len ||
-                memcmp(r->query[j].name, q + 1, len) != 0))
+        while (j < r->n_query && (strlen(r->query[j].name) != len ||
+                                  memcmp(r->query[j].name, q + 1, len) != 0))
             j++;
         if (j == r->n_query)
             return fail(c, n, path,

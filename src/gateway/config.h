@@ -127,6 +127,10 @@ struct corral_config_route {
      * against its pattern (the default one for the array form). */
     struct corral_config_param *query;
     size_t n_query;
+    /* At most new_keys_count cold fills (keys fetched with no copy to
+     * serve) in any new_keys_window_ms, for all workers; 0: no limit. */
+    unsigned new_keys_count;
+    uint64_t new_keys_window_ms;
     bool json; /* the body must be valid JSON to be stored, default true */
     /* Negative caching: upstream 4xx answers kept for a while, by status
      * (e.g. 404 for 1 min). n_cache_errors 0: none. */

@@ -49,6 +49,7 @@ struct gen {
     struct corral_fetch_upstream **upstreams; /* by config index */
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
+    struct corral_budget **keys; /* by route index: its new_keys; or NULL */
     struct corral_route_fill *route_fill;     /* by config index */
     /* This worker's counters of each route and upstream, kept under their
      * names; NULL: that one has no series (see metrics.h). */
@@ -558,6 +559,9 @@ gen_free(struct gen *gen)
         for (size_t i = 0; i < cfg->n_upstreams; i++)
             corral_budget_free(gen->budgets[i]);
     free(gen->budgets);
+    for (size_t r = 0; gen->keys && r < cfg->n_routes; r++)
+        corral_budget_free(gen->keys[r]);
+    free(gen->keys);
     free(gen->upstreams);
     for (size_t r = 0; gen->mroute && r < cfg->n_routes; r++)
         corral_metrics_route_release(gen->mroute[r]);
@@ -663,11 +667,23 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             }
         }
     }
+    gen->keys = xcalloc(cfg->n_routes + 1, sizeof(*gen->keys));
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
         struct corral_route_fill *rc = &gen->route_fill[r];
         rc->route = route;
         rc->jobs = &gen->jobs;
+        if (route->new_keys_count > 0) {
+            /* Kept in the ledger under the route's path, which no
+             * upstream name can be. */
+            struct corral_budget_rate rate = {
+                .count = route->new_keys_count,
+                .window_ms = route->new_keys_window_ms,
+            };
+            gen->keys[r] =
+                corral_budget_new(g->base, route->path, &rate, NULL, g->ledger);
+            rc->keys = gen->keys[r];
+        }
         if (route->upstream == NULL) {
             struct corral_aggregate_fill *af = &gen->agg_fill[r];
             af->route = route;
