@@ -1,13 +1,18 @@
 /* test-budget.c — an upstream's budget on a real loop: the sliding window
  * (never more than count calls in any window, cold misses before
- * refreshes, FIFO within each), waits bounded by their timeout, pauses,
- * cancels and teardown with calls queued. */
+ * refreshes, FIFO within each), the share refreshes keep whatever cold
+ * misses queue, waits bounded by their timeout and refused at once when
+ * their slot lies beyond it, pauses, cancels, teardown with calls queued,
+ * and two worker processes on one ledger. */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdbool.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "budget.h"
+#include "ledger.h"
 #include "testlib.h"
 
 static struct event_base *base;
@@ -59,11 +64,19 @@ ask(struct corral_budget *b, bool refresh, uint64_t timeout, struct call *c,
     return rc;
 }
 
+static struct corral_budget *
+budget(const char *name, unsigned count, uint64_t window_ms, unsigned share,
+       struct corral_ledger *ledger)
+{
+    struct corral_budget_rate rate = {count, window_ms, share};
+    return corral_budget_new(base, name, &rate, NULL, ledger);
+}
+
 static void
 test_window(void)
 {
-    /* 2 calls per 300 ms (+15 ms margin). */
-    struct corral_budget *b = corral_budget_new(base, "u", 2, 300, NULL);
+    /* 2 calls per 300 ms (+15 ms margin), no share kept for refreshes. */
+    struct corral_budget *b = budget("u", 2, 300, 0, NULL);
     struct call c[6] = {{0}};
     uint64_t t0 = mono_ms();
     order = 0;
@@ -99,33 +112,101 @@ test_window(void)
     corral_budget_free(b);
 }
 
+/* Issue 19, item 2: however many cold misses queue, refreshes of keys
+ * being served get their share of the rate. */
 static void
-test_timeout_and_cancel(void)
+test_refresh_share_cold_flood(void)
 {
-    struct corral_budget *b = corral_budget_new(base, "u", 1, 1000, NULL);
+    /* 4 calls per 200 ms (+10 ms margin); refreshes keep 50%: cold calls
+     * fit 4 per 420 ms. */
+    struct corral_budget *b = budget("u", 4, 200, 50, NULL);
+    enum { COLD = 40, REFRESH = 4 };
+    struct call cold[COLD] = {{0}}, refresh[REFRESH] = {{0}};
+    uint64_t t0 = mono_ms();
+    for (int i = 0; i < COLD; i++)
+        CHECK(ask(b, false, 60000, &cold[i], NULL) >= 0);
+    for (int i = 0; i < REFRESH; i++)
+        CHECK_EQ_INT(ask(b, true, 60000, &refresh[i], NULL), 1);
+    run_for(700);
+    /* Within about two windows every refresh went, cold ones waiting. */
+    for (int i = 0; i < REFRESH; i++) {
+        CHECK_EQ_INT(refresh[i].fired, 1);
+        CHECK_EQ_INT(refresh[i].error, 0);
+        CHECK(refresh[i].at - t0 < 650);
+    }
+    int cold_done = 0;
+    for (int i = 0; i < COLD; i++)
+        cold_done += cold[i].fired;
+    CHECK(cold_done >= 4 && cold_done < COLD);
+    /* Cold calls: never more than 4 in 420 ms (their own window). */
+    uint64_t at[COLD];
+    int n = 0;
+    for (int i = 0; i < COLD; i++)
+        if (cold[i].fired)
+            at[n++] = cold[i].at;
+    for (int i = 0; i + 4 < n; i++)
+        CHECK(at[i + 4] - at[i] >= 410);
+    corral_budget_free(b);
+}
+
+/* Issue 19, item 4: a call whose slot lies beyond its timeout is refused
+ * at once, with the wait until that slot as its Retry-After. */
+static void
+test_certain_refusal_at_once(void)
+{
+    struct corral_budget *b = budget("u", 1, 1000, 0, NULL);
     struct call c[4] = {{0}};
     struct corral_budget_wait *w = NULL;
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
-    CHECK_EQ_INT(ask(b, false, 100, &c[1], NULL), 1);
-    CHECK_EQ_INT(ask(b, false, 5000, &c[2], &w), 1);
+    CHECK_EQ_INT(ask(b, false, 100, &c[1], NULL), -EBUSY);
+    CHECK(c[1].ms > 900 && c[1].ms <= 1050); /* until the slot frees */
+    /* Within its timeout, a call waits; the one after it would come a
+     * window later still. */
+    CHECK_EQ_INT(ask(b, false, 1500, &c[2], &w), 1);
+    CHECK_EQ_INT(ask(b, false, 1500, &c[3], NULL), -EBUSY);
+    CHECK(c[3].ms > 1900 && c[3].ms <= 2100);
     corral_budget_cancel(w);
     run_for(300);
+    CHECK_EQ_INT(c[1].fired + c[2].fired + c[3].fired, 0);
+    struct corral_budget_stats st;
+    corral_budget_stats(b, &st);
+    CHECK_EQ_INT(st.refused, 2);
+    corral_budget_free(b);
+}
+
+/* Another worker takes the slot a queued call counted on: the call waits
+ * out its timeout, then is refused; teardown refuses what is queued. */
+static void
+test_timeout_and_teardown(void)
+{
+    struct corral_ledger *l = corral_ledger_new(1);
+    struct corral_budget *b = budget("u", 1, 400, 0, l);
+    struct corral_budget *other = budget("u", 1, 400, 0, l);
+    struct call c[3] = {{0}};
+    uint64_t retry;
+    CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
+    CHECK_EQ_INT(ask(b, false, 600, &c[1], NULL), 1);
+    /* The slot frees at 420 ms; the other worker asks first. */
+    uint64_t t0 = mono_ms();
+    while (mono_ms() - t0 < 430)
+        usleep(1000);
+    CHECK_EQ_INT(corral_budget_try(other, false, &retry), 0);
+    run_for(400);
     CHECK_EQ_INT(c[1].fired, 1);
     CHECK_EQ_INT(c[1].error, -EBUSY);
-    /* Retry after: until the slot frees, some 900 ms on. */
-    CHECK(c[1].ms > 500 && c[1].ms <= 1050);
-    CHECK_EQ_INT(c[2].fired, 0);
-    /* Teardown refuses what is queued. */
-    CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), 1);
+    CHECK(c[1].ms > 0 && c[1].ms <= 420);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 1);
     corral_budget_free(b);
-    CHECK_EQ_INT(c[3].fired, 1);
-    CHECK_EQ_INT(c[3].error, -EBUSY);
+    CHECK_EQ_INT(c[2].fired, 1);
+    CHECK_EQ_INT(c[2].error, -EBUSY);
+    corral_budget_free(other);
+    corral_ledger_free(l);
 }
 
 static void
 test_pause(void)
 {
-    struct corral_budget *b = corral_budget_new(base, "u", 0, 0, NULL);
+    struct corral_budget *b = budget("u", 0, 0, 25, NULL);
     struct call c[3] = {{0}};
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0); /* no rate */
     corral_budget_pause(b, 200);
@@ -134,7 +215,7 @@ test_pause(void)
     run_for(250);
     CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 0);
     /* Calls queued behind a window are refused when a pause comes. */
-    struct corral_budget *r = corral_budget_new(base, "r", 1, 1000, NULL);
+    struct corral_budget *r = budget("r", 1, 1000, 25, NULL);
     struct call q[2] = {{0}};
     CHECK_EQ_INT(ask(r, false, 5000, &q[0], NULL), 0);
     CHECK_EQ_INT(ask(r, false, 5000, &q[1], NULL), 1);
@@ -150,13 +231,74 @@ test_pause(void)
     corral_budget_free(b);
 }
 
+/* Issue 19, item 1: the budgets of two workers (processes) on one ledger
+ * are one budget: one window, one pause. */
+static void
+test_workers_share_one_budget(void)
+{
+    struct corral_ledger *l = corral_ledger_new(1);
+    int ready[2], told[2];
+    CHECK(pipe(ready) == 0 && pipe(told) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* The other worker: its own loop and budget, the same ledger. */
+        event_base_free(base);
+        base = event_base_new();
+        struct corral_budget *b = budget("u", 2, 1000, 0, l);
+        struct call c = {0};
+        char x = 0;
+        int bad = 0;
+        if (read(ready[0], &x, 1) != 1)
+            _exit(2);
+        /* The parent took both slots of the window, then paused. */
+        bad |= ask(b, false, 50, &c, NULL) != -EBUSY;
+        bad |= c.ms < 4000; /* the pause's 5 s, not the window's 1 s */
+        corral_budget_free(b);
+        event_base_free(base);
+        _exit(bad ? 1 : (write(told[1], "k", 1) == 1 ? 0 : 3));
+    }
+    struct corral_budget *b = budget("u", 2, 1000, 0, l);
+    struct call c[3] = {{0}};
+    CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[1], NULL), 0);
+    corral_budget_pause(b, 5000);
+    CHECK(write(ready[1], "g", 1) == 1);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+    close(ready[0]);
+    close(ready[1]);
+    close(told[0]);
+    close(told[1]);
+    corral_budget_free(b);
+    corral_ledger_free(l);
+}
+
+static void
+test_try(void)
+{
+    struct corral_budget *b = budget("/r/{k}", 2, 500, 0, NULL);
+    uint64_t retry = 0;
+    CHECK_EQ_INT(corral_budget_try(b, false, &retry), 0);
+    CHECK_EQ_INT(corral_budget_try(b, false, &retry), 0);
+    CHECK_EQ_INT(corral_budget_try(b, false, &retry), -EBUSY);
+    CHECK(retry > 400 && retry <= 525);
+    corral_budget_free(b);
+}
+
 int
 main(void)
 {
     base = event_base_new();
     RUN(test_window);
-    RUN(test_timeout_and_cancel);
+    RUN(test_refresh_share_cold_flood);
+    RUN(test_certain_refusal_at_once);
+    RUN(test_timeout_and_teardown);
     RUN(test_pause);
+    RUN(test_workers_share_one_budget);
+    RUN(test_try);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);
     return 0;

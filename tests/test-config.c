@@ -518,7 +518,7 @@ test_routes(void)
     CHECK(corral_pattern_match(r->params[1].re, "42", 2));
     CHECK(!corral_pattern_match(r->params[1].re, "4a", 2));
     CHECK_EQ_INT(r->n_query, 2);
-    CHECK_EQ_STR(r->query[1], "d.e");
+    CHECK_EQ_STR(r->query[1].name, "d.e");
     CHECK_EQ_INT(r->strategy.kind, CORRAL_STRATEGY_CUSTOM);
     CHECK_EQ_INT(r->strategy.custom_ms, 90000);
     CHECK_EQ_INT(r->strategy.swr_ms, 5000);
@@ -1045,8 +1045,8 @@ test_good_file(void)
     CHECK_EQ_INT(r[2].strategy.custom_ms, 45000);
     CHECK(r[2].key == NULL);
     CHECK_EQ_INT(r[2].n_query, 2);
-    CHECK_EQ_STR(r[2].query[0], "currency");
-    CHECK_EQ_STR(r[2].query[1], "lang");
+    CHECK_EQ_STR(r[2].query[0].name, "currency");
+    CHECK_EQ_STR(r[2].query[1].name, "lang");
     CHECK_EQ_INT(r[3].strategy.kind, CORRAL_STRATEGY_SHORT);
     CHECK_EQ_INT(r[3].n_params, 1);
     CHECK_EQ_STR(r[3].params[0].pattern, "^[a-z0-9-]{1,64}$");
@@ -1179,6 +1179,87 @@ test_key_cannot_forge_a_generation(void)
     corral_config_free(cfg);
 }
 
+/* Issue 19, item 2: an upstream keeps a share of its rate for
+ * refreshes. */
+static void
+test_refresh_share(void)
+{
+    struct corral_config *cfg = parse(UPSTREAM("'base': 'http://h', "
+                                               "'rate': '5/s'"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->upstreams[0].refresh_share, 25);
+    corral_config_free(cfg);
+    cfg = parse(UPSTREAM("'base': 'http://h', 'refresh_share': '0%'"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->upstreams[0].refresh_share, 0);
+    corral_config_free(cfg);
+    CHECK_ERROR(UPSTREAM("'base': 'http://h', 'refresh_share': '95%'"),
+                "t.json:2: upstreams.u.refresh_share: ",
+                "\"95%\": a percentage from \"0%\" to \"90%\"");
+    CHECK_ERROR(UPSTREAM("'base': 'http://h', 'refresh_share': 0.25"),
+                "t.json:2: upstreams.u.refresh_share: ", "expected a string");
+}
+
+#define R(extra)                                                               \
+    ROUTE("{'path': '/p', 'upstream': 'u', 'fetch': '/p',\n" extra "}")
+
+/* Issue 19, item 2: forwarded query values have patterns. */
+static void
+test_query_patterns(void)
+{
+    struct corral_config *cfg = parse(
+        ROUTE("{'path': '/p/{id}', 'upstream': 'u', 'fetch': '/p',\n"
+              "'query': {'currency': '^[a-z]{3}$', 'n': '^[0-9]+$'}}"));
+    CHECK(cfg != NULL);
+    const struct corral_config_route *r = &cfg->routes[0];
+    CHECK_EQ_INT(r->n_query, 2);
+    CHECK_EQ_STR(r->query[0].name, "currency");
+    CHECK_EQ_STR(r->query[0].pattern, "^[a-z]{3}$");
+    CHECK(corral_pattern_match(r->query[0].re, "usd", 3));
+    CHECK(!corral_pattern_match(r->query[0].re, "usdx", 4));
+    CHECK_EQ_STR(r->query[1].name, "n");
+    corral_config_free(cfg);
+    /* The array form: the default pattern of a {param}. */
+    cfg = parse(ROUTE("{'path': '/g', 'upstream': 'u', 'fetch': '/g', "
+                      "'query': ['c']}"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_STR(cfg->routes[0].query[0].pattern,
+                 CORRAL_CONFIG_DEFAULT_PARAM_PATTERN);
+    corral_config_free(cfg);
+    CHECK_ERROR(R("'query': {'c': '^[a-z+$'}"),
+                "t.json:4: routes[0].query.c: \"^[a-z+$\": ", "");
+    CHECK_ERROR(R("'query': {'c': 5}"), "t.json:4: routes[0].query.c: ",
+                "expected a string");
+    CHECK_ERROR(R("'query': {'c=d': '^x$'}"), "t.json:4: routes[0].query.c=d: ",
+                "\"c=d\": names use letters");
+    CHECK_ERROR(R("'query': 'c'"), "t.json:4: routes[0].query: ",
+                "expected an array");
+}
+
+/* Issue 19, item 2: a route may cap the new keys it creates. */
+static void
+test_new_keys(void)
+{
+    struct corral_config *cfg = parse(R("'new_keys': '100/min'"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->routes[0].new_keys_count, 100);
+    CHECK_EQ_INT(cfg->routes[0].new_keys_window_ms, 60000);
+    corral_config_free(cfg);
+    cfg = parse(R("'json': true"));
+    CHECK(cfg != NULL);
+    CHECK_EQ_INT(cfg->routes[0].new_keys_count, 0);
+    corral_config_free(cfg);
+    CHECK_ERROR(R("'new_keys': '0/s'"), "t.json:4: routes[0].new_keys: ",
+                "N from 1 to 1000000");
+    CHECK_ERROR(R("'new_keys': '5/never'"), "t.json:4: routes[0].new_keys: ",
+                "the window must be");
+    CHECK_ERROR(ROUTE(ROUTE_A ",\n{'path': '/all', 'aggregate': {'a': '/a'}, "
+                              "'new_keys': '5/s'}"),
+                "t.json:4: routes[1].new_keys: ",
+                "not allowed in an aggregate route");
+}
+#undef R
+
 int
 main(void)
 {
@@ -1195,6 +1276,9 @@ main(void)
     RUN(test_upstream_cache_control);
     RUN(test_aggregates);
     RUN(test_key_cannot_forge_a_generation);
+    RUN(test_refresh_share);
+    RUN(test_query_patterns);
+    RUN(test_new_keys);
     RUN(test_member_resolved_by_the_serving_trie);
     RUN(test_expand);
     RUN(test_secrets_stay_out);

@@ -18,11 +18,17 @@ static const char conf[] =
     "      \"fetch\": \"/s/{id}\", \"params\": { \"id\": \"^[0-9]{1,4}$\" } "
     "},\n"
     "    { \"path\": \"/api/global\", \"upstream\": \"up\",\n"
-    "      \"fetch\": \"/global\", \"query\": [\"currency\", \"x\"] },\n"
+    "      \"fetch\": \"/global\",\n"
+    "      \"query\": { \"currency\": \"^.{1,64}$\", \"x\": \"^.{1,64}$\" } "
+    "},\n"
     "    { \"path\": \"/p/q/c\", \"upstream\": \"up\", \"fetch\": \"/c\" },\n"
     "    { \"path\": \"/p/{y}/d\", \"upstream\": \"up\", \"fetch\": \"/d\" },\n"
     "    { \"path\": \"/k/{a}/{b}\", \"upstream\": \"up\",\n"
-    "      \"fetch\": \"/k/{a}/{b}\", \"key\": \"k_{a}_{b}\" }\n"
+    "      \"fetch\": \"/k/{a}/{b}\", \"key\": \"k_{a}_{b}\" },\n"
+    "    { \"path\": \"/api/fx\", \"upstream\": \"up\", \"fetch\": \"/fx\",\n"
+    "      \"query\": [\"currency\"] },\n"
+    "    { \"path\": \"/api/cur\", \"upstream\": \"up\", \"fetch\": \"/cur\",\n"
+    "      \"query\": { \"currency\": \"^[a-z]{3}$\" } }\n"
     "  ] }\n";
 
 static struct corral_config *cfg;
@@ -122,6 +128,34 @@ test_query(void)
     CHECK_EQ_STR(m.key, "/api/global?currency=BTC%2FUSDT");
 }
 
+/* Issue 19, item 2: a forwarded query value is checked against its
+ * pattern, as a path parameter is: 400, no upstream call. */
+static void
+test_query_patterns(void)
+{
+    struct corral_route_match m;
+    CHECK_EQ_INT(match("/api/cur", "currency=usd", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/cur?currency=usd");
+    CHECK_EQ_INT(match("/api/cur", "currency=usdx", &m),
+                 CORRAL_ROUTE_BAD_QUERY);
+    CHECK_EQ_STR(m.bad_param, "currency");
+    CHECK_EQ_INT(match("/api/cur", "currency=USD", &m), CORRAL_ROUTE_BAD_QUERY);
+    CHECK_EQ_INT(match("/api/cur", "currency=", &m), CORRAL_ROUTE_BAD_QUERY);
+    /* Decoded first: %75sd is usd. */
+    CHECK_EQ_INT(match("/api/cur", "currency=%75sd", &m), CORRAL_ROUTE_OK);
+    /* Absent: nothing forwarded, nothing checked. */
+    CHECK_EQ_INT(match("/api/cur", "other=zzzz", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_STR(m.key, "/api/cur");
+    /* The array form: the default pattern of a path parameter. */
+    CHECK_EQ_INT(match("/api/fx", "currency=eur.x_1~-", &m), CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(match("/api/fx", "currency=a+b", &m), CORRAL_ROUTE_BAD_QUERY);
+    CHECK_EQ_INT(match("/api/fx", "currency=BTC%2FUSDT", &m),
+                 CORRAL_ROUTE_BAD_QUERY);
+    char big[200] = "currency=";
+    memset(big + 9, 'a', 129);
+    CHECK_EQ_INT(match("/api/fx", big, &m), CORRAL_ROUTE_BAD_QUERY);
+}
+
 static void
 test_decoded_literals(void)
 {
@@ -178,6 +212,7 @@ main(void)
     RUN(test_literals_and_params);
     RUN(test_bad_params);
     RUN(test_query);
+    RUN(test_query_patterns);
     RUN(test_decoded_literals);
     RUN(test_backtracking);
     RUN(test_configured_key_is_unambiguous);

@@ -450,10 +450,31 @@ parse_base(struct ctx *c, struct jnode *n, const char *path,
     return 0;
 }
 
-/* "N/s", "N/min", "N/h" or "N/<duration>" such as "1/15s". */
+/* "N%" with N from 0 to max. */
+static int
+get_percent(struct ctx *c, struct jnode *n, const char *path, unsigned max,
+            unsigned *out)
+{
+    const char *s = get_str(c, n, path, NULL);
+    char *end;
+    if (s == NULL)
+        return -1;
+    unsigned long pct = strtoul(s, &end, 10);
+    if (end == s || strcmp(end, "%") != 0 || pct > max || s[0] == '-' ||
+        s[0] == '+' || s[0] == ' ')
+        return fail(c, n, path,
+                    "\"%s\": a percentage from \"0%%\" to "
+                    "\"%u%%\"",
+                    quote(c, n), max);
+    *out = (unsigned)pct;
+    return 0;
+}
+
+/* "N/s", "N/min", "N/h" or "N/<duration>" such as "1/15s": an upstream's
+ * rate or a route's new_keys. */
 static int
 parse_rate(struct ctx *c, struct jnode *n, const char *path,
-           struct corral_config_upstream *up)
+           unsigned *count_out, uint64_t *window_ms)
 {
     const char *why, *s = get_str(c, n, path, NULL);
     if (s == NULL)
@@ -475,13 +496,12 @@ parse_rate(struct ctx *c, struct jnode *n, const char *path,
                     quote(c, n));
     snprintf(unit, sizeof(unit), "%s%s", *u >= '0' && *u <= '9' ? "" : "1",
              strcmp(u, "min") == 0 ? "m" : u);
-    if (corral_duration_parse(unit, &up->rate_window_ms, &why) < 0 ||
-        up->rate_window_ms == 0)
+    if (corral_duration_parse(unit, window_ms, &why) < 0 || *window_ms == 0)
         return fail(c, n, path,
                     "\"%s\": the window must be s, min, h or a "
                     "duration such as 15s",
                     quote(c, n));
-    up->rate_count = (unsigned)count;
+    *count_out = (unsigned)count;
     return 0;
 }
 
@@ -552,8 +572,9 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                struct corral_config_upstream *up)
 {
     static const char *const keys[] = {
-        "base",    "timeout", "max_connections",        "rate",
-        "headers", "ca_file", "upstream_cache_control", NULL,
+        "base",          "timeout", "max_connections", "rate",
+        "refresh_share", "headers", "ca_file",
+        "upstream_cache_control", NULL,
     };
     char p[PATH_LEN];
     struct jnode *m;
@@ -582,7 +603,13 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                      &up->max_connections) < 0)
         return -1;
     if ((m = member(n, "rate")) &&
-        parse_rate(c, m, join_key(p, path, "rate"), up) < 0)
+        parse_rate(c, m, join_key(p, path, "rate"), &up->rate_count,
+                   &up->rate_window_ms) < 0)
+        return -1;
+    up->refresh_share = 25;
+    if ((m = member(n, "refresh_share")) &&
+        get_percent(c, m, join_key(p, path, "refresh_share"), 90,
+                    &up->refresh_share) < 0)
         return -1;
     if ((m = member(n, "headers")) &&
         parse_headers(c, m, join_key(p, path, "headers"), up) < 0)
@@ -806,29 +833,62 @@ parse_key(struct ctx *c, struct jnode *n, const char *path,
     return 0;
 }
 
+/* One forwarded query name with its value's pattern (NULL: the
+ * default), at n (its array element or its object member). */
+static int
+add_query(struct ctx *c, struct jnode *n, const char *path,
+          struct corral_config_route *r, const char *name, struct jnode *pat)
+{
+    char why[128];
+    struct corral_config_param *q = &r->query[r->n_query];
+    const char *pattern = CORRAL_CONFIG_DEFAULT_PARAM_PATTERN;
+    if (r->n_query == MAX_PARAMS)
+        return fail(c, n, path, "more than %d query names", MAX_PARAMS);
+    if ((q->name = strdup(name)) == NULL)
+        return fail(c, n, path, "out of memory");
+    r->n_query++;
+    /* An array element's text as the file has it, not expanded. */
+    const char *shown = pat ? name : quote(c, n);
+    if (!all_of(name, strlen(name), QUERY_CHARS))
+        return fail(c, n, path, "\"%s\": names use letters, digits and ._~-",
+                    shown);
+    for (size_t j = 0; j + 1 < r->n_query; j++)
+        if (strcmp(name, r->query[j].name) == 0)
+            return fail(c, n, path, "\"%s\": repeated", shown);
+    if (pat && (pattern = get_str(c, pat, path, NULL)) == NULL)
+        return -1;
+    if ((q->re = corral_pattern_new(pattern, why, sizeof(why))) == NULL)
+        return fail(c, n, path, "\"%s\": %s", quote(c, n), why);
+    if ((q->pattern = strdup(pattern)) == NULL)
+        return fail(c, n, path, "out of memory");
+    return 0;
+}
+
+/* ["name", ...] (each value matches the default pattern of a {param}) or
+ * {"name": "pattern", ...}. */
 static int
 parse_query(struct ctx *c, struct jnode *n, const char *path,
             struct corral_config_route *r)
 {
     char p[PATH_LEN];
-    if (!expect(c, n, path, J_ARRAY))
+    bool object = n->type == J_OBJECT;
+    if (object ? check_object(c, n, path, NULL) < 0
+               : !expect(c, n, path, J_ARRAY))
         return -1;
-    if (n->n && (r->query = calloc(n->n, sizeof(*r->query))) == NULL)
+    if ((r->query = calloc(n->n + 1, sizeof(*r->query))) == NULL)
         return fail(c, n, path, "out of memory");
     for (size_t i = 0; i < n->n; i++) {
         struct jnode *q = n->kids[i];
+        if (object) {
+            join_key(p, path, q->key);
+            if (add_query(c, q, p, r, q->key, q) < 0)
+                return -1;
+            continue;
+        }
         join_index(p, path, i);
-        if (dup_str(c, q, p, &r->query[i]) < 0)
+        const char *name = get_str(c, q, p, NULL);
+        if (name == NULL || add_query(c, q, p, r, name, NULL) < 0)
             return -1;
-        r->n_query++;
-        if (r->n_query > MAX_PARAMS)
-            return fail(c, q, p, "more than %d query names", MAX_PARAMS);
-        if (!all_of(r->query[i], strlen(r->query[i]), QUERY_CHARS))
-            return fail(c, q, p, "\"%s\": names use letters, digits and ._~-",
-                        quote(c, q));
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(r->query[i], r->query[j]) == 0)
-                return fail(c, q, p, "\"%s\": repeated", quote(c, q));
     }
     return 0;
 }
@@ -964,11 +1024,12 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         "ttl_jitter",
         "early_refresh",
         "upstream_cache_control",
+        "new_keys",
         NULL,
     };
     static const char *const upstream_only[] = {
         "params", "query", "json", "cache_errors", "upstream_cache_control",
-        NULL};
+        "new_keys", NULL};
     char p[PATH_LEN], pp[PATH_LEN];
     struct jnode *m, *params, *up, *fetch, *agg;
 
@@ -1058,19 +1119,14 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
     /* Expiry drawn between 90% and 100% of the ttl unless told otherwise:
      * keys filled together then do not all expire together. */
     r->strategy.jitter_pct = 10;
-    if ((m = member(n, "ttl_jitter"))) {
-        const char *s = get_str(c, m, join_key(p, path, "ttl_jitter"), NULL);
-        char *end;
-        if (s == NULL)
-            return -1;
-        unsigned long pct = strtoul(s, &end, 10);
-        if (end == s || strcmp(end, "%") != 0 || pct > 50 || s[0] == '-' ||
-            s[0] == '+' || s[0] == ' ')
-            return fail(c, m, p, "\"%s\": a percentage from \"0%%\" to "
-                                 "\"50%%\"",
-                        quote(c, m));
-        r->strategy.jitter_pct = (unsigned)pct;
-    }
+    if ((m = member(n, "ttl_jitter")) &&
+        get_percent(c, m, join_key(p, path, "ttl_jitter"), 50,
+                    &r->strategy.jitter_pct) < 0)
+        return -1;
+    if ((m = member(n, "new_keys")) &&
+        parse_rate(c, m, join_key(p, path, "new_keys"), &r->new_keys_count,
+                   &r->new_keys_window_ms) < 0)
+        return -1;
     return 0;
 }
 
@@ -1124,8 +1180,8 @@ parse_member(struct ctx *c, struct jnode *n, const char *path,
     for (const char *q = qmark; q; q = strchr(q + 1, '&')) {
         size_t len = strcspn(q + 1, "=&");
         size_t j = 0;
-        while (j < r->n_query && (strlen(r->query[j]) != len ||
-                                  memcmp(r->query[j], q + 1, len) != 0))
+        while (j < r->n_query && (strlen(r->query[j].name) != len ||
+                                  memcmp(r->query[j].name, q + 1, len) != 0))
             j++;
         if (j == r->n_query)
             return fail(c, n, path,
@@ -1545,8 +1601,11 @@ free_route(struct corral_config_route *r)
         corral_pattern_free(r->params[i].re);
     }
     free(r->params);
-    for (size_t i = 0; i < r->n_query; i++)
-        free(r->query[i]);
+    for (size_t i = 0; i < r->n_query; i++) {
+        free(r->query[i].name);
+        free(r->query[i].pattern);
+        corral_pattern_free(r->query[i].re);
+    }
     free(r->query);
 }
 

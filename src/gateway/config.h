@@ -97,6 +97,9 @@ struct corral_config_upstream {
     unsigned max_connections; /* 1..1024, default 8 */
     unsigned rate_count;      /* at most this many calls (0: no limit) */
     uint64_t rate_window_ms;  /* ... in any window this long */
+    /* Percent of the rate that refreshes of keys being served keep and
+     * cold misses cannot take, 0 to 90, default 25. */
+    unsigned refresh_share;
     struct corral_config_header *headers;
     size_t n_headers;
     char *ca_file; /* NULL: the system store */
@@ -104,7 +107,7 @@ struct corral_config_upstream {
 };
 
 struct corral_config_param {
-    char *name;    /* without braces */
+    char *name;                 /* a {param}'s, no braces; a query's */
     char *pattern;              /* as configured, or the default */
     struct corral_pattern *re;  /* pattern compiled */
 };
@@ -137,8 +140,14 @@ struct corral_config_route {
     struct corral_strategy strategy;    /* ttl plus swr_ms and sie_ms */
     struct corral_config_param *params; /* every {param} of path, in order */
     size_t n_params;
-    char **query; /* client query parameters forwarded and keyed on */
+    /* Client query parameters forwarded and keyed on, each value checked
+     * against its pattern (the default one for the array form). */
+    struct corral_config_param *query;
     size_t n_query;
+    /* At most new_keys_count cold fills (keys fetched with no copy to
+     * serve) in any new_keys_window_ms, for all workers; 0: no limit. */
+    unsigned new_keys_count;
+    uint64_t new_keys_window_ms;
     bool json; /* the body must be valid JSON to be stored, default true */
     /* Negative caching: upstream 4xx answers kept for a while, by status
      * (e.g. 404 for 1 min). n_cache_errors 0: none. */

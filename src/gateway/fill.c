@@ -379,9 +379,16 @@ static void
 job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 {
     struct corral_route_fill *rf = arg;
+    uint64_t retry_ms = 0;
+    /* A key with no copy is a new key for the route's new_keys. */
+    if (rf->keys && !corral_fill_background(fill) &&
+        corral_budget_try(rf->keys, false, &retry_ms) < 0) {
+        corral_fill_fail_retry(fill, -EBUSY, "route over its new_keys limit",
+                               retry_ms);
+        return;
+    }
     struct job *job = job_new(fill, rf);
     corral_fill_on_abort(fill, job_abort, job);
-    uint64_t retry_ms = 0;
     int rc = corral_budget_acquire(rf->budget, corral_fill_background(fill),
                                    rf->timeout_ms, job_budget, job,
                                    &job->wait, &retry_ms);

@@ -28,6 +28,8 @@ struct corral_route_fill {
     const struct corral_config_route *route;
     struct corral_fetch_upstream *upstream; /* NULL for an aggregate */
     struct corral_budget *budget;           /* the upstream's rate, pause */
+    struct corral_budget *keys; /* the route's new_keys: cold fills it
+                                 * may start per window; or NULL */
     struct corral_metrics_upstream *metrics; /* its calls; may be NULL */
     unsigned *jobs; /* fills that hold these, from start to end (counted
                      * here), or NULL */

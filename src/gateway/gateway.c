@@ -30,6 +30,7 @@
 #include "fill.h"
 #include "fleet.h"
 #include "fmt.h"
+#include "ledger.h"
 #include "metrics.h"
 #include "route.h"
 #include "server.h"
@@ -49,6 +50,7 @@ struct gen {
     struct corral_fetch_upstream **upstreams; /* by config index */
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
+    struct corral_budget **keys; /* by route index: its new_keys; or NULL */
     struct corral_route_fill *route_fill;     /* by config index */
     /* This worker's counters of each route and upstream, kept under their
      * names; NULL: that one has no series (see metrics.h). */
@@ -76,6 +78,8 @@ struct corral_gateway {
     struct corral_fleet *fleet;   /* pauses, windows, generations, on redis */
     struct corral_metrics *metrics;
     bool own_metrics; /* mapped here, for one worker */
+    struct corral_ledger *ledger; /* the upstreams' rates and pauses */
+    bool own_ledger;
     struct corral_metrics_block *block; /* this worker's */
     uint32_t *gens; /* route generations, shared by the workers */
     struct event *snapshot_ev;
@@ -571,6 +575,9 @@ gen_free(struct gen *gen)
         for (size_t i = 0; i < cfg->n_upstreams; i++)
             corral_budget_free(gen->budgets[i]);
     free(gen->budgets);
+    for (size_t r = 0; gen->keys && r < cfg->n_routes; r++)
+        corral_budget_free(gen->keys[r]);
+    free(gen->keys);
     free(gen->upstreams);
     for (size_t r = 0; gen->mroute && r < cfg->n_routes; r++)
         corral_metrics_route_release(gen->mroute[r]);
@@ -619,8 +626,9 @@ metrics_take(struct corral_gateway *g, struct gen *gen)
 }
 
 /* The routes, pools and budgets of cfg. An upstream of prev with the same
- * name and rate hands its budget over, so a reload neither forgets the
- * calls in the rate window nor lifts a pause. */
+ * name and rate hands its budget over with the calls it queues; the
+ * window and the pause are the ledger's, kept by name whatever the
+ * reload does (see ledger.h). */
 static struct gen *
 gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         struct gen *prev, char *err, size_t errlen)
@@ -651,15 +659,21 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             const struct corral_config_upstream *p = &prev->cfg->upstreams[j];
             if (prev->budgets[j] && strcmp(p->name, u->name) == 0 &&
                 p->rate_count == u->rate_count &&
-                p->rate_window_ms == u->rate_window_ms) {
+                p->rate_window_ms == u->rate_window_ms &&
+                p->refresh_share == u->refresh_share) {
                 gen->budgets[i] = prev->budgets[j];
                 prev->budgets[j] = NULL;
                 break;
             }
         }
         if (gen->budgets[i] == NULL) {
-            gen->budgets[i] = corral_budget_new(
-                g->base, u->name, u->rate_count, u->rate_window_ms, g->fleet);
+            struct corral_budget_rate rate = {
+                .count = u->rate_count,
+                .window_ms = u->rate_window_ms,
+                .refresh_share = u->refresh_share,
+            };
+            gen->budgets[i] =
+                corral_budget_new(g->base, u->name, &rate, g->fleet, g->ledger);
             /* A new budget counts from zero: its upstream's counters go on
              * from what they last showed. */
             struct corral_metrics_upstream *mu = gen->mupstream[i];
@@ -669,11 +683,23 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             }
         }
     }
+    gen->keys = xcalloc(cfg->n_routes + 1, sizeof(*gen->keys));
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
         struct corral_route_fill *rc = &gen->route_fill[r];
         rc->route = route;
         rc->jobs = &gen->jobs;
+        if (route->new_keys_count > 0) {
+            /* Kept in the ledger under the route's path, which no
+             * upstream name can be. */
+            struct corral_budget_rate rate = {
+                .count = route->new_keys_count,
+                .window_ms = route->new_keys_window_ms,
+            };
+            gen->keys[r] =
+                corral_budget_new(g->base, route->path, &rate, NULL, g->ledger);
+            rc->keys = gen->keys[r];
+        }
         if (route->upstream == NULL) {
             struct corral_aggregate_fill *af = &gen->agg_fill[r];
             af->route = route;
@@ -733,6 +759,15 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         }
     }
     g->gens = corral_metrics_generations(g->metrics);
+    g->ledger = o.ledger;
+    if (g->ledger == NULL) {
+        g->ledger = corral_ledger_new(cfg->n_upstreams + cfg->n_routes);
+        g->own_ledger = true;
+        if (g->ledger == NULL) {
+            corral_gateway_free(g);
+            return NULL;
+        }
+    }
     if (cfg->l2 && l2_start(g, cfg, err, errlen) < 0) {
         corral_gateway_free(g);
         return NULL;
@@ -1243,5 +1278,8 @@ corral_gateway_free(struct corral_gateway *g)
     corral_redis_free(g->redis);
     if (g->own_metrics)
         corral_metrics_free(g->metrics);
+    /* After every budget, fleet answers included, closed its account. */
+    if (g->own_ledger)
+        corral_ledger_free(g->ledger);
     free(g);
 }

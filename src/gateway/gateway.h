@@ -13,6 +13,7 @@ struct event_base;
 struct corral_config;
 struct corral_gateway; /* opaque */
 struct corral_metrics;
+struct corral_ledger;
 
 struct corral_gateway_options {
     int listen_fd; /* >= 0: serve this socket (a supervisor's, shared by
@@ -20,6 +21,9 @@ struct corral_gateway_options {
     struct corral_metrics *metrics; /* the server's blocks; NULL: the
                                      * gateway maps its own, for one */
     unsigned worker;                /* which block is this gateway's */
+    /* The server's upstream accounts (rates and pauses), shared by its
+     * workers; NULL: the gateway maps its own, for one. */
+    struct corral_ledger *ledger;
     /* The workers' purge bus, for a server of several workers: a key
      * purged through this worker's admin is sent to every other worker at
      * once, which drops it too (with l2, whatever Redis does). A datagram

@@ -269,6 +269,7 @@ corral_reactor_run(const struct corral_config *cfg,
     struct corral_gateway_options go = {
         .listen_fd = env->listen_fd,
         .metrics = env->metrics,
+        .ledger = env->ledger,
         .worker = env->worker,
         .bus_fds = env->bus_fds,
         .n_bus = env->n_bus,

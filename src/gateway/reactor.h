@@ -7,10 +7,11 @@
 
 struct corral_config;
 struct corral_metrics;
+struct corral_ledger;
 
 /* What a reactor is given: sockets a supervisor bound for all its workers
  * (without a supervisor, -1: it binds its own), the server's metrics
- * blocks (NULL: its own) and which block is its. */
+ * blocks and upstream ledger (NULL: its own) and which block is its. */
 struct corral_reactor_env {
     const char *config_path; /* read again on SIGHUP */
     int listen_fd, admin_fd; /* admin_fd -1 with a supervisor: no admin */
@@ -20,6 +21,7 @@ struct corral_reactor_env {
      * reactor then binds what a reload asks for itself. */
     int ctl_fd;
     struct corral_metrics *metrics;
+    struct corral_ledger *ledger; /* the upstreams' rates and pauses */
     unsigned worker;
     const int *bus_fds; /* the purge bus, a pair per worker; or NULL */
     unsigned n_bus;

@@ -1,8 +1,9 @@
 /* route.c — a trie over path segments for the configured routes. Parameter
  * values are percent-decoded, refused if they hold a NUL or '/' or are "."
- * or "..", checked
- * against their pattern, and percent-encoded again wherever they go, so a
- * client can never change which upstream host or path prefix is asked. */
+ * or "..", checked against their pattern, and percent-encoded again
+ * wherever they go, so a client can never change which upstream host or
+ * path prefix is asked. Forwarded query values are decoded and checked
+ * against theirs alike: a route's keys are the ones its config allows. */
 #include "route.h"
 
 #include <stdbool.h>
@@ -250,7 +251,7 @@ put_query(const struct corral_route_match *m, char *buf, size_t len, size_t *at,
         char sep = has_query ? '&' : '?';
         has_query = true;
         if (!put_raw(buf, len, at, &sep, 1) ||
-            !put_encoded(buf, len, at, r->query[i], false) ||
+            !put_encoded(buf, len, at, r->query[i].name, false) ||
             !put_raw(buf, len, at, "=", 1) ||
             !put_encoded(buf, len, at, m->query_values[i], false))
             return false;
@@ -275,19 +276,21 @@ parse_query(struct corral_route_match *m, const char *q, size_t qlen)
         const char *eq = memchr(q, '=', (size_t)(pair_end - q));
         const char *name_end = eq ? eq : pair_end;
         for (size_t i = 0; i < r->n_query; i++) {
-            size_t nlen = strlen(r->query[i]);
+            size_t nlen = strlen(r->query[i].name);
             if ((size_t)(name_end - q) != nlen ||
-                memcmp(q, r->query[i], nlen) != 0 || m->query_values[i])
+                memcmp(q, r->query[i].name, nlen) != 0 || m->query_values[i])
                 continue;
             const char *v = eq ? eq + 1 : pair_end;
             size_t vlen = (size_t)(pair_end - v);
             if (m->scratch_used + vlen + 1 > sizeof(m->scratch))
                 return CORRAL_ROUTE_TOO_LONG;
-            m->query_values[i] = decode(m, v, vlen, true);
-            if (m->query_values[i] == NULL) {
-                m->bad_param = r->query[i];
+            const char *d = decode(m, v, vlen, true);
+            if (d == NULL ||
+                !corral_pattern_match(r->query[i].re, d, strlen(d))) {
+                m->bad_param = r->query[i].name;
                 return CORRAL_ROUTE_BAD_QUERY;
             }
+            m->query_values[i] = d;
         }
         q = amp ? amp + 1 : end;
     }

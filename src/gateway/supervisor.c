@@ -20,6 +20,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "ledger.h"
 #include "metrics.h"
 #include "reactor.h"
 #include "timeutil.h"
@@ -66,6 +67,7 @@ struct supervisor {
      * worker started at any time finds it and never binds one itself. */
     int lfd, afd; /* the client and admin sockets; -1: none */
     struct corral_metrics *metrics;
+    struct corral_ledger *ledger; /* the upstreams' rates and pauses */
     int *bus; /* [2i]: write end, [2i+1]: worker i's read end; or NULL */
     sigset_t block, old;
     bool stopping, ever_up;
@@ -125,6 +127,7 @@ spawn(struct supervisor *s, unsigned i)
             .admin_fd = s->afd,
             .ctl_fd = ctl[1],
             .metrics = s->metrics,
+            .ledger = s->ledger,
             .worker = i,
             .bus_fds = s->bus,
             .n_bus = s->bus ? s->n : 0,
@@ -165,8 +168,9 @@ bus_new(unsigned n)
     return bus;
 }
 
-/* The sockets every worker shares, and the metrics each writes its own
- * part of and any reads all of. 0, or -1 after saying why. */
+/* The sockets every worker shares, the metrics each writes its own part
+ * of and any reads all of, and the ledger of upstream rates and pauses
+ * they all keep. 0, or -1 after saying why. */
 static int
 open_shared(struct supervisor *s)
 {
@@ -185,9 +189,10 @@ open_shared(struct supervisor *s)
         return -1;
     }
     s->metrics = corral_metrics_new(s->n, cfg->n_routes, cfg->n_upstreams);
+    s->ledger = corral_ledger_new(cfg->n_upstreams + cfg->n_routes);
     s->bus = bus_new(s->n); /* also for an admin a reload adds */
-    if (s->metrics == NULL) {
-        corral_log(CORRAL_LOG_ERROR, "cannot map the metrics");
+    if (s->metrics == NULL || s->ledger == NULL) {
+        corral_log(CORRAL_LOG_ERROR, "cannot map the metrics and ledger");
         return -1;
     }
     return 0;
@@ -204,6 +209,7 @@ close_shared(struct supervisor *s)
         close(s->bus[i]);
     free(s->bus);
     corral_metrics_free(s->metrics);
+    corral_ledger_free(s->ledger);
 }
 
 /* Starts the workers that are due; counts those running and finds when
