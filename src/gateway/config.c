@@ -520,8 +520,8 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                struct corral_config_upstream *up)
 {
     static const char *const keys[] = {
-        "base",    "timeout", "max_connections", "rate", "headers",
-        "ca_file", NULL,
+        "base",    "timeout",          "max_connections", "rate",
+        "headers", "breaker_failures", "ca_file",         NULL,
     };
     char p[PATH_LEN];
     struct jnode *m;
@@ -554,6 +554,11 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
         return -1;
     if ((m = member(n, "headers")) &&
         parse_headers(c, m, join_key(p, path, "headers"), up) < 0)
+        return -1;
+    up->breaker_failures = 5;
+    if ((m = member(n, "breaker_failures")) &&
+        get_unsigned(c, m, join_key(p, path, "breaker_failures"), 0, 10000,
+                     &up->breaker_failures) < 0)
         return -1;
     if ((m = member(n, "ca_file"))) {
         join_key(p, path, "ca_file");

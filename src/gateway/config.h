@@ -84,6 +84,8 @@ struct corral_config_upstream {
     struct corral_config_header *headers;
     size_t n_headers;
     char *ca_file; /* NULL: the system store */
+    /* Failed calls in a row that open its breaker (0: none), default 5. */
+    unsigned breaker_failures;
 };
 
 struct corral_config_param {
