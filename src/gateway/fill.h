@@ -3,8 +3,9 @@
  * what must not be stored (a status other than 200 or 203, a Content-Type
  * with control bytes, invalid JSON on a JSON route, an answer over the
  * cap), renders the head every hit reuses and stores; that asks the
- * upstream's budget before each call and pauses the upstream on a 429 or
- * 503 with Retry-After; and how a fill's
+ * upstream's breaker and budget before each call (and tells the breaker
+ * how the call went) and pauses the upstream on a 429 or 503 with
+ * Retry-After; and how a fill's
  * error becomes an HTTP status. The request path uses it; aggregates and
  * the admin's refresh are meant to. */
 #ifndef CORRAL_FILL_H
@@ -15,6 +16,7 @@
 
 #include "corral/cache.h"
 
+struct corral_breaker;
 struct corral_budget;
 struct corral_config_route;
 struct corral_metrics_upstream;
@@ -26,6 +28,7 @@ struct corral_route_fill {
     const struct corral_config_route *route;
     struct corral_fetch_upstream *upstream; /* NULL for an aggregate */
     struct corral_budget *budget;           /* the upstream's rate, pause */
+    struct corral_breaker *breaker;         /* the upstream's breaker */
     struct corral_metrics_upstream *metrics; /* its calls; may be NULL */
     unsigned *jobs; /* fills that hold these, from start to end (counted
                      * here), or NULL */
@@ -72,8 +75,9 @@ bool corral_fill_fit(const struct corral_config_route *route,
 
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
  * has too many waiters, the wait was cancelled, or the upstream may not be
- * called now (paused by its Retry-After, or over its rate), 502 for the
- * rest (the upstream failed or sent what cannot be stored). */
+ * called now (paused by its Retry-After, over its rate, or its breaker
+ * open), 502 for the rest (the upstream failed or sent what cannot be
+ * stored). */
 int corral_fill_error_status(int error);
 
 #endif
