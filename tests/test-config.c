@@ -91,6 +91,7 @@ test_defaults(void)
     CHECK_EQ_INT(u->timeout_ms, 10000);
     CHECK_EQ_INT(u->max_connections, 8);
     CHECK_EQ_INT(u->rate_count, 0);
+    CHECK_EQ_INT(u->breaker_failures, 5);
     CHECK_EQ_INT(u->n_headers, 0);
     CHECK(u->ca_file == NULL);
 
@@ -382,7 +383,7 @@ test_upstreams(void)
 {
     struct corral_config *cfg = parse(UPSTREAM(
         "'base': 'https://[2001:db8::1]:8443/api/v2//', 'rate': '5/s', "
-        "'headers': {'X-A': 'a\\tb'}"));
+        "'headers': {'X-A': 'a\\tb'}, 'breaker_failures': 0"));
     CHECK(cfg != NULL);
     const struct corral_config_upstream *u = &cfg->upstreams[0];
     CHECK(u->tls);
@@ -391,6 +392,7 @@ test_upstreams(void)
     CHECK_EQ_STR(u->prefix, "/api/v2");
     CHECK_EQ_INT(u->rate_count, 5);
     CHECK_EQ_INT(u->rate_window_ms, 1000);
+    CHECK_EQ_INT(u->breaker_failures, 0);
     CHECK_EQ_INT(u->n_headers, 1);
     CHECK_EQ_STR(u->headers[0].value, "a\tb");
     corral_config_free(cfg);
@@ -437,6 +439,11 @@ test_upstreams(void)
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'max_connections': 2000"),
                 "t.json:2: upstreams.u.max_connections: ",
                 "2000 is out of range (1 to 1024)");
+    CHECK_ERROR(UPSTREAM("'base': 'http://h', 'breaker_failures': 10001"),
+                "t.json:2: upstreams.u.breaker_failures: ",
+                "10001 is out of range (0 to 10000)");
+    CHECK_ERROR(UPSTREAM("'base': 'http://h', 'breaker_failures': '5'"),
+                "t.json:2: upstreams.u.breaker_failures: ", "");
     static const char *const bad_rates[] = {"30", "0/s",         "x/s",
                                             "5/", "5/fortnight", "5/0s",
         /* once read as 5/s: the unit was cut to fit a buffer */

@@ -1,7 +1,8 @@
 /* test-fleet.c — the gateway's fleet state (fleet.h) on a real
  * redis-server: one rate window shared by two instances, admissions
  * pipelined (many in flight, exactly count granted), a pause heard by the
- * other instance at once and read by a later one at its sync, route
+ * other instance at once and read by a later one at its sync, a breaker
+ * opened for every instance with one probe per step for the fleet, route
  * generations raised above every instance's, written back after Redis
  * lost them, and learnt at a sync. */
 #include <errno.h>
@@ -13,6 +14,8 @@
 
 struct state {
     int paused, generations, synced;
+    int breakers; /* breaker events */
+    uint64_t breaker_ms, breaker_step;
     char name[64];
     uint64_t ms, gen;
     uint64_t here; /* what current() answers */
@@ -37,6 +40,16 @@ st_generation(const char *path, uint64_t gen, void *arg)
     snprintf(s->name, sizeof(s->name), "%s", path);
 }
 
+static void
+st_breaker(const char *name, uint64_t ms, uint64_t step_ms, void *arg)
+{
+    struct state *s = arg;
+    s->breakers++;
+    s->breaker_ms = ms;
+    s->breaker_step = step_ms;
+    snprintf(s->name, sizeof(s->name), "%s", name);
+}
+
 static uint64_t
 st_current(const char *path, void *arg)
 {
@@ -52,6 +65,7 @@ st_synced(void *arg)
 
 static const struct corral_fleet_events events = {
     .paused = st_paused,
+    .breaker = st_breaker,
     .generation = st_generation,
     .current = st_current,
     .synced = st_synced,
@@ -178,6 +192,84 @@ test_pause(void)
     inst_free(&c);
 }
 
+struct probed {
+    int calls, verdict;
+    uint64_t ms, step;
+};
+
+static void
+probed_cb(int verdict, uint64_t ms, uint64_t step_ms, void *arg)
+{
+    struct probed *p = arg;
+    p->calls++;
+    p->verdict = verdict;
+    p->ms = ms;
+    p->step = step_ms;
+}
+
+static int
+probe(struct inst *i, uint64_t step, uint64_t hold, struct probed *p)
+{
+    memset(p, 0, sizeof(*p));
+    corral_fleet_probe(i->fleet, "up", step, hold, probed_cb, p);
+    CHECK_EQ_INT(p->calls, 0); /* never from inside the call */
+    RUN_UNTIL(p->calls == 1, 2000);
+    CHECK_EQ_INT(p->calls, 1);
+    return p->verdict;
+}
+
+/* A breaker opened by one instance is heard by the others at once; one
+ * already open in the fleet is not shortened by a newer opening (nx); the
+ * fleet's one probe goes to the first that claims it once no step runs,
+ * and is held while it runs; an instance that starts later reads an open
+ * breaker at its sync; a close is heard, and frees the next claim. */
+static void
+test_breaker(void)
+{
+    struct state sa = {0}, sb = {0}, sc = {0};
+    freeReplyObject(sync_cmd("DEL t:breaker:up"));
+    struct inst a = inst_new("a", &sa), b = inst_new("b", &sb);
+    struct probed p;
+    corral_fleet_breaker_open(a.fleet, "up", 600, true);
+    RUN_UNTIL(sb.breakers > 0, 2000);
+    CHECK_EQ_INT(sb.breakers, 1);
+    CHECK_EQ_STR(sb.name, "up");
+    CHECK_EQ_INT(sb.breaker_ms, 600);
+    CHECK_EQ_INT(sb.breaker_step, 600);
+    /* Open already: b's own opening leaves the fleet's step alone. */
+    corral_fleet_breaker_open(b.fleet, "up", 100, true);
+    CHECK_EQ_INT(probe(&b, 100, 2000, &p), 0);
+    CHECK(p.ms > 300 && p.ms <= 600);
+    CHECK_EQ_INT(p.step, 600);
+    CHECK_EQ_INT(sa.breakers, 1); /* no word of b's */
+    struct inst c = inst_new("c", &sc);
+    CHECK_EQ_INT(sc.breakers, 1);
+    CHECK(sc.breaker_ms > 0 && sc.breaker_ms <= 600);
+    CHECK_EQ_INT(sc.breaker_step, 600);
+    run_for((int)p.ms + 20);
+    /* The step ran out: the first claim is the probe, held 2 s. */
+    CHECK_EQ_INT(probe(&b, 600, 2000, &p), 1);
+    CHECK_EQ_INT(probe(&a, 600, 2000, &p), 0);
+    CHECK(p.ms > 1500 && p.ms <= 2000);
+    CHECK_EQ_INT(p.step, 600);
+    /* b's probe failed: a doubled step for everyone. */
+    corral_fleet_breaker_open(b.fleet, "up", 1200, false);
+    RUN_UNTIL(sa.breakers == 2, 2000);
+    CHECK_EQ_INT(sa.breaker_ms, 1200);
+    CHECK_EQ_INT(probe(&a, 600, 2000, &p), 0);
+    CHECK(p.ms > 1000 && p.ms <= 1200);
+    CHECK_EQ_INT(p.step, 1200);
+    /* Closed: heard by all, and the key is gone. */
+    int before = sc.breakers;
+    corral_fleet_breaker_close(a.fleet, "up");
+    RUN_UNTIL(sc.breakers > before, 2000);
+    CHECK_EQ_INT(sc.breaker_ms, 0);
+    CHECK_EQ_INT(probe(&c, 100, 2000, &p), 1);
+    inst_free(&a);
+    inst_free(&b);
+    inst_free(&c);
+}
+
 struct bumped {
     int calls, error;
     uint64_t gen;
@@ -257,6 +349,7 @@ main(void)
     redisd_setup();
     RUN(test_admit);
     RUN(test_pause);
+    RUN(test_breaker);
     RUN(test_generations);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "config.h"
 #include "fmt.h"
 #include "gateway.h"
 #include "metrics.h"
 #include "server.h"
+#include "timeutil.h"
 #include "xalloc.h"
 
 struct corral_admin {
@@ -114,6 +117,30 @@ authorize(struct corral_admin *a, struct corral_request *req)
 
 /* ---- endpoints ---- */
 
+/* Each upstream of the config served now whose breaker is not closed. */
+static void
+breakers_open(struct corral_admin *a, struct evbuffer *o)
+{
+    const struct corral_config *cfg = corral_gateway_config(a->g);
+    struct corral_breaker_table *t =
+        corral_metrics_breakers(corral_gateway_metrics(a->g));
+    uint64_t now = corral_now_ms();
+    const char *sep = "";
+    evbuffer_add_printf(o, "[");
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        struct corral_breaker_stats st;
+        /* Upstream names need no JSON escape (config.c). */
+        if (corral_breaker_table_read(t, cfg->upstreams[i].name, now, &st) &&
+            st.state != CORRAL_BREAKER_CLOSED) {
+            evbuffer_add_printf(o, "%s\"%s\"", sep, cfg->upstreams[i].name);
+            sep = ",";
+        }
+    }
+    evbuffer_add_printf(o, "]");
+}
+
+/* An open breaker is the server protecting an upstream, not the server
+ * failing: the status stays "ok" and the breakers are listed. */
 static void
 healthz(struct corral_admin *a, struct corral_request *req)
 {
@@ -130,11 +157,20 @@ healthz(struct corral_admin *a, struct corral_request *req)
     }
     int64_t up = first ? (int64_t)time(NULL) - first : 0;
     bool ok = !corral_gateway_draining(a->g);
-    answer_json(req, ok ? 200 : 503, NULL,
-                "{\"status\":\"%s\",\"l2\":\"%s\",\"workers\":%u,"
-                "\"uptime_s\":%" PRId64 "}",
-                ok ? "ok" : "draining", corral_gateway_l2_state(a->g), live,
-                up < 0 ? 0 : up);
+    struct evbuffer *o = evbuffer_new();
+    if (o == NULL)
+        abort(); /* the policy of xalloc.h */
+    evbuffer_add_printf(o,
+                        "{\"status\":\"%s\",\"l2\":\"%s\",\"workers\":%u,"
+                        "\"uptime_s\":%" PRId64 ",\"breakers_open\":",
+                        ok ? "ok" : "draining", corral_gateway_l2_state(a->g),
+                        live, up < 0 ? 0 : up);
+    breakers_open(a, o);
+    evbuffer_add_printf(o, "}");
+    size_t len = evbuffer_get_length(o);
+    corral_request_respond_simple(req, ok ? 200 : 503, "application/json", NULL,
+                                  (char *)evbuffer_pullup(o, -1), len);
+    evbuffer_free(o);
 }
 
 /* A purge waiting for the fleet's word. */
@@ -492,6 +528,58 @@ upstream_series(struct evbuffer *o, const struct corral_metrics_upstream *u,
     }
 }
 
+/* The breakers of the upstreams of the config served now: their state
+ * and transitions are the server's (every worker shares them). */
+static void
+breaker_series(struct evbuffer *o, const struct corral_config *cfg,
+               const struct corral_breaker_table *t)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off; /* in struct corral_breaker_stats; SIZE_MAX: state */
+    } fam[] = {
+        {"corral_upstream_breaker_state", "gauge",
+         "The upstream's circuit breaker: 0 closed, 1 open (no calls), 2 "
+         "half-open (one probe is out).",
+         SIZE_MAX},
+        {"corral_upstream_breaker_opened_total", "counter",
+         "Times the upstream's breaker opened (failures in a row, or the "
+         "fleet's word).",
+         offsetof(struct corral_breaker_stats, opened)},
+        {"corral_upstream_breaker_closed_total", "counter",
+         "Times the upstream's breaker closed again (a call succeeded).",
+         offsetof(struct corral_breaker_stats, closed)},
+        {"corral_upstream_breaker_probes_total", "counter",
+         "Probes the open breaker let through, one per backoff step.",
+         offsetof(struct corral_breaker_stats, probes)},
+        {"corral_upstream_breaker_refused_total", "counter",
+         "Upstream calls the open breaker refused.",
+         offsetof(struct corral_breaker_stats, refused)},
+    };
+    uint64_t now = corral_now_ms();
+    struct corral_breaker_stats *st =
+        xcalloc(cfg->n_upstreams + 1, sizeof(*st));
+    bool *have = xcalloc(cfg->n_upstreams + 1, sizeof(*have));
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        have[i] =
+            corral_breaker_table_read(t, cfg->upstreams[i].name, now, &st[i]);
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        family(o, fam[f].name, fam[f].type, fam[f].help);
+        for (size_t i = 0; i < cfg->n_upstreams; i++) {
+            if (!have[i])
+                continue;
+            uint64_t v = st[i].state;
+            if (fam[f].off != SIZE_MAX)
+                memcpy(&v, (const char *)&st[i] + fam[f].off, sizeof(v));
+            evbuffer_add_printf(o, "%s{upstream=\"", fam[f].name);
+            label(o, cfg->upstreams[i].name);
+            evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v);
+        }
+    }
+    free(have);
+    free(st);
+}
+
 static void
 metrics(struct corral_admin *a, struct corral_request *req)
 {
@@ -517,6 +605,7 @@ metrics(struct corral_admin *a, struct corral_request *req)
         merged(m, b, nb, &upstream_slots, &nups);
     route_series(o, routes, nroutes);
     upstream_series(o, ups, nups);
+    breaker_series(o, corral_gateway_config(a->g), corral_metrics_breakers(m));
     free(routes);
     free(ups);
     family(o, "corral_upstream_calls_saved_total", "counter",

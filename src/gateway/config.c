@@ -574,7 +574,7 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
     static const char *const keys[] = {
         "base",          "timeout", "max_connections", "rate",
         "refresh_share", "headers", "ca_file",
-        "upstream_cache_control", NULL,
+        "upstream_cache_control", "breaker_failures", NULL,
     };
     char p[PATH_LEN];
     struct jnode *m;
@@ -617,6 +617,11 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
     if ((m = member(n, "upstream_cache_control")) &&
         parse_cache_control(c, m, join_key(p, path, "upstream_cache_control"),
                             &up->cache_control) < 0)
+        return -1;
+    up->breaker_failures = 5;
+    if ((m = member(n, "breaker_failures")) &&
+        get_unsigned(c, m, join_key(p, path, "breaker_failures"), 0, 10000,
+                     &up->breaker_failures) < 0)
         return -1;
     if ((m = member(n, "ca_file"))) {
         join_key(p, path, "ca_file");

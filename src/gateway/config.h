@@ -104,6 +104,8 @@ struct corral_config_upstream {
     size_t n_headers;
     char *ca_file; /* NULL: the system store */
     enum corral_config_cache_control cache_control; /* its routes' default */
+    /* Failed calls in a row that open its breaker (0: none), default 5. */
+    unsigned breaker_failures;
 };
 
 struct corral_config_param {

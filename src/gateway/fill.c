@@ -1,6 +1,7 @@
-/* fill.c — a route's fill: fetch, validate, render the head, and store
- * for as long as the route and the upstream's cache directives allow, or
- * pass the answer to the fill's clients only. */
+/* fill.c — a route's fill: the upstream's breaker and budget, fetch,
+ * validate, render the head, and store for as long as the route and the
+ * upstream's cache directives allow, or pass the answer to the fill's
+ * clients only. */
 #include "fill.h"
 #include "log.h"
 
@@ -12,17 +13,21 @@
 #include <http_parser.h>
 #include <yajl/yajl_parse.h>
 
+#include "breaker.h"
 #include "budget.h"
 #include "config.h"
 #include "fetch.h"
 #include "metrics.h"
 #include "route.h"
+#include "timeutil.h"
 #include "xalloc.h"
 
-/* A fill in flight: its wait for the upstream's budget, then the fetch
- * that computes it. */
+/* A fill in flight: its pass through the upstream's breaker and its wait
+ * for the budget, then the fetch that computes it. */
 struct job {
     struct corral_fill *fill;
+    struct corral_breaker_wait *bwait; /* the fleet is asked for a probe */
+    uint64_t probe; /* this call is the breaker's probe: its ticket */
     struct corral_budget_wait *wait;
     struct corral_fetch *fetch;
     const struct corral_route_fill *rf;
@@ -223,6 +228,10 @@ job_new(struct corral_fill *fill, const struct corral_route_fill *rf)
 static void
 job_free(struct job *job)
 {
+    /* A probe still held here was never made, or its end not seen. */
+    corral_breaker_cancel(job->bwait);
+    corral_breaker_report(job->rf->breaker, job->probe, CORRAL_BREAKER_UNTRIED,
+                          corral_now_ms());
     free(job);
 }
 
@@ -236,6 +245,54 @@ route_hold(void *arg, int delta)
         *rf->jobs += (unsigned)delta;
 }
 
+/* ---- the upstream's breaker ---- */
+
+/* How a call went, for the breaker: a 5xx, a timeout or no (or a broken)
+ * answer fails; a 429 or 503 with Retry-After is the pause's business;
+ * any other answer, a 4xx too, shows the upstream up. */
+static enum corral_breaker_outcome
+breaker_outcome(const struct corral_fetch_result *res)
+{
+    if (res->error == CORRAL_FETCH_E_CANCELLED)
+        return CORRAL_BREAKER_UNTRIED;
+    if (res->error == CORRAL_FETCH_E_TOO_BIG)
+        return CORRAL_BREAKER_SUCCESS;
+    if (res->error)
+        return CORRAL_BREAKER_FAILURE;
+    if ((res->status == 429 || res->status == 503) && res->retry_after_s > 0)
+        return CORRAL_BREAKER_NEUTRAL;
+    return res->status >= 500 ? CORRAL_BREAKER_FAILURE : CORRAL_BREAKER_SUCCESS;
+}
+
+/* The upstream's breaker is open: the fill fails at once (stale if the
+ * key keeps a copy), saying when to ask again. */
+static void
+breaker_refused(struct job *job, uint64_t retry_ms)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "circuit breaker open: upstream %s is failing",
+             corral_breaker_name(job->rf->breaker));
+    struct corral_fill *fill = job->fill;
+    job_free(job);
+    corral_fill_fail_retry(fill, -EBUSY, msg, retry_ms);
+}
+
+static void job_admit(struct job *job);
+
+static void
+job_breaker(int error, uint64_t ms, uint64_t probe, void *arg)
+{
+    struct job *job = arg;
+    job->bwait = NULL;
+    job->probe = probe;
+    if (error)
+        breaker_refused(job, ms);
+    else
+        job_admit(job);
+}
+
+/* ---- the call ---- */
+
 static void
 job_fetched(const struct corral_fetch_result *res, void *arg)
 {
@@ -247,6 +304,9 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         corral_metrics_upstream_call(job->rf->metrics,
                                      res->error ? 0 : res->status,
                                      res->elapsed_ms);
+    corral_breaker_report(job->rf->breaker, job->probe, breaker_outcome(res),
+                          corral_now_ms());
+    job->probe = 0;
     job_free(job);
     char msg[300];
     if (res->error == 0 && (res->status == 429 || res->status == 503) &&
@@ -365,6 +425,13 @@ job_budget(int error, uint64_t ms, void *arg)
 {
     struct job *job = arg;
     job->wait = NULL;
+    uint64_t retry_ms = 0;
+    if (error == 0 && corral_breaker_check(job->rf->breaker, job->probe,
+                                           corral_now_ms(), &retry_ms) < 0) {
+        /* It opened while this call waited for a slot. */
+        breaker_refused(job, retry_ms);
+        return;
+    }
     if (error == 0) {
         job_fetch(job, ms);
         return;
@@ -373,6 +440,24 @@ job_budget(int error, uint64_t ms, void *arg)
     job_free(job);
     corral_fill_fail_retry(fill, -EBUSY, "upstream busy: over its rate or "
                                          "paused", ms);
+}
+
+static void
+job_admit(struct job *job)
+{
+    const struct corral_route_fill *rf = job->rf;
+    uint64_t retry_ms = 0;
+    int rc = corral_budget_acquire(
+        rf->budget, corral_fill_background(job->fill), rf->timeout_ms,
+        job_budget, job, &job->wait, &retry_ms);
+    if (rc < 0) {
+        struct corral_fill *fill = job->fill;
+        job_free(job);
+        corral_fill_fail_retry(fill, -EBUSY, "upstream paused by its "
+                                             "Retry-After", retry_ms);
+    } else if (rc == 0) {
+        job_fetch(job, rf->timeout_ms);
+    }
 }
 
 static void
@@ -389,16 +474,12 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     }
     struct job *job = job_new(fill, rf);
     corral_fill_on_abort(fill, job_abort, job);
-    int rc = corral_budget_acquire(rf->budget, corral_fill_background(fill),
-                                   rf->timeout_ms, job_budget, job,
-                                   &job->wait, &retry_ms);
-    if (rc < 0) {
-        job_free(job);
-        corral_fill_fail_retry(fill, -EBUSY, "upstream paused by its "
-                                             "Retry-After", retry_ms);
-    } else if (rc == 0) {
-        job_fetch(job, rf->timeout_ms);
-    }
+    int rc = corral_breaker_acquire(rf->breaker, corral_now_ms(), job_breaker,
+                                    job, &job->bwait, &job->probe, &retry_ms);
+    if (rc < 0)
+        breaker_refused(job, retry_ms);
+    else if (rc == 0)
+        job_admit(job);
 }
 
 /* The fill data is the upstream path. */

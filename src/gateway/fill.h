@@ -5,8 +5,9 @@
  * cap), renders the head every hit reuses and stores it for as long as
  * the route and the upstream's Cache-Control allow, or passes it to the
  * fill's waiters only when the upstream says not to store it; that asks the
- * upstream's budget before each call and pauses the upstream on a 429 or
- * 503 with Retry-After; and how a fill's
+ * upstream's breaker and budget before each call (and tells the breaker how
+ * the call went) and pauses the upstream on a 429 or 503 with Retry-After;
+ * and how a fill's
  * error becomes an HTTP status. The request path uses it; aggregates and
  * the admin's refresh are meant to. */
 #ifndef CORRAL_FILL_H
@@ -17,6 +18,7 @@
 
 #include "corral/cache.h"
 
+struct corral_breaker;
 struct corral_budget;
 struct corral_config_route;
 struct corral_metrics_upstream;
@@ -30,6 +32,7 @@ struct corral_route_fill {
     struct corral_budget *budget;           /* the upstream's rate, pause */
     struct corral_budget *keys; /* the route's new_keys: cold fills it
                                  * may start per window; or NULL */
+    struct corral_breaker *breaker;         /* the upstream's breaker */
     struct corral_metrics_upstream *metrics; /* its calls; may be NULL */
     unsigned *jobs; /* fills that hold these, from start to end (counted
                      * here), or NULL */
@@ -76,8 +79,9 @@ bool corral_fill_fit(const struct corral_config_route *route,
 
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
  * has too many waiters, the wait was cancelled, or the upstream may not be
- * called now (paused by its Retry-After, or over its rate), 502 for the
- * rest (the upstream failed or sent what cannot be stored). */
+ * called now (paused by its Retry-After, over its rate, or its breaker
+ * open), 502 for the rest (the upstream failed or sent what cannot be
+ * stored). */
 int corral_fill_error_status(int error);
 
 #endif

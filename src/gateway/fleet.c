@@ -1,7 +1,8 @@
 /* fleet.c — the gateway's fleet state in Redis (see fleet.h and
- * doc/fleet.md). Admissions and bumps are ops listed until the connection
- * answers them; freeing the fleet answers them -ECANCELED and orphans them
- * (op->f = NULL), so the connection's later callback only frees them. */
+ * doc/fleet.md). Admissions, bumps and probes are ops listed until the
+ * connection answers them; freeing the fleet answers them -ECANCELED and
+ * orphans them (op->f = NULL), so the connection's later callback only
+ * frees them. */
 #include "fleet.h"
 #include "log.h"
 
@@ -25,7 +26,7 @@
 #define SYNC_EVERY_MS 2000
 #define SYNC_MAX 100   /* routes or upstreams per sync script */
 
-enum op_kind { OP_ADMIT, OP_BUMP, OP_SYNC };
+enum op_kind { OP_ADMIT, OP_BUMP, OP_SYNC, OP_PROBE };
 
 struct op {
     TAILQ_ENTRY(op) link;
@@ -34,6 +35,7 @@ struct op {
     bool listed;
     corral_fleet_admit_cb *admit_cb;
     corral_fleet_bump_cb *bump_cb;
+    corral_fleet_probe_cb *probe_cb;
     void *arg;
     char member[80]; /* OP_ADMIT */
     size_t path0, n_paths, up0, n_ups; /* OP_SYNC: the batch it covers */
@@ -56,7 +58,7 @@ struct corral_fleet {
     bool sync_pending; /* subscribed again, or a write-back owed */
     unsigned sync_left; /* sync scripts in flight */
     bool sync_failed;
-    struct corral_redis_script *admit, *bump, *sync;
+    struct corral_redis_script *admit, *bump, *sync, *trip, *probe;
     struct event *retry_ev;
     struct event *every_ev; /* SYNC_EVERY_MS */
     struct op_list ops;
@@ -92,10 +94,11 @@ static const char bump_script[] =
     "redis.call('publish', ARGV[3], 'g ' .. n .. ' ' .. ARGV[1]) "
     "return n";
 
-/* KEYS: the generations hash, then pause keys. ARGV: channel, the number
- * of paths, then path and here for each. Redis keeps the larger of each
- * generation (telling every instance when here was larger: a flush
- * undone); answers {generations, pauses' pttl}. */
+/* KEYS: the generations hash, then the upstreams' pause keys, then their
+ * breaker keys. ARGV: channel, the number of paths, then path and here for
+ * each. Redis keeps the larger of each generation (telling every instance
+ * when here was larger: a flush undone); answers {generations, pauses'
+ * pttl, breakers' pttl and step, two per upstream}. */
 static const char sync_script[] =
     "local n = tonumber(ARGV[2]) "
     "local gens = {} "
@@ -105,9 +108,38 @@ static const char sync_script[] =
     "if h > v then redis.call('hset', KEYS[1], p, h) "
     "redis.call('publish', ARGV[1], 'g ' .. h .. ' ' .. p) v = h end "
     "gens[i] = v end "
-    "local pauses = {} "
-    "for i = 2, #KEYS do pauses[i - 1] = redis.call('pttl', KEYS[i]) end "
-    "return {gens, pauses}";
+    "local u = (#KEYS - 1) / 2 "
+    "local pauses, breakers = {}, {} "
+    "for i = 1, u do "
+    "pauses[i] = redis.call('pttl', KEYS[1 + i]) "
+    "local p = redis.call('pttl', KEYS[1 + u + i]) "
+    "breakers[2 * i - 1] = p "
+    "breakers[2 * i] = 0 "
+    "if p > 0 then "
+    "breakers[2 * i] = tonumber(redis.call('get', KEYS[1 + u + i])) or 0 "
+    "end end "
+    "return {gens, pauses, breakers}";
+
+/* KEYS: an upstream's breaker. ARGV: step, nx, channel, message. Opens
+ * the fleet's breaker (no probe for step ms) and tells every instance;
+ * with nx only if it is not open already. 1 when it did. */
+static const char trip_script[] =
+    "if ARGV[2] == '1' then "
+    "if not redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[1]) then "
+    "return 0 end "
+    "else redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[1]) end "
+    "redis.call('publish', ARGV[3], ARGV[4]) "
+    "return 1";
+
+/* KEYS: an upstream's breaker. ARGV: step, hold. The fleet's one probe:
+ * granted {1, 0, step} when no step runs and no probe is out (the key
+ * holds the probe for hold ms), else {0, ms left, the fleet's step}. */
+static const char probe_script[] =
+    "local p = redis.call('pttl', KEYS[1]) "
+    "if p > 0 then "
+    "return {0, p, tonumber(redis.call('get', KEYS[1])) or 0} end "
+    "redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) "
+    "return {1, 0, tonumber(ARGV[1])}";
 
 /* ---- ops ---- */
 
@@ -203,6 +235,77 @@ corral_fleet_pause(struct corral_fleet *f, const char *name, uint64_t ms)
     corral_redis_command(f->conn, NULL, NULL, 3, pub, NULL);
 }
 
+/* ---- breakers ---- */
+
+static void
+breaker_key(const struct corral_fleet *f, const char *name, char *key,
+            size_t cap)
+{
+    snprintf(key, cap, "%sbreaker:%s", f->prefix, name);
+}
+
+void
+corral_fleet_breaker_open(struct corral_fleet *f, const char *name,
+                          uint64_t step_ms, bool nx)
+{
+    char key[512], msg[512], px[24];
+    breaker_key(f, name, key, sizeof(key));
+    snprintf(px, sizeof(px), "%" PRIu64, step_ms);
+    snprintf(msg, sizeof(msg), "b %" PRIu64 " %s", step_ms, name);
+    const char *argv[5] = {key, px, nx ? "1" : "0", f->channel, msg};
+    corral_redis_eval(f->conn, f->trip, NULL, NULL, 1, 5, argv, NULL);
+}
+
+void
+corral_fleet_breaker_close(struct corral_fleet *f, const char *name)
+{
+    char key[512], msg[512];
+    breaker_key(f, name, key, sizeof(key));
+    snprintf(msg, sizeof(msg), "b 0 %s", name);
+    const char *del[2] = {"DEL", key};
+    const char *pub[3] = {"PUBLISH", f->channel, msg};
+    corral_redis_command(f->conn, NULL, NULL, 2, del, NULL);
+    corral_redis_command(f->conn, NULL, NULL, 3, pub, NULL);
+}
+
+static void
+probe_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_fleet *f = op_done(op);
+    if (f == NULL) {
+        free(op);
+        return;
+    }
+    if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[1]->type != REDIS_REPLY_INTEGER ||
+        rep->element[2]->type != REDIS_REPLY_INTEGER) {
+        op->probe_cb(error ? error : -EIO, 0, 0, op->arg);
+    } else {
+        long long ms = rep->element[1]->integer;
+        long long step = rep->element[2]->integer;
+        op->probe_cb(rep->element[0]->integer > 0 ? 1 : 0,
+                     ms > 0 ? (uint64_t)ms : 1, step > 0 ? (uint64_t)step : 0,
+                     op->arg);
+    }
+    free(op);
+}
+
+void
+corral_fleet_probe(struct corral_fleet *f, const char *name, uint64_t step_ms,
+                   uint64_t hold_ms, corral_fleet_probe_cb *cb, void *arg)
+{
+    struct op *op = op_new(f, OP_PROBE, NULL, arg);
+    op->probe_cb = cb;
+    char key[512], step[24], hold[24];
+    breaker_key(f, name, key, sizeof(key));
+    snprintf(step, sizeof(step), "%" PRIu64, step_ms);
+    snprintf(hold, sizeof(hold), "%" PRIu64, hold_ms);
+    const char *argv[3] = {key, step, hold};
+    corral_redis_eval(f->conn, f->probe, probe_reply, op, 1, 3, argv, NULL);
+}
+
 /* ---- generations ---- */
 
 static void
@@ -252,13 +355,15 @@ sync_reply(const redisReply *rep, int error, void *arg)
     if (f == NULL)
         return;
     f->sync_left--;
-    if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+    if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
         rep->element[0]->type != REDIS_REPLY_ARRAY ||
         rep->element[1]->type != REDIS_REPLY_ARRAY ||
+        rep->element[2]->type != REDIS_REPLY_ARRAY ||
         b.path0 + b.n_paths > f->n_paths || b.up0 + b.n_ups > f->n_upstreams) {
         f->sync_failed = true;
     } else {
         const redisReply *g = rep->element[0], *p = rep->element[1];
+        const redisReply *k = rep->element[2];
         for (size_t i = 0; i < g->elements && i < b.n_paths; i++)
             if (g->element[i]->type == REDIS_REPLY_INTEGER &&
                 g->element[i]->integer > 0 && f->ev->generation)
@@ -269,6 +374,17 @@ sync_reply(const redisReply *rep, int error, void *arg)
                 p->element[i]->integer > 0 && f->ev->paused)
                 f->ev->paused(f->upstreams[b.up0 + i],
                               (uint64_t)p->element[i]->integer, f->arg);
+        /* Only an open one: a close missed is heard by the next probe,
+         * which finds no step running and goes. */
+        for (size_t i = 0; 2 * i + 1 < k->elements && i < b.n_ups; i++)
+            if (k->element[2 * i]->type == REDIS_REPLY_INTEGER &&
+                k->element[2 * i + 1]->type == REDIS_REPLY_INTEGER &&
+                k->element[2 * i]->integer > 0 &&
+                k->element[2 * i + 1]->integer > 0 && f->ev->breaker)
+                f->ev->breaker(f->upstreams[b.up0 + i],
+                               (uint64_t)k->element[2 * i]->integer,
+                               (uint64_t)k->element[2 * i + 1]->integer,
+                               f->arg);
     }
     if (f->sync_left > 0)
         return;
@@ -285,7 +401,7 @@ sync_reply(const redisReply *rep, int error, void *arg)
 }
 
 /* Writes this instance's generations back and reads Redis's, and reads
- * every upstream's pause, SYNC_MAX of each per script. */
+ * every upstream's pause and breaker, SYNC_MAX of each per script. */
 static void
 start_sync(struct corral_fleet *f)
 {
@@ -306,15 +422,16 @@ start_sync(struct corral_fleet *f)
         b.up0 = k * SYNC_MAX < f->n_upstreams ? k * SYNC_MAX : f->n_upstreams;
         b.n_ups = f->n_upstreams - b.up0 < SYNC_MAX ? f->n_upstreams - b.up0
                                                     : SYNC_MAX;
-        /* keys: gens + pauses; args: channel, n, 2 per path */
-        size_t argc = 1 + b.n_ups + 2 + 2 * b.n_paths;
+        /* keys: gens + pauses + breakers; args: channel, n, 2 per path */
+        size_t argc = 1 + 2 * b.n_ups + 2 + 2 * b.n_paths;
         const char **argv = xcalloc(argc, sizeof(*argv));
-        char **owned = xcalloc(b.n_ups + b.n_paths + 1, sizeof(*owned));
+        char **owned = xcalloc(2 * b.n_ups + b.n_paths + 1, sizeof(*owned));
         size_t o = 0, a = 0;
         argv[a++] = f->gens_key;
-        for (size_t i = 0; i < b.n_ups; i++) {
-            if (asprintf(&owned[o], "%spause:%s", f->prefix,
-                         f->upstreams[b.up0 + i]) < 0)
+        for (size_t i = 0; i < 2 * b.n_ups; i++) {
+            if (asprintf(&owned[o], "%s%s:%s", f->prefix,
+                         i < b.n_ups ? "pause" : "breaker",
+                         f->upstreams[b.up0 + i % b.n_ups]) < 0)
                 abort();
             argv[a++] = owned[o++];
         }
@@ -337,7 +454,7 @@ start_sync(struct corral_fleet *f)
         op->n_ups = b.n_ups;
         f->sync_left++;
         corral_redis_eval(f->conn, f->sync, sync_reply, op,
-                          (int)(1 + b.n_ups), (int)a, argv, NULL);
+                          (int)(1 + 2 * b.n_ups), (int)a, argv, NULL);
         for (size_t i = 0; i < o; i++)
             free(owned[i]);
         free(owned);
@@ -389,6 +506,8 @@ on_message(const char *msg, size_t len, void *arg)
         f->ev->generation(name, v, f->arg);
     else if (msg[0] == 'z' && f->ev->paused)
         f->ev->paused(name, v, f->arg);
+    else if (msg[0] == 'b' && f->ev->breaker)
+        f->ev->breaker(name, v, v, f->arg);
 }
 
 static void
@@ -488,6 +607,8 @@ corral_fleet_new(struct event_base *base, struct corral_redis *conn,
     f->admit = corral_redis_script_new(conn, admit_script);
     f->bump = corral_redis_script_new(conn, bump_script);
     f->sync = corral_redis_script_new(conn, sync_script);
+    f->trip = corral_redis_script_new(conn, trip_script);
+    f->probe = corral_redis_script_new(conn, probe_script);
     if (corral_redis_subscribe(conn, f->channel, &listener, f) != 0)
         abort(); /* a programming error: too many channels */
     return f;
@@ -508,6 +629,8 @@ corral_fleet_free(struct corral_fleet *f)
             op->admit_cb(-ECANCELED, 0, NULL, op->arg);
         if (op->bump_cb)
             op->bump_cb(-ECANCELED, 0, op->arg);
+        if (op->probe_cb)
+            op->probe_cb(-ECANCELED, 0, 0, op->arg);
     }
     event_free(f->retry_ev);
     event_free(f->every_ev);

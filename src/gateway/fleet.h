@@ -1,9 +1,11 @@
 /* fleet.h — what the gateway shares with every instance of its fleet
  * through Redis (the design is doc/fleet.md): upstream pauses (an
  * upstream's Retry-After, heard by every instance at once), upstream rate
- * windows (one admission script per call, pipelined) and route
- * generations (a route purge raises one; they only go up, are written
- * back after Redis loses them, and are read before an instance serves).
+ * windows (one admission script per call, pipelined), upstream breakers
+ * (an opening heard by every instance at once, one probe per step for the
+ * fleet, claimed in Redis) and route generations (a route purge raises
+ * one; they only go up, are written back after Redis loses them, and are
+ * read before an instance serves).
  * It runs on the connection of corral/redis.h, beside the L2 tier, and
  * listens on its own channel. Every callback fires once, from the loop. */
 #ifndef CORRAL_FLEET_H
@@ -25,7 +27,11 @@ struct corral_fleet_events {
     void (*generation)(const char *path, uint64_t gen, void *arg);
     /* path's generation here, for the write-back. */
     uint64_t (*current)(const char *path, void *arg);
-    /* A resync finished: generations and pauses are known. */
+    /* The upstream called name's breaker is open, no probe for ms, at a
+     * backoff step of step_ms (heard, or read at a resync); ms 0: it
+     * closed. */
+    void (*breaker)(const char *name, uint64_t ms, uint64_t step_ms, void *arg);
+    /* A resync finished: generations, pauses and breakers are known. */
     void (*synced)(void *arg);
 };
 
@@ -38,8 +44,8 @@ struct corral_fleet *corral_fleet_new(struct event_base *base,
                                       const char *id,
                                       const struct corral_fleet_events *ev,
                                       void *arg);
-/* Answers every admission in flight -ECANCELED, stops listening, frees.
- * NULL is a no-op. */
+/* Answers every admission and probe in flight -ECANCELED, stops
+ * listening, frees. NULL is a no-op. */
 void corral_fleet_free(struct corral_fleet *f);
 
 /* The routes (their paths) and upstreams (their names) whose state the
@@ -72,6 +78,24 @@ void corral_fleet_unadmit(struct corral_fleet *f, const char *name,
  * forget; a resync of another instance reads it later if it missed it. */
 void corral_fleet_pause(struct corral_fleet *f, const char *name,
                         uint64_t ms);
+
+/* The breaker of the upstream called name opened here, or its probe
+ * failed: no probe for step_ms, for every instance. With nx only when the
+ * fleet's is not open already (a breaker that opens here while another
+ * instance's runs a longer step keeps that one). Fire and forget. */
+void corral_fleet_breaker_open(struct corral_fleet *f, const char *name,
+                               uint64_t step_ms, bool nx);
+/* ...closed (a call succeeded), for every instance. Fire and forget. */
+void corral_fleet_breaker_close(struct corral_fleet *f, const char *name);
+/* Claims the fleet's one probe of name's breaker, held hold_ms: verdict 1
+ * this instance probes; 0 not before ms from now (a step or another's
+ * probe runs; step_ms the fleet's step, 0 when unknown); any -errno: Redis
+ * could not tell. */
+typedef void corral_fleet_probe_cb(int verdict, uint64_t ms, uint64_t step_ms,
+                                   void *arg);
+void corral_fleet_probe(struct corral_fleet *f, const char *name,
+                        uint64_t step_ms, uint64_t hold_ms,
+                        corral_fleet_probe_cb *cb, void *arg);
 
 /* Raises path's generation above both here and Redis, for every instance.
  * cb hears 0 and the new generation, or -errno when Redis did not confirm

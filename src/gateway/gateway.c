@@ -21,6 +21,7 @@
 
 #include "accesslog.h"
 #include "aggregate.h"
+#include "breaker.h"
 #include "budget.h"
 #include "config.h"
 #include "corral/cache.h"
@@ -37,11 +38,11 @@
 #include "timeutil.h"
 #include "xalloc.h"
 
-/* What one config makes: its routes, upstream pools and budgets. A reload
- * builds a new one and retires the old, which is freed once nothing in
- * flight uses it: no client waits on it and none of its fills runs. They
- * are freed oldest first, since a newer one may share a budget an older
- * one's calls still wait on. */
+/* What one config makes: its routes, upstream pools, budgets and
+ * breakers. A reload builds a new one and retires the old, which is freed
+ * once nothing in flight uses it: no client waits on it and none of its
+ * fills runs. They are freed oldest first, since a newer one may share a
+ * budget an older one's calls still wait on. */
 struct gen {
     struct corral_gateway *g;
     const struct corral_config *cfg;
@@ -51,6 +52,8 @@ struct gen {
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
     struct corral_budget **keys; /* by route index: its new_keys; or NULL */
+    struct corral_breaker **breakers;         /* by config index; their
+                                               * state is the server's */
     struct corral_route_fill *route_fill;     /* by config index */
     /* This worker's counters of each route and upstream, kept under their
      * names; NULL: that one has no series (see metrics.h). */
@@ -578,6 +581,9 @@ gen_free(struct gen *gen)
     for (size_t r = 0; gen->keys && r < cfg->n_routes; r++)
         corral_budget_free(gen->keys[r]);
     free(gen->keys);
+    for (size_t i = 0; gen->breakers && i < cfg->n_upstreams; i++)
+        corral_breaker_free(gen->breakers[i]);
+    free(gen->breakers);
     free(gen->upstreams);
     for (size_t r = 0; gen->mroute && r < cfg->n_routes; r++)
         corral_metrics_route_release(gen->mroute[r]);
@@ -639,6 +645,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
     gen->routes = cfg->table;
     gen->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->upstreams));
     gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
+    gen->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->breakers));
     gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
     gen->gen_slot = xcalloc(cfg->n_routes + 1, sizeof(*gen->gen_slot));
     gen->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->agg_fill));
@@ -684,6 +691,20 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         }
     }
     gen->keys = xcalloc(cfg->n_routes + 1, sizeof(*gen->keys));
+    /* A breaker's state lives in the mapping every worker shares, under
+     * its upstream's name: a reload keeps it. */
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct corral_config_upstream *u = &cfg->upstreams[i];
+        struct corral_breaker_options bo = {
+            .name = u->name,
+            .failures = u->breaker_failures,
+            .step_min_ms = cfg->limits.backoff_min_ms,
+            .step_max_ms = cfg->limits.backoff_max_ms,
+            .hold_ms = u->timeout_ms + 2000,
+        };
+        gen->breakers[i] = corral_breaker_new(
+            corral_metrics_breakers(g->metrics), &bo, g->fleet);
+    }
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
         struct corral_route_fill *rc = &gen->route_fill[r];
@@ -718,6 +739,7 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             size_t u = (size_t)(route->upstream - cfg->upstreams);
             rc->upstream = gen->upstreams[u];
             rc->budget = gen->budgets[u];
+            rc->breaker = gen->breakers[u];
             rc->metrics = gen->mupstream[u];
             rc->timeout_ms = route->upstream->timeout_ms;
         }
@@ -1019,8 +1041,23 @@ fleet_paused(const char *name, uint64_t ms, void *arg)
             corral_budget_paused(g->gen->budgets[i], ms);
 }
 
+/* The fleet's word on an upstream's breaker. */
+static void
+fleet_breaker(const char *name, uint64_t ms, uint64_t step_ms, void *arg)
+{
+    struct corral_gateway *g = arg;
+    if (g->gen == NULL)
+        return; /* starting: the next sync reads it again */
+    const struct corral_config *cfg = g->gen->cfg;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, name) == 0)
+            corral_breaker_heard(g->gen->breakers[i], ms, step_ms,
+                                 corral_now_ms());
+}
+
 static const struct corral_fleet_events fleet_events = {
     .paused = fleet_paused,
+    .breaker = fleet_breaker,
     .generation = fleet_generation,
     .current = fleet_current,
 };

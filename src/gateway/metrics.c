@@ -10,6 +10,8 @@
 struct corral_metrics {
     unsigned nworkers, cap_routes, cap_upstreams;
     size_t block_size; /* rounded to 64 bytes: no false sharing */
+    size_t breaker_bytes;
+    struct corral_breaker_table *breakers;
     char *mem;
     size_t len;
 };
@@ -53,8 +55,9 @@ corral_metrics_new(unsigned nworkers, size_t nroutes, size_t nupstreams)
                   cap_routes * sizeof(struct corral_metrics_route) +
                   cap_upstreams * sizeof(struct corral_metrics_upstream);
     m->block_size = (size + 63) & ~(size_t)63;
-    /* The generations first, then one block per worker. */
-    m->len = GEN_BYTES + m->block_size * m->nworkers;
+    m->breaker_bytes = corral_breaker_table_size(m->cap_upstreams);
+    /* The generations first, the breakers, then one block per worker. */
+    m->len = GEN_BYTES + m->breaker_bytes + m->block_size * m->nworkers;
     void *p = mmap(NULL, m->len, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
@@ -62,6 +65,8 @@ corral_metrics_new(unsigned nworkers, size_t nroutes, size_t nupstreams)
         return NULL;
     }
     m->mem = p; /* zero-filled */
+    m->breakers =
+        corral_breaker_table_init(m->mem + GEN_BYTES, m->cap_upstreams);
     return m;
 }
 
@@ -84,6 +89,7 @@ struct corral_metrics_block *
 corral_metrics_block(struct corral_metrics *m, unsigned worker)
 {
     return (struct corral_metrics_block *)(m->mem + GEN_BYTES +
+                                           m->breaker_bytes +
                                            m->block_size * worker);
 }
 
@@ -91,6 +97,12 @@ uint32_t *
 corral_metrics_generations(struct corral_metrics *m)
 {
     return (uint32_t *)(void *)m->mem;
+}
+
+struct corral_breaker_table *
+corral_metrics_breakers(struct corral_metrics *m)
+{
+    return m->breakers;
 }
 
 unsigned

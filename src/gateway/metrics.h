@@ -1,10 +1,11 @@
 /* metrics.h — the gateway's numbers, one block per worker, in memory
  * shared by every worker of a server (mapped before they are forked), so
- * whichever worker answers a scrape answers for the whole server. A
- * worker writes only its own block: the counters it bumps as it serves,
- * and a copy of its modules' plain stats (cache, L2, front end, upstream
- * budgets) taken every second and at each scrape. Nothing here knows an
- * exposition format: admin.c renders the blocks. */
+ * whichever worker answers a scrape answers for the whole server; the
+ * same mapping holds the state the workers share (route generations,
+ * upstream breakers). A worker writes only its own block: the counters it
+ * bumps as it serves, and a copy of its modules' plain stats (cache, L2,
+ * front end, upstream budgets) taken every second and at each scrape.
+ * Nothing here knows an exposition format: admin.c renders the blocks. */
 #ifndef CORRAL_METRICS_H
 #define CORRAL_METRICS_H
 
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "breaker.h"
 #include "budget.h"
 #include "corral/cache.h"
 #include "corral/redis_tier.h"
@@ -145,6 +147,10 @@ bool corral_metrics_upstream_read(const struct corral_metrics *m,
 #define CORRAL_METRICS_GENERATIONS 1024
 uint32_t *corral_metrics_generations(struct corral_metrics *m);
 unsigned corral_metrics_generation_slot(const char *route_path);
+
+/* The upstreams' breakers (breaker.h), shared by every worker: one per
+ * upstream name, room for as many as there are upstream slots. */
+struct corral_breaker_table *corral_metrics_breakers(struct corral_metrics *m);
 
 /* Counts one upstream call that took ms and answered status (0: none). */
 void corral_metrics_upstream_call(struct corral_metrics_upstream *u,
