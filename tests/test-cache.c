@@ -1482,7 +1482,7 @@ test_stale_while_revalidate(void)
         CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE);
         CHECK(ws[i].value == old);
     }
-    CHECK_EQ_INT(corral_value_ttl_s(old, fake_now), 0); /* -0.5 s */
+    CHECK_EQ_INT(corral_value_ttl_s(old, fake_now), -1); /* -0.5 s */
     run_for(100);
     struct waiter fresh = {0};
     ask_with(c, "swr", &cp, &fresh, &swr_1s);

@@ -61,8 +61,10 @@ int corral_value_set_times(struct corral_value *v, uint64_t stored_at_ms,
                            uint64_t expires_at_ms, uint64_t swr_ms,
                            uint64_t sie_ms);
 
-/* Seconds of freshness left at now_ms (negative once expired), and the age
- * in whole seconds, as Cache-Status "ttl=" and the Age header want them. */
+/* Whole seconds of freshness left at now_ms, and once expired minus the
+ * whole seconds past expiry, at least 1 (never "-0": expired is
+ * negative); and the age in whole seconds: as Cache-Status "ttl=" and the
+ * Age header want them. */
 int64_t corral_value_ttl_s(const struct corral_value *v, uint64_t now_ms);
 uint64_t corral_value_age_s(const struct corral_value *v, uint64_t now_ms);
 
