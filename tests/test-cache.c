@@ -1649,6 +1649,50 @@ test_refresh_through_tier(void)
     corral_fake_tier_free(t);
 }
 
+/* Runs the loop until every waiter of ws has fired (bounded). */
+static void
+wait_all(struct waiter *ws, int n)
+{
+    for (int i = 0; i < 100000 && !all_fired(ws, n); i++)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK(all_fired(ws, n));
+}
+
+/* A try that takes longer than twice its backoff step (an upstream that
+ * hangs until a 5 s timeout, steps from 1 s) failed after the key's
+ * backoff was forgotten: the step never doubled, and a dead upstream was
+ * called every timeout plus a second for ever. */
+static void
+test_backoff_doubles_past_a_long_try(void)
+{
+    struct corral_cache_options o = {
+        .clock = fake_clock, .backoff_min_ms = 1000, .backoff_max_ms = 8000};
+    struct corral_cache *c = corral_cache_new(base, &o);
+    fake_now = 31000000;
+    struct compute cp;
+    compute_init(&cp, "slowdead", -1);
+    cp.fail = -ETIMEDOUT;
+    uint64_t steps[] = {1000, 2000, 4000, 8000};
+    for (int i = 0; i < 4; i++) {
+        struct waiter w = {0};
+        ask(c, "slowdead", &cp, &w, 20000);
+        CHECK_EQ_INT(cp.calls, i + 1);
+        fake_now += 5000; /* the upstream's timeout */
+        compute_answer(&cp);
+        wait_all(&w, 1);
+        CHECK_EQ_INT(w.error, -ETIMEDOUT);
+        struct waiter held = {0}; /* from the backoff: its wait */
+        ask(c, "slowdead", &cp, &held, 20000);
+        wait_all(&held, 1);
+        CHECK_EQ_INT(cp.calls, i + 1);
+        CHECK(held.retry_after_ms <= steps[i] &&
+              held.retry_after_ms >= steps[i] * 3 / 4);
+        fake_now += held.retry_after_ms;
+    }
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
 int
 main(void)
 {
@@ -1682,6 +1726,7 @@ main(void)
     RUN(test_stale_if_error);
     RUN(test_early_refresh);
     RUN(test_refresh_through_tier);
+    RUN(test_backoff_doubles_past_a_long_try);
     event_base_free(base);
     return 0;
 }

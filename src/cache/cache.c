@@ -27,7 +27,7 @@
  * one long after starts again from the smallest. */
 struct backoff {
     struct backoff *hnext;
-    TAILQ_ENTRY(backoff) link; /* by last failure, oldest first */
+    TAILQ_ENTRY(backoff) link; /* by last failure or try, oldest first */
     uint64_t hash;
     uint64_t until;     /* ms: no fill before */
     uint64_t forget_at; /* ms: dropped after */
@@ -223,6 +223,20 @@ backoff_note(struct corral_cache *c, const void *key, size_t keylen,
     b->forget_at = b->until + 2 * (b->step_ms > wait ? b->step_ms : wait);
     c->stats.backoffs++;
     return wait;
+}
+
+/* A try of b's key runs and may fail as late as at: its failure comes
+ * soon after the try however long that took, so b is kept until then (and
+ * its step doubles). */
+static void
+backoff_keep(struct corral_cache *c, struct backoff *b, uint64_t at)
+{
+    uint64_t keep = at + 2 * b->step_ms;
+    if (b->forget_at >= keep)
+        return;
+    b->forget_at = keep;
+    TAILQ_REMOVE(&c->bo_list, b, link);
+    TAILQ_INSERT_TAIL(&c->bo_list, b, link);
 }
 
 static void
@@ -949,6 +963,10 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
         abort();
     uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
     f->timeout_ms = ms;
+    uint64_t now = corral_cache_now(c);
+    struct backoff *b = backoff_find(c, key, keylen, h, now);
+    if (b != NULL) /* a remote wait may double the deadline */
+        backoff_keep(c, b, now + 2 * ms);
     struct timeval tv = corral_ms_to_tv(ms);
     evtimer_add(f->deadline, &tv);
     corral_flight_add(&c->fl, slot, f);
