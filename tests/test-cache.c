@@ -1536,7 +1536,7 @@ test_stale_if_error(void)
     }
     /* Backing off: stale at once, no call. */
     struct waiter held = ask_once(c, "sie", &cp);
-    CHECK_EQ_INT(held.source, CORRAL_SOURCE_STALE_ERROR);
+    CHECK_EQ_INT(held.source, CORRAL_SOURCE_BACKOFF);
     CHECK_EQ_INT(cp.calls, 2);
     /* Past the window: the error itself. */
     fake_now += 60000;
@@ -1658,6 +1658,133 @@ wait_all(struct waiter *ws, int n)
     CHECK(all_fired(ws, n));
 }
 
+/* Issue 19 (3): inside stale_if_error, the try after each backoff step
+ * made its callers wait on it (a whole upstream timeout when it hangs),
+ * and the copy came out only once the try had failed again. While a
+ * failed key's try runs, its callers have the copy at once; the try
+ * answers nobody, and a failed try backs off again. */
+static void
+test_stale_if_error_retry_answers_at_once(void)
+{
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 1000, .sie_ms = 60000};
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 26000000;
+    struct compute cp;
+    compute_init(&cp, "sier", -1); /* answered by hand */
+    struct waiter first = {0};
+    ask_with(c, "sier", &cp, &first, &s);
+    compute_answer(&cp);
+    wait_all(&first, 1);
+    struct corral_value *old = corral_value_ref(first.value);
+    /* Expired; its first failure is news: its callers wait on it. */
+    fake_now += 2000;
+    cp.fail = -ETIMEDOUT;
+    struct waiter w1 = {0};
+    ask_with(c, "sier", &cp, &w1, &s);
+    run_for(5);
+    CHECK_EQ_INT(w1.fired, 0);
+    compute_answer(&cp);
+    wait_all(&w1, 1);
+    CHECK_EQ_INT(w1.source, CORRAL_SOURCE_STALE_ERROR);
+    CHECK_EQ_INT(cp.calls, 2);
+    /* Backing off: the copy, no call. */
+    struct waiter held = {0};
+    ask_with(c, "sier", &cp, &held, &s);
+    wait_all(&held, 1);
+    CHECK_EQ_INT(held.source, CORRAL_SOURCE_BACKOFF);
+    CHECK_EQ_INT(cp.calls, 2);
+    /* The step is over: the first caller starts the try, in the
+     * background, and every caller has the copy on the next turn. */
+    for (int step = 0; step < 3; step++) {
+        fake_now += 1000u << step; /* steps 1, 2, 4 s */
+        struct waiter ws[20] = {{0}};
+        for (int i = 0; i < 20; i++) {
+            ask_with(c, "sier", &cp, &ws[i], &s);
+            if (i == 9)
+                fake_now += 500; /* later callers, while it runs */
+        }
+        CHECK_EQ_INT(cp.calls, 3 + step);
+        CHECK(cp.fill != NULL && corral_fill_background(cp.fill));
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        for (int i = 0; i < 20; i++) {
+            CHECK_EQ_INT(ws[i].fired, 1);
+            CHECK_EQ_INT(ws[i].error, 0);
+            CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE_RETRY);
+            CHECK(ws[i].value == old);
+        }
+        compute_answer(&cp); /* fails again, answering nobody */
+        run_for(2);
+        struct waiter again = {0};
+        ask_with(c, "sier", &cp, &again, &s);
+        wait_all(&again, 1);
+        CHECK_EQ_INT(again.source, CORRAL_SOURCE_BACKOFF);
+        CHECK_EQ_INT(cp.calls, 3 + step);
+    }
+    /* The next try succeeds: later callers have the new value. */
+    fake_now += 8000;
+    cp.fail = 0;
+    struct waiter last = {0};
+    ask_with(c, "sier", &cp, &last, &s);
+    wait_all(&last, 1);
+    CHECK_EQ_INT(last.source, CORRAL_SOURCE_STALE_RETRY);
+    compute_answer(&cp);
+    run_for(2);
+    struct waiter fresh = {0};
+    ask_with(c, "sier", &cp, &fresh, &s);
+    wait_all(&fresh, 1);
+    CHECK_EQ_INT(fresh.source, CORRAL_SOURCE_L1);
+    CHECK(fresh.value != old);
+    CHECK_EQ_INT(cp.calls, 6);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.waiters_collapsed, 0);
+    corral_value_unref(old);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+/* Issue 19 (3), through a tier: L1 has no copy, the tier has one inside
+ * stale_if_error, and the key failed (here, another instance's failure
+ * was heard). The callers of its next try have the tier's copy as soon
+ * as the tier answers, not when the try ends. */
+static void
+test_stale_if_error_retry_through_tier(void)
+{
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 1000, .sie_ms = 60000};
+    fake_now = 27000000;
+    struct corral_fake_tier *t =
+        corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
+    struct corral_value *v = corral_value_new("tk", 2, "old", 3, NULL, 0);
+    corral_value_set_times(v, fake_now - 5000, fake_now - 4000, 0, 60000);
+    corral_fake_tier_remote_fill(t, v, 60000);
+    corral_value_unref(v);
+    corral_fake_tier_remote_fail(t, "tk", 2, -EIO, "down", 1000);
+    fake_now += 1000;
+    struct compute cp;
+    compute_init(&cp, "tk", -1);
+    struct waiter ws[5] = {{0}};
+    for (int i = 0; i < 5; i++)
+        ask_with(c, "tk", &cp, &ws[i], &s);
+    run_for(30);
+    CHECK_EQ_INT(cp.calls, 1); /* the try runs */
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ_INT(ws[i].fired, 1);
+        CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE_RETRY);
+        CHECK(ws[i].value != NULL &&
+              memcmp(corral_value_body(ws[i].value), "old", 3) == 0);
+    }
+    compute_answer(&cp);
+    run_for(5);
+    struct corral_value *nv = corral_cache_peek(c, "tk", 2);
+    CHECK(nv != NULL && memcmp(corral_value_body(nv), "tk", 2) == 0);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(t);
+}
+
 /* A try that takes longer than twice its backoff step (an upstream that
  * hangs until a 5 s timeout, steps from 1 s) failed after the key's
  * backoff was forgotten: the step never doubled, and a dead upstream was
@@ -1726,6 +1853,8 @@ main(void)
     RUN(test_stale_if_error);
     RUN(test_early_refresh);
     RUN(test_refresh_through_tier);
+    RUN(test_stale_if_error_retry_answers_at_once);
+    RUN(test_stale_if_error_retry_through_tier);
     RUN(test_backoff_doubles_past_a_long_try);
     event_base_free(base);
     return 0;

@@ -24,7 +24,9 @@ struct corral_waiter; /* opaque: one caller waiting for a result */
 
 /* Where a result came from. */
 enum corral_source {
-    CORRAL_SOURCE_NONE = 0,  /* an error, or a miss of corral_get() */
+    /* An error (but one a backing-off key remembers: BACKOFF), or a miss
+     * of corral_get(). */
+    CORRAL_SOURCE_NONE = 0,
     CORRAL_SOURCE_L1,        /* fresh in L1 */
     CORRAL_SOURCE_L2,        /* found in the tier below, promoted to L1 */
     CORRAL_SOURCE_STORED,    /* the caller whose miss started the fill */
@@ -32,12 +34,23 @@ enum corral_source {
     /* Expired, inside its stale-while-revalidate window: answered at once
      * while one background refresh runs. */
     CORRAL_SOURCE_STALE,
-    /* Expired, answered because the fill failed or the key is backing off
-     * (inside its stale-if-error window, or any value kept while backing
-     * off). */
+    /* Expired, inside its stale-if-error window: answered because the
+     * fill failed. */
     CORRAL_SOURCE_STALE_ERROR,
+    /* Expired, inside its stale-if-error window: the key's last fill
+     * failed and its next try runs (in any state: reading the tier,
+     * waiting on another instance, computing). Answered at once; that try
+     * answers nobody who got this. */
+    CORRAL_SOURCE_STALE_RETRY,
+    /* The key backs off after a failed fill: with a value, an expired one
+     * L1 keeps (any of its stale windows); with an error, the one the
+     * fill ended with. */
+    CORRAL_SOURCE_BACKOFF,
 };
 const char *corral_source_name(enum corral_source source);
+/* Is a value answered from source past its expiry? (STALE, STALE_ERROR,
+ * STALE_RETRY, and BACKOFF with a value.) */
+bool corral_source_stale(enum corral_source source);
 
 struct corral_result {
     /* 0; -ENOENT (corral_get miss); -ETIMEDOUT (fill deadline); -ECANCELED
@@ -138,7 +151,10 @@ struct corral_compute {
  * answered at once (CORRAL_SOURCE_STALE) while one background refresh
  * runs; a fresh one may start an early refresh (strategy->beta). A key
  * whose last fill failed answers from its backoff (see the options) until
- * its next try. strategy and compute: borrowed, copied. fill_timeout_ms: the deadline
+ * its next try; while that try runs, an expired value inside its
+ * stale-if-error window is answered at once (CORRAL_SOURCE_STALE_RETRY).
+ * No caller waits on a fill while L1 keeps such a copy. strategy and
+ * compute: borrowed, copied. fill_timeout_ms: the deadline
  * of a fill this call starts (0 = the cache's). Returns the waiter, valid
  * until its callback fires; NULL only while the cache is being freed, as
  * for corral_get(). */
@@ -263,7 +279,8 @@ struct corral_stats {
     uint64_t tier_resyncs_lost; /* L1 dropped: the tier missed purges */
     uint64_t waiters_cancelled;
     uint64_t stale_hits;   /* stale answers while a refresh runs */
-    uint64_t stale_errors; /* stale answers instead of an error */
+    uint64_t stale_errors; /* stale answers instead of an error, or
+                            * instead of waiting on a failed key's try */
     uint64_t refreshes;    /* background fills started (stale, early) */
     uint64_t early_refreshes; /* of refreshes, started early by a hit */
     uint64_t backoffs;     /* failed fills that set a key's backoff */

@@ -74,14 +74,25 @@ static const char *const source_names[] = {
     [CORRAL_SOURCE_COLLAPSED] = "collapsed",
     [CORRAL_SOURCE_STALE] = "stale",
     [CORRAL_SOURCE_STALE_ERROR] = "stale-error",
+    [CORRAL_SOURCE_STALE_RETRY] = "stale-retry",
+    [CORRAL_SOURCE_BACKOFF] = "backoff",
 };
 
 const char *
 corral_source_name(enum corral_source source)
 {
-    if ((unsigned)source > CORRAL_SOURCE_STALE_ERROR)
+    if ((unsigned)source > CORRAL_SOURCE_BACKOFF)
         return "unknown";
     return source_names[source];
+}
+
+bool
+corral_source_stale(enum corral_source source)
+{
+    return source == CORRAL_SOURCE_STALE ||
+           source == CORRAL_SOURCE_STALE_ERROR ||
+           source == CORRAL_SOURCE_STALE_RETRY ||
+           source == CORRAL_SOURCE_BACKOFF;
 }
 
 /* ---- clock ---- */
@@ -756,8 +767,9 @@ wait_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A copy past its expiry that the tier still keeps for its stale windows:
- * L1 keeps it too, and inside stale-while-revalidate the callers have it
- * now while this fill goes on as a refresh. Takes the reference. */
+ * L1 keeps it too, and inside stale-while-revalidate (or stale-if-error,
+ * when this fill retries a failed key) the callers have it now while this
+ * fill goes on as a refresh. Takes the reference. */
 static void
 take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
 {
@@ -769,6 +781,10 @@ take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
         if (now < value->expires_at + value->swr_ms) {
             c->stats.stale_hits += f->nwaiters;
             corral_flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
+        } else if (f->retry && now < value->expires_at + value->sie_ms) {
+            c->stats.stale_errors += f->nwaiters;
+            corral_flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE_RETRY,
+                                     value);
         }
         f->refresh = true;
         f->refresh_of = value->stored_at;
@@ -965,6 +981,7 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
     f->timeout_ms = ms;
     uint64_t now = corral_cache_now(c);
     struct backoff *b = backoff_find(c, key, keylen, h, now);
+    f->retry = b != NULL;
     if (b != NULL) /* a remote wait may double the deadline */
         backoff_keep(c, b, now + 2 * ms);
     struct timeval tv = corral_ms_to_tv(ms);
@@ -1055,12 +1072,12 @@ answer_backoff(struct corral_cache *c, struct corral_waiter *w,
     c->stats.backoff_answers++;
     if (stale != NULL) {
         c->stats.stale_errors++;
-        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_ERROR, stale);
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_BACKOFF, stale);
         return;
     }
     w->owned = xstrndup(b->message, strlen(b->message));
     w->retry_after_ms = b->until - now;
-    corral_flight_ready(&c->fl, w, b->error, w->owned, CORRAL_SOURCE_NONE,
+    corral_flight_ready(&c->fl, w, b->error, w->owned, CORRAL_SOURCE_BACKOFF,
                         NULL);
 }
 
@@ -1096,6 +1113,9 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     /* Expired, but L1 keeps it for a stale window. */
     struct corral_value *stale = corral_l1_find(c->l1, key, keylen);
     struct backoff *b = f ? NULL : backoff_find(c, key, keylen, h, now);
+    /* The key's last fill failed: the fill running is its next try, or
+     * the next try is due (or not yet: backing off). */
+    bool failed = f ? f->retry : b != NULL;
     if (b != NULL && now >= b->until)
         b = NULL; /* its next try is due: this fill */
     if (stale && now < stale->expires_at + stale->swr_ms) {
@@ -1106,6 +1126,18 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
         }
         c->stats.stale_hits++;
         corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE, stale);
+        if (f == NULL)
+            fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
+                       compute, NULL);
+        return w;
+    }
+    if (stale && failed && b == NULL &&
+        now < stale->expires_at + stale->sie_ms) {
+        /* Stale-if-error holds while the failed key is tried again: the
+         * copy now, and the try (started here if due) in the background. */
+        c->stats.misses++;
+        c->stats.stale_errors++;
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_RETRY, stale);
         if (f == NULL)
             fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
                        compute, NULL);

@@ -193,8 +193,7 @@ member_done(const struct corral_result *res, void *arg)
             s->message = xstrndup(msg, strlen(msg));
         } else {
             s->value = corral_value_ref(res->value);
-            s->stale = res->source == CORRAL_SOURCE_STALE ||
-                       res->source == CORRAL_SOURCE_STALE_ERROR;
+            s->stale = corral_source_stale(res->source);
         }
     } else {
         s->status = corral_fill_error_status(res->error);

@@ -168,6 +168,8 @@ result_of(enum corral_source source, bool negative)
     case CORRAL_SOURCE_STALE:
         return M_STALE;
     case CORRAL_SOURCE_STALE_ERROR:
+    case CORRAL_SOURCE_STALE_RETRY:
+    case CORRAL_SOURCE_BACKOFF:
         return M_STALE_ERROR;
     default:
         break;
@@ -203,7 +205,6 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
 {
     uint64_t now = corral_cache_now(g->cache);
     int64_t left = corral_value_ttl_s(v, now);
-    uint64_t ttl = left > 0 ? (uint64_t)left : 0;
     /* max-age is the whole lifetime: a cache downstream takes Age off it
      * (RFC 9111 4.2), so the remaining ttl there would count age twice. */
     uint64_t lifetime =
@@ -220,13 +221,19 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     count(gen, route, result);
     /* An answer this request did not fill: a call saved. */
     if (source == CORRAL_SOURCE_L1 || source == CORRAL_SOURCE_L2 ||
-        source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE)
+        source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE ||
+        source == CORRAL_SOURCE_STALE_RETRY)
         g->block->saved++;
     req->note = corral_metrics_result_name(result);
     if (source == CORRAL_SOURCE_STORED || source == CORRAL_SOURCE_COLLAPSED)
         req->upstream_ms = (int64_t)corral_value_fill_ms(v);
-    char extra[192]; /* at most 142 bytes */
+    char extra[192]; /* at most 160 bytes */
     char *p = FMT_PUT(extra, "Cache-Status: corral; ");
+    /* One detail at most: why a copy is stale, else what the value is. */
+    const char *detail = negative                     ? "negative"
+                         : stale_members              ? "stale-members"
+                         : source == CORRAL_SOURCE_L2 ? "l2"
+                                                      : NULL;
     switch (source) {
     case CORRAL_SOURCE_STORED:
         p = FMT_PUT(p, "fwd=miss; stored");
@@ -234,23 +241,25 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     case CORRAL_SOURCE_COLLAPSED:
         p = FMT_PUT(p, "fwd=miss; collapsed");
         break;
-    case CORRAL_SOURCE_STALE: /* ttl=-N: N seconds past expiry */
-        p = FMT_PUT(p, "hit; fwd=stale; ttl=-");
-        p = fmt_uint(p, left < 0 ? (uint64_t)-left : 0);
-        break;
+    case CORRAL_SOURCE_STALE:
+    case CORRAL_SOURCE_STALE_RETRY:
     case CORRAL_SOURCE_STALE_ERROR:
-        p = FMT_PUT(p, "hit; fwd=stale; detail=upstream-error");
+    case CORRAL_SOURCE_BACKOFF:
+        /* ttl=-N: N whole seconds past expiry, at least 1. */
+        p = FMT_PUT(p, "hit; fwd=stale; ttl=-");
+        p = fmt_uint(p, left < 0 ? (uint64_t)-left : 1);
+        detail = source == CORRAL_SOURCE_STALE_ERROR ? "upstream-error"
+                 : source == CORRAL_SOURCE_BACKOFF   ? "backoff"
+                                                     : "revalidating";
         break;
     default:
-        p = fmt_uint(FMT_PUT(p, "hit; ttl="), ttl);
-        if (source == CORRAL_SOURCE_L2 && !negative && !stale_members)
-            p = FMT_PUT(p, "; detail=l2");
+        p = fmt_uint(FMT_PUT(p, "hit; ttl="), left > 0 ? (uint64_t)left : 0);
         break;
     }
-    if (stale_members && source != CORRAL_SOURCE_STALE_ERROR)
-        p = FMT_PUT(p, "; detail=stale-members");
-    if (negative && source != CORRAL_SOURCE_STALE_ERROR)
-        p = FMT_PUT(p, "; detail=negative");
+    if (detail != NULL) {
+        p = FMT_PUT(p, "; detail=");
+        p = fmt_put(p, detail, strlen(detail));
+    }
     p = FMT_PUT(p, "\r\n");
     p = fmt_uint(FMT_PUT(p, "Age: "), corral_value_age_s(v, now));
     p = fmt_uint(FMT_PUT(p, "\r\nCache-Control: max-age="), lifetime);
