@@ -1820,6 +1820,45 @@ test_backoff_doubles_past_a_long_try(void)
     corral_cache_free(c);
 }
 
+static void
+hold_fill_fn(struct corral_fill *fill, const char *key, size_t keylen,
+             void *arg)
+{
+    *(struct corral_fill **)arg = fill;
+}
+
+/* Issue 19 (6): a fill queued 3.1 s for a rate slot stored a fill_ms of
+ * 3.1 s, and XFetch refreshed the key early again and again. fill_ms is
+ * the work's own time, from corral_fill_started(). */
+static void
+test_fill_started_times_the_work(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 29000000;
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 8000, .beta = 1.0};
+    struct corral_fill *fill = NULL;
+    const struct corral_compute how = {.fn = hold_fill_fn, .arg = &fill};
+    struct waiter w = {0};
+    corral_get_or_compute(c, "q", 1, &s, 0, &how, waiter_cb, &w);
+    CHECK(fill != NULL);
+    fake_now += 3100; /* waiting for a slot */
+    corral_fill_started(fill);
+    fake_now += 5; /* the upstream's own time */
+    corral_fill_done(fill, corral_value_new("q", 1, "1", 1, NULL, 0));
+    wait_all(&w, 1);
+    CHECK_EQ_INT(w.source, CORRAL_SOURCE_STORED);
+    CHECK_EQ_INT(corral_value_fill_ms(w.value), 5);
+    struct corral_value *v = corral_cache_peek(c, "q", 1);
+    /* 5 s before expiry: never early (with 3.1 s it was 1 in 5). */
+    fake_now = corral_value_expires_at(v) - 5000;
+    int n = 0;
+    for (int i = 0; i < 10000; i++)
+        n += corral_cache_early(c, v, 1.0);
+    CHECK_EQ_INT(n, 0);
+    corral_cache_free(c);
+}
+
 int
 main(void)
 {
@@ -1855,6 +1894,7 @@ main(void)
     RUN(test_refresh_through_tier);
     RUN(test_stale_if_error_retry_answers_at_once);
     RUN(test_stale_if_error_retry_through_tier);
+    RUN(test_fill_started_times_the_work);
     RUN(test_backoff_doubles_past_a_long_try);
     event_base_free(base);
     return 0;

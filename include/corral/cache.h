@@ -246,6 +246,11 @@ void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
  * failure of the key) sets that wait without growing the backoff. */
 void corral_fill_fail_retry(struct corral_fill *fill, int error,
                             const char *message, uint64_t retry_after_ms);
+/* The compute's own work (an upstream call, say) starts now: the value's
+ * fill_ms, the early refresh's delta, counts from here, not from when
+ * compute was called (a wait for a rate slot is not the work's time).
+ * Optional: without it, fill_ms counts from the compute's start. */
+void corral_fill_started(struct corral_fill *fill);
 /* Asks to be told if the cache gives up on this fill. Call from compute. */
 void corral_fill_on_abort(struct corral_fill *fill, corral_abort_cb *cb,
                           void *arg);

@@ -51,8 +51,9 @@ uint64_t corral_value_stored_at(const struct corral_value *v);
 uint64_t corral_value_expires_at(const struct corral_value *v);
 uint64_t corral_value_swr_ms(const struct corral_value *v);
 uint64_t corral_value_sie_ms(const struct corral_value *v);
-/* How long the fill that made v took, ms (0: not known, e.g. stored with
- * corral_set_with_strategy()); saturates at 65535. */
+/* How long the work of the fill that made v took, ms (from
+ * corral_fill_started(), else from the compute's start; 0: not known, e.g.
+ * stored with corral_set_with_strategy()); saturates at 65535. */
 uint64_t corral_value_fill_ms(const struct corral_value *v);
 
 /* Sets the freshness of a value not yet stored (a tier rebuilding a value it

@@ -1361,6 +1361,13 @@ corral_fill_fail_retry(struct corral_fill *f, int error, const char *message,
 }
 
 void
+corral_fill_started(struct corral_fill *f)
+{
+    if (!fill_given_up(f))
+        f->started_ms = corral_cache_now(f->cache);
+}
+
+void
 corral_fill_on_abort(struct corral_fill *f, corral_abort_cb *cb, void *arg)
 {
     f->abort_cb = cb;
