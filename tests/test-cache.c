@@ -1785,6 +1785,36 @@ test_stale_if_error_retry_through_tier(void)
     corral_fake_tier_free(t);
 }
 
+/* Issue 19 (8, 9): the callers of a failed fill learn when the key is
+ * tried again (an aggregate limits its lifetime by it), and a caller
+ * answered from the backoff is told so (source BACKOFF). */
+static void
+test_failure_carries_backoff(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 28000000;
+    struct compute cp;
+    compute_init(&cp, "down", 10);
+    cp.fail = -EIO;
+    struct waiter ws[3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        ask(c, "down", &cp, &ws[i], 5000);
+    wait_all(ws, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(ws[i].error, -EIO);
+        CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_NONE);
+        CHECK(ws[i].retry_after_ms >= 750 && ws[i].retry_after_ms <= 1000);
+    }
+    fake_now += 100;
+    struct waiter held = ask_once(c, "down", &cp);
+    CHECK_EQ_INT(held.error, -EIO);
+    CHECK_EQ_INT(held.source, CORRAL_SOURCE_BACKOFF);
+    CHECK_EQ_INT(held.retry_after_ms, ws[0].retry_after_ms - 100);
+    CHECK_EQ_INT(cp.calls, 1);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
 /* A try that takes longer than twice its backoff step (an upstream that
  * hangs until a 5 s timeout, steps from 1 s) failed after the key's
  * backoff was forgotten: the step never doubled, and a dead upstream was
@@ -1894,6 +1924,7 @@ main(void)
     RUN(test_refresh_through_tier);
     RUN(test_stale_if_error_retry_answers_at_once);
     RUN(test_stale_if_error_retry_through_tier);
+    RUN(test_failure_carries_backoff);
     RUN(test_fill_started_times_the_work);
     RUN(test_backoff_doubles_past_a_long_try);
     event_base_free(base);

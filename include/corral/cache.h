@@ -60,8 +60,9 @@ struct corral_result {
     const char *message; /* borrowed for the callback; "" when ok */
     enum corral_source source;
     struct corral_value *value; /* borrowed for the callback; NULL on error */
-    /* With an error: ms until asking again can help (the key backs off, or
-     * the compute said so with corral_fill_fail_retry()); 0 = unknown. */
+    /* With an error: ms until asking again can help (until the key's next
+     * try: its backoff, at least what the compute said with
+     * corral_fill_fail_retry()); 0 = unknown. */
     uint64_t retry_after_ms;
 };
 

@@ -324,6 +324,7 @@ fill_settle(struct corral_fill *f, int error, const char *message,
     } else {
         uint64_t wait = backoff_note(c, f->key, f->keylen, f->hash, error,
                                      message, f->retry_after_ms);
+        f->retry_after_ms = wait; /* its waiters may ask again by then */
         struct corral_outcome o = {.kind = CORRAL_OUTCOME_FAILED,
                                    .error = error,
                                    .message = message,
