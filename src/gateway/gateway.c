@@ -97,9 +97,34 @@ struct client {
 
 /* ---- answers ---- */
 
+/* Header lines an error answer of a route's cache carries: Cache-Status
+ * with detail (NULL: none), and Retry-After in whole seconds, rounded up
+ * (0 ms: none). Returns the end of what it wrote in out (room for 128;
+ * detail is one of the short words below). */
+static char *
+error_headers(char *out, const char *detail, uint64_t retry_after_ms)
+{
+    char *p = out;
+    if (detail != NULL) {
+        p = FMT_PUT(p, "Cache-Status: corral; fwd=miss; detail=");
+        p = fmt_put(p, detail, strlen(detail));
+        p = FMT_PUT(p, "\r\n");
+    }
+    if (retry_after_ms > 0) {
+        p = FMT_PUT(p, "Retry-After: ");
+        p = fmt_uint(p, (retry_after_ms + 999) / 1000);
+        p = FMT_PUT(p, "\r\n");
+    }
+    *p = '\0';
+    return p;
+}
+
+/* An error JSON body; with detail, an answer of the route's cache (see
+ * error_headers()). */
 static void
-respond_error_after(struct corral_request *req, int status, const char *error,
-                    const char *route, uint64_t retry_after_ms)
+respond_error_cached(struct corral_request *req, int status, const char *error,
+                     const char *route, const char *detail,
+                     uint64_t retry_after_ms)
 {
     char e[512], r[512], body[1200];
     fmt_json_escape(e, sizeof(e), error);
@@ -111,14 +136,11 @@ respond_error_after(struct corral_request *req, int status, const char *error,
     } else {
         n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", e);
     }
-    char extra[48];
+    char extra[128];
     if (status == 405)
         snprintf(extra, sizeof(extra), "Allow: GET, HEAD\r\n");
-    else if (retry_after_ms > 0) /* whole seconds, rounded up */
-        snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n",
-                 (unsigned long long)((retry_after_ms + 999) / 1000));
     else
-        extra[0] = '\0';
+        error_headers(extra, detail, retry_after_ms);
     corral_request_respond_simple(req, status, "application/json",
                                   extra[0] ? extra : NULL, body, (size_t)n);
 }
@@ -127,7 +149,26 @@ static void
 respond_error(struct corral_request *req, int status, const char *error,
               const char *route)
 {
-    respond_error_after(req, status, error, route, 0);
+    respond_error_cached(req, status, error, route, NULL, 0);
+}
+
+/* What Cache-Status says of a fill's error: remembered while the key
+ * backs off, or what made it. */
+static const char *
+error_detail(const struct corral_result *res)
+{
+    if (res->source == CORRAL_SOURCE_BACKOFF)
+        return "backoff";
+    switch (res->error) {
+    case -EBUSY: /* paused by its Retry-After, or over its rate */
+        return "upstream-busy";
+    case -EAGAIN:
+        return "too-many-waiters";
+    case -ECANCELED:
+        return "cancelled";
+    default:
+        return "upstream-error";
+    }
 }
 
 /* Does If-None-Match name this ETag (or "*")? Weak comparison, as RFC 9110
@@ -303,13 +344,16 @@ client_answered(const struct corral_result *res, void *arg)
             /* An aggregate whose every member failed: the message is the
              * body, each member null and its error listed. */
             count(cl->gen, cl->route, M_ERROR);
+            char extra[128];
+            error_headers(extra, error_detail(res), res->retry_after_ms);
             corral_request_respond_simple(cl->req, 502, "application/json",
-                                          NULL, res->message,
+                                          extra, res->message,
                                           strlen(res->message));
         } else {
             count(cl->gen, cl->route, M_ERROR);
-            respond_error_after(cl->req, corral_fill_error_status(res->error),
-                                res->message, route, res->retry_after_ms);
+            respond_error_cached(cl->req, corral_fill_error_status(res->error),
+                                 res->message, route, error_detail(res),
+                                 res->retry_after_ms);
         }
     }
     cl->gen->clients--;
