@@ -247,9 +247,12 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     uint64_t now = corral_cache_now(g->cache);
     int64_t left = corral_value_ttl_s(v, now);
     /* max-age is the whole lifetime: a cache downstream takes Age off it
-     * (RFC 9111 4.2), so the remaining ttl there would count age twice. */
+     * (RFC 9111 4.2), so the remaining ttl there would count age twice.
+     * A fresh value lives at least a second there: 0 would be "stale". */
     uint64_t lifetime =
         (corral_value_expires_at(v) - corral_value_stored_at(v)) / 1000;
+    if (lifetime == 0 && now < corral_value_expires_at(v))
+        lifetime = 1;
     /* A cached upstream 4xx (negative caching) has its own status line. */
     const char *head = corral_value_aux(v);
     bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';

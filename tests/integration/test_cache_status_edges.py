@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Issue 19 (9), the smaller HTTP points: 502/503/504 answers carried no
 Cache-Status, so a remembered error (backoff) looked like a fresh one; the
-502 of an aggregate whose every member failed had no Retry-After; and a
-value half a second stale said "ttl=-0"."""
+502 of an aggregate whose every member failed had no Retry-After; a value
+half a second stale said "ttl=-0"; and a TTL under 1 s (jitter on "1s")
+became "max-age=0" for a value that was fresh."""
 import time
 
 from harness import World, check, check_eq, done
@@ -84,6 +85,16 @@ r = a.get("/api/swr")
 check_eq(r.headers.get("cache-status"),
          "corral; hit; fwd=stale; ttl=-1; detail=revalidating",
          "swr: 0.3 s past expiry is ttl=-1, not -0")
+
+# ---- a TTL under 1 s is max-age=1 while fresh ----
+for i in range(5):
+    fresh = [a.get("/api/short") for _ in range(3)]
+    for r in fresh:
+        if r.headers["cache-status"].startswith(("corral; hit; ttl=",
+                                                 "corral; fwd=miss")):
+            check_eq(r.headers.get("cache-control"), "max-age=1",
+                     f"short: fresh, not max-age=0: {r.headers}")
+    time.sleep(1.0)
 
 for c in (a, b):
     check(c.alive(), "corral still running")
