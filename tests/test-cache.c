@@ -1889,6 +1889,52 @@ test_fill_started_times_the_work(void)
     corral_cache_free(c);
 }
 
+static bool
+refuse_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
+{
+    (*(int *)arg)++;
+    return memcmp(corral_value_body(v), "bad", 3) != 0;
+}
+
+/* Issue 19 (9): only-if-cached answers from L1 or L2 without a fill; a
+ * value read from L2 is served only when the caller's fit says so. */
+static void
+test_get_fit(void)
+{
+    fake_now = 30000000;
+    struct corral_fake_tier *t =
+        corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
+    struct corral_value *good = corral_value_new("g", 1, "good", 4, NULL, 0);
+    struct corral_value *bad = corral_value_new("b", 1, "bad", 3, NULL, 0);
+    corral_value_set_times(good, fake_now, fake_now + 10000, 0, 0);
+    corral_value_set_times(bad, fake_now, fake_now + 10000, 0, 0);
+    corral_fake_tier_remote_fill(t, good, 10000);
+    corral_fake_tier_remote_fill(t, bad, 10000);
+    corral_value_unref(good);
+    corral_value_unref(bad);
+    int asked = 0;
+    struct waiter wg = {0}, wb = {0}, wn = {0};
+    in_register++;
+    corral_get_fit(c, "g", 1, refuse_fit, &asked, waiter_cb, &wg);
+    corral_get_fit(c, "b", 1, refuse_fit, &asked, waiter_cb, &wb);
+    corral_get_fit(c, "n", 1, refuse_fit, &asked, waiter_cb, &wn);
+    in_register--;
+    run_for(20);
+    CHECK_EQ_INT(asked, 2);
+    CHECK_EQ_INT(wg.error, 0);
+    CHECK_EQ_INT(wg.source, CORRAL_SOURCE_L2);
+    CHECK_EQ_INT(wb.error, -ENOENT);
+    CHECK_EQ_INT(wn.error, -ENOENT);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.tier_rejects, 1);
+    CHECK_EQ_INT(st.fills_started, 0);
+    CHECK(corral_cache_peek(c, "b", 1) == NULL);
+    corral_cache_free(c);
+    corral_fake_tier_free(t);
+}
+
 int
 main(void)
 {
@@ -1926,6 +1972,7 @@ main(void)
     RUN(test_stale_if_error_retry_through_tier);
     RUN(test_failure_carries_backoff);
     RUN(test_fill_started_times_the_work);
+    RUN(test_get_fit);
     RUN(test_backoff_doubles_past_a_long_try);
     event_base_free(base);
     return 0;

@@ -127,6 +127,14 @@ struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
 typedef bool corral_fit_cb(const struct corral_value *v, uint64_t now_ms,
                               void *arg);
 
+/* corral_get() that takes a value from the tier below only when fit
+ * (may be NULL: every value is) says it is fit; else a counted miss
+ * (-ENOENT). fit_arg: borrowed, until the callback fires. */
+struct corral_waiter *corral_get_fit(struct corral_cache *c, const void *key,
+                                     size_t keylen, corral_fit_cb *fit,
+                                     void *fit_arg, corral_result_cb *cb,
+                                     void *arg);
+
 /* A fill starts (delta 1) or stops (-1) holding a compute's arg: arg
  * must stay valid from the one to the other, whatever the fill does
  * between (read the tier, wait on another instance, compute, or never

@@ -622,6 +622,11 @@ tier_get_done(struct corral_value *value, int error, void *arg)
     }
     TAILQ_REMOVE(&c->tier_waiters, w, link);
     uint64_t now = corral_cache_now(c);
+    if (value != NULL && w->fit != NULL && !w->fit(value, now, w->fit_arg)) {
+        c->stats.tier_rejects++;
+        corral_value_unref(value);
+        value = NULL;
+    }
     if (value && now < value->expires_at) {
         corral_l1_put(c->l1, value);
         c->stats.hits_l2++;
@@ -656,9 +661,19 @@ struct corral_waiter *
 corral_get(struct corral_cache *c, const void *key, size_t keylen,
            corral_result_cb *cb, void *arg)
 {
+    return corral_get_fit(c, key, keylen, NULL, NULL, cb, arg);
+}
+
+struct corral_waiter *
+corral_get_fit(struct corral_cache *c, const void *key, size_t keylen,
+               corral_fit_cb *fit, void *fit_arg, corral_result_cb *cb,
+               void *arg)
+{
     if (c->closing)
         return NULL;
     struct corral_waiter *w = corral_flight_waiter_new(c, cb, arg);
+    w->fit = fit;
+    w->fit_arg = fit_arg;
     struct corral_value *v =
         corral_l1_get(c->l1, key, keylen, corral_cache_now(c));
     if (v) {

@@ -34,6 +34,8 @@ struct corral_waiter {
     enum waiter_state state;
     bool leader;         /* started the fill */
     struct event *timer; /* W_TIER: how long the tier may take */
+    corral_fit_cb *fit;  /* W_TIER: is the tier's value fit (NULL: yes) */
+    void *fit_arg;
     /* result, when W_READY */
     int error;
     const char *message;

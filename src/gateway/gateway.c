@@ -92,7 +92,8 @@ struct client {
     struct corral_request *req;
     struct corral_waiter *waiter;
     size_t route;
-    bool gone; /* the connection closed: answer nothing */
+    bool gone;        /* the connection closed: answer nothing */
+    bool only_cached; /* only-if-cached: a stored value or 504, no fill */
 };
 
 /* ---- answers ---- */
@@ -343,6 +344,10 @@ client_answered(const struct corral_result *res, void *arg)
             respond_value(cl->g, cl->gen, cl->req, cl->route,
                           &cl->gen->cfg->routes[cl->route], res->value,
                           res->source);
+        } else if (cl->only_cached) {
+            count(cl->gen, cl->route, M_ERROR);
+            respond_error_cached(cl->req, 504, "not cached (only-if-cached)",
+                                 route, "only-if-cached", 0);
         } else if (res->error == -ENODATA) {
             /* An aggregate whose every member failed: the message is the
              * body, each member null and its error listed. */
@@ -398,6 +403,13 @@ fold_generation(const struct corral_gateway *g, const struct gen *gen,
     memcpy(m->key, pre, plen);
     m->keylen += plen;
     return true;
+}
+
+/* Is v, read from L2, fit to serve on the route arg? */
+static bool
+stored_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
+{
+    return corral_fill_fit(arg, v, now_ms);
 }
 
 static void
@@ -460,12 +472,19 @@ on_request(struct corral_request *req, void *arg)
     cl->req = req;
     cl->route = m.index;
     gen->clients++;
-    cl->waiter = agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index],
-                                            m.key, m.keylen, client_answered,
-                                            cl)
-                     : corral_route_fill_get(g->cache,
-                                             &gen->route_fill[m.index], &m,
-                                             client_answered, cl);
+    if (req->only_if_cached) {
+        /* RFC 9111 5.2.1.7: a value stored fresh (L1, L2), else 504;
+         * never a fill. */
+        cl->only_cached = true;
+        cl->waiter = corral_get_fit(g->cache, m.key, m.keylen, stored_fit,
+                                    (void *)m.route, client_answered, cl);
+    } else {
+        cl->waiter =
+            agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index], m.key,
+                                       m.keylen, client_answered, cl)
+                : corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m,
+                                        client_answered, cl);
+    }
     if (cl->waiter == NULL) {
         gen->clients--;
         free(cl);

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Issue 19 (9), the smaller HTTP points: 502/503/504 answers carried no
-Cache-Status, so a remembered error (backoff) looked like a fresh one; the
-502 of an aggregate whose every member failed had no Retry-After; a value
-half a second stale said "ttl=-0"; and a TTL under 1 s (jitter on "1s")
-became "max-age=0" for a value that was fresh."""
+"""Issue 19 (9), the smaller HTTP points: "Cache-Control: only-if-cached"
+on a miss answered after an upstream call instead of 504 without one
+(RFC 9111 5.2.1.7); 502/503/504 answers carried no Cache-Status, so a
+remembered error (backoff) looked like a fresh one; the 502 of an
+aggregate whose every member failed had no Retry-After; a value half a
+second stale said "ttl=-0"; and a TTL under 1 s (jitter on "1s") became
+"max-age=0" for a value that was fresh."""
 import time
 
 from harness import World, check, check_eq, done
@@ -32,6 +34,27 @@ LIMITS = {"backoff_min": "2s", "backoff_max": "4s"}
 l2 = {"redis": f"127.0.0.1:{redis.port}", "prefix": "edges:"}
 a, b = [w.start_corral({"upstreams": UPSTREAMS, "routes": ROUTES,
                         "limits": LIMITS, "l2": l2}) for _ in range(2)]
+OIC = {"Cache-Control": "max-age=0, Only-If-Cached"}
+
+# ---- only-if-cached ----
+r = a.get("/api/x/1", headers=OIC)
+check_eq(r.status, 504, "only-if-cached: a miss is 504")
+check_eq(r.headers.get("cache-status"), "corral; fwd=miss; detail=only-if-cached",
+         "only-if-cached: Cache-Status says why")
+check_eq(origin.total(), 0, "only-if-cached: no upstream call")
+check_eq(a.get("/api/x/1").status, 200, "a plain request fills")
+r = a.get("/api/x/1", headers=OIC)
+check_eq(r.status, 200, "only-if-cached: a hit in L1")
+check(r.headers["cache-status"].startswith("corral; hit; ttl="),
+      f"only-if-cached: from L1: {r.headers}")
+r = b.get("/api/x/1", headers=OIC)
+check_eq(r.status, 200, "only-if-cached: another instance reads L2")
+check(r.headers["cache-status"].endswith("; detail=l2"),
+      f"only-if-cached: from L2: {r.headers}")
+check_eq(origin.total(), 1, "only-if-cached: one call in all")
+r = a.get("/api/dash", headers=OIC)
+check_eq(r.status, 504, "only-if-cached: an aggregate's miss is 504")
+check_eq(origin.total(), 1, "only-if-cached: no member call either")
 
 # ---- upstream errors carry Cache-Status; a remembered one says so ----
 origin.behave("/dead/p", status=500)
