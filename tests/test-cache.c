@@ -1505,7 +1505,7 @@ test_stale_while_revalidate(void)
         CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE);
         CHECK(ws[i].value == old);
     }
-    CHECK_EQ_INT(corral_value_ttl_s(old, fake_now), 0); /* -0.5 s */
+    CHECK_EQ_INT(corral_value_ttl_s(old, fake_now), -1); /* -0.5 s */
     run_for(100);
     struct waiter fresh = {0};
     ask_with(c, "swr", &cp, &fresh, &swr_1s);
@@ -1559,7 +1559,7 @@ test_stale_if_error(void)
     }
     /* Backing off: stale at once, no call. */
     struct waiter held = ask_once(c, "sie", &cp);
-    CHECK_EQ_INT(held.source, CORRAL_SOURCE_STALE_ERROR);
+    CHECK_EQ_INT(held.source, CORRAL_SOURCE_BACKOFF);
     CHECK_EQ_INT(cp.calls, 2);
     /* Past the window: the error itself. */
     fake_now += 60000;
@@ -1798,6 +1798,293 @@ test_fill_done_capped(void)
     corral_cache_free(c);
 }
 
+/* Runs the loop until every waiter of ws has fired (bounded). */
+static void
+wait_all(struct waiter *ws, int n)
+{
+    for (int i = 0; i < 100000 && !all_fired(ws, n); i++)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK(all_fired(ws, n));
+}
+
+/* Issue 19 (3): inside stale_if_error, the try after each backoff step
+ * made its callers wait on it (a whole upstream timeout when it hangs),
+ * and the copy came out only once the try had failed again. While a
+ * failed key's try runs, its callers have the copy at once; the try
+ * answers nobody, and a failed try backs off again. */
+static void
+test_stale_if_error_retry_answers_at_once(void)
+{
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 1000, .sie_ms = 60000};
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 26000000;
+    struct compute cp;
+    compute_init(&cp, "sier", -1); /* answered by hand */
+    struct waiter first = {0};
+    ask_with(c, "sier", &cp, &first, &s);
+    compute_answer(&cp);
+    wait_all(&first, 1);
+    struct corral_value *old = corral_value_ref(first.value);
+    /* Expired; its first failure is news: its callers wait on it. */
+    fake_now += 2000;
+    cp.fail = -ETIMEDOUT;
+    struct waiter w1 = {0};
+    ask_with(c, "sier", &cp, &w1, &s);
+    run_for(5);
+    CHECK_EQ_INT(w1.fired, 0);
+    compute_answer(&cp);
+    wait_all(&w1, 1);
+    CHECK_EQ_INT(w1.source, CORRAL_SOURCE_STALE_ERROR);
+    CHECK_EQ_INT(cp.calls, 2);
+    /* Backing off: the copy, no call. */
+    struct waiter held = {0};
+    ask_with(c, "sier", &cp, &held, &s);
+    wait_all(&held, 1);
+    CHECK_EQ_INT(held.source, CORRAL_SOURCE_BACKOFF);
+    CHECK_EQ_INT(cp.calls, 2);
+    /* The step is over: the first caller starts the try, in the
+     * background, and every caller has the copy on the next turn. */
+    for (int step = 0; step < 3; step++) {
+        fake_now += 1000u << step; /* steps 1, 2, 4 s */
+        struct waiter ws[20] = {{0}};
+        for (int i = 0; i < 20; i++) {
+            ask_with(c, "sier", &cp, &ws[i], &s);
+            if (i == 9)
+                fake_now += 500; /* later callers, while it runs */
+        }
+        CHECK_EQ_INT(cp.calls, 3 + step);
+        CHECK(cp.fill != NULL && corral_fill_background(cp.fill));
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        for (int i = 0; i < 20; i++) {
+            CHECK_EQ_INT(ws[i].fired, 1);
+            CHECK_EQ_INT(ws[i].error, 0);
+            CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE_RETRY);
+            CHECK(ws[i].value == old);
+        }
+        compute_answer(&cp); /* fails again, answering nobody */
+        run_for(2);
+        struct waiter again = {0};
+        ask_with(c, "sier", &cp, &again, &s);
+        wait_all(&again, 1);
+        CHECK_EQ_INT(again.source, CORRAL_SOURCE_BACKOFF);
+        CHECK_EQ_INT(cp.calls, 3 + step);
+    }
+    /* The next try succeeds: later callers have the new value. */
+    fake_now += 8000;
+    cp.fail = 0;
+    struct waiter last = {0};
+    ask_with(c, "sier", &cp, &last, &s);
+    wait_all(&last, 1);
+    CHECK_EQ_INT(last.source, CORRAL_SOURCE_STALE_RETRY);
+    compute_answer(&cp);
+    run_for(2);
+    struct waiter fresh = {0};
+    ask_with(c, "sier", &cp, &fresh, &s);
+    wait_all(&fresh, 1);
+    CHECK_EQ_INT(fresh.source, CORRAL_SOURCE_L1);
+    CHECK(fresh.value != old);
+    CHECK_EQ_INT(cp.calls, 6);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.waiters_collapsed, 0);
+    corral_value_unref(old);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+/* Issue 19 (3), through a tier: L1 has no copy, the tier has one inside
+ * stale_if_error, and the key failed (here, another instance's failure
+ * was heard). The callers of its next try have the tier's copy as soon
+ * as the tier answers, not when the try ends. */
+static void
+test_stale_if_error_retry_through_tier(void)
+{
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 1000, .sie_ms = 60000};
+    fake_now = 27000000;
+    struct corral_fake_tier *t =
+        corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
+    struct corral_value *v = corral_value_new("tk", 2, "old", 3, NULL, 0);
+    corral_value_set_times(v, fake_now - 5000, fake_now - 4000, 0, 60000);
+    corral_fake_tier_remote_fill(t, v, 60000);
+    corral_value_unref(v);
+    corral_fake_tier_remote_fail(t, "tk", 2, -EIO, "down", 1000);
+    fake_now += 1000;
+    struct compute cp;
+    compute_init(&cp, "tk", -1);
+    struct waiter ws[5] = {{0}};
+    for (int i = 0; i < 5; i++)
+        ask_with(c, "tk", &cp, &ws[i], &s);
+    run_for(30);
+    CHECK_EQ_INT(cp.calls, 1); /* the try runs */
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ_INT(ws[i].fired, 1);
+        CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE_RETRY);
+        CHECK(ws[i].value != NULL &&
+              memcmp(corral_value_body(ws[i].value), "old", 3) == 0);
+    }
+    compute_answer(&cp);
+    run_for(5);
+    struct corral_value *nv = corral_cache_peek(c, "tk", 2);
+    CHECK(nv != NULL && memcmp(corral_value_body(nv), "tk", 2) == 0);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(t);
+}
+
+/* Issue 19 (8, 9): the callers of a failed fill learn when the key is
+ * tried again (an aggregate limits its lifetime by it), and a caller
+ * answered from the backoff is told so (source BACKOFF). */
+static void
+test_failure_carries_backoff(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 28000000;
+    struct compute cp;
+    compute_init(&cp, "down", 10);
+    cp.fail = -EIO;
+    struct waiter ws[3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        ask(c, "down", &cp, &ws[i], 5000);
+    wait_all(ws, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(ws[i].error, -EIO);
+        CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_NONE);
+        CHECK(ws[i].retry_after_ms >= 750 && ws[i].retry_after_ms <= 1000);
+    }
+    fake_now += 100;
+    struct waiter held = ask_once(c, "down", &cp);
+    CHECK_EQ_INT(held.error, -EIO);
+    CHECK_EQ_INT(held.source, CORRAL_SOURCE_BACKOFF);
+    CHECK_EQ_INT(held.retry_after_ms, ws[0].retry_after_ms - 100);
+    CHECK_EQ_INT(cp.calls, 1);
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+/* A try that takes longer than twice its backoff step (an upstream that
+ * hangs until a 5 s timeout, steps from 1 s) failed after the key's
+ * backoff was forgotten: the step never doubled, and a dead upstream was
+ * called every timeout plus a second for ever. */
+static void
+test_backoff_doubles_past_a_long_try(void)
+{
+    struct corral_cache_options o = {
+        .clock = fake_clock, .backoff_min_ms = 1000, .backoff_max_ms = 8000};
+    struct corral_cache *c = corral_cache_new(base, &o);
+    fake_now = 31000000;
+    struct compute cp;
+    compute_init(&cp, "slowdead", -1);
+    cp.fail = -ETIMEDOUT;
+    uint64_t steps[] = {1000, 2000, 4000, 8000};
+    for (int i = 0; i < 4; i++) {
+        struct waiter w = {0};
+        ask(c, "slowdead", &cp, &w, 20000);
+        CHECK_EQ_INT(cp.calls, i + 1);
+        fake_now += 5000; /* the upstream's timeout */
+        compute_answer(&cp);
+        wait_all(&w, 1);
+        CHECK_EQ_INT(w.error, -ETIMEDOUT);
+        struct waiter held = {0}; /* from the backoff: its wait */
+        ask(c, "slowdead", &cp, &held, 20000);
+        wait_all(&held, 1);
+        CHECK_EQ_INT(cp.calls, i + 1);
+        CHECK(held.retry_after_ms <= steps[i] &&
+              held.retry_after_ms >= steps[i] * 3 / 4);
+        fake_now += held.retry_after_ms;
+    }
+    compute_finish(&cp);
+    corral_cache_free(c);
+}
+
+static void
+hold_fill_fn(struct corral_fill *fill, const char *key, size_t keylen,
+             void *arg)
+{
+    *(struct corral_fill **)arg = fill;
+}
+
+/* Issue 19 (6): a fill queued 3.1 s for a rate slot stored a fill_ms of
+ * 3.1 s, and XFetch refreshed the key early again and again. fill_ms is
+ * the work's own time, from corral_fill_started(). */
+static void
+test_fill_started_times_the_work(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    fake_now = 29000000;
+    static const struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 8000, .beta = 1.0};
+    struct corral_fill *fill = NULL;
+    const struct corral_compute how = {.fn = hold_fill_fn, .arg = &fill};
+    struct waiter w = {0};
+    corral_get_or_compute(c, "q", 1, &s, 0, &how, waiter_cb, &w);
+    CHECK(fill != NULL);
+    fake_now += 3100; /* waiting for a slot */
+    corral_fill_started(fill);
+    fake_now += 5; /* the upstream's own time */
+    corral_fill_done(fill, corral_value_new("q", 1, "1", 1, NULL, 0));
+    wait_all(&w, 1);
+    CHECK_EQ_INT(w.source, CORRAL_SOURCE_STORED);
+    CHECK_EQ_INT(corral_value_fill_ms(w.value), 5);
+    struct corral_value *v = corral_cache_peek(c, "q", 1);
+    /* 5 s before expiry: never early (with 3.1 s it was 1 in 5). */
+    fake_now = corral_value_expires_at(v) - 5000;
+    int n = 0;
+    for (int i = 0; i < 10000; i++)
+        n += corral_cache_early(c, v, 1.0);
+    CHECK_EQ_INT(n, 0);
+    corral_cache_free(c);
+}
+
+static bool
+refuse_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
+{
+    (*(int *)arg)++;
+    return memcmp(corral_value_body(v), "bad", 3) != 0;
+}
+
+/* Issue 19 (9): only-if-cached answers from L1 or L2 without a fill; a
+ * value read from L2 is served only when the caller's fit says so. */
+static void
+test_get_fit(void)
+{
+    fake_now = 30000000;
+    struct corral_fake_tier *t =
+        corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
+    struct corral_value *good = corral_value_new("g", 1, "good", 4, NULL, 0);
+    struct corral_value *bad = corral_value_new("b", 1, "bad", 3, NULL, 0);
+    corral_value_set_times(good, fake_now, fake_now + 10000, 0, 0);
+    corral_value_set_times(bad, fake_now, fake_now + 10000, 0, 0);
+    corral_fake_tier_remote_fill(t, good, 10000);
+    corral_fake_tier_remote_fill(t, bad, 10000);
+    corral_value_unref(good);
+    corral_value_unref(bad);
+    int asked = 0;
+    struct waiter wg = {0}, wb = {0}, wn = {0};
+    in_register++;
+    corral_get_fit(c, "g", 1, refuse_fit, &asked, waiter_cb, &wg);
+    corral_get_fit(c, "b", 1, refuse_fit, &asked, waiter_cb, &wb);
+    corral_get_fit(c, "n", 1, refuse_fit, &asked, waiter_cb, &wn);
+    in_register--;
+    run_for(20);
+    CHECK_EQ_INT(asked, 2);
+    CHECK_EQ_INT(wg.error, 0);
+    CHECK_EQ_INT(wg.source, CORRAL_SOURCE_L2);
+    CHECK_EQ_INT(wb.error, -ENOENT);
+    CHECK_EQ_INT(wn.error, -ENOENT);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.tier_rejects, 1);
+    CHECK_EQ_INT(st.fills_started, 0);
+    CHECK(corral_cache_peek(c, "b", 1) == NULL);
+    corral_cache_free(c);
+    corral_fake_tier_free(t);
+}
+
+
 int
 main(void)
 {
@@ -1824,6 +2111,12 @@ main(void)
     RUN(test_fleet_resync);
     RUN(test_fleet_unfit_and_unknown);
     RUN(test_hold);
+    RUN(test_stale_if_error_retry_answers_at_once);
+    RUN(test_stale_if_error_retry_through_tier);
+    RUN(test_failure_carries_backoff);
+    RUN(test_fill_started_times_the_work);
+    RUN(test_get_fit);
+    RUN(test_backoff_doubles_past_a_long_try);
     RUN(test_ttl_jitter);
     RUN(test_backoff);
     RUN(test_backoff_retry_after);

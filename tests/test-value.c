@@ -77,10 +77,28 @@ test_bounds_and_refs(void)
     corral_value_unref(NULL);
 }
 
+/* Issue 19: a value 0.5 s past expiry said "ttl=-0", as if fresh to the
+ * second. Expired is at least one second past. */
+static void
+test_stale_ttl_never_minus_zero(void)
+{
+    struct corral_value *v = corral_value_new("k", 1, "x", 1, NULL, 0);
+    corral_value_stamp(v, 10000, 1000, 0, 30000);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 10999), 0); /* fresh: 1 ms left */
+    CHECK_EQ_INT(corral_value_ttl_s(v, 11000), -1);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 11500), -1);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 11999), -1);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 12000), -1);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 12999), -1);
+    CHECK_EQ_INT(corral_value_ttl_s(v, 13000), -2);
+    corral_value_unref(v);
+}
+
 int
 main(void)
 {
     RUN(test_layout);
+    RUN(test_stale_ttl_never_minus_zero);
     RUN(test_etag);
     RUN(test_bounds_and_refs);
     return 0;

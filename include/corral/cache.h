@@ -24,7 +24,9 @@ struct corral_waiter; /* opaque: one caller waiting for a result */
 
 /* Where a result came from. */
 enum corral_source {
-    CORRAL_SOURCE_NONE = 0,  /* an error, or a miss of corral_get() */
+    /* An error (but one a backing-off key remembers: BACKOFF), or a miss
+     * of corral_get(). */
+    CORRAL_SOURCE_NONE = 0,
     CORRAL_SOURCE_L1,        /* fresh in L1 */
     CORRAL_SOURCE_L2,        /* found in the tier below, promoted to L1 */
     CORRAL_SOURCE_STORED,    /* the caller whose miss started the fill */
@@ -32,12 +34,23 @@ enum corral_source {
     /* Expired, inside its stale-while-revalidate window: answered at once
      * while one background refresh runs. */
     CORRAL_SOURCE_STALE,
-    /* Expired, answered because the fill failed or the key is backing off
-     * (inside its stale-if-error window, or any value kept while backing
-     * off). */
+    /* Expired, inside its stale-if-error window: answered because the
+     * fill failed. */
     CORRAL_SOURCE_STALE_ERROR,
+    /* Expired, inside its stale-if-error window: the key's last fill
+     * failed and its next try runs (in any state: reading the tier,
+     * waiting on another instance, computing). Answered at once; that try
+     * answers nobody who got this. */
+    CORRAL_SOURCE_STALE_RETRY,
+    /* The key backs off after a failed fill: with a value, an expired one
+     * L1 keeps (any of its stale windows); with an error, the one the
+     * fill ended with. */
+    CORRAL_SOURCE_BACKOFF,
 };
 const char *corral_source_name(enum corral_source source);
+/* Is a value answered from source past its expiry? (STALE, STALE_ERROR,
+ * STALE_RETRY, and BACKOFF with a value.) */
+bool corral_source_stale(enum corral_source source);
 
 struct corral_result {
     /* 0; -ENOENT (corral_get miss); -ETIMEDOUT (fill deadline); -ECANCELED
@@ -47,8 +60,9 @@ struct corral_result {
     const char *message; /* borrowed for the callback; "" when ok */
     enum corral_source source;
     struct corral_value *value; /* borrowed for the callback; NULL on error */
-    /* With an error: ms until asking again can help (the key backs off, or
-     * the compute said so with corral_fill_fail_retry()); 0 = unknown. */
+    /* With an error: ms until asking again can help (until the key's next
+     * try: its backoff, at least what the compute said with
+     * corral_fill_fail_retry()); 0 = unknown. */
     uint64_t retry_after_ms;
 };
 
@@ -113,6 +127,14 @@ struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
 typedef bool corral_fit_cb(const struct corral_value *v, uint64_t now_ms,
                               void *arg);
 
+/* corral_get() that takes a value from the tier below only when fit
+ * (may be NULL: every value is) says it is fit; else a counted miss
+ * (-ENOENT). fit_arg: borrowed, until the callback fires. */
+struct corral_waiter *corral_get_fit(struct corral_cache *c, const void *key,
+                                     size_t keylen, corral_fit_cb *fit,
+                                     void *fit_arg, corral_result_cb *cb,
+                                     void *arg);
+
 /* A fill starts (delta 1) or stops (-1) holding a compute's arg: arg
  * must stay valid from the one to the other, whatever the fill does
  * between (read the tier, wait on another instance, compute, or never
@@ -138,7 +160,10 @@ struct corral_compute {
  * answered at once (CORRAL_SOURCE_STALE) while one background refresh
  * runs; a fresh one may start an early refresh (strategy->beta). A key
  * whose last fill failed answers from its backoff (see the options) until
- * its next try. strategy and compute: borrowed, copied. fill_timeout_ms: the deadline
+ * its next try; while that try runs, an expired value inside its
+ * stale-if-error window is answered at once (CORRAL_SOURCE_STALE_RETRY).
+ * No caller waits on a fill while L1 keeps such a copy. strategy and
+ * compute: borrowed, copied. fill_timeout_ms: the deadline
  * of a fill this call starts (0 = the cache's). Returns the waiter, valid
  * until its callback fires; NULL only while the cache is being freed, as
  * for corral_get(). */
@@ -247,6 +272,11 @@ void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
  * failure of the key) sets that wait without growing the backoff. */
 void corral_fill_fail_retry(struct corral_fill *fill, int error,
                             const char *message, uint64_t retry_after_ms);
+/* The compute's own work (an upstream call, say) starts now: the value's
+ * fill_ms, the early refresh's delta, counts from here, not from when
+ * compute was called (a wait for a rate slot is not the work's time).
+ * Optional: without it, fill_ms counts from the compute's start. */
+void corral_fill_started(struct corral_fill *fill);
 /* Asks to be told if the cache gives up on this fill. Call from compute. */
 void corral_fill_on_abort(struct corral_fill *fill, corral_abort_cb *cb,
                           void *arg);
@@ -280,7 +310,8 @@ struct corral_stats {
     uint64_t tier_resyncs_lost; /* L1 dropped: the tier missed purges */
     uint64_t waiters_cancelled;
     uint64_t stale_hits;   /* stale answers while a refresh runs */
-    uint64_t stale_errors; /* stale answers instead of an error */
+    uint64_t stale_errors; /* stale answers instead of an error, or
+                            * instead of waiting on a failed key's try */
     uint64_t refreshes;    /* background fills started (stale, early) */
     uint64_t early_refreshes; /* of refreshes, started early by a hit */
     uint64_t backoffs;     /* failed fills that set a key's backoff */

@@ -52,8 +52,9 @@ uint64_t corral_value_stored_at(const struct corral_value *v);
 uint64_t corral_value_expires_at(const struct corral_value *v);
 uint64_t corral_value_swr_ms(const struct corral_value *v);
 uint64_t corral_value_sie_ms(const struct corral_value *v);
-/* How long the fill that made v took, ms (0: not known, e.g. stored with
- * corral_set_with_strategy()); saturates at 65535. */
+/* How long the work of the fill that made v took, ms (from
+ * corral_fill_started(), else from the compute's start; 0: not known, e.g.
+ * stored with corral_set_with_strategy()); saturates at 65535. */
 uint64_t corral_value_fill_ms(const struct corral_value *v);
 /* True for a value its fill answered with corral_fill_done_nostore():
  * handed to that fill's callers and kept nowhere, its lifetime 0 (stored
@@ -66,8 +67,10 @@ int corral_value_set_times(struct corral_value *v, uint64_t stored_at_ms,
                            uint64_t expires_at_ms, uint64_t swr_ms,
                            uint64_t sie_ms);
 
-/* Seconds of freshness left at now_ms (negative once expired), and the age
- * in whole seconds, as Cache-Status "ttl=" and the Age header want them. */
+/* Whole seconds of freshness left at now_ms, and once expired minus the
+ * whole seconds past expiry, at least 1 (never "-0": expired is
+ * negative); and the age in whole seconds: as Cache-Status "ttl=" and the
+ * Age header want them. */
 int64_t corral_value_ttl_s(const struct corral_value *v, uint64_t now_ms);
 uint64_t corral_value_age_s(const struct corral_value *v, uint64_t now_ms);
 

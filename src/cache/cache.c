@@ -27,7 +27,7 @@
  * one long after starts again from the smallest. */
 struct backoff {
     struct backoff *hnext;
-    TAILQ_ENTRY(backoff) link; /* by last failure, oldest first */
+    TAILQ_ENTRY(backoff) link; /* by last failure or try, oldest first */
     uint64_t hash;
     uint64_t until;     /* ms: no fill before */
     uint64_t forget_at; /* ms: dropped after */
@@ -74,14 +74,25 @@ static const char *const source_names[] = {
     [CORRAL_SOURCE_COLLAPSED] = "collapsed",
     [CORRAL_SOURCE_STALE] = "stale",
     [CORRAL_SOURCE_STALE_ERROR] = "stale-error",
+    [CORRAL_SOURCE_STALE_RETRY] = "stale-retry",
+    [CORRAL_SOURCE_BACKOFF] = "backoff",
 };
 
 const char *
 corral_source_name(enum corral_source source)
 {
-    if ((unsigned)source > CORRAL_SOURCE_STALE_ERROR)
+    if ((unsigned)source > CORRAL_SOURCE_BACKOFF)
         return "unknown";
     return source_names[source];
+}
+
+bool
+corral_source_stale(enum corral_source source)
+{
+    return source == CORRAL_SOURCE_STALE ||
+           source == CORRAL_SOURCE_STALE_ERROR ||
+           source == CORRAL_SOURCE_STALE_RETRY ||
+           source == CORRAL_SOURCE_BACKOFF;
 }
 
 /* ---- clock ---- */
@@ -225,6 +236,20 @@ backoff_note(struct corral_cache *c, const void *key, size_t keylen,
     return wait;
 }
 
+/* A try of b's key runs and may fail as late as at: its failure comes
+ * soon after the try however long that took, so b is kept until then (and
+ * its step doubles). */
+static void
+backoff_keep(struct corral_cache *c, struct backoff *b, uint64_t at)
+{
+    uint64_t keep = at + 2 * b->step_ms;
+    if (b->forget_at >= keep)
+        return;
+    b->forget_at = keep;
+    TAILQ_REMOVE(&c->bo_list, b, link);
+    TAILQ_INSERT_TAIL(&c->bo_list, b, link);
+}
+
 static void
 backoff_sweep(struct corral_cache *c, uint64_t now)
 {
@@ -300,6 +325,7 @@ fill_settle(struct corral_fill *f, int error, const char *message,
     } else {
         uint64_t wait = backoff_note(c, f->key, f->keylen, f->hash, error,
                                      message, f->retry_after_ms);
+        f->retry_after_ms = wait; /* its waiters may ask again by then */
         struct corral_outcome o = {.kind = CORRAL_OUTCOME_FAILED,
                                    .error = error,
                                    .message = message,
@@ -603,6 +629,11 @@ tier_get_done(struct corral_value *value, int error, void *arg)
     }
     TAILQ_REMOVE(&c->tier_waiters, w, link);
     uint64_t now = corral_cache_now(c);
+    if (value != NULL && w->fit != NULL && !w->fit(value, now, w->fit_arg)) {
+        c->stats.tier_rejects++;
+        corral_value_unref(value);
+        value = NULL;
+    }
     if (value && now < value->expires_at) {
         corral_l1_put(c->l1, value);
         c->stats.hits_l2++;
@@ -637,9 +668,19 @@ struct corral_waiter *
 corral_get(struct corral_cache *c, const void *key, size_t keylen,
            corral_result_cb *cb, void *arg)
 {
+    return corral_get_fit(c, key, keylen, NULL, NULL, cb, arg);
+}
+
+struct corral_waiter *
+corral_get_fit(struct corral_cache *c, const void *key, size_t keylen,
+               corral_fit_cb *fit, void *fit_arg, corral_result_cb *cb,
+               void *arg)
+{
     if (c->closing)
         return NULL;
     struct corral_waiter *w = corral_flight_waiter_new(c, cb, arg);
+    w->fit = fit;
+    w->fit_arg = fit_arg;
     struct corral_value *v =
         corral_l1_get(c->l1, key, keylen, corral_cache_now(c));
     if (v) {
@@ -749,8 +790,9 @@ wait_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A copy past its expiry that the tier still keeps for its stale windows:
- * L1 keeps it too, and inside stale-while-revalidate the callers have it
- * now while this fill goes on as a refresh. Takes the reference. */
+ * L1 keeps it too, and inside stale-while-revalidate (or stale-if-error,
+ * when this fill retries a failed key) the callers have it now while this
+ * fill goes on as a refresh. Takes the reference. */
 static void
 take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
 {
@@ -762,6 +804,10 @@ take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
         if (now < value->expires_at + value->swr_ms) {
             c->stats.stale_hits += f->nwaiters;
             corral_flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
+        } else if (f->retry && now < value->expires_at + value->sie_ms) {
+            c->stats.stale_errors += f->nwaiters;
+            corral_flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE_RETRY,
+                                     value);
         }
         f->refresh = true;
         f->refresh_of = value->stored_at;
@@ -956,6 +1002,11 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
         abort();
     uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
     f->timeout_ms = ms;
+    uint64_t now = corral_cache_now(c);
+    struct backoff *b = backoff_find(c, key, keylen, h, now);
+    f->retry = b != NULL;
+    if (b != NULL) /* a remote wait may double the deadline */
+        backoff_keep(c, b, now + 2 * ms);
     struct timeval tv = corral_ms_to_tv(ms);
     evtimer_add(f->deadline, &tv);
     corral_flight_add(&c->fl, slot, f);
@@ -1044,12 +1095,12 @@ answer_backoff(struct corral_cache *c, struct corral_waiter *w,
     c->stats.backoff_answers++;
     if (stale != NULL) {
         c->stats.stale_errors++;
-        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_ERROR, stale);
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_BACKOFF, stale);
         return;
     }
     w->owned = xstrndup(b->message, strlen(b->message));
     w->retry_after_ms = b->until - now;
-    corral_flight_ready(&c->fl, w, b->error, w->owned, CORRAL_SOURCE_NONE,
+    corral_flight_ready(&c->fl, w, b->error, w->owned, CORRAL_SOURCE_BACKOFF,
                         NULL);
 }
 
@@ -1085,6 +1136,9 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
     /* Expired, but L1 keeps it for a stale window. */
     struct corral_value *stale = corral_l1_find(c->l1, key, keylen);
     struct backoff *b = f ? NULL : backoff_find(c, key, keylen, h, now);
+    /* The key's last fill failed: the fill running is its next try, or
+     * the next try is due (or not yet: backing off). */
+    bool failed = f ? f->retry : b != NULL;
     if (b != NULL && now >= b->until)
         b = NULL; /* its next try is due: this fill */
     if (stale && now < stale->expires_at + stale->swr_ms) {
@@ -1095,6 +1149,18 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
         }
         c->stats.stale_hits++;
         corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE, stale);
+        if (f == NULL)
+            fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
+                       compute, NULL);
+        return w;
+    }
+    if (stale && failed && b == NULL &&
+        now < stale->expires_at + stale->sie_ms) {
+        /* Stale-if-error holds while the failed key is tried again: the
+         * copy now, and the try (started here if due) in the background. */
+        c->stats.misses++;
+        c->stats.stale_errors++;
+        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_RETRY, stale);
         if (f == NULL)
             fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
                        compute, NULL);
@@ -1358,6 +1424,13 @@ corral_fill_fail_retry(struct corral_fill *f, int error, const char *message,
     f->retry_after_ms = retry_after_ms;
     f->cache->stats.fills_failed++;
     fill_settle(f, error < 0 ? error : -EIO, message, NULL);
+}
+
+void
+corral_fill_started(struct corral_fill *f)
+{
+    if (!fill_given_up(f))
+        f->started_ms = corral_cache_now(f->cache);
 }
 
 void

@@ -166,7 +166,7 @@ corral_flight_fire(struct corral_waiter *w, int error, const char *message,
     struct corral_result res = {
         .error = error,
         .message = message ? message : "",
-        .source = error ? CORRAL_SOURCE_NONE : source,
+        .source = source,
         .value = error ? NULL : value,
         .retry_after_ms = error ? w->retry_after_ms : 0,
     };
@@ -208,11 +208,12 @@ fan_out(struct corral_flight *fl, struct corral_fill *f)
 
     /* Pop one at a time: a callback may cancel the waiters still listed. */
     while ((w = pop(&f->waiters, &f->nwaiters)) != NULL) {
-        enum corral_source src = f->stale_served ? CORRAL_SOURCE_STALE_ERROR
-                                 : f->remote      ? CORRAL_SOURCE_COLLAPSED
-                                 : f->from_tier   ? CORRAL_SOURCE_L2
-                                 : w->leader      ? CORRAL_SOURCE_STORED
-                                                  : CORRAL_SOURCE_COLLAPSED;
+        enum corral_source src = f->error          ? CORRAL_SOURCE_NONE
+                                 : f->stale_served ? CORRAL_SOURCE_STALE_ERROR
+                                 : f->remote       ? CORRAL_SOURCE_COLLAPSED
+                                 : f->from_tier    ? CORRAL_SOURCE_L2
+                                 : w->leader       ? CORRAL_SOURCE_STORED
+                                                   : CORRAL_SOURCE_COLLAPSED;
         w->fill = NULL;
         w->state = W_FIRING;
         w->retry_after_ms = f->retry_after_ms;

@@ -34,6 +34,8 @@ struct corral_waiter {
     enum waiter_state state;
     bool leader;         /* started the fill */
     struct event *timer; /* W_TIER: how long the tier may take */
+    corral_fit_cb *fit;  /* W_TIER: is the tier's value fit (NULL: yes) */
+    void *fit_arg;
     /* result, when W_READY */
     int error;
     const char *message;
@@ -75,6 +77,9 @@ struct corral_fill {
     bool refresh;        /* replaces a value L1 has: a tier value must be
                           * newer than refresh_of to count */
     bool stale_served;   /* failed, answered with a stale value instead */
+    bool retry;          /* the key's last fill failed: this is its next
+                          * try, and a copy inside its stale-if-error
+                          * window answers instead of waiting on it */
     uint64_t refresh_of; /* stored_at of the value it replaces */
     uint64_t started_ms; /* when compute started, for the value's fill_ms */
     uint64_t asked_ms;   /* when the tier was last asked */
@@ -170,7 +175,8 @@ void corral_flight_answer_all(struct corral_flight *fl, struct corral_fill *f,
                               enum corral_source source,
                               struct corral_value *value);
 
-/* Calls w's callback (w->retry_after_ms goes with an error). */
+/* Calls w's callback (w->retry_after_ms goes with an error; source too,
+ * which is NONE but for an error a backoff remembers). */
 void corral_flight_fire(struct corral_waiter *w, int error, const char *message,
                         enum corral_source source, struct corral_value *value);
 

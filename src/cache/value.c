@@ -195,7 +195,10 @@ corral_value_stamp(struct corral_value *v, uint64_t now_ms, uint64_t ttl_ms,
 int64_t
 corral_value_ttl_s(const struct corral_value *v, uint64_t now_ms)
 {
-    return ((int64_t)v->expires_at - (int64_t)now_ms) / 1000;
+    if (now_ms < v->expires_at)
+        return (int64_t)((v->expires_at - now_ms) / 1000);
+    uint64_t past = (now_ms - v->expires_at) / 1000;
+    return -(int64_t)(past > 0 ? past : 1);
 }
 
 uint64_t

@@ -101,7 +101,7 @@ assemble(struct asm_job *job)
     struct buf body = {0}, errors = {0}, stale = {0};
     uint64_t now = corral_cache_now(job->cache);
     uint64_t ttl = corral_strategy_ttl_ms(&route->strategy);
-    uint64_t retry = 0;
+    uint64_t retry = 0; /* the soonest a failed member is tried again */
     size_t ok = 0;
     bool pass = false; /* a member must not be stored: nor may this */
 
@@ -140,8 +140,10 @@ assemble(struct asm_job *job)
         puts_(&errors, st);
         put_json_str(&errors, s->message ? s->message : "");
         puts_(&errors, "}");
-        if (s->retry_ms > retry)
-            retry = s->retry_ms;
+        /* Not known: again in a second, as for a stale member. */
+        uint64_t r = s->retry_ms > 0 ? s->retry_ms : 1000;
+        if (retry == 0 || r < retry)
+            retry = r;
     }
     if (errors.len > 0) {
         puts_(&body, ",\"errors\":{");
@@ -161,6 +163,10 @@ assemble(struct asm_job *job)
                      stale.p);
         struct corral_value *v = corral_fill_render(
             key, keylen, body.p, body.len, "application/json", 200, extra);
+        /* A failed member's next try may bring it back: this answer
+         * lives no longer than that. */
+        if (retry > 0 && retry < ttl)
+            ttl = retry;
         if (v == NULL)
             corral_fill_fail(fill, -EBADMSG, "aggregate too large to cache");
         else if (pass)
@@ -195,10 +201,13 @@ member_done(const struct corral_result *res, void *arg)
             char msg[64];
             snprintf(msg, sizeof(msg), "upstream answered %d", status);
             s->message = xstrndup(msg, strlen(msg));
+            /* Kept for its own short time: asked again once it is gone. */
+            uint64_t now = corral_cache_now(job->cache);
+            uint64_t exp = corral_value_expires_at(res->value);
+            s->retry_ms = exp > now ? exp - now : 1;
         } else {
             s->value = corral_value_ref(res->value);
-            s->stale = res->source == CORRAL_SOURCE_STALE ||
-                       res->source == CORRAL_SOURCE_STALE_ERROR;
+            s->stale = corral_source_stale(res->source);
         }
     } else {
         s->status = corral_fill_error_status(res->error);

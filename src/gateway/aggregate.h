@@ -12,9 +12,12 @@
  * JSON body to answer with 502. A stale member is used; its name goes in
  * a "Corral-Stale-Members" header. The assembled value lives no longer
  * than the earliest member's freshness (at least 1 s, so a stale member's
- * refresh is picked up a second later) and the aggregate's own strategy:
- * a member refreshed early leaves the dashboard stale no longer than its
- * old value would have lived. */
+ * refresh is picked up a second later), than a failed member's next try
+ * (its backoff, the retry_after_ms of its error; a cached 4xx: until that
+ * expires), and than the aggregate's own strategy: a member refreshed
+ * early leaves the dashboard stale no longer than its old value would
+ * have lived, and one that recovers shows in the next answer. When every
+ * member failed, the error carries the soonest of their next tries. */
 #ifndef CORRAL_AGGREGATE_H
 #define CORRAL_AGGREGATE_H
 

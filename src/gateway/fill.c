@@ -411,6 +411,7 @@ job_fetch(struct job *job, uint64_t timeout_ms)
 {
     size_t len;
     const char *path = corral_fill_data(job->fill, &len);
+    corral_fill_started(job->fill); /* fill_ms: the upstream's time only */
     job->fetch = corral_fetch_get_within(job->rf->upstream, path, timeout_ms,
                                          job_fetched, job);
     if (job->fetch == NULL) {

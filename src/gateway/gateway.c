@@ -100,14 +100,40 @@ struct client {
     struct corral_request *req;
     struct corral_waiter *waiter;
     size_t route;
-    bool gone; /* the connection closed: answer nothing */
+    bool gone;        /* the connection closed: answer nothing */
+    bool only_cached; /* only-if-cached: a stored value or 504, no fill */
 };
 
 /* ---- answers ---- */
 
+/* Header lines an error answer of a route's cache carries: Cache-Status
+ * with detail (NULL: none), and Retry-After in whole seconds, rounded up
+ * (0 ms: none). Returns the end of what it wrote in out (room for 128;
+ * detail is one of the short words below). */
+static char *
+error_headers(char *out, const char *detail, uint64_t retry_after_ms)
+{
+    char *p = out;
+    if (detail != NULL) {
+        p = FMT_PUT(p, "Cache-Status: corral; fwd=miss; detail=");
+        p = fmt_put(p, detail, strlen(detail));
+        p = FMT_PUT(p, "\r\n");
+    }
+    if (retry_after_ms > 0) {
+        p = FMT_PUT(p, "Retry-After: ");
+        p = fmt_uint(p, (retry_after_ms + 999) / 1000);
+        p = FMT_PUT(p, "\r\n");
+    }
+    *p = '\0';
+    return p;
+}
+
+/* An error JSON body; with detail, an answer of the route's cache (see
+ * error_headers()). */
 static void
-respond_error_after(struct corral_request *req, int status, const char *error,
-                    const char *route, uint64_t retry_after_ms)
+respond_error_cached(struct corral_request *req, int status, const char *error,
+                     const char *route, const char *detail,
+                     uint64_t retry_after_ms)
 {
     char e[512], r[512], body[1200];
     fmt_json_escape(e, sizeof(e), error);
@@ -119,14 +145,11 @@ respond_error_after(struct corral_request *req, int status, const char *error,
     } else {
         n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", e);
     }
-    char extra[48];
+    char extra[128];
     if (status == 405)
         snprintf(extra, sizeof(extra), "Allow: GET, HEAD\r\n");
-    else if (retry_after_ms > 0) /* whole seconds, rounded up */
-        snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n",
-                 (unsigned long long)((retry_after_ms + 999) / 1000));
     else
-        extra[0] = '\0';
+        error_headers(extra, detail, retry_after_ms);
     corral_request_respond_simple(req, status, "application/json",
                                   extra[0] ? extra : NULL, body, (size_t)n);
 }
@@ -135,7 +158,26 @@ static void
 respond_error(struct corral_request *req, int status, const char *error,
               const char *route)
 {
-    respond_error_after(req, status, error, route, 0);
+    respond_error_cached(req, status, error, route, NULL, 0);
+}
+
+/* What Cache-Status says of a fill's error: remembered while the key
+ * backs off, or what made it. */
+static const char *
+error_detail(const struct corral_result *res)
+{
+    if (res->source == CORRAL_SOURCE_BACKOFF)
+        return "backoff";
+    switch (res->error) {
+    case -EBUSY: /* paused by its Retry-After, or over its rate */
+        return "upstream-busy";
+    case -EAGAIN:
+        return "too-many-waiters";
+    case -ECANCELED:
+        return "cancelled";
+    default:
+        return "upstream-error";
+    }
 }
 
 /* Does If-None-Match name this ETag (or "*")? Weak comparison, as RFC 9110
@@ -176,6 +218,8 @@ result_of(enum corral_source source, bool negative)
     case CORRAL_SOURCE_STALE:
         return M_STALE;
     case CORRAL_SOURCE_STALE_ERROR:
+    case CORRAL_SOURCE_STALE_RETRY:
+    case CORRAL_SOURCE_BACKOFF:
         return M_STALE_ERROR;
     default:
         break;
@@ -211,11 +255,13 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
 {
     uint64_t now = corral_cache_now(g->cache);
     int64_t left = corral_value_ttl_s(v, now);
-    uint64_t ttl = left > 0 ? (uint64_t)left : 0;
     /* max-age is the whole lifetime: a cache downstream takes Age off it
-     * (RFC 9111 4.2), so the remaining ttl there would count age twice. */
+     * (RFC 9111 4.2), so the remaining ttl there would count age twice.
+     * A fresh value lives at least a second there: 0 would be "stale". */
     uint64_t lifetime =
         (corral_value_expires_at(v) - corral_value_stored_at(v)) / 1000;
+    if (lifetime == 0 && now < corral_value_expires_at(v))
+        lifetime = 1;
     /* A cached upstream 4xx (negative caching) has its own status line. */
     const char *head = corral_value_aux(v);
     bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
@@ -235,13 +281,19 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     count(gen, route, result);
     /* An answer this request did not fill: a call saved. */
     if (source == CORRAL_SOURCE_L1 || source == CORRAL_SOURCE_L2 ||
-        source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE)
+        source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE ||
+        source == CORRAL_SOURCE_STALE_RETRY)
         g->block->saved++;
     req->note = corral_metrics_result_name(result);
     if (source == CORRAL_SOURCE_STORED || source == CORRAL_SOURCE_COLLAPSED)
         req->upstream_ms = (int64_t)corral_value_fill_ms(v);
-    char extra[192]; /* at most 142 bytes */
+    char extra[192]; /* at most 160 bytes */
     char *p = FMT_PUT(extra, "Cache-Status: corral; ");
+    /* One detail at most: why a copy is stale, else what the value is. */
+    const char *detail = negative                     ? "negative"
+                         : stale_members              ? "stale-members"
+                         : source == CORRAL_SOURCE_L2 ? "l2"
+                                                      : NULL;
     switch (source) {
     case CORRAL_SOURCE_STORED:
         p = FMT_PUT(p, "fwd=miss");
@@ -251,25 +303,27 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     case CORRAL_SOURCE_COLLAPSED:
         p = FMT_PUT(p, "fwd=miss; collapsed");
         break;
-    case CORRAL_SOURCE_STALE: /* ttl=-N: N seconds past expiry */
-        p = FMT_PUT(p, "hit; fwd=stale; ttl=-");
-        p = fmt_uint(p, left < 0 ? (uint64_t)-left : 0);
-        break;
+    case CORRAL_SOURCE_STALE:
+    case CORRAL_SOURCE_STALE_RETRY:
     case CORRAL_SOURCE_STALE_ERROR:
-        p = FMT_PUT(p, "hit; fwd=stale; detail=upstream-error");
+    case CORRAL_SOURCE_BACKOFF:
+        /* ttl=-N: N whole seconds past expiry, at least 1. */
+        p = FMT_PUT(p, "hit; fwd=stale; ttl=-");
+        p = fmt_uint(p, left < 0 ? (uint64_t)-left : 1);
+        detail = source == CORRAL_SOURCE_STALE_ERROR ? "upstream-error"
+                 : source == CORRAL_SOURCE_BACKOFF   ? "backoff"
+                                                     : "revalidating";
         break;
     default:
-        p = fmt_uint(FMT_PUT(p, "hit; ttl="), ttl);
-        if (source == CORRAL_SOURCE_L2 && !negative && !stale_members)
-            p = FMT_PUT(p, "; detail=l2");
+        p = fmt_uint(FMT_PUT(p, "hit; ttl="), left > 0 ? (uint64_t)left : 0);
         break;
     }
-    if (pass)
-        p = FMT_PUT(p, "; detail=uncacheable");
-    else if (stale_members && source != CORRAL_SOURCE_STALE_ERROR)
-        p = FMT_PUT(p, "; detail=stale-members");
-    if (negative && !pass && source != CORRAL_SOURCE_STALE_ERROR)
-        p = FMT_PUT(p, "; detail=negative");
+    if (pass) /* what this answer is says more than how it came */
+        detail = "uncacheable";
+    if (detail != NULL) {
+        p = FMT_PUT(p, "; detail=");
+        p = fmt_put(p, detail, strlen(detail));
+    }
     p = FMT_PUT(p, "\r\n");
     if (pass) {
         p = FMT_PUT(p, "Cache-Control: private, no-store\r\n");
@@ -313,17 +367,24 @@ client_answered(const struct corral_result *res, void *arg)
             respond_value(cl->g, cl->gen, cl->req, cl->route,
                           &cl->gen->cfg->routes[cl->route], res->value,
                           res->source);
+        } else if (cl->only_cached) {
+            count(cl->gen, cl->route, M_ERROR);
+            respond_error_cached(cl->req, 504, "not cached (only-if-cached)",
+                                 route, "only-if-cached", 0);
         } else if (res->error == -ENODATA) {
             /* An aggregate whose every member failed: the message is the
              * body, each member null and its error listed. */
             count(cl->gen, cl->route, M_ERROR);
+            char extra[128];
+            error_headers(extra, error_detail(res), res->retry_after_ms);
             corral_request_respond_simple(cl->req, 502, "application/json",
-                                          NULL, res->message,
+                                          extra, res->message,
                                           strlen(res->message));
         } else {
             count(cl->gen, cl->route, M_ERROR);
-            respond_error_after(cl->req, corral_fill_error_status(res->error),
-                                res->message, route, res->retry_after_ms);
+            respond_error_cached(cl->req, corral_fill_error_status(res->error),
+                                 res->message, route, error_detail(res),
+                                 res->retry_after_ms);
         }
     }
     cl->gen->clients--;
@@ -365,6 +426,13 @@ fold_generation(const struct corral_gateway *g, const struct gen *gen,
     memcpy(m->key, pre, plen);
     m->keylen += plen;
     return true;
+}
+
+/* Is v, read from L2, fit to serve on the route arg? */
+static bool
+stored_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
+{
+    return corral_fill_fit(arg, v, now_ms);
 }
 
 static void
@@ -427,12 +495,19 @@ on_request(struct corral_request *req, void *arg)
     cl->req = req;
     cl->route = m.index;
     gen->clients++;
-    cl->waiter = agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index],
-                                            m.key, m.keylen, client_answered,
-                                            cl)
-                     : corral_route_fill_get(g->cache,
-                                             &gen->route_fill[m.index], &m,
-                                             client_answered, cl);
+    if (req->only_if_cached) {
+        /* RFC 9111 5.2.1.7: a value stored fresh (L1, L2), else 504;
+         * never a fill. */
+        cl->only_cached = true;
+        cl->waiter = corral_get_fit(g->cache, m.key, m.keylen, stored_fit,
+                                    (void *)m.route, client_answered, cl);
+    } else {
+        cl->waiter =
+            agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index], m.key,
+                                       m.keylen, client_answered, cl)
+                : corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m,
+                                        client_answered, cl);
+    }
     if (cl->waiter == NULL) {
         gen->clients--;
         free(cl);

@@ -123,6 +123,7 @@ struct conn {
     enum header_state hstate;
     int err_status; /* why a parser callback refused the request */
     unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
+    bool only_if_cached;   /* Cache-Control: only-if-cached seen */
     struct span span[SPAN_COUNT];
     unsigned spans;  /* bit 1 << kind: span[kind] is set */
     size_t lingered; /* bytes discarded while lingering */
@@ -724,6 +725,7 @@ message_begin(struct conn *c)
     c->hstate = HS_NONE;
     c->err_status = 0;
     c->n_host = c->n_te = 0;
+    c->only_if_cached = false;
     dl_set(c, DL_REQUEST, c->server->timeout_ms);
 }
 
@@ -812,6 +814,29 @@ field_is(const struct conn *c, const char *name, size_t len)
            strncasecmp(span_ptr(c, SPAN_FIELD), name, len) == 0;
 }
 
+/* Does a Cache-Control value name the directive only-if-cached (RFC 9111
+ * 5.2.1.7)? Directives are comma-separated, case-insensitive tokens. */
+static bool
+names_only_if_cached(const char *v, size_t n)
+{
+    static const char d[] = "only-if-cached";
+    const char *end = v + n;
+    while (v < end) {
+        while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+            v++;
+        const char *t = v;
+        while (t < end && *t != ',' && *t != ' ' && *t != '\t' && *t != '=')
+            t++;
+        if ((size_t)(t - v) == sizeof(d) - 1 &&
+            strncasecmp(v, d, sizeof(d) - 1) == 0)
+            return true;
+        while (t < end && *t != ',')
+            t++;
+        v = t;
+    }
+    return false;
+}
+
 /* One field line is complete (SPAN_FIELD, SPAN_VALUE). http_parser is
  * lenient where RFC 9112 says to reject, and a proxy in front of us may
  * read the same bytes differently, so refuse: whitespace or any non-token
@@ -856,6 +881,8 @@ field_done(struct conn *c)
             return -1;
         }
     }
+    if (field_is(c, "cache-control", 13) && names_only_if_cached(v, n))
+        c->only_if_cached = true;
     if (field_is(c, "if-none-match", 13)) {
         c->span[SPAN_INM] = c->span[SPAN_VALUE];
         c->spans |= 1u << SPAN_INM;
@@ -1147,6 +1174,7 @@ conn_dispatch(struct conn *c)
     sl->req.inm_len = ilen;
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
+    sl->req.only_if_cached = c->only_if_cached;
     c->spans = 0; /* copied: the buffer may let the head go */
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;

@@ -77,6 +77,7 @@ struct corral_request {
     size_t inm_len;
     const char *authorization; /* the header's value; NULL if absent */
     size_t auth_len;
+    bool only_if_cached; /* Cache-Control: only-if-cached */
     /* With an access_cb only: */
     const char *peer;  /* the client's address, NUL-terminated */
     uint64_t start_us; /* CLOCK_MONOTONIC when the request was parsed */
