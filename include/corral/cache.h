@@ -125,7 +125,7 @@ struct corral_waiter *corral_get(struct corral_cache *c, const void *key,
  * serve for this compute's key at now_ms? false makes it a counted miss
  * that the fill replaces. */
 typedef bool corral_fit_cb(const struct corral_value *v, uint64_t now_ms,
-                              void *arg);
+                           void *arg);
 
 /* corral_get() that takes a value from the tier below only when fit
  * (may be NULL: every value is) says it is fit; else a counted miss
@@ -144,8 +144,8 @@ typedef void corral_hold_cb(void *arg, int delta);
 /* How to compute a missing value. */
 struct corral_compute {
     corral_compute_cb *fn;
-    void *arg;        /* borrowed: must outlive every fill it starts; fn's
-                       * and accept's */
+    void *arg;        /* borrowed: must outlive every fill it starts (or
+                       * be held: see hold); fn's, fit's and hold's */
     const void *data; /* what this caller's fill needs (an upstream path):
                        * copied into a fill this call starts, read back with
                        * corral_fill_data(); never copied for a waiter that
@@ -306,7 +306,7 @@ struct corral_stats {
     uint64_t waiters_collapsed; /* callers that joined another's fill */
     uint64_t waits_remote; /* fills that waited on another instance's lease */
     uint64_t failures_shared; /* fills answered by another's failure */
-    uint64_t tier_rejects; /* tier values the compute's accept refused */
+    uint64_t tier_rejects; /* tier values the compute's fit refused */
     uint64_t tier_resyncs_lost; /* L1 dropped: the tier missed purges */
     uint64_t waiters_cancelled;
     uint64_t stale_hits;   /* stale answers while a refresh runs */
