@@ -297,6 +297,7 @@ test_shared_by_workers(void)
     CHECK_EQ_INT(state(a, T0), CORRAL_BREAKER_OPEN);
 
     /* Another process (a worker forked after the mapping) closes it. */
+    fflush(stdout); /* no parent's lines printed again */
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
@@ -346,6 +347,7 @@ test_one_probe_among_workers(void)
         CHECK(pipe(go) == 0);
         pid_t pids[WORKERS];
         for (int i = 0; i < WORKERS; i++) {
+            fflush(stdout);
             pids[i] = fork();
             CHECK(pids[i] >= 0);
             if (pids[i] > 0)

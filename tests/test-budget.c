@@ -239,6 +239,7 @@ test_workers_share_one_budget(void)
     struct corral_ledger *l = corral_ledger_new(1);
     int ready[2], told[2];
     CHECK(pipe(ready) == 0 && pipe(told) == 0);
+    fflush(stdout); /* the child must not print the parent's lines again */
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
@@ -255,6 +256,7 @@ test_workers_share_one_budget(void)
         bad |= ask(b, false, 50, &c, NULL) != -EBUSY;
         bad |= c.ms < 4000; /* the pause's 5 s, not the window's 1 s */
         corral_budget_free(b);
+        corral_ledger_free(l); /* its own copy of the handle (valgrind) */
         event_base_free(base);
         _exit(bad ? 1 : (write(told[1], "k", 1) == 1 ? 0 : 3));
     }

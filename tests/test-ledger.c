@@ -227,6 +227,7 @@ test_two_processes(void)
     CHECK(sh != MAP_FAILED);
     struct corral_ledger *l = corral_ledger_new(1);
     struct corral_account *a = corral_account_open(l, "u", 5);
+    fflush(stdout); /* no parent's lines printed again */
     pid_t pid = fork();
     CHECK(pid >= 0);
     int me = pid == 0;
