@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,8 +30,10 @@
 #include "fill.h"
 #include "fleet.h"
 #include "fmt.h"
+#include "generations.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "purge_bus.h"
 #include "route.h"
 #include "server.h"
 #include "timeutil.h"
@@ -84,12 +85,10 @@ struct corral_gateway {
     struct corral_ledger *ledger; /* the upstreams' rates and pauses */
     bool own_ledger;
     struct corral_metrics_block *block; /* this worker's */
-    uint32_t *gens; /* route generations, shared by the workers */
+    struct corral_generations *gens; /* route generations */
     struct event *snapshot_ev;
     struct corral_access_log *access_log; /* NULL: off */
-    const int *bus_fds; /* the workers' purge bus; NULL: none */
-    unsigned n_bus, worker;
-    struct event *bus_ev; /* this worker's end */
+    struct corral_purge_bus *bus; /* NULL: one worker */
     bool draining;
 };
 
@@ -399,33 +398,14 @@ client_gone(struct corral_request *req, void *arg)
     corral_waiter_cancel(cl->waiter); /* answers and frees cl */
 }
 
-/* The one place a key gets its route's generation. A route purged as a
- * whole has a generation, folded into its keys: "~<generation>~<key>",
- * so every key it had is out of reach at once (the old values age out of
- * L1 and L2 by themselves). No key without a generation starts with '~'
- * (CORRAL_CONFIG_GENERATION_MARK), and the digits end at the second one,
- * so a key with one can be no other key. Returns false when the key no
- * longer fits. */
+/* m's key with its route's generation (generations.h). False when the
+ * key no longer fits. */
 static bool
 fold_generation(const struct corral_gateway *g, const struct gen *gen,
                 struct corral_route_match *m)
 {
-    uint32_t n = __atomic_load_n(&g->gens[gen->gen_slot[m->index]],
-                                 __ATOMIC_RELAXED);
-    if (n == 0)
-        return true;
-    char pre[16];
-    char *p = pre;
-    *p++ = CORRAL_CONFIG_GENERATION_MARK;
-    p = fmt_uint(p, n);
-    *p++ = CORRAL_CONFIG_GENERATION_MARK;
-    size_t plen = (size_t)(p - pre);
-    if (m->keylen + plen > sizeof(m->key))
-        return false;
-    memmove(m->key + plen, m->key, m->keylen);
-    memcpy(m->key, pre, plen);
-    m->keylen += plen;
-    return true;
+    return corral_generations_fold(g->gens, gen->gen_slot[m->index], m->key,
+                                   &m->keylen, sizeof(m->key)) == 0;
 }
 
 /* Is v, read from L2, fit to serve on the route arg? */
@@ -608,7 +588,7 @@ member_get(void *ctx, const struct corral_config_member *mb,
 }
 
 static void track(struct corral_gateway *g, const struct corral_config *cfg);
-static void bus_cb(evutil_socket_t fd, short what, void *arg);
+static void bus_heard(const char *key, size_t len, void *arg);
 
 /* Frees retired generations nothing uses any more, oldest first. */
 static void
@@ -725,7 +705,8 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
     gen->gen_slot = xcalloc(cfg->n_routes + 1, sizeof(*gen->gen_slot));
     gen->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->agg_fill));
     for (size_t r = 0; r < cfg->n_routes; r++)
-        gen->gen_slot[r] = corral_metrics_generation_slot(cfg->routes[r].path);
+        gen->gen_slot[r] =
+            corral_generations_slot(g->gens, cfg->routes[r].path);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
         gen->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
@@ -855,7 +836,13 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
             return NULL;
         }
     }
-    g->gens = corral_metrics_generations(g->metrics);
+    g->gens =
+        corral_generations_new(base, corral_metrics_generations(g->metrics),
+                               CORRAL_METRICS_GENERATIONS);
+    if (g->gens == NULL) {
+        corral_gateway_free(g);
+        return NULL;
+    }
     g->ledger = o.ledger;
     if (g->ledger == NULL) {
         g->ledger = corral_ledger_new(cfg->n_upstreams + cfg->n_routes);
@@ -907,13 +894,10 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)
         goto fail;
-    g->bus_fds = o.bus_fds;
-    g->n_bus = o.n_bus;
-    g->worker = o.worker;
-    if (g->bus_fds != NULL && o.worker < o.n_bus) {
-        g->bus_ev = event_new(base, g->bus_fds[2 * o.worker + 1],
-                              EV_READ | EV_PERSIST, bus_cb, g);
-        if (g->bus_ev == NULL || event_add(g->bus_ev, NULL) != 0)
+    if (o.bus_fds != NULL && o.worker < o.n_bus) {
+        g->bus = corral_purge_bus_new(base, o.bus_fds, o.n_bus, o.worker,
+                                      bus_heard, g);
+        if (g->bus == NULL)
             goto fail;
     }
     g->snapshot_ev = event_new(base, -1, EV_PERSIST, snapshot_cb, g);
@@ -1071,36 +1055,26 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
 
 /* ---- the fleet ---- */
 
-static uint32_t *
-gen_slot_of(struct corral_gateway *g, const char *path)
-{
-    return &g->gens[corral_metrics_generation_slot(path)];
-}
-
-/* Raises path's generation to at least value (they only go up). */
-static void
-gen_raise(struct corral_gateway *g, const char *path, uint64_t value)
-{
-    if (value > UINT32_MAX)
-        return;
-    uint32_t *slot = gen_slot_of(g, path);
-    uint32_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);
-    while (cur < value &&
-           !__atomic_compare_exchange_n(slot, &cur, (uint32_t)value, false,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-        ;
-}
-
 static void
 fleet_generation(const char *path, uint64_t gen, void *arg)
 {
-    gen_raise(arg, path, gen);
+    struct corral_gateway *g = arg;
+    corral_generations_raise(g->gens, path, gen);
 }
 
 static uint64_t
 fleet_current(const char *path, void *arg)
 {
-    return __atomic_load_n(gen_slot_of(arg, path), __ATOMIC_RELAXED);
+    const struct corral_gateway *g = arg;
+    return corral_generations_current(g->gens, path);
+}
+
+/* A route purge raises the route's generation in every instance. */
+static void
+fleet_send(void *ctx, const char *path, uint64_t here,
+           corral_generations_sent_cb *cb, void *arg)
+{
+    corral_fleet_bump(ctx, path, here, cb, arg);
 }
 
 /* Another instance paused an upstream: its budget here pauses too. */
@@ -1213,8 +1187,9 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
          i += 2)
         if (rep->element[i]->type == REDIS_REPLY_STRING &&
             rep->element[i + 1]->type == REDIS_REPLY_STRING)
-            gen_raise(g, rep->element[i]->str,
-                      strtoull(rep->element[i + 1]->str, NULL, 10));
+            corral_generations_raise(
+                g->gens, rep->element[i]->str,
+                strtoull(rep->element[i + 1]->str, NULL, 10));
     if (rep)
         freeReplyObject(rep);
     if ((g->redis = corral_redis_new(g->base, &ro, err, errlen)) == NULL)
@@ -1229,6 +1204,7 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
         return -1;
     g->fleet = corral_fleet_new(g->base, g->redis, l->prefix, l->db,
                                 corral_redis_tier_id(g->l2), &fleet_events, g);
+    corral_generations_use_fleet(g->gens, fleet_send, g->fleet);
     /* A Redis that answered the probe: serve once both connections are
      * up (bounded), so the first requests already fill as one fleet
      * rather than each process on its own. Nothing else is on the loop
@@ -1236,41 +1212,6 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
     if (rc == 0)
         wait_ready(g, ms);
     return 0;
-}
-
-struct route_purge {
-    struct corral_gateway *g;
-    char *path;
-    corral_gateway_purged_cb *cb;
-    void *arg;
-};
-
-static void
-route_bumped(int error, uint64_t gen, void *arg)
-{
-    struct route_purge *rp = arg;
-    uint32_t *slot = gen_slot_of(rp->g, rp->path);
-    if (error == 0) {
-        gen_raise(rp->g, rp->path, gen);
-    } else {
-        /* Here, in every worker (the slots are shared); the fleet hears
-         * of it when the next resync writes it back. */
-        gen = __atomic_add_fetch(slot, 1, __ATOMIC_RELAXED);
-    }
-    rp->cb(error, (int64_t)gen, rp->arg);
-    free(rp->path);
-    free(rp);
-}
-
-static void
-route_bumped_here(evutil_socket_t fd, short what, void *arg)
-{
-    struct route_purge *rp = arg;
-    uint32_t n = __atomic_add_fetch(gen_slot_of(rp->g, rp->path), 1,
-                                    __ATOMIC_RELAXED);
-    rp->cb(0, n, rp->arg);
-    free(rp->path);
-    free(rp);
 }
 
 int
@@ -1281,17 +1222,7 @@ corral_gateway_purge_route(struct corral_gateway *g, const char *path,
     for (size_t r = 0; r < cfg->n_routes; r++) {
         if (strcmp(cfg->routes[r].path, path) != 0)
             continue;
-        struct route_purge *rp = xcalloc(1, sizeof(*rp));
-        rp->g = g;
-        rp->path = xstrndup(path, strlen(path));
-        rp->cb = cb;
-        rp->arg = arg;
-        if (g->fleet != NULL)
-            corral_fleet_bump(g->fleet, path, fleet_current(path, g),
-                              route_bumped, rp);
-        else if (event_base_once(g->base, -1, EV_TIMEOUT, route_bumped_here,
-                                 rp, NULL) != 0)
-            abort(); /* the policy of xalloc.h */
+        corral_generations_purge(g->gens, path, cb, arg);
         return 0;
     }
     return -ENOENT;
@@ -1322,11 +1253,8 @@ corral_gateway_purge(struct corral_gateway *g, const char *path,
         return rc;
     /* The other workers of this server hear of it on the bus at once,
      * whatever Redis does. */
-    for (unsigned i = 0; g->bus_fds && i < g->n_bus; i++)
-        if (i != g->worker &&
-            send(g->bus_fds[2 * i], m.key, m.keylen, MSG_DONTWAIT) < 0)
-            corral_log(CORRAL_LOG_WARNING,
-                       "purge bus: worker %u did not hear a purge", i);
+    if (g->bus != NULL)
+        corral_purge_bus_send(g->bus, m.key, m.keylen);
     struct key_purge *kp = xmalloc(sizeof(*kp));
     kp->cb = cb;
     kp->arg = arg;
@@ -1335,13 +1263,10 @@ corral_gateway_purge(struct corral_gateway *g, const char *path,
 
 /* Another worker purged keys: drop them here too (it told Redis). */
 static void
-bus_cb(evutil_socket_t fd, short what, void *arg)
+bus_heard(const char *key, size_t len, void *arg)
 {
     struct corral_gateway *g = arg;
-    char key[CORRAL_KEY_MAX];
-    ssize_t n;
-    while ((n = recv(fd, key, sizeof(key), MSG_DONTWAIT)) > 0)
-        corral_invalidate_local(g->cache, key, (size_t)n);
+    corral_invalidate_local(g->cache, key, len);
 }
 
 int
@@ -1369,8 +1294,7 @@ corral_gateway_free(struct corral_gateway *g)
         return;
     if (g->snapshot_ev)
         event_free(g->snapshot_ev);
-    if (g->bus_ev)
-        event_free(g->bus_ev);
+    corral_purge_bus_free(g->bus);
     if (g->block)
         g->block->pid = 0;
     corral_server_free(g->server);
@@ -1388,6 +1312,7 @@ corral_gateway_free(struct corral_gateway *g)
     corral_fleet_free(g->fleet);
     corral_redis_tier_free(g->l2);
     corral_redis_free(g->redis);
+    corral_generations_free(g->gens);
     if (g->own_metrics)
         corral_metrics_free(g->metrics);
     /* After every budget, fleet answers included, closed its account. */
