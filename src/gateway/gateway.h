@@ -74,10 +74,9 @@ typedef void corral_gateway_purged_cb(int error, int64_t gen, void *arg);
  * use (path and query raw, as on the wire). purge drops it everywhere
  * (L1 of every worker, and with l2 Redis and every instance). Returns 1
  * (it was in this L1) or 0 (it was not), and cb fires once, from the
- * loop; or -ENOENT (no route), -EINVAL (the request is bad for its route)
- * or -ENOTSUP (an aggregate), and cb never fires. refresh starts a
- * background fill: 0, -EALREADY (one runs), -EBUSY (the key backs off),
- * or the same errors. The key goes to key (NUL-terminated, cut to
+ * loop; or -ENOENT (no route) or -EINVAL (the request is bad for its
+ * route), and cb never fires. refresh starts a background fill: 0,
+ * -EALREADY (one runs), -EBUSY (the key backs off), or the same errors. The key goes to key (NUL-terminated, cut to
  * keycap). */
 int corral_gateway_purge(struct corral_gateway *g, const char *path,
                          size_t path_len, const char *query, size_t query_len,
