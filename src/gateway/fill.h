@@ -8,8 +8,8 @@
  * upstream's breaker and budget before each call (and tells the breaker how
  * the call went) and pauses the upstream on a 429 or 503 with Retry-After;
  * and how a fill's
- * error becomes an HTTP status. The request path uses it; aggregates and
- * the admin's refresh are meant to. */
+ * error becomes an HTTP status. Client requests, an aggregate's members
+ * and the admin's refresh all go through it. */
 #ifndef CORRAL_FILL_H
 #define CORRAL_FILL_H
 
