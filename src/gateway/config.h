@@ -17,7 +17,7 @@
 #define CORRAL_CONFIG_MAX_PARAMS 8
 
 /* The keys of a route purged as a whole are "~<generation>~<key>"
- * (gateway.c). No other key starts with this mark: a configured key may
+ * (generations.h). No other key starts with this mark: a configured key may
  * not, and one derived from the path starts with '/'. So no route's key
  * can be another's after a purge. */
 #define CORRAL_CONFIG_GENERATION_MARK '~'

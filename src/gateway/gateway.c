@@ -1,7 +1,9 @@
 /* gateway.c — serving routes: match, answer from L1 with one writev of the
  * value's pre-rendered head, its small dynamic part and its body, or join
  * the key's one fill (fill.c). Every waiter of a fill gets the same
- * answer. */
+ * answer. Also the serving sets a reload replaces, and the wiring of the
+ * modules one reactor runs: L2 and the fleet, route generations
+ * (generations.c), the workers' purge bus (purge_bus.c). */
 #include "gateway.h"
 #include "log.h"
 
@@ -39,63 +41,64 @@
 #include "timeutil.h"
 #include "xalloc.h"
 
-/* What one config makes: its routes, upstream pools, budgets and
- * breakers. A reload builds a new one and retires the old, which is freed
+/* A serving set: what one config makes, its routes, upstream pools,
+ * budgets and breakers. A reload builds a new one and retires the old,
+ * which is freed
  * once nothing in flight uses it: no client waits on it and none of its
  * fills runs. They are freed oldest first, since a newer one may share a
  * budget an older one's calls still wait on. */
-struct gen {
+struct serving {
     struct corral_gateway *g;
     const struct corral_config *cfg;
-    bool owns_cfg; /* the first is the caller's */
+    bool owns_cfg;                            /* the first is the caller's */
     const struct corral_route_table *routes;  /* cfg's */
     struct corral_fetch_upstream **upstreams; /* by config index */
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
     struct corral_budget **keys; /* by route index: its new_keys; or NULL */
-    struct corral_breaker **breakers;         /* by config index; their
-                                               * state is the server's */
-    struct corral_route_fill *route_fill;     /* by config index */
+    struct corral_breaker **breakers;     /* by config index; their
+                                           * state is the server's */
+    struct corral_route_fill *route_fill; /* by config index */
     /* This worker's counters of each route and upstream, kept under their
      * names; NULL: that one has no series (see metrics.h). */
     struct corral_metrics_route **mroute;       /* by config index */
     struct corral_metrics_upstream **mupstream; /* by config index */
-    unsigned *gen_slot; /* by config index: its route generation slot */
+    unsigned *generation_slot; /* by config index (generations.h) */
     struct corral_aggregate_fill *agg_fill; /* by config index */
-    unsigned clients; /* waiting on a fill */
-    unsigned jobs;    /* fills holding its routes: from a fill's start
-                       * (reading L2, waiting on another instance) to its
-                       * end, counted by fill.c and aggregate.c */
-    TAILQ_ENTRY(gen) link;
+    unsigned clients;                       /* waiting on a fill */
+    unsigned jobs; /* fills holding its routes: from a fill's start
+                    * (reading L2, waiting on another instance) to its
+                    * end, counted by fill.c and aggregate.c */
+    TAILQ_ENTRY(serving) link;
 };
-TAILQ_HEAD(gen_list, gen);
+TAILQ_HEAD(serving_list, serving);
 
 struct corral_gateway {
     struct event_base *base;
-    const struct corral_config *cfg; /* gen->cfg */
-    struct gen *gen;                 /* serving new requests */
-    struct gen_list retired;         /* oldest first */
+    const struct corral_config *cfg; /* serving->cfg */
+    struct serving *serving;         /* takes new requests */
+    struct serving_list retired;     /* oldest first */
     struct corral_cache *cache;
     struct corral_server *server;
     struct corral_redis *redis;   /* NULL: L1 only */
     struct corral_redis_tier *l2; /* L2, on redis */
     struct corral_fleet *fleet;   /* pauses, windows, generations, on redis */
     struct corral_metrics *metrics;
-    bool own_metrics; /* mapped here, for one worker */
+    bool own_metrics;             /* mapped here, for one worker */
     struct corral_ledger *ledger; /* the upstreams' rates and pauses */
     bool own_ledger;
     struct corral_metrics_block *block; /* this worker's */
-    struct corral_generations *gens; /* route generations */
+    struct corral_generations *generations;
     struct event *snapshot_ev;
     struct corral_access_log *access_log; /* NULL: off */
-    struct corral_purge_bus *bus; /* NULL: one worker */
+    struct corral_purge_bus *bus;         /* NULL: one worker */
     bool draining;
 };
 
 /* A client waiting on a fill. */
 struct client {
     struct corral_gateway *g;
-    struct gen *gen; /* its route's; kept until it is answered */
+    struct serving *serving; /* its route's; kept until it is answered */
     struct corral_request *req;
     struct corral_waiter *waiter;
     size_t route;
@@ -237,17 +240,17 @@ result_of(enum corral_source source, bool negative)
     }
 }
 
-/* Counts an answer of the route with index route in gen's config. */
+/* Counts an answer of the route with index route in sv's config. */
 static void
-count(const struct gen *gen, size_t route, enum corral_metrics_result r)
+count(const struct serving *sv, size_t route, enum corral_metrics_result r)
 {
-    struct corral_metrics_route *mr = gen->mroute[route];
+    struct corral_metrics_route *mr = sv->mroute[route];
     if (mr)
         mr->results[r]++;
 }
 
 static void
-respond_value(struct corral_gateway *g, const struct gen *gen,
+respond_value(struct corral_gateway *g, const struct serving *sv,
               struct corral_request *req, size_t route,
               const struct corral_config_route *rt, struct corral_value *v,
               enum corral_source source)
@@ -265,10 +268,9 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     const char *head = corral_value_aux(v);
     bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
     /* An aggregate assembled with a stale member says so (aggregate.h). */
-    bool stale_members =
-        rt->upstream == NULL &&
-        memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
-               sizeof(STALE_MEMBERS) - 1) != NULL;
+    bool stale_members = rt->upstream == NULL &&
+                         memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
+                                sizeof(STALE_MEMBERS) - 1) != NULL;
     /* What the upstream said must not be stored: its fill's clients get
      * it, and tell the caches after them the same. */
     bool pass =
@@ -277,7 +279,7 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     enum corral_metrics_result result = result_of(source, negative);
     if (pass)
         result = source == CORRAL_SOURCE_STORED ? M_UNCACHEABLE : M_COLLAPSED;
-    count(gen, route, result);
+    count(sv, route, result);
     /* An answer this request did not fill: a call saved. */
     if (source == CORRAL_SOURCE_L1 || source == CORRAL_SOURCE_L2 ||
         source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE ||
@@ -361,32 +363,32 @@ client_answered(const struct corral_result *res, void *arg)
     struct client *cl = arg;
     if (!cl->gone) {
         corral_request_on_close(cl->req, NULL, NULL);
-        const char *route = cl->gen->cfg->routes[cl->route].path;
+        const char *route = cl->serving->cfg->routes[cl->route].path;
         if (res->error == 0) {
-            respond_value(cl->g, cl->gen, cl->req, cl->route,
-                          &cl->gen->cfg->routes[cl->route], res->value,
+            respond_value(cl->g, cl->serving, cl->req, cl->route,
+                          &cl->serving->cfg->routes[cl->route], res->value,
                           res->source);
         } else if (cl->only_cached) {
-            count(cl->gen, cl->route, M_ERROR);
+            count(cl->serving, cl->route, M_ERROR);
             respond_error_cached(cl->req, 504, "not cached (only-if-cached)",
                                  route, "only-if-cached", 0);
         } else if (res->error == -ENODATA) {
             /* An aggregate whose every member failed: the message is the
              * body, each member null and its error listed. */
-            count(cl->gen, cl->route, M_ERROR);
+            count(cl->serving, cl->route, M_ERROR);
             char extra[128];
             error_headers(extra, error_detail(res), res->retry_after_ms);
             corral_request_respond_simple(cl->req, 502, "application/json",
                                           extra, res->message,
                                           strlen(res->message));
         } else {
-            count(cl->gen, cl->route, M_ERROR);
+            count(cl->serving, cl->route, M_ERROR);
             respond_error_cached(cl->req, corral_fill_error_status(res->error),
                                  res->message, route, error_detail(res),
                                  res->retry_after_ms);
         }
     }
-    cl->gen->clients--;
+    cl->serving->clients--;
     free(cl);
 }
 
@@ -401,10 +403,11 @@ client_gone(struct corral_request *req, void *arg)
 /* m's key with its route's generation (generations.h). False when the
  * key no longer fits. */
 static bool
-fold_generation(const struct corral_gateway *g, const struct gen *gen,
+fold_generation(const struct corral_gateway *g, const struct serving *sv,
                 struct corral_route_match *m)
 {
-    return corral_generations_fold(g->gens, gen->gen_slot[m->index], m->key,
+    return corral_generations_fold(g->generations,
+                                   sv->generation_slot[m->index], m->key,
                                    &m->keylen, sizeof(m->key)) == 0;
 }
 
@@ -420,15 +423,15 @@ on_request(struct corral_request *req, void *arg)
 {
     struct corral_gateway *g = arg;
     struct corral_route_match m;
-    struct gen *gen = g->gen;
-    int rc = corral_route_match(gen->routes, req->path, req->path_len, req->query,
-                                req->query_len, &m);
+    struct serving *sv = g->serving;
+    int rc = corral_route_match(sv->routes, req->path, req->path_len,
+                                req->query, req->query_len, &m);
     if (rc == CORRAL_ROUTE_NOT_FOUND) {
         respond_error(req, 404, "no such route", NULL);
         return;
     }
     if (req->method != CORRAL_METHOD_GET && req->method != CORRAL_METHOD_HEAD) {
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         respond_error(req, 405, "method not allowed", m.route->path);
         return;
     }
@@ -436,18 +439,18 @@ on_request(struct corral_request *req, void *arg)
         char msg[160];
         snprintf(msg, sizeof(msg), "bad %s parameter: %s",
                  rc == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         respond_error(req, 400, msg, m.route->path);
         return;
     }
     if (rc != CORRAL_ROUTE_OK) {
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
     }
-    if (!fold_generation(g, gen, &m)) {
-        count(gen, m.index, M_ERROR);
+    if (!fold_generation(g, sv, &m)) {
+        count(sv, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
@@ -455,15 +458,15 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     bool agg = m.route->upstream == NULL;
     if (v) {
-        respond_value(g, gen, req, m.index, m.route, v, CORRAL_SOURCE_L1);
+        respond_value(g, sv, req, m.index, m.route, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
             if (agg)
-                corral_aggregate_refresh(g->cache, &gen->agg_fill[m.index],
+                corral_aggregate_refresh(g->cache, &sv->agg_fill[m.index],
                                          m.key, m.keylen, false);
             else
-                corral_route_fill_refresh(
-                    g->cache, &gen->route_fill[m.index], &m, false);
+                corral_route_fill_refresh(g->cache, &sv->route_fill[m.index],
+                                          &m, false);
         }
         return;
     }
@@ -471,10 +474,10 @@ on_request(struct corral_request *req, void *arg)
     /* A miss: wait on the key's one fill. */
     struct client *cl = xcalloc(1, sizeof(*cl));
     cl->g = g;
-    cl->gen = gen;
+    cl->serving = sv;
     cl->req = req;
     cl->route = m.index;
-    gen->clients++;
+    sv->clients++;
     if (req->only_if_cached) {
         /* RFC 9111 5.2.1.7: a value stored fresh (L1, L2), else 504;
          * never a fill. */
@@ -483,15 +486,15 @@ on_request(struct corral_request *req, void *arg)
                                     (void *)m.route, client_answered, cl);
     } else {
         cl->waiter =
-            agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index], m.key,
+            agg ? corral_aggregate_get(g->cache, &sv->agg_fill[m.index], m.key,
                                        m.keylen, client_answered, cl)
-                : corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m,
+                : corral_route_fill_get(g->cache, &sv->route_fill[m.index], &m,
                                         client_answered, cl);
     }
     if (cl->waiter == NULL) {
-        gen->clients--;
+        sv->clients--;
         free(cl);
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         if (errno == EMSGSIZE)
             respond_error(req, 400, "request too long for this route",
                           m.route->path);
@@ -550,13 +553,13 @@ corral_gateway_snapshot(struct corral_gateway *g)
     }
     if (g->server)
         corral_server_stats(g->server, &b->server);
-    const struct gen *gen = g->gen;
-    for (size_t i = 0; gen && i < gen->cfg->n_upstreams; i++) {
-        struct corral_metrics_upstream *u = gen->mupstream[i];
+    const struct serving *sv = g->serving;
+    for (size_t i = 0; sv && i < sv->cfg->n_upstreams; i++) {
+        struct corral_metrics_upstream *u = sv->mupstream[i];
         if (u == NULL)
             continue;
         struct corral_budget_stats now, *was = &u->budget_before;
-        corral_budget_stats(gen->budgets[i], &now);
+        corral_budget_stats(sv->budgets[i], &now);
         now.granted += was->granted;
         now.waited += was->waited;
         now.refused += was->refused;
@@ -566,39 +569,39 @@ corral_gateway_snapshot(struct corral_gateway *g)
     }
 }
 
-static void gen_free(struct gen *gen);
+static void serving_free(struct serving *sv);
 
 /* An aggregate's member: the match its path resolved to when the config
- * loaded (in the aggregate's generation), joined to (or starting) that
+ * loaded (in the aggregate's serving set), joined to (or starting) that
  * route's fill like any request. */
 static struct corral_waiter *
 member_get(void *ctx, const struct corral_config_member *mb,
            corral_result_cb *cb, void *arg)
 {
-    struct gen *gen = ctx;
-    struct corral_gateway *g = gen->g;
+    struct serving *sv = ctx;
+    struct corral_gateway *g = sv->g;
     /* A copy for the generation's prefix; its values stay the config's. */
     struct corral_route_match m = *mb->match;
-    if (!fold_generation(g, gen, &m)) {
+    if (!fold_generation(g, sv, &m)) {
         errno = EINVAL;
         return NULL;
     }
-    return corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m, cb,
+    return corral_route_fill_get(g->cache, &sv->route_fill[m.index], &m, cb,
                                  arg);
 }
 
 static void track(struct corral_gateway *g, const struct corral_config *cfg);
 static void bus_heard(const char *key, size_t len, void *arg);
 
-/* Frees retired generations nothing uses any more, oldest first. */
+/* Frees retired serving sets nothing uses any more, oldest first. */
 static void
 sweep_retired(struct corral_gateway *g)
 {
-    struct gen *old;
+    struct serving *old;
     while ((old = TAILQ_FIRST(&g->retired)) != NULL && old->clients == 0 &&
            old->jobs == 0) {
         TAILQ_REMOVE(&g->retired, old, link);
-        gen_free(old);
+        serving_free(old);
     }
 }
 
@@ -621,52 +624,52 @@ metrics_attach(struct corral_gateway *g, unsigned worker)
 }
 
 static void
-gen_free(struct gen *gen)
+serving_free(struct serving *sv)
 {
-    if (gen == NULL)
+    if (sv == NULL)
         return;
-    const struct corral_config *cfg = gen->cfg;
-    if (gen->upstreams)
+    const struct corral_config *cfg = sv->cfg;
+    if (sv->upstreams)
         for (size_t i = 0; i < cfg->n_upstreams; i++)
-            corral_fetch_upstream_free(gen->upstreams[i]);
-    if (gen->budgets)
+            corral_fetch_upstream_free(sv->upstreams[i]);
+    if (sv->budgets)
         for (size_t i = 0; i < cfg->n_upstreams; i++)
-            corral_budget_free(gen->budgets[i]);
-    free(gen->budgets);
-    for (size_t r = 0; gen->keys && r < cfg->n_routes; r++)
-        corral_budget_free(gen->keys[r]);
-    free(gen->keys);
-    for (size_t i = 0; gen->breakers && i < cfg->n_upstreams; i++)
-        corral_breaker_free(gen->breakers[i]);
-    free(gen->breakers);
-    free(gen->upstreams);
-    for (size_t r = 0; gen->mroute && r < cfg->n_routes; r++)
-        corral_metrics_route_release(gen->mroute[r]);
-    for (size_t i = 0; gen->mupstream && i < cfg->n_upstreams; i++)
-        corral_metrics_upstream_release(gen->mupstream[i]);
-    free(gen->mroute);
-    free(gen->mupstream);
-    free(gen->route_fill);
-    free(gen->gen_slot);
-    free(gen->agg_fill);
-    if (gen->owns_cfg)
-        corral_config_free((struct corral_config *)gen->cfg);
-    free(gen);
+            corral_budget_free(sv->budgets[i]);
+    free(sv->budgets);
+    for (size_t r = 0; sv->keys && r < cfg->n_routes; r++)
+        corral_budget_free(sv->keys[r]);
+    free(sv->keys);
+    for (size_t i = 0; sv->breakers && i < cfg->n_upstreams; i++)
+        corral_breaker_free(sv->breakers[i]);
+    free(sv->breakers);
+    free(sv->upstreams);
+    for (size_t r = 0; sv->mroute && r < cfg->n_routes; r++)
+        corral_metrics_route_release(sv->mroute[r]);
+    for (size_t i = 0; sv->mupstream && i < cfg->n_upstreams; i++)
+        corral_metrics_upstream_release(sv->mupstream[i]);
+    free(sv->mroute);
+    free(sv->mupstream);
+    free(sv->route_fill);
+    free(sv->generation_slot);
+    free(sv->agg_fill);
+    if (sv->owns_cfg)
+        corral_config_free((struct corral_config *)sv->cfg);
+    free(sv);
 }
 
-/* Takes this worker's counters for gen's routes and upstreams, by name:
+/* Takes this worker's counters for sv's routes and upstreams, by name:
  * a route or upstream that a reload keeps keeps its counts. One without
  * room (or with too long a name) has none, and the log says so. */
 static void
-metrics_take(struct corral_gateway *g, struct gen *gen)
+metrics_take(struct corral_gateway *g, struct serving *sv)
 {
-    const struct corral_config *cfg = gen->cfg;
-    gen->mroute = xcalloc(cfg->n_routes + 1, sizeof(*gen->mroute));
-    gen->mupstream = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->mupstream));
+    const struct corral_config *cfg = sv->cfg;
+    sv->mroute = xcalloc(cfg->n_routes + 1, sizeof(*sv->mroute));
+    sv->mupstream = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->mupstream));
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const char *path = cfg->routes[r].path;
-        gen->mroute[r] = corral_metrics_route_take(g->metrics, g->block, path);
-        if (gen->mroute[r] == NULL)
+        sv->mroute[r] = corral_metrics_route_take(g->metrics, g->block, path);
+        if (sv->mroute[r] == NULL)
             corral_log(CORRAL_LOG_WARNING,
                        "metrics: route %s has no series (%s)", path,
                        strlen(path) >= CORRAL_METRICS_NAME_MAX
@@ -675,9 +678,9 @@ metrics_take(struct corral_gateway *g, struct gen *gen)
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const char *name = cfg->upstreams[i].name;
-        gen->mupstream[i] =
+        sv->mupstream[i] =
             corral_metrics_upstream_take(g->metrics, g->block, name);
-        if (gen->mupstream[i] == NULL)
+        if (sv->mupstream[i] == NULL)
             corral_log(CORRAL_LOG_WARNING,
                        "metrics: upstream %s has no series (%s)", name,
                        strlen(name) >= CORRAL_METRICS_NAME_MAX
@@ -690,32 +693,33 @@ metrics_take(struct corral_gateway *g, struct gen *gen)
  * name and rate hands its budget over with the calls it queues; the
  * window and the pause are the ledger's, kept by name whatever the
  * reload does (see ledger.h). */
-static struct gen *
-gen_new(struct corral_gateway *g, const struct corral_config *cfg,
-        struct gen *prev, char *err, size_t errlen)
+static struct serving *
+serving_new(struct corral_gateway *g, const struct corral_config *cfg,
+            struct serving *prev, char *err, size_t errlen)
 {
-    struct gen *gen = xcalloc(1, sizeof(*gen));
-    gen->g = g;
-    gen->cfg = cfg;
-    gen->routes = cfg->table;
-    gen->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->upstreams));
-    gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
-    gen->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->breakers));
-    gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
-    gen->gen_slot = xcalloc(cfg->n_routes + 1, sizeof(*gen->gen_slot));
-    gen->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->agg_fill));
+    struct serving *sv = xcalloc(1, sizeof(*sv));
+    sv->g = g;
+    sv->cfg = cfg;
+    sv->routes = cfg->table;
+    sv->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->upstreams));
+    sv->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->budgets));
+    sv->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->breakers));
+    sv->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->route_fill));
+    sv->generation_slot =
+        xcalloc(cfg->n_routes + 1, sizeof(*sv->generation_slot));
+    sv->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->agg_fill));
     for (size_t r = 0; r < cfg->n_routes; r++)
-        gen->gen_slot[r] =
-            corral_generations_slot(g->gens, cfg->routes[r].path);
+        sv->generation_slot[r] =
+            corral_generations_slot(g->generations, cfg->routes[r].path);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
-        gen->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
-        if (gen->upstreams[i] == NULL)
+        sv->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
+        if (sv->upstreams[i] == NULL)
             goto fail;
     }
     /* Nothing can fail from here: budgets and counters move over only
      * now. */
-    metrics_take(g, gen);
+    metrics_take(g, sv);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
         for (size_t j = 0; prev && j < prev->cfg->n_upstreams; j++) {
@@ -724,29 +728,29 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
                 p->rate_count == u->rate_count &&
                 p->rate_window_ms == u->rate_window_ms &&
                 p->refresh_share == u->refresh_share) {
-                gen->budgets[i] = prev->budgets[j];
+                sv->budgets[i] = prev->budgets[j];
                 prev->budgets[j] = NULL;
                 break;
             }
         }
-        if (gen->budgets[i] == NULL) {
+        if (sv->budgets[i] == NULL) {
             struct corral_budget_rate rate = {
                 .count = u->rate_count,
                 .window_ms = u->rate_window_ms,
                 .refresh_share = u->refresh_share,
             };
-            gen->budgets[i] =
+            sv->budgets[i] =
                 corral_budget_new(g->base, u->name, &rate, g->fleet, g->ledger);
             /* A new budget counts from zero: its upstream's counters go on
              * from what they last showed. */
-            struct corral_metrics_upstream *mu = gen->mupstream[i];
+            struct corral_metrics_upstream *mu = sv->mupstream[i];
             if (mu) {
                 mu->budget_before = mu->budget;
                 mu->budget_before.queued = 0;
             }
         }
     }
-    gen->keys = xcalloc(cfg->n_routes + 1, sizeof(*gen->keys));
+    sv->keys = xcalloc(cfg->n_routes + 1, sizeof(*sv->keys));
     /* A breaker's state lives in the mapping every worker shares, under
      * its upstream's name: a reload keeps it. */
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -758,14 +762,14 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             .step_max_ms = cfg->limits.backoff_max_ms,
             .hold_ms = u->timeout_ms + 2000,
         };
-        gen->breakers[i] = corral_breaker_new(
+        sv->breakers[i] = corral_breaker_new(
             corral_metrics_breakers(g->metrics), &bo, g->fleet);
     }
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
-        struct corral_route_fill *rc = &gen->route_fill[r];
+        struct corral_route_fill *rc = &sv->route_fill[r];
         rc->route = route;
-        rc->jobs = &gen->jobs;
+        rc->jobs = &sv->jobs;
         if (route->new_keys_count > 0) {
             /* Kept in the ledger under the route's path, which no
              * upstream name can be. */
@@ -773,17 +777,17 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
                 .count = route->new_keys_count,
                 .window_ms = route->new_keys_window_ms,
             };
-            gen->keys[r] =
+            sv->keys[r] =
                 corral_budget_new(g->base, route->path, &rate, NULL, g->ledger);
-            rc->keys = gen->keys[r];
+            rc->keys = sv->keys[r];
         }
         if (route->upstream == NULL) {
-            struct corral_aggregate_fill *af = &gen->agg_fill[r];
+            struct corral_aggregate_fill *af = &sv->agg_fill[r];
             af->route = route;
             af->cache = g->cache;
             af->get = member_get;
-            af->get_ctx = gen;
-            af->jobs = &gen->jobs;
+            af->get_ctx = sv;
+            af->jobs = &sv->jobs;
             /* Members time out first; their errors then make the answer. */
             for (size_t i = 0; i < route->n_members; i++) {
                 uint64_t t = route->members[i].route->upstream->timeout_ms;
@@ -793,16 +797,16 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
         }
         if (route->upstream) {
             size_t u = (size_t)(route->upstream - cfg->upstreams);
-            rc->upstream = gen->upstreams[u];
-            rc->budget = gen->budgets[u];
-            rc->breaker = gen->breakers[u];
-            rc->metrics = gen->mupstream[u];
+            rc->upstream = sv->upstreams[u];
+            rc->budget = sv->budgets[u];
+            rc->breaker = sv->breakers[u];
+            rc->metrics = sv->mupstream[u];
             rc->timeout_ms = route->upstream->timeout_ms;
         }
     }
-    return gen;
+    return sv;
 fail:
-    gen_free(gen);
+    serving_free(sv);
     return NULL;
 }
 
@@ -836,10 +840,10 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
             return NULL;
         }
     }
-    g->gens =
+    g->generations =
         corral_generations_new(base, corral_metrics_generations(g->metrics),
                                CORRAL_METRICS_GENERATIONS);
-    if (g->gens == NULL) {
+    if (g->generations == NULL) {
         corral_gateway_free(g);
         return NULL;
     }
@@ -868,8 +872,8 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     if (g->cache == NULL)
         goto fail;
     metrics_attach(g, o.worker);
-    g->gen = gen_new(g, cfg, NULL, err, errlen);
-    if (g->gen == NULL)
+    g->serving = serving_new(g, cfg, NULL, err, errlen);
+    if (g->serving == NULL)
         goto fail;
     track(g, cfg);
     if (cfg->access_log) {
@@ -942,16 +946,15 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
     if (old->l1_max_bytes != cfg->l1_max_bytes)
         what[n++] = "l1";
     if ((old->l2 == NULL) != (cfg->l2 == NULL) ||
-        (old->l2 &&
-         (!same_str(old->l2->redis.host, cfg->l2->redis.host) ||
-          old->l2->redis.port != cfg->l2->redis.port ||
-          !same_str(old->l2->unix_path, cfg->l2->unix_path) ||
-          !same_str(old->l2->prefix, cfg->l2->prefix) ||
-          !same_str(old->l2->user, cfg->l2->user) ||
-          !same_str(old->l2->password, cfg->l2->password) ||
-          old->l2->db != cfg->l2->db ||
-          old->l2->timeout_ms != cfg->l2->timeout_ms ||
-          old->l2->max_value_bytes != cfg->l2->max_value_bytes)))
+        (old->l2 && (!same_str(old->l2->redis.host, cfg->l2->redis.host) ||
+                     old->l2->redis.port != cfg->l2->redis.port ||
+                     !same_str(old->l2->unix_path, cfg->l2->unix_path) ||
+                     !same_str(old->l2->prefix, cfg->l2->prefix) ||
+                     !same_str(old->l2->user, cfg->l2->user) ||
+                     !same_str(old->l2->password, cfg->l2->password) ||
+                     old->l2->db != cfg->l2->db ||
+                     old->l2->timeout_ms != cfg->l2->timeout_ms ||
+                     old->l2->max_value_bytes != cfg->l2->max_value_bytes)))
         what[n++] = "l2";
     if (memcmp(&old->limits, &cfg->limits, sizeof(cfg->limits)) != 0)
         what[n++] = "limits";
@@ -968,15 +971,15 @@ int
 corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
                       char *err, size_t errlen)
 {
-    /* gen_new() takes the running one's budgets only once nothing can
+    /* serving_new() takes the running one's budgets only once nothing can
      * fail any more: a failure leaves everything as it was. */
-    struct gen *gen = gen_new(g, cfg, g->gen, err, errlen);
-    if (gen == NULL)
+    struct serving *sv = serving_new(g, cfg, g->serving, err, errlen);
+    if (sv == NULL)
         return -1;
-    gen->owns_cfg = true;
+    sv->owns_cfg = true;
     warn_restart(g->cfg, cfg);
-    TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
-    g->gen = gen;
+    TAILQ_INSERT_TAIL(&g->retired, g->serving, link);
+    g->serving = sv;
     g->cfg = cfg;
     track(g, cfg);
     sweep_retired(g);
@@ -1040,13 +1043,13 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
             const char *query, size_t query_len, struct corral_route_match *m,
             char *key, size_t keycap)
 {
-    int rc = corral_route_match(g->gen->routes, path, path_len, query,
+    int rc = corral_route_match(g->serving->routes, path, path_len, query,
                                 query_len, m);
     if (rc == CORRAL_ROUTE_NOT_FOUND)
         return -ENOENT;
     if (rc != CORRAL_ROUTE_OK)
         return -EINVAL;
-    if (!fold_generation(g, g->gen, m))
+    if (!fold_generation(g, g->serving, m))
         return -EINVAL;
     if (keycap > 0)
         snprintf(key, keycap, "%.*s", (int)m->keylen, m->key);
@@ -1056,17 +1059,17 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
 /* ---- the fleet ---- */
 
 static void
-fleet_generation(const char *path, uint64_t gen, void *arg)
+fleet_generation(const char *path, uint64_t value, void *arg)
 {
     struct corral_gateway *g = arg;
-    corral_generations_raise(g->gens, path, gen);
+    corral_generations_raise(g->generations, path, value);
 }
 
 static uint64_t
 fleet_current(const char *path, void *arg)
 {
     const struct corral_gateway *g = arg;
-    return corral_generations_current(g->gens, path);
+    return corral_generations_current(g->generations, path);
 }
 
 /* A route purge raises the route's generation in every instance. */
@@ -1082,12 +1085,12 @@ static void
 fleet_paused(const char *name, uint64_t ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->gen == NULL)
+    if (g->serving == NULL)
         return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->gen->cfg;
+    const struct corral_config *cfg = g->serving->cfg;
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_budget_paused(g->gen->budgets[i], ms);
+            corral_budget_paused(g->serving->budgets[i], ms);
 }
 
 /* The fleet's word on an upstream's breaker. */
@@ -1095,12 +1098,12 @@ static void
 fleet_breaker(const char *name, uint64_t ms, uint64_t step_ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->gen == NULL)
+    if (g->serving == NULL)
         return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->gen->cfg;
+    const struct corral_config *cfg = g->serving->cfg;
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_breaker_heard(g->gen->breakers[i], ms, step_ms,
+            corral_breaker_heard(g->serving->breakers[i], ms, step_ms,
                                  corral_now_ms());
 }
 
@@ -1123,8 +1126,7 @@ track(struct corral_gateway *g, const struct corral_config *cfg)
         paths[r] = cfg->routes[r].path;
     for (size_t u = 0; u < cfg->n_upstreams; u++)
         names[u] = cfg->upstreams[u].name;
-    corral_fleet_track(g->fleet, paths, cfg->n_routes, names,
-                       cfg->n_upstreams);
+    corral_fleet_track(g->fleet, paths, cfg->n_routes, names, cfg->n_upstreams);
     free(paths);
     free(names);
 }
@@ -1143,8 +1145,8 @@ wait_ready(struct corral_gateway *g, uint64_t ms)
     struct timeval tv = corral_ms_to_tv(ms);
     if (t == NULL || evtimer_add(t, &tv) != 0)
         abort(); /* the policy of xalloc.h */
-    while (!expired && !(corral_redis_ready(g->redis) &&
-                         corral_redis_listening(g->redis)))
+    while (!expired &&
+           !(corral_redis_ready(g->redis) && corral_redis_listening(g->redis)))
         event_base_loop(g->base, EVLOOP_ONCE);
     event_free(t);
 }
@@ -1182,13 +1184,12 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
                    "l2: no answer from Redis at start (%s): serving from L1 "
                    "and the upstreams until it answers",
                    why);
-    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY &&
-                       i + 1 < rep->elements;
-         i += 2)
+    for (size_t i = 0;
+         rep && rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2)
         if (rep->element[i]->type == REDIS_REPLY_STRING &&
             rep->element[i + 1]->type == REDIS_REPLY_STRING)
             corral_generations_raise(
-                g->gens, rep->element[i]->str,
+                g->generations, rep->element[i]->str,
                 strtoull(rep->element[i + 1]->str, NULL, 10));
     if (rep)
         freeReplyObject(rep);
@@ -1204,7 +1205,7 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
         return -1;
     g->fleet = corral_fleet_new(g->base, g->redis, l->prefix, l->db,
                                 corral_redis_tier_id(g->l2), &fleet_events, g);
-    corral_generations_use_fleet(g->gens, fleet_send, g->fleet);
+    corral_generations_use_fleet(g->generations, fleet_send, g->fleet);
     /* A Redis that answered the probe: serve once both connections are
      * up (bounded), so the first requests already fill as one fleet
      * rather than each process on its own. Nothing else is on the loop
@@ -1222,7 +1223,7 @@ corral_gateway_purge_route(struct corral_gateway *g, const char *path,
     for (size_t r = 0; r < cfg->n_routes; r++) {
         if (strcmp(cfg->routes[r].path, path) != 0)
             continue;
-        corral_generations_purge(g->gens, path, cb, arg);
+        corral_generations_purge(g->generations, path, cb, arg);
         return 0;
     }
     return -ENOENT;
@@ -1279,11 +1280,11 @@ corral_gateway_refresh(struct corral_gateway *g, const char *path,
     if (rc < 0)
         return rc;
     if (m.route->upstream == NULL)
-        rc = corral_aggregate_refresh(g->cache, &g->gen->agg_fill[m.index],
+        rc = corral_aggregate_refresh(g->cache, &g->serving->agg_fill[m.index],
                                       m.key, m.keylen, true);
     else
-        rc = corral_route_fill_refresh(g->cache,
-                                       &g->gen->route_fill[m.index], &m, true);
+        rc = corral_route_fill_refresh(
+            g->cache, &g->serving->route_fill[m.index], &m, true);
     return rc == -EMSGSIZE ? -EINVAL : rc;
 }
 
@@ -1301,18 +1302,18 @@ corral_gateway_free(struct corral_gateway *g)
     corral_access_log_free(g->access_log);
     corral_cache_free(g->cache);
     /* Budgets go before the tier: an answer Redis owes frees one. */
-    struct gen *old;
+    struct serving *old;
     while ((old = TAILQ_FIRST(&g->retired)) != NULL) {
         TAILQ_REMOVE(&g->retired, old, link);
-        gen_free(old);
+        serving_free(old);
     }
-    gen_free(g->gen);
+    serving_free(g->serving);
     /* After the cache and budgets, which give their leases and
      * admissions back through them; the connection last. */
     corral_fleet_free(g->fleet);
     corral_redis_tier_free(g->l2);
     corral_redis_free(g->redis);
-    corral_generations_free(g->gens);
+    corral_generations_free(g->generations);
     if (g->own_metrics)
         corral_metrics_free(g->metrics);
     /* After every budget, fleet answers included, closed its account. */

@@ -24,12 +24,9 @@ struct corral_gateway_options {
     /* The server's upstream accounts (rates and pauses), shared by its
      * workers; NULL: the gateway maps its own, for one. */
     struct corral_ledger *ledger;
-    /* The workers' purge bus, for a server of several workers: a key
-     * purged through this worker's admin is sent to every other worker at
-     * once, which drops it too (with l2, whatever Redis does). A datagram
-     * socket pair per worker:
-     * bus_fds[2i] is written by the others, bus_fds[2i+1] read by worker
-     * i. NULL: one worker, no bus. */
+    /* The workers' purge bus (purge_bus.h), for a server of several
+     * workers: its socket pairs, from corral_purge_bus_pairs(). NULL: one
+     * worker, no bus. */
     const int *bus_fds;
     unsigned n_bus; /* workers, pairs */
 };
