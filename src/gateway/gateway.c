@@ -249,6 +249,10 @@ count(const struct serving *sv, size_t route, enum corral_metrics_result r)
         mr->results[r]++;
 }
 
+/* The hit path, kept in one piece (over 80 lines) on purpose: each step
+ * (the count, the Cache-Status detail and ttl, Age, a 304, the writev)
+ * reads the same locals, and splitting it would hand them all around on
+ * the path where every call is counted against a hit's cost. */
 static void
 respond_value(struct corral_gateway *g, const struct serving *sv,
               struct corral_request *req, size_t route,
@@ -418,6 +422,9 @@ stored_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
     return corral_fill_fit(arg, v, now_ms);
 }
 
+/* A client request, from match to answer or wait. Over 80 lines: one
+ * refusal per way a request can fail to match, each with its own status,
+ * then hit, refresh or wait, in the order the request meets them. */
 static void
 on_request(struct corral_request *req, void *arg)
 {
@@ -689,37 +696,12 @@ metrics_take(struct corral_gateway *g, struct serving *sv)
     }
 }
 
-/* The routes, pools and budgets of cfg. An upstream of prev with the same
- * name and rate hands its budget over with the calls it queues; the
- * window and the pause are the ledger's, kept by name whatever the
- * reload does (see ledger.h). */
-static struct serving *
-serving_new(struct corral_gateway *g, const struct corral_config *cfg,
-            struct serving *prev, char *err, size_t errlen)
+/* sv's budgets: prev's of an upstream with the same name and rate (with
+ * the calls it queues), else new ones. */
+static void
+take_budgets(struct corral_gateway *g, struct serving *sv, struct serving *prev)
 {
-    struct serving *sv = xcalloc(1, sizeof(*sv));
-    sv->g = g;
-    sv->cfg = cfg;
-    sv->routes = cfg->table;
-    sv->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->upstreams));
-    sv->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->budgets));
-    sv->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->breakers));
-    sv->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->route_fill));
-    sv->generation_slot =
-        xcalloc(cfg->n_routes + 1, sizeof(*sv->generation_slot));
-    sv->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->agg_fill));
-    for (size_t r = 0; r < cfg->n_routes; r++)
-        sv->generation_slot[r] =
-            corral_generations_slot(g->generations, cfg->routes[r].path);
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        const struct corral_config_upstream *u = &cfg->upstreams[i];
-        sv->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
-        if (sv->upstreams[i] == NULL)
-            goto fail;
-    }
-    /* Nothing can fail from here: budgets and counters move over only
-     * now. */
-    metrics_take(g, sv);
+    const struct corral_config *cfg = sv->cfg;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
         for (size_t j = 0; prev && j < prev->cfg->n_upstreams; j++) {
@@ -750,21 +732,14 @@ serving_new(struct corral_gateway *g, const struct corral_config *cfg,
             }
         }
     }
-    sv->keys = xcalloc(cfg->n_routes + 1, sizeof(*sv->keys));
-    /* A breaker's state lives in the mapping every worker shares, under
-     * its upstream's name: a reload keeps it. */
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        const struct corral_config_upstream *u = &cfg->upstreams[i];
-        struct corral_breaker_options bo = {
-            .name = u->name,
-            .failures = u->breaker_failures,
-            .step_min_ms = cfg->limits.backoff_min_ms,
-            .step_max_ms = cfg->limits.backoff_max_ms,
-            .hold_ms = u->timeout_ms + 2000,
-        };
-        sv->breakers[i] = corral_breaker_new(
-            corral_metrics_breakers(g->metrics), &bo, g->fleet);
-    }
+}
+
+/* Each route's fill (or an aggregate's) on its upstream's pool, budget
+ * and breaker, and its new-keys budget. */
+static void
+wire_routes(struct corral_gateway *g, struct serving *sv)
+{
+    const struct corral_config *cfg = sv->cfg;
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
         struct corral_route_fill *rc = &sv->route_fill[r];
@@ -804,6 +779,56 @@ serving_new(struct corral_gateway *g, const struct corral_config *cfg,
             rc->timeout_ms = route->upstream->timeout_ms;
         }
     }
+}
+
+/* The routes, pools and budgets of cfg. An upstream of prev with the same
+ * name and rate hands its budget over with the calls it queues; the
+ * window and the pause are the ledger's, kept by name whatever the
+ * reload does (see ledger.h). */
+static struct serving *
+serving_new(struct corral_gateway *g, const struct corral_config *cfg,
+            struct serving *prev, char *err, size_t errlen)
+{
+    struct serving *sv = xcalloc(1, sizeof(*sv));
+    sv->g = g;
+    sv->cfg = cfg;
+    sv->routes = cfg->table;
+    sv->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->upstreams));
+    sv->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->budgets));
+    sv->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->breakers));
+    sv->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->route_fill));
+    sv->generation_slot =
+        xcalloc(cfg->n_routes + 1, sizeof(*sv->generation_slot));
+    sv->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->agg_fill));
+    for (size_t r = 0; r < cfg->n_routes; r++)
+        sv->generation_slot[r] =
+            corral_generations_slot(g->generations, cfg->routes[r].path);
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct corral_config_upstream *u = &cfg->upstreams[i];
+        sv->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
+        if (sv->upstreams[i] == NULL)
+            goto fail;
+    }
+    /* Nothing can fail from here: budgets and counters move over only
+     * now. */
+    metrics_take(g, sv);
+    take_budgets(g, sv, prev);
+    sv->keys = xcalloc(cfg->n_routes + 1, sizeof(*sv->keys));
+    /* A breaker's state lives in the mapping every worker shares, under
+     * its upstream's name: a reload keeps it. */
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct corral_config_upstream *u = &cfg->upstreams[i];
+        struct corral_breaker_options bo = {
+            .name = u->name,
+            .failures = u->breaker_failures,
+            .step_min_ms = cfg->limits.backoff_min_ms,
+            .step_max_ms = cfg->limits.backoff_max_ms,
+            .hold_ms = u->timeout_ms + 2000,
+        };
+        sv->breakers[i] = corral_breaker_new(
+            corral_metrics_breakers(g->metrics), &bo, g->fleet);
+    }
+    wire_routes(g, sv);
     return sv;
 fail:
     serving_free(sv);
@@ -813,6 +838,9 @@ fail:
 static int l2_start(struct corral_gateway *g, const struct corral_config *cfg,
                     char *err, size_t errlen);
 
+/* Over 80 lines: the setup order is the point (metrics and ledger, L2 and
+ * the fleet, the cache on it, the serving set, the front end, the bus),
+ * one failure exit for all. */
 struct corral_gateway *
 corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
                    const struct corral_gateway_options *opts, char *err,
