@@ -66,7 +66,7 @@ struct corral_config_limits {
     uint64_t backoff_min_ms, backoff_max_ms;
 };
 
-/* Which of an upstream answer's Cache-Control directives count (fill.c):
+/* Which of an upstream answer's Cache-Control directives count (compute.c):
  * "upstream_cache_control" on a route, or on its upstream for all of its
  * routes. */
 enum corral_config_cache_control {

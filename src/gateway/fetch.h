@@ -51,7 +51,7 @@ struct corral_fetch_options {
 
 /* What an answer says about being kept by a cache: its Cache-Control
  * (RFC 9111 5.2.2), every field line and every directive of it, names in
- * any case. The gateway decides what counts (fill.c). */
+ * any case. The gateway decides what counts (compute.c). */
 enum corral_fetch_cc_flag {
     CORRAL_FETCH_CC_NO_STORE = 1 << 0, /* no-store */
     CORRAL_FETCH_CC_PRIVATE = 1 << 1,  /* private, also private="field" */

@@ -1,6 +1,6 @@
 /* gateway.c — serving routes: match, answer from L1 with one writev of the
  * value's pre-rendered head, its small dynamic part and its body, or join
- * the key's one fill (fill.c). Every waiter of a fill gets the same
+ * the key's one fill (compute.c). Every waiter of a fill gets the same
  * answer. Also the serving sets a reload replaces, and the wiring of the
  * modules one reactor runs: L2 and the fleet, route generations
  * (generations.c), the workers' purge bus (purge_bus.c). */
@@ -29,7 +29,7 @@
 #include "corral/redis.h"
 #include "corral/redis_tier.h"
 #include "fetch.h"
-#include "fill.h"
+#include "compute.h"
 #include "fleet.h"
 #include "fmt.h"
 #include "generations.h"
@@ -58,17 +58,17 @@ struct serving {
     struct corral_budget **keys; /* by route index: its new_keys; or NULL */
     struct corral_breaker **breakers;     /* by config index; their
                                            * state is the server's */
-    struct corral_route_fill *route_fill; /* by config index */
+    struct corral_route_compute *route_compute; /* by config index */
     /* This worker's counters of each route and upstream, kept under their
      * names; NULL: that one has no series (see metrics.h). */
     struct corral_metrics_route **mroute;       /* by config index */
     struct corral_metrics_upstream **mupstream; /* by config index */
     unsigned *generation_slot; /* by config index (generations.h) */
-    struct corral_aggregate_fill *agg_fill; /* by config index */
+    struct corral_aggregate_compute *agg_compute; /* by config index */
     unsigned clients;                       /* waiting on a fill */
     unsigned jobs; /* fills holding its routes: from a fill's start
                     * (reading L2, waiting on another instance) to its
-                    * end, counted by fill.c and aggregate.c */
+                    * end, counted by compute.c and aggregate.c */
     TAILQ_ENTRY(serving) link;
 };
 TAILQ_HEAD(serving_list, serving);
@@ -387,7 +387,7 @@ client_answered(const struct corral_result *res, void *arg)
                                           strlen(res->message));
         } else {
             count(cl->serving, cl->route, M_ERROR);
-            respond_error_cached(cl->req, corral_fill_error_status(res->error),
+            respond_error_cached(cl->req, corral_compute_error_status(res->error),
                                  res->message, route, error_detail(res),
                                  res->retry_after_ms);
         }
@@ -419,7 +419,7 @@ fold_generation(const struct corral_gateway *g, const struct serving *sv,
 static bool
 stored_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
 {
-    return corral_fill_fit(arg, v, now_ms);
+    return corral_compute_fit(arg, v, now_ms);
 }
 
 /* A client request, from match to answer or wait. Over 80 lines: one
@@ -469,10 +469,10 @@ on_request(struct corral_request *req, void *arg)
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
             if (agg)
-                corral_aggregate_refresh(g->cache, &sv->agg_fill[m.index],
+                corral_aggregate_refresh(g->cache, &sv->agg_compute[m.index],
                                          m.key, m.keylen, false);
             else
-                corral_route_fill_refresh(g->cache, &sv->route_fill[m.index],
+                corral_route_compute_refresh(g->cache, &sv->route_compute[m.index],
                                           &m, false);
         }
         return;
@@ -493,9 +493,9 @@ on_request(struct corral_request *req, void *arg)
                                     (void *)m.route, client_answered, cl);
     } else {
         cl->waiter =
-            agg ? corral_aggregate_get(g->cache, &sv->agg_fill[m.index], m.key,
+            agg ? corral_aggregate_get(g->cache, &sv->agg_compute[m.index], m.key,
                                        m.keylen, client_answered, cl)
-                : corral_route_fill_get(g->cache, &sv->route_fill[m.index], &m,
+                : corral_route_compute_get(g->cache, &sv->route_compute[m.index], &m,
                                         client_answered, cl);
     }
     if (cl->waiter == NULL) {
@@ -593,7 +593,7 @@ member_get(void *ctx, const struct corral_config_member *mb,
         errno = EINVAL;
         return NULL;
     }
-    return corral_route_fill_get(g->cache, &sv->route_fill[m.index], &m, cb,
+    return corral_route_compute_get(g->cache, &sv->route_compute[m.index], &m, cb,
                                  arg);
 }
 
@@ -656,9 +656,9 @@ serving_free(struct serving *sv)
         corral_metrics_upstream_release(sv->mupstream[i]);
     free(sv->mroute);
     free(sv->mupstream);
-    free(sv->route_fill);
+    free(sv->route_compute);
     free(sv->generation_slot);
-    free(sv->agg_fill);
+    free(sv->agg_compute);
     if (sv->owns_cfg)
         corral_config_free((struct corral_config *)sv->cfg);
     free(sv);
@@ -734,7 +734,7 @@ take_budgets(struct corral_gateway *g, struct serving *sv, struct serving *prev)
     }
 }
 
-/* Each route's fill (or an aggregate's) on its upstream's pool, budget
+/* Each route's compute (or an aggregate's) on its upstream's pool, budget
  * and breaker, and its new-keys budget. */
 static void
 wire_routes(struct corral_gateway *g, struct serving *sv)
@@ -742,7 +742,7 @@ wire_routes(struct corral_gateway *g, struct serving *sv)
     const struct corral_config *cfg = sv->cfg;
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
-        struct corral_route_fill *rc = &sv->route_fill[r];
+        struct corral_route_compute *rc = &sv->route_compute[r];
         rc->route = route;
         rc->jobs = &sv->jobs;
         if (route->new_keys_count > 0) {
@@ -757,7 +757,7 @@ wire_routes(struct corral_gateway *g, struct serving *sv)
             rc->keys = sv->keys[r];
         }
         if (route->upstream == NULL) {
-            struct corral_aggregate_fill *af = &sv->agg_fill[r];
+            struct corral_aggregate_compute *af = &sv->agg_compute[r];
             af->route = route;
             af->cache = g->cache;
             af->get = member_get;
@@ -796,10 +796,10 @@ serving_new(struct corral_gateway *g, const struct corral_config *cfg,
     sv->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->upstreams));
     sv->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->budgets));
     sv->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->breakers));
-    sv->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->route_fill));
+    sv->route_compute = xcalloc(cfg->n_routes + 1, sizeof(*sv->route_compute));
     sv->generation_slot =
         xcalloc(cfg->n_routes + 1, sizeof(*sv->generation_slot));
-    sv->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*sv->agg_fill));
+    sv->agg_compute = xcalloc(cfg->n_routes + 1, sizeof(*sv->agg_compute));
     for (size_t r = 0; r < cfg->n_routes; r++)
         sv->generation_slot[r] =
             corral_generations_slot(g->generations, cfg->routes[r].path);
@@ -1308,11 +1308,11 @@ corral_gateway_refresh(struct corral_gateway *g, const char *path,
     if (rc < 0)
         return rc;
     if (m.route->upstream == NULL)
-        rc = corral_aggregate_refresh(g->cache, &g->serving->agg_fill[m.index],
+        rc = corral_aggregate_refresh(g->cache, &g->serving->agg_compute[m.index],
                                       m.key, m.keylen, true);
     else
-        rc = corral_route_fill_refresh(
-            g->cache, &g->serving->route_fill[m.index], &m, true);
+        rc = corral_route_compute_refresh(
+            g->cache, &g->serving->route_compute[m.index], &m, true);
     return rc == -EMSGSIZE ? -EINVAL : rc;
 }
 
