@@ -51,22 +51,6 @@ answer_json(struct corral_request *req, int status, const char *extra,
                                   (size_t)n);
 }
 
-/* Is a a prefix of the request path's first len bytes? */
-static bool
-path_is(const struct corral_request *req, const char *a)
-{
-    size_t n = strlen(a);
-    return req->path_len == n && memcmp(req->path, a, n) == 0;
-}
-
-static bool
-path_under(const struct corral_request *req, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    return req->path_len > n && memcmp(req->path, prefix, n) == 0 &&
-           req->path[n] == '/';
-}
-
 /* The blocks of workers alive now. */
 static bool
 block_live(const struct corral_metrics_block *b)
@@ -91,28 +75,40 @@ same_secret(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
+int
+corral_admin_authorize(const char *token, const char *authorization,
+                       size_t auth_len)
+{
+    if (token == NULL || *token == '\0')
+        return 403;
+    const char *h = authorization;
+    size_t n = auth_len;
+    if (h == NULL || n < 7 || strncasecmp(h, "Bearer ", 7) != 0 ||
+        !same_secret(h + 7, n - 7, token, strlen(token)))
+        return 401;
+    return 0;
+}
+
 /* 0 when req may mutate; else answered (401, 403). */
 static int
 authorize(struct corral_admin *a, struct corral_request *req)
 {
     const struct corral_config *cfg = corral_gateway_config(a->g);
-    const char *token = cfg->admin ? cfg->admin->token : NULL;
-    if (token == NULL || *token == '\0') {
+    switch (corral_admin_authorize(cfg->admin ? cfg->admin->token : NULL,
+                                   req->authorization, req->auth_len)) {
+    case 0:
+        return 0;
+    case 403:
         answer_json(req, 403, NULL,
                     "{\"error\":\"no admin.token is configured: purge and "
                     "refresh are off\"}");
         return -1;
-    }
-    const char *h = req->authorization;
-    size_t n = req->auth_len;
-    if (h == NULL || n < 7 || strncasecmp(h, "Bearer ", 7) != 0 ||
-        !same_secret(h + 7, n - 7, token, strlen(token))) {
+    default:
         answer_json(req, 401, "WWW-Authenticate: Bearer realm=\"corral\"\r\n",
                     "{\"error\":\"a valid Authorization: Bearer token is "
                     "needed\"}");
         return -1;
     }
-    return 0;
 }
 
 /* ---- endpoints ---- */
@@ -206,8 +202,8 @@ purged(int error, int64_t gen, void *arg)
             snprintf(detail, sizeof(detail), "\"was_cached\":%s",
                      pp->was_cached ? "true" : "false");
         if (error == 0)
-            answer_json(req, 200, NULL, "{\"%s\":\"%s\",%s}", what,
-                        pp->name, detail);
+            answer_json(req, 200, NULL, "{\"%s\":\"%s\",%s}", what, pp->name,
+                        detail);
         else
             answer_json(req, 503, "Retry-After: 1\r\n",
                         "{\"error\":\"Redis did not confirm the purge: it "
@@ -263,16 +259,15 @@ key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
         answer_json(req, 404, NULL, "{\"error\":\"no route matches\"}");
         return;
     }
-    if (rc == -EINVAL || rc == -ENOTSUP) {
-        answer_json(req, 400, NULL, "{\"error\":\"%s\"}",
-                    rc == -EINVAL ? "bad parameters for this route"
-                                  : "an aggregate has no key of its own");
+    if (rc == -EINVAL) {
+        answer_json(req, 400, NULL,
+                    "{\"error\":\"bad parameters for this route\"}");
         return;
     }
     fmt_json_escape(k, sizeof(k), key);
     if (rc == 0 || rc == -EALREADY) {
-        answer_json(req, 202, NULL, "{\"refreshing\":\"%s\",\"started\":%s}",
-                    k, rc == 0 ? "true" : "false");
+        answer_json(req, 202, NULL, "{\"refreshing\":\"%s\",\"started\":%s}", k,
+                    rc == 0 ? "true" : "false");
     } else { /* -EBUSY: backing off */
         answer_json(req, 409, NULL,
                     "{\"error\":\"the key is backing off after a failure\","
@@ -284,13 +279,13 @@ key_op(struct corral_admin *a, struct corral_request *req, size_t skip,
 /* DELETE /route/<route path as configured>: every key of that route. The
  * path may be percent-encoded ("%7Bcoin%7D" for "{coin}"). */
 static void
-route_purge(struct corral_admin *a, struct corral_request *req)
+route_purge(struct corral_admin *a, struct corral_request *req, size_t skip)
 {
     if (authorize(a, req) < 0)
         return;
     char path[512], p[1100];
     size_t n = 0;
-    const char *s = req->path + 6, *end = req->path + req->path_len;
+    const char *s = req->path + skip, *end = req->path + req->path_len;
     while (s < end && n + 1 < sizeof(path)) {
         int hi, lo;
         if (*s == '%' && end - s >= 3 && (hi = fmt_hexval(s[1])) >= 0 &&
@@ -303,8 +298,8 @@ route_purge(struct corral_admin *a, struct corral_request *req)
     }
     path[n] = '\0';
     struct pending_purge *pp = pending_purge(req, true, path);
-    int rc = s < end ? -ENOENT
-                     : corral_gateway_purge_route(a->g, path, purged, pp);
+    int rc =
+        s < end ? -ENOENT : corral_gateway_purge_route(a->g, path, purged, pp);
     if (rc == 0)
         return; /* purged() answers */
     corral_request_on_close(req, NULL, NULL);
@@ -328,29 +323,6 @@ label(struct evbuffer *o, const char *s)
             evbuffer_add(o, s, 1);
     }
 }
-
-static void
-family(struct evbuffer *o, const char *name, const char *type,
-       const char *help)
-{
-    evbuffer_add_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
-                        type);
-}
-
-static void
-sample(struct evbuffer *o, const char *name, uint64_t v)
-{
-    evbuffer_add_printf(o, "%s %" PRIu64 "\n", name, v);
-}
-
-/* One family of a single value, summed over the blocks. */
-#define SUMMED(field)                                                          \
-    ({                                                                         \
-        uint64_t s_ = 0;                                                       \
-        for (unsigned i_ = 0; i_ < nb; i_++)                                   \
-            s_ += (uint64_t)(b[i_]->field);                                    \
-        s_;                                                                    \
-    })
 
 /* ---- route and upstream series, merged by name over the workers ---- */
 
@@ -445,353 +417,468 @@ merged(const struct corral_metrics *m, struct corral_metrics_block **b,
     return all;
 }
 
+/* What one scrape reads: the live workers' blocks, their routes and
+ * upstreams merged by name (whatever their places in the configs the
+ * workers serve now or served before a reload), and the breakers of the
+ * upstreams of the config served now (their state is the server's). */
+struct scrape {
+    struct corral_metrics_block **b;
+    unsigned nb;
+    struct corral_metrics_route *routes;
+    size_t n_routes;
+    struct corral_metrics_upstream *ups;
+    size_t n_ups;
+    const struct corral_config *cfg;
+    struct corral_breaker_stats *breakers; /* by config index */
+    bool *have_breaker;                    /* by config index */
+};
+
+struct family;
+/* Writes a family's samples (its # HELP and # TYPE are written). */
+typedef void series_fn(struct evbuffer *o, const struct family *f,
+                       const struct scrape *s);
+
+/* A sample summed over the blocks: labels ("": none), and the uint64_t
+ * field of a block at off, or read's figure for one block. */
+struct sample {
+    const char *labels;
+    size_t off;
+    uint64_t (*read)(const struct corral_metrics_block *b);
+};
+
+/* One family: name, type, help, and how to read it: its samples (at
+ * most 3) summed over the blocks, or series() for one sample per route,
+ * upstream or breaker (off: a field series() reads). */
+struct family {
+    const char *name, *type, *help;
+    bool l2;  /* only with l2 */
+    bool all; /* 1 when the sum is every block, else 0 */
+    struct sample samples[3];
+    series_fn *series;
+    size_t off;
+};
+
 static void
-route_series(struct evbuffer *o, const struct corral_metrics_route *r, size_t n)
+route_results(struct evbuffer *o, const struct family *f,
+              const struct scrape *s)
 {
-    family(o, "corral_requests_total", "counter",
-           "Requests answered, by route and how the cache answered.");
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < s->n_routes; i++)
         for (int k = 0; k < M_RESULTS; k++) {
-            evbuffer_add_printf(o, "corral_requests_total{route=\"");
-            label(o, r[i].name.text);
+            evbuffer_add_printf(o, "%s{route=\"", f->name);
+            label(o, s->routes[i].name.text);
             evbuffer_add_printf(o, "\",result=\"%s\"} %" PRIu64 "\n",
-                                corral_metrics_result_name(k), r[i].results[k]);
+                                corral_metrics_result_name(k),
+                                s->routes[i].results[k]);
         }
 }
 
 static void
-upstream_series(struct evbuffer *o, const struct corral_metrics_upstream *u,
-                size_t n)
+upstream_calls(struct evbuffer *o, const struct family *f,
+               const struct scrape *s)
 {
     static const char *const classes[M_CLASSES] = {"error", "1xx", "2xx",
                                                    "3xx",   "4xx", "5xx"};
-    static const uint64_t bounds[M_BUCKETS] = CORRAL_METRICS_BUCKETS;
-    family(o, "corral_upstream_calls_total", "counter",
-           "Upstream calls, by upstream and status class (error: no "
-           "answer).");
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < s->n_ups; i++)
         for (int k = 0; k < M_CLASSES; k++) {
-            evbuffer_add_printf(o, "corral_upstream_calls_total{upstream=\"");
-            label(o, u[i].name.text);
+            evbuffer_add_printf(o, "%s{upstream=\"", f->name);
+            label(o, s->ups[i].name.text);
             evbuffer_add_printf(o, "\",class=\"%s\"} %" PRIu64 "\n", classes[k],
-                                u[i].calls[k]);
+                                s->ups[i].calls[k]);
         }
-    family(o, "corral_upstream_call_duration_seconds", "histogram",
-           "How long upstream calls took, by upstream.");
-    for (size_t i = 0; i < n; i++) {
+}
+
+/* name_<suffix>{upstream="<name>"<more> */
+static void
+upstream_series_head(struct evbuffer *o, const struct family *f,
+                     const char *suffix, const char *name)
+{
+    evbuffer_add_printf(o, "%s%s{upstream=\"", f->name, suffix);
+    label(o, name);
+}
+
+static void
+upstream_durations(struct evbuffer *o, const struct family *f,
+                   const struct scrape *s)
+{
+    static const uint64_t bounds[M_BUCKETS] = CORRAL_METRICS_BUCKETS;
+    for (size_t i = 0; i < s->n_ups; i++) {
+        const struct corral_metrics_upstream *u = &s->ups[i];
         for (int k = 0; k <= M_BUCKETS; k++) {
-            evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_"
-                                   "bucket{upstream=\"");
-            label(o, u[i].name.text);
+            upstream_series_head(o, f, "_bucket", u->name.text);
             if (k < M_BUCKETS)
                 evbuffer_add_printf(o, "\",le=\"%g\"} %" PRIu64 "\n",
-                                    (double)bounds[k] / 1000, u[i].le[k]);
+                                    (double)bounds[k] / 1000, u->le[k]);
             else
                 evbuffer_add_printf(o, "\",le=\"+Inf\"} %" PRIu64 "\n",
-                                    u[i].count);
+                                    u->count);
         }
-        evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_sum"
-                               "{upstream=\"");
-        label(o, u[i].name.text);
-        evbuffer_add_printf(o, "\"} %.3f\n", (double)u[i].sum_ms / 1000);
-        evbuffer_add_printf(o, "corral_upstream_call_duration_seconds_count"
-                               "{upstream=\"");
-        label(o, u[i].name.text);
-        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", u[i].count);
-    }
-    static const struct {
-        const char *name, *type, *help;
-        size_t off;
-    } budget[] = {
-        {"corral_rate_limit_waits_total", "counter",
-         "Upstream calls that waited for a slot of the rate window.",
-         offsetof(struct corral_budget_stats, waited)},
-        {"corral_rate_limit_refused_total", "counter",
-         "Upstream calls refused: paused, or no slot within the timeout.",
-         offsetof(struct corral_budget_stats, refused)},
-        {"corral_upstream_pauses_total", "counter",
-         "Pauses an upstream asked for with Retry-After.",
-         offsetof(struct corral_budget_stats, pauses)},
-        {"corral_rate_limit_queued", "gauge",
-         "Upstream calls waiting for a slot now.",
-         offsetof(struct corral_budget_stats, queued)},
-    };
-    for (size_t f = 0; f < sizeof(budget) / sizeof(budget[0]); f++) {
-        family(o, budget[f].name, budget[f].type, budget[f].help);
-        for (size_t i = 0; i < n; i++) {
-            uint64_t v;
-            memcpy(&v, (const char *)&u[i].budget + budget[f].off, sizeof(v));
-            evbuffer_add_printf(o, "%s{upstream=\"", budget[f].name);
-            label(o, u[i].name.text);
-            evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v);
-        }
+        upstream_series_head(o, f, "_sum", u->name.text);
+        evbuffer_add_printf(o, "\"} %.3f\n", (double)u->sum_ms / 1000);
+        upstream_series_head(o, f, "_count", u->name.text);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", u->count);
     }
 }
 
-/* The breakers of the upstreams of the config served now: their state
- * and transitions are the server's (every worker shares them). */
+/* f->off: a field of struct corral_budget_stats. */
 static void
-breaker_series(struct evbuffer *o, const struct corral_config *cfg,
-               const struct corral_breaker_table *t)
+upstream_budget(struct evbuffer *o, const struct family *f,
+                const struct scrape *s)
 {
-    static const struct {
-        const char *name, *type, *help;
-        size_t off; /* in struct corral_breaker_stats; SIZE_MAX: state */
-    } fam[] = {
-        {"corral_upstream_breaker_state", "gauge",
-         "The upstream's circuit breaker: 0 closed, 1 open (no calls), 2 "
-         "half-open (one probe is out).",
-         SIZE_MAX},
-        {"corral_upstream_breaker_opened_total", "counter",
-         "Times the upstream's breaker opened (failures in a row, or the "
-         "fleet's word).",
-         offsetof(struct corral_breaker_stats, opened)},
-        {"corral_upstream_breaker_closed_total", "counter",
-         "Times the upstream's breaker closed again (a call succeeded).",
-         offsetof(struct corral_breaker_stats, closed)},
-        {"corral_upstream_breaker_probes_total", "counter",
-         "Probes the open breaker let through, one per backoff step.",
-         offsetof(struct corral_breaker_stats, probes)},
-        {"corral_upstream_breaker_refused_total", "counter",
-         "Upstream calls the open breaker refused.",
-         offsetof(struct corral_breaker_stats, refused)},
-    };
-    uint64_t now = corral_now_ms();
-    struct corral_breaker_stats *st =
-        xcalloc(cfg->n_upstreams + 1, sizeof(*st));
-    bool *have = xcalloc(cfg->n_upstreams + 1, sizeof(*have));
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        have[i] =
-            corral_breaker_table_read(t, cfg->upstreams[i].name, now, &st[i]);
-    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-        family(o, fam[f].name, fam[f].type, fam[f].help);
-        for (size_t i = 0; i < cfg->n_upstreams; i++) {
-            if (!have[i])
-                continue;
-            uint64_t v = st[i].state;
-            if (fam[f].off != SIZE_MAX)
-                memcpy(&v, (const char *)&st[i] + fam[f].off, sizeof(v));
-            evbuffer_add_printf(o, "%s{upstream=\"", fam[f].name);
-            label(o, cfg->upstreams[i].name);
-            evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v);
-        }
+    for (size_t i = 0; i < s->n_ups; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&s->ups[i].budget + f->off, sizeof(v));
+        upstream_series_head(o, f, "", s->ups[i].name.text);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v);
     }
-    free(have);
-    free(st);
+}
+
+/* f->off: a field of struct corral_breaker_stats; SIZE_MAX: the state. */
+static void
+upstream_breaker(struct evbuffer *o, const struct family *f,
+                 const struct scrape *s)
+{
+    for (size_t i = 0; i < s->cfg->n_upstreams; i++) {
+        if (!s->have_breaker[i])
+            continue;
+        uint64_t v = s->breakers[i].state;
+        if (f->off != SIZE_MAX)
+            memcpy(&v, (const char *)&s->breakers[i] + f->off, sizeof(v));
+        upstream_series_head(o, f, "", s->cfg->upstreams[i].name);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v);
+    }
+}
+
+static uint64_t
+stale_refreshes(const struct corral_metrics_block *b)
+{
+    return b->cache.refreshes > b->cache.early_refreshes
+               ? b->cache.refreshes - b->cache.early_refreshes
+               : 0;
+}
+
+static uint64_t
+resyncs_replayed(const struct corral_metrics_block *b)
+{
+    return b->l2t.resyncs - b->l2t.resync_losses;
+}
+
+static uint64_t
+l2_up(const struct corral_metrics_block *b)
+{
+    return b->l2.state == CORRAL_REDIS_UP;
+}
+
+static uint64_t
+connections_open(const struct corral_metrics_block *b)
+{
+    return b->server.open;
+}
+
+static uint64_t
+one(const struct corral_metrics_block *b)
+{
+    return 1;
+}
+
+#define AT(field) .off = offsetof(struct corral_metrics_block, field)
+#define BUDGET(field) offsetof(struct corral_budget_stats, field)
+#define BREAKER(field) offsetof(struct corral_breaker_stats, field)
+
+/* Every family, in the order of the exposition: adding a metric is one
+ * row (and, for a new kind of series, one function). */
+static const struct family families[] = {
+    {"corral_requests_total", "counter",
+     "Requests answered, by route and how the cache answered.",
+     .series = route_results},
+    {"corral_upstream_calls_total", "counter",
+     "Upstream calls, by upstream and status class (error: no answer).",
+     .series = upstream_calls},
+    {"corral_upstream_call_duration_seconds", "histogram",
+     "How long upstream calls took, by upstream.",
+     .series = upstream_durations},
+    {"corral_rate_limit_waits_total", "counter",
+     "Upstream calls that waited for a slot of the rate window.",
+     .series = upstream_budget, .off = BUDGET(waited)},
+    {"corral_rate_limit_refused_total", "counter",
+     "Upstream calls refused: paused, or no slot within the timeout.",
+     .series = upstream_budget, .off = BUDGET(refused)},
+    {"corral_upstream_pauses_total", "counter",
+     "Pauses an upstream asked for with Retry-After.",
+     .series = upstream_budget, .off = BUDGET(pauses)},
+    {"corral_rate_limit_queued", "gauge",
+     "Upstream calls waiting for a slot now.", .series = upstream_budget,
+     .off = BUDGET(queued)},
+    {"corral_upstream_breaker_state", "gauge",
+     "The upstream's circuit breaker: 0 closed, 1 open (no calls), 2 "
+     "half-open (one probe is out).",
+     .series = upstream_breaker, .off = SIZE_MAX},
+    {"corral_upstream_breaker_opened_total", "counter",
+     "Times the upstream's breaker opened (failures in a row, or the "
+     "fleet's word).",
+     .series = upstream_breaker, .off = BREAKER(opened)},
+    {"corral_upstream_breaker_closed_total", "counter",
+     "Times the upstream's breaker closed again (a call succeeded).",
+     .series = upstream_breaker, .off = BREAKER(closed)},
+    {"corral_upstream_breaker_probes_total", "counter",
+     "Probes the open breaker let through, one per backoff step.",
+     .series = upstream_breaker, .off = BREAKER(probes)},
+    {"corral_upstream_breaker_refused_total", "counter",
+     "Upstream calls the open breaker refused.", .series = upstream_breaker,
+     .off = BREAKER(refused)},
+    {"corral_upstream_calls_saved_total", "counter",
+     "Requests answered with a value they did not fill themselves: hits "
+     "from L1 or L2 (negative ones too), requests collapsed onto another's "
+     "fill, stale answers while a refresh runs.",
+     .samples = {{"", AT(saved)}}},
+
+    /* The cache. */
+    {"corral_fills_in_flight", "gauge", "Fills running now.",
+     .samples = {{"", AT(cache.fills_in_flight)}}},
+    {"corral_fills_total", "counter",
+     "Fills finished, by outcome (timeout is also counted failed).",
+     .samples = {{"outcome=\"ok\"", AT(cache.fills_ok)},
+                 {"outcome=\"failed\"", AT(cache.fills_failed)},
+                 {"outcome=\"timeout\"", AT(cache.fills_timed_out)}}},
+    {"corral_waiters_collapsed_total", "counter",
+     "Requests that waited on another request's fill.",
+     .samples = {{"", AT(cache.waiters_collapsed)}}},
+    {"corral_refreshes_total", "counter",
+     "Background refreshes started, by why.",
+     .samples = {{"reason=\"early\"", AT(cache.early_refreshes)},
+                 {"reason=\"stale\"", .read = stale_refreshes}}},
+    {"corral_backoff_events_total", "counter",
+     "Failed fills that set a key's backoff.",
+     .samples = {{"", AT(cache.backoffs)}}},
+    {"corral_backoff_answers_total", "counter",
+     "Requests answered from a key's backoff, without a call.",
+     .samples = {{"", AT(cache.backoff_answers)}}},
+    {"corral_l1_entries", "gauge", "Values in L1.",
+     .samples = {{"", AT(cache.entries)}}},
+    {"corral_l1_bytes", "gauge", "Bytes charged to the L1 budget.",
+     .samples = {{"", AT(cache.bytes)}}},
+    {"corral_l1_max_bytes", "gauge", "The L1 budget, all workers.",
+     .samples = {{"", AT(cache.max_bytes)}}},
+    {"corral_l1_evictions_total", "counter", "Values evicted from L1 for room.",
+     .samples = {{"", AT(cache.evictions)}}},
+    {"corral_l1_expirations_total", "counter",
+     "Values dropped from L1 past their stale windows.",
+     .samples = {{"", AT(cache.expirations)}}},
+
+    /* L2. */
+    {"corral_l2_operations_total", "counter", "L2 reads, by result.", true,
+     .samples = {{"result=\"hit\"", AT(l2t.hits)},
+                 {"result=\"miss\"", AT(l2t.misses)},
+                 {"result=\"timeout\"", AT(l2.timeouts)}}},
+    {"corral_l2_errors_total", "counter",
+     "Redis error replies, lost connections and commands not sent while it "
+     "was down.",
+     true, .samples = {{"", AT(l2.errors)}}},
+    {"corral_l2_bad_values_total", "counter",
+     "Values in L2 that were not corral's (or another version).", true,
+     .samples = {{"", AT(l2t.bad_values)}}},
+    {"corral_l2_rejected_total", "counter",
+     "Values read from L2 that failed the route's checks (head, lifetime, "
+     "JSON): served from a new fill instead.",
+     true, .samples = {{"", AT(cache.tier_rejects)}}},
+    {"corral_l2_too_large_total", "counter",
+     "Values kept out of L2 (or not read from it) for being larger than "
+     "l2.max_value_bytes, by where.",
+     true,
+     .samples = {{"op=\"write\"", AT(l2t.too_large)},
+                 {"op=\"read\"", AT(l2t.large_found)}}},
+    {"corral_l2_leases_total", "counter",
+     "Fleet leases: won by this server, lost (ran out while held), granted "
+     "too late and given back.",
+     true,
+     .samples = {{"result=\"won\"", AT(l2t.leases_won)},
+                 {"result=\"lost\"", AT(l2t.leases_lost)},
+                 {"result=\"late\"", AT(l2t.late_leases)}}},
+    {"corral_l2_purges_queued_total", "counter",
+     "Purges Redis did not confirm, kept to be replayed.", true,
+     .samples = {{"", AT(l2t.purges_queued)}}},
+    {"corral_l2_resyncs_total", "counter",
+     "Resyncs after the subscriber was deaf, and of those, the ones that "
+     "found purges missed (L1 dropped).",
+     true,
+     .samples = {{"result=\"replayed\"", .read = resyncs_replayed},
+                 {"result=\"lost\"", AT(l2t.resync_losses)}}},
+    {"corral_l2_connects_total", "counter", "Connections made to Redis.", true,
+     .samples = {{"", AT(l2.connects)}}},
+    {"corral_l2_up", "gauge", "1 when every worker's Redis connection is up.",
+     true, true, .samples = {{"", .read = l2_up}}},
+
+    /* Clients and workers. */
+    {"corral_client_connections", "gauge", "Client connections open.",
+     .samples = {{"", .read = connections_open}}},
+    {"corral_client_connections_total", "counter",
+     "Client connections, by what became of them at accept.",
+     .samples = {{"result=\"accepted\"", AT(server.accepted)},
+                 {"result=\"rejected\"", AT(server.rejected)}}},
+    {"corral_client_timeouts_total", "counter",
+     "Client connections closed by client_timeout.",
+     .samples = {{"", AT(server.timeouts)}}},
+    {"corral_bad_requests_total", "counter",
+     "Requests refused before routing (400, 431, 505).",
+     .samples = {{"", AT(server.bad_requests)}}},
+    {"corral_workers", "gauge", "Worker processes serving now.",
+     .samples = {{"", .read = one}}},
+};
+
+static uint64_t
+summed(const struct sample *x, const struct scrape *s)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < s->nb; i++) {
+        uint64_t v;
+        if (x->read != NULL)
+            v = x->read(s->b[i]);
+        else
+            memcpy(&v, (const char *)s->b[i] + x->off, sizeof(v));
+        sum += v;
+    }
+    return sum;
+}
+
+static void
+render(struct evbuffer *o, const struct family *f, const struct scrape *s)
+{
+    evbuffer_add_printf(o, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help,
+                        f->name, f->type);
+    if (f->series != NULL) {
+        f->series(o, f, s);
+        return;
+    }
+    for (size_t k = 0; k < 3 && f->samples[k].labels != NULL; k++) {
+        const struct sample *x = &f->samples[k];
+        uint64_t v = summed(x, s);
+        if (f->all)
+            v = v == s->nb;
+        if (*x->labels == '\0')
+            evbuffer_add_printf(o, "%s %" PRIu64 "\n", f->name, v);
+        else
+            evbuffer_add_printf(o, "%s{%s} %" PRIu64 "\n", f->name, x->labels,
+                                v);
+    }
+}
+
+void
+corral_admin_metrics_render(struct evbuffer *o, struct corral_metrics *m,
+                            const struct corral_config *cfg, uint64_t now_ms)
+{
+    struct scrape s = {.cfg = cfg};
+    unsigned nw = corral_metrics_workers(m);
+    s.b = xcalloc(nw, sizeof(*s.b));
+    for (unsigned i = 0; i < nw; i++) {
+        struct corral_metrics_block *x = corral_metrics_block(m, i);
+        if (block_live(x))
+            s.b[s.nb++] = x;
+    }
+    s.routes = merged(m, s.b, s.nb, &route_slots, &s.n_routes);
+    s.ups = merged(m, s.b, s.nb, &upstream_slots, &s.n_ups);
+    const struct corral_breaker_table *t = corral_metrics_breakers(m);
+    s.breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*s.breakers));
+    s.have_breaker = xcalloc(cfg->n_upstreams + 1, sizeof(*s.have_breaker));
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        s.have_breaker[i] = corral_breaker_table_read(t, cfg->upstreams[i].name,
+                                                      now_ms, &s.breakers[i]);
+    bool l2 = s.nb > 0 && s.b[0]->l2_enabled;
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++)
+        if (l2 || !families[f].l2)
+            render(o, &families[f], &s);
+    free(s.have_breaker);
+    free(s.breakers);
+    free(s.routes);
+    free(s.ups);
+    free(s.b);
 }
 
 static void
 metrics(struct corral_admin *a, struct corral_request *req)
 {
-    struct corral_metrics *m = corral_gateway_metrics(a->g);
     corral_gateway_snapshot(a->g);
-    unsigned nw = corral_metrics_workers(m), nb = 0;
-    struct corral_metrics_block **b = xcalloc(nw, sizeof(*b));
-    for (unsigned i = 0; i < nw; i++) {
-        struct corral_metrics_block *x = corral_metrics_block(m, i);
-        if (block_live(x))
-            b[nb++] = x;
-    }
     struct evbuffer *o = evbuffer_new();
     if (o == NULL)
         abort(); /* the policy of xalloc.h */
-
-    /* Routes and upstreams by name, whatever their places in the configs
-     * the workers serve now or served before a reload. */
-    size_t nroutes, nups;
-    struct corral_metrics_route *routes =
-        merged(m, b, nb, &route_slots, &nroutes);
-    struct corral_metrics_upstream *ups =
-        merged(m, b, nb, &upstream_slots, &nups);
-    route_series(o, routes, nroutes);
-    upstream_series(o, ups, nups);
-    breaker_series(o, corral_gateway_config(a->g), corral_metrics_breakers(m));
-    free(routes);
-    free(ups);
-    family(o, "corral_upstream_calls_saved_total", "counter",
-           "Requests answered with a value they did not fill themselves: "
-           "hits from L1 or L2 (negative ones too), requests collapsed onto "
-           "another's fill, stale answers while a refresh runs.");
-    sample(o, "corral_upstream_calls_saved_total", SUMMED(saved));
-
-    /* The cache. */
-    family(o, "corral_fills_in_flight", "gauge", "Fills running now.");
-    sample(o, "corral_fills_in_flight", SUMMED(cache.fills_in_flight));
-    family(o, "corral_fills_total", "counter",
-           "Fills finished, by outcome (timeout is also counted failed).");
-    evbuffer_add_printf(o,
-                        "corral_fills_total{outcome=\"ok\"} %" PRIu64 "\n"
-                        "corral_fills_total{outcome=\"failed\"} %" PRIu64 "\n"
-                        "corral_fills_total{outcome=\"timeout\"} %" PRIu64
-                        "\n",
-                        SUMMED(cache.fills_ok), SUMMED(cache.fills_failed),
-                        SUMMED(cache.fills_timed_out));
-    family(o, "corral_waiters_collapsed_total", "counter",
-           "Requests that waited on another request's fill.");
-    sample(o, "corral_waiters_collapsed_total",
-           SUMMED(cache.waiters_collapsed));
-    family(o, "corral_refreshes_total", "counter",
-           "Background refreshes started, by why.");
-    uint64_t early = SUMMED(cache.early_refreshes);
-    uint64_t all = SUMMED(cache.refreshes);
-    evbuffer_add_printf(o,
-                        "corral_refreshes_total{reason=\"early\"} %" PRIu64
-                        "\ncorral_refreshes_total{reason=\"stale\"} %" PRIu64
-                        "\n",
-                        early, all > early ? all - early : 0);
-    family(o, "corral_backoff_events_total", "counter",
-           "Failed fills that set a key's backoff.");
-    sample(o, "corral_backoff_events_total", SUMMED(cache.backoffs));
-    family(o, "corral_backoff_answers_total", "counter",
-           "Requests answered from a key's backoff, without a call.");
-    sample(o, "corral_backoff_answers_total", SUMMED(cache.backoff_answers));
-    family(o, "corral_l1_entries", "gauge", "Values in L1.");
-    sample(o, "corral_l1_entries", SUMMED(cache.entries));
-    family(o, "corral_l1_bytes", "gauge", "Bytes charged to the L1 budget.");
-    sample(o, "corral_l1_bytes", SUMMED(cache.bytes));
-    family(o, "corral_l1_max_bytes", "gauge", "The L1 budget, all workers.");
-    sample(o, "corral_l1_max_bytes", SUMMED(cache.max_bytes));
-    family(o, "corral_l1_evictions_total", "counter",
-           "Values evicted from L1 for room.");
-    sample(o, "corral_l1_evictions_total", SUMMED(cache.evictions));
-    family(o, "corral_l1_expirations_total", "counter",
-           "Values dropped from L1 past their stale windows.");
-    sample(o, "corral_l1_expirations_total", SUMMED(cache.expirations));
-
-    /* L2. */
-    if (nb > 0 && b[0]->l2_enabled) {
-        family(o, "corral_l2_operations_total", "counter",
-               "L2 reads, by result.");
-        evbuffer_add_printf(
-            o,
-            "corral_l2_operations_total{result=\"hit\"} %" PRIu64 "\n"
-            "corral_l2_operations_total{result=\"miss\"} %" PRIu64 "\n"
-            "corral_l2_operations_total{result=\"timeout\"} %" PRIu64 "\n",
-            SUMMED(l2t.hits), SUMMED(l2t.misses), SUMMED(l2.timeouts));
-        family(o, "corral_l2_errors_total", "counter",
-               "Redis error replies, lost connections and commands not "
-               "sent while it was down.");
-        sample(o, "corral_l2_errors_total", SUMMED(l2.errors));
-        family(o, "corral_l2_bad_values_total", "counter",
-               "Values in L2 that were not corral's (or another version).");
-        sample(o, "corral_l2_bad_values_total", SUMMED(l2t.bad_values));
-        family(o, "corral_l2_rejected_total", "counter",
-               "Values read from L2 that failed the route's checks (head, "
-               "lifetime, JSON): served from a new fill instead.");
-        sample(o, "corral_l2_rejected_total", SUMMED(cache.tier_rejects));
-        family(o, "corral_l2_too_large_total", "counter",
-               "Values kept out of L2 (or not read from it) for being "
-               "larger than l2.max_value_bytes, by where.");
-        evbuffer_add_printf(
-            o,
-            "corral_l2_too_large_total{op=\"write\"} %" PRIu64 "\n"
-            "corral_l2_too_large_total{op=\"read\"} %" PRIu64 "\n",
-            SUMMED(l2t.too_large), SUMMED(l2t.large_found));
-        family(o, "corral_l2_leases_total", "counter",
-               "Fleet leases: won by this server, lost (ran out while "
-               "held), granted too late and given back.");
-        evbuffer_add_printf(
-            o,
-            "corral_l2_leases_total{result=\"won\"} %" PRIu64 "\n"
-            "corral_l2_leases_total{result=\"lost\"} %" PRIu64 "\n"
-            "corral_l2_leases_total{result=\"late\"} %" PRIu64 "\n",
-            SUMMED(l2t.leases_won), SUMMED(l2t.leases_lost),
-            SUMMED(l2t.late_leases));
-        family(o, "corral_l2_purges_queued_total", "counter",
-               "Purges Redis did not confirm, kept to be replayed.");
-        sample(o, "corral_l2_purges_queued_total", SUMMED(l2t.purges_queued));
-        family(o, "corral_l2_resyncs_total", "counter",
-               "Resyncs after the subscriber was deaf, and of those, the "
-               "ones that found purges missed (L1 dropped).");
-        evbuffer_add_printf(
-            o,
-            "corral_l2_resyncs_total{result=\"replayed\"} %" PRIu64 "\n"
-            "corral_l2_resyncs_total{result=\"lost\"} %" PRIu64 "\n",
-            SUMMED(l2t.resyncs) - SUMMED(l2t.resync_losses),
-            SUMMED(l2t.resync_losses));
-        family(o, "corral_l2_connects_total", "counter",
-               "Connections made to Redis.");
-        sample(o, "corral_l2_connects_total", SUMMED(l2.connects));
-        uint64_t up = 0;
-        for (unsigned i = 0; i < nb; i++)
-            up += b[i]->l2.state == CORRAL_REDIS_UP;
-        family(o, "corral_l2_up", "gauge",
-               "1 when every worker's Redis connection is up.");
-        sample(o, "corral_l2_up", up == nb);
-    }
-
-    /* Clients and workers. */
-    family(o, "corral_client_connections", "gauge", "Client connections open.");
-    sample(o, "corral_client_connections", SUMMED(server.open));
-    family(o, "corral_client_connections_total", "counter",
-           "Client connections, by what became of them at accept.");
-    evbuffer_add_printf(
-        o,
-        "corral_client_connections_total{result=\"accepted\"} %" PRIu64 "\n"
-        "corral_client_connections_total{result=\"rejected\"} %" PRIu64 "\n",
-        SUMMED(server.accepted), SUMMED(server.rejected));
-    family(o, "corral_client_timeouts_total", "counter",
-           "Client connections closed by client_timeout.");
-    sample(o, "corral_client_timeouts_total", SUMMED(server.timeouts));
-    family(o, "corral_bad_requests_total", "counter",
-           "Requests refused before routing (400, 431, 505).");
-    sample(o, "corral_bad_requests_total", SUMMED(server.bad_requests));
-    family(o, "corral_workers", "gauge", "Worker processes serving now.");
-    sample(o, "corral_workers", nb);
-
+    corral_admin_metrics_render(o, corral_gateway_metrics(a->g),
+                                corral_gateway_config(a->g), corral_now_ms());
     size_t len = evbuffer_get_length(o);
     char *text = (char *)evbuffer_pullup(o, -1);
     corral_request_respond_simple(req, 200,
                                   "text/plain; version=0.0.4; charset=utf-8",
                                   NULL, text ? text : "", text ? len : 0);
     evbuffer_free(o);
-    free(b);
+}
+
+/* ---- routing ---- */
+
+/* The admin's paths: exact, or followed by '/' and an argument. GET
+ * endpoints answer HEAD too. */
+static const struct {
+    const char *path;
+    bool under;
+    enum corral_method method;
+    const char *allow;
+    enum corral_admin_op op;
+} endpoints[] = {
+    {"/healthz", false, CORRAL_METHOD_GET, "GET, HEAD", CORRAL_ADMIN_HEALTHZ},
+    {"/metrics", false, CORRAL_METHOD_GET, "GET, HEAD", CORRAL_ADMIN_METRICS},
+    {"/cache", true, CORRAL_METHOD_DELETE, "DELETE", CORRAL_ADMIN_PURGE},
+    {"/route", true, CORRAL_METHOD_DELETE, "DELETE", CORRAL_ADMIN_PURGE_ROUTE},
+    {"/refresh", true, CORRAL_METHOD_POST, "POST", CORRAL_ADMIN_REFRESH},
+};
+
+enum corral_admin_op
+corral_admin_match(enum corral_method method, const char *path, size_t len,
+                   size_t *arg, const char **allow)
+{
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+        size_t n = strlen(endpoints[i].path);
+        bool at = endpoints[i].under
+                      ? len > n && memcmp(path, endpoints[i].path, n) == 0 &&
+                            path[n] == '/'
+                      : len == n && memcmp(path, endpoints[i].path, n) == 0;
+        if (!at)
+            continue;
+        *arg = n;
+        *allow = endpoints[i].allow;
+        bool get = endpoints[i].method == CORRAL_METHOD_GET &&
+                   method == CORRAL_METHOD_HEAD;
+        return method == endpoints[i].method || get ? endpoints[i].op
+                                                    : CORRAL_ADMIN_NOT_ALLOWED;
+    }
+    return CORRAL_ADMIN_NOT_FOUND;
 }
 
 static void
 on_admin(struct corral_request *req, void *arg)
 {
     struct corral_admin *a = arg;
-    bool get = req->method == CORRAL_METHOD_GET ||
-               req->method == CORRAL_METHOD_HEAD;
-    if (path_is(req, "/healthz") || path_is(req, "/metrics")) {
-        if (!get) {
-            answer_json(req, 405, "Allow: GET, HEAD\r\n",
-                        "{\"error\":\"method not allowed\"}");
-            return;
-        }
-        if (req->path[1] == 'h')
-            healthz(a, req);
-        else
-            metrics(a, req);
+    size_t skip = 0;
+    const char *allow = NULL;
+    char extra[64];
+    switch (corral_admin_match(req->method, req->path, req->path_len, &skip,
+                               &allow)) {
+    case CORRAL_ADMIN_HEALTHZ:
+        healthz(a, req);
         return;
-    }
-    if (path_under(req, "/cache")) {
-        if (req->method != CORRAL_METHOD_DELETE) {
-            answer_json(req, 405, "Allow: DELETE\r\n",
-                        "{\"error\":\"method not allowed\"}");
-            return;
-        }
-        key_op(a, req, 6, true);
+    case CORRAL_ADMIN_METRICS:
+        metrics(a, req);
         return;
-    }
-    if (path_under(req, "/route")) {
-        if (req->method != CORRAL_METHOD_DELETE) {
-            answer_json(req, 405, "Allow: DELETE\r\n",
-                        "{\"error\":\"method not allowed\"}");
-            return;
-        }
-        route_purge(a, req);
+    case CORRAL_ADMIN_PURGE:
+        key_op(a, req, skip, true);
         return;
-    }
-    if (path_under(req, "/refresh")) {
-        if (req->method != CORRAL_METHOD_POST) {
-            answer_json(req, 405, "Allow: POST\r\n",
-                        "{\"error\":\"method not allowed\"}");
-            return;
-        }
-        key_op(a, req, 8, false);
+    case CORRAL_ADMIN_PURGE_ROUTE:
+        route_purge(a, req, skip);
         return;
+    case CORRAL_ADMIN_REFRESH:
+        key_op(a, req, skip, false);
+        return;
+    case CORRAL_ADMIN_NOT_ALLOWED:
+        snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+        answer_json(req, 405, extra, "{\"error\":\"method not allowed\"}");
+        return;
+    case CORRAL_ADMIN_NOT_FOUND:
+        break;
     }
     answer_json(req, 404, NULL, "{\"error\":\"no such admin endpoint\"}");
 }

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "fill.h"
+#include "compute.h"
 #include "xalloc.h"
 
 /* What one member answered. */
@@ -28,7 +28,7 @@ struct slot {
 struct asm_job {
     struct corral_fill *fill;
     struct corral_cache *cache;
-    const struct corral_aggregate_fill *af;
+    const struct corral_aggregate_compute *af;
     size_t n, pending;
     bool aborted; /* the fill was given up: cancelling the members */
     struct slot slots[];
@@ -161,7 +161,7 @@ assemble(struct asm_job *job)
         if (stale.len > 0)
             snprintf(extra, sizeof(extra), "Corral-Stale-Members: %.500s\r\n",
                      stale.p);
-        struct corral_value *v = corral_fill_render(
+        struct corral_value *v = corral_compute_render(
             key, keylen, body.p, body.len, "application/json", 200, extra);
         /* A failed member's next try may bring it back: this answer
          * lives no longer than that. */
@@ -210,7 +210,7 @@ member_done(const struct corral_result *res, void *arg)
             s->stale = corral_source_stale(res->source);
         }
     } else {
-        s->status = corral_fill_error_status(res->error);
+        s->status = corral_compute_error_status(res->error);
         s->message = xstrndup(res->message, strlen(res->message));
         s->retry_ms = res->retry_after_ms;
     }
@@ -236,7 +236,7 @@ job_abort(void *arg)
 static void
 job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 {
-    const struct corral_aggregate_fill *af = arg;
+    const struct corral_aggregate_compute *af = arg;
     const struct corral_config_route *route = af->route;
     struct asm_job *job =
         xcalloc(1, sizeof(*job) + route->n_members * sizeof(struct slot));
@@ -271,7 +271,7 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 static void
 aggregate_hold(void *arg, int delta)
 {
-    const struct corral_aggregate_fill *af = arg;
+    const struct corral_aggregate_compute *af = arg;
     if (af->jobs)
         *af->jobs += (unsigned)delta;
 }
@@ -279,13 +279,13 @@ aggregate_hold(void *arg, int delta)
 static bool
 aggregate_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
 {
-    const struct corral_aggregate_fill *af = arg;
-    return corral_fill_fit(af->route, v, now_ms);
+    const struct corral_aggregate_compute *af = arg;
+    return corral_compute_fit(af->route, v, now_ms);
 }
 
 struct corral_waiter *
 corral_aggregate_get(struct corral_cache *c,
-                     const struct corral_aggregate_fill *af, const char *key,
+                     const struct corral_aggregate_compute *af, const char *key,
                      size_t keylen, corral_result_cb *cb, void *arg)
 {
     const struct corral_compute compute = {.fn = job_start,
@@ -302,7 +302,7 @@ corral_aggregate_get(struct corral_cache *c,
 
 int
 corral_aggregate_refresh(struct corral_cache *c,
-                         const struct corral_aggregate_fill *af,
+                         const struct corral_aggregate_compute *af,
                          const char *key, size_t keylen, bool refetch)
 {
     const struct corral_compute compute = {.fn = job_start,

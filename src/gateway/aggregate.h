@@ -1,4 +1,4 @@
-/* aggregate.h — an aggregate route's fill: every member resolved through
+/* aggregate.h — an aggregate route's compute: every member resolved through
  * the cache in parallel, each under its own key, strategy, freshness and
  * single flight (a member also asked for directly shares that fill), and
  * their stored bodies, already validated JSON, spliced without parsing
@@ -38,7 +38,7 @@ typedef struct corral_waiter *corral_member_get_fn(
     void *arg);
 
 /* Per aggregate route, fixed while its config is served. */
-struct corral_aggregate_fill {
+struct corral_aggregate_compute {
     const struct corral_config_route *route;
     struct corral_cache *cache;
     corral_member_get_fn *get;
@@ -49,16 +49,16 @@ struct corral_aggregate_fill {
 };
 
 /* Waits on the assembled value of key (the aggregate's, generation folded
- * in), starting an assembly if none runs. As corral_route_fill_get(). */
+ * in), starting an assembly if none runs. As corral_route_compute_get(). */
 struct corral_waiter *corral_aggregate_get(struct corral_cache *c,
-                                           const struct corral_aggregate_fill *af,
+                                           const struct corral_aggregate_compute *af,
                                            const char *key, size_t keylen,
                                            corral_result_cb *cb, void *arg);
 
 /* Starts a background assembly of key (XFetch chose it; with refetch,
  * the admin's refresh). As corral_refresh() / corral_refetch(). */
 int corral_aggregate_refresh(struct corral_cache *c,
-                             const struct corral_aggregate_fill *af,
+                             const struct corral_aggregate_compute *af,
                              const char *key, size_t keylen, bool refetch);
 
 #endif

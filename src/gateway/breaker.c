@@ -21,8 +21,9 @@
 #define NAME_BYTES 256  /* an upstream name, the NUL included */
 #define SPIN_MAX 100000 /* yields while another worker names a slot */
 
-/* One upstream's breaker, in memory every worker of the server maps. */
-struct slot {
+/* One upstream's breaker state, shared: in memory every worker of the
+ * server maps, a slot of the table. */
+struct shared {
     uint32_t claim; /* 0: free; 1: being named; 2: named */
     uint32_t unused;
     uint64_t word;
@@ -32,12 +33,12 @@ struct slot {
 
 struct corral_breaker_table {
     uint64_t cap;
-    struct slot slots[];
+    struct shared slots[];
 };
 
 struct corral_breaker {
-    struct slot *s; /* in the table, or own */
-    struct slot own;
+    struct shared *s; /* in the table, or own */
+    struct shared own;
     char *name;
     unsigned failures;
     uint64_t step_min, step_max, hold;
@@ -105,14 +106,14 @@ time_of(uint64_t w)
 }
 
 static uint64_t
-load(const struct slot *s)
+load(const struct shared *s)
 {
     return __atomic_load_n(&s->word, __ATOMIC_ACQUIRE);
 }
 
 /* On failure *w is the word now. */
 static bool
-swap(struct slot *s, uint64_t *w, uint64_t nw)
+swap(struct shared *s, uint64_t *w, uint64_t nw)
 {
     return __atomic_compare_exchange_n(&s->word, w, nw, false, __ATOMIC_ACQ_REL,
                                        __ATOMIC_ACQUIRE);
@@ -170,7 +171,7 @@ size_t
 corral_breaker_table_size(unsigned cap)
 {
     size_t n =
-        sizeof(struct corral_breaker_table) + (size_t)cap * sizeof(struct slot);
+        sizeof(struct corral_breaker_table) + (size_t)cap * sizeof(struct shared);
     return (n + 63) & ~(size_t)63;
 }
 
@@ -194,7 +195,7 @@ hash_name(const char *s)
 /* The slot named name; with take, a free one named so if there is none.
  * Another worker may name slots at the same time: a slot is taken by a
  * compare-and-swap of its claim, and read only once named. */
-static struct slot *
+static struct shared *
 table_find(struct corral_breaker_table *t, const char *name, bool take)
 {
     size_t len = strlen(name);
@@ -202,7 +203,7 @@ table_find(struct corral_breaker_table *t, const char *name, bool take)
         return NULL;
     uint64_t h = hash_name(name);
     for (uint64_t i = 0; i < t->cap; i++) {
-        struct slot *s = &t->slots[(h + i) % t->cap];
+        struct shared *s = &t->slots[(h + i) % t->cap];
         uint32_t c = __atomic_load_n(&s->claim, __ATOMIC_ACQUIRE);
         if (c == 0) {
             if (!take)
@@ -228,7 +229,7 @@ table_find(struct corral_breaker_table *t, const char *name, bool take)
 }
 
 static void
-stats_of(const struct slot *s, uint64_t now, struct corral_breaker_stats *out)
+stats_of(const struct shared *s, uint64_t now, struct corral_breaker_stats *out)
 {
     uint64_t w = load(s);
     *out = (struct corral_breaker_stats){
@@ -247,7 +248,7 @@ corral_breaker_table_read(const struct corral_breaker_table *t,
                           const char *name, uint64_t now_ms,
                           struct corral_breaker_stats *out)
 {
-    const struct slot *s =
+    const struct shared *s =
         table_find((struct corral_breaker_table *)t, name, false);
     if (s == NULL)
         return false;

@@ -17,7 +17,7 @@
 #define CORRAL_CONFIG_MAX_PARAMS 8
 
 /* The keys of a route purged as a whole are "~<generation>~<key>"
- * (gateway.c). No other key starts with this mark: a configured key may
+ * (generations.h). No other key starts with this mark: a configured key may
  * not, and one derived from the path starts with '/'. So no route's key
  * can be another's after a purge. */
 #define CORRAL_CONFIG_GENERATION_MARK '~'
@@ -66,7 +66,7 @@ struct corral_config_limits {
     uint64_t backoff_min_ms, backoff_max_ms;
 };
 
-/* Which of an upstream answer's Cache-Control directives count (fill.c):
+/* Which of an upstream answer's Cache-Control directives count (compute.c):
  * "upstream_cache_control" on a route, or on its upstream for all of its
  * routes. */
 enum corral_config_cache_control {

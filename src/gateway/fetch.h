@@ -51,7 +51,7 @@ struct corral_fetch_options {
 
 /* What an answer says about being kept by a cache: its Cache-Control
  * (RFC 9111 5.2.2), every field line and every directive of it, names in
- * any case. The gateway decides what counts (fill.c). */
+ * any case. The gateway decides what counts (compute.c). */
 enum corral_fetch_cc_flag {
     CORRAL_FETCH_CC_NO_STORE = 1 << 0, /* no-store */
     CORRAL_FETCH_CC_PRIVATE = 1 << 1,  /* private, also private="field" */
@@ -102,8 +102,9 @@ corral_fetch_upstream_new(struct event_base *base,
 
 /* Answers every queued and in-flight fetch with CORRAL_FETCH_E_CANCELLED
  * (before it returns), closes the connections and frees u. Safe from inside
- * a fetch callback. NULL is a no-op. Sockets and TLS state are released by
- * libevent on a later loop turn or by event_base_free(). */
+ * a fetch callback. NULL is a no-op. The connections and their TLS state
+ * close with libcurl's handles before it returns, or, called from inside a
+ * fetch callback, as that callback returns. */
 void corral_fetch_upstream_free(struct corral_fetch_upstream *u);
 
 /* Starts GET path_and_query (origin form: "/...", printable ASCII, no spaces

@@ -1,7 +1,9 @@
 /* gateway.c — serving routes: match, answer from L1 with one writev of the
  * value's pre-rendered head, its small dynamic part and its body, or join
- * the key's one fill (fill.c). Every waiter of a fill gets the same
- * answer. */
+ * the key's one fill (compute.c). Every waiter of a fill gets the same
+ * answer. Also the serving sets a reload replaces, and the wiring of the
+ * modules one reactor runs: L2 and the fleet, route generations
+ * (generations.c), the workers' purge bus (purge_bus.c). */
 #include "gateway.h"
 #include "log.h"
 
@@ -14,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,75 +29,76 @@
 #include "corral/redis.h"
 #include "corral/redis_tier.h"
 #include "fetch.h"
-#include "fill.h"
+#include "compute.h"
 #include "fleet.h"
 #include "fmt.h"
+#include "generations.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "purge_bus.h"
 #include "route.h"
 #include "server.h"
 #include "timeutil.h"
 #include "xalloc.h"
 
-/* What one config makes: its routes, upstream pools, budgets and
- * breakers. A reload builds a new one and retires the old, which is freed
+/* A serving set: what one config makes, its routes, upstream pools,
+ * budgets and breakers. A reload builds a new one and retires the old,
+ * which is freed
  * once nothing in flight uses it: no client waits on it and none of its
  * fills runs. They are freed oldest first, since a newer one may share a
  * budget an older one's calls still wait on. */
-struct gen {
+struct serving {
     struct corral_gateway *g;
     const struct corral_config *cfg;
-    bool owns_cfg; /* the first is the caller's */
+    bool owns_cfg;                            /* the first is the caller's */
     const struct corral_route_table *routes;  /* cfg's */
     struct corral_fetch_upstream **upstreams; /* by config index */
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
     struct corral_budget **keys; /* by route index: its new_keys; or NULL */
-    struct corral_breaker **breakers;         /* by config index; their
-                                               * state is the server's */
-    struct corral_route_fill *route_fill;     /* by config index */
+    struct corral_breaker **breakers;     /* by config index; their
+                                           * state is the server's */
+    struct corral_route_compute *route_compute; /* by config index */
     /* This worker's counters of each route and upstream, kept under their
      * names; NULL: that one has no series (see metrics.h). */
     struct corral_metrics_route **mroute;       /* by config index */
     struct corral_metrics_upstream **mupstream; /* by config index */
-    unsigned *gen_slot; /* by config index: its route generation slot */
-    struct corral_aggregate_fill *agg_fill; /* by config index */
-    unsigned clients; /* waiting on a fill */
-    unsigned jobs;    /* fills holding its routes: from a fill's start
-                       * (reading L2, waiting on another instance) to its
-                       * end, counted by fill.c and aggregate.c */
-    TAILQ_ENTRY(gen) link;
+    unsigned *generation_slot; /* by config index (generations.h) */
+    struct corral_aggregate_compute *agg_compute; /* by config index */
+    unsigned clients;                       /* waiting on a fill */
+    unsigned jobs; /* fills holding its routes: from a fill's start
+                    * (reading L2, waiting on another instance) to its
+                    * end, counted by compute.c and aggregate.c */
+    TAILQ_ENTRY(serving) link;
 };
-TAILQ_HEAD(gen_list, gen);
+TAILQ_HEAD(serving_list, serving);
 
 struct corral_gateway {
     struct event_base *base;
-    const struct corral_config *cfg; /* gen->cfg */
-    struct gen *gen;                 /* serving new requests */
-    struct gen_list retired;         /* oldest first */
+    const struct corral_config *cfg; /* serving->cfg */
+    struct serving *serving;         /* takes new requests */
+    struct serving_list retired;     /* oldest first */
     struct corral_cache *cache;
     struct corral_server *server;
     struct corral_redis *redis;   /* NULL: L1 only */
     struct corral_redis_tier *l2; /* L2, on redis */
     struct corral_fleet *fleet;   /* pauses, windows, generations, on redis */
     struct corral_metrics *metrics;
-    bool own_metrics; /* mapped here, for one worker */
+    bool own_metrics;             /* mapped here, for one worker */
     struct corral_ledger *ledger; /* the upstreams' rates and pauses */
     bool own_ledger;
     struct corral_metrics_block *block; /* this worker's */
-    uint32_t *gens; /* route generations, shared by the workers */
+    struct corral_generations *generations;
     struct event *snapshot_ev;
     struct corral_access_log *access_log; /* NULL: off */
-    const int *bus_fds; /* the workers' purge bus; NULL: none */
-    unsigned n_bus, worker;
-    struct event *bus_ev; /* this worker's end */
+    struct corral_purge_bus *bus;         /* NULL: one worker */
     bool draining;
 };
 
 /* A client waiting on a fill. */
 struct client {
     struct corral_gateway *g;
-    struct gen *gen; /* its route's; kept until it is answered */
+    struct serving *serving; /* its route's; kept until it is answered */
     struct corral_request *req;
     struct corral_waiter *waiter;
     size_t route;
@@ -238,17 +240,21 @@ result_of(enum corral_source source, bool negative)
     }
 }
 
-/* Counts an answer of the route with index route in gen's config. */
+/* Counts an answer of the route with index route in sv's config. */
 static void
-count(const struct gen *gen, size_t route, enum corral_metrics_result r)
+count(const struct serving *sv, size_t route, enum corral_metrics_result r)
 {
-    struct corral_metrics_route *mr = gen->mroute[route];
+    struct corral_metrics_route *mr = sv->mroute[route];
     if (mr)
         mr->results[r]++;
 }
 
+/* The hit path, kept in one piece (over 80 lines) on purpose: each step
+ * (the count, the Cache-Status detail and ttl, Age, a 304, the writev)
+ * reads the same locals, and splitting it would hand them all around on
+ * the path where every call is counted against a hit's cost. */
 static void
-respond_value(struct corral_gateway *g, const struct gen *gen,
+respond_value(struct corral_gateway *g, const struct serving *sv,
               struct corral_request *req, size_t route,
               const struct corral_config_route *rt, struct corral_value *v,
               enum corral_source source)
@@ -266,10 +272,9 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     const char *head = corral_value_aux(v);
     bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
     /* An aggregate assembled with a stale member says so (aggregate.h). */
-    bool stale_members =
-        rt->upstream == NULL &&
-        memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
-               sizeof(STALE_MEMBERS) - 1) != NULL;
+    bool stale_members = rt->upstream == NULL &&
+                         memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
+                                sizeof(STALE_MEMBERS) - 1) != NULL;
     /* What the upstream said must not be stored: its fill's clients get
      * it, and tell the caches after them the same. */
     bool pass =
@@ -278,7 +283,7 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
     enum corral_metrics_result result = result_of(source, negative);
     if (pass)
         result = source == CORRAL_SOURCE_STORED ? M_UNCACHEABLE : M_COLLAPSED;
-    count(gen, route, result);
+    count(sv, route, result);
     /* An answer this request did not fill: a call saved. */
     if (source == CORRAL_SOURCE_L1 || source == CORRAL_SOURCE_L2 ||
         source == CORRAL_SOURCE_COLLAPSED || source == CORRAL_SOURCE_STALE ||
@@ -362,32 +367,32 @@ client_answered(const struct corral_result *res, void *arg)
     struct client *cl = arg;
     if (!cl->gone) {
         corral_request_on_close(cl->req, NULL, NULL);
-        const char *route = cl->gen->cfg->routes[cl->route].path;
+        const char *route = cl->serving->cfg->routes[cl->route].path;
         if (res->error == 0) {
-            respond_value(cl->g, cl->gen, cl->req, cl->route,
-                          &cl->gen->cfg->routes[cl->route], res->value,
+            respond_value(cl->g, cl->serving, cl->req, cl->route,
+                          &cl->serving->cfg->routes[cl->route], res->value,
                           res->source);
         } else if (cl->only_cached) {
-            count(cl->gen, cl->route, M_ERROR);
+            count(cl->serving, cl->route, M_ERROR);
             respond_error_cached(cl->req, 504, "not cached (only-if-cached)",
                                  route, "only-if-cached", 0);
         } else if (res->error == -ENODATA) {
             /* An aggregate whose every member failed: the message is the
              * body, each member null and its error listed. */
-            count(cl->gen, cl->route, M_ERROR);
+            count(cl->serving, cl->route, M_ERROR);
             char extra[128];
             error_headers(extra, error_detail(res), res->retry_after_ms);
             corral_request_respond_simple(cl->req, 502, "application/json",
                                           extra, res->message,
                                           strlen(res->message));
         } else {
-            count(cl->gen, cl->route, M_ERROR);
-            respond_error_cached(cl->req, corral_fill_error_status(res->error),
+            count(cl->serving, cl->route, M_ERROR);
+            respond_error_cached(cl->req, corral_compute_error_status(res->error),
                                  res->message, route, error_detail(res),
                                  res->retry_after_ms);
         }
     }
-    cl->gen->clients--;
+    cl->serving->clients--;
     free(cl);
 }
 
@@ -399,56 +404,41 @@ client_gone(struct corral_request *req, void *arg)
     corral_waiter_cancel(cl->waiter); /* answers and frees cl */
 }
 
-/* The one place a key gets its route's generation. A route purged as a
- * whole has a generation, folded into its keys: "~<generation>~<key>",
- * so every key it had is out of reach at once (the old values age out of
- * L1 and L2 by themselves). No key without a generation starts with '~'
- * (CORRAL_CONFIG_GENERATION_MARK), and the digits end at the second one,
- * so a key with one can be no other key. Returns false when the key no
- * longer fits. */
+/* m's key with its route's generation (generations.h). False when the
+ * key no longer fits. */
 static bool
-fold_generation(const struct corral_gateway *g, const struct gen *gen,
+fold_generation(const struct corral_gateway *g, const struct serving *sv,
                 struct corral_route_match *m)
 {
-    uint32_t n = __atomic_load_n(&g->gens[gen->gen_slot[m->index]],
-                                 __ATOMIC_RELAXED);
-    if (n == 0)
-        return true;
-    char pre[16];
-    char *p = pre;
-    *p++ = CORRAL_CONFIG_GENERATION_MARK;
-    p = fmt_uint(p, n);
-    *p++ = CORRAL_CONFIG_GENERATION_MARK;
-    size_t plen = (size_t)(p - pre);
-    if (m->keylen + plen > sizeof(m->key))
-        return false;
-    memmove(m->key + plen, m->key, m->keylen);
-    memcpy(m->key, pre, plen);
-    m->keylen += plen;
-    return true;
+    return corral_generations_fold(g->generations,
+                                   sv->generation_slot[m->index], m->key,
+                                   &m->keylen, sizeof(m->key)) == 0;
 }
 
 /* Is v, read from L2, fit to serve on the route arg? */
 static bool
 stored_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
 {
-    return corral_fill_fit(arg, v, now_ms);
+    return corral_compute_fit(arg, v, now_ms);
 }
 
+/* A client request, from match to answer or wait. Over 80 lines: one
+ * refusal per way a request can fail to match, each with its own status,
+ * then hit, refresh or wait, in the order the request meets them. */
 static void
 on_request(struct corral_request *req, void *arg)
 {
     struct corral_gateway *g = arg;
     struct corral_route_match m;
-    struct gen *gen = g->gen;
-    int rc = corral_route_match(gen->routes, req->path, req->path_len, req->query,
-                                req->query_len, &m);
+    struct serving *sv = g->serving;
+    int rc = corral_route_match(sv->routes, req->path, req->path_len,
+                                req->query, req->query_len, &m);
     if (rc == CORRAL_ROUTE_NOT_FOUND) {
         respond_error(req, 404, "no such route", NULL);
         return;
     }
     if (req->method != CORRAL_METHOD_GET && req->method != CORRAL_METHOD_HEAD) {
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         respond_error(req, 405, "method not allowed", m.route->path);
         return;
     }
@@ -456,18 +446,18 @@ on_request(struct corral_request *req, void *arg)
         char msg[160];
         snprintf(msg, sizeof(msg), "bad %s parameter: %s",
                  rc == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         respond_error(req, 400, msg, m.route->path);
         return;
     }
     if (rc != CORRAL_ROUTE_OK) {
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
     }
-    if (!fold_generation(g, gen, &m)) {
-        count(gen, m.index, M_ERROR);
+    if (!fold_generation(g, sv, &m)) {
+        count(sv, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
         return;
@@ -475,15 +465,15 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     bool agg = m.route->upstream == NULL;
     if (v) {
-        respond_value(g, gen, req, m.index, m.route, v, CORRAL_SOURCE_L1);
+        respond_value(g, sv, req, m.index, m.route, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
             if (agg)
-                corral_aggregate_refresh(g->cache, &gen->agg_fill[m.index],
+                corral_aggregate_refresh(g->cache, &sv->agg_compute[m.index],
                                          m.key, m.keylen, false);
             else
-                corral_route_fill_refresh(
-                    g->cache, &gen->route_fill[m.index], &m, false);
+                corral_route_compute_refresh(g->cache, &sv->route_compute[m.index],
+                                          &m, false);
         }
         return;
     }
@@ -491,10 +481,10 @@ on_request(struct corral_request *req, void *arg)
     /* A miss: wait on the key's one fill. */
     struct client *cl = xcalloc(1, sizeof(*cl));
     cl->g = g;
-    cl->gen = gen;
+    cl->serving = sv;
     cl->req = req;
     cl->route = m.index;
-    gen->clients++;
+    sv->clients++;
     if (req->only_if_cached) {
         /* RFC 9111 5.2.1.7: a value stored fresh (L1, L2), else 504;
          * never a fill. */
@@ -503,15 +493,15 @@ on_request(struct corral_request *req, void *arg)
                                     (void *)m.route, client_answered, cl);
     } else {
         cl->waiter =
-            agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index], m.key,
+            agg ? corral_aggregate_get(g->cache, &sv->agg_compute[m.index], m.key,
                                        m.keylen, client_answered, cl)
-                : corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m,
+                : corral_route_compute_get(g->cache, &sv->route_compute[m.index], &m,
                                         client_answered, cl);
     }
     if (cl->waiter == NULL) {
-        gen->clients--;
+        sv->clients--;
         free(cl);
-        count(gen, m.index, M_ERROR);
+        count(sv, m.index, M_ERROR);
         if (errno == EMSGSIZE)
             respond_error(req, 400, "request too long for this route",
                           m.route->path);
@@ -570,13 +560,13 @@ corral_gateway_snapshot(struct corral_gateway *g)
     }
     if (g->server)
         corral_server_stats(g->server, &b->server);
-    const struct gen *gen = g->gen;
-    for (size_t i = 0; gen && i < gen->cfg->n_upstreams; i++) {
-        struct corral_metrics_upstream *u = gen->mupstream[i];
+    const struct serving *sv = g->serving;
+    for (size_t i = 0; sv && i < sv->cfg->n_upstreams; i++) {
+        struct corral_metrics_upstream *u = sv->mupstream[i];
         if (u == NULL)
             continue;
         struct corral_budget_stats now, *was = &u->budget_before;
-        corral_budget_stats(gen->budgets[i], &now);
+        corral_budget_stats(sv->budgets[i], &now);
         now.granted += was->granted;
         now.waited += was->waited;
         now.refused += was->refused;
@@ -586,39 +576,39 @@ corral_gateway_snapshot(struct corral_gateway *g)
     }
 }
 
-static void gen_free(struct gen *gen);
+static void serving_free(struct serving *sv);
 
 /* An aggregate's member: the match its path resolved to when the config
- * loaded (in the aggregate's generation), joined to (or starting) that
+ * loaded (in the aggregate's serving set), joined to (or starting) that
  * route's fill like any request. */
 static struct corral_waiter *
 member_get(void *ctx, const struct corral_config_member *mb,
            corral_result_cb *cb, void *arg)
 {
-    struct gen *gen = ctx;
-    struct corral_gateway *g = gen->g;
+    struct serving *sv = ctx;
+    struct corral_gateway *g = sv->g;
     /* A copy for the generation's prefix; its values stay the config's. */
     struct corral_route_match m = *mb->match;
-    if (!fold_generation(g, gen, &m)) {
+    if (!fold_generation(g, sv, &m)) {
         errno = EINVAL;
         return NULL;
     }
-    return corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m, cb,
+    return corral_route_compute_get(g->cache, &sv->route_compute[m.index], &m, cb,
                                  arg);
 }
 
 static void track(struct corral_gateway *g, const struct corral_config *cfg);
-static void bus_cb(evutil_socket_t fd, short what, void *arg);
+static void bus_heard(const char *key, size_t len, void *arg);
 
-/* Frees retired generations nothing uses any more, oldest first. */
+/* Frees retired serving sets nothing uses any more, oldest first. */
 static void
 sweep_retired(struct corral_gateway *g)
 {
-    struct gen *old;
+    struct serving *old;
     while ((old = TAILQ_FIRST(&g->retired)) != NULL && old->clients == 0 &&
            old->jobs == 0) {
         TAILQ_REMOVE(&g->retired, old, link);
-        gen_free(old);
+        serving_free(old);
     }
 }
 
@@ -641,52 +631,52 @@ metrics_attach(struct corral_gateway *g, unsigned worker)
 }
 
 static void
-gen_free(struct gen *gen)
+serving_free(struct serving *sv)
 {
-    if (gen == NULL)
+    if (sv == NULL)
         return;
-    const struct corral_config *cfg = gen->cfg;
-    if (gen->upstreams)
+    const struct corral_config *cfg = sv->cfg;
+    if (sv->upstreams)
         for (size_t i = 0; i < cfg->n_upstreams; i++)
-            corral_fetch_upstream_free(gen->upstreams[i]);
-    if (gen->budgets)
+            corral_fetch_upstream_free(sv->upstreams[i]);
+    if (sv->budgets)
         for (size_t i = 0; i < cfg->n_upstreams; i++)
-            corral_budget_free(gen->budgets[i]);
-    free(gen->budgets);
-    for (size_t r = 0; gen->keys && r < cfg->n_routes; r++)
-        corral_budget_free(gen->keys[r]);
-    free(gen->keys);
-    for (size_t i = 0; gen->breakers && i < cfg->n_upstreams; i++)
-        corral_breaker_free(gen->breakers[i]);
-    free(gen->breakers);
-    free(gen->upstreams);
-    for (size_t r = 0; gen->mroute && r < cfg->n_routes; r++)
-        corral_metrics_route_release(gen->mroute[r]);
-    for (size_t i = 0; gen->mupstream && i < cfg->n_upstreams; i++)
-        corral_metrics_upstream_release(gen->mupstream[i]);
-    free(gen->mroute);
-    free(gen->mupstream);
-    free(gen->route_fill);
-    free(gen->gen_slot);
-    free(gen->agg_fill);
-    if (gen->owns_cfg)
-        corral_config_free((struct corral_config *)gen->cfg);
-    free(gen);
+            corral_budget_free(sv->budgets[i]);
+    free(sv->budgets);
+    for (size_t r = 0; sv->keys && r < cfg->n_routes; r++)
+        corral_budget_free(sv->keys[r]);
+    free(sv->keys);
+    for (size_t i = 0; sv->breakers && i < cfg->n_upstreams; i++)
+        corral_breaker_free(sv->breakers[i]);
+    free(sv->breakers);
+    free(sv->upstreams);
+    for (size_t r = 0; sv->mroute && r < cfg->n_routes; r++)
+        corral_metrics_route_release(sv->mroute[r]);
+    for (size_t i = 0; sv->mupstream && i < cfg->n_upstreams; i++)
+        corral_metrics_upstream_release(sv->mupstream[i]);
+    free(sv->mroute);
+    free(sv->mupstream);
+    free(sv->route_compute);
+    free(sv->generation_slot);
+    free(sv->agg_compute);
+    if (sv->owns_cfg)
+        corral_config_free((struct corral_config *)sv->cfg);
+    free(sv);
 }
 
-/* Takes this worker's counters for gen's routes and upstreams, by name:
+/* Takes this worker's counters for sv's routes and upstreams, by name:
  * a route or upstream that a reload keeps keeps its counts. One without
  * room (or with too long a name) has none, and the log says so. */
 static void
-metrics_take(struct corral_gateway *g, struct gen *gen)
+metrics_take(struct corral_gateway *g, struct serving *sv)
 {
-    const struct corral_config *cfg = gen->cfg;
-    gen->mroute = xcalloc(cfg->n_routes + 1, sizeof(*gen->mroute));
-    gen->mupstream = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->mupstream));
+    const struct corral_config *cfg = sv->cfg;
+    sv->mroute = xcalloc(cfg->n_routes + 1, sizeof(*sv->mroute));
+    sv->mupstream = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->mupstream));
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const char *path = cfg->routes[r].path;
-        gen->mroute[r] = corral_metrics_route_take(g->metrics, g->block, path);
-        if (gen->mroute[r] == NULL)
+        sv->mroute[r] = corral_metrics_route_take(g->metrics, g->block, path);
+        if (sv->mroute[r] == NULL)
             corral_log(CORRAL_LOG_WARNING,
                        "metrics: route %s has no series (%s)", path,
                        strlen(path) >= CORRAL_METRICS_NAME_MAX
@@ -695,9 +685,9 @@ metrics_take(struct corral_gateway *g, struct gen *gen)
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const char *name = cfg->upstreams[i].name;
-        gen->mupstream[i] =
+        sv->mupstream[i] =
             corral_metrics_upstream_take(g->metrics, g->block, name);
-        if (gen->mupstream[i] == NULL)
+        if (sv->mupstream[i] == NULL)
             corral_log(CORRAL_LOG_WARNING,
                        "metrics: upstream %s has no series (%s)", name,
                        strlen(name) >= CORRAL_METRICS_NAME_MAX
@@ -706,35 +696,12 @@ metrics_take(struct corral_gateway *g, struct gen *gen)
     }
 }
 
-/* The routes, pools and budgets of cfg. An upstream of prev with the same
- * name and rate hands its budget over with the calls it queues; the
- * window and the pause are the ledger's, kept by name whatever the
- * reload does (see ledger.h). */
-static struct gen *
-gen_new(struct corral_gateway *g, const struct corral_config *cfg,
-        struct gen *prev, char *err, size_t errlen)
+/* sv's budgets: prev's of an upstream with the same name and rate (with
+ * the calls it queues), else new ones. */
+static void
+take_budgets(struct corral_gateway *g, struct serving *sv, struct serving *prev)
 {
-    struct gen *gen = xcalloc(1, sizeof(*gen));
-    gen->g = g;
-    gen->cfg = cfg;
-    gen->routes = cfg->table;
-    gen->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->upstreams));
-    gen->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->budgets));
-    gen->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*gen->breakers));
-    gen->route_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->route_fill));
-    gen->gen_slot = xcalloc(cfg->n_routes + 1, sizeof(*gen->gen_slot));
-    gen->agg_fill = xcalloc(cfg->n_routes + 1, sizeof(*gen->agg_fill));
-    for (size_t r = 0; r < cfg->n_routes; r++)
-        gen->gen_slot[r] = corral_metrics_generation_slot(cfg->routes[r].path);
-    for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        const struct corral_config_upstream *u = &cfg->upstreams[i];
-        gen->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
-        if (gen->upstreams[i] == NULL)
-            goto fail;
-    }
-    /* Nothing can fail from here: budgets and counters move over only
-     * now. */
-    metrics_take(g, gen);
+    const struct corral_config *cfg = sv->cfg;
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const struct corral_config_upstream *u = &cfg->upstreams[i];
         for (size_t j = 0; prev && j < prev->cfg->n_upstreams; j++) {
@@ -743,29 +710,110 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
                 p->rate_count == u->rate_count &&
                 p->rate_window_ms == u->rate_window_ms &&
                 p->refresh_share == u->refresh_share) {
-                gen->budgets[i] = prev->budgets[j];
+                sv->budgets[i] = prev->budgets[j];
                 prev->budgets[j] = NULL;
                 break;
             }
         }
-        if (gen->budgets[i] == NULL) {
+        if (sv->budgets[i] == NULL) {
             struct corral_budget_rate rate = {
                 .count = u->rate_count,
                 .window_ms = u->rate_window_ms,
                 .refresh_share = u->refresh_share,
             };
-            gen->budgets[i] =
+            sv->budgets[i] =
                 corral_budget_new(g->base, u->name, &rate, g->fleet, g->ledger);
             /* A new budget counts from zero: its upstream's counters go on
              * from what they last showed. */
-            struct corral_metrics_upstream *mu = gen->mupstream[i];
+            struct corral_metrics_upstream *mu = sv->mupstream[i];
             if (mu) {
                 mu->budget_before = mu->budget;
                 mu->budget_before.queued = 0;
             }
         }
     }
-    gen->keys = xcalloc(cfg->n_routes + 1, sizeof(*gen->keys));
+}
+
+/* Each route's compute (or an aggregate's) on its upstream's pool, budget
+ * and breaker, and its new-keys budget. */
+static void
+wire_routes(struct corral_gateway *g, struct serving *sv)
+{
+    const struct corral_config *cfg = sv->cfg;
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        const struct corral_config_route *route = &cfg->routes[r];
+        struct corral_route_compute *rc = &sv->route_compute[r];
+        rc->route = route;
+        rc->jobs = &sv->jobs;
+        if (route->new_keys_count > 0) {
+            /* Kept in the ledger under the route's path, which no
+             * upstream name can be. */
+            struct corral_budget_rate rate = {
+                .count = route->new_keys_count,
+                .window_ms = route->new_keys_window_ms,
+            };
+            sv->keys[r] =
+                corral_budget_new(g->base, route->path, &rate, NULL, g->ledger);
+            rc->keys = sv->keys[r];
+        }
+        if (route->upstream == NULL) {
+            struct corral_aggregate_compute *af = &sv->agg_compute[r];
+            af->route = route;
+            af->cache = g->cache;
+            af->get = member_get;
+            af->get_ctx = sv;
+            af->jobs = &sv->jobs;
+            /* Members time out first; their errors then make the answer. */
+            for (size_t i = 0; i < route->n_members; i++) {
+                uint64_t t = route->members[i].route->upstream->timeout_ms;
+                if (t + 2000 > af->timeout_ms)
+                    af->timeout_ms = t + 2000;
+            }
+        }
+        if (route->upstream) {
+            size_t u = (size_t)(route->upstream - cfg->upstreams);
+            rc->upstream = sv->upstreams[u];
+            rc->budget = sv->budgets[u];
+            rc->breaker = sv->breakers[u];
+            rc->metrics = sv->mupstream[u];
+            rc->timeout_ms = route->upstream->timeout_ms;
+        }
+    }
+}
+
+/* The routes, pools and budgets of cfg. An upstream of prev with the same
+ * name and rate hands its budget over with the calls it queues; the
+ * window and the pause are the ledger's, kept by name whatever the
+ * reload does (see ledger.h). */
+static struct serving *
+serving_new(struct corral_gateway *g, const struct corral_config *cfg,
+            struct serving *prev, char *err, size_t errlen)
+{
+    struct serving *sv = xcalloc(1, sizeof(*sv));
+    sv->g = g;
+    sv->cfg = cfg;
+    sv->routes = cfg->table;
+    sv->upstreams = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->upstreams));
+    sv->budgets = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->budgets));
+    sv->breakers = xcalloc(cfg->n_upstreams + 1, sizeof(*sv->breakers));
+    sv->route_compute = xcalloc(cfg->n_routes + 1, sizeof(*sv->route_compute));
+    sv->generation_slot =
+        xcalloc(cfg->n_routes + 1, sizeof(*sv->generation_slot));
+    sv->agg_compute = xcalloc(cfg->n_routes + 1, sizeof(*sv->agg_compute));
+    for (size_t r = 0; r < cfg->n_routes; r++)
+        sv->generation_slot[r] =
+            corral_generations_slot(g->generations, cfg->routes[r].path);
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        const struct corral_config_upstream *u = &cfg->upstreams[i];
+        sv->upstreams[i] = upstream_new(g, cfg, u, err, errlen);
+        if (sv->upstreams[i] == NULL)
+            goto fail;
+    }
+    /* Nothing can fail from here: budgets and counters move over only
+     * now. */
+    metrics_take(g, sv);
+    take_budgets(g, sv, prev);
+    sv->keys = xcalloc(cfg->n_routes + 1, sizeof(*sv->keys));
     /* A breaker's state lives in the mapping every worker shares, under
      * its upstream's name: a reload keeps it. */
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
@@ -777,57 +825,22 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
             .step_max_ms = cfg->limits.backoff_max_ms,
             .hold_ms = u->timeout_ms + 2000,
         };
-        gen->breakers[i] = corral_breaker_new(
+        sv->breakers[i] = corral_breaker_new(
             corral_metrics_breakers(g->metrics), &bo, g->fleet);
     }
-    for (size_t r = 0; r < cfg->n_routes; r++) {
-        const struct corral_config_route *route = &cfg->routes[r];
-        struct corral_route_fill *rc = &gen->route_fill[r];
-        rc->route = route;
-        rc->jobs = &gen->jobs;
-        if (route->new_keys_count > 0) {
-            /* Kept in the ledger under the route's path, which no
-             * upstream name can be. */
-            struct corral_budget_rate rate = {
-                .count = route->new_keys_count,
-                .window_ms = route->new_keys_window_ms,
-            };
-            gen->keys[r] =
-                corral_budget_new(g->base, route->path, &rate, NULL, g->ledger);
-            rc->keys = gen->keys[r];
-        }
-        if (route->upstream == NULL) {
-            struct corral_aggregate_fill *af = &gen->agg_fill[r];
-            af->route = route;
-            af->cache = g->cache;
-            af->get = member_get;
-            af->get_ctx = gen;
-            af->jobs = &gen->jobs;
-            /* Members time out first; their errors then make the answer. */
-            for (size_t i = 0; i < route->n_members; i++) {
-                uint64_t t = route->members[i].route->upstream->timeout_ms;
-                if (t + 2000 > af->timeout_ms)
-                    af->timeout_ms = t + 2000;
-            }
-        }
-        if (route->upstream) {
-            size_t u = (size_t)(route->upstream - cfg->upstreams);
-            rc->upstream = gen->upstreams[u];
-            rc->budget = gen->budgets[u];
-            rc->breaker = gen->breakers[u];
-            rc->metrics = gen->mupstream[u];
-            rc->timeout_ms = route->upstream->timeout_ms;
-        }
-    }
-    return gen;
+    wire_routes(g, sv);
+    return sv;
 fail:
-    gen_free(gen);
+    serving_free(sv);
     return NULL;
 }
 
 static int l2_start(struct corral_gateway *g, const struct corral_config *cfg,
                     char *err, size_t errlen);
 
+/* Over 80 lines: the setup order is the point (metrics and ledger, L2 and
+ * the fleet, the cache on it, the serving set, the front end, the bus),
+ * one failure exit for all. */
 struct corral_gateway *
 corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
                    const struct corral_gateway_options *opts, char *err,
@@ -855,7 +868,13 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
             return NULL;
         }
     }
-    g->gens = corral_metrics_generations(g->metrics);
+    g->generations =
+        corral_generations_new(base, corral_metrics_generations(g->metrics),
+                               CORRAL_METRICS_GENERATIONS);
+    if (g->generations == NULL) {
+        corral_gateway_free(g);
+        return NULL;
+    }
     g->ledger = o.ledger;
     if (g->ledger == NULL) {
         g->ledger = corral_ledger_new(cfg->n_upstreams + cfg->n_routes);
@@ -881,8 +900,8 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     if (g->cache == NULL)
         goto fail;
     metrics_attach(g, o.worker);
-    g->gen = gen_new(g, cfg, NULL, err, errlen);
-    if (g->gen == NULL)
+    g->serving = serving_new(g, cfg, NULL, err, errlen);
+    if (g->serving == NULL)
         goto fail;
     track(g, cfg);
     if (cfg->access_log) {
@@ -907,13 +926,10 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)
         goto fail;
-    g->bus_fds = o.bus_fds;
-    g->n_bus = o.n_bus;
-    g->worker = o.worker;
-    if (g->bus_fds != NULL && o.worker < o.n_bus) {
-        g->bus_ev = event_new(base, g->bus_fds[2 * o.worker + 1],
-                              EV_READ | EV_PERSIST, bus_cb, g);
-        if (g->bus_ev == NULL || event_add(g->bus_ev, NULL) != 0)
+    if (o.bus_fds != NULL && o.worker < o.n_bus) {
+        g->bus = corral_purge_bus_new(base, o.bus_fds, o.n_bus, o.worker,
+                                      bus_heard, g);
+        if (g->bus == NULL)
             goto fail;
     }
     g->snapshot_ev = event_new(base, -1, EV_PERSIST, snapshot_cb, g);
@@ -958,16 +974,15 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
     if (old->l1_max_bytes != cfg->l1_max_bytes)
         what[n++] = "l1";
     if ((old->l2 == NULL) != (cfg->l2 == NULL) ||
-        (old->l2 &&
-         (!same_str(old->l2->redis.host, cfg->l2->redis.host) ||
-          old->l2->redis.port != cfg->l2->redis.port ||
-          !same_str(old->l2->unix_path, cfg->l2->unix_path) ||
-          !same_str(old->l2->prefix, cfg->l2->prefix) ||
-          !same_str(old->l2->user, cfg->l2->user) ||
-          !same_str(old->l2->password, cfg->l2->password) ||
-          old->l2->db != cfg->l2->db ||
-          old->l2->timeout_ms != cfg->l2->timeout_ms ||
-          old->l2->max_value_bytes != cfg->l2->max_value_bytes)))
+        (old->l2 && (!same_str(old->l2->redis.host, cfg->l2->redis.host) ||
+                     old->l2->redis.port != cfg->l2->redis.port ||
+                     !same_str(old->l2->unix_path, cfg->l2->unix_path) ||
+                     !same_str(old->l2->prefix, cfg->l2->prefix) ||
+                     !same_str(old->l2->user, cfg->l2->user) ||
+                     !same_str(old->l2->password, cfg->l2->password) ||
+                     old->l2->db != cfg->l2->db ||
+                     old->l2->timeout_ms != cfg->l2->timeout_ms ||
+                     old->l2->max_value_bytes != cfg->l2->max_value_bytes)))
         what[n++] = "l2";
     if (memcmp(&old->limits, &cfg->limits, sizeof(cfg->limits)) != 0)
         what[n++] = "limits";
@@ -984,15 +999,15 @@ int
 corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
                       char *err, size_t errlen)
 {
-    /* gen_new() takes the running one's budgets only once nothing can
+    /* serving_new() takes the running one's budgets only once nothing can
      * fail any more: a failure leaves everything as it was. */
-    struct gen *gen = gen_new(g, cfg, g->gen, err, errlen);
-    if (gen == NULL)
+    struct serving *sv = serving_new(g, cfg, g->serving, err, errlen);
+    if (sv == NULL)
         return -1;
-    gen->owns_cfg = true;
+    sv->owns_cfg = true;
     warn_restart(g->cfg, cfg);
-    TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
-    g->gen = gen;
+    TAILQ_INSERT_TAIL(&g->retired, g->serving, link);
+    g->serving = sv;
     g->cfg = cfg;
     track(g, cfg);
     sweep_retired(g);
@@ -1056,13 +1071,13 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
             const char *query, size_t query_len, struct corral_route_match *m,
             char *key, size_t keycap)
 {
-    int rc = corral_route_match(g->gen->routes, path, path_len, query,
+    int rc = corral_route_match(g->serving->routes, path, path_len, query,
                                 query_len, m);
     if (rc == CORRAL_ROUTE_NOT_FOUND)
         return -ENOENT;
     if (rc != CORRAL_ROUTE_OK)
         return -EINVAL;
-    if (!fold_generation(g, g->gen, m))
+    if (!fold_generation(g, g->serving, m))
         return -EINVAL;
     if (keycap > 0)
         snprintf(key, keycap, "%.*s", (int)m->keylen, m->key);
@@ -1071,36 +1086,26 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
 
 /* ---- the fleet ---- */
 
-static uint32_t *
-gen_slot_of(struct corral_gateway *g, const char *path)
-{
-    return &g->gens[corral_metrics_generation_slot(path)];
-}
-
-/* Raises path's generation to at least value (they only go up). */
 static void
-gen_raise(struct corral_gateway *g, const char *path, uint64_t value)
+fleet_generation(const char *path, uint64_t value, void *arg)
 {
-    if (value > UINT32_MAX)
-        return;
-    uint32_t *slot = gen_slot_of(g, path);
-    uint32_t cur = __atomic_load_n(slot, __ATOMIC_RELAXED);
-    while (cur < value &&
-           !__atomic_compare_exchange_n(slot, &cur, (uint32_t)value, false,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-        ;
-}
-
-static void
-fleet_generation(const char *path, uint64_t gen, void *arg)
-{
-    gen_raise(arg, path, gen);
+    struct corral_gateway *g = arg;
+    corral_generations_raise(g->generations, path, value);
 }
 
 static uint64_t
 fleet_current(const char *path, void *arg)
 {
-    return __atomic_load_n(gen_slot_of(arg, path), __ATOMIC_RELAXED);
+    const struct corral_gateway *g = arg;
+    return corral_generations_current(g->generations, path);
+}
+
+/* A route purge raises the route's generation in every instance. */
+static void
+fleet_send(void *ctx, const char *path, uint64_t here,
+           corral_generations_sent_cb *cb, void *arg)
+{
+    corral_fleet_bump(ctx, path, here, cb, arg);
 }
 
 /* Another instance paused an upstream: its budget here pauses too. */
@@ -1108,12 +1113,12 @@ static void
 fleet_paused(const char *name, uint64_t ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->gen == NULL)
+    if (g->serving == NULL)
         return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->gen->cfg;
+    const struct corral_config *cfg = g->serving->cfg;
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_budget_paused(g->gen->budgets[i], ms);
+            corral_budget_paused(g->serving->budgets[i], ms);
 }
 
 /* The fleet's word on an upstream's breaker. */
@@ -1121,12 +1126,12 @@ static void
 fleet_breaker(const char *name, uint64_t ms, uint64_t step_ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->gen == NULL)
+    if (g->serving == NULL)
         return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->gen->cfg;
+    const struct corral_config *cfg = g->serving->cfg;
     for (size_t i = 0; i < cfg->n_upstreams; i++)
         if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_breaker_heard(g->gen->breakers[i], ms, step_ms,
+            corral_breaker_heard(g->serving->breakers[i], ms, step_ms,
                                  corral_now_ms());
 }
 
@@ -1149,8 +1154,7 @@ track(struct corral_gateway *g, const struct corral_config *cfg)
         paths[r] = cfg->routes[r].path;
     for (size_t u = 0; u < cfg->n_upstreams; u++)
         names[u] = cfg->upstreams[u].name;
-    corral_fleet_track(g->fleet, paths, cfg->n_routes, names,
-                       cfg->n_upstreams);
+    corral_fleet_track(g->fleet, paths, cfg->n_routes, names, cfg->n_upstreams);
     free(paths);
     free(names);
 }
@@ -1169,8 +1173,8 @@ wait_ready(struct corral_gateway *g, uint64_t ms)
     struct timeval tv = corral_ms_to_tv(ms);
     if (t == NULL || evtimer_add(t, &tv) != 0)
         abort(); /* the policy of xalloc.h */
-    while (!expired && !(corral_redis_ready(g->redis) &&
-                         corral_redis_listening(g->redis)))
+    while (!expired &&
+           !(corral_redis_ready(g->redis) && corral_redis_listening(g->redis)))
         event_base_loop(g->base, EVLOOP_ONCE);
     event_free(t);
 }
@@ -1208,13 +1212,13 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
                    "l2: no answer from Redis at start (%s): serving from L1 "
                    "and the upstreams until it answers",
                    why);
-    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY &&
-                       i + 1 < rep->elements;
-         i += 2)
+    for (size_t i = 0;
+         rep && rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2)
         if (rep->element[i]->type == REDIS_REPLY_STRING &&
             rep->element[i + 1]->type == REDIS_REPLY_STRING)
-            gen_raise(g, rep->element[i]->str,
-                      strtoull(rep->element[i + 1]->str, NULL, 10));
+            corral_generations_raise(
+                g->generations, rep->element[i]->str,
+                strtoull(rep->element[i + 1]->str, NULL, 10));
     if (rep)
         freeReplyObject(rep);
     if ((g->redis = corral_redis_new(g->base, &ro, err, errlen)) == NULL)
@@ -1229,6 +1233,7 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
         return -1;
     g->fleet = corral_fleet_new(g->base, g->redis, l->prefix, l->db,
                                 corral_redis_tier_id(g->l2), &fleet_events, g);
+    corral_generations_use_fleet(g->generations, fleet_send, g->fleet);
     /* A Redis that answered the probe: serve once both connections are
      * up (bounded), so the first requests already fill as one fleet
      * rather than each process on its own. Nothing else is on the loop
@@ -1236,41 +1241,6 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
     if (rc == 0)
         wait_ready(g, ms);
     return 0;
-}
-
-struct route_purge {
-    struct corral_gateway *g;
-    char *path;
-    corral_gateway_purged_cb *cb;
-    void *arg;
-};
-
-static void
-route_bumped(int error, uint64_t gen, void *arg)
-{
-    struct route_purge *rp = arg;
-    uint32_t *slot = gen_slot_of(rp->g, rp->path);
-    if (error == 0) {
-        gen_raise(rp->g, rp->path, gen);
-    } else {
-        /* Here, in every worker (the slots are shared); the fleet hears
-         * of it when the next resync writes it back. */
-        gen = __atomic_add_fetch(slot, 1, __ATOMIC_RELAXED);
-    }
-    rp->cb(error, (int64_t)gen, rp->arg);
-    free(rp->path);
-    free(rp);
-}
-
-static void
-route_bumped_here(evutil_socket_t fd, short what, void *arg)
-{
-    struct route_purge *rp = arg;
-    uint32_t n = __atomic_add_fetch(gen_slot_of(rp->g, rp->path), 1,
-                                    __ATOMIC_RELAXED);
-    rp->cb(0, n, rp->arg);
-    free(rp->path);
-    free(rp);
 }
 
 int
@@ -1281,17 +1251,7 @@ corral_gateway_purge_route(struct corral_gateway *g, const char *path,
     for (size_t r = 0; r < cfg->n_routes; r++) {
         if (strcmp(cfg->routes[r].path, path) != 0)
             continue;
-        struct route_purge *rp = xcalloc(1, sizeof(*rp));
-        rp->g = g;
-        rp->path = xstrndup(path, strlen(path));
-        rp->cb = cb;
-        rp->arg = arg;
-        if (g->fleet != NULL)
-            corral_fleet_bump(g->fleet, path, fleet_current(path, g),
-                              route_bumped, rp);
-        else if (event_base_once(g->base, -1, EV_TIMEOUT, route_bumped_here,
-                                 rp, NULL) != 0)
-            abort(); /* the policy of xalloc.h */
+        corral_generations_purge(g->generations, path, cb, arg);
         return 0;
     }
     return -ENOENT;
@@ -1322,11 +1282,8 @@ corral_gateway_purge(struct corral_gateway *g, const char *path,
         return rc;
     /* The other workers of this server hear of it on the bus at once,
      * whatever Redis does. */
-    for (unsigned i = 0; g->bus_fds && i < g->n_bus; i++)
-        if (i != g->worker &&
-            send(g->bus_fds[2 * i], m.key, m.keylen, MSG_DONTWAIT) < 0)
-            corral_log(CORRAL_LOG_WARNING,
-                       "purge bus: worker %u did not hear a purge", i);
+    if (g->bus != NULL)
+        corral_purge_bus_send(g->bus, m.key, m.keylen);
     struct key_purge *kp = xmalloc(sizeof(*kp));
     kp->cb = cb;
     kp->arg = arg;
@@ -1335,13 +1292,10 @@ corral_gateway_purge(struct corral_gateway *g, const char *path,
 
 /* Another worker purged keys: drop them here too (it told Redis). */
 static void
-bus_cb(evutil_socket_t fd, short what, void *arg)
+bus_heard(const char *key, size_t len, void *arg)
 {
     struct corral_gateway *g = arg;
-    char key[CORRAL_KEY_MAX];
-    ssize_t n;
-    while ((n = recv(fd, key, sizeof(key), MSG_DONTWAIT)) > 0)
-        corral_invalidate_local(g->cache, key, (size_t)n);
+    corral_invalidate_local(g->cache, key, len);
 }
 
 int
@@ -1354,11 +1308,11 @@ corral_gateway_refresh(struct corral_gateway *g, const char *path,
     if (rc < 0)
         return rc;
     if (m.route->upstream == NULL)
-        rc = corral_aggregate_refresh(g->cache, &g->gen->agg_fill[m.index],
+        rc = corral_aggregate_refresh(g->cache, &g->serving->agg_compute[m.index],
                                       m.key, m.keylen, true);
     else
-        rc = corral_route_fill_refresh(g->cache,
-                                       &g->gen->route_fill[m.index], &m, true);
+        rc = corral_route_compute_refresh(
+            g->cache, &g->serving->route_compute[m.index], &m, true);
     return rc == -EMSGSIZE ? -EINVAL : rc;
 }
 
@@ -1369,25 +1323,25 @@ corral_gateway_free(struct corral_gateway *g)
         return;
     if (g->snapshot_ev)
         event_free(g->snapshot_ev);
-    if (g->bus_ev)
-        event_free(g->bus_ev);
+    corral_purge_bus_free(g->bus);
     if (g->block)
         g->block->pid = 0;
     corral_server_free(g->server);
     corral_access_log_free(g->access_log);
     corral_cache_free(g->cache);
     /* Budgets go before the tier: an answer Redis owes frees one. */
-    struct gen *old;
+    struct serving *old;
     while ((old = TAILQ_FIRST(&g->retired)) != NULL) {
         TAILQ_REMOVE(&g->retired, old, link);
-        gen_free(old);
+        serving_free(old);
     }
-    gen_free(g->gen);
+    serving_free(g->serving);
     /* After the cache and budgets, which give their leases and
      * admissions back through them; the connection last. */
     corral_fleet_free(g->fleet);
     corral_redis_tier_free(g->l2);
     corral_redis_free(g->redis);
+    corral_generations_free(g->generations);
     if (g->own_metrics)
         corral_metrics_free(g->metrics);
     /* After every budget, fleet answers included, closed its account. */

@@ -24,12 +24,9 @@ struct corral_gateway_options {
     /* The server's upstream accounts (rates and pauses), shared by its
      * workers; NULL: the gateway maps its own, for one. */
     struct corral_ledger *ledger;
-    /* The workers' purge bus, for a server of several workers: a key
-     * purged through this worker's admin is sent to every other worker at
-     * once, which drops it too (with l2, whatever Redis does). A datagram
-     * socket pair per worker:
-     * bus_fds[2i] is written by the others, bus_fds[2i+1] read by worker
-     * i. NULL: one worker, no bus. */
+    /* The workers' purge bus (purge_bus.h), for a server of several
+     * workers: its socket pairs, from corral_purge_bus_pairs(). NULL: one
+     * worker, no bus. */
     const int *bus_fds;
     unsigned n_bus; /* workers, pairs */
 };
@@ -74,10 +71,9 @@ typedef void corral_gateway_purged_cb(int error, int64_t gen, void *arg);
  * use (path and query raw, as on the wire). purge drops it everywhere
  * (L1 of every worker, and with l2 Redis and every instance). Returns 1
  * (it was in this L1) or 0 (it was not), and cb fires once, from the
- * loop; or -ENOENT (no route), -EINVAL (the request is bad for its route)
- * or -ENOTSUP (an aggregate), and cb never fires. refresh starts a
- * background fill: 0, -EALREADY (one runs), -EBUSY (the key backs off),
- * or the same errors. The key goes to key (NUL-terminated, cut to
+ * loop; or -ENOENT (no route) or -EINVAL (the request is bad for its
+ * route), and cb never fires. refresh starts a background fill: 0,
+ * -EALREADY (one runs), -EBUSY (the key backs off), or the same errors. The key goes to key (NUL-terminated, cut to
  * keycap). */
 int corral_gateway_purge(struct corral_gateway *g, const char *path,
                          size_t path_len, const char *query, size_t query_len,

@@ -8,11 +8,10 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "corral/version.h"
 #include "log.h"
 #include "reactor.h"
 #include "supervisor.h"
-
-/* CORRAL_VERSION comes from meson's project version. */
 
 static void
 usage(FILE *out)
@@ -45,7 +44,7 @@ main(int argc, char **argv)
             check = 1;
             break;
         case 'V':
-            printf("corral %s\n", CORRAL_VERSION);
+            printf("corral %s\n", CORRAL_VERSION_STRING);
             return 0;
         case 'h':
             usage(stdout);

@@ -106,15 +106,6 @@ corral_metrics_breakers(struct corral_metrics *m)
 }
 
 unsigned
-corral_metrics_generation_slot(const char *route_path)
-{
-    uint32_t h = 2166136261u; /* FNV-1a: config strings, not client input */
-    for (; *route_path; route_path++)
-        h = (h ^ (unsigned char)*route_path) * 16777619u;
-    return h % CORRAL_METRICS_GENERATIONS;
-}
-
-unsigned
 corral_metrics_cap_routes(const struct corral_metrics *m)
 {
     return m->cap_routes;

@@ -139,14 +139,10 @@ bool corral_metrics_upstream_read(const struct corral_metrics *m,
                                   unsigned i,
                                   struct corral_metrics_upstream *out);
 
-/* Route generations, shared by every worker: a purge of a whole route
- * bumps its slot, and the slot's number is folded into the route's keys
- * (see gateway.c). CORRAL_METRICS_GENERATIONS slots; a route's is a hash
- * of its path, so two routes may share one (a purge of either then
- * purges both: more misses, never a wrong answer). */
+/* The slots of the route generations (generations.h), shared by every
+ * worker: CORRAL_METRICS_GENERATIONS of them, zeroed at first. */
 #define CORRAL_METRICS_GENERATIONS 1024
 uint32_t *corral_metrics_generations(struct corral_metrics *m);
-unsigned corral_metrics_generation_slot(const char *route_path);
 
 /* The upstreams' breakers (breaker.h), shared by every worker: one per
  * upstream name, room for as many as there are upstream slots. */

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "purge_bus.h"
 #include "reactor.h"
 #include "timeutil.h"
 
@@ -146,28 +147,6 @@ spawn(struct supervisor *s, unsigned i)
                    strerror(errno));
 }
 
-/* A purge reaches the other workers of this server on this bus at once,
- * whatever Redis does (with l2, Redis tells the other instances): a
- * datagram socket pair per worker, which it reads and the others write.
- * Workers started again later inherit the same pairs. */
-static int *
-bus_new(unsigned n)
-{
-    int *bus = calloc(2 * (size_t)n, sizeof(*bus));
-    for (unsigned i = 0; bus && i < n; i++) {
-        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, &bus[2 * i]) !=
-            0) {
-            corral_log(CORRAL_LOG_WARNING,
-                       "no purge bus: a purge reaches one worker only");
-            for (unsigned k = 0; k < 2 * i; k++)
-                close(bus[k]);
-            free(bus);
-            return NULL;
-        }
-    }
-    return bus;
-}
-
 /* The sockets every worker shares, the metrics each writes its own part
  * of and any reads all of, and the ledger of upstream rates and pauses
  * they all keep. 0, or -1 after saying why. */
@@ -190,7 +169,7 @@ open_shared(struct supervisor *s)
     }
     s->metrics = corral_metrics_new(s->n, cfg->n_routes, cfg->n_upstreams);
     s->ledger = corral_ledger_new(cfg->n_upstreams + cfg->n_routes);
-    s->bus = bus_new(s->n); /* also for an admin a reload adds */
+    s->bus = corral_purge_bus_pairs(s->n); /* also for an admin a reload adds */
     if (s->metrics == NULL || s->ledger == NULL) {
         corral_log(CORRAL_LOG_ERROR, "cannot map the metrics and ledger");
         return -1;
@@ -205,9 +184,7 @@ close_shared(struct supervisor *s)
         close(s->lfd);
     if (s->afd >= 0)
         close(s->afd);
-    for (unsigned i = 0; s->bus && i < 2 * s->n; i++)
-        close(s->bus[i]);
-    free(s->bus);
+    corral_purge_bus_pairs_free(s->bus, s->n);
     corral_metrics_free(s->metrics);
     corral_ledger_free(s->ledger);
 }

@@ -1,4 +1,4 @@
-/* fill.h — how a route's key gets its value: one fill per key (single
+/* compute.h — how a route's key gets its value: one fill per key (single
  * flight in libcorral) that fetches the route's upstream path, refuses
  * what must not be stored (a status other than 200 or 203, a Content-Type
  * with control bytes, invalid JSON on a JSON route, an answer over the
@@ -8,10 +8,10 @@
  * upstream's breaker and budget before each call (and tells the breaker how
  * the call went) and pauses the upstream on a 429 or 503 with Retry-After;
  * and how a fill's
- * error becomes an HTTP status. The request path uses it; aggregates and
- * the admin's refresh are meant to. */
-#ifndef CORRAL_FILL_H
-#define CORRAL_FILL_H
+ * error becomes an HTTP status. Client requests, an aggregate's members
+ * and the admin's refresh all go through it. */
+#ifndef CORRAL_COMPUTE_H
+#define CORRAL_COMPUTE_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -26,7 +26,7 @@ struct corral_fetch_upstream;
 struct corral_route_match;
 
 /* Per route, fixed at start. */
-struct corral_route_fill {
+struct corral_route_compute {
     const struct corral_config_route *route;
     struct corral_fetch_upstream *upstream; /* NULL for an aggregate */
     struct corral_budget *budget;           /* the upstream's rate, pause */
@@ -44,8 +44,8 @@ struct corral_route_fill {
  * fill. Returns NULL (cb never fires) with errno EMSGSIZE when the
  * upstream path does not fit (answer 400), or ESHUTDOWN when the cache is
  * closing. */
-struct corral_waiter *corral_route_fill_get(struct corral_cache *c,
-                                            const struct corral_route_fill *rf,
+struct corral_waiter *corral_route_compute_get(struct corral_cache *c,
+                                            const struct corral_route_compute *rf,
                                             const struct corral_route_match *m,
                                             corral_result_cb *cb, void *arg);
 
@@ -53,8 +53,8 @@ struct corral_waiter *corral_route_fill_get(struct corral_cache *c,
  * refetch, the admin's "fetch it now", which a copy in L2 does not end)
  * unless one runs or the key backs off. Returns corral_refresh()'s code,
  * or -EMSGSIZE when the upstream path does not fit. */
-int corral_route_fill_refresh(struct corral_cache *c,
-                              const struct corral_route_fill *rf,
+int corral_route_compute_refresh(struct corral_cache *c,
+                              const struct corral_route_compute *rf,
                               const struct corral_route_match *m,
                               bool refetch);
 
@@ -62,7 +62,7 @@ int corral_route_fill_refresh(struct corral_cache *c,
  * reuses: status line, Content-Type (ctype; NULL or "": JSON),
  * Content-Length, ETag, then extra (NULL, or header lines each ending
  * CRLF). NULL when it does not fit. */
-struct corral_value *corral_fill_render(const char *key, size_t keylen,
+struct corral_value *corral_compute_render(const char *key, size_t keylen,
                                         const char *body, size_t len,
                                         const char *ctype, int status,
                                         const char *extra);
@@ -74,7 +74,7 @@ struct corral_value *corral_fill_render(const char *key, size_t keylen,
  * aggregate a Corral-Stale-Members line), its lifetime and stale windows
  * no longer than the route's, its store time no later than a minute from
  * now, and on a JSON route its body JSON. */
-bool corral_fill_fit(const struct corral_config_route *route,
+bool corral_compute_fit(const struct corral_config_route *route,
                      const struct corral_value *v, uint64_t now_ms);
 
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
@@ -82,6 +82,6 @@ bool corral_fill_fit(const struct corral_config_route *route,
  * called now (paused by its Retry-After, over its rate, or its breaker
  * open), 502 for the rest (the upstream failed or sent what cannot be
  * stored). */
-int corral_fill_error_status(int error);
+int corral_compute_error_status(int error);
 
 #endif

@@ -1,8 +1,8 @@
-/* fill.c — a route's fill: the upstream's breaker and budget, fetch,
+/* compute.c — a route's compute: the upstream's breaker and budget, fetch,
  * validate, render the head, and store for as long as the route and the
  * upstream's cache directives allow, or pass the answer to the fill's
  * clients only. */
-#include "fill.h"
+#include "compute.h"
 #include "log.h"
 
 #include <errno.h>
@@ -30,7 +30,7 @@ struct job {
     uint64_t probe; /* this call is the breaker's probe: its ticket */
     struct corral_budget_wait *wait;
     struct corral_fetch *fetch;
-    const struct corral_route_fill *rf;
+    const struct corral_route_compute *rf;
 };
 
 static bool
@@ -58,7 +58,7 @@ has_controls(const char *s)
 }
 
 struct corral_value *
-corral_fill_render(const char *key, size_t keylen, const char *body,
+corral_compute_render(const char *key, size_t keylen, const char *body,
                    size_t len, const char *ctype, int status,
                    const char *extra)
 {
@@ -118,7 +118,7 @@ extra_fit(const struct corral_config_route *route, const char *p, size_t n)
 }
 
 bool
-corral_fill_fit(const struct corral_config_route *route,
+corral_compute_fit(const struct corral_config_route *route,
                 const struct corral_value *v, uint64_t now_ms)
 {
     const char *head = corral_value_aux(v);
@@ -172,8 +172,8 @@ corral_fill_fit(const struct corral_config_route *route,
 static bool
 route_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
 {
-    const struct corral_route_fill *rf = arg;
-    return corral_fill_fit(rf->route, v, now_ms);
+    const struct corral_route_compute *rf = arg;
+    return corral_compute_fit(rf->route, v, now_ms);
 }
 
 /* Renders the head every hit reuses: status line and fixed headers. */
@@ -181,7 +181,7 @@ static struct corral_value *
 make_value(const char *key, size_t keylen,
            const struct corral_fetch_result *res, int status)
 {
-    return corral_fill_render(key, keylen, res->body, res->len,
+    return corral_compute_render(key, keylen, res->body, res->len,
                               res->content_type, status, NULL);
 }
 
@@ -217,7 +217,7 @@ keep_for(const struct corral_config_route *route,
 }
 
 static struct job *
-job_new(struct corral_fill *fill, const struct corral_route_fill *rf)
+job_new(struct corral_fill *fill, const struct corral_route_compute *rf)
 {
     struct job *job = xcalloc(1, sizeof(*job));
     job->fill = fill;
@@ -240,7 +240,7 @@ job_free(struct job *job)
 static void
 route_hold(void *arg, int delta)
 {
-    const struct corral_route_fill *rf = arg;
+    const struct corral_route_compute *rf = arg;
     if (rf->jobs)
         *rf->jobs += (unsigned)delta;
 }
@@ -446,7 +446,7 @@ job_budget(int error, uint64_t ms, void *arg)
 static void
 job_admit(struct job *job)
 {
-    const struct corral_route_fill *rf = job->rf;
+    const struct corral_route_compute *rf = job->rf;
     uint64_t retry_ms = 0;
     int rc = corral_budget_acquire(
         rf->budget, corral_fill_background(job->fill), rf->timeout_ms,
@@ -464,7 +464,7 @@ job_admit(struct job *job)
 static void
 job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 {
-    struct corral_route_fill *rf = arg;
+    struct corral_route_compute *rf = arg;
     uint64_t retry_ms = 0;
     /* A key with no copy is a new key for the route's new_keys. */
     if (rf->keys && !corral_fill_background(fill) &&
@@ -487,7 +487,7 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
 #define FILL_DATA_MAX (CORRAL_ROUTE_KEY_MAX + 4096)
 
 static bool
-make_compute(const struct corral_route_fill *rf,
+make_compute(const struct corral_route_compute *rf,
              const struct corral_route_match *m, char *data,
              struct corral_compute *out)
 {
@@ -506,8 +506,8 @@ make_compute(const struct corral_route_fill *rf,
 }
 
 int
-corral_route_fill_refresh(struct corral_cache *c,
-                          const struct corral_route_fill *rf,
+corral_route_compute_refresh(struct corral_cache *c,
+                          const struct corral_route_compute *rf,
                           const struct corral_route_match *m, bool refetch)
 {
     char data[FILL_DATA_MAX];
@@ -520,7 +520,7 @@ corral_route_fill_refresh(struct corral_cache *c,
 }
 
 struct corral_waiter *
-corral_route_fill_get(struct corral_cache *c, const struct corral_route_fill *rf,
+corral_route_compute_get(struct corral_cache *c, const struct corral_route_compute *rf,
                       const struct corral_route_match *m, corral_result_cb *cb,
                       void *arg)
 {
@@ -540,7 +540,7 @@ corral_route_fill_get(struct corral_cache *c, const struct corral_route_fill *rf
 }
 
 int
-corral_fill_error_status(int error)
+corral_compute_error_status(int error)
 {
     if (error == -ETIMEDOUT)
         return 504;
