@@ -289,26 +289,21 @@ route_purge(struct corral_admin *a, struct corral_request *req)
     if (authorize(a, req) < 0)
         return;
     char path[512], p[1100];
-    size_t n = 0;
-    const char *s = req->path + 6, *end = req->path + req->path_len;
-    while (s < end && n + 1 < sizeof(path)) {
-        int hi, lo;
-        if (*s == '%' && end - s >= 3 && (hi = fmt_hexval(s[1])) >= 0 &&
-            (lo = fmt_hexval(s[2])) >= 0) {
-            path[n++] = (char)(hi * 16 + lo);
-            s += 3;
-        } else {
-            path[n++] = *s++;
-        }
+    const char *raw = req->path + 6;
+    size_t len = req->path_len - 6;
+    /* One that does not decode names no route: none holds a '%' or NUL. */
+    if (len < sizeof(path) && fmt_percent_decode(path, raw, len, 0) >= 0) {
+        struct pending_purge *pp = pending_purge(req, true, path);
+        if (corral_gateway_purge_route(a->g, path, purged, pp) == 0)
+            return; /* purged() answers */
+        corral_request_on_close(req, NULL, NULL);
+        free(pp);
+    } else {
+        if (len >= sizeof(path))
+            len = sizeof(path) - 1;
+        memcpy(path, raw, len);
+        path[len] = '\0';
     }
-    path[n] = '\0';
-    struct pending_purge *pp = pending_purge(req, true, path);
-    int rc = s < end ? -ENOENT
-                     : corral_gateway_purge_route(a->g, path, purged, pp);
-    if (rc == 0)
-        return; /* purged() answers */
-    corral_request_on_close(req, NULL, NULL);
-    free(pp);
     fmt_json_escape(p, sizeof(p), path);
     answer_json(req, 404, NULL, "{\"error\":\"no route %s\"}", p);
 }

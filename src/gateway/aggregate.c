@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "fill.h"
+#include "fmt.h"
 #include "xalloc.h"
 
 /* What one member answered. */
@@ -39,8 +40,9 @@ struct buf {
     size_t len, cap;
 };
 
+/* Room for n more bytes and a NUL. */
 static void
-put(struct buf *b, const char *s, size_t n)
+reserve(struct buf *b, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
@@ -49,6 +51,12 @@ put(struct buf *b, const char *s, size_t n)
         b->p = xrealloc(b->p, cap);
         b->cap = cap;
     }
+}
+
+static void
+put(struct buf *b, const char *s, size_t n)
+{
+    reserve(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -60,25 +68,14 @@ puts_(struct buf *b, const char *s)
     put(b, s, strlen(s));
 }
 
-/* s as a JSON string, quotes included. */
+/* s as a JSON string, quotes included; never cut. */
 static void
 put_json_str(struct buf *b, const char *s)
 {
-    put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            put(b, esc, 2);
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            put(b, esc, 6);
-        } else {
-            put(b, (const char *)&c, 1);
-        }
-    }
+    size_t room = FMT_JSON_ROOM(strlen(s));
+    reserve(b, room + 2);
+    b->p[b->len++] = '"';
+    b->len += fmt_json_escape(b->p + b->len, room, s);
     put(b, "\"", 1);
 }
 

@@ -34,6 +34,7 @@
 #include <openssl/x509.h>
 
 #include "corral/version.h"
+#include "fmt.h"
 #include "timeutil.h"
 #include "xalloc.h"
 
@@ -398,8 +399,6 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- what an answer says about caching it ---- */
 
-static int is_token_char(unsigned char ch);
-
 /* delta-seconds (RFC 9111 1.2.2): digits; past 2^31 it is 2^31; anything
  * else is 0, so a garbled lifetime never makes a value live longer. */
 static int64_t
@@ -443,7 +442,7 @@ corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
     while (i < len) {
         i = skip_ows(v, len, i);
         size_t name = i;
-        while (i < len && v[i] != '\0' && is_token_char((unsigned char)v[i]))
+        while (i < len && fmt_is_tchar((unsigned char)v[i]))
             i++;
         size_t nlen = i - name;
         /* The argument: a token, or a quoted-string (RFC 9110 5.6.4), which
@@ -462,8 +461,7 @@ corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
                     i++;
             } else {
                 arg = v + i;
-                while (i < len && v[i] != '\0' &&
-                       is_token_char((unsigned char)v[i]))
+                while (i < len && fmt_is_tchar((unsigned char)v[i]))
                     i++;
                 alen = (size_t)(v + i - arg);
             }
@@ -939,13 +937,6 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- options ---- */
 
-static int
-is_token_char(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
 const char *
 corral_fetch_check_header(const char *name, const char *value)
 {
@@ -962,7 +953,7 @@ corral_fetch_check_header(const char *name, const char *value)
     if (name[0] == '\0')
         return "an empty header name";
     for (p = name; *p != '\0'; p++)
-        if (!is_token_char((unsigned char)*p))
+        if (!fmt_is_tchar((unsigned char)*p))
             return "a header name with a character HTTP forbids";
     for (p = value; *p != '\0'; p++)
         if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)

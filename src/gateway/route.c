@@ -112,46 +112,21 @@ corral_route_table_new(const struct corral_config *cfg, char *err,
     return t;
 }
 
-/* The byte at s[*i], a %XX escape decoded (leaving *i on its last
- * digit). Returns false for a malformed escape. */
-static bool
-next_byte(const char *s, size_t len, size_t *i, char *c)
-{
-    if (s[*i] != '%') {
-        *c = s[*i];
-        return true;
-    }
-    int hi, lo;
-    if (*i + 2 >= len || (hi = fmt_hexval(s[*i + 1])) < 0 ||
-        (lo = fmt_hexval(s[*i + 2])) < 0)
-        return false;
-    *c = (char)(hi << 4 | lo);
-    *i += 2;
-    return true;
-}
-
 /* Decodes len bytes of s into m's scratch; returns the NUL-ended copy, or
- * NULL for a bad escape or an encoded NUL (or no room: see has_room()). A
- * path segment may not hold an encoded '/'; in a query value (query) it is
+ * NULL for a bad escape or a NUL (or no room: see has_room()). A path
+ * segment may not hold an encoded '/'; in a query value (query) it is
  * just a character, and '+' is a space. */
 static const char *
 decode(struct corral_route_match *m, const char *s, size_t len, bool query)
 {
     if (m->scratch_used + len + 1 > sizeof(m->scratch))
         return NULL;
-    char *out = m->scratch + m->scratch_used, *o = out;
-    for (size_t i = 0; i < len; i++) {
-        bool escaped = s[i] == '%';
-        char c;
-        if (!next_byte(s, len, &i, &c) || c == '\0' ||
-            (escaped && c == '/' && !query))
-            return NULL;
-        if (!escaped && c == '+' && query)
-            c = ' ';
-        *o++ = c;
-    }
-    *o++ = '\0';
-    m->scratch_used += (size_t)(o - out);
+    char *out = m->scratch + m->scratch_used;
+    ptrdiff_t n = fmt_percent_decode(out, s, len,
+                                     query ? FMT_PCT_PLUS : FMT_PCT_NO_SLASH);
+    if (n < 0)
+        return NULL;
+    m->scratch_used += (size_t)n + 1;
     return out;
 }
 
@@ -176,7 +151,6 @@ alnum(unsigned char c)
 static bool
 put_encoded(char *buf, size_t len, size_t *at, const char *s, bool strict)
 {
-    static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (strict ? alnum(c) : unreserved(c)) {
@@ -186,9 +160,8 @@ put_encoded(char *buf, size_t len, size_t *at, const char *s, bool strict)
         } else {
             if (*at + 3 >= len)
                 return false;
-            buf[(*at)++] = '%';
-            buf[(*at)++] = hex[c >> 4];
-            buf[(*at)++] = hex[c & 15];
+            fmt_pct_byte(buf + *at, c);
+            *at += 3;
         }
     }
     return true;
@@ -304,9 +277,9 @@ static bool
 segment_is(const char *lit, const char *s, size_t len)
 {
     const char *l = lit;
-    for (size_t i = 0; i < len; i++, l++) {
+    for (size_t i = 0; i < len; l++) {
         char c;
-        if (!next_byte(s, len, &i, &c) || *l == '\0' || *l != c)
+        if (!fmt_percent_next(s, len, &i, &c) || *l == '\0' || *l != c)
             return false;
     }
     return *l == '\0';

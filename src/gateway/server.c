@@ -736,15 +736,6 @@ on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-static bool
-is_tchar(unsigned char ch)
-{
-    /* RFC 9110 5.6.2: token characters. */
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch >= '0' && ch <= '9') || (ch && strchr(extra, ch) != NULL);
-}
-
 /* Reads the method of the request at rpos. http_parser knows a fixed list
  * of methods and refuses any other token (HPE_INVALID_METHOD: a 400 and a
  * close), where RFC 9110 (9.1, 15.5.6) has an unknown method answered as
@@ -778,7 +769,7 @@ read_method(struct conn *c)
         message_begin(c);
     }
     const char *t = b;
-    while (t < end && is_tchar((unsigned char)*t))
+    while (t < end && fmt_is_tchar((unsigned char)*t))
         t++;
     if (t == end) {
         if ((size_t)(end - b) <= s->max_header)
@@ -853,7 +844,7 @@ field_done(struct conn *c)
     size_t n = c->span[SPAN_VALUE].len;
 
     for (size_t i = 0; i < flen; i++)
-        if (!is_tchar((unsigned char)f[i]))
+        if (!fmt_is_tchar((unsigned char)f[i]))
             goto bad;
     if (flen == 0 || memchr(v, '\n', n) != NULL || memchr(v, '\r', n) != NULL)
         goto bad;
