@@ -164,6 +164,9 @@ assemble(struct asm_job *job)
          * lives no longer than that. */
         if (retry > 0 && retry < ttl)
             ttl = retry;
+        if (v != NULL && stale.len > 0)
+            corral_value_set_flags(v, corral_value_flags(v) |
+                                          CORRAL_FILL_STALE_MEMBERS);
         if (v == NULL)
             corral_fill_fail(fill, -EBADMSG, "aggregate too large to cache");
         else if (pass)
@@ -188,11 +191,8 @@ member_done(const struct corral_result *res, void *arg)
     s->error = res->error;
     if (res->error == 0) {
         /* A cached upstream 4xx (negative caching) is a failed member. */
-        const char *head = corral_value_aux(res->value);
-        int status = corral_value_aux_len(res->value) > 12
-                         ? atoi(head + 9)
-                         : 200;
-        if (status != 200 && status != 203) {
+        if (corral_value_flags(res->value) & CORRAL_FILL_NEGATIVE) {
+            int status = corral_fill_status(res->value);
             s->error = -EBADMSG;
             s->status = status;
             char msg[64];

@@ -82,7 +82,15 @@ corral_fill_render(const char *key, size_t keylen, const char *body,
         return NULL;
     }
     corral_value_set_aux_len(v, (size_t)n);
+    corral_value_set_flags(v, status / 100 == 2 ? 0 : CORRAL_FILL_NEGATIVE);
     return v;
+}
+
+int
+corral_fill_status(const struct corral_value *v)
+{
+    const char *head = corral_value_aux(v);
+    return (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
 }
 
 /* The status a route may keep a value of: 200 and 203, and the 4xx its
@@ -165,8 +173,16 @@ corral_fill_fit(const struct corral_config_route *route,
     if (has_controls(corral_value_content_type(v)))
         return false;
     /* A JSON route's body is JSON, whoever wrote it. */
-    return !route->json || (status != 200 && status != 203) ||
-           valid_json(corral_value_body(v), corral_value_len(v));
+    if (route->json && (status == 200 || status == 203) &&
+        !valid_json(corral_value_body(v), corral_value_len(v)))
+        return false;
+    /* A value from the tier is not stored yet (L1 takes it after this):
+     * writable, though the fit callback sees it const. */
+    uint8_t flags = status / 100 == 2 ? 0 : CORRAL_FILL_NEGATIVE;
+    if (hlen > upto)
+        flags |= CORRAL_FILL_STALE_MEMBERS; /* extra_fit() allows no other */
+    corral_value_set_flags((struct corral_value *)v, flags);
+    return true;
 }
 
 static bool

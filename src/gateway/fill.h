@@ -58,10 +58,20 @@ int corral_route_fill_refresh(struct corral_cache *c,
                               const struct corral_route_match *m,
                               bool refetch);
 
+/* What a value's rendered head says that a hit must know, kept in the
+ * value's flags (corral_value_flags()) when it is rendered, and set again
+ * by corral_fill_fit() on a value read from L2, so no hit parses a head. */
+enum corral_fill_flag {
+    CORRAL_FILL_NEGATIVE = 1 << 0,      /* a cached upstream 4xx */
+    CORRAL_FILL_STALE_MEMBERS = 1 << 1, /* an aggregate assembled with a
+                                         * stale member (aggregate.h) */
+};
+
 /* A value for key with body, rendered once with the head every hit
  * reuses: status line, Content-Type (ctype; NULL or "": JSON),
  * Content-Length, ETag, then extra (NULL, or header lines each ending
- * CRLF). NULL when it does not fit. */
+ * CRLF); its flags say CORRAL_FILL_NEGATIVE for a status other than 2xx.
+ * NULL when it does not fit. */
 struct corral_value *corral_fill_render(const char *key, size_t keylen,
                                         const char *body, size_t len,
                                         const char *ctype, int status,
@@ -73,9 +83,14 @@ struct corral_value *corral_fill_render(const char *key, size_t keylen,
  * Content-Length equal to the body's, ETag equal to the body's, and on an
  * aggregate a Corral-Stale-Members line), its lifetime and stale windows
  * no longer than the route's, its store time no later than a minute from
- * now, and on a JSON route its body JSON. */
+ * now, and on a JSON route its body JSON. A fit v is not stored yet: its
+ * flags are set from its head, as corral_fill_render() sets them. */
 bool corral_fill_fit(const struct corral_config_route *route,
                      const struct corral_value *v, uint64_t now_ms);
+
+/* The status v's head was rendered with (corral_fill_render(), or
+ * checked by corral_fill_fit()). */
+int corral_fill_status(const struct corral_value *v);
 
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
  * has too many waiters, the wait was cancelled, or the upstream may not be

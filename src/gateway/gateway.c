@@ -207,9 +207,6 @@ etag_matches(const struct corral_request *req, const char *etag)
     return false;
 }
 
-/* The header an aggregate assembled with stale members carries. */
-#define STALE_MEMBERS "\r\nCorral-Stale-Members:"
-
 /* The result a source counts as. */
 static enum corral_metrics_result
 result_of(enum corral_source source, bool negative)
@@ -249,8 +246,7 @@ count(const struct gen *gen, size_t route, enum corral_metrics_result r)
 
 static void
 respond_value(struct corral_gateway *g, const struct gen *gen,
-              struct corral_request *req, size_t route,
-              const struct corral_config_route *rt, struct corral_value *v,
+              struct corral_request *req, size_t route, struct corral_value *v,
               enum corral_source source)
 {
     uint64_t now = corral_cache_now(g->cache);
@@ -262,14 +258,11 @@ respond_value(struct corral_gateway *g, const struct gen *gen,
         (corral_value_expires_at(v) - corral_value_stored_at(v)) / 1000;
     if (lifetime == 0 && now < corral_value_expires_at(v))
         lifetime = 1;
-    /* A cached upstream 4xx (negative caching) has its own status line. */
-    const char *head = corral_value_aux(v);
-    bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
-    /* An aggregate assembled with a stale member says so (aggregate.h). */
-    bool stale_members =
-        rt->upstream == NULL &&
-        memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
-               sizeof(STALE_MEMBERS) - 1) != NULL;
+    /* A cached upstream 4xx (negative caching) has its own status line;
+     * an aggregate assembled with a stale member says so (aggregate.h). */
+    uint8_t flags = corral_value_flags(v);
+    bool negative = flags & CORRAL_FILL_NEGATIVE;
+    bool stale_members = flags & CORRAL_FILL_STALE_MEMBERS;
     /* What the upstream said must not be stored: its fill's clients get
      * it, and tell the caches after them the same. */
     bool pass =
@@ -364,8 +357,7 @@ client_answered(const struct corral_result *res, void *arg)
         corral_request_on_close(cl->req, NULL, NULL);
         const char *route = cl->gen->cfg->routes[cl->route].path;
         if (res->error == 0) {
-            respond_value(cl->g, cl->gen, cl->req, cl->route,
-                          &cl->gen->cfg->routes[cl->route], res->value,
+            respond_value(cl->g, cl->gen, cl->req, cl->route, res->value,
                           res->source);
         } else if (cl->only_cached) {
             count(cl->gen, cl->route, M_ERROR);
@@ -475,7 +467,7 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     bool agg = m.route->upstream == NULL;
     if (v) {
-        respond_value(g, gen, req, m.index, m.route, v, CORRAL_SOURCE_L1);
+        respond_value(g, gen, req, m.index, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
             if (agg)
