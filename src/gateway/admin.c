@@ -157,9 +157,7 @@ healthz(struct corral_admin *a, struct corral_request *req)
     }
     int64_t up = first ? (int64_t)time(NULL) - first : 0;
     bool ok = !corral_gateway_draining(a->g);
-    struct evbuffer *o = evbuffer_new();
-    if (o == NULL)
-        abort(); /* the policy of xalloc.h */
+    struct evbuffer *o = xcheck(evbuffer_new());
     evbuffer_add_printf(o,
                         "{\"status\":\"%s\",\"l2\":\"%s\",\"workers\":%u,"
                         "\"uptime_s\":%" PRId64 ",\"breakers_open\":",
@@ -222,9 +220,7 @@ purged(int error, int64_t gen, void *arg)
 static struct pending_purge *
 pending_purge(struct corral_request *req, bool route, const char *name)
 {
-    struct pending_purge *pp = calloc(1, sizeof(*pp));
-    if (pp == NULL)
-        abort(); /* the policy of xalloc.h */
+    struct pending_purge *pp = xcalloc(1, sizeof(*pp));
     pp->req = req;
     pp->route = route;
     fmt_json_escape(pp->name, sizeof(pp->name), name);
@@ -587,9 +583,7 @@ metrics(struct corral_admin *a, struct corral_request *req)
         if (block_live(x))
             b[nb++] = x;
     }
-    struct evbuffer *o = evbuffer_new();
-    if (o == NULL)
-        abort(); /* the policy of xalloc.h */
+    struct evbuffer *o = xcheck(evbuffer_new());
 
     /* Routes and upstreams by name, whatever their places in the configs
      * the workers serve now or served before a reload. */

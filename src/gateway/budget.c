@@ -293,9 +293,7 @@ corral_budget_new(struct event_base *base, const char *name,
     b->fleet = fleet;
     TAILQ_INIT(&b->cold);
     TAILQ_INIT(&b->refresh);
-    b->pump_ev = evtimer_new(base, pump_cb, b);
-    if (b->pump_ev == NULL)
-        abort();
+    b->pump_ev = xcheck(evtimer_new(base, pump_cb, b));
     return b;
 }
 
@@ -361,9 +359,7 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
     w->cb = cb;
     w->arg = arg;
     w->deadline = now + timeout_ms;
-    w->timer = evtimer_new(b->base, timeout_cb, w);
-    if (w->timer == NULL)
-        abort();
+    w->timer = xcheck(evtimer_new(b->base, timeout_cb, w));
     struct timeval tv = corral_ms_to_tv(timeout_ms);
     evtimer_add(w->timer, &tv);
     if (refresh) {

@@ -520,9 +520,7 @@ static struct corral_fetch_upstream *
 upstream_new(struct corral_gateway *g, const struct corral_config *cfg,
              const struct corral_config_upstream *u, char *err, size_t errlen)
 {
-    const char **headers = calloc(u->n_headers * 2 + 1, sizeof(*headers));
-    if (headers == NULL)
-        return NULL;
+    const char **headers = xcalloc(u->n_headers * 2 + 1, sizeof(*headers));
     for (size_t i = 0; i < u->n_headers; i++) {
         headers[2 * i] = u->headers[i].name;
         headers[2 * i + 1] = u->headers[i].value;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fmt.h"
+#include "xalloc.h"
 
 struct node {
     char *literal;          /* this segment's text; NULL for a parameter */
@@ -55,17 +56,12 @@ child(struct node *n, const char *seg, size_t len, bool param)
                         memcmp(c->literal, seg, len) == 0)
             return c;
     }
-    struct node *c = calloc(1, sizeof(*c));
+    struct node *c = xcalloc(1, sizeof(*c));
     struct node **kids =
-        realloc(n->children, (n->n_children + 1) * sizeof(*kids));
-    if (c == NULL || kids == NULL)
-        abort();
+        xrealloc(n->children, (n->n_children + 1) * sizeof(*kids));
     n->children = kids;
-    if (!param) {
-        c->literal = strndup(seg, len);
-        if (c->literal == NULL)
-            abort();
-    }
+    if (!param)
+        c->literal = xstrndup(seg, len);
     /* Keep the parameter child last, so literals are tried first. */
     size_t at = n->n_children;
     if (!param && at > 0 && kids[at - 1]->literal == NULL) {
@@ -81,9 +77,7 @@ struct corral_route_table *
 corral_route_table_new(const struct corral_config *cfg, char *err,
                        size_t errlen)
 {
-    struct corral_route_table *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        abort();
+    struct corral_route_table *t = xcalloc(1, sizeof(*t));
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
         if (route->n_params > CORRAL_ROUTE_MAX_PARAMS ||
