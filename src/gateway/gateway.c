@@ -744,8 +744,8 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
                 .window_ms = u->rate_window_ms,
                 .refresh_share = u->refresh_share,
             };
-            gen->budgets[i] =
-                corral_budget_new(g->base, u->name, &rate, g->fleet, g->ledger);
+            gen->budgets[i] = corral_budget_new(g->base, NULL, u->name, &rate,
+                                                g->fleet, g->ledger);
             /* A new budget counts from zero: its upstream's counters go on
              * from what they last showed. */
             struct corral_metrics_upstream *mu = gen->mupstream[i];
@@ -782,8 +782,8 @@ gen_new(struct corral_gateway *g, const struct corral_config *cfg,
                 .count = route->new_keys_count,
                 .window_ms = route->new_keys_window_ms,
             };
-            gen->keys[r] =
-                corral_budget_new(g->base, route->path, &rate, NULL, g->ledger);
+            gen->keys[r] = corral_budget_new(g->base, NULL, route->path, &rate,
+                                             NULL, g->ledger);
             rc->keys = gen->keys[r];
         }
         if (route->upstream == NULL) {
