@@ -112,23 +112,27 @@ struct corral_fetch_upstream {
     int dying;          /* corral_fetch_upstream_free() was called */
 };
 
-static const char *const error_names[] = {
-    [CORRAL_FETCH_E_NONE] = "none",
-    [CORRAL_FETCH_E_CONNECT] = "connect",
-    [CORRAL_FETCH_E_TIMEOUT] = "timeout",
-    [CORRAL_FETCH_E_TLS] = "tls",
-    [CORRAL_FETCH_E_TOO_BIG] = "too_big",
-    [CORRAL_FETCH_E_PROTOCOL] = "protocol",
-    [CORRAL_FETCH_E_CANCELLED] = "cancelled",
-};
-
 const char *
 corral_fetch_error_name(int error)
 {
-    if (error < 0 ||
-        (size_t)error >= sizeof(error_names) / sizeof(*error_names))
+    switch (error) {
+    case 0:
+        return "none";
+    case -ECONNREFUSED:
+        return "connect";
+    case -ETIMEDOUT:
+        return "timeout";
+    case -EKEYREJECTED:
+        return "tls";
+    case -EFBIG:
+        return "too_big";
+    case -EPROTO:
+        return "protocol";
+    case -ECANCELED:
+        return "cancelled";
+    default:
         return "unknown";
-    return error_names[error];
+    }
 }
 
 __attribute__((format(printf, 3, 4))) static void
@@ -711,7 +715,7 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
     say(f->msg, sizeof(f->msg), "no answer within %llu ms%s",
         (unsigned long long)u->timeout_ms,
         queued ? " (all connections busy)" : "");
-    finish_error(f, CORRAL_FETCH_E_TIMEOUT, f->msg);
+    finish_error(f, -ETIMEDOUT, f->msg);
 }
 
 static uint64_t
@@ -740,7 +744,7 @@ parse_retry_after(const char *v)
     return t > now ? (uint64_t)(t - now) : 0;
 }
 
-/* Sorts a failed transfer into enum corral_fetch_error with a message. */
+/* Sorts a failed transfer into one of fetch.h's errors, with a message. */
 static int
 classify(struct corral_fetch *f, CURLcode rc)
 {
@@ -754,36 +758,36 @@ classify(struct corral_fetch *f, CURLcode rc)
         else
             say(f->msg, sizeof(f->msg), "body is over %zu bytes",
                 f->u->max_body);
-        return CORRAL_FETCH_E_TOO_BIG;
+        return -EFBIG;
     }
     if (f->switched) {
         say(f->msg, sizeof(f->msg), "malformed response: 101 to a GET");
-        return CORRAL_FETCH_E_PROTOCOL;
+        return -EPROTO;
     }
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
         say(f->msg, sizeof(f->msg), "cannot connect: %s", why);
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_GOT_NOTHING:
         say(f->msg, sizeof(f->msg), "closed before the response");
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_PARTIAL_FILE:
         say(f->msg, sizeof(f->msg), "closed mid-body: %s", why);
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
         say(f->msg, sizeof(f->msg), "connection failed: %s", why);
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_OPERATION_TIMEDOUT:
         say(f->msg, sizeof(f->msg), "no answer within %llu ms",
             (unsigned long long)f->u->timeout_ms);
-        return CORRAL_FETCH_E_TIMEOUT;
+        return -ETIMEDOUT;
     case CURLE_PEER_FAILED_VERIFICATION:
         if (strncmp(why, "SSL certificate problem: ", 25) == 0)
             why += 25;
         say(f->msg, sizeof(f->msg), "certificate verify failed: %s", why);
-        return CORRAL_FETCH_E_TLS;
+        return -EKEYREJECTED;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
@@ -794,13 +798,13 @@ classify(struct corral_fetch *f, CURLcode rc)
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
         say(f->msg, sizeof(f->msg), "TLS handshake failed: %s", why);
-        return CORRAL_FETCH_E_TLS;
+        return -EKEYREJECTED;
     case CURLE_OUT_OF_MEMORY:
         say(f->msg, sizeof(f->msg), "out of memory");
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     default:
         say(f->msg, sizeof(f->msg), "malformed response: %s", why);
-        return CORRAL_FETCH_E_PROTOCOL;
+        return -EPROTO;
     }
 }
 
@@ -930,7 +934,7 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
            (f = TAILQ_FIRST(&u->queue)) != NULL) {
         TAILQ_REMOVE(&u->queue, f, link);
         if (start(f) != 0)
-            finish_error(f, CORRAL_FETCH_E_CONNECT, "out of memory");
+            finish_error(f, -ECONNREFUSED, "out of memory");
     }
     leave(u);
 }
@@ -1228,7 +1232,7 @@ corral_fetch_upstream_free(struct corral_fetch_upstream *u)
             detach(f);
         else
             break;
-        finish_error(f, CORRAL_FETCH_E_CANCELLED, "upstream freed");
+        finish_error(f, -ECANCELED, "upstream freed");
     }
     leave(u);
 }

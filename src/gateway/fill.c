@@ -269,9 +269,9 @@ route_hold(void *arg, int delta)
 static enum corral_breaker_outcome
 breaker_outcome(const struct corral_fetch_result *res)
 {
-    if (res->error == CORRAL_FETCH_E_CANCELLED)
+    if (res->error == -ECANCELED)
         return CORRAL_BREAKER_UNTRIED;
-    if (res->error == CORRAL_FETCH_E_TOO_BIG)
+    if (res->error == -EFBIG)
         return CORRAL_BREAKER_SUCCESS;
     if (res->error)
         return CORRAL_BREAKER_FAILURE;
@@ -340,7 +340,7 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         corral_fill_fail_retry(fill, -EBUSY, msg, ms);
         return;
     }
-    if (res->error == CORRAL_FETCH_E_TIMEOUT) {
+    if (res->error == -ETIMEDOUT) {
         corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
         return;
     }
