@@ -75,7 +75,7 @@ ask(struct corral_budget *b, bool refresh, uint64_t timeout, struct call *c,
     struct corral_budget_wait *dummy;
     int rc = corral_budget_acquire(b, refresh, timeout, call_cb, c,
                                    w ? w : &dummy, &retry);
-    if (rc < 0)
+    if (rc == -EBUSY)
         c->ms = retry;
     CHECK_EQ_INT(c->fired, 0); /* never from inside the call */
     return rc;
@@ -100,10 +100,10 @@ test_window(void)
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
     CHECK_EQ_INT(ask(b, true, 5000, &c[1], NULL), 0);
     /* Full: a refresh, then two cold misses, then another refresh. */
-    CHECK_EQ_INT(ask(b, true, 5000, &c[2], NULL), 1);
-    CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), 1);
-    CHECK_EQ_INT(ask(b, false, 5000, &c[4], NULL), 1);
-    CHECK_EQ_INT(ask(b, true, 5000, &c[5], NULL), 1);
+    CHECK_EQ_INT(ask(b, true, 5000, &c[2], NULL), -EINPROGRESS);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), -EINPROGRESS);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[4], NULL), -EINPROGRESS);
+    CHECK_EQ_INT(ask(b, true, 5000, &c[5], NULL), -EINPROGRESS);
     elapse(310);
     for (int i = 2; i < 6; i++)
         CHECK_EQ_INT(c[i].fired, 0);
@@ -142,9 +142,9 @@ test_refresh_share_cold_flood(void)
     struct call cold[COLD] = {{0}}, refresh[REFRESH] = {{0}};
     uint64_t t0 = fake_now;
     for (int i = 0; i < COLD; i++)
-        CHECK(ask(b, false, 60000, &cold[i], NULL) >= 0);
+        CHECK(ask(b, false, 60000, &cold[i], NULL) != -EBUSY);
     for (int i = 0; i < REFRESH; i++)
-        CHECK_EQ_INT(ask(b, true, 60000, &refresh[i], NULL), 1);
+        CHECK_EQ_INT(ask(b, true, 60000, &refresh[i], NULL), -EINPROGRESS);
     elapse(700);
     /* Within about two windows every refresh went, cold ones waiting. */
     for (int i = 0; i < REFRESH; i++) {
@@ -180,7 +180,7 @@ test_certain_refusal_at_once(void)
     CHECK_EQ_INT(c[1].ms, 1050); /* until the slot frees */
     /* Within its timeout, a call waits; the one after it would come a
      * window later still. */
-    CHECK_EQ_INT(ask(b, false, 1500, &c[2], &w), 1);
+    CHECK_EQ_INT(ask(b, false, 1500, &c[2], &w), -EINPROGRESS);
     CHECK_EQ_INT(ask(b, false, 1500, &c[3], NULL), -EBUSY);
     CHECK_EQ_INT(c[3].ms, 2100);
     corral_budget_cancel(w);
@@ -203,7 +203,7 @@ test_timeout_and_teardown(void)
     struct call c[3] = {{0}};
     uint64_t retry;
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
-    CHECK_EQ_INT(ask(b, false, 600, &c[1], NULL), 1);
+    CHECK_EQ_INT(ask(b, false, 600, &c[1], NULL), -EINPROGRESS);
     /* The slot frees at 420 ms; the other worker asks first, at 430,
      * and takes it until 850. The clock then stands at 630, past the
      * call's timeout, while the loop runs until the timeout's timer. */
@@ -214,7 +214,7 @@ test_timeout_and_teardown(void)
     CHECK_EQ_INT(c[1].fired, 1);
     CHECK_EQ_INT(c[1].error, -EBUSY);
     CHECK_EQ_INT(c[1].ms, 220);
-    CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 1);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), -EINPROGRESS);
     corral_budget_free(b);
     CHECK_EQ_INT(c[2].fired, 1);
     CHECK_EQ_INT(c[2].error, -EBUSY);
@@ -240,7 +240,7 @@ test_pause(void)
     struct corral_budget *r = budget("r", 1, 1000, 25, NULL);
     struct call q[2] = {{0}};
     CHECK_EQ_INT(ask(r, false, 5000, &q[0], NULL), 0);
-    CHECK_EQ_INT(ask(r, false, 5000, &q[1], NULL), 1);
+    CHECK_EQ_INT(ask(r, false, 5000, &q[1], NULL), -EINPROGRESS);
     corral_budget_pause(r, 3000);
     CHECK_EQ_INT(q[1].fired, 1);
     CHECK_EQ_INT(q[1].error, -EBUSY);

@@ -94,7 +94,7 @@ corral_access_log_reopen(struct corral_access_log *l, char *err, size_t errlen)
         return 0;
     int fd = open_path(l->path, err, errlen);
     if (fd < 0)
-        return -1;
+        return -errno;
     close(l->fd);
     l->fd = fd;
     return 0;

@@ -246,8 +246,9 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     for (size_t i = 0; i < job->n; i++) {
         struct slot *s = &job->slots[i];
         s->job = job;
-        s->w = af->get(af->get_ctx, &route->members[i], member_done, s);
-        if (s->w == NULL) {
+        if (af->get(af->get_ctx, &route->members[i], member_done, s, &s->w) <
+            0) {
+            s->w = NULL;
             s->done = true;
             s->error = -EINVAL;
             s->status = 400;
@@ -280,21 +281,19 @@ aggregate_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
     return corral_fill_fit(af->route, v, now_ms);
 }
 
-struct corral_waiter *
+int
 corral_aggregate_get(struct corral_cache *c,
                      const struct corral_aggregate_fill *af, const char *key,
-                     size_t keylen, corral_result_cb *cb, void *arg)
+                     size_t keylen, corral_result_cb *cb, void *arg,
+                     struct corral_waiter **out)
 {
     const struct corral_compute compute = {.fn = job_start,
                                            .arg = (void *)af,
                                            .fit = aggregate_fit,
                                            .hold = aggregate_hold};
-    struct corral_waiter *w =
-        corral_get_or_compute(c, key, keylen, &af->route->strategy,
-                              af->timeout_ms, &compute, cb, arg);
-    if (w == NULL)
-        errno = ESHUTDOWN;
-    return w;
+    *out = corral_get_or_compute(c, key, keylen, &af->route->strategy,
+                                 af->timeout_ms, &compute, cb, arg);
+    return *out != NULL ? 0 : -ESHUTDOWN;
 }
 
 int

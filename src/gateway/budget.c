@@ -383,7 +383,7 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
     /* From the loop (cb never fires inside this call), and now: a refresh
      * may go before the cold calls the timer waits for. */
     arm_pump(b, 0);
-    return 1;
+    return -EINPROGRESS;
 }
 
 int

@@ -62,9 +62,10 @@ void corral_budget_free(struct corral_budget *b);
 
 /* Asks for one call: a refresh, or a cold miss. Returns 0 when it may go
  * now (the slot is taken); -EBUSY with *retry_after_ms when it may not
- * (paused, or its slot would come later than timeout_ms from now); or 1
- * with *out set when it waits: cb then fires once, from the loop, unless
- * corral_budget_cancel(*out) comes first. */
+ * (paused, or its slot would come later than timeout_ms from now); or
+ * -EINPROGRESS with *out set when it waits (as a non-blocking connect()):
+ * cb then fires once, from the loop, unless corral_budget_cancel(*out)
+ * comes first. */
 int corral_budget_acquire(struct corral_budget *b, bool refresh,
                           uint64_t timeout_ms, corral_budget_cb *cb, void *arg,
                           struct corral_budget_wait **out,

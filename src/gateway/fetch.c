@@ -1023,9 +1023,10 @@ corral_fetch_check_ca_file(const char *path, char *why, size_t len)
     int n = 0;
 
     if (bio == NULL) {
-        say(why, len, "%s", strerror(errno != 0 ? errno : EIO));
+        int e = errno != 0 ? errno : EIO;
+        say(why, len, "%s", strerror(e));
         ERR_clear_error();
-        return -1;
+        return -e;
     }
     while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
         X509_free(x);
@@ -1035,7 +1036,7 @@ corral_fetch_check_ca_file(const char *path, char *why, size_t len)
     ERR_clear_error(); /* the end of the file reads as an error */
     if (n == 0) {
         say(why, len, "no PEM certificate in it");
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }

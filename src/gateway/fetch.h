@@ -140,8 +140,9 @@ const char *corral_fetch_check_header(const char *name, const char *value);
  * string. The config checker uses the same rule. */
 const char *corral_fetch_check_host(const char *host, size_t len);
 
-/* 0 when path holds at least one PEM certificate (trust anchors), else -1
- * with the reason in why. The config checker uses the same test. */
+/* 0 when path holds at least one PEM certificate (trust anchors), else
+ * -errno (-EINVAL: none in it) with the reason in why. The config
+ * checker uses the same test. */
 int corral_fetch_check_ca_file(const char *path, char *why, size_t len);
 
 /* Adds what one Cache-Control field value v[0..len) says to *cc (start

@@ -467,13 +467,15 @@ job_admit(struct job *job)
     int rc = corral_budget_acquire(
         rf->budget, corral_fill_background(job->fill), rf->timeout_ms,
         job_budget, job, &job->wait, &retry_ms);
-    if (rc < 0) {
+    if (rc == 0) {
+        job_fetch(job, rf->timeout_ms);
+    } else if (rc != -EINPROGRESS) { /* waits: job_budget() goes on */
         struct corral_fill *fill = job->fill;
         job_free(job);
-        corral_fill_fail_retry(fill, -EBUSY, "upstream paused by its "
-                                             "Retry-After", retry_ms);
-    } else if (rc == 0) {
-        job_fetch(job, rf->timeout_ms);
+        corral_fill_fail_retry(fill, -EBUSY,
+                               "upstream paused by its "
+                               "Retry-After",
+                               retry_ms);
     }
 }
 
@@ -493,10 +495,10 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     corral_fill_on_abort(fill, job_abort, job);
     int rc = corral_breaker_acquire(rf->breaker, corral_now_ms(), job_breaker,
                                     job, &job->bwait, &job->probe, &retry_ms);
-    if (rc < 0)
-        breaker_refused(job, retry_ms);
-    else if (rc == 0)
+    if (rc == 0)
         job_admit(job);
+    else if (rc != -EINPROGRESS) /* waits: job_breaker() goes on */
+        breaker_refused(job, retry_ms);
 }
 
 /* The fill data is the upstream path. */
@@ -535,24 +537,20 @@ corral_route_fill_refresh(struct corral_cache *c,
         &compute);
 }
 
-struct corral_waiter *
-corral_route_fill_get(struct corral_cache *c, const struct corral_route_fill *rf,
+int
+corral_route_fill_get(struct corral_cache *c,
+                      const struct corral_route_fill *rf,
                       const struct corral_route_match *m, corral_result_cb *cb,
-                      void *arg)
+                      void *arg, struct corral_waiter **out)
 {
     char data[FILL_DATA_MAX];
     struct corral_compute compute;
-    if (!make_compute(rf, m, data, &compute)) {
-        errno = EMSGSIZE;
-        return NULL;
-    }
+    if (!make_compute(rf, m, data, &compute))
+        return -EMSGSIZE;
     /* The cache's deadline backs up the fetch's own timeout. */
-    struct corral_waiter *w =
-        corral_get_or_compute(c, m->key, m->keylen, &m->route->strategy,
-                              rf->timeout_ms + 1000, &compute, cb, arg);
-    if (w == NULL)
-        errno = ESHUTDOWN;
-    return w;
+    *out = corral_get_or_compute(c, m->key, m->keylen, &m->route->strategy,
+                                 rf->timeout_ms + 1000, &compute, cb, arg);
+    return *out != NULL ? 0 : -ESHUTDOWN;
 }
 
 int

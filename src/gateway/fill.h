@@ -41,13 +41,15 @@ struct corral_route_fill {
 
 /* Waits on the fill of m's key, starting it if none runs: cb gets the
  * value (or the fill's error) once, from the loop. rf must outlive the
- * fill. Returns NULL (cb never fires) with errno EMSGSIZE when the
- * upstream path does not fit (answer 400), or ESHUTDOWN when the cache is
+ * fill. Returns 0 with the wait in *out (Borrowed; valid until cb fires
+ * or corral_waiter_cancel()), or, and cb never fires, -EMSGSIZE when the
+ * upstream path does not fit (answer 400) or -ESHUTDOWN when the cache is
  * closing. */
-struct corral_waiter *corral_route_fill_get(struct corral_cache *c,
-                                            const struct corral_route_fill *rf,
-                                            const struct corral_route_match *m,
-                                            corral_result_cb *cb, void *arg);
+int corral_route_fill_get(struct corral_cache *c,
+                          const struct corral_route_fill *rf,
+                          const struct corral_route_match *m,
+                          corral_result_cb *cb, void *arg,
+                          struct corral_waiter **out);
 
 /* Starts a background refresh of m's key (a hit that XFetch chose; with
  * refetch, the admin's "fetch it now", which a copy in L2 does not end)

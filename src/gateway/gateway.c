@@ -433,9 +433,9 @@ on_request(struct corral_request *req, void *arg)
     struct corral_gateway *g = arg;
     struct corral_route_match m;
     struct gen *gen = g->gen;
-    int rc = corral_route_match(gen->routes, req->path, req->path_len, req->query,
-                                req->query_len, &m);
-    if (rc == CORRAL_ROUTE_NOT_FOUND) {
+    enum corral_route_status st = corral_route_match(
+        gen->routes, req->path, req->path_len, req->query, req->query_len, &m);
+    if (st == CORRAL_ROUTE_NOT_FOUND) {
         respond_error(req, 404, "no such route", NULL);
         return;
     }
@@ -444,15 +444,15 @@ on_request(struct corral_request *req, void *arg)
         respond_error(req, 405, "method not allowed", m.route->path);
         return;
     }
-    if (rc == CORRAL_ROUTE_BAD_PARAM || rc == CORRAL_ROUTE_BAD_QUERY) {
+    if (st == CORRAL_ROUTE_BAD_PARAM || st == CORRAL_ROUTE_BAD_QUERY) {
         char msg[160];
         snprintf(msg, sizeof(msg), "bad %s parameter: %s",
-                 rc == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
+                 st == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
         count(gen, m.index, M_ERROR);
         respond_error(req, 400, msg, m.route->path);
         return;
     }
-    if (rc != CORRAL_ROUTE_OK) {
+    if (st != CORRAL_ROUTE_OK) {
         count(gen, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
@@ -482,6 +482,7 @@ on_request(struct corral_request *req, void *arg)
 
     /* A miss: wait on the key's one fill. */
     struct client *cl = xcalloc(1, sizeof(*cl));
+    int rc;
     cl->g = g;
     cl->gen = gen;
     cl->req = req;
@@ -493,18 +494,19 @@ on_request(struct corral_request *req, void *arg)
         cl->only_cached = true;
         cl->waiter = corral_get_fit(g->cache, m.key, m.keylen, stored_fit,
                                     (void *)m.route, client_answered, cl);
+        rc = cl->waiter != NULL ? 0 : -ESHUTDOWN;
     } else {
-        cl->waiter =
-            agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index], m.key,
-                                       m.keylen, client_answered, cl)
-                : corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m,
-                                        client_answered, cl);
+        rc = agg ? corral_aggregate_get(g->cache, &gen->agg_fill[m.index],
+                                        m.key, m.keylen, client_answered, cl,
+                                        &cl->waiter)
+                 : corral_route_fill_get(g->cache, &gen->route_fill[m.index],
+                                         &m, client_answered, cl, &cl->waiter);
     }
-    if (cl->waiter == NULL) {
+    if (rc < 0) {
         gen->clients--;
         free(cl);
         count(gen, m.index, M_ERROR);
-        if (errno == EMSGSIZE)
+        if (rc == -EMSGSIZE)
             respond_error(req, 400, "request too long for this route",
                           m.route->path);
         else
@@ -581,20 +583,18 @@ static void gen_free(struct gen *gen);
 /* An aggregate's member: the match its path resolved to when the config
  * loaded (in the aggregate's generation), joined to (or starting) that
  * route's fill like any request. */
-static struct corral_waiter *
+static int
 member_get(void *ctx, const struct corral_config_member *mb,
-           corral_result_cb *cb, void *arg)
+           corral_result_cb *cb, void *arg, struct corral_waiter **out)
 {
     struct gen *gen = ctx;
     struct corral_gateway *g = gen->g;
     /* A copy for the generation's prefix; its values stay the config's. */
     struct corral_route_match m = *mb->match;
-    if (!fold_generation(g, gen, &m)) {
-        errno = EINVAL;
-        return NULL;
-    }
+    if (!fold_generation(g, gen, &m))
+        return -EINVAL;
     return corral_route_fill_get(g->cache, &gen->route_fill[m.index], &m, cb,
-                                 arg);
+                                 arg, out);
 }
 
 static void track(struct corral_gateway *g, const struct corral_config *cfg);
@@ -978,7 +978,7 @@ corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
      * fail any more: a failure leaves everything as it was. */
     struct gen *gen = gen_new(g, cfg, g->gen, err, errlen);
     if (gen == NULL)
-        return -1;
+        return -EINVAL;
     gen->owns_cfg = true;
     warn_restart(g->cfg, cfg);
     TAILQ_INSERT_TAIL(&g->retired, g->gen, link);
@@ -1046,11 +1046,11 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
             const char *query, size_t query_len, struct corral_route_match *m,
             char *key, size_t keycap)
 {
-    int rc = corral_route_match(g->gen->routes, path, path_len, query,
-                                query_len, m);
-    if (rc == CORRAL_ROUTE_NOT_FOUND)
+    enum corral_route_status st =
+        corral_route_match(g->gen->routes, path, path_len, query, query_len, m);
+    if (st == CORRAL_ROUTE_NOT_FOUND)
         return -ENOENT;
-    if (rc != CORRAL_ROUTE_OK)
+    if (st != CORRAL_ROUTE_OK)
         return -EINVAL;
     if (!fold_generation(g, g->gen, m))
         return -EINVAL;

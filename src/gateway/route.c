@@ -6,6 +6,7 @@
  * against theirs alike: a route's keys are the ones its config allows. */
 #include "route.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,9 +227,8 @@ put_query(const struct corral_route_match *m, char *buf, size_t len, size_t *at,
     return true;
 }
 
-/* Finds the forwarded parameters in the raw query string. Returns an enum
- * corral_route_status. */
-static int
+/* Finds the forwarded parameters in the raw query string. */
+static enum corral_route_status
 parse_query(struct corral_route_match *m, const char *q, size_t qlen)
 {
     const struct corral_config_route *r = m->route;
@@ -315,7 +315,7 @@ walk(const struct node *n, const char *p, const char *end, bool more,
     return NULL;
 }
 
-int
+enum corral_route_status
 corral_route_match(const struct corral_route_table *t, const char *path,
                    size_t path_len, const char *query, size_t query_len,
                    struct corral_route_match *m)
@@ -350,7 +350,7 @@ corral_route_match(const struct corral_route_table *t, const char *path,
         m->values[i] = v;
     }
     m->n_values = nraw;
-    int rc = parse_query(m, query, query_len);
+    enum corral_route_status rc = parse_query(m, query, query_len);
     if (rc != CORRAL_ROUTE_OK)
         return rc;
 
@@ -376,7 +376,7 @@ corral_route_upstream_path(const struct corral_route_match *m, char *buf,
     if (!put_raw(buf, len, &at, prefix, strlen(prefix)) ||
         !fill_template(m, r->fetch, buf, len, &at, false) ||
         !put_query(m, buf, len, &at, strchr(r->fetch, '?') != NULL))
-        return -1;
+        return -EMSGSIZE;
     buf[at] = '\0';
     return (int)at;
 }
