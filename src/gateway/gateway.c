@@ -1093,17 +1093,28 @@ fleet_current(const char *path, void *arg)
     return __atomic_load_n(gen_slot_of(arg, path), __ATOMIC_RELAXED);
 }
 
+/* The index of the upstream called name in the config served, or -1
+ * (none, or still starting: the fleet's next sync tells it again). */
+static ptrdiff_t
+served_upstream(const struct corral_gateway *g, const char *name)
+{
+    if (g->gen == NULL)
+        return -1;
+    const struct corral_config *cfg = g->gen->cfg;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, name) == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
 /* Another instance paused an upstream: its budget here pauses too. */
 static void
 fleet_paused(const char *name, uint64_t ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->gen == NULL)
-        return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->gen->cfg;
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_budget_paused(g->gen->budgets[i], ms);
+    ptrdiff_t i = served_upstream(g, name);
+    if (i >= 0)
+        corral_budget_paused(g->gen->budgets[i], ms);
 }
 
 /* The fleet's word on an upstream's breaker. */
@@ -1111,13 +1122,9 @@ static void
 fleet_breaker(const char *name, uint64_t ms, uint64_t step_ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->gen == NULL)
-        return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->gen->cfg;
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_breaker_heard(g->gen->breakers[i], ms, step_ms,
-                                 corral_now_ms());
+    ptrdiff_t i = served_upstream(g, name);
+    if (i >= 0)
+        corral_breaker_heard(g->gen->breakers[i], ms, step_ms, corral_now_ms());
 }
 
 static const struct corral_fleet_events fleet_events = {

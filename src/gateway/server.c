@@ -283,28 +283,29 @@ dl_set(struct conn *c, enum deadline_kind kind, uint64_t ms)
     TAILQ_INSERT_TAIL(dl_list(s, kind), c, dl_link);
 }
 
+/* Adds or removes ev as on says, unless *added says it already is. */
+static void
+event_want(struct event *ev, bool *added, bool on)
+{
+    if (on == *added)
+        return;
+    if (on)
+        event_add(ev, NULL);
+    else
+        event_del(ev);
+    *added = on;
+}
+
 static void
 conn_want_read(struct conn *c, bool on)
 {
-    if (on == c->reading)
-        return;
-    if (on)
-        event_add(c->rev, NULL);
-    else
-        event_del(c->rev);
-    c->reading = on;
+    event_want(c->rev, &c->reading, on);
 }
 
 static void
 conn_want_write(struct conn *c, bool on)
 {
-    if (on == c->writing)
-        return;
-    if (on)
-        event_add(c->wev, NULL);
-    else
-        event_del(c->wev);
-    c->writing = on;
+    event_want(c->wev, &c->writing, on);
 }
 
 static void
