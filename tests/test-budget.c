@@ -1,37 +1,54 @@
-/* test-budget.c — an upstream's budget on a real loop: the sliding window
- * (never more than count calls in any window, cold misses before
+/* test-budget.c — an upstream's budget on a fake clock: the sliding
+ * window (never more than count calls in any window, cold misses before
  * refreshes, FIFO within each), the share refreshes keep whatever cold
  * misses queue, waits bounded by their timeout and refused at once when
  * their slot lies beyond it, pauses, cancels, teardown with calls queued,
- * and two worker processes on one ledger. */
+ * and two worker processes on one ledger. Every decision and check reads
+ * the fake clock, so the figures are exact; only the budget's timers sleep
+ * on the real loop (libevent has no clock to fake). */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdbool.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "budget.h"
 #include "ledger.h"
 #include "testlib.h"
+#include "timeutil.h"
 
 static struct event_base *base;
 static int order; /* grants so far, to see the order */
+static uint64_t fake_now = 1000000;
 
 static uint64_t
-mono_ms(void)
+fake_clock(void *arg)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    (void)arg;
+    return fake_now;
 }
 
+static const struct corral_clock clock_ = {fake_clock, NULL};
+
+/* Runs the loop for ms of real time; the fake clock stands still. */
 static void
 run_for(int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     event_base_loopexit(base, &tv);
     event_base_dispatch(base);
+}
+
+/* Lets ms pass on both clocks, in steps of 5 ms: the fake clock moves
+ * first, so a timer the budget armed for a time on it finds that time
+ * come when it fires. */
+static void
+elapse(int ms)
+{
+    for (int t = 0; t < ms; t += 5) {
+        fake_now += 5;
+        run_for(5);
+    }
 }
 
 struct call {
@@ -46,7 +63,7 @@ call_cb(int error, uint64_t ms, void *arg)
     c->fired++;
     c->error = error;
     c->ms = ms;
-    c->at = mono_ms();
+    c->at = fake_now;
     c->rank = ++order;
 }
 
@@ -58,7 +75,7 @@ ask(struct corral_budget *b, bool refresh, uint64_t timeout, struct call *c,
     struct corral_budget_wait *dummy;
     int rc = corral_budget_acquire(b, refresh, timeout, call_cb, c,
                                    w ? w : &dummy, &retry);
-    if (rc < 0)
+    if (rc == -EBUSY)
         c->ms = retry;
     CHECK_EQ_INT(c->fired, 0); /* never from inside the call */
     return rc;
@@ -69,7 +86,7 @@ budget(const char *name, unsigned count, uint64_t window_ms, unsigned share,
        struct corral_ledger *ledger)
 {
     struct corral_budget_rate rate = {count, window_ms, share};
-    return corral_budget_new(base, name, &rate, NULL, ledger);
+    return corral_budget_new(base, &clock_, name, &rate, NULL, ledger);
 }
 
 static void
@@ -78,32 +95,33 @@ test_window(void)
     /* 2 calls per 300 ms (+15 ms margin), no share kept for refreshes. */
     struct corral_budget *b = budget("u", 2, 300, 0, NULL);
     struct call c[6] = {{0}};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = fake_now;
     order = 0;
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
     CHECK_EQ_INT(ask(b, true, 5000, &c[1], NULL), 0);
     /* Full: a refresh, then two cold misses, then another refresh. */
-    CHECK_EQ_INT(ask(b, true, 5000, &c[2], NULL), 1);
-    CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), 1);
-    CHECK_EQ_INT(ask(b, false, 5000, &c[4], NULL), 1);
-    CHECK_EQ_INT(ask(b, true, 5000, &c[5], NULL), 1);
-    run_for(200);
+    CHECK_EQ_INT(ask(b, true, 5000, &c[2], NULL), -EINPROGRESS);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), -EINPROGRESS);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[4], NULL), -EINPROGRESS);
+    CHECK_EQ_INT(ask(b, true, 5000, &c[5], NULL), -EINPROGRESS);
+    elapse(310);
     for (int i = 2; i < 6; i++)
         CHECK_EQ_INT(c[i].fired, 0);
-    run_for(900);
+    elapse(900);
     for (int i = 2; i < 6; i++) {
         CHECK_EQ_INT(c[i].fired, 1);
         CHECK_EQ_INT(c[i].error, 0);
+        /* What is left of the timeout goes with a grant. */
+        CHECK_EQ_INT(c[i].ms, 5000 - (c[i].at - t0));
     }
     /* The cold ones first, in order; the refreshes after, in order. */
     CHECK_EQ_INT(c[3].rank, 1);
     CHECK_EQ_INT(c[4].rank, 2);
     CHECK_EQ_INT(c[2].rank, 3);
     CHECK_EQ_INT(c[5].rank, 4);
-    CHECK(c[3].at - t0 >= 300 && c[4].at - t0 >= 300);
-    CHECK(c[2].at - t0 >= 600 && c[5].at - t0 >= 600);
-    /* What is left of the timeout goes with a grant. */
-    CHECK(c[3].ms <= 5000 - 300 && c[3].ms > 4000);
+    /* Never early, on the clock the budget reads. */
+    CHECK(c[3].at - t0 >= 315 && c[4].at - t0 >= 315);
+    CHECK(c[2].at - c[3].at >= 315 && c[5].at - c[4].at >= 315);
     struct corral_budget_stats st;
     corral_budget_stats(b, &st);
     CHECK_EQ_INT(st.granted, 6);
@@ -122,12 +140,12 @@ test_refresh_share_cold_flood(void)
     struct corral_budget *b = budget("u", 4, 200, 50, NULL);
     enum { COLD = 40, REFRESH = 4 };
     struct call cold[COLD] = {{0}}, refresh[REFRESH] = {{0}};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = fake_now;
     for (int i = 0; i < COLD; i++)
-        CHECK(ask(b, false, 60000, &cold[i], NULL) >= 0);
+        CHECK(ask(b, false, 60000, &cold[i], NULL) != -EBUSY);
     for (int i = 0; i < REFRESH; i++)
-        CHECK_EQ_INT(ask(b, true, 60000, &refresh[i], NULL), 1);
-    run_for(700);
+        CHECK_EQ_INT(ask(b, true, 60000, &refresh[i], NULL), -EINPROGRESS);
+    elapse(700);
     /* Within about two windows every refresh went, cold ones waiting. */
     for (int i = 0; i < REFRESH; i++) {
         CHECK_EQ_INT(refresh[i].fired, 1);
@@ -145,7 +163,7 @@ test_refresh_share_cold_flood(void)
         if (cold[i].fired)
             at[n++] = cold[i].at;
     for (int i = 0; i + 4 < n; i++)
-        CHECK(at[i + 4] - at[i] >= 410);
+        CHECK(at[i + 4] - at[i] >= 420);
     corral_budget_free(b);
 }
 
@@ -159,14 +177,14 @@ test_certain_refusal_at_once(void)
     struct corral_budget_wait *w = NULL;
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
     CHECK_EQ_INT(ask(b, false, 100, &c[1], NULL), -EBUSY);
-    CHECK(c[1].ms > 900 && c[1].ms <= 1050); /* until the slot frees */
+    CHECK_EQ_INT(c[1].ms, 1050); /* until the slot frees */
     /* Within its timeout, a call waits; the one after it would come a
      * window later still. */
-    CHECK_EQ_INT(ask(b, false, 1500, &c[2], &w), 1);
+    CHECK_EQ_INT(ask(b, false, 1500, &c[2], &w), -EINPROGRESS);
     CHECK_EQ_INT(ask(b, false, 1500, &c[3], NULL), -EBUSY);
-    CHECK(c[3].ms > 1900 && c[3].ms <= 2100);
+    CHECK_EQ_INT(c[3].ms, 2100);
     corral_budget_cancel(w);
-    run_for(300);
+    elapse(300);
     CHECK_EQ_INT(c[1].fired + c[2].fired + c[3].fired, 0);
     struct corral_budget_stats st;
     corral_budget_stats(b, &st);
@@ -185,17 +203,18 @@ test_timeout_and_teardown(void)
     struct call c[3] = {{0}};
     uint64_t retry;
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0);
-    CHECK_EQ_INT(ask(b, false, 600, &c[1], NULL), 1);
-    /* The slot frees at 420 ms; the other worker asks first. */
-    uint64_t t0 = mono_ms();
-    while (mono_ms() - t0 < 430)
-        usleep(1000);
+    CHECK_EQ_INT(ask(b, false, 600, &c[1], NULL), -EINPROGRESS);
+    /* The slot frees at 420 ms; the other worker asks first, at 430,
+     * and takes it until 850. The clock then stands at 630, past the
+     * call's timeout, while the loop runs until the timeout's timer. */
+    fake_now += 430;
     CHECK_EQ_INT(corral_budget_try(other, false, &retry), 0);
-    run_for(400);
+    fake_now += 200;
+    run_for(700);
     CHECK_EQ_INT(c[1].fired, 1);
     CHECK_EQ_INT(c[1].error, -EBUSY);
-    CHECK(c[1].ms > 0 && c[1].ms <= 420);
-    CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 1);
+    CHECK_EQ_INT(c[1].ms, 220);
+    CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), -EINPROGRESS);
     corral_budget_free(b);
     CHECK_EQ_INT(c[2].fired, 1);
     CHECK_EQ_INT(c[2].error, -EBUSY);
@@ -211,14 +230,17 @@ test_pause(void)
     CHECK_EQ_INT(ask(b, false, 5000, &c[0], NULL), 0); /* no rate */
     corral_budget_pause(b, 200);
     CHECK_EQ_INT(ask(b, false, 5000, &c[1], NULL), -EBUSY);
-    CHECK(c[1].ms > 150 && c[1].ms <= 200);
-    run_for(250);
+    CHECK_EQ_INT(c[1].ms, 200);
+    fake_now += 199;
+    CHECK_EQ_INT(ask(b, false, 5000, &c[1], NULL), -EBUSY);
+    CHECK_EQ_INT(c[1].ms, 1);
+    fake_now += 1;
     CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 0);
     /* Calls queued behind a window are refused when a pause comes. */
     struct corral_budget *r = budget("r", 1, 1000, 25, NULL);
     struct call q[2] = {{0}};
     CHECK_EQ_INT(ask(r, false, 5000, &q[0], NULL), 0);
-    CHECK_EQ_INT(ask(r, false, 5000, &q[1], NULL), 1);
+    CHECK_EQ_INT(ask(r, false, 5000, &q[1], NULL), -EINPROGRESS);
     corral_budget_pause(r, 3000);
     CHECK_EQ_INT(q[1].fired, 1);
     CHECK_EQ_INT(q[1].error, -EBUSY);
@@ -254,7 +276,7 @@ test_workers_share_one_budget(void)
             _exit(2);
         /* The parent took both slots of the window, then paused. */
         bad |= ask(b, false, 50, &c, NULL) != -EBUSY;
-        bad |= c.ms < 4000; /* the pause's 5 s, not the window's 1 s */
+        bad |= c.ms != 5000; /* the pause's 5 s, not the window's 1 s */
         corral_budget_free(b);
         corral_ledger_free(l); /* its own copy of the handle (valgrind) */
         event_base_free(base);
@@ -286,7 +308,12 @@ test_try(void)
     CHECK_EQ_INT(corral_budget_try(b, false, &retry), 0);
     CHECK_EQ_INT(corral_budget_try(b, false, &retry), 0);
     CHECK_EQ_INT(corral_budget_try(b, false, &retry), -EBUSY);
-    CHECK(retry > 400 && retry <= 525);
+    CHECK_EQ_INT(retry, 525);
+    fake_now += 524;
+    CHECK_EQ_INT(corral_budget_try(b, false, &retry), -EBUSY);
+    CHECK_EQ_INT(retry, 1);
+    fake_now += 1;
+    CHECK_EQ_INT(corral_budget_try(b, false, &retry), 0);
     corral_budget_free(b);
 }
 

@@ -787,8 +787,8 @@ test_timeout(void)
     CHECK(run_until(&a.calls, 1, 10000));
     CHECK(run_until(&b.calls, 1, 10000));
     CHECK(now_ms() - t0 < 1300);
-    CHECK_EQ_INT(a.error, CORRAL_FETCH_E_TIMEOUT);
-    CHECK_EQ_INT(b.error, CORRAL_FETCH_E_TIMEOUT);
+    CHECK_EQ_INT(a.error, -ETIMEDOUT);
+    CHECK_EQ_INT(b.error, -ETIMEDOUT);
     CHECK_EQ_INT(a.status, 0);
     /* libevent's clock may run a few ms behind CLOCK_MONOTONIC. */
     CHECK(a.elapsed_ms >= 290 && a.elapsed_ms < 1300);
@@ -832,7 +832,7 @@ test_refused(void)
     get(u, "/json", &g);
     CHECK(run_until(&g.calls, 1, 10000));
     CHECK_EQ_INT(g.sync, 0);
-    CHECK_EQ_INT(g.error, CORRAL_FETCH_E_CONNECT);
+    CHECK_EQ_INT(g.error, -ECONNREFUSED);
     CHECK(strstr(g.message, "cannot connect") != NULL);
     CHECK(g.elapsed_ms < 5000);
     run_for(20);
@@ -858,9 +858,9 @@ test_too_big(void)
     CHECK(run_until(&b.calls, 1, 10000));
     CHECK(run_until(&c.calls, 1, 10000));
     CHECK(run_until(&d.calls, 1, 10000));
-    CHECK_EQ_INT(a.error, CORRAL_FETCH_E_TOO_BIG);
+    CHECK_EQ_INT(a.error, -EFBIG);
     CHECK(strstr(a.message, "100000") != NULL);
-    CHECK_EQ_INT(b.error, CORRAL_FETCH_E_TOO_BIG);
+    CHECK_EQ_INT(b.error, -EFBIG);
     CHECK_EQ_INT(c.error, 0);
     CHECK_EQ_INT(c.len, 100000);
     CHECK_EQ_INT(d.error, 0);
@@ -1044,7 +1044,7 @@ test_free_in_flight(void)
     corral_fetch_upstream_free(u);
     for (i = 0; i < 3; i++) {
         CHECK_EQ_INT(g[i].calls, 1);
-        CHECK_EQ_INT(g[i].error, CORRAL_FETCH_E_CANCELLED);
+        CHECK_EQ_INT(g[i].error, -ECANCELED);
     }
     run_for(30);
     for (i = 0; i < 3; i++)
@@ -1068,7 +1068,7 @@ free_in_cb(const struct corral_fetch_result *r, void *arg)
     corral_fetch_upstream_free(fr->u);
     /* The others were answered before free returned. */
     CHECK_EQ_INT(fr->other->calls, 1);
-    CHECK_EQ_INT(fr->other->error, CORRAL_FETCH_E_CANCELLED);
+    CHECK_EQ_INT(fr->other->error, -ECANCELED);
 }
 
 static void
@@ -1097,7 +1097,7 @@ test_free_from_callback(void)
     run_for(20);
     get(fr.u, "/json", &q);
     CHECK(run_until(&fr.g.calls, 1, 10000));
-    CHECK_EQ_INT(fr.g.error, CORRAL_FETCH_E_TIMEOUT);
+    CHECK_EQ_INT(fr.g.error, -ETIMEDOUT);
     run_for(20);
     CHECK_EQ_INT(q.calls, 1);
     server_free(s);
@@ -1152,8 +1152,8 @@ test_bad_input(void)
     corral_fetch_upstream_free(u);
     run_for(10);
     CHECK_EQ_INT(g.calls, 0);
-    CHECK_EQ_STR(corral_fetch_error_name(CORRAL_FETCH_E_TOO_BIG), "too_big");
-    CHECK_EQ_STR(corral_fetch_error_name(CORRAL_FETCH_E_NONE), "none");
+    CHECK_EQ_STR(corral_fetch_error_name(-EFBIG), "too_big");
+    CHECK_EQ_STR(corral_fetch_error_name(0), "none");
     CHECK_EQ_STR(corral_fetch_error_name(99), "unknown");
     CHECK_EQ_STR(corral_fetch_error_name(-1), "unknown");
 }
@@ -1180,10 +1180,10 @@ raw_case(enum raw_mode mode, int want_error, const char *want_message)
 static void
 test_bad_answers(void)
 {
-    raw_case(RAW_GARBAGE, CORRAL_FETCH_E_PROTOCOL, "malformed");
-    raw_case(RAW_BAD_LENGTH, CORRAL_FETCH_E_PROTOCOL, "malformed");
-    raw_case(RAW_CLOSE, CORRAL_FETCH_E_CONNECT, "closed before the response");
-    raw_case(RAW_TRUNCATED, CORRAL_FETCH_E_CONNECT, "body");
+    raw_case(RAW_GARBAGE, -EPROTO, "malformed");
+    raw_case(RAW_BAD_LENGTH, -EPROTO, "malformed");
+    raw_case(RAW_CLOSE, -ECONNREFUSED, "closed before the response");
+    raw_case(RAW_TRUNCATED, -ECONNREFUSED, "body");
 }
 
 /* A kept-alive connection that speaks while idle is never read again: the
@@ -1301,11 +1301,11 @@ test_unframed_and_switch(void)
     u = upstream(rs->port, 1);
     get(u, "/json", &g);
     CHECK(run_until(&g.calls, 3, 10000));
-    CHECK_EQ_INT(g.error, CORRAL_FETCH_E_PROTOCOL);
+    CHECK_EQ_INT(g.error, -EPROTO);
     CHECK(strstr(g.message, "101") != NULL);
     get(u, "/json", &g);
     CHECK(run_until(&g.calls, 4, 10000));
-    CHECK_EQ_INT(g.error, CORRAL_FETCH_E_PROTOCOL);
+    CHECK_EQ_INT(g.error, -EPROTO);
     CHECK_EQ_INT(rs->connections, 2);
     corral_fetch_upstream_free(u);
     run_for(10);
@@ -1431,14 +1431,13 @@ test_tls_verify(void)
     struct server *l;
 
     tls_expect(s, "127.0.0.1", good_ca, 0, "OK");
-    tls_expect(s, "127.0.0.1", NULL, CORRAL_FETCH_E_TLS,
+    tls_expect(s, "127.0.0.1", NULL, -EKEYREJECTED,
                "certificate verify failed: self-signed certificate");
-    tls_expect(o, "127.0.0.1", other_ca, CORRAL_FETCH_E_TLS,
+    tls_expect(o, "127.0.0.1", other_ca, -EKEYREJECTED,
                "subject name matches target host name '127.0.0.1'");
-    tls_expect(s, "127.0.0.1", other_ca, CORRAL_FETCH_E_TLS,
+    tls_expect(s, "127.0.0.1", other_ca, -EKEYREJECTED,
                "certificate verify failed");
-    tls_expect(plain, "127.0.0.1", good_ca, CORRAL_FETCH_E_TLS,
-               "handshake failed");
+    tls_expect(plain, "127.0.0.1", good_ca, -EKEYREJECTED, "handshake failed");
     CHECK(lh != NULL);
     l = server_new(lh, good_ctx);
     if (l == NULL) {
@@ -1447,7 +1446,7 @@ test_tls_verify(void)
     } else {
         tls_expect(l, "localhost", good_ca, 0, "OK");
         l->ssl = other_ctx;
-        tls_expect(l, "localhost", other_ca, CORRAL_FETCH_E_TLS,
+        tls_expect(l, "localhost", other_ca, -EKEYREJECTED,
                    "subject name matches target host name 'localhost'");
         server_free(l);
     }
@@ -1524,9 +1523,9 @@ test_tls_cancel_and_free(void)
     CHECK(run_until(&s->connections, before + 1, 10000));
     corral_fetch_upstream_free(u);
     CHECK_EQ_INT(b.calls, 1);
-    CHECK_EQ_INT(b.error, CORRAL_FETCH_E_CANCELLED);
+    CHECK_EQ_INT(b.error, -ECANCELED);
     CHECK_EQ_INT(c.calls, 1);
-    CHECK_EQ_INT(c.error, CORRAL_FETCH_E_CANCELLED);
+    CHECK_EQ_INT(c.error, -ECANCELED);
     run_for(30);
     server_free(s);
 }

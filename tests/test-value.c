@@ -30,6 +30,10 @@ test_layout(void)
     CHECK(memcmp(corral_value_aux(v), "prefix", 6) == 0);
     /* The aux area does not overlap the body or content type. */
     CHECK_EQ_STR(corral_value_content_type(v), "application/json");
+    /* The embedder's flags: 0 until set, fixed once stored. */
+    CHECK_EQ_INT(corral_value_flags(v), 0);
+    CHECK_EQ_INT(corral_value_set_flags(v, 0x81), 0);
+    CHECK_EQ_INT(corral_value_flags(v), 0x81);
 
     corral_value_stamp(v, 10000, 30000, 5000, 60000);
     CHECK_EQ_INT(corral_value_stored_at(v), 10000);
@@ -37,6 +41,8 @@ test_layout(void)
     CHECK_EQ_INT(corral_value_aux_mut(v, &cap) == NULL, 1);
     CHECK_EQ_INT(corral_value_set_aux_len(v, 1), -EPERM);
     CHECK_EQ_INT(corral_value_set_times(v, 1, 2, 0, 0), -EPERM);
+    CHECK_EQ_INT(corral_value_set_flags(v, 0), -EPERM);
+    CHECK_EQ_INT(corral_value_flags(v), 0x81);
     CHECK_EQ_INT(corral_value_ttl_s(v, 10000), 30);
     CHECK_EQ_INT(corral_value_ttl_s(v, 27999), 12);
     CHECK_EQ_INT(corral_value_ttl_s(v, 43200), -3);

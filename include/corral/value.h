@@ -1,9 +1,10 @@
 /* corral/value.h — cached values: immutable, refcounted byte blobs.
- * A value is one allocation holding its key, body, content type, ETag, an
- * embedder-owned "aux" area (e.g. a pre-rendered response prefix) and the
- * cache's bookkeeping, like a memcached item. It is writable only until it is
- * first stored; after that every field is read-only and a reader keeps it
- * alive with corral_value_ref() across eviction, expiry and overwrite. */
+ * A value is one allocation holding its key, body, content type, ETag,
+ * an embedder-owned "aux" area (e.g. a pre-rendered response prefix) and
+ * flags byte, and the cache's bookkeeping, like a memcached item. It is
+ * writable only until it is first stored; after that every field is
+ * read-only and a reader keeps it alive with corral_value_ref() across
+ * eviction, expiry and overwrite. */
 #ifndef CORRAL_VALUE_H
 #define CORRAL_VALUE_H
 
@@ -46,6 +47,16 @@ char *corral_value_aux_mut(struct corral_value *v, size_t *cap);
 /* Sets the used length of the aux area (<= its capacity) before storing.
  * Returns 0, or -EINVAL (too long) / -EPERM (already stored). */
 int corral_value_set_aux_len(struct corral_value *v, size_t len);
+
+/* Eight bits the embedder owns, as memcached's item flags: what it knows
+ * of the value when it makes it (say, what its pre-rendered head says), so
+ * a hit reads a byte rather than parsing. 0 until set; libcorral neither
+ * reads them nor carries them through the tier below (a value rebuilt from
+ * there has 0, until the embedder sets them, e.g. in its fit callback). */
+uint8_t corral_value_flags(const struct corral_value *v);
+/* Sets them before the value is stored. Returns 0, or -EPERM once
+ * stored. */
+int corral_value_set_flags(struct corral_value *v, uint8_t flags);
 
 /* Freshness, all in ms of the cache's clock; 0 until stored. */
 uint64_t corral_value_stored_at(const struct corral_value *v);

@@ -129,6 +129,21 @@ corral_value_set_aux_len(struct corral_value *v, size_t len)
     return 0;
 }
 
+uint8_t
+corral_value_flags(const struct corral_value *v)
+{
+    return v->embedder_flags;
+}
+
+int
+corral_value_set_flags(struct corral_value *v, uint8_t flags)
+{
+    if (v->flags & VALUE_STORED)
+        return -EPERM;
+    v->embedder_flags = flags;
+    return 0;
+}
+
 uint64_t
 corral_value_stored_at(const struct corral_value *v)
 {

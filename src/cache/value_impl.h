@@ -27,9 +27,12 @@ struct corral_value {
     uint16_t keylen, ctype_len, aux_len, aux_cap;
     uint16_t fill_ms; /* how long its fill took (early refresh's delta),
                        * saturating at 65535 */
-    uint8_t freq;  /* L1 access count, 0..3 */
-    uint8_t queue; /* L1 queue: enum l1_queue */
-    uint8_t flags; /* enum value_flag */
+    /* One byte for the two L1 fields, so the embedder's flags fit
+     * without growing the header past its cache lines. */
+    unsigned freq : 4;      /* L1 access count, 0..3 */
+    unsigned queue : 4;     /* L1 queue: enum l1_queue */
+    uint8_t flags;          /* enum value_flag */
+    uint8_t embedder_flags; /* corral_value_flags(): not libcorral's */
     char etag[CORRAL_ETAG_LEN + 1];
     char data[];
 };

@@ -44,6 +44,19 @@ corral_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* A clock a module takes when it is created, so its tests can pass a
+ * fake: ms from now_ms(arg). A NULL clock (or now_ms) is corral_now_ms(). */
+struct corral_clock {
+    uint64_t (*now_ms)(void *arg);
+    void *arg;
+};
+
+static inline uint64_t
+corral_clock_now(const struct corral_clock *c)
+{
+    return c != NULL && c->now_ms != NULL ? c->now_ms(c->arg) : corral_now_ms();
+}
+
 /* Wall-clock ms since the epoch (what values carry; see above). */
 static inline uint64_t
 corral_wall_ms(void)

@@ -94,7 +94,7 @@ corral_access_log_reopen(struct corral_access_log *l, char *err, size_t errlen)
         return 0;
     int fd = open_path(l->path, err, errlen);
     if (fd < 0)
-        return -1;
+        return -errno;
     close(l->fd);
     l->fd = fd;
     return 0;
@@ -137,13 +137,10 @@ method_name(enum corral_method m)
 static char *
 put_path(char *p, const char *s, size_t n, size_t room)
 {
-    static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < n && room >= 3; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-            *p++ = '%';
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
+            p = fmt_pct_byte(p, c);
             room -= 3;
         } else {
             *p++ = (char)c;

@@ -25,7 +25,7 @@ struct corral_access_log *corral_access_log_open(struct event_base *base,
                                                  const char *path, char *err,
                                                  size_t errlen);
 /* Flushes, then opens the path again (a rotated file is let go). Returns
- * 0, or -1 with the reason in err (the old file stays in use). */
+ * 0, or -errno with the reason in err (the old file stays in use). */
 int corral_access_log_reopen(struct corral_access_log *l, char *err,
                              size_t errlen);
 /* The server's access callback (corral_access_cb): arg is the log. */

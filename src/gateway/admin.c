@@ -153,9 +153,7 @@ healthz(struct corral_admin *a, struct corral_request *req)
     }
     int64_t up = first ? (int64_t)time(NULL) - first : 0;
     bool ok = !corral_gateway_draining(a->g);
-    struct evbuffer *o = evbuffer_new();
-    if (o == NULL)
-        abort(); /* the policy of xalloc.h */
+    struct evbuffer *o = xcheck(evbuffer_new());
     evbuffer_add_printf(o,
                         "{\"status\":\"%s\",\"l2\":\"%s\",\"workers\":%u,"
                         "\"uptime_s\":%" PRId64 ",\"breakers_open\":",
@@ -218,9 +216,7 @@ purged(int error, int64_t gen, void *arg)
 static struct pending_purge *
 pending_purge(struct corral_request *req, bool route, const char *name)
 {
-    struct pending_purge *pp = calloc(1, sizeof(*pp));
-    if (pp == NULL)
-        abort(); /* the policy of xalloc.h */
+    struct pending_purge *pp = xcalloc(1, sizeof(*pp));
     pp->req = req;
     pp->route = route;
     fmt_json_escape(pp->name, sizeof(pp->name), name);
@@ -284,26 +280,21 @@ route_purge(struct corral_admin *a, struct corral_request *req, size_t skip)
     if (authorize(a, req) < 0)
         return;
     char path[512], p[1100];
-    size_t n = 0;
-    const char *s = req->path + skip, *end = req->path + req->path_len;
-    while (s < end && n + 1 < sizeof(path)) {
-        int hi, lo;
-        if (*s == '%' && end - s >= 3 && (hi = fmt_hexval(s[1])) >= 0 &&
-            (lo = fmt_hexval(s[2])) >= 0) {
-            path[n++] = (char)(hi * 16 + lo);
-            s += 3;
-        } else {
-            path[n++] = *s++;
-        }
+    const char *raw = req->path + skip;
+    size_t len = req->path_len - skip;
+    /* One that does not decode names no route: none holds a '%' or NUL. */
+    if (len < sizeof(path) && fmt_percent_decode(path, raw, len, 0) >= 0) {
+        struct pending_purge *pp = pending_purge(req, true, path);
+        if (corral_gateway_purge_route(a->g, path, purged, pp) == 0)
+            return; /* purged() answers */
+        corral_request_on_close(req, NULL, NULL);
+        free(pp);
+    } else {
+        if (len >= sizeof(path))
+            len = sizeof(path) - 1;
+        memcpy(path, raw, len);
+        path[len] = '\0';
     }
-    path[n] = '\0';
-    struct pending_purge *pp = pending_purge(req, true, path);
-    int rc =
-        s < end ? -ENOENT : corral_gateway_purge_route(a->g, path, purged, pp);
-    if (rc == 0)
-        return; /* purged() answers */
-    corral_request_on_close(req, NULL, NULL);
-    free(pp);
     fmt_json_escape(p, sizeof(p), path);
     answer_json(req, 404, NULL, "{\"error\":\"no route %s\"}", p);
 }
@@ -796,9 +787,7 @@ static void
 metrics(struct corral_admin *a, struct corral_request *req)
 {
     corral_gateway_snapshot(a->g);
-    struct evbuffer *o = evbuffer_new();
-    if (o == NULL)
-        abort(); /* the policy of xalloc.h */
+    struct evbuffer *o = xcheck(evbuffer_new());
     corral_admin_metrics_render(o, corral_gateway_metrics(a->g),
                                 corral_gateway_config(a->g), corral_now_ms());
     size_t len = evbuffer_get_length(o);

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "compute.h"
+#include "fmt.h"
 #include "xalloc.h"
 
 /* What one member answered. */
@@ -39,8 +40,9 @@ struct buf {
     size_t len, cap;
 };
 
+/* Room for n more bytes and a NUL. */
 static void
-put(struct buf *b, const char *s, size_t n)
+reserve(struct buf *b, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
@@ -49,6 +51,12 @@ put(struct buf *b, const char *s, size_t n)
         b->p = xrealloc(b->p, cap);
         b->cap = cap;
     }
+}
+
+static void
+put(struct buf *b, const char *s, size_t n)
+{
+    reserve(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -60,25 +68,14 @@ puts_(struct buf *b, const char *s)
     put(b, s, strlen(s));
 }
 
-/* s as a JSON string, quotes included. */
+/* s as a JSON string, quotes included; never cut. */
 static void
 put_json_str(struct buf *b, const char *s)
 {
-    put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            put(b, esc, 2);
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            put(b, esc, 6);
-        } else {
-            put(b, (const char *)&c, 1);
-        }
-    }
+    size_t room = FMT_JSON_ROOM(strlen(s));
+    reserve(b, room + 2);
+    b->p[b->len++] = '"';
+    b->len += fmt_json_escape(b->p + b->len, room, s);
     put(b, "\"", 1);
 }
 
@@ -167,6 +164,9 @@ assemble(struct asm_job *job)
          * lives no longer than that. */
         if (retry > 0 && retry < ttl)
             ttl = retry;
+        if (v != NULL && stale.len > 0)
+            corral_value_set_flags(v, corral_value_flags(v) |
+                                          CORRAL_COMPUTE_STALE_MEMBERS);
         if (v == NULL)
             corral_fill_fail(fill, -EBADMSG, "aggregate too large to cache");
         else if (pass)
@@ -191,11 +191,8 @@ member_done(const struct corral_result *res, void *arg)
     s->error = res->error;
     if (res->error == 0) {
         /* A cached upstream 4xx (negative caching) is a failed member. */
-        const char *head = corral_value_aux(res->value);
-        int status = corral_value_aux_len(res->value) > 12
-                         ? atoi(head + 9)
-                         : 200;
-        if (status != 200 && status != 203) {
+        if (corral_value_flags(res->value) & CORRAL_COMPUTE_NEGATIVE) {
+            int status = corral_compute_status(res->value);
             s->error = -EBADMSG;
             s->status = status;
             char msg[64];
@@ -249,8 +246,9 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     for (size_t i = 0; i < job->n; i++) {
         struct slot *s = &job->slots[i];
         s->job = job;
-        s->w = af->get(af->get_ctx, &route->members[i], member_done, s);
-        if (s->w == NULL) {
+        if (af->get(af->get_ctx, &route->members[i], member_done, s, &s->w) <
+            0) {
+            s->w = NULL;
             s->done = true;
             s->error = -EINVAL;
             s->status = 400;
@@ -283,21 +281,19 @@ aggregate_fit(const struct corral_value *v, uint64_t now_ms, void *arg)
     return corral_compute_fit(af->route, v, now_ms);
 }
 
-struct corral_waiter *
+int
 corral_aggregate_get(struct corral_cache *c,
                      const struct corral_aggregate_compute *af, const char *key,
-                     size_t keylen, corral_result_cb *cb, void *arg)
+                     size_t keylen, corral_result_cb *cb, void *arg,
+                     struct corral_waiter **out)
 {
     const struct corral_compute compute = {.fn = job_start,
                                            .arg = (void *)af,
                                            .fit = aggregate_fit,
                                            .hold = aggregate_hold};
-    struct corral_waiter *w =
-        corral_get_or_compute(c, key, keylen, &af->route->strategy,
-                              af->timeout_ms, &compute, cb, arg);
-    if (w == NULL)
-        errno = ESHUTDOWN;
-    return w;
+    *out = corral_get_or_compute(c, key, keylen, &af->route->strategy,
+                                 af->timeout_ms, &compute, cb, arg);
+    return *out != NULL ? 0 : -ESHUTDOWN;
 }
 
 int

@@ -31,11 +31,13 @@ struct corral_config_member;
 struct corral_config_route;
 
 /* Waits on member's value for an aggregate: the gateway matches its path
- * and joins (or starts) the member route's fill. NULL when the path does
- * not fit its route (cb never fires). */
-typedef struct corral_waiter *corral_member_get_fn(
-    void *ctx, const struct corral_config_member *member, corral_result_cb *cb,
-    void *arg);
+ * and joins (or starts) the member route's fill. As
+ * corral_route_compute_get(): 0 with the wait in *out, or a negative errno
+ * (-EINVAL: the path does not fit its route) and cb never fires. */
+typedef int corral_member_get_fn(void *ctx,
+                                 const struct corral_config_member *member,
+                                 corral_result_cb *cb, void *arg,
+                                 struct corral_waiter **out);
 
 /* Per aggregate route, fixed while its config is served. */
 struct corral_aggregate_compute {
@@ -49,11 +51,12 @@ struct corral_aggregate_compute {
 };
 
 /* Waits on the assembled value of key (the aggregate's, generation folded
- * in), starting an assembly if none runs. As corral_route_compute_get(). */
-struct corral_waiter *corral_aggregate_get(struct corral_cache *c,
-                                           const struct corral_aggregate_compute *af,
-                                           const char *key, size_t keylen,
-                                           corral_result_cb *cb, void *arg);
+ * in), starting an assembly if none runs. As corral_route_compute_get(): 0,
+ * or -ESHUTDOWN. */
+int corral_aggregate_get(struct corral_cache *c,
+                         const struct corral_aggregate_compute *af,
+                         const char *key, size_t keylen, corral_result_cb *cb,
+                         void *arg, struct corral_waiter **out);
 
 /* Starts a background assembly of key (XFetch chose it; with refetch,
  * the admin's refresh). As corral_refresh() / corral_refetch(). */

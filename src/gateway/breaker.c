@@ -446,7 +446,7 @@ corral_breaker_acquire(struct corral_breaker *b, uint64_t now_ms,
         *out = bw;
         corral_fleet_probe(b->fleet, b->name, step_of(b, exp_of(nw)), b->hold,
                            fleet_probe_cb, bw);
-        return 1;
+        return -EINPROGRESS;
     }
     bump(&b->s->probes);
     *probe = nw;

@@ -89,9 +89,9 @@ typedef void corral_breaker_cb(int error, uint64_t ms, uint64_t probe,
 
 /* May a call go now? Returns 0 when it may (*probe set: nonzero when it is
  * the probe), -EBUSY when the breaker is open (*retry_after_ms: when asking
- * again can help), or 1 with *out set while the fleet is asked whether
- * this server's probe is the fleet's: cb then fires once, from the loop
- * (error 0 with the probe, or -EBUSY with ms), unless
+ * again can help), or -EINPROGRESS with *out set while the fleet is
+ * asked whether this server's probe is the fleet's: cb then fires once,
+ * from the loop (error 0 with the probe, or -EBUSY with ms), unless
  * corral_breaker_cancel(*out) comes first. b NULL: 0. */
 int corral_breaker_acquire(struct corral_breaker *b, uint64_t now_ms,
                            corral_breaker_cb *cb, void *arg,

@@ -24,7 +24,7 @@ struct corral_budget_wait {
     TAILQ_ENTRY(corral_budget_wait) link;
     struct corral_budget *b;
     struct event *timer; /* the caller's timeout */
-    uint64_t deadline;   /* monotonic ms */
+    uint64_t deadline;   /* ms of the budget's clock */
     bool refresh;
     corral_budget_cb *cb;
     void *arg;
@@ -34,6 +34,7 @@ TAILQ_HEAD(wait_list, corral_budget_wait);
 
 struct corral_budget {
     struct event_base *base;
+    struct corral_clock clock;
     char *name;
     unsigned count;                  /* 0: no rate */
     struct corral_account_rule rule; /* its windows, with the margin */
@@ -41,13 +42,19 @@ struct corral_budget {
     struct corral_ledger *own;       /* when the server's had no room */
     struct corral_fleet *fleet;
     unsigned asking;     /* admissions out in Redis */
-    uint64_t full_until; /* monotonic ms: the fleet's window is full */
+    uint64_t full_until; /* ms of its clock: the fleet's window is full */
     bool dying;          /* freed while asking: the last answer frees it */
     struct wait_list cold, refresh;
     unsigned n_cold, n_refresh; /* queued */
     struct event *pump_ev;      /* the next slot, or the fleet's */
     struct corral_budget_stats stats;
 };
+
+static uint64_t
+now_of(const struct corral_budget *b)
+{
+    return corral_clock_now(&b->clock);
+}
 
 /* ---- the queue ---- */
 
@@ -161,7 +168,7 @@ static void
 pump(struct corral_budget *b)
 {
     while (head(b) != NULL) {
-        uint64_t now = corral_now_ms(), ms;
+        uint64_t now = now_of(b), ms;
         bool paused, fleet = fleet_window(b);
         struct corral_budget_wait *w = next_call(b, now, fleet, &paused, &ms);
         if (paused) {
@@ -211,7 +218,7 @@ static void
 admit_cb(int verdict, uint64_t ms, const char *member, void *arg)
 {
     struct corral_budget *b = arg;
-    uint64_t now = corral_now_ms(), wait;
+    uint64_t now = now_of(b), wait;
     bool paused;
 
     b->asking--;
@@ -249,7 +256,7 @@ timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_budget_wait *w = arg;
     struct corral_budget *b = w->b;
-    uint64_t now = corral_now_ms(), in = 0;
+    uint64_t now = now_of(b), in = 0;
 
     (void)fd;
     (void)what;
@@ -261,8 +268,8 @@ timeout_cb(evutil_socket_t fd, short what, void *arg)
 /* ---- API ---- */
 
 struct corral_budget *
-corral_budget_new(struct event_base *base, const char *name,
-                  const struct corral_budget_rate *rate,
+corral_budget_new(struct event_base *base, const struct corral_clock *clock,
+                  const char *name, const struct corral_budget_rate *rate,
                   struct corral_fleet *fleet, struct corral_ledger *ledger)
 {
     struct corral_budget *b = xcalloc(1, sizeof(*b));
@@ -271,6 +278,8 @@ corral_budget_new(struct event_base *base, const char *name,
     unsigned share = rate->refresh_share < 90 ? rate->refresh_share : 90;
 
     b->base = base;
+    if (clock != NULL)
+        b->clock = *clock;
     b->name = xstrndup(name, strlen(name));
     b->count = window_ms > 0 ? rate->count : 0;
     b->rule.window_ms = window_ms + margin;
@@ -293,9 +302,7 @@ corral_budget_new(struct event_base *base, const char *name,
     b->fleet = fleet;
     TAILQ_INIT(&b->cold);
     TAILQ_INIT(&b->refresh);
-    b->pump_ev = evtimer_new(base, pump_cb, b);
-    if (b->pump_ev == NULL)
-        abort();
+    b->pump_ev = xcheck(evtimer_new(base, pump_cb, b));
     return b;
 }
 
@@ -324,7 +331,7 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
                       uint64_t timeout_ms, corral_budget_cb *cb, void *arg,
                       struct corral_budget_wait **out, uint64_t *retry_after_ms)
 {
-    uint64_t now = corral_now_ms(), ms;
+    uint64_t now = now_of(b), ms;
     bool fleet = fleet_window(b);
     /* It may go at once when none of its kind waits before it, nor, for
      * a refresh, a cold call (which the loop lets go first if it may). */
@@ -361,9 +368,7 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
     w->cb = cb;
     w->arg = arg;
     w->deadline = now + timeout_ms;
-    w->timer = evtimer_new(b->base, timeout_cb, w);
-    if (w->timer == NULL)
-        abort();
+    w->timer = xcheck(evtimer_new(b->base, timeout_cb, w));
     struct timeval tv = corral_ms_to_tv(timeout_ms);
     evtimer_add(w->timer, &tv);
     if (refresh) {
@@ -378,7 +383,7 @@ corral_budget_acquire(struct corral_budget *b, bool refresh,
     /* From the loop (cb never fires inside this call), and now: a refresh
      * may go before the cold calls the timer waits for. */
     arm_pump(b, 0);
-    return 1;
+    return -EINPROGRESS;
 }
 
 int
@@ -386,8 +391,8 @@ corral_budget_try(struct corral_budget *b, bool refresh,
                   uint64_t *retry_after_ms)
 {
     uint64_t ms;
-    int rc = corral_account_take(b->account, &b->rule, !refresh,
-                                 corral_now_ms(), false, &ms);
+    int rc = corral_account_take(b->account, &b->rule, !refresh, now_of(b),
+                                 false, &ms);
     if (rc == 0) {
         b->stats.granted++;
         return 0;
@@ -409,7 +414,7 @@ corral_budget_cancel(struct corral_budget_wait *w)
 void
 corral_budget_paused(struct corral_budget *b, uint64_t ms)
 {
-    corral_account_pause(b->account, corral_now_ms() + ms);
+    corral_account_pause(b->account, now_of(b) + ms);
     refuse_all(b, ms);
 }
 

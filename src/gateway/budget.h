@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct corral_clock;
 struct corral_fleet;
 struct corral_ledger;
 struct corral_budget;      /* opaque: one per upstream */
@@ -45,12 +46,14 @@ struct corral_budget_rate {
 
 /* A budget for the upstream called name, on its account in ledger (the
  * server's, shared by its workers; NULL, or no room there: one of its
- * own). fleet may be NULL. Aborts when out of memory (see xalloc.h). */
-struct corral_budget *corral_budget_new(struct event_base *base,
-                                        const char *name,
-                                        const struct corral_budget_rate *rate,
-                                        struct corral_fleet *fleet,
-                                        struct corral_ledger *ledger);
+ * own). clock (copied; NULL: CLOCK_MONOTONIC) is what its windows, pauses
+ * and deadlines are read on; every budget on one ledger needs the same
+ * one (tests pass a fake; its timers still sleep on the loop's). fleet
+ * may be NULL. Aborts when out of memory (see xalloc.h). */
+struct corral_budget *
+corral_budget_new(struct event_base *base, const struct corral_clock *clock,
+                  const char *name, const struct corral_budget_rate *rate,
+                  struct corral_fleet *fleet, struct corral_ledger *ledger);
 /* The budget's upstream name. Borrowed. */
 const char *corral_budget_name(const struct corral_budget *b);
 /* Answers every queued call -EBUSY (before it returns) and frees b. NULL
@@ -59,9 +62,10 @@ void corral_budget_free(struct corral_budget *b);
 
 /* Asks for one call: a refresh, or a cold miss. Returns 0 when it may go
  * now (the slot is taken); -EBUSY with *retry_after_ms when it may not
- * (paused, or its slot would come later than timeout_ms from now); or 1
- * with *out set when it waits: cb then fires once, from the loop, unless
- * corral_budget_cancel(*out) comes first. */
+ * (paused, or its slot would come later than timeout_ms from now); or
+ * -EINPROGRESS with *out set when it waits (as a non-blocking connect()):
+ * cb then fires once, from the loop, unless corral_budget_cancel(*out)
+ * comes first. */
 int corral_budget_acquire(struct corral_budget *b, bool refresh,
                           uint64_t timeout_ms, corral_budget_cb *cb, void *arg,
                           struct corral_budget_wait **out,

@@ -82,7 +82,15 @@ corral_compute_render(const char *key, size_t keylen, const char *body,
         return NULL;
     }
     corral_value_set_aux_len(v, (size_t)n);
+    corral_value_set_flags(v, status / 100 == 2 ? 0 : CORRAL_COMPUTE_NEGATIVE);
     return v;
+}
+
+int
+corral_compute_status(const struct corral_value *v)
+{
+    const char *head = corral_value_aux(v);
+    return (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
 }
 
 /* The status a route may keep a value of: 200 and 203, and the 4xx its
@@ -165,8 +173,16 @@ corral_compute_fit(const struct corral_config_route *route,
     if (has_controls(corral_value_content_type(v)))
         return false;
     /* A JSON route's body is JSON, whoever wrote it. */
-    return !route->json || (status != 200 && status != 203) ||
-           valid_json(corral_value_body(v), corral_value_len(v));
+    if (route->json && (status == 200 || status == 203) &&
+        !valid_json(corral_value_body(v), corral_value_len(v)))
+        return false;
+    /* A value from the tier is not stored yet (L1 takes it after this):
+     * writable, though the fit callback sees it const. */
+    uint8_t flags = status / 100 == 2 ? 0 : CORRAL_COMPUTE_NEGATIVE;
+    if (hlen > upto)
+        flags |= CORRAL_COMPUTE_STALE_MEMBERS; /* extra_fit() allows no other */
+    corral_value_set_flags((struct corral_value *)v, flags);
+    return true;
 }
 
 static bool
@@ -253,9 +269,9 @@ route_hold(void *arg, int delta)
 static enum corral_breaker_outcome
 breaker_outcome(const struct corral_fetch_result *res)
 {
-    if (res->error == CORRAL_FETCH_E_CANCELLED)
+    if (res->error == -ECANCELED)
         return CORRAL_BREAKER_UNTRIED;
-    if (res->error == CORRAL_FETCH_E_TOO_BIG)
+    if (res->error == -EFBIG)
         return CORRAL_BREAKER_SUCCESS;
     if (res->error)
         return CORRAL_BREAKER_FAILURE;
@@ -324,7 +340,7 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
         corral_fill_fail_retry(fill, -EBUSY, msg, ms);
         return;
     }
-    if (res->error == CORRAL_FETCH_E_TIMEOUT) {
+    if (res->error == -ETIMEDOUT) {
         corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
         return;
     }
@@ -451,13 +467,15 @@ job_admit(struct job *job)
     int rc = corral_budget_acquire(
         rf->budget, corral_fill_background(job->fill), rf->timeout_ms,
         job_budget, job, &job->wait, &retry_ms);
-    if (rc < 0) {
+    if (rc == 0) {
+        job_fetch(job, rf->timeout_ms);
+    } else if (rc != -EINPROGRESS) { /* waits: job_budget() goes on */
         struct corral_fill *fill = job->fill;
         job_free(job);
-        corral_fill_fail_retry(fill, -EBUSY, "upstream paused by its "
-                                             "Retry-After", retry_ms);
-    } else if (rc == 0) {
-        job_fetch(job, rf->timeout_ms);
+        corral_fill_fail_retry(fill, -EBUSY,
+                               "upstream paused by its "
+                               "Retry-After",
+                               retry_ms);
     }
 }
 
@@ -477,10 +495,10 @@ job_start(struct corral_fill *fill, const char *key, size_t keylen, void *arg)
     corral_fill_on_abort(fill, job_abort, job);
     int rc = corral_breaker_acquire(rf->breaker, corral_now_ms(), job_breaker,
                                     job, &job->bwait, &job->probe, &retry_ms);
-    if (rc < 0)
-        breaker_refused(job, retry_ms);
-    else if (rc == 0)
+    if (rc == 0)
         job_admit(job);
+    else if (rc != -EINPROGRESS) /* waits: job_breaker() goes on */
+        breaker_refused(job, retry_ms);
 }
 
 /* The fill data is the upstream path. */
@@ -519,24 +537,20 @@ corral_route_compute_refresh(struct corral_cache *c,
         &compute);
 }
 
-struct corral_waiter *
-corral_route_compute_get(struct corral_cache *c, const struct corral_route_compute *rf,
+int
+corral_route_compute_get(struct corral_cache *c,
+                      const struct corral_route_compute *rf,
                       const struct corral_route_match *m, corral_result_cb *cb,
-                      void *arg)
+                      void *arg, struct corral_waiter **out)
 {
     char data[FILL_DATA_MAX];
     struct corral_compute compute;
-    if (!make_compute(rf, m, data, &compute)) {
-        errno = EMSGSIZE;
-        return NULL;
-    }
+    if (!make_compute(rf, m, data, &compute))
+        return -EMSGSIZE;
     /* The cache's deadline backs up the fetch's own timeout. */
-    struct corral_waiter *w =
-        corral_get_or_compute(c, m->key, m->keylen, &m->route->strategy,
-                              rf->timeout_ms + 1000, &compute, cb, arg);
-    if (w == NULL)
-        errno = ESHUTDOWN;
-    return w;
+    *out = corral_get_or_compute(c, m->key, m->keylen, &m->route->strategy,
+                                 rf->timeout_ms + 1000, &compute, cb, arg);
+    return *out != NULL ? 0 : -ESHUTDOWN;
 }
 
 int

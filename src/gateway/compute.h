@@ -41,13 +41,15 @@ struct corral_route_compute {
 
 /* Waits on the fill of m's key, starting it if none runs: cb gets the
  * value (or the fill's error) once, from the loop. rf must outlive the
- * fill. Returns NULL (cb never fires) with errno EMSGSIZE when the
- * upstream path does not fit (answer 400), or ESHUTDOWN when the cache is
+ * fill. Returns 0 with the wait in *out (Borrowed; valid until cb fires
+ * or corral_waiter_cancel()), or, and cb never fires, -EMSGSIZE when the
+ * upstream path does not fit (answer 400) or -ESHUTDOWN when the cache is
  * closing. */
-struct corral_waiter *corral_route_compute_get(struct corral_cache *c,
-                                            const struct corral_route_compute *rf,
-                                            const struct corral_route_match *m,
-                                            corral_result_cb *cb, void *arg);
+int corral_route_compute_get(struct corral_cache *c,
+                          const struct corral_route_compute *rf,
+                          const struct corral_route_match *m,
+                          corral_result_cb *cb, void *arg,
+                          struct corral_waiter **out);
 
 /* Starts a background refresh of m's key (a hit that XFetch chose; with
  * refetch, the admin's "fetch it now", which a copy in L2 does not end)
@@ -58,10 +60,20 @@ int corral_route_compute_refresh(struct corral_cache *c,
                               const struct corral_route_match *m,
                               bool refetch);
 
+/* What a value's rendered head says that a hit must know, kept in the
+ * value's flags (corral_value_flags()) when it is rendered, and set again
+ * by corral_compute_fit() on a value read from L2, so no hit parses a head. */
+enum corral_compute_flag {
+    CORRAL_COMPUTE_NEGATIVE = 1 << 0,      /* a cached upstream 4xx */
+    CORRAL_COMPUTE_STALE_MEMBERS = 1 << 1, /* an aggregate assembled with a
+                                         * stale member (aggregate.h) */
+};
+
 /* A value for key with body, rendered once with the head every hit
  * reuses: status line, Content-Type (ctype; NULL or "": JSON),
  * Content-Length, ETag, then extra (NULL, or header lines each ending
- * CRLF). NULL when it does not fit. */
+ * CRLF); its flags say CORRAL_COMPUTE_NEGATIVE for a status other than 2xx.
+ * NULL when it does not fit. */
 struct corral_value *corral_compute_render(const char *key, size_t keylen,
                                         const char *body, size_t len,
                                         const char *ctype, int status,
@@ -73,9 +85,14 @@ struct corral_value *corral_compute_render(const char *key, size_t keylen,
  * Content-Length equal to the body's, ETag equal to the body's, and on an
  * aggregate a Corral-Stale-Members line), its lifetime and stale windows
  * no longer than the route's, its store time no later than a minute from
- * now, and on a JSON route its body JSON. */
+ * now, and on a JSON route its body JSON. A fit v is not stored yet: its
+ * flags are set from its head, as corral_compute_render() sets them. */
 bool corral_compute_fit(const struct corral_config_route *route,
                      const struct corral_value *v, uint64_t now_ms);
+
+/* The status v's head was rendered with (corral_compute_render(), or
+ * checked by corral_compute_fit()). */
+int corral_compute_status(const struct corral_value *v);
 
 /* The HTTP status for a fill's error: 504 for a timeout, 503 when the key
  * has too many waiters, the wait was cancelled, or the upstream may not be

@@ -28,7 +28,6 @@
 #define IDENT IDENT_FIRST "0123456789"
 #define NAME_CHARS IDENT ".-"                  /* upstream and member names */
 #define QUERY_CHARS IDENT ".~-"                /* query parameter names */
-#define TOKEN_CHARS IDENT "!#$%&'*+.^`|~-"     /* RFC 9110 tchar */
 #define SEGMENT_CHARS IDENT ".~-!$&'()*+,;=:@" /* literal path segments */
 
 /* ---- ${NAME} expansion ----------------------------------------------- */

@@ -34,6 +34,7 @@
 #include <openssl/x509.h>
 
 #include "corral/version.h"
+#include "fmt.h"
 #include "timeutil.h"
 #include "xalloc.h"
 
@@ -111,23 +112,27 @@ struct corral_fetch_upstream {
     int dying;          /* corral_fetch_upstream_free() was called */
 };
 
-static const char *const error_names[] = {
-    [CORRAL_FETCH_E_NONE] = "none",
-    [CORRAL_FETCH_E_CONNECT] = "connect",
-    [CORRAL_FETCH_E_TIMEOUT] = "timeout",
-    [CORRAL_FETCH_E_TLS] = "tls",
-    [CORRAL_FETCH_E_TOO_BIG] = "too_big",
-    [CORRAL_FETCH_E_PROTOCOL] = "protocol",
-    [CORRAL_FETCH_E_CANCELLED] = "cancelled",
-};
-
 const char *
 corral_fetch_error_name(int error)
 {
-    if (error < 0 ||
-        (size_t)error >= sizeof(error_names) / sizeof(*error_names))
+    switch (error) {
+    case 0:
+        return "none";
+    case -ECONNREFUSED:
+        return "connect";
+    case -ETIMEDOUT:
+        return "timeout";
+    case -EKEYREJECTED:
+        return "tls";
+    case -EFBIG:
+        return "too_big";
+    case -EPROTO:
+        return "protocol";
+    case -ECANCELED:
+        return "cancelled";
+    default:
         return "unknown";
-    return error_names[error];
+    }
 }
 
 __attribute__((format(printf, 3, 4))) static void
@@ -398,8 +403,6 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- what an answer says about caching it ---- */
 
-static int is_token_char(unsigned char ch);
-
 /* delta-seconds (RFC 9111 1.2.2): digits; past 2^31 it is 2^31; anything
  * else is 0, so a garbled lifetime never makes a value live longer. */
 static int64_t
@@ -443,7 +446,7 @@ corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
     while (i < len) {
         i = skip_ows(v, len, i);
         size_t name = i;
-        while (i < len && v[i] != '\0' && is_token_char((unsigned char)v[i]))
+        while (i < len && fmt_is_tchar((unsigned char)v[i]))
             i++;
         size_t nlen = i - name;
         /* The argument: a token, or a quoted-string (RFC 9110 5.6.4), which
@@ -462,8 +465,7 @@ corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
                     i++;
             } else {
                 arg = v + i;
-                while (i < len && v[i] != '\0' &&
-                       is_token_char((unsigned char)v[i]))
+                while (i < len && fmt_is_tchar((unsigned char)v[i]))
                     i++;
                 alen = (size_t)(v + i - arg);
             }
@@ -713,7 +715,7 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
     say(f->msg, sizeof(f->msg), "no answer within %llu ms%s",
         (unsigned long long)u->timeout_ms,
         queued ? " (all connections busy)" : "");
-    finish_error(f, CORRAL_FETCH_E_TIMEOUT, f->msg);
+    finish_error(f, -ETIMEDOUT, f->msg);
 }
 
 static uint64_t
@@ -742,7 +744,7 @@ parse_retry_after(const char *v)
     return t > now ? (uint64_t)(t - now) : 0;
 }
 
-/* Sorts a failed transfer into enum corral_fetch_error with a message. */
+/* Sorts a failed transfer into one of fetch.h's errors, with a message. */
 static int
 classify(struct corral_fetch *f, CURLcode rc)
 {
@@ -756,36 +758,36 @@ classify(struct corral_fetch *f, CURLcode rc)
         else
             say(f->msg, sizeof(f->msg), "body is over %zu bytes",
                 f->u->max_body);
-        return CORRAL_FETCH_E_TOO_BIG;
+        return -EFBIG;
     }
     if (f->switched) {
         say(f->msg, sizeof(f->msg), "malformed response: 101 to a GET");
-        return CORRAL_FETCH_E_PROTOCOL;
+        return -EPROTO;
     }
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
         say(f->msg, sizeof(f->msg), "cannot connect: %s", why);
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_GOT_NOTHING:
         say(f->msg, sizeof(f->msg), "closed before the response");
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_PARTIAL_FILE:
         say(f->msg, sizeof(f->msg), "closed mid-body: %s", why);
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
         say(f->msg, sizeof(f->msg), "connection failed: %s", why);
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     case CURLE_OPERATION_TIMEDOUT:
         say(f->msg, sizeof(f->msg), "no answer within %llu ms",
             (unsigned long long)f->u->timeout_ms);
-        return CORRAL_FETCH_E_TIMEOUT;
+        return -ETIMEDOUT;
     case CURLE_PEER_FAILED_VERIFICATION:
         if (strncmp(why, "SSL certificate problem: ", 25) == 0)
             why += 25;
         say(f->msg, sizeof(f->msg), "certificate verify failed: %s", why);
-        return CORRAL_FETCH_E_TLS;
+        return -EKEYREJECTED;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
@@ -796,13 +798,13 @@ classify(struct corral_fetch *f, CURLcode rc)
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
         say(f->msg, sizeof(f->msg), "TLS handshake failed: %s", why);
-        return CORRAL_FETCH_E_TLS;
+        return -EKEYREJECTED;
     case CURLE_OUT_OF_MEMORY:
         say(f->msg, sizeof(f->msg), "out of memory");
-        return CORRAL_FETCH_E_CONNECT;
+        return -ECONNREFUSED;
     default:
         say(f->msg, sizeof(f->msg), "malformed response: %s", why);
-        return CORRAL_FETCH_E_PROTOCOL;
+        return -EPROTO;
     }
 }
 
@@ -932,19 +934,12 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
            (f = TAILQ_FIRST(&u->queue)) != NULL) {
         TAILQ_REMOVE(&u->queue, f, link);
         if (start(f) != 0)
-            finish_error(f, CORRAL_FETCH_E_CONNECT, "out of memory");
+            finish_error(f, -ECONNREFUSED, "out of memory");
     }
     leave(u);
 }
 
 /* ---- options ---- */
-
-static int
-is_token_char(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
 
 const char *
 corral_fetch_check_header(const char *name, const char *value)
@@ -962,7 +957,7 @@ corral_fetch_check_header(const char *name, const char *value)
     if (name[0] == '\0')
         return "an empty header name";
     for (p = name; *p != '\0'; p++)
-        if (!is_token_char((unsigned char)*p))
+        if (!fmt_is_tchar((unsigned char)*p))
             return "a header name with a character HTTP forbids";
     for (p = value; *p != '\0'; p++)
         if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
@@ -1028,9 +1023,10 @@ corral_fetch_check_ca_file(const char *path, char *why, size_t len)
     int n = 0;
 
     if (bio == NULL) {
-        say(why, len, "%s", strerror(errno != 0 ? errno : EIO));
+        int e = errno != 0 ? errno : EIO;
+        say(why, len, "%s", strerror(e));
         ERR_clear_error();
-        return -1;
+        return -e;
     }
     while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
         X509_free(x);
@@ -1040,7 +1036,7 @@ corral_fetch_check_ca_file(const char *path, char *why, size_t len)
     ERR_clear_error(); /* the end of the file reads as an error */
     if (n == 0) {
         say(why, len, "no PEM certificate in it");
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -1237,7 +1233,7 @@ corral_fetch_upstream_free(struct corral_fetch_upstream *u)
             detach(f);
         else
             break;
-        finish_error(f, CORRAL_FETCH_E_CANCELLED, "upstream freed");
+        finish_error(f, -ECANCELED, "upstream freed");
     }
     leave(u);
 }

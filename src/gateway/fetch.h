@@ -24,15 +24,16 @@ struct event_base;
 struct corral_fetch_upstream; /* opaque */
 struct corral_fetch;          /* opaque */
 
-enum corral_fetch_error {
-    CORRAL_FETCH_E_NONE = 0,  /* an HTTP answer arrived, whatever its status */
-    CORRAL_FETCH_E_CONNECT,   /* refused, reset, closed early, DNS failure */
-    CORRAL_FETCH_E_TIMEOUT,   /* timeout_ms passed before the answer was in */
-    CORRAL_FETCH_E_TLS,       /* TLS handshake or certificate verify failed */
-    CORRAL_FETCH_E_TOO_BIG,   /* body longer than max_body */
-    CORRAL_FETCH_E_PROTOCOL,  /* malformed response */
-    CORRAL_FETCH_E_CANCELLED, /* the upstream was freed before the answer */
-};
+/* A fetch's error (corral_fetch_result.error) is 0 when an HTTP answer
+ * arrived, whatever its status, else a negative errno, the result's
+ * message saying why for a human (as libcurl's CURLcode and its errbuf):
+ *   -ECONNREFUSED  refused, reset, closed early, DNS failure ("connect")
+ *   -ETIMEDOUT     timeout_ms passed before the answer was in ("timeout")
+ *   -EKEYREJECTED  TLS handshake or certificate verify failed ("tls")
+ *   -EFBIG         body longer than max_body ("too_big")
+ *   -EPROTO        malformed response ("protocol")
+ *   -ECANCELED     the upstream was freed before the answer ("cancelled")
+ */
 
 struct corral_fetch_options {
     const char *scheme;         /* "http" or "https" */
@@ -43,7 +44,7 @@ struct corral_fetch_options {
                                  * request, response; > 0 */
     unsigned max_connections;   /* keep-alive pool cap, > 0; more requests
                                  * queue */
-    size_t max_body;            /* bytes, > 0; a longer body is TOO_BIG */
+    size_t max_body;            /* bytes, > 0; a longer body is -EFBIG */
     const char *ca_file;        /* PEM trust anchors; NULL = system store */
     const char *const *headers; /* NULL or NULL-terminated name, value, ...
                                  * added to every request */
@@ -69,7 +70,7 @@ struct corral_fetch_cache_control {
     ((struct corral_fetch_cache_control){0, -1, -1})
 
 struct corral_fetch_result {
-    int error;                /* 0 or enum corral_fetch_error */
+    int error;                /* 0 or a negative errno (above) */
     const char *message;      /* why it failed, or the reason phrase; never
                                * NULL */
     int status;               /* HTTP status; 0 when none was received */
@@ -100,7 +101,7 @@ corral_fetch_upstream_new(struct event_base *base,
                           const struct corral_fetch_options *o, char *err,
                           size_t errlen);
 
-/* Answers every queued and in-flight fetch with CORRAL_FETCH_E_CANCELLED
+/* Answers every queued and in-flight fetch with -ECANCELED
  * (before it returns), closes the connections and frees u. Safe from inside
  * a fetch callback. NULL is a no-op. The connections and their TLS state
  * close with libcurl's handles before it returns, or, called from inside a
@@ -140,8 +141,9 @@ const char *corral_fetch_check_header(const char *name, const char *value);
  * string. The config checker uses the same rule. */
 const char *corral_fetch_check_host(const char *host, size_t len);
 
-/* 0 when path holds at least one PEM certificate (trust anchors), else -1
- * with the reason in why. The config checker uses the same test. */
+/* 0 when path holds at least one PEM certificate (trust anchors), else
+ * -errno (-EINVAL: none in it) with the reason in why. The config
+ * checker uses the same test. */
 int corral_fetch_check_ca_file(const char *path, char *why, size_t len);
 
 /* Adds what one Cache-Control field value v[0..len) says to *cc (start
@@ -152,8 +154,9 @@ int corral_fetch_check_ca_file(const char *path, char *why, size_t len);
 void corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
                                       const char *v, size_t len);
 
-/* "none", "connect", "timeout", "tls", "too_big", "protocol", "cancelled";
- * "unknown" otherwise. Static string. */
+/* The name of a fetch's error (above): "none" for 0, "connect",
+ * "timeout", "tls", "too_big", "protocol", "cancelled"; "unknown"
+ * otherwise. Static string. */
 const char *corral_fetch_error_name(int error);
 
 #endif

@@ -1,9 +1,13 @@
-/* fmt.h — the few formatting steps the response paths take by hand, since
- * snprintf costs more than the rest of a hit. Each writes at p (the caller
- * made room) and returns the new end. */
+/* fmt.h — the gateway's one copy of each small text step: the formatting
+ * the response paths take by hand (snprintf costs more than the rest of a
+ * hit; each writes at p, where the caller made room, and returns the new
+ * end), the JSON string escaper, the RFC 9110 token characters and the
+ * percent-decoder. No other file of the gateway keeps its own. */
 #ifndef CORRAL_FMT_H
 #define CORRAL_FMT_H
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -35,7 +39,8 @@ fmt_uint(char *p, uint64_t v)
 
 /* s as the inside of a JSON string (quote, backslash and controls
  * escaped) into out, NUL-terminated, cut to fit cap (> 7). Returns the
- * length. */
+ * length. A cap of FMT_JSON_ROOM(strlen(s)) never cuts. */
+#define FMT_JSON_ROOM(len) (6 * (len) + 8)
 static inline size_t
 fmt_json_escape(char *out, size_t cap, const char *s)
 {
@@ -70,6 +75,74 @@ fmt_hexval(char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+/* Is ch an RFC 9110 (5.6.2) token character ("tchar"): a method, a
+ * header name, a Cache-Control directive? NUL is not. */
+static inline bool
+fmt_is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') ||
+           (ch != 0 && memchr(extra, ch, sizeof(extra) - 1) != NULL);
+}
+
+/* c as %XX (upper-case hex, RFC 3986 2.1): 3 bytes. */
+static inline char *
+fmt_pct_byte(char *p, unsigned char c)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    p[0] = '%';
+    p[1] = hex[c >> 4];
+    p[2] = hex[c & 15];
+    return p + 3;
+}
+
+/* The byte at s[*i] (of len), a %XX escape decoded, into *c; moves *i
+ * past it. False for a malformed escape. The one step of the decoder, for
+ * a caller that compares as it decodes. */
+static inline bool
+fmt_percent_next(const char *s, size_t len, size_t *i, char *c)
+{
+    int hi, lo;
+    if (s[*i] != '%') {
+        *c = s[(*i)++];
+        return true;
+    }
+    if (len - *i < 3 || (hi = fmt_hexval(s[*i + 1])) < 0 ||
+        (lo = fmt_hexval(s[*i + 2])) < 0)
+        return false;
+    *c = (char)(hi << 4 | lo);
+    *i += 3;
+    return true;
+}
+
+enum fmt_pct_flag {
+    FMT_PCT_PLUS = 1,     /* '+' is a space (a query value) */
+    FMT_PCT_NO_SLASH = 2, /* an encoded '/' is refused (a path segment) */
+};
+
+/* Decodes the %XX escapes of s (len bytes) into out, which has room for
+ * len + 1 bytes, NUL-terminated. Returns the decoded length, or -EINVAL
+ * for a malformed escape, a NUL, encoded or not (it would cut the C
+ * string short), or what flags (enum fmt_pct_flag) refuse. */
+static inline ptrdiff_t
+fmt_percent_decode(char *out, const char *s, size_t len, unsigned flags)
+{
+    char *o = out;
+    for (size_t i = 0; i < len;) {
+        bool escaped = s[i] == '%';
+        char c;
+        if (!fmt_percent_next(s, len, &i, &c) || c == '\0' ||
+            (escaped && c == '/' && (flags & FMT_PCT_NO_SLASH)))
+            return -EINVAL;
+        if (!escaped && c == '+' && (flags & FMT_PCT_PLUS))
+            c = ' ';
+        *o++ = c;
+    }
+    *o = '\0';
+    return o - out;
 }
 
 #endif

@@ -209,9 +209,6 @@ etag_matches(const struct corral_request *req, const char *etag)
     return false;
 }
 
-/* The header an aggregate assembled with stale members carries. */
-#define STALE_MEMBERS "\r\nCorral-Stale-Members:"
-
 /* The result a source counts as. */
 static enum corral_metrics_result
 result_of(enum corral_source source, bool negative)
@@ -255,8 +252,7 @@ count(const struct serving *sv, size_t route, enum corral_metrics_result r)
  * the path where every call is counted against a hit's cost. */
 static void
 respond_value(struct corral_gateway *g, const struct serving *sv,
-              struct corral_request *req, size_t route,
-              const struct corral_config_route *rt, struct corral_value *v,
+              struct corral_request *req, size_t route, struct corral_value *v,
               enum corral_source source)
 {
     uint64_t now = corral_cache_now(g->cache);
@@ -268,13 +264,11 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
         (corral_value_expires_at(v) - corral_value_stored_at(v)) / 1000;
     if (lifetime == 0 && now < corral_value_expires_at(v))
         lifetime = 1;
-    /* A cached upstream 4xx (negative caching) has its own status line. */
-    const char *head = corral_value_aux(v);
-    bool negative = corral_value_aux_len(v) > 12 && head[9] != '2';
-    /* An aggregate assembled with a stale member says so (aggregate.h). */
-    bool stale_members = rt->upstream == NULL &&
-                         memmem(head, corral_value_aux_len(v), STALE_MEMBERS,
-                                sizeof(STALE_MEMBERS) - 1) != NULL;
+    /* A cached upstream 4xx (negative caching) has its own status line;
+     * an aggregate assembled with a stale member says so (aggregate.h). */
+    uint8_t flags = corral_value_flags(v);
+    bool negative = flags & CORRAL_COMPUTE_NEGATIVE;
+    bool stale_members = flags & CORRAL_COMPUTE_STALE_MEMBERS;
     /* What the upstream said must not be stored: its fill's clients get
      * it, and tell the caches after them the same. */
     bool pass =
@@ -369,8 +363,7 @@ client_answered(const struct corral_result *res, void *arg)
         corral_request_on_close(cl->req, NULL, NULL);
         const char *route = cl->serving->cfg->routes[cl->route].path;
         if (res->error == 0) {
-            respond_value(cl->g, cl->serving, cl->req, cl->route,
-                          &cl->serving->cfg->routes[cl->route], res->value,
+            respond_value(cl->g, cl->serving, cl->req, cl->route, res->value,
                           res->source);
         } else if (cl->only_cached) {
             count(cl->serving, cl->route, M_ERROR);
@@ -431,9 +424,9 @@ on_request(struct corral_request *req, void *arg)
     struct corral_gateway *g = arg;
     struct corral_route_match m;
     struct serving *sv = g->serving;
-    int rc = corral_route_match(sv->routes, req->path, req->path_len,
-                                req->query, req->query_len, &m);
-    if (rc == CORRAL_ROUTE_NOT_FOUND) {
+    enum corral_route_status st = corral_route_match(
+        sv->routes, req->path, req->path_len, req->query, req->query_len, &m);
+    if (st == CORRAL_ROUTE_NOT_FOUND) {
         respond_error(req, 404, "no such route", NULL);
         return;
     }
@@ -442,15 +435,15 @@ on_request(struct corral_request *req, void *arg)
         respond_error(req, 405, "method not allowed", m.route->path);
         return;
     }
-    if (rc == CORRAL_ROUTE_BAD_PARAM || rc == CORRAL_ROUTE_BAD_QUERY) {
+    if (st == CORRAL_ROUTE_BAD_PARAM || st == CORRAL_ROUTE_BAD_QUERY) {
         char msg[160];
         snprintf(msg, sizeof(msg), "bad %s parameter: %s",
-                 rc == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
+                 st == CORRAL_ROUTE_BAD_PARAM ? "path" : "query", m.bad_param);
         count(sv, m.index, M_ERROR);
         respond_error(req, 400, msg, m.route->path);
         return;
     }
-    if (rc != CORRAL_ROUTE_OK) {
+    if (st != CORRAL_ROUTE_OK) {
         count(sv, m.index, M_ERROR);
         respond_error(req, 400, "request too long for this route",
                       m.route->path);
@@ -465,7 +458,7 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     bool agg = m.route->upstream == NULL;
     if (v) {
-        respond_value(g, sv, req, m.index, m.route, v, CORRAL_SOURCE_L1);
+        respond_value(g, sv, req, m.index, v, CORRAL_SOURCE_L1);
         /* A hot key is refreshed before it expires (XFetch). */
         if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
             if (agg)
@@ -480,6 +473,7 @@ on_request(struct corral_request *req, void *arg)
 
     /* A miss: wait on the key's one fill. */
     struct client *cl = xcalloc(1, sizeof(*cl));
+    int rc;
     cl->g = g;
     cl->serving = sv;
     cl->req = req;
@@ -491,18 +485,20 @@ on_request(struct corral_request *req, void *arg)
         cl->only_cached = true;
         cl->waiter = corral_get_fit(g->cache, m.key, m.keylen, stored_fit,
                                     (void *)m.route, client_answered, cl);
+        rc = cl->waiter != NULL ? 0 : -ESHUTDOWN;
     } else {
-        cl->waiter =
-            agg ? corral_aggregate_get(g->cache, &sv->agg_compute[m.index], m.key,
-                                       m.keylen, client_answered, cl)
-                : corral_route_compute_get(g->cache, &sv->route_compute[m.index], &m,
-                                        client_answered, cl);
+        rc = agg ? corral_aggregate_get(g->cache, &sv->agg_compute[m.index],
+                                        m.key, m.keylen, client_answered, cl,
+                                        &cl->waiter)
+                 : corral_route_compute_get(g->cache,
+                                            &sv->route_compute[m.index], &m,
+                                            client_answered, cl, &cl->waiter);
     }
-    if (cl->waiter == NULL) {
+    if (rc < 0) {
         sv->clients--;
         free(cl);
         count(sv, m.index, M_ERROR);
-        if (errno == EMSGSIZE)
+        if (rc == -EMSGSIZE)
             respond_error(req, 400, "request too long for this route",
                           m.route->path);
         else
@@ -518,9 +514,7 @@ static struct corral_fetch_upstream *
 upstream_new(struct corral_gateway *g, const struct corral_config *cfg,
              const struct corral_config_upstream *u, char *err, size_t errlen)
 {
-    const char **headers = calloc(u->n_headers * 2 + 1, sizeof(*headers));
-    if (headers == NULL)
-        return NULL;
+    const char **headers = xcalloc(u->n_headers * 2 + 1, sizeof(*headers));
     for (size_t i = 0; i < u->n_headers; i++) {
         headers[2 * i] = u->headers[i].name;
         headers[2 * i + 1] = u->headers[i].value;
@@ -581,20 +575,18 @@ static void serving_free(struct serving *sv);
 /* An aggregate's member: the match its path resolved to when the config
  * loaded (in the aggregate's serving set), joined to (or starting) that
  * route's fill like any request. */
-static struct corral_waiter *
+static int
 member_get(void *ctx, const struct corral_config_member *mb,
-           corral_result_cb *cb, void *arg)
+           corral_result_cb *cb, void *arg, struct corral_waiter **out)
 {
     struct serving *sv = ctx;
     struct corral_gateway *g = sv->g;
     /* A copy for the generation's prefix; its values stay the config's. */
     struct corral_route_match m = *mb->match;
-    if (!fold_generation(g, sv, &m)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    return corral_route_compute_get(g->cache, &sv->route_compute[m.index], &m, cb,
-                                 arg);
+    if (!fold_generation(g, sv, &m))
+        return -EINVAL;
+    return corral_route_compute_get(g->cache, &sv->route_compute[m.index], &m,
+                                    cb, arg, out);
 }
 
 static void track(struct corral_gateway *g, const struct corral_config *cfg);
@@ -721,8 +713,8 @@ take_budgets(struct corral_gateway *g, struct serving *sv, struct serving *prev)
                 .window_ms = u->rate_window_ms,
                 .refresh_share = u->refresh_share,
             };
-            sv->budgets[i] =
-                corral_budget_new(g->base, u->name, &rate, g->fleet, g->ledger);
+            sv->budgets[i] = corral_budget_new(g->base, NULL, u->name, &rate,
+                                               g->fleet, g->ledger);
             /* A new budget counts from zero: its upstream's counters go on
              * from what they last showed. */
             struct corral_metrics_upstream *mu = sv->mupstream[i];
@@ -752,8 +744,8 @@ wire_routes(struct corral_gateway *g, struct serving *sv)
                 .count = route->new_keys_count,
                 .window_ms = route->new_keys_window_ms,
             };
-            sv->keys[r] =
-                corral_budget_new(g->base, route->path, &rate, NULL, g->ledger);
+            sv->keys[r] = corral_budget_new(g->base, NULL, route->path, &rate,
+                                            NULL, g->ledger);
             rc->keys = sv->keys[r];
         }
         if (route->upstream == NULL) {
@@ -1003,7 +995,7 @@ corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
      * fail any more: a failure leaves everything as it was. */
     struct serving *sv = serving_new(g, cfg, g->serving, err, errlen);
     if (sv == NULL)
-        return -1;
+        return -EINVAL;
     sv->owns_cfg = true;
     warn_restart(g->cfg, cfg);
     TAILQ_INSERT_TAIL(&g->retired, g->serving, link);
@@ -1071,11 +1063,11 @@ admin_match(struct corral_gateway *g, const char *path, size_t path_len,
             const char *query, size_t query_len, struct corral_route_match *m,
             char *key, size_t keycap)
 {
-    int rc = corral_route_match(g->serving->routes, path, path_len, query,
-                                query_len, m);
-    if (rc == CORRAL_ROUTE_NOT_FOUND)
+    enum corral_route_status st = corral_route_match(
+        g->serving->routes, path, path_len, query, query_len, m);
+    if (st == CORRAL_ROUTE_NOT_FOUND)
         return -ENOENT;
-    if (rc != CORRAL_ROUTE_OK)
+    if (st != CORRAL_ROUTE_OK)
         return -EINVAL;
     if (!fold_generation(g, g->serving, m))
         return -EINVAL;
@@ -1108,17 +1100,28 @@ fleet_send(void *ctx, const char *path, uint64_t here,
     corral_fleet_bump(ctx, path, here, cb, arg);
 }
 
+/* The index of the upstream called name in the config served, or -1
+ * (none, or still starting: the fleet's next sync tells it again). */
+static ptrdiff_t
+served_upstream(const struct corral_gateway *g, const char *name)
+{
+    if (g->serving == NULL)
+        return -1;
+    const struct corral_config *cfg = g->serving->cfg;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, name) == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
 /* Another instance paused an upstream: its budget here pauses too. */
 static void
 fleet_paused(const char *name, uint64_t ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->serving == NULL)
-        return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->serving->cfg;
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_budget_paused(g->serving->budgets[i], ms);
+    ptrdiff_t i = served_upstream(g, name);
+    if (i >= 0)
+        corral_budget_paused(g->serving->budgets[i], ms);
 }
 
 /* The fleet's word on an upstream's breaker. */
@@ -1126,13 +1129,10 @@ static void
 fleet_breaker(const char *name, uint64_t ms, uint64_t step_ms, void *arg)
 {
     struct corral_gateway *g = arg;
-    if (g->serving == NULL)
-        return; /* starting: the next sync reads it again */
-    const struct corral_config *cfg = g->serving->cfg;
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        if (strcmp(cfg->upstreams[i].name, name) == 0)
-            corral_breaker_heard(g->serving->breakers[i], ms, step_ms,
-                                 corral_now_ms());
+    ptrdiff_t i = served_upstream(g, name);
+    if (i >= 0)
+        corral_breaker_heard(g->serving->breakers[i], ms, step_ms,
+                             corral_now_ms());
 }
 
 static const struct corral_fleet_events fleet_events = {

@@ -1,7 +1,15 @@
 /* gateway.h — one reactor of the gateway: the front end, the route table,
  * the cache and the upstream pools on one event_base, wired from a config.
  * A request is answered from L1 at once, or joins the one fill for its key,
- * which fetches from the upstream, validates and stores. */
+ * which fetches from the upstream, validates and stores.
+ *
+ * Layer 2's conventions, as libcorral's: a call that can fail returns 0
+ * or a negative errno and, where a human needs to know why, a message too
+ * (an err buffer the caller passes, or a result's message: libcurl's
+ * CURLcode and errbuf); one that waits says -EINPROGRESS and calls back
+ * once; a constructor returns NULL (with err when it takes one). What is
+ * an outcome rather than a failure (a route match, a breaker's state)
+ * stays an enum. Out of memory: xalloc.h's one policy. */
 #ifndef CORRAL_GATEWAY_H
 #define CORRAL_GATEWAY_H
 
@@ -43,8 +51,9 @@ struct corral_gateway *corral_gateway_new(struct event_base *base,
  * ones, and L1 stays as it is, so a route whose key template did not
  * change keeps its values. The client socket, L1, L2, limits and the
  * access log stay as they were (a warning names what changed); the admin
- * is the caller's. Returns 0, or -1 with err (an upstream that cannot be
- * set up) and the old config still served; the caller then frees cfg. */
+ * is the caller's. Returns 0, or -EINVAL with err (an upstream that
+ * cannot be set up) and the old config still served; the caller then
+ * frees cfg. */
 int corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
                           char *err, size_t errlen);
 /* The config it serves. */
@@ -55,7 +64,7 @@ struct corral_metrics *corral_gateway_metrics(const struct corral_gateway *g);
 void corral_gateway_snapshot(struct corral_gateway *g);
 /* "up", "down", or "disabled" (no l2). */
 const char *corral_gateway_l2_state(const struct corral_gateway *g);
-/* Reopens the access log (logrotate's SIGUSR1). 0, or -1 with err. */
+/* Reopens the access log (logrotate's SIGUSR1). 0, or -errno with err. */
 int corral_gateway_reopen_log(struct corral_gateway *g, char *err,
                               size_t errlen);
 /* True once draining has begun. */

@@ -122,7 +122,7 @@ corral_reactor_send_admin(int ctl_fd, int admin_fd)
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &admin_fd, sizeof(int));
     }
-    return sendmsg(ctl_fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0 : -1;
+    return sendmsg(ctl_fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
 
 /* Which admin socket cfg is to be served on: ADMIN_SAME, -1 (none) or a

@@ -36,7 +36,7 @@ int corral_reactor_run(const struct corral_config *cfg,
 /* Tells the reactor at the other end of ctl_fd, before its SIGHUP, the
  * admin socket its reloaded config is to be served on: a copy of
  * admin_fd (the caller keeps its own), or none when admin_fd is -1.
- * Returns 0, or -1 with errno set. */
+ * Returns 0, or -errno. */
 int corral_reactor_send_admin(int ctl_fd, int admin_fd);
 
 #endif

@@ -6,12 +6,14 @@
  * against theirs alike: a route's keys are the ones its config allows. */
 #include "route.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fmt.h"
+#include "xalloc.h"
 
 struct node {
     char *literal;          /* this segment's text; NULL for a parameter */
@@ -55,17 +57,12 @@ child(struct node *n, const char *seg, size_t len, bool param)
                         memcmp(c->literal, seg, len) == 0)
             return c;
     }
-    struct node *c = calloc(1, sizeof(*c));
+    struct node *c = xcalloc(1, sizeof(*c));
     struct node **kids =
-        realloc(n->children, (n->n_children + 1) * sizeof(*kids));
-    if (c == NULL || kids == NULL)
-        abort();
+        xrealloc(n->children, (n->n_children + 1) * sizeof(*kids));
     n->children = kids;
-    if (!param) {
-        c->literal = strndup(seg, len);
-        if (c->literal == NULL)
-            abort();
-    }
+    if (!param)
+        c->literal = xstrndup(seg, len);
     /* Keep the parameter child last, so literals are tried first. */
     size_t at = n->n_children;
     if (!param && at > 0 && kids[at - 1]->literal == NULL) {
@@ -81,9 +78,7 @@ struct corral_route_table *
 corral_route_table_new(const struct corral_config *cfg, char *err,
                        size_t errlen)
 {
-    struct corral_route_table *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        abort();
+    struct corral_route_table *t = xcalloc(1, sizeof(*t));
     for (size_t r = 0; r < cfg->n_routes; r++) {
         const struct corral_config_route *route = &cfg->routes[r];
         if (route->n_params > CORRAL_ROUTE_MAX_PARAMS ||
@@ -112,46 +107,21 @@ corral_route_table_new(const struct corral_config *cfg, char *err,
     return t;
 }
 
-/* The byte at s[*i], a %XX escape decoded (leaving *i on its last
- * digit). Returns false for a malformed escape. */
-static bool
-next_byte(const char *s, size_t len, size_t *i, char *c)
-{
-    if (s[*i] != '%') {
-        *c = s[*i];
-        return true;
-    }
-    int hi, lo;
-    if (*i + 2 >= len || (hi = fmt_hexval(s[*i + 1])) < 0 ||
-        (lo = fmt_hexval(s[*i + 2])) < 0)
-        return false;
-    *c = (char)(hi << 4 | lo);
-    *i += 2;
-    return true;
-}
-
 /* Decodes len bytes of s into m's scratch; returns the NUL-ended copy, or
- * NULL for a bad escape or an encoded NUL (or no room: see has_room()). A
- * path segment may not hold an encoded '/'; in a query value (query) it is
+ * NULL for a bad escape or a NUL (or no room: see has_room()). A path
+ * segment may not hold an encoded '/'; in a query value (query) it is
  * just a character, and '+' is a space. */
 static const char *
 decode(struct corral_route_match *m, const char *s, size_t len, bool query)
 {
     if (m->scratch_used + len + 1 > sizeof(m->scratch))
         return NULL;
-    char *out = m->scratch + m->scratch_used, *o = out;
-    for (size_t i = 0; i < len; i++) {
-        bool escaped = s[i] == '%';
-        char c;
-        if (!next_byte(s, len, &i, &c) || c == '\0' ||
-            (escaped && c == '/' && !query))
-            return NULL;
-        if (!escaped && c == '+' && query)
-            c = ' ';
-        *o++ = c;
-    }
-    *o++ = '\0';
-    m->scratch_used += (size_t)(o - out);
+    char *out = m->scratch + m->scratch_used;
+    ptrdiff_t n = fmt_percent_decode(out, s, len,
+                                     query ? FMT_PCT_PLUS : FMT_PCT_NO_SLASH);
+    if (n < 0)
+        return NULL;
+    m->scratch_used += (size_t)n + 1;
     return out;
 }
 
@@ -176,7 +146,6 @@ alnum(unsigned char c)
 static bool
 put_encoded(char *buf, size_t len, size_t *at, const char *s, bool strict)
 {
-    static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (strict ? alnum(c) : unreserved(c)) {
@@ -186,9 +155,8 @@ put_encoded(char *buf, size_t len, size_t *at, const char *s, bool strict)
         } else {
             if (*at + 3 >= len)
                 return false;
-            buf[(*at)++] = '%';
-            buf[(*at)++] = hex[c >> 4];
-            buf[(*at)++] = hex[c & 15];
+            fmt_pct_byte(buf + *at, c);
+            *at += 3;
         }
     }
     return true;
@@ -259,9 +227,8 @@ put_query(const struct corral_route_match *m, char *buf, size_t len, size_t *at,
     return true;
 }
 
-/* Finds the forwarded parameters in the raw query string. Returns an enum
- * corral_route_status. */
-static int
+/* Finds the forwarded parameters in the raw query string. */
+static enum corral_route_status
 parse_query(struct corral_route_match *m, const char *q, size_t qlen)
 {
     const struct corral_config_route *r = m->route;
@@ -304,9 +271,9 @@ static bool
 segment_is(const char *lit, const char *s, size_t len)
 {
     const char *l = lit;
-    for (size_t i = 0; i < len; i++, l++) {
+    for (size_t i = 0; i < len; l++) {
         char c;
-        if (!next_byte(s, len, &i, &c) || *l == '\0' || *l != c)
+        if (!fmt_percent_next(s, len, &i, &c) || *l == '\0' || *l != c)
             return false;
     }
     return *l == '\0';
@@ -348,7 +315,7 @@ walk(const struct node *n, const char *p, const char *end, bool more,
     return NULL;
 }
 
-int
+enum corral_route_status
 corral_route_match(const struct corral_route_table *t, const char *path,
                    size_t path_len, const char *query, size_t query_len,
                    struct corral_route_match *m)
@@ -383,7 +350,7 @@ corral_route_match(const struct corral_route_table *t, const char *path,
         m->values[i] = v;
     }
     m->n_values = nraw;
-    int rc = parse_query(m, query, query_len);
+    enum corral_route_status rc = parse_query(m, query, query_len);
     if (rc != CORRAL_ROUTE_OK)
         return rc;
 
@@ -409,7 +376,7 @@ corral_route_upstream_path(const struct corral_route_match *m, char *buf,
     if (!put_raw(buf, len, &at, prefix, strlen(prefix)) ||
         !fill_template(m, r->fetch, buf, len, &at, false) ||
         !put_query(m, buf, len, &at, strchr(r->fetch, '?') != NULL))
-        return -1;
+        return -EMSGSIZE;
     buf[at] = '\0';
     return (int)at;
 }

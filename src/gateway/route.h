@@ -1,7 +1,10 @@
 /* route.h — matching request paths to configured routes, checking path
  * parameters, and building cache keys and upstream paths. Matching walks a
  * trie of path segments (a literal beats a parameter), so no request runs a
- * regex it does not need; nothing here allocates per request. */
+ * regex it does not need; nothing here allocates per request.
+ * Errors are negative errnos, as everywhere in the gateway; a match's
+ * result stays an enum: its values are outcomes the caller answers
+ * differently (404, 400), not failures of the matcher. */
 #ifndef CORRAL_ROUTE_H
 #define CORRAL_ROUTE_H
 
@@ -47,14 +50,15 @@ corral_route_table_new(const struct corral_config *cfg, char *err,
 void corral_route_table_free(struct corral_route_table *t);
 
 /* Matches a raw request path and query string, checks the parameters and
- * builds the key in m. Returns an enum corral_route_status. */
-int corral_route_match(const struct corral_route_table *t, const char *path,
-                       size_t path_len, const char *query, size_t query_len,
-                       struct corral_route_match *m);
+ * builds the key in m. */
+enum corral_route_status corral_route_match(const struct corral_route_table *t,
+                                            const char *path, size_t path_len,
+                                            const char *query, size_t query_len,
+                                            struct corral_route_match *m);
 
 /* Writes the upstream path and query for a match (parameters and query
- * values percent-encoded) into buf, NUL-ended. Returns its length, or -1
- * if it does not fit. */
+ * values percent-encoded) into buf, NUL-ended. Returns its length, or
+ * -EMSGSIZE if it does not fit. */
 int corral_route_upstream_path(const struct corral_route_match *m, char *buf,
                                size_t len);
 

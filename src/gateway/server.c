@@ -283,28 +283,29 @@ dl_set(struct conn *c, enum deadline_kind kind, uint64_t ms)
     TAILQ_INSERT_TAIL(dl_list(s, kind), c, dl_link);
 }
 
+/* Adds or removes ev as on says, unless *added says it already is. */
+static void
+event_want(struct event *ev, bool *added, bool on)
+{
+    if (on == *added)
+        return;
+    if (on)
+        event_add(ev, NULL);
+    else
+        event_del(ev);
+    *added = on;
+}
+
 static void
 conn_want_read(struct conn *c, bool on)
 {
-    if (on == c->reading)
-        return;
-    if (on)
-        event_add(c->rev, NULL);
-    else
-        event_del(c->rev);
-    c->reading = on;
+    event_want(c->rev, &c->reading, on);
 }
 
 static void
 conn_want_write(struct conn *c, bool on)
 {
-    if (on == c->writing)
-        return;
-    if (on)
-        event_add(c->wev, NULL);
-    else
-        event_del(c->wev);
-    c->writing = on;
+    event_want(c->wev, &c->writing, on);
 }
 
 static void
@@ -736,15 +737,6 @@ on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-static bool
-is_tchar(unsigned char ch)
-{
-    /* RFC 9110 5.6.2: token characters. */
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch >= '0' && ch <= '9') || (ch && strchr(extra, ch) != NULL);
-}
-
 /* Reads the method of the request at rpos. http_parser knows a fixed list
  * of methods and refuses any other token (HPE_INVALID_METHOD: a 400 and a
  * close), where RFC 9110 (9.1, 15.5.6) has an unknown method answered as
@@ -778,7 +770,7 @@ read_method(struct conn *c)
         message_begin(c);
     }
     const char *t = b;
-    while (t < end && is_tchar((unsigned char)*t))
+    while (t < end && fmt_is_tchar((unsigned char)*t))
         t++;
     if (t == end) {
         if ((size_t)(end - b) <= s->max_header)
@@ -853,7 +845,7 @@ field_done(struct conn *c)
     size_t n = c->span[SPAN_VALUE].len;
 
     for (size_t i = 0; i < flen; i++)
-        if (!is_tchar((unsigned char)f[i]))
+        if (!fmt_is_tchar((unsigned char)f[i]))
             goto bad;
     if (flen == 0 || memchr(v, '\n', n) != NULL || memchr(v, '\r', n) != NULL)
         goto bad;

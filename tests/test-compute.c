@@ -1,0 +1,409 @@
+/* test-compute.c — a route's compute: the head it renders and the flags it keeps
+ * with it, the check of a value read from L2 (which sets those flags
+ * again), the HTTP status of a fill's error, and the fill job itself,
+ * through a real cache, budget, breaker and fetch, against a raw origin
+ * on a loopback socket that answers each path as a table says. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "breaker.h"
+#include "budget.h"
+#include "config.h"
+#include "corral/cache.h"
+#include "corral/value.h"
+#include "fetch.h"
+#include "compute.h"
+#include "l2codec.h"
+#include "route.h"
+#include "testlib.h"
+
+static struct event_base *base;
+
+/* ---- the origin: one answer per path, then close ---- */
+
+static const struct {
+    const char *path;
+    const char *answer;
+} answers[] = {
+    {"/v/a", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+             "Content-Length: 9\r\n\r\n{\"v\":\"a\"}"},
+    {"/v/gone", "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+                "Content-Length: 4\r\n\r\nnope"},
+    {"/v/broken", "HTTP/1.1 500 Internal Server Error\r\n"
+                  "Content-Length: 2\r\n\r\nno"},
+    {"/v/text", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                "Content-Length: 8\r\n\r\nnot json"},
+    {"/v/busy", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\n"
+                "Content-Length: 0\r\n\r\n"},
+};
+static unsigned calls[sizeof(answers) / sizeof(*answers)];
+static unsigned total_calls;
+
+struct conn {
+    int fd;
+    struct event *ev;
+    char buf[4096];
+    size_t len;
+};
+
+static void
+conn_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)what;
+    ssize_t n = read(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+    if (n > 0) {
+        c->len += (size_t)n;
+        c->buf[c->len] = '\0';
+        if (strstr(c->buf, "\r\n\r\n") == NULL)
+            return;
+        char path[256] = "";
+        sscanf(c->buf, "GET %255s ", path);
+        const char *out = "HTTP/1.1 418 Unknown\r\nContent-Length: 0\r\n\r\n";
+        for (size_t i = 0; i < sizeof(answers) / sizeof(*answers); i++)
+            if (strcmp(path, answers[i].path) == 0) {
+                out = answers[i].answer;
+                calls[i]++;
+            }
+        total_calls++;
+        CHECK(write(fd, out, strlen(out)) == (ssize_t)strlen(out));
+    }
+    event_free(c->ev);
+    close(fd);
+    free(c);
+}
+
+static void
+origin_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    int fd = accept(lfd, NULL, NULL);
+    if (fd < 0)
+        return;
+    struct conn *c = calloc(1, sizeof(*c));
+    CHECK(c != NULL);
+    c->fd = fd;
+    c->ev = event_new(base, fd, EV_READ | EV_PERSIST, conn_read, c);
+    event_add(c->ev, NULL);
+}
+
+static unsigned
+calls_to(const char *path)
+{
+    for (size_t i = 0; i < sizeof(answers) / sizeof(*answers); i++)
+        if (strcmp(path, answers[i].path) == 0)
+            return calls[i];
+    return 0;
+}
+
+/* ---- the gateway's side ---- */
+
+static struct corral_config *cfg;
+static struct corral_cache *cache;
+static struct corral_route_compute rf;
+
+struct got {
+    int fired, error, status;
+    enum corral_source source;
+    uint8_t flags;
+    uint64_t retry_ms;
+    char body[64];
+};
+
+static void
+got_cb(const struct corral_result *res, void *arg)
+{
+    struct got *g = arg;
+    g->fired++;
+    g->error = res->error;
+    g->source = res->source;
+    g->retry_ms = res->retry_after_ms;
+    if (res->error == 0) {
+        g->flags = corral_value_flags(res->value);
+        g->status = corral_compute_status(res->value);
+        snprintf(g->body, sizeof(g->body), "%.*s",
+                 (int)corral_value_len(res->value),
+                 corral_value_body(res->value));
+    }
+}
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Asks for the key of path and runs the loop until it is answered (at
+ * most 10 s). */
+static struct got
+get(const char *path)
+{
+    struct corral_route_match m;
+    struct got g = {0};
+    struct corral_waiter *w = NULL;
+    CHECK_EQ_INT(corral_route_match(cfg->table, path, strlen(path), "", 0, &m),
+                 CORRAL_ROUTE_OK);
+    CHECK_EQ_INT(corral_route_compute_get(cache, &rf, &m, got_cb, &g, &w), 0);
+    CHECK(w != NULL);
+    uint64_t end = mono_ms() + 10000;
+    while (g.fired == 0 && mono_ms() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    CHECK_EQ_INT(g.fired, 1);
+    return g;
+}
+
+static void
+test_render_sets_flags(void)
+{
+    struct corral_value *v =
+        corral_compute_render("k", 1, "{}", 2, NULL, 200, NULL);
+    CHECK(v != NULL);
+    CHECK_EQ_INT(corral_value_flags(v), 0);
+    CHECK_EQ_INT(corral_compute_status(v), 200);
+    char want[200];
+    snprintf(want, sizeof(want),
+             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+             "Content-Length: 2\r\nETag: %s\r\n",
+             corral_value_etag(v));
+    CHECK_EQ_INT(corral_value_aux_len(v), strlen(want));
+    CHECK(memcmp(corral_value_aux(v), want, strlen(want)) == 0);
+    corral_value_unref(v);
+
+    v = corral_compute_render("k", 1, "nope", 4, "text/plain", 404, NULL);
+    CHECK_EQ_INT(corral_value_flags(v), CORRAL_COMPUTE_NEGATIVE);
+    CHECK_EQ_INT(corral_compute_status(v), 404);
+    corral_value_unref(v);
+    /* A Content-Type too long for the value: nothing. */
+    char ctype[1100];
+    memset(ctype, 'x', sizeof(ctype) - 1);
+    ctype[sizeof(ctype) - 1] = '\0';
+    CHECK(corral_compute_render("k", 1, "{}", 2, ctype, 200, NULL) == NULL);
+}
+
+/* v as L2 gives it back: encoded, then decoded into a new value. */
+static struct corral_value *
+through_l2(struct corral_value *v)
+{
+    char buf[2048];
+    CHECK(corral_l2_size(v) <= sizeof(buf));
+    corral_l2_encode(v, buf);
+    struct corral_value *out = NULL;
+    CHECK_EQ_INT(corral_l2_decode(buf, corral_l2_size(v), corral_value_key(v),
+                                  corral_value_keylen(v), &out),
+                 CORRAL_L2_OK);
+    return out;
+}
+
+/* The flags are the gateway's, so L2 does not carry them: the fit check
+ * of a value read from there sets them from its head. */
+static void
+test_fit_sets_flags_from_l2(void)
+{
+    const struct corral_config_route *route = &cfg->routes[0];
+    const struct corral_config_route *agg = &cfg->routes[1];
+    uint64_t now = 1700000000000ull;
+
+    struct corral_value *v =
+        corral_compute_render("k", 1, "nope", 4, "text/plain", 404, NULL);
+    corral_value_set_times(v, now, now + 30000, 0, 0);
+    struct corral_value *back = through_l2(v);
+    CHECK_EQ_INT(corral_value_flags(back), 0);
+    CHECK(corral_compute_fit(route, back, now));
+    CHECK_EQ_INT(corral_value_flags(back), CORRAL_COMPUTE_NEGATIVE);
+    corral_value_unref(back);
+    /* Kept longer than the route keeps a 404: refused. */
+    corral_value_set_times(v, now, now + 120000, 0, 0);
+    back = through_l2(v);
+    CHECK(!corral_compute_fit(route, back, now));
+    corral_value_unref(back);
+    corral_value_unref(v);
+
+    v = corral_compute_render("k", 1, "{\"a\":1}", 7, NULL, 200, NULL);
+    corral_value_set_times(v, now, now + 1000, 0, 0);
+    back = through_l2(v);
+    CHECK(corral_compute_fit(route, back, now));
+    CHECK_EQ_INT(corral_value_flags(back), 0);
+    corral_value_unref(back);
+    corral_value_unref(v);
+
+    /* An aggregate assembled with a stale member. */
+    v = corral_compute_render("all", 3, "{\"a\":null}", 10, NULL, 200,
+                           "Corral-Stale-Members: a\r\n");
+    corral_value_set_times(v, now, now + 1000, 0, 0);
+    back = through_l2(v);
+    CHECK(corral_compute_fit(agg, back, now));
+    CHECK_EQ_INT(corral_value_flags(back), CORRAL_COMPUTE_STALE_MEMBERS);
+    /* Only an aggregate may say so. */
+    corral_value_unref(back);
+    back = through_l2(v);
+    CHECK(!corral_compute_fit(route, back, now));
+    corral_value_unref(back);
+    corral_value_unref(v);
+
+    /* A head corral would not render: refused. */
+    v = corral_value_new("k", 1, "{}", 2, "application/json", 64);
+    size_t cap;
+    char *aux = corral_value_aux_mut(v, &cap);
+    memcpy(aux, "HTTP/1.1 200 OK\r\nX: y\r\n", 23);
+    corral_value_set_aux_len(v, 23);
+    corral_value_set_times(v, now, now + 1000, 0, 0);
+    CHECK(!corral_compute_fit(route, v, now));
+    corral_value_unref(v);
+}
+
+static void
+test_error_status(void)
+{
+    CHECK_EQ_INT(corral_compute_error_status(-ETIMEDOUT), 504);
+    CHECK_EQ_INT(corral_compute_error_status(-EBUSY), 503);
+    CHECK_EQ_INT(corral_compute_error_status(-EAGAIN), 503);
+    CHECK_EQ_INT(corral_compute_error_status(-ECANCELED), 503);
+    CHECK_EQ_INT(corral_compute_error_status(-EIO), 502);
+    CHECK_EQ_INT(corral_compute_error_status(-EBADMSG), 502);
+}
+
+static void
+test_fill_stores(void)
+{
+    struct got g = get("/ok/a");
+    CHECK_EQ_INT(g.error, 0);
+    CHECK_EQ_INT(g.source, CORRAL_SOURCE_STORED);
+    CHECK_EQ_STR(g.body, "{\"v\":\"a\"}");
+    CHECK_EQ_INT(g.status, 200);
+    CHECK_EQ_INT(g.flags, 0);
+    /* Then from L1: one call. */
+    g = get("/ok/a");
+    CHECK_EQ_INT(g.error, 0);
+    CHECK_EQ_INT(g.source, CORRAL_SOURCE_L1);
+    CHECK_EQ_INT(calls_to("/v/a"), 1);
+}
+
+static void
+test_fill_keeps_negative(void)
+{
+    struct got g = get("/ok/gone");
+    CHECK_EQ_INT(g.error, 0);
+    CHECK_EQ_INT(g.status, 404);
+    CHECK_EQ_INT(g.flags, CORRAL_COMPUTE_NEGATIVE);
+    CHECK_EQ_STR(g.body, "nope");
+    g = get("/ok/gone");
+    CHECK_EQ_INT(g.source, CORRAL_SOURCE_L1);
+    CHECK_EQ_INT(g.flags, CORRAL_COMPUTE_NEGATIVE);
+    CHECK_EQ_INT(calls_to("/v/gone"), 1);
+}
+
+static void
+test_fill_refuses(void)
+{
+    struct got g = get("/ok/broken");
+    CHECK(g.error < 0);
+    CHECK_EQ_INT(corral_compute_error_status(g.error), 502);
+    CHECK_EQ_INT(calls_to("/v/broken"), 1);
+    /* A JSON route stores no body that is not JSON. */
+    g = get("/ok/text");
+    CHECK(g.error < 0);
+    CHECK_EQ_INT(corral_compute_error_status(g.error), 502);
+}
+
+/* A 429 with Retry-After pauses the upstream: the next key's fill fails
+ * at once, without a call. */
+static void
+test_fill_pauses_on_retry_after(void)
+{
+    struct got g = get("/ok/busy");
+    CHECK_EQ_INT(g.error, -EBUSY);
+    CHECK(g.retry_ms >= 29000 && g.retry_ms <= 30000);
+    unsigned before = total_calls;
+    g = get("/ok/other");
+    CHECK_EQ_INT(g.error, -EBUSY);
+    CHECK_EQ_INT(corral_compute_error_status(g.error), 503);
+    CHECK_EQ_INT(total_calls, before);
+    struct corral_budget_stats st;
+    corral_budget_stats(rf.budget, &st);
+    CHECK_EQ_INT(st.pauses, 1);
+}
+
+int
+main(void)
+{
+    base = event_base_new();
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t salen = sizeof(sa);
+    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CHECK(listen(lfd, 16) == 0);
+    CHECK(getsockname(lfd, (struct sockaddr *)&sa, &salen) == 0);
+    uint16_t port = ntohs(sa.sin_port);
+    struct event *accept_ev =
+        event_new(base, lfd, EV_READ | EV_PERSIST, origin_accept, NULL);
+    event_add(accept_ev, NULL);
+
+    char conf[1024], err[512];
+    int n = snprintf(
+        conf, sizeof(conf),
+        "{ \"listen\": \"127.0.0.1:1\",\n"
+        "  \"upstreams\": { \"up\": { \"base\": \"http://127.0.0.1:%u\" } },\n"
+        "  \"routes\": [\n"
+        "    { \"path\": \"/ok/{id}\", \"upstream\": \"up\",\n"
+        "      \"fetch\": \"/v/{id}\", \"strategy\": \"1m\",\n"
+        "      \"cache_errors\": { \"404\": \"1m\" } },\n"
+        "    { \"path\": \"/all\", \"aggregate\": { \"a\": \"/ok/a\" } }\n"
+        "  ] }\n",
+        port);
+    cfg = corral_config_parse(conf, (size_t)n, "test.json", err, sizeof(err));
+    if (cfg == NULL)
+        fprintf(stderr, "%s\n", err);
+    CHECK(cfg != NULL);
+
+    RUN(test_render_sets_flags);
+    RUN(test_fit_sets_flags_from_l2);
+    RUN(test_error_status);
+
+    cache = corral_cache_new(base, NULL);
+    struct corral_fetch_options fo = {
+        .scheme = "http",
+        .host = "127.0.0.1",
+        .port = port,
+        .timeout_ms = 5000,
+        .max_connections = 4,
+        .max_body = 1 << 20,
+    };
+    struct corral_budget_rate rate = {0, 0, 0};
+    struct corral_breaker_options bo = {.name = "up"};
+    rf = (struct corral_route_compute){
+        .route = &cfg->routes[0],
+        .upstream = corral_fetch_upstream_new(base, &fo, err, sizeof(err)),
+        .budget = corral_budget_new(base, NULL, "up", &rate, NULL, NULL),
+        .breaker = corral_breaker_new(NULL, &bo, NULL),
+        .timeout_ms = 5000,
+    };
+    CHECK(cache != NULL && rf.upstream != NULL);
+    RUN(test_fill_stores);
+    RUN(test_fill_keeps_negative);
+    RUN(test_fill_refuses);
+    RUN(test_fill_pauses_on_retry_after);
+
+    corral_cache_free(cache);
+    corral_breaker_free(rf.breaker);
+    corral_budget_free(rf.budget);
+    corral_fetch_upstream_free(rf.upstream);
+    corral_config_free(cfg);
+    event_free(accept_ev);
+    close(lfd);
+    event_base_free(base);
+    printf("%lu checks\n", testlib_checks);
+    return 0;
+}
