@@ -146,7 +146,7 @@ struct corral_compute {
     corral_compute_cb *fn;
     void *arg;        /* borrowed: must outlive every fill it starts (or
                        * be held: see hold); fn's, fit's and hold's */
-    const void *data; /* what this caller's fill needs (an upstream path):
+    const void *data; /* what this caller's fill needs (a path, say):
                        * copied into a fill this call starts, read back with
                        * corral_fill_data(); never copied for a waiter that
                        * joins a fill already running */
@@ -266,13 +266,13 @@ void corral_fill_done_nostore(struct corral_fill *fill,
  * (copied), or a stale value inside its stale-if-error window. Nothing is
  * stored. The key backs off (see the options). */
 void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
-/* corral_fill_fail() that also says when trying again can help (an
- * upstream's Retry-After, say): the key's next fill waits at least that
+/* corral_fill_fail() that also says when trying again can help (the
+ * source's own word on it, say): the key's next fill waits at least that
  * long, and the error carries it. -EBUSY (a pause or a rate budget, not a
  * failure of the key) sets that wait without growing the backoff. */
 void corral_fill_fail_retry(struct corral_fill *fill, int error,
                             const char *message, uint64_t retry_after_ms);
-/* The compute's own work (an upstream call, say) starts now: the value's
+/* The compute's own work (a call to its source, say) starts now: the value's
  * fill_ms, the early refresh's delta, counts from here, not from when
  * compute was called (a wait for a rate slot is not the work's time).
  * Optional: without it, fill_ms counts from the compute's start. */

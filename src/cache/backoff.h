@@ -53,7 +53,7 @@ void corral_backoff_clear(struct corral_backoff *bo, const void *key,
 /* key failed at now with error: it waits before the next fill. The step
  * doubles from min_ms to max_ms and each wait is drawn (with draw, any
  * random number) from the upper quarter below it, so keys that failed
- * together do not all come back together; retry_after_ms (the upstream's
+ * together do not all come back together; retry_after_ms (the compute's
  * word, or the fleet's) is a floor. -EBUSY (paused, over budget) sets only
  * that floor. Copies message. Returns the wait, ms. */
 uint64_t corral_backoff_note(struct corral_backoff *bo, const void *key,
