@@ -1,9 +1,10 @@
 /* cache.c — the two-tier cache's policy: L1, then the tier below (with
  * promotion), then one compute per key, with deadlines, stores and
- * teardown. One cache per event_base; no locks. The bookkeeping that makes
- * one fill serve every caller (the fill table, waiters, delivery from the
- * loop) is single flight's, in flight.c. A fill ends exactly once (done,
- * fail, deadline, teardown) and so does every waiter. */
+ * teardown. One cache per event_base; no locks. A fill embeds single
+ * flight's call (flight.c: its waiters, one result for all, delivery from
+ * the loop); failed keys back off in backoff.c. A call hashes its key once
+ * and every table takes that hash. A fill ends exactly once (done, fail,
+ * deadline, teardown) and so does every waiter. */
 #include "corral/cache.h"
 
 #include <errno.h>
