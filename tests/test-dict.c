@@ -96,6 +96,25 @@ test_colliding_hashes(void)
 }
 
 static void
+test_keyed_entries(void)
+{
+    struct corral_dict_keyed a = {.key = "alpha", .keylen = 5},
+                             b = {.key = "alphabet", .keylen = 8};
+    struct corral_dict d;
+    a.hash = corral_key_hash(a.key, a.keylen);
+    b.hash = corral_key_hash(b.key, b.keylen);
+    corral_dict_init(&d, 1, corral_dict_keyed_hash);
+    corral_dict_add(&d, a.hash, &a.link);
+    corral_dict_add(&d, b.hash, &b.link); /* grows: rehashed from .hash */
+    CHECK_EQ_INT(d.mask, 1);
+    CHECK(corral_dict_keyed_find(&d, "alpha", 5, a.hash) == &a);
+    CHECK(corral_dict_keyed_find(&d, "alphabet", 8, b.hash) == &b);
+    CHECK(corral_dict_keyed_find(&d, "alph", 4, corral_key_hash("alph", 4)) ==
+          NULL);
+    corral_dict_finish(&d);
+}
+
+static void
 test_key_hash_is_seeded(void)
 {
     static const uint8_t zero[16];
@@ -110,6 +129,7 @@ main(void)
 {
     RUN(test_grow_keeps_every_entry);
     RUN(test_colliding_hashes);
+    RUN(test_keyed_entries);
     RUN(test_key_hash_is_seeded);
     return 0;
 }

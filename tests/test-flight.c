@@ -53,9 +53,9 @@ static void
 open_call(struct corral_flight *fl, struct flight_call *call, const char *key)
 {
     memset(call, 0, sizeof(*call));
-    call->key = key;
-    call->keylen = strlen(key);
-    call->hash = corral_key_hash(key, call->keylen);
+    call->entry.key = key;
+    call->entry.keylen = strlen(key);
+    call->entry.hash = corral_key_hash(key, call->entry.keylen);
     corral_flight_add(fl, call);
 }
 
@@ -74,7 +74,7 @@ test_one_result_for_all(void)
     struct answer a[3] = {{0}};
     corral_flight_init(&fl, base, released_hook, destroy_hook, NULL);
     open_call(&fl, &call, "k");
-    CHECK(corral_flight_find(&fl, "k", 1, call.hash) == &call);
+    CHECK(corral_flight_find(&fl, "k", 1, call.entry.hash) == &call);
     CHECK(corral_flight_find(&fl, "j", 1, corral_key_hash("j", 1)) == NULL);
     registering = true;
     corral_flight_join(&call, waiter(&a[0]), true);
@@ -88,7 +88,8 @@ test_one_result_for_all(void)
     call.message = "";
     corral_flight_settle(&fl, &call);
     registering = false;
-    CHECK(corral_flight_find(&fl, "k", 1, call.hash) == NULL); /* closed */
+    CHECK(corral_flight_find(&fl, "k", 1, call.entry.hash) ==
+          NULL);                              /* closed */
     CHECK_EQ_INT(a[0].fired + a[1].fired, 0); /* not from inside */
     released = 0;
     event_base_loop(base, EVLOOP_NONBLOCK);

@@ -8,30 +8,11 @@
 
 #include "xalloc.h"
 
-static struct corral_backoff_key *
-key_of(const struct corral_dict_link *l)
-{
-    return corral_dict_entry(l, struct corral_backoff_key, link);
-}
-
-static bool
-same_key(const struct corral_dict_link *l, const void *key, size_t keylen)
-{
-    const struct corral_backoff_key *b = key_of(l);
-    return b->keylen == keylen && memcmp(b->key, key, keylen) == 0;
-}
-
-static uint64_t
-hash_of(const struct corral_dict_link *l)
-{
-    return key_of(l)->hash;
-}
-
 void
 corral_backoff_init(struct corral_backoff *bo, uint64_t min_ms, uint64_t max_ms,
                     size_t max_keys)
 {
-    corral_dict_init(&bo->table, 64, hash_of);
+    corral_dict_init(&bo->table, 64, corral_dict_keyed_hash);
     TAILQ_INIT(&bo->oldest);
     bo->min_ms = min_ms;
     bo->max_ms = max_ms < min_ms ? min_ms : max_ms;
@@ -41,7 +22,7 @@ corral_backoff_init(struct corral_backoff *bo, uint64_t min_ms, uint64_t max_ms,
 static void
 drop(struct corral_backoff *bo, struct corral_backoff_key *b)
 {
-    corral_dict_remove(&bo->table, b->hash, &b->link);
+    corral_dict_remove(&bo->table, b->entry.hash, &b->entry.link);
     TAILQ_REMOVE(&bo->oldest, b, age);
     free(b->message);
     free(b);
@@ -61,9 +42,10 @@ lookup(struct corral_backoff *bo, const void *key, size_t keylen, uint64_t hash)
 {
     if (bo->table.n == 0)
         return NULL;
-    struct corral_dict_link *l =
-        *corral_dict_slot(&bo->table, hash, key, keylen, same_key);
-    return l != NULL ? key_of(l) : NULL;
+    struct corral_dict_keyed *k =
+        corral_dict_keyed_find(&bo->table, key, keylen, hash);
+    return k != NULL ? corral_dict_entry(k, struct corral_backoff_key, entry)
+                     : NULL;
 }
 
 struct corral_backoff_key *
@@ -98,10 +80,11 @@ corral_backoff_note(struct corral_backoff *bo, const void *key, size_t keylen,
         if (bo->table.n >= bo->max_keys)
             drop(bo, TAILQ_FIRST(&bo->oldest));
         b = xcalloc(1, sizeof(*b) + keylen);
-        b->hash = hash;
-        b->keylen = keylen;
         memcpy(b->key, key, keylen);
-        corral_dict_add(&bo->table, hash, &b->link);
+        b->entry.key = b->key;
+        b->entry.keylen = keylen;
+        b->entry.hash = hash;
+        corral_dict_add(&bo->table, hash, &b->entry.link);
     } else {
         TAILQ_REMOVE(&bo->oldest, b, age);
         free(b->message);

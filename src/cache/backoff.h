@@ -15,16 +15,14 @@
 
 /* One failing key. */
 struct corral_backoff_key {
-    struct corral_dict_link link;
+    struct corral_dict_keyed entry;      /* the table: key and hash */
     TAILQ_ENTRY(corral_backoff_key) age; /* by last failure or try */
-    uint64_t hash;
-    uint64_t until;     /* ms: no fill before */
-    uint64_t forget_at; /* ms: dropped after */
-    uint64_t step_ms;   /* the interval last drawn from; 0: none yet */
-    int error;          /* the last failure, to answer callers with */
+    uint64_t until;                      /* ms: no fill before */
+    uint64_t forget_at;                  /* ms: dropped after */
+    uint64_t step_ms; /* the interval last drawn from; 0: none yet */
+    int error;        /* the last failure, to answer callers with */
     char *message;
-    size_t keylen;
-    char key[];
+    char key[]; /* entry.key */
 };
 
 struct corral_backoff {

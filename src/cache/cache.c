@@ -268,14 +268,15 @@ fill_settle(struct corral_fill *f, int error, const char *message,
     if (message == NULL)
         message = "";
     if (error == 0) {
-        corral_backoff_clear(&c->backoff, f->key, f->keylen, f->call.hash);
+        corral_backoff_clear(&c->backoff, f->key, f->keylen,
+                             f->call.entry.hash);
         struct corral_outcome o = {.kind = f->purged ? CORRAL_OUTCOME_ABANDONED
                                                      : CORRAL_OUTCOME_STORED,
                                    .stored_at = value ? value->stored_at : 0};
         give_back(f, &o);
     } else {
-        uint64_t wait = backoff_note(c, f->key, f->keylen, f->call.hash, error,
-                                     message, f->retry_after_ms);
+        uint64_t wait = backoff_note(c, f->key, f->keylen, f->call.entry.hash,
+                                     error, message, f->retry_after_ms);
         f->retry_after_ms = wait; /* its waiters may ask again by then */
         struct corral_outcome o = {.kind = CORRAL_OUTCOME_FAILED,
                                    .error = error,
@@ -283,8 +284,9 @@ fill_settle(struct corral_fill *f, int error, const char *message,
                                    .retry_ms = wait};
         give_back(f, &o);
         struct corral_value *sv =
-            f->purged ? NULL
-                      : corral_l1_find(c->l1, f->key, f->keylen, f->call.hash);
+            f->purged
+                ? NULL
+                : corral_l1_find(c->l1, f->key, f->keylen, f->call.entry.hash);
         if (sv != NULL && corral_cache_now(c) < sv->expires_at + sv->sie_ms) {
             c->stats.stale_errors += f->call.nwaiters;
             f->stale_served = true;
@@ -780,8 +782,8 @@ take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
     struct corral_cache *c = f->cache;
     if (value != NULL && !f->refresh && now < value_keep_until(value) &&
         accepted(f, value, now) &&
-        corral_l1_find(c->l1, f->key, f->keylen, f->call.hash) == NULL) {
-        corral_l1_put(c->l1, value, f->call.hash);
+        corral_l1_find(c->l1, f->key, f->keylen, f->call.entry.hash) == NULL) {
+        corral_l1_put(c->l1, value, f->call.entry.hash);
         if (now < value->expires_at + value->swr_ms) {
             c->stats.stale_hits += f->call.nwaiters;
             corral_flight_answer_all(&c->fl, &f->call, CORRAL_SOURCE_STALE,
@@ -810,7 +812,7 @@ take_fresh(struct corral_fill *f, struct corral_value *value, uint64_t now)
         (f->refresh && value->stored_at <= f->refresh_of) ||
         !accepted(f, value, now))
         return false;
-    corral_l1_put(c->l1, value, f->call.hash);
+    corral_l1_put(c->l1, value, f->call.entry.hash);
     c->stats.hits_l2++;
     f->from_tier = true;
     fill_settle(f, 0, "", corral_value_ref(value));
@@ -958,9 +960,9 @@ fill_start(struct corral_cache *c, uint64_t h, const void *key, size_t keylen,
     f->tier_ctx = c->tier_ctx;
     f->keylen = keylen;
     memcpy(f->key, key, keylen);
-    f->call.hash = h;
-    f->call.key = f->key;
-    f->call.keylen = keylen;
+    f->call.entry.hash = h;
+    f->call.entry.key = f->key;
+    f->call.entry.keylen = keylen;
     f->strategy = *strategy;
     f->compute = compute->fn;
     f->fit = compute->fit;
@@ -1366,7 +1368,7 @@ corral_fill_done_ttl(struct corral_fill *f, struct corral_value *value,
         corral_value_stamp(value, corral_cache_now(c), ttl_ms,
                            f->strategy.swr_ms, f->strategy.sie_ms);
     else
-        store(c, value, f->call.hash, &f->strategy, ttl_ms);
+        store(c, value, f->call.entry.hash, &f->strategy, ttl_ms);
     fill_settle(f, 0, "", value);
 }
 
@@ -1394,7 +1396,7 @@ corral_fill_done_nostore(struct corral_fill *f, struct corral_value *value)
     struct corral_cache *c = f->cache;
     corral_value_stamp(value, corral_cache_now(c), 0, 0, 0);
     value->flags |= VALUE_NOSTORE;
-    if (corral_l1_del(c->l1, f->key, f->keylen, f->call.hash) && c->tier)
+    if (corral_l1_del(c->l1, f->key, f->keylen, f->call.entry.hash) && c->tier)
         c->tier->del(c->tier_ctx, f->key, f->keylen, NULL, NULL);
     /* Kept nowhere, as after a purge: the fleet hears "abandoned". */
     f->purged = true;

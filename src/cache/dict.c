@@ -3,6 +3,7 @@
 #include "dict.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "xalloc.h"
 
@@ -67,4 +68,32 @@ corral_dict_remove(struct corral_dict *d, uint64_t hash,
         return false;
     corral_dict_unlink(d, pp);
     return true;
+}
+
+static struct corral_dict_keyed *
+keyed_of(const struct corral_dict_link *l)
+{
+    return corral_dict_entry(l, struct corral_dict_keyed, link);
+}
+
+static bool
+keyed_same(const struct corral_dict_link *l, const void *key, size_t keylen)
+{
+    const struct corral_dict_keyed *k = keyed_of(l);
+    return k->keylen == keylen && memcmp(k->key, key, keylen) == 0;
+}
+
+uint64_t
+corral_dict_keyed_hash(const struct corral_dict_link *l)
+{
+    return keyed_of(l)->hash;
+}
+
+struct corral_dict_keyed *
+corral_dict_keyed_find(struct corral_dict *d, const void *key, size_t keylen,
+                       uint64_t hash)
+{
+    struct corral_dict_link *l =
+        *corral_dict_slot(d, hash, key, keylen, keyed_same);
+    return l != NULL ? keyed_of(l) : NULL;
 }

@@ -71,4 +71,21 @@ void corral_dict_add(struct corral_dict *d, uint64_t hash,
 bool corral_dict_remove(struct corral_dict *d, uint64_t hash,
                         struct corral_dict_link *l);
 
+/* An entry that keeps its key's hash and where its key is: a table of them
+ * needs no functions of its owner (init with corral_dict_keyed_hash).
+ * L1's values keep no hash (8 bytes an entry), so they are not keyed. */
+struct corral_dict_keyed {
+    struct corral_dict_link link;
+    uint64_t hash;
+    const char *key; /* the entry's own copy */
+    size_t keylen;
+};
+
+uint64_t corral_dict_keyed_hash(const struct corral_dict_link *l);
+
+/* The keyed entry for key, or NULL. */
+struct corral_dict_keyed *corral_dict_keyed_find(struct corral_dict *d,
+                                                 const void *key, size_t keylen,
+                                                 uint64_t hash);
+
 #endif

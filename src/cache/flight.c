@@ -15,20 +15,7 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg);
 static struct flight_call *
 call_of(const struct corral_dict_link *l)
 {
-    return corral_dict_entry(l, struct flight_call, link);
-}
-
-static bool
-same_key(const struct corral_dict_link *l, const void *key, size_t keylen)
-{
-    const struct flight_call *call = call_of(l);
-    return call->keylen == keylen && memcmp(call->key, key, keylen) == 0;
-}
-
-static uint64_t
-hash_of(const struct corral_dict_link *l)
-{
-    return call_of(l)->hash;
+    return corral_dict_entry(l, struct flight_call, entry.link);
 }
 
 void
@@ -37,7 +24,7 @@ corral_flight_init(struct corral_flight *fl, struct event_base *base,
                    void (*destroy)(void *), void *owner)
 {
     memset(fl, 0, sizeof(*fl));
-    corral_dict_init(&fl->calls, 64, hash_of);
+    corral_dict_init(&fl->calls, 64, corral_dict_keyed_hash);
     STAILQ_INIT(&fl->settled);
     TAILQ_INIT(&fl->ready);
     fl->dispatch_ev = event_new(base, -1, 0, dispatch_cb, fl);
@@ -54,9 +41,9 @@ struct flight_call *
 corral_flight_find(struct corral_flight *fl, const void *key, size_t keylen,
                    uint64_t hash)
 {
-    struct corral_dict_link *l =
-        *corral_dict_slot(&fl->calls, hash, key, keylen, same_key);
-    return l != NULL ? call_of(l) : NULL;
+    struct corral_dict_keyed *k =
+        corral_dict_keyed_find(&fl->calls, key, keylen, hash);
+    return k != NULL ? call_of(&k->link) : NULL;
 }
 
 void
@@ -64,7 +51,7 @@ corral_flight_add(struct corral_flight *fl, struct flight_call *call)
 {
     TAILQ_INIT(&call->waiters);
     call->nwaiters = 0;
-    corral_dict_add(&fl->calls, call->hash, &call->link);
+    corral_dict_add(&fl->calls, call->entry.hash, &call->entry.link);
 }
 
 void
@@ -159,7 +146,7 @@ corral_flight_fire(struct flight_waiter *w, int error, const char *message,
 void
 corral_flight_settle(struct corral_flight *fl, struct flight_call *call)
 {
-    corral_dict_remove(&fl->calls, call->hash, &call->link);
+    corral_dict_remove(&fl->calls, call->entry.hash, &call->entry.link);
     STAILQ_INSERT_TAIL(&fl->settled, call, settled_link);
     schedule(fl);
 }

@@ -47,13 +47,10 @@ TAILQ_HEAD(waiter_list, flight_waiter);
 
 /* One call in flight for a key, embedded in its owner's record. */
 struct flight_call {
-    struct corral_dict_link link;           /* the table */
+    struct corral_dict_keyed entry;         /* the table: key and hash */
     STAILQ_ENTRY(flight_call) settled_link; /* queued for fan-out */
     struct waiter_list waiters;
     size_t nwaiters;
-    uint64_t hash; /* corral_key_hash() of key */
-    const char *key;
-    size_t keylen;
     /* the one result, set by the owner before corral_flight_settle() */
     int error;
     const char *message;
@@ -97,7 +94,8 @@ struct flight_call *corral_flight_find(struct corral_flight *fl,
                                        const void *key, size_t keylen,
                                        uint64_t hash);
 
-/* Opens call (hash, key and keylen set; none open for its key). */
+/* Opens call (its entry's key, keylen and hash set; none open for its
+ * key). */
 void corral_flight_add(struct corral_flight *fl, struct flight_call *call);
 
 /* Calls fn for every open call (not those settled). fn may not open or
