@@ -645,8 +645,7 @@ test_fleet_failure_shared(void)
     /* A failure found by acquire (no word heard): the same answer. */
     memset(w, 0, sizeof(w));
     compute_init(&cp, "marked", 5);
-    corral_fake_tier_remote_fail(tier, "marked", 6, -EIO, "bad gateway",
-                                 3000);
+    corral_fake_tier_remote_fail(tier, "marked", 6, -EIO, "bad gateway", 3000);
     ask(c, "marked", &cp, &w[0], 1000);
     run_for(10);
     CHECK_EQ_INT(w[0].fired, 1);
@@ -700,7 +699,7 @@ test_fleet_purge_races(void)
     corral_fake_tier_hold_lease(tier, "takeover", 8, 5000);
     ask(c, "takeover", &cp, &w[0], 1000);
     run_for(40);
-    corral_invalidate(c, "takeover", 8); /* while waiting remotely */
+    corral_invalidate(c, "takeover", 8);         /* while waiting remotely */
     corral_fake_tier_remote_fill(tier, NULL, 0); /* the holder abandons */
     run_for(60);
     CHECK_EQ_INT(w[0].fired, 1);
@@ -834,8 +833,11 @@ test_fleet_unfit_and_unknown(void)
     corral_fake_tier_ops.set(tier, v, 30000);
     corral_value_unref(v);
     compute_init(&cp, "fit", 1);
-    const struct corral_compute how = {
-        .fn = compute_fn, .arg = &cp, .data = "fit", .data_len = 3, .fit = not_bad};
+    const struct corral_compute how = {.fn = compute_fn,
+                                       .arg = &cp,
+                                       .data = "fit",
+                                       .data_len = 3,
+                                       .fit = not_bad};
     w.handle = corral_get_or_compute(c, "fit", 3, &realtime, 1000, &how,
                                      waiter_cb, &w);
     run_for(30);
@@ -909,9 +911,11 @@ test_hold(void)
     /* A background refresh waiting remotely when the cache goes. */
     corral_fake_tier_hold_lease(tier, "bg", 2, 5000);
     snprintf(cp.body, sizeof(cp.body), "bg");
-    const struct corral_compute bg = {
-        .fn = compute_fn, .arg = &cp, .data = "bg", .data_len = 2,
-        .hold = hold_cb};
+    const struct corral_compute bg = {.fn = compute_fn,
+                                      .arg = &cp,
+                                      .data = "bg",
+                                      .data_len = 2,
+                                      .hold = hold_cb};
     CHECK_EQ_INT(corral_refresh(c, "bg", 2, &realtime, 1000, &bg), 0);
     run_for(20);
     CHECK_EQ_INT(args_held, 1);
@@ -928,18 +932,17 @@ static void
 test_ttl_jitter(void)
 {
     struct corral_cache *c = cache_new(NULL, NULL);
-    struct corral_strategy s = {.kind = CORRAL_STRATEGY_CUSTOM,
-                                .custom_ms = 100000, .jitter_pct = 10};
+    struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 100000, .jitter_pct = 10};
     uint64_t lo = UINT64_MAX, hi = 0;
     char key[16];
 
     for (int i = 0; i < 200; i++) {
         snprintf(key, sizeof(key), "j%d", i);
-        struct corral_value *v = corral_value_new(key, strlen(key), "1", 1,
-                                                  "", 0);
+        struct corral_value *v =
+            corral_value_new(key, strlen(key), "1", 1, "", 0);
         CHECK_EQ_INT(corral_set_with_strategy(c, v, &s), 0);
-        uint64_t life =
-            corral_value_expires_at(v) - corral_value_stored_at(v);
+        uint64_t life = corral_value_expires_at(v) - corral_value_stored_at(v);
         CHECK(life >= 90000 && life <= 100000);
         lo = life < lo ? life : lo;
         hi = life > hi ? life : hi;
@@ -1291,7 +1294,7 @@ test_late_report_before_fanout(void)
     ask(c, "late2", &cp, &w, 20);
     ask(c, "other2", &other, &o, 20); /* settles by deadline too */
     usleep(60 * 1000); /* both deadlines and the answer are due at once */
-    run_for(100);       /* bounded: a lost waiter must fail, not hang */
+    run_for(100);      /* bounded: a lost waiter must fail, not hang */
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(w.error, -ETIMEDOUT);
     CHECK_EQ_INT(o.fired, 1);
@@ -1474,8 +1477,8 @@ ask_with(struct corral_cache *c, const char *key, struct compute *cp,
     const struct corral_compute how = {
         .fn = compute_fn, .arg = cp, .data = key, .data_len = strlen(key)};
     in_register++;
-    w->handle = corral_get_or_compute(c, key, strlen(key), s, 5000, &how,
-                                      waiter_cb, w);
+    w->handle =
+        corral_get_or_compute(c, key, strlen(key), s, 5000, &how, waiter_cb, w);
     in_register--;
 }
 
@@ -1574,8 +1577,8 @@ test_stale_if_error(void)
 static void
 test_early_refresh(void)
 {
-    struct corral_strategy s = {.kind = CORRAL_STRATEGY_CUSTOM,
-                                .custom_ms = 60000, .beta = 1.0};
+    struct corral_strategy s = {
+        .kind = CORRAL_STRATEGY_CUSTOM, .custom_ms = 60000, .beta = 1.0};
     struct corral_cache *c = cache_new(NULL, NULL);
     fake_now = 24000000;
     struct compute cp;
@@ -1629,7 +1632,8 @@ static void
 test_refresh_through_tier(void)
 {
     fake_now = 25000000;
-    struct corral_fake_tier *t = corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_fake_tier *t =
+        corral_fake_tier_new(base, 1, fake_clock, NULL);
     struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
     struct corral_strategy s = swr_1s;
     struct compute cp;
@@ -2084,6 +2088,47 @@ test_get_fit(void)
     corral_fake_tier_free(t);
 }
 
+/* corral_siphash is wrapped (-Wl,--wrap, tests/meson.build) to count
+ * how often the key is hashed. */
+static unsigned siphash_calls;
+uint64_t __real_corral_siphash(const void *data, size_t len,
+                               const uint8_t key[16]);
+uint64_t __wrap_corral_siphash(const void *data, size_t len,
+                               const uint8_t key[16]);
+uint64_t
+__wrap_corral_siphash(const void *data, size_t len, const uint8_t key[16])
+{
+    siphash_calls++;
+    return __real_corral_siphash(data, len, key);
+}
+
+/* A miss looks the key up in L1, in the fill table and in the backoff
+ * table, looks for a stale copy, and stores the value: one hash for all. */
+static void
+test_miss_hashes_key_once(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct compute cp;
+    struct waiter w = {0};
+    compute_init(&cp, "once", -1);
+    /* Made first: its ETag is a hash of the body, not of the key. */
+    struct corral_value *v =
+        corral_value_new("once", 4, "body", 4, "application/json", 0);
+    unsigned before = siphash_calls;
+    ask(c, "once", &cp, &w, 5000);
+    CHECK_EQ_INT(cp.calls, 1);
+    corral_fill_done(cp.fill, v);
+    run_until_fired(&w, 1, 5000);
+    CHECK_EQ_INT(w.fired, 1);
+    CHECK_EQ_INT(w.source, CORRAL_SOURCE_STORED);
+    printf("# key hashes on a miss: %u\n", siphash_calls - before);
+    CHECK_EQ_INT(siphash_calls - before, 1);
+    before = siphash_calls;
+    CHECK(corral_cache_peek(c, "once", 4) != NULL);
+    CHECK_EQ_INT(siphash_calls - before, 1);
+    corral_cache_free(c);
+    compute_finish(&cp);
+}
 
 int
 main(void)
@@ -2126,6 +2171,7 @@ main(void)
     RUN(test_refresh_through_tier);
     RUN(test_fill_done_nostore);
     RUN(test_fill_done_capped);
+    RUN(test_miss_hashes_key_once);
     event_base_free(base);
     return 0;
 }

@@ -8,6 +8,31 @@
 #include "testlib.h"
 #include "value_impl.h"
 
+/* L1 takes the key's hash from its caller: these hash as the cache does. */
+static struct corral_value *
+l1_get(struct corral_l1 *l1, const void *key, size_t keylen, uint64_t now)
+{
+    return corral_l1_get(l1, key, keylen, corral_key_hash(key, keylen), now);
+}
+
+static struct corral_value *
+l1_find(struct corral_l1 *l1, const void *key, size_t keylen)
+{
+    return corral_l1_find(l1, key, keylen, corral_key_hash(key, keylen));
+}
+
+static int
+l1_put(struct corral_l1 *l1, struct corral_value *v)
+{
+    return corral_l1_put(l1, v, corral_key_hash(value_key(v), v->keylen));
+}
+
+static bool
+l1_del(struct corral_l1 *l1, const void *key, size_t keylen)
+{
+    return corral_l1_del(l1, key, keylen, corral_key_hash(key, keylen));
+}
+
 static struct corral_value *
 make(const char *key, size_t body_len, uint64_t now, uint64_t ttl)
 {
@@ -25,7 +50,7 @@ put(struct corral_l1 *l1, const char *key, size_t body_len, uint64_t now,
     uint64_t ttl)
 {
     struct corral_value *v = make(key, body_len, now, ttl);
-    int rc = corral_l1_put(l1, v);
+    int rc = l1_put(l1, v);
     corral_value_unref(v);
     return rc;
 }
@@ -63,7 +88,7 @@ test_budget(void)
     struct corral_value *huge = corral_value_new("huge", 4, NULL, 0, NULL, 0);
     struct corral_l1 *tiny = corral_l1_new(100);
     corral_value_stamp(huge, 0, 1000, 0, 0);
-    CHECK_EQ_INT(corral_l1_put(tiny, huge), -E2BIG);
+    CHECK_EQ_INT(l1_put(tiny, huge), -E2BIG);
     CHECK_EQ_INT(huge->refs, 1);
     corral_value_unref(huge);
     corral_l1_free(tiny);
@@ -86,7 +111,7 @@ test_scan_resistance(void)
     for (int round = 0; round < 2; round++)
         for (int i = 0; i < 200; i++) {
             snprintf(key, sizeof(key), "hot-%d", i);
-            CHECK(corral_l1_get(l1, key, strlen(key), 1) != NULL);
+            CHECK(l1_get(l1, key, strlen(key), 1) != NULL);
         }
     for (int i = 0; i < 20000; i++) {
         snprintf(key, sizeof(key), "cold-%d", i);
@@ -95,7 +120,7 @@ test_scan_resistance(void)
     int survived = 0;
     for (int i = 0; i < 200; i++) {
         snprintf(key, sizeof(key), "hot-%d", i);
-        survived += corral_l1_find(l1, key, strlen(key)) != NULL;
+        survived += l1_find(l1, key, strlen(key)) != NULL;
     }
     CHECK_EQ_INT(survived, 200);
     struct corral_l1_stats st;
@@ -115,23 +140,23 @@ test_ghost_readmission(void)
     for (int i = 0; i < 90; i++) {
         snprintf(key, sizeof(key), "a-%d", i);
         put(l1, key, 200, 0, 3600000);
-        CHECK(corral_l1_get(l1, key, strlen(key), 0) != NULL);
+        CHECK(l1_get(l1, key, strlen(key), 0) != NULL);
     }
     for (int i = 90; i < 120; i++) {
         snprintf(key, sizeof(key), "a-%d", i);
         put(l1, key, 200, 0, 3600000);
     }
-    CHECK_EQ_INT(corral_l1_find(l1, "a-0", 3)->queue, Q_MAIN);
+    CHECK_EQ_INT(l1_find(l1, "a-0", 3)->queue, Q_MAIN);
     CHECK_EQ_INT(put(l1, "again", 200, 0, 3600000), 0);
-    CHECK_EQ_INT(corral_l1_find(l1, "again", 5)->queue, Q_SMALL);
+    CHECK_EQ_INT(l1_find(l1, "again", 5)->queue, Q_SMALL);
     /* 20 new keys push it out of the ~10-entry small queue. */
     for (int i = 120; i < 140; i++) {
         snprintf(key, sizeof(key), "a-%d", i);
         put(l1, key, 200, 0, 3600000);
     }
-    CHECK(corral_l1_find(l1, "again", 5) == NULL);
+    CHECK(l1_find(l1, "again", 5) == NULL);
     CHECK_EQ_INT(put(l1, "again", 200, 0, 3600000), 0);
-    CHECK_EQ_INT(corral_l1_find(l1, "again", 5)->queue, Q_MAIN);
+    CHECK_EQ_INT(l1_find(l1, "again", 5)->queue, Q_MAIN);
     corral_l1_free(l1);
 }
 
@@ -141,7 +166,7 @@ test_reference_survives(void)
     size_t per = corral_l1_overhead() + 8 + 100 + strlen("text/plain");
     struct corral_l1 *l1 = corral_l1_new(per * 10);
     CHECK_EQ_INT(put(l1, "held", 100, 0, 60000), 0);
-    struct corral_value *v = corral_l1_find(l1, "held", 4); /* no access */
+    struct corral_value *v = l1_find(l1, "held", 4); /* no access */
     CHECK(v != NULL);
     corral_value_ref(v); /* a reader serving it */
     char key[32];
@@ -149,18 +174,18 @@ test_reference_survives(void)
         snprintf(key, sizeof(key), "other-%d", i);
         put(l1, key, 100, 0, 60000);
     }
-    CHECK(corral_l1_find(l1, "held", 4) == NULL); /* evicted... */
-    CHECK_EQ_INT(v->refs, 1);                     /* ...but alive */
+    CHECK(l1_find(l1, "held", 4) == NULL); /* evicted... */
+    CHECK_EQ_INT(v->refs, 1);              /* ...but alive */
     CHECK_EQ_INT(corral_value_len(v), 100);
     CHECK(memcmp(corral_value_key(v), "held", 4) == 0);
     /* Overwrite and invalidate behave the same. */
     CHECK_EQ_INT(put(l1, "w", 10, 0, 60000), 0);
-    struct corral_value *w = corral_value_ref(corral_l1_get(l1, "w", 1, 0));
+    struct corral_value *w = corral_value_ref(l1_get(l1, "w", 1, 0));
     CHECK_EQ_INT(put(l1, "w", 20, 0, 60000), 0);
     CHECK_EQ_INT(corral_value_len(w), 10);
-    CHECK_EQ_INT(corral_value_len(corral_l1_get(l1, "w", 1, 0)), 20);
-    CHECK(corral_l1_del(l1, "w", 1));
-    CHECK(!corral_l1_del(l1, "w", 1));
+    CHECK_EQ_INT(corral_value_len(l1_get(l1, "w", 1, 0)), 20);
+    CHECK(l1_del(l1, "w", 1));
+    CHECK(!l1_del(l1, "w", 1));
     corral_value_unref(w);
     corral_value_unref(v);
     corral_l1_free(l1);
@@ -171,9 +196,9 @@ test_ttl_boundaries(void)
 {
     struct corral_l1 *l1 = corral_l1_new(1 << 20);
     CHECK_EQ_INT(put(l1, "k", 10, 1000, 30000), 0);
-    CHECK(corral_l1_get(l1, "k", 1, 1000) != NULL);
-    CHECK(corral_l1_get(l1, "k", 1, 30999) != NULL);
-    CHECK(corral_l1_get(l1, "k", 1, 31000) == NULL); /* expires_at: gone */
+    CHECK(l1_get(l1, "k", 1, 1000) != NULL);
+    CHECK(l1_get(l1, "k", 1, 30999) != NULL);
+    CHECK(l1_get(l1, "k", 1, 31000) == NULL); /* expires_at: gone */
     struct corral_l1_stats st;
     corral_l1_stats(l1, &st);
     CHECK_EQ_INT(st.entries, 0);
@@ -182,13 +207,13 @@ test_ttl_boundaries(void)
     /* With a stale window the entry stays findable, never fresh. */
     struct corral_value *v = corral_value_new("s", 1, "b", 1, NULL, 0);
     corral_value_stamp(v, 0, 1000, 5000, 0);
-    CHECK_EQ_INT(corral_l1_put(l1, v), 0);
+    CHECK_EQ_INT(l1_put(l1, v), 0);
     corral_value_unref(v);
-    CHECK(corral_l1_get(l1, "s", 1, 999) != NULL);
-    CHECK(corral_l1_get(l1, "s", 1, 1000) == NULL);
-    CHECK(corral_l1_find(l1, "s", 1) != NULL);
-    CHECK(corral_l1_get(l1, "s", 1, 6000) == NULL);
-    CHECK(corral_l1_find(l1, "s", 1) == NULL);
+    CHECK(l1_get(l1, "s", 1, 999) != NULL);
+    CHECK(l1_get(l1, "s", 1, 1000) == NULL);
+    CHECK(l1_find(l1, "s", 1) != NULL);
+    CHECK(l1_get(l1, "s", 1, 6000) == NULL);
+    CHECK(l1_find(l1, "s", 1) == NULL);
     corral_l1_free(l1);
 }
 

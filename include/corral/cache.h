@@ -76,10 +76,10 @@ typedef void corral_compute_cb(struct corral_fill *fill, const char *key,
 typedef void corral_abort_cb(void *arg);
 
 struct corral_cache_options {
-    size_t max_bytes;               /* L1 budget; 0 = 64 MB */
-    uint64_t fill_timeout_ms;       /* deadline of a fill; 0 = 10 s */
-    uint32_t max_waiters;           /* per key; 0 = 10000 */
-    uint64_t sweep_interval_ms;     /* background expiry sweep; 0 = 1000 */
+    size_t max_bytes;           /* L1 budget; 0 = 64 MB */
+    uint64_t fill_timeout_ms;   /* deadline of a fill; 0 = 10 s */
+    uint32_t max_waiters;       /* per key; 0 = 10000 */
+    uint64_t sweep_interval_ms; /* background expiry sweep; 0 = 1000 */
     /* After a failed fill, the key's next fill waits a jittered interval
      * that starts at backoff_min_ms and doubles up to backoff_max_ms; one
      * success resets it. Meanwhile callers get a stale value if L1 keeps
@@ -146,12 +146,12 @@ struct corral_compute {
     corral_compute_cb *fn;
     void *arg;        /* borrowed: must outlive every fill it starts (or
                        * be held: see hold); fn's, fit's and hold's */
-    const void *data; /* what this caller's fill needs (an upstream path):
+    const void *data; /* what this caller's fill needs (a path, say):
                        * copied into a fill this call starts, read back with
                        * corral_fill_data(); never copied for a waiter that
                        * joins a fill already running */
     size_t data_len;
-    corral_fit_cb *fit; /* may be NULL: every tier value is fit */
+    corral_fit_cb *fit;   /* may be NULL: every tier value is fit */
     corral_hold_cb *hold; /* may be NULL: arg outlives the cache */
 };
 
@@ -266,13 +266,13 @@ void corral_fill_done_nostore(struct corral_fill *fill,
  * (copied), or a stale value inside its stale-if-error window. Nothing is
  * stored. The key backs off (see the options). */
 void corral_fill_fail(struct corral_fill *fill, int error, const char *message);
-/* corral_fill_fail() that also says when trying again can help (an
- * upstream's Retry-After, say): the key's next fill waits at least that
+/* corral_fill_fail() that also says when trying again can help (the
+ * source's own word on it, say): the key's next fill waits at least that
  * long, and the error carries it. -EBUSY (a pause or a rate budget, not a
  * failure of the key) sets that wait without growing the backoff. */
 void corral_fill_fail_retry(struct corral_fill *fill, int error,
                             const char *message, uint64_t retry_after_ms);
-/* The compute's own work (an upstream call, say) starts now: the value's
+/* The compute's own work (a call to its source, say) starts now: the value's
  * fill_ms, the early refresh's delta, counts from here, not from when
  * compute was called (a wait for a rate slot is not the work's time).
  * Optional: without it, fill_ms counts from the compute's start. */
@@ -291,9 +291,6 @@ const void *corral_fill_data(const struct corral_fill *f, size_t *len);
  * a lower priority. */
 bool corral_fill_background(const struct corral_fill *f);
 
-/* The strategy the fill will store with. Borrowed; valid until reported. */
-const struct corral_strategy *corral_fill_strategy(const struct corral_fill *f);
-
 struct corral_stats {
     uint64_t hits_l1; /* fresh L1 answers (peek and get) */
     uint64_t hits_l2; /* answers promoted from the tier below */
@@ -305,19 +302,19 @@ struct corral_stats {
     uint64_t fills_in_flight;
     uint64_t waiters_collapsed; /* callers that joined another's fill */
     uint64_t waits_remote; /* fills that waited on another instance's lease */
-    uint64_t failures_shared; /* fills answered by another's failure */
-    uint64_t tier_rejects; /* tier values the compute's fit refused */
+    uint64_t failures_shared;   /* fills answered by another's failure */
+    uint64_t tier_rejects;      /* tier values the compute's fit refused */
     uint64_t tier_resyncs_lost; /* L1 dropped: the tier missed purges */
     uint64_t waiters_cancelled;
-    uint64_t stale_hits;   /* stale answers while a refresh runs */
-    uint64_t stale_errors; /* stale answers instead of an error, or
-                            * instead of waiting on a failed key's try */
-    uint64_t refreshes;    /* background fills started (stale, early) */
+    uint64_t stale_hits;      /* stale answers while a refresh runs */
+    uint64_t stale_errors;    /* stale answers instead of an error, or
+                               * instead of waiting on a failed key's try */
+    uint64_t refreshes;       /* background fills started (stale, early) */
     uint64_t early_refreshes; /* of refreshes, started early by a hit */
-    uint64_t backoffs;     /* failed fills that set a key's backoff */
+    uint64_t backoffs;        /* failed fills that set a key's backoff */
     uint64_t backoff_answers; /* callers answered from a backoff */
-    uint64_t entries; /* in L1 now */
-    uint64_t bytes;   /* charged to the L1 budget now */
+    uint64_t entries;         /* in L1 now */
+    uint64_t bytes;           /* charged to the L1 budget now */
     uint64_t max_bytes;
     uint64_t evictions;
     uint64_t expirations;

@@ -7,7 +7,7 @@
  * error), and subscriptions with a resync point. Every command's callback
  * fires exactly once, from the loop, never inside the call that gave the
  * command. It knows nothing of what the commands mean: the L2 tier
- * (corral/redis_tier.h) and the gateway's fleet state are built on it. */
+ * (corral/redis_tier.h) and its users' own state in Redis are built on it. */
 #ifndef CORRAL_REDIS_H
 #define CORRAL_REDIS_H
 
@@ -67,8 +67,8 @@ void corral_redis_free(struct corral_redis *r);
  * when Redis refused AUTH or SELECT (a configuration error); or another
  * -errno when Redis cannot be reached (an outage: the caller goes on, and
  * a struct corral_redis keeps trying). For a program's start. */
-int corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
-                       int argc, const char *const *argv,
+int corral_redis_probe(const struct corral_redis_options *o,
+                       uint64_t timeout_ms, int argc, const char *const *argv,
                        struct redisReply **out, char *err, size_t errlen);
 
 /* Sends one command: argc arguments with their lengths (lens NULL:

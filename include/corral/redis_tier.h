@@ -8,7 +8,7 @@
  * purges confirmed by Redis (or queued and replayed), and the resync of a
  * subscriber that was deaf (the purge log replayed; every copy dropped when
  * it cannot be). Every command answers within the connection's timeout. It
- * knows nothing of HTTP or routes. */
+ * knows nothing of what a value holds or who asks for it. */
 #ifndef CORRAL_REDIS_TIER_H
 #define CORRAL_REDIS_TIER_H
 
@@ -31,13 +31,13 @@ struct corral_redis_tier_options {
 
 struct corral_redis_tier_stats {
     uint64_t hits, misses;
-    uint64_t bad_values;   /* garbage, foreign versions, wrong types */
-    uint64_t too_large;    /* values not written: over max_value_bytes */
-    uint64_t large_found;  /* values found over it: not read, a miss */
+    uint64_t bad_values;  /* garbage, foreign versions, wrong types */
+    uint64_t too_large;   /* values not written: over max_value_bytes */
+    uint64_t large_found; /* values found over it: not read, a miss */
     uint64_t leases_won;
-    uint64_t leases_lost;  /* ran out while held (Redis stalled) */
-    uint64_t late_leases;  /* granted after the asker stopped waiting,
-                            * given back */
+    uint64_t leases_lost;    /* ran out while held (Redis stalled) */
+    uint64_t late_leases;    /* granted after the asker stopped waiting,
+                              * given back */
     uint64_t purges_queued;  /* not confirmed: kept for a replay */
     uint64_t purges_dropped; /* the replay queue was full */
     uint64_t resyncs;        /* after a deaf subscriber */

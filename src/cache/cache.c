@@ -1,9 +1,10 @@
 /* cache.c — the two-tier cache's policy: L1, then the tier below (with
  * promotion), then one compute per key, with deadlines, stores and
- * teardown. One cache per event_base; no locks. The bookkeeping that makes
- * one fill serve every caller (the fill table, waiters, delivery from the
- * loop) is single flight's, in flight.c. A fill ends exactly once (done,
- * fail, deadline, teardown) and so does every waiter. */
+ * teardown. One cache per event_base; no locks. A fill embeds single
+ * flight's call (flight.c: its waiters, one result for all, delivery from
+ * the loop); failed keys back off in backoff.c. A call hashes its key once
+ * and every table takes that hash. A fill ends exactly once (done, fail,
+ * deadline, teardown) and so does every waiter. */
 #include "corral/cache.h"
 
 #include <errno.h>
@@ -16,29 +17,93 @@
 #include <sys/random.h>
 #include <sys/time.h>
 
+#include "backoff.h"
 #include "flight.h"
 #include "l1.h"
+#include "siphash.h"
 #include "timeutil.h"
 #include "value_impl.h"
 #include "xalloc.h"
 
-/* A key whose last fill failed: no new fill before until. Kept until
- * forget_at, so a failure soon after the next try doubles the step, while
- * one long after starts again from the smallest. */
-struct backoff {
-    struct backoff *hnext;
-    TAILQ_ENTRY(backoff) link; /* by last failure or try, oldest first */
-    uint64_t hash;
-    uint64_t until;     /* ms: no fill before */
-    uint64_t forget_at; /* ms: dropped after */
-    uint64_t step_ms;   /* the interval last drawn from; 0: none yet */
-    int error;
-    char *message;
+/* Where a corral_get() waiter is with the tier (single flight never
+ * holds it then: its state is W_OWNER). */
+enum tier_wait {
+    T_NONE,   /* not waiting on the tier */
+    T_ASKED,  /* the tier owes its get callback */
+    T_ZOMBIE, /* answered (timeout, cancel, teardown): the tier's late
+               * callback frees it */
+};
+
+/* A caller's handle: single flight's waiter, and what corral_get() needs
+ * while the tier is asked. */
+struct corral_waiter {
+    struct flight_waiter fw;    /* first: single flight allocates it */
+    struct corral_cache *cache; /* NULL once the cache is gone */
+    enum tier_wait tier;
+    TAILQ_ENTRY(corral_waiter) tier_link; /* the cache's tier_waiters */
+    uint64_t hash;                        /* the key's, for a promotion */
+    struct event *timer; /* T_ASKED: how long the tier may take */
+    corral_fit_cb *fit;  /* is the tier's value fit (NULL: yes) */
+    void *fit_arg;
+};
+
+TAILQ_HEAD(tier_waiter_list, corral_waiter);
+
+enum fill_state {
+    F_LOOKUP,    /* reading the tier below (one without a lease) */
+    F_ACQUIRE,   /* asking the tier for a value, else the key's lease */
+    F_REMOTE,    /* another instance holds the lease: waiting for it */
+    F_COMPUTING, /* compute started, not reported */
+    F_SETTLED,   /* result known, fanning out or waiting to */
+};
+
+/* One key's fill: single flight's call (its waiters and the one result),
+ * and how the result is got: the tier, a lease, another instance, the
+ * compute. */
+struct corral_fill {
+    struct flight_call call;    /* key, hash, waiters, result */
+    struct corral_cache *cache; /* NULL once detached */
+    enum fill_state state;
+    bool in_tier;   /* the tier still owes a get or acquire callback */
+    bool computing; /* compute still owes a report */
+    bool from_tier; /* result came from the tier below */
+    bool purged;    /* its key was purged while it computed: not stored */
+    bool reread;    /* purged while it read the tier: read again */
+    uint8_t reasks; /* the tier's values were unfit: asked past them */
+    bool woken;     /* the fleet's word came while the tier was asked:
+                     * an answer "held" is older than it, look again */
+    bool remote;    /* filled by another instance: every waiter collapsed */
+    bool deadline_moved;     /* the one extension for a remote wait is used */
+    bool refresh;            /* replaces a value L1 has: a tier value must be
+                              * newer than refresh_of to count */
+    bool stale_served;       /* failed, answered with a stale value instead */
+    bool retry;              /* the key's last fill failed: this is its next
+                              * try, and a copy inside its stale-if-error
+                              * window answers instead of waiting on it */
+    uint64_t refresh_of;     /* stored_at of the value it replaces */
+    uint64_t started_ms;     /* when compute started, for the value's fill_ms */
+    uint64_t asked_ms;       /* when the tier was last asked */
+    uint64_t retry_after_ms; /* of a failure: from corral_fill_fail_retry */
+    uint64_t timeout_ms;     /* its deadline, and the lease's lifetime */
+    struct event *wait_ev;   /* F_REMOTE: when to look again */
+    struct corral_tier_lease *lease; /* held: given back when it settles */
+    const struct corral_tier *tier;  /* the cache's, for a late lease */
+    void *tier_ctx;
+    struct corral_strategy strategy;
+    corral_compute_cb *compute;
+    corral_fit_cb *fit;
+    corral_hold_cb *hold; /* told when the fill lets compute_arg go */
+    void *compute_arg;
+    corral_abort_cb *abort_cb;
+    void *abort_arg;
+    char *data; /* the compute's data, copied */
+    size_t data_len;
+    struct event *deadline;
+    char *message;              /* the result's, owned */
+    struct corral_value *value; /* the result's, a reference */
     size_t keylen;
     char key[];
 };
-
-TAILQ_HEAD(backoff_list, backoff);
 
 /* Keys remembered as backing off, at most; the oldest go first. */
 #define BACKOFF_MAX 65536
@@ -52,18 +117,14 @@ struct corral_cache {
     void *clock_arg;
     uint64_t fill_timeout_ms;
     uint32_t max_waiters;
-    uint64_t backoff_min_ms, backoff_max_ms;
 
-    struct corral_flight fl;         /* fills, waiters, delivery */
-    struct waiter_list tier_waiters; /* corral_get() on the tier */
+    struct corral_flight fl;              /* fills, waiters, delivery */
+    struct tier_waiter_list tier_waiters; /* corral_get() on the tier */
     struct event *sweep_ev;
     bool closing;
     struct corral_stats stats;
     uint64_t rng; /* xorshift64* state: TTL jitter, backoff, early refresh */
-
-    struct backoff **bo; /* failing keys by hash (the fill table's) */
-    size_t bo_mask, bo_n;
-    struct backoff_list bo_list;
+    struct corral_backoff backoff; /* failing keys */
 };
 
 static const char *const source_names[] = {
@@ -121,148 +182,39 @@ next_rand(struct corral_cache *c)
     return c->rng * 0x2545f4914f6cdd1dull;
 }
 
-/* ---- backoff ---- */
+/* ---- fills ---- */
 
-static struct backoff **
-backoff_slot(struct corral_cache *c, const void *key, size_t keylen,
-             uint64_t h)
+static struct corral_fill *
+fill_of(struct flight_call *call)
 {
-    struct backoff **pp = &c->bo[h & c->bo_mask];
-    for (; *pp; pp = &(*pp)->hnext)
-        if ((*pp)->keylen == keylen && memcmp((*pp)->key, key, keylen) == 0)
-            break;
-    return pp;
+    return corral_dict_entry(call, struct corral_fill, call);
 }
 
-static void
-backoff_drop(struct corral_cache *c, struct backoff *b)
+/* The fill running for key (hash its corral_key_hash()), or NULL. */
+static struct corral_fill *
+fill_find(struct corral_cache *c, const void *key, size_t keylen, uint64_t hash)
 {
-    struct backoff **pp = backoff_slot(c, b->key, b->keylen, b->hash);
-    *pp = b->hnext;
-    TAILQ_REMOVE(&c->bo_list, b, link);
-    c->bo_n--;
-    free(b->message);
-    free(b);
+    struct flight_call *call = corral_flight_find(&c->fl, key, keylen, hash);
+    return call != NULL ? fill_of(call) : NULL;
 }
 
-/* The key's backoff, if one is remembered (and not yet forgotten). */
-static struct backoff *
-backoff_find(struct corral_cache *c, const void *key, size_t keylen,
-             uint64_t h, uint64_t now)
-{
-    if (c->bo_n == 0)
-        return NULL;
-    struct backoff *b = *backoff_slot(c, key, keylen, h);
-    if (b != NULL && now >= b->forget_at) {
-        backoff_drop(c, b);
-        b = NULL;
-    }
-    return b;
-}
-
-static void
-backoff_clear(struct corral_cache *c, const void *key, size_t keylen,
-              uint64_t h)
-{
-    if (c->bo_n == 0)
-        return;
-    struct backoff *b = *backoff_slot(c, key, keylen, h);
-    if (b != NULL)
-        backoff_drop(c, b);
-}
-
-static void
-backoff_grow(struct corral_cache *c)
-{
-    size_t n = (c->bo_mask + 1) * 2;
-    struct backoff **t = xcalloc(n, sizeof(*t));
-    for (size_t i = 0; i <= c->bo_mask; i++) {
-        struct backoff *b = c->bo[i], *next;
-        for (; b; b = next) {
-            next = b->hnext;
-            b->hnext = t[b->hash & (n - 1)];
-            t[b->hash & (n - 1)] = b;
-        }
-    }
-    free(c->bo);
-    c->bo = t;
-    c->bo_mask = n - 1;
-}
-
-/* key failed: it waits before the next fill. The step doubles from
- * backoff_min_ms to backoff_max_ms and each wait is drawn from the upper
- * quarter below it (jitter), so keys that failed together do not all come
- * back together; a retry_after (the upstream's word, or the fleet's) is a
- * floor. -EBUSY (paused, over budget) sets only that floor. Returns the
- * wait, ms. */
+/* key failed: it backs off. Returns the wait, ms. */
 static uint64_t
 backoff_note(struct corral_cache *c, const void *key, size_t keylen,
              uint64_t hash, int error, const char *message,
              uint64_t retry_after_ms)
 {
-    uint64_t now = corral_cache_now(c);
-    struct backoff *b = backoff_find(c, key, keylen, hash, now);
-    if (b == NULL) {
-        if (c->bo_n >= BACKOFF_MAX)
-            backoff_drop(c, TAILQ_FIRST(&c->bo_list));
-        b = xcalloc(1, sizeof(*b) + keylen);
-        b->hash = hash;
-        b->keylen = keylen;
-        memcpy(b->key, key, keylen);
-        b->hnext = c->bo[b->hash & c->bo_mask];
-        c->bo[b->hash & c->bo_mask] = b;
-        if (++c->bo_n > c->bo_mask + 1)
-            backoff_grow(c);
-    } else {
-        TAILQ_REMOVE(&c->bo_list, b, link);
-        free(b->message);
-    }
-    TAILQ_INSERT_TAIL(&c->bo_list, b, link);
-    b->error = error;
-    b->message = xstrndup(message, strlen(message));
-    uint64_t wait = 0;
-    if (error != -EBUSY) {
-        b->step_ms = b->step_ms == 0 ? c->backoff_min_ms
-                     : b->step_ms >= c->backoff_max_ms / 2
-                         ? c->backoff_max_ms
-                         : b->step_ms * 2;
-        wait = b->step_ms - next_rand(c) % (b->step_ms / 4 + 1);
-    }
-    if (wait < retry_after_ms)
-        wait = retry_after_ms;
-    b->until = now + wait;
-    b->forget_at = b->until + 2 * (b->step_ms > wait ? b->step_ms : wait);
     c->stats.backoffs++;
-    return wait;
-}
-
-/* A try of b's key runs and may fail as late as at: its failure comes
- * soon after the try however long that took, so b is kept until then (and
- * its step doubles). */
-static void
-backoff_keep(struct corral_cache *c, struct backoff *b, uint64_t at)
-{
-    uint64_t keep = at + 2 * b->step_ms;
-    if (b->forget_at >= keep)
-        return;
-    b->forget_at = keep;
-    TAILQ_REMOVE(&c->bo_list, b, link);
-    TAILQ_INSERT_TAIL(&c->bo_list, b, link);
-}
-
-static void
-backoff_sweep(struct corral_cache *c, uint64_t now)
-{
-    struct backoff *b;
-    while ((b = TAILQ_FIRST(&c->bo_list)) != NULL && now >= b->forget_at)
-        backoff_drop(c, b);
+    return corral_backoff_note(
+        &c->backoff, key, keylen, hash, corral_cache_now(c), error, message,
+        retry_after_ms, error == -EBUSY ? 0 : next_rand(c));
 }
 
 static void
 fill_maybe_free(struct corral_fill *f)
 {
     if (f->state != F_SETTLED || f->in_tier || f->computing ||
-        f->nwaiters > 0 || f->cache != NULL)
+        f->call.nwaiters > 0 || f->cache != NULL)
         return;
     if (f->hold)
         f->hold(f->compute_arg, -1);
@@ -316,15 +268,15 @@ fill_settle(struct corral_fill *f, int error, const char *message,
     if (message == NULL)
         message = "";
     if (error == 0) {
-        backoff_clear(c, f->key, f->keylen, f->hash);
-        struct corral_outcome o = {
-            .kind = f->purged ? CORRAL_OUTCOME_ABANDONED
-                              : CORRAL_OUTCOME_STORED,
-            .stored_at = value ? value->stored_at : 0};
+        corral_backoff_clear(&c->backoff, f->key, f->keylen,
+                             f->call.entry.hash);
+        struct corral_outcome o = {.kind = f->purged ? CORRAL_OUTCOME_ABANDONED
+                                                     : CORRAL_OUTCOME_STORED,
+                                   .stored_at = value ? value->stored_at : 0};
         give_back(f, &o);
     } else {
-        uint64_t wait = backoff_note(c, f->key, f->keylen, f->hash, error,
-                                     message, f->retry_after_ms);
+        uint64_t wait = backoff_note(c, f->key, f->keylen, f->call.entry.hash,
+                                     error, message, f->retry_after_ms);
         f->retry_after_ms = wait; /* its waiters may ask again by then */
         struct corral_outcome o = {.kind = CORRAL_OUTCOME_FAILED,
                                    .error = error,
@@ -332,21 +284,34 @@ fill_settle(struct corral_fill *f, int error, const char *message,
                                    .retry_ms = wait};
         give_back(f, &o);
         struct corral_value *sv =
-            f->purged ? NULL : corral_l1_find(c->l1, f->key, f->keylen);
+            f->purged
+                ? NULL
+                : corral_l1_find(c->l1, f->key, f->keylen, f->call.entry.hash);
         if (sv != NULL && corral_cache_now(c) < sv->expires_at + sv->sie_ms) {
-            c->stats.stale_errors += f->nwaiters;
+            c->stats.stale_errors += f->call.nwaiters;
             f->stale_served = true;
             error = 0;
             value = corral_value_ref(sv);
         }
     }
-    f->error = error;
-    f->message = strdup(message);
-    if (f->message == NULL)
-        abort();
+    f->message = xstrndup(message, strlen(message));
     f->value = value;
+    f->state = F_SETTLED;
     c->stats.fills_in_flight--;
-    corral_flight_settle(&c->fl, f);
+    struct flight_call *call = &f->call;
+    call->error = error;
+    call->message = f->message;
+    call->value = value;
+    call->retry_after_ms = f->retry_after_ms;
+    /* The leader stored what it computed; the others collapsed onto it. */
+    call->leader_says = f->stale_served ? CORRAL_SOURCE_STALE_ERROR
+                        : f->remote     ? CORRAL_SOURCE_COLLAPSED
+                        : f->from_tier  ? CORRAL_SOURCE_L2
+                                        : CORRAL_SOURCE_STORED;
+    call->others_say = call->leader_says == CORRAL_SOURCE_STORED
+                           ? CORRAL_SOURCE_COLLAPSED
+                           : call->leader_says;
+    corral_flight_settle(&c->fl, call);
 }
 
 static void cache_destroy(struct corral_cache *c);
@@ -357,13 +322,20 @@ destroy_cb(void *arg)
     cache_destroy(arg);
 }
 
+/* Single flight delivered a fill's result to every waiter. */
+static void
+released_cb(struct flight_call *call)
+{
+    fill_release(fill_of(call));
+}
+
 static void
 sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_cache *c = arg;
     uint64_t now = corral_cache_now(c);
     corral_l1_sweep(c->l1, now, 4096);
-    backoff_sweep(c, now);
+    corral_backoff_sweep(&c->backoff, now);
 }
 
 /* ---- lifecycle ---- */
@@ -375,25 +347,26 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
  * purge, so it reads again. Waiting on another instance: its next look is
  * after the purge. */
 static void
-purge_fill(struct corral_cache *c, const void *key, size_t keylen)
+purge_fill(struct corral_cache *c, const void *key, size_t keylen, uint64_t h)
 {
-    uint64_t h;
-    struct corral_fill *f = *corral_flight_slot(&c->fl, key, keylen, &h);
+    struct corral_fill *f = fill_find(c, key, keylen, h);
     if (f != NULL) {
         if (f->state == F_COMPUTING)
             f->purged = true;
         else if (f->in_tier)
             f->reread = true;
     }
-    backoff_clear(c, key, keylen, h); /* a purge asks for a new try */
+    /* a purge asks for a new try */
+    corral_backoff_clear(&c->backoff, key, keylen, h);
 }
 
 static void
 tier_invalidated(const void *key, size_t keylen, void *arg)
 {
     struct corral_cache *c = arg;
-    corral_l1_del(c->l1, key, keylen);
-    purge_fill(c, key, keylen);
+    uint64_t h = corral_key_hash(key, keylen);
+    corral_l1_del(c->l1, key, keylen, h);
+    purge_fill(c, key, keylen, h);
 }
 
 static void look_again(struct corral_fill *f);
@@ -407,8 +380,8 @@ tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
               void *arg)
 {
     struct corral_cache *c = arg;
-    uint64_t h;
-    struct corral_fill *f = *corral_flight_slot(&c->fl, key, keylen, &h);
+    uint64_t h = corral_key_hash(key, keylen);
+    struct corral_fill *f = fill_find(c, key, keylen, h);
     if (o->kind == CORRAL_OUTCOME_FAILED) {
         if (f != NULL && f->in_tier)
             f->woken = true;
@@ -426,9 +399,9 @@ tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
         /* A copy here older than the one stored elsewhere goes (the next
          * caller reads the new one); one as new, read from the tier
          * before this word came, stays. */
-        struct corral_value *v = corral_l1_find(c->l1, key, keylen);
+        struct corral_value *v = corral_l1_find(c->l1, key, keylen, h);
         if (v != NULL && (o->stored_at == 0 || v->stored_at < o->stored_at))
-            corral_l1_del(c->l1, key, keylen);
+            corral_l1_del(c->l1, key, keylen, h);
     }
     if (f != NULL && f->state == F_REMOTE)
         look_again(f);
@@ -441,8 +414,9 @@ tier_released(const void *key, size_t keylen, const struct corral_outcome *o,
  * have woken it was missed. look_again() only starts a tier call, which
  * never answers from inside it: the table stays as it is. */
 static void
-resync_fill(struct corral_fill *f, void *arg)
+resync_fill(struct flight_call *call, void *arg)
 {
+    struct corral_fill *f = fill_of(call);
     bool lost = *(bool *)arg;
     if (lost && f->state == F_COMPUTING)
         f->purged = true;
@@ -470,8 +444,9 @@ tier_resync(bool lost, void *arg)
 #define DEAF_POLL_MS 100
 
 static void
-deaf_fill(struct corral_fill *f, void *arg)
+deaf_fill(struct flight_call *call, void *arg)
 {
+    struct corral_fill *f = fill_of(call);
     (void)arg;
     if (f->state == F_REMOTE) {
         struct timeval soon = corral_ms_to_tv(DEAF_POLL_MS);
@@ -513,17 +488,13 @@ corral_cache_new(struct event_base *base,
     c->clock_arg = o.clock ? o.clock_arg : base;
     c->fill_timeout_ms = o.fill_timeout_ms ? o.fill_timeout_ms : 10000;
     c->max_waiters = o.max_waiters ? o.max_waiters : 10000;
-    c->backoff_min_ms = o.backoff_min_ms ? o.backoff_min_ms : 1000;
-    c->backoff_max_ms = o.backoff_max_ms ? o.backoff_max_ms : 60000;
-    if (c->backoff_max_ms < c->backoff_min_ms)
-        c->backoff_max_ms = c->backoff_min_ms;
-    c->bo = xcalloc(64, sizeof(*c->bo));
-    c->bo_mask = 63;
-    TAILQ_INIT(&c->bo_list);
+    corral_backoff_init(&c->backoff, o.backoff_min_ms ? o.backoff_min_ms : 1000,
+                        o.backoff_max_ms ? o.backoff_max_ms : 60000,
+                        BACKOFF_MAX);
     TAILQ_INIT(&c->tier_waiters);
     if (getrandom(&c->rng, sizeof(c->rng), 0) != sizeof(c->rng) || !c->rng)
         c->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)c;
-    corral_flight_init(&c->fl, base, fill_release, destroy_cb, c);
+    corral_flight_init(&c->fl, base, released_cb, destroy_cb, c);
     c->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, c);
     if (c->sweep_ev == NULL)
         abort();
@@ -537,16 +508,17 @@ corral_cache_new(struct event_base *base,
 }
 
 static void
-fill_abandon(struct corral_fill *f)
+fill_abandon(struct flight_call *call)
 {
+    struct corral_fill *f = fill_of(call);
     struct corral_cache *c = f->cache;
-    corral_flight_cancel_waiters(&c->fl, f);
+    corral_flight_cancel_waiters(&c->fl, call);
     if (f->computing && f->abort_cb) {
         f->computing = false;
         f->abort_cb(f->abort_arg);
     }
-    static const struct corral_outcome gone = {
-        .kind = CORRAL_OUTCOME_ABANDONED};
+    static const struct corral_outcome gone = {.kind =
+                                                   CORRAL_OUTCOME_ABANDONED};
     give_back(f, &gone);
     f->state = F_SETTLED;
     if (f->deadline)
@@ -564,26 +536,23 @@ cache_destroy(struct corral_cache *c)
     corral_flight_finish(&c->fl, fill_abandon);
     struct corral_waiter *w;
     while ((w = TAILQ_FIRST(&c->tier_waiters)) != NULL) {
-        TAILQ_REMOVE(&c->tier_waiters, w, link);
+        TAILQ_REMOVE(&c->tier_waiters, w, tier_link);
         /* The tier owes a callback: it frees the waiter. */
-        bool tell = w->state == W_TIER;
+        bool tell = w->tier == T_ASKED;
         if (w->timer != NULL) {
             event_free(w->timer);
             w->timer = NULL;
         }
-        w->state = W_ZOMBIE;
+        w->tier = T_ZOMBIE;
         w->cache = NULL;
         if (tell) {
             c->stats.waiters_cancelled++;
-            corral_flight_fire(w, -ECANCELED, "cache torn down",
+            corral_flight_fire(&w->fw, -ECANCELED, "cache torn down",
                                CORRAL_SOURCE_NONE, NULL);
         }
     }
     corral_l1_free(c->l1);
-    struct backoff *b;
-    while ((b = TAILQ_FIRST(&c->bo_list)) != NULL)
-        backoff_drop(c, b);
-    free(c->bo);
+    corral_backoff_finish(&c->backoff);
     free(c);
 }
 
@@ -605,10 +574,23 @@ struct corral_value *
 corral_cache_peek(struct corral_cache *c, const void *key, size_t keylen)
 {
     struct corral_value *v =
-        corral_l1_get(c->l1, key, keylen, c->clock(c->clock_arg));
+        corral_l1_get(c->l1, key, keylen, corral_key_hash(key, keylen),
+                      c->clock(c->clock_arg));
     if (v)
         c->stats.hits_l1++;
     return v;
+}
+
+/* A caller's handle, with its key's hash: the one hash of the call. */
+static struct corral_waiter *
+waiter_new(struct corral_cache *c, const void *key, size_t keylen,
+           corral_result_cb *cb, void *arg)
+{
+    struct corral_waiter *w = (struct corral_waiter *)corral_flight_waiter_new(
+        sizeof(struct corral_waiter), cb, arg);
+    w->cache = c;
+    w->hash = corral_key_hash(key, keylen);
+    return w;
 }
 
 static void
@@ -620,14 +602,15 @@ tier_get_done(struct corral_value *value, int error, void *arg)
         event_free(w->timer);
         w->timer = NULL;
     }
-    if (w->state == W_ZOMBIE) {
+    if (w->tier == T_ZOMBIE) {
         corral_value_unref(value);
         if (c)
-            TAILQ_REMOVE(&c->tier_waiters, w, link);
-        free(w);
+            TAILQ_REMOVE(&c->tier_waiters, w, tier_link);
+        corral_flight_waiter_free(&w->fw);
         return;
     }
-    TAILQ_REMOVE(&c->tier_waiters, w, link);
+    TAILQ_REMOVE(&c->tier_waiters, w, tier_link);
+    w->tier = T_NONE;
     uint64_t now = corral_cache_now(c);
     if (value != NULL && w->fit != NULL && !w->fit(value, now, w->fit_arg)) {
         c->stats.tier_rejects++;
@@ -635,13 +618,13 @@ tier_get_done(struct corral_value *value, int error, void *arg)
         value = NULL;
     }
     if (value && now < value->expires_at) {
-        corral_l1_put(c->l1, value);
+        corral_l1_put(c->l1, value, w->hash);
         c->stats.hits_l2++;
-        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L2, value);
+        corral_flight_ready(&c->fl, &w->fw, 0, "", CORRAL_SOURCE_L2, value);
     } else {
         c->stats.misses++;
-        corral_flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE,
-                            NULL);
+        corral_flight_ready(&c->fl, &w->fw, -ENOENT, "not found",
+                            CORRAL_SOURCE_NONE, NULL);
     }
     corral_value_unref(value);
 }
@@ -655,10 +638,10 @@ tier_timeout_cb(evutil_socket_t fd, short what, void *arg)
     struct corral_cache *c = w->cache;
     event_free(w->timer);
     w->timer = NULL;
-    w->state = W_ZOMBIE;
+    w->tier = T_ZOMBIE;
     c->stats.misses++;
     c->fl.in_callback++;
-    corral_flight_fire(w, -ETIMEDOUT, "the tier did not answer in time",
+    corral_flight_fire(&w->fw, -ETIMEDOUT, "the tier did not answer in time",
                        CORRAL_SOURCE_NONE, NULL);
     if (--c->fl.in_callback == 0 && c->fl.free_requested)
         cache_destroy(c);
@@ -678,26 +661,26 @@ corral_get_fit(struct corral_cache *c, const void *key, size_t keylen,
 {
     if (c->closing)
         return NULL;
-    struct corral_waiter *w = corral_flight_waiter_new(c, cb, arg);
+    struct corral_waiter *w = waiter_new(c, key, keylen, cb, arg);
     w->fit = fit;
     w->fit_arg = fit_arg;
     struct corral_value *v =
-        corral_l1_get(c->l1, key, keylen, corral_cache_now(c));
+        corral_l1_get(c->l1, key, keylen, w->hash, corral_cache_now(c));
     if (v) {
         c->stats.hits_l1++;
-        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
+        corral_flight_ready(&c->fl, &w->fw, 0, "", CORRAL_SOURCE_L1, v);
     } else if (c->tier) {
         struct timeval tv = corral_ms_to_tv(c->fill_timeout_ms);
-        w->state = W_TIER;
+        w->tier = T_ASKED;
         w->timer = evtimer_new(c->base, tier_timeout_cb, w);
         if (w->timer == NULL || evtimer_add(w->timer, &tv) != 0)
             abort(); /* out of memory: the policy of xalloc.h */
-        TAILQ_INSERT_TAIL(&c->tier_waiters, w, link);
+        TAILQ_INSERT_TAIL(&c->tier_waiters, w, tier_link);
         c->tier->get(c->tier_ctx, key, keylen, tier_get_done, w);
     } else {
         c->stats.misses++;
-        corral_flight_ready(&c->fl, w, -ENOENT, "not found", CORRAL_SOURCE_NONE,
-                            NULL);
+        corral_flight_ready(&c->fl, &w->fw, -ENOENT, "not found",
+                            CORRAL_SOURCE_NONE, NULL);
     }
     return w;
 }
@@ -799,15 +782,16 @@ take_stale(struct corral_fill *f, struct corral_value *value, uint64_t now)
     struct corral_cache *c = f->cache;
     if (value != NULL && !f->refresh && now < value_keep_until(value) &&
         accepted(f, value, now) &&
-        corral_l1_find(c->l1, f->key, f->keylen) == NULL) {
-        corral_l1_put(c->l1, value);
+        corral_l1_find(c->l1, f->key, f->keylen, f->call.entry.hash) == NULL) {
+        corral_l1_put(c->l1, value, f->call.entry.hash);
         if (now < value->expires_at + value->swr_ms) {
-            c->stats.stale_hits += f->nwaiters;
-            corral_flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE, value);
-        } else if (f->retry && now < value->expires_at + value->sie_ms) {
-            c->stats.stale_errors += f->nwaiters;
-            corral_flight_answer_all(&c->fl, f, CORRAL_SOURCE_STALE_RETRY,
+            c->stats.stale_hits += f->call.nwaiters;
+            corral_flight_answer_all(&c->fl, &f->call, CORRAL_SOURCE_STALE,
                                      value);
+        } else if (f->retry && now < value->expires_at + value->sie_ms) {
+            c->stats.stale_errors += f->call.nwaiters;
+            corral_flight_answer_all(&c->fl, &f->call,
+                                     CORRAL_SOURCE_STALE_RETRY, value);
         }
         f->refresh = true;
         f->refresh_of = value->stored_at;
@@ -828,7 +812,7 @@ take_fresh(struct corral_fill *f, struct corral_value *value, uint64_t now)
         (f->refresh && value->stored_at <= f->refresh_of) ||
         !accepted(f, value, now))
         return false;
-    corral_l1_put(c->l1, value);
+    corral_l1_put(c->l1, value, f->call.entry.hash);
     c->stats.hits_l2++;
     f->from_tier = true;
     fill_settle(f, 0, "", corral_value_ref(value));
@@ -963,11 +947,10 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
     start_compute(f);
 }
 
-/* Opens the pending record of key (slot and h from corral_flight_slot) and
- * starts it: the tier below first, when there is one. */
+/* Opens the fill of key (h its hash; none runs for it) and starts it: the
+ * tier below first, when there is one. */
 static struct corral_fill *
-fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
-           const void *key, size_t keylen,
+fill_start(struct corral_cache *c, uint64_t h, const void *key, size_t keylen,
            const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
            const struct corral_compute *compute, struct corral_waiter *w)
 {
@@ -975,10 +958,11 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
     f->cache = c;
     f->tier = c->tier;
     f->tier_ctx = c->tier_ctx;
-    TAILQ_INIT(&f->waiters);
-    f->hash = h;
     f->keylen = keylen;
     memcpy(f->key, key, keylen);
+    f->call.entry.hash = h;
+    f->call.entry.key = f->key;
+    f->call.entry.keylen = keylen;
     f->strategy = *strategy;
     f->compute = compute->fn;
     f->fit = compute->fit;
@@ -992,7 +976,7 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
         f->data[compute->data_len] = '\0';
         f->data_len = compute->data_len;
     }
-    struct corral_value *old = corral_l1_find(c->l1, key, keylen);
+    struct corral_value *old = corral_l1_find(c->l1, key, keylen, h);
     if (old != NULL) {
         f->refresh = true;
         f->refresh_of = old->stored_at;
@@ -1003,16 +987,17 @@ fill_start(struct corral_cache *c, struct corral_fill **slot, uint64_t h,
     uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
     f->timeout_ms = ms;
     uint64_t now = corral_cache_now(c);
-    struct backoff *b = backoff_find(c, key, keylen, h, now);
+    struct corral_backoff_key *b =
+        corral_backoff_find(&c->backoff, key, keylen, h, now);
     f->retry = b != NULL;
     if (b != NULL) /* a remote wait may double the deadline */
-        backoff_keep(c, b, now + 2 * ms);
+        corral_backoff_keep(&c->backoff, b, now + 2 * ms);
     struct timeval tv = corral_ms_to_tv(ms);
     evtimer_add(f->deadline, &tv);
-    corral_flight_add(&c->fl, slot, f);
+    corral_flight_add(&c->fl, &f->call);
     c->stats.fills_in_flight++;
     if (w != NULL)
-        corral_flight_join(f, w, true);
+        corral_flight_join(&f->call, &w->fw, true);
     else
         c->stats.refreshes++;
     if (c->tier)
@@ -1042,23 +1027,23 @@ corral_cache_early(struct corral_cache *c, const struct corral_value *v,
 
 static int
 refresh_start(struct corral_cache *c, const void *key, size_t keylen,
-              const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
-              const struct corral_compute *compute, bool force)
+              uint64_t h, const struct corral_strategy *strategy,
+              uint64_t fill_timeout_ms, const struct corral_compute *compute,
+              bool force)
 {
     if (c->closing)
         return -ESHUTDOWN;
     if (keylen == 0 || keylen > CORRAL_KEY_MAX)
         return -EINVAL;
-    uint64_t h;
-    struct corral_fill **slot = corral_flight_slot(&c->fl, key, keylen, &h);
-    if (*slot != NULL)
+    if (fill_find(c, key, keylen, h) != NULL)
         return -EALREADY;
     uint64_t now = corral_cache_now(c);
-    struct backoff *b = backoff_find(c, key, keylen, h, now);
+    struct corral_backoff_key *b =
+        corral_backoff_find(&c->backoff, key, keylen, h, now);
     if (b != NULL && now < b->until)
         return -EBUSY;
-    struct corral_fill *f = fill_start(c, slot, h, key, keylen, strategy,
-                                       fill_timeout_ms, compute, NULL);
+    struct corral_fill *f =
+        fill_start(c, h, key, keylen, strategy, fill_timeout_ms, compute, NULL);
     if (force && f->cache != NULL) {
         /* Only a value stored from now on will do. */
         f->refresh = true;
@@ -1072,8 +1057,8 @@ corral_refresh(struct corral_cache *c, const void *key, size_t keylen,
                const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
                const struct corral_compute *compute)
 {
-    return refresh_start(c, key, keylen, strategy, fill_timeout_ms, compute,
-                         false);
+    return refresh_start(c, key, keylen, corral_key_hash(key, keylen), strategy,
+                         fill_timeout_ms, compute, false);
 }
 
 int
@@ -1081,15 +1066,15 @@ corral_refetch(struct corral_cache *c, const void *key, size_t keylen,
                const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
                const struct corral_compute *compute)
 {
-    return refresh_start(c, key, keylen, strategy, fill_timeout_ms, compute,
-                         true);
+    return refresh_start(c, key, keylen, corral_key_hash(key, keylen), strategy,
+                         fill_timeout_ms, compute, true);
 }
 
 /* A caller of a key that is backing off: a value L1 keeps, else the
  * remembered error with the time left. */
 static void
-answer_backoff(struct corral_cache *c, struct corral_waiter *w,
-               const struct backoff *b, struct corral_value *stale,
+answer_backoff(struct corral_cache *c, struct flight_waiter *w,
+               const struct corral_backoff_key *b, struct corral_value *stale,
                uint64_t now)
 {
     c->stats.backoff_answers++;
@@ -1104,6 +1089,68 @@ answer_backoff(struct corral_cache *c, struct corral_waiter *w,
                         NULL);
 }
 
+/* A miss on key (h its hash): a stale copy L1 keeps (inside
+ * stale-while-revalidate, or stale-if-error while a failed key is tried
+ * again), the key's backoff, the fill running, else a new fill. */
+static void
+miss(struct corral_cache *c, struct corral_waiter *cw, const void *key,
+     size_t keylen, uint64_t h, uint64_t now,
+     const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+     const struct corral_compute *compute)
+{
+    struct flight_waiter *w = &cw->fw;
+    struct corral_fill *f = fill_find(c, key, keylen, h);
+    /* Expired, but L1 keeps it for a stale window. */
+    struct corral_value *stale = corral_l1_find(c->l1, key, keylen, h);
+    struct corral_backoff_key *b =
+        f ? NULL : corral_backoff_find(&c->backoff, key, keylen, h, now);
+    /* The key's last fill failed: the fill running is its next try, or
+     * the next try is due (or not yet: backing off). */
+    bool failed = f ? f->retry : b != NULL;
+    if (b != NULL && now >= b->until)
+        b = NULL; /* its next try is due: this fill */
+    enum corral_source src = CORRAL_SOURCE_NONE;
+    if (stale && now < stale->expires_at + stale->swr_ms)
+        src = b != NULL ? CORRAL_SOURCE_BACKOFF : CORRAL_SOURCE_STALE;
+    else if (stale && failed && b == NULL &&
+             now < stale->expires_at + stale->sie_ms)
+        /* Stale-if-error holds while the failed key is tried again: the
+         * copy now, and the try (started here if due) in the background. */
+        src = CORRAL_SOURCE_STALE_RETRY;
+    else if (b != NULL)
+        src = CORRAL_SOURCE_BACKOFF;
+    else if (f != NULL && f->call.nwaiters >= c->max_waiters) {
+        corral_flight_ready(&c->fl, w, -EAGAIN, "too many waiters on this key",
+                            CORRAL_SOURCE_NONE, NULL);
+        return;
+    }
+    c->stats.misses++;
+    switch (src) {
+    case CORRAL_SOURCE_BACKOFF:
+        answer_backoff(c, w, b, stale, now);
+        return;
+    case CORRAL_SOURCE_STALE:
+    case CORRAL_SOURCE_STALE_RETRY:
+        if (src == CORRAL_SOURCE_STALE)
+            c->stats.stale_hits++;
+        else
+            c->stats.stale_errors++;
+        corral_flight_ready(&c->fl, w, 0, "", src, stale);
+        if (f == NULL)
+            fill_start(c, h, key, keylen, strategy, fill_timeout_ms, compute,
+                       NULL);
+        return;
+    default:
+        break;
+    }
+    if (f == NULL) {
+        fill_start(c, h, key, keylen, strategy, fill_timeout_ms, compute, cw);
+        return;
+    }
+    c->stats.waiters_collapsed++;
+    corral_flight_join(&f->call, w, false);
+}
+
 struct corral_waiter *
 corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
                       const struct corral_strategy *strategy,
@@ -1113,78 +1160,24 @@ corral_get_or_compute(struct corral_cache *c, const void *key, size_t keylen,
 {
     if (c->closing)
         return NULL;
-    struct corral_waiter *w = corral_flight_waiter_new(c, cb, arg);
+    struct corral_waiter *w = waiter_new(c, key, keylen, cb, arg);
     uint64_t now = corral_cache_now(c);
-    struct corral_value *v = corral_l1_get(c->l1, key, keylen, now);
+    struct corral_value *v = corral_l1_get(c->l1, key, keylen, w->hash, now);
     if (v) {
         c->stats.hits_l1++;
-        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_L1, v);
+        corral_flight_ready(&c->fl, &w->fw, 0, "", CORRAL_SOURCE_L1, v);
         if (corral_cache_early(c, v, strategy->beta) &&
-            corral_refresh(c, key, keylen, strategy, fill_timeout_ms,
-                           compute) == 0)
+            refresh_start(c, key, keylen, w->hash, strategy, fill_timeout_ms,
+                          compute, false) == 0)
             c->stats.early_refreshes++;
         return w;
     }
     if (keylen == 0 || keylen > CORRAL_KEY_MAX) {
-        corral_flight_ready(&c->fl, w, -EINVAL, "bad key length",
+        corral_flight_ready(&c->fl, &w->fw, -EINVAL, "bad key length",
                             CORRAL_SOURCE_NONE, NULL);
         return w;
     }
-    uint64_t h;
-    struct corral_fill **slot = corral_flight_slot(&c->fl, key, keylen, &h);
-    struct corral_fill *f = *slot;
-    /* Expired, but L1 keeps it for a stale window. */
-    struct corral_value *stale = corral_l1_find(c->l1, key, keylen);
-    struct backoff *b = f ? NULL : backoff_find(c, key, keylen, h, now);
-    /* The key's last fill failed: the fill running is its next try, or
-     * the next try is due (or not yet: backing off). */
-    bool failed = f ? f->retry : b != NULL;
-    if (b != NULL && now >= b->until)
-        b = NULL; /* its next try is due: this fill */
-    if (stale && now < stale->expires_at + stale->swr_ms) {
-        c->stats.misses++;
-        if (b != NULL) {
-            answer_backoff(c, w, b, stale, now);
-            return w;
-        }
-        c->stats.stale_hits++;
-        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE, stale);
-        if (f == NULL)
-            fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
-                       compute, NULL);
-        return w;
-    }
-    if (stale && failed && b == NULL &&
-        now < stale->expires_at + stale->sie_ms) {
-        /* Stale-if-error holds while the failed key is tried again: the
-         * copy now, and the try (started here if due) in the background. */
-        c->stats.misses++;
-        c->stats.stale_errors++;
-        corral_flight_ready(&c->fl, w, 0, "", CORRAL_SOURCE_STALE_RETRY, stale);
-        if (f == NULL)
-            fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms,
-                       compute, NULL);
-        return w;
-    }
-    if (b != NULL) {
-        c->stats.misses++;
-        answer_backoff(c, w, b, stale, now);
-        return w;
-    }
-    if (f) {
-        if (f->nwaiters >= c->max_waiters) {
-            corral_flight_ready(&c->fl, w, -EAGAIN,
-                                "too many waiters on this key",
-                                CORRAL_SOURCE_NONE, NULL);
-            return w;
-        }
-        c->stats.misses++;
-        c->stats.waiters_collapsed++;
-        corral_flight_join(f, w, false);
-        return w;
-    }
-    c->stats.misses++;
-    fill_start(c, slot, h, key, keylen, strategy, fill_timeout_ms, compute, w);
+    miss(c, w, key, keylen, w->hash, now, strategy, fill_timeout_ms, compute);
     return w;
 }
 
@@ -1203,18 +1196,19 @@ void
 corral_waiter_cancel(struct corral_waiter *w)
 {
     struct corral_cache *c = w->cache;
-    if (w->state != W_TIER) {
+    if (w->tier != T_ASKED) {
         /* Ready, pending or firing: single flight's; a zombie: answered. */
-        if (w->state != W_ZOMBIE)
-            corral_flight_cancel(&c->fl, w);
+        if (w->tier != T_ZOMBIE)
+            corral_flight_cancel(&c->fl, &w->fw);
         return;
     }
     /* The tier still owes its callback, which frees w. */
     event_free(w->timer);
     w->timer = NULL;
-    w->state = W_ZOMBIE;
+    w->tier = T_ZOMBIE;
     c->stats.waiters_cancelled++;
-    corral_flight_fire(w, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE, NULL);
+    corral_flight_fire(&w->fw, -ECANCELED, "cancelled", CORRAL_SOURCE_NONE,
+                       NULL);
 }
 
 /* ---- stores ---- */
@@ -1230,12 +1224,13 @@ jittered_ttl(struct corral_cache *c, const struct corral_strategy *s)
     return ttl - next_rand(c) % (ttl / 100 * pct + 1);
 }
 
+/* Stamps v and keeps it in L1 (h its key's hash) and the tier. */
 static void
-store(struct corral_cache *c, struct corral_value *v,
+store(struct corral_cache *c, struct corral_value *v, uint64_t h,
       const struct corral_strategy *s, uint64_t ttl)
 {
     corral_value_stamp(v, corral_cache_now(c), ttl, s->swr_ms, s->sie_ms);
-    corral_l1_put(c->l1, v);
+    corral_l1_put(c->l1, v, h);
     if (c->tier)
         c->tier->set(c->tier_ctx, v,
                      ttl + (value_keep_until(v) - v->expires_at));
@@ -1250,7 +1245,8 @@ corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
         return -EINVAL;
     if (corral_l1_charge(value) > c->stats.max_bytes)
         return -E2BIG;
-    store(c, value, strategy, ttl);
+    store(c, value, corral_key_hash(value_key(value), value->keylen), strategy,
+          ttl);
     return 0;
 }
 
@@ -1277,8 +1273,9 @@ int
 corral_purge(struct corral_cache *c, const void *key, size_t keylen,
              corral_purged_cb *cb, void *arg)
 {
-    bool had = corral_l1_del(c->l1, key, keylen);
-    purge_fill(c, key, keylen);
+    uint64_t h = corral_key_hash(key, keylen);
+    bool had = corral_l1_del(c->l1, key, keylen, h);
+    purge_fill(c, key, keylen, h);
     struct purge_note *pn = NULL;
     if (cb != NULL) {
         pn = xmalloc(sizeof(*pn));
@@ -1287,9 +1284,8 @@ corral_purge(struct corral_cache *c, const void *key, size_t keylen,
     }
     if (c->tier)
         c->tier->del(c->tier_ctx, key, keylen, pn ? purged_tier : NULL, pn);
-    else if (pn != NULL &&
-             event_base_once(c->base, -1, EV_TIMEOUT, purged_here, pn,
-                             NULL) != 0)
+    else if (pn != NULL && event_base_once(c->base, -1, EV_TIMEOUT, purged_here,
+                                           pn, NULL) != 0)
         abort(); /* the policy of xalloc.h */
     return had;
 }
@@ -1297,8 +1293,9 @@ corral_purge(struct corral_cache *c, const void *key, size_t keylen,
 int
 corral_invalidate_local(struct corral_cache *c, const void *key, size_t keylen)
 {
-    bool had = corral_l1_del(c->l1, key, keylen);
-    purge_fill(c, key, keylen);
+    uint64_t h = corral_key_hash(key, keylen);
+    bool had = corral_l1_del(c->l1, key, keylen, h);
+    purge_fill(c, key, keylen, h);
     return had;
 }
 
@@ -1354,8 +1351,9 @@ take_value(struct corral_fill *f, struct corral_value *value)
     f->computing = false;
     f->cache->stats.fills_ok++;
     uint64_t took = corral_cache_now(f->cache) - f->started_ms;
-    value->fill_ms = took == 0 ? 1 : took > UINT16_MAX ? UINT16_MAX
-                                                         : (uint16_t)took;
+    value->fill_ms = took == 0           ? 1
+                     : took > UINT16_MAX ? UINT16_MAX
+                                         : (uint16_t)took;
     return true;
 }
 
@@ -1370,7 +1368,7 @@ corral_fill_done_ttl(struct corral_fill *f, struct corral_value *value,
         corral_value_stamp(value, corral_cache_now(c), ttl_ms,
                            f->strategy.swr_ms, f->strategy.sie_ms);
     else
-        store(c, value, &f->strategy, ttl_ms);
+        store(c, value, f->call.entry.hash, &f->strategy, ttl_ms);
     fill_settle(f, 0, "", value);
 }
 
@@ -1398,7 +1396,7 @@ corral_fill_done_nostore(struct corral_fill *f, struct corral_value *value)
     struct corral_cache *c = f->cache;
     corral_value_stamp(value, corral_cache_now(c), 0, 0, 0);
     value->flags |= VALUE_NOSTORE;
-    if (corral_l1_del(c->l1, f->key, f->keylen) && c->tier)
+    if (corral_l1_del(c->l1, f->key, f->keylen, f->call.entry.hash) && c->tier)
         c->tier->del(c->tier_ctx, f->key, f->keylen, NULL, NULL);
     /* Kept nowhere, as after a purge: the fleet hears "abandoned". */
     f->purged = true;
@@ -1457,13 +1455,7 @@ corral_fill_data(const struct corral_fill *f, size_t *len)
 bool
 corral_fill_background(const struct corral_fill *f)
 {
-    return f->nwaiters == 0;
-}
-
-const struct corral_strategy *
-corral_fill_strategy(const struct corral_fill *f)
-{
-    return &f->strategy;
+    return f->call.nwaiters == 0;
 }
 
 void

@@ -1,30 +1,32 @@
-/* flight.c — single flight: the fill table, waiters and delivery. */
+/* flight.c — single flight: the table of open calls (dict.h), waiters, and
+ * delivery from the loop through one deferred event. */
 #include "flight.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
-#include "siphash.h"
 #include "value_impl.h"
 #include "xalloc.h"
 
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg);
 
+static struct flight_call *
+call_of(const struct corral_dict_link *l)
+{
+    return corral_dict_entry(l, struct flight_call, entry.link);
+}
+
 void
 corral_flight_init(struct corral_flight *fl, struct event_base *base,
-                   void (*released)(struct corral_fill *),
+                   void (*released)(struct flight_call *),
                    void (*destroy)(void *), void *owner)
 {
     memset(fl, 0, sizeof(*fl));
-    fl->fills = xcalloc(64, sizeof(*fl->fills));
-    fl->mask = 63;
+    corral_dict_init(&fl->calls, 64, corral_dict_keyed_hash);
     STAILQ_INIT(&fl->settled);
     TAILQ_INIT(&fl->ready);
-    if (getrandom(fl->seed, sizeof(fl->seed), 0) != sizeof(fl->seed))
-        memcpy(fl->seed, "corral-fill-seed", 16);
     fl->dispatch_ev = event_new(base, -1, 0, dispatch_cb, fl);
     if (fl->dispatch_ev == NULL)
         abort(); /* the policy of xalloc.h */
@@ -35,69 +37,31 @@ corral_flight_init(struct corral_flight *fl, struct event_base *base,
 
 /* ---- the table ---- */
 
-struct corral_fill **
-corral_flight_slot(struct corral_flight *fl, const void *key, size_t keylen,
-                   uint64_t *hash)
+struct flight_call *
+corral_flight_find(struct corral_flight *fl, const void *key, size_t keylen,
+                   uint64_t hash)
 {
-    uint64_t h = corral_siphash(key, keylen, fl->seed);
-    struct corral_fill **pp = &fl->fills[h & fl->mask];
-
-    for (; *pp; pp = &(*pp)->hnext)
-        if ((*pp)->keylen == keylen && memcmp((*pp)->key, key, keylen) == 0)
-            break;
-    *hash = h;
-    return pp;
-}
-
-static void
-grow(struct corral_flight *fl)
-{
-    size_t n = (fl->mask + 1) * 2;
-    struct corral_fill **t = xcalloc(n, sizeof(*t));
-
-    for (size_t i = 0; i <= fl->mask; i++) {
-        struct corral_fill *f = fl->fills[i], *next;
-        for (; f; f = next) {
-            next = f->hnext;
-            f->hnext = t[f->hash & (n - 1)];
-            t[f->hash & (n - 1)] = f;
-        }
-    }
-    free(fl->fills);
-    fl->fills = t;
-    fl->mask = n - 1;
+    struct corral_dict_keyed *k =
+        corral_dict_keyed_find(&fl->calls, key, keylen, hash);
+    return k != NULL ? call_of(&k->link) : NULL;
 }
 
 void
-corral_flight_add(struct corral_flight *fl, struct corral_fill **slot,
-                  struct corral_fill *f)
+corral_flight_add(struct corral_flight *fl, struct flight_call *call)
 {
-    f->hnext = NULL;
-    *slot = f;
-    if (++fl->n > fl->mask + 1)
-        grow(fl);
+    TAILQ_INIT(&call->waiters);
+    call->nwaiters = 0;
+    corral_dict_add(&fl->calls, call->entry.hash, &call->entry.link);
 }
 
 void
-corral_flight_remove(struct corral_flight *fl, struct corral_fill *f)
+corral_flight_each(struct corral_flight *fl,
+                   void (*fn)(struct flight_call *, void *), void *arg)
 {
-    uint64_t h;
-    struct corral_fill **pp = corral_flight_slot(fl, f->key, f->keylen, &h);
-
-    if (*pp == f) {
-        *pp = f->hnext;
-        f->hnext = NULL;
-        fl->n--;
-    }
-}
-
-void
-corral_flight_each(struct corral_flight *fl, void (*fn)(struct corral_fill *, void *),
-            void *arg)
-{
-    for (size_t i = 0; i <= fl->mask; i++)
-        for (struct corral_fill *f = fl->fills[i]; f != NULL; f = f->hnext)
-            fn(f, arg);
+    for (size_t i = 0; i <= fl->calls.mask; i++)
+        for (struct corral_dict_link *l = fl->calls.buckets[i]; l != NULL;
+             l = l->next)
+            fn(call_of(l), arg);
 }
 
 /* ---- waiters ---- */
@@ -108,20 +72,25 @@ schedule(struct corral_flight *fl)
     event_active(fl->dispatch_ev, EV_TIMEOUT, 0);
 }
 
-struct corral_waiter *
-corral_flight_waiter_new(struct corral_cache *c, corral_result_cb *cb,
-                         void *arg)
+struct flight_waiter *
+corral_flight_waiter_new(size_t size, corral_result_cb *cb, void *arg)
 {
-    struct corral_waiter *w = xcalloc(1, sizeof(*w));
+    struct flight_waiter *w = xcalloc(1, size);
 
-    w->cache = c;
     w->cb = cb;
     w->arg = arg;
     return w;
 }
 
 void
-corral_flight_ready(struct corral_flight *fl, struct corral_waiter *w,
+corral_flight_waiter_free(struct flight_waiter *w)
+{
+    free(w->owned);
+    free(w);
+}
+
+void
+corral_flight_ready(struct corral_flight *fl, struct flight_waiter *w,
                     int error, const char *message, enum corral_source source,
                     struct corral_value *value)
 {
@@ -136,31 +105,32 @@ corral_flight_ready(struct corral_flight *fl, struct corral_waiter *w,
 }
 
 void
-corral_flight_join(struct corral_fill *f, struct corral_waiter *w, bool leader)
+corral_flight_join(struct flight_call *call, struct flight_waiter *w,
+                   bool leader)
 {
     w->state = W_PENDING;
-    w->fill = f;
+    w->call = call;
     w->leader = leader;
-    TAILQ_INSERT_TAIL(&f->waiters, w, link);
-    f->nwaiters++;
+    TAILQ_INSERT_TAIL(&call->waiters, w, link);
+    call->nwaiters++;
 }
 
 void
-corral_flight_answer_all(struct corral_flight *fl, struct corral_fill *f,
+corral_flight_answer_all(struct corral_flight *fl, struct flight_call *call,
                          enum corral_source source, struct corral_value *value)
 {
-    struct corral_waiter *w;
+    struct flight_waiter *w;
 
-    while ((w = TAILQ_FIRST(&f->waiters)) != NULL) {
-        TAILQ_REMOVE(&f->waiters, w, link);
-        f->nwaiters--;
-        w->fill = NULL;
+    while ((w = TAILQ_FIRST(&call->waiters)) != NULL) {
+        TAILQ_REMOVE(&call->waiters, w, link);
+        call->nwaiters--;
+        w->call = NULL;
         corral_flight_ready(fl, w, 0, "", source, value);
     }
 }
 
 void
-corral_flight_fire(struct corral_waiter *w, int error, const char *message,
+corral_flight_fire(struct flight_waiter *w, int error, const char *message,
                    enum corral_source source, struct corral_value *value)
 {
     struct corral_result res = {
@@ -174,25 +144,17 @@ corral_flight_fire(struct corral_waiter *w, int error, const char *message,
 }
 
 void
-corral_flight_waiter_free(struct corral_waiter *w)
+corral_flight_settle(struct corral_flight *fl, struct flight_call *call)
 {
-    free(w->owned);
-    free(w);
-}
-
-void
-corral_flight_settle(struct corral_flight *fl, struct corral_fill *f)
-{
-    corral_flight_remove(fl, f);
-    f->state = F_SETTLED;
-    STAILQ_INSERT_TAIL(&fl->settled, f, settled_link);
+    corral_dict_remove(&fl->calls, call->entry.hash, &call->entry.link);
+    STAILQ_INSERT_TAIL(&fl->settled, call, settled_link);
     schedule(fl);
 }
 
-static struct corral_waiter *
+static struct flight_waiter *
 pop(struct waiter_list *l, size_t *n)
 {
-    struct corral_waiter *w = TAILQ_FIRST(l);
+    struct flight_waiter *w = TAILQ_FIRST(l);
 
     if (w != NULL) {
         TAILQ_REMOVE(l, w, link);
@@ -202,22 +164,19 @@ pop(struct waiter_list *l, size_t *n)
 }
 
 static void
-fan_out(struct corral_flight *fl, struct corral_fill *f)
+fan_out(struct corral_flight *fl, struct flight_call *call)
 {
-    struct corral_waiter *w;
+    struct flight_waiter *w;
 
     /* Pop one at a time: a callback may cancel the waiters still listed. */
-    while ((w = pop(&f->waiters, &f->nwaiters)) != NULL) {
-        enum corral_source src = f->error          ? CORRAL_SOURCE_NONE
-                                 : f->stale_served ? CORRAL_SOURCE_STALE_ERROR
-                                 : f->remote       ? CORRAL_SOURCE_COLLAPSED
-                                 : f->from_tier    ? CORRAL_SOURCE_L2
-                                 : w->leader       ? CORRAL_SOURCE_STORED
-                                                   : CORRAL_SOURCE_COLLAPSED;
-        w->fill = NULL;
+    while ((w = pop(&call->waiters, &call->nwaiters)) != NULL) {
+        enum corral_source src = call->error ? CORRAL_SOURCE_NONE
+                                 : w->leader ? call->leader_says
+                                             : call->others_say;
+        w->call = NULL;
         w->state = W_FIRING;
-        w->retry_after_ms = f->retry_after_ms;
-        corral_flight_fire(w, f->error, f->message, src, f->value);
+        w->retry_after_ms = call->retry_after_ms;
+        corral_flight_fire(w, call->error, call->message, src, call->value);
         corral_flight_waiter_free(w);
         if (fl->free_requested)
             break;
@@ -228,9 +187,9 @@ static void
 dispatch_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_flight *fl = arg;
-    struct fill_queue todo = STAILQ_HEAD_INITIALIZER(todo);
-    struct corral_waiter *w;
-    struct corral_fill *f;
+    struct call_queue todo = STAILQ_HEAD_INITIALIZER(todo);
+    struct flight_waiter *w;
+    struct flight_call *call;
 
     (void)fd;
     (void)what;
@@ -246,14 +205,14 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
         corral_value_unref(w->value);
         corral_flight_waiter_free(w);
     }
-    while ((f = STAILQ_FIRST(&todo)) != NULL) {
+    while ((call = STAILQ_FIRST(&todo)) != NULL) {
         STAILQ_REMOVE_HEAD(&todo, settled_link);
         if (!fl->free_requested)
-            fan_out(fl, f);
-        if (f->nwaiters == 0)
-            fl->released(f);
+            fan_out(fl, call);
+        if (call->nwaiters == 0)
+            fl->released(call);
         else /* freeing mid fan-out: teardown answers the rest */
-            STAILQ_INSERT_TAIL(&fl->settled, f, settled_link);
+            STAILQ_INSERT_TAIL(&fl->settled, call, settled_link);
     }
     fl->in_callback--;
     if (fl->free_requested) {
@@ -270,7 +229,7 @@ dispatch_cb(evutil_socket_t fd, short what, void *arg)
 static void
 cancel_list(struct corral_flight *fl, struct waiter_list *l, size_t *n)
 {
-    struct corral_waiter *w;
+    struct flight_waiter *w;
 
     while ((w = pop(l, n)) != NULL) {
         fl->cancelled++;
@@ -283,13 +242,13 @@ cancel_list(struct corral_flight *fl, struct waiter_list *l, size_t *n)
 }
 
 void
-corral_flight_cancel_waiters(struct corral_flight *fl, struct corral_fill *f)
+corral_flight_cancel_waiters(struct corral_flight *fl, struct flight_call *call)
 {
-    cancel_list(fl, &f->waiters, &f->nwaiters);
+    cancel_list(fl, &call->waiters, &call->nwaiters);
 }
 
 bool
-corral_flight_cancel(struct corral_flight *fl, struct corral_waiter *w)
+corral_flight_cancel(struct corral_flight *fl, struct flight_waiter *w)
 {
     switch (w->state) {
     case W_READY:
@@ -298,13 +257,12 @@ corral_flight_cancel(struct corral_flight *fl, struct corral_waiter *w)
         corral_value_unref(w->value);
         break;
     case W_PENDING:
-        TAILQ_REMOVE(&w->fill->waiters, w, link);
-        w->fill->nwaiters--;
+        TAILQ_REMOVE(&w->call->waiters, w, link);
+        w->call->nwaiters--;
         break;
     case W_FIRING: /* answered already: from inside its own callback */
         return true;
-    case W_TIER:
-    case W_ZOMBIE:
+    case W_OWNER:
         return false;
     }
     w->state = W_FIRING;
@@ -317,20 +275,22 @@ corral_flight_cancel(struct corral_flight *fl, struct corral_waiter *w)
 
 void
 corral_flight_finish(struct corral_flight *fl,
-                     void (*abandon)(struct corral_fill *))
+                     void (*abandon)(struct flight_call *))
 {
-    struct corral_fill *f;
+    struct flight_call *call;
 
     event_free(fl->dispatch_ev);
     cancel_list(fl, &fl->ready, &fl->nready);
-    while ((f = STAILQ_FIRST(&fl->settled)) != NULL) {
+    while ((call = STAILQ_FIRST(&fl->settled)) != NULL) {
         STAILQ_REMOVE_HEAD(&fl->settled, settled_link);
-        abandon(f);
+        abandon(call);
     }
-    for (size_t i = 0; i <= fl->mask; i++)
-        while ((f = fl->fills[i]) != NULL) {
-            fl->fills[i] = f->hnext;
-            abandon(f);
+    for (size_t i = 0; i <= fl->calls.mask; i++) {
+        struct corral_dict_link *l;
+        while ((l = fl->calls.buckets[i]) != NULL) {
+            corral_dict_unlink(&fl->calls, &fl->calls.buckets[i]);
+            abandon(call_of(l));
         }
-    free(fl->fills);
+    }
+    corral_dict_finish(&fl->calls);
 }

@@ -1,5 +1,5 @@
-/* l1.c — the in-process store: a chained hash table keyed by SipHash with a
- * random per-process seed, and S3-FIFO eviction (Yang et al., SOSP '23): new
+/* l1.c — the in-process store: a dict.h table of values, and S3-FIFO
+ * eviction (Yang et al., SOSP '23): new
  * keys enter a small FIFO (10% of the budget); only keys read again while
  * there move on to the main FIFO, so a one-pass scan of cold keys churns the
  * small queue and leaves the hot working set alone. A ghost ring of hashes
@@ -11,11 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "dict.h"
 #include "siphash.h"
-#include "xalloc.h"
 #include "value_impl.h"
+#include "xalloc.h"
 
 struct fifo {
     TAILQ_HEAD(fifo_q, corral_value) q; /* newest first, evicted last */
@@ -28,8 +28,7 @@ struct ghost_slot {
 };
 
 struct corral_l1 {
-    struct corral_value **buckets;
-    size_t mask; /* buckets - 1 */
+    struct corral_dict table;
     size_t sweep_cursor;
     struct fifo small, main;
     struct ghost_slot *ghost;
@@ -37,7 +36,6 @@ struct corral_l1 {
     uint64_t ghost_seq;
     size_t max_bytes;
     struct corral_l1_stats stats;
-    uint8_t seed[16];
 };
 
 #define MIN_BUCKETS 64
@@ -59,13 +57,34 @@ corral_l1_charge(const struct corral_value *v)
            v->aux_cap;
 }
 
+static struct corral_value *
+value_of(const struct corral_dict_link *l)
+{
+    return corral_dict_entry(l, struct corral_value, hlink);
+}
+
+static bool
+same_key(const struct corral_dict_link *l, const void *key, size_t keylen)
+{
+    const struct corral_value *v = value_of(l);
+    return v->keylen == keylen && memcmp(value_key(v), key, keylen) == 0;
+}
+
+/* Values keep no hash (it would cost every entry 8 bytes): growing the
+ * table hashes their keys again. */
+static uint64_t
+value_hash(const struct corral_dict_link *l)
+{
+    const struct corral_value *v = value_of(l);
+    return corral_key_hash(value_key(v), v->keylen);
+}
+
 struct corral_l1 *
 corral_l1_new(size_t max_bytes)
 {
     struct corral_l1 *l1 = xcalloc(1, sizeof(*l1));
     l1->max_bytes = max_bytes;
-    l1->buckets = xcalloc(MIN_BUCKETS, sizeof(*l1->buckets));
-    l1->mask = MIN_BUCKETS - 1;
+    corral_dict_init(&l1->table, MIN_BUCKETS, value_hash);
     TAILQ_INIT(&l1->small.q);
     TAILQ_INIT(&l1->main.q);
     /* The ghost remembers about as many keys as main holds at 256 B each. */
@@ -74,11 +93,6 @@ corral_l1_new(size_t max_bytes)
         g <<= 1;
     l1->ghost = xcalloc(g, sizeof(*l1->ghost));
     l1->ghost_mask = g - 1;
-    if (getrandom(l1->seed, sizeof(l1->seed), 0) != sizeof(l1->seed)) {
-        /* No entropy source: still correct, only predictable. */
-        for (size_t i = 0; i < sizeof(l1->seed); i++)
-            l1->seed[i] = (uint8_t)(i * 131 + (uintptr_t)l1);
-    }
     return l1;
 }
 
@@ -87,38 +101,27 @@ corral_l1_free(struct corral_l1 *l1)
 {
     if (l1 == NULL)
         return;
-    for (size_t i = 0; i <= l1->mask; i++) {
-        struct corral_value *v = l1->buckets[i], *next;
-        for (; v != NULL; v = next) {
-            next = v->hnext;
+    for (size_t i = 0; i <= l1->table.mask; i++) {
+        struct corral_dict_link *l = l1->table.buckets[i], *next;
+        for (; l != NULL; l = next) {
+            struct corral_value *v = value_of(l);
+            next = l->next;
             v->flags &= (uint8_t)~VALUE_LINKED;
             v->queue = Q_NONE;
-            v->hnext = NULL;
+            l->next = NULL;
             corral_value_unref(v);
         }
     }
-    free(l1->buckets);
+    corral_dict_finish(&l1->table);
     free(l1->ghost);
     free(l1);
 }
 
-static uint64_t
-hash_key(const struct corral_l1 *l1, const void *key, size_t keylen)
-{
-    return corral_siphash(key, keylen, l1->seed);
-}
-
 /* The slot pointing at key's value, or at the NULL ending its chain. */
-static struct corral_value **
+static struct corral_dict_link **
 lookup(struct corral_l1 *l1, const void *key, size_t keylen, uint64_t h)
 {
-    struct corral_value **pp = &l1->buckets[h & l1->mask];
-    for (; *pp != NULL; pp = &(*pp)->hnext) {
-        struct corral_value *v = *pp;
-        if (v->keylen == keylen && memcmp(value_key(v), key, keylen) == 0)
-            break;
-    }
-    return pp;
+    return corral_dict_slot(&l1->table, h, key, keylen, same_key);
 }
 
 static void
@@ -181,11 +184,10 @@ ghost_take(struct corral_l1 *l1, uint64_t h)
 
 /* Unlinks v from table and queue and drops the table's reference. */
 static void
-unlink_value(struct corral_l1 *l1, struct corral_value **slot)
+unlink_value(struct corral_l1 *l1, struct corral_dict_link **slot)
 {
-    struct corral_value *v = *slot;
-    *slot = v->hnext;
-    v->hnext = NULL;
+    struct corral_value *v = value_of(*slot);
+    corral_dict_unlink(&l1->table, slot);
     fifo_remove(queue_of(l1, v), v, corral_l1_charge(v));
     v->flags &= (uint8_t)~VALUE_LINKED;
     l1->stats.entries--;
@@ -194,9 +196,8 @@ unlink_value(struct corral_l1 *l1, struct corral_value **slot)
 }
 
 static void
-remove_value(struct corral_l1 *l1, struct corral_value *v)
+remove_value(struct corral_l1 *l1, struct corral_value *v, uint64_t h)
 {
-    uint64_t h = hash_key(l1, value_key(v), v->keylen);
     unlink_value(l1, lookup(l1, value_key(v), v->keylen, h));
 }
 
@@ -214,8 +215,9 @@ evict_small(struct corral_l1 *l1)
             fifo_push(&l1->main, v, Q_MAIN, charge);
             continue;
         }
-        ghost_add(l1, hash_key(l1, value_key(v), v->keylen));
-        remove_value(l1, v);
+        uint64_t h = corral_key_hash(value_key(v), v->keylen);
+        ghost_add(l1, h);
+        remove_value(l1, v, h);
         l1->stats.evictions++;
         return true;
     }
@@ -235,7 +237,7 @@ evict_main(struct corral_l1 *l1)
             fifo_push(&l1->main, v, Q_MAIN, charge);
             continue;
         }
-        remove_value(l1, v);
+        remove_value(l1, v, corral_key_hash(value_key(v), v->keylen));
         l1->stats.evictions++;
         return true;
     }
@@ -255,41 +257,22 @@ evict_to(struct corral_l1 *l1, size_t budget)
     }
 }
 
-static void
-grow(struct corral_l1 *l1)
-{
-    size_t n = (l1->mask + 1) * 2;
-    struct corral_value **b = xcalloc(n, sizeof(*b));
-    for (size_t i = 0; i <= l1->mask; i++) {
-        struct corral_value *v = l1->buckets[i], *next;
-        for (; v != NULL; v = next) {
-            next = v->hnext;
-            uint64_t h = hash_key(l1, value_key(v), v->keylen);
-            v->hnext = b[h & (n - 1)];
-            b[h & (n - 1)] = v;
-        }
-    }
-    free(l1->buckets);
-    l1->buckets = b;
-    l1->mask = n - 1;
-    l1->sweep_cursor = 0;
-}
-
 struct corral_value *
-corral_l1_find(struct corral_l1 *l1, const void *key, size_t keylen)
+corral_l1_find(struct corral_l1 *l1, const void *key, size_t keylen,
+               uint64_t hash)
 {
-    return *lookup(l1, key, keylen, hash_key(l1, key, keylen));
+    struct corral_dict_link *l = *lookup(l1, key, keylen, hash);
+    return l != NULL ? value_of(l) : NULL;
 }
 
 struct corral_value *
 corral_l1_get(struct corral_l1 *l1, const void *key, size_t keylen,
-              uint64_t now_ms)
+              uint64_t hash, uint64_t now_ms)
 {
-    struct corral_value **slot =
-        lookup(l1, key, keylen, hash_key(l1, key, keylen));
-    struct corral_value *v = *slot;
-    if (v == NULL)
+    struct corral_dict_link **slot = lookup(l1, key, keylen, hash);
+    if (*slot == NULL)
         return NULL;
+    struct corral_value *v = value_of(*slot);
     if (now_ms >= v->expires_at) {
         if (now_ms >= value_keep_until(v)) {
             unlink_value(l1, slot);
@@ -303,30 +286,28 @@ corral_l1_get(struct corral_l1 *l1, const void *key, size_t keylen,
 }
 
 int
-corral_l1_put(struct corral_l1 *l1, struct corral_value *v)
+corral_l1_put(struct corral_l1 *l1, struct corral_value *v, uint64_t h)
 {
     if (v->flags & VALUE_LINKED)
         return -EINVAL;
     size_t charge = corral_l1_charge(v);
-    uint64_t h = hash_key(l1, value_key(v), v->keylen);
-    struct corral_value **slot = lookup(l1, value_key(v), v->keylen, h);
+    struct corral_dict_link **slot = lookup(l1, value_key(v), v->keylen, h);
     bool was_main = false;
     if (*slot != NULL) {
-        was_main = (*slot)->queue == Q_MAIN;
+        was_main = value_of(*slot)->queue == Q_MAIN;
         unlink_value(l1, slot);
     }
     if (charge > l1->max_bytes)
         return -E2BIG;
     evict_to(l1, l1->max_bytes - charge);
-    if (l1->stats.entries >= l1->mask + 1)
-        grow(l1);
 
     v->flags |= VALUE_STORED | VALUE_LINKED;
     v->freq = 0;
     corral_value_ref(v);
-    slot = &l1->buckets[h & l1->mask];
-    v->hnext = *slot;
-    *slot = v;
+    size_t mask = l1->table.mask;
+    corral_dict_add(&l1->table, h, &v->hlink);
+    if (l1->table.mask != mask)
+        l1->sweep_cursor = 0;
     /* An overwrite keeps its place in main; a key the ghost remembers goes
      * straight there. */
     if (was_main || ghost_take(l1, h))
@@ -339,10 +320,10 @@ corral_l1_put(struct corral_l1 *l1, struct corral_value *v)
 }
 
 bool
-corral_l1_del(struct corral_l1 *l1, const void *key, size_t keylen)
+corral_l1_del(struct corral_l1 *l1, const void *key, size_t keylen,
+              uint64_t hash)
 {
-    struct corral_value **slot =
-        lookup(l1, key, keylen, hash_key(l1, key, keylen));
+    struct corral_dict_link **slot = lookup(l1, key, keylen, hash);
     if (*slot == NULL)
         return false;
     unlink_value(l1, slot);
@@ -353,9 +334,9 @@ size_t
 corral_l1_clear(struct corral_l1 *l1)
 {
     size_t n = 0;
-    for (size_t i = 0; i <= l1->mask; i++)
-        while (l1->buckets[i] != NULL) {
-            unlink_value(l1, &l1->buckets[i]);
+    for (size_t i = 0; i <= l1->table.mask; i++)
+        while (l1->table.buckets[i] != NULL) {
+            unlink_value(l1, &l1->table.buckets[i]);
             n++;
         }
     return n;
@@ -365,16 +346,16 @@ size_t
 corral_l1_sweep(struct corral_l1 *l1, uint64_t now_ms, size_t max_buckets)
 {
     size_t dropped = 0;
-    for (size_t n = 0; n < max_buckets && n <= l1->mask; n++) {
+    for (size_t n = 0; n < max_buckets && n <= l1->table.mask; n++) {
         size_t i = l1->sweep_cursor;
-        l1->sweep_cursor = (i + 1) & l1->mask;
-        struct corral_value **slot = &l1->buckets[i];
+        l1->sweep_cursor = (i + 1) & l1->table.mask;
+        struct corral_dict_link **slot = &l1->table.buckets[i];
         while (*slot != NULL) {
-            if (now_ms >= value_keep_until(*slot)) {
+            if (now_ms >= value_keep_until(value_of(*slot))) {
                 unlink_value(l1, slot);
                 dropped++;
             } else {
-                slot = &(*slot)->hnext;
+                slot = &(*slot)->next;
             }
         }
     }

@@ -1,6 +1,7 @@
 /* l1.h — the in-process store: a keyed hash table of values under a byte
  * budget, evicting with S3-FIFO. Every function that looks at freshness
- * takes now_ms; nothing here reads a clock or allocates on a hit. */
+ * takes now_ms; nothing here reads a clock, allocates or hashes a key on a
+ * hit: hash is always the key's corral_key_hash(). */
 #ifndef CORRAL_L1_H
 #define CORRAL_L1_H
 
@@ -39,18 +40,20 @@ void corral_l1_free(struct corral_l1 *l1);
 /* A fresh value for key, or NULL. Counts an access for eviction. An entry
  * past all its stale windows is dropped on the spot. Borrowed. */
 struct corral_value *corral_l1_get(struct corral_l1 *l1, const void *key,
-                                   size_t keylen, uint64_t now_ms);
+                                   size_t keylen, uint64_t hash,
+                                   uint64_t now_ms);
 /* The value for key, fresh or not (for stale answers). Borrowed. */
 struct corral_value *corral_l1_find(struct corral_l1 *l1, const void *key,
-                                    size_t keylen);
+                                    size_t keylen, uint64_t hash);
 
 /* Stores v (stamped) under its key, replacing an older value, evicting to
  * stay within budget. Takes a reference. Returns 0, -E2BIG (larger than the
  * whole budget; not stored) or -EINVAL (v is already in an L1). */
-int corral_l1_put(struct corral_l1 *l1, struct corral_value *v);
+int corral_l1_put(struct corral_l1 *l1, struct corral_value *v, uint64_t hash);
 
 /* Drops key. Returns true if it was there. */
-bool corral_l1_del(struct corral_l1 *l1, const void *key, size_t keylen);
+bool corral_l1_del(struct corral_l1 *l1, const void *key, size_t keylen,
+                   uint64_t hash);
 
 /* Drops every entry (purges were missed). Returns how many. */
 size_t corral_l1_clear(struct corral_l1 *l1);

@@ -386,7 +386,7 @@ static void
 parse_outcome(const redisReply *e, int *error, char *msg, size_t cap)
 {
     *error = -EIO;
-    snprintf(msg, cap, "upstream failed (elsewhere in the fleet)");
+    snprintf(msg, cap, "fill failed (elsewhere in the fleet)");
     if (e == NULL || e->type != REDIS_REPLY_STRING || e->len < 3)
         return;
     const char *p = e->str + 2, *end = e->str + e->len;

@@ -1,9 +1,10 @@
-/* siphash.c — SipHash-2-4 (Aumasson and Bernstein), 64-bit output.
- * Reads input byte-wise into little-endian words, so alignment and host
- * byte order do not matter. */
+/* siphash.c — SipHash-2-4 (Aumasson and Bernstein), 64-bit output, and
+ * the process's key seed. Reads input byte-wise into little-endian words,
+ * so alignment and host byte order do not matter. */
 #include "siphash.h"
 
 #include <string.h>
+#include <sys/random.h>
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
@@ -66,4 +67,18 @@ corral_siphash(const void *data, size_t len, const uint8_t key[16])
     SIPROUND;
     SIPROUND;
     return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint8_t corral_key_seed[16];
+
+/* Before main: every table hashes under the same seed from the first key
+ * on, with no check on the hit path. Forked workers share it. */
+__attribute__((constructor)) static void
+seed_init(void)
+{
+    if (getrandom(corral_key_seed, sizeof(corral_key_seed), 0) !=
+        sizeof(corral_key_seed)) {
+        /* No entropy source: still correct, only predictable. */
+        memcpy(corral_key_seed, "corral-key-seed!", sizeof(corral_key_seed));
+    }
 }

@@ -1,14 +1,16 @@
 /* value_impl.h — the layout of struct corral_value, private to libcorral.
  * One allocation: this header, then key | aux | content type | NUL | body |
  * NUL, so a hit's reads (header, key, the embedder's pre-rendered head)
- * share a few cache lines ahead of the body. The link fields belong to the L1 that holds the value (at most one);
- * everything else is fixed once the value is stored. */
+ * share a few cache lines ahead of the body. The link fields belong to the L1
+ * that holds the value (at most one); everything else is fixed once the value
+ * is stored. */
 #ifndef CORRAL_VALUE_IMPL_H
 #define CORRAL_VALUE_IMPL_H
 
 #include <sys/queue.h>
 
 #include "corral/value.h"
+#include "dict.h"
 
 enum value_flag {
     VALUE_STORED = 1 << 0,  /* stamped and immutable */
@@ -17,11 +19,11 @@ enum value_flag {
 };
 
 struct corral_value {
-    struct corral_value *hnext;         /* L1 bucket chain */
-    TAILQ_ENTRY(corral_value) qlink;    /* L1 S3-FIFO queue */
-    uint64_t stored_at;                 /* ms */
-    uint64_t expires_at;                /* ms */
-    uint32_t swr_ms, sie_ms;            /* stale windows, ms */
+    struct corral_dict_link hlink;   /* L1 bucket chain */
+    TAILQ_ENTRY(corral_value) qlink; /* L1 S3-FIFO queue */
+    uint64_t stored_at;              /* ms */
+    uint64_t expires_at;             /* ms */
+    uint32_t swr_ms, sie_ms;         /* stale windows, ms */
     uint32_t refs;
     uint32_t len; /* body bytes */
     uint16_t keylen, ctype_len, aux_len, aux_cap;
