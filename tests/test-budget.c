@@ -18,22 +18,6 @@
 static struct event_base *base;
 static int order; /* grants so far, to see the order */
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-run_for(int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
 struct call {
     int fired, error, rank;
     uint64_t ms, at;
@@ -87,10 +71,10 @@ test_window(void)
     CHECK_EQ_INT(ask(b, false, 5000, &c[3], NULL), 1);
     CHECK_EQ_INT(ask(b, false, 5000, &c[4], NULL), 1);
     CHECK_EQ_INT(ask(b, true, 5000, &c[5], NULL), 1);
-    run_for(200);
+    run_for(base, 200);
     for (int i = 2; i < 6; i++)
         CHECK_EQ_INT(c[i].fired, 0);
-    run_for(900);
+    run_for(base, 900);
     for (int i = 2; i < 6; i++) {
         CHECK_EQ_INT(c[i].fired, 1);
         CHECK_EQ_INT(c[i].error, 0);
@@ -127,7 +111,7 @@ test_refresh_share_cold_flood(void)
         CHECK(ask(b, false, 60000, &cold[i], NULL) >= 0);
     for (int i = 0; i < REFRESH; i++)
         CHECK_EQ_INT(ask(b, true, 60000, &refresh[i], NULL), 1);
-    run_for(700);
+    run_for(base, 700);
     /* Within about two windows every refresh went, cold ones waiting. */
     for (int i = 0; i < REFRESH; i++) {
         CHECK_EQ_INT(refresh[i].fired, 1);
@@ -166,7 +150,7 @@ test_certain_refusal_at_once(void)
     CHECK_EQ_INT(ask(b, false, 1500, &c[3], NULL), -EBUSY);
     CHECK(c[3].ms > 1900 && c[3].ms <= 2100);
     corral_budget_cancel(w);
-    run_for(300);
+    run_for(base, 300);
     CHECK_EQ_INT(c[1].fired + c[2].fired + c[3].fired, 0);
     struct corral_budget_stats st;
     corral_budget_stats(b, &st);
@@ -191,7 +175,7 @@ test_timeout_and_teardown(void)
     while (mono_ms() - t0 < 430)
         usleep(1000);
     CHECK_EQ_INT(corral_budget_try(other, false, &retry), 0);
-    run_for(400);
+    run_for(base, 400);
     CHECK_EQ_INT(c[1].fired, 1);
     CHECK_EQ_INT(c[1].error, -EBUSY);
     CHECK(c[1].ms > 0 && c[1].ms <= 420);
@@ -212,7 +196,7 @@ test_pause(void)
     corral_budget_pause(b, 200);
     CHECK_EQ_INT(ask(b, false, 5000, &c[1], NULL), -EBUSY);
     CHECK(c[1].ms > 150 && c[1].ms <= 200);
-    run_for(250);
+    run_for(base, 250);
     CHECK_EQ_INT(ask(b, false, 5000, &c[2], NULL), 0);
     /* Calls queued behind a window are refused when a pause comes. */
     struct corral_budget *r = budget("r", 1, 1000, 25, NULL);

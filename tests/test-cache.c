@@ -22,25 +22,6 @@ fake_clock(void *arg)
 static struct event_base *base;
 static int in_register; /* > 0 while inside a registering call */
 
-static void
-stop_cb(evutil_socket_t fd, short what, void *arg)
-{
-    *(bool *)arg = true;
-}
-
-/* Runs the loop for ms, whatever happens. */
-static void
-run_for(int ms)
-{
-    bool expired = false;
-    struct event *guard = evtimer_new(base, stop_cb, &expired);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(guard, &tv);
-    while (!expired)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(guard);
-}
-
 /* ---- computes ---- */
 
 struct compute {
@@ -220,7 +201,7 @@ static void
 run_until_fired(struct waiter *ws, int n, int ms)
 {
     for (int waited = 0; waited < ms && !all_fired(ws, n); waited += 10)
-        run_for(10);
+        run_for(base, 10);
 }
 
 /* ---- tests ---- */
@@ -342,7 +323,7 @@ test_deadline(void)
     }
     CHECK_EQ_INT(cp.calls, 1);
     CHECK_EQ_INT(cp.aborts, 1);
-    run_for(100);
+    run_for(base, 100);
     for (int i = 0; i < 100; i++)
         CHECK_EQ_INT(ws[i].fired, 1);
     struct corral_stats st;
@@ -394,7 +375,7 @@ test_cancel_self(void)
         fan[i].then = cancel_self;
         ask(c, "self", &cp, &fan[i], 5000);
     }
-    run_for(50);
+    run_for(base, 50);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(fan[i].fired, 1);
         CHECK_EQ_INT(fan[i].error, 0);
@@ -405,7 +386,7 @@ test_cancel_self(void)
     in_register++;
     got.handle = corral_get(c, "self", 4, waiter_cb, &got);
     in_register--;
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(hit.fired, 1);
     CHECK_EQ_INT(hit.error, 0);
     CHECK_EQ_INT(got.fired, 1);
@@ -444,7 +425,7 @@ test_tier_hangs(void)
     CHECK_EQ_INT(b.fired, 1);
     CHECK_EQ_INT(b.error, -ECANCELED);
     d.then = cancel_self; /* cancels itself in its timeout callback */
-    run_for(200);
+    run_for(base, 200);
     CHECK_EQ_INT(a.fired, 1);
     CHECK_EQ_INT(a.error, -ETIMEDOUT);
     CHECK_EQ_INT(b.fired, 1);
@@ -474,10 +455,10 @@ test_purge_during_fill(void)
 
     compute_init(&cp, "purged", 30);
     ask(c, "purged", &cp, &a, 5000);
-    run_for(10); /* past the tier lookup: computing */
+    run_for(base, 10); /* past the tier lookup: computing */
     CHECK_EQ_INT(corral_invalidate(c, "purged", 6), 0);
     ask(c, "purged", &cp, &b, 5000); /* joins the running fill */
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(a.fired, 1);
     CHECK_EQ_INT(a.error, 0);
     CHECK_EQ_INT(b.fired, 1);
@@ -487,7 +468,7 @@ test_purge_during_fill(void)
     corral_fake_tier_counts(tier, &counts);
     CHECK_EQ_INT(counts.sets, 0);
     ask(c, "purged", &cp, &d, 5000);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(d.fired, 1);
     CHECK_EQ_INT(cp.calls, 2); /* a new fill */
     CHECK(corral_cache_peek(c, "purged", 6) == d.value);
@@ -496,14 +477,14 @@ test_purge_during_fill(void)
     struct waiter e = {0}, f = {0};
     fake_now += 3600 * 1000;
     ask(c, "purged", &cp, &e, 5000);
-    run_for(10);
+    run_for(base, 10);
     corral_fake_tier_remote_invalidate(tier, "purged", 6);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(e.fired, 1);
     CHECK_EQ_INT(e.error, 0);
     CHECK(corral_cache_peek(c, "purged", 6) == NULL);
     ask(c, "purged", &cp, &f, 5000);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(cp.calls, 4);
     compute_finish(&cp);
     corral_cache_free(c);
@@ -529,13 +510,13 @@ test_remote_lease(void)
     corral_fake_tier_hold_lease(tier, "fleet", 5, 5000);
     for (int i = 0; i < 3; i++)
         ask(c, "fleet", &cp, &w[i], 1000);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(w[0].fired, 0); /* waiting on the other instance */
     struct corral_value *v = corral_value_new("fleet", 5, "remote", 6, "", 0);
     corral_value_set_times(v, fake_now, fake_now + 30000, 0, 0);
     corral_fake_tier_remote_fill(tier, v, 30000);
     corral_value_unref(v);
-    run_for(30);
+    run_for(base, 30);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(w[i].fired, 1);
         CHECK_EQ_INT(w[i].error, 0);
@@ -556,9 +537,9 @@ test_remote_lease(void)
     corral_fake_tier_hold_lease(tier, "orphan", 6, 50);
     for (int i = 0; i < 3; i++)
         ask(c, "orphan", &cp, &w[i], 100);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(w[0].fired, 0);
-    run_for(200);
+    run_for(base, 200);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(w[i].fired, 1);
         CHECK_EQ_INT(w[i].error, 0);
@@ -573,7 +554,7 @@ test_remote_lease(void)
     corral_fake_tier_hold_lease(tier, "failed", 6, 5000);
     for (int i = 0; i < 3; i++)
         ask(c, "failed", &cp, &w[i], 1000);
-    run_for(30);
+    run_for(base, 30);
     corral_fake_tier_remote_fill(tier, NULL, 0);
     run_until_fired(w, 3, 2000);
     for (int i = 0; i < 3; i++) {
@@ -615,11 +596,11 @@ test_fleet_failure_shared(void)
     corral_fake_tier_hold_lease(tier, "shared", 6, 5000);
     for (int i = 0; i < 3; i++)
         ask(c, "shared", &cp, &w[i], 1000);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w[0].fired, 0);
     corral_fake_tier_remote_fail(tier, "shared", 6, -ETIMEDOUT,
                                  "upstream timed out", 2000);
-    run_for(5);
+    run_for(base, 5);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(w[i].fired, 1);
         CHECK_EQ_INT(w[i].error, -ETIMEDOUT);
@@ -632,7 +613,7 @@ test_fleet_failure_shared(void)
     corral_fake_tier_counts(tier, &n0);
     memset(w, 0, sizeof(w));
     ask(c, "shared", &cp, &w[0], 1000);
-    run_for(5);
+    run_for(base, 5);
     corral_fake_tier_counts(tier, &n1);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(w[0].error, -ETIMEDOUT);
@@ -648,7 +629,7 @@ test_fleet_failure_shared(void)
     corral_fake_tier_remote_fail(tier, "marked", 6, -EIO, "bad gateway",
                                  3000);
     ask(c, "marked", &cp, &w[0], 1000);
-    run_for(10);
+    run_for(base, 10);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(w[0].error, -EIO);
     CHECK_EQ_STR(w[0].message, "bad gateway");
@@ -660,7 +641,7 @@ test_fleet_failure_shared(void)
     compute_init(&cp, "ownfail", 5);
     cp.fail = -EIO;
     ask(c, "ownfail", &cp, &w[0], 1000);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w[0].error, -EIO);
     corral_fake_tier_counts(tier, &n1);
     CHECK_EQ_INT(n1.failed, 1);
@@ -688,7 +669,7 @@ test_fleet_purge_races(void)
     compute_init(&cp, "reread", 5);
     ask(c, "reread", &cp, &w[0], 1000);
     corral_invalidate(c, "reread", 6); /* the read already ran */
-    run_for(80);
+    run_for(base, 80);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(w[0].error, 0);
     CHECK_EQ_STR(corral_value_body(w[0].value), "reread");
@@ -699,10 +680,10 @@ test_fleet_purge_races(void)
     compute_init(&cp, "takeover", 5);
     corral_fake_tier_hold_lease(tier, "takeover", 8, 5000);
     ask(c, "takeover", &cp, &w[0], 1000);
-    run_for(40);
+    run_for(base, 40);
     corral_invalidate(c, "takeover", 8); /* while waiting remotely */
     corral_fake_tier_remote_fill(tier, NULL, 0); /* the holder abandons */
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(cp.calls, 1);
     /* Fetched after the purge: stored. */
@@ -719,7 +700,7 @@ test_fleet_purge_races(void)
     corral_value_unref(ev);
     ask(c, "expiring", &cp, &w[0], 3000);
     fake_now += 15; /* expired by the time the answer lands */
-    run_for(60);
+    run_for(base, 60);
     fake_now -= 15;
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "last");
@@ -735,7 +716,7 @@ test_fleet_purge_races(void)
     struct corral_value *nv = tier_value("overtaken", "fresh");
     corral_fake_tier_remote_fill(tier, nv, 30000); /* before the answer */
     corral_value_unref(nv);
-    run_for(100);
+    run_for(base, 100);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "fresh");
     CHECK_EQ_INT(cp.calls, 0);
@@ -759,14 +740,14 @@ test_fleet_resync(void)
     compute_init(&cp, "kept", 1);
     compute_init(&slow, "slow", 50);
     ask(c, "kept", &cp, &w[0], 1000);
-    run_for(20);
+    run_for(base, 20);
     CHECK(corral_cache_peek(c, "kept", 4) != NULL);
     ask(c, "slow", &slow, &w[1], 1000);
-    run_for(10);
+    run_for(base, 10);
     CHECK_EQ_INT(slow.calls, 1);
     corral_fake_tier_resync(tier, true);
     CHECK(corral_cache_peek(c, "kept", 4) == NULL);
-    run_for(80);
+    run_for(base, 80);
     CHECK_EQ_INT(w[1].fired, 1); /* answered, but not stored */
     CHECK(corral_cache_peek(c, "slow", 4) == NULL);
     struct corral_stats st;
@@ -780,14 +761,14 @@ test_fleet_resync(void)
     compute_init(&cp, "quiet", 5);
     corral_fake_tier_hold_lease(tier, "quiet", 5, 5000);
     ask(c, "quiet", &cp, &w[0], 3000);
-    run_for(20);
+    run_for(base, 20);
     struct corral_value *v = tier_value("quiet", "landed");
     corral_fake_tier_ops.set(tier, v, 30000);
     corral_value_unref(v);
-    run_for(100);
+    run_for(base, 100);
     CHECK_EQ_INT(w[0].fired, 0); /* no word, next poll in a second */
     corral_fake_tier_resync(tier, false);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "landed");
     compute_finish(&cp);
@@ -797,12 +778,12 @@ test_fleet_resync(void)
     compute_init(&cp, "deaf", 5);
     corral_fake_tier_hold_lease(tier, "deaf", 4, 5000);
     ask(c, "deaf", &cp, &w[0], 3000);
-    run_for(20);
+    run_for(base, 20);
     corral_fake_tier_deaf(tier);
     v = tier_value("deaf", "heard");
     corral_fake_tier_ops.set(tier, v, 30000);
     corral_value_unref(v);
-    run_for(150);
+    run_for(base, 150);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "heard");
     CHECK_EQ_INT(cp.calls, 0);
@@ -838,7 +819,7 @@ test_fleet_unfit_and_unknown(void)
         .fn = compute_fn, .arg = &cp, .data = "fit", .data_len = 3, .fit = not_bad};
     w.handle = corral_get_or_compute(c, "fit", 3, &realtime, 1000, &how,
                                      waiter_cb, &w);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_STR(corral_value_body(w.value), "fit");
     CHECK_EQ_INT(cp.calls, 1);
@@ -854,7 +835,7 @@ test_fleet_unfit_and_unknown(void)
     compute_init(&cp, "unknown", 1);
     corral_fake_tier_unknown(tier, true);
     ask(c, "unknown", &cp, &w, 1000);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(w.error, 0);
     CHECK_EQ_INT(cp.calls, 1);
@@ -897,13 +878,13 @@ test_hold(void)
     w.handle = corral_get_or_compute(c, "held", 4, &realtime, 1000, &how,
                                      waiter_cb, &w);
     CHECK_EQ_INT(args_held, 1);
-    run_for(20); /* waiting on the other instance: held, not computing */
+    run_for(base, 20); /* waiting on the other instance: held, not computing */
     CHECK_EQ_INT(args_held, 1);
     CHECK_EQ_INT(cp.calls, 0);
     struct corral_value *v = tier_value("held", "remote");
     corral_fake_tier_remote_fill(tier, v, 30000);
     corral_value_unref(v);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(args_held, 0);
     /* A background refresh waiting remotely when the cache goes. */
@@ -913,10 +894,10 @@ test_hold(void)
         .fn = compute_fn, .arg = &cp, .data = "bg", .data_len = 2,
         .hold = hold_cb};
     CHECK_EQ_INT(corral_refresh(c, "bg", 2, &realtime, 1000, &bg), 0);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(args_held, 1);
     corral_cache_free(c);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(args_held, 0);
     compute_finish(&cp);
     corral_fake_tier_free(tier);
@@ -1291,13 +1272,13 @@ test_late_report_before_fanout(void)
     ask(c, "late2", &cp, &w, 20);
     ask(c, "other2", &other, &o, 20); /* settles by deadline too */
     usleep(60 * 1000); /* both deadlines and the answer are due at once */
-    run_for(100);       /* bounded: a lost waiter must fail, not hang */
+    run_for(base, 100);       /* bounded: a lost waiter must fail, not hang */
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(w.error, -ETIMEDOUT);
     CHECK_EQ_INT(o.fired, 1);
     CHECK_EQ_INT(o.error, -ETIMEDOUT);
     CHECK_EQ_INT(cp.calls, 1);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w.fired, 1);
     struct corral_stats st;
     corral_cache_stats(c, &st);
@@ -1506,7 +1487,7 @@ test_stale_while_revalidate(void)
         CHECK(ws[i].value == old);
     }
     CHECK_EQ_INT(corral_value_ttl_s(old, fake_now), -1); /* -0.5 s */
-    run_for(100);
+    run_for(base, 100);
     struct waiter fresh = {0};
     ask_with(c, "swr", &cp, &fresh, &swr_1s);
     while (!fresh.fired)
@@ -1612,7 +1593,7 @@ test_early_refresh(void)
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(hits[i].source, CORRAL_SOURCE_L1);
     compute_answer(&cp);
-    run_for(5);
+    run_for(base, 5);
     struct corral_stats st;
     corral_cache_stats(c, &st);
     CHECK_EQ_INT(st.early_refreshes, 1);
@@ -1643,7 +1624,7 @@ test_refresh_through_tier(void)
     s.beta = 1e9;
     struct waiter hit = {0};
     ask_with(c, "k", &cp, &hit, &s);
-    run_for(50);
+    run_for(base, 50);
     CHECK_EQ_INT(hit.source, CORRAL_SOURCE_L1);
     CHECK_EQ_INT(cp.calls, 2); /* the tier's copy was not taken */
     struct corral_value *v = corral_cache_peek(c, "k", 1);
@@ -1655,7 +1636,7 @@ test_refresh_through_tier(void)
     struct waiter st[5] = {{0}};
     for (int i = 0; i < 5; i++)
         ask_with(c, "k", &cp, &st[i], &s);
-    run_for(50);
+    run_for(base, 50);
     for (int i = 0; i < 5; i++)
         CHECK_EQ_INT(st[i].source, CORRAL_SOURCE_STALE);
     CHECK_EQ_INT(cp.calls, 2);
@@ -1663,7 +1644,7 @@ test_refresh_through_tier(void)
     corral_value_set_times(nv, fake_now, fake_now + 1000, 30000, 0);
     corral_fake_tier_remote_fill(t, nv, 31000);
     corral_value_unref(nv);
-    run_for(50);
+    run_for(base, 50);
     v = corral_cache_peek(c, "k", 1);
     CHECK(v != NULL && memcmp(corral_value_body(v), "remote", 6) == 0);
     CHECK_EQ_INT(cp.calls, 2);
@@ -1732,7 +1713,7 @@ test_fill_done_nostore(void)
     cp.nostore = true;
     struct waiter stale = {0};
     ask_with(c, "turns", &cp, &stale, &swr_1s);
-    run_for(50);
+    run_for(base, 50);
     CHECK_EQ_INT(stale.source, CORRAL_SOURCE_STALE);
     CHECK_EQ_INT(cp.calls, 2); /* the refresh ran */
     corral_fake_tier_counts(t, &n);
@@ -1786,7 +1767,7 @@ test_fill_done_capped(void)
     struct waiter w = {0};
     cp.delay_ms = -1;
     ask_with(c, "zero", &cp, &w, &s);
-    run_for(5);
+    run_for(base, 5);
     CHECK(cp.fill != NULL);
     struct corral_value *v = corral_value_new("zero", 4, "x", 1, NULL, 0);
     corral_fill_done_capped(cp.fill, v, 0);
@@ -1831,7 +1812,7 @@ test_stale_if_error_retry_answers_at_once(void)
     cp.fail = -ETIMEDOUT;
     struct waiter w1 = {0};
     ask_with(c, "sier", &cp, &w1, &s);
-    run_for(5);
+    run_for(base, 5);
     CHECK_EQ_INT(w1.fired, 0);
     compute_answer(&cp);
     wait_all(&w1, 1);
@@ -1863,7 +1844,7 @@ test_stale_if_error_retry_answers_at_once(void)
             CHECK(ws[i].value == old);
         }
         compute_answer(&cp); /* fails again, answering nobody */
-        run_for(2);
+        run_for(base, 2);
         struct waiter again = {0};
         ask_with(c, "sier", &cp, &again, &s);
         wait_all(&again, 1);
@@ -1878,7 +1859,7 @@ test_stale_if_error_retry_answers_at_once(void)
     wait_all(&last, 1);
     CHECK_EQ_INT(last.source, CORRAL_SOURCE_STALE_RETRY);
     compute_answer(&cp);
-    run_for(2);
+    run_for(base, 2);
     struct waiter fresh = {0};
     ask_with(c, "sier", &cp, &fresh, &s);
     wait_all(&fresh, 1);
@@ -1917,7 +1898,7 @@ test_stale_if_error_retry_through_tier(void)
     struct waiter ws[5] = {{0}};
     for (int i = 0; i < 5; i++)
         ask_with(c, "tk", &cp, &ws[i], &s);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(cp.calls, 1); /* the try runs */
     for (int i = 0; i < 5; i++) {
         CHECK_EQ_INT(ws[i].fired, 1);
@@ -1926,7 +1907,7 @@ test_stale_if_error_retry_through_tier(void)
               memcmp(corral_value_body(ws[i].value), "old", 3) == 0);
     }
     compute_answer(&cp);
-    run_for(5);
+    run_for(base, 5);
     struct corral_value *nv = corral_cache_peek(c, "tk", 2);
     CHECK(nv != NULL && memcmp(corral_value_body(nv), "tk", 2) == 0);
     compute_finish(&cp);
@@ -2069,7 +2050,7 @@ test_get_fit(void)
     corral_get_fit(c, "b", 1, refuse_fit, &asked, waiter_cb, &wb);
     corral_get_fit(c, "n", 1, refuse_fit, &asked, waiter_cb, &wn);
     in_register--;
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(asked, 2);
     CHECK_EQ_INT(wg.error, 0);
     CHECK_EQ_INT(wg.source, CORRAL_SOURCE_L2);
