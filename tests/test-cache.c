@@ -219,8 +219,7 @@ test_ten_thousand_waiters(void)
         ask(c, "popular", &cp, &ws[i], 5000);
     CHECK_EQ_INT(cp.calls, 1);
     CHECK_EQ_INT(ws[0].fired, 0); /* nothing answered inside the calls */
-    while (!all_fired(ws, MANY))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, MANY));
     struct corral_value *v = ws[0].value;
     CHECK(v != NULL);
     for (int i = 0; i < MANY; i++) {
@@ -244,8 +243,7 @@ test_ten_thousand_waiters(void)
     struct waiter late = {0};
     ask(c, "popular", &cp, &late, 0);
     CHECK_EQ_INT(late.fired, 0);
-    while (late.fired == 0)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, late.fired != 0);
     CHECK_EQ_INT(late.source, CORRAL_SOURCE_L1);
     CHECK(late.value == v);
     CHECK_EQ_INT(cp.calls, 1);
@@ -264,11 +262,7 @@ test_leader_fails(void)
     struct waiter ws[50] = {0};
     for (int i = 0; i < 50; i++)
         ask(c, "flaky", &cp, &ws[i], 5000);
-    bool done = false;
-    while (!done) {
-        event_base_loop(base, EVLOOP_ONCE);
-        done = all_fired(ws, 50);
-    }
+    WAIT_FOR(base, all_fired(ws, 50));
     for (int i = 0; i < 50; i++) {
         CHECK_EQ_INT(ws[i].fired, 1);
         CHECK_EQ_INT(ws[i].error, -EPROTO);
@@ -284,8 +278,7 @@ test_leader_fails(void)
     cp.fail = 0;
     struct waiter held = {0};
     ask(c, "flaky", &cp, &held, 5000);
-    while (!held.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, held.fired);
     CHECK_EQ_INT(held.error, -EPROTO);
     CHECK_EQ_STR(held.message, "upstream said no");
     CHECK(held.retry_after_ms > 0 && held.retry_after_ms <= 1000);
@@ -296,8 +289,7 @@ test_leader_fails(void)
     for (int i = 0; i < 5; i++)
         ask(c, "flaky", &cp, &again[i], 5000);
     CHECK_EQ_INT(cp.calls, 2);
-    while (!all_fired(again, 5))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(again, 5));
     for (int i = 0; i < 5; i++) {
         CHECK_EQ_INT(again[i].error, 0);
         CHECK(again[i].value == again[0].value);
@@ -315,8 +307,7 @@ test_deadline(void)
     struct waiter ws[100] = {0};
     for (int i = 0; i < 100; i++)
         ask(c, "hung", &cp, &ws[i], 60);
-    while (!all_fired(ws, 100))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 100));
     for (int i = 0; i < 100; i++) {
         CHECK_EQ_INT(ws[i].fired, 1);
         CHECK_EQ_INT(ws[i].error, -ETIMEDOUT);
@@ -336,8 +327,7 @@ test_deadline(void)
     late.abort_hook = false;
     struct waiter lw = {0};
     ask(c, "late", &late, &lw, 30);
-    while (!lw.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, lw.fired);
     CHECK_EQ_INT(lw.error, -ETIMEDOUT);
     CHECK(late.fill != NULL);
     compute_answer(&late);
@@ -956,8 +946,7 @@ test_cancel(void)
         CHECK_EQ_INT(ws[i].error, -ECANCELED);
         cancelled++;
     }
-    while (!all_fired(ws, N))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, N));
     CHECK_EQ_INT(cp.calls, 1);
     struct corral_value *v = NULL;
     for (int i = 0; i < N; i++) {
@@ -1077,8 +1066,7 @@ test_reentrancy(void)
     for (int i = 0; i < 3; i++)
         ask(c, "re", &reentrant_cp, &ws[i], 5000);
     ws[0].then = ask_again_and_invalidate;
-    while (!all_fired(ws, 3) || !reentrant_again.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 3) && reentrant_again.fired);
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(ws[i].error, 0);
     /* The new ask was a hit on the value just stored... */
@@ -1093,8 +1081,7 @@ test_reentrancy(void)
     struct waiter imm = {0};
     ask(c, "re", &reentrant_cp, &imm, 5000);
     CHECK_EQ_INT(imm.fired, 0);
-    while (!imm.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, imm.fired);
     CHECK_EQ_INT(imm.source, CORRAL_SOURCE_STORED);
     CHECK_EQ_INT(reentrant_cp.calls, 2);
 
@@ -1105,8 +1092,7 @@ test_reentrancy(void)
     for (int i = 0; i < 4; i++)
         ask(c, "re", &reentrant_cp, &fw[i], 5000);
     fw[1].then = free_from_callback;
-    while (!all_fired(fw, 4))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(fw, 4));
     CHECK_EQ_INT(fw[0].error, 0);
     CHECK_EQ_INT(fw[1].error, 0);
     CHECK_EQ_INT(fw[2].error, -ECANCELED);
@@ -1152,8 +1138,7 @@ test_ttl_fake_clock(void)
     in_register++;
     corral_get(c, "nope", 4, waiter_cb, &g);
     in_register--;
-    while (!g.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, g.fired);
     CHECK_EQ_INT(g.error, -ENOENT);
     corral_cache_free(c);
 }
@@ -1172,8 +1157,7 @@ test_tier_promotion(void)
     compute_init(&cp, "shared", 5);
     struct waiter wa = {0};
     ask(a, "shared", &cp, &wa, 5000);
-    while (!wa.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, wa.fired);
     CHECK_EQ_INT(wa.source, CORRAL_SOURCE_STORED);
     uint64_t expires = corral_value_expires_at(wa.value);
 
@@ -1182,8 +1166,7 @@ test_tier_promotion(void)
     struct waiter wb[3] = {0};
     for (int i = 0; i < 3; i++)
         ask(b, "shared", &cp, &wb[i], 5000);
-    while (!all_fired(wb, 3))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(wb, 3));
     CHECK_EQ_INT(cp.calls, 1);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(wb[i].error, 0);
@@ -1211,8 +1194,7 @@ test_tier_promotion(void)
     corral_value_unref(pv);
     struct waiter g = {0};
     corral_get(b, "p", 1, waiter_cb, &g);
-    while (!g.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, g.fired);
     CHECK_EQ_INT(g.error, 0);
     CHECK_EQ_INT(g.source, CORRAL_SOURCE_L2);
 
@@ -1247,8 +1229,7 @@ test_max_waiters(void)
     struct waiter ws[5] = {0};
     for (int i = 0; i < 5; i++)
         ask(c, "busy", &cp, &ws[i], 5000);
-    while (!all_fired(ws, 5))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 5));
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(ws[i].error, 0);
     CHECK_EQ_INT(ws[3].error, -EAGAIN);
@@ -1306,8 +1287,7 @@ test_cancel_queued_hit(void)
     ask(c, "q", &cp, &ws[1], 0);
     ws[0].then = cancel_other;
     cancel_target = &ws[1];
-    while (!all_fired(ws, 2))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 2));
     CHECK_EQ_INT(ws[0].error, 0);
     CHECK_EQ_INT(ws[0].source, CORRAL_SOURCE_L1);
     CHECK_EQ_INT(ws[1].fired, 1);
@@ -1332,8 +1312,7 @@ test_get_with_fallback(void)
                                                 &cp, waiter_cb, &ws[i]);
         in_register--;
     }
-    while (!all_fired(ws, 3))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 3));
     CHECK_EQ_INT(cp.calls, 1);
     CHECK_EQ_INT(ws[0].source, CORRAL_SOURCE_STORED);
     CHECK(ws[1].value == ws[0].value && ws[2].value == ws[0].value);
@@ -1349,8 +1328,7 @@ ask_once(struct corral_cache *c, const char *key, struct compute *cp)
 {
     struct waiter w = {0};
     ask(c, key, cp, &w, 5000);
-    while (!w.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, w.fired);
     return w;
 }
 
@@ -1427,8 +1405,7 @@ test_backoff_retry_after(void)
     struct waiter w[3] = {{0}};
     for (int i = 0; i < 3; i++) {
         corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &w[i]);
-        while (!w[i].fired)
-            event_base_loop(base, EVLOOP_ONCE);
+        WAIT_FOR(base, w[i].fired);
         CHECK_EQ_INT(w[i].error, -EBUSY);
         fake_now += 1000;
     }
@@ -1439,8 +1416,7 @@ test_backoff_retry_after(void)
     fake_now += 3000;
     struct waiter again = {0};
     corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &again);
-    while (!again.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, again.fired);
     CHECK_EQ_INT(calls, 2);
     corral_cache_free(c);
 }
@@ -1469,8 +1445,7 @@ test_stale_while_revalidate(void)
     compute_init(&cp, "swr", 50);
     struct waiter first = {0};
     ask_with(c, "swr", &cp, &first, &swr_1s);
-    while (!first.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, first.fired);
     struct corral_value *old = first.value;
     corral_value_ref(old);
     fake_now += 1500; /* expired 0.5 s ago, inside the window */
@@ -1490,8 +1465,7 @@ test_stale_while_revalidate(void)
     run_for(base, 100);
     struct waiter fresh = {0};
     ask_with(c, "swr", &cp, &fresh, &swr_1s);
-    while (!fresh.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, fresh.fired);
     CHECK_EQ_INT(fresh.source, CORRAL_SOURCE_L1);
     CHECK(fresh.value != old);
     CHECK_EQ_INT(cp.calls, 2);
@@ -1503,8 +1477,7 @@ test_stale_while_revalidate(void)
     fake_now += 1000 + 30000;
     struct waiter late = {0};
     ask_with(c, "swr", &cp, &late, &swr_1s);
-    while (!late.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, late.fired);
     CHECK_EQ_INT(late.source, CORRAL_SOURCE_STORED);
     CHECK_EQ_INT(cp.calls, 3);
     corral_value_unref(old);
@@ -1523,16 +1496,14 @@ test_stale_if_error(void)
     compute_init(&cp, "sie", 10);
     struct waiter first = {0};
     ask_with(c, "sie", &cp, &first, &s);
-    while (!first.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, first.fired);
     fake_now += 2000;
     cp.fail = -EIO;
     struct waiter ws[10] = {{0}};
     for (int i = 0; i < 10; i++)
         ask_with(c, "sie", &cp, &ws[i], &s);
     CHECK_EQ_INT(ws[0].fired, 0); /* waiting for the fill: no swr */
-    while (!all_fired(ws, 10))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 10));
     for (int i = 0; i < 10; i++) {
         CHECK_EQ_INT(ws[i].error, 0);
         CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE_ERROR);
@@ -1565,8 +1536,7 @@ test_early_refresh(void)
     ask_with(c, "hot", &cp, &first, &s);
     fake_now += 1000; /* the fill takes 1 s */
     compute_answer(&cp);
-    while (!first.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, first.fired);
     struct corral_value *v = first.value;
     uint64_t exp = corral_value_expires_at(v);
     /* Far from expiry (over 36.7 fill times): never. */
@@ -1588,8 +1558,7 @@ test_early_refresh(void)
     for (int i = 0; i < 3; i++)
         ask_with(c, "hot", &cp, &hits[i], &s);
     CHECK_EQ_INT(cp.calls, 2);
-    while (!all_fired(hits, 3))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(hits, 3));
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(hits[i].source, CORRAL_SOURCE_L1);
     compute_answer(&cp);
@@ -1617,8 +1586,7 @@ test_refresh_through_tier(void)
     compute_init(&cp, "k", 5);
     struct waiter w = {0};
     ask_with(c, "k", &cp, &w, &s);
-    while (!w.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, w.fired);
     uint64_t exp = corral_value_expires_at(w.value);
     fake_now = exp - 1;
     s.beta = 1e9;
@@ -1671,8 +1639,7 @@ test_fill_done_nostore(void)
     struct waiter ws[5] = {{0}};
     for (int i = 0; i < 5; i++)
         ask_with(c, "pass", &cp, &ws[i], &swr_1s);
-    while (!all_fired(ws, 5))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 5));
     CHECK_EQ_INT(cp.calls, 1);
     for (int i = 0; i < 5; i++) {
         CHECK_EQ_INT(ws[i].error, 0);
@@ -1691,8 +1658,7 @@ test_fill_done_nostore(void)
     /* The next caller computes again. */
     struct waiter again = {0};
     ask_with(c, "pass", &cp, &again, &swr_1s);
-    while (!again.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, again.fired);
     CHECK_EQ_INT(cp.calls, 2);
     CHECK(again.nostore);
     struct corral_stats st;
@@ -1705,8 +1671,7 @@ test_fill_done_nostore(void)
     compute_init(&cp, "turns", 10);
     struct waiter kept = {0};
     ask_with(c, "turns", &cp, &kept, &swr_1s);
-    while (!kept.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, kept.fired);
     CHECK(!kept.nostore);
     CHECK(corral_cache_peek(c, "turns", 5) != NULL);
     fake_now += 1500; /* expired, inside its stale window */
@@ -1720,8 +1685,7 @@ test_fill_done_nostore(void)
     CHECK_EQ_INT(n.dels, 1);
     struct waiter after = {0};
     ask_with(c, "turns", &cp, &after, &swr_1s);
-    while (!after.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, after.fired);
     CHECK_EQ_INT(after.source, CORRAL_SOURCE_STORED);
     CHECK(after.nostore);
     CHECK_EQ_INT(cp.calls, 3);
@@ -1755,8 +1719,7 @@ test_fill_done_capped(void)
         cp.cap_ms = cases[i].cap;
         struct waiter w = {0};
         ask_with(c, key, &cp, &w, &s);
-        while (!w.fired)
-            event_base_loop(base, EVLOOP_ONCE);
+        WAIT_FOR(base, w.fired);
         CHECK(!w.nostore);
         CHECK(w.lifetime_ms >= cases[i].lo && w.lifetime_ms <= cases[i].hi);
         CHECK(corral_cache_peek(c, key, strlen(key)) != NULL);
@@ -1771,8 +1734,7 @@ test_fill_done_capped(void)
     CHECK(cp.fill != NULL);
     struct corral_value *v = corral_value_new("zero", 4, "x", 1, NULL, 0);
     corral_fill_done_capped(cp.fill, v, 0);
-    while (!w.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, w.fired);
     CHECK(w.nostore);
     CHECK(corral_cache_peek(c, "zero", 4) == NULL);
     compute_finish(&cp);
@@ -1783,9 +1745,7 @@ test_fill_done_capped(void)
 static void
 wait_all(struct waiter *ws, int n)
 {
-    for (int i = 0; i < 100000 && !all_fired(ws, n); i++)
-        event_base_loop(base, EVLOOP_ONCE);
-    CHECK(all_fired(ws, n));
+    WAIT_FOR(base, all_fired(ws, n));
 }
 
 /* Issue 19 (3): inside stale_if_error, the try after each backoff step

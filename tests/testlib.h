@@ -109,6 +109,14 @@ testlib_guard(struct event_base *base, unsigned ms, bool *expired)
         event_free(guard_);                                                    \
     } while (0)
 
+/* Runs base's loop until cond holds, a failed check when it never does
+ * (the bound is for a hang, not a measure: valgrind is slow). */
+#define WAIT_FOR(base, cond)                                                   \
+    do {                                                                       \
+        RUN_UNTIL((base), (cond), 30000);                                      \
+        CHECK(cond);                                                           \
+    } while (0)
+
 /* Runs base's loop for ms, whatever is pending. */
 static inline void
 run_for(struct event_base *base, unsigned ms)
