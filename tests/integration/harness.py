@@ -34,6 +34,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 checks = 0
 failures = 0
+missing = []  # tools a part of the test needed and did not find
 
 
 def check(cond, msg):
@@ -55,6 +56,24 @@ def require(cond, msg):
 
 def check_eq(got, want, msg):
     check(got == want, f"{msg}: got {got!r}, want {want!r}")
+
+
+def tool(name):
+    """The path of a program a part of the test needs, or None when it is
+    not installed. Then the caller skips that part, and the test, when
+    nothing failed, exits 77 (meson's skip) instead of passing: a check
+    that did not run is never counted as one that passed."""
+    path = shutil.which(name)
+    if path is None:
+        cannot_run(f"{name} is not installed")
+    return path
+
+
+def cannot_run(why):
+    """A part of the test could not run here (why): the test ends as a
+    skip (77) unless something failed."""
+    print(f"# skipped part: {why}")
+    missing.append(why)
 
 
 def children(pid):
@@ -593,4 +612,9 @@ def done(name):
     if failures:
         print(f"FAIL {name} ({failures} of {checks} checks)", file=sys.stderr)
         sys.exit(1)
+    require(checks > 0, f"{name} checked nothing")
+    if missing:
+        print(f"SKIP {name} ({checks} checks passed; not run: "
+              f"{'; '.join(missing)})")
+        sys.exit(77)
     print(f"ok {name} ({checks} checks)")
