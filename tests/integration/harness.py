@@ -453,6 +453,44 @@ class Response:
         return f"<{self.status} {self.headers} {self.body[:200]!r}>"
 
 
+def parse_metrics(text):
+    """{(name, frozenset(labels)): value} of a Prometheus text scrape."""
+    out = {}
+    for line in text.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        labels = frozenset()
+        if "{" in name:
+            name, _, rest = name.partition("{")
+            labels = frozenset(
+                tuple(p.split("=", 1)) for p in
+                rest.rstrip("}").replace('"', "").split(",") if p)
+        out[(name, labels)] = float(value)
+    return out
+
+
+def max_in_window(times, window):
+    """The most of the sorted times in any window of that length."""
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def fleet_of_two(timeout="200ms"):
+    """What most fleet tests start with: an origin, a redis-server and two
+    corrals sharing it (fleet_config), each with an admin listener and
+    Redis up. Returns (origin, redis, a, b)."""
+    w = World()
+    origin = w.start_origin()
+    redis = w.start_redis()
+    a, b = w.start_fleet(fleet_config(origin, redis.port, timeout=timeout))
+    return origin, redis, a, b
+
+
 class Corral:
     def __init__(self, port, proc, admin_port=None, logpath=None):
         self.port = port
@@ -483,20 +521,7 @@ class Corral:
 
     def metrics(self):
         """{(name, frozenset(labels)): value} of a /metrics scrape."""
-        r = self.admin("GET", "/metrics", token=None)
-        out = {}
-        for line in r.body.decode().splitlines():
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.rpartition(" ")
-            labels = frozenset()
-            if "{" in name:
-                name, _, rest = name.partition("{")
-                labels = frozenset(
-                    tuple(p.split("=", 1)) for p in
-                    rest.rstrip("}").replace('"', "").split(",") if p)
-            out[(name, labels)] = float(value)
-        return out
+        return parse_metrics(self.admin("GET", "/metrics", token=None).body)
 
     def log(self):
         """What it wrote on stderr so far (started with log=True)."""

@@ -12,8 +12,8 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import (World, check, check_eq, done, free_port, request, tool,
-                     wait_port)
+from harness import (World, check, check_eq, done, free_port, parse_metrics,
+                     request, tool, wait_port)
 import asyncio
 
 w = World()
@@ -55,18 +55,7 @@ def metrics(port):
     check_eq(r.status, 200, "metrics: 200")
     check(r.headers["content-type"].startswith("text/plain; version=0.0.4"),
           f"metrics: content type {r.headers['content-type']}")
-    out = {}
-    for line in r.body.decode().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        labels = frozenset()
-        if "{" in name:
-            name, _, rest = name.partition("{")
-            labels = frozenset(tuple(p.split("=", 1)) for p in
-                               rest.rstrip("}").replace('"', "").split(","))
-        out[(name, labels)] = float(value)
-    return out, r.body
+    return parse_metrics(r.body), r.body
 
 
 def req_count(m, route, result):
