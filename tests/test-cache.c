@@ -1253,7 +1253,7 @@ test_late_report_before_fanout(void)
     ask(c, "late2", &cp, &w, 20);
     ask(c, "other2", &other, &o, 20); /* settles by deadline too */
     usleep(60 * 1000); /* both deadlines and the answer are due at once */
-    run_for(base, 100);       /* bounded: a lost waiter must fail, not hang */
+    run_for(base, 100); /* bounded: a lost waiter must fail, not hang */
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(w.error, -ETIMEDOUT);
     CHECK_EQ_INT(o.fired, 1);

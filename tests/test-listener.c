@@ -26,7 +26,7 @@ static struct event_base *base;
 
 struct accepted {
     int calls;
-    int blocking; /* accepted sockets without O_NONBLOCK */
+    int blocking;  /* accepted sockets without O_NONBLOCK */
     int inherited; /* accepted sockets without FD_CLOEXEC */
 };
 
@@ -45,9 +45,8 @@ static struct corral_listener *
 listen_on(const char *host, uint16_t port, bool reuse_port, struct accepted *a)
 {
     char err[256] = "";
-    struct corral_listener *l =
-        corral_listener_new(base, host, port, 0, reuse_port, on_accept, a,
-                            err, sizeof err);
+    struct corral_listener *l = corral_listener_new(
+        base, host, port, 0, reuse_port, on_accept, a, err, sizeof err);
     if (l == NULL)
         fprintf(stderr, "listen %s:%u: %s\n", host, (unsigned)port, err);
     return l;
@@ -234,14 +233,13 @@ test_port_in_use(void)
     CHECK(l != NULL);
     uint16_t port = corral_listener_port(l);
     char err[256] = "", want[64];
-    CHECK(corral_listener_new(base, "127.0.0.1", port, 0, false, on_accept,
-                              &a, err, sizeof err) == NULL);
+    CHECK(corral_listener_new(base, "127.0.0.1", port, 0, false, on_accept, &a,
+                              err, sizeof err) == NULL);
     snprintf(want, sizeof want, "listen 127.0.0.1:%u: ", (unsigned)port);
     CHECK(strncmp(err, want, strlen(want)) == 0);
     CHECK(strstr(err, strerror(EADDRINUSE)) != NULL);
-    CHECK_EQ_INT(corral_listen_socket("127.0.0.1", port, 0, false, err,
-                                      sizeof err),
-                 -1);
+    CHECK_EQ_INT(
+        corral_listen_socket("127.0.0.1", port, 0, false, err, sizeof err), -1);
     corral_listener_free(l);
 
     l = listen_on("127.0.0.1", 0, true, &a);

@@ -81,7 +81,8 @@ inst_new(uint64_t timeout_ms, struct events *ev)
     CHECK(i.tier != NULL);
     if (ev != NULL)
         corral_redis_tier_ops.listen(i.tier, &events, ev);
-    RUN_UNTIL(base, corral_redis_ready(i.conn) && corral_redis_listening(i.conn),
+    RUN_UNTIL(base,
+              corral_redis_ready(i.conn) && corral_redis_listening(i.conn),
               2000);
     CHECK(corral_redis_ready(i.conn));
     if (ev != NULL) {
@@ -383,7 +384,8 @@ test_purges(void)
     struct done d = {0};
     corral_redis_tier_ops.del(a.tier, "/p", 2, done_cb, &d);
     CHECK_EQ_INT(d.calls, 0);
-    RUN_UNTIL(base, d.calls > 0 && eb.invalidated > 0 && ea.invalidated > 0, 2000);
+    RUN_UNTIL(base, d.calls > 0 && eb.invalidated > 0 && ea.invalidated > 0,
+              2000);
     CHECK_EQ_INT(d.error, 0);
     CHECK_EQ_INT(eb.invalidated, 1);
     CHECK_EQ_STR(eb.key, "/p");
