@@ -6,21 +6,13 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "corral/cache.h"
+#include "testlib.h"
 
 #define KEYS 100000
 #define LOOKUPS 10000000
 #define BODY 1024
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int
 main(void)
@@ -37,7 +29,7 @@ main(void)
 
     size_t heap0 = mallinfo2().uordblks;
     size_t payload = 0;
-    double t0 = now_s();
+    double t0 = mono_s();
     for (int i = 0; i < KEYS; i++) {
         size_t kl = strlen(keys[i]);
         struct corral_value *v =
@@ -46,18 +38,18 @@ main(void)
         corral_value_unref(v);
         payload += kl + sizeof(body);
     }
-    double t1 = now_s();
+    double t1 = mono_s();
     size_t heap1 = mallinfo2().uordblks;
 
     unsigned long found = 0;
     unsigned x = 12345;
-    double t2 = now_s();
+    double t2 = mono_s();
     for (int i = 0; i < LOOKUPS; i++) {
         x = x * 1103515245u + 12345u;
         const char *k = keys[(x >> 8) % KEYS];
         found += corral_cache_peek(c, k, strlen(k)) != NULL;
     }
-    double t3 = now_s();
+    double t3 = mono_s();
 
     printf("inserts: %.0f/s (%d keys, %d B bodies)\n", KEYS / (t1 - t0), KEYS,
            BODY);

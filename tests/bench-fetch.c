@@ -7,24 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include <event2/event.h>
 
 #include "fetch.h"
+#include "testlib.h"
 
 static struct event_base *base;
 static struct corral_fetch_upstream *up;
 static unsigned long left, done, failed, want;
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static double
 cpu_s(void)
@@ -92,12 +83,12 @@ main(int argc, char **argv)
     done = failed = 0;
     left = n - c;
     want = n;
-    t0 = now_s();
+    t0 = mono_s();
     c0 = cpu_s();
     for (i = 0; i < c; i++)
         corral_fetch_get(up, "/bench.json", got, NULL);
     event_base_dispatch(base);
-    wall = now_s() - t0;
+    wall = mono_s() - t0;
     cpu = cpu_s() - c0;
     printf("%lu calls, %lu failed, %lu in flight: %.1f us CPU and %.1f us "
            "wall per call\n",

@@ -7,20 +7,12 @@
 #include <regex.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "pattern.h"
+#include "testlib.h"
 
 #define N 1000
 #define MATCHES 1000000
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static size_t
 heap(void)
@@ -42,19 +34,19 @@ run(const char *src, const char *value)
     for (int i = 0; i < N; i++)
         regcomp(&re[i], src, REG_EXTENDED | REG_NOSUB);
     size_t posix_bytes = (heap() - h0) / N;
-    t0 = now_s();
+    t0 = mono_s();
     for (int i = 0; i < MATCHES; i++)
         hits += regexec(&re[i % 8], value, 0, NULL, 0) == 0;
-    posix_ns = (now_s() - t0) * 1e9 / MATCHES;
+    posix_ns = (mono_s() - t0) * 1e9 / MATCHES;
 
     h0 = heap();
     for (int i = 0; i < N; i++)
         cp[i] = corral_pattern_new(src, err, sizeof(err));
     size_t ours_bytes = (heap() - h0) / N;
-    t0 = now_s();
+    t0 = mono_s();
     for (int i = 0; i < MATCHES; i++)
         hits += corral_pattern_match(cp[i % 8], value, len);
-    ours_ns = (now_s() - t0) * 1e9 / MATCHES;
+    ours_ns = (mono_s() - t0) * 1e9 / MATCHES;
 
     printf("%-28s regcomp %7zu B, %6.1f ns/match | corral_pattern (%s) "
            "%5zu B, %5.1f ns/match | %d hits\n",

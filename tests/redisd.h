@@ -1,8 +1,8 @@
 /* redisd.h — a real redis-server for the unit tests that need one: started
  * on a free loopback port in a temp dir, stopped (SIGSTOP/SIGCONT), killed
- * and started again on the same port, and a few helpers to drive a libevent
- * loop for a while and to talk to Redis synchronously. Header-only, for
- * tests. A test without redis-server exits 77 (skipped). */
+ * and started again on the same port, and a few helpers to talk to Redis
+ * synchronously. Header-only, for tests. A test without redis-server exits
+ * 77 (skipped). */
 #ifndef CORRAL_TEST_REDISD_H
 #define CORRAL_TEST_REDISD_H
 
@@ -30,14 +30,6 @@ static struct event_base *base;
 static uint16_t redisd_port;
 static pid_t redisd_pid = -1;
 static char redisd_dir[64];
-
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static uint16_t
 free_port(void)
@@ -147,25 +139,5 @@ redisd_setup(void)
     redisd_port = free_port();
     CHECK(redisd_start());
 }
-
-/* Runs the loop for ms. */
-static void
-run_for(int ms)
-{
-    uint64_t end = mono_ms() + (uint64_t)ms;
-    struct timeval tick = {0, 5000};
-    while (mono_ms() < end) {
-        event_base_loopexit(base, &tick);
-        event_base_dispatch(base);
-    }
-}
-
-/* Runs the loop until cond holds or ms pass. */
-#define RUN_UNTIL(cond, ms)                                                  \
-    do {                                                                     \
-        uint64_t end_ = mono_ms() + (uint64_t)(ms);                          \
-        while (!(cond) && mono_ms() < end_)                                  \
-            run_for(5);                                                      \
-    } while (0)
 
 #endif

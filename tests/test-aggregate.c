@@ -103,20 +103,10 @@ got_cb(const struct corral_result *res, void *arg)
     }
 }
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void
 run_until(const int *fired, int want)
 {
-    uint64_t end = mono_ms() + 10000;
-    while (*fired < want && mono_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, *fired >= want);
     CHECK_EQ_INT(*fired, want);
 }
 

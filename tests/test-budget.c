@@ -30,15 +30,6 @@ fake_clock(void *arg)
 
 static const struct corral_clock clock_ = {fake_clock, NULL};
 
-/* Runs the loop for ms of real time; the fake clock stands still. */
-static void
-run_for(int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
 /* Lets ms pass on both clocks, in steps of 5 ms: the fake clock moves
  * first, so a timer the budget armed for a time on it finds that time
  * come when it fires. */
@@ -47,7 +38,7 @@ elapse(int ms)
 {
     for (int t = 0; t < ms; t += 5) {
         fake_now += 5;
-        run_for(5);
+        run_for(base, 5);
     }
 }
 
@@ -210,7 +201,7 @@ test_timeout_and_teardown(void)
     fake_now += 430;
     CHECK_EQ_INT(corral_budget_try(other, false, &retry), 0);
     fake_now += 200;
-    run_for(700);
+    run_for(base, 700);
     CHECK_EQ_INT(c[1].fired, 1);
     CHECK_EQ_INT(c[1].error, -EBUSY);
     CHECK_EQ_INT(c[1].ms, 220);

@@ -22,25 +22,6 @@ fake_clock(void *arg)
 static struct event_base *base;
 static int in_register; /* > 0 while inside a registering call */
 
-static void
-stop_cb(evutil_socket_t fd, short what, void *arg)
-{
-    *(bool *)arg = true;
-}
-
-/* Runs the loop for ms, whatever happens. */
-static void
-run_for(int ms)
-{
-    bool expired = false;
-    struct event *guard = evtimer_new(base, stop_cb, &expired);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(guard, &tv);
-    while (!expired)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(guard);
-}
-
 /* ---- computes ---- */
 
 struct compute {
@@ -220,7 +201,7 @@ static void
 run_until_fired(struct waiter *ws, int n, int ms)
 {
     for (int waited = 0; waited < ms && !all_fired(ws, n); waited += 10)
-        run_for(10);
+        run_for(base, 10);
 }
 
 /* ---- tests ---- */
@@ -238,8 +219,7 @@ test_ten_thousand_waiters(void)
         ask(c, "popular", &cp, &ws[i], 5000);
     CHECK_EQ_INT(cp.calls, 1);
     CHECK_EQ_INT(ws[0].fired, 0); /* nothing answered inside the calls */
-    while (!all_fired(ws, MANY))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, MANY));
     struct corral_value *v = ws[0].value;
     CHECK(v != NULL);
     for (int i = 0; i < MANY; i++) {
@@ -263,8 +243,7 @@ test_ten_thousand_waiters(void)
     struct waiter late = {0};
     ask(c, "popular", &cp, &late, 0);
     CHECK_EQ_INT(late.fired, 0);
-    while (late.fired == 0)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, late.fired != 0);
     CHECK_EQ_INT(late.source, CORRAL_SOURCE_L1);
     CHECK(late.value == v);
     CHECK_EQ_INT(cp.calls, 1);
@@ -283,11 +262,7 @@ test_leader_fails(void)
     struct waiter ws[50] = {0};
     for (int i = 0; i < 50; i++)
         ask(c, "flaky", &cp, &ws[i], 5000);
-    bool done = false;
-    while (!done) {
-        event_base_loop(base, EVLOOP_ONCE);
-        done = all_fired(ws, 50);
-    }
+    WAIT_FOR(base, all_fired(ws, 50));
     for (int i = 0; i < 50; i++) {
         CHECK_EQ_INT(ws[i].fired, 1);
         CHECK_EQ_INT(ws[i].error, -EPROTO);
@@ -303,8 +278,7 @@ test_leader_fails(void)
     cp.fail = 0;
     struct waiter held = {0};
     ask(c, "flaky", &cp, &held, 5000);
-    while (!held.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, held.fired);
     CHECK_EQ_INT(held.error, -EPROTO);
     CHECK_EQ_STR(held.message, "upstream said no");
     CHECK(held.retry_after_ms > 0 && held.retry_after_ms <= 1000);
@@ -315,8 +289,7 @@ test_leader_fails(void)
     for (int i = 0; i < 5; i++)
         ask(c, "flaky", &cp, &again[i], 5000);
     CHECK_EQ_INT(cp.calls, 2);
-    while (!all_fired(again, 5))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(again, 5));
     for (int i = 0; i < 5; i++) {
         CHECK_EQ_INT(again[i].error, 0);
         CHECK(again[i].value == again[0].value);
@@ -334,15 +307,14 @@ test_deadline(void)
     struct waiter ws[100] = {0};
     for (int i = 0; i < 100; i++)
         ask(c, "hung", &cp, &ws[i], 60);
-    while (!all_fired(ws, 100))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 100));
     for (int i = 0; i < 100; i++) {
         CHECK_EQ_INT(ws[i].fired, 1);
         CHECK_EQ_INT(ws[i].error, -ETIMEDOUT);
     }
     CHECK_EQ_INT(cp.calls, 1);
     CHECK_EQ_INT(cp.aborts, 1);
-    run_for(100);
+    run_for(base, 100);
     for (int i = 0; i < 100; i++)
         CHECK_EQ_INT(ws[i].fired, 1);
     struct corral_stats st;
@@ -355,8 +327,7 @@ test_deadline(void)
     late.abort_hook = false;
     struct waiter lw = {0};
     ask(c, "late", &late, &lw, 30);
-    while (!lw.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, lw.fired);
     CHECK_EQ_INT(lw.error, -ETIMEDOUT);
     CHECK(late.fill != NULL);
     compute_answer(&late);
@@ -394,7 +365,7 @@ test_cancel_self(void)
         fan[i].then = cancel_self;
         ask(c, "self", &cp, &fan[i], 5000);
     }
-    run_for(50);
+    run_for(base, 50);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(fan[i].fired, 1);
         CHECK_EQ_INT(fan[i].error, 0);
@@ -405,7 +376,7 @@ test_cancel_self(void)
     in_register++;
     got.handle = corral_get(c, "self", 4, waiter_cb, &got);
     in_register--;
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(hit.fired, 1);
     CHECK_EQ_INT(hit.error, 0);
     CHECK_EQ_INT(got.fired, 1);
@@ -444,7 +415,7 @@ test_tier_hangs(void)
     CHECK_EQ_INT(b.fired, 1);
     CHECK_EQ_INT(b.error, -ECANCELED);
     d.then = cancel_self; /* cancels itself in its timeout callback */
-    run_for(200);
+    run_for(base, 200);
     CHECK_EQ_INT(a.fired, 1);
     CHECK_EQ_INT(a.error, -ETIMEDOUT);
     CHECK_EQ_INT(b.fired, 1);
@@ -474,10 +445,10 @@ test_purge_during_fill(void)
 
     compute_init(&cp, "purged", 30);
     ask(c, "purged", &cp, &a, 5000);
-    run_for(10); /* past the tier lookup: computing */
+    run_for(base, 10); /* past the tier lookup: computing */
     CHECK_EQ_INT(corral_invalidate(c, "purged", 6), 0);
     ask(c, "purged", &cp, &b, 5000); /* joins the running fill */
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(a.fired, 1);
     CHECK_EQ_INT(a.error, 0);
     CHECK_EQ_INT(b.fired, 1);
@@ -487,7 +458,7 @@ test_purge_during_fill(void)
     corral_fake_tier_counts(tier, &counts);
     CHECK_EQ_INT(counts.sets, 0);
     ask(c, "purged", &cp, &d, 5000);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(d.fired, 1);
     CHECK_EQ_INT(cp.calls, 2); /* a new fill */
     CHECK(corral_cache_peek(c, "purged", 6) == d.value);
@@ -496,14 +467,14 @@ test_purge_during_fill(void)
     struct waiter e = {0}, f = {0};
     fake_now += 3600 * 1000;
     ask(c, "purged", &cp, &e, 5000);
-    run_for(10);
+    run_for(base, 10);
     corral_fake_tier_remote_invalidate(tier, "purged", 6);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(e.fired, 1);
     CHECK_EQ_INT(e.error, 0);
     CHECK(corral_cache_peek(c, "purged", 6) == NULL);
     ask(c, "purged", &cp, &f, 5000);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(cp.calls, 4);
     compute_finish(&cp);
     corral_cache_free(c);
@@ -529,13 +500,13 @@ test_remote_lease(void)
     corral_fake_tier_hold_lease(tier, "fleet", 5, 5000);
     for (int i = 0; i < 3; i++)
         ask(c, "fleet", &cp, &w[i], 1000);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(w[0].fired, 0); /* waiting on the other instance */
     struct corral_value *v = corral_value_new("fleet", 5, "remote", 6, "", 0);
     corral_value_set_times(v, fake_now, fake_now + 30000, 0, 0);
     corral_fake_tier_remote_fill(tier, v, 30000);
     corral_value_unref(v);
-    run_for(30);
+    run_for(base, 30);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(w[i].fired, 1);
         CHECK_EQ_INT(w[i].error, 0);
@@ -556,9 +527,9 @@ test_remote_lease(void)
     corral_fake_tier_hold_lease(tier, "orphan", 6, 50);
     for (int i = 0; i < 3; i++)
         ask(c, "orphan", &cp, &w[i], 100);
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(w[0].fired, 0);
-    run_for(200);
+    run_for(base, 200);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(w[i].fired, 1);
         CHECK_EQ_INT(w[i].error, 0);
@@ -573,7 +544,7 @@ test_remote_lease(void)
     corral_fake_tier_hold_lease(tier, "failed", 6, 5000);
     for (int i = 0; i < 3; i++)
         ask(c, "failed", &cp, &w[i], 1000);
-    run_for(30);
+    run_for(base, 30);
     corral_fake_tier_remote_fill(tier, NULL, 0);
     run_until_fired(w, 3, 2000);
     for (int i = 0; i < 3; i++) {
@@ -615,11 +586,11 @@ test_fleet_failure_shared(void)
     corral_fake_tier_hold_lease(tier, "shared", 6, 5000);
     for (int i = 0; i < 3; i++)
         ask(c, "shared", &cp, &w[i], 1000);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w[0].fired, 0);
     corral_fake_tier_remote_fail(tier, "shared", 6, -ETIMEDOUT,
                                  "upstream timed out", 2000);
-    run_for(5);
+    run_for(base, 5);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(w[i].fired, 1);
         CHECK_EQ_INT(w[i].error, -ETIMEDOUT);
@@ -632,7 +603,7 @@ test_fleet_failure_shared(void)
     corral_fake_tier_counts(tier, &n0);
     memset(w, 0, sizeof(w));
     ask(c, "shared", &cp, &w[0], 1000);
-    run_for(5);
+    run_for(base, 5);
     corral_fake_tier_counts(tier, &n1);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(w[0].error, -ETIMEDOUT);
@@ -647,7 +618,7 @@ test_fleet_failure_shared(void)
     compute_init(&cp, "marked", 5);
     corral_fake_tier_remote_fail(tier, "marked", 6, -EIO, "bad gateway", 3000);
     ask(c, "marked", &cp, &w[0], 1000);
-    run_for(10);
+    run_for(base, 10);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(w[0].error, -EIO);
     CHECK_EQ_STR(w[0].message, "bad gateway");
@@ -659,7 +630,7 @@ test_fleet_failure_shared(void)
     compute_init(&cp, "ownfail", 5);
     cp.fail = -EIO;
     ask(c, "ownfail", &cp, &w[0], 1000);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w[0].error, -EIO);
     corral_fake_tier_counts(tier, &n1);
     CHECK_EQ_INT(n1.failed, 1);
@@ -687,7 +658,7 @@ test_fleet_purge_races(void)
     compute_init(&cp, "reread", 5);
     ask(c, "reread", &cp, &w[0], 1000);
     corral_invalidate(c, "reread", 6); /* the read already ran */
-    run_for(80);
+    run_for(base, 80);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(w[0].error, 0);
     CHECK_EQ_STR(corral_value_body(w[0].value), "reread");
@@ -698,10 +669,10 @@ test_fleet_purge_races(void)
     compute_init(&cp, "takeover", 5);
     corral_fake_tier_hold_lease(tier, "takeover", 8, 5000);
     ask(c, "takeover", &cp, &w[0], 1000);
-    run_for(40);
-    corral_invalidate(c, "takeover", 8);         /* while waiting remotely */
+    run_for(base, 40);
+    corral_invalidate(c, "takeover", 8); /* while waiting remotely */
     corral_fake_tier_remote_fill(tier, NULL, 0); /* the holder abandons */
-    run_for(60);
+    run_for(base, 60);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_INT(cp.calls, 1);
     /* Fetched after the purge: stored. */
@@ -718,7 +689,7 @@ test_fleet_purge_races(void)
     corral_value_unref(ev);
     ask(c, "expiring", &cp, &w[0], 3000);
     fake_now += 15; /* expired by the time the answer lands */
-    run_for(60);
+    run_for(base, 60);
     fake_now -= 15;
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "last");
@@ -734,7 +705,7 @@ test_fleet_purge_races(void)
     struct corral_value *nv = tier_value("overtaken", "fresh");
     corral_fake_tier_remote_fill(tier, nv, 30000); /* before the answer */
     corral_value_unref(nv);
-    run_for(100);
+    run_for(base, 100);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "fresh");
     CHECK_EQ_INT(cp.calls, 0);
@@ -758,14 +729,14 @@ test_fleet_resync(void)
     compute_init(&cp, "kept", 1);
     compute_init(&slow, "slow", 50);
     ask(c, "kept", &cp, &w[0], 1000);
-    run_for(20);
+    run_for(base, 20);
     CHECK(corral_cache_peek(c, "kept", 4) != NULL);
     ask(c, "slow", &slow, &w[1], 1000);
-    run_for(10);
+    run_for(base, 10);
     CHECK_EQ_INT(slow.calls, 1);
     corral_fake_tier_resync(tier, true);
     CHECK(corral_cache_peek(c, "kept", 4) == NULL);
-    run_for(80);
+    run_for(base, 80);
     CHECK_EQ_INT(w[1].fired, 1); /* answered, but not stored */
     CHECK(corral_cache_peek(c, "slow", 4) == NULL);
     struct corral_stats st;
@@ -779,14 +750,14 @@ test_fleet_resync(void)
     compute_init(&cp, "quiet", 5);
     corral_fake_tier_hold_lease(tier, "quiet", 5, 5000);
     ask(c, "quiet", &cp, &w[0], 3000);
-    run_for(20);
+    run_for(base, 20);
     struct corral_value *v = tier_value("quiet", "landed");
     corral_fake_tier_ops.set(tier, v, 30000);
     corral_value_unref(v);
-    run_for(100);
+    run_for(base, 100);
     CHECK_EQ_INT(w[0].fired, 0); /* no word, next poll in a second */
     corral_fake_tier_resync(tier, false);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "landed");
     compute_finish(&cp);
@@ -796,12 +767,12 @@ test_fleet_resync(void)
     compute_init(&cp, "deaf", 5);
     corral_fake_tier_hold_lease(tier, "deaf", 4, 5000);
     ask(c, "deaf", &cp, &w[0], 3000);
-    run_for(20);
+    run_for(base, 20);
     corral_fake_tier_deaf(tier);
     v = tier_value("deaf", "heard");
     corral_fake_tier_ops.set(tier, v, 30000);
     corral_value_unref(v);
-    run_for(150);
+    run_for(base, 150);
     CHECK_EQ_INT(w[0].fired, 1);
     CHECK_EQ_STR(corral_value_body(w[0].value), "heard");
     CHECK_EQ_INT(cp.calls, 0);
@@ -840,7 +811,7 @@ test_fleet_unfit_and_unknown(void)
                                        .fit = not_bad};
     w.handle = corral_get_or_compute(c, "fit", 3, &realtime, 1000, &how,
                                      waiter_cb, &w);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_STR(corral_value_body(w.value), "fit");
     CHECK_EQ_INT(cp.calls, 1);
@@ -856,7 +827,7 @@ test_fleet_unfit_and_unknown(void)
     compute_init(&cp, "unknown", 1);
     corral_fake_tier_unknown(tier, true);
     ask(c, "unknown", &cp, &w, 1000);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(w.error, 0);
     CHECK_EQ_INT(cp.calls, 1);
@@ -899,13 +870,13 @@ test_hold(void)
     w.handle = corral_get_or_compute(c, "held", 4, &realtime, 1000, &how,
                                      waiter_cb, &w);
     CHECK_EQ_INT(args_held, 1);
-    run_for(20); /* waiting on the other instance: held, not computing */
+    run_for(base, 20); /* waiting on the other instance: held, not computing */
     CHECK_EQ_INT(args_held, 1);
     CHECK_EQ_INT(cp.calls, 0);
     struct corral_value *v = tier_value("held", "remote");
     corral_fake_tier_remote_fill(tier, v, 30000);
     corral_value_unref(v);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(args_held, 0);
     /* A background refresh waiting remotely when the cache goes. */
@@ -917,10 +888,10 @@ test_hold(void)
                                       .data_len = 2,
                                       .hold = hold_cb};
     CHECK_EQ_INT(corral_refresh(c, "bg", 2, &realtime, 1000, &bg), 0);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(args_held, 1);
     corral_cache_free(c);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(args_held, 0);
     compute_finish(&cp);
     corral_fake_tier_free(tier);
@@ -978,8 +949,7 @@ test_cancel(void)
         CHECK_EQ_INT(ws[i].error, -ECANCELED);
         cancelled++;
     }
-    while (!all_fired(ws, N))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, N));
     CHECK_EQ_INT(cp.calls, 1);
     struct corral_value *v = NULL;
     for (int i = 0; i < N; i++) {
@@ -1099,8 +1069,7 @@ test_reentrancy(void)
     for (int i = 0; i < 3; i++)
         ask(c, "re", &reentrant_cp, &ws[i], 5000);
     ws[0].then = ask_again_and_invalidate;
-    while (!all_fired(ws, 3) || !reentrant_again.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 3) && reentrant_again.fired);
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(ws[i].error, 0);
     /* The new ask was a hit on the value just stored... */
@@ -1115,8 +1084,7 @@ test_reentrancy(void)
     struct waiter imm = {0};
     ask(c, "re", &reentrant_cp, &imm, 5000);
     CHECK_EQ_INT(imm.fired, 0);
-    while (!imm.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, imm.fired);
     CHECK_EQ_INT(imm.source, CORRAL_SOURCE_STORED);
     CHECK_EQ_INT(reentrant_cp.calls, 2);
 
@@ -1127,8 +1095,7 @@ test_reentrancy(void)
     for (int i = 0; i < 4; i++)
         ask(c, "re", &reentrant_cp, &fw[i], 5000);
     fw[1].then = free_from_callback;
-    while (!all_fired(fw, 4))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(fw, 4));
     CHECK_EQ_INT(fw[0].error, 0);
     CHECK_EQ_INT(fw[1].error, 0);
     CHECK_EQ_INT(fw[2].error, -ECANCELED);
@@ -1174,8 +1141,7 @@ test_ttl_fake_clock(void)
     in_register++;
     corral_get(c, "nope", 4, waiter_cb, &g);
     in_register--;
-    while (!g.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, g.fired);
     CHECK_EQ_INT(g.error, -ENOENT);
     corral_cache_free(c);
 }
@@ -1194,8 +1160,7 @@ test_tier_promotion(void)
     compute_init(&cp, "shared", 5);
     struct waiter wa = {0};
     ask(a, "shared", &cp, &wa, 5000);
-    while (!wa.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, wa.fired);
     CHECK_EQ_INT(wa.source, CORRAL_SOURCE_STORED);
     uint64_t expires = corral_value_expires_at(wa.value);
 
@@ -1204,8 +1169,7 @@ test_tier_promotion(void)
     struct waiter wb[3] = {0};
     for (int i = 0; i < 3; i++)
         ask(b, "shared", &cp, &wb[i], 5000);
-    while (!all_fired(wb, 3))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(wb, 3));
     CHECK_EQ_INT(cp.calls, 1);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(wb[i].error, 0);
@@ -1233,8 +1197,7 @@ test_tier_promotion(void)
     corral_value_unref(pv);
     struct waiter g = {0};
     corral_get(b, "p", 1, waiter_cb, &g);
-    while (!g.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, g.fired);
     CHECK_EQ_INT(g.error, 0);
     CHECK_EQ_INT(g.source, CORRAL_SOURCE_L2);
 
@@ -1269,8 +1232,7 @@ test_max_waiters(void)
     struct waiter ws[5] = {0};
     for (int i = 0; i < 5; i++)
         ask(c, "busy", &cp, &ws[i], 5000);
-    while (!all_fired(ws, 5))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 5));
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(ws[i].error, 0);
     CHECK_EQ_INT(ws[3].error, -EAGAIN);
@@ -1294,13 +1256,13 @@ test_late_report_before_fanout(void)
     ask(c, "late2", &cp, &w, 20);
     ask(c, "other2", &other, &o, 20); /* settles by deadline too */
     usleep(60 * 1000); /* both deadlines and the answer are due at once */
-    run_for(100);      /* bounded: a lost waiter must fail, not hang */
+    run_for(base, 100); /* bounded: a lost waiter must fail, not hang */
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(w.error, -ETIMEDOUT);
     CHECK_EQ_INT(o.fired, 1);
     CHECK_EQ_INT(o.error, -ETIMEDOUT);
     CHECK_EQ_INT(cp.calls, 1);
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(w.fired, 1);
     struct corral_stats st;
     corral_cache_stats(c, &st);
@@ -1328,8 +1290,7 @@ test_cancel_queued_hit(void)
     ask(c, "q", &cp, &ws[1], 0);
     ws[0].then = cancel_other;
     cancel_target = &ws[1];
-    while (!all_fired(ws, 2))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 2));
     CHECK_EQ_INT(ws[0].error, 0);
     CHECK_EQ_INT(ws[0].source, CORRAL_SOURCE_L1);
     CHECK_EQ_INT(ws[1].fired, 1);
@@ -1354,8 +1315,7 @@ test_get_with_fallback(void)
                                                 &cp, waiter_cb, &ws[i]);
         in_register--;
     }
-    while (!all_fired(ws, 3))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 3));
     CHECK_EQ_INT(cp.calls, 1);
     CHECK_EQ_INT(ws[0].source, CORRAL_SOURCE_STORED);
     CHECK(ws[1].value == ws[0].value && ws[2].value == ws[0].value);
@@ -1371,8 +1331,7 @@ ask_once(struct corral_cache *c, const char *key, struct compute *cp)
 {
     struct waiter w = {0};
     ask(c, key, cp, &w, 5000);
-    while (!w.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, w.fired);
     return w;
 }
 
@@ -1449,8 +1408,7 @@ test_backoff_retry_after(void)
     struct waiter w[3] = {{0}};
     for (int i = 0; i < 3; i++) {
         corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &w[i]);
-        while (!w[i].fired)
-            event_base_loop(base, EVLOOP_ONCE);
+        WAIT_FOR(base, w[i].fired);
         CHECK_EQ_INT(w[i].error, -EBUSY);
         fake_now += 1000;
     }
@@ -1461,8 +1419,7 @@ test_backoff_retry_after(void)
     fake_now += 3000;
     struct waiter again = {0};
     corral_get_or_compute(c, "p", 1, &realtime, 0, &how, waiter_cb, &again);
-    while (!again.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, again.fired);
     CHECK_EQ_INT(calls, 2);
     corral_cache_free(c);
 }
@@ -1491,8 +1448,7 @@ test_stale_while_revalidate(void)
     compute_init(&cp, "swr", 50);
     struct waiter first = {0};
     ask_with(c, "swr", &cp, &first, &swr_1s);
-    while (!first.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, first.fired);
     struct corral_value *old = first.value;
     corral_value_ref(old);
     fake_now += 1500; /* expired 0.5 s ago, inside the window */
@@ -1509,11 +1465,10 @@ test_stale_while_revalidate(void)
         CHECK(ws[i].value == old);
     }
     CHECK_EQ_INT(corral_value_ttl_s(old, fake_now), -1); /* -0.5 s */
-    run_for(100);
+    run_for(base, 100);
     struct waiter fresh = {0};
     ask_with(c, "swr", &cp, &fresh, &swr_1s);
-    while (!fresh.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, fresh.fired);
     CHECK_EQ_INT(fresh.source, CORRAL_SOURCE_L1);
     CHECK(fresh.value != old);
     CHECK_EQ_INT(cp.calls, 2);
@@ -1525,8 +1480,7 @@ test_stale_while_revalidate(void)
     fake_now += 1000 + 30000;
     struct waiter late = {0};
     ask_with(c, "swr", &cp, &late, &swr_1s);
-    while (!late.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, late.fired);
     CHECK_EQ_INT(late.source, CORRAL_SOURCE_STORED);
     CHECK_EQ_INT(cp.calls, 3);
     corral_value_unref(old);
@@ -1545,16 +1499,14 @@ test_stale_if_error(void)
     compute_init(&cp, "sie", 10);
     struct waiter first = {0};
     ask_with(c, "sie", &cp, &first, &s);
-    while (!first.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, first.fired);
     fake_now += 2000;
     cp.fail = -EIO;
     struct waiter ws[10] = {{0}};
     for (int i = 0; i < 10; i++)
         ask_with(c, "sie", &cp, &ws[i], &s);
     CHECK_EQ_INT(ws[0].fired, 0); /* waiting for the fill: no swr */
-    while (!all_fired(ws, 10))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 10));
     for (int i = 0; i < 10; i++) {
         CHECK_EQ_INT(ws[i].error, 0);
         CHECK_EQ_INT(ws[i].source, CORRAL_SOURCE_STALE_ERROR);
@@ -1587,8 +1539,7 @@ test_early_refresh(void)
     ask_with(c, "hot", &cp, &first, &s);
     fake_now += 1000; /* the fill takes 1 s */
     compute_answer(&cp);
-    while (!first.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, first.fired);
     struct corral_value *v = first.value;
     uint64_t exp = corral_value_expires_at(v);
     /* Far from expiry (over 36.7 fill times): never. */
@@ -1610,12 +1561,11 @@ test_early_refresh(void)
     for (int i = 0; i < 3; i++)
         ask_with(c, "hot", &cp, &hits[i], &s);
     CHECK_EQ_INT(cp.calls, 2);
-    while (!all_fired(hits, 3))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(hits, 3));
     for (int i = 0; i < 3; i++)
         CHECK_EQ_INT(hits[i].source, CORRAL_SOURCE_L1);
     compute_answer(&cp);
-    run_for(5);
+    run_for(base, 5);
     struct corral_stats st;
     corral_cache_stats(c, &st);
     CHECK_EQ_INT(st.early_refreshes, 1);
@@ -1640,14 +1590,13 @@ test_refresh_through_tier(void)
     compute_init(&cp, "k", 5);
     struct waiter w = {0};
     ask_with(c, "k", &cp, &w, &s);
-    while (!w.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, w.fired);
     uint64_t exp = corral_value_expires_at(w.value);
     fake_now = exp - 1;
     s.beta = 1e9;
     struct waiter hit = {0};
     ask_with(c, "k", &cp, &hit, &s);
-    run_for(50);
+    run_for(base, 50);
     CHECK_EQ_INT(hit.source, CORRAL_SOURCE_L1);
     CHECK_EQ_INT(cp.calls, 2); /* the tier's copy was not taken */
     struct corral_value *v = corral_cache_peek(c, "k", 1);
@@ -1659,7 +1608,7 @@ test_refresh_through_tier(void)
     struct waiter st[5] = {{0}};
     for (int i = 0; i < 5; i++)
         ask_with(c, "k", &cp, &st[i], &s);
-    run_for(50);
+    run_for(base, 50);
     for (int i = 0; i < 5; i++)
         CHECK_EQ_INT(st[i].source, CORRAL_SOURCE_STALE);
     CHECK_EQ_INT(cp.calls, 2);
@@ -1667,7 +1616,7 @@ test_refresh_through_tier(void)
     corral_value_set_times(nv, fake_now, fake_now + 1000, 30000, 0);
     corral_fake_tier_remote_fill(t, nv, 31000);
     corral_value_unref(nv);
-    run_for(50);
+    run_for(base, 50);
     v = corral_cache_peek(c, "k", 1);
     CHECK(v != NULL && memcmp(corral_value_body(v), "remote", 6) == 0);
     CHECK_EQ_INT(cp.calls, 2);
@@ -1694,8 +1643,7 @@ test_fill_done_nostore(void)
     struct waiter ws[5] = {{0}};
     for (int i = 0; i < 5; i++)
         ask_with(c, "pass", &cp, &ws[i], &swr_1s);
-    while (!all_fired(ws, 5))
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, all_fired(ws, 5));
     CHECK_EQ_INT(cp.calls, 1);
     for (int i = 0; i < 5; i++) {
         CHECK_EQ_INT(ws[i].error, 0);
@@ -1714,8 +1662,7 @@ test_fill_done_nostore(void)
     /* The next caller computes again. */
     struct waiter again = {0};
     ask_with(c, "pass", &cp, &again, &swr_1s);
-    while (!again.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, again.fired);
     CHECK_EQ_INT(cp.calls, 2);
     CHECK(again.nostore);
     struct corral_stats st;
@@ -1728,23 +1675,21 @@ test_fill_done_nostore(void)
     compute_init(&cp, "turns", 10);
     struct waiter kept = {0};
     ask_with(c, "turns", &cp, &kept, &swr_1s);
-    while (!kept.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, kept.fired);
     CHECK(!kept.nostore);
     CHECK(corral_cache_peek(c, "turns", 5) != NULL);
     fake_now += 1500; /* expired, inside its stale window */
     cp.nostore = true;
     struct waiter stale = {0};
     ask_with(c, "turns", &cp, &stale, &swr_1s);
-    run_for(50);
+    run_for(base, 50);
     CHECK_EQ_INT(stale.source, CORRAL_SOURCE_STALE);
     CHECK_EQ_INT(cp.calls, 2); /* the refresh ran */
     corral_fake_tier_counts(t, &n);
     CHECK_EQ_INT(n.dels, 1);
     struct waiter after = {0};
     ask_with(c, "turns", &cp, &after, &swr_1s);
-    while (!after.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, after.fired);
     CHECK_EQ_INT(after.source, CORRAL_SOURCE_STORED);
     CHECK(after.nostore);
     CHECK_EQ_INT(cp.calls, 3);
@@ -1778,8 +1723,7 @@ test_fill_done_capped(void)
         cp.cap_ms = cases[i].cap;
         struct waiter w = {0};
         ask_with(c, key, &cp, &w, &s);
-        while (!w.fired)
-            event_base_loop(base, EVLOOP_ONCE);
+        WAIT_FOR(base, w.fired);
         CHECK(!w.nostore);
         CHECK(w.lifetime_ms >= cases[i].lo && w.lifetime_ms <= cases[i].hi);
         CHECK(corral_cache_peek(c, key, strlen(key)) != NULL);
@@ -1790,12 +1734,11 @@ test_fill_done_capped(void)
     struct waiter w = {0};
     cp.delay_ms = -1;
     ask_with(c, "zero", &cp, &w, &s);
-    run_for(5);
+    run_for(base, 5);
     CHECK(cp.fill != NULL);
     struct corral_value *v = corral_value_new("zero", 4, "x", 1, NULL, 0);
     corral_fill_done_capped(cp.fill, v, 0);
-    while (!w.fired)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, w.fired);
     CHECK(w.nostore);
     CHECK(corral_cache_peek(c, "zero", 4) == NULL);
     compute_finish(&cp);
@@ -1806,9 +1749,7 @@ test_fill_done_capped(void)
 static void
 wait_all(struct waiter *ws, int n)
 {
-    for (int i = 0; i < 100000 && !all_fired(ws, n); i++)
-        event_base_loop(base, EVLOOP_ONCE);
-    CHECK(all_fired(ws, n));
+    WAIT_FOR(base, all_fired(ws, n));
 }
 
 /* Issue 19 (3): inside stale_if_error, the try after each backoff step
@@ -1835,7 +1776,7 @@ test_stale_if_error_retry_answers_at_once(void)
     cp.fail = -ETIMEDOUT;
     struct waiter w1 = {0};
     ask_with(c, "sier", &cp, &w1, &s);
-    run_for(5);
+    run_for(base, 5);
     CHECK_EQ_INT(w1.fired, 0);
     compute_answer(&cp);
     wait_all(&w1, 1);
@@ -1867,7 +1808,7 @@ test_stale_if_error_retry_answers_at_once(void)
             CHECK(ws[i].value == old);
         }
         compute_answer(&cp); /* fails again, answering nobody */
-        run_for(2);
+        run_for(base, 2);
         struct waiter again = {0};
         ask_with(c, "sier", &cp, &again, &s);
         wait_all(&again, 1);
@@ -1882,7 +1823,7 @@ test_stale_if_error_retry_answers_at_once(void)
     wait_all(&last, 1);
     CHECK_EQ_INT(last.source, CORRAL_SOURCE_STALE_RETRY);
     compute_answer(&cp);
-    run_for(2);
+    run_for(base, 2);
     struct waiter fresh = {0};
     ask_with(c, "sier", &cp, &fresh, &s);
     wait_all(&fresh, 1);
@@ -1921,7 +1862,7 @@ test_stale_if_error_retry_through_tier(void)
     struct waiter ws[5] = {{0}};
     for (int i = 0; i < 5; i++)
         ask_with(c, "tk", &cp, &ws[i], &s);
-    run_for(30);
+    run_for(base, 30);
     CHECK_EQ_INT(cp.calls, 1); /* the try runs */
     for (int i = 0; i < 5; i++) {
         CHECK_EQ_INT(ws[i].fired, 1);
@@ -1930,7 +1871,7 @@ test_stale_if_error_retry_through_tier(void)
               memcmp(corral_value_body(ws[i].value), "old", 3) == 0);
     }
     compute_answer(&cp);
-    run_for(5);
+    run_for(base, 5);
     struct corral_value *nv = corral_cache_peek(c, "tk", 2);
     CHECK(nv != NULL && memcmp(corral_value_body(nv), "tk", 2) == 0);
     compute_finish(&cp);
@@ -2073,7 +2014,7 @@ test_get_fit(void)
     corral_get_fit(c, "b", 1, refuse_fit, &asked, waiter_cb, &wb);
     corral_get_fit(c, "n", 1, refuse_fit, &asked, waiter_cb, &wn);
     in_register--;
-    run_for(20);
+    run_for(base, 20);
     CHECK_EQ_INT(asked, 2);
     CHECK_EQ_INT(wg.error, 0);
     CHECK_EQ_INT(wg.source, CORRAL_SOURCE_L2);

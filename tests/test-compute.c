@@ -137,16 +137,8 @@ got_cb(const struct corral_result *res, void *arg)
     }
 }
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Asks for the key of path and runs the loop until it is answered (at
- * most 10 s). */
+/* Asks for the key of path and runs the loop until it is answered (a
+ * bounded wait). */
 static struct got
 get(const char *path)
 {
@@ -157,9 +149,7 @@ get(const char *path)
                  CORRAL_ROUTE_OK);
     CHECK_EQ_INT(corral_route_compute_get(cache, &rf, &m, got_cb, &g, &w), 0);
     CHECK(w != NULL);
-    uint64_t end = mono_ms() + 10000;
-    while (g.fired == 0 && mono_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
+    WAIT_FOR(base, g.fired != 0);
     CHECK_EQ_INT(g.fired, 1);
     return g;
 }

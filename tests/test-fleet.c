@@ -90,7 +90,7 @@ inst_new(const char *id, struct state *s)
     CHECK(i.conn != NULL);
     i.fleet = corral_fleet_new(base, i.conn, "t:", 0, id, &events, s);
     corral_fleet_track(i.fleet, paths, 1, ups, 1);
-    RUN_UNTIL(corral_fleet_synced(i.fleet), 2000);
+    RUN_UNTIL(base, corral_fleet_synced(i.fleet), 2000);
     CHECK(corral_fleet_synced(i.fleet));
     CHECK_EQ_INT(s->synced, 1);
     return i;
@@ -123,6 +123,16 @@ verdict_cb(int verdict, uint64_t ms, const char *member, void *arg)
         snprintf(v->member, sizeof(v->member), "%s", member);
 }
 
+/* Whether member holds a place in name's window in Redis. */
+static bool
+in_window(const char *name, const char *member)
+{
+    redisReply *r = sync_cmd("ZSCORE t:rate:%s %s", name, member);
+    bool in = r && r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    return in;
+}
+
 /* Ten admissions at once, from two instances, into a window of 3: all in
  * flight together (pipelined), exactly 3 granted; the window slides; a
  * call given back frees its place. */
@@ -136,30 +146,34 @@ test_admit(void)
         corral_fleet_admit(i % 2 ? a.fleet : b.fleet, "up", 3, 400,
                            verdict_cb, &v);
     CHECK_EQ_INT(v.calls, 0); /* never from inside the call */
-    RUN_UNTIL(v.calls == 10, 2000);
+    RUN_UNTIL(base, v.calls == 10, 2000);
     CHECK_EQ_INT(v.calls, 10);
     CHECK_EQ_INT(v.granted, 3);
     CHECK_EQ_INT(v.full, 7);
     CHECK(v.ms > 0 && v.ms <= 400);
-    run_for((int)v.ms + 30);
+    run_for(base, (int)v.ms + 30);
     memset(&v, 0, sizeof(v));
     corral_fleet_admit(a.fleet, "up", 3, 400, verdict_cb, &v);
-    RUN_UNTIL(v.calls == 1, 2000);
+    RUN_UNTIL(base, v.calls == 1, 2000);
     CHECK_EQ_INT(v.granted, 1); /* the oldest left the window */
     /* Given back: its place is free again. */
     struct verdicts w = {0};
     corral_fleet_admit(a.fleet, "up", 3, 400, verdict_cb, &w);
     corral_fleet_admit(a.fleet, "up", 3, 400, verdict_cb, &w);
-    RUN_UNTIL(w.calls == 2, 2000);
+    RUN_UNTIL(base, w.calls == 2, 2000);
     CHECK_EQ_INT(w.granted, 2);
     memset(&w, 0, sizeof(w));
     corral_fleet_admit(b.fleet, "up", 3, 400, verdict_cb, &w);
-    RUN_UNTIL(w.calls == 1, 2000);
+    RUN_UNTIL(base, w.calls == 1, 2000);
     CHECK_EQ_INT(w.full, 1);
+    /* Fire and forget on a's connection: b's admission must not overtake
+     * it, so wait until Redis has it. */
     corral_fleet_unadmit(a.fleet, "up", v.member);
+    RUN_UNTIL(base, !in_window("up", v.member), 2000);
+    CHECK(!in_window("up", v.member));
     memset(&w, 0, sizeof(w));
     corral_fleet_admit(b.fleet, "up", 3, 400, verdict_cb, &w);
-    RUN_UNTIL(w.calls == 1, 2000);
+    RUN_UNTIL(base, w.calls == 1, 2000);
     CHECK_EQ_INT(w.granted, 1);
     inst_free(&a);
     inst_free(&b);
@@ -174,14 +188,14 @@ test_pause(void)
     struct state sa = {0}, sb = {0}, sc = {0};
     struct inst a = inst_new("a", &sa), b = inst_new("b", &sb);
     corral_fleet_pause(a.fleet, "up", 800);
-    RUN_UNTIL(sb.paused > 0, 2000);
+    RUN_UNTIL(base, sb.paused > 0 && sa.paused > 0, 2000);
     CHECK_EQ_INT(sb.paused, 1);
     CHECK_EQ_STR(sb.name, "up");
     CHECK_EQ_INT(sb.ms, 800);
     CHECK_EQ_INT(sa.paused, 1); /* the channel tells everyone */
     struct verdicts v = {0};
     corral_fleet_admit(b.fleet, "up", 0, 0, verdict_cb, &v);
-    RUN_UNTIL(v.calls == 1, 2000);
+    RUN_UNTIL(base, v.calls == 1, 2000);
     CHECK_EQ_INT(v.paused, 1);
     CHECK(v.ms > 0 && v.ms <= 800);
     struct inst c = inst_new("c", &sc);
@@ -213,7 +227,7 @@ probe(struct inst *i, uint64_t step, uint64_t hold, struct probed *p)
     memset(p, 0, sizeof(*p));
     corral_fleet_probe(i->fleet, "up", step, hold, probed_cb, p);
     CHECK_EQ_INT(p->calls, 0); /* never from inside the call */
-    RUN_UNTIL(p->calls == 1, 2000);
+    RUN_UNTIL(base, p->calls == 1, 2000);
     CHECK_EQ_INT(p->calls, 1);
     return p->verdict;
 }
@@ -231,7 +245,7 @@ test_breaker(void)
     struct inst a = inst_new("a", &sa), b = inst_new("b", &sb);
     struct probed p;
     corral_fleet_breaker_open(a.fleet, "up", 600, true);
-    RUN_UNTIL(sb.breakers > 0, 2000);
+    RUN_UNTIL(base, sb.breakers > 0, 2000);
     CHECK_EQ_INT(sb.breakers, 1);
     CHECK_EQ_STR(sb.name, "up");
     CHECK_EQ_INT(sb.breaker_ms, 600);
@@ -246,7 +260,7 @@ test_breaker(void)
     CHECK_EQ_INT(sc.breakers, 1);
     CHECK(sc.breaker_ms > 0 && sc.breaker_ms <= 600);
     CHECK_EQ_INT(sc.breaker_step, 600);
-    run_for((int)p.ms + 20);
+    run_for(base, (int)p.ms + 20);
     /* The step ran out: the first claim is the probe, held 2 s. */
     CHECK_EQ_INT(probe(&b, 600, 2000, &p), 1);
     CHECK_EQ_INT(probe(&a, 600, 2000, &p), 0);
@@ -254,7 +268,7 @@ test_breaker(void)
     CHECK_EQ_INT(p.step, 600);
     /* b's probe failed: a doubled step for everyone. */
     corral_fleet_breaker_open(b.fleet, "up", 1200, false);
-    RUN_UNTIL(sa.breakers == 2, 2000);
+    RUN_UNTIL(base, sa.breakers == 2, 2000);
     CHECK_EQ_INT(sa.breaker_ms, 1200);
     CHECK_EQ_INT(probe(&a, 600, 2000, &p), 0);
     CHECK(p.ms > 1000 && p.ms <= 1200);
@@ -262,7 +276,7 @@ test_breaker(void)
     /* Closed: heard by all, and the key is gone. */
     int before = sc.breakers;
     corral_fleet_breaker_close(a.fleet, "up");
-    RUN_UNTIL(sc.breakers > before, 2000);
+    RUN_UNTIL(base, sc.breakers > before, 2000);
     CHECK_EQ_INT(sc.breaker_ms, 0);
     CHECK_EQ_INT(probe(&c, 100, 2000, &p), 1);
     inst_free(&a);
@@ -306,7 +320,7 @@ test_generations(void)
     sa.here = 5; /* a was at 5 (Redis at 0) */
     struct bumped x = {0};
     corral_fleet_bump(a.fleet, "/api/{coin}", 5, bumped_cb, &x);
-    RUN_UNTIL(x.calls > 0 && sb.gen == 6, 2000);
+    RUN_UNTIL(base, x.calls > 0 && sb.gen == 6, 2000);
     CHECK_EQ_INT(x.error, 0);
     CHECK_EQ_INT(x.gen, 6);
     CHECK_EQ_INT(sb.gen, 6);
@@ -316,27 +330,27 @@ test_generations(void)
     sa.here = sb.here = 6;
     freeReplyObject(sync_cmd("FLUSHALL"));
     freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
-    RUN_UNTIL(hget_gen() == 6, 3000);
+    RUN_UNTIL(base, hget_gen() == 6, 3000);
     CHECK_EQ_INT(hget_gen(), 6);
     struct inst c = inst_new("c", &sc);
     CHECK_EQ_INT(sc.gen, 6);
     /* A flush that drops no connection: the periodic sync writes back. */
     freeReplyObject(sync_cmd("FLUSHALL"));
     sc.here = 6;
-    RUN_UNTIL(hget_gen() == 6, 4000);
+    RUN_UNTIL(base, hget_gen() == 6, 4000);
     CHECK_EQ_INT(hget_gen(), 6);
     /* Redis stalled: not confirmed. */
     redisd_stop();
     memset(&x, 0, sizeof(x));
     corral_fleet_bump(c.fleet, "/api/{coin}", 6, bumped_cb, &x);
-    RUN_UNTIL(x.calls > 0, 2000);
+    RUN_UNTIL(base, x.calls > 0, 2000);
     CHECK(x.error != 0);
     sc.here = 7; /* the caller raised it here alone */
     redisd_cont();
     /* The next sync writes it back (the bump's failure asked for one). */
-    RUN_UNTIL(hget_gen() == 7, 3000);
+    RUN_UNTIL(base, hget_gen() == 7, 3000);
     CHECK_EQ_INT(hget_gen(), 7);
-    RUN_UNTIL(sa.gen == 7 && sb.gen == 7, 2000);
+    RUN_UNTIL(base, sa.gen == 7 && sb.gen == 7, 2000);
     CHECK_EQ_INT(sa.gen, 7);
     inst_free(&a);
     inst_free(&b);

@@ -205,14 +205,6 @@ test_names(void)
     corral_ledger_free(l);
 }
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Two processes on one account, as two workers on the real clock:
  * together never more than count in any window. */
 static void

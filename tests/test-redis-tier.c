@@ -81,11 +81,12 @@ inst_new(uint64_t timeout_ms, struct events *ev)
     CHECK(i.tier != NULL);
     if (ev != NULL)
         corral_redis_tier_ops.listen(i.tier, &events, ev);
-    RUN_UNTIL(corral_redis_ready(i.conn) && corral_redis_listening(i.conn),
+    RUN_UNTIL(base,
+              corral_redis_ready(i.conn) && corral_redis_listening(i.conn),
               2000);
     CHECK(corral_redis_ready(i.conn));
     if (ev != NULL) {
-        RUN_UNTIL(ev->resyncs > 0, 2000);
+        RUN_UNTIL(base, ev->resyncs > 0, 2000);
         CHECK_EQ_INT(ev->resyncs, 1); /* the first resync: nothing lost */
         CHECK_EQ_INT(ev->lost, 0);
     }
@@ -137,7 +138,7 @@ get(struct inst *i, const char *key)
     struct got g = {0};
     corral_redis_tier_ops.get(i->tier, key, strlen(key), got_cb, &g);
     CHECK_EQ_INT(g.calls, 0); /* never from inside get() */
-    RUN_UNTIL(g.calls > 0, 2000);
+    RUN_UNTIL(base, g.calls > 0, 2000);
     CHECK_EQ_INT(g.calls, 1);
     return g;
 }
@@ -174,7 +175,7 @@ acquire(struct inst *i, const char *key, uint64_t now, uint64_t newer)
     corral_redis_tier_ops.acquire(i->tier, key, strlen(key), &want, acq_cb,
                                   &x);
     CHECK_EQ_INT(x.calls, 0);
-    RUN_UNTIL(x.calls > 0, 3000);
+    RUN_UNTIL(base, x.calls > 0, 3000);
     CHECK_EQ_INT(x.calls, 1);
     return x;
 }
@@ -229,7 +230,7 @@ test_values(void)
     big[sizeof(big) - 1] = '\0';
     struct corral_value *bv = value("big", big, 1000, 5000000000000ull);
     corral_redis_tier_ops.set(a.tier, bv, 60000);
-    run_for(50);
+    run_for(base, 50);
     CHECK_EQ_INT(pttl("t:big"), -2);
     CHECK_EQ_INT(stats(&a).too_large, 1);
     freeReplyObject(sync_cmd("SET t:big %s", big));
@@ -258,7 +259,7 @@ test_leases(void)
     struct acq y = acquire(&b, "/k", now, 0);
     CHECK_EQ_INT(y.verdict, CORRAL_TIER_HELD);
     CHECK(y.ms > 0 && y.ms <= 1000);
-    run_for(1500); /* renewed meanwhile */
+    run_for(base, 1500); /* renewed meanwhile */
     CHECK(str_starts("t:lease:/k", "H:"));
     CHECK(pttl("t:lease:/k") > 0);
     /* a stores, then gives the lease back: b hears "stored". */
@@ -266,7 +267,7 @@ test_leases(void)
     corral_redis_tier_ops.set(a.tier, v, 60000);
     struct corral_outcome stored = {.kind = CORRAL_OUTCOME_STORED};
     corral_redis_tier_ops.release(a.tier, x.lease, &stored);
-    RUN_UNTIL(eb.released > 0, 2000);
+    RUN_UNTIL(base, eb.released > 0, 2000);
     CHECK_EQ_INT(eb.released, 1);
     CHECK_EQ_INT(eb.kind, CORRAL_OUTCOME_STORED);
     CHECK_EQ_STR(eb.key, "/k");
@@ -289,7 +290,7 @@ test_leases(void)
                                     .message = "upstream timed out",
                                     .retry_ms = 400};
     corral_redis_tier_ops.release(b.tier, y.lease, &failed);
-    RUN_UNTIL(ea.released > 0, 2000);
+    RUN_UNTIL(base, ea.released > 0, 2000);
     CHECK_EQ_INT(ea.kind, CORRAL_OUTCOME_FAILED);
     CHECK_EQ_INT(ea.error, -ETIMEDOUT);
     CHECK_EQ_INT(ea.retry_ms, 400);
@@ -301,7 +302,7 @@ test_leases(void)
     CHECK_EQ_INT(x.error, -ETIMEDOUT);
     CHECK_EQ_STR(x.message, "upstream timed out");
     CHECK(x.ms > 0 && x.ms <= 400);
-    run_for((int)x.ms + 20);
+    run_for(base, (int)x.ms + 20);
     x = acquire(&a, "/k", now, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
     /* A holder that dies: nobody renews, and the lease is gone within a
@@ -331,9 +332,9 @@ test_late_lease(void)
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
     CHECK_EQ_INT(x.error, -ETIMEDOUT);
     redisd_cont();
-    RUN_UNTIL(stats(&a).late_leases > 0, 2000);
+    RUN_UNTIL(base, stats(&a).late_leases > 0, 2000);
     CHECK_EQ_INT(stats(&a).late_leases, 1);
-    run_for(50);
+    run_for(base, 50);
     CHECK_EQ_INT(pttl("t:lease:/late"), -2);
     /* The tier goes while a late reply is owed: it finds the tier gone
      * (ASan and valgrind watch), and the lease it got dies in a second. */
@@ -342,7 +343,7 @@ test_late_lease(void)
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
     corral_redis_tier_free(a.tier);
     redisd_cont();
-    run_for(100);
+    run_for(base, 100);
     CHECK(pttl("t:lease:/orphan") <= 1000);
     corral_redis_free(a.conn);
 }
@@ -383,7 +384,8 @@ test_purges(void)
     struct done d = {0};
     corral_redis_tier_ops.del(a.tier, "/p", 2, done_cb, &d);
     CHECK_EQ_INT(d.calls, 0);
-    RUN_UNTIL(d.calls > 0 && eb.invalidated > 0 && ea.invalidated > 0, 2000);
+    RUN_UNTIL(base, d.calls > 0 && eb.invalidated > 0 && ea.invalidated > 0,
+              2000);
     CHECK_EQ_INT(d.error, 0);
     CHECK_EQ_INT(eb.invalidated, 1);
     CHECK_EQ_STR(eb.key, "/p");
@@ -395,12 +397,12 @@ test_purges(void)
     redisd_stop();
     memset(&d, 0, sizeof(d));
     corral_redis_tier_ops.del(a.tier, "/q", 2, done_cb, &d);
-    RUN_UNTIL(d.calls > 0, 2000);
+    RUN_UNTIL(base, d.calls > 0, 2000);
     CHECK_EQ_INT(d.error, -ETIMEDOUT);
     CHECK_EQ_INT(stats(&a).purges_queued, 1);
     int before = eb.invalidated;
     redisd_cont();
-    RUN_UNTIL(eb.invalidated > before && strcmp(eb.key, "/q") == 0, 3000);
+    RUN_UNTIL(base, eb.invalidated > before && strcmp(eb.key, "/q") == 0, 3000);
     CHECK_EQ_STR(eb.key, "/q");
     corral_value_unref(v);
     inst_free(&a);
@@ -424,9 +426,9 @@ test_resync(void)
     freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
     struct done d = {0};
     corral_redis_tier_ops.del(a.tier, "/gap", 4, done_cb, &d);
-    RUN_UNTIL(d.calls > 0, 2000);
+    RUN_UNTIL(base, d.calls > 0, 2000);
     CHECK_EQ_INT(d.error, 0);
-    RUN_UNTIL(eb.resyncs >= 2 && eb.invalidated > 0, 3000);
+    RUN_UNTIL(base, eb.resyncs >= 2 && eb.invalidated > 0, 3000);
     CHECK_EQ_INT(eb.resyncs, 2);
     CHECK_EQ_INT(eb.lost, 0);
     CHECK_EQ_INT(eb.invalidated, 1);
@@ -434,18 +436,18 @@ test_resync(void)
     /* Redis loses everything: a new epoch at the next resync. */
     freeReplyObject(sync_cmd("FLUSHALL"));
     freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
-    RUN_UNTIL(eb.resyncs >= 3 && ea.resyncs >= 3, 3000);
+    RUN_UNTIL(base, eb.resyncs >= 3 && ea.resyncs >= 3, 3000);
     CHECK_EQ_INT(eb.lost, 1);
     CHECK_EQ_INT(ea.lost, 1);
     CHECK_EQ_INT(stats(&b).resync_losses, 1);
     /* And the next resync, with nothing lost, says so. */
     freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
-    RUN_UNTIL(eb.resyncs >= 4, 3000);
+    RUN_UNTIL(base, eb.resyncs >= 4, 3000);
     CHECK_EQ_INT(eb.lost, 1);
     /* A flush that drops no connection: the epoch, read every second,
      * tells. */
     freeReplyObject(sync_cmd("FLUSHALL"));
-    RUN_UNTIL(eb.lost >= 2 && ea.lost >= 2, 8000);
+    RUN_UNTIL(base, eb.lost >= 2 && ea.lost >= 2, 8000);
     CHECK_EQ_INT(eb.lost, 2);
     CHECK_EQ_INT(ea.lost, 2);
     inst_free(&a);

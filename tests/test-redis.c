@@ -73,7 +73,7 @@ cmd(struct corral_redis *r, struct reply *x, int argc, const char **argv)
     memset(x, 0, sizeof(*x));
     corral_redis_command(r, reply_cb, x, argc, argv, NULL);
     CHECK_EQ_INT(x->calls, 0); /* never from inside the call */
-    RUN_UNTIL(x->calls > 0, 3000);
+    RUN_UNTIL(base, x->calls > 0, 3000);
     CHECK_EQ_INT(x->calls, 1);
 }
 
@@ -87,7 +87,7 @@ test_commands(void)
     const char *ping[1] = {"PING"};
     cmd(r, &x, 1, ping); /* not ready yet: refused, from the loop */
     CHECK_EQ_INT(x.error, -ENOTCONN);
-    RUN_UNTIL(corral_redis_ready(r), 2000);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
     CHECK(corral_redis_ready(r));
     CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
     const char *set[3] = {"SET", "t:k", "v"};
@@ -113,23 +113,23 @@ test_scripts(void)
     struct corral_redis *r = conn(redisd_port, 500, 0);
     struct corral_redis_script *s =
         corral_redis_script_new(r, "return tonumber(ARGV[1]) + 1");
-    RUN_UNTIL(corral_redis_ready(r), 2000);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
     struct reply x = {0};
     const char *argv[1] = {"41"};
     corral_redis_eval(r, s, reply_cb, &x, 0, 1, argv, NULL);
-    RUN_UNTIL(x.calls > 0, 2000);
+    RUN_UNTIL(base, x.calls > 0, 2000);
     CHECK_EQ_INT(x.error, 0);
     CHECK_EQ_INT(x.integer, 42);
     freeReplyObject(sync_cmd("SCRIPT FLUSH"));
     memset(&x, 0, sizeof(x));
     corral_redis_eval(r, s, reply_cb, &x, 0, 1, argv, NULL);
-    RUN_UNTIL(x.calls > 0, 2000);
+    RUN_UNTIL(base, x.calls > 0, 2000);
     CHECK_EQ_INT(x.error, -EIO);
     CHECK(strncmp(x.str, "NOSCRIPT", 8) == 0);
-    run_for(50);
+    run_for(base, 50);
     memset(&x, 0, sizeof(x));
     corral_redis_eval(r, s, reply_cb, &x, 0, 1, argv, NULL);
-    RUN_UNTIL(x.calls > 0, 2000);
+    RUN_UNTIL(base, x.calls > 0, 2000);
     CHECK_EQ_INT(x.error, 0);
     CHECK_EQ_INT(x.integer, 42);
     corral_redis_free(r);
@@ -144,19 +144,19 @@ test_timeout_and_late(void)
     struct corral_redis *r = conn(redisd_port, 100, 0);
     struct corral_redis_script *s =
         corral_redis_script_new(r, "return redis.call('incr', KEYS[1])");
-    RUN_UNTIL(corral_redis_ready(r), 2000);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
     redisd_stop();
     struct reply x = {0};
     const char *argv[1] = {"t:late"};
     uint64_t t0 = mono_ms();
     corral_redis_eval_late(r, s, reply_cb, late_cb, &x, 1, 1, argv, NULL);
-    RUN_UNTIL(x.calls > 0, 2000);
+    RUN_UNTIL(base, x.calls > 0, 2000);
     CHECK_EQ_INT(x.error, -ETIMEDOUT);
     CHECK(mono_ms() - t0 >= 90 && mono_ms() - t0 < 400);
     CHECK(corral_redis_struggling(r));
     CHECK_EQ_INT(x.late_calls, 0);
     redisd_cont();
-    RUN_UNTIL(x.late_calls > 0, 2000);
+    RUN_UNTIL(base, x.late_calls > 0, 2000);
     CHECK_EQ_INT(x.late_calls, 1);
     CHECK_EQ_INT(x.late_error, 0);
     CHECK_EQ_INT(x.late_integer, 1); /* it ran: the late callback knows */
@@ -180,7 +180,7 @@ test_stuck(void)
     CHECK(listen(lfd, 16) == 0); /* the kernel accepts; nobody reads */
     CHECK(getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0);
     struct corral_redis *r = conn(ntohs(sin.sin_port), 60, 0);
-    run_for(1300);
+    run_for(base, 1300);
     CHECK(!corral_redis_ready(r));
     CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
     struct reply x;
@@ -193,14 +193,14 @@ test_stuck(void)
     close(lfd);
 
     r = conn(redisd_port, 80, 0);
-    RUN_UNTIL(corral_redis_ready(r), 2000);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
     redisd_stop();
     struct reply y[3];
     for (int i = 0; i < 3; i++) {
         cmd(r, &y[i], 1, ping);
         CHECK_EQ_INT(y[i].error, -ETIMEDOUT);
     }
-    run_for(20);
+    run_for(base, 20);
     struct corral_redis_stats st;
     corral_redis_stats(r, &st);
     CHECK_EQ_INT(st.stuck, 1);
@@ -208,7 +208,7 @@ test_stuck(void)
     CHECK_EQ_INT(st.state, CORRAL_REDIS_DOWN);
     CHECK(!corral_redis_ready(r));
     redisd_cont();
-    RUN_UNTIL(corral_redis_ready(r), 3000);
+    RUN_UNTIL(base, corral_redis_ready(r), 3000);
     CHECK(corral_redis_ready(r));
     corral_redis_free(r);
 }
@@ -220,7 +220,7 @@ static void
 test_health(void)
 {
     struct corral_redis *r = conn(redisd_port, 300, 0);
-    RUN_UNTIL(corral_redis_ready(r), 2000);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
     CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
     freeReplyObject(sync_cmd("CONFIG SET maxmemory-policy noeviction"));
     freeReplyObject(sync_cmd("CONFIG SET maxmemory 1"));
@@ -242,7 +242,7 @@ test_health(void)
     /* Three answers, but not a second down yet: still down. */
     CHECK(mono_ms() - t0 < 900);
     CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
-    RUN_UNTIL(state(r) == CORRAL_REDIS_UP, 2000);
+    RUN_UNTIL(base, state(r) == CORRAL_REDIS_UP, 2000);
     CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
     CHECK(mono_ms() - t0 >= 900);
 
@@ -252,25 +252,25 @@ test_health(void)
     redisContext *c = sync_conn();
     freeReplyObject(redisCommand(c, "AUTH sekrit"));
     freeReplyObject(redisCommand(c, "CLIENT KILL TYPE normal SKIPME yes"));
-    run_for(300);
+    run_for(base, 300);
     CHECK(!corral_redis_ready(r));
     CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
     cmd(r, &x, 2, get);
     CHECK_EQ_INT(x.error, -ENOTCONN);
     freeReplyObject(redisCommand(c, "CONFIG SET requirepass %s", ""));
     redisFree(c);
-    RUN_UNTIL(state(r) == CORRAL_REDIS_UP, 5000);
+    RUN_UNTIL(base, state(r) == CORRAL_REDIS_UP, 5000);
     CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
 
     /* Killed: down at once; back within a second of its restart. */
     redisd_kill();
-    run_for(50);
+    run_for(base, 50);
     CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
     cmd(r, &x, 2, get);
     CHECK(x.error != 0);
     CHECK(redisd_start());
     t0 = mono_ms();
-    RUN_UNTIL(state(r) == CORRAL_REDIS_UP, 3000);
+    RUN_UNTIL(base, state(r) == CORRAL_REDIS_UP, 3000);
     CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
     printf("# back up %llu ms after redis restarted\n",
            (unsigned long long)(mono_ms() - t0));
@@ -303,14 +303,14 @@ test_db(void)
           -EINVAL);
 
     struct corral_redis *r = conn(redisd_port, 100, 99);
-    run_for(500);
+    run_for(base, 500);
     CHECK(!corral_redis_ready(r));
     CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
     corral_redis_free(r);
 
     /* db 3 is selected: a key set through it is in db 3 only. */
     r = conn(redisd_port, 300, 3);
-    RUN_UNTIL(corral_redis_ready(r), 2000);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
     struct reply x;
     const char *set[3] = {"SET", "t:db", "three"};
     cmd(r, &x, 3, set);
@@ -365,28 +365,28 @@ test_subscribe(void)
     struct heard a = {0}, b = {0};
     CHECK_EQ_INT(corral_redis_subscribe(r, "t:a", &listener, &a), 0);
     CHECK_EQ_INT(corral_redis_subscribe(r, "t:b", &listener, &b), 0);
-    RUN_UNTIL(corral_redis_listening(r), 2000);
+    RUN_UNTIL(base, corral_redis_listening(r), 2000);
     CHECK(corral_redis_listening(r));
     CHECK_EQ_INT(a.subscribed, 1);
     CHECK_EQ_INT(b.subscribed, 1);
     freeReplyObject(sync_cmd("PUBLISH t:a %b", "x\0y", (size_t)3));
-    RUN_UNTIL(a.messages > 0, 2000);
+    RUN_UNTIL(base, a.messages > 0, 2000);
     CHECK_EQ_INT(a.messages, 1);
     CHECK_EQ_INT(b.messages, 0);
     CHECK(memcmp(a.last, "x\0y", 3) == 0);
     freeReplyObject(sync_cmd("CLIENT KILL TYPE pubsub"));
-    RUN_UNTIL(a.lost > 0, 2000);
+    RUN_UNTIL(base, a.lost > 0, 2000);
     CHECK_EQ_INT(a.lost, 1);
     CHECK(!corral_redis_listening(r));
-    RUN_UNTIL(a.subscribed == 2, 3000);
+    RUN_UNTIL(base, a.subscribed == 2, 3000);
     CHECK_EQ_INT(a.subscribed, 2);
     CHECK_EQ_INT(b.subscribed, 2);
     CHECK(corral_redis_listening(r));
     CHECK_EQ_INT(corral_redis_subscribe(r, "t:b", NULL, NULL), 0);
-    RUN_UNTIL(corral_redis_listening(r), 2000);
+    RUN_UNTIL(base, corral_redis_listening(r), 2000);
     freeReplyObject(sync_cmd("PUBLISH t:b nope"));
     freeReplyObject(sync_cmd("PUBLISH t:a yes"));
-    RUN_UNTIL(a.messages == 2, 2000);
+    RUN_UNTIL(base, a.messages == 2, 2000);
     CHECK_EQ_STR(a.last, "yes");
     CHECK_EQ_INT(b.messages, 0);
     corral_redis_free(r);
@@ -399,11 +399,11 @@ test_teardown(void)
 {
     struct corral_redis *r = conn(redisd_port, 60, 0);
     struct corral_redis_script *s = corral_redis_script_new(r, "return 1");
-    RUN_UNTIL(corral_redis_ready(r), 2000);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
     redisd_stop();
     struct reply timed = {0}, pending = {0};
     corral_redis_eval_late(r, s, reply_cb, late_cb, &timed, 0, 0, NULL, NULL);
-    RUN_UNTIL(timed.calls > 0, 2000);
+    RUN_UNTIL(base, timed.calls > 0, 2000);
     CHECK_EQ_INT(timed.error, -ETIMEDOUT);
     const char *ping[1] = {"PING"};
     corral_redis_command(r, reply_cb, &pending, 1, ping, NULL);

@@ -265,14 +265,6 @@ handler(struct corral_request *req, void *arg)
     }
 }
 
-static uint64_t
-mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* The access callback: keeps what an access log would write. */
 static void
 on_access(const struct corral_request *req, int status, size_t body_bytes,
@@ -288,7 +280,7 @@ on_access(const struct corral_request *req, int status, size_t body_bytes,
     SRV_CHECK(req->path_len < sizeof l->path);
     memcpy(l->path, req->path, req->path_len);
     snprintf(l->peer, sizeof l->peer, "%s", req->peer ? req->peer : "(null)");
-    uint64_t now = mono_us();
+    uint64_t now = mono_ns() / 1000;
     l->took_us = now > req->start_us ? now - req->start_us : 0;
     l->bytes = body_bytes;
 }
@@ -392,14 +384,6 @@ struct reply {
     char *body;
     size_t body_len;
 };
-
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void
 sleep_ms(long ms)

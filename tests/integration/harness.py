@@ -34,6 +34,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 checks = 0
 failures = 0
+missing = []  # tools a part of the test needed and did not find
 
 
 def check(cond, msg):
@@ -55,6 +56,24 @@ def require(cond, msg):
 
 def check_eq(got, want, msg):
     check(got == want, f"{msg}: got {got!r}, want {want!r}")
+
+
+def tool(name):
+    """The path of a program a part of the test needs, or None when it is
+    not installed. Then the caller skips that part, and the test, when
+    nothing failed, exits 77 (meson's skip) instead of passing: a check
+    that did not run is never counted as one that passed."""
+    path = shutil.which(name)
+    if path is None:
+        cannot_run(f"{name} is not installed")
+    return path
+
+
+def cannot_run(why):
+    """A part of the test could not run here (why): the test ends as a
+    skip (77) unless something failed."""
+    print(f"# skipped part: {why}")
+    missing.append(why)
 
 
 def children(pid):
@@ -434,6 +453,44 @@ class Response:
         return f"<{self.status} {self.headers} {self.body[:200]!r}>"
 
 
+def parse_metrics(text):
+    """{(name, frozenset(labels)): value} of a Prometheus text scrape."""
+    out = {}
+    for line in text.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        labels = frozenset()
+        if "{" in name:
+            name, _, rest = name.partition("{")
+            labels = frozenset(
+                tuple(p.split("=", 1)) for p in
+                rest.rstrip("}").replace('"', "").split(",") if p)
+        out[(name, labels)] = float(value)
+    return out
+
+
+def max_in_window(times, window):
+    """The most of the sorted times in any window of that length."""
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def fleet_of_two(timeout="200ms"):
+    """What most fleet tests start with: an origin, a redis-server and two
+    corrals sharing it (fleet_config), each with an admin listener and
+    Redis up. Returns (origin, redis, a, b)."""
+    w = World()
+    origin = w.start_origin()
+    redis = w.start_redis()
+    a, b = w.start_fleet(fleet_config(origin, redis.port, timeout=timeout))
+    return origin, redis, a, b
+
+
 class Corral:
     def __init__(self, port, proc, admin_port=None, logpath=None):
         self.port = port
@@ -464,20 +521,7 @@ class Corral:
 
     def metrics(self):
         """{(name, frozenset(labels)): value} of a /metrics scrape."""
-        r = self.admin("GET", "/metrics", token=None)
-        out = {}
-        for line in r.body.decode().splitlines():
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.rpartition(" ")
-            labels = frozenset()
-            if "{" in name:
-                name, _, rest = name.partition("{")
-                labels = frozenset(
-                    tuple(p.split("=", 1)) for p in
-                    rest.rstrip("}").replace('"', "").split(",") if p)
-            out[(name, labels)] = float(value)
-        return out
+        return parse_metrics(self.admin("GET", "/metrics", token=None).body)
 
     def log(self):
         """What it wrote on stderr so far (started with log=True)."""
@@ -593,4 +637,9 @@ def done(name):
     if failures:
         print(f"FAIL {name} ({failures} of {checks} checks)", file=sys.stderr)
         sys.exit(1)
+    require(checks > 0, f"{name} checked nothing")
+    if missing:
+        print(f"SKIP {name} ({checks} checks passed; not run: "
+              f"{'; '.join(missing)})")
+        sys.exit(77)
     print(f"ok {name} ({checks} checks)")

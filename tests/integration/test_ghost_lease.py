@@ -7,14 +7,10 @@ and after a purge the fleet's clients must not wait for it to run out."""
 import asyncio
 import time
 
-from harness import (World, check, check_eq, done, fleet_config,
-                     status_or_error, timed_request)
+from harness import (check, check_eq, done, fleet_of_two, status_or_error,
+                     timed_request)
 
-w = World()
-origin = w.start_origin()
-redis = w.start_redis()
-cfg = fleet_config(origin, redis.port, timeout="200ms")
-a, b = w.start_fleet(cfg)
+origin, redis, a, b = fleet_of_two()
 
 # Redis stalls; one request for a cold key. Its lease reply times out and
 # A fills on its own (Redis could not tell).

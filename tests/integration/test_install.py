@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import CORRAL, check, check_eq, done
+from harness import CORRAL, cannot_run, check, check_eq, done, tool
 
 BUILD = os.environ.get("BUILD_ROOT", "")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,9 +97,10 @@ with open(conf) as f:
 
 # The man pages: built by scdoc unless the build turned them off.
 mandir = in_dest(path_of("mandir"))
-if opts.get("man") == "disabled" or (opts.get("man") == "auto" and
-                                     shutil.which("scdoc") is None):
-    print("skip: man pages (scdoc missing or -Dman=disabled)")
+if opts.get("man") == "disabled":
+    print("# -Dman=disabled: no man pages to check")
+    mandir = None
+elif opts.get("man") == "auto" and tool("scdoc") is None:
     mandir = None
 else:
     for page, name in (("man8/corral.8", "corral - caching gateway"),
@@ -108,8 +109,9 @@ else:
         check(os.path.isfile(path), f"{path} is installed")
         with open(path) as f:
             check(".TH " in f.read(), f"{page} is a man page")
-        if shutil.which("man"):
-            p = run(["man", "-l", path], {"MANWIDTH": "80", "MANPAGER": "cat",
+        man = tool("man")
+        if man:
+            p = run([man, "-l", path], {"MANWIDTH": "80", "MANPAGER": "cat",
                                           "PAGER": "cat"})
             check(p.returncode == 0 and name in p.stdout,
                   f"man -l {page} renders: {p.stderr}")
@@ -182,10 +184,8 @@ check(re.search(r"@[A-Z_]+@", text) is None, "no @VAR@ left unfilled")
 # systemd-analyze verify wants the binary at its path: a copy of the unit
 # that runs the DESTDIR's binary and config, with the DESTDIR's man pages
 # for Documentation=.
-analyze = shutil.which("systemd-analyze")
-if analyze is None:
-    print("skip: systemd-analyze verify (systemd-analyze is not installed)")
-else:
+analyze = tool("systemd-analyze")
+if analyze:
     udir = os.path.join(tmp, "units")
     os.mkdir(udir)
     copy = os.path.join(udir, "corral.service")
@@ -199,7 +199,7 @@ else:
             env)
     out = p.stdout + p.stderr
     if p.returncode != 0 and "Failed to initialize manager" in out:
-        print(f"skip: systemd-analyze verify cannot run here: {out.strip()}")
+        cannot_run(f"systemd-analyze verify: {out.strip()}")
     else:
         ours = [l for l in out.splitlines() if "corral" in l]
         check(p.returncode == 0 and not ours,

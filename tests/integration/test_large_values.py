@@ -8,14 +8,10 @@ bytes written says."""
 import asyncio
 import time
 
-from harness import (RedisError, World, check, check_eq, done, fleet_config,
+from harness import (RedisError, check, check_eq, done, fleet_of_two,
                      status_or_error, timed_request)
 
-w = World()
-origin = w.start_origin()
-redis = w.start_redis()
-cfg = fleet_config(origin, redis.port, timeout="200ms")
-a, b = w.start_fleet(cfg)
+origin, redis, a, b = fleet_of_two()
 
 # 2 MB from the origin: served, kept in L1, not written to Redis.
 BIG = 2 * 1024 * 1024

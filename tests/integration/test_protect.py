@@ -9,7 +9,7 @@ import email.utils
 import threading
 import time
 
-from harness import World, check, check_eq, done, request
+from harness import World, check, check_eq, done, max_in_window, request
 
 w = World()
 origin = w.start_origin()
@@ -21,16 +21,6 @@ def arrivals(prefix):
     with prefix, in order."""
     log = origin.control("GET", "/_origin/log")["requests"]
     return [r["t"] for r in log if r["path"].startswith(prefix)]
-
-
-def max_in_window(times, window):
-    """The most calls in any window of that length."""
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def concurrent(targets):

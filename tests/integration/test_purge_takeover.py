@@ -7,14 +7,10 @@ normally)."""
 import asyncio
 import time
 
-from harness import (World, check, check_eq, done, fleet_config,
-                     status_or_error, timed_request)
+from harness import (check, check_eq, done, fleet_of_two, status_or_error,
+                     timed_request)
 
-w = World()
-origin = w.start_origin()
-redis = w.start_redis()
-cfg = fleet_config(origin, redis.port, timeout="200ms")
-a, b = w.start_fleet(cfg)
+origin, redis, a, b = fleet_of_two()
 origin.behave("/v/t", delay_ms=1000)
 
 

@@ -8,7 +8,8 @@ call from either for 3 s (the other worker used to call on)."""
 import asyncio
 import time
 
-from harness import World, check, check_eq, done, timed_request
+from harness import (World, check, check_eq, done, max_in_window,
+                     timed_request)
 
 w = World()
 origin = w.start_origin()
@@ -18,15 +19,6 @@ def arrivals(prefix, since=0.0):
     log = origin.control("GET", "/_origin/log")["requests"]
     return [r["t"] for r in log
             if r["path"].startswith(prefix) and r["t"] >= since]
-
-
-def max_in_window(times, window):
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def paced(port, paths, per_second, timeout=15):

@@ -10,7 +10,8 @@ import random
 import string
 import time
 
-from harness import World, check, check_eq, done, timed_request
+from harness import (World, check, check_eq, done, max_in_window,
+                     timed_request)
 
 w = World()
 origin = w.start_origin()
@@ -69,15 +70,6 @@ check(len(hot_calls) >= SECONDS / (TTL + 1.0) - 1,
 gaps = [b - a for a, b in zip(hot_calls, hot_calls[1:])]
 check(not gaps or max(gaps) < 2 * TTL + 1.0,
       f"hot: refreshes never far apart ({[round(g, 2) for g in gaps]})")
-
-
-def max_in_window(times, window):
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 times = [x["t"] for x in log]

@@ -76,7 +76,6 @@ check_eq(head.headers["content-length"], str(len(answers[0].body)),
          "HEAD content-length")
 
 # The seed's table.
-routes.append({"path": "/api/leave", "upstream": "o", "fetch": "/leave"})
 for n in (4, 25, 100, 250):
     origin.behave(f"/seed{n}", delay_ms=200)
     stampede(f"/api/seed{n}", n, f"/seed{n}")

@@ -8,14 +8,10 @@ import asyncio
 import json
 import time
 
-from harness import (World, check, check_eq, done, fleet_config, require,
+from harness import (check, check_eq, done, fleet_of_two, require,
                      status_or_error, timed_request)
 
-w = World()
-origin = w.start_origin()
-redis = w.start_redis()
-cfg = fleet_config(origin, redis.port, timeout="200ms")
-a, b = w.start_fleet(cfg)
+origin, redis, a, b = fleet_of_two()
 
 # A fills for 2 s; 10 clients wait on B (for A's lease). The subscribers
 # are killed just before A's fill ends, so B is deaf when it is announced.

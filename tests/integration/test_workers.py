@@ -1,7 +1,9 @@
-"""workers: 2 on one port: both serve (without L2 each fills a key once,
-so two origin calls); --check and the log say coalescing is per worker; a
-SIGKILLed worker is restarted and no request is refused meanwhile; SIGTERM
-drains both and the supervisor exits 0."""
+"""workers: 2 on one port: each serves and, without L2, fills a key once
+(each worker is asked alone, the other stopped, so both surely answer);
+--check and the log say coalescing is per worker; a SIGKILLed worker is
+restarted and no request is refused meanwhile; SIGHUP reloads both in
+place; SIGTERM drains both and the supervisor exits 0."""
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +38,7 @@ check("listen" in p.stderr and "in use" in p.stderr, f"says why: {p.stderr}")
 taken.close()
 
 c = w.start_corral(cfg)
+cfg_path = w.path("corral-0.json")
 
 
 def workers():
@@ -43,18 +46,49 @@ def workers():
         return [int(x) for x in f.read().split()]
 
 
+def state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def on_worker(pid, path):
+    """path asked of worker pid alone: the others are stopped (SIGSTOP)
+    first, so only pid can take the connection from the shared queue."""
+    others = [p for p in workers() if p != pid]
+    for p in others:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        deadline = time.time() + 10
+        while (any(state(p) != "T" for p in others)
+               and time.time() < deadline):
+            time.sleep(0.01)
+        check(all(state(p) == "T" for p in others), "the others stopped")
+        return c.get(path)
+    finally:
+        for p in others:
+            os.kill(p, signal.SIGCONT)
+
+
 deadline = time.time() + 10
 while len(workers()) < 2 and time.time() < deadline:
     time.sleep(0.05)
 check_eq(len(workers()), 2, "two workers")
-time.sleep(0.3)  # both listening
 
-# Many connections land on both workers: each fills the key once.
+# Each worker serves and fills the key once, on its own.
+first = {pid: on_worker(pid, "/api/a") for pid in workers()}
+check_eq({a.status for a in first.values()}, {200}, "both served")
+check_eq({a.json()["path"] for a in first.values()}, {"/v/a"},
+         "the right answer")
+# The origin numbers its answers: one body per worker's fill.
+check_eq(sorted(a.json()["n"] for a in first.values()), [1, 2],
+         "each worker's own fill")
+for pid, a in first.items():
+    check_eq(on_worker(pid, "/api/a").json()["n"], a.json()["n"],
+             "a worker hits its own copy")
+# Many connections at once, wherever they land: all served, no more fills.
 answers = c.many("/api/a", 200)
 check_eq({a.status for a in answers}, {200}, "all served")
-# The origin numbers its answers: one body per worker's fill.
-check_eq({a.json()["n"] for a in answers}, {1, 2}, "each worker's own fill")
-check_eq({a.json()["path"] for a in answers}, {"/v/a"}, "the right answer")
+check(all(a.json()["n"] in (1, 2) for a in answers), "from the two copies")
 check_eq(origin.calls("/v/a"), 2, "one fill per worker")
 
 # Kill one worker: the workers share one listening socket, so no request
@@ -74,11 +108,25 @@ check_eq(len(workers()), 2, "the worker was restarted")
 check(victim not in workers(), "by a new process")
 check(c.alive(), "the supervisor lives")
 
-# SIGHUP reaches the workers (no reload yet): nobody dies, all serve.
+# SIGHUP reloads every worker, in place: a route the file gains is served
+# by each of the same processes.
 before = sorted(workers())
+for pid in before:
+    check(on_worker(pid, "/new/x").status != 200, "no /new route yet")
+with open(cfg_path) as f:
+    new_cfg = json.load(f)
+new_cfg["routes"].append({"path": "/new/{k}", "upstream": "o",
+                          "fetch": "/v/new-{k}"})
+w.write_config(new_cfg, "corral-0.json")
 c.proc.send_signal(signal.SIGHUP)
-time.sleep(0.3)
+for pid in before:
+    deadline = time.time() + 10
+    r = on_worker(pid, "/new/x")
+    while r.status != 200 and time.time() < deadline:
+        time.sleep(0.05)
+        r = on_worker(pid, "/new/x")
+    check_eq(r.status, 200, f"worker {pid} serves the new route")
+    check_eq(r.json()["path"], "/v/new-x", "from the new file")
 check_eq(sorted(workers()), before, "the same workers after SIGHUP")
-check_eq(c.get("/api/a").status, 200, "serving after SIGHUP")
 check(c.alive(), "the supervisor survives SIGHUP")
 done("workers")
