@@ -319,6 +319,8 @@ usage(FILE *out)
                  "--to HOST:PORT --delay-ms N\n");
 }
 
+/* Options, the listening socket and the loop: a tool's main, long only
+ * for its option parsing, which reads best in one place. */
 int
 main(int argc, char **argv)
 {

@@ -366,6 +366,9 @@ compact_sorted(uint32_t *v)
     return n;
 }
 
+/* One straight run, read top to bottom: options, connections, the paced
+ * load, then the report. Split, it would only pass its dozen settings
+ * around. */
 int
 main(int argc, char **argv)
 {

@@ -59,16 +59,16 @@ has_controls(const char *s)
 
 struct corral_value *
 corral_compute_render(const char *key, size_t keylen, const char *body,
-                   size_t len, const char *ctype, int status,
-                   const char *extra)
+                      size_t len, const char *ctype, int status,
+                      const char *extra)
 {
     if (ctype == NULL || *ctype == '\0')
         ctype = "application/json";
     if (extra == NULL)
         extra = "";
     size_t cap = 128 + strlen(ctype) + strlen(extra);
-    struct corral_value *v = corral_value_new(key, keylen, body, len, ctype,
-                                              cap);
+    struct corral_value *v =
+        corral_value_new(key, keylen, body, len, ctype, cap);
     if (v == NULL)
         return NULL;
     char *aux = corral_value_aux_mut(v, &cap);
@@ -127,7 +127,7 @@ extra_fit(const struct corral_config_route *route, const char *p, size_t n)
 
 bool
 corral_compute_fit(const struct corral_config_route *route,
-                const struct corral_value *v, uint64_t now_ms)
+                   const struct corral_value *v, uint64_t now_ms)
 {
     const char *head = corral_value_aux(v);
     size_t hlen = corral_value_aux_len(v);
@@ -157,8 +157,8 @@ corral_compute_fit(const struct corral_config_route *route,
     const char *e = memmem(head, hlen, etag_line, sizeof(etag_line) - 1);
     if (e == NULL)
         return false;
-    size_t upto = (size_t)(e - head) + sizeof(etag_line) - 1 +
-                  CORRAL_ETAG_LEN + 2;
+    size_t upto =
+        (size_t)(e - head) + sizeof(etag_line) - 1 + CORRAL_ETAG_LEN + 2;
     if (upto > hlen || !extra_fit(route, head + upto, hlen - upto))
         return false;
     char want[1400];
@@ -198,7 +198,7 @@ make_value(const char *key, size_t keylen,
            const struct corral_fetch_result *res, int status)
 {
     return corral_compute_render(key, keylen, res->body, res->len,
-                              res->content_type, status, NULL);
+                                 res->content_type, status, NULL);
 }
 
 /* The one place an upstream's cache directives decide (RFC 9111 5.2.2,
@@ -309,51 +309,13 @@ job_breaker(int error, uint64_t ms, uint64_t probe, void *arg)
 
 /* ---- the call ---- */
 
+/* An answer the upstream gave (no transport error, no pause): stored as
+ * the route's value, as a kept 4xx, or refused. */
 static void
-job_fetched(const struct corral_fetch_result *res, void *arg)
+take_answer(struct corral_fill *fill, const struct corral_config_route *route,
+            const struct corral_fetch_result *res)
 {
-    struct job *job = arg;
-    struct corral_fill *fill = job->fill;
-    const struct corral_config_route *route = job->rf->route;
-    struct corral_budget *budget = job->rf->budget;
-    if (job->rf->metrics)
-        corral_metrics_upstream_call(job->rf->metrics,
-                                     res->error ? 0 : res->status,
-                                     res->elapsed_ms);
-    corral_breaker_report(job->rf->breaker, job->probe, breaker_outcome(res),
-                          corral_now_ms());
-    job->probe = 0;
-    job_free(job);
     char msg[300];
-    if (res->error == 0 && (res->status == 429 || res->status == 503) &&
-        res->retry_after_s > 0) {
-        /* The upstream asked for a pause: no call to it until then, from
-         * any key. */
-        uint64_t ms = res->retry_after_s > 86400 ? 86400000
-                                                 : res->retry_after_s * 1000;
-        corral_log(CORRAL_LOG_WARNING,
-                   "upstream %s answered %d: paused for %llu s",
-                   route->upstream->name, res->status,
-                   (unsigned long long)(ms / 1000));
-        corral_budget_pause(budget, ms);
-        snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
-        corral_fill_fail_retry(fill, -EBUSY, msg, ms);
-        return;
-    }
-    if (res->error == -ETIMEDOUT) {
-        corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
-        return;
-    }
-    if (res->error) {
-        /* The detail (host, port, TLS reason) goes to the log, not to
-         * clients. */
-        corral_log(CORRAL_LOG_ERROR, "%s: upstream %s error: %s", route->path,
-                   corral_fetch_error_name(res->error), res->message);
-        snprintf(msg, sizeof(msg), "upstream %s error",
-                 corral_fetch_error_name(res->error));
-        corral_fill_fail(fill, -EIO, msg);
-        return;
-    }
     /* Negative caching: a 4xx the route keeps, as it came (status, type,
      * body; no JSON check), for its own short time. */
     for (size_t i = 0; i < route->n_cache_errors; i++) {
@@ -413,6 +375,53 @@ job_fetched(const struct corral_fetch_result *res, void *arg)
 }
 
 static void
+job_fetched(const struct corral_fetch_result *res, void *arg)
+{
+    struct job *job = arg;
+    struct corral_fill *fill = job->fill;
+    const struct corral_config_route *route = job->rf->route;
+    struct corral_budget *budget = job->rf->budget;
+    if (job->rf->metrics)
+        corral_metrics_upstream_call(
+            job->rf->metrics, res->error ? 0 : res->status, res->elapsed_ms);
+    corral_breaker_report(job->rf->breaker, job->probe, breaker_outcome(res),
+                          corral_now_ms());
+    job->probe = 0;
+    job_free(job);
+    char msg[300];
+    if (res->error == 0 && (res->status == 429 || res->status == 503) &&
+        res->retry_after_s > 0) {
+        /* The upstream asked for a pause: no call to it until then, from
+         * any key. */
+        uint64_t ms =
+            res->retry_after_s > 86400 ? 86400000 : res->retry_after_s * 1000;
+        corral_log(CORRAL_LOG_WARNING,
+                   "upstream %s answered %d: paused for %llu s",
+                   route->upstream->name, res->status,
+                   (unsigned long long)(ms / 1000));
+        corral_budget_pause(budget, ms);
+        snprintf(msg, sizeof(msg), "upstream answered %d", res->status);
+        corral_fill_fail_retry(fill, -EBUSY, msg, ms);
+        return;
+    }
+    if (res->error == -ETIMEDOUT) {
+        corral_fill_fail(fill, -ETIMEDOUT, "upstream timed out");
+        return;
+    }
+    if (res->error) {
+        /* The detail (host, port, TLS reason) goes to the log, not to
+         * clients. */
+        corral_log(CORRAL_LOG_ERROR, "%s: upstream %s error: %s", route->path,
+                   corral_fetch_error_name(res->error), res->message);
+        snprintf(msg, sizeof(msg), "upstream %s error",
+                 corral_fetch_error_name(res->error));
+        corral_fill_fail(fill, -EIO, msg);
+        return;
+    }
+    take_answer(fill, route, res);
+}
+
+static void
 job_abort(void *arg)
 {
     struct job *job = arg;
@@ -455,8 +464,10 @@ job_budget(int error, uint64_t ms, void *arg)
     }
     struct corral_fill *fill = job->fill;
     job_free(job);
-    corral_fill_fail_retry(fill, -EBUSY, "upstream busy: over its rate or "
-                                         "paused", ms);
+    corral_fill_fail_retry(fill, -EBUSY,
+                           "upstream busy: over its rate or "
+                           "paused",
+                           ms);
 }
 
 static void
@@ -525,23 +536,24 @@ make_compute(const struct corral_route_compute *rf,
 
 int
 corral_route_compute_refresh(struct corral_cache *c,
-                          const struct corral_route_compute *rf,
-                          const struct corral_route_match *m, bool refetch)
+                             const struct corral_route_compute *rf,
+                             const struct corral_route_match *m, bool refetch)
 {
     char data[FILL_DATA_MAX];
     struct corral_compute compute;
     if (!make_compute(rf, m, data, &compute))
         return -EMSGSIZE;
-    return (refetch ? corral_refetch : corral_refresh)(
-        c, m->key, m->keylen, &m->route->strategy, rf->timeout_ms + 1000,
-        &compute);
+    return (refetch ? corral_refetch
+                    : corral_refresh)(c, m->key, m->keylen, &m->route->strategy,
+                                      rf->timeout_ms + 1000, &compute);
 }
 
 int
 corral_route_compute_get(struct corral_cache *c,
-                      const struct corral_route_compute *rf,
-                      const struct corral_route_match *m, corral_result_cb *cb,
-                      void *arg, struct corral_waiter **out)
+                         const struct corral_route_compute *rf,
+                         const struct corral_route_match *m,
+                         corral_result_cb *cb, void *arg,
+                         struct corral_waiter **out)
 {
     char data[FILL_DATA_MAX];
     struct corral_compute compute;

@@ -22,7 +22,7 @@
 #define DAY_MS (24 * 3600 * 1000ull)
 #define MAX_DURATION_MS (365 * DAY_MS) /* ttls and stale windows */
 #define MAX_TIMEOUT_MS DAY_MS          /* timeouts */
-#define PATH_LEN 256  /* key paths in messages; longer ones are cut */
+#define PATH_LEN 256 /* key paths in messages; longer ones are cut */
 
 #define IDENT_FIRST "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 #define IDENT IDENT_FIRST "0123456789"
@@ -491,8 +491,7 @@ parse_rate(struct ctx *c, struct jnode *n, const char *path,
     char unit[32];
     const char *u = slash + 1;
     if (strlen(u) + 2 > sizeof(unit))
-        return fail(c, n, path, "\"%s\": the window is too long",
-                    quote(c, n));
+        return fail(c, n, path, "\"%s\": the window is too long", quote(c, n));
     snprintf(unit, sizeof(unit), "%s%s", *u >= '0' && *u <= '9' ? "" : "1",
              strcmp(u, "min") == 0 ? "m" : u);
     if (corral_duration_parse(unit, window_ms, &why) < 0 || *window_ms == 0)
@@ -571,9 +570,16 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
                struct corral_config_upstream *up)
 {
     static const char *const keys[] = {
-        "base",          "timeout", "max_connections", "rate",
-        "refresh_share", "headers", "ca_file",
-        "upstream_cache_control", "breaker_failures", NULL,
+        "base",
+        "timeout",
+        "max_connections",
+        "rate",
+        "refresh_share",
+        "headers",
+        "ca_file",
+        "upstream_cache_control",
+        "breaker_failures",
+        NULL,
     };
     char p[PATH_LEN];
     struct jnode *m;
@@ -593,8 +599,7 @@ parse_upstream(struct ctx *c, struct jnode *n, const char *path,
     up->timeout_ms = 10000;
     if ((m = member(n, "timeout")) &&
         get_duration(c, m, join_key(p, path, "timeout"), 1, MAX_TIMEOUT_MS,
-                     &up->timeout_ms) <
-            0)
+                     &up->timeout_ms) < 0)
         return -1;
     up->max_connections = 8;
     if ((m = member(n, "max_connections")) &&
@@ -1008,52 +1013,18 @@ parse_cache_errors(struct ctx *c, struct jnode *n, const char *path,
     return 0;
 }
 
+/* Where r's value comes from: an upstream and fetch, or an aggregate of
+ * other routes (whose own keys it may then not use). */
 static int
-parse_route(struct ctx *c, struct jnode *n, const char *path,
-            struct corral_config *cfg, struct corral_config_route *r)
+parse_route_source(struct ctx *c, struct jnode *n, const char *path,
+                   struct corral_config *cfg, struct corral_config_route *r)
 {
-    static const char *const keys[] = {
-        "path",
-        "upstream",
-        "fetch",
-        "aggregate",
-        "key",
-        "strategy",
-        "stale_while_revalidate",
-        "stale_if_error",
-        "params",
-        "query",
-        "json",
-        "cache_errors",
-        "ttl_jitter",
-        "early_refresh",
-        "upstream_cache_control",
-        "new_keys",
-        NULL,
-    };
     static const char *const upstream_only[] = {
-        "params", "query", "json", "cache_errors", "upstream_cache_control",
+        "params",   "query", "json", "cache_errors", "upstream_cache_control",
         "new_keys", NULL};
-    char p[PATH_LEN], pp[PATH_LEN];
-    struct jnode *m, *params, *up, *fetch, *agg;
-
-    if (check_object(c, n, path, keys) < 0)
-        return -1;
-    r->json = true;
-    join_key(pp, path, "params");
-    if ((params = member(n, "params")) && check_object(c, params, pp, NULL) < 0)
-        return -1;
-    if ((m = need(c, n, path, "path")) == NULL ||
-        parse_route_path(c, m, join_key(p, path, "path"), r, params, pp) < 0)
-        return -1;
-    for (struct corral_config_route *o = cfg->routes; o < r; o++)
-        if (same_shape(o->path, r->path))
-            return fail(c, m, p, "\"%s\": another route has this path",
-                        quote(c, m));
-
-    up = member(n, "upstream");
-    fetch = member(n, "fetch");
-    agg = member(n, "aggregate");
+    char p[PATH_LEN];
+    struct jnode *m, *up = member(n, "upstream"), *fetch = member(n, "fetch"),
+                     *agg = member(n, "aggregate");
     if (agg && (up || fetch))
         return fail(c, agg, join_key(p, path, "aggregate"),
                     "a route has upstream and fetch, or aggregate, not both");
@@ -1082,19 +1053,17 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
         if (parse_fetch(c, fetch, join_key(p, path, "fetch"), r) < 0)
             return -1;
     }
-    if ((m = member(n, "key"))) {
-        if (parse_key(c, m, join_key(p, path, "key"), r) < 0)
-            return -1;
-    }
-    if (parse_strategy(c, n, path, r) < 0)
-        return -1;
-    if ((m = member(n, "query")) &&
-        parse_query(c, m, join_key(p, path, "query"), r) < 0)
-        return -1;
-    /* Keys built from the path are as distinct as the paths; a configured
-     * key must not be able to meet another route's key, forwarded query
-     * values ("?q=...", any text at the end) included. */
-    char rk[PATH_LEN + 8], ok[PATH_LEN + 8];
+    return 0;
+}
+
+/* Keys built from the path are as distinct as the paths; a configured key
+ * must not be able to meet another route's key, forwarded query values
+ * ("?q=...", any text at the end) included. */
+static int
+check_key_apart(struct ctx *c, struct jnode *n, const char *path,
+                struct corral_config *cfg, struct corral_config_route *r)
+{
+    char p[PATH_LEN], rk[PATH_LEN + 8], ok[PATH_LEN + 8];
     key_shape(r, rk, sizeof(rk));
     for (struct corral_config_route *o = cfg->routes; o < r; o++) {
         key_shape(o, ok, sizeof(ok));
@@ -1106,6 +1075,62 @@ parse_route(struct ctx *c, struct jnode *n, const char *path,
                         o->path);
         }
     }
+    return 0;
+}
+
+static int
+parse_route(struct ctx *c, struct jnode *n, const char *path,
+            struct corral_config *cfg, struct corral_config_route *r)
+{
+    static const char *const keys[] = {
+        "path",
+        "upstream",
+        "fetch",
+        "aggregate",
+        "key",
+        "strategy",
+        "stale_while_revalidate",
+        "stale_if_error",
+        "params",
+        "query",
+        "json",
+        "cache_errors",
+        "ttl_jitter",
+        "early_refresh",
+        "upstream_cache_control",
+        "new_keys",
+        NULL,
+    };
+    char p[PATH_LEN], pp[PATH_LEN];
+    struct jnode *m, *params;
+
+    if (check_object(c, n, path, keys) < 0)
+        return -1;
+    r->json = true;
+    join_key(pp, path, "params");
+    if ((params = member(n, "params")) && check_object(c, params, pp, NULL) < 0)
+        return -1;
+    if ((m = need(c, n, path, "path")) == NULL ||
+        parse_route_path(c, m, join_key(p, path, "path"), r, params, pp) < 0)
+        return -1;
+    for (struct corral_config_route *o = cfg->routes; o < r; o++)
+        if (same_shape(o->path, r->path))
+            return fail(c, m, p, "\"%s\": another route has this path",
+                        quote(c, m));
+
+    if (parse_route_source(c, n, path, cfg, r) < 0)
+        return -1;
+    if ((m = member(n, "key"))) {
+        if (parse_key(c, m, join_key(p, path, "key"), r) < 0)
+            return -1;
+    }
+    if (parse_strategy(c, n, path, r) < 0)
+        return -1;
+    if ((m = member(n, "query")) &&
+        parse_query(c, m, join_key(p, path, "query"), r) < 0)
+        return -1;
+    if (check_key_apart(c, n, path, cfg, r) < 0)
+        return -1;
     if ((m = member(n, "json"))) {
         if (!expect(c, m, join_key(p, path, "json"), J_BOOL))
             return -1;
@@ -1264,9 +1289,9 @@ parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 static int
 parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 {
-    static const char *const keys[] = {
-        "redis", "db", "prefix", "timeout", "user", "password",
-        "max_value_bytes", NULL};
+    static const char *const keys[] = {"redis",           "db",   "prefix",
+                                       "timeout",         "user", "password",
+                                       "max_value_bytes", NULL};
     struct jnode *m;
     struct corral_config_l2 *l2;
     if (check_object(c, n, "l2", keys) < 0)
@@ -1301,8 +1326,8 @@ parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
         return -1;
     l2->max_value_bytes = 1u << 20;
     if ((m = member(n, "max_value_bytes")) &&
-        get_size(c, m, "l2.max_value_bytes", 512u << 20,
-                 &l2->max_value_bytes) < 0)
+        get_size(c, m, "l2.max_value_bytes", 512u << 20, &l2->max_value_bytes) <
+            0)
         return -1;
     if ((m = member(n, "prefix"))) {
         if (dup_str(c, m, "l2.prefix", &l2->prefix) < 0)
@@ -1312,7 +1337,8 @@ parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
     }
     l2->timeout_ms = 50;
     if ((m = member(n, "timeout")) &&
-        get_duration(c, m, "l2.timeout", 1, MAX_TIMEOUT_MS, &l2->timeout_ms) < 0)
+        get_duration(c, m, "l2.timeout", 1, MAX_TIMEOUT_MS, &l2->timeout_ms) <
+            0)
         return -1;
     return 0;
 }
@@ -1321,9 +1347,16 @@ static int
 parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
 {
     static const char *const keys[] = {
-        "max_header_bytes", "client_timeout", "max_clients",
-        "max_waiters",      "max_body_bytes", "max_queued_bytes",
-        "max_client_queued_bytes", "backoff_min", "backoff_max", NULL,
+        "max_header_bytes",
+        "client_timeout",
+        "max_clients",
+        "max_waiters",
+        "max_body_bytes",
+        "max_queued_bytes",
+        "max_client_queued_bytes",
+        "backoff_min",
+        "backoff_max",
+        NULL,
     };
     struct jnode *m;
     if (check_object(c, n, "limits", keys) < 0)
@@ -1334,8 +1367,7 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
         return -1;
     if ((m = member(n, "client_timeout")) &&
         get_duration(c, m, "limits.client_timeout", 1, MAX_TIMEOUT_MS,
-                     &l->client_timeout_ms) <
-            0)
+                     &l->client_timeout_ms) < 0)
         return -1;
     if ((m = member(n, "max_clients")) &&
         get_unsigned(c, m, "limits.max_clients", 1, 1000000, &l->max_clients) <
@@ -1424,9 +1456,8 @@ static int
 parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
 {
     static const char *const keys[] = {
-        "listen", "admin",     "workers", "access_log", "l1",
-        "l2",     "upstreams", "routes",  "limits",     "drain_timeout",
-        NULL,
+        "listen",    "admin",  "workers", "access_log",    "l1", "l2",
+        "upstreams", "routes", "limits",  "drain_timeout", NULL,
     };
     static const char *const l1_keys[] = {"max_bytes", NULL};
     struct jnode *m;

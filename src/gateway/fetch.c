@@ -38,7 +38,7 @@
 #include "timeutil.h"
 #include "xalloc.h"
 
-#define MAX_PATH_LEN 8192 /* bytes of path and query */
+#define MAX_PATH_LEN 8192    /* bytes of path and query */
 #define MAX_BODY (1LL << 40) /* bytes; keeps Content-Length in range */
 #define MAX_TIMEOUT_MS (24ULL * 3600 * 1000)
 /* libcurl's own timeout stays behind our deadline so ours decides. */
@@ -67,12 +67,12 @@ struct corral_fetch {
     char retry_after[64];
     struct corral_fetch_cache_control cache_control;
     uint64_t age_s;
-    long long clen;     /* Content-Length, -1 if none */
+    long long clen; /* Content-Length, -1 if none */
     char *body;
     size_t len, cap;
-    int too_big;        /* the body passed max_body */
-    int switched;       /* 101: the stream is no longer HTTP */
-    int bodyless;       /* ended at its head: we stopped the transfer */
+    int too_big;  /* the body passed max_body */
+    int switched; /* 101: the stream is no longer HTTP */
+    int bodyless; /* ended at its head: we stopped the transfer */
     char errbuf[CURL_ERROR_SIZE];
     char msg[256];
 };
@@ -93,11 +93,11 @@ struct watch {
 struct corral_fetch_upstream {
     struct event_base *base;
     CURLM *multi;
-    CURLSH *share;      /* TLS sessions and DNS answers across handles */
-    CURL *model;        /* every option but the request's: duplicated */
+    CURLSH *share; /* TLS sessions and DNS answers across handles */
+    CURL *model;   /* every option but the request's: duplicated */
     struct event *curl_timer;
     struct event *dispatch_ev;
-    char *origin;       /* "http://host:port", host in brackets if IPv6 */
+    char *origin; /* "http://host:port", host in brackets if IPv6 */
     char *ca_file;
     struct curl_slist *headers;
     int tls;
@@ -108,8 +108,8 @@ struct corral_fetch_upstream {
     struct fetch_list active; /* on the wire */
     unsigned nactive;
     LIST_HEAD(, watch) watches;
-    unsigned depth;     /* our frames on the stack that may call back */
-    int dying;          /* corral_fetch_upstream_free() was called */
+    unsigned depth; /* our frames on the stack that may call back */
+    int dying;      /* corral_fetch_upstream_free() was called */
 };
 
 const char *
@@ -241,9 +241,9 @@ guard_idle(struct corral_fetch_upstream *u)
     char c;
 
     LIST_FOREACH(w, &u->watches, link)
-        if (w->is_conn && w->ev == NULL &&
-            recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
-            retire(w->fd);
+    if (w->is_conn && w->ev == NULL &&
+        recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
+        retire(w->fd);
 }
 
 /* Watches the connections libcurl stopped watching (and kept open): any
@@ -254,7 +254,8 @@ guard_resting(struct corral_fetch_upstream *u)
 {
     struct watch *w;
 
-    LIST_FOREACH(w, &u->watches, link) {
+    LIST_FOREACH(w, &u->watches, link)
+    {
         if (!w->resting || w->idle_ev != NULL)
             continue;
         w->resting = 0;
@@ -274,8 +275,8 @@ watch_find(struct corral_fetch_upstream *u, curl_socket_t fd)
     struct watch *w;
 
     LIST_FOREACH(w, &u->watches, link)
-        if (w->fd == fd)
-            return w;
+    if (w->fd == fd)
+        return w;
     return NULL;
 }
 
@@ -526,8 +527,8 @@ status_line(struct corral_fetch *f, const char *p, size_t n)
     f->status = (p[i + 1] - '0') * 100 + (p[i + 2] - '0') * 10 + p[i + 3] - '0';
     for (i += 4; i < n && p[i] == ' '; i++)
         ;
-    for (r = 0; i < n && p[i] != '\r' && p[i] != '\n' &&
-                r + 1 < sizeof(f->reason);
+    for (r = 0;
+         i < n && p[i] != '\r' && p[i] != '\n' && r + 1 < sizeof(f->reason);
          i++)
         f->reason[r++] = p[i];
     f->reason[r] = '\0';
@@ -871,7 +872,8 @@ easy_new(struct corral_fetch_upstream *u)
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") ||
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1) ||
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers) ||
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "corral/" CORRAL_VERSION_STRING) ||
+        curl_easy_setopt(e, CURLOPT_USERAGENT,
+                         "corral/" CORRAL_VERSION_STRING) ||
         curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") ||
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) ||
         curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
@@ -945,9 +947,16 @@ const char *
 corral_fetch_check_header(const char *name, const char *value)
 {
     static const char *const managed[] = {
-        "Host",       "Connection", "Content-Length", "Transfer-Encoding",
-        "Keep-Alive", "TE",         "Upgrade",        "Trailer",
-        "Accept-Encoding", "Proxy-Connection",
+        "Host",
+        "Connection",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Keep-Alive",
+        "TE",
+        "Upgrade",
+        "Trailer",
+        "Accept-Encoding",
+        "Proxy-Connection",
     };
     const char *p;
     size_t i;
@@ -1041,13 +1050,55 @@ corral_fetch_check_ca_file(const char *path, char *why, size_t len)
     return 0;
 }
 
+/* The headers every request to u carries: o's, checked, and Accept:
+ * application/json unless o gives an Accept. Setup: out of memory is an
+ * error (xalloc.h). */
+static int
+copy_headers(struct corral_fetch_upstream *u,
+             const struct corral_fetch_options *o, char *err, size_t errlen)
+{
+    const char *why;
+    size_t n;
+
+    /* Every request says what it takes; a configured Accept replaces it. */
+    for (n = 0; o->headers != NULL && o->headers[n] != NULL; n += 2)
+        if (strcasecmp(o->headers[n], "Accept") == 0)
+            break;
+    if ((o->headers == NULL || o->headers[n] == NULL) &&
+        (u->headers = curl_slist_append(NULL, "Accept: application/json")) ==
+            NULL)
+        goto nomem;
+    for (n = 0; o->headers != NULL && o->headers[n] != NULL; n += 2) {
+        struct curl_slist *l;
+        char *line;
+        why = corral_fetch_check_header(o->headers[n], o->headers[n + 1]);
+        if (why != NULL) {
+            say(err, errlen, "header \"%s\": %s", o->headers[n], why);
+            return -1;
+        }
+        /* "Name;" is libcurl's way to send a header with an empty value. */
+        if (asprintf(&line, o->headers[n + 1][0] != '\0' ? "%s: %s" : "%s;",
+                     o->headers[n], o->headers[n + 1]) < 0)
+            goto nomem;
+        l = curl_slist_append(u->headers, line);
+        free(line);
+        if (l == NULL)
+            goto nomem;
+        u->headers = l;
+    }
+    return 0;
+
+nomem:
+    say(err, errlen, "out of memory");
+    return -1;
+}
+
 static int
 copy_options(struct corral_fetch_upstream *u,
              const struct corral_fetch_options *o, char *err, size_t errlen)
 {
     unsigned char addr[16];
     const char *why;
-    size_t n;
     int v6;
 
     if (o->scheme == NULL ||
@@ -1090,32 +1141,8 @@ copy_options(struct corral_fetch_upstream *u,
     }
     u->max_body = o->max_body;
 
-    /* Every request says what it takes; a configured Accept replaces it. */
-    for (n = 0; o->headers != NULL && o->headers[n] != NULL; n += 2)
-        if (strcasecmp(o->headers[n], "Accept") == 0)
-            break;
-    if ((o->headers == NULL || o->headers[n] == NULL) &&
-        (u->headers = curl_slist_append(NULL, "Accept: application/json")) ==
-            NULL)
-        goto nomem;
-    for (n = 0; o->headers != NULL && o->headers[n] != NULL; n += 2) {
-        struct curl_slist *l;
-        char *line;
-        why = corral_fetch_check_header(o->headers[n], o->headers[n + 1]);
-        if (why != NULL) {
-            say(err, errlen, "header \"%s\": %s", o->headers[n], why);
-            return -1;
-        }
-        /* "Name;" is libcurl's way to send a header with an empty value. */
-        if (asprintf(&line, o->headers[n + 1][0] != '\0' ? "%s: %s" : "%s;",
-                     o->headers[n], o->headers[n + 1]) < 0)
-            goto nomem;
-        l = curl_slist_append(u->headers, line);
-        free(line);
-        if (l == NULL)
-            goto nomem;
-        u->headers = l;
-    }
+    if (copy_headers(u, o, err, errlen) < 0)
+        return -1;
 
     if (u->tls && o->ca_file != NULL) {
         char reason[200];
@@ -1194,8 +1221,8 @@ corral_fetch_upstream_new(struct event_base *base,
     u->share = curl_share_init();
     u->curl_timer = evtimer_new(base, curl_timer_cb, u);
     u->dispatch_ev = event_new(base, -1, 0, dispatch_cb, u);
-    if (u->multi == NULL || u->share == NULL ||
-        u->curl_timer == NULL || u->dispatch_ev == NULL ||
+    if (u->multi == NULL || u->share == NULL || u->curl_timer == NULL ||
+        u->dispatch_ev == NULL ||
         curl_share_setopt(u->share, CURLSHOPT_SHARE,
                           CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
         curl_share_setopt(u->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
