@@ -27,9 +27,9 @@ struct fake_entry {
  * the key's backoff. */
 struct fake_lease {
     SLIST_ENTRY(fake_lease) link;
-    uint64_t id;      /* ours: the handle's */
-    bool ours;        /* taken through the ops, not by "another instance" */
-    bool failed;      /* a failure outcome, not a holder */
+    uint64_t id; /* ours: the handle's */
+    bool ours;   /* taken through the ops, not by "another instance" */
+    bool failed; /* a failure outcome, not a holder */
     int error;
     char message[128];
     uint64_t dies_at; /* ms */
@@ -99,17 +99,16 @@ copy_value(const struct corral_value *v)
     return c;
 }
 
-static bool
-drop(struct corral_fake_tier *t, const void *key, size_t keylen);
+static bool drop(struct corral_fake_tier *t, const void *key, size_t keylen);
 
 static struct fake_entry *
 find(struct corral_fake_tier *t, const void *key, size_t keylen)
 {
     struct fake_entry *e;
     SLIST_FOREACH(e, &t->entries, link)
-        if (corral_value_keylen(e->copy) == keylen &&
-            memcmp(corral_value_key(e->copy), key, keylen) == 0)
-            break;
+    if (corral_value_keylen(e->copy) == keylen &&
+        memcmp(corral_value_key(e->copy), key, keylen) == 0)
+        break;
     if (e && t->clock(t->clock_arg) >= e->dies_at) {
         drop(t, key, keylen);
         e = NULL;
@@ -122,9 +121,9 @@ drop(struct corral_fake_tier *t, const void *key, size_t keylen)
 {
     struct fake_entry *e;
     SLIST_FOREACH(e, &t->entries, link)
-        if (corral_value_keylen(e->copy) == keylen &&
-            memcmp(corral_value_key(e->copy), key, keylen) == 0)
-            break;
+    if (corral_value_keylen(e->copy) == keylen &&
+        memcmp(corral_value_key(e->copy), key, keylen) == 0)
+        break;
     if (e == NULL)
         return false;
     SLIST_REMOVE(&t->entries, e, fake_entry, link);
@@ -139,14 +138,14 @@ lease_find(struct corral_fake_tier *t, const void *key, size_t keylen)
     struct fake_lease *l;
     uint64_t now = t->clock(t->clock_arg);
     SLIST_FOREACH(l, &t->leases, link)
-        if (l->keylen == keylen && memcmp(l->key, key, keylen) == 0) {
-            if (now >= l->dies_at) { /* ran out */
-                SLIST_REMOVE(&t->leases, l, fake_lease, link);
-                free(l);
-                return NULL;
-            }
-            return l;
+    if (l->keylen == keylen && memcmp(l->key, key, keylen) == 0) {
+        if (now >= l->dies_at) { /* ran out */
+            SLIST_REMOVE(&t->leases, l, fake_lease, link);
+            free(l);
+            return NULL;
         }
+        return l;
+    }
     return NULL;
 }
 
@@ -232,7 +231,10 @@ call_fire(struct fake_call *c, bool cancel)
         if (e)
             t->counts.hits++;
         c->get_cb(e ? copy_value(e->copy) : NULL,
-                  cancel ? -ECANCELED : e ? 0 : -ENOENT, c->arg);
+                  cancel ? -ECANCELED
+                  : e    ? 0
+                         : -ENOENT,
+                  c->arg);
     } else if (c->kind == CALL_ACQUIRE) {
         struct corral_tier_answer a = c->answer;
         if (cancel) {
@@ -373,10 +375,10 @@ corral_fake_tier_remote_fill(struct corral_fake_tier *t,
     const char *key = v ? corral_value_key(v) : NULL;
     size_t keylen = v ? corral_value_keylen(v) : 0;
     SLIST_FOREACH(l, &t->leases, link)
-        if (!l->ours && !l->failed &&
-            (v == NULL ||
-             (l->keylen == keylen && memcmp(l->key, key, keylen) == 0)))
-            break;
+    if (!l->ours && !l->failed &&
+        (v == NULL ||
+         (l->keylen == keylen && memcmp(l->key, key, keylen) == 0)))
+        break;
     if (l == NULL)
         return;
     SLIST_REMOVE(&t->leases, l, fake_lease, link);

@@ -48,8 +48,8 @@ void corral_fake_tier_remote_fill(struct corral_fake_tier *t,
 /* Plays that instance failing: key's lease becomes its failure for
  * retry_ms, and the failure is announced. */
 void corral_fake_tier_remote_fail(struct corral_fake_tier *t, const void *key,
-                                  size_t keylen, int error,
-                                  const char *message, uint64_t retry_ms);
+                                  size_t keylen, int error, const char *message,
+                                  uint64_t retry_ms);
 /* Plays the fleet heard again after a gap (lost: purges were missed). */
 void corral_fake_tier_resync(struct corral_fake_tier *t, bool lost);
 /* Plays the fleet going quiet (the tier cannot hear it for now). */

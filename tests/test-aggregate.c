@@ -48,9 +48,9 @@ member_compute(struct corral_fill *fill, const char *key, size_t keylen,
     }
     bool gone = strcmp(route->fetch, "/gone") == 0;
     const char *body = gone ? "nope" : "{\"m\":1}";
-    struct corral_value *v =
-        corral_compute_render(key, keylen, body, strlen(body),
-                           gone ? "text/plain" : NULL, gone ? 404 : 200, NULL);
+    struct corral_value *v = corral_compute_render(
+        key, keylen, body, strlen(body), gone ? "text/plain" : NULL,
+        gone ? 404 : 200, NULL);
     uint64_t ttl = gone                                  ? 20000
                    : strcmp(route->fetch, "/short") == 0 ? 5000
                                                          : 60000;

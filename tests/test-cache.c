@@ -670,7 +670,7 @@ test_fleet_purge_races(void)
     corral_fake_tier_hold_lease(tier, "takeover", 8, 5000);
     ask(c, "takeover", &cp, &w[0], 1000);
     run_for(base, 40);
-    corral_invalidate(c, "takeover", 8); /* while waiting remotely */
+    corral_invalidate(c, "takeover", 8);         /* while waiting remotely */
     corral_fake_tier_remote_fill(tier, NULL, 0); /* the holder abandons */
     run_for(base, 60);
     CHECK_EQ_INT(w[0].fired, 1);
@@ -1255,7 +1255,7 @@ test_late_report_before_fanout(void)
     struct waiter w = {0}, o = {0};
     ask(c, "late2", &cp, &w, 20);
     ask(c, "other2", &other, &o, 20); /* settles by deadline too */
-    usleep(60 * 1000); /* both deadlines and the answer are due at once */
+    usleep(60 * 1000);  /* both deadlines and the answer are due at once */
     run_for(base, 100); /* bounded: a lost waiter must fail, not hang */
     CHECK_EQ_INT(w.fired, 1);
     CHECK_EQ_INT(w.error, -ETIMEDOUT);

@@ -1,5 +1,5 @@
-/* test-compute.c — a route's compute: the head it renders and the flags it keeps
- * with it, the check of a value read from L2 (which sets those flags
+/* test-compute.c — a route's compute: the head it renders and the flags it
+ * keeps with it, the check of a value read from L2 (which sets those flags
  * again), the HTTP status of a fill's error, and the fill job itself,
  * through a real cache, budget, breaker and fetch, against a raw origin
  * on a loopback socket that answers each path as a table says. */
@@ -230,7 +230,7 @@ test_fit_sets_flags_from_l2(void)
 
     /* An aggregate assembled with a stale member. */
     v = corral_compute_render("all", 3, "{\"a\":null}", 10, NULL, 200,
-                           "Corral-Stale-Members: a\r\n");
+                              "Corral-Stale-Members: a\r\n");
     corral_value_set_times(v, now, now + 1000, 0, 0);
     back = through_l2(v);
     CHECK(corral_compute_fit(agg, back, now));

@@ -308,8 +308,9 @@ test_values(void)
                 "t.json:2: limits.client_timeout: ", "\"30\": missing unit");
     CHECK_ERROR(WITH("'limits': {'client_timeout': '0s'}"),
                 "t.json:2: limits.client_timeout: ", "longer than 0");
-    CHECK_ERROR(WITH("'limits': {'backoff_min': '2s', 'backoff_max': '1s'}"),
-                "t.json:2: limits.backoff_max: ", "at least limits.backoff_min");
+    CHECK_ERROR(
+        WITH("'limits': {'backoff_min': '2s', 'backoff_max': '1s'}"),
+        "t.json:2: limits.backoff_max: ", "at least limits.backoff_min");
     CHECK_ERROR(WITH("'limits': {'backoff_max': '2d'}"),
                 "t.json:2: limits.backoff_max: ", "at most 1d");
     struct corral_config *bo =
@@ -444,8 +445,8 @@ test_upstreams(void)
                 "10001 is out of range (0 to 10000)");
     CHECK_ERROR(UPSTREAM("'base': 'http://h', 'breaker_failures': '5'"),
                 "t.json:2: upstreams.u.breaker_failures: ", "");
-    static const char *const bad_rates[] = {"30", "0/s",         "x/s",
-                                            "5/", "5/fortnight", "5/0s",
+    static const char *const bad_rates[] = {
+        "30", "0/s", "x/s", "5/", "5/fortnight", "5/0s",
         /* once read as 5/s: the unit was cut to fit a buffer */
         "5/000000000000000000000000000001sJUNKJUNK"};
     for (size_t i = 0; i < sizeof(bad_rates) / sizeof(bad_rates[0]); i++) {
@@ -467,8 +468,8 @@ test_upstreams(void)
         snprintf(text, sizeof(text),
                  UPSTREAM("'base': 'http://h', 'headers': {'%s': 'x'}"),
                  managed[i]);
-        snprintf(prefix, sizeof(prefix), "t.json:2: upstreams.u.headers.%s: ",
-                 managed[i]);
+        snprintf(prefix, sizeof(prefix),
+                 "t.json:2: upstreams.u.headers.%s: ", managed[i]);
         CHECK_ERROR(text, prefix, "a header that corral sets itself");
         CHECK(corral_fetch_check_header(managed[i], "x") != NULL);
     }
@@ -486,8 +487,8 @@ test_upstreams(void)
     /* A file that is there but holds no certificate. */
     char junk[PATH_MAX + 64], text[2 * PATH_MAX];
     snprintf(junk, sizeof(junk), "%s/configs/good.json", source_dir());
-    snprintf(text, sizeof(text), UPSTREAM("'base': 'http://h', 'ca_file': '%s'"),
-             junk);
+    snprintf(text, sizeof(text),
+             UPSTREAM("'base': 'http://h', 'ca_file': '%s'"), junk);
     CHECK_ERROR(text, "t.json:2: upstreams.u.ca_file: ", "no PEM certificate");
     /* Host names: the rule the fetch module uses. */
     CHECK_ERROR(UPSTREAM("'base': 'http://a..b'"), "t.json:2: upstreams.u.base",
@@ -616,12 +617,12 @@ test_routes(void)
     tj = parse(R("'strategy': 'short'"));
     CHECK(tj != NULL && tj->routes[0].strategy.jitter_pct == 10);
     corral_config_free(tj);
-    CHECK_ERROR(R("'ttl_jitter': '60%'"), "t.json:3: routes[0].ttl_jitter: ",
-                "a percentage from");
-    CHECK_ERROR(R("'ttl_jitter': '10'"), "t.json:3: routes[0].ttl_jitter: ",
-                "a percentage from");
-    CHECK_ERROR(R("'ttl_jitter': '-5%'"), "t.json:3: routes[0].ttl_jitter: ",
-                "a percentage from");
+    CHECK_ERROR(R("'ttl_jitter': '60%'"),
+                "t.json:3: routes[0].ttl_jitter: ", "a percentage from");
+    CHECK_ERROR(R("'ttl_jitter': '10'"),
+                "t.json:3: routes[0].ttl_jitter: ", "a percentage from");
+    CHECK_ERROR(R("'ttl_jitter': '-5%'"),
+                "t.json:3: routes[0].ttl_jitter: ", "a percentage from");
     /* Early refresh: beta 1 unless told, 0 (off) to 10. */
     struct corral_config *er = parse(R("'early_refresh': 0.5"));
     CHECK(er != NULL && er->routes[0].strategy.beta == 0.5);
@@ -636,8 +637,8 @@ test_routes(void)
                 "out of range (0 to 10)");
     CHECK_ERROR(R("'early_refresh': -0.5"),
                 "t.json:3: routes[0].early_refresh: ", "out of range");
-    CHECK_ERROR(R("'early_refresh': '1'"), "t.json:3: routes[0].early_refresh: ",
-                "must be a number");
+    CHECK_ERROR(R("'early_refresh': '1'"),
+                "t.json:3: routes[0].early_refresh: ", "must be a number");
     /* Negative caching: 4xx only, each with a duration. */
     struct corral_config *ce =
         parse(R("'cache_errors': {'404': '1m', '410': '10s'}"));
@@ -655,8 +656,8 @@ test_routes(void)
                 "t.json:3: routes[0].cache_errors.404: ", "expected a string");
     CHECK_ERROR(R("'cache_errors': ['404']"),
                 "t.json:3: routes[0].cache_errors: ", "expected an object");
-    CHECK_ERROR(R("'strategy': '400d'"), "t.json:3: routes[0].strategy: ",
-                "at most 365d");
+    CHECK_ERROR(R("'strategy': '400d'"),
+                "t.json:3: routes[0].strategy: ", "at most 365d");
     CHECK_ERROR(R("'stale_if_error': '999999999d'"),
                 "t.json:3: routes[0].stale_if_error: ", "at most 365d");
     CHECK_ERROR(R("'query': ['a','b','c','d','e','f','g','h','i']"),
@@ -1101,7 +1102,8 @@ test_bad_files(void)
         {"bad-regex.json", ":6: routes[0].params.id: \"^[a-z+$\": "},
         {"bad-env.json", ":5: upstreams.u.headers.authorization: "
                          "${CORRAL_TEST_UNSET} is not set"},
-        {"bad-type.json", ":3: workers: expected an integer or \"auto\", not a string"},
+        {"bad-type.json",
+         ":3: workers: expected an integer or \"auto\", not a string"},
         {"bad-missing.json", ":3: upstreams.u.base: required key is missing"},
         {"no-such-file.json", ": No such file or directory"},
     };
@@ -1214,9 +1216,9 @@ test_refresh_share(void)
 static void
 test_query_patterns(void)
 {
-    struct corral_config *cfg = parse(
-        ROUTE("{'path': '/p/{id}', 'upstream': 'u', 'fetch': '/p',\n"
-              "'query': {'currency': '^[a-z]{3}$', 'n': '^[0-9]+$'}}"));
+    struct corral_config *cfg =
+        parse(ROUTE("{'path': '/p/{id}', 'upstream': 'u', 'fetch': '/p',\n"
+                    "'query': {'currency': '^[a-z]{3}$', 'n': '^[0-9]+$'}}"));
     CHECK(cfg != NULL);
     const struct corral_config_route *r = &cfg->routes[0];
     CHECK_EQ_INT(r->n_query, 2);
@@ -1235,12 +1237,12 @@ test_query_patterns(void)
     corral_config_free(cfg);
     CHECK_ERROR(R("'query': {'c': '^[a-z+$'}"),
                 "t.json:4: routes[0].query.c: \"^[a-z+$\": ", "");
-    CHECK_ERROR(R("'query': {'c': 5}"), "t.json:4: routes[0].query.c: ",
-                "expected a string");
+    CHECK_ERROR(R("'query': {'c': 5}"),
+                "t.json:4: routes[0].query.c: ", "expected a string");
     CHECK_ERROR(R("'query': {'c=d': '^x$'}"), "t.json:4: routes[0].query.c=d: ",
                 "\"c=d\": names use letters");
-    CHECK_ERROR(R("'query': 'c'"), "t.json:4: routes[0].query: ",
-                "expected an array");
+    CHECK_ERROR(R("'query': 'c'"),
+                "t.json:4: routes[0].query: ", "expected an array");
 }
 
 /* Issue 19, item 2: a route may cap the new keys it creates. */
@@ -1256,14 +1258,14 @@ test_new_keys(void)
     CHECK(cfg != NULL);
     CHECK_EQ_INT(cfg->routes[0].new_keys_count, 0);
     corral_config_free(cfg);
-    CHECK_ERROR(R("'new_keys': '0/s'"), "t.json:4: routes[0].new_keys: ",
-                "N from 1 to 1000000");
-    CHECK_ERROR(R("'new_keys': '5/never'"), "t.json:4: routes[0].new_keys: ",
-                "the window must be");
-    CHECK_ERROR(ROUTE(ROUTE_A ",\n{'path': '/all', 'aggregate': {'a': '/a'}, "
-                              "'new_keys': '5/s'}"),
-                "t.json:4: routes[1].new_keys: ",
-                "not allowed in an aggregate route");
+    CHECK_ERROR(R("'new_keys': '0/s'"),
+                "t.json:4: routes[0].new_keys: ", "N from 1 to 1000000");
+    CHECK_ERROR(R("'new_keys': '5/never'"),
+                "t.json:4: routes[0].new_keys: ", "the window must be");
+    CHECK_ERROR(
+        ROUTE(ROUTE_A ",\n{'path': '/all', 'aggregate': {'a': '/a'}, "
+                      "'new_keys': '5/s'}"),
+        "t.json:4: routes[1].new_keys: ", "not allowed in an aggregate route");
 }
 #undef R
 

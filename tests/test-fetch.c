@@ -331,7 +331,8 @@ static void
 raw_late_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct raw_conn *rc = arg;
-    const char *poison = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n\"POISON\"";
+    const char *poison =
+        "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n\"POISON\"";
 
     (void)fd;
     (void)what;
@@ -401,8 +402,10 @@ raw_read_cb(struct bufferevent *bev, void *arg)
         char answer[128];
         struct timeval tv = {0, 1000};
         if (rc->s->requests % 2 == 1) {
-            bufferevent_write(bev, "HTTP/1.1 204 No Content\r\n"
-                                   "Content-Length: 46\r\n\r\n", 45);
+            bufferevent_write(bev,
+                              "HTTP/1.1 204 No Content\r\n"
+                              "Content-Length: 46\r\n\r\n",
+                              45);
             if (rc->late == NULL)
                 rc->late = evtimer_new(base, raw_late_cb, rc);
             evtimer_add(rc->late, &tv);

@@ -143,8 +143,8 @@ test_admit(void)
     struct inst a = inst_new("a", &sa), b = inst_new("b", &sb);
     struct verdicts v = {0};
     for (int i = 0; i < 10; i++)
-        corral_fleet_admit(i % 2 ? a.fleet : b.fleet, "up", 3, 400,
-                           verdict_cb, &v);
+        corral_fleet_admit(i % 2 ? a.fleet : b.fleet, "up", 3, 400, verdict_cb,
+                           &v);
     CHECK_EQ_INT(v.calls, 0); /* never from inside the call */
     RUN_UNTIL(base, v.calls == 10, 2000);
     CHECK_EQ_INT(v.calls, 10);

@@ -71,8 +71,8 @@ inst_new(uint64_t timeout_ms, struct events *ev)
 {
     struct corral_redis_options o = {
         .host = "127.0.0.1", .port = redisd_port, .timeout_ms = timeout_ms};
-    struct corral_redis_tier_options to = {
-        .prefix = "t:", .max_value_bytes = MAX_VALUE};
+    struct corral_redis_tier_options to = {.prefix = "t:",
+                                           .max_value_bytes = MAX_VALUE};
     char err[128];
     struct inst i;
     i.conn = corral_redis_new(base, &o, err, sizeof(err));
@@ -111,8 +111,8 @@ stats(const struct inst *i)
 static struct corral_value *
 value(const char *key, const char *body, uint64_t stored, uint64_t expires)
 {
-    struct corral_value *v = corral_value_new(key, strlen(key), body,
-                                              strlen(body), "text/plain", 0);
+    struct corral_value *v =
+        corral_value_new(key, strlen(key), body, strlen(body), "text/plain", 0);
     CHECK(v != NULL);
     corral_value_set_times(v, stored, expires, 0, 0);
     return v;
@@ -172,8 +172,7 @@ acquire(struct inst *i, const char *key, uint64_t now, uint64_t newer)
 {
     struct acq x = {0};
     struct corral_tier_want want = {.now_ms = now, .newer_than = newer};
-    corral_redis_tier_ops.acquire(i->tier, key, strlen(key), &want, acq_cb,
-                                  &x);
+    corral_redis_tier_ops.acquire(i->tier, key, strlen(key), &want, acq_cb, &x);
     CHECK_EQ_INT(x.calls, 0);
     RUN_UNTIL(base, x.calls > 0, 3000);
     CHECK_EQ_INT(x.calls, 1);

@@ -28,9 +28,9 @@ reply_cb(const redisReply *r, int error, void *arg)
     x->error = error;
     if (r != NULL && r->type == REDIS_REPLY_INTEGER)
         x->integer = r->integer;
-    if (r != NULL && (r->type == REDIS_REPLY_STRING ||
-                      r->type == REDIS_REPLY_STATUS ||
-                      r->type == REDIS_REPLY_ERROR))
+    if (r != NULL &&
+        (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+         r->type == REDIS_REPLY_ERROR))
         snprintf(x->str, sizeof(x->str), "%s", r->str);
 }
 

@@ -53,7 +53,7 @@ static struct {
     int slow_fired;  /* delayed answers given */
     int nc_answered; /* delayed answers to requests without on_close */
     int drained;
-    int bigs;         /* /big answers made */
+    int bigs;                             /* /big answers made */
     size_t max_queued, max_client_queued; /* options for start_server */
     bool access; /* start_server: with an access callback */
     struct access_line {
@@ -67,7 +67,7 @@ static struct {
     } lines[64];
     int n_lines;
     bool evict_idle; /* start_server: close the idlest client at the limit */
-    char log[4096]; /* dispatched paths and "!" events, space separated */
+    char log[4096];  /* dispatched paths and "!" events, space separated */
     struct pending *pendings;
 } F;
 
@@ -178,8 +178,8 @@ handler(struct corral_request *req, void *arg)
     F.handled++;
     F.gets += req->method == CORRAL_METHOD_GET;
     F.heads += req->method == CORRAL_METHOD_HEAD;
-    F.others += req->method != CORRAL_METHOD_GET &&
-                req->method != CORRAL_METHOD_HEAD;
+    F.others +=
+        req->method != CORRAL_METHOD_GET && req->method != CORRAL_METHOD_HEAD;
     log_add(req->path, req->path_len);
 
     if (has_prefix(req, "/slow") || has_prefix(req, "/nc")) {
@@ -208,9 +208,8 @@ handler(struct corral_request *req, void *arg)
         struct corral_server_stats st;
         corral_server_stats(F.srv, &st);
         char body[128];
-        int n = snprintf(body, sizeof body,
-                         "%zu %zu %llu %d", st.queued_bytes, st.copy_bytes,
-                         (unsigned long long)st.paused, F.bigs);
+        int n = snprintf(body, sizeof body, "%zu %zu %llu %d", st.queued_bytes,
+                         st.copy_bytes, (unsigned long long)st.paused, F.bigs);
         corral_request_respond_simple(req, 200, "text/plain", NULL, body,
                                       (size_t)n);
     } else if (has_prefix(req, "/stats")) {
@@ -657,7 +656,8 @@ client_simple(void)
                   "if-none-match:  \"abc\"  \r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/a%20b\",\"query\":\"x=1&y=2\","
                     "\"inm\":\"\"abc\"\"}");
-    cli_sends(&c, "GET http://example.com/echo/abs?q=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    cli_sends(
+        &c, "GET http://example.com/echo/abs?q=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/abs\",\"query\":\"q=1\",\"inm\":\"\"}");
     cli_sends(&c, "GET /echo/frag#x?y HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/frag\",\"query\":\"\",\"inm\":\"\"}");
@@ -759,7 +759,8 @@ client_pipelining(void)
     cli_connect(&c);
     strcat(all, "GET /slow/p?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
     for (int i = 1; i < 30; i++) {
-        snprintf(req, sizeof req, "GET /echo/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+        snprintf(req, sizeof req, "GET /echo/%d HTTP/1.1\r\nHost: t\r\n\r\n",
+                 i);
         strcat(all, req);
     }
     cli_sends(&c, all);
@@ -872,26 +873,33 @@ client_bad_input(void)
     expect_error("GET /a b c HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
     expect_error("GET */a HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
     expect_error("GET a/b HTTP/1.1\r\nHost: t\r\n\r\n", 400, BAD);
-    expect_error("GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", 400, BAD);
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", 400,
+                 BAD);
     /* RFC 9112: whitespace before the colon, folded lines, Host missing or
      * twice in HTTP/1.1, Transfer-Encoding twice or not plain chunked. */
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n"
-                 "\r\n0\r\n\r\n", 400, BAD);
+                 "\r\n0\r\n\r\n",
+                 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nContent-Length : 5\r\n\r\n"
-                 "hello", 400, BAD);
+                 "hello",
+                 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nX\tY: 1\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: x\r\n"
-                 " chunked\r\n\r\n0\r\n\r\n", 400, BAD);
+                 " chunked\r\n\r\n0\r\n\r\n",
+                 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n 2\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.1\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, BAD);
+                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, "
-                 "chunked\r\n\r\n0\r\n\r\n", 400, BAD);
+                 "chunked\r\n\r\n0\r\n\r\n",
+                 400, BAD);
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, "
-                 "chunked\r\n\r\n0\r\n\r\n", 501, E501);
+                 "chunked\r\n\r\n0\r\n\r\n",
+                 501, E501);
 
     /* A good request, then a bad one: the good one is still answered. */
     struct cli c;
@@ -1206,7 +1214,8 @@ client_oversized(void)
 {
     char req[4096];
     /* max_header_bytes is 1024: a 900-byte head passes... */
-    int n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n",
+    int n = snprintf(req, sizeof req,
+                     "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n",
                      900 - 30, 0);
     CHECK(n > 880 && n < 1000);
     struct cli c;
@@ -1215,26 +1224,29 @@ client_oversized(void)
     expect_1k(&c);
     cli_close(&c);
     /* ...a 2000-byte one does not, nor does one without an end... */
-    n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n",
-                 2000, 0);
+    n = snprintf(req, sizeof req,
+                 "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n", 2000, 0);
     expect_error(req, 431, E431);
-    n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d", 3000, 0);
+    n = snprintf(req, sizeof req, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d",
+                 3000, 0);
     expect_error(req, 431, E431);
     /* Far more than the server reads before answering: it must keep
      * reading after its answer, or the reset could destroy the answer. */
     char *huge = malloc(200000);
     CHECK(huge != NULL);
-    n = snprintf(huge, 200000, "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n", 190000,
+    n = snprintf(huge, 200000,
+                 "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n", 190000,
                  0);
     expect_error(huge, 431, E431);
     free(huge);
     /* ...nor a long URL, nor after a good request on the same connection. */
-    n = snprintf(req, sizeof req, "GET /%0*d HTTP/1.1\r\nHost: t\r\n\r\n", 1500, 0);
+    n = snprintf(req, sizeof req, "GET /%0*d HTTP/1.1\r\nHost: t\r\n\r\n", 1500,
+                 0);
     expect_error(req, 431, E431);
-    n = snprintf(
-        req, sizeof req,
-        "GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\nX-Pad: %0*d\r\n\r\n", 1500,
-        0);
+    n = snprintf(req, sizeof req,
+                 "GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: "
+                 "t\r\nX-Pad: %0*d\r\n\r\n",
+                 1500, 0);
     struct reply r;
     cli_connect(&c);
     cli_send(&c, req, (size_t)n);
@@ -1332,7 +1344,8 @@ client_timeouts(void)
     /* A byte every 50 ms does not keep a request alive. */
     cli_connect(&c);
     t0 = mono_ms();
-    const char *slow = "GET /x HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *slow =
+        "GET /x HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
     int got = -1;
     for (const char *p = slow; *p && mono_ms() - t0 < 2000; p++) {
         struct pollfd pfd = {.fd = c.fd, .events = POLLIN};
@@ -1349,7 +1362,8 @@ client_timeouts(void)
     /* A slow but steady reader is not: 8 MB at 512 KB per 50 ms take about
      * 800 ms, but every read lets the server write more. */
     cli_connect(&c);
-    cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big "
+                  "HTTP/1.1\r\nHost: t\r\n\r\n");
     size_t want = 2 * (size_t)BIG_LEN, got_bytes = 0;
     char *chunk = malloc(512 * 1024);
     CHECK(chunk != NULL);
@@ -1394,7 +1408,8 @@ client_timeouts(void)
     /* Regression: nor are sixteen, the pipeline bound, all in flight. */
     char req[64], all[64 * 16] = "";
     for (int i = 0; i < 16; i++) {
-        snprintf(req, sizeof req, "GET /slow/q%d?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n", i);
+        snprintf(req, sizeof req,
+                 "GET /slow/q%d?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n", i);
         strcat(all, req);
     }
     cli_connect(&c);
@@ -1516,7 +1531,8 @@ client_big_hold(void)
     struct reply r;
     cli_connect(&c);
     /* 12 MB: more than the socket buffers hold, so writes stall. */
-    cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big HTTP/1.1\r\nHost: t\r\n\r\n"
+    cli_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big "
+                  "HTTP/1.1\r\nHost: t\r\n\r\n"
                   "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     sleep_ms(100);
     for (int k = 0; k < 3; k++) {
@@ -1553,24 +1569,29 @@ client_bodies(void)
 {
     struct cli c;
     cli_connect(&c);
-    cli_sends(&c, "POST /echo/p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
-                  "GET /echo/q HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "5\r\nhello\r\n0\r\n\r\n"
-                  "GET /echo/r HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    cli_sends(
+        &c,
+        "POST /echo/p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+        "GET /echo/q HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n"
+        "GET /echo/r HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/p\",\"query\":\"\",\"inm\":\"\"}");
     expect_echo(&c, "{\"path\":\"/echo/q\",\"query\":\"\",\"inm\":\"\"}");
     expect_echo(&c, "{\"path\":\"/echo/r\",\"query\":\"\",\"inm\":\"\"}");
     /* No protocol upgrades: what follows is the next request. */
-    cli_sends(&c, "GET /echo/u HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
-                  "Upgrade: websocket\r\n\r\nGET /echo/v HTTP/1.1\r\nHost: t\r\n\r\n");
+    cli_sends(
+        &c,
+        "GET /echo/u HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+        "Upgrade: websocket\r\n\r\nGET /echo/v HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_echo(&c, "{\"path\":\"/echo/u\",\"query\":\"\",\"inm\":\"\"}");
     expect_echo(&c, "{\"path\":\"/echo/v\",\"query\":\"\",\"inm\":\"\"}");
     /* A body larger than the read buffer is streamed through. */
     char head[128];
     size_t big = 100000;
-    int n =
-        snprintf(head, sizeof head,
-                 "PUT /echo/big HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", big);
+    int n = snprintf(
+        head, sizeof head,
+        "PUT /echo/big HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
+        big);
     cli_send(&c, head, (size_t)n);
     char *body = malloc(big);
     CHECK(body != NULL);
@@ -1801,8 +1822,8 @@ client_copies(void)
 {
     static struct cli cs[COPY_CONNS];
     char req[1100], all[16 * 1100];
-    int n = snprintf(req, sizeof req, "GET /echo/%0*d HTTP/1.1\r\nHost: t\r\n\r\n",
-                     960, 7);
+    int n = snprintf(req, sizeof req,
+                     "GET /echo/%0*d HTTP/1.1\r\nHost: t\r\n\r\n", 960, 7);
     all[0] = '\0';
     for (int k = 0; k < 16; k++)
         strcat(all, req);
@@ -1819,7 +1840,8 @@ client_copies(void)
         }
     struct qstats q = qstats();
     printf("# %d idle connections after 16 x 1 KB targets: %zu bytes of "
-           "copies\n", COPY_CONNS, q.copies);
+           "copies\n",
+           COPY_CONNS, q.copies);
     CHECK(q.copies <= (COPY_CONNS + 1) * 16 * 128);
     for (int i = 0; i < COPY_CONNS; i++)
         cli_close(&cs[i]);

@@ -53,13 +53,13 @@ enum { C_CONNECTING, C_IDLE, C_BUSY, C_DEAD };
 
 struct conn {
     int fd, state;
-    long req;          /* request in flight */
-    int64_t sent_ns;   /* when it was written */
+    long req;        /* request in flight */
+    int64_t sent_ns; /* when it was written */
     char out[512];
     int outlen, outoff;
     char *in;
     int inlen;
-    long body_left;    /* -1 while the head is being read */
+    long body_left; /* -1 while the head is being read */
     int status, close_after, tally;
 };
 
@@ -167,17 +167,21 @@ lost(struct conn *c, long next)
 static void
 send_req(struct conn *c, long i)
 {
-    long key = seq ? i % keys + 1 : (long)(((rng ^= rng >> 12, rng ^= rng << 25,
-                                             rng ^= rng >> 27, rng * 2685821657736338717ull) >> 1) %
-                                           (uint64_t)keys) + 1;
+    long key = seq ? i % keys + 1
+                   : (long)(((rng ^= rng >> 12, rng ^= rng << 25,
+                              rng ^= rng >> 27, rng * 2685821657736338717ull) >>
+                             1) %
+                            (uint64_t)keys) +
+                         1;
     char p[256];
     const char *m = strstr(path, "{k}");
     if (m)
         snprintf(p, sizeof(p), "%.*s%ld%s", (int)(m - path), path, key, m + 3);
     else
         snprintf(p, sizeof(p), "%s", path);
-    c->outlen = snprintf(c->out, sizeof(c->out), "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", p,
-                         host, port);
+    c->outlen =
+        snprintf(c->out, sizeof(c->out),
+                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", p, host, port);
     c->outoff = 0;
     c->req = i;
     c->state = C_BUSY;
@@ -223,7 +227,7 @@ tally(const char *v, size_t len)
         tally_other++;
 }
 
-/* Parse a complete head in c->in[0..len): status, Content-Length, Connection. */
+/* Parses the head in c->in[0..len): status, Content-Length, Connection. */
 static int
 parse_head(struct conn *c, size_t len, const char **tv, size_t *tvlen)
 {
@@ -252,7 +256,8 @@ parse_head(struct conn *c, size_t len, const char **tv, size_t *tvlen)
             else if (nlen == 10 && strncasecmp(p, "connection", 10) == 0)
                 c->close_after = vlen >= 5 && strncasecmp(v, "close", 5) == 0;
             else if (nlen == 17 && strncasecmp(p, "transfer-encoding", 17) == 0)
-                return -1;   /* not needed by tools/bench: every server here sends a length */
+                return -1; /* not needed by tools/bench: every server here sends
+                              a length */
             if (tally_header && nlen == strlen(tally_header) &&
                 strncasecmp(p, tally_header, nlen) == 0) {
                 *tv = v;
@@ -300,7 +305,7 @@ on_readable(struct conn *c, long next)
             lost(c, next);
             return;
         }
-        if (c->body_left >= 0) {   /* reading the body: discard it */
+        if (c->body_left >= 0) { /* reading the body: discard it */
             c->body_left -= r;
         } else {
             c->inlen += (int)r;
@@ -325,7 +330,7 @@ on_readable(struct conn *c, long next)
             c->body_left = cl - (long)(c->inlen - hlen);
             c->inlen = 0;
         }
-        if (c->body_left < 0) {   /* more than one answer: not expected */
+        if (c->body_left < 0) { /* more than one answer: not expected */
             lost(c, next);
             return;
         }
@@ -375,30 +380,58 @@ main(int argc, char **argv)
     int opt;
     while ((opt = getopt(argc, argv, "p:H:c:n:r:d:u:k:Qs:b:S:t:")) != -1) {
         switch (opt) {
-        case 'p': port = atoi(optarg); break;
-        case 'H': host = optarg; break;
-        case 'c': nconns = atoi(optarg); break;
-        case 'n': nreq = atol(optarg); break;
-        case 'r': rate = atof(optarg); break;
-        case 'd': max_s = atof(optarg); break;
-        case 'u': path = optarg; break;
-        case 'k': keys = atol(optarg); break;
-        case 'Q': seq = 1; break;
-        case 's': rng = strtoull(optarg, NULL, 10) * 2654435761u + 1; break;
-        case 'b': batch = atoi(optarg); break;
-        case 'S': settle_ms = atoi(optarg); break;
-        case 't': tally_header = optarg; break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'c':
+            nconns = atoi(optarg);
+            break;
+        case 'n':
+            nreq = atol(optarg);
+            break;
+        case 'r':
+            rate = atof(optarg);
+            break;
+        case 'd':
+            max_s = atof(optarg);
+            break;
+        case 'u':
+            path = optarg;
+            break;
+        case 'k':
+            keys = atol(optarg);
+            break;
+        case 'Q':
+            seq = 1;
+            break;
+        case 's':
+            rng = strtoull(optarg, NULL, 10) * 2654435761u + 1;
+            break;
+        case 'b':
+            batch = atoi(optarg);
+            break;
+        case 'S':
+            settle_ms = atoi(optarg);
+            break;
+        case 't':
+            tally_header = optarg;
+            break;
         default:
-            fprintf(stderr, "usage: rate-load -p PORT [-H HOST] [-c CONNS] [-n REQUESTS] "
-                            "[-r RATE] [-d MAX_SECONDS] [-u PATH] [-k KEYS] [-Q] [-s SEED] "
-                            "[-b BATCH] [-S SETTLE_MS] [-t HEADER]\n");
+            fprintf(
+                stderr,
+                "usage: rate-load -p PORT [-H HOST] [-c CONNS] [-n REQUESTS] "
+                "[-r RATE] [-d MAX_SECONDS] [-u PATH] [-k KEYS] [-Q] [-s SEED] "
+                "[-b BATCH] [-S SETTLE_MS] [-t HEADER]\n");
             return 2;
         }
     }
     if (nreq < 0)
         nreq = nconns;
-    if (port <= 0 || nconns <= 0 || nreq <= 0 || rate < 0 || max_s <= 0 || keys <= 0 ||
-        batch <= 0 || strlen(path) > 200)
+    if (port <= 0 || nconns <= 0 || nreq <= 0 || rate < 0 || max_s <= 0 ||
+        keys <= 0 || batch <= 0 || strlen(path) > 200)
         die("bad arguments (see the comment at the top of tools/rate-load.c)");
     if (nreq > 50000000)
         die("at most 50,000,000 requests");
@@ -492,7 +525,8 @@ main(int argc, char **argv)
         int64_t now = now_ns();
         if (now >= deadline)
             break;
-        long due = rate > 0 ? (long)((double)(now - t0) * rate / 1e9) + 1 : nreq;
+        long due =
+            rate > 0 ? (long)((double)(now - t0) * rate / 1e9) + 1 : nreq;
         if (due > nreq)
             due = nreq;
         while (next < due && nidle > 0) {
@@ -501,7 +535,8 @@ main(int argc, char **argv)
         }
         if (rate > 0 && next < nreq && next >= due && sched_ns(next) != armed) {
             armed = sched_ns(next);
-            struct itimerspec its = {.it_value = {armed / 1000000000, armed % 1000000000}};
+            struct itimerspec its = {
+                .it_value = {armed / 1000000000, armed % 1000000000}};
             timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
         }
         int alive = 0;
@@ -533,8 +568,10 @@ main(int argc, char **argv)
                 }
                 continue;
             }
-            if ((evs[e].events & EPOLLOUT) && c->state == C_BUSY && c->outoff < c->outlen) {
-                ssize_t w = write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
+            if ((evs[e].events & EPOLLOUT) && c->state == C_BUSY &&
+                c->outoff < c->outlen) {
+                ssize_t w =
+                    write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
                 if (w < 0 && errno != EAGAIN) {
                     lost(c, next);
                     continue;
@@ -554,15 +591,17 @@ main(int argc, char **argv)
 
     long nl = compact_sorted(lat_us), ns = compact_sorted(svc_us);
     double elapsed = (end - t0) / 1e9;
-    printf("requests=%ld\nconnected=%d\nconnect_failed=%ld\nconnect_ms=%.1f\n", nreq, connected,
-           connect_failed, connect_ns / 1e6);
-    printf("answered=%ld\nok=%ld\nnon2xx=%ld\nerrors=%ld\nunfinished=%ld\n", answered, ok,
-           non2xx, errors, nreq - completed);
-    printf("elapsed_s=%.3f\nrate=%.1f\n", elapsed, elapsed > 0 ? answered / elapsed : 0);
+    printf("requests=%ld\nconnected=%d\nconnect_failed=%ld\nconnect_ms=%.1f\n",
+           nreq, connected, connect_failed, connect_ns / 1e6);
+    printf("answered=%ld\nok=%ld\nnon2xx=%ld\nerrors=%ld\nunfinished=%ld\n",
+           answered, ok, non2xx, errors, nreq - completed);
+    printf("elapsed_s=%.3f\nrate=%.1f\n", elapsed,
+           elapsed > 0 ? answered / elapsed : 0);
     printf("p50_ms=%.3f\np90_ms=%.3f\np99_ms=%.3f\np999_ms=%.3f\nmax_ms=%.3f\n",
            pct(lat_us, nl, 500), pct(lat_us, nl, 900), pct(lat_us, nl, 990),
            pct(lat_us, nl, 999), nl ? lat_us[nl - 1] / 1000.0 : -1);
-    printf("svc_p50_ms=%.3f\nsvc_p99_ms=%.3f\n", pct(svc_us, ns, 500), pct(svc_us, ns, 990));
+    printf("svc_p50_ms=%.3f\nsvc_p99_ms=%.3f\n", pct(svc_us, ns, 500),
+           pct(svc_us, ns, 990));
     printf("last_ms=%.3f\n", answered ? (last_ns - t0) / 1e6 : -1);
     for (int i = 0; i < ntally; i++)
         printf("tally %ld %s\n", tally_cnt[i], tally_val[i]);

@@ -98,8 +98,7 @@ struct corral_tier {
                 corral_tier_done_cb *cb, void *arg);
     /* Tells ev (borrowed) what happens in the fleet; ev NULL stops. May
      * be NULL when the tier has no fleet. */
-    void (*listen)(void *ctx, const struct corral_tier_events *ev,
-                   void *arg);
+    void (*listen)(void *ctx, const struct corral_tier_events *ev, void *arg);
 
     /* Fleet-wide single flight; both NULL when the tier has none.
      * acquire: one look at key: a usable value, else the key's lease (or

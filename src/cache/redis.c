@@ -29,10 +29,10 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 1000
 #define CONNECT_TIMEOUT_MS 1000 /* connect and handshake */
-#define STUCK_AFTER 3 /* timeouts in a row, no reply byte between */
-#define FAIL_AFTER 3  /* failures in a row that make Redis down */
-#define UP_AFTER 3    /* answers in a row that make it up again... */
-#define UP_HOLD_MS 1000 /* ...no sooner than this after it went down */
+#define STUCK_AFTER 3           /* timeouts in a row, no reply byte between */
+#define FAIL_AFTER 3            /* failures in a row that make Redis down */
+#define UP_AFTER 3              /* answers in a row that make it up again... */
+#define UP_HOLD_MS 1000         /* ...no sooner than this after it went down */
 #define MAX_CHANNELS 4
 #define MAX_SCRIPTS 16
 
@@ -189,8 +189,8 @@ schedule_retry(struct corral_redis *r)
 {
     struct timeval tv = corral_ms_to_tv(r->backoff_ms);
     event_add(r->retry_ev, &tv);
-    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                       : r->backoff_ms * 2;
+    r->backoff_ms =
+        r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
 }
 
 /* Closes the command connection: hiredis answers what it holds with NULL
@@ -214,7 +214,7 @@ on_disconnect(const redisAsyncContext *ac, int status)
     struct corral_redis *r = ac->data;
     (void)status;
     if (r == NULL || r->ac != ac)
-        return; /* one we dropped on purpose */
+        return;   /* one we dropped on purpose */
     r->ac = NULL; /* hiredis frees it */
     r->ready = false;
     set_down(r, ac->errstr[0] ? ac->errstr : "connection closed");
@@ -266,8 +266,7 @@ handshake_done(struct corral_redis *r)
 }
 
 static void
-hs_reply(redisAsyncContext *ac, void *reply, void *privdata,
-         const char *step)
+hs_reply(redisAsyncContext *ac, void *reply, void *privdata, const char *step)
 {
     struct corral_redis *r = ac->data;
     redisReply *rep = reply;
@@ -408,8 +407,8 @@ arm_timer(struct corral_redis *r)
         return;
     }
     uint64_t now = corral_now_ms();
-    struct timeval tv = corral_ms_to_tv(c->deadline > now ? c->deadline - now
-                                                          : 0);
+    struct timeval tv =
+        corral_ms_to_tv(c->deadline > now ? c->deadline - now : 0);
     event_add(r->timer_ev, &tv);
 }
 
@@ -435,8 +434,8 @@ cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (c->done) { /* answered at its timeout */
         if (c->late != NULL && c->timed_out)
-            c->late(rep, rep == NULL || rep->type == REDIS_REPLY_ERROR ? -EIO
-                                                                       : 0,
+            c->late(rep,
+                    rep == NULL || rep->type == REDIS_REPLY_ERROR ? -EIO : 0,
                     c->arg);
         free(c);
         return;
@@ -743,8 +742,8 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
         rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING ||
         rep->element[1]->type != REDIS_REPLY_STRING)
         return; /* the connection going, or not a message */
-    struct chan *ch = find_chan(r, rep->element[1]->str,
-                                (size_t)rep->element[1]->len);
+    struct chan *ch =
+        find_chan(r, rep->element[1]->str, (size_t)rep->element[1]->len);
     if (ch == NULL)
         return;
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
@@ -763,8 +762,7 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
         rep->element[2]->type != REDIS_REPLY_STRING || ch->l == NULL ||
         ch->l->message == NULL)
         return;
-    ch->l->message(rep->element[2]->str, (size_t)rep->element[2]->len,
-                   ch->arg);
+    ch->l->message(rep->element[2]->str, (size_t)rep->element[2]->len, ch->arg);
 }
 
 static void
@@ -867,8 +865,7 @@ corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
     if (o->unix_path)
         snprintf(r->name, sizeof(r->name), "unix:%s", o->unix_path);
     else
-        snprintf(r->name, sizeof(r->name), "%s:%u", o->host,
-                 (unsigned)o->port);
+        snprintf(r->name, sizeof(r->name), "%s:%u", o->host, (unsigned)o->port);
     snprintf(r->last_error, sizeof(r->last_error), "not connected yet");
     TAILQ_INIT(&r->pending);
     TAILQ_INIT(&r->refused);
@@ -942,8 +939,7 @@ corral_redis_free(struct corral_redis *r)
 }
 
 void
-corral_redis_stats(const struct corral_redis *r,
-                   struct corral_redis_stats *out)
+corral_redis_stats(const struct corral_redis *r, struct corral_redis_stats *out)
 {
     *out = r->stats;
 }
@@ -980,8 +976,9 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
     struct timeval tv = corral_ms_to_tv(timeout_ms);
     if (out != NULL)
         *out = NULL;
-    redisContext *c = o->unix_path ? redisConnectUnixWithTimeout(o->unix_path, tv)
-                                   : redisConnectWithTimeout(o->host, o->port, tv);
+    redisContext *c = o->unix_path
+                          ? redisConnectUnixWithTimeout(o->unix_path, tv)
+                          : redisConnectWithTimeout(o->host, o->port, tv);
     if (c == NULL || c->err) {
         snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
         redisFree(c);

@@ -27,15 +27,15 @@
 #include "timeutil.h"
 #include "xalloc.h"
 
-#define LEASE_MS 1000       /* a lease nobody renews dies this soon */
-#define RENEW_MS 300        /* how often the holder renews its leases */
-#define RENEW_BATCH 100     /* leases renewed by one script */
-#define POLL_HEARING_MS 1000 /* a remote wait looks again at least this often */
-#define POLL_DEAF_MS 100    /* ... or this often while the subscriber is deaf */
-#define PURGE_LOG_MAX 10000 /* entries the purge log keeps */
-#define RESYNC_PAGE 1000    /* purge log entries read per resync script */
-#define REPLAY_MAX 4096     /* purges kept for a replay */
-#define MESSAGE_MAX 200     /* bytes of a failure's message kept */
+#define LEASE_MS 1000        /* a lease nobody renews dies this soon */
+#define RENEW_MS 300         /* how often the holder renews its leases */
+#define RENEW_BATCH 100      /* leases renewed by one script */
+#define POLL_HEARING_MS 1000 /* a remote wait looks again this often, */
+#define POLL_DEAF_MS 100     /* or this often while the subscriber is deaf */
+#define PURGE_LOG_MAX 10000  /* entries the purge log keeps */
+#define RESYNC_PAGE 1000     /* purge log entries read per resync script */
+#define REPLAY_MAX 4096      /* purges kept for a replay */
+#define MESSAGE_MAX 200      /* bytes of a failure's message kept */
 /* How often the epoch is read anyway: Redis can lose its data (FLUSHALL)
  * without dropping a connection, so no resync would follow. */
 #define EPOCH_EVERY_MS 1000
@@ -80,12 +80,12 @@ struct corral_redis_tier {
     char *channel; /* prefix "l2:" db */
     char *stream, *epoch_key;
     size_t max_value;
-    char id[48];        /* this instance, in the fleet */
-    uint64_t seq;       /* lease tokens */
-    char epoch_new[80]; /* what this instance writes if Redis has none */
-    uint64_t epochs;    /* proposed: each proposal is new */
-    char epoch[64];     /* Redis's, as last read; "" before */
-    char last_id[48];   /* the last purge log entry applied */
+    char id[48];         /* this instance, in the fleet */
+    uint64_t seq;        /* lease tokens */
+    char epoch_new[80];  /* what this instance writes if Redis has none */
+    uint64_t epochs;     /* proposed: each proposal is new */
+    char epoch[64];      /* Redis's, as last read; "" before */
+    char last_id[48];    /* the last purge log entry applied */
     bool resync_pending; /* deaf, or (re)subscribed but not resynced */
     bool resync_lost;    /* this resync found purges missed */
     bool resync_running;
@@ -106,27 +106,26 @@ struct corral_redis_tier {
 /* ---- scripts ---- */
 
 /* Reads a little-endian u64 at byte i (1-based) of s. */
-#define LUA_U64                                                              \
-    "local function u64(s, i) local x = 0 "                                  \
-    "for j = i + 7, i, -1 do x = x * 256 + string.byte(s, j) end "           \
+#define LUA_U64                                                                \
+    "local function u64(s, i) local x = 0 "                                    \
+    "for j = i + 7, i, -1 do x = x * 256 + string.byte(s, j) end "             \
     "return x end "
 
 /* The value under KEYS[1] if it is a string of at most ARGV[1] bytes;
  * 1 when larger, 2 when not a string, false when absent. */
-#define LUA_READ                                                             \
-    "local function read(k, max) "                                           \
-    "local n = redis.pcall('strlen', k) "                                    \
-    "if type(n) ~= 'number' then return 2 end "                              \
-    "if n == 0 then return false end "                                       \
-    "if n > max then return 1 end "                                          \
+#define LUA_READ                                                               \
+    "local function read(k, max) "                                             \
+    "local n = redis.pcall('strlen', k) "                                      \
+    "if type(n) ~= 'number' then return 2 end "                                \
+    "if n == 0 then return false end "                                         \
+    "if n > max then return 1 end "                                            \
     "return redis.call('get', k) end "
 
 /* KEYS: value, lease. ARGV: now, newer_than, max bytes, token, lease ms.
  * {0, v}: usable; {1, v}: lease won; {2, v, pttl}: held; {3, v, pttl,
  * outcome}: failed. v: the value, 1 (too large), 2 (not a string) or
  * false. */
-static const char acquire_script[] =
-    LUA_U64 LUA_READ
+static const char acquire_script[] = LUA_U64 LUA_READ
     "local v = read(KEYS[1], tonumber(ARGV[3])) "
     "if type(v) == 'string' and #v >= 20 and string.sub(v, 1, 3) == 'CRV' "
     "and u64(v, 13) > tonumber(ARGV[1]) and u64(v, 5) > tonumber(ARGV[2]) "
@@ -194,9 +193,8 @@ static const char resync_script[] =
     "return {e, f, l, n, es}";
 
 /* KEYS: epoch. ARGV: an epoch to write if there is none. */
-static const char epoch_script[] =
-    "redis.call('set', KEYS[1], ARGV[1], 'NX') "
-    "return redis.call('get', KEYS[1])";
+static const char epoch_script[] = "redis.call('set', KEYS[1], ARGV[1], 'NX') "
+                                   "return redis.call('get', KEYS[1])";
 
 /* KEYS: value. ARGV: max bytes. */
 static const char get_script[] = LUA_READ "return read(KEYS[1], "
@@ -440,10 +438,10 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     }
     long long kind = rep->element[0]->integer;
     a.value = value_of(t, rep->element[1], op->key, op->keylen);
-    long long ms = rep->elements > 2 &&
-                           rep->element[2]->type == REDIS_REPLY_INTEGER
-                       ? rep->element[2]->integer
-                       : -1;
+    long long ms =
+        rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_INTEGER
+            ? rep->element[2]->integer
+            : -1;
     switch (kind) {
     case 0:
         if (a.value != NULL) {
@@ -471,8 +469,8 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         t->stats.misses++;
         a.verdict = CORRAL_TIER_FAILED;
         a.ms = ms > 0 ? (uint64_t)ms : 1;
-        parse_outcome(rep->elements > 3 ? rep->element[3] : NULL, &a.error,
-                      msg, sizeof(msg));
+        parse_outcome(rep->elements > 3 ? rep->element[3] : NULL, &a.error, msg,
+                      sizeof(msg));
         a.message = msg;
         break;
     default:
@@ -523,11 +521,11 @@ redis_acquire(void *ctx, const void *key, size_t keylen,
     snprintf(max, sizeof(max), "%zu", t->max_value);
     snprintf(ms, sizeof(ms), "%d", LEASE_MS);
     const char *argv[7] = {k.p, l.p, now, newer, max, op->lease->token, ms};
-    size_t lens[7] = {k.len,       l.len,       strlen(now),
+    size_t lens[7] = {k.len,         l.len,       strlen(now),
                       strlen(newer), strlen(max), strlen(op->lease->token),
                       strlen(ms)};
-    corral_redis_eval_late(t->conn, t->acquire, acquire_reply, acquire_late,
-                           op, 2, 7, argv, lens);
+    corral_redis_eval_late(t->conn, t->acquire, acquire_reply, acquire_late, op,
+                           2, 7, argv, lens);
     kbuf_free(&k);
     kbuf_free(&l);
 }
@@ -567,8 +565,8 @@ send_release(struct corral_redis_tier *t, struct corral_tier_lease *l,
         snprintf(retry, sizeof(retry), "%" PRIu64, o->retry_ms);
         olen = (size_t)snprintf(outcome, sizeof(outcome), "F:%d:%.*s", e,
                                 (int)mlen, message);
-        hl = snprintf(head, sizeof(head), " %s %s %d %zu:%.*s", t->id, retry,
-                      e, mlen, (int)mlen, message);
+        hl = snprintf(head, sizeof(head), " %s %s %d %zu:%.*s", t->id, retry, e,
+                      mlen, (int)mlen, message);
     } else {
         hl = snprintf(head, sizeof(head), " %s ", t->id);
     }
@@ -580,13 +578,12 @@ send_release(struct corral_redis_tier *t, struct corral_tier_lease *l,
     memcpy(body + hl, l->key, l->keylen);
     memcpy(abody, ahead, strlen(ahead));
     memcpy(abody + strlen(ahead), l->key, l->keylen);
-    const char *argv[8] = {lk.p,  l->token, kind,       outcome,
-                           retry, t->channel, body,     abody};
-    size_t lens[8] = {lk.len,         strlen(l->token), 1,    olen,
-                      strlen(retry),  strlen(t->channel), mcap, alen};
+    const char *argv[8] = {lk.p,  l->token,   kind, outcome,
+                           retry, t->channel, body, abody};
+    size_t lens[8] = {lk.len,        strlen(l->token),   1,    olen,
+                      strlen(retry), strlen(t->channel), mcap, alen};
     struct op *op = op_new(t, OP_RELEASE, NULL, 0, NULL);
-    corral_redis_eval(t->conn, t->release, release_reply, op, 1, 7,
-                      argv, lens);
+    corral_redis_eval(t->conn, t->release, release_reply, op, 1, 7, argv, lens);
     free(body);
     kbuf_free(&lk);
 }
@@ -708,8 +705,9 @@ redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
     kbuf_make(&l, t, "lease:", key, keylen);
     snprintf(max, sizeof(max), "%d", PURGE_LOG_MAX);
     const char *argv[6] = {k.p, l.p, t->stream, key, t->channel, max};
-    size_t lens[6] = {k.len,  l.len,  strlen(t->stream),
-                      keylen, strlen(t->channel), strlen(max)};
+    size_t lens[6] = {
+        k.len,      l.len, strlen(t->stream), keylen, strlen(t->channel),
+        strlen(max)};
     corral_redis_eval(t->conn, t->purge, purge_reply, op, 3, 6, argv, lens);
     kbuf_free(&k);
     kbuf_free(&l);
@@ -777,9 +775,8 @@ resync_reply(const redisReply *rep, int error, void *arg)
                 !is_str(e->element[0]))
                 continue;
             const redisReply *f = e->element[1];
-            for (size_t j = 0; f->type == REDIS_REPLY_ARRAY &&
-                               j + 1 < f->elements;
-                 j += 2)
+            for (size_t j = 0;
+                 f->type == REDIS_REPLY_ARRAY && j + 1 < f->elements; j += 2)
                 if (is_str(f->element[j]) && is_str(f->element[j + 1]) &&
                     strcmp(f->element[j]->str, "k") == 0 && t->ev &&
                     t->ev->invalidated)
@@ -830,8 +827,8 @@ start_resync(struct corral_redis_tier *t)
     struct op *op = op_new(t, OP_RESYNC, NULL, 0, NULL);
     char page[16];
     snprintf(page, sizeof(page), "%d", RESYNC_PAGE);
-    const char *argv[5] = {t->epoch_key, t->stream, propose_epoch(t), t->last_id,
-                           page};
+    const char *argv[5] = {t->epoch_key, t->stream, propose_epoch(t),
+                           t->last_id, page};
     corral_redis_eval(t->conn, t->resync, resync_reply, op, 2, 5, argv, NULL);
 }
 
@@ -952,13 +949,13 @@ epoch_cb(evutil_socket_t fd, short what, void *arg)
     struct corral_redis_tier *t = arg;
     (void)fd;
     (void)what;
-    if (t->epoch_asking || t->resync_pending ||
-        !corral_redis_ready(t->conn))
+    if (t->epoch_asking || t->resync_pending || !corral_redis_ready(t->conn))
         return;
     t->epoch_asking = true;
     struct op *op = op_new(t, OP_RESYNC, NULL, 0, NULL);
     const char *argv[2] = {t->epoch_key, propose_epoch(t)};
-    corral_redis_eval(t->conn, t->epoch_read, epoch_reply, op, 1, 2, argv, NULL);
+    corral_redis_eval(t->conn, t->epoch_read, epoch_reply, op, 1, 2, argv,
+                      NULL);
 }
 
 static void
@@ -1085,8 +1082,8 @@ corral_redis_tier_free(struct corral_redis_tier *t)
         return;
     corral_redis_subscribe(t->conn, t->channel, NULL, NULL);
     struct corral_tier_lease *l;
-    static const struct corral_outcome gone = {
-        .kind = CORRAL_OUTCOME_ABANDONED};
+    static const struct corral_outcome gone = {.kind =
+                                                   CORRAL_OUTCOME_ABANDONED};
     while ((l = TAILQ_FIRST(&t->held)) != NULL)
         redis_release(t, l, &gone);
     /* Owed answers: -ECANCELED now; the connection's callbacks later only

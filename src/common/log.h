@@ -19,8 +19,8 @@ enum corral_log_level {
     CORRAL_LOG_INFO = 6,
 };
 
-static inline void corral_log(enum corral_log_level level, const char *fmt,
-                              ...) __attribute__((format(printf, 2, 3)));
+static inline void corral_log(enum corral_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static inline void
 corral_log(enum corral_log_level level, const char *fmt, ...)

@@ -25,8 +25,8 @@ struct corral_access_log {
     struct event *flush_ev;
     char buf[BUF_CAP];
     size_t len;
-    time_t stamp_sec; /* the second stamp[] is for */
-    char stamp[24];   /* "2026-12-03T09:20:01" */
+    time_t stamp_sec;      /* the second stamp[] is for */
+    char stamp[24];        /* "2026-12-03T09:20:01" */
     unsigned long dropped; /* bytes lost to write errors */
 };
 
@@ -167,7 +167,8 @@ corral_access_log_write(const struct corral_request *req, int status,
     }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    uint64_t now_us =
+        (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
     uint64_t took = now_us > req->start_us ? now_us - req->start_us : 0;
     unsigned ms = (unsigned)(tv.tv_usec / 1000);
 

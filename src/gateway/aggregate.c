@@ -17,8 +17,8 @@ struct slot {
     struct asm_job *job;
     struct corral_waiter *w; /* until it answers */
     bool done;
-    int error;   /* < 0: failed, with status and message */
-    int status;  /* the HTTP status a failure stands for */
+    int error;  /* < 0: failed, with status and message */
+    int status; /* the HTTP status a failure stands for */
     char *message;
     struct corral_value *value; /* a reference, when ok */
     uint64_t retry_ms;          /* of a failure */

@@ -45,8 +45,8 @@ struct corral_aggregate_compute {
     struct corral_cache *cache;
     corral_member_get_fn *get;
     void *get_ctx;
-    unsigned *jobs; /* fills that hold these, from start to end (counted
-                     * here), or NULL */
+    unsigned *jobs;      /* fills that hold these, from start to end (counted
+                          * here), or NULL */
     uint64_t timeout_ms; /* the slowest member's, plus room */
 };
 

@@ -170,8 +170,8 @@ retry_in(const struct corral_breaker *b, uint64_t w, uint64_t now)
 size_t
 corral_breaker_table_size(unsigned cap)
 {
-    size_t n =
-        sizeof(struct corral_breaker_table) + (size_t)cap * sizeof(struct shared);
+    size_t n = sizeof(struct corral_breaker_table) +
+               (size_t)cap * sizeof(struct shared);
     return (n + 63) & ~(size_t)63;
 }
 

@@ -30,13 +30,13 @@ struct corral_route_compute {
     const struct corral_config_route *route;
     struct corral_fetch_upstream *upstream; /* NULL for an aggregate */
     struct corral_budget *budget;           /* the upstream's rate, pause */
-    struct corral_budget *keys; /* the route's new_keys: cold fills it
-                                 * may start per window; or NULL */
-    struct corral_breaker *breaker;         /* the upstream's breaker */
+    struct corral_budget *keys;     /* the route's new_keys: cold fills it
+                                     * may start per window; or NULL */
+    struct corral_breaker *breaker; /* the upstream's breaker */
     struct corral_metrics_upstream *metrics; /* its calls; may be NULL */
-    unsigned *jobs; /* fills that hold these, from start to end (counted
-                     * here), or NULL */
-    uint64_t timeout_ms;                    /* the upstream's */
+    unsigned *jobs;      /* fills that hold these, from start to end (counted
+                          * here), or NULL */
+    uint64_t timeout_ms; /* the upstream's */
 };
 
 /* Waits on the fill of m's key, starting it if none runs: cb gets the
@@ -46,19 +46,19 @@ struct corral_route_compute {
  * upstream path does not fit (answer 400) or -ESHUTDOWN when the cache is
  * closing. */
 int corral_route_compute_get(struct corral_cache *c,
-                          const struct corral_route_compute *rf,
-                          const struct corral_route_match *m,
-                          corral_result_cb *cb, void *arg,
-                          struct corral_waiter **out);
+                             const struct corral_route_compute *rf,
+                             const struct corral_route_match *m,
+                             corral_result_cb *cb, void *arg,
+                             struct corral_waiter **out);
 
 /* Starts a background refresh of m's key (a hit that XFetch chose; with
  * refetch, the admin's "fetch it now", which a copy in L2 does not end)
  * unless one runs or the key backs off. Returns corral_refresh()'s code,
  * or -EMSGSIZE when the upstream path does not fit. */
 int corral_route_compute_refresh(struct corral_cache *c,
-                              const struct corral_route_compute *rf,
-                              const struct corral_route_match *m,
-                              bool refetch);
+                                 const struct corral_route_compute *rf,
+                                 const struct corral_route_match *m,
+                                 bool refetch);
 
 /* What a value's rendered head says that a hit must know, kept in the
  * value's flags (corral_value_flags()) when it is rendered, and set again
@@ -66,7 +66,7 @@ int corral_route_compute_refresh(struct corral_cache *c,
 enum corral_compute_flag {
     CORRAL_COMPUTE_NEGATIVE = 1 << 0,      /* a cached upstream 4xx */
     CORRAL_COMPUTE_STALE_MEMBERS = 1 << 1, /* an aggregate assembled with a
-                                         * stale member (aggregate.h) */
+                                            * stale member (aggregate.h) */
 };
 
 /* A value for key with body, rendered once with the head every hit
@@ -75,9 +75,9 @@ enum corral_compute_flag {
  * CRLF); its flags say CORRAL_COMPUTE_NEGATIVE for a status other than 2xx.
  * NULL when it does not fit. */
 struct corral_value *corral_compute_render(const char *key, size_t keylen,
-                                        const char *body, size_t len,
-                                        const char *ctype, int status,
-                                        const char *extra);
+                                           const char *body, size_t len,
+                                           const char *ctype, int status,
+                                           const char *extra);
 
 /* Is v, read from L2 (another process wrote it, or something else did),
  * fit to serve on route at now_ms? Its head must be exactly what corral
@@ -88,7 +88,7 @@ struct corral_value *corral_compute_render(const char *key, size_t keylen,
  * now, and on a JSON route its body JSON. A fit v is not stored yet: its
  * flags are set from its head, as corral_compute_render() sets them. */
 bool corral_compute_fit(const struct corral_config_route *route,
-                     const struct corral_value *v, uint64_t now_ms);
+                        const struct corral_value *v, uint64_t now_ms);
 
 /* The status v's head was rendered with (corral_compute_render(), or
  * checked by corral_compute_fit()). */

@@ -34,17 +34,17 @@ struct corral_config_addr {
 
 struct corral_config_admin {
     struct corral_config_addr listen;
-    char *token; /* NULL: none, so every mutating call gets 403 */
-    unsigned max_clients;       /* connections per worker, default 64 */
+    char *token;          /* NULL: none, so every mutating call gets 403 */
+    unsigned max_clients; /* connections per worker, default 64 */
     uint64_t client_timeout_ms; /* idle or slow admin client, default 5 s */
 };
 
 struct corral_config_l2 {
     struct corral_config_addr redis; /* host:port, unless unix_path */
     char *unix_path;                 /* "unix:/path": the path */
-    char *user;     /* AUTH user (Redis ACL); NULL: the default user */
-    char *password; /* AUTH; NULL: none. Never logged */
-    unsigned db;    /* SELECTed; 0..65535 */
+    char *user;          /* AUTH user (Redis ACL); NULL: the default user */
+    char *password;      /* AUTH; NULL: none. Never logged */
+    unsigned db;         /* SELECTed; 0..65535 */
     char *prefix;        /* prepended to every key, default "corral:" */
     uint64_t timeout_ms; /* per operation, default 50 */
     uint64_t max_value_bytes; /* larger values stay in L1, default 1 MB */
@@ -102,16 +102,16 @@ struct corral_config_upstream {
     unsigned refresh_share;
     struct corral_config_header *headers;
     size_t n_headers;
-    char *ca_file; /* NULL: the system store */
+    char *ca_file;                                  /* NULL: the system store */
     enum corral_config_cache_control cache_control; /* its routes' default */
     /* Failed calls in a row that open its breaker (0: none), default 5. */
     unsigned breaker_failures;
 };
 
 struct corral_config_param {
-    char *name;                 /* a {param}'s, no braces; a query's */
-    char *pattern;              /* as configured, or the default */
-    struct corral_pattern *re;  /* pattern compiled */
+    char *name;                /* a {param}'s, no braces; a query's */
+    char *pattern;             /* as configured, or the default */
+    struct corral_pattern *re; /* pattern compiled */
 };
 
 struct corral_config_route;
@@ -154,8 +154,8 @@ struct corral_config_route {
     /* Negative caching: upstream 4xx answers kept for a while, by status
      * (e.g. 404 for 1 min). n_cache_errors 0: none. */
     struct corral_config_cache_error {
-        int status;       /* 400..499 */
-        uint64_t ttl_ms;  /* 1 s .. 1 day */
+        int status;      /* 400..499 */
+        uint64_t ttl_ms; /* 1 s .. 1 day */
     } cache_errors[8];
     size_t n_cache_errors;
     /* Its own "upstream_cache_control", else its upstream's. */
@@ -166,10 +166,10 @@ struct corral_config {
     struct corral_config_addr listen;
     struct corral_config_admin *admin; /* NULL: no admin listener */
     unsigned workers; /* reactor processes, default 1; 0 = one per core */
-    char *access_log;                  /* path, "-" (stdout) or NULL */
-    uint64_t drain_timeout_ms; /* SIGTERM: at most this long, default 30 s */
-    uint64_t l1_max_bytes;             /* default 256MB */
-    struct corral_config_l2 *l2;       /* NULL: L1 only */
+    char *access_log; /* path, "-" (stdout) or NULL */
+    uint64_t drain_timeout_ms;   /* SIGTERM: at most this long, default 30 s */
+    uint64_t l1_max_bytes;       /* default 256MB */
+    struct corral_config_l2 *l2; /* NULL: L1 only */
     struct corral_config_limits limits;
     struct corral_config_upstream *upstreams;
     size_t n_upstreams;

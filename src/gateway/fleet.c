@@ -19,12 +19,12 @@
 #include "timeutil.h"
 #include "xalloc.h"
 
-#define RETRY_MS 300   /* a resync or write-back that failed, again */
+#define RETRY_MS 300 /* a resync or write-back that failed, again */
 /* How often the fleet state is read and written back anyway: Redis can
  * lose it (FLUSHALL) without dropping a connection, so no resync would
  * follow. */
 #define SYNC_EVERY_MS 2000
-#define SYNC_MAX 100   /* routes or upstreams per sync script */
+#define SYNC_MAX 100 /* routes or upstreams per sync script */
 
 enum op_kind { OP_ADMIT, OP_BUMP, OP_SYNC, OP_PROBE };
 
@@ -37,9 +37,9 @@ struct op {
     corral_fleet_bump_cb *bump_cb;
     corral_fleet_probe_cb *probe_cb;
     void *arg;
-    char member[80]; /* OP_ADMIT */
+    char member[80];                   /* OP_ADMIT */
     size_t path0, n_paths, up0, n_ups; /* OP_SYNC: the batch it covers */
-    char name[];     /* OP_BUMP: the path */
+    char name[];                       /* OP_BUMP: the path */
 };
 TAILQ_HEAD(op_list, op);
 
@@ -54,8 +54,8 @@ struct corral_fleet {
     void *arg;
     char **paths, **upstreams;
     size_t n_paths, n_upstreams;
-    bool synced;       /* a resync has completed */
-    bool sync_pending; /* subscribed again, or a write-back owed */
+    bool synced;        /* a resync has completed */
+    bool sync_pending;  /* subscribed again, or a write-back owed */
     unsigned sync_left; /* sync scripts in flight */
     bool sync_failed;
     struct corral_redis_script *admit, *bump, *sync, *trip, *probe;
@@ -187,7 +187,9 @@ admit_reply(const redisReply *rep, int error, void *arg)
     } else {
         long long verdict = rep->element[0]->integer;
         long long ms = rep->element[1]->integer;
-        op->admit_cb(verdict > 0 ? 1 : verdict == 0 ? 0 : -EBUSY,
+        op->admit_cb(verdict > 0    ? 1
+                     : verdict == 0 ? 0
+                                    : -EBUSY,
                      ms > 0 ? (uint64_t)ms : 1, op->member, op->arg);
     }
     free(op);
@@ -199,8 +201,7 @@ corral_fleet_admit(struct corral_fleet *f, const char *name, unsigned count,
 {
     struct op *op = op_new(f, OP_ADMIT, NULL, arg);
     op->admit_cb = cb;
-    snprintf(op->member, sizeof(op->member), "%s-%" PRIu64, f->id,
-             ++f->admits);
+    snprintf(op->member, sizeof(op->member), "%s-%" PRIu64, f->id, ++f->admits);
     char rate[512], pause[512], n[16], w[24];
     snprintf(rate, sizeof(rate), "%srate:%s", f->prefix, name);
     snprintf(pause, sizeof(pause), "%spause:%s", f->prefix, name);
@@ -417,8 +418,8 @@ start_sync(struct corral_fleet *f)
     for (size_t k = 0; k < batches; k++) {
         struct op b = {0};
         b.path0 = k * SYNC_MAX < f->n_paths ? k * SYNC_MAX : f->n_paths;
-        b.n_paths = f->n_paths - b.path0 < SYNC_MAX ? f->n_paths - b.path0
-                                                    : SYNC_MAX;
+        b.n_paths =
+            f->n_paths - b.path0 < SYNC_MAX ? f->n_paths - b.path0 : SYNC_MAX;
         b.up0 = k * SYNC_MAX < f->n_upstreams ? k * SYNC_MAX : f->n_upstreams;
         b.n_ups = f->n_upstreams - b.up0 < SYNC_MAX ? f->n_upstreams - b.up0
                                                     : SYNC_MAX;

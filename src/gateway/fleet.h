@@ -38,12 +38,10 @@ struct corral_fleet_events {
 /* The fleet state on conn (borrowed; it must outlive the fleet), under
  * prefix, on db's channel; id names this instance. ev borrowed. Aborts
  * when out of memory (see xalloc.h). */
-struct corral_fleet *corral_fleet_new(struct event_base *base,
-                                      struct corral_redis *conn,
-                                      const char *prefix, unsigned db,
-                                      const char *id,
-                                      const struct corral_fleet_events *ev,
-                                      void *arg);
+struct corral_fleet *
+corral_fleet_new(struct event_base *base, struct corral_redis *conn,
+                 const char *prefix, unsigned db, const char *id,
+                 const struct corral_fleet_events *ev, void *arg);
 /* Answers every admission and probe in flight -ECANCELED, stops
  * listening, frees. NULL is a no-op. */
 void corral_fleet_free(struct corral_fleet *f);
@@ -65,8 +63,8 @@ bool corral_fleet_struggling(const struct corral_fleet *f);
  * the call in the window: corral_fleet_unadmit() gives it back); 0 count
  * calls were made in the last window_ms, the oldest leaves in ms; -EBUSY
  * paused for ms more; any other -errno: Redis could not tell. */
-typedef void corral_fleet_admit_cb(int verdict, uint64_t ms,
-                                   const char *member, void *arg);
+typedef void corral_fleet_admit_cb(int verdict, uint64_t ms, const char *member,
+                                   void *arg);
 void corral_fleet_admit(struct corral_fleet *f, const char *name,
                         unsigned count, uint64_t window_ms,
                         corral_fleet_admit_cb *cb, void *arg);
@@ -76,8 +74,7 @@ void corral_fleet_unadmit(struct corral_fleet *f, const char *name,
 
 /* Pauses the upstream called name for ms, for every instance. Fire and
  * forget; a resync of another instance reads it later if it missed it. */
-void corral_fleet_pause(struct corral_fleet *f, const char *name,
-                        uint64_t ms);
+void corral_fleet_pause(struct corral_fleet *f, const char *name, uint64_t ms);
 
 /* The breaker of the upstream called name opened here, or its probe
  * failed: no probe for step_ms, for every instance. With nx only when the
@@ -102,7 +99,7 @@ void corral_fleet_probe(struct corral_fleet *f, const char *name,
  * (then the caller raises it here alone, and the next resync writes it
  * back). */
 typedef void corral_fleet_bump_cb(int error, uint64_t gen, void *arg);
-void corral_fleet_bump(struct corral_fleet *f, const char *path,
-                       uint64_t here, corral_fleet_bump_cb *cb, void *arg);
+void corral_fleet_bump(struct corral_fleet *f, const char *path, uint64_t here,
+                       corral_fleet_bump_cb *cb, void *arg);
 
 #endif

@@ -56,8 +56,8 @@ struct serving {
     struct corral_budget **budgets;           /* by config index; NULL:
                                                * handed to a newer one */
     struct corral_budget **keys; /* by route index: its new_keys; or NULL */
-    struct corral_breaker **breakers;     /* by config index; their
-                                           * state is the server's */
+    struct corral_breaker **breakers;           /* by config index; their
+                                                 * state is the server's */
     struct corral_route_compute *route_compute; /* by config index */
     /* This worker's counters of each route and upstream, kept under their
      * names; NULL: that one has no series (see metrics.h). */
@@ -65,7 +65,7 @@ struct serving {
     struct corral_metrics_upstream **mupstream; /* by config index */
     unsigned *generation_slot; /* by config index (generations.h) */
     struct corral_aggregate_compute *agg_compute; /* by config index */
-    unsigned clients;                       /* waiting on a fill */
+    unsigned clients;                             /* waiting on a fill */
     unsigned jobs; /* fills holding its routes: from a fill's start
                     * (reading L2, waiting on another instance) to its
                     * end, counted by compute.c and aggregate.c */
@@ -380,9 +380,9 @@ client_answered(const struct corral_result *res, void *arg)
                                           strlen(res->message));
         } else {
             count(cl->serving, cl->route, M_ERROR);
-            respond_error_cached(cl->req, corral_compute_error_status(res->error),
-                                 res->message, route, error_detail(res),
-                                 res->retry_after_ms);
+            respond_error_cached(
+                cl->req, corral_compute_error_status(res->error), res->message,
+                route, error_detail(res), res->retry_after_ms);
         }
     }
     cl->serving->clients--;
@@ -465,8 +465,8 @@ on_request(struct corral_request *req, void *arg)
                 corral_aggregate_refresh(g->cache, &sv->agg_compute[m.index],
                                          m.key, m.keylen, false);
             else
-                corral_route_compute_refresh(g->cache, &sv->route_compute[m.index],
-                                          &m, false);
+                corral_route_compute_refresh(
+                    g->cache, &sv->route_compute[m.index], &m, false);
         }
         return;
     }
@@ -1308,8 +1308,8 @@ corral_gateway_refresh(struct corral_gateway *g, const char *path,
     if (rc < 0)
         return rc;
     if (m.route->upstream == NULL)
-        rc = corral_aggregate_refresh(g->cache, &g->serving->agg_compute[m.index],
-                                      m.key, m.keylen, true);
+        rc = corral_aggregate_refresh(
+            g->cache, &g->serving->agg_compute[m.index], m.key, m.keylen, true);
     else
         rc = corral_route_compute_refresh(
             g->cache, &g->serving->route_compute[m.index], &m, true);

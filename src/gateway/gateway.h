@@ -42,10 +42,10 @@ struct corral_gateway_options {
 /* Builds a gateway on base from cfg (borrowed; must outlive it) and starts
  * listening. o may be NULL (bind cfg's address, own metrics). Returns NULL
  * with err set. Caller frees. */
-struct corral_gateway *corral_gateway_new(struct event_base *base,
-                                          const struct corral_config *cfg,
-                                          const struct corral_gateway_options *o,
-                                          char *err, size_t errlen);
+struct corral_gateway *
+corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
+                   const struct corral_gateway_options *o, char *err,
+                   size_t errlen);
 /* Serves cfg from now on (taking it; freed with the gateway): new routes
  * and upstreams take the next requests, fills in flight finish on the old
  * ones, and L1 stays as it is, so a route whose key template did not
@@ -57,7 +57,8 @@ struct corral_gateway *corral_gateway_new(struct event_base *base,
 int corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
                           char *err, size_t errlen);
 /* The config it serves. */
-const struct corral_config *corral_gateway_config(const struct corral_gateway *g);
+const struct corral_config *
+corral_gateway_config(const struct corral_gateway *g);
 /* Its metrics blocks; its own block is refreshed by
  * corral_gateway_snapshot() (also every second by itself). */
 struct corral_metrics *corral_gateway_metrics(const struct corral_gateway *g);
@@ -82,8 +83,8 @@ typedef void corral_gateway_purged_cb(int error, int64_t gen, void *arg);
  * (it was in this L1) or 0 (it was not), and cb fires once, from the
  * loop; or -ENOENT (no route) or -EINVAL (the request is bad for its
  * route), and cb never fires. refresh starts a background fill: 0,
- * -EALREADY (one runs), -EBUSY (the key backs off), or the same errors. The key goes to key (NUL-terminated, cut to
- * keycap). */
+ * -EALREADY (one runs), -EBUSY (the key backs off), or the same errors. The key
+ * goes to key (NUL-terminated, cut to keycap). */
 int corral_gateway_purge(struct corral_gateway *g, const char *path,
                          size_t path_len, const char *query, size_t query_len,
                          char *key, size_t keycap, corral_gateway_purged_cb *cb,
@@ -96,8 +97,8 @@ int corral_gateway_purge(struct corral_gateway *g, const char *path,
 int corral_gateway_purge_route(struct corral_gateway *g, const char *path,
                                corral_gateway_purged_cb *cb, void *arg);
 int corral_gateway_refresh(struct corral_gateway *g, const char *path,
-                           size_t path_len, const char *query,
-                           size_t query_len, char *key, size_t keycap);
+                           size_t path_len, const char *query, size_t query_len,
+                           char *key, size_t keycap);
 /* The port the front end listens on. */
 uint16_t corral_gateway_port(const struct corral_gateway *g);
 /* Stops accepting, answers what is in flight, then calls done. */

@@ -211,7 +211,7 @@ static const yajl_callbacks callbacks = {
 
 struct jnode *
 corral_jtree_parse(const char *text, size_t len, const char *name, char *err,
-           size_t errlen)
+                   size_t errlen)
 {
     struct builder b = {.text = text, .len = len, .scan_line = 1};
     if ((b.h = yajl_alloc(&callbacks, NULL, &b)) == NULL) {
@@ -247,4 +247,3 @@ corral_jtree_parse(const char *text, size_t len, const char *name, char *err,
     yajl_free(b.h);
     return b.root;
 }
-

@@ -25,8 +25,8 @@ struct jnode {
 /* Parses len bytes of text (name stands for the file in messages, nested
  * at most 64 deep). Returns the tree, or NULL with "name:line: reason" in
  * err. Free with corral_jtree_free(). */
-struct jnode *corral_jtree_parse(const char *text, size_t len,
-                                 const char *name, char *err, size_t errlen);
+struct jnode *corral_jtree_parse(const char *text, size_t len, const char *name,
+                                 char *err, size_t errlen);
 
 /* NULL is a no-op. */
 void corral_jtree_free(struct jnode *n);

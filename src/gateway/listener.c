@@ -162,8 +162,8 @@ listener_new(struct event_base *base, int host_fd, const char *host,
         free(l);
         return NULL;
     }
-    if (host_fd >= 0 && fcntl(l->fd, F_SETFL,
-                              fcntl(l->fd, F_GETFL) | O_NONBLOCK) < 0) {
+    if (host_fd >= 0 &&
+        fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK) < 0) {
         snprintf(err, errlen, "listen: %s", strerror(errno));
         free(l);
         return NULL;
@@ -188,8 +188,8 @@ corral_listener_new(struct event_base *base, const char *host, uint16_t port,
                     int backlog, bool reuse_port, corral_accept_cb *cb,
                     void *arg, char *err, size_t errlen)
 {
-    return listener_new(base, -1, host, port, backlog, reuse_port, cb, arg,
-                        err, errlen);
+    return listener_new(base, -1, host, port, backlog, reuse_port, cb, arg, err,
+                        errlen);
 }
 
 struct corral_listener *

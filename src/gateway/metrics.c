@@ -17,14 +17,10 @@ struct corral_metrics {
 };
 
 static const char *const result_names[M_RESULTS] = {
-    [M_HIT] = "hit",
-    [M_L2_HIT] = "l2_hit",
-    [M_STORED] = "stored",
-    [M_COLLAPSED] = "collapsed",
-    [M_STALE] = "stale",
-    [M_STALE_ERROR] = "stale_error",
-    [M_NEGATIVE] = "negative",
-    [M_UNCACHEABLE] = "uncacheable",
+    [M_HIT] = "hit",           [M_L2_HIT] = "l2_hit",
+    [M_STORED] = "stored",     [M_COLLAPSED] = "collapsed",
+    [M_STALE] = "stale",       [M_STALE_ERROR] = "stale_error",
+    [M_NEGATIVE] = "negative", [M_UNCACHEABLE] = "uncacheable",
     [M_ERROR] = "error",
 };
 

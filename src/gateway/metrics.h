@@ -39,7 +39,9 @@ enum { M_CLASSES = 6 };
 
 /* Upper bounds of the upstream latency histogram, ms. */
 #define CORRAL_METRICS_BUCKETS                                                 \
-    {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+    {                                                                          \
+        5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000                  \
+    }
 enum { M_BUCKETS = 11 };
 
 /* Route and upstream counters are kept under their names (route path,
@@ -67,9 +69,9 @@ struct corral_metrics_route {
 
 struct corral_metrics_upstream {
     struct corral_metrics_name name; /* the upstream's name */
-    uint64_t calls[M_CLASSES]; /* [0]: no answer; [k]: status k00..k99 */
-    uint64_t le[M_BUCKETS];    /* calls that took at most the bound */
-    uint64_t count, sum_ms;    /* every call, and their total time */
+    uint64_t calls[M_CLASSES];       /* [0]: no answer; [k]: status k00..k99 */
+    uint64_t le[M_BUCKETS];          /* calls that took at most the bound */
+    uint64_t count, sum_ms;          /* every call, and their total time */
     /* What its budget counted (queued: waiting now), as of the last
      * snapshot, and what it showed when its budget was last replaced (a
      * reload that changes the rate, or drops and adds the upstream):
@@ -88,8 +90,8 @@ struct corral_metrics_block {
      * stale while a refresh runs. Counted as they are answered. */
     uint64_t saved;
     struct corral_stats cache;
-    struct corral_redis_stats l2;        /* the connection */
-    struct corral_redis_tier_stats l2t;  /* the tier on it */
+    struct corral_redis_stats l2;       /* the connection */
+    struct corral_redis_tier_stats l2t; /* the tier on it */
     struct corral_server_stats server;
     /* struct corral_metrics_route[cap_routes], then
      * struct corral_metrics_upstream[cap_upstreams] */
@@ -149,7 +151,7 @@ uint32_t *corral_metrics_generations(struct corral_metrics *m);
 struct corral_breaker_table *corral_metrics_breakers(struct corral_metrics *m);
 
 /* Counts one upstream call that took ms and answered status (0: none). */
-void corral_metrics_upstream_call(struct corral_metrics_upstream *u,
-                                  int status, uint64_t ms);
+void corral_metrics_upstream_call(struct corral_metrics_upstream *u, int status,
+                                  uint64_t ms);
 
 #endif

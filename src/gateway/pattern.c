@@ -10,12 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_PATTERN_LEN 1024    /* bytes of source */
-#define MAX_NEST 32             /* parentheses deep */
-#define MATCH_LIMIT 100000      /* backtracking steps per match */
-#define DEPTH_LIMIT 1000        /* backtracking depth per match */
-#define HEAP_LIMIT_KB 1024      /* heap one match may use */
-#define MAX_COMPILED 65536      /* bytes of compiled pattern */
+#define MAX_PATTERN_LEN 1024 /* bytes of source */
+#define MAX_NEST 32          /* parentheses deep */
+#define MATCH_LIMIT 100000   /* backtracking steps per match */
+#define DEPTH_LIMIT 1000     /* backtracking depth per match */
+#define HEAP_LIMIT_KB 1024   /* heap one match may use */
+#define MAX_COMPILED 65536   /* bytes of compiled pattern */
 
 struct corral_pattern {
     /* The character table form: every byte in set, length in [min, max]. */
@@ -180,8 +180,7 @@ nomem:
 }
 
 bool
-corral_pattern_match(const struct corral_pattern *p, const char *s,
-                     size_t len)
+corral_pattern_match(const struct corral_pattern *p, const char *s, size_t len)
 {
     if (p->simple) {
         if (len < p->min || len > p->max)

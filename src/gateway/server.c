@@ -114,14 +114,14 @@ struct conn {
     bool reaping; /* firing on_close callbacks */
 
     http_parser parser;
-    char *rbuf;        /* pooled; NULL while idle */
-    size_t rpos, wpos; /* parsed up to, filled up to */
-    bool in_message;   /* from the request's first byte to its end */
-    bool in_head;      /* ... to the end of its head */
-    bool method_read;  /* read_method() is done with it */
+    char *rbuf;                /* pooled; NULL while idle */
+    size_t rpos, wpos;         /* parsed up to, filled up to */
+    bool in_message;           /* from the request's first byte to its end */
+    bool in_head;              /* ... to the end of its head */
+    bool method_read;          /* read_method() is done with it */
     enum corral_method method; /* of the request being parsed, once read */
     enum header_state hstate;
-    int err_status; /* why a parser callback refused the request */
+    int err_status;        /* why a parser callback refused the request */
     unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
     bool only_if_cached;   /* Cache-Control: only-if-cached seen */
     struct span span[SPAN_COUNT];
@@ -1263,8 +1263,8 @@ conn_update(struct conn *c)
     bool take = !c->stop && conn_may_take(c);
     /* Not taking requests, keep reading ahead while the buffer has room, so
      * a client that leaves is seen (and its waiters cancelled) at once. */
-    bool room = !c->rbuf ||
-                c->wpos - c->rpos < c->server->rbuf_cap - RBUF_SLACK / 2;
+    bool room =
+        !c->rbuf || c->wpos - c->rpos < c->server->rbuf_cap - RBUF_SLACK / 2;
     conn_want_read(c, take || (!c->stop && c->count < PIPELINE_MAX && room));
     if (c->stop || (c->rpos == c->wpos && c->spans == 0))
         conn_release_rbuf(c);

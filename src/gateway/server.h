@@ -35,7 +35,7 @@ struct corral_server_options {
      * unread) to take the new one instead of refusing it: for a port that
      * must stay answerable, such as the admin's. */
     bool evict_idle;
-    int listen_fd;              /* a listening socket the server adopts */
+    int listen_fd; /* a listening socket the server adopts */
     /* Answers queued and not yet written hold their bytes (and the values
      * they borrow). A client with requests in flight is not read while its
      * own queue holds max_client_queued_bytes (0 = 1 MB) or all clients'
@@ -87,7 +87,6 @@ struct corral_request {
     const char *note;
     int64_t upstream_ms;
 };
-
 
 typedef void corral_request_cb(struct corral_request *req, void *arg);
 typedef void corral_request_close_cb(struct corral_request *req, void *arg);

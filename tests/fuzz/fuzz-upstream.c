@@ -98,8 +98,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
         if (fd >= 0) {
             char req[4096];
-            for (int k = 0; k < 1000 && recv(fd, req, sizeof(req), 0) <= 0;
-                 k++)
+            for (int k = 0; k < 1000 && recv(fd, req, sizeof(req), 0) <= 0; k++)
                 event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
             if (send(fd, data, size, MSG_NOSIGNAL) < 0) {
                 /* the client went away: fine */
@@ -119,8 +118,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             static const char ok[] =
                 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
             char req[4096];
-            for (int k = 0; k < 1000 && recv(fd, req, sizeof(req), 0) <= 0;
-                 k++)
+            for (int k = 0; k < 1000 && recv(fd, req, sizeof(req), 0) <= 0; k++)
                 event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
             if (send(fd, ok, sizeof(ok) - 1, MSG_NOSIGNAL) < 0) {
             }
