@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "corral/cache.h"
+#include "corral/result.h"
 #include "dict.h"
 
 struct event;
