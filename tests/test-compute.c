@@ -3,15 +3,11 @@
  * again), the HTTP status of a fill's error, and the fill job itself,
  * through a real cache, budget, breaker and fetch, against a raw origin
  * on a loopback socket that answers each path as a table says. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -24,16 +20,14 @@
 #include "compute.h"
 #include "l2codec.h"
 #include "route.h"
+#include "raw_origin.h"
 #include "testlib.h"
 
 static struct event_base *base;
 
 /* ---- the origin: one answer per path, then close ---- */
 
-static const struct {
-    const char *path;
-    const char *answer;
-} answers[] = {
+static const struct raw_origin_answer answers[] = {
     {"/v/a", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
              "Content-Length: 9\r\n\r\n{\"v\":\"a\"}"},
     {"/v/gone", "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
@@ -45,66 +39,7 @@ static const struct {
     {"/v/busy", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\n"
                 "Content-Length: 0\r\n\r\n"},
 };
-static unsigned calls[sizeof(answers) / sizeof(*answers)];
-static unsigned total_calls;
-
-struct conn {
-    int fd;
-    struct event *ev;
-    char buf[4096];
-    size_t len;
-};
-
-static void
-conn_read(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn *c = arg;
-    (void)what;
-    ssize_t n = read(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
-    if (n > 0) {
-        c->len += (size_t)n;
-        c->buf[c->len] = '\0';
-        if (strstr(c->buf, "\r\n\r\n") == NULL)
-            return;
-        char path[256] = "";
-        sscanf(c->buf, "GET %255s ", path);
-        const char *out = "HTTP/1.1 418 Unknown\r\nContent-Length: 0\r\n\r\n";
-        for (size_t i = 0; i < sizeof(answers) / sizeof(*answers); i++)
-            if (strcmp(path, answers[i].path) == 0) {
-                out = answers[i].answer;
-                calls[i]++;
-            }
-        total_calls++;
-        CHECK(write(fd, out, strlen(out)) == (ssize_t)strlen(out));
-    }
-    event_free(c->ev);
-    close(fd);
-    free(c);
-}
-
-static void
-origin_accept(evutil_socket_t lfd, short what, void *arg)
-{
-    (void)what;
-    (void)arg;
-    int fd = accept(lfd, NULL, NULL);
-    if (fd < 0)
-        return;
-    struct conn *c = calloc(1, sizeof(*c));
-    CHECK(c != NULL);
-    c->fd = fd;
-    c->ev = event_new(base, fd, EV_READ | EV_PERSIST, conn_read, c);
-    event_add(c->ev, NULL);
-}
-
-static unsigned
-calls_to(const char *path)
-{
-    for (size_t i = 0; i < sizeof(answers) / sizeof(*answers); i++)
-        if (strcmp(path, answers[i].path) == 0)
-            return calls[i];
-    return 0;
-}
+static struct raw_origin origin;
 
 /* ---- the gateway's side ---- */
 
@@ -277,7 +212,7 @@ test_fill_stores(void)
     g = get("/ok/a");
     CHECK_EQ_INT(g.error, 0);
     CHECK_EQ_INT(g.source, CORRAL_SOURCE_L1);
-    CHECK_EQ_INT(calls_to("/v/a"), 1);
+    CHECK_EQ_INT(raw_origin_calls(&origin, "/v/a"), 1);
 }
 
 static void
@@ -291,7 +226,7 @@ test_fill_keeps_negative(void)
     g = get("/ok/gone");
     CHECK_EQ_INT(g.source, CORRAL_SOURCE_L1);
     CHECK_EQ_INT(g.flags, CORRAL_COMPUTE_NEGATIVE);
-    CHECK_EQ_INT(calls_to("/v/gone"), 1);
+    CHECK_EQ_INT(raw_origin_calls(&origin, "/v/gone"), 1);
 }
 
 static void
@@ -300,7 +235,7 @@ test_fill_refuses(void)
     struct got g = get("/ok/broken");
     CHECK(g.error < 0);
     CHECK_EQ_INT(corral_compute_error_status(g.error), 502);
-    CHECK_EQ_INT(calls_to("/v/broken"), 1);
+    CHECK_EQ_INT(raw_origin_calls(&origin, "/v/broken"), 1);
     /* A JSON route stores no body that is not JSON. */
     g = get("/ok/text");
     CHECK(g.error < 0);
@@ -315,11 +250,11 @@ test_fill_pauses_on_retry_after(void)
     struct got g = get("/ok/busy");
     CHECK_EQ_INT(g.error, -EBUSY);
     CHECK(g.retry_ms >= 29000 && g.retry_ms <= 30000);
-    unsigned before = total_calls;
+    unsigned before = origin.total;
     g = get("/ok/other");
     CHECK_EQ_INT(g.error, -EBUSY);
     CHECK_EQ_INT(corral_compute_error_status(g.error), 503);
-    CHECK_EQ_INT(total_calls, before);
+    CHECK_EQ_INT(origin.total, before);
     struct corral_budget_stats st;
     corral_budget_stats(rf.budget, &st);
     CHECK_EQ_INT(st.pauses, 1);
@@ -329,17 +264,9 @@ int
 main(void)
 {
     base = event_base_new();
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t salen = sizeof(sa);
-    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-    CHECK(listen(lfd, 16) == 0);
-    CHECK(getsockname(lfd, (struct sockaddr *)&sa, &salen) == 0);
-    uint16_t port = ntohs(sa.sin_port);
-    struct event *accept_ev =
-        event_new(base, lfd, EV_READ | EV_PERSIST, origin_accept, NULL);
-    event_add(accept_ev, NULL);
+    raw_origin_start(&origin, base, answers,
+                     sizeof(answers) / sizeof(*answers));
+    uint16_t port = origin.port;
 
     char conf[1024], err[512];
     int n = snprintf(
@@ -391,8 +318,7 @@ main(void)
     corral_budget_free(rf.budget);
     corral_fetch_upstream_free(rf.upstream);
     corral_config_free(cfg);
-    event_free(accept_ev);
-    close(lfd);
+    raw_origin_stop(&origin);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);
     return 0;
