@@ -28,15 +28,6 @@ purged(int error, int64_t gen, void *arg)
     a->gen = gen;
 }
 
-/* Runs base until it has nothing left to do (bounded). */
-static void
-settle(struct event_base *base)
-{
-    for (int i = 0; i < 100; i++)
-        if (event_base_loop(base, EVLOOP_NONBLOCK) == 1)
-            break;
-}
-
 static void
 test_slot(void)
 {

@@ -29,14 +29,6 @@ heard(const char *key, size_t len, void *arg)
 }
 
 static void
-settle(struct event_base *base)
-{
-    for (int i = 0; i < 100; i++)
-        if (event_base_loop(base, EVLOOP_NONBLOCK) == 1)
-            break;
-}
-
-static void
 test_bus(void)
 {
     struct event_base *base = event_base_new();

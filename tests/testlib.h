@@ -138,6 +138,16 @@ testlib_guard(struct event_base *base, unsigned ms, bool *expired)
         CHECK(cond);                                                           \
     } while (0)
 
+/* Runs base's loop until nothing is left to do now (active events and
+ * ready callbacks; timers still pending do not count), bounded. */
+static inline void
+settle(struct event_base *base)
+{
+    for (int i = 0; i < 100; i++)
+        if (event_base_loop(base, EVLOOP_NONBLOCK) == 1)
+            break;
+}
+
 /* Runs base's loop for ms, whatever is pending. */
 static inline void
 run_for(struct event_base *base, unsigned ms)
