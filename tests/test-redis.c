@@ -277,6 +277,48 @@ test_health(void)
     corral_redis_free(r);
 }
 
+/* How many PINGs Redis has answered, from INFO commandstats. */
+static long
+pings_seen(void)
+{
+    redisReply *rep = sync_cmd("INFO commandstats");
+    long n = 0;
+    const char *p = rep && rep->type == REDIS_REPLY_STRING
+                        ? strstr(rep->str, "cmdstat_ping:calls=")
+                        : NULL;
+    if (p)
+        n = strtol(p + strlen("cmdstat_ping:calls="), NULL, 10);
+    freeReplyObject(rep);
+    return n;
+}
+
+/* While Redis is down but connected, it is asked several times a second
+ * (not once a second), so it is up again within a few ticks of answering:
+ * while it is down the fleet's single flight is per instance, and every
+ * second of that may cost an upstream call per key and instance. */
+static void
+test_health_probes_often(void)
+{
+    struct corral_redis *r = conn(redisd_port, 300, 0);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    freeReplyObject(sync_cmd("CONFIG SET maxmemory-policy noeviction"));
+    freeReplyObject(sync_cmd("CONFIG SET maxmemory 1"));
+    struct reply x;
+    const char *set[3] = {"SET", "t:p", "v"};
+    for (int i = 0; i < 3; i++)
+        cmd(r, &x, 3, set);
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
+    freeReplyObject(sync_cmd("CONFIG SET maxmemory 0"));
+    long before = pings_seen();
+    run_for(base, 900); /* inside the second it must stay down */
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
+    CHECK(pings_seen() - before >= 2);
+    RUN_UNTIL(base, state(r) == CORRAL_REDIS_UP, 3000);
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    corral_redis_free(r);
+}
+
 /* A database Redis does not have: the probe says so (a configuration
  * error); the connection never becomes ready. An unreachable Redis is an
  * outage for the probe, not a mistake. */
@@ -424,6 +466,7 @@ main(void)
     RUN(test_timeout_and_late);
     RUN(test_stuck);
     RUN(test_health);
+    RUN(test_health_probes_often);
     RUN(test_db);
     RUN(test_subscribe);
     RUN(test_teardown);

@@ -33,6 +33,7 @@
 #define FAIL_AFTER 3            /* failures in a row that make Redis down */
 #define UP_AFTER 3              /* answers in a row that make it up again... */
 #define UP_HOLD_MS 1000         /* ...no sooner than this after it went down */
+#define HEALTH_MS 250           /* a PING this often while down */
 #define MAX_CHANNELS 4
 #define MAX_SCRIPTS 16
 
@@ -166,8 +167,10 @@ static void command(struct corral_redis *r, corral_redis_reply_cb *cb,
                     corral_redis_reply_cb *late, void *arg, int argc,
                     const char *const *argv, const size_t *lens);
 
-/* Every second: a PING when Redis is down but connected, so it comes back
- * up without waiting for traffic (the answer counts like any other). */
+/* Every HEALTH_MS: a PING when Redis is down but connected, so it comes
+ * back up without waiting for traffic (the answer counts like any other):
+ * within UP_AFTER ticks of answering again, not seconds later, since while
+ * it is down the fleet's single flight is per instance. */
 static void
 health_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -878,8 +881,8 @@ corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
     if (!r->retry_ev || !r->reset_ev || !r->timer_ev || !r->refuse_ev ||
         !r->health_ev || !r->sub_retry_ev)
         abort(); /* the policy of xalloc.h */
-    struct timeval second = {1, 0};
-    event_add(r->health_ev, &second);
+    struct timeval tick = {0, HEALTH_MS * 1000};
+    event_add(r->health_ev, &tick);
     start_connect(r);
     return r;
 }
