@@ -121,6 +121,7 @@ snapshot(bool l2)
         b->l2t.resyncs = 3;
         b->l2t.resync_losses = 1;
         b->l2.state = w == 0 ? CORRAL_REDIS_UP : CORRAL_REDIS_DOWN;
+        b->l2.switches = 1 + w;
         b->server.open = 2;
         b->server.accepted = 9;
         struct corral_metrics_route *r = corral_metrics_route_take(m, b, "/r");
@@ -202,6 +203,7 @@ test_metrics(void)
     CHECK(has(t, "corral_l2_resyncs_total{result=\"replayed\"} 4\n"
                  "corral_l2_resyncs_total{result=\"lost\"} 2\n"));
     CHECK(has(t, "corral_l2_up 0\n")); /* one worker's Redis is down */
+    CHECK(has(t, "corral_l2_sentinel_switches_total 3\n"));
     CHECK(has(t, "corral_client_connections 4\n"));
     CHECK(has(t, "corral_client_connections_total{result=\"accepted\"} 18\n"));
     CHECK(has(t, "corral_workers 2\n"));
@@ -211,7 +213,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 39);
+    CHECK_EQ_INT(helps, 40);
     CHECK_EQ_INT(types, helps);
     free(t);
 

@@ -341,6 +341,52 @@ test_values(void)
     corral_config_free(l2);
 }
 
+/* l2.sentinel: its fields, its own AUTH, and l2.redis beside it refused
+ * at l2.sentinel's line. */
+static void
+test_l2_sentinel(void)
+{
+    struct corral_config *cfg = parse(WITH(
+        "'l2': {'sentinel': {'master': 'mymaster', 'nodes': "
+        "['127.0.0.1:26379', "
+        "'s2:26380'], 'user': 'su', 'password': 'sp'}, 'password': 'dp'}"));
+    CHECK(cfg != NULL && cfg->l2 != NULL && cfg->l2->sentinel != NULL);
+    const struct corral_config_sentinel *s = cfg->l2->sentinel;
+    CHECK_EQ_STR(s->master, "mymaster");
+    CHECK_EQ_INT(s->n_nodes, 2);
+    CHECK_EQ_STR(s->nodes[0].host, "127.0.0.1");
+    CHECK_EQ_INT(s->nodes[0].port, 26379);
+    CHECK_EQ_STR(s->nodes[1].host, "s2");
+    CHECK_EQ_INT(s->nodes[1].port, 26380);
+    CHECK_EQ_STR(s->user, "su");
+    CHECK_EQ_STR(s->password, "sp");
+    CHECK_EQ_STR(cfg->l2->password, "dp");
+    CHECK(cfg->l2->redis.host == NULL && cfg->l2->unix_path == NULL);
+    corral_config_free(cfg);
+
+    CHECK_ERROR(TOP "'l2': {'redis': 'r:1',\n"
+                    "'sentinel': {'master': 'm', 'nodes': ['s:1']}},\n" UP
+                    "'routes': [" ROUTE_A "]}",
+                "t.json:3: l2.sentinel: ", "mutually exclusive");
+    CHECK_ERROR(WITH("'l2': {'sentinel': {'nodes': ['s:1']}}"),
+                "t.json:2: l2.sentinel.master: ", "required key is missing");
+    CHECK_ERROR(WITH("'l2': {'sentinel': {'master': 'm'}}"),
+                "t.json:2: l2.sentinel.nodes: ", "required key is missing");
+    CHECK_ERROR(WITH("'l2': {'sentinel': {'master': 'm', 'nodes': []}}"),
+                "t.json:2: l2.sentinel.nodes: ", "at least one");
+    CHECK_ERROR(WITH("'l2': {'sentinel': {'master': 'm', 'nodes': ['s']}}"),
+                "t.json:2: l2.sentinel.nodes[0]: ", "");
+    CHECK_ERROR(WITH("'l2': {'sentinel': {'master': 'a b', 'nodes': ['s:1']}}"),
+                "t.json:2: l2.sentinel.master: ", "without blanks");
+    CHECK_ERROR(
+        WITH("'l2': {'sentinel': {'master': 'm', 'nodes': ['s:1'], 'user': "
+             "'u'}}"),
+        "t.json:2: l2.sentinel.user: ", "a user needs a password");
+    CHECK_ERROR(
+        WITH("'l2': {'sentinel': {'master': 'm', 'nodes': ['s:1'], 'x': 1}}"),
+        "t.json:2: l2.sentinel.x: ", "unknown key");
+}
+
 /* The admin's own limits: defaults, values, and every bad one. */
 static void
 test_admin_limits(void)
@@ -1279,6 +1325,7 @@ main(void)
     RUN(test_missing);
     RUN(test_addresses);
     RUN(test_admin_limits);
+    RUN(test_l2_sentinel);
     RUN(test_values);
     RUN(test_upstreams);
     RUN(test_routes);

@@ -5,7 +5,8 @@
  * accepts and never answers taken for stuck, health that goes down on
  * failing commands and comes back up without flapping, a database that
  * cannot be selected, subscriptions that come back after their connection
- * is killed, and teardown with commands in flight. */
+ * is killed, teardown with commands in flight, and the sentinels' and
+ * ROLE's replies read. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 
@@ -457,6 +458,75 @@ test_teardown(void)
     redisd_cont();
 }
 
+/* RESP text to a reply, as hiredis reads it off a socket. */
+static redisReply *
+resp(const char *text)
+{
+    redisReader *rd = redisReaderCreate();
+    void *out = NULL;
+    CHECK(redisReaderFeed(rd, text, strlen(text)) == REDIS_OK);
+    CHECK(redisReaderGetReply(rd, &out) == REDIS_OK && out != NULL);
+    redisReaderFree(rd);
+    return out;
+}
+
+/* What sentinels and ROLE answer, and what they must not be taken for. */
+static void
+test_sentinel_replies(void)
+{
+    char host[64];
+    uint16_t port = 0;
+    redisReply *r = resp("*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n");
+    CHECK_EQ_INT(corral_redis_master_addr(r, host, sizeof(host), &port), 0);
+    CHECK_EQ_STR(host, "127.0.0.1");
+    CHECK_EQ_INT(port, 6380);
+    freeReplyObject(r);
+    r = resp("*-1\r\n"); /* no such master */
+    CHECK_EQ_INT(corral_redis_master_addr(r, host, sizeof(host), &port),
+                 -ENOENT);
+    freeReplyObject(r);
+    r = resp("$-1\r\n");
+    CHECK_EQ_INT(corral_redis_master_addr(r, host, sizeof(host), &port),
+                 -ENOENT);
+    freeReplyObject(r);
+    static const char *const bad[] = {
+        "*2\r\n$9\r\n127.0.0.1\r\n$5\r\n65536\r\n", /* port range */
+        "*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n",
+        "*2\r\n$9\r\n127.0.0.1\r\n$3\r\n6x0\r\n",
+        "*2\r\n$0\r\n\r\n$4\r\n6380\r\n",     /* no host */
+        "*1\r\n$9\r\n127.0.0.1\r\n",          /* no port */
+        "*2\r\n$9\r\n127.0.0.1\r\n:6380\r\n", /* integer */
+        "-IDONTKNOW no\r\n",
+        "+OK\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        r = resp(bad[i]);
+        CHECK_EQ_INT(corral_redis_master_addr(r, host, sizeof(host), &port),
+                     -EPROTO);
+        freeReplyObject(r);
+    }
+    /* A host longer than the buffer is refused, not cut. */
+    r = resp("*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n");
+    CHECK_EQ_INT(corral_redis_master_addr(r, host, 9, &port), -EPROTO);
+    freeReplyObject(r);
+    CHECK_EQ_INT(corral_redis_master_addr(NULL, host, 9, &port), -EPROTO);
+
+    r = resp("*3\r\n$6\r\nmaster\r\n:10\r\n*0\r\n");
+    CHECK_EQ_INT(corral_redis_role_master(r), 1);
+    freeReplyObject(r);
+    r = resp("*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n"
+             "$9\r\nconnected\r\n:10\r\n");
+    CHECK_EQ_INT(corral_redis_role_master(r), 0);
+    freeReplyObject(r);
+    r = resp("*2\r\n$8\r\nsentinel\r\n*0\r\n");
+    CHECK_EQ_INT(corral_redis_role_master(r), 0);
+    freeReplyObject(r);
+    r = resp("$6\r\nmaster\r\n");
+    CHECK_EQ_INT(corral_redis_role_master(r), -1);
+    freeReplyObject(r);
+    CHECK_EQ_INT(corral_redis_role_master(NULL), -1);
+}
+
 int
 main(void)
 {
@@ -470,6 +540,7 @@ main(void)
     RUN(test_db);
     RUN(test_subscribe);
     RUN(test_teardown);
+    RUN(test_sentinel_replies);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);
     return 0;

@@ -20,14 +20,31 @@ struct redisReply;
 struct corral_redis;        /* opaque */
 struct corral_redis_script; /* opaque: a Lua script loaded at every connect */
 
+/* One sentinel's address. */
+struct corral_redis_node {
+    const char *host;
+    uint16_t port;
+};
+
 struct corral_redis_options {
-    const char *host;      /* name or IP; NULL when unix_path is set */
+    const char *host;      /* name or IP; NULL when unix_path is set or
+                            * the sentinels name the server */
     uint16_t port;         /* 1..65535 */
     const char *unix_path; /* a Unix socket instead of host:port */
     unsigned db;           /* SELECT db when not 0; an error is fatal */
     const char *user;      /* ACL user for AUTH; NULL: the password alone */
     const char *password;  /* AUTH when not NULL; never logged */
     uint64_t timeout_ms;   /* every command's; 0 = 50 ms */
+    /* Sentinel: with n_sentinels > 0, host, port and unix_path are unset
+     * and the server is the primary that sentinels (asked in turn, each
+     * within timeout_ms) name for master, asked again before every
+     * connect; a server whose ROLE is not master is dropped, and so is
+     * one that answers READONLY, or on a +switch-master for master. */
+    const char *master;
+    const struct corral_redis_node *sentinels; /* copied */
+    size_t n_sentinels;
+    const char *sentinel_user;     /* the sentinels' own AUTH */
+    const char *sentinel_password; /* never logged */
 };
 
 enum corral_redis_state {
@@ -41,6 +58,7 @@ struct corral_redis_stats {
     uint64_t errors;   /* error replies, lost connections, not sent */
     uint64_t connects; /* handshakes completed (1 + reconnects) */
     uint64_t stuck;    /* connections closed for never answering */
+    uint64_t switches; /* sentinel: the primary named is a new one */
     enum corral_redis_state state;
 };
 
@@ -132,6 +150,15 @@ int corral_redis_subscribe(struct corral_redis *r, const char *channel,
 
 void corral_redis_stats(const struct corral_redis *r,
                         struct corral_redis_stats *out);
+/* The reply to SENTINEL get-master-addr-by-name: the host (into host,
+ * hostlen bytes) and port of the primary. Returns 0, or -ENOENT when the
+ * sentinel knows no such master, or -EPROTO for a reply of another shape.
+ * Exposed for its test. */
+int corral_redis_master_addr(const struct redisReply *reply, char *host,
+                             size_t hostlen, uint16_t *port);
+/* ROLE's reply says master: 1; another role: 0; not a ROLE reply: -1. */
+int corral_redis_role_master(const struct redisReply *reply);
+
 /* "up" or "down". */
 const char *corral_redis_state_name(enum corral_redis_state s);
 /* "host:port" or "unix:PATH", for logs. */

@@ -9,7 +9,13 @@
  * the reply then only frees the command. A command given while the
  * connection is not ready is answered -ENOTCONN from the refused queue on
  * the next loop turn. The handshake's commands are not on the queue: the
- * connect timer bounds the whole handshake. */
+ * connect timer bounds the whole handshake.
+ *
+ * With sentinels, every connect starts by asking them, one at a time and
+ * each within the timeout, for the primary's address (the ask connection);
+ * the handshake then checks ROLE. A third connection (the watch) listens
+ * to one sentinel's +switch-master; a switch, or a READONLY from a primary
+ * that was demoted, drops both connections and asks again at once. */
 #include "corral/redis.h"
 #include "log.h"
 
@@ -103,6 +109,19 @@ struct corral_redis {
     struct event *sub_retry_ev;
     struct chan chans[MAX_CHANNELS];
     size_t n_chans;
+
+    /* Sentinel (n_sentinels > 0). */
+    char *master, *s_user, *s_password;
+    struct corral_redis_node *sentinels;
+    size_t n_sentinels;
+    redisAsyncContext *ask_ac; /* asking a sentinel for the primary */
+    size_t ask_next, ask_tried;
+    struct event *ask_ev;        /* the asked sentinel's deadline */
+    redisAsyncContext *watch_ac; /* subscribed to +switch-master */
+    size_t watch_next;
+    uint64_t watch_backoff_ms;
+    struct event *watch_retry_ev;
+    bool demoted; /* READONLY heard: drop and ask again */
 
     bool closing;
     struct corral_redis_stats stats;
@@ -337,7 +356,23 @@ send_auth(redisAsyncContext *ac, const struct corral_redis *r,
 }
 
 static void
-start_connect(struct corral_redis *r)
+role_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = ac->data;
+    redisReply *rep = reply;
+    if (r == NULL || r->ac != ac || rep == NULL || r->hs_left == 0)
+        return;
+    if (rep->type != REDIS_REPLY_ERROR && corral_redis_role_master(rep) != 1) {
+        handshake_failed(r, "ROLE", "not a master");
+        return;
+    }
+    hs_reply(ac, reply, privdata, "ROLE");
+}
+
+static void ask_start(struct corral_redis *r);
+
+static void
+connect_addr(struct corral_redis *r)
 {
     redisAsyncContext *ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
                                          : redisAsyncConnect(r->host, r->port);
@@ -355,12 +390,15 @@ start_connect(struct corral_redis *r)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     /* Pipelined: written once connected, answered in this order. */
-    r->hs_left = (r->password != NULL) + (r->db[0] != '\0') + r->n_scripts + 1;
+    r->hs_left = (r->password != NULL) + (r->db[0] != '\0') +
+                 (r->n_sentinels > 0) + r->n_scripts + 1;
     send_auth(ac, r, auth_reply);
     if (r->db[0] != '\0') {
         const char *argv[2] = {"SELECT", r->db};
         redisAsyncCommandArgv(ac, select_reply, NULL, 2, argv, NULL);
     }
+    if (r->n_sentinels > 0)
+        redisAsyncCommand(ac, role_reply, NULL, "ROLE");
     for (size_t i = 0; i < r->n_scripts; i++) {
         const char *argv[3] = {"SCRIPT", "LOAD", r->scripts[i]->body};
         redisAsyncCommandArgv(ac, load_reply, r->scripts[i], 3, argv, NULL);
@@ -368,6 +406,15 @@ start_connect(struct corral_redis *r)
     redisAsyncCommand(ac, ping_reply, NULL, "PING");
     struct timeval tv = corral_ms_to_tv(CONNECT_TIMEOUT_MS);
     event_add(r->retry_ev, &tv); /* a connect that hangs is given up */
+}
+
+static void
+start_connect(struct corral_redis *r)
+{
+    if (r->n_sentinels == 0)
+        connect_addr(r);
+    else if (r->ask_ac == NULL)
+        ask_start(r);
 }
 
 static void
@@ -393,9 +440,16 @@ reset_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (r->ac == NULL)
         return;
+    event_del(r->retry_ev);
+    if (r->demoted) {
+        r->demoted = false;
+        drop(r, "READONLY: the primary was demoted");
+        r->backoff_ms = BACKOFF_MIN_MS;
+        start_connect(r);
+        return;
+    }
     r->stats.stuck++;
     drop(r, "no answer: connection taken for stuck");
-    event_del(r->retry_ev);
     schedule_retry(r);
 }
 
@@ -422,6 +476,14 @@ unlist(struct cmd *c, struct cmd_list *from)
         TAILQ_REMOVE(from, c, link);
         c->listed = false;
     }
+}
+
+/* A replica refusing a write: READONLY, bare or inside a script's error. */
+static bool
+is_readonly(const char *err)
+{
+    return strncmp(err, "READONLY", 8) == 0 || strstr(err, "-READONLY") ||
+           strstr(err, " READONLY ");
 }
 
 static void
@@ -457,6 +519,13 @@ cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
         r->timeouts_in_row = 0;
         note_fail(r, rep->str);
         error = -EIO;
+        if (r->n_sentinels > 0 && r->ready && is_readonly(rep->str)) {
+            /* Not one more write to it: refused from now, dropped off
+             * this stack. */
+            r->ready = false;
+            r->demoted = true;
+            event_active(r->reset_ev, EV_TIMEOUT, 1);
+        }
         if (strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->ac != NULL)
             for (size_t i = 0; i < r->n_scripts; i++) {
                 const char *argv[3] = {"SCRIPT", "LOAD", r->scripts[i]->body};
@@ -771,8 +840,8 @@ on_message(redisAsyncContext *ac, void *reply, void *privdata)
 static void
 start_sub(struct corral_redis *r)
 {
-    if (r->n_chans == 0)
-        return;
+    if (r->n_chans == 0 || (r->unix_path == NULL && r->host == NULL))
+        return; /* no address yet: the sentinels' answer starts it */
     redisAsyncContext *ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
                                          : redisAsyncConnect(r->host, r->port);
     if (ac == NULL || ac->err) {
@@ -841,6 +910,318 @@ corral_redis_listening(const struct corral_redis *r)
     return r->listening;
 }
 
+/* ---- sentinels ---- */
+
+int
+corral_redis_master_addr(const struct redisReply *reply, char *host,
+                         size_t hostlen, uint16_t *port)
+{
+    if (reply == NULL)
+        return -EPROTO;
+    if (reply->type == REDIS_REPLY_NIL)
+        return -ENOENT;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[0]->len == 0 ||
+        (size_t)reply->element[0]->len >= hostlen)
+        return -EPROTO;
+    char *end;
+    errno = 0;
+    unsigned long p = strtoul(reply->element[1]->str, &end, 10);
+    if (errno != 0 || end == reply->element[1]->str || *end != '\0' || p == 0 ||
+        p > 65535)
+        return -EPROTO;
+    memcpy(host, reply->element[0]->str, (size_t)reply->element[0]->len);
+    host[reply->element[0]->len] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+int
+corral_redis_role_master(const struct redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements == 0 || reply->element[0]->type != REDIS_REPLY_STRING)
+        return -1;
+    return strcmp(reply->element[0]->str, "master") == 0;
+}
+
+static void
+sentinel_auth(redisAsyncContext *ac, const struct corral_redis *r)
+{
+    if (r->s_password == NULL)
+        return;
+    /* Unanswered: a refusal shows as the next command's NOAUTH. */
+    const char *argv[3] = {"AUTH", r->s_user ? r->s_user : r->s_password,
+                           r->s_password};
+    redisAsyncCommandArgv(ac, NULL, NULL, r->s_user ? 3 : 2, argv, NULL);
+}
+
+static redisAsyncContext *
+sentinel_connect(struct corral_redis *r, size_t i,
+                 redisConnectCallback *on_conn,
+                 redisDisconnectCallback *on_disc)
+{
+    redisAsyncContext *ac =
+        redisAsyncConnect(r->sentinels[i].host, r->sentinels[i].port);
+    if (ac == NULL || ac->err) {
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = r;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_conn);
+    redisAsyncSetDisconnectCallback(ac, on_disc);
+    sentinel_auth(ac, r);
+    return ac;
+}
+
+static void
+ask_stop(struct corral_redis *r)
+{
+    redisAsyncContext *ac = r->ask_ac;
+    event_del(r->ask_ev);
+    if (ac == NULL)
+        return;
+    r->ask_ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
+/* The sentinels named host:port: connect there (and the subscriber too,
+ * when the primary is a new one). */
+static void
+use_addr(struct corral_redis *r, const char *host, uint16_t port)
+{
+    bool moved =
+        r->host == NULL || strcmp(r->host, host) != 0 || r->port != port;
+    if (moved) {
+        if (r->host != NULL) {
+            r->stats.switches++;
+            corral_log(CORRAL_LOG_NOTICE,
+                       "redis %s: the sentinels name %s:%u now", r->name, host,
+                       (unsigned)port);
+        }
+        free(r->host);
+        r->host = xstrndup(host, strlen(host));
+        r->port = port;
+        snprintf(r->name, sizeof(r->name), "%s (%s:%u)", r->master, host,
+                 (unsigned)port);
+    }
+    connect_addr(r);
+    if (r->n_chans > 0 && (moved || r->sub_ac == NULL)) {
+        stop_sub(r);
+        event_del(r->sub_retry_ev);
+        r->sub_backoff_ms = BACKOFF_MIN_MS;
+        start_sub(r);
+    }
+}
+
+static void ask_one(struct corral_redis *r);
+
+static void
+ask_failed(struct corral_redis *r, const char *why)
+{
+    snprintf(r->last_error, sizeof(r->last_error), "sentinel: %s", why);
+    ask_stop(r);
+    ask_one(r);
+}
+
+static void
+ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = ac->data;
+    redisReply *rep = reply;
+    char host[256];
+    uint16_t port = 0;
+    (void)privdata;
+    if (r == NULL || r->ask_ac != ac || rep == NULL)
+        return; /* an old ask, or this one going (its disconnect says) */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        ask_failed(r, rep->str);
+        return;
+    }
+    int rc = corral_redis_master_addr(rep, host, sizeof(host), &port);
+    if (rc < 0) {
+        ask_failed(r, rc == -ENOENT ? "no such master" : "a bad reply");
+        return;
+    }
+    ask_stop(r);
+    use_addr(r, host, port);
+}
+
+static void
+on_ask_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis *r = ac->data;
+    (void)status;
+    if (r == NULL || r->ask_ac != ac)
+        return;
+    r->ask_ac = NULL; /* hiredis frees it */
+    ask_failed(r, ac->errstr[0] ? ac->errstr : "connection closed");
+}
+
+static void
+on_ask_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK)
+        on_ask_disconnect(ac, status);
+}
+
+static void
+ask_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->ask_ac != NULL)
+        ask_failed(r, "no answer");
+}
+
+/* Asks the next sentinel not asked yet in this round; after the last one,
+ * the round failed: down, and a new round after the backoff. */
+static void
+ask_one(struct corral_redis *r)
+{
+    while (r->ask_tried < r->n_sentinels) {
+        size_t i = r->ask_next;
+        r->ask_next = (r->ask_next + 1) % r->n_sentinels;
+        r->ask_tried++;
+        redisAsyncContext *ac =
+            sentinel_connect(r, i, on_ask_connect, on_ask_disconnect);
+        if (ac == NULL)
+            continue;
+        r->ask_ac = ac;
+        const char *argv[3] = {"SENTINEL", "get-master-addr-by-name",
+                               r->master};
+        redisAsyncCommandArgv(ac, ask_reply, NULL, 3, argv, NULL);
+        struct timeval tv = corral_ms_to_tv(r->timeout_ms);
+        event_add(r->ask_ev, &tv);
+        return;
+    }
+    if (strcmp(r->last_error, r->logged_error) != 0) {
+        corral_log(CORRAL_LOG_ERROR, "redis %s: no sentinel named it (%s)",
+                   r->name, r->last_error);
+        snprintf(r->logged_error, sizeof(r->logged_error), "%s", r->last_error);
+    }
+    set_down(r, NULL);
+    event_del(r->retry_ev);
+    schedule_retry(r);
+}
+
+static void
+ask_start(struct corral_redis *r)
+{
+    r->ask_tried = 0;
+    ask_one(r);
+}
+
+/* The primary changed (or may have): drop both connections and ask the
+ * sentinels again now. */
+static void
+reresolve(struct corral_redis *r, const char *why)
+{
+    drop(r, why);
+    ask_stop(r);
+    event_del(r->retry_ev);
+    r->backoff_ms = BACKOFF_MIN_MS;
+    start_connect(r);
+}
+
+static void watch_start(struct corral_redis *r);
+
+static void
+watch_retry(struct corral_redis *r)
+{
+    struct timeval tv = corral_ms_to_tv(r->watch_backoff_ms);
+    event_add(r->watch_retry_ev, &tv);
+    r->watch_backoff_ms = r->watch_backoff_ms * 2 > BACKOFF_MAX_MS
+                              ? BACKOFF_MAX_MS
+                              : r->watch_backoff_ms * 2;
+}
+
+static void
+on_switch(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    if (rep == NULL || r->watch_ac != ac || rep->type != REDIS_REPLY_ARRAY ||
+        rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        r->watch_backoff_ms = BACKOFF_MIN_MS;
+        return;
+    }
+    if (strcmp(rep->element[0]->str, "message") != 0 ||
+        rep->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    /* "<master> <old ip> <old port> <new ip> <new port>" */
+    size_t n = strlen(r->master);
+    const char *msg = rep->element[2]->str;
+    if ((size_t)rep->element[2]->len <= n || strncmp(msg, r->master, n) != 0 ||
+        msg[n] != ' ')
+        return;
+    corral_log(CORRAL_LOG_NOTICE, "redis %s: +switch-master %s", r->name,
+               msg + n + 1);
+    reresolve(r, "+switch-master");
+}
+
+static void
+on_watch_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct corral_redis *r = ac->data;
+    (void)status;
+    if (r == NULL || r->watch_ac != ac)
+        return;
+    r->watch_ac = NULL; /* hiredis frees it */
+    watch_retry(r);
+}
+
+static void
+on_watch_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK)
+        on_watch_disconnect(ac, status);
+}
+
+static void
+watch_start(struct corral_redis *r)
+{
+    size_t i = r->watch_next;
+    r->watch_next = (r->watch_next + 1) % r->n_sentinels;
+    redisAsyncContext *ac =
+        sentinel_connect(r, i, on_watch_connect, on_watch_disconnect);
+    if (ac == NULL) {
+        watch_retry(r);
+        return;
+    }
+    r->watch_ac = ac;
+    redisAsyncCommand(ac, on_switch, r, "SUBSCRIBE +switch-master");
+}
+
+static void
+watch_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct corral_redis *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->watch_ac == NULL)
+        watch_start(r);
+}
+
+static void
+watch_stop(struct corral_redis *r)
+{
+    redisAsyncContext *ac = r->watch_ac;
+    if (ac == NULL)
+        return;
+    r->watch_ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
 /* ---- lifecycle ---- */
 
 struct corral_redis *
@@ -848,13 +1229,43 @@ corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
                  char *err, size_t errlen)
 {
     if (base == NULL || o == NULL ||
-        (o->unix_path == NULL && (o->host == NULL || o->port == 0))) {
+        (o->n_sentinels == 0 && o->unix_path == NULL &&
+         (o->host == NULL || o->port == 0))) {
         snprintf(err, errlen, "redis: a host and port, or a unix path");
         return NULL;
     }
+    if (o->n_sentinels > 0 && (o->master == NULL || o->master[0] == '\0' ||
+                               o->host != NULL || o->unix_path != NULL)) {
+        snprintf(err, errlen,
+                 "redis: sentinels need a master name, and "
+                 "no host or unix path");
+        return NULL;
+    }
+    for (size_t i = 0; i < o->n_sentinels; i++)
+        if (o->sentinels[i].host == NULL || o->sentinels[i].port == 0) {
+            snprintf(err, errlen, "redis: a sentinel without host or port");
+            return NULL;
+        }
     struct corral_redis *r = xcalloc(1, sizeof(*r));
     r->base = base;
     r->host = o->host ? xstrndup(o->host, strlen(o->host)) : NULL;
+    if (o->n_sentinels > 0) {
+        r->master = xstrndup(o->master, strlen(o->master));
+        r->n_sentinels = o->n_sentinels;
+        r->sentinels = xcalloc(o->n_sentinels, sizeof(*r->sentinels));
+        for (size_t i = 0; i < o->n_sentinels; i++) {
+            const char *h = o->sentinels[i].host;
+            r->sentinels[i].host = xstrndup(h, strlen(h));
+            r->sentinels[i].port = o->sentinels[i].port;
+        }
+        r->s_user = o->sentinel_user
+                        ? xstrndup(o->sentinel_user, strlen(o->sentinel_user))
+                        : NULL;
+        r->s_password =
+            o->sentinel_password
+                ? xstrndup(o->sentinel_password, strlen(o->sentinel_password))
+                : NULL;
+    }
     r->unix_path =
         o->unix_path ? xstrndup(o->unix_path, strlen(o->unix_path)) : NULL;
     r->user = o->user ? xstrndup(o->user, strlen(o->user)) : NULL;
@@ -865,7 +1276,9 @@ corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
         snprintf(r->db, sizeof(r->db), "%u", o->db);
     r->timeout_ms = o->timeout_ms ? o->timeout_ms : 50;
     r->backoff_ms = r->sub_backoff_ms = BACKOFF_MIN_MS;
-    if (o->unix_path)
+    if (o->n_sentinels > 0)
+        snprintf(r->name, sizeof(r->name), "%s", o->master);
+    else if (o->unix_path)
         snprintf(r->name, sizeof(r->name), "unix:%s", o->unix_path);
     else
         snprintf(r->name, sizeof(r->name), "%s:%u", o->host, (unsigned)o->port);
@@ -878,11 +1291,16 @@ corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
     r->refuse_ev = event_new(base, -1, 0, refuse_cb, r);
     r->health_ev = event_new(base, -1, EV_PERSIST, health_cb, r);
     r->sub_retry_ev = evtimer_new(base, sub_retry_cb, r);
+    r->ask_ev = evtimer_new(base, ask_timeout_cb, r);
+    r->watch_retry_ev = evtimer_new(base, watch_retry_cb, r);
     if (!r->retry_ev || !r->reset_ev || !r->timer_ev || !r->refuse_ev ||
-        !r->health_ev || !r->sub_retry_ev)
+        !r->health_ev || !r->sub_retry_ev || !r->ask_ev || !r->watch_retry_ev)
         abort(); /* the policy of xalloc.h */
+    r->watch_backoff_ms = BACKOFF_MIN_MS;
     struct timeval tick = {0, HEALTH_MS * 1000};
     event_add(r->health_ev, &tick);
+    if (r->n_sentinels > 0)
+        watch_start(r);
     start_connect(r);
     return r;
 }
@@ -920,6 +1338,18 @@ corral_redis_free(struct corral_redis *r)
     for (size_t i = 0; i < r->n_chans; i++)
         r->chans[i].l = NULL; /* no lost() at exit */
     stop_sub(r);
+    ask_stop(r);
+    watch_stop(r);
+    event_free(r->ask_ev);
+    event_free(r->watch_retry_ev);
+    for (size_t i = 0; i < r->n_sentinels; i++)
+        free((char *)r->sentinels[i].host);
+    free(r->sentinels);
+    free(r->master);
+    free(r->s_user);
+    if (r->s_password)
+        explicit_bzero(r->s_password, strlen(r->s_password));
+    free(r->s_password);
     event_free(r->retry_ev);
     event_free(r->reset_ev);
     event_free(r->timer_ev);
@@ -971,6 +1401,71 @@ probe_step(redisContext *c, int argc, const char **argv, const char *step,
     return rc;
 }
 
+/* Asks the sentinels in turn, each within what is left until deadline,
+ * for the primary. -EINVAL when every one that answered refused our AUTH. */
+static int
+probe_sentinels(const struct corral_redis_options *o, uint64_t deadline,
+                char *host, size_t hostlen, uint16_t *port, char *err,
+                size_t errlen)
+{
+    int rc = -EHOSTUNREACH;
+    bool refused = false, other = false;
+    snprintf(err, errlen, "no sentinel to ask");
+    for (size_t i = 0; i < o->n_sentinels; i++) {
+        uint64_t now = corral_now_ms();
+        if (now >= deadline)
+            break;
+        struct timeval tv = corral_ms_to_tv(deadline - now);
+        const struct corral_redis_node *s = &o->sentinels[i];
+        redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
+        if (c == NULL || c->err) {
+            snprintf(err, errlen, "sentinel %s:%u: %s", s->host,
+                     (unsigned)s->port, c ? c->errstr : "out of memory");
+            redisFree(c);
+            other = true;
+            continue;
+        }
+        redisSetTimeout(c, tv);
+        int step = 0;
+        if (o->sentinel_password != NULL) {
+            const char *auth[3] = {"AUTH",
+                                   o->sentinel_user ? o->sentinel_user
+                                                    : o->sentinel_password,
+                                   o->sentinel_password};
+            step = probe_step(c, o->sentinel_user ? 3 : 2, auth,
+                              "sentinel AUTH", err, errlen);
+        }
+        if (step == 0) {
+            const char *ask[3] = {"SENTINEL", "get-master-addr-by-name",
+                                  o->master};
+            redisReply *rep = redisCommandArgv(c, 3, ask, NULL);
+            int a = corral_redis_master_addr(rep, host, hostlen, port);
+            if (a == 0) {
+                freeReplyObject(rep);
+                redisFree(c);
+                return 0;
+            }
+            snprintf(err, errlen, "sentinel %s:%u: %s", s->host,
+                     (unsigned)s->port,
+                     rep == NULL                      ? c->errstr
+                     : rep->type == REDIS_REPLY_ERROR ? rep->str
+                     : a == -ENOENT                   ? "no such master"
+                                                      : "a bad reply");
+            if (rep != NULL)
+                freeReplyObject(rep);
+            other = true;
+        } else if (step == -EINVAL) {
+            refused = true;
+        } else {
+            other = true;
+        }
+        redisFree(c);
+    }
+    if (refused && !other)
+        rc = -EINVAL;
+    return rc;
+}
+
 int
 corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
                    int argc, const char *const *argv, struct redisReply **out,
@@ -979,9 +1474,22 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
     struct timeval tv = corral_ms_to_tv(timeout_ms);
     if (out != NULL)
         *out = NULL;
+    char host[256];
+    uint16_t port = o->port;
+    if (o->n_sentinels > 0) {
+        uint64_t deadline = corral_now_ms() + timeout_ms;
+        int rc = probe_sentinels(o, deadline, host, sizeof(host), &port, err,
+                                 errlen);
+        if (rc < 0)
+            return rc;
+        uint64_t now = corral_now_ms();
+        tv = corral_ms_to_tv(deadline > now ? deadline - now : 1);
+    } else if (o->host != NULL) {
+        snprintf(host, sizeof(host), "%s", o->host);
+    }
     redisContext *c = o->unix_path
                           ? redisConnectUnixWithTimeout(o->unix_path, tv)
-                          : redisConnectWithTimeout(o->host, o->port, tv);
+                          : redisConnectWithTimeout(host, port, tv);
     if (c == NULL || c->err) {
         snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
         redisFree(c);
@@ -999,6 +1507,16 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
         snprintf(db, sizeof(db), "%u", o->db);
         const char *select[2] = {"SELECT", db};
         rc = probe_step(c, 2, select, "SELECT", err, errlen);
+    }
+    if (rc == 0 && o->n_sentinels > 0) {
+        redisReply *role = redisCommand(c, "ROLE");
+        if (corral_redis_role_master(role) != 1) {
+            snprintf(err, errlen, "ROLE: %s:%u is not a master", host,
+                     (unsigned)port);
+            rc = -EAGAIN;
+        }
+        if (role != NULL)
+            freeReplyObject(role);
     }
     if (rc == 0 && argc > 0 && out != NULL) {
         *out = redisCommandArgv(c, argc, (const char **)argv, NULL);

@@ -695,6 +695,9 @@ static const struct family families[] = {
                  {"result=\"lost\"", AT(l2t.resync_losses)}}},
     {"corral_l2_connects_total", "counter", "Connections made to Redis.", true,
      .samples = {{"", AT(l2.connects)}}},
+    {"corral_l2_sentinel_switches_total", "counter",
+     "Times the sentinels named a new Redis primary.", true,
+     .samples = {{"", AT(l2.switches)}}},
     {"corral_l2_up", "gauge", "1 when every worker's Redis connection is up.",
      true, true, .samples = {{"", .read = l2_up}}},
 

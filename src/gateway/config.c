@@ -1287,23 +1287,74 @@ parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 }
 
 static int
+parse_sentinel(struct ctx *c, struct jnode *n, struct corral_config_l2 *l2)
+{
+    static const char *const keys[] = {"master", "nodes", "user", "password",
+                                       NULL};
+    char p[PATH_LEN];
+    struct jnode *m;
+    struct corral_config_sentinel *s;
+    if (check_object(c, n, "l2.sentinel", keys) < 0)
+        return -1;
+    if ((s = l2->sentinel = calloc(1, sizeof(*s))) == NULL)
+        return fail(c, n, "l2.sentinel", "out of memory");
+    if ((m = need(c, n, "l2.sentinel", "master")) == NULL ||
+        dup_str(c, m, "l2.sentinel.master", &s->master) < 0)
+        return -1;
+    if (s->master[0] == '\0' || strpbrk(s->master, " \t\r\n") != NULL)
+        return fail(c, m, "l2.sentinel.master", "\"%s\": a name without blanks",
+                    quote(c, m));
+    if ((m = need(c, n, "l2.sentinel", "nodes")) == NULL ||
+        !expect(c, m, "l2.sentinel.nodes", J_ARRAY))
+        return -1;
+    if (m->n == 0)
+        return fail(c, m, "l2.sentinel.nodes", "at least one host:port");
+    if ((s->nodes = calloc(m->n, sizeof(*s->nodes))) == NULL)
+        return fail(c, m, "l2.sentinel.nodes", "out of memory");
+    for (size_t i = 0; i < m->n; i++) {
+        snprintf(p, sizeof(p), "l2.sentinel.nodes[%zu]", i);
+        if (get_addr(c, m->kids[i], p, true, &s->nodes[i]) < 0)
+            return -1;
+        s->n_nodes++;
+    }
+    if ((m = member(n, "user")) &&
+        dup_str(c, m, "l2.sentinel.user", &s->user) < 0)
+        return -1;
+    if ((m = member(n, "password")) &&
+        dup_str(c, m, "l2.sentinel.password", &s->password) < 0)
+        return -1;
+    if (s->user != NULL && s->password == NULL)
+        return fail(c, n, "l2.sentinel.user", "a user needs a password");
+    return 0;
+}
+
+static int
 parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 {
-    static const char *const keys[] = {"redis",           "db",   "prefix",
-                                       "timeout",         "user", "password",
-                                       "max_value_bytes", NULL};
+    static const char *const keys[] = {"redis",    "sentinel",        "db",
+                                       "prefix",   "timeout",         "user",
+                                       "password", "max_value_bytes", NULL};
     struct jnode *m;
     struct corral_config_l2 *l2;
     if (check_object(c, n, "l2", keys) < 0)
         return -1;
     if ((l2 = cfg->l2 = calloc(1, sizeof(*l2))) == NULL)
         return fail(c, n, "l2", "out of memory");
-    if ((m = need(c, n, "l2", "redis")) == NULL)
+    if ((m = member(n, "sentinel")) != NULL) {
+        if (member(n, "redis") != NULL)
+            return fail(c, m, "l2.sentinel",
+                        "l2.redis and l2.sentinel are mutually exclusive");
+        if (parse_sentinel(c, m, l2) < 0)
+            return -1;
+    } else if ((m = need(c, n, "l2", "redis")) == NULL) {
         return -1;
-    const char *r = get_str(c, m, "l2.redis", NULL);
+    }
+    const char *r = l2->sentinel ? "" : get_str(c, m, "l2.redis", NULL);
     if (r == NULL)
         return -1;
-    if (strncmp(r, "unix:", 5) == 0) {
+    if (l2->sentinel != NULL) {
+        /* the sentinels name the server */
+    } else if (strncmp(r, "unix:", 5) == 0) {
         if (r[5] != '/')
             return fail(c, m, "l2.redis",
                         "\"%s\": unix: takes an absolute path", quote(c, m));
@@ -1664,6 +1715,18 @@ corral_config_free(struct corral_config *cfg)
             explicit_bzero(cfg->l2->password, strlen(cfg->l2->password));
         free(cfg->l2->password);
         free(cfg->l2->prefix);
+        struct corral_config_sentinel *s = cfg->l2->sentinel;
+        if (s != NULL) {
+            free(s->master);
+            for (size_t i = 0; i < s->n_nodes; i++)
+                free(s->nodes[i].host);
+            free(s->nodes);
+            free(s->user);
+            if (s->password)
+                explicit_bzero(s->password, strlen(s->password));
+            free(s->password);
+            free(s);
+        }
         free(cfg->l2);
     }
     for (size_t i = 0; i < cfg->n_upstreams; i++)

@@ -39,8 +39,18 @@ struct corral_config_admin {
     uint64_t client_timeout_ms; /* idle or slow admin client, default 5 s */
 };
 
+/* l2.sentinel: the sentinels that name the Redis primary. */
+struct corral_config_sentinel {
+    char *master; /* the name the sentinels monitor it by */
+    struct corral_config_addr *nodes;
+    size_t n_nodes;
+    char *user;     /* the sentinels' AUTH user; NULL: the default */
+    char *password; /* the sentinels' AUTH; NULL: none. Never logged */
+};
+
 struct corral_config_l2 {
-    struct corral_config_addr redis; /* host:port, unless unix_path */
+    struct corral_config_addr redis; /* host:port, unless unix_path or
+                                      * sentinel */
     char *unix_path;                 /* "unix:/path": the path */
     char *user;          /* AUTH user (Redis ACL); NULL: the default user */
     char *password;      /* AUTH; NULL: none. Never logged */
@@ -48,6 +58,7 @@ struct corral_config_l2 {
     char *prefix;        /* prepended to every key, default "corral:" */
     uint64_t timeout_ms; /* per operation, default 50 */
     uint64_t max_value_bytes; /* larger values stay in L1, default 1 MB */
+    struct corral_config_sentinel *sentinel; /* NULL: l2.redis */
 };
 
 struct corral_config_limits {

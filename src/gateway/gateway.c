@@ -948,6 +948,22 @@ same_str(const char *a, const char *b)
            (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+static bool
+same_sentinel(const struct corral_config_sentinel *a,
+              const struct corral_config_sentinel *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (!same_str(a->master, b->master) || !same_str(a->user, b->user) ||
+        !same_str(a->password, b->password) || a->n_nodes != b->n_nodes)
+        return false;
+    for (size_t i = 0; i < a->n_nodes; i++)
+        if (!same_str(a->nodes[i].host, b->nodes[i].host) ||
+            a->nodes[i].port != b->nodes[i].port)
+            return false;
+    return true;
+}
+
 /* Says which settings of cfg differ from the running ones but only take
  * effect at a restart: the cache, L2, the client socket, limits and the
  * log. (The admin follows a reload: reactor.c.) */
@@ -974,7 +990,8 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
                      !same_str(old->l2->password, cfg->l2->password) ||
                      old->l2->db != cfg->l2->db ||
                      old->l2->timeout_ms != cfg->l2->timeout_ms ||
-                     old->l2->max_value_bytes != cfg->l2->max_value_bytes)))
+                     old->l2->max_value_bytes != cfg->l2->max_value_bytes ||
+                     !same_sentinel(old->l2->sentinel, cfg->l2->sentinel))))
         what[n++] = "l2";
     if (memcmp(&old->limits, &cfg->limits, sizeof(cfg->limits)) != 0)
         what[n++] = "limits";
@@ -1197,6 +1214,25 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
         .password = l->password,
         .timeout_ms = l->timeout_ms,
     };
+    struct corral_redis_node *nodes = NULL;
+    const struct corral_config_sentinel *sl = l->sentinel;
+    if (sl != NULL) {
+        if ((nodes = calloc(sl->n_nodes, sizeof(*nodes))) == NULL) {
+            snprintf(err, errlen, "l2: out of memory");
+            return -1;
+        }
+        for (size_t i = 0; i < sl->n_nodes; i++) {
+            nodes[i].host = sl->nodes[i].host;
+            nodes[i].port = sl->nodes[i].port;
+        }
+        ro.host = NULL;
+        ro.port = 0;
+        ro.master = sl->master;
+        ro.sentinels = nodes;
+        ro.n_sentinels = sl->n_nodes;
+        ro.sentinel_user = sl->user;
+        ro.sentinel_password = sl->password;
+    }
     char why[256], gens[600];
     uint64_t ms = 4 * l->timeout_ms > 1000 ? 4 * l->timeout_ms : 1000;
     snprintf(gens, sizeof(gens), "%sgens", l->prefix);
@@ -1205,6 +1241,7 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
     int rc = corral_redis_probe(&ro, ms, 2, argv, &rep, why, sizeof(why));
     if (rc == -EINVAL) {
         snprintf(err, errlen, "l2: Redis refused %s", why);
+        free(nodes);
         return -1;
     }
     if (rc < 0)
@@ -1221,7 +1258,9 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
                 strtoull(rep->element[i + 1]->str, NULL, 10));
     if (rep)
         freeReplyObject(rep);
-    if ((g->redis = corral_redis_new(g->base, &ro, err, errlen)) == NULL)
+    g->redis = corral_redis_new(g->base, &ro, err, errlen);
+    free(nodes); /* copied */
+    if (g->redis == NULL)
         return -1;
     struct corral_redis_tier_options to = {
         .prefix = l->prefix,

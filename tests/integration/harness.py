@@ -152,9 +152,31 @@ class World:
         port = int(open(portfile).read())
         return Origin(port, tls=cert is not None)
 
-    def start_redis(self):
-        """A real redis-server on a free loopback port."""
-        r = Redis(self, free_port())
+    def start_redis(self, extra=()):
+        """A real redis-server on a free loopback port (extra: more of its
+        arguments, e.g. "--replicaof", "127.0.0.1", port)."""
+        r = Redis(self, free_port(), extra)
+        if not hasattr(self, "redises"):
+            self.redises = []
+        self.redises.append(r)
+        r.start()
+        return r
+
+    def start_sentinel(self, master, master_port, down_after_ms=500,
+                       failover_timeout_ms=2000):
+        """redis-server --sentinel on a free loopback port, watching the
+        primary at master_port as master (quorum 2). Returns its Redis
+        (which kill() stops)."""
+        port = free_port()
+        conf = self.path(f"sentinel-{port}.conf")
+        with open(conf, "w") as f:
+            f.write(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                    f"sentinel monitor {master} 127.0.0.1 {master_port} 2\n"
+                    f"sentinel down-after-milliseconds {master} "
+                    f"{down_after_ms}\n"
+                    f"sentinel failover-timeout {master} "
+                    f"{failover_timeout_ms}\n")
+        r = Redis(self, port, sentinel_conf=conf)
         if not hasattr(self, "redises"):
             self.redises = []
         self.redises.append(r)
@@ -309,19 +331,24 @@ class Redis:
     and start again on the same port (with its data or empty), and talk
     to with RESP."""
 
-    def __init__(self, world, port):
+    def __init__(self, world, port, extra=(), sentinel_conf=None):
         self.world = world
         self.port = port
         self.proc = None
         self.password = None
         self.rdb = f"redis-{port}.rdb"
+        self.extra = list(extra)
+        self.sentinel_conf = sentinel_conf
 
     def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.world.dir,
-             "--dbfilename", self.rdb],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.sentinel_conf:
+            cmd = ["redis-server", self.sentinel_conf, "--sentinel"]
+        else:
+            cmd = ["redis-server", "--port", str(self.port), "--bind",
+                   "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
+                   self.world.dir, "--dbfilename", self.rdb, *self.extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
         self.password = None
 

@@ -51,6 +51,11 @@ broken = {
     "bad base": ('{"listen": "127.0.0.1:8080", "upstreams": {"o": {"base": '
                  '"ftp://x"}}, "routes": [{"path": "/a", "upstream": "o", '
                  '"fetch": "/a"}]}', ["upstreams.o.base"]),
+    "redis and sentinel": ("{" + BASE + '"l2": {"redis": "127.0.0.1:6379",'
+                           '\n"sentinel": {"master": "m", "nodes": '
+                           '["127.0.0.1:26379"]}}, "routes": [{"path": '
+                           '"/a", "upstream": "o", "fetch": "/a"}]}',
+                           [":2: l2.sentinel", "mutually exclusive"]),
 }
 for what, (text, needles) in broken.items():
     path = w.write_config(text, what.replace(" ", "-") + ".json")

@@ -1,0 +1,136 @@
+"""Issue 21, Sentinel: two instances with l2.sentinel on 1 primary, 1
+replica and 3 sentinels make one upstream call per key; the primary
+SIGKILLed under load: every answer is 200 meanwhile, corral writes to the
+promoted replica within down-after + failover time + a margin, counts the
+switch, and the two instances again make one upstream call per key
+(doc/corral.json.5, "Sentinel")."""
+import asyncio
+import threading
+import time
+
+from harness import (World, check, check_eq, done, fleet_config, request,
+                     require, status_or_error)
+
+DOWN_AFTER_MS = 500
+FAILOVER_MS = 2000
+MARGIN_S = 10.0  # generous: a shared machine, and a sentinel election
+MASTER = "mymaster"
+
+w = World()
+origin = w.start_origin()
+primary = w.start_redis()
+replica = w.start_redis(("--replicaof", "127.0.0.1", str(primary.port)))
+sentinels = [w.start_sentinel(MASTER, primary.port, DOWN_AFTER_MS,
+                              FAILOVER_MS) for _ in range(3)]
+
+
+def sentinels_ready():
+    """Every sentinel knows the replica and the two other sentinels."""
+    for s in sentinels:
+        m = s.cmd("SENTINEL", "MASTER", MASTER)
+        info = dict(zip(m[::2], m[1::2]))
+        if (int(info[b"num-slaves"]) < 1 or
+                int(info[b"num-other-sentinels"]) < 2):
+            return False
+    return True
+
+
+deadline = time.monotonic() + 30
+while not sentinels_ready() and time.monotonic() < deadline:
+    time.sleep(0.2)
+require(sentinels_ready(), "the sentinels see the replica and each other")
+
+cfg = fleet_config(origin, 0)
+cfg["l2"] = {"sentinel": {"master": MASTER,
+                          "nodes": [f"127.0.0.1:{s.port}"
+                                    for s in sentinels]},
+             "prefix": "t:", "timeout": "200ms"}
+a, b = w.start_fleet(cfg)
+
+
+def both(path, n):
+    """n concurrent cold requests for path, half on each instance."""
+    async def go():
+        return await asyncio.gather(
+            *(request((a, b)[i % 2].port, path, timeout=30)
+              for i in range(n)))
+    return asyncio.run(go())
+
+
+def on(redis, name):
+    """Keys on redis naming name."""
+    return redis.scan(f"t:*{name}*".encode())
+
+
+rs = both("/api/before", 120)
+check(all(r.status == 200 for r in rs),
+      f"120 cold requests over two instances: all 200: "
+      f"{sorted(set(status_or_error(r) for r in rs))}")
+check_eq(origin.calls("/v/before"), 1, "one upstream call for the fleet")
+check(on(primary, "before") != [], "the value is on the primary")
+
+# A bounded load on both instances (warm keys and cold ones) while the
+# primary dies.
+bad = []
+answered = [0]
+stop = threading.Event()
+
+
+def load():
+    async def go():
+        i = 0
+        while not stop.is_set() and i < 100000:
+            i += 1
+            paths = [f"/api/warm{i % 10}", f"/api/cold{i}"]
+            for x in (a, b):
+                for p in paths:
+                    try:
+                        r = await request(x.port, p, timeout=15)
+                        answered[0] += 1
+                        if r.status != 200:
+                            bad.append((p, r.status))
+                    except Exception as e:  # noqa: BLE001
+                        bad.append((p, repr(e)))
+            await asyncio.sleep(0.01)
+    asyncio.run(go())
+
+
+t = threading.Thread(target=load)
+t.start()
+time.sleep(1.0)
+killed = time.monotonic()
+primary.kill()
+
+# corral follows: a value filled through it lands on the promoted replica.
+limit = killed + (DOWN_AFTER_MS + FAILOVER_MS) / 1000 + MARGIN_S
+followed = None
+n = 0
+while time.monotonic() < limit:
+    n += 1
+    if a.get(f"/api/after{n}").status == 200 and on(replica, f"after{n}"):
+        followed = time.monotonic()
+        break
+    time.sleep(0.1)
+stop.set()
+t.join(60)
+check(followed is not None,
+      f"corral writes to the promoted replica within "
+      f"{(limit - killed):.1f} s of the kill")
+if followed is not None:
+    print(f"followed the failover in {followed - killed:.2f} s")
+check(answered[0] > 0, "the load ran")
+check(bad == [], f"every answer 200 during the failover: {bad[:5]}")
+check_eq(replica.cmd("ROLE")[0], b"master", "the replica was promoted")
+for x in (a, b):
+    check(x.wait_l2("up", 15), "both instances see Redis up again")
+    m = x.metrics()
+    check(m.get(("corral_l2_sentinel_switches_total", frozenset()), 0) >= 1,
+          "the switch is counted")
+
+rs = both("/api/after-failover", 120)
+check(all(r.status == 200 for r in rs), "after the failover: all 200")
+check_eq(origin.calls("/v/after-failover"), 1,
+         "after the failover: one upstream call for the fleet")
+check(on(replica, "after-failover") != [],
+      "the value is on the new primary")
+done("sentinel")

@@ -1,0 +1,65 @@
+"""Issue 21, Sentinel: a failover while corral is idle and its connection
+to the old primary stays open but silent (the primary SIGSTOPped, as
+behind a partition): corral hears +switch-master (its log says so), counts
+the switch once, and its next fill is written to the new primary
+(doc/corral.json.5, "Sentinel")."""
+import time
+
+from harness import World, check, check_eq, done, fleet_config, require
+
+MASTER = "mymaster"
+
+w = World()
+origin = w.start_origin()
+primary = w.start_redis()
+replica = w.start_redis(("--replicaof", "127.0.0.1", str(primary.port)))
+sentinels = [w.start_sentinel(MASTER, primary.port, 500, 2000)
+             for _ in range(3)]
+
+
+def sentinels_ready():
+    for s in sentinels:
+        m = s.cmd("SENTINEL", "MASTER", MASTER)
+        info = dict(zip(m[::2], m[1::2]))
+        if (int(info[b"num-slaves"]) < 1 or
+                int(info[b"num-other-sentinels"]) < 2):
+            return False
+    return True
+
+
+deadline = time.monotonic() + 30
+while not sentinels_ready() and time.monotonic() < deadline:
+    time.sleep(0.2)
+require(sentinels_ready(), "the sentinels see the replica and each other")
+
+cfg = fleet_config(origin, 0)
+cfg["l2"] = {"sentinel": {"master": MASTER,
+                          "nodes": [f"127.0.0.1:{s.port}"
+                                    for s in sentinels]},
+             "prefix": "t:", "timeout": "200ms"}
+x = w.start_corral(cfg, admin=True, log=True)
+require(x.wait_l2("up"), "corral sees the primary through the sentinel")
+check_eq(x.get("/api/first").status, 200, "a fill")
+check(primary.scan(b"t:*first*") != [], "its value is on the primary")
+
+SWITCHES = ("corral_l2_sentinel_switches_total", frozenset())
+check_eq(x.metrics().get(SWITCHES), 0.0, "no switch yet")
+
+primary.stop()  # SIGSTOP: corral's socket stays open, unanswered
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and x.metrics().get(SWITCHES, 0) < 1:
+    time.sleep(0.1)
+check_eq(x.metrics().get(SWITCHES), 1.0,
+         "the switch is heard with no traffic, and counted once")
+check_eq(replica.cmd("ROLE")[0], b"master", "the replica was promoted")
+check("+switch-master" in x.log(), "the switch was heard from a sentinel")
+check_eq(origin.calls("/v/first"), 1, "nothing asked meanwhile")
+deadline = time.monotonic() + 15
+n, moved = 0, False
+while time.monotonic() < deadline and not moved:
+    n += 1
+    moved = (x.get(f"/api/next{n}").status == 200 and
+             replica.scan(f"t:*next{n}*".encode()) != [])
+    time.sleep(0.1)
+check(moved, "the next fill is written to the new primary")
+done("sentinel_switch")
