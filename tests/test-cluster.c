@@ -214,8 +214,8 @@ static struct reply
 run(const char *key, int argc, const char **argv)
 {
     struct reply x = {0};
-    corral_redis_cluster_command(cl, key, strlen(key), reply_cb, &x, argc,
-                                 argv, NULL);
+    corral_redis_cluster_command(cl, key, strlen(key), reply_cb, &x, argc, argv,
+                                 NULL);
     CHECK_EQ_INT(x.calls, 0); /* never from inside the call */
     WAIT_FOR(base, x.calls > 0);
     settle(base);
@@ -362,8 +362,8 @@ test_slots_parse(void)
     freeReplyObject(rep);
 
     /* Other shapes. */
-    rep = mk_arr(1, mk_arr(3, mk_int(10), mk_int(5),
-                           mk_arr(2, mk_str("h"), mk_int(1))));
+    rep = mk_arr(
+        1, mk_arr(3, mk_int(10), mk_int(5), mk_arr(2, mk_str("h"), mk_int(1))));
     CHECK_EQ_INT(corral_redis_cluster_slots_parse(rep, "x", &v, &n), -EPROTO);
     freeReplyObject(rep);
     rep = mk_arr(1, mk_arr(2, mk_int(0), mk_int(5)));
@@ -446,8 +446,8 @@ test_spread(void)
 static void
 test_scripts(void)
 {
-    struct corral_redis_cluster_script *s =
-        corral_redis_cluster_script_new(cl, "return redis.call('GET', KEYS[1])");
+    struct corral_redis_cluster_script *s = corral_redis_cluster_script_new(
+        cl, "return redis.call('GET', KEYS[1])");
     char key[32], value[32];
     for (int i = 0; i < 30; i++) {
         snprintf(key, sizeof(key), "key:%d", i);
@@ -472,8 +472,8 @@ test_scripts(void)
 static void
 migrate(int from, int to, const char *key)
 {
-    node_ok(from, "MIGRATE 127.0.0.1 %u %b 0 5000 KEYS %s",
-            (unsigned)ports[to], "", (size_t)0, key);
+    node_ok(from, "MIGRATE 127.0.0.1 %u %b 0 5000 KEYS %s", (unsigned)ports[to],
+            "", (size_t)0, key);
 }
 
 static void
@@ -544,8 +544,7 @@ test_stopped_node(void)
         WAIT_FOR(base, x.calls > 0);
         settle(base);
         CHECK_EQ_INT(x.calls, 1);
-        CHECK(x.error == -ETIMEDOUT || x.error == -ENOTCONN ||
-              x.error == -EIO);
+        CHECK(x.error == -ETIMEDOUT || x.error == -ENOTCONN || x.error == -EIO);
         char value[32];
         snprintf(value, sizeof(value), "v%s", live_key + 4);
         check_get(live_key, value);

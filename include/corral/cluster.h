@@ -1,6 +1,6 @@
 /* corral/cluster.h — a Redis Cluster on the caller's libevent loop: the
  * slot map read from CLUSTER SLOTS, one struct corral_redis per primary
- * (its handshake, timeout, scripts and health), commands routed by their
+ * (its handshake, timeout, scripts and health), commands sent by their
  * key's slot, and the MOVED and ASK redirections followed. Every command's
  * callback fires exactly once, from the loop, within the command's
  * timeout, a followed redirection included. It knows nothing of what the
@@ -57,8 +57,8 @@ int corral_redis_cluster_slots_parse(const struct redisReply *reply,
 struct corral_redis_cluster *
 corral_redis_cluster_new(struct event_base *base,
                          const struct corral_redis_options *o,
-                         const struct corral_redis_node *seeds,
-                         size_t n_seeds, char *err, size_t errlen);
+                         const struct corral_redis_node *seeds, size_t n_seeds,
+                         char *err, size_t errlen);
 /* Answers every command in flight -ECANCELED and frees cl. Not from
  * inside one of its callbacks. NULL is a no-op. */
 void corral_redis_cluster_free(struct corral_redis_cluster *cl);
@@ -84,8 +84,8 @@ corral_redis_cluster_script_new(struct corral_redis_cluster *cl,
  * the keys share one slot). */
 void corral_redis_cluster_eval(struct corral_redis_cluster *cl,
                                const struct corral_redis_cluster_script *s,
-                               corral_redis_reply_cb *cb, void *arg,
-                               int nkeys, int argc, const char *const *argv,
+                               corral_redis_reply_cb *cb, void *arg, int nkeys,
+                               int argc, const char *const *argv,
                                const size_t *lens);
 
 void corral_redis_cluster_stats(const struct corral_redis_cluster *cl,

@@ -73,8 +73,8 @@ struct ccmd {
     void *arg;
     const struct corral_redis_cluster_script *script; /* NULL: a command */
     int nkeys;
-    size_t node;       /* asked last */
-    uint64_t deadline; /* monotonic ms */
+    size_t node;         /* asked last */
+    uint64_t deadline;   /* monotonic ms */
     struct event *timer; /* after a redirection only */
     bool redirected;
     bool done; /* cb has fired */
@@ -281,8 +281,7 @@ static void
 refresh_soon(struct corral_redis_cluster *cl)
 {
     uint64_t now = corral_now_ms();
-    if (cl->refreshing || cl->closing ||
-        evtimer_pending(cl->refresh_ev, NULL))
+    if (cl->refreshing || cl->closing || evtimer_pending(cl->refresh_ev, NULL))
         return;
     if (now >= cl->refreshed_ms + REFRESH_MIN_MS) {
         refresh(cl);
@@ -425,15 +424,14 @@ ccmd_reply(const redisReply *rep, int error, void *arg)
 }
 
 static struct ccmd *
-ccmd_new(struct corral_redis_cluster *cl, corral_redis_reply_cb *cb,
-         void *arg, int argc, const char *const *argv, const size_t *lens)
+ccmd_new(struct corral_redis_cluster *cl, corral_redis_reply_cb *cb, void *arg,
+         int argc, const char *const *argv, const size_t *lens)
 {
     size_t data = 0;
     for (int i = 0; i < argc; i++)
         data += lens ? lens[i] : strlen(argv[i]);
-    struct ccmd *c =
-        xmalloc(sizeof(*c) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) +
-                data);
+    struct ccmd *c = xmalloc(
+        sizeof(*c) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) + data);
     memset(c, 0, sizeof(*c));
     c->cl = cl;
     c->cb = cb;
@@ -454,7 +452,7 @@ ccmd_new(struct corral_redis_cluster *cl, corral_redis_reply_cb *cb,
 }
 
 static size_t
-route(struct corral_redis_cluster *cl, const char *key, size_t keylen)
+primary_of(struct corral_redis_cluster *cl, const char *key, size_t keylen)
 {
     int idx = cl->slots[corral_redis_key_slot(key, keylen)];
     /* No owner known: any node, which redirects. */
@@ -468,7 +466,7 @@ corral_redis_cluster_command(struct corral_redis_cluster *cl, const char *key,
                              const size_t *lens)
 {
     struct ccmd *c = ccmd_new(cl, cb, arg, argc, argv, lens);
-    send_to(c, route(cl, key, keylen), false);
+    send_to(c, primary_of(cl, key, keylen), false);
 }
 
 struct corral_redis_cluster_script *
@@ -491,13 +489,12 @@ void
 corral_redis_cluster_eval(struct corral_redis_cluster *cl,
                           const struct corral_redis_cluster_script *s,
                           corral_redis_reply_cb *cb, void *arg, int nkeys,
-                          int argc, const char *const *argv,
-                          const size_t *lens)
+                          int argc, const char *const *argv, const size_t *lens)
 {
     struct ccmd *c = ccmd_new(cl, cb, arg, argc, argv, lens);
     c->script = s;
     c->nkeys = nkeys;
-    send_to(c, route(cl, c->argv[0], c->lens[0]), false);
+    send_to(c, primary_of(cl, c->argv[0], c->lens[0]), false);
 }
 
 /* ---- lifecycle ---- */
@@ -521,17 +518,19 @@ corral_redis_cluster_stats(const struct corral_redis_cluster *cl,
 struct corral_redis_cluster *
 corral_redis_cluster_new(struct event_base *base,
                          const struct corral_redis_options *o,
-                         const struct corral_redis_node *seeds,
-                         size_t n_seeds, char *err, size_t errlen)
+                         const struct corral_redis_node *seeds, size_t n_seeds,
+                         char *err, size_t errlen)
 {
     if (o->db != 0) {
-        snprintf(err, errlen, "redis cluster: db must be 0 (a cluster has "
-                              "one database)");
+        snprintf(err, errlen,
+                 "redis cluster: db must be 0 (a cluster has "
+                 "one database)");
         return NULL;
     }
     if (o->host != NULL || o->unix_path != NULL || o->n_sentinels > 0) {
-        snprintf(err, errlen, "redis cluster: seeds, not a host, unix path "
-                              "or sentinels");
+        snprintf(err, errlen,
+                 "redis cluster: seeds, not a host, unix path "
+                 "or sentinels");
         return NULL;
     }
     if (n_seeds == 0 || n_seeds > MAX_NODES) {
@@ -541,8 +540,9 @@ corral_redis_cluster_new(struct event_base *base,
     for (size_t i = 0; i < n_seeds; i++)
         if (seeds[i].host == NULL || seeds[i].port == 0 ||
             strlen(seeds[i].host) >= sizeof(((struct node *)0)->host)) {
-            snprintf(err, errlen, "redis cluster: a seed without host or "
-                                  "port");
+            snprintf(err, errlen,
+                     "redis cluster: a seed without host or "
+                     "port");
             return NULL;
         }
     struct corral_redis_cluster *cl = xcalloc(1, sizeof(*cl));
