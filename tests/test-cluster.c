@@ -534,6 +534,7 @@ test_stopped_node(void)
             snprintf(live_key, sizeof(live_key), "%s", key);
     }
     CHECK(stopped_key[0] && live_key[0]);
+    uint64_t refreshes = stats().refreshes;
     kill(pids[2], SIGSTOP);
     for (int round = 0; round < 6; round++) {
         const char *argv[2] = {"GET", stopped_key};
@@ -549,6 +550,8 @@ test_stopped_node(void)
         snprintf(value, sizeof(value), "v%s", live_key + 4);
         check_get(live_key, value);
     }
+    /* Its connection went for stuck: the map was read again. */
+    CHECK(stats().refreshes > refreshes);
     kill(pids[2], SIGCONT);
     char value[32];
     snprintf(value, sizeof(value), "v%s", stopped_key + 4);
