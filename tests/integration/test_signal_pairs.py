@@ -74,8 +74,15 @@ for n, seq in enumerate(sequences):
         check_eq(p.returncode, 0, f"{name}: exit status after the drain")
         if reload_:
             text = open(errlog).read()
-            check_eq(text.count("reload: serving"), 2,
-                     f"{name}: both workers reloaded before the stop: {text}")
+            # Two HUPs pending at once merge into one (in the kernel, or
+            # in the reactor's self-pipe); sent a moment apart under load,
+            # they do not: each worker reloads once per HUP it saw, at
+            # least once.
+            hups = seq[:stop].count(HUP)
+            n = text.count("reload: serving")
+            check(2 <= n <= 2 * hups,
+                  f"{name}: both workers reloaded before the stop "
+                  f"({n} reloads for {hups} HUPs): {text}")
     else:
         if reload_:
             c = Corral(port, p)
