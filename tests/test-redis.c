@@ -320,6 +320,33 @@ test_health_probes_often(void)
     corral_redis_free(r);
 }
 
+/* A cluster's MOVED or ASK is an answer from a working server: handed to
+ * the caller as the error reply it is, but no failure of Redis, so a storm
+ * of them (a resharding) never marks it down; other error replies do. */
+static void
+test_redirection_not_failure(void)
+{
+    struct corral_redis *r = conn(redisd_port, 300, 0);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    struct reply x;
+    const char *moved[3] = {
+        "EVAL", "return redis.error_reply('MOVED 1 127.0.0.1:1')", "0"};
+    const char *ask[3] = {"EVAL",
+                          "return redis.error_reply('ASK 1 127.0.0.1:1')", "0"};
+    const char *boom[3] = {"EVAL", "return redis.error_reply('ERR boom')", "0"};
+    for (int i = 0; i < 4; i++) {
+        cmd(r, &x, 3, i % 2 ? ask : moved);
+        CHECK_EQ_INT(x.error, -EIO);
+        CHECK(strncmp(x.str, i % 2 ? "ASK 1" : "MOVED 1", 5) == 0);
+    }
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    for (int i = 0; i < 3; i++)
+        cmd(r, &x, 3, boom);
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_DOWN);
+    corral_redis_free(r);
+}
+
 /* A database Redis does not have: the probe says so (a configuration
  * error); the connection never becomes ready. An unreachable Redis is an
  * outage for the probe, not a mistake. */
@@ -537,6 +564,7 @@ main(void)
     RUN(test_stuck);
     RUN(test_health);
     RUN(test_health_probes_often);
+    RUN(test_redirection_not_failure);
     RUN(test_db);
     RUN(test_subscribe);
     RUN(test_teardown);

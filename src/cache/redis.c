@@ -486,6 +486,14 @@ is_readonly(const char *err)
            strstr(err, " READONLY ");
 }
 
+/* A cluster's redirection: an answer from a working server that the key
+ * lives elsewhere (the cluster client follows it), not a failure. */
+static bool
+is_redirection(const char *err)
+{
+    return strncmp(err, "MOVED ", 6) == 0 || strncmp(err, "ASK ", 4) == 0;
+}
+
 static void
 cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -513,6 +521,10 @@ cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
     int error = 0;
     if (rep == NULL) {
         r->stats.errors++;
+        error = -EIO;
+    } else if (rep->type == REDIS_REPLY_ERROR && is_redirection(rep->str)) {
+        r->timeouts_in_row = 0;
+        note_ok(r);
         error = -EIO;
     } else if (rep->type == REDIS_REPLY_ERROR) {
         r->stats.errors++;
