@@ -214,15 +214,23 @@ test_stuck(void)
     corral_redis_free(r);
 }
 
+/* A connection with a 300 ms timeout, ready and up. */
+static struct corral_redis *
+up_conn(void)
+{
+    struct corral_redis *r = conn(redisd_port, 300, 0);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
+    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    return r;
+}
+
 /* Health: down when commands keep failing (OOM), down when the handshake
  * is refused (requirepass set, no password: NOAUTH); up again only with
  * answers and a second after it went down. */
 static void
 test_health(void)
 {
-    struct corral_redis *r = conn(redisd_port, 300, 0);
-    RUN_UNTIL(base, corral_redis_ready(r), 2000);
-    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    struct corral_redis *r = up_conn();
     freeReplyObject(sync_cmd("CONFIG SET maxmemory-policy noeviction"));
     freeReplyObject(sync_cmd("CONFIG SET maxmemory 1"));
     struct reply x;
@@ -300,9 +308,7 @@ pings_seen(void)
 static void
 test_health_probes_often(void)
 {
-    struct corral_redis *r = conn(redisd_port, 300, 0);
-    RUN_UNTIL(base, corral_redis_ready(r), 2000);
-    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    struct corral_redis *r = up_conn();
     freeReplyObject(sync_cmd("CONFIG SET maxmemory-policy noeviction"));
     freeReplyObject(sync_cmd("CONFIG SET maxmemory 1"));
     struct reply x;
@@ -326,9 +332,7 @@ test_health_probes_often(void)
 static void
 test_redirection_not_failure(void)
 {
-    struct corral_redis *r = conn(redisd_port, 300, 0);
-    RUN_UNTIL(base, corral_redis_ready(r), 2000);
-    CHECK_EQ_INT(state(r), CORRAL_REDIS_UP);
+    struct corral_redis *r = up_conn();
     struct reply x;
     const char *moved[3] = {
         "EVAL", "return redis.error_reply('MOVED 1 127.0.0.1:1')", "0"};
