@@ -183,6 +183,39 @@ class World:
         r.start()
         return r
 
+    def start_sentinel_group(self, master, down_after_ms=500,
+                             failover_timeout_ms=2000):
+        """A primary, one replica and three sentinels watching them, ready:
+        every sentinel sees the replica and the two others (a failover can
+        then be elected). Returns (primary, replica, sentinels, l2), l2
+        being the config's "l2" object that reaches the primary through
+        them."""
+        primary = self.start_redis()
+        replica = self.start_redis(("--replicaof", "127.0.0.1",
+                                    str(primary.port)))
+        sentinels = [self.start_sentinel(master, primary.port, down_after_ms,
+                                         failover_timeout_ms)
+                     for _ in range(3)]
+
+        def ready():
+            for s in sentinels:
+                m = s.cmd("SENTINEL", "MASTER", master)
+                info = dict(zip(m[::2], m[1::2]))
+                if (int(info[b"num-slaves"]) < 1 or
+                        int(info[b"num-other-sentinels"]) < 2):
+                    return False
+            return True
+
+        deadline = time.monotonic() + 30
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        require(ready(), "the sentinels see the replica and each other")
+        l2 = {"sentinel": {"master": master,
+                           "nodes": [f"127.0.0.1:{s.port}"
+                                     for s in sentinels]},
+              "prefix": "t:", "timeout": "200ms"}
+        return primary, replica, sentinels, l2
+
     def write_config(self, cfg, name="corral.json"):
         path = self.path(name)
         with open(path, "w") as f:

@@ -18,33 +18,11 @@ MASTER = "mymaster"
 
 w = World()
 origin = w.start_origin()
-primary = w.start_redis()
-replica = w.start_redis(("--replicaof", "127.0.0.1", str(primary.port)))
-sentinels = [w.start_sentinel(MASTER, primary.port, DOWN_AFTER_MS,
-                              FAILOVER_MS) for _ in range(3)]
-
-
-def sentinels_ready():
-    """Every sentinel knows the replica and the two other sentinels."""
-    for s in sentinels:
-        m = s.cmd("SENTINEL", "MASTER", MASTER)
-        info = dict(zip(m[::2], m[1::2]))
-        if (int(info[b"num-slaves"]) < 1 or
-                int(info[b"num-other-sentinels"]) < 2):
-            return False
-    return True
-
-
-deadline = time.monotonic() + 30
-while not sentinels_ready() and time.monotonic() < deadline:
-    time.sleep(0.2)
-require(sentinels_ready(), "the sentinels see the replica and each other")
+primary, replica, sentinels, l2 = w.start_sentinel_group(
+    MASTER, DOWN_AFTER_MS, FAILOVER_MS)
 
 cfg = fleet_config(origin, 0)
-cfg["l2"] = {"sentinel": {"master": MASTER,
-                          "nodes": [f"127.0.0.1:{s.port}"
-                                    for s in sentinels]},
-             "prefix": "t:", "timeout": "200ms"}
+cfg["l2"] = l2
 a, b = w.start_fleet(cfg)
 
 

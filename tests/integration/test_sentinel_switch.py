@@ -11,32 +11,10 @@ MASTER = "mymaster"
 
 w = World()
 origin = w.start_origin()
-primary = w.start_redis()
-replica = w.start_redis(("--replicaof", "127.0.0.1", str(primary.port)))
-sentinels = [w.start_sentinel(MASTER, primary.port, 500, 2000)
-             for _ in range(3)]
-
-
-def sentinels_ready():
-    for s in sentinels:
-        m = s.cmd("SENTINEL", "MASTER", MASTER)
-        info = dict(zip(m[::2], m[1::2]))
-        if (int(info[b"num-slaves"]) < 1 or
-                int(info[b"num-other-sentinels"]) < 2):
-            return False
-    return True
-
-
-deadline = time.monotonic() + 30
-while not sentinels_ready() and time.monotonic() < deadline:
-    time.sleep(0.2)
-require(sentinels_ready(), "the sentinels see the replica and each other")
+primary, replica, sentinels, l2 = w.start_sentinel_group(MASTER)
 
 cfg = fleet_config(origin, 0)
-cfg["l2"] = {"sentinel": {"master": MASTER,
-                          "nodes": [f"127.0.0.1:{s.port}"
-                                    for s in sentinels]},
-             "prefix": "t:", "timeout": "200ms"}
+cfg["l2"] = l2
 x = w.start_corral(cfg, admin=True, log=True)
 require(x.wait_l2("up"), "corral sees the primary through the sentinel")
 check_eq(x.get("/api/first").status, 200, "a fill")
