@@ -31,19 +31,6 @@ static uint16_t redisd_port;
 static pid_t redisd_pid = -1;
 static char redisd_dir[64];
 
-static uint16_t
-free_port(void)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
-    CHECK(getsockname(fd, (struct sockaddr *)&sin, &sl) == 0);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
-
 static redisContext *
 sync_conn(void)
 {

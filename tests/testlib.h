@@ -5,12 +5,16 @@
 #ifndef CORRAL_TESTLIB_H
 #define CORRAL_TESTLIB_H
 
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -137,6 +141,20 @@ testlib_guard(struct event_base *base, unsigned ms, bool *expired)
         RUN_UNTIL((base), (cond), 30000);                                      \
         CHECK(cond);                                                           \
     } while (0)
+
+/* A loopback TCP port free now, for a server a test starts. */
+static inline uint16_t
+free_port(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&sin, &sl) == 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
 
 /* Runs base's loop until nothing is left to do now (active events and
  * ready callbacks; timers still pending do not count), bounded. */
