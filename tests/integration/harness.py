@@ -47,6 +47,20 @@ def check(cond, msg):
             sys.exit(1)
 
 
+def fills_reach(corral, node, name, timeout=15):
+    """Asks corral for /api/<name>N, a new key each time, until one fill is
+    found written to node (a Redis): True, or False after timeout s."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        if (corral.get(f"/api/{name}{n}").status == 200 and
+                node.scan(f"t:*{name}{n}*".encode()) != []):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def require(cond, msg):
     """A check the rest of the test cannot do without: fails at once."""
     if not cond:

@@ -6,7 +6,8 @@ from the upstream. Made a primary again, it gets corral's writes again
 (doc/corral.json.5, "Sentinel")."""
 import time
 
-from harness import World, check, check_eq, done, fleet_config, require
+from harness import (World, check, check_eq, done, fills_reach, fleet_config,
+                     require)
 
 MASTER = "mymaster"
 
@@ -56,12 +57,6 @@ check_eq(origin.calls("/v/b0"), 1, "served from the upstream")
 
 # A primary again: corral writes to it again.
 primary.cmd("REPLICAOF", "NO", "ONE")
-deadline = time.monotonic() + 15
-n, back = 0, False
-while time.monotonic() < deadline and not back:
-    n += 1
-    back = (x.get(f"/api/again{n}").status == 200 and
-            primary.scan(f"t:*again{n}*".encode()) != [])
-    time.sleep(0.1)
-check(back, "a primary again: corral writes to it again")
+check(fills_reach(x, primary, "again"),
+      "a primary again: corral writes to it again")
 done("sentinel_readonly")

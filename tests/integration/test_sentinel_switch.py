@@ -5,7 +5,8 @@ the switch once, and its next fill is written to the new primary
 (doc/corral.json.5, "Sentinel")."""
 import time
 
-from harness import World, check, check_eq, done, fleet_config, require
+from harness import (World, check, check_eq, done, fills_reach, fleet_config,
+                     require)
 
 MASTER = "mymaster"
 
@@ -32,12 +33,6 @@ check_eq(x.metrics().get(SWITCHES), 1.0,
 check_eq(replica.cmd("ROLE")[0], b"master", "the replica was promoted")
 check("+switch-master" in x.log(), "the switch was heard from a sentinel")
 check_eq(origin.calls("/v/first"), 1, "nothing asked meanwhile")
-deadline = time.monotonic() + 15
-n, moved = 0, False
-while time.monotonic() < deadline and not moved:
-    n += 1
-    moved = (x.get(f"/api/next{n}").status == 200 and
-             replica.scan(f"t:*next{n}*".encode()) != [])
-    time.sleep(0.1)
-check(moved, "the next fill is written to the new primary")
+check(fills_reach(x, replica, "next"),
+      "the next fill is written to the new primary")
 done("sentinel_switch")
