@@ -110,6 +110,38 @@ test_percent_next_and_byte(void)
     }
 }
 
+/* The directive walker: names, token and quoted arguments, a quoted
+ * comma that is no separator, and elements that are not tokens. */
+static void
+test_directive_next(void)
+{
+    static const char v[] = " no-store ,max-age=60, x=\"a, only-if-cached\" ,, "
+                            "@bad=1 ,s-maxage = \"5\"";
+    static const struct {
+        const char *name, *arg;
+    } want[] = {
+        {"no-store", NULL}, {"max-age", "60"}, {"x", "a, only-if-cached"},
+        {"", NULL},         {"", NULL},        {"s-maxage", "5"}};
+    size_t i = 0, nlen, alen, k = 0;
+    const char *name, *arg;
+    while (
+        fmt_directive_next(v, sizeof(v) - 1, &i, &name, &nlen, &arg, &alen)) {
+        CHECK(k < sizeof(want) / sizeof(want[0]));
+        CHECK_EQ_INT(nlen, strlen(want[k].name));
+        CHECK(strncmp(name, want[k].name, nlen) == 0);
+        if (want[k].arg == NULL) {
+            CHECK(arg == NULL);
+        } else {
+            CHECK_EQ_INT(alen, strlen(want[k].arg));
+            CHECK(arg != NULL && strncmp(arg, want[k].arg, alen) == 0);
+        }
+        k++;
+    }
+    CHECK_EQ_INT(k, sizeof(want) / sizeof(want[0]));
+    i = 0;
+    CHECK(!fmt_directive_next("  ", 2, &i, &name, &nlen, &arg, &alen));
+}
+
 int
 main(void)
 {
@@ -118,5 +150,6 @@ main(void)
     RUN(test_tchar);
     RUN(test_percent_decode);
     RUN(test_percent_next_and_byte);
+    RUN(test_directive_next);
     return 0;
 }

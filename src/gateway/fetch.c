@@ -430,66 +430,23 @@ keep_shorter(int64_t *have, int64_t v)
         *have = v;
 }
 
-static size_t
-skip_ows(const char *v, size_t len, size_t i)
-{
-    while (i < len && (v[i] == ' ' || v[i] == '\t'))
-        i++;
-    return i;
-}
-
 void
 corral_fetch_cache_control_parse(struct corral_fetch_cache_control *cc,
                                  const char *v, size_t len)
 {
-    size_t i = 0;
+    size_t i = 0, nlen, alen;
+    const char *name, *arg;
 
-    while (i < len) {
-        i = skip_ows(v, len, i);
-        size_t name = i;
-        while (i < len && fmt_is_tchar((unsigned char)v[i]))
-            i++;
-        size_t nlen = i - name;
-        /* The argument: a token, or a quoted-string (RFC 9110 5.6.4), which
-         * may hold commas; arg points into it without the quotes. */
-        const char *arg = NULL;
-        size_t alen = 0;
-        i = skip_ows(v, len, i);
-        if (nlen > 0 && i < len && v[i] == '=') {
-            i = skip_ows(v, len, i + 1);
-            if (i < len && v[i] == '"') {
-                arg = v + ++i;
-                while (i < len && v[i] != '"')
-                    i += v[i] == '\\' && i + 1 < len ? 2 : 1;
-                alen = (size_t)(v + (i < len ? i : len) - arg);
-                if (i < len)
-                    i++;
-            } else {
-                arg = v + i;
-                while (i < len && fmt_is_tchar((unsigned char)v[i]))
-                    i++;
-                alen = (size_t)(v + i - arg);
-            }
-        }
-        /* Whatever else the element holds is not HTTP: skip to the next. */
-        while (i < len && v[i] != ',') {
-            if (v[i] == '"') {
-                for (i++; i < len && v[i] != '"'; i++)
-                    if (v[i] == '\\')
-                        i++;
-            }
-            i++;
-        }
-        i++;
-        if (nlen == 8 && strncasecmp(v + name, "no-store", 8) == 0)
+    while (fmt_directive_next(v, len, &i, &name, &nlen, &arg, &alen)) {
+        if (nlen == 8 && strncasecmp(name, "no-store", 8) == 0)
             cc->flags |= CORRAL_FETCH_CC_NO_STORE;
-        else if (nlen == 7 && strncasecmp(v + name, "private", 7) == 0)
+        else if (nlen == 7 && strncasecmp(name, "private", 7) == 0)
             cc->flags |= CORRAL_FETCH_CC_PRIVATE;
-        else if (nlen == 8 && strncasecmp(v + name, "no-cache", 8) == 0)
+        else if (nlen == 8 && strncasecmp(name, "no-cache", 8) == 0)
             cc->flags |= CORRAL_FETCH_CC_NO_CACHE;
-        else if (nlen == 7 && strncasecmp(v + name, "max-age", 7) == 0)
+        else if (nlen == 7 && strncasecmp(name, "max-age", 7) == 0)
             keep_shorter(&cc->max_age_s, delta_seconds(arg, alen));
-        else if (nlen == 8 && strncasecmp(v + name, "s-maxage", 8) == 0)
+        else if (nlen == 8 && strncasecmp(name, "s-maxage", 8) == 0)
             keep_shorter(&cc->s_maxage_s, delta_seconds(arg, alen));
     }
 }

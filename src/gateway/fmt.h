@@ -1,8 +1,9 @@
 /* fmt.h — the gateway's one copy of each small text step: the formatting
  * the response paths take by hand (snprintf costs more than the rest of a
  * hit; each writes at p, where the caller made room, and returns the new
- * end), the JSON string escaper, the RFC 9110 token characters and the
- * percent-decoder. No other file of the gateway keeps its own. */
+ * end), the JSON string escaper, the RFC 9110 token characters, the
+ * percent-decoder and the directive-list walker. No other file of the gateway
+ * keeps its own. */
 #ifndef CORRAL_FMT_H
 #define CORRAL_FMT_H
 
@@ -143,6 +144,57 @@ fmt_percent_decode(char *out, const char *s, size_t len, unsigned flags)
     }
     *o = '\0';
     return o - out;
+}
+
+/* One element of a comma-separated directive list (Cache-Control, RFC
+ * 9111 5.2): from *i, its name (*name, *nlen; 0 when the element is not a
+ * token) and its argument, a token or a quoted string without the quotes
+ * (*arg, *alen; NULL when none), a quoted string's commas included.
+ * Moves *i past the element's comma. Returns false at the list's end. */
+static inline bool
+fmt_directive_next(const char *v, size_t len, size_t *i, const char **name,
+                   size_t *nlen, const char **arg, size_t *alen)
+{
+    size_t k = *i;
+    while (k < len && (v[k] == ' ' || v[k] == '\t'))
+        k++;
+    if (k >= len)
+        return false;
+    *name = v + k;
+    while (k < len && fmt_is_tchar((unsigned char)v[k]))
+        k++;
+    *nlen = (size_t)(v + k - *name);
+    *arg = NULL;
+    *alen = 0;
+    while (k < len && (v[k] == ' ' || v[k] == '\t'))
+        k++;
+    if (*nlen > 0 && k < len && v[k] == '=') {
+        for (k++; k < len && (v[k] == ' ' || v[k] == '\t'); k++)
+            ;
+        if (k < len && v[k] == '"') {
+            *arg = v + ++k;
+            while (k < len && v[k] != '"')
+                k += v[k] == '\\' && k + 1 < len ? 2 : 1;
+            *alen = (size_t)(v + (k < len ? k : len) - *arg);
+            if (k < len)
+                k++;
+        } else {
+            *arg = v + k;
+            while (k < len && fmt_is_tchar((unsigned char)v[k]))
+                k++;
+            *alen = (size_t)(v + k - *arg);
+        }
+    }
+    /* Whatever else the element holds is not HTTP: skip to the next. */
+    while (k < len && v[k] != ',') {
+        if (v[k] == '"')
+            for (k++; k < len && v[k] != '"'; k++)
+                if (v[k] == '\\')
+                    k++;
+        k++;
+    }
+    *i = k + 1;
+    return true;
 }
 
 #endif

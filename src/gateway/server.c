@@ -811,21 +811,11 @@ field_is(const struct conn *c, const char *name, size_t len)
 static bool
 names_only_if_cached(const char *v, size_t n)
 {
-    static const char d[] = "only-if-cached";
-    const char *end = v + n;
-    while (v < end) {
-        while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
-            v++;
-        const char *t = v;
-        while (t < end && *t != ',' && *t != ' ' && *t != '\t' && *t != '=')
-            t++;
-        if ((size_t)(t - v) == sizeof(d) - 1 &&
-            strncasecmp(v, d, sizeof(d) - 1) == 0)
+    size_t i = 0, nlen, alen;
+    const char *name, *arg;
+    while (fmt_directive_next(v, n, &i, &name, &nlen, &arg, &alen))
+        if (nlen == 14 && strncasecmp(name, "only-if-cached", 14) == 0)
             return true;
-        while (t < end && *t != ',')
-            t++;
-        v = t;
-    }
     return false;
 }
 
