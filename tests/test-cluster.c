@@ -545,10 +545,32 @@ test_stopped_node(void)
     check_get(stopped_key, value); /* back once it answers (bounded) */
 }
 
+/* Callers that, told their command was cancelled, give another: for
+ * keys on every node, so some go to nodes the free has passed already. */
+#define ROWS 8
+static struct resend {
+    struct reply first, again[ROWS];
+} rows[ROWS];
+
+static void
+resend_cb(const redisReply *r, int error, void *arg)
+{
+    struct resend *row = arg;
+    reply_cb(r, error, &row->first);
+    for (int i = 0; i < ROWS; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "again:%d", i);
+        const char *argv[2] = {"GET", key};
+        corral_redis_cluster_command(cl, key, strlen(key), reply_cb,
+                                     &row->again[i], 2, argv, NULL);
+    }
+}
+
 static void
 test_teardown(void)
 {
-    /* Commands in flight answered -ECANCELED by free, exactly once. */
+    /* Commands in flight answered -ECANCELED by free, exactly once; one
+     * given from such an answer too, at once, sent to no node. */
     struct reply x[4] = {{0}};
     for (int i = 0; i < 4; i++) {
         char key[32];
@@ -557,11 +579,25 @@ test_teardown(void)
         corral_redis_cluster_command(cl, key, strlen(key), reply_cb, &x[i], 2,
                                      argv, NULL);
     }
+    for (int i = 0; i < ROWS; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "last:%d", i);
+        const char *argv[2] = {"GET", key};
+        corral_redis_cluster_command(cl, key, strlen(key), resend_cb, &rows[i],
+                                     2, argv, NULL);
+    }
     corral_redis_cluster_free(cl);
     cl = NULL;
     for (int i = 0; i < 4; i++) {
         CHECK_EQ_INT(x[i].calls, 1);
         CHECK_EQ_INT(x[i].error, -ECANCELED);
+    }
+    for (int i = 0; i < ROWS; i++) {
+        CHECK_EQ_INT(rows[i].first.calls, 1);
+        for (int j = 0; j < ROWS; j++) {
+            CHECK_EQ_INT(rows[i].again[j].calls, 1);
+            CHECK_EQ_INT(rows[i].again[j].error, -ECANCELED);
+        }
     }
     settle(base);
 }

@@ -459,12 +459,28 @@ primary_of(struct corral_redis_cluster *cl, const char *key, size_t keylen)
     return idx >= 0 ? (size_t)idx : cl->refresh_from;
 }
 
+/* A command given from a callback of corral_redis_cluster_free(), as
+ * corral_redis does: answered -ECANCELED at once, never sent to a node
+ * that may be freed already. */
+static bool
+refused_closing(struct corral_redis_cluster *cl, corral_redis_reply_cb *cb,
+                void *arg)
+{
+    if (!cl->closing)
+        return false;
+    if (cb)
+        cb(NULL, -ECANCELED, arg);
+    return true;
+}
+
 void
 corral_redis_cluster_command(struct corral_redis_cluster *cl, const char *key,
                              size_t keylen, corral_redis_reply_cb *cb,
                              void *arg, int argc, const char *const *argv,
                              const size_t *lens)
 {
+    if (refused_closing(cl, cb, arg))
+        return;
     struct ccmd *c = ccmd_new(cl, cb, arg, argc, argv, lens);
     send_to(c, primary_of(cl, key, keylen), false);
 }
@@ -491,6 +507,8 @@ corral_redis_cluster_eval(struct corral_redis_cluster *cl,
                           corral_redis_reply_cb *cb, void *arg, int nkeys,
                           int argc, const char *const *argv, const size_t *lens)
 {
+    if (refused_closing(cl, cb, arg))
+        return;
     struct ccmd *c = ccmd_new(cl, cb, arg, argc, argv, lens);
     c->script = s;
     c->nkeys = nkeys;
@@ -576,6 +594,7 @@ corral_redis_cluster_free(struct corral_redis_cluster *cl)
     for (size_t i = 0; i < cl->n_nodes; i++) {
         corral_redis_free(cl->nodes[i]->r); /* answers its commands */
         free(cl->nodes[i]);
+        cl->nodes[i] = NULL;
     }
     for (size_t i = 0; i < cl->n_scripts; i++) {
         free(cl->scripts[i]->body);
