@@ -569,6 +569,79 @@ tier_value(const char *key, const char *body)
     return v;
 }
 
+/* A tier that answers every get, from the loop, with a value for
+ * another key ("other"). */
+struct liar_get {
+    corral_tier_get_cb *cb;
+    void *arg;
+};
+
+static void
+liar_answer(evutil_socket_t fd, short what, void *arg)
+{
+    struct liar_get *g = arg;
+    (void)fd;
+    (void)what;
+    g->cb(tier_value("other", "not yours"), 0, g->arg);
+    free(g);
+}
+
+static void
+liar_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
+         void *arg)
+{
+    struct liar_get *g = malloc(sizeof(*g));
+    (void)ctx;
+    (void)key;
+    (void)keylen;
+    CHECK(g != NULL);
+    g->cb = cb;
+    g->arg = arg;
+    CHECK(event_base_once(base, -1, EV_TIMEOUT, liar_answer, g, NULL) == 0);
+}
+
+static void
+liar_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
+{
+    (void)ctx;
+    (void)v;
+    (void)ttl_ms;
+}
+
+static void
+liar_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
+         void *arg)
+{
+    (void)ctx;
+    (void)key;
+    (void)keylen;
+    if (cb)
+        cb(0, arg);
+}
+
+static const struct corral_tier liar_tier = {
+    .name = "liar", .get = liar_get, .set = liar_set, .del = liar_del};
+
+/* A tier's value for another key than the one asked is a miss, never
+ * promoted into L1 under the asked key's hash (where evicting it later
+ * would not find it). */
+static void
+test_tier_value_for_another_key(void)
+{
+    struct corral_cache *c = cache_new(&liar_tier, NULL);
+    struct waiter w = {0};
+    w.handle = corral_get(c, "mine", 4, waiter_cb, &w);
+    CHECK(w.handle != NULL);
+    WAIT_FOR(base, w.fired == 1);
+    CHECK_EQ_INT(w.error, -ENOENT);
+    CHECK(corral_cache_peek(c, "mine", 4) == NULL);
+    CHECK(corral_cache_peek(c, "other", 5) == NULL);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.tier_rejects, 1);
+    corral_cache_free(c);
+}
+
 /* The fleet's outcomes: a failure elsewhere answers every waiter here at
  * once and backs the key off here; a failure kept in the tier answers an
  * acquire; a holder that abandons is taken over. */
@@ -2092,6 +2165,7 @@ main(void)
     RUN(test_tier_hangs);
     RUN(test_purge_during_fill);
     RUN(test_remote_lease);
+    RUN(test_tier_value_for_another_key);
     RUN(test_fleet_failure_shared);
     RUN(test_fleet_purge_races);
     RUN(test_fleet_resync);

@@ -258,8 +258,8 @@ struct corral_stats {
     uint64_t fills_in_flight;
     uint64_t waiters_collapsed; /* callers that joined another's fill */
     uint64_t waits_remote; /* fills that waited on another instance's lease */
-    uint64_t failures_shared;   /* fills answered by another's failure */
-    uint64_t tier_rejects;      /* tier values the compute's fit refused */
+    uint64_t failures_shared; /* fills answered by another's failure */
+    uint64_t tier_rejects;    /* tier values refused: another key's, or unfit */
     uint64_t tier_resyncs_lost; /* L1 dropped: the tier missed purges */
     uint64_t waiters_cancelled;
     uint64_t stale_hits;      /* stale answers while a refresh runs */

@@ -612,7 +612,11 @@ tier_get_done(struct corral_value *value, int error, void *arg)
     TAILQ_REMOVE(&c->tier_waiters, w, tier_link);
     w->tier = T_NONE;
     uint64_t now = corral_cache_now(c);
-    if (value != NULL && w->fit != NULL && !w->fit(value, now, w->fit_arg)) {
+    /* L1 files the value under the hash of the key asked for: a tier's
+     * value for another key is refused, as a fill's is (accepted()). */
+    if (value != NULL &&
+        (corral_key_hash(value_key(value), value->keylen) != w->hash ||
+         (w->fit != NULL && !w->fit(value, now, w->fit_arg)))) {
         c->stats.tier_rejects++;
         corral_value_unref(value);
         value = NULL;
