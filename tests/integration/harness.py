@@ -200,11 +200,14 @@ class World:
     def start_sentinel_group(self, master, down_after_ms=500,
                              failover_timeout_ms=2000):
         """A primary, one replica and three sentinels watching them, ready:
-        every sentinel sees the replica and the two others (a failover can
-        then be elected). Returns (primary, replica, sentinels, l2), l2
+        the replica holds the primary's data, every sentinel sees the
+        replica and the two others (a failover can then be elected). Returns (primary, replica, sentinels, l2), l2
         being the config's "l2" object that reaches the primary through
         them."""
-        primary = self.start_redis()
+        # Redis waits repl-diskless-sync-delay (5 s) before the first full
+        # sync: a primary killed before it leaves an empty replica, and a
+        # promoted empty replica is Redis losing its data.
+        primary = self.start_redis(("--repl-diskless-sync-delay", "0"))
         replica = self.start_redis(("--replicaof", "127.0.0.1",
                                     str(primary.port)))
         sentinels = [self.start_sentinel(master, primary.port, down_after_ms,
@@ -212,6 +215,9 @@ class World:
                      for _ in range(3)]
 
         def ready():
+            info = replica.cmd("INFO", "replication").decode()
+            if "master_link_status:up" not in info:
+                return False
             for s in sentinels:
                 m = s.cmd("SENTINEL", "MASTER", master)
                 info = dict(zip(m[::2], m[1::2]))

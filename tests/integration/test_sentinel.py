@@ -35,6 +35,14 @@ def both(path, n):
     return asyncio.run(go())
 
 
+def resyncs(x):
+    """{result: count} of x's resyncs."""
+    m = x.metrics()
+    return {r: m.get(("corral_l2_resyncs_total",
+                      frozenset({("result", r)})), 0)
+            for r in ("replayed", "lost")}
+
+
 def on(redis, name):
     """Keys on redis naming name."""
     return redis.scan(f"t:*{name}*".encode())
@@ -73,6 +81,7 @@ def load():
     asyncio.run(go())
 
 
+before = [sum(resyncs(x).values()) for x in (a, b)]
 t = threading.Thread(target=load)
 t.start()
 time.sleep(1.0)
@@ -104,6 +113,15 @@ for x in (a, b):
     m = x.metrics()
     check(m.get(("corral_l2_sentinel_switches_total", frozenset()), 0) >= 1,
           "the switch is counted")
+for x, n0 in zip((a, b), before):
+    deadline = time.monotonic() + 15
+    while (sum(resyncs(x).values()) <= n0 and
+           time.monotonic() < deadline):
+        time.sleep(0.05)
+    r = resyncs(x)
+    check(sum(r.values()) > n0, "the instance resynced on the new primary")
+    check_eq(r["lost"], 0,
+             "a replica in sync loses no purges: no cached copy dropped")
 
 rs = both("/api/after-failover", 120)
 check(all(r.status == 200 for r in rs), "after the failover: all 200")
