@@ -1698,6 +1698,42 @@ test_refresh_through_tier(void)
     corral_fake_tier_free(t);
 }
 
+/* A refetch's first question to the tier already asks for a value newer
+ * than the call: the copy the tier holds is passed by at once and the
+ * lease handed out, not returned, refused here and asked for again. */
+static void
+test_refetch_asks_newer_at_once(void)
+{
+    fake_now = 25500000;
+    struct corral_fake_tier *t =
+        corral_fake_tier_new(base, 1, fake_clock, NULL);
+    struct corral_cache *c = cache_new(&corral_fake_tier_ops, t);
+    struct corral_value *old = corral_value_new("r", 1, "old", 3, NULL, 0);
+    corral_value_set_times(old, fake_now - 10, fake_now + 60000, 0, 0);
+    corral_fake_tier_remote_fill(t, old, 60000);
+    corral_value_unref(old);
+    run_for(base, 5);
+    struct compute cp;
+    compute_init(&cp, "r", 5);
+    const struct corral_compute how = {.fn = compute_fn, .arg = &cp};
+    struct corral_fake_tier_counts n0, n1;
+    corral_fake_tier_counts(t, &n0);
+    fake_now += 5;
+    CHECK_EQ_INT(corral_refetch(c, "r", 1, &realtime, 1000, &how), 0);
+    run_for(base, 50);
+    corral_fake_tier_counts(t, &n1);
+    CHECK_EQ_INT(cp.calls, 1);
+    CHECK_EQ_INT(n1.gets - n0.gets, 1);
+    struct corral_stats st;
+    corral_cache_stats(c, &st);
+    CHECK_EQ_INT(st.tier_rejects, 0);
+    struct corral_value *v = corral_cache_peek(c, "r", 1);
+    CHECK(v != NULL && corral_value_stored_at(v) > fake_now - 10);
+    compute_finish(&cp);
+    corral_cache_free(c);
+    corral_fake_tier_free(t);
+}
+
 /* A value that must not be kept reaches every waiter of its fill and
  * nothing else: not L1, not the tier, not a later caller; a copy the key
  * had goes too, so its stale window does not hide the new answer; a
@@ -2184,6 +2220,7 @@ main(void)
     RUN(test_stale_if_error);
     RUN(test_early_refresh);
     RUN(test_refresh_through_tier);
+    RUN(test_refetch_asks_newer_at_once);
     RUN(test_fill_done_nostore);
     RUN(test_fill_done_capped);
     RUN(test_miss_hashes_key_once);

@@ -951,12 +951,11 @@ fill_tier_done(struct corral_value *value, int error, void *arg)
     start_compute(f);
 }
 
-/* Opens the fill of key (h its hash; none runs for it) and starts it: the
- * tier below first, when there is one. */
+/* A fill of key (h its hash; none runs for it), not started yet. */
 static struct corral_fill *
-fill_start(struct corral_cache *c, uint64_t h, const void *key, size_t keylen,
-           const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
-           const struct corral_compute *compute, struct corral_waiter *w)
+fill_new(struct corral_cache *c, uint64_t h, const void *key, size_t keylen,
+         const struct corral_strategy *strategy, uint64_t fill_timeout_ms,
+         const struct corral_compute *compute)
 {
     struct corral_fill *f = xcalloc(1, sizeof(*f) + keylen);
     f->cache = c;
@@ -980,23 +979,31 @@ fill_start(struct corral_cache *c, uint64_t h, const void *key, size_t keylen,
         f->data[compute->data_len] = '\0';
         f->data_len = compute->data_len;
     }
-    struct corral_value *old = corral_l1_find(c->l1, key, keylen, h);
-    if (old != NULL) {
-        f->refresh = true;
-        f->refresh_of = old->stored_at;
-    }
     f->deadline = evtimer_new(c->base, deadline_cb, f);
     if (f->deadline == NULL)
         abort();
-    uint64_t ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
-    f->timeout_ms = ms;
-    uint64_t now = corral_cache_now(c);
-    struct corral_backoff_key *b =
-        corral_backoff_find(&c->backoff, key, keylen, h, now);
+    f->timeout_ms = fill_timeout_ms ? fill_timeout_ms : c->fill_timeout_ms;
+    return f;
+}
+
+/* Starts f for w (NULL: a refresh nobody waits on): the tier below first,
+ * when there is one. old and b are L1's copy of the key and its backoff as
+ * the caller found them (NULL: none); a fill with a copy is a refresh,
+ * which wants a newer value. */
+static void
+fill_go(struct corral_fill *f, struct corral_waiter *w,
+        const struct corral_value *old, struct corral_backoff_key *b)
+{
+    struct corral_cache *c = f->cache;
+    if (old != NULL && !f->refresh) {
+        f->refresh = true;
+        f->refresh_of = old->stored_at;
+    }
     f->retry = b != NULL;
     if (b != NULL) /* a remote wait may double the deadline */
-        corral_backoff_keep(&c->backoff, b, now + 2 * ms);
-    struct timeval tv = corral_ms_to_tv(ms);
+        corral_backoff_keep(&c->backoff, b,
+                            corral_cache_now(c) + 2 * f->timeout_ms);
+    struct timeval tv = corral_ms_to_tv(f->timeout_ms);
     evtimer_add(f->deadline, &tv);
     corral_flight_add(&c->fl, &f->call);
     c->stats.fills_in_flight++;
@@ -1008,7 +1015,6 @@ fill_start(struct corral_cache *c, uint64_t h, const void *key, size_t keylen,
         ask_tier(f);
     else
         start_compute(f);
-    return f;
 }
 
 bool
@@ -1047,12 +1053,14 @@ refresh_start(struct corral_cache *c, const void *key, size_t keylen,
     if (b != NULL && now < b->until)
         return -EBUSY;
     struct corral_fill *f =
-        fill_start(c, h, key, keylen, strategy, fill_timeout_ms, compute, NULL);
-    if (force && f->cache != NULL) {
-        /* Only a value stored from now on will do. */
+        fill_new(c, h, key, keylen, strategy, fill_timeout_ms, compute);
+    if (force) {
+        /* Only a value stored from now on will do, from the first
+         * question to the tier on. */
         f->refresh = true;
         f->refresh_of = now > 0 ? now - 1 : 0;
     }
+    fill_go(f, NULL, corral_l1_find(c->l1, key, keylen, h), b);
     return 0;
 }
 
@@ -1106,11 +1114,12 @@ miss(struct corral_cache *c, struct corral_waiter *cw, const void *key,
     struct corral_fill *f = fill_find(c, key, keylen, h);
     /* Expired, but L1 keeps it for a stale window. */
     struct corral_value *stale = corral_l1_find(c->l1, key, keylen, h);
-    struct corral_backoff_key *b =
+    struct corral_backoff_key *found =
         f ? NULL : corral_backoff_find(&c->backoff, key, keylen, h, now);
     /* The key's last fill failed: the fill running is its next try, or
      * the next try is due (or not yet: backing off). */
-    bool failed = f ? f->retry : b != NULL;
+    bool failed = f ? f->retry : found != NULL;
+    struct corral_backoff_key *b = found;
     if (b != NULL && now >= b->until)
         b = NULL; /* its next try is due: this fill */
     enum corral_source src = CORRAL_SOURCE_NONE;
@@ -1141,14 +1150,16 @@ miss(struct corral_cache *c, struct corral_waiter *cw, const void *key,
             c->stats.stale_errors++;
         corral_flight_ready(&c->fl, w, 0, "", src, stale);
         if (f == NULL)
-            fill_start(c, h, key, keylen, strategy, fill_timeout_ms, compute,
-                       NULL);
+            fill_go(
+                fill_new(c, h, key, keylen, strategy, fill_timeout_ms, compute),
+                NULL, stale, found);
         return;
     default:
         break;
     }
     if (f == NULL) {
-        fill_start(c, h, key, keylen, strategy, fill_timeout_ms, compute, cw);
+        fill_go(fill_new(c, h, key, keylen, strategy, fill_timeout_ms, compute),
+                cw, stale, found);
         return;
     }
     c->stats.waiters_collapsed++;
