@@ -6,11 +6,14 @@
  * failing commands and comes back up without flapping, a database that
  * cannot be selected, subscriptions that come back after their connection
  * is killed, teardown with commands in flight, and the sentinels' and
- * ROLE's replies read. */
+ * ROLE's replies read. Servers that misbehave on cue (a READONLY with a
+ * reply nobody asked for, answers too slow for the probe) are scripted
+ * fakes (fake_redis.h). */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 
 #include "corral/redis.h"
+#include "fake_redis.h"
 #include "redisd.h"
 
 struct reply {
@@ -199,6 +202,7 @@ test_stuck(void)
     struct reply y[3];
     for (int i = 0; i < 3; i++) {
         cmd(r, &y[i], 1, ping);
+        printf("# %d %s\n", y[i].error, y[i].str);
         CHECK_EQ_INT(y[i].error, -ETIMEDOUT);
     }
     run_for(base, 20);
@@ -558,6 +562,74 @@ test_sentinel_replies(void)
     CHECK_EQ_INT(corral_redis_role_master(NULL), -1);
 }
 
+/* A connection to the primary that fake sentinel s names for "m". */
+static struct corral_redis *
+sentinel_conn(const struct fake_redis *s, uint64_t timeout_ms)
+{
+    struct corral_redis_node node = {"127.0.0.1", s->port};
+    struct corral_redis_options o = {
+        .timeout_ms = timeout_ms,
+        .master = "m",
+        .sentinels = &node,
+        .n_sentinels = 1,
+    };
+    char err[128];
+    struct corral_redis *r = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(r != NULL);
+    return r;
+}
+
+/* Bug: a READONLY left its "demoted" mark behind when its connection went
+ * before the drop it asked for ran (here: the same read brought a reply
+ * nobody asked for, and hiredis closed the connection). The next
+ * connection's stuck drop was then taken for a demotion: not counted as
+ * stuck, logged as READONLY, reconnected without backoff. */
+static void
+test_stale_demoted_flag(void)
+{
+    struct fake_redis primary, sentinel;
+    const struct fake_redis_rule p_rules[] = {
+        {"PING", 1, 0, "+PONG\r\n", 0},
+        {"ROLE", 0, 0, FAKE_REDIS_MASTER, 0},
+        {"SET", 1, 0,
+         "-READONLY You can't write against a read only replica.\r\n"
+         "-ERR nobody asked\r\n",
+         0},
+        {"PING", 2, 1, "+PONG\r\n", 0}, /* the handshake's */
+        {"*", 2, 0, NULL, 0},           /* then nothing, ever */
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&primary, p_rules);
+    char addr[64];
+    const struct fake_redis_rule s_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr, sizeof(addr), primary.port), 0},
+        {"SUBSCRIBE", 0, 0, FAKE_REDIS_SUBSCRIBED, 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&sentinel, s_rules);
+    struct corral_redis *r = sentinel_conn(&sentinel, 100);
+    WAIT_FOR(base, corral_redis_ready(r));
+    struct reply x;
+    const char *set[3] = {"SET", "t:k", "v"};
+    cmd(r, &x, 3, set);
+    CHECK_EQ_INT(x.error, -EIO);
+    CHECK(strncmp(x.str, "READONLY", 8) == 0);
+    WAIT_FOR(base, primary.counts->conns == 2 && corral_redis_ready(r));
+    /* Unanswered from now: the SET and the health PINGs (Redis is down
+     * since the READONLY) time out, and the connection is taken for
+     * stuck. */
+    cmd(r, &x, 3, set);
+    CHECK_EQ_INT(x.error, -ETIMEDOUT);
+    WAIT_FOR(base, !corral_redis_ready(r));
+    struct corral_redis_stats st;
+    corral_redis_stats(r, &st);
+    CHECK_EQ_INT(st.stuck, 1);
+    corral_redis_free(r);
+    fake_redis_stop(&sentinel);
+    fake_redis_stop(&primary);
+}
+
 int
 main(void)
 {
@@ -573,6 +645,7 @@ main(void)
     RUN(test_subscribe);
     RUN(test_teardown);
     RUN(test_sentinel_replies);
+    RUN(test_stale_demoted_flag);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);
     return 0;

@@ -436,13 +436,16 @@ static void
 reset_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_redis *r = arg;
+    bool demoted = r->demoted;
     (void)fd;
     (void)what;
+    /* Cleared first: the connection it was about may have gone already,
+     * and the next one is not demoted. */
+    r->demoted = false;
     if (r->ac == NULL)
         return;
     event_del(r->retry_ev);
-    if (r->demoted) {
-        r->demoted = false;
+    if (demoted) {
         drop(r, "READONLY: the primary was demoted");
         r->backoff_ms = BACKOFF_MIN_MS;
         start_connect(r);
