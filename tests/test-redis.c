@@ -630,6 +630,95 @@ test_stale_demoted_flag(void)
     fake_redis_stop(&primary);
 }
 
+/* Bug: the probe gave each step (connect, AUTH, the sentinel's answer,
+ * SELECT, ROLE, the command) the whole of what was left when the server
+ * was reached, so a server answering each step just in time held a
+ * program's start for several times timeout_ms. Now the whole probe ends
+ * by timeout_ms, an outage; and a sentinel that does not answer leaves
+ * time to ask the next one. */
+static void
+test_probe_bounded(void)
+{
+    enum { T = 2000, SLACK = 500 };
+    char err[256];
+    const char *argv[2] = {"HGETALL", "t:gens"};
+    redisReply *rep = NULL;
+
+    /* A primary answering each step in T / 2: 1.5 T in all. */
+    struct fake_redis slow;
+    const struct fake_redis_rule slow_rules[] = {
+        {"AUTH", 0, 0, "+OK\r\n", T / 2},
+        {"SELECT", 0, 0, "+OK\r\n", T / 2},
+        {"HGETALL", 0, 0, "*0\r\n", T / 2},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&slow, slow_rules);
+    struct corral_redis_options o = {
+        .host = "127.0.0.1", .port = slow.port, .db = 2, .password = "pw"};
+    uint64_t t0 = mono_ms();
+    int rc = corral_redis_probe(&o, T, 2, argv, &rep, err, sizeof(err));
+    uint64_t took = mono_ms() - t0;
+    printf("# slow primary: %d (%s) after %llu ms\n", rc, rc ? err : "",
+           (unsigned long long)took);
+    if (rep != NULL)
+        freeReplyObject(rep);
+    CHECK_EQ_INT(rc, -ETIMEDOUT);
+    CHECK(rep == NULL);
+    CHECK(took < T + SLACK);
+
+    /* A sentinel answering its AUTH and its question in 0.7 T each. */
+    struct fake_redis sentinel;
+    char addr[64];
+    const struct fake_redis_rule s_rules[] = {
+        {"AUTH", 0, 0, "+OK\r\n", 7 * T / 10},
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr, sizeof(addr), slow.port), 7 * T / 10},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&sentinel, s_rules);
+    struct corral_redis_node nodes[2] = {{"127.0.0.1", sentinel.port},
+                                         {"127.0.0.1", redisd_port}};
+    struct corral_redis_options so = {.master = "m",
+                                      .sentinels = nodes,
+                                      .n_sentinels = 1,
+                                      .sentinel_password = "spw"};
+    t0 = mono_ms();
+    rc = corral_redis_probe(&so, T, 0, NULL, NULL, err, sizeof(err));
+    took = mono_ms() - t0;
+    printf("# slow sentinel: %d (%s) after %llu ms\n", rc, err,
+           (unsigned long long)took);
+    CHECK(rc < 0 && rc != -EINVAL);
+    CHECK(took < T + SLACK);
+
+    /* A sentinel that never answers first, one that names the real
+     * Redis next: the second is asked in time. */
+    struct fake_redis mute, good;
+    const struct fake_redis_rule mute_rules[] = {{"*", 0, 0, NULL, 0},
+                                                 {NULL, 0, 0, NULL, 0}};
+    const struct fake_redis_rule good_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr, sizeof(addr), redisd_port), 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&mute, mute_rules);
+    fake_redis_start(&good, good_rules);
+    nodes[0].port = mute.port;
+    nodes[1].port = good.port;
+    so.n_sentinels = 2;
+    so.sentinel_password = NULL;
+    t0 = mono_ms();
+    rc = corral_redis_probe(&so, T, 0, NULL, NULL, err, sizeof(err));
+    took = mono_ms() - t0;
+    printf("# a mute sentinel, then a good one: %d (%s) after %llu ms\n", rc,
+           rc ? err : "", (unsigned long long)took);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(took < T + SLACK);
+    fake_redis_stop(&good);
+    fake_redis_stop(&mute);
+    fake_redis_stop(&sentinel);
+    fake_redis_stop(&slow);
+}
+
 int
 main(void)
 {
@@ -646,6 +735,7 @@ main(void)
     RUN(test_teardown);
     RUN(test_sentinel_replies);
     RUN(test_stale_demoted_flag);
+    RUN(test_probe_bounded);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);
     return 0;

@@ -20,6 +20,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -1392,18 +1394,102 @@ corral_redis_stats(const struct corral_redis *r, struct corral_redis_stats *out)
     *out = r->stats;
 }
 
-/* ---- the blocking probe at start ---- */
+/* ---- the blocking probe at start ----
+ *
+ * Every step is bounded by one deadline for the whole probe: a command is
+ * written and its reply read with poll() against it, never with a socket
+ * timeout per read (a server answering each step just in time, or a byte
+ * at a time, must not hold a program's start). */
 
+/* 1 when fd is ready for events, 0 at deadline (monotonic ms), -1 on an
+ * error. */
 static int
-probe_step(redisContext *c, int argc, const char **argv, const char *step,
-           char *err, size_t errlen)
+wait_fd(int fd, short events, uint64_t deadline)
 {
-    redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
-    if (rep == NULL) {
-        snprintf(err, errlen, "%s: %s", step, c->errstr);
-        return -EIO;
+    for (;;) {
+        uint64_t now = corral_now_ms();
+        if (now >= deadline)
+            return 0;
+        uint64_t left = deadline - now;
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (n > 0)
+            return 1;
+        if (n < 0 && errno != EINTR)
+            return -1;
     }
-    int rc = 0;
+}
+
+/* One command on c, answered by deadline: 0 with the reply in *out
+ * (caller frees), -ETIMEDOUT, or -EIO (the reason in c->errstr). */
+static int
+probe_call(redisContext *c, uint64_t deadline, int argc, const char **argv,
+           redisReply **out)
+{
+    void *rep = NULL;
+    int done = 0;
+    *out = NULL;
+    if (redisAppendCommandArgv(c, argc, argv, NULL) != REDIS_OK)
+        return -EIO;
+    while (!done) {
+        int w = wait_fd(c->fd, POLLOUT, deadline);
+        if (w == 0)
+            return -ETIMEDOUT;
+        if (w < 0 || redisBufferWrite(c, &done) != REDIS_OK)
+            return -EIO;
+    }
+    for (;;) {
+        if (redisGetReplyFromReader(c, &rep) != REDIS_OK)
+            return -EIO;
+        if (rep != NULL) {
+            *out = rep;
+            return 0;
+        }
+        int w = wait_fd(c->fd, POLLIN, deadline);
+        if (w == 0)
+            return -ETIMEDOUT;
+        if (w < 0 || redisBufferRead(c) != REDIS_OK)
+            return -EIO;
+    }
+}
+
+/* A connection to host:port (or unix_path) made by deadline, or NULL with
+ * the reason in err. */
+static redisContext *
+probe_connect(const char *host, uint16_t port, const char *unix_path,
+              uint64_t deadline, char *err, size_t errlen)
+{
+    uint64_t now = corral_now_ms();
+    struct timeval tv = corral_ms_to_tv(deadline > now ? deadline - now : 1);
+    redisContext *c = unix_path ? redisConnectUnixWithTimeout(unix_path, tv)
+                                : redisConnectWithTimeout(host, port, tv);
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv); /* a write that blocks; reads poll */
+    return c;
+}
+
+static const char *
+probe_error(const redisContext *c, int rc)
+{
+    return rc == -ETIMEDOUT ? "no answer in time" : c->errstr;
+}
+
+/* One handshake step: 0; -EINVAL for a refusal that is our configuration;
+ * -EAGAIN for a server still loading; -ETIMEDOUT or -EIO. */
+static int
+probe_step(redisContext *c, uint64_t deadline, int argc, const char **argv,
+           const char *step, char *err, size_t errlen)
+{
+    redisReply *rep;
+    int rc = probe_call(c, deadline, argc, argv, &rep);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: %s", step, probe_error(c, rc));
+        return rc;
+    }
     if (rep->type == REDIS_REPLY_ERROR) {
         snprintf(err, errlen, "%s: %s", step, rep->str);
         /* LOADING and the like are an outage; the rest our config. */
@@ -1416,8 +1502,10 @@ probe_step(redisContext *c, int argc, const char **argv, const char *step,
     return rc;
 }
 
-/* Asks the sentinels in turn, each within what is left until deadline,
- * for the primary. -EINVAL when every one that answered refused our AUTH. */
+/* Asks the sentinels in turn for the primary, each within a share of what
+ * is left until deadline (the primary keeps one share too), so one that
+ * never answers leaves time for the next. -EINVAL when every one that
+ * answered refused our AUTH. */
 static int
 probe_sentinels(const struct corral_redis_options *o, uint64_t deadline,
                 char *host, size_t hostlen, uint16_t *port, char *err,
@@ -1428,33 +1516,38 @@ probe_sentinels(const struct corral_redis_options *o, uint64_t deadline,
     snprintf(err, errlen, "no sentinel to ask");
     for (size_t i = 0; i < o->n_sentinels; i++) {
         uint64_t now = corral_now_ms();
-        if (now >= deadline)
+        if (now >= deadline) {
+            rc = -ETIMEDOUT;
             break;
-        struct timeval tv = corral_ms_to_tv(deadline - now);
+        }
+        uint64_t until = now + (deadline - now) / (o->n_sentinels - i + 1);
         const struct corral_redis_node *s = &o->sentinels[i];
-        redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
-        if (c == NULL || c->err) {
+        char why[160];
+        redisContext *c =
+            probe_connect(s->host, s->port, NULL, until, why, sizeof(why));
+        if (c == NULL) {
             snprintf(err, errlen, "sentinel %s:%u: %s", s->host,
-                     (unsigned)s->port, c ? c->errstr : "out of memory");
-            redisFree(c);
+                     (unsigned)s->port, why);
             other = true;
             continue;
         }
-        redisSetTimeout(c, tv);
         int step = 0;
         if (o->sentinel_password != NULL) {
             const char *auth[3] = {"AUTH",
                                    o->sentinel_user ? o->sentinel_user
                                                     : o->sentinel_password,
                                    o->sentinel_password};
-            step = probe_step(c, o->sentinel_user ? 3 : 2, auth,
+            step = probe_step(c, until, o->sentinel_user ? 3 : 2, auth,
                               "sentinel AUTH", err, errlen);
         }
         if (step == 0) {
             const char *ask[3] = {"SENTINEL", "get-master-addr-by-name",
                                   o->master};
-            redisReply *rep = redisCommandArgv(c, 3, ask, NULL);
-            int a = corral_redis_master_addr(rep, host, hostlen, port);
+            redisReply *rep;
+            int got = probe_call(c, until, 3, ask, &rep);
+            int a = got == 0
+                        ? corral_redis_master_addr(rep, host, hostlen, port)
+                        : got;
             if (a == 0) {
                 freeReplyObject(rep);
                 redisFree(c);
@@ -1462,7 +1555,7 @@ probe_sentinels(const struct corral_redis_options *o, uint64_t deadline,
             }
             snprintf(err, errlen, "sentinel %s:%u: %s", s->host,
                      (unsigned)s->port,
-                     rep == NULL                      ? c->errstr
+                     got < 0                          ? probe_error(c, got)
                      : rep->type == REDIS_REPLY_ERROR ? rep->str
                      : a == -ENOENT                   ? "no such master"
                                                       : "a bad reply");
@@ -1486,46 +1579,43 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
                    int argc, const char *const *argv, struct redisReply **out,
                    char *err, size_t errlen)
 {
-    struct timeval tv = corral_ms_to_tv(timeout_ms);
+    uint64_t deadline = corral_now_ms() + timeout_ms;
     if (out != NULL)
         *out = NULL;
-    char host[256];
+    char host[256] = "";
     uint16_t port = o->port;
     if (o->n_sentinels > 0) {
-        uint64_t deadline = corral_now_ms() + timeout_ms;
         int rc = probe_sentinels(o, deadline, host, sizeof(host), &port, err,
                                  errlen);
         if (rc < 0)
             return rc;
-        uint64_t now = corral_now_ms();
-        tv = corral_ms_to_tv(deadline > now ? deadline - now : 1);
     } else if (o->host != NULL) {
         snprintf(host, sizeof(host), "%s", o->host);
     }
-    redisContext *c = o->unix_path
-                          ? redisConnectUnixWithTimeout(o->unix_path, tv)
-                          : redisConnectWithTimeout(host, port, tv);
-    if (c == NULL || c->err) {
-        snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
-        redisFree(c);
+    redisContext *c =
+        probe_connect(host, port, o->unix_path, deadline, err, errlen);
+    if (c == NULL)
         return -ECONNREFUSED;
-    }
-    redisSetTimeout(c, tv);
     int rc = 0;
     if (o->password != NULL) {
         const char *auth[3] = {"AUTH", o->user ? o->user : o->password,
                                o->password};
-        rc = probe_step(c, o->user ? 3 : 2, auth, "AUTH", err, errlen);
+        rc =
+            probe_step(c, deadline, o->user ? 3 : 2, auth, "AUTH", err, errlen);
     }
     if (rc == 0 && o->db != 0) {
         char db[16];
         snprintf(db, sizeof(db), "%u", o->db);
         const char *select[2] = {"SELECT", db};
-        rc = probe_step(c, 2, select, "SELECT", err, errlen);
+        rc = probe_step(c, deadline, 2, select, "SELECT", err, errlen);
     }
     if (rc == 0 && o->n_sentinels > 0) {
-        redisReply *role = redisCommand(c, "ROLE");
-        if (corral_redis_role_master(role) != 1) {
+        const char *role_argv[1] = {"ROLE"};
+        redisReply *role;
+        rc = probe_call(c, deadline, 1, role_argv, &role);
+        if (rc < 0) {
+            snprintf(err, errlen, "ROLE: %s", probe_error(c, rc));
+        } else if (corral_redis_role_master(role) != 1) {
             snprintf(err, errlen, "ROLE: %s:%u is not a master", host,
                      (unsigned)port);
             rc = -EAGAIN;
@@ -1534,11 +1624,9 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
             freeReplyObject(role);
     }
     if (rc == 0 && argc > 0 && out != NULL) {
-        *out = redisCommandArgv(c, argc, (const char **)argv, NULL);
-        if (*out == NULL) {
-            snprintf(err, errlen, "%s", c->errstr);
-            rc = -EIO;
-        }
+        rc = probe_call(c, deadline, argc, (const char **)argv, out);
+        if (rc < 0)
+            snprintf(err, errlen, "%s", probe_error(c, rc));
     }
     redisFree(c);
     return rc;
