@@ -14,8 +14,10 @@
  * With sentinels, every connect starts by asking them, one at a time and
  * each within the timeout, for the primary's address (the ask connection);
  * the handshake then checks ROLE. A third connection (the watch) listens
- * to one sentinel's +switch-master; a switch, or a READONLY from a primary
- * that was demoted, drops both connections and asks again at once. */
+ * to one sentinel's +switch-master, with every step answered within the
+ * timeout and a keepalive while subscribed, and moves to the next
+ * sentinel on any failure; a switch, or a READONLY from a primary that
+ * was demoted, drops both connections and asks again at once. */
 #include "corral/redis.h"
 #include "log.h"
 
@@ -42,6 +44,7 @@
 #define UP_AFTER 3              /* answers in a row that make it up again... */
 #define UP_HOLD_MS 1000         /* ...no sooner than this after it went down */
 #define HEALTH_MS 250           /* a PING this often while down */
+#define WATCH_IDLE_MS 2000      /* the watch's silence before a keepalive */
 #define MAX_CHANNELS 4
 #define MAX_SCRIPTS 16
 
@@ -120,10 +123,13 @@ struct corral_redis {
     size_t ask_next, ask_tried;
     struct event *ask_ev;        /* the asked sentinel's deadline */
     redisAsyncContext *watch_ac; /* subscribed to +switch-master */
-    size_t watch_next;
+    size_t watch_at, watch_next; /* the watch's sentinel, the next one */
     uint64_t watch_backoff_ms;
-    struct event *watch_retry_ev;
-    bool demoted; /* READONLY heard: drop and ask again */
+    struct event *watch_ev; /* retry, deadline or keepalive */
+    bool watch_subscribed;  /* the subscription was confirmed */
+    bool watch_owed;        /* an answer is due by watch_ev */
+    char watch_logged[160]; /* the last failure logged; "" once fine */
+    bool demoted;           /* READONLY heard: drop and ask again */
 
     bool closing;
     struct corral_redis_stats stats;
@@ -964,21 +970,12 @@ corral_redis_role_master(const struct redisReply *reply)
     return strcmp(reply->element[0]->str, "master") == 0;
 }
 
-static void
-sentinel_auth(redisAsyncContext *ac, const struct corral_redis *r)
-{
-    if (r->s_password == NULL)
-        return;
-    /* Unanswered: a refusal shows as the next command's NOAUTH. */
-    const char *argv[3] = {"AUTH", r->s_user ? r->s_user : r->s_password,
-                           r->s_password};
-    redisAsyncCommandArgv(ac, NULL, NULL, r->s_user ? 3 : 2, argv, NULL);
-}
-
+/* A connection to sentinel i, its AUTH (when the sentinels have a
+ * password) answered to on_auth with r as privdata. */
 static redisAsyncContext *
 sentinel_connect(struct corral_redis *r, size_t i,
                  redisConnectCallback *on_conn,
-                 redisDisconnectCallback *on_disc)
+                 redisDisconnectCallback *on_disc, redisCallbackFn *on_auth)
 {
     redisAsyncContext *ac =
         redisAsyncConnect(r->sentinels[i].host, r->sentinels[i].port);
@@ -991,7 +988,11 @@ sentinel_connect(struct corral_redis *r, size_t i,
     redisLibeventAttach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_conn);
     redisAsyncSetDisconnectCallback(ac, on_disc);
-    sentinel_auth(ac, r);
+    if (r->s_password != NULL) {
+        const char *argv[3] = {"AUTH", r->s_user ? r->s_user : r->s_password,
+                               r->s_password};
+        redisAsyncCommandArgv(ac, on_auth, r, r->s_user ? 3 : 2, argv, NULL);
+    }
     return ac;
 }
 
@@ -1070,6 +1071,18 @@ ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 static void
+ask_auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    char why[128];
+    if (rep == NULL || r->ask_ac != ac || rep->type != REDIS_REPLY_ERROR)
+        return;
+    snprintf(why, sizeof(why), "AUTH refused: %s", rep->str);
+    ask_failed(r, why);
+}
+
+static void
 on_ask_disconnect(const redisAsyncContext *ac, int status)
 {
     struct corral_redis *r = ac->data;
@@ -1106,8 +1119,8 @@ ask_one(struct corral_redis *r)
         size_t i = r->ask_next;
         r->ask_next = (r->ask_next + 1) % r->n_sentinels;
         r->ask_tried++;
-        redisAsyncContext *ac =
-            sentinel_connect(r, i, on_ask_connect, on_ask_disconnect);
+        redisAsyncContext *ac = sentinel_connect(
+            r, i, on_ask_connect, on_ask_disconnect, ask_auth_reply);
         if (ac == NULL)
             continue;
         r->ask_ac = ac;
@@ -1147,16 +1160,60 @@ reresolve(struct corral_redis *r, const char *why)
     start_connect(r);
 }
 
-static void watch_start(struct corral_redis *r);
+/* The watch: one sentinel at a time, subscribed to +switch-master. Its
+ * connect, AUTH and subscription are answered within the timeout, and
+ * once subscribed it subscribes again after WATCH_IDLE_MS without a word
+ * from the sentinel, answered within the timeout too (a keepalive: the
+ * sentinel confirms a subscription it already has; hiredis 0.14 would
+ * misroute a subscribed PING's "pong" and keep its callback for good).
+ * Any failure moves it to the next sentinel after a backoff, said once
+ * per reason. One timer, watch_ev, serves every step. */
 
 static void
-watch_retry(struct corral_redis *r)
+watch_stop(struct corral_redis *r)
 {
-    struct timeval tv = corral_ms_to_tv(r->watch_backoff_ms);
-    event_add(r->watch_retry_ev, &tv);
+    redisAsyncContext *ac = r->watch_ac;
+    r->watch_subscribed = r->watch_owed = false;
+    if (ac == NULL)
+        return;
+    r->watch_ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
+static void
+watch_arm(struct corral_redis *r, uint64_t ms)
+{
+    struct timeval tv = corral_ms_to_tv(ms);
+    event_add(r->watch_ev, &tv);
+}
+
+/* The watch lost its sentinel (why, never a password): closed, and
+ * started on the next sentinel after the backoff. */
+static void
+watch_failed(struct corral_redis *r, const char *why)
+{
+    const struct corral_redis_node *s = &r->sentinels[r->watch_at];
+    if (strcmp(why, r->watch_logged) != 0) {
+        corral_log(CORRAL_LOG_WARNING,
+                   "redis %s: +switch-master watch on sentinel %s:%u: %s",
+                   r->name, s->host, (unsigned)s->port, why);
+        snprintf(r->watch_logged, sizeof(r->watch_logged), "%s", why);
+    }
+    watch_stop(r);
+    watch_arm(r, r->watch_backoff_ms);
     r->watch_backoff_ms = r->watch_backoff_ms * 2 > BACKOFF_MAX_MS
                               ? BACKOFF_MAX_MS
                               : r->watch_backoff_ms * 2;
+}
+
+/* A word from the watch's sentinel: it is there; the next keepalive
+ * after WATCH_IDLE_MS of silence. */
+static void
+watch_heard(struct corral_redis *r)
+{
+    r->watch_owed = false;
+    watch_arm(r, WATCH_IDLE_MS);
 }
 
 static void
@@ -1164,11 +1221,28 @@ on_switch(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct corral_redis *r = privdata;
     redisReply *rep = reply;
-    if (rep == NULL || r->watch_ac != ac || rep->type != REDIS_REPLY_ARRAY ||
-        rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING)
+    if (rep == NULL || r->watch_ac != ac)
         return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        watch_failed(r, rep->str);
+        return;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    watch_heard(r);
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
-        r->watch_backoff_ms = BACKOFF_MIN_MS;
+        if (!r->watch_subscribed) {
+            const struct corral_redis_node *s = &r->sentinels[r->watch_at];
+            r->watch_subscribed = true;
+            r->watch_backoff_ms = BACKOFF_MIN_MS;
+            if (r->watch_logged[0] != '\0')
+                corral_log(CORRAL_LOG_NOTICE,
+                           "redis %s: +switch-master watch on sentinel "
+                           "%s:%u",
+                           r->name, s->host, (unsigned)s->port);
+            r->watch_logged[0] = '\0';
+        }
         return;
     }
     if (strcmp(rep->element[0]->str, "message") != 0 ||
@@ -1186,6 +1260,18 @@ on_switch(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 static void
+watch_auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    char why[160];
+    if (rep == NULL || r->watch_ac != ac || rep->type != REDIS_REPLY_ERROR)
+        return;
+    snprintf(why, sizeof(why), "AUTH refused: %s", rep->str);
+    watch_failed(r, why);
+}
+
+static void
 on_watch_disconnect(const redisAsyncContext *ac, int status)
 {
     struct corral_redis *r = ac->data;
@@ -1193,7 +1279,7 @@ on_watch_disconnect(const redisAsyncContext *ac, int status)
     if (r == NULL || r->watch_ac != ac)
         return;
     r->watch_ac = NULL; /* hiredis frees it */
-    watch_retry(r);
+    watch_failed(r, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
 static void
@@ -1208,35 +1294,36 @@ watch_start(struct corral_redis *r)
 {
     size_t i = r->watch_next;
     r->watch_next = (r->watch_next + 1) % r->n_sentinels;
-    redisAsyncContext *ac =
-        sentinel_connect(r, i, on_watch_connect, on_watch_disconnect);
+    r->watch_at = i;
+    redisAsyncContext *ac = sentinel_connect(
+        r, i, on_watch_connect, on_watch_disconnect, watch_auth_reply);
     if (ac == NULL) {
-        watch_retry(r);
+        watch_failed(r, "cannot connect");
         return;
     }
     r->watch_ac = ac;
     redisAsyncCommand(ac, on_switch, r, "SUBSCRIBE +switch-master");
+    r->watch_owed = true;
+    watch_arm(r, r->timeout_ms);
 }
 
 static void
-watch_retry_cb(evutil_socket_t fd, short what, void *arg)
+watch_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_redis *r = arg;
     (void)fd;
     (void)what;
-    if (r->watch_ac == NULL)
+    if (r->watch_ac == NULL) {
         watch_start(r);
-}
-
-static void
-watch_stop(struct corral_redis *r)
-{
-    redisAsyncContext *ac = r->watch_ac;
-    if (ac == NULL)
-        return;
-    r->watch_ac = NULL;
-    ac->data = NULL;
-    redisAsyncFree(ac);
+    } else if (r->watch_owed) {
+        watch_failed(r, r->watch_subscribed ? "no answer to the keepalive"
+                                            : "no answer to AUTH or SUBSCRIBE");
+    } else {
+        redisAsyncCommand(r->watch_ac, on_switch, r,
+                          "SUBSCRIBE +switch-master");
+        r->watch_owed = true;
+        watch_arm(r, r->timeout_ms);
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -1309,9 +1396,9 @@ corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
     r->health_ev = event_new(base, -1, EV_PERSIST, health_cb, r);
     r->sub_retry_ev = evtimer_new(base, sub_retry_cb, r);
     r->ask_ev = evtimer_new(base, ask_timeout_cb, r);
-    r->watch_retry_ev = evtimer_new(base, watch_retry_cb, r);
+    r->watch_ev = evtimer_new(base, watch_cb, r);
     if (!r->retry_ev || !r->reset_ev || !r->timer_ev || !r->refuse_ev ||
-        !r->health_ev || !r->sub_retry_ev || !r->ask_ev || !r->watch_retry_ev)
+        !r->health_ev || !r->sub_retry_ev || !r->ask_ev || !r->watch_ev)
         abort(); /* the policy of xalloc.h */
     r->watch_backoff_ms = BACKOFF_MIN_MS;
     struct timeval tick = {0, HEALTH_MS * 1000};
@@ -1358,7 +1445,7 @@ corral_redis_free(struct corral_redis *r)
     ask_stop(r);
     watch_stop(r);
     event_free(r->ask_ev);
-    event_free(r->watch_retry_ev);
+    event_free(r->watch_ev);
     for (size_t i = 0; i < r->n_sentinels; i++)
         free((char *)r->sentinels[i].host);
     free(r->sentinels);
