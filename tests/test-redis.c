@@ -719,6 +719,82 @@ test_probe_bounded(void)
     fake_redis_stop(&slow);
 }
 
+/* Bug: the watch subscribed on whatever node it reached and asked it
+ * nothing. A node that is no sentinel of this master (a plain Redis)
+ * took the SUBSCRIBE and kept it deaf for good; and a watch that came
+ * back after a gap (its sentinel silent, then given up) never learnt of
+ * a switch published meanwhile. Now it asks its sentinel for the primary
+ * first: an error or no such master moves it on, another primary than
+ * ours is a switch. */
+static void
+test_watch_asks_its_sentinel(void)
+{
+    struct fake_redis a, b, s1, s2;
+    const struct fake_redis_rule p_rules[] = {
+        {"ROLE", 0, 0, FAKE_REDIS_MASTER, 0},
+        {"PING", 0, 0, "+PONG\r\n", 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&a, p_rules);
+    fake_redis_start(&b, p_rules);
+    char addr_a[64], addr_b[64];
+    /* s1 names a, and falls silent after the first subscription. */
+    const struct fake_redis_rule s1_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr_a, sizeof(addr_a), a.port), 0},
+        {"SUBSCRIBE", 0, 1, FAKE_REDIS_SUBSCRIBED, 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    /* s2 names b: the sentinels failed a over while the watch was on
+     * s1. */
+    const struct fake_redis_rule s2_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr_b, sizeof(addr_b), b.port), 0},
+        {"SUBSCRIBE", 0, 0, FAKE_REDIS_SUBSCRIBED, 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&s1, s1_rules);
+    fake_redis_start(&s2, s2_rules);
+
+    /* A plain Redis first: no sentinel, so the watch moves on to s1. */
+    struct corral_redis_node nodes[3] = {{"127.0.0.1", redisd_port},
+                                         {"127.0.0.1", s1.port},
+                                         {"127.0.0.1", s2.port}};
+    struct corral_redis_options o = {
+        .timeout_ms = 100,
+        .master = "m",
+        .sentinels = nodes,
+        .n_sentinels = 2,
+    };
+    char err[128];
+    struct corral_redis *r = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(r != NULL);
+    WAIT_FOR(base, corral_redis_ready(r) && s1.counts->matched[1] == 1);
+    char want[64];
+    snprintf(want, sizeof(want), "m (127.0.0.1:%u)", (unsigned)a.port);
+    CHECK_EQ_STR(corral_redis_name(r), want);
+    corral_redis_free(r);
+
+    /* s1 then s2: s1 goes silent, the watch moves to s2, which names
+     * another primary: followed as a switch. */
+    nodes[0].port = s1.port;
+    nodes[1].port = s2.port;
+    r = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(r != NULL);
+    WAIT_FOR(base, corral_redis_ready(r));
+    CHECK_EQ_STR(corral_redis_name(r), want);
+    struct corral_redis_stats st;
+    WAIT_FOR(base, (corral_redis_stats(r, &st), st.switches == 1) &&
+                       corral_redis_ready(r));
+    snprintf(want, sizeof(want), "m (127.0.0.1:%u)", (unsigned)b.port);
+    CHECK_EQ_STR(corral_redis_name(r), want);
+    corral_redis_free(r);
+    fake_redis_stop(&s2);
+    fake_redis_stop(&s1);
+    fake_redis_stop(&b);
+    fake_redis_stop(&a);
+}
+
 int
 main(void)
 {
@@ -736,6 +812,7 @@ main(void)
     RUN(test_sentinel_replies);
     RUN(test_stale_demoted_flag);
     RUN(test_probe_bounded);
+    RUN(test_watch_asks_its_sentinel);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);
     return 0;

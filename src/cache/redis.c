@@ -1160,8 +1160,10 @@ reresolve(struct corral_redis *r, const char *why)
     start_connect(r);
 }
 
-/* The watch: one sentinel at a time, subscribed to +switch-master. Its
- * connect, AUTH and subscription are answered within the timeout, and
+/* The watch: one sentinel at a time, subscribed to +switch-master, after
+ * asking it for the primary (a switch may have been published while the
+ * watch was away). Its connect, AUTH, question and subscription are
+ * answered within the timeout, and
  * once subscribed it subscribes again after WATCH_IDLE_MS without a word
  * from the sentinel, answered within the timeout too (a keepalive: the
  * sentinel confirms a subscription it already has; hiredis 0.14 would
@@ -1259,6 +1261,36 @@ on_switch(redisAsyncContext *ac, void *reply, void *privdata)
     reresolve(r, "+switch-master");
 }
 
+/* What the watch's sentinel names before it subscribes: nothing (an error,
+ * no such master) is no sentinel of ours, so no watch; a primary other
+ * than ours is a switch published while the watch was away. */
+static void
+watch_addr_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    char host[256];
+    uint16_t port = 0;
+    if (rep == NULL || r->watch_ac != ac)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        watch_failed(r, rep->str);
+        return;
+    }
+    int rc = corral_redis_master_addr(rep, host, sizeof(host), &port);
+    if (rc < 0) {
+        watch_failed(r, rc == -ENOENT ? "no such master" : "a bad reply");
+        return;
+    }
+    if (r->host == NULL || r->ask_ac != NULL ||
+        (strcmp(r->host, host) == 0 && r->port == port))
+        return; /* not connected yet, asking now, or the same */
+    const struct corral_redis_node *s = &r->sentinels[r->watch_at];
+    corral_log(CORRAL_LOG_NOTICE, "redis %s: sentinel %s:%u names %s:%u",
+               r->name, s->host, (unsigned)s->port, host, (unsigned)port);
+    reresolve(r, "the sentinels name another primary");
+}
+
 static void
 watch_auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -1302,6 +1334,8 @@ watch_start(struct corral_redis *r)
         return;
     }
     r->watch_ac = ac;
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", r->master};
+    redisAsyncCommandArgv(ac, watch_addr_reply, r, 3, argv, NULL);
     redisAsyncCommand(ac, on_switch, r, "SUBSCRIBE +switch-master");
     r->watch_owed = true;
     watch_arm(r, r->timeout_ms);
