@@ -1163,13 +1163,13 @@ reresolve(struct corral_redis *r, const char *why)
 /* The watch: one sentinel at a time, subscribed to +switch-master, after
  * asking it for the primary (a switch may have been published while the
  * watch was away). Its connect, AUTH, question and subscription are
- * answered within the timeout, and
- * once subscribed it subscribes again after WATCH_IDLE_MS without a word
- * from the sentinel, answered within the timeout too (a keepalive: the
- * sentinel confirms a subscription it already has; hiredis 0.14 would
- * misroute a subscribed PING's "pong" and keep its callback for good).
- * Any failure moves it to the next sentinel after a backoff, said once
- * per reason. One timer, watch_ev, serves every step. */
+ * answered within the timeout, and once subscribed it subscribes again
+ * after WATCH_IDLE_MS without a word from the sentinel, answered within
+ * the timeout too (a keepalive: the sentinel confirms a subscription it
+ * already has; hiredis 0.14 would misroute a subscribed PING's "pong" and
+ * keep its callback for good). Any failure moves it to the next sentinel
+ * after a backoff, said once per reason. One timer, watch_ev, serves
+ * every step. */
 
 static void
 watch_stop(struct corral_redis *r)
