@@ -6,11 +6,14 @@
  * failing commands and comes back up without flapping, a database that
  * cannot be selected, subscriptions that come back after their connection
  * is killed, teardown with commands in flight, and the sentinels' and
- * ROLE's replies read. */
+ * ROLE's replies read. Servers that misbehave on cue (a READONLY with a
+ * reply nobody asked for, answers too slow for the probe) are scripted
+ * fakes (fake_redis.h). */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 
 #include "corral/redis.h"
+#include "fake_redis.h"
 #include "redisd.h"
 
 struct reply {
@@ -199,6 +202,7 @@ test_stuck(void)
     struct reply y[3];
     for (int i = 0; i < 3; i++) {
         cmd(r, &y[i], 1, ping);
+        printf("# %d %s\n", y[i].error, y[i].str);
         CHECK_EQ_INT(y[i].error, -ETIMEDOUT);
     }
     run_for(base, 20);
@@ -558,6 +562,239 @@ test_sentinel_replies(void)
     CHECK_EQ_INT(corral_redis_role_master(NULL), -1);
 }
 
+/* A connection to the primary that fake sentinel s names for "m". */
+static struct corral_redis *
+sentinel_conn(const struct fake_redis *s, uint64_t timeout_ms)
+{
+    struct corral_redis_node node = {"127.0.0.1", s->port};
+    struct corral_redis_options o = {
+        .timeout_ms = timeout_ms,
+        .master = "m",
+        .sentinels = &node,
+        .n_sentinels = 1,
+    };
+    char err[128];
+    struct corral_redis *r = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(r != NULL);
+    return r;
+}
+
+/* Bug: a READONLY left its "demoted" mark behind when its connection went
+ * before the drop it asked for ran (here: the same read brought a reply
+ * nobody asked for, and hiredis closed the connection). The next
+ * connection's stuck drop was then taken for a demotion: not counted as
+ * stuck, logged as READONLY, reconnected without backoff. */
+static void
+test_stale_demoted_flag(void)
+{
+    struct fake_redis primary, sentinel;
+    const struct fake_redis_rule p_rules[] = {
+        {"PING", 1, 0, "+PONG\r\n", 0},
+        {"ROLE", 0, 0, FAKE_REDIS_MASTER, 0},
+        {"SET", 1, 0,
+         "-READONLY You can't write against a read only replica.\r\n"
+         "-ERR nobody asked\r\n",
+         0},
+        {"PING", 2, 1, "+PONG\r\n", 0}, /* the handshake's */
+        {"*", 2, 0, NULL, 0},           /* then nothing, ever */
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&primary, p_rules);
+    char addr[64];
+    const struct fake_redis_rule s_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr, sizeof(addr), primary.port), 0},
+        {"SUBSCRIBE", 0, 0, FAKE_REDIS_SUBSCRIBED, 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&sentinel, s_rules);
+    struct corral_redis *r = sentinel_conn(&sentinel, 100);
+    WAIT_FOR(base, corral_redis_ready(r));
+    struct reply x;
+    const char *set[3] = {"SET", "t:k", "v"};
+    cmd(r, &x, 3, set);
+    CHECK_EQ_INT(x.error, -EIO);
+    CHECK(strncmp(x.str, "READONLY", 8) == 0);
+    WAIT_FOR(base, primary.counts->conns == 2 && corral_redis_ready(r));
+    /* Unanswered from now: the SET and the health PINGs (Redis is down
+     * since the READONLY) time out, and the connection is taken for
+     * stuck. */
+    cmd(r, &x, 3, set);
+    CHECK_EQ_INT(x.error, -ETIMEDOUT);
+    WAIT_FOR(base, !corral_redis_ready(r));
+    struct corral_redis_stats st;
+    corral_redis_stats(r, &st);
+    CHECK_EQ_INT(st.stuck, 1);
+    corral_redis_free(r);
+    fake_redis_stop(&sentinel);
+    fake_redis_stop(&primary);
+}
+
+/* Bug: the probe gave each step (connect, AUTH, the sentinel's answer,
+ * SELECT, ROLE, the command) the whole of what was left when the server
+ * was reached, so a server answering each step just in time held a
+ * program's start for several times timeout_ms. Now the whole probe ends
+ * by timeout_ms, an outage; and a sentinel that does not answer leaves
+ * time to ask the next one. */
+static void
+test_probe_bounded(void)
+{
+    enum { T = 2000, SLACK = 500 };
+    char err[256];
+    const char *argv[2] = {"HGETALL", "t:gens"};
+    redisReply *rep = NULL;
+
+    /* A primary answering each step in T / 2: 1.5 T in all. */
+    struct fake_redis slow;
+    const struct fake_redis_rule slow_rules[] = {
+        {"AUTH", 0, 0, "+OK\r\n", T / 2},
+        {"SELECT", 0, 0, "+OK\r\n", T / 2},
+        {"HGETALL", 0, 0, "*0\r\n", T / 2},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&slow, slow_rules);
+    struct corral_redis_options o = {
+        .host = "127.0.0.1", .port = slow.port, .db = 2, .password = "pw"};
+    uint64_t t0 = mono_ms();
+    int rc = corral_redis_probe(&o, T, 2, argv, &rep, err, sizeof(err));
+    uint64_t took = mono_ms() - t0;
+    printf("# slow primary: %d (%s) after %llu ms\n", rc, rc ? err : "",
+           (unsigned long long)took);
+    if (rep != NULL)
+        freeReplyObject(rep);
+    CHECK_EQ_INT(rc, -ETIMEDOUT);
+    CHECK(rep == NULL);
+    CHECK(took < T + SLACK);
+
+    /* A sentinel answering its AUTH and its question in 0.7 T each. */
+    struct fake_redis sentinel;
+    char addr[64];
+    const struct fake_redis_rule s_rules[] = {
+        {"AUTH", 0, 0, "+OK\r\n", 7 * T / 10},
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr, sizeof(addr), slow.port), 7 * T / 10},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&sentinel, s_rules);
+    struct corral_redis_node nodes[2] = {{"127.0.0.1", sentinel.port},
+                                         {"127.0.0.1", redisd_port}};
+    struct corral_redis_options so = {.master = "m",
+                                      .sentinels = nodes,
+                                      .n_sentinels = 1,
+                                      .sentinel_password = "spw"};
+    t0 = mono_ms();
+    rc = corral_redis_probe(&so, T, 0, NULL, NULL, err, sizeof(err));
+    took = mono_ms() - t0;
+    printf("# slow sentinel: %d (%s) after %llu ms\n", rc, err,
+           (unsigned long long)took);
+    CHECK(rc < 0 && rc != -EINVAL);
+    CHECK(took < T + SLACK);
+
+    /* A sentinel that never answers first, one that names the real
+     * Redis next: the second is asked in time. */
+    struct fake_redis mute, good;
+    const struct fake_redis_rule mute_rules[] = {{"*", 0, 0, NULL, 0},
+                                                 {NULL, 0, 0, NULL, 0}};
+    const struct fake_redis_rule good_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr, sizeof(addr), redisd_port), 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&mute, mute_rules);
+    fake_redis_start(&good, good_rules);
+    nodes[0].port = mute.port;
+    nodes[1].port = good.port;
+    so.n_sentinels = 2;
+    so.sentinel_password = NULL;
+    t0 = mono_ms();
+    rc = corral_redis_probe(&so, T, 0, NULL, NULL, err, sizeof(err));
+    took = mono_ms() - t0;
+    printf("# a mute sentinel, then a good one: %d (%s) after %llu ms\n", rc,
+           rc ? err : "", (unsigned long long)took);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(took < T + SLACK);
+    fake_redis_stop(&good);
+    fake_redis_stop(&mute);
+    fake_redis_stop(&sentinel);
+    fake_redis_stop(&slow);
+}
+
+/* Bug: the watch subscribed on whatever node it reached and asked it
+ * nothing. A node that is no sentinel of this master (a plain Redis)
+ * took the SUBSCRIBE and kept it deaf for good; and a watch that came
+ * back after a gap (its sentinel silent, then given up) never learnt of
+ * a switch published meanwhile. Now it asks its sentinel for the primary
+ * first: an error or no such master moves it on, another primary than
+ * ours is a switch. */
+static void
+test_watch_asks_its_sentinel(void)
+{
+    struct fake_redis a, b, s1, s2;
+    const struct fake_redis_rule p_rules[] = {
+        {"ROLE", 0, 0, FAKE_REDIS_MASTER, 0},
+        {"PING", 0, 0, "+PONG\r\n", 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&a, p_rules);
+    fake_redis_start(&b, p_rules);
+    char addr_a[64], addr_b[64];
+    /* s1 names a, and falls silent after the first subscription. */
+    const struct fake_redis_rule s1_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr_a, sizeof(addr_a), a.port), 0},
+        {"SUBSCRIBE", 0, 1, FAKE_REDIS_SUBSCRIBED, 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    /* s2 names b: the sentinels failed a over while the watch was on
+     * s1. */
+    const struct fake_redis_rule s2_rules[] = {
+        {"SENTINEL", 0, 0,
+         fake_redis_addr_answer(addr_b, sizeof(addr_b), b.port), 0},
+        {"SUBSCRIBE", 0, 0, FAKE_REDIS_SUBSCRIBED, 0},
+        {NULL, 0, 0, NULL, 0},
+    };
+    fake_redis_start(&s1, s1_rules);
+    fake_redis_start(&s2, s2_rules);
+
+    /* A plain Redis first: no sentinel, so the watch moves on to s1. */
+    struct corral_redis_node nodes[3] = {{"127.0.0.1", redisd_port},
+                                         {"127.0.0.1", s1.port},
+                                         {"127.0.0.1", s2.port}};
+    struct corral_redis_options o = {
+        .timeout_ms = 100,
+        .master = "m",
+        .sentinels = nodes,
+        .n_sentinels = 2,
+    };
+    char err[128];
+    struct corral_redis *r = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(r != NULL);
+    WAIT_FOR(base, corral_redis_ready(r) && s1.counts->matched[1] == 1);
+    char want[64];
+    snprintf(want, sizeof(want), "m (127.0.0.1:%u)", (unsigned)a.port);
+    CHECK_EQ_STR(corral_redis_name(r), want);
+    corral_redis_free(r);
+
+    /* s1 then s2: s1 goes silent, the watch moves to s2, which names
+     * another primary: followed as a switch. */
+    nodes[0].port = s1.port;
+    nodes[1].port = s2.port;
+    r = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(r != NULL);
+    WAIT_FOR(base, corral_redis_ready(r));
+    CHECK_EQ_STR(corral_redis_name(r), want);
+    struct corral_redis_stats st;
+    WAIT_FOR(base, (corral_redis_stats(r, &st), st.switches == 1) &&
+                       corral_redis_ready(r));
+    snprintf(want, sizeof(want), "m (127.0.0.1:%u)", (unsigned)b.port);
+    CHECK_EQ_STR(corral_redis_name(r), want);
+    corral_redis_free(r);
+    fake_redis_stop(&s2);
+    fake_redis_stop(&s1);
+    fake_redis_stop(&b);
+    fake_redis_stop(&a);
+}
+
 int
 main(void)
 {
@@ -573,6 +810,9 @@ main(void)
     RUN(test_subscribe);
     RUN(test_teardown);
     RUN(test_sentinel_replies);
+    RUN(test_stale_demoted_flag);
+    RUN(test_probe_bounded);
+    RUN(test_watch_asks_its_sentinel);
     event_base_free(base);
     printf("%lu checks\n", testlib_checks);
     return 0;

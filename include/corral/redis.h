@@ -80,12 +80,16 @@ struct corral_redis *corral_redis_new(struct event_base *base,
  * frees r. Not from inside one of its callbacks. NULL is a no-op. */
 void corral_redis_free(struct corral_redis *r);
 
-/* Connects once, blocking for at most timeout_ms, checks AUTH and SELECT,
- * then (argc > 0) sends argv and hands its reply to *out (caller frees it
- * with freeReplyObject()). Returns 0; -EINVAL with Redis's reason in err
- * when Redis refused AUTH or SELECT (a configuration error); or another
- * -errno when Redis cannot be reached (an outage: the caller goes on, and
- * a struct corral_redis keeps trying). For a program's start. */
+/* Connects once, checks AUTH and SELECT (and ROLE with sentinels), then
+ * (argc > 0) sends argv and hands its reply to *out (caller frees it with
+ * freeReplyObject()). Blocks for at most timeout_ms in all: every step,
+ * the sentinels' included, shares that one deadline (each sentinel is
+ * given a share of what is left, so one that never answers leaves time
+ * for the next). Returns 0; -EINVAL with Redis's reason in err when Redis
+ * refused AUTH or SELECT (a configuration error); or another -errno
+ * (-ETIMEDOUT when the deadline came first) when Redis cannot be reached
+ * (an outage: the caller goes on, and a struct corral_redis keeps
+ * trying). For a program's start. */
 int corral_redis_probe(const struct corral_redis_options *o,
                        uint64_t timeout_ms, int argc, const char *const *argv,
                        struct redisReply **out, char *err, size_t errlen);

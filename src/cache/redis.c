@@ -14,12 +14,16 @@
  * With sentinels, every connect starts by asking them, one at a time and
  * each within the timeout, for the primary's address (the ask connection);
  * the handshake then checks ROLE. A third connection (the watch) listens
- * to one sentinel's +switch-master; a switch, or a READONLY from a primary
- * that was demoted, drops both connections and asks again at once. */
+ * to one sentinel's +switch-master, with every step answered within the
+ * timeout and a keepalive while subscribed, and moves to the next
+ * sentinel on any failure; a switch, or a READONLY from a primary that
+ * was demoted, drops both connections and asks again at once. */
 #include "corral/redis.h"
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -40,6 +44,7 @@
 #define UP_AFTER 3              /* answers in a row that make it up again... */
 #define UP_HOLD_MS 1000         /* ...no sooner than this after it went down */
 #define HEALTH_MS 250           /* a PING this often while down */
+#define WATCH_IDLE_MS 2000      /* the watch's silence before a keepalive */
 #define MAX_CHANNELS 4
 #define MAX_SCRIPTS 16
 
@@ -118,10 +123,13 @@ struct corral_redis {
     size_t ask_next, ask_tried;
     struct event *ask_ev;        /* the asked sentinel's deadline */
     redisAsyncContext *watch_ac; /* subscribed to +switch-master */
-    size_t watch_next;
+    size_t watch_at, watch_next; /* the watch's sentinel, the next one */
     uint64_t watch_backoff_ms;
-    struct event *watch_retry_ev;
-    bool demoted; /* READONLY heard: drop and ask again */
+    struct event *watch_ev; /* retry, deadline or keepalive */
+    bool watch_subscribed;  /* the subscription was confirmed */
+    bool watch_owed;        /* an answer is due by watch_ev */
+    char watch_logged[160]; /* the last failure logged; "" once fine */
+    bool demoted;           /* READONLY heard: drop and ask again */
 
     bool closing;
     struct corral_redis_stats stats;
@@ -436,13 +444,16 @@ static void
 reset_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_redis *r = arg;
+    bool demoted = r->demoted;
     (void)fd;
     (void)what;
+    /* Cleared first: the connection it was about may have gone already,
+     * and the next one is not demoted. */
+    r->demoted = false;
     if (r->ac == NULL)
         return;
     event_del(r->retry_ev);
-    if (r->demoted) {
-        r->demoted = false;
+    if (demoted) {
         drop(r, "READONLY: the primary was demoted");
         r->backoff_ms = BACKOFF_MIN_MS;
         start_connect(r);
@@ -959,21 +970,12 @@ corral_redis_role_master(const struct redisReply *reply)
     return strcmp(reply->element[0]->str, "master") == 0;
 }
 
-static void
-sentinel_auth(redisAsyncContext *ac, const struct corral_redis *r)
-{
-    if (r->s_password == NULL)
-        return;
-    /* Unanswered: a refusal shows as the next command's NOAUTH. */
-    const char *argv[3] = {"AUTH", r->s_user ? r->s_user : r->s_password,
-                           r->s_password};
-    redisAsyncCommandArgv(ac, NULL, NULL, r->s_user ? 3 : 2, argv, NULL);
-}
-
+/* A connection to sentinel i, its AUTH (when the sentinels have a
+ * password) answered to on_auth with r as privdata. */
 static redisAsyncContext *
 sentinel_connect(struct corral_redis *r, size_t i,
                  redisConnectCallback *on_conn,
-                 redisDisconnectCallback *on_disc)
+                 redisDisconnectCallback *on_disc, redisCallbackFn *on_auth)
 {
     redisAsyncContext *ac =
         redisAsyncConnect(r->sentinels[i].host, r->sentinels[i].port);
@@ -986,7 +988,11 @@ sentinel_connect(struct corral_redis *r, size_t i,
     redisLibeventAttach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_conn);
     redisAsyncSetDisconnectCallback(ac, on_disc);
-    sentinel_auth(ac, r);
+    if (r->s_password != NULL) {
+        const char *argv[3] = {"AUTH", r->s_user ? r->s_user : r->s_password,
+                               r->s_password};
+        redisAsyncCommandArgv(ac, on_auth, r, r->s_user ? 3 : 2, argv, NULL);
+    }
     return ac;
 }
 
@@ -1065,6 +1071,18 @@ ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 static void
+ask_auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    char why[128];
+    if (rep == NULL || r->ask_ac != ac || rep->type != REDIS_REPLY_ERROR)
+        return;
+    snprintf(why, sizeof(why), "AUTH refused: %s", rep->str);
+    ask_failed(r, why);
+}
+
+static void
 on_ask_disconnect(const redisAsyncContext *ac, int status)
 {
     struct corral_redis *r = ac->data;
@@ -1101,8 +1119,8 @@ ask_one(struct corral_redis *r)
         size_t i = r->ask_next;
         r->ask_next = (r->ask_next + 1) % r->n_sentinels;
         r->ask_tried++;
-        redisAsyncContext *ac =
-            sentinel_connect(r, i, on_ask_connect, on_ask_disconnect);
+        redisAsyncContext *ac = sentinel_connect(
+            r, i, on_ask_connect, on_ask_disconnect, ask_auth_reply);
         if (ac == NULL)
             continue;
         r->ask_ac = ac;
@@ -1142,16 +1160,62 @@ reresolve(struct corral_redis *r, const char *why)
     start_connect(r);
 }
 
-static void watch_start(struct corral_redis *r);
+/* The watch: one sentinel at a time, subscribed to +switch-master, after
+ * asking it for the primary (a switch may have been published while the
+ * watch was away). Its connect, AUTH, question and subscription are
+ * answered within the timeout, and once subscribed it subscribes again
+ * after WATCH_IDLE_MS without a word from the sentinel, answered within
+ * the timeout too (a keepalive: the sentinel confirms a subscription it
+ * already has; hiredis 0.14 would misroute a subscribed PING's "pong" and
+ * keep its callback for good). Any failure moves it to the next sentinel
+ * after a backoff, said once per reason. One timer, watch_ev, serves
+ * every step. */
 
 static void
-watch_retry(struct corral_redis *r)
+watch_stop(struct corral_redis *r)
 {
-    struct timeval tv = corral_ms_to_tv(r->watch_backoff_ms);
-    event_add(r->watch_retry_ev, &tv);
+    redisAsyncContext *ac = r->watch_ac;
+    r->watch_subscribed = r->watch_owed = false;
+    if (ac == NULL)
+        return;
+    r->watch_ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
+static void
+watch_arm(struct corral_redis *r, uint64_t ms)
+{
+    struct timeval tv = corral_ms_to_tv(ms);
+    event_add(r->watch_ev, &tv);
+}
+
+/* The watch lost its sentinel (why, never a password): closed, and
+ * started on the next sentinel after the backoff. */
+static void
+watch_failed(struct corral_redis *r, const char *why)
+{
+    const struct corral_redis_node *s = &r->sentinels[r->watch_at];
+    if (strcmp(why, r->watch_logged) != 0) {
+        corral_log(CORRAL_LOG_WARNING,
+                   "redis %s: +switch-master watch on sentinel %s:%u: %s",
+                   r->name, s->host, (unsigned)s->port, why);
+        snprintf(r->watch_logged, sizeof(r->watch_logged), "%s", why);
+    }
+    watch_stop(r);
+    watch_arm(r, r->watch_backoff_ms);
     r->watch_backoff_ms = r->watch_backoff_ms * 2 > BACKOFF_MAX_MS
                               ? BACKOFF_MAX_MS
                               : r->watch_backoff_ms * 2;
+}
+
+/* A word from the watch's sentinel: it is there; the next keepalive
+ * after WATCH_IDLE_MS of silence. */
+static void
+watch_heard(struct corral_redis *r)
+{
+    r->watch_owed = false;
+    watch_arm(r, WATCH_IDLE_MS);
 }
 
 static void
@@ -1159,11 +1223,28 @@ on_switch(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct corral_redis *r = privdata;
     redisReply *rep = reply;
-    if (rep == NULL || r->watch_ac != ac || rep->type != REDIS_REPLY_ARRAY ||
-        rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING)
+    if (rep == NULL || r->watch_ac != ac)
         return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        watch_failed(r, rep->str);
+        return;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    watch_heard(r);
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
-        r->watch_backoff_ms = BACKOFF_MIN_MS;
+        if (!r->watch_subscribed) {
+            const struct corral_redis_node *s = &r->sentinels[r->watch_at];
+            r->watch_subscribed = true;
+            r->watch_backoff_ms = BACKOFF_MIN_MS;
+            if (r->watch_logged[0] != '\0')
+                corral_log(CORRAL_LOG_NOTICE,
+                           "redis %s: +switch-master watch on sentinel "
+                           "%s:%u",
+                           r->name, s->host, (unsigned)s->port);
+            r->watch_logged[0] = '\0';
+        }
         return;
     }
     if (strcmp(rep->element[0]->str, "message") != 0 ||
@@ -1180,6 +1261,48 @@ on_switch(redisAsyncContext *ac, void *reply, void *privdata)
     reresolve(r, "+switch-master");
 }
 
+/* What the watch's sentinel names before it subscribes: nothing (an error,
+ * no such master) is no sentinel of ours, so no watch; a primary other
+ * than ours is a switch published while the watch was away. */
+static void
+watch_addr_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    char host[256];
+    uint16_t port = 0;
+    if (rep == NULL || r->watch_ac != ac)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        watch_failed(r, rep->str);
+        return;
+    }
+    int rc = corral_redis_master_addr(rep, host, sizeof(host), &port);
+    if (rc < 0) {
+        watch_failed(r, rc == -ENOENT ? "no such master" : "a bad reply");
+        return;
+    }
+    if (r->host == NULL || r->ask_ac != NULL ||
+        (strcmp(r->host, host) == 0 && r->port == port))
+        return; /* not connected yet, asking now, or the same */
+    const struct corral_redis_node *s = &r->sentinels[r->watch_at];
+    corral_log(CORRAL_LOG_NOTICE, "redis %s: sentinel %s:%u names %s:%u",
+               r->name, s->host, (unsigned)s->port, host, (unsigned)port);
+    reresolve(r, "the sentinels name another primary");
+}
+
+static void
+watch_auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct corral_redis *r = privdata;
+    redisReply *rep = reply;
+    char why[160];
+    if (rep == NULL || r->watch_ac != ac || rep->type != REDIS_REPLY_ERROR)
+        return;
+    snprintf(why, sizeof(why), "AUTH refused: %s", rep->str);
+    watch_failed(r, why);
+}
+
 static void
 on_watch_disconnect(const redisAsyncContext *ac, int status)
 {
@@ -1188,7 +1311,7 @@ on_watch_disconnect(const redisAsyncContext *ac, int status)
     if (r == NULL || r->watch_ac != ac)
         return;
     r->watch_ac = NULL; /* hiredis frees it */
-    watch_retry(r);
+    watch_failed(r, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
 static void
@@ -1203,35 +1326,38 @@ watch_start(struct corral_redis *r)
 {
     size_t i = r->watch_next;
     r->watch_next = (r->watch_next + 1) % r->n_sentinels;
-    redisAsyncContext *ac =
-        sentinel_connect(r, i, on_watch_connect, on_watch_disconnect);
+    r->watch_at = i;
+    redisAsyncContext *ac = sentinel_connect(
+        r, i, on_watch_connect, on_watch_disconnect, watch_auth_reply);
     if (ac == NULL) {
-        watch_retry(r);
+        watch_failed(r, "cannot connect");
         return;
     }
     r->watch_ac = ac;
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", r->master};
+    redisAsyncCommandArgv(ac, watch_addr_reply, r, 3, argv, NULL);
     redisAsyncCommand(ac, on_switch, r, "SUBSCRIBE +switch-master");
+    r->watch_owed = true;
+    watch_arm(r, r->timeout_ms);
 }
 
 static void
-watch_retry_cb(evutil_socket_t fd, short what, void *arg)
+watch_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct corral_redis *r = arg;
     (void)fd;
     (void)what;
-    if (r->watch_ac == NULL)
+    if (r->watch_ac == NULL) {
         watch_start(r);
-}
-
-static void
-watch_stop(struct corral_redis *r)
-{
-    redisAsyncContext *ac = r->watch_ac;
-    if (ac == NULL)
-        return;
-    r->watch_ac = NULL;
-    ac->data = NULL;
-    redisAsyncFree(ac);
+    } else if (r->watch_owed) {
+        watch_failed(r, r->watch_subscribed ? "no answer to the keepalive"
+                                            : "no answer to AUTH or SUBSCRIBE");
+    } else {
+        redisAsyncCommand(r->watch_ac, on_switch, r,
+                          "SUBSCRIBE +switch-master");
+        r->watch_owed = true;
+        watch_arm(r, r->timeout_ms);
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -1304,9 +1430,9 @@ corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
     r->health_ev = event_new(base, -1, EV_PERSIST, health_cb, r);
     r->sub_retry_ev = evtimer_new(base, sub_retry_cb, r);
     r->ask_ev = evtimer_new(base, ask_timeout_cb, r);
-    r->watch_retry_ev = evtimer_new(base, watch_retry_cb, r);
+    r->watch_ev = evtimer_new(base, watch_cb, r);
     if (!r->retry_ev || !r->reset_ev || !r->timer_ev || !r->refuse_ev ||
-        !r->health_ev || !r->sub_retry_ev || !r->ask_ev || !r->watch_retry_ev)
+        !r->health_ev || !r->sub_retry_ev || !r->ask_ev || !r->watch_ev)
         abort(); /* the policy of xalloc.h */
     r->watch_backoff_ms = BACKOFF_MIN_MS;
     struct timeval tick = {0, HEALTH_MS * 1000};
@@ -1353,7 +1479,7 @@ corral_redis_free(struct corral_redis *r)
     ask_stop(r);
     watch_stop(r);
     event_free(r->ask_ev);
-    event_free(r->watch_retry_ev);
+    event_free(r->watch_ev);
     for (size_t i = 0; i < r->n_sentinels; i++)
         free((char *)r->sentinels[i].host);
     free(r->sentinels);
@@ -1389,18 +1515,102 @@ corral_redis_stats(const struct corral_redis *r, struct corral_redis_stats *out)
     *out = r->stats;
 }
 
-/* ---- the blocking probe at start ---- */
+/* ---- the blocking probe at start ----
+ *
+ * Every step is bounded by one deadline for the whole probe: a command is
+ * written and its reply read with poll() against it, never with a socket
+ * timeout per read (a server answering each step just in time, or a byte
+ * at a time, must not hold a program's start). */
 
+/* 1 when fd is ready for events, 0 at deadline (monotonic ms), -1 on an
+ * error. */
 static int
-probe_step(redisContext *c, int argc, const char **argv, const char *step,
-           char *err, size_t errlen)
+wait_fd(int fd, short events, uint64_t deadline)
 {
-    redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
-    if (rep == NULL) {
-        snprintf(err, errlen, "%s: %s", step, c->errstr);
-        return -EIO;
+    for (;;) {
+        uint64_t now = corral_now_ms();
+        if (now >= deadline)
+            return 0;
+        uint64_t left = deadline - now;
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (n > 0)
+            return 1;
+        if (n < 0 && errno != EINTR)
+            return -1;
     }
-    int rc = 0;
+}
+
+/* One command on c, answered by deadline: 0 with the reply in *out
+ * (caller frees), -ETIMEDOUT, or -EIO (the reason in c->errstr). */
+static int
+probe_call(redisContext *c, uint64_t deadline, int argc, const char **argv,
+           redisReply **out)
+{
+    void *rep = NULL;
+    int done = 0;
+    *out = NULL;
+    if (redisAppendCommandArgv(c, argc, argv, NULL) != REDIS_OK)
+        return -EIO;
+    while (!done) {
+        int w = wait_fd(c->fd, POLLOUT, deadline);
+        if (w == 0)
+            return -ETIMEDOUT;
+        if (w < 0 || redisBufferWrite(c, &done) != REDIS_OK)
+            return -EIO;
+    }
+    for (;;) {
+        if (redisGetReplyFromReader(c, &rep) != REDIS_OK)
+            return -EIO;
+        if (rep != NULL) {
+            *out = rep;
+            return 0;
+        }
+        int w = wait_fd(c->fd, POLLIN, deadline);
+        if (w == 0)
+            return -ETIMEDOUT;
+        if (w < 0 || redisBufferRead(c) != REDIS_OK)
+            return -EIO;
+    }
+}
+
+/* A connection to host:port (or unix_path) made by deadline, or NULL with
+ * the reason in err. */
+static redisContext *
+probe_connect(const char *host, uint16_t port, const char *unix_path,
+              uint64_t deadline, char *err, size_t errlen)
+{
+    uint64_t now = corral_now_ms();
+    struct timeval tv = corral_ms_to_tv(deadline > now ? deadline - now : 1);
+    redisContext *c = unix_path ? redisConnectUnixWithTimeout(unix_path, tv)
+                                : redisConnectWithTimeout(host, port, tv);
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv); /* a write that blocks; reads poll */
+    return c;
+}
+
+static const char *
+probe_error(const redisContext *c, int rc)
+{
+    return rc == -ETIMEDOUT ? "no answer in time" : c->errstr;
+}
+
+/* One handshake step: 0; -EINVAL for a refusal that is our configuration;
+ * -EAGAIN for a server still loading; -ETIMEDOUT or -EIO. */
+static int
+probe_step(redisContext *c, uint64_t deadline, int argc, const char **argv,
+           const char *step, char *err, size_t errlen)
+{
+    redisReply *rep;
+    int rc = probe_call(c, deadline, argc, argv, &rep);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: %s", step, probe_error(c, rc));
+        return rc;
+    }
     if (rep->type == REDIS_REPLY_ERROR) {
         snprintf(err, errlen, "%s: %s", step, rep->str);
         /* LOADING and the like are an outage; the rest our config. */
@@ -1413,8 +1623,10 @@ probe_step(redisContext *c, int argc, const char **argv, const char *step,
     return rc;
 }
 
-/* Asks the sentinels in turn, each within what is left until deadline,
- * for the primary. -EINVAL when every one that answered refused our AUTH. */
+/* Asks the sentinels in turn for the primary, each within a share of what
+ * is left until deadline (the primary keeps one share too), so one that
+ * never answers leaves time for the next. -EINVAL when every one that
+ * answered refused our AUTH. */
 static int
 probe_sentinels(const struct corral_redis_options *o, uint64_t deadline,
                 char *host, size_t hostlen, uint16_t *port, char *err,
@@ -1425,33 +1637,38 @@ probe_sentinels(const struct corral_redis_options *o, uint64_t deadline,
     snprintf(err, errlen, "no sentinel to ask");
     for (size_t i = 0; i < o->n_sentinels; i++) {
         uint64_t now = corral_now_ms();
-        if (now >= deadline)
+        if (now >= deadline) {
+            rc = -ETIMEDOUT;
             break;
-        struct timeval tv = corral_ms_to_tv(deadline - now);
+        }
+        uint64_t until = now + (deadline - now) / (o->n_sentinels - i + 1);
         const struct corral_redis_node *s = &o->sentinels[i];
-        redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
-        if (c == NULL || c->err) {
+        char why[160];
+        redisContext *c =
+            probe_connect(s->host, s->port, NULL, until, why, sizeof(why));
+        if (c == NULL) {
             snprintf(err, errlen, "sentinel %s:%u: %s", s->host,
-                     (unsigned)s->port, c ? c->errstr : "out of memory");
-            redisFree(c);
+                     (unsigned)s->port, why);
             other = true;
             continue;
         }
-        redisSetTimeout(c, tv);
         int step = 0;
         if (o->sentinel_password != NULL) {
             const char *auth[3] = {"AUTH",
                                    o->sentinel_user ? o->sentinel_user
                                                     : o->sentinel_password,
                                    o->sentinel_password};
-            step = probe_step(c, o->sentinel_user ? 3 : 2, auth,
+            step = probe_step(c, until, o->sentinel_user ? 3 : 2, auth,
                               "sentinel AUTH", err, errlen);
         }
         if (step == 0) {
             const char *ask[3] = {"SENTINEL", "get-master-addr-by-name",
                                   o->master};
-            redisReply *rep = redisCommandArgv(c, 3, ask, NULL);
-            int a = corral_redis_master_addr(rep, host, hostlen, port);
+            redisReply *rep;
+            int got = probe_call(c, until, 3, ask, &rep);
+            int a = got == 0
+                        ? corral_redis_master_addr(rep, host, hostlen, port)
+                        : got;
             if (a == 0) {
                 freeReplyObject(rep);
                 redisFree(c);
@@ -1459,7 +1676,7 @@ probe_sentinels(const struct corral_redis_options *o, uint64_t deadline,
             }
             snprintf(err, errlen, "sentinel %s:%u: %s", s->host,
                      (unsigned)s->port,
-                     rep == NULL                      ? c->errstr
+                     got < 0                          ? probe_error(c, got)
                      : rep->type == REDIS_REPLY_ERROR ? rep->str
                      : a == -ENOENT                   ? "no such master"
                                                       : "a bad reply");
@@ -1483,46 +1700,43 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
                    int argc, const char *const *argv, struct redisReply **out,
                    char *err, size_t errlen)
 {
-    struct timeval tv = corral_ms_to_tv(timeout_ms);
+    uint64_t deadline = corral_now_ms() + timeout_ms;
     if (out != NULL)
         *out = NULL;
-    char host[256];
+    char host[256] = "";
     uint16_t port = o->port;
     if (o->n_sentinels > 0) {
-        uint64_t deadline = corral_now_ms() + timeout_ms;
         int rc = probe_sentinels(o, deadline, host, sizeof(host), &port, err,
                                  errlen);
         if (rc < 0)
             return rc;
-        uint64_t now = corral_now_ms();
-        tv = corral_ms_to_tv(deadline > now ? deadline - now : 1);
     } else if (o->host != NULL) {
         snprintf(host, sizeof(host), "%s", o->host);
     }
-    redisContext *c = o->unix_path
-                          ? redisConnectUnixWithTimeout(o->unix_path, tv)
-                          : redisConnectWithTimeout(host, port, tv);
-    if (c == NULL || c->err) {
-        snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
-        redisFree(c);
+    redisContext *c =
+        probe_connect(host, port, o->unix_path, deadline, err, errlen);
+    if (c == NULL)
         return -ECONNREFUSED;
-    }
-    redisSetTimeout(c, tv);
     int rc = 0;
     if (o->password != NULL) {
         const char *auth[3] = {"AUTH", o->user ? o->user : o->password,
                                o->password};
-        rc = probe_step(c, o->user ? 3 : 2, auth, "AUTH", err, errlen);
+        rc =
+            probe_step(c, deadline, o->user ? 3 : 2, auth, "AUTH", err, errlen);
     }
     if (rc == 0 && o->db != 0) {
         char db[16];
         snprintf(db, sizeof(db), "%u", o->db);
         const char *select[2] = {"SELECT", db};
-        rc = probe_step(c, 2, select, "SELECT", err, errlen);
+        rc = probe_step(c, deadline, 2, select, "SELECT", err, errlen);
     }
     if (rc == 0 && o->n_sentinels > 0) {
-        redisReply *role = redisCommand(c, "ROLE");
-        if (corral_redis_role_master(role) != 1) {
+        const char *role_argv[1] = {"ROLE"};
+        redisReply *role;
+        rc = probe_call(c, deadline, 1, role_argv, &role);
+        if (rc < 0) {
+            snprintf(err, errlen, "ROLE: %s", probe_error(c, rc));
+        } else if (corral_redis_role_master(role) != 1) {
             snprintf(err, errlen, "ROLE: %s:%u is not a master", host,
                      (unsigned)port);
             rc = -EAGAIN;
@@ -1531,11 +1745,9 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
             freeReplyObject(role);
     }
     if (rc == 0 && argc > 0 && out != NULL) {
-        *out = redisCommandArgv(c, argc, (const char **)argv, NULL);
-        if (*out == NULL) {
-            snprintf(err, errlen, "%s", c->errstr);
-            rc = -EIO;
-        }
+        rc = probe_call(c, deadline, argc, (const char **)argv, out);
+        if (rc < 0)
+            snprintf(err, errlen, "%s", probe_error(c, rc));
     }
     redisFree(c);
     return rc;

@@ -177,10 +177,11 @@ class World:
         return r
 
     def start_sentinel(self, master, master_port, down_after_ms=500,
-                       failover_timeout_ms=2000):
+                       failover_timeout_ms=2000, password=None):
         """redis-server --sentinel on a free loopback port, watching the
-        primary at master_port as master (quorum 2). Returns its Redis
-        (which kill() stops)."""
+        primary at master_port as master (quorum 2); with password, its
+        clients (and the other sentinels) must AUTH with it. Returns its
+        Redis (which kill() stops)."""
         port = free_port()
         conf = self.path(f"sentinel-{port}.conf")
         with open(conf, "w") as f:
@@ -190,7 +191,10 @@ class World:
                     f"{down_after_ms}\n"
                     f"sentinel failover-timeout {master} "
                     f"{failover_timeout_ms}\n")
-        r = Redis(self, port, sentinel_conf=conf)
+            if password:
+                f.write(f"requirepass {password}\n"
+                        f"sentinel sentinel-pass {password}\n")
+        r = Redis(self, port, sentinel_conf=conf, password=password)
         if not hasattr(self, "redises"):
             self.redises = []
         self.redises.append(r)
@@ -198,12 +202,13 @@ class World:
         return r
 
     def start_sentinel_group(self, master, down_after_ms=500,
-                             failover_timeout_ms=2000):
+                             failover_timeout_ms=2000, password=None):
         """A primary, one replica and three sentinels watching them, ready:
         the replica holds the primary's data, every sentinel sees the
-        replica and the two others (a failover can then be elected). Returns (primary, replica, sentinels, l2), l2
-        being the config's "l2" object that reaches the primary through
-        them."""
+        replica and the two others (a failover can then be elected); with
+        password, the sentinels require it. Returns (primary, replica,
+        sentinels, l2), l2 being the config's "l2" object that reaches the
+        primary through them (without the password)."""
         # Redis waits repl-diskless-sync-delay (5 s) before the first full
         # sync: a primary killed before it leaves an empty replica, and a
         # promoted empty replica is Redis losing its data.
@@ -211,7 +216,7 @@ class World:
         replica = self.start_redis(("--replicaof", "127.0.0.1",
                                     str(primary.port)))
         sentinels = [self.start_sentinel(master, primary.port, down_after_ms,
-                                         failover_timeout_ms)
+                                         failover_timeout_ms, password)
                      for _ in range(3)]
 
         def ready():
@@ -384,10 +389,12 @@ class Redis:
     and start again on the same port (with its data or empty), and talk
     to with RESP."""
 
-    def __init__(self, world, port, extra=(), sentinel_conf=None):
+    def __init__(self, world, port, extra=(), sentinel_conf=None,
+                 password=None):
         self.world = world
         self.port = port
         self.proc = None
+        self.requirepass = password  # what its configuration requires
         self.password = None
         self.rdb = f"redis-{port}.rdb"
         self.extra = list(extra)
@@ -403,7 +410,7 @@ class Redis:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
-        self.password = None
+        self.password = self.requirepass
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
