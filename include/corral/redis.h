@@ -183,6 +183,28 @@ int corral_redis_master_addr(const struct redisReply *reply, char *host,
 /* ROLE's reply says master: 1; another role: 0; not a ROLE reply: -1. */
 int corral_redis_role_master(const struct redisReply *reply);
 
+/* The hash tag of the names every instance must read in one order, in
+ * one slot of a cluster: the purge log and its epoch, the generations. */
+#define CORRAL_REDIS_FLEET_TAG "{fleet}"
+/* Bytes a tagged name adds to prefix, kind and id: "{", 8 hex, "}". */
+#define CORRAL_REDIS_TAG_LEN 10
+
+/* The name of one thing (kind, such as "v:") of id in Redis: prefix
+ * "{" tag "}" kind id, where tag is 8 hex digits of a fixed hash of id's
+ * bytes: never empty and never a brace, whatever the bytes (a '{' or '}'
+ * in id, or an empty id), so on a cluster every name made for one id is
+ * in one slot, and ids spread over the slots. Writes min(cap, length)
+ * bytes to out (no NUL); returns the length, strlen(prefix) +
+ * CORRAL_REDIS_TAG_LEN + strlen(kind) + idlen. prefix must hold no brace
+ * on a cluster (its first "{...}" would be the tag). */
+size_t corral_redis_tagged_name(char *out, size_t cap, const char *prefix,
+                                const char *kind, const void *id,
+                                size_t idlen);
+/* What keys may share one script with key: its slot on a cluster; 0 on
+ * one server, where any keys may. */
+unsigned corral_redis_slot(const struct corral_redis *r, const char *key,
+                           size_t len);
+
 /* "up" or "down". */
 const char *corral_redis_state_name(enum corral_redis_state s);
 /* "host:port", "unix:PATH", the sentinels' master or "cluster

@@ -151,6 +151,35 @@ corral_redis_name(const struct corral_redis *r)
     return r->name;
 }
 
+size_t
+corral_redis_tagged_name(char *out, size_t cap, const char *prefix,
+                         const char *kind, const void *id, size_t idlen)
+{
+    /* FNV-1a: every instance and version must agree, and the tag only
+     * spreads names over slots (their full bytes keep them apart). */
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < idlen; i++)
+        h = (h ^ ((const unsigned char *)id)[i]) * 16777619u;
+    char tag[CORRAL_REDIS_TAG_LEN + 1];
+    snprintf(tag, sizeof(tag), "{%08x}", (unsigned)h);
+    size_t plen = strlen(prefix), klen = strlen(kind);
+    const void *parts[4] = {prefix, tag, kind, id};
+    size_t lens[4] = {plen, CORRAL_REDIS_TAG_LEN, klen, idlen};
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        if (n < cap && lens[i] > 0)
+            memcpy(out + n, parts[i], lens[i] < cap - n ? lens[i] : cap - n);
+        n += lens[i];
+    }
+    return n;
+}
+
+unsigned
+corral_redis_slot(const struct corral_redis *r, const char *key, size_t len)
+{
+    return r->cluster != NULL ? corral_redis_key_slot(key, len) : 0;
+}
+
 /* ---- health ---- */
 
 static void

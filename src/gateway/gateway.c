@@ -1235,7 +1235,7 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
     }
     char why[256], gens[600];
     uint64_t ms = 4 * l->timeout_ms > 1000 ? 4 * l->timeout_ms : 1000;
-    snprintf(gens, sizeof(gens), "%sgens", l->prefix);
+    snprintf(gens, sizeof(gens), "%s" CORRAL_FLEET_GENS, l->prefix);
     const char *argv[2] = {"HGETALL", gens};
     redisReply *rep = NULL;
     int rc = corral_redis_probe(&ro, ms, 2, argv, &rep, why, sizeof(why));

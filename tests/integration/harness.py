@@ -505,6 +505,24 @@ class Origin:
         return self.control("POST", "/_origin/reset", {})
 
 
+def l2_name(prefix, kind, key):
+    """corral's name in Redis of one thing (kind: b"v:" value, b"l:" lease,
+    b"rate:"...) of key (all bytes): prefix {tag} kind key, tag 8 hex
+    digits of FNV-1a over key (doc/fleet.md)."""
+    h = 2166136261
+    for b in key:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return prefix + b"{%08x}" % h + kind + key
+
+
+def l2_split(name):
+    """(prefix, kind, key) of a name l2_name() makes (kind up to ':')."""
+    i = name.index(b"{")
+    j = name.index(b"}", i)
+    k = name.index(b":", j) + 1
+    return name[:i], name[j + 1:k], name[k:]
+
+
 def fleet_config(origin, redis_port, timeout="200ms", prefix="t:", l2=None,
                  upstream=None, routes=None, **top):
     """A config for an instance of a fleet sharing the Redis on redis_port:
