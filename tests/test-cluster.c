@@ -711,9 +711,25 @@ test_handle(void)
     CHECK_EQ_STR(corral_redis_name(h), name);
     struct corral_redis_script *get =
         corral_redis_script_new(h, "return redis.call('GET', KEYS[1])");
+    /* Given at once, before any connection or map: they wait for the
+     * map and the nodes' first connections, and go straight to their
+     * primaries (no MOVED, nothing refused). */
+    struct reply early[10] = {{0}};
+    char key[32], value[32];
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "early:%d", i);
+        const char *argv[3] = {"SET", key, "e"};
+        corral_redis_command(h, reply_cb, &early[i], 3, argv, NULL);
+    }
+    for (int i = 0; i < 10; i++) {
+        WAIT_FOR(base, early[i].calls > 0);
+        CHECK_EQ_INT(early[i].error, 0);
+    }
+    struct corral_redis_stats st;
+    corral_redis_stats(h, &st);
+    CHECK_EQ_INT(st.moved, 0);
     WAIT_FOR(base, corral_redis_ready(h));
     CHECK(!corral_redis_struggling(h));
-    char key[32], value[32];
     for (int i = 0; i < 100; i++) {
         snprintf(key, sizeof(key), "h:%d", i);
         snprintf(value, sizeof(value), "hv%d", i);
@@ -741,7 +757,6 @@ test_handle(void)
         freeReplyObject(r);
     }
     CHECK_EQ_INT(held, 100);
-    struct corral_redis_stats st;
     corral_redis_stats(h, &st);
     CHECK_EQ_INT(st.primaries, NODES + 1); /* the joiner owns a slot */
     CHECK_EQ_INT(st.moved, 0);

@@ -84,13 +84,16 @@ struct corral_redis_cluster {
     struct corral_redis_cluster_script *scripts[MAX_SCRIPTS];
     size_t n_scripts;
     size_t n_seeds;
-    size_t unowned; /* slots without a primary in the map */
+    size_t unowned;            /* slots without a primary in the map */
+    struct ccmd_list unmapped; /* for a map being read, their slot unowned */
 
     struct cchan chans[MAX_CHANNELS];
     int sub_node;         /* holds the subscriptions; -1: none yet */
     struct event *sub_ev; /* SUB_CHECK_MS, and at once when one is lost */
 
     bool refreshing;       /* one CLUSTER SLOTS in flight at most */
+    bool refresh_waits;    /* this round skipped a node still connecting */
+    bool refresh_waiting;  /* for such a node's first handshake */
     size_t refresh_from;   /* the node that answered last */
     size_t refresh_tried;  /* nodes asked in this refresh */
     size_t refresh_node;   /* asked now */
@@ -102,7 +105,9 @@ struct corral_redis_cluster {
 };
 
 struct ccmd {
-    TAILQ_ENTRY(ccmd) link; /* its node's waiting list, while queued */
+    TAILQ_ENTRY(ccmd) link;  /* on a waiting list, while queued */
+    struct ccmd_list *queue; /* that list */
+    unsigned slot;           /* its key's */
     struct corral_redis_cluster *cl;
     corral_redis_reply_cb *cb;
     corral_redis_reply_cb *late; /* as corral_redis_eval_late()'s */
@@ -113,7 +118,7 @@ struct ccmd {
     uint64_t deadline;   /* monotonic ms */
     struct event *timer; /* after a redirection or a wait only */
     bool redirected;
-    bool queued;    /* on its node's waiting list */
+    bool queued;    /* on a waiting list: a node's, or unmapped */
     bool asking;    /* ASKING goes first when it is sent */
     bool done;      /* cb has fired */
     bool timed_out; /* cb heard -ETIMEDOUT: late hears the reply */
@@ -212,7 +217,7 @@ static void
 node_watch(void *arg)
 {
     struct node *n = arg;
-    if (!TAILQ_EMPTY(&n->waiting))
+    if (!TAILQ_EMPTY(&n->waiting) || n->cl->refresh_waiting)
         event_active(n->wake_ev, EV_TIMEOUT, 1);
 }
 
@@ -272,6 +277,7 @@ own(struct corral_redis_cluster *cl, unsigned s, int idx)
 /* ---- the map ---- */
 
 static void refresh_next(struct corral_redis_cluster *cl);
+static void dispatch_unmapped(struct corral_redis_cluster *cl);
 
 static bool
 apply_map(struct corral_redis_cluster *cl, const redisReply *rep,
@@ -308,24 +314,40 @@ slots_reply(const redisReply *rep, int error, void *arg)
         cl->refreshing = false;
         cl->refresh_from = i; /* it answers: ask it first next time */
         cl->stats.refreshes++;
+        dispatch_unmapped(cl);
         return;
     }
     refresh_next(cl);
 }
 
+/* Asks the next ready node not asked yet in this read. None left: when a
+ * node's first connection is on its way, the read waits for it (its
+ * watch says); else it failed, and a new one starts later. */
 static void
 refresh_next(struct corral_redis_cluster *cl)
 {
     static const char *const argv[2] = {"CLUSTER", "SLOTS"};
-    if (cl->refresh_tried == cl->n_nodes) {
-        struct timeval tv = {0, REFRESH_RETRY_MS * 1000};
-        cl->refreshing = false;
-        evtimer_add(cl->refresh_ev, &tv);
+    while (cl->refresh_tried < cl->n_nodes) {
+        size_t i = (cl->refresh_from + cl->refresh_tried++) % cl->n_nodes;
+        struct corral_redis *r = cl->nodes[i]->r;
+        if (!corral_redis_ready(r)) {
+            if (!corral_redis_ever_ready(r) && corral_redis_connecting(r))
+                cl->refresh_waits = true;
+            continue;
+        }
+        cl->refresh_node = i;
+        corral_redis_command(r, slots_reply, cl, 2, argv, NULL);
         return;
     }
-    size_t i = (cl->refresh_from + cl->refresh_tried++) % cl->n_nodes;
-    cl->refresh_node = i;
-    corral_redis_command(cl->nodes[i]->r, slots_reply, cl, 2, argv, NULL);
+    if (cl->refresh_waits) {
+        cl->refresh_waits = false;
+        cl->refresh_waiting = true;
+        return;
+    }
+    struct timeval tv = {0, REFRESH_RETRY_MS * 1000};
+    cl->refreshing = false;
+    evtimer_add(cl->refresh_ev, &tv);
+    dispatch_unmapped(cl);
 }
 
 static void
@@ -335,6 +357,7 @@ refresh(struct corral_redis_cluster *cl)
         return;
     cl->refreshing = true;
     cl->refresh_tried = 0;
+    cl->refresh_waits = false;
     cl->refreshed_ms = corral_now_ms();
     refresh_next(cl);
 }
@@ -425,6 +448,7 @@ send_to(struct ccmd *c, size_t idx, bool asking)
          * is on its way, so wait for it rather than refuse. */
         c->queued = true;
         c->asking = asking;
+        c->queue = &n->waiting;
         TAILQ_INSERT_TAIL(&n->waiting, c, link);
         arm_deadline(c, corral_now_ms());
         return;
@@ -447,6 +471,11 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
     struct ccmd *c;
     (void)fd;
     (void)what;
+    if (n->cl->refresh_waiting) { /* a map read waited for a node */
+        n->cl->refresh_waiting = false;
+        n->cl->refresh_tried = 0;
+        refresh_next(n->cl);
+    }
     TAILQ_CONCAT(&todo, &n->waiting, link);
     while ((c = TAILQ_FIRST(&todo)) != NULL) {
         TAILQ_REMOVE(&todo, c, link);
@@ -472,7 +501,7 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
         return;
     c->cl->stats.timeouts++;
     if (c->queued) { /* never sent: nothing comes later */
-        TAILQ_REMOVE(&c->cl->nodes[c->node]->waiting, c, link);
+        TAILQ_REMOVE(c->queue, c, link);
         c->queued = false;
         answer(c, NULL, -ETIMEDOUT);
         tell_late(c, NULL, -EIO);
@@ -611,12 +640,36 @@ ccmd_new(struct corral_redis_cluster *cl, corral_redis_reply_cb *cb, void *arg,
     return c;
 }
 
-static size_t
-primary_of(struct corral_redis_cluster *cl, const char *key, size_t keylen)
+/* Sends c to its slot's primary. No owner known: it waits for the map
+ * being read (the first, at start) rather than bounce off a node with a
+ * MOVED; with no map on its way, any node, which redirects. */
+static void
+dispatch(struct ccmd *c)
 {
-    int idx = cl->slots[corral_redis_key_slot(key, keylen)];
-    /* No owner known: any node, which redirects. */
-    return idx >= 0 ? (size_t)idx : cl->refresh_from;
+    struct corral_redis_cluster *cl = c->cl;
+    int idx = cl->slots[c->slot];
+    if (idx < 0 && cl->refreshing) {
+        c->queued = true;
+        c->queue = &cl->unmapped;
+        TAILQ_INSERT_TAIL(&cl->unmapped, c, link);
+        arm_deadline(c, corral_now_ms());
+        return;
+    }
+    send_to(c, idx >= 0 ? (size_t)idx : cl->refresh_from, false);
+}
+
+/* A map was read, or could not be: the commands that waited go. */
+static void
+dispatch_unmapped(struct corral_redis_cluster *cl)
+{
+    struct ccmd_list todo = TAILQ_HEAD_INITIALIZER(todo);
+    struct ccmd *c;
+    TAILQ_CONCAT(&todo, &cl->unmapped, link);
+    while ((c = TAILQ_FIRST(&todo)) != NULL) {
+        TAILQ_REMOVE(&todo, c, link);
+        c->queued = false;
+        dispatch(c);
+    }
 }
 
 /* A command given from a callback of corral_redis_cluster_free(), as
@@ -642,7 +695,8 @@ corral_redis_cluster_command(struct corral_redis_cluster *cl, const char *key,
     if (refused_closing(cl, cb, arg))
         return;
     struct ccmd *c = ccmd_new(cl, cb, arg, argc, argv, lens);
-    send_to(c, primary_of(cl, key, keylen), false);
+    c->slot = corral_redis_key_slot(key, keylen);
+    dispatch(c);
 }
 
 struct corral_redis_cluster_script *
@@ -685,7 +739,8 @@ corral_redis_cluster_eval_late(struct corral_redis_cluster *cl,
     c->script = s;
     c->late = late;
     c->nkeys = nkeys;
-    send_to(c, primary_of(cl, c->argv[0], c->lens[0]), false);
+    c->slot = corral_redis_key_slot(c->argv[0], c->lens[0]);
+    dispatch(c);
 }
 
 void
@@ -930,6 +985,7 @@ corral_redis_cluster_new(struct event_base *base,
     for (size_t s = 0; s < CORRAL_REDIS_SLOTS; s++)
         cl->slots[s] = -1;
     cl->unowned = CORRAL_REDIS_SLOTS;
+    TAILQ_INIT(&cl->unmapped);
     cl->sub_node = -1;
     cl->refresh_ev = evtimer_new(base, refresh_cb, cl);
     cl->sub_ev = event_new(base, -1, EV_PERSIST, sub_check, cl);
@@ -957,9 +1013,14 @@ corral_redis_cluster_free(struct corral_redis_cluster *cl)
     if (cl == NULL)
         return;
     cl->closing = true;
+    struct ccmd *c;
+    while ((c = TAILQ_FIRST(&cl->unmapped)) != NULL) {
+        TAILQ_REMOVE(&cl->unmapped, c, link);
+        answer(c, NULL, -ECANCELED);
+        ccmd_free(c);
+    }
     for (size_t i = 0; i < cl->n_nodes; i++) {
         struct node *n = cl->nodes[i];
-        struct ccmd *c;
         while ((c = TAILQ_FIRST(&n->waiting)) != NULL) {
             TAILQ_REMOVE(&n->waiting, c, link);
             answer(c, NULL, -ECANCELED);
