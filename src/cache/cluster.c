@@ -1101,7 +1101,8 @@ corral_redis_cluster_probe(const struct corral_redis_options *o,
         if (rc < 0)
             continue;
         if (rep->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "%s:%u is not a cluster node (%s)", host,
+            snprintf(err, errlen,
+                     "CLUSTER INFO: %s:%u is not a cluster node (%s)", host,
                      (unsigned)port, rep->str);
             freeReplyObject(rep);
             return -EINVAL;

@@ -4,15 +4,37 @@ over every primary, and a key's value and lease share one slot (CLUSTER
 KEYSLOT, COUNTKEYSINSLOT on the owner), as do an upstream's rate window
 and pause, and the purge log, its epoch and the generations; 200
 concurrent cold requests over both instances make one origin call and
-every answer is the origin's; a key purge and a route purge reach both
-(doc/corral.8, "CLUSTER")."""
+every answer is the origin's; a key purge and a route purge reach both;
+a seed that is not a cluster node stops corral at start (doc/corral.8,
+"REDIS CLUSTER")."""
 import asyncio
 import json
+import subprocess
 import time
 
-from harness import World, check, check_eq, done, fleet_config, l2_name, request
+from harness import (CORRAL, World, check, check_eq, done, fleet_config,
+                     free_port, l2_name, request)
 
 w = World()
+
+# A plain Redis named as a seed: a configuration error, not an outage.
+plain = w.start_redis()
+no_origin = type("O", (), {"base": lambda self: "http://127.0.0.1:1"})()
+cfg = fleet_config(no_origin, 0, listen=f"127.0.0.1:{free_port()}")
+cfg["l2"] = {"cluster": [f"127.0.0.1:{plain.port}"]}
+p = subprocess.Popen([CORRAL, "-c", w.write_config(cfg, "plain.json")],
+                     stderr=subprocess.PIPE)
+try:
+    _, err = p.communicate(timeout=10)
+except subprocess.TimeoutExpired:
+    p.kill()
+    _, err = p.communicate()
+    err = b"(still running after 10 s) " + err
+err = err.decode(errors="replace")
+check(p.returncode not in (0, None) and p.returncode > 0,
+      f"a plain Redis as seed: corral exits non-zero: {p.returncode}")
+check("not a cluster node" in err, f"and says why: {err[-300:]}")
+
 cluster = w.start_cluster(primaries=3, replicas=0)
 primaries = cluster.primaries()
 check_eq(len(primaries), 3, "three primaries own the slots")
