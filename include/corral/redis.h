@@ -198,8 +198,7 @@ int corral_redis_role_master(const struct redisReply *reply);
  * CORRAL_REDIS_TAG_LEN + strlen(kind) + idlen. prefix must hold no brace
  * on a cluster (its first "{...}" would be the tag). */
 size_t corral_redis_tagged_name(char *out, size_t cap, const char *prefix,
-                                const char *kind, const void *id,
-                                size_t idlen);
+                                const char *kind, const void *id, size_t idlen);
 /* What keys may share one script with key: its slot on a cluster; 0 on
  * one server, where any keys may. */
 unsigned corral_redis_slot(const struct corral_redis *r, const char *key,
