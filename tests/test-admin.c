@@ -122,6 +122,9 @@ snapshot(bool l2)
         b->l2t.resync_losses = 1;
         b->l2.state = w == 0 ? CORRAL_REDIS_UP : CORRAL_REDIS_DOWN;
         b->l2.switches = 1 + w;
+        b->l2.moved = 5 + w;
+        b->l2.ask = 2;
+        b->l2.primaries = 3 + w; /* one worker read a map with a 4th */
         b->server.open = 2;
         b->server.accepted = 9;
         struct corral_metrics_route *r = corral_metrics_route_take(m, b, "/r");
@@ -204,6 +207,9 @@ test_metrics(void)
                  "corral_l2_resyncs_total{result=\"lost\"} 2\n"));
     CHECK(has(t, "corral_l2_up 0\n")); /* one worker's Redis is down */
     CHECK(has(t, "corral_l2_sentinel_switches_total 3\n"));
+    CHECK(has(t, "corral_l2_moved_total 11\n"));
+    CHECK(has(t, "corral_l2_ask_total 4\n"));
+    CHECK(has(t, "corral_l2_cluster_primaries 4\n")); /* the most, no sum */
     CHECK(has(t, "corral_client_connections 4\n"));
     CHECK(has(t, "corral_client_connections_total{result=\"accepted\"} 18\n"));
     CHECK(has(t, "corral_workers 2\n"));
@@ -213,7 +219,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 40);
+    CHECK_EQ_INT(helps, 44);
     CHECK_EQ_INT(types, helps);
     free(t);
 

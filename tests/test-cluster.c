@@ -4,7 +4,10 @@
  * loopback ports in a temp dir): keys spread over all three primaries, a
  * slot migrated while the client runs (ASK seen mid-migration, MOVED
  * after), scripts on every primary, and a stopped primary whose slots
- * answer an error within the timeout while the others keep working.
+ * answer an error within the timeout while the others keep working; a
+ * MOVED to a node that joined after the map was read; a script's late
+ * reply; a struct corral_redis made with seeds; and the subscriptions
+ * moved when their node is killed.
  * Skipped (77) without redis-server or redis-cli. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,13 +23,14 @@
 #include "corral/cluster.h"
 #include "testlib.h"
 
-#define NODES 3
+#define NODES 3  /* the primaries made at start */
+#define JOINER 3 /* a fourth node, met later */
 #define TIMEOUT_MS 300
 
 static struct event_base *base;
 static char dir[64];
-static uint16_t ports[NODES];
-static pid_t pids[NODES];
+static uint16_t ports[NODES + 1], bus_ports[NODES + 1];
+static pid_t pids[NODES + 1];
 static struct corral_redis_cluster *cl;
 
 /* ---- the cluster ---- */
@@ -81,7 +85,8 @@ start_node(int i)
     char p[8], bus[8], conf[128];
     ports[i] = free_port();
     snprintf(p, sizeof(p), "%u", (unsigned)ports[i]);
-    snprintf(bus, sizeof(bus), "%u", (unsigned)free_port());
+    bus_ports[i] = free_port();
+    snprintf(bus, sizeof(bus), "%u", (unsigned)bus_ports[i]);
     snprintf(conf, sizeof(conf), "nodes-%d.conf", i);
     pids[i] = fork();
     if (pids[i] == 0) {
@@ -109,7 +114,7 @@ static void
 cleanup(void)
 {
     char path[128];
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < NODES + 1; i++) {
         if (pids[i] > 0) {
             kill(pids[i], SIGCONT);
             kill(pids[i], SIGKILL);
@@ -122,16 +127,21 @@ cleanup(void)
 }
 
 static bool
+node_state_ok(int i)
+{
+    redisReply *r = node_cmd(i, "CLUSTER INFO");
+    bool ok = r != NULL && r->type == REDIS_REPLY_STRING &&
+              strstr(r->str, "cluster_state:ok") != NULL;
+    freeReplyObject(r);
+    return ok;
+}
+
+static bool
 cluster_ok(void)
 {
-    for (int i = 0; i < NODES; i++) {
-        redisReply *r = node_cmd(i, "CLUSTER INFO");
-        bool ok = r != NULL && r->type == REDIS_REPLY_STRING &&
-                  strstr(r->str, "cluster_state:ok") != NULL;
-        freeReplyObject(r);
-        if (!ok)
+    for (int i = 0; i < NODES; i++)
+        if (!node_state_ok(i))
             return false;
-    }
     return true;
 }
 
@@ -182,6 +192,7 @@ node_id(int i, char *id, size_t len)
 
 struct reply {
     int calls, error;
+    long long integer;
     char str[128];
 };
 
@@ -191,6 +202,8 @@ reply_cb(const redisReply *r, int error, void *arg)
     struct reply *x = arg;
     x->calls++;
     x->error = error;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        x->integer = r->integer;
     if (r != NULL &&
         (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
          r->type == REDIS_REPLY_ERROR))
@@ -537,12 +550,275 @@ test_stopped_node(void)
         snprintf(value, sizeof(value), "v%s", live_key + 4);
         check_get(live_key, value);
     }
-    /* Its connection went for stuck: the map was read again. */
-    CHECK(stats().refreshes > refreshes);
+    /* Its connection went for stuck: the map was read again (bounded: the
+     * read may ask the stopped node first and wait out its timeout). */
+    WAIT_FOR(base, stats().refreshes > refreshes);
     kill(pids[2], SIGCONT);
     char value[32];
     snprintf(value, sizeof(value), "v%s", stopped_key + 4);
     check_get(stopped_key, value); /* back once it answers (bounded) */
+}
+
+static bool
+knows(int i, uint16_t port)
+{
+    char needle[16];
+    snprintf(needle, sizeof(needle), ":%u@", (unsigned)port);
+    redisReply *r = node_cmd(i, "CLUSTER NODES");
+    bool ok = r != NULL && r->type == REDIS_REPLY_STRING &&
+              strstr(r->str, needle) != NULL;
+    freeReplyObject(r);
+    return ok;
+}
+
+/* Regression: the retry after a MOVED to a node the client had never
+ * seen went out before that node's connection was ready, and the caller
+ * heard -ENOTCONN. It waits for the connection now. */
+static void
+test_moved_to_new_node(void)
+{
+    const char *key = "{joiner}k";
+    set_key(key, "vj");
+    start_node(JOINER);
+    node_ok(0, "CLUSTER MEET 127.0.0.1 %u %u", (unsigned)ports[JOINER],
+            (unsigned)bus_ports[JOINER]);
+    bool met = false;
+    for (int t = 0; t < 200 && !met; t++) {
+        met = true;
+        for (int i = 0; i <= JOINER; i++)
+            for (int j = 0; j <= JOINER; j++)
+                met = met && knows(i, ports[j]);
+        met = met && node_state_ok(JOINER);
+        if (!met)
+            usleep(50000);
+    }
+    CHECK(met);
+    int src = owner(key);
+    CHECK(src >= 0);
+    char src_id[64], new_id[64], slot[8];
+    node_id(src, src_id, sizeof(src_id));
+    node_id(JOINER, new_id, sizeof(new_id));
+    snprintf(slot, sizeof(slot), "%u", corral_redis_key_slot(key, strlen(key)));
+    node_ok(JOINER, "CLUSTER SETSLOT %s IMPORTING %s", slot, src_id);
+    node_ok(src, "CLUSTER SETSLOT %s MIGRATING %s", slot, new_id);
+    migrate(src, JOINER, key);
+    for (int i = 0; i <= JOINER; i++)
+        node_ok(i, "CLUSTER SETSLOT %s NODE %s", slot, new_id);
+    struct corral_redis_cluster_stats before = stats();
+    const char *argv[2] = {"GET", key};
+    struct reply x = run(key, 2, argv); /* once: no retry here */
+    CHECK_EQ_INT(x.error, 0);
+    CHECK_EQ_STR(x.str, "vj");
+    CHECK_EQ_INT(stats().moved, before.moved + 1);
+    CHECK_EQ_INT(stats().nodes, before.nodes + 1);
+}
+
+struct late_pair {
+    struct reply first, late;
+};
+
+static void
+first_cb(const redisReply *r, int error, void *arg)
+{
+    reply_cb(r, error, &((struct late_pair *)arg)->first);
+}
+
+static void
+late_cb(const redisReply *r, int error, void *arg)
+{
+    reply_cb(r, error, &((struct late_pair *)arg)->late);
+}
+
+/* A script on a stopped primary: the caller hears -ETIMEDOUT, and late
+ * hears what the script did once the primary answers. */
+static void
+test_eval_late(void)
+{
+    struct corral_redis_cluster_script *s = corral_redis_cluster_script_new(
+        cl, "redis.call('SET', KEYS[1], ARGV[1]) return 7");
+    char key[32] = "";
+    for (int i = 0; i < 300 && !key[0]; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "key:%d", i);
+        if (owner(k) == 1)
+            snprintf(key, sizeof(key), "%s", k);
+    }
+    CHECK(key[0]);
+    const char *argv[2] = {key, "late"};
+    struct late_pair x = {{0}, {0}};
+    for (int t = 0; t < 100; t++) { /* loaded on node 1 (bounded) */
+        memset(&x, 0, sizeof(x));
+        corral_redis_cluster_eval_late(cl, s, first_cb, late_cb, &x, 1, 2, argv,
+                                       NULL);
+        WAIT_FOR(base, x.first.calls > 0);
+        if (x.first.error == 0)
+            break;
+        run_for(base, 50);
+    }
+    CHECK_EQ_INT(x.first.error, 0);
+    CHECK_EQ_INT(x.first.integer, 7);
+    settle(base);
+    CHECK_EQ_INT(x.late.calls, 0);
+
+    kill(pids[1], SIGSTOP);
+    memset(&x, 0, sizeof(x));
+    corral_redis_cluster_eval_late(cl, s, first_cb, late_cb, &x, 1, 2, argv,
+                                   NULL);
+    WAIT_FOR(base, x.first.calls > 0);
+    CHECK_EQ_INT(x.first.error, -ETIMEDOUT);
+    CHECK_EQ_INT(x.late.calls, 0);
+    kill(pids[1], SIGCONT);
+    WAIT_FOR(base, x.late.calls > 0);
+    CHECK_EQ_INT(x.late.error, 0);
+    CHECK_EQ_INT(x.late.integer, 7);
+    settle(base);
+    CHECK_EQ_INT(x.first.calls, 1);
+    CHECK_EQ_INT(x.late.calls, 1);
+}
+
+/* ---- the same through struct corral_redis ---- */
+
+static struct corral_redis *h;
+
+static struct reply
+hrun(int argc, const char **argv)
+{
+    struct reply x = {0};
+    for (int t = 0; t < 100; t++) {
+        memset(&x, 0, sizeof(x));
+        corral_redis_command(h, reply_cb, &x, argc, argv, NULL);
+        CHECK_EQ_INT(x.calls, 0);
+        WAIT_FOR(base, x.calls > 0);
+        if (x.error != -ENOTCONN && x.error != -ETIMEDOUT)
+            break;
+        run_for(base, 50);
+    }
+    return x;
+}
+
+/* A struct corral_redis made with one seed: commands go by argv[1],
+ * scripts by their first key, to every primary; stats add up. */
+static void
+test_handle(void)
+{
+    struct corral_redis_node seeds[1] = {{"127.0.0.1", ports[0]}};
+    struct corral_redis_options o = {
+        .timeout_ms = TIMEOUT_MS, .cluster = seeds, .n_cluster = 1};
+    char err[160], name[64];
+    h = corral_redis_new(base, &o, err, sizeof(err));
+    CHECK(h != NULL);
+    snprintf(name, sizeof(name), "cluster 127.0.0.1:%u", (unsigned)ports[0]);
+    CHECK_EQ_STR(corral_redis_name(h), name);
+    struct corral_redis_script *get =
+        corral_redis_script_new(h, "return redis.call('GET', KEYS[1])");
+    /* Given at once, before any connection or map: they wait for the
+     * map and the nodes' first connections, and go straight to their
+     * primaries (no MOVED, nothing refused). */
+    struct reply early[10] = {{0}};
+    char key[32], value[32];
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "early:%d", i);
+        const char *argv[3] = {"SET", key, "e"};
+        corral_redis_command(h, reply_cb, &early[i], 3, argv, NULL);
+    }
+    for (int i = 0; i < 10; i++) {
+        WAIT_FOR(base, early[i].calls > 0);
+        CHECK_EQ_INT(early[i].error, 0);
+    }
+    struct corral_redis_stats st;
+    corral_redis_stats(h, &st);
+    CHECK_EQ_INT(st.moved, 0);
+    WAIT_FOR(base, corral_redis_ready(h));
+    CHECK(!corral_redis_struggling(h));
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "h:%d", i);
+        snprintf(value, sizeof(value), "hv%d", i);
+        const char *argv[3] = {"SET", key, value};
+        struct reply x = hrun(3, argv);
+        CHECK_EQ_INT(x.error, 0);
+    }
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "h:%d", i);
+        snprintf(value, sizeof(value), "hv%d", i);
+        const char *argv[1] = {key};
+        struct reply x = {0};
+        corral_redis_eval(h, get, reply_cb, &x, 1, 1, argv, NULL);
+        WAIT_FOR(base, x.calls > 0);
+        CHECK_EQ_INT(x.error, 0);
+        CHECK_EQ_STR(x.str, value);
+    }
+    long long held = 0;
+    for (int n = 0; n < NODES; n++) {
+        redisReply *r = node_cmd(n, "EVAL %s 0",
+                                 "return #redis.call('KEYS', "
+                                 "'h:*')");
+        CHECK(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0);
+        held += r->integer;
+        freeReplyObject(r);
+    }
+    CHECK_EQ_INT(held, 100);
+    corral_redis_stats(h, &st);
+    CHECK_EQ_INT(st.primaries, NODES + 1); /* the joiner owns a slot */
+    CHECK_EQ_INT(st.moved, 0);
+    CHECK(st.commands >= 200);
+    CHECK(st.connects >= NODES + 1);
+    CHECK_EQ_STR(corral_redis_state_name(st.state), "up");
+}
+
+struct heard {
+    int subscribed, lost, messages;
+    char last[64];
+};
+
+static void
+heard_message(const char *msg, size_t len, void *arg)
+{
+    struct heard *hd = arg;
+    hd->messages++;
+    snprintf(hd->last, sizeof(hd->last), "%.*s", (int)len, msg);
+}
+
+static void
+heard_subscribed(void *arg)
+{
+    ((struct heard *)arg)->subscribed++;
+}
+
+static void
+heard_lost(void *arg)
+{
+    ((struct heard *)arg)->lost++;
+}
+
+static const struct corral_redis_listener heard_listener = {
+    .message = heard_message,
+    .subscribed = heard_subscribed,
+    .lost = heard_lost,
+};
+
+/* Subscribed on the one seed, node 0, which hears what node 2 publishes;
+ * node 0 killed: the subscription moves, subscribed() fires again (the
+ * caller's resync), and what node 1 publishes is heard. */
+static void
+test_subscription_moves(void)
+{
+    struct heard hd = {0};
+    CHECK_EQ_INT(corral_redis_subscribe(h, "chan", &heard_listener, &hd), 0);
+    WAIT_FOR(base, corral_redis_listening(h) && hd.subscribed == 1);
+    node_ok(2, "PUBLISH chan one");
+    WAIT_FOR(base, hd.messages == 1);
+    CHECK_EQ_STR(hd.last, "one");
+    kill(pids[0], SIGKILL);
+    waitpid(pids[0], NULL, 0);
+    pids[0] = 0;
+    WAIT_FOR(base, hd.lost == 1);
+    WAIT_FOR(base, hd.subscribed == 2 && corral_redis_listening(h));
+    node_ok(1, "PUBLISH chan two");
+    WAIT_FOR(base, hd.messages == 2);
+    CHECK_EQ_STR(hd.last, "two");
+    CHECK_EQ_INT(corral_redis_subscribe(h, "chan", NULL, NULL), 0);
+    corral_redis_free(h);
+    h = NULL;
 }
 
 /* Callers that, told their command was cancelled, give another: for
@@ -621,6 +897,10 @@ main(void)
     RUN(test_scripts);
     RUN(test_migration);
     RUN(test_stopped_node);
+    RUN(test_moved_to_new_node);
+    RUN(test_eval_late);
+    RUN(test_handle);
+    RUN(test_subscription_moves);
     RUN(test_teardown);
     event_base_free(base);
     return testlib_result();

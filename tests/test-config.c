@@ -387,6 +387,51 @@ test_l2_sentinel(void)
         "t.json:2: l2.sentinel.x: ", "unknown key");
 }
 
+/* l2.cluster: its seeds; any two of l2.redis, l2.sentinel and l2.cluster
+ * refused at the second's line; db 0 and a prefix without braces. */
+static void
+test_l2_cluster(void)
+{
+    struct corral_config *cfg =
+        parse(WITH("'l2': {'cluster': ['127.0.0.1:7000', 'c2:7001'], "
+                   "'user': 'u', 'password': 'p', 'prefix': 'app:', "
+                   "'timeout': '80ms'}"));
+    CHECK(cfg != NULL && cfg->l2 != NULL && cfg->l2->n_cluster == 2);
+    CHECK_EQ_STR(cfg->l2->cluster[0].host, "127.0.0.1");
+    CHECK_EQ_INT(cfg->l2->cluster[0].port, 7000);
+    CHECK_EQ_STR(cfg->l2->cluster[1].host, "c2");
+    CHECK_EQ_INT(cfg->l2->cluster[1].port, 7001);
+    CHECK_EQ_STR(cfg->l2->prefix, "app:");
+    CHECK_EQ_INT(cfg->l2->timeout_ms, 80);
+    CHECK(cfg->l2->redis.host == NULL && cfg->l2->sentinel == NULL);
+    corral_config_free(cfg);
+
+    CHECK_ERROR(TOP "'l2': {'redis': 'r:1',\n"
+                    "'cluster': ['c:1']},\n" UP "'routes': [" ROUTE_A "]}",
+                "t.json:3: l2.cluster: ",
+                "l2.redis and l2.cluster are mutually exclusive");
+    CHECK_ERROR(TOP "'l2': {'cluster': ['c:1'],\n"
+                    "'sentinel': {'master': 'm', 'nodes': ['s:1']}},\n" UP
+                    "'routes': [" ROUTE_A "]}",
+                "t.json:3: l2.sentinel: ",
+                "l2.sentinel and l2.cluster are mutually exclusive");
+    CHECK_ERROR(WITH("'l2': {'cluster': []}"),
+                "t.json:2: l2.cluster: ", "at least one");
+    CHECK_ERROR(WITH("'l2': {'cluster': 'c:1'}"), "t.json:2: l2.cluster: ", "");
+    CHECK_ERROR(WITH("'l2': {'cluster': ['c']}"),
+                "t.json:2: l2.cluster[0]: ", "");
+    CHECK_ERROR(TOP "'l2': {'cluster': ['c:1'],\n'db': 2},\n" UP
+                    "'routes': [" ROUTE_A "]}",
+                "t.json:3: l2.db: ", "one database");
+    CHECK_ERROR(TOP "'l2': {'cluster': ['c:1'],\n'prefix': 'a{b}:'},\n" UP
+                    "'routes': [" ROUTE_A "]}",
+                "t.json:3: l2.prefix: ", "no '{' or '}' on a cluster");
+    /* One server takes either. */
+    cfg = parse(WITH("'l2': {'redis': 'r:1', 'prefix': 'a{b}:', 'db': 2}"));
+    CHECK(cfg != NULL);
+    corral_config_free(cfg);
+}
+
 /* The admin's own limits: defaults, values, and every bad one. */
 static void
 test_admin_limits(void)
@@ -1326,6 +1371,7 @@ main(void)
     RUN(test_addresses);
     RUN(test_admin_limits);
     RUN(test_l2_sentinel);
+    RUN(test_l2_cluster);
     RUN(test_values);
     RUN(test_upstreams);
     RUN(test_routes);

@@ -123,11 +123,24 @@ verdict_cb(int verdict, uint64_t ms, const char *member, void *arg)
         snprintf(v->member, sizeof(v->member), "%s", member);
 }
 
+/* An upstream's name of one kind in Redis, tagged by its name. */
+static const char *
+upstream_name(const char *kind, const char *name)
+{
+    static char buf[256];
+    size_t n = corral_redis_tagged_name(buf, sizeof(buf) - 1, "t:", kind, name,
+                                        strlen(name));
+    CHECK(n < sizeof(buf));
+    buf[n] = '\0';
+    return buf;
+}
+
 /* Whether member holds a place in name's window in Redis. */
 static bool
 in_window(const char *name, const char *member)
 {
-    redisReply *r = sync_cmd("ZSCORE t:rate:%s %s", name, member);
+    redisReply *r =
+        sync_cmd("ZSCORE %s %s", upstream_name("rate:", name), member);
     bool in = r && r->type == REDIS_REPLY_STRING;
     freeReplyObject(r);
     return in;
@@ -241,7 +254,7 @@ static void
 test_breaker(void)
 {
     struct state sa = {0}, sb = {0}, sc = {0};
-    freeReplyObject(sync_cmd("DEL t:breaker:up"));
+    freeReplyObject(sync_cmd("DEL %s", upstream_name("breaker:", "up")));
     struct inst a = inst_new("a", &sa), b = inst_new("b", &sb);
     struct probed p;
     corral_fleet_breaker_open(a.fleet, "up", 600, true);
@@ -301,7 +314,7 @@ bumped_cb(int error, uint64_t gen, void *arg)
 static long long
 hget_gen(void)
 {
-    redisReply *r = sync_cmd("HGET t:gens /api/{coin}");
+    redisReply *r = sync_cmd("HGET t:{fleet}gens /api/{coin}");
     long long n = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
     freeReplyObject(r);
     return n;
@@ -315,7 +328,7 @@ static void
 test_generations(void)
 {
     struct state sa = {0}, sb = {0}, sc = {0};
-    freeReplyObject(sync_cmd("DEL t:gens"));
+    freeReplyObject(sync_cmd("DEL t:{fleet}gens"));
     struct inst a = inst_new("a", &sa), b = inst_new("b", &sb);
     sa.here = 5; /* a was at 5 (Redis at 0) */
     struct bumped x = {0};

@@ -5,11 +5,12 @@
  * outcomes published to the other instances; a lease granted after its
  * asker gave up is given back; purges confirmed, or kept and replayed; a
  * deaf subscriber's resync replays the purge log, and says "lost" when
- * Redis lost its data. */
+ * Redis lost its data; a key's names share one slot whatever its bytes. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 
 #include "corral/cache.h"
+#include "corral/cluster.h"
 #include "corral/redis.h"
 #include "corral/redis_tier.h"
 #include "corral/value.h"
@@ -179,6 +180,22 @@ acquire(struct inst *i, const char *key, uint64_t now, uint64_t newer)
     return x;
 }
 
+/* The tier's name in Redis of key's value or lease. */
+static const char *
+name(const char *kind, const char *key, size_t keylen)
+{
+    static char buf[4][256];
+    static unsigned next;
+    char *b = buf[next++ % 4];
+    size_t n = corral_redis_tagged_name(b, sizeof(buf[0]) - 1, "t:", kind, key,
+                                        keylen);
+    CHECK(n < sizeof(buf[0]));
+    b[n] = '\0';
+    return b;
+}
+#define VNAME(k) name("v:", (k), strlen(k))
+#define LNAME(k) name("l:", (k), strlen(k))
+
 static long long
 pttl(const char *key)
 {
@@ -198,6 +215,60 @@ str_starts(const char *key, const char *prefix)
     return ok;
 }
 
+/* A key's value and lease share one slot whatever its bytes: braces in
+ * it, or none at all (an empty "{}" would hash the whole name and split
+ * them); names of two keys, or two kinds, never meet; keys spread over
+ * the slots; and the tier reads and writes under those names. */
+static void
+test_names(void)
+{
+    static const char *const keys[] = {
+        "",     "{",    "}",           "{}", "}{",  "a{b}c",
+        "{x}1", "{x}2", "/api/{coin}", "v:", "l:x", "x\x00y"};
+    size_t n = sizeof(keys) / sizeof(keys[0]);
+    char v[16][256], l[16][256];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = i == n - 1 ? 3 : strlen(keys[i]);
+        snprintf(v[i], sizeof(v[i]), "%s", name("v:", keys[i], len));
+        snprintf(l[i], sizeof(l[i]), "%s", name("l:", keys[i], len));
+        CHECK(strcmp(v[i], l[i]) != 0);
+        CHECK_EQ_INT(corral_redis_key_slot(v[i], strlen(v[i])),
+                     corral_redis_key_slot(l[i], strlen(l[i])));
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(v[i], v[j]) != 0 && strcmp(v[i], l[j]) != 0 &&
+                  strcmp(l[i], v[j]) != 0);
+    }
+    static bool seen[CORRAL_REDIS_SLOTS];
+    unsigned distinct = 0;
+    for (int i = 0; i < 200; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "/api/price/{%d}", i);
+        const char *vn = VNAME(key);
+        unsigned slot = corral_redis_key_slot(vn, strlen(vn));
+        distinct += !seen[slot];
+        seen[slot] = true;
+    }
+    CHECK(distinct > 150);
+
+    struct inst a = inst_new(300, NULL);
+    struct corral_value *val = value("{b}x", "1", 1000, 5000000000000ull);
+    corral_redis_tier_ops.set(a.tier, val, 60000);
+    run_for(base, 50);
+    CHECK(pttl(VNAME("{b}x")) > 0);
+    struct got g = get(&a, "{b}x");
+    CHECK_EQ_INT(g.error, 0);
+    corral_value_unref(g.v);
+    struct acq x = acquire(&a, "}{", 1000, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    CHECK(str_starts(LNAME("}{"), "H:"));
+    struct corral_outcome gone = {.kind = CORRAL_OUTCOME_ABANDONED};
+    corral_redis_tier_ops.release(a.tier, x.lease, &gone);
+    run_for(base, 50);
+    CHECK_EQ_INT(pttl(LNAME("}{")), -2);
+    corral_value_unref(val);
+    inst_free(&a);
+}
+
 /* Set and get restore a value exactly; what is not corral's is a counted
  * miss; a value over max_value_bytes is neither written nor read. */
 static void
@@ -213,12 +284,13 @@ test_values(void)
     CHECK_EQ_STR(corral_value_etag(g.v), corral_value_etag(v));
     CHECK_EQ_INT(corral_value_stored_at(g.v), 1000);
     corral_value_unref(g.v);
-    CHECK(pttl("t:k1") > 50000 && pttl("t:k1") <= 60000);
+    CHECK(pttl(VNAME("k1")) > 50000 && pttl(VNAME("k1")) <= 60000);
     g = get(&a, "nope");
     CHECK_EQ_INT(g.error, -ENOENT);
-    freeReplyObject(sync_cmd("SET t:junk garbage"));
-    freeReplyObject(sync_cmd("SET t:v9 %b", "CRV\x09xxxxxxxx", (size_t)12));
-    freeReplyObject(sync_cmd("HSET t:hash f v"));
+    freeReplyObject(sync_cmd("SET %s garbage", VNAME("junk")));
+    freeReplyObject(
+        sync_cmd("SET %s %b", VNAME("v9"), "CRV\x09xxxxxxxx", (size_t)12));
+    freeReplyObject(sync_cmd("HSET %s f v", VNAME("hash")));
     CHECK_EQ_INT(get(&a, "junk").error, -ENOENT);
     CHECK_EQ_INT(get(&a, "v9").error, -ENOENT);
     CHECK_EQ_INT(get(&a, "hash").error, -ENOENT);
@@ -230,9 +302,9 @@ test_values(void)
     struct corral_value *bv = value("big", big, 1000, 5000000000000ull);
     corral_redis_tier_ops.set(a.tier, bv, 60000);
     run_for(base, 50);
-    CHECK_EQ_INT(pttl("t:big"), -2);
+    CHECK_EQ_INT(pttl(VNAME("big")), -2);
     CHECK_EQ_INT(stats(&a).too_large, 1);
-    freeReplyObject(sync_cmd("SET t:big %s", big));
+    freeReplyObject(sync_cmd("SET %s %s", VNAME("big"), big));
     CHECK_EQ_INT(get(&a, "big").error, -ENOENT);
     CHECK_EQ_INT(stats(&a).large_found, 1);
     corral_value_unref(bv);
@@ -253,14 +325,14 @@ test_leases(void)
     struct acq x = acquire(&a, "/k", now, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
     CHECK(x.lease != NULL && x.value == NULL);
-    CHECK(str_starts("t:lease:/k", "H:"));
-    CHECK(pttl("t:lease:/k") > 0 && pttl("t:lease:/k") <= 1000);
+    CHECK(str_starts(LNAME("/k"), "H:"));
+    CHECK(pttl(LNAME("/k")) > 0 && pttl(LNAME("/k")) <= 1000);
     struct acq y = acquire(&b, "/k", now, 0);
     CHECK_EQ_INT(y.verdict, CORRAL_TIER_HELD);
     CHECK(y.ms > 0 && y.ms <= 1000);
     run_for(base, 1500); /* renewed meanwhile */
-    CHECK(str_starts("t:lease:/k", "H:"));
-    CHECK(pttl("t:lease:/k") > 0);
+    CHECK(str_starts(LNAME("/k"), "H:"));
+    CHECK(pttl(LNAME("/k")) > 0);
     /* a stores, then gives the lease back: b hears "stored". */
     struct corral_value *v = value("/k", "one", now, now + 60000);
     corral_redis_tier_ops.set(a.tier, v, 60000);
@@ -271,7 +343,7 @@ test_leases(void)
     CHECK_EQ_INT(eb.kind, CORRAL_OUTCOME_STORED);
     CHECK_EQ_STR(eb.key, "/k");
     CHECK_EQ_INT(ea.released, 0); /* not its own */
-    CHECK_EQ_INT(pttl("t:lease:/k"), -2);
+    CHECK_EQ_INT(pttl(LNAME("/k")), -2);
     y = acquire(&b, "/k", now, 0);
     CHECK_EQ_INT(y.verdict, CORRAL_TIER_VALUE);
     CHECK_EQ_STR(corral_value_body(y.value), "one");
@@ -294,8 +366,8 @@ test_leases(void)
     CHECK_EQ_INT(ea.error, -ETIMEDOUT);
     CHECK_EQ_INT(ea.retry_ms, 400);
     CHECK_EQ_STR(ea.message, "upstream timed out");
-    CHECK(str_starts("t:lease:/k", "F:"));
-    freeReplyObject(sync_cmd("DEL t:/k"));
+    CHECK(str_starts(LNAME("/k"), "F:"));
+    freeReplyObject(sync_cmd("DEL %s", VNAME("/k")));
     x = acquire(&a, "/k", now, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_FAILED);
     CHECK_EQ_INT(x.error, -ETIMEDOUT);
@@ -307,15 +379,15 @@ test_leases(void)
     /* A holder that dies: nobody renews, and the lease is gone within a
      * second. */
     inst_free(&a);
-    CHECK(pttl("t:lease:/k") == -2); /* a gave it back as it closed */
+    CHECK(pttl(LNAME("/k")) == -2); /* a gave it back as it closed */
     y = acquire(&b, "/dead", now, 0);
     CHECK_EQ_INT(y.verdict, CORRAL_TIER_WON);
     corral_redis_tier_free(b.tier); /* the tier goes, not its renewals */
     b.tier = NULL;
     corral_redis_free(b.conn);
-    freeReplyObject(sync_cmd("SET t:lease:/dead H:ghost PX 1000"));
+    freeReplyObject(sync_cmd("SET %s H:ghost PX 1000", LNAME("/dead")));
     usleep(1100 * 1000);
-    CHECK_EQ_INT(pttl("t:lease:/dead"), -2);
+    CHECK_EQ_INT(pttl(LNAME("/dead")), -2);
     corral_value_unref(v);
 }
 
@@ -334,7 +406,7 @@ test_late_lease(void)
     RUN_UNTIL(base, stats(&a).late_leases > 0, 2000);
     CHECK_EQ_INT(stats(&a).late_leases, 1);
     run_for(base, 50);
-    CHECK_EQ_INT(pttl("t:lease:/late"), -2);
+    CHECK_EQ_INT(pttl(LNAME("/late")), -2);
     /* The tier goes while a late reply is owed: it finds the tier gone
      * (ASan and valgrind watch), and the lease it got dies in a second. */
     redisd_stop();
@@ -343,7 +415,7 @@ test_late_lease(void)
     corral_redis_tier_free(a.tier);
     redisd_cont();
     run_for(base, 100);
-    CHECK(pttl("t:lease:/orphan") <= 1000);
+    CHECK(pttl(LNAME("/orphan")) <= 1000);
     corral_redis_free(a.conn);
 }
 
@@ -362,7 +434,7 @@ done_cb(int error, void *arg)
 static long long
 xlen(void)
 {
-    redisReply *r = sync_cmd("XLEN t:purges");
+    redisReply *r = sync_cmd("XLEN t:{fleet}purges");
     long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     freeReplyObject(r);
     return n;
@@ -378,7 +450,7 @@ test_purges(void)
     struct inst a = inst_new(100, &ea), b = inst_new(100, &eb);
     struct corral_value *v = value("/p", "old", 1000, 5000000000000ull);
     corral_redis_tier_ops.set(a.tier, v, 60000);
-    freeReplyObject(sync_cmd("SET t:lease:/p F:5:failed PX 60000"));
+    freeReplyObject(sync_cmd("SET %s F:5:failed PX 60000", LNAME("/p")));
     long long n0 = xlen();
     struct done d = {0};
     corral_redis_tier_ops.del(a.tier, "/p", 2, done_cb, &d);
@@ -389,8 +461,8 @@ test_purges(void)
     CHECK_EQ_INT(eb.invalidated, 1);
     CHECK_EQ_STR(eb.key, "/p");
     CHECK_EQ_INT(ea.invalidated, 1);
-    CHECK_EQ_INT(pttl("t:/p"), -2);
-    CHECK_EQ_INT(pttl("t:lease:/p"), -2);
+    CHECK_EQ_INT(pttl(VNAME("/p")), -2);
+    CHECK_EQ_INT(pttl(LNAME("/p")), -2);
     CHECK_EQ_INT(xlen(), (n0 < 0 ? 0 : n0) + 1);
     /* Redis stalled: refused at the timeout, kept, replayed after. */
     redisd_stop();
@@ -403,6 +475,24 @@ test_purges(void)
     redisd_cont();
     RUN_UNTIL(base, eb.invalidated > before && strcmp(eb.key, "/q") == 0, 3000);
     CHECK_EQ_STR(eb.key, "/q");
+    /* The key's part done, the log's refused (its stream is not one): not
+     * confirmed, kept, and replayed whole once the log takes it. */
+    corral_redis_tier_ops.set(a.tier, v, 60000);
+    run_for(base, 50);
+    freeReplyObject(sync_cmd("RENAME t:{fleet}purges t:saved"));
+    freeReplyObject(sync_cmd("SET t:{fleet}purges not-a-stream"));
+    memset(&d, 0, sizeof(d));
+    before = eb.invalidated;
+    corral_redis_tier_ops.del(a.tier, "/p", 2, done_cb, &d);
+    RUN_UNTIL(base, d.calls > 0, 2000);
+    CHECK_EQ_INT(d.error, -EIO);
+    CHECK_EQ_INT(pttl(VNAME("/p")), -2); /* the key's part ran */
+    CHECK_EQ_INT(stats(&a).purges_queued, 2);
+    run_for(base, 400);
+    CHECK_EQ_INT(eb.invalidated, before); /* nobody told */
+    freeReplyObject(sync_cmd("RENAME t:saved t:{fleet}purges"));
+    RUN_UNTIL(base, eb.invalidated > before, 3000);
+    CHECK_EQ_STR(eb.key, "/p");
     corral_value_unref(v);
     inst_free(&a);
     inst_free(&b);
@@ -418,7 +508,7 @@ test_resync(void)
     struct inst a = inst_new(300, &ea), b = inst_new(300, &eb);
     /* A new instance applied the purges of the last minute (the log's
      * entries from test_purges). */
-    CHECK_EQ_INT(eb.invalidated, 2);
+    CHECK_EQ_INT(eb.invalidated, 3);
     eb.invalidated = 0;
     /* Kill the subscribers and purge before they are back: b misses the
      * message, and replays it. */
@@ -457,6 +547,7 @@ int
 main(void)
 {
     redisd_setup();
+    RUN(test_names);
     RUN(test_values);
     RUN(test_leases);
     RUN(test_late_lease);

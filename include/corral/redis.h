@@ -1,6 +1,8 @@
 /* corral/redis.h — one Redis server on the caller's libevent loop, through
  * hiredis's async API: a pipelined command connection and a subscriber
- * connection. It owns connecting, the handshake (AUTH, SELECT checked,
+ * connection; or, made with cluster seeds, a Redis Cluster behind the same
+ * calls (corral/cluster.h does the work: each command goes to the primary
+ * of its key's slot). It owns connecting, the handshake (AUTH, SELECT checked,
  * scripts loaded, PING), reconnecting with capped backoff, one timeout for
  * every command, taking a connection that accepts but never answers for
  * stuck, health with hysteresis (logged once per change, with the last
@@ -20,7 +22,7 @@ struct redisReply;
 struct corral_redis;        /* opaque */
 struct corral_redis_script; /* opaque: a Lua script loaded at every connect */
 
-/* One sentinel's address. */
+/* One sentinel's or cluster seed's address. */
 struct corral_redis_node {
     const char *host;
     uint16_t port;
@@ -45,6 +47,18 @@ struct corral_redis_options {
     size_t n_sentinels;
     const char *sentinel_user;     /* the sentinels' own AUTH */
     const char *sentinel_password; /* never logged */
+    /* Cluster: with n_cluster > 0, host, port, unix_path and sentinels
+     * are unset and db is 0; the seeds name the cluster, user, password
+     * and timeout_ms hold for every node. A command goes to the primary
+     * of its key's slot: corral_redis_eval()'s first key (nkeys >= 1,
+     * and every key of one script in one slot: a hash tag), and
+     * corral_redis_command()'s argv[1], which is the key or channel of
+     * every command corral gives (GET, SET, DEL, ZREM, PUBLISH...); a
+     * command of one word goes to any primary. Subscriptions are classic
+     * (SUBSCRIBE, on one node, which hears every node's PUBLISH over the
+     * cluster bus) and move to another node when theirs goes. */
+    const struct corral_redis_node *cluster; /* copied */
+    size_t n_cluster;
 };
 
 enum corral_redis_state {
@@ -53,14 +67,19 @@ enum corral_redis_state {
 };
 
 struct corral_redis_stats {
-    uint64_t commands; /* given, sent or not */
-    uint64_t timeouts; /* answered -ETIMEDOUT */
-    uint64_t errors;   /* error replies (not MOVED/ASK), lost connections,
-                        * not sent */
-    uint64_t connects; /* handshakes completed (1 + reconnects) */
-    uint64_t stuck;    /* connections closed for never answering */
-    uint64_t switches; /* sentinel: the primary named is a new one */
-    enum corral_redis_state state;
+    uint64_t commands;  /* given, sent or not */
+    uint64_t timeouts;  /* answered -ETIMEDOUT */
+    uint64_t errors;    /* error replies (not MOVED/ASK), lost connections,
+                         * not sent */
+    uint64_t connects;  /* handshakes completed (1 + reconnects) */
+    uint64_t stuck;     /* connections closed for never answering */
+    uint64_t switches;  /* sentinel: the primary named is a new one */
+    uint64_t moved;     /* cluster: MOVED replies (a slot elsewhere now) */
+    uint64_t ask;       /* cluster: ASK replies (a slot migrating) */
+    uint64_t refreshes; /* cluster: slot maps read */
+    uint64_t primaries; /* cluster: primaries in the slot map now */
+    enum corral_redis_state state; /* cluster: up when every slot's
+                                    * primary is */
 };
 
 /* error 0: reply holds the answer (never an error reply). -EIO: reply is
@@ -85,11 +104,13 @@ void corral_redis_free(struct corral_redis *r);
  * freeReplyObject()). Blocks for at most timeout_ms in all: every step,
  * the sentinels' included, shares that one deadline (each sentinel is
  * given a share of what is left, so one that never answers leaves time
- * for the next). Returns 0; -EINVAL with Redis's reason in err when Redis
- * refused AUTH or SELECT (a configuration error); or another -errno
- * (-ETIMEDOUT when the deadline came first) when Redis cannot be reached
- * (an outage: the caller goes on, and a struct corral_redis keeps
- * trying). For a program's start. */
+ * for the next). With cluster seeds: the first seed that answers, which
+ * must be a cluster node, and argv sent to the primary of argv[1]'s slot
+ * (one redirection followed). Returns 0; -EINVAL with Redis's reason in
+ * err when Redis refused AUTH or SELECT (a configuration error); or
+ * another -errno (-ETIMEDOUT when the deadline came first) when Redis
+ * cannot be reached (an outage: the caller goes on, and a struct
+ * corral_redis keeps trying). For a program's start. */
 int corral_redis_probe(const struct corral_redis_options *o,
                        uint64_t timeout_ms, int argc, const char *const *argv,
                        struct redisReply **out, char *err, size_t errlen);
@@ -128,10 +149,12 @@ void corral_redis_eval_late(struct corral_redis *r,
  * instance). */
 void corral_redis_flush(struct corral_redis *r);
 
-/* The command connection finished its handshake and is open. */
+/* The command connection finished its handshake and is open. Cluster:
+ * every slot has a primary in the map whose connection is. */
 bool corral_redis_ready(const struct corral_redis *r);
 /* The last commands went unanswered or failed since a reply came: callers
- * that can decide alone had better not wait on Redis now. */
+ * that can decide alone had better not wait on Redis now. Cluster: not
+ * ready, or so for one of the primaries. */
 bool corral_redis_struggling(const struct corral_redis *r);
 /* The subscriber connection is subscribed to every channel. */
 bool corral_redis_listening(const struct corral_redis *r);
@@ -164,9 +187,31 @@ int corral_redis_master_addr(const struct redisReply *reply, char *host,
 /* ROLE's reply says master: 1; another role: 0; not a ROLE reply: -1. */
 int corral_redis_role_master(const struct redisReply *reply);
 
+/* The hash tag of the names every instance must read in one order, in
+ * one slot of a cluster: the purge log and its epoch, the generations. */
+#define CORRAL_REDIS_FLEET_TAG "{fleet}"
+/* Bytes a tagged name adds to prefix, kind and id: "{", 8 hex, "}". */
+#define CORRAL_REDIS_TAG_LEN 10
+
+/* The name of one thing (kind, such as "v:") of id in Redis: prefix
+ * "{" tag "}" kind id, where tag is 8 hex digits of a fixed hash of id's
+ * bytes: never empty and never a brace, whatever the bytes (a '{' or '}'
+ * in id, or an empty id), so on a cluster every name made for one id is
+ * in one slot, and ids spread over the slots. Writes min(cap, length)
+ * bytes to out (no NUL); returns the length, strlen(prefix) +
+ * CORRAL_REDIS_TAG_LEN + strlen(kind) + idlen. prefix must hold no brace
+ * on a cluster (its first "{...}" would be the tag). */
+size_t corral_redis_tagged_name(char *out, size_t cap, const char *prefix,
+                                const char *kind, const void *id, size_t idlen);
+/* What keys may share one script with key: its slot on a cluster; 0 on
+ * one server, where any keys may. */
+unsigned corral_redis_slot(const struct corral_redis *r, const char *key,
+                           size_t len);
+
 /* "up" or "down". */
 const char *corral_redis_state_name(enum corral_redis_state s);
-/* "host:port" or "unix:PATH", for logs. */
+/* "host:port", "unix:PATH", the sentinels' master or "cluster
+ * host:port" (the first seed), for logs. */
 const char *corral_redis_name(const struct corral_redis *r);
 
 #endif

@@ -17,7 +17,12 @@
  * to one sentinel's +switch-master, with every step answered within the
  * timeout and a keepalive while subscribed, and moves to the next
  * sentinel on any failure; a switch, or a READONLY from a primary that
- * was demoted, drops both connections and asks again at once. */
+ * was demoted, drops both connections and asks again at once.
+ *
+ * Made with cluster seeds, a struct corral_redis holds a cluster client
+ * (cluster.c, whose nodes are plain struct corral_redis) and every public
+ * call hands over to it at its first line: its callers (the L2 tier, the
+ * gateway's fleet) stay the same on one server and on a cluster. */
 #include "corral/redis.h"
 #include "log.h"
 
@@ -33,6 +38,8 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include "corral/cluster.h"
+#include "redis_impl.h"
 #include "timeutil.h"
 #include "xalloc.h"
 
@@ -66,6 +73,7 @@ TAILQ_HEAD(cmd_list, cmd);
 struct corral_redis_script {
     char *body;
     char sha[41]; /* from SCRIPT LOAD; "" until loaded */
+    struct corral_redis_cluster_script *cs; /* a cluster's: its copy */
 };
 
 struct chan {
@@ -131,6 +139,10 @@ struct corral_redis {
     char watch_logged[160]; /* the last failure logged; "" once fine */
     bool demoted;           /* READONLY heard: drop and ask again */
 
+    struct corral_redis_cluster *cluster; /* cluster: every call goes there */
+    void (*watch)(void *arg);             /* corral_redis_watch() */
+    void *watch_arg;
+
     bool closing;
     struct corral_redis_stats stats;
 };
@@ -145,6 +157,35 @@ const char *
 corral_redis_name(const struct corral_redis *r)
 {
     return r->name;
+}
+
+size_t
+corral_redis_tagged_name(char *out, size_t cap, const char *prefix,
+                         const char *kind, const void *id, size_t idlen)
+{
+    /* FNV-1a: every instance and version must agree, and the tag only
+     * spreads names over slots (their full bytes keep them apart). */
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < idlen; i++)
+        h = (h ^ ((const unsigned char *)id)[i]) * 16777619u;
+    char tag[CORRAL_REDIS_TAG_LEN + 1];
+    snprintf(tag, sizeof(tag), "{%08x}", (unsigned)h);
+    size_t plen = strlen(prefix), klen = strlen(kind);
+    const void *parts[4] = {prefix, tag, kind, id};
+    size_t lens[4] = {plen, CORRAL_REDIS_TAG_LEN, klen, idlen};
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        if (n < cap && lens[i] > 0)
+            memcpy(out + n, parts[i], lens[i] < cap - n ? lens[i] : cap - n);
+        n += lens[i];
+    }
+    return n;
+}
+
+unsigned
+corral_redis_slot(const struct corral_redis *r, const char *key, size_t len)
+{
+    return r->cluster != NULL ? corral_redis_key_slot(key, len) : 0;
 }
 
 /* ---- health ---- */
@@ -215,8 +256,16 @@ health_cb(evutil_socket_t fd, short what, void *arg)
 static void start_connect(struct corral_redis *r);
 
 static void
+notify(struct corral_redis *r)
+{
+    if (r->watch != NULL)
+        r->watch(r->watch_arg);
+}
+
+static void
 schedule_retry(struct corral_redis *r)
 {
+    notify(r); /* an attempt was given up */
     struct timeval tv = corral_ms_to_tv(r->backoff_ms);
     event_add(r->retry_ev, &tv);
     r->backoff_ms =
@@ -293,6 +342,7 @@ handshake_done(struct corral_redis *r)
     if (r->stats.connects++ == 0)
         r->oks = UP_AFTER;
     maybe_up(r);
+    notify(r);
 }
 
 static void
@@ -658,6 +708,13 @@ corral_redis_command(struct corral_redis *r, corral_redis_reply_cb *cb,
                      void *arg, int argc, const char *const *argv,
                      const size_t *lens)
 {
+    if (r->cluster != NULL) {
+        const char *key = argc > 1 ? argv[1] : "";
+        size_t keylen = argc > 1 ? lens ? lens[1] : strlen(argv[1]) : 0;
+        corral_redis_cluster_command(r->cluster, key, keylen, cb, arg, argc,
+                                     argv, lens);
+        return;
+    }
     command(r, cb, NULL, arg, argc, argv, lens);
 }
 
@@ -667,8 +724,12 @@ corral_redis_script_new(struct corral_redis *r, const char *body)
     if (r->n_scripts == MAX_SCRIPTS)
         abort(); /* a programming error: raise MAX_SCRIPTS */
     struct corral_redis_script *s = xcalloc(1, sizeof(*s));
-    s->body = xstrndup(body, strlen(body));
     r->scripts[r->n_scripts++] = s;
+    if (r->cluster != NULL) {
+        s->cs = corral_redis_cluster_script_new(r->cluster, body);
+        return s;
+    }
+    s->body = xstrndup(body, strlen(body));
     if (r->ac != NULL) {
         /* A script added while connected: load it now too. */
         const char *argv[3] = {"SCRIPT", "LOAD", s->body};
@@ -698,8 +759,13 @@ corral_redis_eval_late(struct corral_redis *r,
     const char *av[EVAL_ARGS_MAX + 3];
     size_t lv[EVAL_ARGS_MAX + 3];
     char nk[16];
-    if (argc > EVAL_ARGS_MAX)
+    if (argc > EVAL_ARGS_MAX || (r->cluster != NULL && nkeys < 1))
         abort(); /* a programming error */
+    if (r->cluster != NULL) {
+        corral_redis_cluster_eval_late(r->cluster, script->cs, cb, late, arg,
+                                       nkeys, argc, argv, lens);
+        return;
+    }
     snprintf(nk, sizeof(nk), "%d", nkeys);
     av[0] = "EVALSHA";
     av[1] = script->sha;
@@ -721,20 +787,45 @@ corral_redis_flush(struct corral_redis *r)
      * run every pending callback inside the caller's call. hiredis sees
      * the error at its next event. */
     int done = 0;
-    if (r->ac != NULL && r->ready)
+    if (r->cluster != NULL)
+        corral_redis_cluster_flush(r->cluster);
+    else if (r->ac != NULL && r->ready)
         redisBufferWrite(&r->ac->c, &done);
 }
 
 bool
 corral_redis_ready(const struct corral_redis *r)
 {
+    if (r->cluster != NULL)
+        return corral_redis_cluster_ready(r->cluster);
     return r->ac != NULL && r->ready;
 }
 
 bool
 corral_redis_struggling(const struct corral_redis *r)
 {
+    if (r->cluster != NULL)
+        return corral_redis_cluster_struggling(r->cluster);
     return !corral_redis_ready(r) || r->timeouts_in_row > 0;
+}
+
+void
+corral_redis_watch(struct corral_redis *r, void (*fn)(void *arg), void *arg)
+{
+    r->watch = fn;
+    r->watch_arg = arg;
+}
+
+bool
+corral_redis_connecting(const struct corral_redis *r)
+{
+    return r->ac != NULL && !r->ready;
+}
+
+bool
+corral_redis_ever_ready(const struct corral_redis *r)
+{
+    return r->stats.connects > 0;
 }
 
 uint64_t
@@ -900,6 +991,8 @@ int
 corral_redis_subscribe(struct corral_redis *r, const char *channel,
                        const struct corral_redis_listener *l, void *arg)
 {
+    if (r->cluster != NULL)
+        return corral_redis_cluster_subscribe(r->cluster, channel, l, arg);
     struct chan *ch = find_chan(r, channel, strlen(channel));
     if (l == NULL) {
         if (ch == NULL)
@@ -930,6 +1023,8 @@ corral_redis_subscribe(struct corral_redis *r, const char *channel,
 bool
 corral_redis_listening(const struct corral_redis *r)
 {
+    if (r->cluster != NULL)
+        return corral_redis_cluster_listening(r->cluster);
     return r->listening;
 }
 
@@ -1362,10 +1457,30 @@ watch_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- lifecycle ---- */
 
+/* A cluster behind the handle: the cluster client checks the options. */
+static struct corral_redis *
+new_cluster(struct event_base *base, const struct corral_redis_options *o,
+            char *err, size_t errlen)
+{
+    struct corral_redis_cluster *cl = corral_redis_cluster_new(
+        base, o, o->cluster, o->n_cluster, err, errlen);
+    if (cl == NULL)
+        return NULL;
+    struct corral_redis *r = xcalloc(1, sizeof(*r));
+    r->base = base;
+    r->cluster = cl;
+    r->timeout_ms = o->timeout_ms ? o->timeout_ms : 50;
+    snprintf(r->name, sizeof(r->name), "cluster %s:%u", o->cluster[0].host,
+             (unsigned)o->cluster[0].port);
+    return r;
+}
+
 struct corral_redis *
 corral_redis_new(struct event_base *base, const struct corral_redis_options *o,
                  char *err, size_t errlen)
 {
+    if (base != NULL && o != NULL && o->n_cluster > 0)
+        return new_cluster(base, o, err, errlen);
     if (base == NULL || o == NULL ||
         (o->n_sentinels == 0 && o->unix_path == NULL &&
          (o->host == NULL || o->port == 0))) {
@@ -1450,6 +1565,13 @@ corral_redis_free(struct corral_redis *r)
         return;
     struct cmd *c;
     r->closing = true;
+    if (r->cluster != NULL) {
+        corral_redis_cluster_free(r->cluster);
+        for (size_t i = 0; i < r->n_scripts; i++)
+            free(r->scripts[i]);
+        free(r);
+        return;
+    }
     /* Answer first (hiredis's NULL replies then only free them). */
     TAILQ_FOREACH(c, &r->pending, link)
     {
@@ -1512,7 +1634,19 @@ corral_redis_free(struct corral_redis *r)
 void
 corral_redis_stats(const struct corral_redis *r, struct corral_redis_stats *out)
 {
-    *out = r->stats;
+    if (r->cluster == NULL) {
+        *out = r->stats;
+        return;
+    }
+    struct corral_redis_cluster_stats cs;
+    corral_redis_cluster_stats(r->cluster, &cs);
+    corral_redis_cluster_node_stats(r->cluster, out);
+    out->commands = cs.commands; /* given: not ASKING, retries, maps */
+    out->timeouts += cs.timeouts;
+    out->moved = cs.moved;
+    out->ask = cs.ask;
+    out->refreshes = cs.refreshes;
+    out->primaries = cs.primaries;
 }
 
 /* ---- the blocking probe at start ----
@@ -1700,6 +1834,10 @@ corral_redis_probe(const struct corral_redis_options *o, uint64_t timeout_ms,
                    int argc, const char *const *argv, struct redisReply **out,
                    char *err, size_t errlen)
 {
+    if (o->n_cluster > 0)
+        return corral_redis_cluster_probe(o, o->cluster, o->n_cluster,
+                                          timeout_ms, argc, argv, out, err,
+                                          errlen);
     uint64_t deadline = corral_now_ms() + timeout_ms;
     if (out != NULL)
         *out = NULL;

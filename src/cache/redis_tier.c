@@ -5,8 +5,14 @@
  * until the connection answers it. When the tier is freed first, its ops
  * are answered -ECANCELED at once and orphaned (op->t = NULL): the
  * connection's later callback then only frees them. Leases this instance
- * holds are listed too, renewed together every RENEW_MS by one script, and
- * given back with the fill's outcome. */
+ * holds are listed too, renewed together every RENEW_MS by one script per
+ * slot, and given back with the fill's outcome.
+ *
+ * Names: a key's value and lease (which holds a failed fill's outcome)
+ * share the key's hash tag (corral_redis_tagged_name()), so one script
+ * may touch both on a cluster; the purge log and its epoch share the
+ * fleet's one tag. No script touches names of two tags: a purge is two
+ * scripts, the key's and then the log's. */
 #include "corral/redis_tier.h"
 #include "log.h"
 
@@ -89,8 +95,8 @@ struct corral_redis_tier {
     bool resync_pending; /* deaf, or (re)subscribed but not resynced */
     bool resync_lost;    /* this resync found purges missed */
     bool resync_running;
-    struct corral_redis_script *acquire, *release, *renew, *purge, *resync,
-        *get, *epoch_read;
+    struct corral_redis_script *acquire, *release, *renew, *purge_key,
+        *purge_log, *resync, *get, *epoch_read;
     struct event *epoch_ev; /* EPOCH_EVERY_MS */
     bool epoch_asking;
     const struct corral_tier_events *ev;
@@ -163,13 +169,19 @@ static const char renew_script[] =
     "redis.call('pexpire', KEYS[i], ARGV[1]) n = n + 1 end end "
     "return n";
 
-/* KEYS: value, lease, purge log. ARGV: key, channel, log length. */
-static const char purge_script[] =
+/* KEYS: value, lease. The key's part of a purge: its value, and its
+ * failed fill's outcome (a lease held by a fill stays). */
+static const char purge_key_script[] =
     "redis.call('del', KEYS[1]) "
     "local l = redis.pcall('get', KEYS[2]) "
     "if type(l) == 'string' and string.sub(l, 1, 2) == 'F:' then "
     "redis.call('del', KEYS[2]) end "
-    "local id = redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', "
+    "return 1";
+
+/* KEYS: purge log. ARGV: key, channel, log length. The fleet's part: the
+ * log entry, and the message that carries its id. */
+static const char purge_log_script[] =
+    "local id = redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', "
     "'k', ARGV[1]) "
     "redis.call('publish', ARGV[2], 'p ' .. id .. ' ' .. ARGV[1]) "
     "return id";
@@ -202,7 +214,11 @@ static const char get_script[] = LUA_READ "return read(KEYS[1], "
 
 /* ---- keys ---- */
 
-/* prefix [infix] key, in a caller's buffer when it fits. */
+/* A key's value and lease: tagged names (corral/redis.h). */
+#define KIND_VALUE "v:"
+#define KIND_LEASE "l:"
+
+/* A key's name of one kind, in a caller's buffer when it fits. */
 struct kbuf {
     char *p;
     size_t len;
@@ -210,16 +226,12 @@ struct kbuf {
 };
 
 static void
-kbuf_make(struct kbuf *b, const struct corral_redis_tier *t, const char *infix,
+kbuf_make(struct kbuf *b, const struct corral_redis_tier *t, const char *kind,
           const void *key, size_t keylen)
 {
-    size_t ilen = strlen(infix);
-    size_t n = t->plen + ilen + keylen;
+    size_t n = t->plen + CORRAL_REDIS_TAG_LEN + strlen(kind) + keylen;
     b->p = n <= sizeof(b->small) ? b->small : xmalloc(n);
-    memcpy(b->p, t->prefix, t->plen);
-    memcpy(b->p + t->plen, infix, ilen);
-    memcpy(b->p + t->plen + ilen, key, keylen);
-    b->len = n;
+    b->len = corral_redis_tagged_name(b->p, n, t->prefix, kind, key, keylen);
 }
 
 static void
@@ -326,7 +338,7 @@ redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
     op->get_cb = cb;
     struct kbuf k;
     char max[24];
-    kbuf_make(&k, t, "", key, keylen);
+    kbuf_make(&k, t, KIND_VALUE, key, keylen);
     snprintf(max, sizeof(max), "%zu", t->max_value);
     const char *argv[2] = {k.p, max};
     size_t lens[2] = {k.len, strlen(max)};
@@ -349,7 +361,7 @@ redis_set(void *ctx, const struct corral_value *v, uint64_t ttl_ms)
     corral_l2_encode(v, blob);
     struct kbuf k;
     char ttl[24];
-    kbuf_make(&k, t, "", corral_value_key(v), corral_value_keylen(v));
+    kbuf_make(&k, t, KIND_VALUE, corral_value_key(v), corral_value_keylen(v));
     snprintf(ttl, sizeof(ttl), "%" PRIu64, ttl_ms);
     const char *argv[5] = {"SET", k.p, blob, "PX", ttl};
     size_t lens[5] = {3, k.len, n, 2, strlen(ttl)};
@@ -514,8 +526,8 @@ redis_acquire(void *ctx, const void *key, size_t keylen,
     op->lease = lease_new(t, key, keylen);
     struct kbuf k, l;
     char now[24], newer[24], max[24], ms[16];
-    kbuf_make(&k, t, "", key, keylen);
-    kbuf_make(&l, t, "lease:", key, keylen);
+    kbuf_make(&k, t, KIND_VALUE, key, keylen);
+    kbuf_make(&l, t, KIND_LEASE, key, keylen);
     snprintf(now, sizeof(now), "%" PRIu64, want->now_ms);
     snprintf(newer, sizeof(newer), "%" PRIu64, want->newer_than);
     snprintf(max, sizeof(max), "%zu", t->max_value);
@@ -553,7 +565,7 @@ send_release(struct corral_redis_tier *t, struct corral_tier_lease *l,
     const char *message = o->message ? o->message : "";
     size_t mlen = strnlen(message, MESSAGE_MAX);
     int hl;
-    kbuf_make(&lk, t, "lease:", l->key, l->keylen);
+    kbuf_make(&lk, t, KIND_LEASE, l->key, l->keylen);
     snprintf(ahead, sizeof(ahead), " %s ", t->id);
     if (o->kind == CORRAL_OUTCOME_STORED) {
         kind[0] = 's';
@@ -602,20 +614,51 @@ redis_release(void *ctx, struct corral_tier_lease *l,
     corral_redis_flush(t->conn);
 }
 
-/* One script renews every lease held, RENEW_BATCH at a time. */
+struct renewal {
+    unsigned slot;
+    struct corral_tier_lease *l;
+};
+
+static int
+renewal_cmp(const void *a, const void *b)
+{
+    unsigned x = ((const struct renewal *)a)->slot;
+    unsigned y = ((const struct renewal *)b)->slot;
+    return x < y ? -1 : x > y;
+}
+
+/* One script renews the leases held in one slot (on one server, every
+ * lease), RENEW_BATCH at a time. */
 static void
 renew(struct corral_redis_tier *t)
 {
-    struct corral_tier_lease *l = TAILQ_FIRST(&t->held);
+    size_t total = 0, i = 0;
+    struct corral_tier_lease *l;
+    TAILQ_FOREACH(l, &t->held, link)
+    {
+        total++;
+    }
+    struct renewal *v = xcalloc(total ? total : 1, sizeof(*v));
+    TAILQ_FOREACH(l, &t->held, link)
+    {
+        struct kbuf k;
+        kbuf_make(&k, t, KIND_LEASE, l->key, l->keylen);
+        v[i].slot = corral_redis_slot(t->conn, k.p, k.len);
+        v[i++].l = l;
+        kbuf_free(&k);
+    }
+    qsort(v, total, sizeof(*v), renewal_cmp);
     char ms[16];
     snprintf(ms, sizeof(ms), "%d", LEASE_MS);
-    while (l != NULL) {
+    for (i = 0; i < total;) {
         const char *argv[2 * RENEW_BATCH + 1];
         size_t lens[2 * RENEW_BATCH + 1];
         struct kbuf keys[RENEW_BATCH];
-        int n = 0;
-        for (; l != NULL && n < RENEW_BATCH; l = TAILQ_NEXT(l, link), n++) {
-            kbuf_make(&keys[n], t, "lease:", l->key, l->keylen);
+        size_t n = 0;
+        for (; i < total && n < RENEW_BATCH && v[i].slot == v[i - n].slot;
+             i++, n++) {
+            l = v[i].l;
+            kbuf_make(&keys[n], t, KIND_LEASE, l->key, l->keylen);
             argv[n] = keys[n].p;
             lens[n] = keys[n].len;
             /* ARGV[1] is the ms; the tokens follow in the keys' order. */
@@ -626,11 +669,12 @@ renew(struct corral_redis_tier *t)
         lens[n] = strlen(ms);
         memmove(&argv[n + 1], &argv[RENEW_BATCH + 1], n * sizeof(*argv));
         memmove(&lens[n + 1], &lens[RENEW_BATCH + 1], n * sizeof(*lens));
-        corral_redis_eval(t->conn, t->renew, NULL, NULL, n, 2 * n + 1, argv,
-                          lens);
-        for (int i = 0; i < n; i++)
-            kbuf_free(&keys[i]);
+        corral_redis_eval(t->conn, t->renew, NULL, NULL, (int)n,
+                          (int)(2 * n + 1), argv, lens);
+        for (size_t k = 0; k < n; k++)
+            kbuf_free(&keys[k]);
     }
+    free(v);
 }
 
 /* ---- purges ---- */
@@ -671,18 +715,12 @@ replay(struct corral_redis_tier *t)
     }
 }
 
+/* The purge's end, confirmed (error 0) or not. */
 static void
-purge_reply(const redisReply *rep, int error, void *arg)
+purge_done(struct corral_redis_tier *t, struct op *op, int error)
 {
-    struct op *op = arg;
-    struct corral_redis_tier *t = op_done(op);
-    (void)rep;
-    if (t == NULL) {
-        op_free(op);
-        return;
-    }
-    /* Not confirmed (a timeout may still have run it): keep it for a
-     * replay, which is harmless if it did. */
+    /* Not confirmed (a timeout may still have run either part): keep it
+     * for a replay, which is harmless if it did. */
     if (error != 0) {
         replay_keep(t, op->key, op->keylen);
         arm_tick(t);
@@ -693,6 +731,55 @@ purge_reply(const redisReply *rep, int error, void *arg)
 }
 
 static void
+purge_log_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    (void)rep;
+    if (t == NULL) {
+        op_free(op);
+        return;
+    }
+    purge_done(t, op, error);
+}
+
+static void
+purge_key_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    (void)rep;
+    if (t == NULL) {
+        op_free(op);
+        return;
+    }
+    if (error != 0) {
+        purge_done(t, op, error);
+        return;
+    }
+    char max[16];
+    snprintf(max, sizeof(max), "%d", PURGE_LOG_MAX);
+    const char *argv[4] = {t->stream, op->key, t->channel, max};
+    size_t lens[4] = {strlen(t->stream), op->keylen, strlen(t->channel),
+                      strlen(max)};
+    op->listed = true; /* owed again: the log part */
+    TAILQ_INSERT_TAIL(&t->ops, op, link);
+    corral_redis_eval(t->conn, t->purge_log, purge_log_reply, op, 1, 4, argv,
+                      lens);
+}
+
+/* A purge is two scripts, as its names have two tags: the key's part
+ * (value, failed outcome), then, once Redis confirmed it, the log's part
+ * (the log entry, the message). In that order: whoever hears the message,
+ * or reads the entry when it resyncs after being deaf, drops its copy and
+ * asks Redis again, and must find the value gone by then. Log first, a
+ * resync or a message landing between the two parts would read the old
+ * value back and keep it, purge confirmed and all. Key first, an instance
+ * not told yet serves its copy a moment longer, as before any purge is
+ * told; and a log part that fails leaves the purge unconfirmed, to be
+ * replayed whole (deleting again is harmless, a second entry only drops
+ * copies again). */
+static void
 redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
           void *arg)
 {
@@ -700,15 +787,12 @@ redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
     struct op *op = op_new(t, OP_PURGE, key, keylen, arg);
     op->done_cb = cb;
     struct kbuf k, l;
-    char max[16];
-    kbuf_make(&k, t, "", key, keylen);
-    kbuf_make(&l, t, "lease:", key, keylen);
-    snprintf(max, sizeof(max), "%d", PURGE_LOG_MAX);
-    const char *argv[6] = {k.p, l.p, t->stream, key, t->channel, max};
-    size_t lens[6] = {
-        k.len,      l.len, strlen(t->stream), keylen, strlen(t->channel),
-        strlen(max)};
-    corral_redis_eval(t->conn, t->purge, purge_reply, op, 3, 6, argv, lens);
+    kbuf_make(&k, t, KIND_VALUE, key, keylen);
+    kbuf_make(&l, t, KIND_LEASE, key, keylen);
+    const char *argv[2] = {k.p, l.p};
+    size_t lens[2] = {k.len, l.len};
+    corral_redis_eval(t->conn, t->purge_key, purge_key_reply, op, 2, 2, argv,
+                      lens);
     kbuf_free(&k);
     kbuf_free(&l);
 }
@@ -1038,8 +1122,10 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     t->plen = strlen(prefix);
     t->max_value = o && o->max_value_bytes ? o->max_value_bytes : 1u << 20;
     if (asprintf(&t->channel, "%sl2:%u", prefix, db) < 0 ||
-        asprintf(&t->stream, "%spurges", prefix) < 0 ||
-        asprintf(&t->epoch_key, "%sepoch", prefix) < 0)
+        asprintf(&t->stream, "%s" CORRAL_REDIS_FLEET_TAG "purges", prefix) <
+            0 ||
+        asprintf(&t->epoch_key, "%s" CORRAL_REDIS_FLEET_TAG "epoch", prefix) <
+            0)
         abort(); /* the policy of xalloc.h */
     uint64_t nonce = 0;
     if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
@@ -1063,7 +1149,8 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     t->acquire = corral_redis_script_new(conn, acquire_script);
     t->release = corral_redis_script_new(conn, release_script);
     t->renew = corral_redis_script_new(conn, renew_script);
-    t->purge = corral_redis_script_new(conn, purge_script);
+    t->purge_key = corral_redis_script_new(conn, purge_key_script);
+    t->purge_log = corral_redis_script_new(conn, purge_log_script);
     t->resync = corral_redis_script_new(conn, resync_script);
     t->get = corral_redis_script_new(conn, get_script);
     t->epoch_read = corral_redis_script_new(conn, epoch_script);

@@ -539,6 +539,18 @@ upstream_breaker(struct evbuffer *o, const struct family *f,
     }
 }
 
+/* The most primaries any worker's slot map holds: one figure for the
+ * cluster, not a sum over the workers. */
+static void
+l2_primaries(struct evbuffer *o, const struct family *f, const struct scrape *s)
+{
+    uint64_t most = 0;
+    for (size_t i = 0; i < s->nb; i++)
+        if (s->b[i]->l2.primaries > most)
+            most = s->b[i]->l2.primaries;
+    evbuffer_add_printf(o, "%s %" PRIu64 "\n", f->name, most);
+}
+
 static uint64_t
 stale_refreshes(const struct corral_metrics_block *b)
 {
@@ -700,6 +712,18 @@ static const struct family families[] = {
      .samples = {{"", AT(l2.switches)}}},
     {"corral_l2_up", "gauge", "1 when every worker's Redis connection is up.",
      true, true, .samples = {{"", .read = l2_up}}},
+    {"corral_l2_moved_total", "counter",
+     "Redis Cluster MOVED replies: a slot served by another primary now.", true,
+     .samples = {{"", AT(l2.moved)}}},
+    {"corral_l2_ask_total", "counter",
+     "Redis Cluster ASK replies: a slot being migrated.", true,
+     .samples = {{"", AT(l2.ask)}}},
+    {"corral_l2_cluster_refreshes_total", "counter",
+     "Redis Cluster slot maps read.", true,
+     .samples = {{"", AT(l2.refreshes)}}},
+    {"corral_l2_cluster_primaries", "gauge",
+     "Primaries in the Redis Cluster slot map (0 on one server).", true,
+     .series = l2_primaries},
 
     /* Clients and workers. */
     {"corral_client_connections", "gauge", "Client connections open.",

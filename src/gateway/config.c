@@ -1329,31 +1329,85 @@ parse_sentinel(struct ctx *c, struct jnode *n, struct corral_config_l2 *l2)
 }
 
 static int
+parse_cluster(struct ctx *c, struct jnode *n, struct corral_config_l2 *l2)
+{
+    char p[PATH_LEN];
+    if (!expect(c, n, "l2.cluster", J_ARRAY))
+        return -1;
+    if (n->n == 0)
+        return fail(c, n, "l2.cluster", "at least one host:port");
+    if ((l2->cluster = calloc(n->n, sizeof(*l2->cluster))) == NULL)
+        return fail(c, n, "l2.cluster", "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        snprintf(p, sizeof(p), "l2.cluster[%zu]", i);
+        if (get_addr(c, n->kids[i], p, true, &l2->cluster[i]) < 0)
+            return -1;
+        l2->n_cluster++;
+    }
+    return 0;
+}
+
+/* What a cluster asks of the other l2 keys: db 0 (a cluster has one),
+ * and a prefix without braces (names are tagged with them). */
+static int
+check_cluster(struct ctx *c, struct jnode *n, struct corral_config_l2 *l2)
+{
+    struct jnode *m;
+    if (l2->db != 0 && (m = member(n, "db")) != NULL)
+        return fail(c, m, "l2.db", "%u: a cluster has one database, 0", l2->db);
+    if (strpbrk(l2->prefix, "{}") != NULL && (m = member(n, "prefix")))
+        return fail(c, m, "l2.prefix",
+                    "\"%s\": no '{' or '}' on a cluster (corral tags "
+                    "names with them, and a cluster hashes the first tag)",
+                    quote(c, m));
+    return 0;
+}
+
+static int
 parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
 {
-    static const char *const keys[] = {"redis",    "sentinel",        "db",
-                                       "prefix",   "timeout",         "user",
-                                       "password", "max_value_bytes", NULL};
-    struct jnode *m;
+    static const char *const keys[] = {
+        "redis", "sentinel", "cluster",         "db", "prefix", "timeout",
+        "user",  "password", "max_value_bytes", NULL};
+    static const char *const modes[] = {"redis", "sentinel", "cluster"};
+    struct jnode *m, *mode[3];
     struct corral_config_l2 *l2;
     if (check_object(c, n, "l2", keys) < 0)
         return -1;
     if ((l2 = cfg->l2 = calloc(1, sizeof(*l2))) == NULL)
         return fail(c, n, "l2", "out of memory");
-    if ((m = member(n, "sentinel")) != NULL) {
-        if (member(n, "redis") != NULL)
-            return fail(c, m, "l2.sentinel",
-                        "l2.redis and l2.sentinel are mutually exclusive");
-        if (parse_sentinel(c, m, l2) < 0)
+    /* One of them: a second is the error, at the later line. */
+    int first = -1, second = -1;
+    for (int i = 0; i < 3; i++) {
+        if ((mode[i] = member(n, modes[i])) == NULL)
+            continue;
+        if (first < 0)
+            first = i;
+        else if (second < 0)
+            second = i;
+    }
+    if (second >= 0) {
+        char key[16];
+        int at = mode[second]->line >= mode[first]->line ? second : first;
+        snprintf(key, sizeof(key), "l2.%s", modes[at]);
+        return fail(c, mode[at], key, "l2.%s and l2.%s are mutually exclusive",
+                    modes[first], modes[second]);
+    }
+    if (mode[1] != NULL) {
+        if (parse_sentinel(c, mode[1], l2) < 0)
+            return -1;
+    } else if (mode[2] != NULL) {
+        if (parse_cluster(c, mode[2], l2) < 0)
             return -1;
     } else if ((m = need(c, n, "l2", "redis")) == NULL) {
         return -1;
     }
-    const char *r = l2->sentinel ? "" : get_str(c, m, "l2.redis", NULL);
+    m = mode[0];
+    const char *r = m == NULL ? "" : get_str(c, m, "l2.redis", NULL);
     if (r == NULL)
         return -1;
-    if (l2->sentinel != NULL) {
-        /* the sentinels name the server */
+    if (m == NULL) {
+        /* the sentinels name the server, or the cluster its nodes */
     } else if (strncmp(r, "unix:", 5) == 0) {
         if (r[5] != '/')
             return fail(c, m, "l2.redis",
@@ -1390,6 +1444,8 @@ parse_l2(struct ctx *c, struct jnode *n, struct corral_config *cfg)
     if ((m = member(n, "timeout")) &&
         get_duration(c, m, "l2.timeout", 1, MAX_TIMEOUT_MS, &l2->timeout_ms) <
             0)
+        return -1;
+    if (l2->n_cluster > 0 && check_cluster(c, n, l2) < 0)
         return -1;
     return 0;
 }
@@ -1715,6 +1771,9 @@ corral_config_free(struct corral_config *cfg)
             explicit_bzero(cfg->l2->password, strlen(cfg->l2->password));
         free(cfg->l2->password);
         free(cfg->l2->prefix);
+        for (size_t i = 0; i < cfg->l2->n_cluster; i++)
+            free(cfg->l2->cluster[i].host);
+        free(cfg->l2->cluster);
         struct corral_config_sentinel *s = cfg->l2->sentinel;
         if (s != NULL) {
             free(s->master);

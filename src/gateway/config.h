@@ -49,8 +49,8 @@ struct corral_config_sentinel {
 };
 
 struct corral_config_l2 {
-    struct corral_config_addr redis; /* host:port, unless unix_path or
-                                      * sentinel */
+    struct corral_config_addr redis; /* host:port, unless unix_path,
+                                      * sentinel or cluster */
     char *unix_path;                 /* "unix:/path": the path */
     char *user;          /* AUTH user (Redis ACL); NULL: the default user */
     char *password;      /* AUTH; NULL: none. Never logged */
@@ -59,6 +59,8 @@ struct corral_config_l2 {
     uint64_t timeout_ms; /* per operation, default 50 */
     uint64_t max_value_bytes; /* larger values stay in L1, default 1 MB */
     struct corral_config_sentinel *sentinel; /* NULL: l2.redis */
+    struct corral_config_addr *cluster;      /* l2.cluster's seeds */
+    size_t n_cluster;                        /* 0: not a cluster */
 };
 
 struct corral_config_limits {

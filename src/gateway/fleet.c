@@ -2,7 +2,13 @@
  * doc/fleet.md). Admissions, bumps and probes are ops listed until the
  * connection answers them; freeing the fleet answers them -ECANCELED and
  * orphans them (op->f = NULL), so the connection's later callback only
- * frees them. */
+ * frees them.
+ *
+ * Names: an upstream's rate window, pause and breaker share a hash tag
+ * made from its name (corral_redis_tagged_name()), one slot per upstream
+ * on a cluster; the generations hash has the fleet's one tag. No script
+ * touches names of two tags: a resync is one script per upstream beside
+ * the generations' own. */
 #include "fleet.h"
 #include "log.h"
 
@@ -24,9 +30,9 @@
  * lose it (FLUSHALL) without dropping a connection, so no resync would
  * follow. */
 #define SYNC_EVERY_MS 2000
-#define SYNC_MAX 100 /* routes or upstreams per sync script */
+#define SYNC_MAX 100 /* routes per generations sync script */
 
-enum op_kind { OP_ADMIT, OP_BUMP, OP_SYNC, OP_PROBE };
+enum op_kind { OP_ADMIT, OP_BUMP, OP_SYNC_GENS, OP_SYNC_UPSTREAM, OP_PROBE };
 
 struct op {
     TAILQ_ENTRY(op) link;
@@ -37,9 +43,10 @@ struct op {
     corral_fleet_bump_cb *bump_cb;
     corral_fleet_probe_cb *probe_cb;
     void *arg;
-    char member[80];                   /* OP_ADMIT */
-    size_t path0, n_paths, up0, n_ups; /* OP_SYNC: the batch it covers */
-    char name[];                       /* OP_BUMP: the path */
+    char member[80];       /* OP_ADMIT */
+    size_t path0, n_paths; /* OP_SYNC_GENS: the batch it covers */
+    size_t up;             /* OP_SYNC_UPSTREAM: which */
+    char name[];           /* OP_BUMP: the path */
 };
 TAILQ_HEAD(op_list, op);
 
@@ -58,7 +65,8 @@ struct corral_fleet {
     bool sync_pending;  /* subscribed again, or a write-back owed */
     unsigned sync_left; /* sync scripts in flight */
     bool sync_failed;
-    struct corral_redis_script *admit, *bump, *sync, *trip, *probe;
+    struct corral_redis_script *admit, *bump, *sync_gens, *sync_upstream, *trip,
+        *probe;
     struct event *retry_ev;
     struct event *every_ev; /* SYNC_EVERY_MS */
     struct op_list ops;
@@ -94,12 +102,11 @@ static const char bump_script[] =
     "redis.call('publish', ARGV[3], 'g ' .. n .. ' ' .. ARGV[1]) "
     "return n";
 
-/* KEYS: the generations hash, then the upstreams' pause keys, then their
- * breaker keys. ARGV: channel, the number of paths, then path and here for
- * each. Redis keeps the larger of each generation (telling every instance
- * when here was larger: a flush undone); answers {generations, pauses'
- * pttl, breakers' pttl and step, two per upstream}. */
-static const char sync_script[] =
+/* KEYS: the generations hash. ARGV: channel, the number of paths, then
+ * path and here for each. Redis keeps the larger of each generation
+ * (telling every instance when here was larger: a flush undone); answers
+ * the generations. */
+static const char sync_gens_script[] =
     "local n = tonumber(ARGV[2]) "
     "local gens = {} "
     "for i = 1, n do "
@@ -108,17 +115,15 @@ static const char sync_script[] =
     "if h > v then redis.call('hset', KEYS[1], p, h) "
     "redis.call('publish', ARGV[1], 'g ' .. h .. ' ' .. p) v = h end "
     "gens[i] = v end "
-    "local u = (#KEYS - 1) / 2 "
-    "local pauses, breakers = {}, {} "
-    "for i = 1, u do "
-    "pauses[i] = redis.call('pttl', KEYS[1 + i]) "
-    "local p = redis.call('pttl', KEYS[1 + u + i]) "
-    "breakers[2 * i - 1] = p "
-    "breakers[2 * i] = 0 "
-    "if p > 0 then "
-    "breakers[2 * i] = tonumber(redis.call('get', KEYS[1 + u + i])) or 0 "
-    "end end "
-    "return {gens, pauses, breakers}";
+    "return gens";
+
+/* KEYS: an upstream's pause, its breaker. {the pause's pttl, the
+ * breaker's pttl, its step}. */
+static const char sync_upstream_script[] =
+    "local b = redis.call('pttl', KEYS[2]) "
+    "local step = 0 "
+    "if b > 0 then step = tonumber(redis.call('get', KEYS[2])) or 0 end "
+    "return {redis.call('pttl', KEYS[1]), b, step}";
 
 /* KEYS: an upstream's breaker. ARGV: step, nx, channel, message. Opens
  * the fleet's breaker (no probe for step ms) and tells every instance;
@@ -140,6 +145,18 @@ static const char probe_script[] =
     "return {0, p, tonumber(redis.call('get', KEYS[1])) or 0} end "
     "redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) "
     "return {1, 0, tonumber(ARGV[1])}";
+
+/* ---- names ---- */
+
+/* An upstream's name of one kind ("rate:", "pause:", "breaker:"). */
+static void
+upstream_key(const struct corral_fleet *f, const char *kind, const char *name,
+             char *key, size_t cap)
+{
+    size_t n = corral_redis_tagged_name(key, cap - 1, f->prefix, kind, name,
+                                        strlen(name));
+    key[n < cap - 1 ? n : cap - 1] = '\0';
+}
 
 /* ---- ops ---- */
 
@@ -203,8 +220,8 @@ corral_fleet_admit(struct corral_fleet *f, const char *name, unsigned count,
     op->admit_cb = cb;
     snprintf(op->member, sizeof(op->member), "%s-%" PRIu64, f->id, ++f->admits);
     char rate[512], pause[512], n[16], w[24];
-    snprintf(rate, sizeof(rate), "%srate:%s", f->prefix, name);
-    snprintf(pause, sizeof(pause), "%spause:%s", f->prefix, name);
+    upstream_key(f, "rate:", name, rate, sizeof(rate));
+    upstream_key(f, "pause:", name, pause, sizeof(pause));
     snprintf(n, sizeof(n), "%u", count);
     snprintf(w, sizeof(w), "%" PRIu64, window_ms);
     const char *argv[5] = {rate, pause, n, w, op->member};
@@ -216,7 +233,7 @@ corral_fleet_unadmit(struct corral_fleet *f, const char *name,
                      const char *member)
 {
     char rate[512];
-    snprintf(rate, sizeof(rate), "%srate:%s", f->prefix, name);
+    upstream_key(f, "rate:", name, rate, sizeof(rate));
     const char *argv[3] = {"ZREM", rate, member};
     corral_redis_command(f->conn, NULL, NULL, 3, argv, NULL);
 }
@@ -227,7 +244,7 @@ void
 corral_fleet_pause(struct corral_fleet *f, const char *name, uint64_t ms)
 {
     char key[512], msg[512], px[24];
-    snprintf(key, sizeof(key), "%spause:%s", f->prefix, name);
+    upstream_key(f, "pause:", name, key, sizeof(key));
     snprintf(px, sizeof(px), "%" PRIu64, ms);
     snprintf(msg, sizeof(msg), "z %" PRIu64 " %s", ms, name);
     const char *set[5] = {"SET", key, "1", "PX", px};
@@ -242,7 +259,7 @@ static void
 breaker_key(const struct corral_fleet *f, const char *name, char *key,
             size_t cap)
 {
-    snprintf(key, cap, "%sbreaker:%s", f->prefix, name);
+    upstream_key(f, "breaker:", name, key, cap);
 }
 
 void
@@ -346,6 +363,43 @@ corral_fleet_bump(struct corral_fleet *f, const char *path, uint64_t here,
 
 static void start_sync(struct corral_fleet *f);
 
+/* The generations of one batch of paths. False for a reply of another
+ * shape. */
+static bool
+read_gens(struct corral_fleet *f, const struct op *b, const redisReply *g)
+{
+    if (g->type != REDIS_REPLY_ARRAY || b->path0 + b->n_paths > f->n_paths)
+        return false;
+    for (size_t i = 0; i < g->elements && i < b->n_paths; i++)
+        if (g->element[i]->type == REDIS_REPLY_INTEGER &&
+            g->element[i]->integer > 0 && f->ev->generation)
+            f->ev->generation(f->paths[b->path0 + i],
+                              (uint64_t)g->element[i]->integer, f->arg);
+    return true;
+}
+
+/* One upstream's pause and breaker. False for a reply of another shape. */
+static bool
+read_upstream(struct corral_fleet *f, const struct op *b, const redisReply *u)
+{
+    if (u->type != REDIS_REPLY_ARRAY || u->elements != 3 ||
+        b->up >= f->n_upstreams)
+        return false;
+    for (size_t i = 0; i < 3; i++)
+        if (u->element[i]->type != REDIS_REPLY_INTEGER)
+            return false;
+    const char *name = f->upstreams[b->up];
+    long long pause = u->element[0]->integer, open = u->element[1]->integer;
+    long long step = u->element[2]->integer;
+    if (pause > 0 && f->ev->paused)
+        f->ev->paused(name, (uint64_t)pause, f->arg);
+    /* Only an open one: a close missed is heard by the next probe, which
+     * finds no step running and goes. */
+    if (open > 0 && step > 0 && f->ev->breaker)
+        f->ev->breaker(name, (uint64_t)open, (uint64_t)step, f->arg);
+    return true;
+}
+
 static void
 sync_reply(const redisReply *rep, int error, void *arg)
 {
@@ -356,37 +410,9 @@ sync_reply(const redisReply *rep, int error, void *arg)
     if (f == NULL)
         return;
     f->sync_left--;
-    if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
-        rep->element[0]->type != REDIS_REPLY_ARRAY ||
-        rep->element[1]->type != REDIS_REPLY_ARRAY ||
-        rep->element[2]->type != REDIS_REPLY_ARRAY ||
-        b.path0 + b.n_paths > f->n_paths || b.up0 + b.n_ups > f->n_upstreams) {
+    if (error != 0 || !(b.kind == OP_SYNC_GENS ? read_gens(f, &b, rep)
+                                               : read_upstream(f, &b, rep)))
         f->sync_failed = true;
-    } else {
-        const redisReply *g = rep->element[0], *p = rep->element[1];
-        const redisReply *k = rep->element[2];
-        for (size_t i = 0; i < g->elements && i < b.n_paths; i++)
-            if (g->element[i]->type == REDIS_REPLY_INTEGER &&
-                g->element[i]->integer > 0 && f->ev->generation)
-                f->ev->generation(f->paths[b.path0 + i],
-                                  (uint64_t)g->element[i]->integer, f->arg);
-        for (size_t i = 0; i < p->elements && i < b.n_ups; i++)
-            if (p->element[i]->type == REDIS_REPLY_INTEGER &&
-                p->element[i]->integer > 0 && f->ev->paused)
-                f->ev->paused(f->upstreams[b.up0 + i],
-                              (uint64_t)p->element[i]->integer, f->arg);
-        /* Only an open one: a close missed is heard by the next probe,
-         * which finds no step running and goes. */
-        for (size_t i = 0; 2 * i + 1 < k->elements && i < b.n_ups; i++)
-            if (k->element[2 * i]->type == REDIS_REPLY_INTEGER &&
-                k->element[2 * i + 1]->type == REDIS_REPLY_INTEGER &&
-                k->element[2 * i]->integer > 0 &&
-                k->element[2 * i + 1]->integer > 0 && f->ev->breaker)
-                f->ev->breaker(f->upstreams[b.up0 + i],
-                               (uint64_t)k->element[2 * i]->integer,
-                               (uint64_t)k->element[2 * i + 1]->integer,
-                               f->arg);
-    }
     if (f->sync_left > 0)
         return;
     if (f->sync_failed) {
@@ -401,66 +427,73 @@ sync_reply(const redisReply *rep, int error, void *arg)
         f->ev->synced(f->arg);
 }
 
-/* Writes this instance's generations back and reads Redis's, and reads
- * every upstream's pause and breaker, SYNC_MAX of each per script. */
+/* Writes SYNC_MAX of this instance's generations back and reads Redis's. */
+static void
+sync_gens(struct corral_fleet *f, size_t path0, size_t n_paths)
+{
+    /* args: channel, n, path and here for each */
+    size_t argc = 1 + 2 + 2 * n_paths;
+    const char **argv = xcalloc(argc, sizeof(*argv));
+    char **owned = xcalloc(n_paths + 1, sizeof(*owned));
+    size_t o = 0, a = 0;
+    argv[a++] = f->gens_key;
+    argv[a++] = f->channel;
+    if (asprintf(&owned[o], "%zu", n_paths) < 0)
+        abort();
+    argv[a++] = owned[o++];
+    for (size_t i = 0; i < n_paths; i++) {
+        const char *path = f->paths[path0 + i];
+        argv[a++] = path;
+        uint64_t here = f->ev->current ? f->ev->current(path, f->arg) : 0;
+        if (asprintf(&owned[o], "%" PRIu64, here) < 0)
+            abort();
+        argv[a++] = owned[o++];
+    }
+    struct op *op = op_new(f, OP_SYNC_GENS, NULL, NULL);
+    op->path0 = path0;
+    op->n_paths = n_paths;
+    f->sync_left++;
+    corral_redis_eval(f->conn, f->sync_gens, sync_reply, op, 1, (int)a, argv,
+                      NULL);
+    for (size_t i = 0; i < o; i++)
+        free(owned[i]);
+    free(owned);
+    free(argv);
+}
+
+/* Reads one upstream's pause and breaker. */
+static void
+sync_upstream(struct corral_fleet *f, size_t up)
+{
+    char pause[512], breaker[512];
+    upstream_key(f, "pause:", f->upstreams[up], pause, sizeof(pause));
+    breaker_key(f, f->upstreams[up], breaker, sizeof(breaker));
+    const char *argv[2] = {pause, breaker};
+    struct op *op = op_new(f, OP_SYNC_UPSTREAM, NULL, NULL);
+    op->up = up;
+    f->sync_left++;
+    corral_redis_eval(f->conn, f->sync_upstream, sync_reply, op, 2, 2, argv,
+                      NULL);
+}
+
+/* Writes this instance's generations back and reads Redis's, SYNC_MAX per
+ * script (one at least, so a resync always ends in a reply), and reads
+ * every upstream's pause and breaker, one script each. */
 static void
 start_sync(struct corral_fleet *f)
 {
     if (f->sync_left > 0)
         return;
     f->sync_failed = false;
-    size_t batches;
-    size_t np = (f->n_paths + SYNC_MAX - 1) / SYNC_MAX;
-    size_t nu = (f->n_upstreams + SYNC_MAX - 1) / SYNC_MAX;
-    batches = np > nu ? np : nu;
-    if (batches == 0)
-        batches = 1;
-    for (size_t k = 0; k < batches; k++) {
-        struct op b = {0};
-        b.path0 = k * SYNC_MAX < f->n_paths ? k * SYNC_MAX : f->n_paths;
-        b.n_paths =
-            f->n_paths - b.path0 < SYNC_MAX ? f->n_paths - b.path0 : SYNC_MAX;
-        b.up0 = k * SYNC_MAX < f->n_upstreams ? k * SYNC_MAX : f->n_upstreams;
-        b.n_ups = f->n_upstreams - b.up0 < SYNC_MAX ? f->n_upstreams - b.up0
-                                                    : SYNC_MAX;
-        /* keys: gens + pauses + breakers; args: channel, n, 2 per path */
-        size_t argc = 1 + 2 * b.n_ups + 2 + 2 * b.n_paths;
-        const char **argv = xcalloc(argc, sizeof(*argv));
-        char **owned = xcalloc(2 * b.n_ups + b.n_paths + 1, sizeof(*owned));
-        size_t o = 0, a = 0;
-        argv[a++] = f->gens_key;
-        for (size_t i = 0; i < 2 * b.n_ups; i++) {
-            if (asprintf(&owned[o], "%s%s:%s", f->prefix,
-                         i < b.n_ups ? "pause" : "breaker",
-                         f->upstreams[b.up0 + i % b.n_ups]) < 0)
-                abort();
-            argv[a++] = owned[o++];
-        }
-        argv[a++] = f->channel;
-        if (asprintf(&owned[o], "%zu", b.n_paths) < 0)
-            abort();
-        argv[a++] = owned[o++];
-        for (size_t i = 0; i < b.n_paths; i++) {
-            const char *path = f->paths[b.path0 + i];
-            argv[a++] = path;
-            uint64_t here = f->ev->current ? f->ev->current(path, f->arg) : 0;
-            if (asprintf(&owned[o], "%" PRIu64, here) < 0)
-                abort();
-            argv[a++] = owned[o++];
-        }
-        struct op *op = op_new(f, OP_SYNC, NULL, NULL);
-        op->path0 = b.path0;
-        op->n_paths = b.n_paths;
-        op->up0 = b.up0;
-        op->n_ups = b.n_ups;
-        f->sync_left++;
-        corral_redis_eval(f->conn, f->sync, sync_reply, op,
-                          (int)(1 + 2 * b.n_ups), (int)a, argv, NULL);
-        for (size_t i = 0; i < o; i++)
-            free(owned[i]);
-        free(owned);
-        free(argv);
-    }
+    size_t path0 = 0;
+    do {
+        size_t n =
+            f->n_paths - path0 < SYNC_MAX ? f->n_paths - path0 : SYNC_MAX;
+        sync_gens(f, path0, n);
+        path0 += n;
+    } while (path0 < f->n_paths);
+    for (size_t i = 0; i < f->n_upstreams; i++)
+        sync_upstream(f, i);
 }
 
 static void
@@ -591,7 +624,7 @@ corral_fleet_new(struct event_base *base, struct corral_redis *conn,
     f->conn = conn;
     f->prefix = xstrndup(prefix, strlen(prefix));
     if (asprintf(&f->channel, "%sfleet:%u", prefix, db) < 0 ||
-        asprintf(&f->gens_key, "%sgens", prefix) < 0)
+        asprintf(&f->gens_key, "%s" CORRAL_FLEET_GENS, prefix) < 0)
         abort(); /* the policy of xalloc.h */
     snprintf(f->id, sizeof(f->id), "%s", id);
     f->ev = ev;
@@ -607,7 +640,8 @@ corral_fleet_new(struct event_base *base, struct corral_redis *conn,
         abort();
     f->admit = corral_redis_script_new(conn, admit_script);
     f->bump = corral_redis_script_new(conn, bump_script);
-    f->sync = corral_redis_script_new(conn, sync_script);
+    f->sync_gens = corral_redis_script_new(conn, sync_gens_script);
+    f->sync_upstream = corral_redis_script_new(conn, sync_upstream_script);
     f->trip = corral_redis_script_new(conn, trip_script);
     f->probe = corral_redis_script_new(conn, probe_script);
     if (corral_redis_subscribe(conn, f->channel, &listener, f) != 0)

@@ -15,9 +15,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "corral/redis.h"
+
 struct event_base;
-struct corral_redis;
 struct corral_fleet; /* opaque */
+
+/* The generations hash's name after the prefix: under the fleet's one
+ * tag, so every instance reads every generation from one primary. */
+#define CORRAL_FLEET_GENS CORRAL_REDIS_FLEET_TAG "gens"
 
 /* What the fleet tells the gateway. */
 struct corral_fleet_events {

@@ -949,19 +949,26 @@ same_str(const char *a, const char *b)
 }
 
 static bool
+same_addrs(const struct corral_config_addr *a, size_t na,
+           const struct corral_config_addr *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (!same_str(a[i].host, b[i].host) || a[i].port != b[i].port)
+            return false;
+    return true;
+}
+
+static bool
 same_sentinel(const struct corral_config_sentinel *a,
               const struct corral_config_sentinel *b)
 {
     if (a == NULL || b == NULL)
         return a == b;
-    if (!same_str(a->master, b->master) || !same_str(a->user, b->user) ||
-        !same_str(a->password, b->password) || a->n_nodes != b->n_nodes)
-        return false;
-    for (size_t i = 0; i < a->n_nodes; i++)
-        if (!same_str(a->nodes[i].host, b->nodes[i].host) ||
-            a->nodes[i].port != b->nodes[i].port)
-            return false;
-    return true;
+    return same_str(a->master, b->master) && same_str(a->user, b->user) &&
+           same_str(a->password, b->password) &&
+           same_addrs(a->nodes, a->n_nodes, b->nodes, b->n_nodes);
 }
 
 /* Says which settings of cfg differ from the running ones but only take
@@ -991,7 +998,9 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
                      old->l2->db != cfg->l2->db ||
                      old->l2->timeout_ms != cfg->l2->timeout_ms ||
                      old->l2->max_value_bytes != cfg->l2->max_value_bytes ||
-                     !same_sentinel(old->l2->sentinel, cfg->l2->sentinel))))
+                     !same_sentinel(old->l2->sentinel, cfg->l2->sentinel) ||
+                     !same_addrs(old->l2->cluster, old->l2->n_cluster,
+                                 cfg->l2->cluster, cfg->l2->n_cluster))))
         what[n++] = "l2";
     if (memcmp(&old->limits, &cfg->limits, sizeof(cfg->limits)) != 0)
         what[n++] = "limits";
@@ -1216,26 +1225,33 @@ l2_start(struct corral_gateway *g, const struct corral_config *cfg, char *err,
     };
     struct corral_redis_node *nodes = NULL;
     const struct corral_config_sentinel *sl = l->sentinel;
-    if (sl != NULL) {
-        if ((nodes = calloc(sl->n_nodes, sizeof(*nodes))) == NULL) {
+    const struct corral_config_addr *addrs = sl ? sl->nodes : l->cluster;
+    size_t n_addrs = sl ? sl->n_nodes : l->n_cluster;
+    if (n_addrs > 0) {
+        if ((nodes = calloc(n_addrs, sizeof(*nodes))) == NULL) {
             snprintf(err, errlen, "l2: out of memory");
             return -1;
         }
-        for (size_t i = 0; i < sl->n_nodes; i++) {
-            nodes[i].host = sl->nodes[i].host;
-            nodes[i].port = sl->nodes[i].port;
+        for (size_t i = 0; i < n_addrs; i++) {
+            nodes[i].host = addrs[i].host;
+            nodes[i].port = addrs[i].port;
         }
         ro.host = NULL;
         ro.port = 0;
+    }
+    if (sl != NULL) {
         ro.master = sl->master;
         ro.sentinels = nodes;
         ro.n_sentinels = sl->n_nodes;
         ro.sentinel_user = sl->user;
         ro.sentinel_password = sl->password;
+    } else if (l->n_cluster > 0) {
+        ro.cluster = nodes;
+        ro.n_cluster = l->n_cluster;
     }
     char why[256], gens[600];
     uint64_t ms = 4 * l->timeout_ms > 1000 ? 4 * l->timeout_ms : 1000;
-    snprintf(gens, sizeof(gens), "%sgens", l->prefix);
+    snprintf(gens, sizeof(gens), "%s" CORRAL_FLEET_GENS, l->prefix);
     const char *argv[2] = {"HGETALL", gens};
     redisReply *rep = NULL;
     int rc = corral_redis_probe(&ro, ms, 2, argv, &rep, why, sizeof(why));

@@ -241,6 +241,37 @@ class World:
               "prefix": "t:", "timeout": "200ms"}
         return primary, replica, sentinels, l2
 
+    def start_cluster(self, primaries=3, replicas=0, node_timeout_ms=2000):
+        """A Redis Cluster on free loopback ports: primaries * (1 +
+        replicas) redis-servers with cluster-enabled, joined by redis-cli
+        --cluster create, ready when every node says cluster_state:ok and
+        knows every other. Stopped by PID with the rest. Returns a
+        Cluster (its nodes, and the config's "l2" with every node a
+        seed)."""
+        require(shutil.which("redis-cli") is not None, "redis-cli")
+        nodes = []
+        for _ in range(primaries * (1 + replicas)):
+            port = free_port()
+            nodes.append(self.start_redis((
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-port", str(free_port()),
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--repl-diskless-sync-delay", "0")))
+        p = subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *[f"127.0.0.1:{n.port}" for n in nodes],
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        require(p.returncode == 0,
+                f"redis-cli --cluster create: {p.stderr.decode()[-300:]}")
+        c = Cluster(nodes)
+        deadline = time.monotonic() + 30
+        while not c.ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        require(c.ready(), "every cluster node says cluster_state:ok")
+        return c
+
     def write_config(self, cfg, name="corral.json"):
         path = self.path(name)
         with open(path, "w") as f:
@@ -303,6 +334,53 @@ class World:
                     "delay-proxy did not start")
             time.sleep(0.02)
         return int(open(portfile).read())
+
+
+class Cluster:
+    """The nodes of a Redis Cluster (Redis objects) and what a test asks of
+    them."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+        self.l2 = {"cluster": [f"127.0.0.1:{n.port}" for n in nodes],
+                   "prefix": "t:", "timeout": "200ms"}
+
+    def ready(self):
+        n = len(self.nodes)
+        for node in self.nodes:
+            try:
+                info = node.cmd("CLUSTER", "INFO").decode()
+                known = node.cmd("CLUSTER", "NODES").decode()
+            except (OSError, RedisError):
+                return False
+            if ("cluster_state:ok" not in info or
+                    f"cluster_known_nodes:{n}" not in info or
+                    len(known.strip().splitlines()) != n):
+                return False
+        return True
+
+    def primaries(self):
+        """The nodes that own slots, by CLUSTER SLOTS."""
+        ports = {r[2][1] for r in self.any().cmd("CLUSTER", "SLOTS")}
+        return [n for n in self.nodes if n.port in ports]
+
+    def any(self):
+        for n in self.nodes:
+            if n.proc and n.proc.poll() is None:
+                return n
+        raise AssertionError("no cluster node runs")
+
+    def keyslot(self, name):
+        return self.any().cmd("CLUSTER", "KEYSLOT", name)
+
+    def owner(self, name):
+        """The primary whose slots hold name."""
+        slot = self.keyslot(name)
+        for first, last, (host, port, *_), *_ in self.any().cmd("CLUSTER",
+                                                                "SLOTS"):
+            if first <= slot <= last:
+                return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"no primary for slot {slot}")
 
 
 class RedisError(Exception):
@@ -510,6 +588,24 @@ class Origin:
 
     def reset(self):
         return self.control("POST", "/_origin/reset", {})
+
+
+def l2_name(prefix, kind, key):
+    """corral's name in Redis of one thing (kind: b"v:" value, b"l:" lease,
+    b"rate:"...) of key (all bytes): prefix {tag} kind key, tag 8 hex
+    digits of FNV-1a over key (doc/fleet.md)."""
+    h = 2166136261
+    for b in key:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return prefix + b"{%08x}" % h + kind + key
+
+
+def l2_split(name):
+    """(prefix, kind, key) of a name l2_name() makes (kind up to ':')."""
+    i = name.index(b"{")
+    j = name.index(b"}", i)
+    k = name.index(b":", j) + 1
+    return name[:i], name[j + 1:k], name[k:]
 
 
 def fleet_config(origin, redis_port, timeout="200ms", prefix="t:", l2=None,

@@ -29,11 +29,11 @@ check(cs.endswith("detail=l2"), f"B is at generation 2 too: {cs}")
 
 def wait_gens(at_least):
     """Until Redis has the route's generation back (doc/fleet.md keeps it
-    in the hash Pgens), at most 5 s; the checks below say what counts."""
+    in the hash P{fleet}gens), at most 5 s; the checks below say what counts."""
     deadline = time.time() + 5
     while time.time() < deadline:
         try:
-            g = redis.cmd("HGET", "t:gens", "/api/{k}")
+            g = redis.cmd("HGET", "t:{fleet}gens", "/api/{k}")
         except (RedisError, OSError):
             g = None
         if g is not None and int(g) >= at_least:

@@ -25,9 +25,9 @@ redis.cont()
 time.sleep(1.5)
 
 # No lease outlives a second. A failure outcome ("F:...") is not a lease
-# anyone waits on; anything else under lease:* is a holder's, and nobody
-# holds this key.
-leases = redis.scan("t:lease:*")
+# anyone waits on; anything else under a lease name is a holder's, and
+# nobody holds this key.
+leases = redis.scan("t:{*}l:*")
 for k in leases:
     v = redis.cmd("GET", k)
     pttl = redis.cmd("PTTL", k)

@@ -8,8 +8,8 @@ bytes written says."""
 import asyncio
 import time
 
-from harness import (RedisError, check, check_eq, done, fleet_of_two,
-                     status_or_error, timed_request)
+from harness import (RedisError, check, check_eq, done, fleet_of_two, l2_name,
+                     l2_split, status_or_error, timed_request)
 
 origin, redis, a, b = fleet_of_two()
 
@@ -59,8 +59,9 @@ for _ in range(40):
         break
     time.sleep(0.05)
 check_eq(len(names), 1, "k0's value found in Redis")
-prefix = names[0][:-len(b"/api/k0")]
-redis.cmd("SET", prefix + b"/api/junk", b"x" * (60 * 1000 * 1000))
+prefix, kind, k0 = l2_split(names[0])
+junk_name = l2_name(prefix, kind, k0[:-len(b"/api/k0")] + b"/api/junk")
+redis.cmd("SET", junk_name, b"x" * (60 * 1000 * 1000))
 
 
 def redis_sent():
@@ -95,7 +96,7 @@ check(status_or_error(junk[2]) == 200 and
 check_eq(origin.calls("/v/junk"), 1, "the junk key refetched once")
 value = None
 for _ in range(60):
-    value = redis.cmd("GETRANGE", prefix + b"/api/junk", 0, 199)
+    value = redis.cmd("GETRANGE", junk_name, 0, 199)
     if value.startswith(b"CRV"):
         break
     time.sleep(0.05)

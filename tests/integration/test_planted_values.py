@@ -12,7 +12,8 @@ import socket
 import struct
 import time
 
-from harness import RedisError, World, check, check_eq, done, fleet_config
+from harness import (RedisError, World, check, check_eq, done, fleet_config,
+                     l2_name, l2_split)
 
 HEAD = struct.Struct("<3sBQQIIHHHII")  # version 2, 42 bytes
 
@@ -74,7 +75,13 @@ check(b"/api/probe" in found and b"/raw/nj" in found,
       f"corral's values found in Redis: {sorted(found)}")
 probe_name, probe = found[b"/api/probe"]
 check(probe_name.endswith(b"/api/probe"), f"named after its key: {probe_name}")
-prefix = probe_name[:-len(b"/api/probe")]
+prefix, kind, probe_key = l2_split(probe_name)
+prefix = probe_key[:-len(b"/api/probe")]
+
+
+def name_of(key):
+    """The name B reads key's value under."""
+    return l2_name(l2_split(probe_name)[0], kind, prefix + key)
 _, _, p_ctype, p_aux, p_body = decode(probe)
 _, _, n_ctype, n_aux, n_body = decode(found[b"/raw/nj"][1])
 check_eq(b.get("/api/probe").body, p_body, "B holds /api/probe")
@@ -146,7 +153,7 @@ def rejected():
 for case, (ctype, aux, body, stored, expires, swr, sie) in CASES.items():
     key = f"/api/{case}".encode()
     planted = encode(key, ctype, aux, body, stored, expires, swr, sie)
-    redis.cmd("SET", prefix + key, planted, "PX", 120000)
+    redis.cmd("SET", name_of(key), planted, "PX", 120000)
     before = rejected()
     # Two pipelined requests on one keep-alive connection: the planted key,
     # then a key B holds. Both must parse, in order.
@@ -173,7 +180,7 @@ for case, (ctype, aux, body, stored, expires, swr, sie) in CASES.items():
     check_eq(origin.calls(f"/v/{case}"), 1, f"{case}: one origin call")
     now_there = None
     for _ in range(40):
-        now_there = redis.cmd("GET", prefix + key)
+        now_there = redis.cmd("GET", name_of(key))
         if now_there != planted:
             break
         time.sleep(0.05)

@@ -1,0 +1,20 @@
+/* redis_impl.h — what the cluster client (cluster.c) needs of one server's
+ * connection (redis.c) beyond corral/redis.h. Private to libcorral. */
+#ifndef CORRAL_REDIS_IMPL_H
+#define CORRAL_REDIS_IMPL_H
+
+#include <stdbool.h>
+
+#include "corral/redis.h"
+
+/* fn(arg) hears each time r's command connection finished a handshake or
+ * gave up an attempt. It is called inside r's own callbacks: it must only
+ * schedule work (event_active). One watcher; fn NULL: none. */
+void corral_redis_watch(struct corral_redis *r, void (*fn)(void *arg),
+                        void *arg);
+/* A connection attempt (connect and handshake) is under way. */
+bool corral_redis_connecting(const struct corral_redis *r);
+/* A handshake ever completed. */
+bool corral_redis_ever_ready(const struct corral_redis *r);
+
+#endif
