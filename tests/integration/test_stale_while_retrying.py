@@ -14,6 +14,10 @@ import time
 
 from harness import World, check, check_eq, done
 
+# "At once": far below the 1 s a hanging try takes (and the 2 s a queued
+# one waits), with room for a loaded machine's scheduling.
+AT_ONCE = 0.5
+
 w = World()
 origin = w.start_origin()
 
@@ -75,8 +79,8 @@ for t in threads:
     t.join()
 check(len(seen) > 100, f"hang: clients asked ({len(seen)})")
 slow = sorted(took for took, _ in seen)[-3:]
-check(all(took < 0.1 for took, _ in seen),
-      f"hang: every answer under 100 ms (slowest {slow})")
+check(all(took < AT_ONCE for took, _ in seen),
+      f"hang: every answer well within the 1 s hang (slowest {slow})")
 check_eq({r.status for _, r in seen}, {200}, "hang: all 200")
 check_eq({r.body for _, r in seen}, {b'{"v":1}'}, "hang: all the copy")
 details = {r.headers["cache-status"].rpartition("detail=")[2]
@@ -115,7 +119,8 @@ while time.monotonic() - t0 < 1.6:
     queued.append(timed_get("/api/rated/k"))
     time.sleep(0.05)
 slow = max(took for took, _ in queued)
-check(slow < 0.1, f"rated: answered at once while queued (slowest {slow:.3f})")
+check(slow < AT_ONCE,
+      f"rated: answered at once while queued (slowest {slow:.3f})")
 check_eq({r.body for _, r in queued}, {b'{"k":1}'}, "rated: the copy")
 check("detail=revalidating" in queued[-1][1].headers["cache-status"],
       f"rated: while the try waits: {queued[-1][1].headers}")
