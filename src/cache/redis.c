@@ -138,6 +138,8 @@ struct corral_redis {
     bool watch_owed;        /* an answer is due by watch_ev */
     char watch_logged[160]; /* the last failure logged; "" once fine */
     bool demoted;           /* READONLY heard: drop and ask again */
+    char fled_host[256];    /* the primary the last switch left */
+    uint16_t fled_port;
 
     struct corral_redis_cluster *cluster; /* cluster: every call goes there */
     void (*watch)(void *arg);             /* corral_redis_watch() */
@@ -1161,6 +1163,13 @@ ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
         ask_failed(r, rc == -ENOENT ? "no such master" : "a bad reply");
         return;
     }
+    /* A sentinel that has not heard of the last switch yet: another one
+     * may have; when none is left in the round, they all agree. */
+    if (port == r->fled_port && strcmp(host, r->fled_host) == 0 &&
+        r->ask_tried < r->n_sentinels) {
+        ask_failed(r, "names the primary it switched away from");
+        return;
+    }
     ask_stop(r);
     use_addr(r, host, port);
 }
@@ -1353,7 +1362,29 @@ on_switch(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     corral_log(CORRAL_LOG_NOTICE, "redis %s: +switch-master %s", r->name,
                msg + n + 1);
-    reresolve(r, "+switch-master");
+    char old_host[256], new_host[256];
+    unsigned old_port, new_port;
+    if (sscanf(msg + n + 1, "%255s %u %255s %u", old_host, &old_port, new_host,
+               &new_port) != 4 ||
+        old_port == 0 || old_port > UINT16_MAX || new_port == 0 ||
+        new_port > UINT16_MAX) {
+        reresolve(r, "+switch-master");
+        return;
+    }
+    /* The sentinel that says so names the new primary: go there, not to
+     * whichever sentinel is asked next, which may not have heard yet and
+     * name the old one, alive and still saying master until the
+     * sentinels demote it. */
+    snprintf(r->fled_host, sizeof(r->fled_host), "%s", old_host);
+    r->fled_port = (uint16_t)old_port;
+    if (r->ac != NULL && r->host != NULL && strcmp(r->host, new_host) == 0 &&
+        r->port == new_port)
+        return; /* there already, or on the way */
+    drop(r, "+switch-master");
+    ask_stop(r);
+    event_del(r->retry_ev);
+    r->backoff_ms = BACKOFF_MIN_MS;
+    use_addr(r, new_host, (uint16_t)new_port);
 }
 
 /* What the watch's sentinel names before it subscribes: nothing (an error,
