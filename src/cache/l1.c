@@ -53,8 +53,11 @@ corral_l1_overhead(void)
 size_t
 corral_l1_charge(const struct corral_value *v)
 {
-    return corral_l1_overhead() + v->keylen + v->len + v->ctype_len +
-           v->aux_cap;
+    /* The other forms' table (VALUE_FORMS) is what a value that keeps
+     * them pays for them beyond their bytes. */
+    size_t table = v->flags & VALUE_FORMS ? 4 * (CORRAL_VALUE_FORMS - 1) : 0;
+    return corral_l1_overhead() + v->keylen + corral_value_stored_len(v) +
+           table + v->ctype_len + v->aux_cap;
 }
 
 static struct corral_value *
