@@ -44,12 +44,13 @@ struct corral_value_form {
 
 /* As corral_value_new(), with the body in forms[0 .. CORRAL_VALUE_FORMS -
  * 1]: forms[0] is the body itself, len the body's length whether forms[0]
- * is kept or not, and etag the body's quoted ETag (CORRAL_ETAG_LEN
- * characters, as corral_value_etag_of() writes it) when forms[0] is not
- * kept, else NULL (computed from forms[0]). Returns NULL on bad sizes (as
- * corral_value_new(), and any form over CORRAL_BODY_MAX), when no form is
- * kept, when forms[0] is kept with a length other than len, or without
- * forms[0] and a well-formed etag. Caller owns the one reference. */
+ * is kept or not, and etag the body's quoted ETag as corral_value_etag_of()
+ * writes it (CORRAL_ETAG_LEN characters; taken as given), or NULL to have
+ * it computed from forms[0], which must then be kept. Returns NULL on bad
+ * sizes (as corral_value_new(), and any form over CORRAL_BODY_MAX), when
+ * no form is kept, when forms[0] is kept with a length other than len, or
+ * without forms[0] and an etag, or with an etag not well formed. Caller
+ * owns the one reference. */
 struct corral_value *corral_value_new_forms(
     const void *key, size_t keylen, const struct corral_value_form *forms,
     size_t len, const char *etag, const char *content_type, size_t aux_cap);

@@ -48,8 +48,8 @@ corral_value_new_forms(const void *key, size_t keylen,
     bool body = forms[0].bytes != NULL;
     if (keylen == 0 || keylen > CORRAL_KEY_MAX || len > CORRAL_BODY_MAX ||
         ctype_len > 1024 || aux_cap > UINT16_MAX ||
-        (body && forms[0].len != len) ||
-        (!body && (etag == NULL || !etag_well_formed(etag))))
+        (body && forms[0].len != len) || (!body && etag == NULL) ||
+        (etag != NULL && !etag_well_formed(etag)))
         return NULL;
     /* The body's form, then the others' table and bytes. */
     size_t stored = body ? len + 1 : 0, others = 0;
@@ -85,10 +85,11 @@ corral_value_new_forms(const void *key, size_t keylen,
             memcpy(p, forms[0].bytes, len);
         p[len] = '\0';
         p += len + 1;
-        corral_value_etag_of(forms[0].bytes, len, v->etag);
-    } else {
-        memcpy(v->etag, etag, CORRAL_ETAG_LEN + 1);
     }
+    if (etag != NULL)
+        memcpy(v->etag, etag, CORRAL_ETAG_LEN + 1);
+    else
+        corral_value_etag_of(forms[0].bytes, len, v->etag);
     if (others == 0)
         return v;
     char *bytes = p + table;

@@ -340,10 +340,12 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
         corral_request_respond_simple(req, 304, NULL, more, NULL, 0);
         return;
     }
+    size_t hlen;
+    const char *head = corral_compute_head(v, CORRAL_CODING_IDENTITY, &hlen);
     struct corral_response r = {
         .status = 200,
-        .head = corral_value_aux(v),
-        .head_len = corral_value_aux_len(v),
+        .head = head,
+        .head_len = hlen,
         .extra = extra,
         .extra_len = (size_t)n,
         .body = corral_value_body(v),
