@@ -96,7 +96,8 @@ struct slot {
     void *on_close_arg;
     struct part part[3]; /* head, copied part, body */
     struct corral_value *hold;
-    char *own; /* copies of path, query and If-None-Match */
+    void *owned; /* corral_response.owned: freed once written */
+    char *own;   /* copies of path, query and If-None-Match */
     size_t own_cap;
     size_t qbytes; /* of the answer, counted in conn and server queued */
 };
@@ -121,9 +122,10 @@ struct conn {
     bool method_read;          /* read_method() is done with it */
     enum corral_method method; /* of the request being parsed, once read */
     enum header_state hstate;
-    int err_status;        /* why a parser callback refused the request */
-    unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
-    bool only_if_cached;   /* Cache-Control: only-if-cached seen */
+    int err_status;              /* why a parser callback refused the request */
+    unsigned n_host, n_te;       /* Host and Transfer-Encoding fields seen */
+    bool only_if_cached;         /* Cache-Control: only-if-cached seen */
+    struct corral_accept accept; /* Accept-Encoding, read as it arrives */
     struct span span[SPAN_COUNT];
     unsigned spans;  /* bit 1 << kind: span[kind] is set */
     size_t lingered; /* bytes discarded while lingering */
@@ -372,6 +374,8 @@ slot_release(struct slot *sl)
         corral_value_unref(sl->hold);
         sl->hold = NULL;
     }
+    free(sl->owned);
+    sl->owned = NULL;
     c->queued -= sl->qbytes;
     c->server->stats.queued_bytes -= sl->qbytes;
     sl->qbytes = 0;
@@ -454,9 +458,12 @@ corral_request_respond(struct corral_request *req,
 {
     struct slot *sl = (struct slot *)(void *)req;
     struct conn *c = sl->conn;
-    if (sl->state != SLOT_WAITING)
+    if (sl->state != SLOT_WAITING) {
+        free(r->owned);
         return;
+    }
     if (c->fd < 0) {
+        free(r->owned);
         slot_gone(sl);
         return;
     }
@@ -474,6 +481,7 @@ corral_request_respond(struct corral_request *req,
         r->body, 0, req->method == CORRAL_METHOD_HEAD ? 0 : r->body_len};
     if (r->hold)
         sl->hold = corral_value_ref(r->hold);
+    sl->owned = r->owned;
     if (c->server->access_cb)
         c->server->access_cb(req, r->status, sl->part[2].len,
                              c->server->access_arg);
@@ -727,6 +735,7 @@ message_begin(struct conn *c)
     c->err_status = 0;
     c->n_host = c->n_te = 0;
     c->only_if_cached = false;
+    c->accept = (struct corral_accept){0};
     dl_set(c, DL_REQUEST, c->server->timeout_ms);
 }
 
@@ -865,6 +874,8 @@ field_done(struct conn *c)
     }
     if (field_is(c, "cache-control", 13) && names_only_if_cached(v, n))
         c->only_if_cached = true;
+    if (field_is(c, "accept-encoding", 15))
+        corral_accept_add(&c->accept, v, n);
     if (field_is(c, "if-none-match", 13)) {
         c->span[SPAN_INM] = c->span[SPAN_VALUE];
         c->spans |= 1u << SPAN_INM;
@@ -961,6 +972,7 @@ conn_push(struct conn *c)
     sl->state = SLOT_WAITING;
     sl->on_close = NULL;
     sl->hold = NULL;
+    sl->owned = NULL;
     sl->close = false;
     sl->keep_alive_10 = false;
     sl->req = (struct corral_request){
@@ -1157,6 +1169,7 @@ conn_dispatch(struct conn *c)
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
     sl->req.only_if_cached = c->only_if_cached;
+    sl->req.accept = c->accept;
     c->spans = 0; /* copied: the buffer may let the head go */
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;
