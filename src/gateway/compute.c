@@ -160,6 +160,19 @@ corral_compute_head(const struct corral_value *v, enum corral_coding c,
     return aux + off;
 }
 
+unsigned
+corral_compute_codings(const struct corral_value *v)
+{
+    const char *aux = corral_value_aux(v);
+    unsigned mask = 0;
+    if (corral_value_aux_len(v) < HEAD_TABLE)
+        return 0;
+    for (int c = 0; c < CORRAL_CODINGS; c++)
+        if (get16(aux + 4 * c + 2) != 0)
+            mask |= 1u << c;
+    return mask;
+}
+
 struct corral_value *
 corral_compute_render(const char *key, size_t keylen, const char *body,
                       size_t len, const char *ctype, int status,

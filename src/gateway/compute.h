@@ -90,6 +90,9 @@ struct corral_value *corral_compute_render(const char *key, size_t keylen,
 const char *corral_compute_head(const struct corral_value *v,
                                 enum corral_coding c, size_t *len);
 
+/* Bit c set: v has a head for coding c (corral_compute_head()). */
+unsigned corral_compute_codings(const struct corral_value *v);
+
 /* The strong ETag of v's representation in coding c: identity's is the
  * body's (corral_value_etag()), the others add "-" and the coding's name
  * inside the quotes. */

@@ -26,6 +26,7 @@
 #include "budget.h"
 #include "config.h"
 #include "corral/cache.h"
+#include "encoding.h"
 #include "corral/redis.h"
 #include "corral/redis_tier.h"
 #include "fetch.h"
@@ -332,25 +333,40 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
         p = FMT_PUT(p, "\r\n");
     }
     int n = (int)(p - extra);
-    if (!negative && req->if_none_match &&
-        etag_matches(req, corral_value_etag(v))) {
-        char more[384];
-        snprintf(more, sizeof(more), "ETag: %s\r\n%.*s", corral_value_etag(v),
-                 n, extra);
-        corral_request_respond_simple(req, 304, NULL, more, NULL, 0);
-        return;
+    /* The representation: the coding the client prefers among those v
+     * keeps, identity always (decoded when its bytes are not kept). */
+    enum corral_coding coding =
+        corral_accept_choose(&req->accept, corral_compute_codings(v));
+    if (!negative && req->if_none_match) {
+        char etag[CORRAL_COMPUTE_ETAG_MAX];
+        corral_compute_etag(v, coding, etag);
+        if (etag_matches(req, etag)) {
+            char more[384];
+            snprintf(more, sizeof(more),
+                     "ETag: %s\r\nVary: Accept-Encoding\r\n%.*s", etag, n,
+                     extra);
+            corral_request_respond_simple(req, 304, NULL, more, NULL, 0);
+            return;
+        }
     }
-    size_t hlen;
-    const char *head = corral_compute_head(v, CORRAL_CODING_IDENTITY, &hlen);
+    size_t hlen, blen;
+    const char *head = corral_compute_head(v, coding, &hlen);
+    const char *body = corral_value_form(v, coding, &blen);
+    char *owned = NULL;
+    if (body == NULL && req->method != CORRAL_METHOD_HEAD) {
+        body = corral_encoding_identity(v, &owned);
+        blen = corral_value_len(v);
+    }
     struct corral_response r = {
         .status = 200,
         .head = head,
         .head_len = hlen,
         .extra = extra,
         .extra_len = (size_t)n,
-        .body = corral_value_body(v),
-        .body_len = corral_value_len(v),
+        .body = body,
+        .body_len = blen,
         .hold = v,
+        .owned = owned,
     };
     corral_request_respond(req, &r);
 }
