@@ -83,10 +83,20 @@ test_make(void)
     corral_encoding_finish(&e);
     free(small);
 
+    /* Below CORRAL_ENCODING_IDENTITY_MAX identity is kept beside gzip. */
+    size_t mid = CORRAL_ENCODING_IDENTITY_MAX - 1;
+    char *some = json_of(mid, 4);
+    corral_encoding_make(some, mid, &e);
+    CHECK(e.form[0].bytes == some && e.form[0].len == mid);
+    CHECK(e.form[1].bytes != NULL);
+    corral_encoding_finish(&e);
+    free(some);
+
+    /* From it on, not: gzip's form speaks for it. */
     size_t len = 16 * 1024;
     char *big = json_of(len, 2);
     corral_encoding_make(big, len, &e);
-    CHECK(e.form[0].bytes == big && e.form[0].len == len);
+    CHECK(e.form[0].bytes == NULL);
     CHECK(e.form[1].bytes != NULL && e.form[1].len < len / 2);
     char *back = malloc(len);
     CHECK_EQ_INT(corral_encoding_decode(CORRAL_CODING_GZIP, e.form[1].bytes,

@@ -146,6 +146,8 @@ corral_encoding_make(const char *body, size_t len, struct corral_encoded *out)
     if (try_form(out, CORRAL_CODING_GZIP, body, len, len - CE_LINE)) {
         try_form(out, CORRAL_CODING_BR, body, len,
                  out->form[CORRAL_CODING_GZIP].len);
+        if (len >= CORRAL_ENCODING_IDENTITY_MAX)
+            out->form[CORRAL_CODING_IDENTITY].bytes = NULL;
     }
     out->cpu_us = thread_cpu_us() - t0;
 }

@@ -28,6 +28,13 @@ const char *corral_coding_name(enum corral_coding c);
  * header, trailer and the Content-Encoding line eat what it saves. */
 #define CORRAL_ENCODING_MIN 256 /* bytes */
 
+/* Bodies at least this long keep no identity form once gzip's is kept: a
+ * client that takes no coding gets the gzip form decoded for it. Below
+ * this identity is kept too: it costs little next to the rest of the
+ * value, while decoding would cost a small hit more than the hit itself
+ * (and small identity hits are the common case to keep fast). */
+#define CORRAL_ENCODING_IDENTITY_MAX 4096 /* bytes */
+
 /* A body in the forms worth keeping, made by corral_encoding_make(). */
 struct corral_encoded {
     struct corral_value_form form[CORRAL_CODINGS]; /* as a value keeps them */
@@ -39,8 +46,9 @@ struct corral_encoded {
  * is CORRAL_ENCODING_MIN long or more and gzip's form, with its
  * Content-Encoding line, is at least a sixteenth smaller; br when that
  * holds too and br's form is at least a sixteenth smaller than gzip's; and
- * identity, whose form points at body (Borrowed: keep body alive as long
- * as out). Release with corral_encoding_finish(). */
+ * identity (its form points at body: Borrowed, keep body alive as long as
+ * out) unless gzip's is kept and len is CORRAL_ENCODING_IDENTITY_MAX or
+ * more. Release with corral_encoding_finish(). */
 void corral_encoding_make(const char *body, size_t len,
                           struct corral_encoded *out);
 /* Frees what corral_encoding_make() made. */
