@@ -147,9 +147,12 @@ corral_l2_decode(const char *buf, size_t len, const void *key, size_t keylen,
         forms[i] = (struct corral_value_form){p, flen[i]};
         p += flen[i];
     }
-    /* A kept body's ETag is computed from it, never read. */
+    /* A kept body's ETag is computed from it, never read. A value an
+     * older version wrote gets room to grow its aux area, for the
+     * embedder to bring it up to date (see l2codec.h). */
+    size_t room = version < CORRAL_L2_VERSION ? CORRAL_L2_AUX_ROOM : 0;
     struct corral_value *v = corral_value_new_forms(
-        k, klen, forms, blen, mask & 1 ? NULL : etag, ctype, alen);
+        k, klen, forms, blen, mask & 1 ? NULL : etag, ctype, alen + room);
     if (v == NULL)
         return CORRAL_L2_GARBAGE;
     size_t cap;

@@ -28,6 +28,11 @@
 /* Bytes before the key. */
 #define CORRAL_L2_HEADER (43 + 4 * (CORRAL_VALUE_FORMS - 1) + CORRAL_ETAG_LEN)
 
+/* Bytes of aux area a value decoded from an older version has beyond
+ * its aux: what an embedder's aux grew by since (a head with more lines)
+ * fits there, so its fit callback can rewrite the aux in place. */
+#define CORRAL_L2_AUX_ROOM 128
+
 /* Bytes corral_l2_encode() writes for v. */
 size_t corral_l2_size(const struct corral_value *v);
 

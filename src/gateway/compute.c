@@ -299,10 +299,64 @@ bodies_fit(const struct corral_config_route *route,
     return ok;
 }
 
+/* A value an older corral stored: one head, at the aux area's start,
+ * without Vary, for its body only (L2 versions 1 and 2). When the head is
+ * exactly what that corral rendered, it is rendered again as this one
+ * would, in place (l2codec gave the area room); the checks that follow
+ * are the same for both. False when it cannot be brought up to date. */
+static bool
+upgrade_legacy(const struct corral_config_route *route, struct corral_value *v)
+{
+    const char *head = corral_value_aux(v);
+    size_t hlen = corral_value_aux_len(v);
+    if (hlen < 16 || head[12] != ' ' || corral_value_forms(v) != 1)
+        return false;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (head[i] < '0' || head[i] > '9')
+            return false;
+        status = status * 10 + (head[i] - '0');
+    }
+    char want[1400];
+    int n = snprintf(want, sizeof(want),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nETag: %s\r\n",
+                     status, http_status_str((enum http_status)status),
+                     corral_value_content_type(v), corral_value_len(v),
+                     corral_value_etag(v));
+    if (n < 0 || (size_t)n >= sizeof(want) || (size_t)n > hlen ||
+        memcmp(want, head, (size_t)n) != 0 ||
+        !extra_fit(route, head + n, hlen - (size_t)n) ||
+        hlen - (size_t)n >= 600)
+        return false;
+    char extra[600];
+    memcpy(extra, head + n, hlen - (size_t)n);
+    extra[hlen - (size_t)n] = '\0';
+    size_t lens[CORRAL_CODINGS] = {corral_value_len(v)};
+    size_t cap;
+    char *aux = corral_value_aux_mut(v, &cap);
+    if (aux == NULL) /* stored already: not a value read from L2 */
+        return false;
+    char *tmp = xmalloc(cap);
+    n = render_aux(corral_value_etag(v), lens, status,
+                   corral_value_content_type(v), extra, tmp, cap);
+    if (n >= 0) {
+        memcpy(aux, tmp, (size_t)n);
+        corral_value_set_aux_len(v, (size_t)n);
+    }
+    free(tmp);
+    return n >= 0;
+}
+
 bool
 corral_compute_fit(const struct corral_config_route *route,
                    const struct corral_value *v, uint64_t now_ms)
 {
+    /* The table starts with identity's offset, never "HT". */
+    if (corral_value_aux_len(v) >= 9 &&
+        memcmp(corral_value_aux(v), "HTTP/1.1 ", 9) == 0 &&
+        !upgrade_legacy(route, (struct corral_value *)v))
+        return false;
     size_t hlen;
     const char *head = corral_compute_head(v, CORRAL_CODING_IDENTITY, &hlen);
     /* "HTTP/1.1 NNN ..." */
