@@ -271,6 +271,8 @@ struct corral_stats {
     uint64_t backoff_answers; /* callers answered from a backoff */
     uint64_t entries;         /* in L1 now */
     uint64_t bytes;           /* charged to the L1 budget now */
+    uint64_t form_bytes[CORRAL_VALUE_FORMS]; /* L1's bytes of each form
+                                              * kept (corral/value.h) */
     uint64_t max_bytes;
     uint64_t evictions;
     uint64_t expirations;

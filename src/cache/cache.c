@@ -1471,6 +1471,7 @@ corral_cache_stats(const struct corral_cache *c, struct corral_stats *out)
     out->waiters_cancelled += c->fl.cancelled;
     out->entries = l1.entries;
     out->bytes = l1.bytes;
+    memcpy(out->form_bytes, l1.form_bytes, sizeof(out->form_bytes));
     out->evictions = l1.evictions;
     out->expirations = l1.expirations;
 }
