@@ -26,6 +26,7 @@
 
 static _Thread_local struct libdeflate_compressor *gz;
 static _Thread_local struct libdeflate_decompressor *gunz;
+static _Thread_local struct corral_encoding_stats stats;
 
 const char *
 corral_coding_name(enum corral_coding c)
@@ -125,6 +126,8 @@ try_form(struct corral_encoded *e, enum corral_coding c, const char *body,
     size_t cap = corral_encoding_bound(c, len);
     char *buf = xmalloc(cap ? cap : 1);
     size_t n = corral_encoding_compress(c, body, len, buf, cap);
+    stats.in_bytes[c] += len;
+    stats.out_bytes[c] += n;
     if (n == 0 || n > than - than / 16) {
         free(buf);
         return false;
@@ -150,6 +153,13 @@ corral_encoding_make(const char *body, size_t len, struct corral_encoded *out)
             out->form[CORRAL_CODING_IDENTITY].bytes = NULL;
     }
     out->cpu_us = thread_cpu_us() - t0;
+    stats.cpu_us += out->cpu_us;
+}
+
+void
+corral_encoding_stats(struct corral_encoding_stats *out)
+{
+    *out = stats;
 }
 
 void

@@ -54,6 +54,16 @@ void corral_encoding_make(const char *body, size_t len,
 /* Frees what corral_encoding_make() made. */
 void corral_encoding_finish(struct corral_encoded *e);
 
+/* What this thread's corral_encoding_make() calls did, since it started:
+ * bytes given to each coding and what came out (kept or not), and the
+ * thread CPU time they took. */
+struct corral_encoding_stats {
+    uint64_t in_bytes[CORRAL_CODINGS];
+    uint64_t out_bytes[CORRAL_CODINGS];
+    uint64_t cpu_us;
+};
+void corral_encoding_stats(struct corral_encoding_stats *out);
+
 /* Compresses len bytes of in with coding c (gzip or br) into out, of cap
  * bytes (corral_encoding_bound() is always enough). Returns the bytes
  * written, or 0 when they do not fit or c is not gzip or br. */

@@ -337,6 +337,7 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
      * keeps, identity always (decoded when its bytes are not kept). */
     enum corral_coding coding =
         corral_accept_choose(&req->accept, corral_compute_codings(v));
+    g->block->answers_coded[coding]++;
     if (!negative && req->if_none_match) {
         char etag[CORRAL_COMPUTE_ETAG_MAX];
         corral_compute_etag(v, coding, etag);
@@ -565,6 +566,7 @@ corral_gateway_snapshot(struct corral_gateway *g)
     gettimeofday(&tv, NULL);
     b->updated_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     corral_cache_stats(g->cache, &b->cache);
+    corral_encoding_stats(&b->encoding);
     b->l2_enabled = g->l2 != NULL;
     if (g->l2) {
         corral_redis_stats(g->redis, &b->l2);

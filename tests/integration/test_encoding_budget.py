@@ -46,4 +46,22 @@ for k in range(KEYS):
     check(r.body == body, f"k{k}: identity bytes, decoded")
     check("content-encoding" not in r.headers, f"k{k}: no coding asked")
 check_eq(origin.total(), calls, "all hits")
+
+# The metrics say what is kept, how it was answered, and what it cost.
+m = corral.metrics()
+def sample(name, coding=None):
+    labels = frozenset({("coding", coding)}) if coding else frozenset()
+    return m.get((name, labels))
+check_eq(sample("corral_l1_form_bytes", "identity"), 0, "no identity bytes")
+check(sample("corral_l1_form_bytes", "gzip") > 0, "gzip bytes kept")
+check_eq(sample("corral_answers_by_coding_total", "gzip"), KEYS,
+         "the fills answered gzip")
+check_eq(sample("corral_answers_by_coding_total", "identity"), KEYS,
+         "the hits identity")
+ratio = (sample("corral_compression_input_bytes_total", "gzip") /
+         sample("corral_compression_output_bytes_total", "gzip"))
+check(ratio > 3, f"gzip's ratio: {ratio:.2f}")
+check(sample("corral_compression_cpu_seconds_total") > 0, "CPU counted")
+print(f"note: gzip ratio {ratio:.2f}, "
+      f"{sample('corral_compression_cpu_seconds_total')} s compressing")
 done("encoding_budget")
