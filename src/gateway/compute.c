@@ -160,6 +160,34 @@ corral_compute_head(const struct corral_value *v, enum corral_coding c,
     return aux + off;
 }
 
+struct corral_value *
+corral_compute_with_identity(const struct corral_value *v)
+{
+    char *own;
+    const char *id = corral_encoding_identity(v, &own);
+    if (id == NULL)
+        return NULL;
+    struct corral_value_form forms[CORRAL_CODINGS];
+    for (int c = 0; c < CORRAL_CODINGS; c++) {
+        forms[c].bytes = corral_value_form(v, (unsigned)c, &forms[c].len);
+    }
+    forms[CORRAL_CODING_IDENTITY] =
+        (struct corral_value_form){id, corral_value_len(v)};
+    struct corral_value *w = corral_value_new_forms(
+        corral_value_key(v), corral_value_keylen(v), forms, corral_value_len(v),
+        corral_value_etag(v), corral_value_content_type(v),
+        corral_value_aux_len(v));
+    free(own);
+    if (w == NULL)
+        return NULL;
+    size_t cap;
+    memcpy(corral_value_aux_mut(w, &cap), corral_value_aux(v),
+           corral_value_aux_len(v));
+    corral_value_set_aux_len(w, corral_value_aux_len(v));
+    corral_value_set_flags(w, corral_value_flags(v));
+    return w;
+}
+
 unsigned
 corral_compute_codings(const struct corral_value *v)
 {

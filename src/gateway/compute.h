@@ -90,6 +90,12 @@ struct corral_value *corral_compute_render(const char *key, size_t keylen,
 const char *corral_compute_head(const struct corral_value *v,
                                 enum corral_coding c, size_t *len);
 
+/* A copy of v (not stored yet) that keeps its identity bytes too, decoded
+ * from another form, with v's heads and flags: for v's first client that
+ * takes no coding, and L1 in v's place for the ones that follow. NULL
+ * when no form decodes. Caller owns the one reference. */
+struct corral_value *corral_compute_with_identity(const struct corral_value *v);
+
 /* Bit c set: v has a head for coding c (corral_compute_head()). */
 unsigned corral_compute_codings(const struct corral_value *v);
 

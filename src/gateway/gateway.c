@@ -351,13 +351,23 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
         }
     }
     size_t hlen, blen;
-    const char *head = corral_compute_head(v, coding, &hlen);
     const char *body = corral_value_form(v, coding, &blen);
-    char *owned = NULL;
+    struct corral_value *w = NULL;
     if (body == NULL && req->method != CORRAL_METHOD_HEAD) {
-        body = corral_encoding_identity(v, &owned);
-        blen = corral_value_len(v);
+        /* The first client of v that takes no coding: its identity bytes
+         * decoded once, and kept with it in L1 for the ones that follow
+         * (memory only for the values such clients ask for). */
+        w = corral_compute_with_identity(v);
+        if (w == NULL) {
+            respond_error(req, 502, "stored value does not decode", NULL);
+            return;
+        }
+        corral_cache_replace(g->cache, v, w);
+        v = w;
+        body = corral_value_body(w);
+        blen = corral_value_len(w);
     }
+    const char *head = corral_compute_head(v, coding, &hlen);
     struct corral_response r = {
         .status = 200,
         .head = head,
@@ -367,9 +377,9 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
         .body = body,
         .body_len = blen,
         .hold = v,
-        .owned = owned,
     };
     corral_request_respond(req, &r);
+    corral_value_unref(w);
 }
 
 /* ---- requests ---- */

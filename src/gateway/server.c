@@ -96,8 +96,7 @@ struct slot {
     void *on_close_arg;
     struct part part[3]; /* head, copied part, body */
     struct corral_value *hold;
-    void *owned; /* corral_response.owned: freed once written */
-    char *own;   /* copies of path, query and If-None-Match */
+    char *own; /* copies of path, query and If-None-Match */
     size_t own_cap;
     size_t qbytes; /* of the answer, counted in conn and server queued */
 };
@@ -374,8 +373,6 @@ slot_release(struct slot *sl)
         corral_value_unref(sl->hold);
         sl->hold = NULL;
     }
-    free(sl->owned);
-    sl->owned = NULL;
     c->queued -= sl->qbytes;
     c->server->stats.queued_bytes -= sl->qbytes;
     sl->qbytes = 0;
@@ -458,12 +455,9 @@ corral_request_respond(struct corral_request *req,
 {
     struct slot *sl = (struct slot *)(void *)req;
     struct conn *c = sl->conn;
-    if (sl->state != SLOT_WAITING) {
-        free(r->owned);
+    if (sl->state != SLOT_WAITING)
         return;
-    }
     if (c->fd < 0) {
-        free(r->owned);
         slot_gone(sl);
         return;
     }
@@ -481,7 +475,6 @@ corral_request_respond(struct corral_request *req,
         r->body, 0, req->method == CORRAL_METHOD_HEAD ? 0 : r->body_len};
     if (r->hold)
         sl->hold = corral_value_ref(r->hold);
-    sl->owned = r->owned;
     if (c->server->access_cb)
         c->server->access_cb(req, r->status, sl->part[2].len,
                              c->server->access_arg);
@@ -972,7 +965,6 @@ conn_push(struct conn *c)
     sl->state = SLOT_WAITING;
     sl->on_close = NULL;
     sl->hold = NULL;
-    sl->owned = NULL;
     sl->close = false;
     sl->keep_alive_10 = false;
     sl->req = (struct corral_request){

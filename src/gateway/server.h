@@ -159,18 +159,15 @@ struct corral_response {
     size_t body_len;
     struct corral_value *hold; /* NULL, or kept alive (corral_value_ref)
                                   until head and body are written */
-    void *owned; /* NULL, or malloc'd bytes (a body made for this answer)
-                    the server frees once written, or at once when the
-                    answer is not sent */
 };
 
 /* Answers req, now or later from any loop callback. The server appends
  * "Date:", "Connection: close" when it will close (or "Connection:
  * keep-alive" for an HTTP/1.0 keep-alive client) and the blank line. head
- * and body must stay valid until written: point them into r->hold or
- * r->owned, or into static storage. Answers go out in request order. After this
- * call req is dead. Answering a request whose client has gone (and that has no
- * on_close callback) is a no-op. */
+ * and body must stay valid until written: point them into r->hold, or into
+ * static storage. Answers go out in request order. After this call req is
+ * dead. Answering a request whose client has gone (and that has no on_close
+ * callback) is a no-op. */
 void corral_request_respond(struct corral_request *req,
                             const struct corral_response *r);
 

@@ -1,7 +1,8 @@
 """The L1 budget counts what is stored, and a JSON body of 16 KB is kept
 as its gzip (and br) forms only, not its identity bytes: the same budget
 holds more keys than it would identity bodies. A client that takes no
-coding still gets the exact bytes, decoded for it."""
+coding still gets the exact bytes: decoded for the first such client of
+a value, and kept with it in L1 for the ones that follow."""
 import json
 
 from harness import World, check, check_eq, done
@@ -40,11 +41,23 @@ check(entries > before, f"more keys than identity bodies: {entries} > {before}")
 check(used <= BUDGET, f"within the budget: {used}")
 check_eq(entries, KEYS, "every key kept")
 calls = origin.total()
-for k in range(KEYS):
-    r = corral.get(f"/j/k{k}")
-    check_eq(r.status, 200, f"hit k{k}")
-    check(r.body == body, f"k{k}: identity bytes, decoded")
-    check("content-encoding" not in r.headers, f"k{k}: no coding asked")
+
+
+def identity_bytes():
+    return corral.metrics()[("corral_l1_form_bytes",
+                             frozenset({("coding", "identity")}))]
+
+
+check_eq(identity_bytes(), 0, "no identity bytes kept")
+IDENT = 10
+for k in range(IDENT):
+    for n in range(2):
+        r = corral.get(f"/j/k{k}")
+        check_eq(r.status, 200, f"hit k{k}")
+        check(r.body == body, f"k{k}: identity bytes, decoded")
+        check("content-encoding" not in r.headers, f"k{k}: no coding asked")
+        check_eq(identity_bytes(), (k + 1) * len(body),
+                 f"k{k}: identity kept once its first client asked ({n})")
 check_eq(origin.total(), calls, "all hits")
 
 # The metrics say what is kept, how it was answered, and what it cost.
@@ -52,11 +65,12 @@ m = corral.metrics()
 def sample(name, coding=None):
     labels = frozenset({("coding", coding)}) if coding else frozenset()
     return m.get((name, labels))
-check_eq(sample("corral_l1_form_bytes", "identity"), 0, "no identity bytes")
+check_eq(sample("corral_l1_form_bytes", "identity"), IDENT * len(body),
+         "identity bytes of the values asked for them")
 check(sample("corral_l1_form_bytes", "gzip") > 0, "gzip bytes kept")
 check_eq(sample("corral_answers_by_coding_total", "gzip"), KEYS,
          "the fills answered gzip")
-check_eq(sample("corral_answers_by_coding_total", "identity"), KEYS,
+check_eq(sample("corral_answers_by_coding_total", "identity"), 2 * IDENT,
          "the hits identity")
 ratio = (sample("corral_compression_input_bytes_total", "gzip") /
          sample("corral_compression_output_bytes_total", "gzip"))
