@@ -487,9 +487,11 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     bool agg = m.route->upstream == NULL;
     if (v) {
+        /* A hot key is refreshed before it expires (XFetch). Asked
+         * first: answering may put a copy in v's place (and free v). */
+        bool early = corral_cache_early(g->cache, v, m.route->strategy.beta);
         respond_value(g, sv, req, m.index, v, CORRAL_SOURCE_L1);
-        /* A hot key is refreshed before it expires (XFetch). */
-        if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
+        if (early) {
             if (agg)
                 corral_aggregate_refresh(g->cache, &sv->agg_compute[m.index],
                                          m.key, m.keylen, false);
