@@ -86,10 +86,13 @@ static const struct row rows[] = {
     {{"br;q=0", "br"}, ALL, BR},
 };
 
+/* Twice: the second pass meets values remembered from the first (and
+ * slots taken over by others since). */
 static void
 test_table(void)
 {
-    for (size_t i = 0; i < sizeof(rows) / sizeof(*rows); i++) {
+    for (size_t k = 0; k < 2 * sizeof(rows) / sizeof(*rows); k++) {
+        size_t i = k % (sizeof(rows) / sizeof(*rows));
         const struct row *r = &rows[i];
         struct corral_accept a = {0};
         for (int j = 0; j < 3 && r->lines[j] != NULL; j++)
@@ -101,6 +104,27 @@ test_table(void)
                     corral_coding_name(got), corral_coding_name(r->want));
         CHECK_EQ_INT(got, r->want);
     }
+}
+
+/* What a remembered value said is what reading it says, also for values
+ * that share a slot, and a longer value is read, not looked up. */
+static void
+test_memo(void)
+{
+    static const char *const values[] = {
+        "gzip, deflate, br", "br, deflate, gzip", "gzip;q=0, br", "gzip",
+        "br;q=0.5, gzip;q=0.6, identity;q=0.7, *;q=0, x-gzip;q=0.1, deflate"};
+    struct corral_accept first[5];
+    for (int pass = 0; pass < 3; pass++)
+        for (int i = 0; i < 5; i++) {
+            struct corral_accept a = {0};
+            corral_accept_add(&a, values[i], strlen(values[i]));
+            if (pass == 0)
+                first[i] = a;
+            CHECK(memcmp(&a, &first[i], sizeof(a)) == 0);
+        }
+    CHECK_EQ_INT(first[2].q[GZ], 0);
+    CHECK_EQ_INT(first[4].q[ID], 700);
 }
 
 /* The q-values themselves, as read. */
@@ -128,5 +152,6 @@ main(void)
 {
     RUN(test_table);
     RUN(test_values);
+    RUN(test_memo);
     return 0;
 }

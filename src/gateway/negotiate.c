@@ -1,8 +1,11 @@
 /* negotiate.c — Accept-Encoding read into q-values, and the choice of a
- * coding (see negotiate.h). One pass over the field's bytes, no
- * allocation, no copy. */
+ * coding (see negotiate.h). Clients send a handful of exact values
+ * ("gzip, deflate, br"), so the values read last are remembered, a few per
+ * thread, by their bytes: a request's field is then one short compare and
+ * a copy; any other is one pass over its bytes. No allocation. */
 #include "negotiate.h"
 
+#include <string.h>
 #include <strings.h>
 
 #include "fmt.h"
@@ -98,8 +101,41 @@ bad:
     return -1;
 }
 
+/* A field value read before, and what it said. */
+#define MEMO_SLOTS 16
+#define MEMO_MAX 48 /* bytes of a value remembered */
+struct memo {
+    uint8_t len; /* 0: empty slot */
+    char bytes[MEMO_MAX];
+    struct corral_accept said;
+};
+static _Thread_local struct memo memo[MEMO_SLOTS];
+
+static void parse(struct corral_accept *a, const char *v, size_t n);
+
 void
 corral_accept_add(struct corral_accept *a, const char *v, size_t n)
+{
+    /* Only a request's first field line is looked up: later ones merge. */
+    if (a->present || n == 0 || n > MEMO_MAX) {
+        parse(a, v, n);
+        return;
+    }
+    struct memo *m =
+        &memo[(n * 7 + (unsigned char)v[0] + (unsigned char)v[n - 1] * 3) %
+              MEMO_SLOTS];
+    if (m->len == n && memcmp(m->bytes, v, n) == 0) {
+        *a = m->said;
+        return;
+    }
+    parse(a, v, n);
+    m->len = (uint8_t)n;
+    memcpy(m->bytes, v, n);
+    m->said = *a;
+}
+
+static void
+parse(struct corral_accept *a, const char *v, size_t n)
 {
     a->present = true;
     size_t i = 0;
