@@ -117,6 +117,11 @@ snapshot(bool l2)
         b->cache.entries = 7;
         b->cache.bytes = 700;
         b->cache.max_bytes = 1000;
+        b->cache.form_bytes[CORRAL_CODING_GZIP] = 300;
+        b->answers_coded[CORRAL_CODING_BR] = 6 + w;
+        b->encoding.in_bytes[CORRAL_CODING_GZIP] = 5000;
+        b->encoding.out_bytes[CORRAL_CODING_GZIP] = 1000;
+        b->encoding.cpu_us = 1500000 + w;
         b->l2t.hits = 4;
         b->l2t.resyncs = 3;
         b->l2t.resync_losses = 1;
@@ -202,6 +207,14 @@ test_metrics(void)
                  "corral_refreshes_total{reason=\"stale\"} 6\n"));
     CHECK(has(t, "corral_l1_entries 14\n"));
     CHECK(has(t, "corral_l1_max_bytes 2000\n"));
+    CHECK(has(t, "corral_l1_form_bytes{coding=\"identity\"} 0\n"
+                 "corral_l1_form_bytes{coding=\"gzip\"} 600\n"));
+    CHECK(has(t, "corral_answers_by_coding_total{coding=\"br\"} 13\n"));
+    CHECK(has(t, "corral_compression_input_bytes_total{coding=\"gzip\"} "
+                 "10000\n"));
+    CHECK(has(t, "corral_compression_output_bytes_total{coding=\"gzip\"} "
+                 "2000\n"));
+    CHECK(has(t, "corral_compression_cpu_seconds_total 3.000001\n"));
     CHECK(has(t, "corral_l2_operations_total{result=\"hit\"} 8\n"));
     CHECK(has(t, "corral_l2_resyncs_total{result=\"replayed\"} 4\n"
                  "corral_l2_resyncs_total{result=\"lost\"} 2\n"));
@@ -219,7 +232,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 44);
+    CHECK_EQ_INT(helps, 49);
     CHECK_EQ_INT(types, helps);
     free(t);
 

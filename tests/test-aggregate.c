@@ -96,8 +96,10 @@ got_cb(const struct corral_result *res, void *arg)
         g->ttl_ms = corral_value_expires_at(v) - corral_value_stored_at(v);
         snprintf(g->body, sizeof(g->body), "%.*s", (int)corral_value_len(v),
                  corral_value_body(v));
-        snprintf(g->head, sizeof(g->head), "%.*s", (int)corral_value_aux_len(v),
-                 corral_value_aux(v));
+        size_t hlen;
+        const char *head =
+            corral_compute_head(v, CORRAL_CODING_IDENTITY, &hlen);
+        snprintf(g->head, sizeof(g->head), "%.*s", (int)hlen, head);
     } else {
         snprintf(g->body, sizeof(g->body), "%s", res->message);
     }

@@ -972,6 +972,38 @@ test_hold(void)
 
 /* TTL jitter: expiry drawn between (100 - pct)% and 100% of the ttl,
  * spread out; 0 keeps the exact ttl. */
+/* A value replaced in L1 by a richer one of the same key: only while it
+ * is still L1's value, and with its times. */
+static void
+test_replace(void)
+{
+    struct corral_cache *c = cache_new(NULL, NULL);
+    struct corral_strategy s = {.kind = CORRAL_STRATEGY_CUSTOM,
+                                .custom_ms = 100000};
+    struct corral_value *v = corral_value_new("r", 1, "1", 1, "", 0);
+    CHECK_EQ_INT(corral_set_with_strategy(c, v, &s), 0);
+    struct corral_value *w = corral_value_new("r", 1, "11", 2, "", 0);
+    CHECK_EQ_INT(corral_cache_replace(c, v, w), 0);
+    CHECK(corral_cache_peek(c, "r", 1) == w);
+    CHECK_EQ_INT(corral_value_stored_at(w), corral_value_stored_at(v));
+    CHECK_EQ_INT(corral_value_expires_at(w), corral_value_expires_at(v));
+    /* v is no longer there; w is stored; another key is not v's. */
+    struct corral_value *x = corral_value_new("r", 1, "111", 3, "", 0);
+    CHECK_EQ_INT(corral_cache_replace(c, v, x), -ESTALE);
+    CHECK(corral_cache_peek(c, "r", 1) == w);
+    CHECK_EQ_INT(corral_cache_replace(c, w, w), -EINVAL);
+    struct corral_value *y = corral_value_new("q", 1, "1", 1, "", 0);
+    CHECK_EQ_INT(corral_cache_replace(c, w, y), -EINVAL);
+    corral_invalidate(c, "r", 1);
+    CHECK_EQ_INT(corral_cache_replace(c, w, x), -ESTALE);
+    CHECK(corral_cache_peek(c, "r", 1) == NULL);
+    corral_value_unref(v);
+    corral_value_unref(w);
+    corral_value_unref(x);
+    corral_value_unref(y);
+    corral_cache_free(c);
+}
+
 static void
 test_ttl_jitter(void)
 {
@@ -2185,6 +2217,7 @@ main(void)
 {
     base = event_base_new();
     RUN(test_ten_thousand_waiters);
+    RUN(test_replace);
     RUN(test_leader_fails);
     RUN(test_deadline);
     RUN(test_cancel);

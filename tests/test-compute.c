@@ -97,13 +97,18 @@ test_render_sets_flags(void)
     CHECK(v != NULL);
     CHECK_EQ_INT(corral_value_flags(v), 0);
     CHECK_EQ_INT(corral_compute_status(v), 200);
-    char want[200];
+    char want[300];
     snprintf(want, sizeof(want),
              "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-             "Content-Length: 2\r\nETag: %s\r\n",
+             "Content-Length: 2\r\nETag: %s\r\nVary: Accept-Encoding\r\n",
              corral_value_etag(v));
-    CHECK_EQ_INT(corral_value_aux_len(v), strlen(want));
-    CHECK(memcmp(corral_value_aux(v), want, strlen(want)) == 0);
+    size_t hlen;
+    const char *head = corral_compute_head(v, CORRAL_CODING_IDENTITY, &hlen);
+    CHECK_EQ_INT(hlen, strlen(want));
+    CHECK(memcmp(head, want, strlen(want)) == 0);
+    /* Too short to pay for a coding: identity only. */
+    CHECK(corral_compute_head(v, CORRAL_CODING_GZIP, &hlen) == NULL);
+    CHECK_EQ_INT(corral_value_forms(v), 1);
     corral_value_unref(v);
 
     v = corral_compute_render("k", 1, "nope", 4, "text/plain", 404, NULL);
@@ -115,6 +120,48 @@ test_render_sets_flags(void)
     memset(ctype, 'x', sizeof(ctype) - 1);
     ctype[sizeof(ctype) - 1] = '\0';
     CHECK(corral_compute_render("k", 1, "{}", 2, ctype, 200, NULL) == NULL);
+}
+
+/* A body long enough to pay: one head per form kept, each with its own
+ * length, coding and ETag, and the same Vary. */
+static void
+test_render_forms(void)
+{
+    char body[4000];
+    int n = snprintf(body, sizeof(body), "[");
+    for (int i = 0; n < 3900; i++)
+        n += snprintf(body + n, sizeof(body) - (size_t)n,
+                      "%s{\"id\":%d,\"name\":\"coin-%d\",\"price\":%d.25}",
+                      i ? "," : "", i, i % 17, i * 37 % 1000);
+    n += snprintf(body + n, sizeof(body) - (size_t)n, "]");
+    struct corral_value *v =
+        corral_compute_render("k", 1, body, (size_t)n, NULL, 200, NULL);
+    CHECK(v != NULL);
+    CHECK(corral_value_forms(v) & 1u << CORRAL_CODING_GZIP);
+    for (int c = 0; c < CORRAL_CODINGS; c++) {
+        size_t hlen, flen;
+        const char *head = corral_compute_head(v, c, &hlen);
+        const char *form = corral_value_form(v, (unsigned)c, &flen);
+        CHECK((head != NULL) == (form != NULL));
+        if (head == NULL)
+            continue;
+        char etag[CORRAL_COMPUTE_ETAG_MAX], want[400];
+        corral_compute_etag(v, c, etag);
+        snprintf(want, sizeof(want),
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nETag: %s\r\n%s%s%s"
+                 "Vary: Accept-Encoding\r\n",
+                 flen, etag, c ? "Content-Encoding: " : "",
+                 c ? corral_coding_name(c) : "", c ? "\r\n" : "");
+        CHECK_EQ_INT(hlen, strlen(want));
+        CHECK(memcmp(head, want, hlen) == 0);
+    }
+    char etag[CORRAL_COMPUTE_ETAG_MAX];
+    corral_compute_etag(v, CORRAL_CODING_GZIP, etag);
+    CHECK_EQ_INT(strlen(etag), CORRAL_ETAG_LEN + 5);
+    CHECK(memcmp(etag, corral_value_etag(v), CORRAL_ETAG_LEN - 1) == 0);
+    CHECK(strcmp(etag + CORRAL_ETAG_LEN - 1, "-gzip\"") == 0);
+    corral_value_unref(v);
 }
 
 /* v as L2 gives it back: encoded, then decoded into a new value. */
@@ -286,6 +333,7 @@ main(void)
     CHECK(cfg != NULL);
 
     RUN(test_render_sets_flags);
+    RUN(test_render_forms);
     RUN(test_fit_sets_flags_from_l2);
     RUN(test_error_status);
 

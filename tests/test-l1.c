@@ -67,6 +67,17 @@ test_overhead(void)
     CHECK_EQ_INT(corral_l1_charge(v),
                  corral_l1_overhead() + 3 + 100 + strlen("text/plain"));
     corral_value_unref(v);
+    /* Every form kept counts, and their table; a form left out does not. */
+    char etag[CORRAL_ETAG_LEN + 1];
+    corral_value_etag_of("b", 1, etag);
+    static const char bytes[40];
+    struct corral_value_form forms[CORRAL_VALUE_FORMS] = {
+        {NULL, 0}, {bytes, 40}, {bytes, 30}};
+    v = corral_value_new_forms("abc", 3, forms, 1000, etag, "text/plain", 0);
+    CHECK_EQ_INT(corral_l1_charge(v), corral_l1_overhead() + 3 + 70 +
+                                          4 * (CORRAL_VALUE_FORMS - 1) +
+                                          strlen("text/plain"));
+    corral_value_unref(v);
 }
 
 static void

@@ -51,6 +51,68 @@ test_layout(void)
     corral_value_unref(v);
 }
 
+/* A body kept in other forms too, or only in them. */
+static void
+test_forms(void)
+{
+    const char *body = "{\"a\":\"aaaaaaaaaaaa\"}";
+    size_t len = strlen(body);
+    struct corral_value_form forms[CORRAL_VALUE_FORMS] = {
+        {body, len}, {"gz-bytes", 8}, {"brbytes", 7}};
+    struct corral_value *v =
+        corral_value_new_forms("k", 1, forms, len, NULL, "x/y", 32);
+    CHECK(v != NULL);
+    CHECK_EQ_INT(corral_value_forms(v), 7);
+    CHECK_EQ_STR(corral_value_body(v), body);
+    CHECK_EQ_INT(corral_value_len(v), len);
+    size_t n;
+    const char *f = corral_value_form(v, 1, &n);
+    CHECK(f != NULL && n == 8 && memcmp(f, "gz-bytes", 8) == 0);
+    f = corral_value_form(v, 2, &n);
+    CHECK(f != NULL && n == 7 && memcmp(f, "brbytes", 7) == 0);
+    CHECK(corral_value_form(v, 3, &n) == NULL && n == 0);
+    CHECK_EQ_INT(corral_value_stored_len(v), len + 15);
+    char etag[CORRAL_ETAG_LEN + 1];
+    corral_value_etag_of(body, len, etag);
+    CHECK_EQ_STR(corral_value_etag(v), etag);
+    /* The aux area is the caller's still, apart from the forms. */
+    size_t cap;
+    char *aux = corral_value_aux_mut(v, &cap);
+    memset(aux, 'A', cap);
+    CHECK_EQ_STR(corral_value_content_type(v), "x/y");
+    CHECK(memcmp(corral_value_form(v, 2, &n), "brbytes", 7) == 0);
+
+    /* Without its body: the length and ETag are still the body's. */
+    forms[0].bytes = NULL;
+    forms[2].bytes = NULL;
+    struct corral_value *w =
+        corral_value_new_forms("k", 1, forms, len, etag, NULL, 0);
+    CHECK(w != NULL);
+    CHECK(corral_value_body(w) == NULL);
+    CHECK(corral_value_form(w, 0, &n) == NULL && n == 0);
+    CHECK_EQ_INT(corral_value_len(w), len);
+    CHECK_EQ_STR(corral_value_etag(w), etag);
+    CHECK_EQ_INT(corral_value_forms(w), 2);
+    f = corral_value_form(w, 1, &n);
+    CHECK(f != NULL && n == 8 && memcmp(f, "gz-bytes", 8) == 0);
+    CHECK(corral_value_form(w, 2, &n) == NULL);
+    CHECK_EQ_INT(corral_value_stored_len(w), 8);
+
+    /* No body needs its ETag, well formed; no form at all is nothing. */
+    CHECK(corral_value_new_forms("k", 1, forms, len, NULL, NULL, 0) == NULL);
+    CHECK(corral_value_new_forms("k", 1, forms, len, "\"0123\"", NULL, 0) ==
+          NULL);
+    CHECK(corral_value_new_forms("k", 1, forms, len, "\"0123456789abcdeg\"",
+                                 NULL, 0) == NULL);
+    forms[1].bytes = NULL;
+    CHECK(corral_value_new_forms("k", 1, forms, len, etag, NULL, 0) == NULL);
+    /* A body whose length is not len. */
+    forms[0] = (struct corral_value_form){body, len - 1};
+    CHECK(corral_value_new_forms("k", 1, forms, len, NULL, NULL, 0) == NULL);
+    corral_value_unref(v);
+    corral_value_unref(w);
+}
+
 static void
 test_etag(void)
 {
@@ -106,6 +168,7 @@ main(void)
     RUN(test_layout);
     RUN(test_stale_ttl_never_minus_zero);
     RUN(test_etag);
+    RUN(test_forms);
     RUN(test_bounds_and_refs);
     return 0;
 }

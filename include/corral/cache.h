@@ -171,6 +171,16 @@ void corral_waiter_cancel(struct corral_waiter *w);
 int corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
                              const struct corral_strategy *strategy);
 
+/* Puts v (not stored yet, under old's key) in L1 in old's place, with
+ * old's times, when old is still L1's value for that key: for an embedder
+ * that made more of old (another form of its body, say) and keeps it for
+ * the readers that follow. The tier below is not written. Takes a
+ * reference (the caller keeps its own). Returns 0, or -ESTALE (old is no
+ * longer L1's value: v is not stored), -EINVAL (v stored already, or under
+ * another key) or -E2BIG (larger than the L1 budget). */
+int corral_cache_replace(struct corral_cache *c, const struct corral_value *old,
+                         struct corral_value *v);
+
 /* Drops key from L1 and the tier below (which tells other instances, whose
  * caches drop it too). A fill in flight for the key, here or where the
  * purge is heard, goes on and answers its waiters, but its value is not
@@ -271,6 +281,8 @@ struct corral_stats {
     uint64_t backoff_answers; /* callers answered from a backoff */
     uint64_t entries;         /* in L1 now */
     uint64_t bytes;           /* charged to the L1 budget now */
+    uint64_t form_bytes[CORRAL_VALUE_FORMS]; /* L1's bytes of each form
+                                              * kept (corral/value.h) */
     uint64_t max_bytes;
     uint64_t evictions;
     uint64_t expirations;

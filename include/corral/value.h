@@ -4,7 +4,14 @@
  * flags byte, and the cache's bookkeeping, like a memcached item. It is
  * writable only until it is first stored; after that every field is
  * read-only and a reader keeps it alive with corral_value_ref() across
- * eviction, expiry and overwrite. */
+ * eviction, expiry and overwrite.
+ *
+ * The body may be kept in more than one form: form 0 is the body itself,
+ * forms 1 .. CORRAL_VALUE_FORMS - 1 are encodings of it (compressed, say)
+ * that the embedder makes and names. libcorral keeps them, counts their
+ * bytes and carries them through the tier below, but never reads them.
+ * Form 0 may be left out when another form is kept: the value's length
+ * and ETag stay the body's. */
 #ifndef CORRAL_VALUE_H
 #define CORRAL_VALUE_H
 
@@ -17,6 +24,7 @@ struct corral_value; /* opaque */
 #define CORRAL_KEY_MAX 4096        /* bytes */
 #define CORRAL_BODY_MAX (1u << 30) /* bytes */
 #define CORRAL_ETAG_LEN 18         /* "\"" 16 hex digits "\"" */
+#define CORRAL_VALUE_FORMS 3       /* the body and two encodings of it */
 
 /* A new value holding copies of key, body and content_type (NULL = ""), with
  * aux_cap bytes of aux area for the caller to fill before storing it. The
@@ -27,16 +35,51 @@ struct corral_value *corral_value_new(const void *key, size_t keylen,
                                       const void *body, size_t len,
                                       const char *content_type, size_t aux_cap);
 
+/* One form of a body: bytes NULL (or, for forms past 0, len 0): not
+ * kept. */
+struct corral_value_form {
+    const void *bytes;
+    size_t len;
+};
+
+/* As corral_value_new(), with the body in forms[0 .. CORRAL_VALUE_FORMS -
+ * 1]: forms[0] is the body itself, len the body's length whether forms[0]
+ * is kept or not, and etag the body's quoted ETag as corral_value_etag_of()
+ * writes it (CORRAL_ETAG_LEN characters; taken as given), or NULL to have
+ * it computed from forms[0], which must then be kept. Returns NULL on bad
+ * sizes (as corral_value_new(), and any form over CORRAL_BODY_MAX), when
+ * no form is kept, when forms[0] is kept with a length other than len, or
+ * without forms[0] and an etag, or with an etag not well formed. Caller
+ * owns the one reference. */
+struct corral_value *corral_value_new_forms(
+    const void *key, size_t keylen, const struct corral_value_form *forms,
+    size_t len, const char *etag, const char *content_type, size_t aux_cap);
+
+/* Writes the quoted ETag corral_value_new() gives a body to out
+ * (CORRAL_ETAG_LEN characters and a NUL). */
+void corral_value_etag_of(const void *body, size_t len,
+                          char out[CORRAL_ETAG_LEN + 1]);
+
 /* Takes one more reference. Returns v. */
 struct corral_value *corral_value_ref(struct corral_value *v);
 /* Drops one reference; the last one frees. NULL is a no-op. */
 void corral_value_unref(struct corral_value *v);
 
-/* Borrowed; valid while the caller holds a reference. */
+/* Borrowed; valid while the caller holds a reference. The body is NULL
+ * when its form 0 is not kept; its length is the body's either way. */
 const char *corral_value_key(const struct corral_value *v);
 size_t corral_value_keylen(const struct corral_value *v);
 const char *corral_value_body(const struct corral_value *v);
 size_t corral_value_len(const struct corral_value *v);
+/* Form i of the body and its length in *len (Borrowed, as the body), or
+ * NULL (and *len 0) when v does not keep it or i is out of range. Form 0
+ * is corral_value_body(). */
+const char *corral_value_form(const struct corral_value *v, unsigned i,
+                              size_t *len);
+/* Bit i set: v keeps form i. */
+unsigned corral_value_forms(const struct corral_value *v);
+/* The bytes of every form v keeps. */
+size_t corral_value_stored_len(const struct corral_value *v);
 const char *corral_value_content_type(const struct corral_value *v);
 /* The quoted strong ETag, CORRAL_ETAG_LEN characters, NUL-terminated. */
 const char *corral_value_etag(const struct corral_value *v);

@@ -1265,6 +1265,28 @@ corral_set_with_strategy(struct corral_cache *c, struct corral_value *value,
     return 0;
 }
 
+int
+corral_cache_replace(struct corral_cache *c, const struct corral_value *old,
+                     struct corral_value *v)
+{
+    if ((v->flags & VALUE_STORED) || v->keylen != old->keylen ||
+        memcmp(value_key(v), value_key(old), old->keylen) != 0)
+        return -EINVAL;
+    if (corral_l1_charge(v) > c->stats.max_bytes)
+        return -E2BIG;
+    uint64_t h = corral_key_hash(value_key(v), v->keylen);
+    if (corral_l1_find(c->l1, value_key(v), v->keylen, h) != old)
+        return -ESTALE;
+    corral_value_set_times(v, old->stored_at, old->expires_at, old->swr_ms,
+                           old->sie_ms);
+    v->fill_ms = old->fill_ms;
+    unsigned freq = old->freq;
+    int rc = corral_l1_put(c->l1, v, h);
+    if (rc == 0)
+        v->freq = freq & 3;
+    return rc;
+}
+
 struct purge_note {
     corral_purged_cb *cb;
     void *arg;
@@ -1482,6 +1504,7 @@ corral_cache_stats(const struct corral_cache *c, struct corral_stats *out)
     out->waiters_cancelled += c->fl.cancelled;
     out->entries = l1.entries;
     out->bytes = l1.bytes;
+    memcpy(out->form_bytes, l1.form_bytes, sizeof(out->form_bytes));
     out->evictions = l1.evictions;
     out->expirations = l1.expirations;
 }

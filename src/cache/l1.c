@@ -53,8 +53,11 @@ corral_l1_overhead(void)
 size_t
 corral_l1_charge(const struct corral_value *v)
 {
-    return corral_l1_overhead() + v->keylen + v->len + v->ctype_len +
-           v->aux_cap;
+    /* The other forms' table (VALUE_FORMS) is what a value that keeps
+     * them pays for them beyond their bytes. */
+    size_t table = v->flags & VALUE_FORMS ? 4 * (CORRAL_VALUE_FORMS - 1) : 0;
+    return corral_l1_overhead() + v->keylen + corral_value_stored_len(v) +
+           table + v->ctype_len + v->aux_cap;
 }
 
 static struct corral_value *
@@ -182,6 +185,17 @@ ghost_take(struct corral_l1 *l1, uint64_t h)
     return false;
 }
 
+/* Adds (sign 1) or takes (-1) v's forms to the bytes kept per form. */
+static void
+count_forms(struct corral_l1 *l1, const struct corral_value *v, int sign)
+{
+    for (unsigned i = 0; i < CORRAL_VALUE_FORMS; i++) {
+        size_t n;
+        if (corral_value_form(v, i, &n) != NULL)
+            l1->stats.form_bytes[i] += sign > 0 ? n : -(uint64_t)n;
+    }
+}
+
 /* Unlinks v from table and queue and drops the table's reference. */
 static void
 unlink_value(struct corral_l1 *l1, struct corral_dict_link **slot)
@@ -192,6 +206,7 @@ unlink_value(struct corral_l1 *l1, struct corral_dict_link **slot)
     v->flags &= (uint8_t)~VALUE_LINKED;
     l1->stats.entries--;
     l1->stats.bytes -= corral_l1_charge(v);
+    count_forms(l1, v, -1);
     corral_value_unref(v);
 }
 
@@ -316,6 +331,7 @@ corral_l1_put(struct corral_l1 *l1, struct corral_value *v, uint64_t h)
         fifo_push(&l1->small, v, Q_SMALL, charge);
     l1->stats.entries++;
     l1->stats.bytes += charge;
+    count_forms(l1, v, 1);
     return 0;
 }
 

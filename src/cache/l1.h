@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct corral_value;
+#include "corral/value.h"
 struct corral_l1; /* opaque */
 
 /* Which S3-FIFO queue a value sits in (struct corral_value's queue). */
@@ -28,6 +28,7 @@ size_t corral_l1_charge(const struct corral_value *v);
 struct corral_l1_stats {
     uint64_t entries;
     uint64_t bytes;
+    uint64_t form_bytes[CORRAL_VALUE_FORMS]; /* of each form kept */
     uint64_t evictions;
     uint64_t expirations;
 };

@@ -4,6 +4,7 @@
 #include "value_impl.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,24 +14,64 @@
 
 static const uint8_t etag_key[16] = "corral-etag-v1..";
 
+void
+corral_value_etag_of(const void *body, size_t len,
+                     char out[CORRAL_ETAG_LEN + 1])
+{
+    uint64_t h = corral_siphash(body, len, etag_key);
+    snprintf(out, CORRAL_ETAG_LEN + 1, "\"%016llx\"", (unsigned long long)h);
+}
+
+/* Is etag what corral_value_etag_of() writes: a quoted 16 hex digits? */
+static bool
+etag_well_formed(const char *etag)
+{
+    if (strlen(etag) != CORRAL_ETAG_LEN || etag[0] != '"' ||
+        etag[CORRAL_ETAG_LEN - 1] != '"')
+        return false;
+    for (int i = 1; i < CORRAL_ETAG_LEN - 1; i++)
+        if (!((etag[i] >= '0' && etag[i] <= '9') ||
+              (etag[i] >= 'a' && etag[i] <= 'f')))
+            return false;
+    return true;
+}
+
 struct corral_value *
-corral_value_new(const void *key, size_t keylen, const void *body, size_t len,
-                 const char *content_type, size_t aux_cap)
+corral_value_new_forms(const void *key, size_t keylen,
+                       const struct corral_value_form *forms, size_t len,
+                       const char *etag, const char *content_type,
+                       size_t aux_cap)
 {
     if (content_type == NULL)
         content_type = "";
     size_t ctype_len = strlen(content_type);
+    bool body = forms[0].bytes != NULL;
     if (keylen == 0 || keylen > CORRAL_KEY_MAX || len > CORRAL_BODY_MAX ||
-        ctype_len > 1024 || aux_cap > UINT16_MAX)
+        ctype_len > 1024 || aux_cap > UINT16_MAX ||
+        (body && forms[0].len != len) || (!body && etag == NULL) ||
+        (etag != NULL && !etag_well_formed(etag)))
         return NULL;
-    struct corral_value *v =
-        xmalloc(sizeof(*v) + keylen + len + 1 + ctype_len + 1 + aux_cap);
+    /* The body's form, then the others' table and bytes. */
+    size_t stored = body ? len + 1 : 0, others = 0;
+    for (int i = 1; i < CORRAL_VALUE_FORMS; i++) {
+        if (forms[i].bytes == NULL || forms[i].len == 0)
+            continue;
+        if (forms[i].len > CORRAL_BODY_MAX)
+            return NULL;
+        others += forms[i].len;
+    }
+    if (!body && others == 0)
+        return NULL;
+    size_t table = others ? 4 * (CORRAL_VALUE_FORMS - 1) : 0;
+    struct corral_value *v = xmalloc(sizeof(*v) + keylen + aux_cap + ctype_len +
+                                     1 + stored + table + others);
     memset(v, 0, sizeof(*v));
     v->refs = 1;
     v->len = (uint32_t)len;
     v->keylen = (uint16_t)keylen;
     v->ctype_len = (uint16_t)ctype_len;
     v->aux_cap = (uint16_t)aux_cap;
+    v->flags = (others ? VALUE_FORMS : 0) | (body ? 0 : VALUE_NO_BODY);
     /* key | aux | content type NUL | body NUL: what a hit reads (the
      * header, key and pre-rendered head) sits together in a few cache
      * lines, the body (which the kernel copies) after it. */
@@ -39,12 +80,37 @@ corral_value_new(const void *key, size_t keylen, const void *body, size_t len,
     p += keylen + aux_cap;
     memcpy(p, content_type, ctype_len + 1);
     p += ctype_len + 1;
-    if (len)
-        memcpy(p, body, len);
-    p[len] = '\0';
-    uint64_t h = corral_siphash(body, len, etag_key);
-    snprintf(v->etag, sizeof(v->etag), "\"%016llx\"", (unsigned long long)h);
+    if (body) {
+        if (len)
+            memcpy(p, forms[0].bytes, len);
+        p[len] = '\0';
+        p += len + 1;
+    }
+    if (etag != NULL)
+        memcpy(v->etag, etag, CORRAL_ETAG_LEN + 1);
+    else
+        corral_value_etag_of(forms[0].bytes, len, v->etag);
+    if (others == 0)
+        return v;
+    char *bytes = p + table;
+    for (int i = 1; i < CORRAL_VALUE_FORMS; i++) {
+        uint32_t n = forms[i].bytes != NULL ? (uint32_t)forms[i].len : 0;
+        memcpy(p + 4 * (i - 1), &n, 4);
+        if (n)
+            memcpy(bytes, forms[i].bytes, n);
+        bytes += n;
+    }
     return v;
+}
+
+struct corral_value *
+corral_value_new(const void *key, size_t keylen, const void *body, size_t len,
+                 const char *content_type, size_t aux_cap)
+{
+    struct corral_value_form forms[CORRAL_VALUE_FORMS] = {
+        {body != NULL ? body : "", len}};
+    return corral_value_new_forms(key, keylen, forms, len, NULL, content_type,
+                                  aux_cap);
 }
 
 struct corral_value *
@@ -76,13 +142,61 @@ corral_value_keylen(const struct corral_value *v)
 const char *
 corral_value_body(const struct corral_value *v)
 {
-    return v->data + v->keylen + v->aux_cap + v->ctype_len + 1;
+    return v->flags & VALUE_NO_BODY ? NULL : value_forms_start(v);
 }
 
 size_t
 corral_value_len(const struct corral_value *v)
 {
     return v->len;
+}
+
+const char *
+corral_value_form(const struct corral_value *v, unsigned i, size_t *len)
+{
+    *len = 0;
+    if (i == 0) {
+        if (v->flags & VALUE_NO_BODY)
+            return NULL;
+        *len = v->len;
+        return value_forms_start(v);
+    }
+    if (i >= CORRAL_VALUE_FORMS || !(v->flags & VALUE_FORMS))
+        return NULL;
+    const char *p = value_forms_start(v);
+    if (!(v->flags & VALUE_NO_BODY))
+        p += v->len + 1;
+    const char *bytes = p + 4 * (CORRAL_VALUE_FORMS - 1);
+    uint32_t n = 0;
+    for (unsigned j = 1; j <= i; j++) {
+        bytes += n;
+        memcpy(&n, p + 4 * (j - 1), 4);
+    }
+    if (n == 0)
+        return NULL;
+    *len = n;
+    return bytes;
+}
+
+unsigned
+corral_value_forms(const struct corral_value *v)
+{
+    unsigned mask = 0;
+    size_t len;
+    for (unsigned i = 0; i < CORRAL_VALUE_FORMS; i++)
+        if (corral_value_form(v, i, &len) != NULL)
+            mask |= 1u << i;
+    return mask;
+}
+
+size_t
+corral_value_stored_len(const struct corral_value *v)
+{
+    size_t n = 0, len;
+    for (unsigned i = 0; i < CORRAL_VALUE_FORMS; i++)
+        if (corral_value_form(v, i, &len) != NULL)
+            n += len;
+    return n;
 }
 
 const char *

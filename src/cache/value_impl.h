@@ -1,7 +1,10 @@
 /* value_impl.h — the layout of struct corral_value, private to libcorral.
  * One allocation: this header, then key | aux | content type | NUL | body |
  * NUL, so a hit's reads (header, key, the embedder's pre-rendered head)
- * share a few cache lines ahead of the body. The link fields belong to the L1
+ * share a few cache lines ahead of the body. A value with other forms
+ * (VALUE_FORMS) has their lengths after that, one uint32_t per form past
+ * 0 (0: not kept), then their bytes; one without its body (VALUE_NO_BODY)
+ * has neither the body nor its NUL. The link fields belong to the L1
  * that holds the value (at most one); everything else is fixed once the value
  * is stored. */
 #ifndef CORRAL_VALUE_IMPL_H
@@ -16,6 +19,8 @@ enum value_flag {
     VALUE_STORED = 1 << 0,  /* stamped and immutable */
     VALUE_LINKED = 1 << 1,  /* in an L1 table and queue */
     VALUE_NOSTORE = 1 << 2, /* answered its fill's callers, kept nowhere */
+    VALUE_FORMS = 1 << 3,   /* keeps forms past 0: their table follows */
+    VALUE_NO_BODY = 1 << 4, /* form 0 is not kept */
 };
 
 struct corral_value {
@@ -43,6 +48,14 @@ static inline const char *
 value_key(const struct corral_value *v)
 {
     return v->data;
+}
+
+/* The bytes after the content type's NUL: the body's form, then the
+ * other forms' table and bytes. */
+static inline const char *
+value_forms_start(const struct corral_value *v)
+{
+    return v->data + v->keylen + v->aux_cap + v->ctype_len + 1;
 }
 
 /* The last ms at which L1 may still need v: past every stale window. */

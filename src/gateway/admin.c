@@ -551,6 +551,18 @@ l2_primaries(struct evbuffer *o, const struct family *f, const struct scrape *s)
     evbuffer_add_printf(o, "%s %" PRIu64 "\n", f->name, most);
 }
 
+/* The workers' CPU time compressing, kept in µs, in seconds. */
+static void
+compression_cpu(struct evbuffer *o, const struct family *f,
+                const struct scrape *s)
+{
+    uint64_t us = 0;
+    for (unsigned i = 0; i < s->nb; i++)
+        us += s->b[i]->encoding.cpu_us;
+    evbuffer_add_printf(o, "%s %" PRIu64 ".%06" PRIu64 "\n", f->name,
+                        us / 1000000, us % 1000000);
+}
+
 static uint64_t
 stale_refreshes(const struct corral_metrics_block *b)
 {
@@ -659,6 +671,31 @@ static const struct family families[] = {
      .samples = {{"", AT(cache.entries)}}},
     {"corral_l1_bytes", "gauge", "Bytes charged to the L1 budget.",
      .samples = {{"", AT(cache.bytes)}}},
+    {"corral_l1_form_bytes", "gauge",
+     "Bytes of L1's values by the coding they are kept in (a value keeps "
+     "one or more).",
+     .samples = {{"coding=\"identity\"", AT(cache.form_bytes[0])},
+                 {"coding=\"gzip\"", AT(cache.form_bytes[1])},
+                 {"coding=\"br\"", AT(cache.form_bytes[2])}}},
+    {"corral_answers_by_coding_total", "counter",
+     "Answers with a stored value (200 and 304), by the coding of the "
+     "representation sent.",
+     .samples = {{"coding=\"identity\"", AT(answers_coded[0])},
+                 {"coding=\"gzip\"", AT(answers_coded[1])},
+                 {"coding=\"br\"", AT(answers_coded[2])}}},
+    {"corral_compression_input_bytes_total", "counter",
+     "Body bytes compressed at fill time, by coding: over "
+     "corral_compression_output_bytes_total, the compression ratio.",
+     .samples = {{"coding=\"gzip\"", AT(encoding.in_bytes[1])},
+                 {"coding=\"br\"", AT(encoding.in_bytes[2])}}},
+    {"corral_compression_output_bytes_total", "counter",
+     "Bytes those compressions made, kept or not (a form that does not pay "
+     "is dropped).",
+     .samples = {{"coding=\"gzip\"", AT(encoding.out_bytes[1])},
+                 {"coding=\"br\"", AT(encoding.out_bytes[2])}}},
+    {"corral_compression_cpu_seconds_total", "counter",
+     "CPU time spent compressing at fill time (never on a hit).",
+     .series = compression_cpu},
     {"corral_l1_max_bytes", "gauge", "The L1 budget, all workers.",
      .samples = {{"", AT(cache.max_bytes)}}},
     {"corral_l1_evictions_total", "counter", "Values evicted from L1 for room.",

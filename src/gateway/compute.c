@@ -16,6 +16,7 @@
 #include "breaker.h"
 #include "budget.h"
 #include "config.h"
+#include "encoding.h"
 #include "fetch.h"
 #include "metrics.h"
 #include "route.h"
@@ -57,6 +58,149 @@ has_controls(const char *s)
     return false;
 }
 
+/* ---- the heads a value keeps ----
+ *
+ * The aux area holds one rendered head per coding the value can be served
+ * in, after a table of where each is: for each coding, its offset and
+ * length, two bytes each, little-endian (length 0: no head). Identity
+ * always has one, whether or not its bytes are kept; every other coding has
+ * one when its form is kept. */
+
+#define HEAD_TABLE (4 * CORRAL_CODINGS)
+
+static void
+put16(char *p, size_t v)
+{
+    p[0] = (char)(v & 0xff);
+    p[1] = (char)(v >> 8);
+}
+
+static size_t
+get16(const char *p)
+{
+    return (size_t)(unsigned char)p[0] | (size_t)(unsigned char)p[1] << 8;
+}
+
+/* The strong ETag of a body's representation in coding c, from the
+ * body's own ETag: identity's is that, the others add the coding's name
+ * inside the quotes ("...-gzip"). */
+static void
+coding_etag(const char *etag, enum corral_coding c,
+            char out[CORRAL_COMPUTE_ETAG_MAX])
+{
+    if (c == CORRAL_CODING_IDENTITY)
+        snprintf(out, CORRAL_COMPUTE_ETAG_MAX, "%s", etag);
+    else
+        snprintf(out, CORRAL_COMPUTE_ETAG_MAX, "%.*s-%s\"", CORRAL_ETAG_LEN - 1,
+                 etag, corral_coding_name(c));
+}
+
+void
+corral_compute_etag(const struct corral_value *v, enum corral_coding c,
+                    char out[CORRAL_COMPUTE_ETAG_MAX])
+{
+    coding_etag(corral_value_etag(v), c, out);
+}
+
+/* Renders the aux area of a body with ETag etag, whose form in coding c
+ * is len[c] bytes (0 past identity: not kept), for status, type and extra
+ * into out (cap bytes): the table, then each head. Returns its length, or
+ * -1 when it does not fit. */
+static int
+render_aux(const char *etag, const size_t len[CORRAL_CODINGS], int status,
+           const char *ctype, const char *extra, char *out, size_t cap)
+{
+    if (cap < HEAD_TABLE)
+        return -1;
+    memset(out, 0, HEAD_TABLE);
+    size_t off = HEAD_TABLE;
+    for (int c = 0; c < CORRAL_CODINGS; c++) {
+        if (c != CORRAL_CODING_IDENTITY && len[c] == 0)
+            continue;
+        char tag[CORRAL_COMPUTE_ETAG_MAX], ce[40] = "";
+        coding_etag(etag, (enum corral_coding)c, tag);
+        if (c != CORRAL_CODING_IDENTITY)
+            snprintf(ce, sizeof(ce), "Content-Encoding: %s\r\n",
+                     corral_coding_name((enum corral_coding)c));
+        int n = snprintf(out + off, cap - off,
+                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                         "Content-Length: %zu\r\nETag: %s\r\n%s"
+                         "Vary: Accept-Encoding\r\n%s",
+                         status, http_status_str((enum http_status)status),
+                         ctype, len[c], tag, ce, extra);
+        if (n < 0 || (size_t)n >= cap - off || off + (size_t)n > UINT16_MAX)
+            return -1;
+        put16(out + 4 * c, off);
+        put16(out + 4 * c + 2, (size_t)n);
+        off += (size_t)n;
+    }
+    return (int)off;
+}
+
+/* Room for render_aux(): three heads of the fixed lines, the type and
+ * extra. */
+static size_t
+aux_room(const char *ctype, const char *extra)
+{
+    return HEAD_TABLE + CORRAL_CODINGS * (240 + strlen(ctype) + strlen(extra));
+}
+
+const char *
+corral_compute_head(const struct corral_value *v, enum corral_coding c,
+                    size_t *len)
+{
+    const char *aux = corral_value_aux(v);
+    *len = 0;
+    if (corral_value_aux_len(v) < HEAD_TABLE || (unsigned)c >= CORRAL_CODINGS)
+        return NULL;
+    size_t off = get16(aux + 4 * c), n = get16(aux + 4 * c + 2);
+    if (n == 0 || off + n > corral_value_aux_len(v))
+        return NULL;
+    *len = n;
+    return aux + off;
+}
+
+struct corral_value *
+corral_compute_with_identity(const struct corral_value *v)
+{
+    char *own;
+    const char *id = corral_encoding_identity(v, &own);
+    if (id == NULL)
+        return NULL;
+    struct corral_value_form forms[CORRAL_CODINGS];
+    for (int c = 0; c < CORRAL_CODINGS; c++) {
+        forms[c].bytes = corral_value_form(v, (unsigned)c, &forms[c].len);
+    }
+    forms[CORRAL_CODING_IDENTITY] =
+        (struct corral_value_form){id, corral_value_len(v)};
+    struct corral_value *w = corral_value_new_forms(
+        corral_value_key(v), corral_value_keylen(v), forms, corral_value_len(v),
+        corral_value_etag(v), corral_value_content_type(v),
+        corral_value_aux_len(v));
+    free(own);
+    if (w == NULL)
+        return NULL;
+    size_t cap;
+    memcpy(corral_value_aux_mut(w, &cap), corral_value_aux(v),
+           corral_value_aux_len(v));
+    corral_value_set_aux_len(w, corral_value_aux_len(v));
+    corral_value_set_flags(w, corral_value_flags(v));
+    return w;
+}
+
+unsigned
+corral_compute_codings(const struct corral_value *v)
+{
+    const char *aux = corral_value_aux(v);
+    unsigned mask = 0;
+    if (corral_value_aux_len(v) < HEAD_TABLE)
+        return 0;
+    for (int c = 0; c < CORRAL_CODINGS; c++)
+        if (get16(aux + 4 * c + 2) != 0)
+            mask |= 1u << c;
+    return mask;
+}
+
 struct corral_value *
 corral_compute_render(const char *key, size_t keylen, const char *body,
                       size_t len, const char *ctype, int status,
@@ -66,30 +210,40 @@ corral_compute_render(const char *key, size_t keylen, const char *body,
         ctype = "application/json";
     if (extra == NULL)
         extra = "";
-    size_t cap = 128 + strlen(ctype) + strlen(extra);
+    char etag[CORRAL_ETAG_LEN + 1];
+    corral_value_etag_of(body, len, etag);
+    struct corral_encoded enc;
+    corral_encoding_make(body, len, &enc);
+    size_t lens[CORRAL_CODINGS] = {len};
+    for (int c = 1; c < CORRAL_CODINGS; c++)
+        lens[c] = enc.form[c].bytes != NULL ? enc.form[c].len : 0;
+    /* Rendered first, so the value's aux area is exactly as long. */
+    size_t room = aux_room(ctype, extra);
+    char *aux = xmalloc(room);
+    int n = render_aux(etag, lens, status, ctype, extra, aux, room);
     struct corral_value *v =
-        corral_value_new(key, keylen, body, len, ctype, cap);
-    if (v == NULL)
-        return NULL;
-    char *aux = corral_value_aux_mut(v, &cap);
-    int n = snprintf(aux, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nETag: %s\r\n%s",
-                     status, http_status_str((enum http_status)status), ctype,
-                     len, corral_value_etag(v), extra);
-    if (n < 0 || (size_t)n >= cap) {
-        corral_value_unref(v);
-        return NULL;
+        n < 0 ? NULL
+              : corral_value_new_forms(key, keylen, enc.form, len, etag, ctype,
+                                       (size_t)n);
+    corral_encoding_finish(&enc);
+    if (v != NULL) {
+        size_t cap;
+        memcpy(corral_value_aux_mut(v, &cap), aux, (size_t)n);
+        corral_value_set_aux_len(v, (size_t)n);
+        corral_value_set_flags(v,
+                               status / 100 == 2 ? 0 : CORRAL_COMPUTE_NEGATIVE);
     }
-    corral_value_set_aux_len(v, (size_t)n);
-    corral_value_set_flags(v, status / 100 == 2 ? 0 : CORRAL_COMPUTE_NEGATIVE);
+    free(aux);
     return v;
 }
 
 int
 corral_compute_status(const struct corral_value *v)
 {
-    const char *head = corral_value_aux(v);
+    size_t n;
+    const char *head = corral_compute_head(v, CORRAL_CODING_IDENTITY, &n);
+    if (head == NULL || n < 12)
+        return 0;
     return (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
 }
 
@@ -125,15 +279,117 @@ extra_fit(const struct corral_config_route *route, const char *p, size_t n)
     return true;
 }
 
+/* Does every form v keeps past identity decode to exactly id (its
+ * identity bytes)? */
+static bool
+forms_agree(const struct corral_value *v, const char *id)
+{
+    size_t len = corral_value_len(v);
+    char *buf = NULL;
+    bool ok = true;
+    for (int c = 1; c < CORRAL_CODINGS && ok; c++) {
+        size_t n;
+        const char *f = corral_value_form(v, (unsigned)c, &n);
+        if (f == NULL || f == id)
+            continue;
+        if (buf == NULL)
+            buf = xmalloc(len + 1);
+        ok = corral_encoding_decode(c, f, n, buf, len) == 0 &&
+             memcmp(buf, id, len) == 0;
+    }
+    free(buf);
+    return ok;
+}
+
+/* Are v's bodies fit for route with status: its identity bytes (kept, or
+ * decoded) of its ETag, JSON on a JSON route's 2xx, and every other form
+ * the same bytes encoded? */
+static bool
+bodies_fit(const struct corral_config_route *route,
+           const struct corral_value *v, int status)
+{
+    char *own;
+    const char *id = corral_encoding_identity(v, &own);
+    if (id == NULL)
+        return false;
+    bool ok = true;
+    if (own != NULL) {
+        /* Not kept: the ETag was read, not computed from these bytes. */
+        char etag[CORRAL_ETAG_LEN + 1];
+        corral_value_etag_of(id, corral_value_len(v), etag);
+        ok = strcmp(etag, corral_value_etag(v)) == 0;
+    }
+    /* A JSON route's body is JSON, whoever wrote it. */
+    if (ok && route->json && (status == 200 || status == 203))
+        ok = valid_json(id, corral_value_len(v));
+    ok = ok && forms_agree(v, id);
+    free(own);
+    return ok;
+}
+
+/* A value an older corral stored: one head, at the aux area's start,
+ * without Vary, for its body only (L2 versions 1 and 2). When the head is
+ * exactly what that corral rendered, it is rendered again as this one
+ * would, in place (l2codec gave the area room); the checks that follow
+ * are the same for both. False when it cannot be brought up to date. */
+static bool
+upgrade_legacy(const struct corral_config_route *route, struct corral_value *v)
+{
+    const char *head = corral_value_aux(v);
+    size_t hlen = corral_value_aux_len(v);
+    if (hlen < 16 || head[12] != ' ' || corral_value_forms(v) != 1)
+        return false;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (head[i] < '0' || head[i] > '9')
+            return false;
+        status = status * 10 + (head[i] - '0');
+    }
+    char want[1400];
+    int n = snprintf(want, sizeof(want),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nETag: %s\r\n",
+                     status, http_status_str((enum http_status)status),
+                     corral_value_content_type(v), corral_value_len(v),
+                     corral_value_etag(v));
+    if (n < 0 || (size_t)n >= sizeof(want) || (size_t)n > hlen ||
+        memcmp(want, head, (size_t)n) != 0 ||
+        !extra_fit(route, head + n, hlen - (size_t)n) ||
+        hlen - (size_t)n >= 600)
+        return false;
+    char extra[600];
+    memcpy(extra, head + n, hlen - (size_t)n);
+    extra[hlen - (size_t)n] = '\0';
+    size_t lens[CORRAL_CODINGS] = {corral_value_len(v)};
+    size_t cap;
+    char *aux = corral_value_aux_mut(v, &cap);
+    if (aux == NULL) /* stored already: not a value read from L2 */
+        return false;
+    char *tmp = xmalloc(cap);
+    n = render_aux(corral_value_etag(v), lens, status,
+                   corral_value_content_type(v), extra, tmp, cap);
+    if (n >= 0) {
+        memcpy(aux, tmp, (size_t)n);
+        corral_value_set_aux_len(v, (size_t)n);
+    }
+    free(tmp);
+    return n >= 0;
+}
+
 bool
 corral_compute_fit(const struct corral_config_route *route,
                    const struct corral_value *v, uint64_t now_ms)
 {
-    const char *head = corral_value_aux(v);
-    size_t hlen = corral_value_aux_len(v);
-    static const char etag_line[] = "\r\nETag: ";
+    /* The table starts with identity's offset, never "HT". */
+    if (corral_value_aux_len(v) >= 9 &&
+        memcmp(corral_value_aux(v), "HTTP/1.1 ", 9) == 0 &&
+        !upgrade_legacy(route, (struct corral_value *)v))
+        return false;
+    size_t hlen;
+    const char *head = corral_compute_head(v, CORRAL_CODING_IDENTITY, &hlen);
     /* "HTTP/1.1 NNN ..." */
-    if (hlen < 16 || memcmp(head, "HTTP/1.1 ", 9) != 0 || head[12] != ' ')
+    if (head == NULL || hlen < 16 || memcmp(head, "HTTP/1.1 ", 9) != 0 ||
+        head[12] != ' ')
         return false;
     int status = 0;
     for (int i = 9; i < 12; i++) {
@@ -152,34 +408,43 @@ corral_compute_fit(const struct corral_config_route *route,
         corral_value_swr_ms(v) > route->strategy.swr_ms ||
         corral_value_sie_ms(v) > route->strategy.sie_ms)
         return false;
-    /* Exactly the head corral renders: the same status line, type,
-     * length and ETag, each line ending CRLF, then only what corral adds. */
-    const char *e = memmem(head, hlen, etag_line, sizeof(etag_line) - 1);
-    if (e == NULL)
+    const char *ctype = corral_value_content_type(v);
+    if (has_controls(ctype))
         return false;
-    size_t upto =
-        (size_t)(e - head) + sizeof(etag_line) - 1 + CORRAL_ETAG_LEN + 2;
-    if (upto > hlen || !extra_fit(route, head + upto, hlen - upto))
+    /* Exactly the heads corral renders: each form's status line, type,
+     * length, ETag, coding and Vary, then only what corral adds. The
+     * extra lines are what follows the fixed ones in identity's head. */
+    size_t lens[CORRAL_CODINGS] = {corral_value_len(v)};
+    for (int c = 1; c < CORRAL_CODINGS; c++)
+        corral_value_form(v, (unsigned)c, &lens[c]);
+    char fixed[1400];
+    size_t none[CORRAL_CODINGS] = {lens[0]};
+    int n = render_aux(corral_value_etag(v), none, status, ctype, "", fixed,
+                       sizeof(fixed));
+    if (n < 0 || hlen < (size_t)n - HEAD_TABLE ||
+        memcmp(head, fixed + HEAD_TABLE, (size_t)n - HEAD_TABLE) != 0)
         return false;
-    char want[1400];
-    int n = snprintf(want, sizeof(want),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nETag: %s\r\n",
-                     status, http_status_str((enum http_status)status),
-                     corral_value_content_type(v), corral_value_len(v),
-                     corral_value_etag(v));
-    if (n < 0 || (size_t)n != upto || memcmp(want, head, upto) != 0)
+    size_t elen = hlen - ((size_t)n - HEAD_TABLE);
+    if (!extra_fit(route, head + hlen - elen, elen))
         return false;
-    if (has_controls(corral_value_content_type(v)))
+    char extra[600];
+    if (elen >= sizeof(extra))
         return false;
-    /* A JSON route's body is JSON, whoever wrote it. */
-    if (route->json && (status == 200 || status == 203) &&
-        !valid_json(corral_value_body(v), corral_value_len(v)))
+    memcpy(extra, head + hlen - elen, elen);
+    extra[elen] = '\0';
+    size_t room = aux_room(ctype, extra);
+    char *want = xmalloc(room);
+    n = render_aux(corral_value_etag(v), lens, status, ctype, extra, want,
+                   room);
+    bool same = n >= 0 && (size_t)n == corral_value_aux_len(v) &&
+                memcmp(want, corral_value_aux(v), (size_t)n) == 0;
+    free(want);
+    if (!same || !bodies_fit(route, v, status))
         return false;
     /* A value from the tier is not stored yet (L1 takes it after this):
      * writable, though the fit callback sees it const. */
     uint8_t flags = status / 100 == 2 ? 0 : CORRAL_COMPUTE_NEGATIVE;
-    if (hlen > upto)
+    if (elen > 0)
         flags |= CORRAL_COMPUTE_STALE_MEMBERS; /* extra_fit() allows no other */
     corral_value_set_flags((struct corral_value *)v, flags);
     return true;

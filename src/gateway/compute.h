@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "corral/cache.h"
+#include "encoding.h"
 
 struct corral_breaker;
 struct corral_budget;
@@ -69,24 +70,52 @@ enum corral_compute_flag {
                                             * stale member (aggregate.h) */
 };
 
-/* A value for key with body, rendered once with the head every hit
- * reuses: status line, Content-Type (ctype; NULL or "": JSON),
- * Content-Length, ETag, then extra (NULL, or header lines each ending
- * CRLF); its flags say CORRAL_COMPUTE_NEGATIVE for a status other than 2xx.
- * NULL when it does not fit. */
+/* A value for key with body, kept in the forms worth keeping
+ * (encoding.h) and rendered once with a head for each coding it can be
+ * served in: status line, Content-Type (ctype; NULL or "": JSON),
+ * Content-Length of that form, its ETag (corral_compute_etag()), its
+ * Content-Encoding (none for identity), "Vary: Accept-Encoding", then extra
+ * (NULL, or header lines each ending CRLF); its flags say
+ * CORRAL_COMPUTE_NEGATIVE for a status other than 2xx. NULL when it does
+ * not fit. */
 struct corral_value *corral_compute_render(const char *key, size_t keylen,
                                            const char *body, size_t len,
                                            const char *ctype, int status,
                                            const char *extra);
 
+/* The head rendered for v's coding c, *len bytes of lines each ending
+ * CRLF, without the blank line. Borrowed, as v's aux area. NULL when v
+ * has none for c: every value has identity's (served decoded when its
+ * bytes are not kept), and one for each other form it keeps. */
+const char *corral_compute_head(const struct corral_value *v,
+                                enum corral_coding c, size_t *len);
+
+/* A copy of v (not stored yet) that keeps its identity bytes too, decoded
+ * from another form, with v's heads and flags: for v's first client that
+ * takes no coding, and L1 in v's place for the ones that follow. NULL
+ * when no form decodes. Caller owns the one reference. */
+struct corral_value *corral_compute_with_identity(const struct corral_value *v);
+
+/* Bit c set: v has a head for coding c (corral_compute_head()). */
+unsigned corral_compute_codings(const struct corral_value *v);
+
+/* The strong ETag of v's representation in coding c: identity's is the
+ * body's (corral_value_etag()), the others add "-" and the coding's name
+ * inside the quotes. */
+#define CORRAL_COMPUTE_ETAG_MAX (CORRAL_ETAG_LEN + 10)
+void corral_compute_etag(const struct corral_value *v, enum corral_coding c,
+                         char out[CORRAL_COMPUTE_ETAG_MAX]);
+
 /* Is v, read from L2 (another process wrote it, or something else did),
- * fit to serve on route at now_ms? Its head must be exactly what corral
- * renders (status line with a status the route keeps, Content-Type,
- * Content-Length equal to the body's, ETag equal to the body's, and on an
- * aggregate a Corral-Stale-Members line), its lifetime and stale windows
- * no longer than the route's, its store time no later than a minute from
- * now, and on a JSON route its body JSON. A fit v is not stored yet: its
- * flags are set from its head, as corral_compute_render() sets them. */
+ * fit to serve on route at now_ms? Its heads must be exactly what corral
+ * renders for its forms (status line with a status the route keeps,
+ * Content-Type, each form's length, ETag and coding, and on an aggregate
+ * a Corral-Stale-Members line), its lifetime and stale windows no longer
+ * than the route's, its store time no later than a minute from now, its
+ * identity bytes (kept or decoded) those of its ETag, every other form
+ * those bytes encoded, and on a JSON route its body JSON. A fit v is not
+ * stored yet: its flags are set from its head, as corral_compute_render()
+ * sets them. */
 bool corral_compute_fit(const struct corral_config_route *route,
                         const struct corral_value *v, uint64_t now_ms);
 

@@ -7,8 +7,10 @@
  * every address a name resolves to, and decodes Content-Encoding. This file
  * adds what a cache needs on top: a FIFO of fetches waiting for one of
  * max_connections slots, one deadline per fetch that covers the queue wait,
- * a body cap that holds for chunked and compressed bodies too, 101 treated as
- * a broken exchange, and results in the shape of fetch.h.
+ * a body cap that holds for chunked and compressed bodies too (counted
+ * decoded: a small body that inflates past it is -EFBIG), only the codings
+ * offered (gzip, br), 101 treated as a broken exchange, and results in the
+ * shape of fetch.h.
  *
  * User callbacks run only from finish(), which runs only from our own event
  * callbacks, never from inside a libcurl call. The upstream itself is freed
@@ -18,6 +20,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +43,9 @@
 
 #define MAX_PATH_LEN 8192    /* bytes of path and query */
 #define MAX_BODY (1LL << 40) /* bytes; keeps Content-Length in range */
+/* What corral asks upstreams for: the codings it decodes (libcurl) and
+ * stores again itself. Any other coding in an answer is refused. */
+#define UPSTREAM_CODINGS "gzip, br"
 #define MAX_TIMEOUT_MS (24ULL * 3600 * 1000)
 /* libcurl's own timeout stays behind our deadline so ours decides. */
 #define CURL_TIMEOUT_SLACK_MS 1000
@@ -70,9 +76,10 @@ struct corral_fetch {
     long long clen; /* Content-Length, -1 if none */
     char *body;
     size_t len, cap;
-    int too_big;  /* the body passed max_body */
-    int switched; /* 101: the stream is no longer HTTP */
-    int bodyless; /* ended at its head: we stopped the transfer */
+    int too_big;         /* the body passed max_body */
+    int switched;        /* 101: the stream is no longer HTTP */
+    int bodyless;        /* ended at its head: we stopped the transfer */
+    char bad_coding[32]; /* a Content-Encoding not offered: stopped there */
     char errbuf[CURL_ERROR_SIZE];
     char msg[256];
 };
@@ -467,6 +474,7 @@ response_reset(struct corral_fetch *f)
     f->len = 0;
     f->too_big = 0;
     f->bodyless = 0;
+    f->bad_coding[0] = '\0';
 }
 
 /* "HTTP/1.1 200 OK": the status and reason of a new response. */
@@ -510,6 +518,36 @@ field_value(const char *p, size_t n, const char *name, size_t *vlen)
     return p;
 }
 
+/* Is every coding of a Content-Encoding value one corral offered
+ * (ACCEPT_ENCODING)? libcurl decodes every coding it knows, offered or
+ * not; the first other one is copied to bad (cap bytes) and refused. */
+static bool
+codings_offered(const char *v, size_t n, char *bad, size_t cap)
+{
+    static const char *const offered[] = {"gzip", "x-gzip", "br", "identity"};
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t k = i;
+        while (k < n && v[k] != ',' && v[k] != ' ' && v[k] != '\t')
+            k++;
+        if (k == i)
+            break;
+        bool ok = false;
+        for (size_t j = 0; j < sizeof(offered) / sizeof(*offered); j++)
+            if (strlen(offered[j]) == k - i &&
+                strncasecmp(v + i, offered[j], k - i) == 0)
+                ok = true;
+        if (!ok) {
+            say(bad, cap, "%.*s", (int)(k - i), v + i);
+            return false;
+        }
+        i = k;
+    }
+    return true;
+}
+
 static size_t
 header_cb(char *p, size_t size, size_t nitems, void *arg)
 {
@@ -551,6 +589,9 @@ header_cb(char *p, size_t size, size_t nitems, void *arg)
                 f->too_big = 1;
                 return 0;
             }
+    } else if ((v = field_value(p, n, "Content-Encoding", &vlen)) != NULL) {
+        if (!codings_offered(v, vlen, f->bad_coding, sizeof(f->bad_coding)))
+            return 0;
     } else if ((v = field_value(p, n, "Retry-After", &vlen)) != NULL) {
         if (vlen >= sizeof(f->retry_after))
             vlen = 0;
@@ -722,6 +763,12 @@ classify(struct corral_fetch *f, CURLcode rc)
         say(f->msg, sizeof(f->msg), "malformed response: 101 to a GET");
         return -EPROTO;
     }
+    if (f->bad_coding[0] != '\0') {
+        say(f->msg, sizeof(f->msg),
+            "malformed response: Content-Encoding %s, which was not offered",
+            f->bad_coding);
+        return -EPROTO;
+    }
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
@@ -831,7 +878,7 @@ easy_new(struct corral_fetch_upstream *u)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers) ||
         curl_easy_setopt(e, CURLOPT_USERAGENT,
                          "corral/" CORRAL_VERSION_STRING) ||
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") ||
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, UPSTREAM_CODINGS) ||
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) ||
         curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
                          (curl_off_t)u->max_body) ||

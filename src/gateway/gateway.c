@@ -26,6 +26,7 @@
 #include "budget.h"
 #include "config.h"
 #include "corral/cache.h"
+#include "encoding.h"
 #include "corral/redis.h"
 #include "corral/redis_tier.h"
 #include "fetch.h"
@@ -332,25 +333,53 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
         p = FMT_PUT(p, "\r\n");
     }
     int n = (int)(p - extra);
-    if (!negative && req->if_none_match &&
-        etag_matches(req, corral_value_etag(v))) {
-        char more[384];
-        snprintf(more, sizeof(more), "ETag: %s\r\n%.*s", corral_value_etag(v),
-                 n, extra);
-        corral_request_respond_simple(req, 304, NULL, more, NULL, 0);
-        return;
+    /* The representation: the coding the client prefers among those v
+     * keeps, identity always (decoded when its bytes are not kept). */
+    enum corral_coding coding =
+        corral_accept_choose(&req->accept, corral_compute_codings(v));
+    g->block->answers_coded[coding]++;
+    if (!negative && req->if_none_match) {
+        char etag[CORRAL_COMPUTE_ETAG_MAX];
+        corral_compute_etag(v, coding, etag);
+        if (etag_matches(req, etag)) {
+            char more[384];
+            snprintf(more, sizeof(more),
+                     "ETag: %s\r\nVary: Accept-Encoding\r\n%.*s", etag, n,
+                     extra);
+            corral_request_respond_simple(req, 304, NULL, more, NULL, 0);
+            return;
+        }
     }
+    size_t hlen, blen;
+    const char *body = corral_value_form(v, coding, &blen);
+    struct corral_value *w = NULL;
+    if (body == NULL && req->method != CORRAL_METHOD_HEAD) {
+        /* The first client of v that takes no coding: its identity bytes
+         * decoded once, and kept with it in L1 for the ones that follow
+         * (memory only for the values such clients ask for). */
+        w = corral_compute_with_identity(v);
+        if (w == NULL) {
+            respond_error(req, 502, "stored value does not decode", NULL);
+            return;
+        }
+        corral_cache_replace(g->cache, v, w);
+        v = w;
+        body = corral_value_body(w);
+        blen = corral_value_len(w);
+    }
+    const char *head = corral_compute_head(v, coding, &hlen);
     struct corral_response r = {
         .status = 200,
-        .head = corral_value_aux(v),
-        .head_len = corral_value_aux_len(v),
+        .head = head,
+        .head_len = hlen,
         .extra = extra,
         .extra_len = (size_t)n,
-        .body = corral_value_body(v),
-        .body_len = corral_value_len(v),
+        .body = body,
+        .body_len = blen,
         .hold = v,
     };
     corral_request_respond(req, &r);
+    corral_value_unref(w);
 }
 
 /* ---- requests ---- */
@@ -458,9 +487,11 @@ on_request(struct corral_request *req, void *arg)
     struct corral_value *v = corral_cache_peek(g->cache, m.key, m.keylen);
     bool agg = m.route->upstream == NULL;
     if (v) {
+        /* A hot key is refreshed before it expires (XFetch). Asked
+         * first: answering may put a copy in v's place (and free v). */
+        bool early = corral_cache_early(g->cache, v, m.route->strategy.beta);
         respond_value(g, sv, req, m.index, v, CORRAL_SOURCE_L1);
-        /* A hot key is refreshed before it expires (XFetch). */
-        if (corral_cache_early(g->cache, v, m.route->strategy.beta)) {
+        if (early) {
             if (agg)
                 corral_aggregate_refresh(g->cache, &sv->agg_compute[m.index],
                                          m.key, m.keylen, false);
@@ -547,6 +578,7 @@ corral_gateway_snapshot(struct corral_gateway *g)
     gettimeofday(&tv, NULL);
     b->updated_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     corral_cache_stats(g->cache, &b->cache);
+    corral_encoding_stats(&b->encoding);
     b->l2_enabled = g->l2 != NULL;
     if (g->l2) {
         corral_redis_stats(g->redis, &b->l2);

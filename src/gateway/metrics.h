@@ -17,6 +17,7 @@
 #include "budget.h"
 #include "corral/cache.h"
 #include "corral/redis_tier.h"
+#include "encoding.h"
 #include "server.h"
 
 /* How a request was answered. */
@@ -93,6 +94,10 @@ struct corral_metrics_block {
     struct corral_redis_stats l2;       /* the connection */
     struct corral_redis_tier_stats l2t; /* the tier on it */
     struct corral_server_stats server;
+    struct corral_encoding_stats encoding; /* the fills' compression */
+    /* Answers with a stored value (200 and 304), by the coding of the
+     * representation sent. Counted as they are answered. */
+    uint64_t answers_coded[CORRAL_CODINGS];
     /* struct corral_metrics_route[cap_routes], then
      * struct corral_metrics_upstream[cap_upstreams] */
 };

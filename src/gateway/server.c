@@ -121,9 +121,10 @@ struct conn {
     bool method_read;          /* read_method() is done with it */
     enum corral_method method; /* of the request being parsed, once read */
     enum header_state hstate;
-    int err_status;        /* why a parser callback refused the request */
-    unsigned n_host, n_te; /* Host and Transfer-Encoding fields seen */
-    bool only_if_cached;   /* Cache-Control: only-if-cached seen */
+    int err_status;              /* why a parser callback refused the request */
+    unsigned n_host, n_te;       /* Host and Transfer-Encoding fields seen */
+    bool only_if_cached;         /* Cache-Control: only-if-cached seen */
+    struct corral_accept accept; /* Accept-Encoding, read as it arrives */
     struct span span[SPAN_COUNT];
     unsigned spans;  /* bit 1 << kind: span[kind] is set */
     size_t lingered; /* bytes discarded while lingering */
@@ -727,6 +728,7 @@ message_begin(struct conn *c)
     c->err_status = 0;
     c->n_host = c->n_te = 0;
     c->only_if_cached = false;
+    c->accept = (struct corral_accept){0};
     dl_set(c, DL_REQUEST, c->server->timeout_ms);
 }
 
@@ -865,6 +867,8 @@ field_done(struct conn *c)
     }
     if (field_is(c, "cache-control", 13) && names_only_if_cached(v, n))
         c->only_if_cached = true;
+    if (field_is(c, "accept-encoding", 15))
+        corral_accept_add(&c->accept, v, n);
     if (field_is(c, "if-none-match", 13)) {
         c->span[SPAN_INM] = c->span[SPAN_VALUE];
         c->spans |= 1u << SPAN_INM;
@@ -1157,6 +1161,7 @@ conn_dispatch(struct conn *c)
     sl->req.authorization = auth ? o + plen + qlen + ilen : NULL;
     sl->req.auth_len = alen;
     sl->req.only_if_cached = c->only_if_cached;
+    sl->req.accept = c->accept;
     c->spans = 0; /* copied: the buffer may let the head go */
     sl->close = !http_should_keep_alive(&c->parser) || s->draining;
     sl->keep_alive_10 = !sl->close && c->parser.http_minor == 0;

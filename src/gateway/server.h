@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "negotiate.h"
+
 struct event_base;
 struct corral_value;
 struct corral_server; /* opaque */
@@ -77,7 +79,8 @@ struct corral_request {
     size_t inm_len;
     const char *authorization; /* the header's value; NULL if absent */
     size_t auth_len;
-    bool only_if_cached; /* Cache-Control: only-if-cached */
+    bool only_if_cached;         /* Cache-Control: only-if-cached */
+    struct corral_accept accept; /* what Accept-Encoding says */
     /* With an access_cb only: */
     const char *peer;  /* the client's address, NUL-terminated */
     uint64_t start_us; /* CLOCK_MONOTONIC when the request was parsed */

@@ -16,18 +16,22 @@ from harness import (RedisError, World, check, check_eq, done, fleet_config,
                      l2_name, l2_split)
 
 HEAD = struct.Struct("<3sBQQIIHHHII")  # version 2, 42 bytes
+# Version 3 (what corral writes) adds the forms kept, two lengths, the ETag.
+HEAD3 = struct.Struct("<3sBQQIIHHHIIBII18s")
 
 
 def decode(blob):
-    """(fields, key, ctype, aux, body) of a version 2 value."""
-    f = HEAD.unpack_from(blob)
-    magic, version, stored, expires, swr, sie, klen, clen, alen, blen, _ = f
-    check(magic == b"CRV" and version == 2, f"a version 2 value: {blob[:8]!r}")
-    p = HEAD.size
+    """(fields, key, ctype, aux, body) of a version 3 value with its body
+    (the identity bytes of a small value)."""
+    f = HEAD3.unpack_from(blob)
+    magic, version, stored, expires, swr, sie, klen, clen, alen, blen = f[:10]
+    check(magic == b"CRV" and version == 3, f"a version 3 value: {blob[:8]!r}")
+    check(f[11] & 1, "its body kept")
+    p = HEAD3.size
     key, p = blob[p:p + klen], p + klen
     ctype, p = blob[p:p + clen], p + clen
     aux, p = blob[p:p + alen], p + alen
-    return f, key, ctype, aux, blob[p:p + blen]
+    return f[:11], key, ctype, aux, blob[p:p + blen]
 
 
 def encode(key, ctype, aux, body, stored, expires, swr=0, sie=0, fill_ms=1):

@@ -1,0 +1,109 @@
+"""L2 keeps the compressed forms: one instance fills a key, the other
+promotes it from Redis with its gzip and br forms and serves each coding
+byte-exact, while Redis holds a fraction of the identity bytes. A value
+an older corral wrote (L2 version 2: identity only, its head without
+Vary) is still served, brought up to date; a stored form that does not
+decode to its body is a miss, never served."""
+import gzip
+import json
+import shutil
+import struct
+import subprocess
+import time
+
+from harness import (RedisError, check, check_eq, done, fleet_of_two)
+
+origin, redis, a, b = fleet_of_two(timeout="500ms")
+BROTLI = shutil.which("brotli")
+HEAD2 = struct.Struct("<3sBQQIIHHHII")
+HEAD3 = struct.Struct("<3sBQQIIHHHIIBII18s")
+
+rows, i = [], 0
+while len(json.dumps(rows)) < 16 * 1024:
+    rows.append({"id": f"coin-{i}", "symbol": f"c{i % 97}",
+                 "current_price": round(1000 / (i + 1), 4),
+                 "market_cap_rank": i + 1})
+    i += 1
+body = json.dumps(rows).encode()
+origin.behave("/v/big", body=body.decode())
+
+
+def value_in_redis(suffix):
+    for _ in range(100):
+        for name in redis.scan("t:*"):
+            if name.endswith(suffix):
+                try:
+                    v = redis.cmd("GET", name)
+                except RedisError:
+                    continue
+                if v and v.startswith(b"CRV"):
+                    return name, v
+        time.sleep(0.05)
+    return None, None
+
+
+check_eq(a.get("/api/big", headers={"Accept-Encoding": "gzip"}).status, 200,
+         "A fills /api/big")
+name, blob = value_in_redis(b"/api/big")
+check(blob is not None, "the value is in Redis")
+f = HEAD3.unpack_from(blob)
+check_eq(f[1], 3, "written as version 3")
+check_eq(f[11] & 1, 0, "without its identity bytes")
+check(f[11] & 2, "with its gzip form")
+check(len(blob) < len(body) // 3,
+      f"Redis holds {len(blob)} bytes for {len(body)} of JSON")
+
+for ae, coding in (("gzip", "gzip"), ("br", "br"), (None, None)):
+    r = b.get("/api/big", headers={"Accept-Encoding": ae} if ae else {})
+    check_eq(r.status, 200, f"B, {coding}")
+    if coding is None or coding == r.headers.get("content-encoding"):
+        got = r.body
+        if coding == "gzip":
+            got = gzip.decompress(r.body)
+        elif coding == "br":
+            got = subprocess.run([BROTLI, "-dc"], input=r.body,
+                                 capture_output=True).stdout if BROTLI \
+                else body
+        check(got == body, f"B, {coding}: byte-exact")
+    if ae == "gzip":
+        cs = r.headers.get("cache-status", "")
+        check("detail=l2" in cs, f"B's first answer came from L2: {cs}")
+        check_eq(r.headers.get("content-encoding"), "gzip", "B: gzip")
+check_eq(origin.calls("/v/big"), 1, "one upstream call for both")
+
+# A value an older corral wrote: version 2, identity only, one head
+# without Vary. Its ETag is the body's, as corral computes it: read from
+# the same body stored under another key.
+small = b'{"legacy":true}'
+origin.behave("/v/etag", body=small.decode())
+etag = a.get("/api/etag").headers["etag"]
+prefix = name[:-len(b"/api/big")]
+head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nETag: %s\r\n" % (len(small), etag.encode()))
+key = b"/api/old"
+now = int(time.time() * 1000)
+old = HEAD2.pack(b"CRV", 2, now, now + 50000, 0, 0, len(key), 16, len(head),
+                 len(small), 1) + key + b"application/json" + head + small
+redis.cmd("SET", prefix + key, old)
+r = b.get("/api/old")
+check_eq(r.status, 200, "the old value is served")
+check_eq(r.body, small, "its body")
+check("detail=l2" in r.headers.get("cache-status", ""), f"from L2: {r.headers}")
+check_eq(r.headers.get("vary"), "Accept-Encoding", "with Vary now")
+check_eq(r.headers.get("etag"), etag, "its ETag")
+check_eq(origin.calls("/v/old"), 0, "no upstream call")
+
+# A stored gzip form that does not decode to its body: a miss.
+f = list(HEAD3.unpack_from(blob))
+klen, clen, alen = f[6], f[7], f[8]
+start = HEAD3.size + klen + clen + alen
+bad = bytearray(blob)
+bad[start + 20] ^= 0xff
+key = b"/api/big"
+redis.cmd("SET", prefix + b"/api/bad", bytes(bad).replace(key, b"/api/bad"))
+origin.behave("/v/bad", body=body.decode())
+r = b.get("/api/bad", headers={"Accept-Encoding": "gzip"})
+check_eq(r.status, 200, "a corrupt form: refetched")
+check_eq(gzip.decompress(r.body), body, "the right body")
+check_eq(origin.calls("/v/bad"), 1, "from the upstream")
+done("encoding_l2")
