@@ -12,7 +12,9 @@
  * share the key's hash tag (corral_redis_tagged_name()), so one script
  * may touch both on a cluster; the purge log and its epoch share the
  * fleet's one tag. No script touches names of two tags: a purge is two
- * scripts, the key's and then the log's. */
+ * scripts, the key's and then the log's. While a key's slot is being
+ * migrated, Redis refuses a script on its two names (TRYAGAIN) and an
+ * acquire asks for them one at a time. */
 #include "corral/redis_tier.h"
 #include "log.h"
 
@@ -48,6 +50,15 @@
 
 enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE };
 
+/* Where an acquire is. Past STEP_BOTH, the key's slot is being migrated
+ * and its names are asked one at a time. */
+enum acquire_step {
+    STEP_BOTH,    /* the acquire script: value and lease at once */
+    STEP_VALUE,   /* the value alone */
+    STEP_LEASE,   /* the lease alone */
+    STEP_RECHECK, /* the lease won: the value again */
+};
+
 struct corral_tier_lease {
     TAILQ_ENTRY(corral_tier_lease) link; /* t->held, once won */
     char token[64];                      /* "H:<id>.<seq>" */
@@ -66,6 +77,11 @@ struct op {
     corral_tier_done_cb *done_cb;
     void *arg;
     struct corral_tier_lease *lease; /* OP_ACQUIRE: the one it asks for */
+    enum acquire_step step;          /* OP_ACQUIRE: */
+    struct corral_tier_want want;
+    uint64_t deadline;          /* monotonic ms: answered by then */
+    struct event *deadline_ev;  /* past STEP_BOTH only */
+    struct corral_value *stale; /* read past STEP_BOTH: for the answer */
     size_t keylen;
     char key[];
 };
@@ -95,7 +111,7 @@ struct corral_redis_tier {
     bool resync_pending; /* deaf, or (re)subscribed but not resynced */
     bool resync_lost;    /* this resync found purges missed */
     bool resync_running;
-    struct corral_redis_script *acquire, *release, *renew, *purge_key,
+    struct corral_redis_script *acquire, *lease, *release, *renew, *purge_key,
         *purge_log, *resync, *get, *epoch_read;
     struct event *epoch_ev; /* EPOCH_EVERY_MS */
     bool epoch_asking;
@@ -127,23 +143,33 @@ struct corral_redis_tier {
     "if n > max then return 1 end "                                            \
     "return redis.call('get', k) end "
 
+/* The lease under k for token (ms long) if free, else who has it: the
+ * acquire answer from step 2 on, carrying v. */
+#define LUA_TAKE                                                               \
+    "local function take(k, token, ms, v) "                                    \
+    "if redis.call('set', k, token, 'NX', 'PX', ms) then return {1, v} end "   \
+    "local ttl = redis.call('pttl', k) "                                       \
+    "local cur = redis.pcall('get', k) "                                       \
+    "if ttl < 0 or type(cur) ~= 'string' then "                                \
+    "redis.call('set', k, token, 'PX', ms) return {1, v} end "                 \
+    "if string.sub(cur, 1, 2) == 'F:' then return {3, v, ttl, cur} end "       \
+    "return {2, v, ttl} end "
+
 /* KEYS: value, lease. ARGV: now, newer_than, max bytes, token, lease ms.
  * {0, v}: usable; {1, v}: lease won; {2, v, pttl}: held; {3, v, pttl,
  * outcome}: failed. v: the value, 1 (too large), 2 (not a string) or
  * false. */
-static const char acquire_script[] = LUA_U64 LUA_READ
+static const char acquire_script[] = LUA_U64 LUA_READ LUA_TAKE
     "local v = read(KEYS[1], tonumber(ARGV[3])) "
     "if type(v) == 'string' and #v >= 20 and string.sub(v, 1, 3) == 'CRV' "
     "and u64(v, 13) > tonumber(ARGV[1]) and u64(v, 5) > tonumber(ARGV[2]) "
     "then return {0, v} end "
-    "if redis.call('set', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then "
-    "return {1, v} end "
-    "local ttl = redis.call('pttl', KEYS[2]) "
-    "local cur = redis.pcall('get', KEYS[2]) "
-    "if ttl < 0 or type(cur) ~= 'string' then "
-    "redis.call('set', KEYS[2], ARGV[4], 'PX', ARGV[5]) return {1, v} end "
-    "if string.sub(cur, 1, 2) == 'F:' then return {3, v, ttl, cur} end "
-    "return {2, v, ttl}";
+    "return take(KEYS[2], ARGV[4], ARGV[5], v)";
+
+/* KEYS: lease. ARGV: token, lease ms. The acquire script without the
+ * value: {1, false}, {2, false, pttl} or {3, false, pttl, outcome}. */
+static const char lease_script[] =
+    LUA_TAKE "return take(KEYS[1], ARGV[1], ARGV[2], false)";
 
 /* KEYS: lease. ARGV: token, kind, outcome, retry ms, channel, message,
  * message if abandoned. Only the holder may set an outcome; one whose
@@ -272,9 +298,20 @@ op_done(struct op *op)
     return t;
 }
 
+/* op is owed another answer by the connection: listed again. */
+static void
+relist(struct corral_redis_tier *t, struct op *op)
+{
+    op->listed = true;
+    TAILQ_INSERT_TAIL(&t->ops, op, link);
+}
+
 static void
 op_free(struct op *op)
 {
+    if (op->deadline_ev != NULL)
+        event_free(op->deadline_ev);
+    corral_value_unref(op->stale);
     free(op->lease);
     free(op);
 }
@@ -419,6 +456,85 @@ deaf(const struct corral_redis_tier *t)
     return !corral_redis_listening(t->conn) || t->resync_pending;
 }
 
+static void send_release(struct corral_redis_tier *t,
+                         struct corral_tier_lease *l,
+                         const struct corral_outcome *o);
+
+/* Answers op's acquire once; a carries the references it hands over. */
+static void
+acquire_answer(struct op *op, struct corral_tier_answer *a)
+{
+    corral_tier_acquire_cb *cb = op->acquire_cb;
+    op->acquire_cb = NULL;
+    if (cb != NULL)
+        cb(a, op->arg);
+    else
+        corral_value_unref(a->value);
+}
+
+/* An acquire or lease script's reply that hands out the lease. */
+static bool
+grants(const redisReply *rep, int error)
+{
+    return error == 0 && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+           rep->element[0]->type == REDIS_REPLY_INTEGER &&
+           rep->element[0]->integer == 1;
+}
+
+/* op holds its lease but will not fill: give it back (not freed). */
+static void
+give_back(struct corral_redis_tier *t, struct op *op)
+{
+    static const struct corral_outcome gone = {.kind =
+                                                   CORRAL_OUTCOME_ABANDONED};
+    send_release(t, op->lease, &gone);
+}
+
+/* The lease was granted after its asker stopped waiting: give it back,
+ * so nobody waits on a lease whose holder does not know it has it. */
+static void
+give_back_late(struct corral_redis_tier *t, struct op *op)
+{
+    t->stats.late_leases++;
+    give_back(t, op);
+}
+
+static void
+answer_won(struct corral_redis_tier *t, struct op *op,
+           struct corral_value *stale)
+{
+    struct corral_tier_answer a = {
+        .verdict = CORRAL_TIER_WON, .value = stale, .lease = op->lease};
+    t->stats.misses++;
+    t->stats.leases_won++;
+    op->lease = NULL;
+    TAILQ_INSERT_TAIL(&t->held, a.lease, link);
+    arm_tick(t);
+    acquire_answer(op, &a);
+}
+
+/* What the acquire script calls usable: it expires after the asker's
+ * clock and, for a refresh, was stored after the copy the asker has. */
+static bool
+fresh(const struct corral_value *v, const struct corral_tier_want *w)
+{
+    return corral_value_expires_at(v) > w->now_ms &&
+           corral_value_stored_at(v) > w->newer_than;
+}
+
+/* Redis runs a script on two names of a slot being migrated only on a
+ * node that holds both; elsewhere it answers TRYAGAIN. */
+static bool
+migrating(const redisReply *rep, int error)
+{
+    return error == -EIO && rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+           strncmp(rep->str, "TRYAGAIN", 8) == 0;
+}
+
+static void split_start(struct corral_redis_tier *t, struct op *op);
+static void split_value(struct corral_redis_tier *t, struct op *op,
+                        enum acquire_step step);
+
 static void
 acquire_reply(const redisReply *rep, int error, void *arg)
 {
@@ -426,17 +542,22 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     if (error == -ETIMEDOUT) {
         /* Answered now; the op stays listed for its late reply (which
          * frees it), so a tier freed first still orphans it. */
-        struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
-                                       .error = error};
-        corral_tier_acquire_cb *cb = op->acquire_cb;
-        op->acquire_cb = NULL;
-        if (cb != NULL)
-            cb(&a, op->arg);
+        struct corral_tier_answer a = {
+            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
+        op->stale = NULL;
+        acquire_answer(op, &a);
         return;
     }
     struct corral_redis_tier *t = op_done(op);
-    if (t == NULL) {
+    if (t == NULL || op->acquire_cb == NULL) {
+        /* Orphaned, or answered at its deadline already. */
+        if (t != NULL && grants(rep, error))
+            give_back_late(t, op);
         op_free(op);
+        return;
+    }
+    if (op->step == STEP_BOTH && migrating(rep, error)) {
+        split_start(t, op);
         return;
     }
     struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN};
@@ -444,12 +565,23 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
         rep->element[0]->type != REDIS_REPLY_INTEGER) {
         a.error = error ? error : -EIO;
-        op->acquire_cb(&a, op->arg);
+        a.value = op->stale;
+        op->stale = NULL;
+        acquire_answer(op, &a);
         op_free(op);
         return;
     }
     long long kind = rep->element[0]->integer;
+    if (kind == 1 && op->step == STEP_LEASE) {
+        split_value(t, op, STEP_RECHECK);
+        return;
+    }
+    /* The lease script carries no value: the one read before it. */
     a.value = value_of(t, rep->element[1], op->key, op->keylen);
+    if (a.value == NULL) {
+        a.value = op->stale;
+        op->stale = NULL;
+    }
     long long ms =
         rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_INTEGER
             ? rep->element[2]->integer
@@ -462,14 +594,9 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         }
         break;
     case 1:
-        t->stats.misses++;
-        t->stats.leases_won++;
-        a.verdict = CORRAL_TIER_WON;
-        a.lease = op->lease;
-        op->lease = NULL;
-        TAILQ_INSERT_TAIL(&t->held, a.lease, link);
-        arm_tick(t);
-        break;
+        answer_won(t, op, a.value);
+        op_free(op);
+        return;
     case 2: {
         t->stats.misses++;
         uint64_t poll = deaf(t) ? POLL_DEAF_MS : POLL_HEARING_MS;
@@ -489,30 +616,142 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         t->stats.bad_values++;
         break;
     }
-    op->acquire_cb(&a, op->arg);
+    acquire_answer(op, &a);
     op_free(op);
 }
 
-static void send_release(struct corral_redis_tier *t,
-                         struct corral_tier_lease *l,
-                         const struct corral_outcome *o);
-
-/* The lease was granted after its asker stopped waiting: give it back,
- * so nobody waits on a lease whose holder does not know it has it. */
+/* The lease was granted after its asker stopped waiting: give it back. */
 static void
 acquire_late(const redisReply *rep, int error, void *arg)
 {
     struct op *op = arg;
     struct corral_redis_tier *t = op_done(op);
-    if (t != NULL && error == 0 && rep->type == REDIS_REPLY_ARRAY &&
-        rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_INTEGER &&
-        rep->element[0]->integer == 1) {
-        static const struct corral_outcome gone = {
-            .kind = CORRAL_OUTCOME_ABANDONED};
-        t->stats.late_leases++;
-        send_release(t, op->lease, &gone);
-    }
+    if (t != NULL && grants(rep, error))
+        give_back_late(t, op);
     op_free(op);
+}
+
+/* ---- a slot being migrated ----
+ *
+ * The acquire script answered TRYAGAIN: the key's value and lease are
+ * asked one at a time, each a single name that the cluster client
+ * follows (ASK) to whichever node holds it: the value; if not fresh, the
+ * lease; once won, the value again, since another instance may have
+ * stored it and given its lease back between the two. All of it by the
+ * deadline of the first. */
+
+static void
+split_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct op *op = arg;
+    (void)fd;
+    (void)what;
+    if (op->acquire_cb == NULL)
+        return;
+    /* Answered: the step out now frees op (and gives a lease back). */
+    struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
+                                   .error = -ETIMEDOUT,
+                                   .value = op->stale};
+    op->stale = NULL;
+    acquire_answer(op, &a);
+}
+
+static void split_value_reply(const redisReply *rep, int error, void *arg);
+
+static void
+split_value(struct corral_redis_tier *t, struct op *op, enum acquire_step step)
+{
+    struct kbuf k;
+    char max[24];
+    op->step = step;
+    relist(t, op);
+    kbuf_make(&k, t, KIND_VALUE, op->key, op->keylen);
+    snprintf(max, sizeof(max), "%zu", t->max_value);
+    const char *argv[2] = {k.p, max};
+    size_t lens[2] = {k.len, strlen(max)};
+    corral_redis_eval(t->conn, t->get, split_value_reply, op, 1, 2, argv, lens);
+    kbuf_free(&k);
+}
+
+static void
+split_start(struct corral_redis_tier *t, struct op *op)
+{
+    uint64_t now = corral_now_ms();
+    t->stats.split_acquires++;
+    if (now >= op->deadline) {
+        struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
+                                       .error = -ETIMEDOUT};
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    op->deadline_ev = evtimer_new(t->base, split_deadline_cb, op);
+    if (op->deadline_ev == NULL)
+        abort(); /* the policy of xalloc.h */
+    struct timeval tv = corral_ms_to_tv(op->deadline - now);
+    evtimer_add(op->deadline_ev, &tv);
+    split_value(t, op, STEP_VALUE);
+}
+
+static void
+split_lease(struct corral_redis_tier *t, struct op *op)
+{
+    struct kbuf l;
+    char ms[16];
+    op->step = STEP_LEASE;
+    relist(t, op);
+    kbuf_make(&l, t, KIND_LEASE, op->key, op->keylen);
+    snprintf(ms, sizeof(ms), "%d", LEASE_MS);
+    const char *argv[3] = {l.p, op->lease->token, ms};
+    size_t lens[3] = {l.len, strlen(op->lease->token), strlen(ms)};
+    corral_redis_eval_late(t->conn, t->lease, acquire_reply, acquire_late, op,
+                           1, 3, argv, lens);
+    kbuf_free(&l);
+}
+
+static void
+split_value_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    bool holding = op->step == STEP_RECHECK;
+    if (t == NULL || op->acquire_cb == NULL) {
+        if (t != NULL && holding)
+            give_back_late(t, op);
+        op_free(op);
+        return;
+    }
+    struct corral_value *v =
+        error == 0 ? value_of(t, rep, op->key, op->keylen) : NULL;
+    if (v != NULL && fresh(v, &op->want)) {
+        if (holding)
+            give_back(t, op);
+        t->stats.hits++;
+        struct corral_tier_answer a = {.verdict = CORRAL_TIER_VALUE,
+                                       .value = v};
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    if (v != NULL) {
+        corral_value_unref(op->stale);
+        op->stale = v;
+    }
+    if (holding) { /* the lease is this fill's, whatever the read said */
+        answer_won(t, op, op->stale);
+        op->stale = NULL;
+        op_free(op);
+        return;
+    }
+    if (error != 0) {
+        struct corral_tier_answer a = {
+            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
+        op->stale = NULL;
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    split_lease(t, op);
 }
 
 static void
@@ -524,6 +763,8 @@ redis_acquire(void *ctx, const void *key, size_t keylen,
     struct op *op = op_new(t, OP_ACQUIRE, key, keylen, arg);
     op->acquire_cb = cb;
     op->lease = lease_new(t, key, keylen);
+    op->want = *want;
+    op->deadline = corral_now_ms() + corral_redis_timeout(t->conn);
     struct kbuf k, l;
     char now[24], newer[24], max[24], ms[16];
     kbuf_make(&k, t, KIND_VALUE, key, keylen);
@@ -762,8 +1003,7 @@ purge_key_reply(const redisReply *rep, int error, void *arg)
     const char *argv[4] = {t->stream, op->key, t->channel, max};
     size_t lens[4] = {strlen(t->stream), op->keylen, strlen(t->channel),
                       strlen(max)};
-    op->listed = true; /* owed again: the log part */
-    TAILQ_INSERT_TAIL(&t->ops, op, link);
+    relist(t, op); /* owed again: the log part */
     corral_redis_eval(t->conn, t->purge_log, purge_log_reply, op, 1, 4, argv,
                       lens);
 }
@@ -1147,6 +1387,7 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
         event_add(t->epoch_ev, &every) != 0)
         abort();
     t->acquire = corral_redis_script_new(conn, acquire_script);
+    t->lease = corral_redis_script_new(conn, lease_script);
     t->release = corral_redis_script_new(conn, release_script);
     t->renew = corral_redis_script_new(conn, renew_script);
     t->purge_key = corral_redis_script_new(conn, purge_key_script);
@@ -1180,15 +1421,19 @@ corral_redis_tier_free(struct corral_redis_tier *t)
         TAILQ_REMOVE(&t->ops, op, link);
         op->listed = false;
         op->t = NULL;
+        if (op->deadline_ev != NULL)
+            event_del(op->deadline_ev);
         if (op->get_cb)
             op->get_cb(NULL, -ECANCELED, op->arg);
         if (op->acquire_cb) {
             struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
                                            .error = -ECANCELED};
-            op->acquire_cb(&a, op->arg);
+            acquire_answer(op, &a);
         }
         if (op->done_cb)
             op->done_cb(-ECANCELED, op->arg);
+        op->get_cb = NULL;
+        op->done_cb = NULL;
     }
     struct replay *rp;
     while ((rp = TAILQ_FIRST(&t->replays)) != NULL) {
