@@ -18,7 +18,8 @@ from harness import (World, check, check_eq, done, fleet_config, key_slot,
                      l2_name, require, status_or_error, timed_request)
 
 TIMEOUT_S = 0.2          # l2.timeout of cluster.l2
-FILL_MS = 600            # the upstream's delay for keys filled in the move
+FILL_MS = 2500           # the upstream's delay for keys filled in the move:
+                         # longer than a lease lives (1 s) unrenewed
 SLACK_S = 3.0            # generous: a shared machine, sanitizers
 BATCH = 3                # names per MIGRATE
 CANDIDATES = 200000      # route keys looked at to find one slot's keys
@@ -88,6 +89,10 @@ def holds(node, key, asking=False):
         return c.reply() == 1
 
 
+def lease_name(key):
+    return l2_name(b"t:", b"l:", f"/api/{key}".encode())
+
+
 def calls(keys):
     return {k: origin.calls(f"/v/{k}") for k in keys}
 
@@ -119,6 +124,21 @@ check_eq(set(calls(WARM + OTHER).values()), {1}, "one call per warm key")
 check(A.cmd("CLUSTER", "COUNTKEYSINSLOT", slot) >= len(WARM),
       "the warm keys' values are on A")
 
+# ---- fills that run through the move: their leases taken on A ----
+# COLD_MOVE[:3] filled by a, the rest by b, each asked twice.
+KICK = ([(a, k) for k in COLD_MOVE[:3] for _ in range(2)] +
+        [(b, k) for k in COLD_MOVE[3:] for _ in range(2)])
+kicked = []
+kick = threading.Thread(target=lambda: kicked.extend(zip(KICK,
+                                                         gather(KICK))))
+kick.start()
+for _ in range(200):
+    if all(A.cmd("EXISTS", lease_name(k)) == 1 for k in COLD_MOVE):
+        break
+    time.sleep(0.02)
+check(all(A.cmd("EXISTS", lease_name(k)) == 1 for k in COLD_MOVE),
+      "the fills' leases are on A")
+
 # ---- the slot opens: B imports, A migrates ----
 a_id = A.cmd("CLUSTER", "MYID").decode()
 b_id = B.cmd("CLUSTER", "MYID").decode()
@@ -145,8 +165,10 @@ for x in (a, b):
           f"ASK counted on {x.port}")
 
 # Half the warm keys move before the load: the other instance finds some
-# on B (ASK) and some still on A.
-migrate([value_name(f"/api/{k}") for k in WARM[:5]])
+# on B (ASK) and some still on A. So does one lease of each instance's
+# fills: its leases are on two nodes until the rest move.
+migrate([value_name(f"/api/{k}") for k in WARM[:5]] +
+        [lease_name(COLD_MOVE[0]), lease_name(COLD_MOVE[3])])
 
 # ---- a bounded load on both instances while the rest migrates ----
 stop = threading.Event()
@@ -165,7 +187,7 @@ def load():
 
 t = threading.Thread(target=load)
 t.start()
-time.sleep(0.3)
+time.sleep(1.5)  # longer than a lease lives: renewed while split
 moved = []
 for _ in range(1000):
     batch = A.cmd("CLUSTER", "GETKEYSINSLOT", slot, BATCH)
@@ -175,7 +197,9 @@ for _ in range(1000):
     moved += batch
     time.sleep(0.15)
 check_eq(A.cmd("CLUSTER", "COUNTKEYSINSLOT", slot), 0, "A emptied the slot")
-time.sleep(FILL_MS / 1000 + 0.3)  # fills begun during the move end in it
+kick.join(60)
+check(not kick.is_alive(), "the fills through the move ended")
+judge(kicked, TIMEOUT_S * 3 + FILL_MS / 1000 + SLACK_S)
 # The slot is B's: the importing node first, then every other primary.
 for p in [B, A] + [p for p in primaries if p not in (A, B)]:
     p.cmd("CLUSTER", "SETSLOT", slot, "NODE", b_id)
@@ -191,6 +215,11 @@ check_eq(calls(WARM + OTHER), {k: 1 for k in WARM + OTHER},
          "warm keys: no upstream call during the move")
 check_eq(calls(COLD_MOVE), {k: 1 for k in COLD_MOVE},
          "keys filled during the move: one call each for the fleet")
+for x in (a, b):
+    m = x.metrics()
+    check_eq(m.get(("corral_l2_leases_total",
+                    frozenset({("result", "lost")})), 0), 0.0,
+             f"no lease ran out while held, on {x.port}")
 check_eq(B.cmd("CLUSTER", "COUNTKEYSINSLOT", slot),
          len(WARM) + len(COLD_ASK) + len(COLD_MOVE),
          "every value of the slot on B")
