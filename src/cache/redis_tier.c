@@ -48,7 +48,7 @@
  * without dropping a connection, so no resync would follow. */
 #define EPOCH_EVERY_MS 1000
 
-enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE };
+enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE, OP_RENEW };
 
 /* Where an acquire is. Past STEP_BOTH, the key's slot is being migrated
  * and its names are asked one at a time. */
@@ -82,6 +82,7 @@ struct op {
     uint64_t deadline;          /* monotonic ms: answered by then */
     struct event *deadline_ev;  /* past STEP_BOTH only */
     struct corral_value *stale; /* read past STEP_BOTH: for the answer */
+    unsigned slot;              /* OP_RENEW: its leases' */
     size_t keylen;
     char key[];
 };
@@ -868,10 +869,11 @@ renewal_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* One script renews the leases held in one slot (on one server, every
- * lease), RENEW_BATCH at a time. */
-static void
-renew(struct corral_redis_tier *t)
+/* The leases held (only those in slot *only, when not NULL) by slot, in
+ * *out (caller frees). Returns how many. */
+static size_t
+renewals(struct corral_redis_tier *t, const unsigned *only,
+         struct renewal **out)
 {
     size_t total = 0, i = 0;
     struct corral_tier_lease *l;
@@ -884,38 +886,90 @@ renew(struct corral_redis_tier *t)
     {
         struct kbuf k;
         kbuf_make(&k, t, KIND_LEASE, l->key, l->keylen);
-        v[i].slot = corral_redis_slot(t->conn, k.p, k.len);
-        v[i++].l = l;
+        unsigned slot = corral_redis_slot(t->conn, k.p, k.len);
         kbuf_free(&k);
+        if (only != NULL && slot != *only)
+            continue;
+        v[i].slot = slot;
+        v[i++].l = l;
     }
-    qsort(v, total, sizeof(*v), renewal_cmp);
+    qsort(v, i, sizeof(*v), renewal_cmp);
+    *out = v;
+    return i;
+}
+
+static void renew_reply(const redisReply *rep, int error, void *arg);
+
+/* One script renewing the n leases of v, all in one slot. */
+static void
+renew_send(struct corral_redis_tier *t, const struct renewal *v, size_t n)
+{
+    const char *argv[2 * RENEW_BATCH + 1];
+    size_t lens[2 * RENEW_BATCH + 1];
+    struct kbuf keys[RENEW_BATCH];
     char ms[16];
     snprintf(ms, sizeof(ms), "%d", LEASE_MS);
-    for (i = 0; i < total;) {
-        const char *argv[2 * RENEW_BATCH + 1];
-        size_t lens[2 * RENEW_BATCH + 1];
-        struct kbuf keys[RENEW_BATCH];
-        size_t n = 0;
-        for (; i < total && n < RENEW_BATCH && v[i].slot == v[i - n].slot;
-             i++, n++) {
-            l = v[i].l;
-            kbuf_make(&keys[n], t, KIND_LEASE, l->key, l->keylen);
-            argv[n] = keys[n].p;
-            lens[n] = keys[n].len;
-            /* ARGV[1] is the ms; the tokens follow in the keys' order. */
-            argv[RENEW_BATCH + 1 + n] = l->token;
-            lens[RENEW_BATCH + 1 + n] = strlen(l->token);
-        }
-        argv[n] = ms;
-        lens[n] = strlen(ms);
-        memmove(&argv[n + 1], &argv[RENEW_BATCH + 1], n * sizeof(*argv));
-        memmove(&lens[n + 1], &lens[RENEW_BATCH + 1], n * sizeof(*lens));
-        corral_redis_eval(t->conn, t->renew, NULL, NULL, (int)n,
-                          (int)(2 * n + 1), argv, lens);
-        for (size_t k = 0; k < n; k++)
-            kbuf_free(&keys[k]);
+    argv[n] = ms;
+    lens[n] = strlen(ms);
+    for (size_t i = 0; i < n; i++) {
+        kbuf_make(&keys[i], t, KIND_LEASE, v[i].l->key, v[i].l->keylen);
+        argv[i] = keys[i].p;
+        lens[i] = keys[i].len;
+        /* ARGV[1] is the ms; the tokens follow in the keys' order. */
+        argv[n + 1 + i] = v[i].l->token;
+        lens[n + 1 + i] = strlen(v[i].l->token);
     }
+    struct op *op = NULL;
+    if (n > 1) { /* only several names can hear TRYAGAIN */
+        op = op_new(t, OP_RENEW, NULL, 0, NULL);
+        op->slot = v[0].slot;
+    }
+    corral_redis_eval(t->conn, t->renew, op ? renew_reply : NULL, op, (int)n,
+                      (int)(2 * n + 1), argv, lens);
+    for (size_t i = 0; i < n; i++)
+        kbuf_free(&keys[i]);
+}
+
+/* The total leases of v, one script per slot and per batch leases. */
+static void
+renew_in(struct corral_redis_tier *t, const struct renewal *v, size_t total,
+         size_t batch)
+{
+    size_t i = 0;
+    while (i < total) {
+        size_t n = 1;
+        while (i + n < total && n < batch && v[i + n].slot == v[i].slot)
+            n++;
+        renew_send(t, v + i, n);
+        i += n;
+    }
+}
+
+/* One script renews the leases held in one slot (on one server, every
+ * lease), RENEW_BATCH at a time. */
+static void
+renew(struct corral_redis_tier *t)
+{
+    struct renewal *v;
+    size_t n = renewals(t, NULL, &v);
+    renew_in(t, v, n, RENEW_BATCH);
     free(v);
+}
+
+/* The slot is being migrated and its leases are not all on one node yet:
+ * Redis renews them together only where they are. One script each. */
+static void
+renew_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    if (t != NULL && migrating(rep, error)) {
+        struct renewal *v;
+        size_t n = renewals(t, &op->slot, &v);
+        renew_in(t, v, n, 1);
+        free(v);
+    }
+    op_free(op);
 }
 
 /* ---- purges ---- */
