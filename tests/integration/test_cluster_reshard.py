@@ -6,8 +6,10 @@ bounded load runs on both instances over keys of that slot and of others.
 Keys first asked after MIGRATING began are filled through an ASK (they
 are on B); keys asked after the move, through a MOVED; both are counted.
 Every request is answered 200, none waits past l2.timeout + the
-upstream's delay (+ slack), warm keys cost no upstream call, and every
-key filled during or after the move costs one call for the fleet
+upstream's delay (+ slack), warm keys cost no upstream call, fills that
+outlive a lease keep it through the move, a purge during the move is
+answered 200 and reaches both, and every key filled during or after the
+move costs one call for the fleet
 A node answering TRYAGAIN is not down (doc/corral.8, "REDIS CLUSTER")."""
 import asyncio
 import json
@@ -187,7 +189,14 @@ def load():
 
 t = threading.Thread(target=load)
 t.start()
-time.sleep(1.5)  # longer than a lease lives: renewed while split
+time.sleep(0.5)
+# A purge during the move, of a warm key on B and one still on A: both
+# reach the fleet, and each costs one new fill for the fleet.
+PURGED = [WARM[0], WARM[9]]
+for i, k in enumerate(PURGED):
+    r = (a, b)[i].admin("DELETE", f"/cache/api/{k}")
+    check_eq(r.status, 200, f"purge of {k} during the move: {r}")
+time.sleep(1.0)  # longer than a lease lives: renewed while split
 moved = []
 for _ in range(1000):
     batch = A.cmd("CLUSTER", "GETKEYSINSLOT", slot, BATCH)
@@ -211,8 +220,12 @@ check(answered[0] > 4 * len(LOAD_KEYS), f"the load ran: {answered[0]}")
 check_eq(bad, [], "every request answered 200 during the move")
 check_eq(slow, [], "no request waited past l2.timeout + the upstream's "
          "delay (+ slack)")
-check_eq(calls(WARM + OTHER), {k: 1 for k in WARM + OTHER},
-         "warm keys: no upstream call during the move")
+WARM_CALLS = {k: 2 if k in PURGED else 1 for k in WARM + OTHER}
+check_eq(calls(WARM + OTHER), WARM_CALLS,
+         "warm keys: no upstream call during the move but a purge's fill")
+for k in PURGED:
+    check_eq({n_of(x.get(f"/api/{k}")) for x in (a, b)}, {2},
+             f"after the purge, both serve the new fill of {k}")
 check_eq(calls(COLD_MOVE), {k: 1 for k in COLD_MOVE},
          "keys filled during the move: one call each for the fleet")
 for x in (a, b):
@@ -239,8 +252,7 @@ for x in (a, b):
     check(m.get(("corral_l2_moved_total", frozenset()), 0) > 0,
           f"MOVED counted on {x.port}")
     check_eq(x.healthz()["l2"], "up", "l2 up after the move")
-check_eq(calls(WARM + OTHER), {k: 1 for k in WARM + OTHER},
-         "warm keys: still one call each")
+check_eq(calls(WARM + OTHER), WARM_CALLS, "warm keys: no call since")
 for x in (a, b):
     check("down (" not in x.log(),
           f"a migrating slot is no Redis down: {x.log()[-400:]}")
