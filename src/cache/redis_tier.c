@@ -13,8 +13,9 @@
  * may touch both on a cluster; the purge log and its epoch share the
  * fleet's one tag. No script touches names of two tags: a purge is two
  * scripts, the key's and then the log's. While a key's slot is being
- * migrated, Redis refuses a script on its two names (TRYAGAIN) and an
- * acquire asks for them one at a time. */
+ * migrated, Redis refuses a script on several of its names (TRYAGAIN)
+ * unless one node holds them all: acquires, purges and renewals then ask
+ * for them one at a time. */
 #include "corral/redis_tier.h"
 #include "log.h"
 
@@ -113,7 +114,7 @@ struct corral_redis_tier {
     bool resync_lost;    /* this resync found purges missed */
     bool resync_running;
     struct corral_redis_script *acquire, *lease, *release, *renew, *purge_key,
-        *purge_log, *resync, *get, *epoch_read;
+        *purge_outcome, *purge_log, *resync, *get, *epoch_read;
     struct event *epoch_ev; /* EPOCH_EVERY_MS */
     bool epoch_asking;
     const struct corral_tier_events *ev;
@@ -196,14 +197,22 @@ static const char renew_script[] =
     "redis.call('pexpire', KEYS[i], ARGV[1]) n = n + 1 end end "
     "return n";
 
+/* Deletes the lease under k if it holds a failed fill's outcome (a lease
+ * held by a fill stays). */
+#define LUA_DROP_OUTCOME                                                       \
+    "local function drop_outcome(k) "                                          \
+    "local l = redis.pcall('get', k) "                                         \
+    "if type(l) == 'string' and string.sub(l, 1, 2) == 'F:' then "             \
+    "redis.call('del', k) end end "
+
 /* KEYS: value, lease. The key's part of a purge: its value, and its
- * failed fill's outcome (a lease held by a fill stays). */
-static const char purge_key_script[] =
-    "redis.call('del', KEYS[1]) "
-    "local l = redis.pcall('get', KEYS[2]) "
-    "if type(l) == 'string' and string.sub(l, 1, 2) == 'F:' then "
-    "redis.call('del', KEYS[2]) end "
-    "return 1";
+ * failed fill's outcome. */
+static const char purge_key_script[] = LUA_DROP_OUTCOME
+    "redis.call('del', KEYS[1]) drop_outcome(KEYS[2]) return 1";
+
+/* KEYS: lease. The outcome's half of the key's part, alone. */
+static const char purge_outcome_script[] =
+    LUA_DROP_OUTCOME "drop_outcome(KEYS[1]) return 1";
 
 /* KEYS: purge log. ARGV: key, channel, log length. The fleet's part: the
  * log entry, and the message that carries its id. */
@@ -1038,14 +1047,19 @@ purge_log_reply(const redisReply *rep, int error, void *arg)
     purge_done(t, op, error);
 }
 
+static void purge_value(struct corral_redis_tier *t, struct op *op);
+
 static void
 purge_key_reply(const redisReply *rep, int error, void *arg)
 {
     struct op *op = arg;
     struct corral_redis_tier *t = op_done(op);
-    (void)rep;
     if (t == NULL) {
         op_free(op);
+        return;
+    }
+    if (migrating(rep, error)) {
+        purge_value(t, op);
         return;
     }
     if (error != 0) {
@@ -1060,6 +1074,45 @@ purge_key_reply(const redisReply *rep, int error, void *arg)
     relist(t, op); /* owed again: the log part */
     corral_redis_eval(t->conn, t->purge_log, purge_log_reply, op, 1, 4, argv,
                       lens);
+}
+
+static void
+purge_value_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    struct kbuf l;
+    (void)rep;
+    if (t == NULL) {
+        op_free(op);
+        return;
+    }
+    if (error != 0) {
+        purge_done(t, op, error);
+        return;
+    }
+    relist(t, op); /* owed again: the outcome */
+    kbuf_make(&l, t, KIND_LEASE, op->key, op->keylen);
+    const char *argv[1] = {l.p};
+    size_t lens[1] = {l.len};
+    corral_redis_eval(t->conn, t->purge_outcome, purge_key_reply, op, 1, 1,
+                      argv, lens);
+    kbuf_free(&l);
+}
+
+/* The key's part on a slot being migrated, whose script on two names
+ * heard TRYAGAIN: the value, then the outcome, one name each (each
+ * followed to wherever it is). */
+static void
+purge_value(struct corral_redis_tier *t, struct op *op)
+{
+    struct kbuf k;
+    relist(t, op);
+    kbuf_make(&k, t, KIND_VALUE, op->key, op->keylen);
+    const char *argv[2] = {"DEL", k.p};
+    size_t lens[2] = {3, k.len};
+    corral_redis_command(t->conn, purge_value_reply, op, 2, argv, lens);
+    kbuf_free(&k);
 }
 
 /* A purge is two scripts, as its names have two tags: the key's part
@@ -1445,6 +1498,7 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     t->release = corral_redis_script_new(conn, release_script);
     t->renew = corral_redis_script_new(conn, renew_script);
     t->purge_key = corral_redis_script_new(conn, purge_key_script);
+    t->purge_outcome = corral_redis_script_new(conn, purge_outcome_script);
     t->purge_log = corral_redis_script_new(conn, purge_log_script);
     t->resync = corral_redis_script_new(conn, resync_script);
     t->get = corral_redis_script_new(conn, get_script);
