@@ -44,6 +44,8 @@
 #define PURGE_LOG_MAX 10000  /* entries the purge log keeps */
 #define RESYNC_PAGE 1000     /* purge log entries read per resync script */
 #define REPLAY_MAX 4096      /* purges kept for a replay */
+#define OWN_MAX 64           /* own purges whose message may still come */
+#define OWN_MS 2000          /* how long an own purge's message is awaited */
 #define MESSAGE_MAX 200      /* bytes of a failure's message kept */
 /* How often the epoch is read anyway: Redis can lose its data (FLUSHALL)
  * without dropping a connection, so no resync would follow. */
@@ -84,10 +86,18 @@ struct op {
     struct event *deadline_ev;  /* past STEP_BOTH only */
     struct corral_value *stale; /* read past STEP_BOTH: for the answer */
     unsigned slot;              /* OP_RENEW: its leases' */
+    bool replayed;              /* OP_PURGE: from the replay queue */
     size_t keylen;
     char key[];
 };
 TAILQ_HEAD(op_list, op);
+
+/* A purge this instance gave, until its message comes. */
+struct own_purge {
+    uint64_t at; /* monotonic ms given; 0: unused */
+    size_t keylen;
+    char *key;
+};
 
 struct replay {
     TAILQ_ENTRY(replay) link;
@@ -123,6 +133,8 @@ struct corral_redis_tier {
     struct lease_list held;
     struct replay_list replays;
     size_t n_replays;
+    struct own_purge own[OWN_MAX]; /* a ring */
+    size_t own_next;
     struct event *tick_ev; /* renew, resync, replay */
     struct corral_redis_tier_stats stats;
 };
@@ -983,8 +995,9 @@ renew_reply(const redisReply *rep, int error, void *arg)
 
 /* ---- purges ---- */
 
-static void redis_del(void *ctx, const void *key, size_t keylen,
-                      corral_tier_done_cb *cb, void *arg);
+static void purge_send(struct corral_redis_tier *t, const void *key,
+                       size_t keylen, corral_tier_done_cb *cb, void *arg,
+                       bool replayed);
 
 static void
 replay_keep(struct corral_redis_tier *t, const void *key, size_t keylen)
@@ -1014,9 +1027,58 @@ replay(struct corral_redis_tier *t)
     struct replay *rp;
     while ((rp = TAILQ_FIRST(&todo)) != NULL) {
         TAILQ_REMOVE(&todo, rp, link);
-        redis_del(t, rp->key, rp->keylen, NULL, NULL);
+        purge_send(t, rp->key, rp->keylen, NULL, NULL, true);
         free(rp);
     }
+}
+
+/* ---- own purges ----
+ *
+ * This instance's purge's message changes nothing here: the purge was
+ * applied here when it was given (corral_purge()), and every read of the
+ * key given since went to the key's node after the purge's key part.
+ * Applied again, it would throw away a fill begun after the purge, whose
+ * message may come late (over a cluster's bus, tens of milliseconds after
+ * the purge was answered): an upstream call more. So the first message
+ * for the key within OWN_MS of an own purge is not applied; a second (the
+ * own one, when another instance's came first) is. A replay's message is
+ * applied: while Redis did not have the purge, the old value may have
+ * been read back here. */
+
+static void
+own_note(struct corral_redis_tier *t, const void *key, size_t keylen)
+{
+    struct own_purge *o = &t->own[t->own_next];
+    t->own_next = (t->own_next + 1) % OWN_MAX;
+    free(o->key);
+    o->key = xmalloc(keylen ? keylen : 1);
+    memcpy(o->key, key, keylen);
+    o->keylen = keylen;
+    o->at = corral_now_ms();
+}
+
+/* The own purge of key given last and not heard yet, or NULL. */
+static struct own_purge *
+own_find(struct corral_redis_tier *t, const void *key, size_t keylen)
+{
+    uint64_t now = corral_now_ms();
+    for (size_t i = 1; i <= OWN_MAX; i++) {
+        struct own_purge *o = &t->own[(t->own_next + OWN_MAX - i) % OWN_MAX];
+        if (o->at != 0 && now - o->at <= OWN_MS && o->keylen == keylen &&
+            memcmp(o->key, key, keylen) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+/* A message for key came: is it one not to apply (forgotten now)? */
+static bool
+own_heard(struct corral_redis_tier *t, const void *key, size_t keylen)
+{
+    struct own_purge *o = own_find(t, key, keylen);
+    if (o != NULL)
+        o->at = 0;
+    return o != NULL;
 }
 
 /* The purge's end, confirmed (error 0) or not. */
@@ -1026,6 +1088,9 @@ purge_done(struct corral_redis_tier *t, struct op *op, int error)
     /* Not confirmed (a timeout may still have run either part): keep it
      * for a replay, which is harmless if it did. */
     if (error != 0) {
+        struct own_purge *o = own_find(t, op->key, op->keylen);
+        if (o != NULL && !op->replayed) /* the replay's message applies */
+            o->at = 0;
         replay_keep(t, op->key, op->keylen);
         arm_tick(t);
     }
@@ -1127,12 +1192,14 @@ purge_value(struct corral_redis_tier *t, struct op *op)
  * replayed whole (deleting again is harmless, a second entry only drops
  * copies again). */
 static void
-redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
-          void *arg)
+purge_send(struct corral_redis_tier *t, const void *key, size_t keylen,
+           corral_tier_done_cb *cb, void *arg, bool replayed)
 {
-    struct corral_redis_tier *t = ctx;
     struct op *op = op_new(t, OP_PURGE, key, keylen, arg);
     op->done_cb = cb;
+    op->replayed = replayed;
+    if (!replayed)
+        own_note(t, key, keylen);
     struct kbuf k, l;
     kbuf_make(&k, t, KIND_VALUE, key, keylen);
     kbuf_make(&l, t, KIND_LEASE, key, keylen);
@@ -1142,6 +1209,13 @@ redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
                       lens);
     kbuf_free(&k);
     kbuf_free(&l);
+}
+
+static void
+redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
+          void *arg)
+{
+    purge_send(ctx, key, keylen, cb, arg, false);
 }
 
 /* ---- resync ---- */
@@ -1304,14 +1378,12 @@ on_message(const char *msg, size_t len, void *arg)
     if (msg[0] == 'p') { /* p <id> <key> */
         if (!word(&p, end, &w, &n) || n >= sizeof(t->last_id) || p == end)
             return;
-        if (!t->resync_pending) {
-            char id[48];
-            memcpy(id, w, n);
-            id[n] = '\0';
-            if (id_cmp(id, t->last_id) > 0)
-                memcpy(t->last_id, id, n + 1);
-        }
-        if (t->ev->invalidated)
+        char id[48];
+        memcpy(id, w, n);
+        id[n] = '\0';
+        if (!t->resync_pending && id_cmp(id, t->last_id) > 0)
+            memcpy(t->last_id, id, n + 1);
+        if (!own_heard(t, p, (size_t)(end - p)) && t->ev->invalidated)
             t->ev->invalidated(p, (size_t)(end - p), t->ev_arg);
         return;
     }
@@ -1548,6 +1620,8 @@ corral_redis_tier_free(struct corral_redis_tier *t)
         TAILQ_REMOVE(&t->replays, rp, link);
         free(rp);
     }
+    for (size_t i = 0; i < OWN_MAX; i++)
+        free(t->own[i].key);
     event_free(t->tick_ev);
     event_free(t->epoch_ev);
     free(t->prefix);
