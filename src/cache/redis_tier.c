@@ -1039,7 +1039,7 @@ replay(struct corral_redis_tier *t)
  * key given since went to the key's node after the purge's key part.
  * Applied again, it would throw away a fill begun after the purge, whose
  * message may come late (over a cluster's bus, tens of milliseconds after
- * the purge was answered): an upstream call more. So the first message
+ * the purge was answered): the key computed once more. So the first message
  * for the key within OWN_MS of an own purge is not applied; a second (the
  * own one, when another instance's came first) is. A replay's message is
  * applied: while Redis did not have the purge, the old value may have
