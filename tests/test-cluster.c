@@ -502,6 +502,27 @@ test_migration(void)
     check_get(a, "va"); /* ASK again: the map did not change */
     CHECK_EQ_INT(stats().ask, before.ask + 2);
 
+    /* A script on b (still on src) and a name src does not hold: src
+     * answers TRYAGAIN, an answer from a working node: however many in
+     * a row, src stays up and nothing counts as an error. */
+    struct corral_redis_stats nst;
+    corral_redis_cluster_node_stats(cl, &nst);
+    uint64_t errors = nst.errors;
+    struct reply again[5] = {{0}};
+    const char *script[5] = {"EVAL", "return redis.call('EXISTS', KEYS[1])",
+                             "2", b, "{mig}nowhere"};
+    for (int i = 0; i < 5; i++)
+        corral_redis_cluster_command(cl, b, strlen(b), reply_cb, &again[i], 5,
+                                     script, NULL);
+    for (int i = 0; i < 5; i++) {
+        WAIT_FOR(base, again[i].calls > 0);
+        CHECK_EQ_INT(again[i].error, -EIO);
+        CHECK(strncmp(again[i].str, "TRYAGAIN", 8) == 0);
+    }
+    corral_redis_cluster_node_stats(cl, &nst);
+    CHECK_EQ_STR(corral_redis_state_name(nst.state), "up");
+    CHECK_EQ_INT(nst.errors, errors);
+
     migrate(src, dst, b);
     node_ok(dst, "CLUSTER SETSLOT %s NODE %s", slot, dst_id);
     node_ok(src, "CLUSTER SETSLOT %s NODE %s", slot, dst_id);

@@ -69,8 +69,8 @@ enum corral_redis_state {
 struct corral_redis_stats {
     uint64_t commands;  /* given, sent or not */
     uint64_t timeouts;  /* answered -ETIMEDOUT */
-    uint64_t errors;    /* error replies (not MOVED/ASK), lost connections,
-                         * not sent */
+    uint64_t errors;    /* error replies (not MOVED, ASK or TRYAGAIN), lost
+                         * connections, not sent */
     uint64_t connects;  /* handshakes completed (1 + reconnects) */
     uint64_t stuck;     /* connections closed for never answering */
     uint64_t switches;  /* sentinel: the primary named is a new one */

@@ -550,11 +550,14 @@ is_readonly(const char *err)
 }
 
 /* A cluster's redirection: an answer from a working server that the key
- * lives elsewhere (the cluster client follows it), not a failure. */
+ * lives elsewhere (the cluster client follows it), or, for a command on
+ * several names of a slot being migrated, that they are not all here
+ * yet (TRYAGAIN: its caller asks otherwise); not a failure. */
 static bool
 is_redirection(const char *err)
 {
-    return strncmp(err, "MOVED ", 6) == 0 || strncmp(err, "ASK ", 4) == 0;
+    return strncmp(err, "MOVED ", 6) == 0 || strncmp(err, "ASK ", 4) == 0 ||
+           strncmp(err, "TRYAGAIN", 8) == 0;
 }
 
 static void

@@ -12,7 +12,10 @@
  * share the key's hash tag (corral_redis_tagged_name()), so one script
  * may touch both on a cluster; the purge log and its epoch share the
  * fleet's one tag. No script touches names of two tags: a purge is two
- * scripts, the key's and then the log's. */
+ * scripts, the key's and then the log's. While a key's slot is being
+ * migrated, Redis refuses a script on several of its names (TRYAGAIN)
+ * unless one node holds them all: acquires, purges and renewals then ask
+ * for them one at a time. */
 #include "corral/redis_tier.h"
 #include "log.h"
 
@@ -41,12 +44,23 @@
 #define PURGE_LOG_MAX 10000  /* entries the purge log keeps */
 #define RESYNC_PAGE 1000     /* purge log entries read per resync script */
 #define REPLAY_MAX 4096      /* purges kept for a replay */
+#define OWN_MAX 64           /* own purges whose message may still come */
+#define OWN_MS 2000          /* how long an own purge's message is awaited */
 #define MESSAGE_MAX 200      /* bytes of a failure's message kept */
 /* How often the epoch is read anyway: Redis can lose its data (FLUSHALL)
  * without dropping a connection, so no resync would follow. */
 #define EPOCH_EVERY_MS 1000
 
-enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE };
+enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE, OP_RENEW };
+
+/* Where an acquire is. Past STEP_BOTH, the key's slot is being migrated
+ * and its names are asked one at a time. */
+enum acquire_step {
+    STEP_BOTH,    /* the acquire script: value and lease at once */
+    STEP_VALUE,   /* the value alone */
+    STEP_LEASE,   /* the lease alone */
+    STEP_RECHECK, /* the lease won: the value again */
+};
 
 struct corral_tier_lease {
     TAILQ_ENTRY(corral_tier_lease) link; /* t->held, once won */
@@ -66,10 +80,24 @@ struct op {
     corral_tier_done_cb *done_cb;
     void *arg;
     struct corral_tier_lease *lease; /* OP_ACQUIRE: the one it asks for */
+    enum acquire_step step;          /* OP_ACQUIRE: */
+    struct corral_tier_want want;
+    uint64_t deadline;          /* monotonic ms: answered by then */
+    struct event *deadline_ev;  /* past STEP_BOTH only */
+    struct corral_value *stale; /* read past STEP_BOTH: for the answer */
+    unsigned slot;              /* OP_RENEW: its leases' */
+    bool replayed;              /* OP_PURGE: from the replay queue */
     size_t keylen;
     char key[];
 };
 TAILQ_HEAD(op_list, op);
+
+/* A purge this instance gave, until its message comes. */
+struct own_purge {
+    uint64_t at; /* monotonic ms given; 0: unused */
+    size_t keylen;
+    char *key;
+};
 
 struct replay {
     TAILQ_ENTRY(replay) link;
@@ -95,8 +123,8 @@ struct corral_redis_tier {
     bool resync_pending; /* deaf, or (re)subscribed but not resynced */
     bool resync_lost;    /* this resync found purges missed */
     bool resync_running;
-    struct corral_redis_script *acquire, *release, *renew, *purge_key,
-        *purge_log, *resync, *get, *epoch_read;
+    struct corral_redis_script *acquire, *lease, *release, *renew, *purge_key,
+        *purge_outcome, *purge_log, *resync, *get, *epoch_read;
     struct event *epoch_ev; /* EPOCH_EVERY_MS */
     bool epoch_asking;
     const struct corral_tier_events *ev;
@@ -105,6 +133,8 @@ struct corral_redis_tier {
     struct lease_list held;
     struct replay_list replays;
     size_t n_replays;
+    struct own_purge own[OWN_MAX]; /* a ring */
+    size_t own_next;
     struct event *tick_ev; /* renew, resync, replay */
     struct corral_redis_tier_stats stats;
 };
@@ -127,23 +157,33 @@ struct corral_redis_tier {
     "if n > max then return 1 end "                                            \
     "return redis.call('get', k) end "
 
+/* The lease under k for token (ms long) if free, else who has it: the
+ * acquire answer from step 2 on, carrying v. */
+#define LUA_TAKE                                                               \
+    "local function take(k, token, ms, v) "                                    \
+    "if redis.call('set', k, token, 'NX', 'PX', ms) then return {1, v} end "   \
+    "local ttl = redis.call('pttl', k) "                                       \
+    "local cur = redis.pcall('get', k) "                                       \
+    "if ttl < 0 or type(cur) ~= 'string' then "                                \
+    "redis.call('set', k, token, 'PX', ms) return {1, v} end "                 \
+    "if string.sub(cur, 1, 2) == 'F:' then return {3, v, ttl, cur} end "       \
+    "return {2, v, ttl} end "
+
 /* KEYS: value, lease. ARGV: now, newer_than, max bytes, token, lease ms.
  * {0, v}: usable; {1, v}: lease won; {2, v, pttl}: held; {3, v, pttl,
  * outcome}: failed. v: the value, 1 (too large), 2 (not a string) or
  * false. */
-static const char acquire_script[] = LUA_U64 LUA_READ
+static const char acquire_script[] = LUA_U64 LUA_READ LUA_TAKE
     "local v = read(KEYS[1], tonumber(ARGV[3])) "
     "if type(v) == 'string' and #v >= 20 and string.sub(v, 1, 3) == 'CRV' "
     "and u64(v, 13) > tonumber(ARGV[1]) and u64(v, 5) > tonumber(ARGV[2]) "
     "then return {0, v} end "
-    "if redis.call('set', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then "
-    "return {1, v} end "
-    "local ttl = redis.call('pttl', KEYS[2]) "
-    "local cur = redis.pcall('get', KEYS[2]) "
-    "if ttl < 0 or type(cur) ~= 'string' then "
-    "redis.call('set', KEYS[2], ARGV[4], 'PX', ARGV[5]) return {1, v} end "
-    "if string.sub(cur, 1, 2) == 'F:' then return {3, v, ttl, cur} end "
-    "return {2, v, ttl}";
+    "return take(KEYS[2], ARGV[4], ARGV[5], v)";
+
+/* KEYS: lease. ARGV: token, lease ms. The acquire script without the
+ * value: {1, false}, {2, false, pttl} or {3, false, pttl, outcome}. */
+static const char lease_script[] =
+    LUA_TAKE "return take(KEYS[1], ARGV[1], ARGV[2], false)";
 
 /* KEYS: lease. ARGV: token, kind, outcome, retry ms, channel, message,
  * message if abandoned. Only the holder may set an outcome; one whose
@@ -169,14 +209,22 @@ static const char renew_script[] =
     "redis.call('pexpire', KEYS[i], ARGV[1]) n = n + 1 end end "
     "return n";
 
+/* Deletes the lease under k if it holds a failed fill's outcome (a lease
+ * held by a fill stays). */
+#define LUA_DROP_OUTCOME                                                       \
+    "local function drop_outcome(k) "                                          \
+    "local l = redis.pcall('get', k) "                                         \
+    "if type(l) == 'string' and string.sub(l, 1, 2) == 'F:' then "             \
+    "redis.call('del', k) end end "
+
 /* KEYS: value, lease. The key's part of a purge: its value, and its
- * failed fill's outcome (a lease held by a fill stays). */
-static const char purge_key_script[] =
-    "redis.call('del', KEYS[1]) "
-    "local l = redis.pcall('get', KEYS[2]) "
-    "if type(l) == 'string' and string.sub(l, 1, 2) == 'F:' then "
-    "redis.call('del', KEYS[2]) end "
-    "return 1";
+ * failed fill's outcome. */
+static const char purge_key_script[] = LUA_DROP_OUTCOME
+    "redis.call('del', KEYS[1]) drop_outcome(KEYS[2]) return 1";
+
+/* KEYS: lease. The outcome's half of the key's part, alone. */
+static const char purge_outcome_script[] =
+    LUA_DROP_OUTCOME "drop_outcome(KEYS[1]) return 1";
 
 /* KEYS: purge log. ARGV: key, channel, log length. The fleet's part: the
  * log entry, and the message that carries its id. */
@@ -272,9 +320,20 @@ op_done(struct op *op)
     return t;
 }
 
+/* op is owed another answer by the connection: listed again. */
+static void
+relist(struct corral_redis_tier *t, struct op *op)
+{
+    op->listed = true;
+    TAILQ_INSERT_TAIL(&t->ops, op, link);
+}
+
 static void
 op_free(struct op *op)
 {
+    if (op->deadline_ev != NULL)
+        event_free(op->deadline_ev);
+    corral_value_unref(op->stale);
     free(op->lease);
     free(op);
 }
@@ -419,6 +478,85 @@ deaf(const struct corral_redis_tier *t)
     return !corral_redis_listening(t->conn) || t->resync_pending;
 }
 
+static void send_release(struct corral_redis_tier *t,
+                         struct corral_tier_lease *l,
+                         const struct corral_outcome *o);
+
+/* Answers op's acquire once; a carries the references it hands over. */
+static void
+acquire_answer(struct op *op, struct corral_tier_answer *a)
+{
+    corral_tier_acquire_cb *cb = op->acquire_cb;
+    op->acquire_cb = NULL;
+    if (cb != NULL)
+        cb(a, op->arg);
+    else
+        corral_value_unref(a->value);
+}
+
+/* An acquire or lease script's reply that hands out the lease. */
+static bool
+grants(const redisReply *rep, int error)
+{
+    return error == 0 && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+           rep->element[0]->type == REDIS_REPLY_INTEGER &&
+           rep->element[0]->integer == 1;
+}
+
+/* op holds its lease but will not fill: give it back (not freed). */
+static void
+give_back(struct corral_redis_tier *t, struct op *op)
+{
+    static const struct corral_outcome gone = {.kind =
+                                                   CORRAL_OUTCOME_ABANDONED};
+    send_release(t, op->lease, &gone);
+}
+
+/* The lease was granted after its asker stopped waiting: give it back,
+ * so nobody waits on a lease whose holder does not know it has it. */
+static void
+give_back_late(struct corral_redis_tier *t, struct op *op)
+{
+    t->stats.late_leases++;
+    give_back(t, op);
+}
+
+static void
+answer_won(struct corral_redis_tier *t, struct op *op,
+           struct corral_value *stale)
+{
+    struct corral_tier_answer a = {
+        .verdict = CORRAL_TIER_WON, .value = stale, .lease = op->lease};
+    t->stats.misses++;
+    t->stats.leases_won++;
+    op->lease = NULL;
+    TAILQ_INSERT_TAIL(&t->held, a.lease, link);
+    arm_tick(t);
+    acquire_answer(op, &a);
+}
+
+/* What the acquire script calls usable: it expires after the asker's
+ * clock and, for a refresh, was stored after the copy the asker has. */
+static bool
+fresh(const struct corral_value *v, const struct corral_tier_want *w)
+{
+    return corral_value_expires_at(v) > w->now_ms &&
+           corral_value_stored_at(v) > w->newer_than;
+}
+
+/* Redis runs a script on two names of a slot being migrated only on a
+ * node that holds both; elsewhere it answers TRYAGAIN. */
+static bool
+migrating(const redisReply *rep, int error)
+{
+    return error == -EIO && rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+           strncmp(rep->str, "TRYAGAIN", 8) == 0;
+}
+
+static void split_start(struct corral_redis_tier *t, struct op *op);
+static void split_value(struct corral_redis_tier *t, struct op *op,
+                        enum acquire_step step);
+
 static void
 acquire_reply(const redisReply *rep, int error, void *arg)
 {
@@ -426,17 +564,22 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     if (error == -ETIMEDOUT) {
         /* Answered now; the op stays listed for its late reply (which
          * frees it), so a tier freed first still orphans it. */
-        struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
-                                       .error = error};
-        corral_tier_acquire_cb *cb = op->acquire_cb;
-        op->acquire_cb = NULL;
-        if (cb != NULL)
-            cb(&a, op->arg);
+        struct corral_tier_answer a = {
+            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
+        op->stale = NULL;
+        acquire_answer(op, &a);
         return;
     }
     struct corral_redis_tier *t = op_done(op);
-    if (t == NULL) {
+    if (t == NULL || op->acquire_cb == NULL) {
+        /* Orphaned, or answered at its deadline already. */
+        if (t != NULL && grants(rep, error))
+            give_back_late(t, op);
         op_free(op);
+        return;
+    }
+    if (op->step == STEP_BOTH && migrating(rep, error)) {
+        split_start(t, op);
         return;
     }
     struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN};
@@ -444,12 +587,23 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
         rep->element[0]->type != REDIS_REPLY_INTEGER) {
         a.error = error ? error : -EIO;
-        op->acquire_cb(&a, op->arg);
+        a.value = op->stale;
+        op->stale = NULL;
+        acquire_answer(op, &a);
         op_free(op);
         return;
     }
     long long kind = rep->element[0]->integer;
+    if (kind == 1 && op->step == STEP_LEASE) {
+        split_value(t, op, STEP_RECHECK);
+        return;
+    }
+    /* The lease script carries no value: the one read before it. */
     a.value = value_of(t, rep->element[1], op->key, op->keylen);
+    if (a.value == NULL) {
+        a.value = op->stale;
+        op->stale = NULL;
+    }
     long long ms =
         rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_INTEGER
             ? rep->element[2]->integer
@@ -462,14 +616,9 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         }
         break;
     case 1:
-        t->stats.misses++;
-        t->stats.leases_won++;
-        a.verdict = CORRAL_TIER_WON;
-        a.lease = op->lease;
-        op->lease = NULL;
-        TAILQ_INSERT_TAIL(&t->held, a.lease, link);
-        arm_tick(t);
-        break;
+        answer_won(t, op, a.value);
+        op_free(op);
+        return;
     case 2: {
         t->stats.misses++;
         uint64_t poll = deaf(t) ? POLL_DEAF_MS : POLL_HEARING_MS;
@@ -489,30 +638,142 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         t->stats.bad_values++;
         break;
     }
-    op->acquire_cb(&a, op->arg);
+    acquire_answer(op, &a);
     op_free(op);
 }
 
-static void send_release(struct corral_redis_tier *t,
-                         struct corral_tier_lease *l,
-                         const struct corral_outcome *o);
-
-/* The lease was granted after its asker stopped waiting: give it back,
- * so nobody waits on a lease whose holder does not know it has it. */
+/* The lease was granted after its asker stopped waiting: give it back. */
 static void
 acquire_late(const redisReply *rep, int error, void *arg)
 {
     struct op *op = arg;
     struct corral_redis_tier *t = op_done(op);
-    if (t != NULL && error == 0 && rep->type == REDIS_REPLY_ARRAY &&
-        rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_INTEGER &&
-        rep->element[0]->integer == 1) {
-        static const struct corral_outcome gone = {
-            .kind = CORRAL_OUTCOME_ABANDONED};
-        t->stats.late_leases++;
-        send_release(t, op->lease, &gone);
-    }
+    if (t != NULL && grants(rep, error))
+        give_back_late(t, op);
     op_free(op);
+}
+
+/* ---- a slot being migrated ----
+ *
+ * The acquire script answered TRYAGAIN: the key's value and lease are
+ * asked one at a time, each a single name that the cluster client
+ * follows (ASK) to whichever node holds it: the value; if not fresh, the
+ * lease; once won, the value again, since another instance may have
+ * stored it and given its lease back between the two. All of it by the
+ * deadline of the first. */
+
+static void
+split_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct op *op = arg;
+    (void)fd;
+    (void)what;
+    if (op->acquire_cb == NULL)
+        return;
+    /* Answered: the step out now frees op (and gives a lease back). */
+    struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
+                                   .error = -ETIMEDOUT,
+                                   .value = op->stale};
+    op->stale = NULL;
+    acquire_answer(op, &a);
+}
+
+static void split_value_reply(const redisReply *rep, int error, void *arg);
+
+static void
+split_value(struct corral_redis_tier *t, struct op *op, enum acquire_step step)
+{
+    struct kbuf k;
+    char max[24];
+    op->step = step;
+    relist(t, op);
+    kbuf_make(&k, t, KIND_VALUE, op->key, op->keylen);
+    snprintf(max, sizeof(max), "%zu", t->max_value);
+    const char *argv[2] = {k.p, max};
+    size_t lens[2] = {k.len, strlen(max)};
+    corral_redis_eval(t->conn, t->get, split_value_reply, op, 1, 2, argv, lens);
+    kbuf_free(&k);
+}
+
+static void
+split_start(struct corral_redis_tier *t, struct op *op)
+{
+    uint64_t now = corral_now_ms();
+    t->stats.split_acquires++;
+    if (now >= op->deadline) {
+        struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
+                                       .error = -ETIMEDOUT};
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    op->deadline_ev = evtimer_new(t->base, split_deadline_cb, op);
+    if (op->deadline_ev == NULL)
+        abort(); /* the policy of xalloc.h */
+    struct timeval tv = corral_ms_to_tv(op->deadline - now);
+    evtimer_add(op->deadline_ev, &tv);
+    split_value(t, op, STEP_VALUE);
+}
+
+static void
+split_lease(struct corral_redis_tier *t, struct op *op)
+{
+    struct kbuf l;
+    char ms[16];
+    op->step = STEP_LEASE;
+    relist(t, op);
+    kbuf_make(&l, t, KIND_LEASE, op->key, op->keylen);
+    snprintf(ms, sizeof(ms), "%d", LEASE_MS);
+    const char *argv[3] = {l.p, op->lease->token, ms};
+    size_t lens[3] = {l.len, strlen(op->lease->token), strlen(ms)};
+    corral_redis_eval_late(t->conn, t->lease, acquire_reply, acquire_late, op,
+                           1, 3, argv, lens);
+    kbuf_free(&l);
+}
+
+static void
+split_value_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    bool holding = op->step == STEP_RECHECK;
+    if (t == NULL || op->acquire_cb == NULL) {
+        if (t != NULL && holding)
+            give_back_late(t, op);
+        op_free(op);
+        return;
+    }
+    struct corral_value *v =
+        error == 0 ? value_of(t, rep, op->key, op->keylen) : NULL;
+    if (v != NULL && fresh(v, &op->want)) {
+        if (holding)
+            give_back(t, op);
+        t->stats.hits++;
+        struct corral_tier_answer a = {.verdict = CORRAL_TIER_VALUE,
+                                       .value = v};
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    if (v != NULL) {
+        corral_value_unref(op->stale);
+        op->stale = v;
+    }
+    if (holding) { /* the lease is this fill's, whatever the read said */
+        answer_won(t, op, op->stale);
+        op->stale = NULL;
+        op_free(op);
+        return;
+    }
+    if (error != 0) {
+        struct corral_tier_answer a = {
+            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
+        op->stale = NULL;
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    split_lease(t, op);
 }
 
 static void
@@ -524,6 +785,8 @@ redis_acquire(void *ctx, const void *key, size_t keylen,
     struct op *op = op_new(t, OP_ACQUIRE, key, keylen, arg);
     op->acquire_cb = cb;
     op->lease = lease_new(t, key, keylen);
+    op->want = *want;
+    op->deadline = corral_now_ms() + corral_redis_timeout(t->conn);
     struct kbuf k, l;
     char now[24], newer[24], max[24], ms[16];
     kbuf_make(&k, t, KIND_VALUE, key, keylen);
@@ -627,10 +890,11 @@ renewal_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* One script renews the leases held in one slot (on one server, every
- * lease), RENEW_BATCH at a time. */
-static void
-renew(struct corral_redis_tier *t)
+/* The leases held (only those in slot *only, when not NULL) by slot, in
+ * *out (caller frees). Returns how many. */
+static size_t
+renewals(struct corral_redis_tier *t, const unsigned *only,
+         struct renewal **out)
 {
     size_t total = 0, i = 0;
     struct corral_tier_lease *l;
@@ -643,44 +907,97 @@ renew(struct corral_redis_tier *t)
     {
         struct kbuf k;
         kbuf_make(&k, t, KIND_LEASE, l->key, l->keylen);
-        v[i].slot = corral_redis_slot(t->conn, k.p, k.len);
-        v[i++].l = l;
+        unsigned slot = corral_redis_slot(t->conn, k.p, k.len);
         kbuf_free(&k);
+        if (only != NULL && slot != *only)
+            continue;
+        v[i].slot = slot;
+        v[i++].l = l;
     }
-    qsort(v, total, sizeof(*v), renewal_cmp);
+    qsort(v, i, sizeof(*v), renewal_cmp);
+    *out = v;
+    return i;
+}
+
+static void renew_reply(const redisReply *rep, int error, void *arg);
+
+/* One script renewing the n leases of v, all in one slot. */
+static void
+renew_send(struct corral_redis_tier *t, const struct renewal *v, size_t n)
+{
+    const char *argv[2 * RENEW_BATCH + 1];
+    size_t lens[2 * RENEW_BATCH + 1];
+    struct kbuf keys[RENEW_BATCH];
     char ms[16];
     snprintf(ms, sizeof(ms), "%d", LEASE_MS);
-    for (i = 0; i < total;) {
-        const char *argv[2 * RENEW_BATCH + 1];
-        size_t lens[2 * RENEW_BATCH + 1];
-        struct kbuf keys[RENEW_BATCH];
-        size_t n = 0;
-        for (; i < total && n < RENEW_BATCH && v[i].slot == v[i - n].slot;
-             i++, n++) {
-            l = v[i].l;
-            kbuf_make(&keys[n], t, KIND_LEASE, l->key, l->keylen);
-            argv[n] = keys[n].p;
-            lens[n] = keys[n].len;
-            /* ARGV[1] is the ms; the tokens follow in the keys' order. */
-            argv[RENEW_BATCH + 1 + n] = l->token;
-            lens[RENEW_BATCH + 1 + n] = strlen(l->token);
-        }
-        argv[n] = ms;
-        lens[n] = strlen(ms);
-        memmove(&argv[n + 1], &argv[RENEW_BATCH + 1], n * sizeof(*argv));
-        memmove(&lens[n + 1], &lens[RENEW_BATCH + 1], n * sizeof(*lens));
-        corral_redis_eval(t->conn, t->renew, NULL, NULL, (int)n,
-                          (int)(2 * n + 1), argv, lens);
-        for (size_t k = 0; k < n; k++)
-            kbuf_free(&keys[k]);
+    argv[n] = ms;
+    lens[n] = strlen(ms);
+    for (size_t i = 0; i < n; i++) {
+        kbuf_make(&keys[i], t, KIND_LEASE, v[i].l->key, v[i].l->keylen);
+        argv[i] = keys[i].p;
+        lens[i] = keys[i].len;
+        /* ARGV[1] is the ms; the tokens follow in the keys' order. */
+        argv[n + 1 + i] = v[i].l->token;
+        lens[n + 1 + i] = strlen(v[i].l->token);
     }
+    struct op *op = NULL;
+    if (n > 1) { /* only several names can hear TRYAGAIN */
+        op = op_new(t, OP_RENEW, NULL, 0, NULL);
+        op->slot = v[0].slot;
+    }
+    corral_redis_eval(t->conn, t->renew, op ? renew_reply : NULL, op, (int)n,
+                      (int)(2 * n + 1), argv, lens);
+    for (size_t i = 0; i < n; i++)
+        kbuf_free(&keys[i]);
+}
+
+/* The total leases of v, one script per slot and per batch leases. */
+static void
+renew_in(struct corral_redis_tier *t, const struct renewal *v, size_t total,
+         size_t batch)
+{
+    size_t i = 0;
+    while (i < total) {
+        size_t n = 1;
+        while (i + n < total && n < batch && v[i + n].slot == v[i].slot)
+            n++;
+        renew_send(t, v + i, n);
+        i += n;
+    }
+}
+
+/* One script renews the leases held in one slot (on one server, every
+ * lease), RENEW_BATCH at a time. */
+static void
+renew(struct corral_redis_tier *t)
+{
+    struct renewal *v;
+    size_t n = renewals(t, NULL, &v);
+    renew_in(t, v, n, RENEW_BATCH);
     free(v);
+}
+
+/* The slot is being migrated and its leases are not all on one node yet:
+ * Redis renews them together only where they are. One script each. */
+static void
+renew_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    if (t != NULL && migrating(rep, error)) {
+        struct renewal *v;
+        size_t n = renewals(t, &op->slot, &v);
+        renew_in(t, v, n, 1);
+        free(v);
+    }
+    op_free(op);
 }
 
 /* ---- purges ---- */
 
-static void redis_del(void *ctx, const void *key, size_t keylen,
-                      corral_tier_done_cb *cb, void *arg);
+static void purge_send(struct corral_redis_tier *t, const void *key,
+                       size_t keylen, corral_tier_done_cb *cb, void *arg,
+                       bool replayed);
 
 static void
 replay_keep(struct corral_redis_tier *t, const void *key, size_t keylen)
@@ -710,9 +1027,58 @@ replay(struct corral_redis_tier *t)
     struct replay *rp;
     while ((rp = TAILQ_FIRST(&todo)) != NULL) {
         TAILQ_REMOVE(&todo, rp, link);
-        redis_del(t, rp->key, rp->keylen, NULL, NULL);
+        purge_send(t, rp->key, rp->keylen, NULL, NULL, true);
         free(rp);
     }
+}
+
+/* ---- own purges ----
+ *
+ * This instance's purge's message changes nothing here: the purge was
+ * applied here when it was given (corral_purge()), and every read of the
+ * key given since went to the key's node after the purge's key part.
+ * Applied again, it would throw away a fill begun after the purge, whose
+ * message may come late (over a cluster's bus, tens of milliseconds after
+ * the purge was answered): the key computed once more. So the first message
+ * for the key within OWN_MS of an own purge is not applied; a second (the
+ * own one, when another instance's came first) is. A replay's message is
+ * applied: while Redis did not have the purge, the old value may have
+ * been read back here. */
+
+static void
+own_note(struct corral_redis_tier *t, const void *key, size_t keylen)
+{
+    struct own_purge *o = &t->own[t->own_next];
+    t->own_next = (t->own_next + 1) % OWN_MAX;
+    free(o->key);
+    o->key = xmalloc(keylen ? keylen : 1);
+    memcpy(o->key, key, keylen);
+    o->keylen = keylen;
+    o->at = corral_now_ms();
+}
+
+/* The own purge of key given last and not heard yet, or NULL. */
+static struct own_purge *
+own_find(struct corral_redis_tier *t, const void *key, size_t keylen)
+{
+    uint64_t now = corral_now_ms();
+    for (size_t i = 1; i <= OWN_MAX; i++) {
+        struct own_purge *o = &t->own[(t->own_next + OWN_MAX - i) % OWN_MAX];
+        if (o->at != 0 && now - o->at <= OWN_MS && o->keylen == keylen &&
+            memcmp(o->key, key, keylen) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+/* A message for key came: is it one not to apply (forgotten now)? */
+static bool
+own_heard(struct corral_redis_tier *t, const void *key, size_t keylen)
+{
+    struct own_purge *o = own_find(t, key, keylen);
+    if (o != NULL)
+        o->at = 0;
+    return o != NULL;
 }
 
 /* The purge's end, confirmed (error 0) or not. */
@@ -722,6 +1088,9 @@ purge_done(struct corral_redis_tier *t, struct op *op, int error)
     /* Not confirmed (a timeout may still have run either part): keep it
      * for a replay, which is harmless if it did. */
     if (error != 0) {
+        struct own_purge *o = own_find(t, op->key, op->keylen);
+        if (o != NULL && !op->replayed) /* the replay's message applies */
+            o->at = 0;
         replay_keep(t, op->key, op->keylen);
         arm_tick(t);
     }
@@ -743,14 +1112,19 @@ purge_log_reply(const redisReply *rep, int error, void *arg)
     purge_done(t, op, error);
 }
 
+static void purge_value(struct corral_redis_tier *t, struct op *op);
+
 static void
 purge_key_reply(const redisReply *rep, int error, void *arg)
 {
     struct op *op = arg;
     struct corral_redis_tier *t = op_done(op);
-    (void)rep;
     if (t == NULL) {
         op_free(op);
+        return;
+    }
+    if (migrating(rep, error)) {
+        purge_value(t, op);
         return;
     }
     if (error != 0) {
@@ -762,10 +1136,48 @@ purge_key_reply(const redisReply *rep, int error, void *arg)
     const char *argv[4] = {t->stream, op->key, t->channel, max};
     size_t lens[4] = {strlen(t->stream), op->keylen, strlen(t->channel),
                       strlen(max)};
-    op->listed = true; /* owed again: the log part */
-    TAILQ_INSERT_TAIL(&t->ops, op, link);
+    relist(t, op); /* owed again: the log part */
     corral_redis_eval(t->conn, t->purge_log, purge_log_reply, op, 1, 4, argv,
                       lens);
+}
+
+static void
+purge_value_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    struct kbuf l;
+    (void)rep;
+    if (t == NULL) {
+        op_free(op);
+        return;
+    }
+    if (error != 0) {
+        purge_done(t, op, error);
+        return;
+    }
+    relist(t, op); /* owed again: the outcome */
+    kbuf_make(&l, t, KIND_LEASE, op->key, op->keylen);
+    const char *argv[1] = {l.p};
+    size_t lens[1] = {l.len};
+    corral_redis_eval(t->conn, t->purge_outcome, purge_key_reply, op, 1, 1,
+                      argv, lens);
+    kbuf_free(&l);
+}
+
+/* The key's part on a slot being migrated, whose script on two names
+ * heard TRYAGAIN: the value, then the outcome, one name each (each
+ * followed to wherever it is). */
+static void
+purge_value(struct corral_redis_tier *t, struct op *op)
+{
+    struct kbuf k;
+    relist(t, op);
+    kbuf_make(&k, t, KIND_VALUE, op->key, op->keylen);
+    const char *argv[2] = {"DEL", k.p};
+    size_t lens[2] = {3, k.len};
+    corral_redis_command(t->conn, purge_value_reply, op, 2, argv, lens);
+    kbuf_free(&k);
 }
 
 /* A purge is two scripts, as its names have two tags: the key's part
@@ -780,12 +1192,14 @@ purge_key_reply(const redisReply *rep, int error, void *arg)
  * replayed whole (deleting again is harmless, a second entry only drops
  * copies again). */
 static void
-redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
-          void *arg)
+purge_send(struct corral_redis_tier *t, const void *key, size_t keylen,
+           corral_tier_done_cb *cb, void *arg, bool replayed)
 {
-    struct corral_redis_tier *t = ctx;
     struct op *op = op_new(t, OP_PURGE, key, keylen, arg);
     op->done_cb = cb;
+    op->replayed = replayed;
+    if (!replayed)
+        own_note(t, key, keylen);
     struct kbuf k, l;
     kbuf_make(&k, t, KIND_VALUE, key, keylen);
     kbuf_make(&l, t, KIND_LEASE, key, keylen);
@@ -795,6 +1209,13 @@ redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
                       lens);
     kbuf_free(&k);
     kbuf_free(&l);
+}
+
+static void
+redis_del(void *ctx, const void *key, size_t keylen, corral_tier_done_cb *cb,
+          void *arg)
+{
+    purge_send(ctx, key, keylen, cb, arg, false);
 }
 
 /* ---- resync ---- */
@@ -957,14 +1378,12 @@ on_message(const char *msg, size_t len, void *arg)
     if (msg[0] == 'p') { /* p <id> <key> */
         if (!word(&p, end, &w, &n) || n >= sizeof(t->last_id) || p == end)
             return;
-        if (!t->resync_pending) {
-            char id[48];
-            memcpy(id, w, n);
-            id[n] = '\0';
-            if (id_cmp(id, t->last_id) > 0)
-                memcpy(t->last_id, id, n + 1);
-        }
-        if (t->ev->invalidated)
+        char id[48];
+        memcpy(id, w, n);
+        id[n] = '\0';
+        if (!t->resync_pending && id_cmp(id, t->last_id) > 0)
+            memcpy(t->last_id, id, n + 1);
+        if (!own_heard(t, p, (size_t)(end - p)) && t->ev->invalidated)
             t->ev->invalidated(p, (size_t)(end - p), t->ev_arg);
         return;
     }
@@ -1147,9 +1566,11 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
         event_add(t->epoch_ev, &every) != 0)
         abort();
     t->acquire = corral_redis_script_new(conn, acquire_script);
+    t->lease = corral_redis_script_new(conn, lease_script);
     t->release = corral_redis_script_new(conn, release_script);
     t->renew = corral_redis_script_new(conn, renew_script);
     t->purge_key = corral_redis_script_new(conn, purge_key_script);
+    t->purge_outcome = corral_redis_script_new(conn, purge_outcome_script);
     t->purge_log = corral_redis_script_new(conn, purge_log_script);
     t->resync = corral_redis_script_new(conn, resync_script);
     t->get = corral_redis_script_new(conn, get_script);
@@ -1180,21 +1601,27 @@ corral_redis_tier_free(struct corral_redis_tier *t)
         TAILQ_REMOVE(&t->ops, op, link);
         op->listed = false;
         op->t = NULL;
+        if (op->deadline_ev != NULL)
+            event_del(op->deadline_ev);
         if (op->get_cb)
             op->get_cb(NULL, -ECANCELED, op->arg);
         if (op->acquire_cb) {
             struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
                                            .error = -ECANCELED};
-            op->acquire_cb(&a, op->arg);
+            acquire_answer(op, &a);
         }
         if (op->done_cb)
             op->done_cb(-ECANCELED, op->arg);
+        op->get_cb = NULL;
+        op->done_cb = NULL;
     }
     struct replay *rp;
     while ((rp = TAILQ_FIRST(&t->replays)) != NULL) {
         TAILQ_REMOVE(&t->replays, rp, link);
         free(rp);
     }
+    for (size_t i = 0; i < OWN_MAX; i++)
+        free(t->own[i].key);
     event_free(t->tick_ev);
     event_free(t->epoch_ev);
     free(t->prefix);

@@ -600,6 +600,34 @@ def l2_name(prefix, kind, key):
     return prefix + b"{%08x}" % h + kind + key
 
 
+def _crc16_table():
+    table = []
+    for i in range(256):
+        c = i << 8
+        for _ in range(8):
+            c = (c << 1) ^ 0x1021 if c & 0x8000 else c << 1
+        table.append(c & 0xFFFF)
+    return table
+
+
+CRC16 = _crc16_table()
+
+
+def key_slot(name):
+    """A Redis Cluster slot of name (bytes), as CLUSTER KEYSLOT says:
+    CRC16-XMODEM of its hash tag (between the first '{' and the next '}',
+    when not empty) or of the whole name, mod 16384."""
+    s = name.find(b"{")
+    if s >= 0:
+        e = name.find(b"}", s + 1)
+        if e > s + 1:
+            name = name[s + 1:e]
+    c = 0
+    for x in name:
+        c = ((c << 8) & 0xFFFF) ^ CRC16[((c >> 8) ^ x) & 0xFF]
+    return c & 16383
+
+
 def l2_split(name):
     """(prefix, kind, key) of a name l2_name() makes (kind up to ':')."""
     i = name.index(b"{")
