@@ -39,7 +39,9 @@ cluster = w.start_cluster(primaries=3, replicas=0)
 primaries = cluster.primaries()
 check_eq(len(primaries), 3, "three primaries own the slots")
 origin = w.start_origin()
-cfg = fleet_config(origin, 0, upstream={"rate": "1000/s"})
+# A minute-long window: its key outlives the checks below on a loaded
+# machine (a 1 s one could expire before they read it).
+cfg = fleet_config(origin, 0, upstream={"rate": "60000/1m"})
 cfg["l2"] = cluster.l2
 a, b = w.start_fleet(cfg)
 
