@@ -11,7 +11,8 @@ import struct
 import subprocess
 import time
 
-from harness import (RedisError, check, check_eq, done, fleet_of_two)
+from harness import (RedisError, check, check_eq, done, fleet_of_two,
+                     l2_name)
 
 origin, redis, a, b = fleet_of_two(timeout="500ms")
 BROTLI = shutil.which("brotli")
@@ -77,14 +78,13 @@ check_eq(origin.calls("/v/big"), 1, "one upstream call for both")
 small = b'{"legacy":true}'
 origin.behave("/v/etag", body=small.decode())
 etag = a.get("/api/etag").headers["etag"]
-prefix = name[:-len(b"/api/big")]
 head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\nETag: %s\r\n" % (len(small), etag.encode()))
 key = b"/api/old"
 now = int(time.time() * 1000)
 old = HEAD2.pack(b"CRV", 2, now, now + 50000, 0, 0, len(key), 16, len(head),
                  len(small), 1) + key + b"application/json" + head + small
-redis.cmd("SET", prefix + key, old)
+redis.cmd("SET", l2_name(b"t:", b"v:", key), old)
 r = b.get("/api/old")
 check_eq(r.status, 200, "the old value is served")
 check_eq(r.body, small, "its body")
@@ -100,7 +100,8 @@ start = HEAD3.size + klen + clen + alen
 bad = bytearray(blob)
 bad[start + 20] ^= 0xff
 key = b"/api/big"
-redis.cmd("SET", prefix + b"/api/bad", bytes(bad).replace(key, b"/api/bad"))
+redis.cmd("SET", l2_name(b"t:", b"v:", b"/api/bad"),
+          bytes(bad).replace(key, b"/api/bad"))
 origin.behave("/v/bad", body=body.decode())
 r = b.get("/api/bad", headers={"Accept-Encoding": "gzip"})
 check_eq(r.status, 200, "a corrupt form: refetched")
