@@ -2,18 +2,22 @@
 # results.csv. tools/bench runs it as
 #   gnuplot -e "dir='bench-results/<timestamp>'; name='<timestamp>'; lat_rate='45000'; have_throughput=1; ..." tools/bench-plot.gp
 # (every variable but dir is optional).
-# Four panels: hit req/s by server (h2load -c 64 / -c 256), server CPU per request (one key and
-# spread keys), latency percentiles at a constant half-peak rate, and the time to the last
-# answer of the cold burst and of the expired-key burst (upstream calls in the labels).
+# Six panels: hit req/s by server (h2load -c 64 / -c 256), server CPU per request (one key and
+# spread keys), latency percentiles at a constant half-peak rate, the time to the last answer
+# of the cold burst and of the expired-key burst (upstream calls in the labels), and for 16 KB
+# and 200 KB JSON hits with Accept-Encoding: server CPU and bytes on the wire per hit, nginx
+# gzip on (levels 1 and 6) and gzip_static against corral.
 # A panel whose scenario was not run (have_<name>=0) says so.
 if (!exists("dir")) dir = "."
 if (!exists("have_throughput")) have_throughput = 1
 if (!exists("have_cpu")) have_cpu = 1
 if (!exists("have_latency")) have_latency = 1
 if (!exists("have_bursts")) have_bursts = 1
+if (!exists("have_enc_cpu")) have_enc_cpu = 1
+if (!exists("have_enc_wire")) have_enc_wire = 1
 if (!exists("name")) name = dir
 if (!exists("lat_rate")) lat_rate = "?"
-set terminal pngcairo size 1100,780 font "sans,9" noenhanced
+set terminal pngcairo size 1100,1170 font "sans,9" noenhanced
 set output dir."/bench.png"
 set datafile missing "-"
 set key autotitle columnhead top left horizontal
@@ -30,9 +34,10 @@ nl(s) = (strstrt(s, "|") > 0) ? s[1:strstrt(s, "|") - 1]."\n".nl(s[strstrt(s, "|
 bx(i, k, n) = i + (k - (n - 1) / 2.0) / (n + 1.0)
 lab(v) = (v < 10 ? sprintf("%.1f", v) : sprintf("%.0f", v))
 c_nginx = "#8c8c8c"; c_corral = "#1f6fb4"; c_raw = "#d0d0d0"
+c_gzip1 = "#5a5a5a"; c_static = "#c8c8c8"; c_br = "#86b8e3"
 none(t) = sprintf("%s\n(not run)", t)
 
-set multiplot layout 2,2 title "corral vs nginx proxy_cache: tools/bench ".name.", servers on core 0, load on core 1"
+set multiplot layout 3,2 title "corral vs nginx proxy_cache: tools/bench ".name.", servers on core 0, load on core 1"
 
 t = "1 KB hit on one key: req/s (higher is better)"
 set ylabel "req/s"
@@ -79,6 +84,31 @@ if (have_bursts) {
          '' using (bx($0, 0, 2)):2:(lab($2)) with labels offset 0,0.6 font ",8" notitle, \
          '' using (bx($0, 1, 2)):3:(lab($3)) with labels offset 0,0.6 font ",8" notitle
     unset logscale y
+} else { set title none(t); plot [0:1][0:1] NaN notitle }
+
+# enc: five bars per body size, nginx greys then corral blues.
+t = "JSON hits with Accept-Encoding: server CPU per hit, µs (log scale, lower is better)"
+set ylabel "µs / hit (log scale)"
+if (have_enc_cpu) {
+    set title t
+    set logscale y
+    set yrange [1:*]
+    plot dir."/enc_cpu.dat" using 2:xtic(nl(strcol(1))) lc rgb c_gzip1 title "nginx gzip 1", \
+         '' using 3 lc rgb c_nginx title "nginx gzip 6", '' using 4 lc rgb c_static title "nginx gzip_static", \
+         '' using 5 lc rgb c_corral title "corral gzip", '' using 6 lc rgb c_br title "corral, br client", \
+         for [k=0:4] '' using (bx($0, k, 5)):(column(k + 2)):(lab(column(k + 2))) with labels offset 0,0.6 font ",8" notitle
+    unset logscale y
+} else { set title none(t); plot [0:1][0:1] NaN notitle }
+
+t = "JSON hits with Accept-Encoding: bytes on the wire per hit, KB (lower is better)"
+set ylabel "KB / hit"
+if (have_enc_wire) {
+    set title t
+    set yrange [0:*]
+    plot dir."/enc_wire.dat" using ($2 / 1024):xtic(nl(strcol(1))) lc rgb c_gzip1 title "nginx gzip 1", \
+         '' using ($3 / 1024) lc rgb c_nginx title "nginx gzip 6", '' using ($4 / 1024) lc rgb c_static title "nginx gzip_static", \
+         '' using ($5 / 1024) lc rgb c_corral title "corral gzip", '' using ($6 / 1024) lc rgb c_br title "corral, br client", \
+         for [k=0:4] '' using (bx($0, k, 5)):(column(k + 2) / 1024):(sprintf("%.1f", column(k + 2) / 1024)) with labels offset 0,0.6 font ",7" notitle
 } else { set title none(t); plot [0:1][0:1] NaN notitle }
 
 unset multiplot
