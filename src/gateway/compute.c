@@ -327,6 +327,21 @@ bodies_fit(const struct corral_config_route *route,
     return ok;
 }
 
+/* The status of a stored head, "HTTP/1.1 NNN ...", or -1. */
+static int
+head_status(const char *head, size_t hlen)
+{
+    if (hlen < 16 || memcmp(head, "HTTP/1.1 ", 9) != 0 || head[12] != ' ')
+        return -1;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (head[i] < '0' || head[i] > '9')
+            return -1;
+        status = status * 10 + (head[i] - '0');
+    }
+    return status;
+}
+
 /* A value an older corral stored: one head, at the aux area's start,
  * without Vary, for its body only (L2 versions 1 and 2). When the head is
  * exactly what that corral rendered, it is rendered again as this one
@@ -337,14 +352,9 @@ upgrade_legacy(const struct corral_config_route *route, struct corral_value *v)
 {
     const char *head = corral_value_aux(v);
     size_t hlen = corral_value_aux_len(v);
-    if (hlen < 16 || head[12] != ' ' || corral_value_forms(v) != 1)
+    int status = head_status(head, hlen);
+    if (status < 0 || corral_value_forms(v) != 1)
         return false;
-    int status = 0;
-    for (int i = 9; i < 12; i++) {
-        if (head[i] < '0' || head[i] > '9')
-            return false;
-        status = status * 10 + (head[i] - '0');
-    }
     char want[1400];
     int n = snprintf(want, sizeof(want),
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
@@ -387,16 +397,9 @@ corral_compute_fit(const struct corral_config_route *route,
         return false;
     size_t hlen;
     const char *head = corral_compute_head(v, CORRAL_CODING_IDENTITY, &hlen);
-    /* "HTTP/1.1 NNN ..." */
-    if (head == NULL || hlen < 16 || memcmp(head, "HTTP/1.1 ", 9) != 0 ||
-        head[12] != ' ')
+    int status = head == NULL ? -1 : head_status(head, hlen);
+    if (status < 0)
         return false;
-    int status = 0;
-    for (int i = 9; i < 12; i++) {
-        if (head[i] < '0' || head[i] > '9')
-            return false;
-        status = status * 10 + (head[i] - '0');
-    }
     /* Lifetimes no longer than the route gives (a value planted with an
      * expiry in 2^64 ms is not served for ever), made no later than a
      * minute from now by this clock. */
