@@ -158,11 +158,25 @@ make_idle(struct conn *c)
     idle[nidle++] = (int)(c - conns);
 }
 
+/* Takes an idle connection off the idle stack (the server closed it). */
+static void
+unidle(struct conn *c)
+{
+    int i = (int)(c - conns);
+    for (int k = 0; k < nidle; k++)
+        if (idle[k] == i) {
+            idle[k] = idle[--nidle];
+            return;
+        }
+}
+
 /* The connection is gone: the request in flight (if any) is an error; reconnect
  * only while requests remain to be sent. */
 static void
 lost(struct conn *c, long next)
 {
+    if (c->state == C_IDLE)
+        unidle(c); /* it goes back on the stack once reconnected */
     if (c->state == C_BUSY) {
         errors++;
         completed++;
