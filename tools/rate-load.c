@@ -15,6 +15,9 @@
  * coordinated omission). PATH may contain {k}, replaced by a key 1..KEYS:
  * random (xorshift, SEED) or, with -Q, request i gets key i % KEYS + 1.
  * The run stops when all REQUESTS are answered or MAX_SECONDS after t0.
+ * SIGUSR1 ends the schedule early: no request is sent after it, the ones
+ * in flight are waited for, and requests= counts only those sent (a load
+ * that lasts exactly as long as something else, e.g. a resharding).
  *
  * Output, one key=value per line: requests, connected, connect_failed,
  * connect_ms, answered, ok (2xx), non2xx, errors (a connection lost with a
@@ -75,9 +78,17 @@ static int *idle, nidle;
 static uint32_t *lat_us, *svc_us;
 static int64_t t0, last_ns;
 static long answered, ok, non2xx, errors, completed, connect_failed;
+static volatile sig_atomic_t stop_sched;
 static char tally_val[MAX_TALLY][104];
 static long tally_cnt[MAX_TALLY], tally_other;
 static int ntally;
+
+static void
+on_usr1(int sig)
+{
+    (void)sig;
+    stop_sched = 1;
+}
 
 static int64_t
 now_ns(void)
@@ -147,11 +158,25 @@ make_idle(struct conn *c)
     idle[nidle++] = (int)(c - conns);
 }
 
+/* Takes an idle connection off the idle stack (the server closed it). */
+static void
+unidle(struct conn *c)
+{
+    int i = (int)(c - conns);
+    for (int k = 0; k < nidle; k++)
+        if (idle[k] == i) {
+            idle[k] = idle[--nidle];
+            return;
+        }
+}
+
 /* The connection is gone: the request in flight (if any) is an error; reconnect
  * only while requests remain to be sent. */
 static void
 lost(struct conn *c, long next)
 {
+    if (c->state == C_IDLE)
+        unidle(c); /* it goes back on the stack once reconnected */
     if (c->state == C_BUSY) {
         errors++;
         completed++;
@@ -444,6 +469,7 @@ main(int argc, char **argv)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)nconns + 16 > rl.rlim_cur)
         die("not enough file descriptors for -c (raise ulimit -n)");
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_usr1);
 
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)port);
@@ -525,6 +551,11 @@ main(int argc, char **argv)
         int64_t now = now_ns();
         if (now >= deadline)
             break;
+        if (stop_sched && nreq > next) {
+            nreq = next;
+            if (completed >= nreq)
+                break;
+        }
         long due =
             rate > 0 ? (long)((double)(now - t0) * rate / 1e9) + 1 : nreq;
         if (due > nreq)
