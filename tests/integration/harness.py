@@ -166,10 +166,14 @@ class World:
         port = int(open(portfile).read())
         return Origin(port, tls=cert is not None)
 
-    def start_redis(self, extra=()):
+    def start_redis(self, extra=(), password=None):
         """A real redis-server on a free loopback port (extra: more of its
-        arguments, e.g. "--replicaof", "127.0.0.1", port)."""
-        r = Redis(self, free_port(), extra)
+        arguments, e.g. "--replicaof", "127.0.0.1", port); with password,
+        it requires it (and gives it to its primary when a replica)."""
+        if password:
+            extra = (*extra, "--requirepass", password,
+                     "--masterauth", password)
+        r = Redis(self, free_port(), extra, password=password)
         if not hasattr(self, "redises"):
             self.redises = []
         self.redises.append(r)
@@ -241,13 +245,14 @@ class World:
               "prefix": "t:", "timeout": "200ms"}
         return primary, replica, sentinels, l2
 
-    def start_cluster(self, primaries=3, replicas=0, node_timeout_ms=2000):
+    def start_cluster(self, primaries=3, replicas=0, node_timeout_ms=2000,
+                      password=None):
         """A Redis Cluster on free loopback ports: primaries * (1 +
         replicas) redis-servers with cluster-enabled, joined by redis-cli
         --cluster create, ready when every node says cluster_state:ok and
-        knows every other. Stopped by PID with the rest. Returns a
-        Cluster (its nodes, and the config's "l2" with every node a
-        seed)."""
+        knows every other; with password, every node requires it. Stopped
+        by PID with the rest. Returns a Cluster (its nodes, and the
+        config's "l2" with every node a seed, without the password)."""
         require(shutil.which("redis-cli") is not None, "redis-cli")
         nodes = []
         for _ in range(primaries * (1 + replicas)):
@@ -257,9 +262,10 @@ class World:
                 "--cluster-config-file", f"nodes-{port}.conf",
                 "--cluster-port", str(free_port()),
                 "--cluster-node-timeout", str(node_timeout_ms),
-                "--repl-diskless-sync-delay", "0")))
+                "--repl-diskless-sync-delay", "0"), password=password))
+        auth = ["-a", password, "--no-auth-warning"] if password else []
         p = subprocess.run(
-            ["redis-cli", "--cluster", "create",
+            ["redis-cli", *auth, "--cluster", "create",
              *[f"127.0.0.1:{n.port}" for n in nodes],
              "--cluster-replicas", str(replicas), "--cluster-yes"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
