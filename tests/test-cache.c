@@ -966,6 +966,24 @@ test_hold(void)
     corral_cache_free(c);
     run_for(base, 20);
     CHECK_EQ_INT(args_held, 0);
+    /* A fill whose question to the tier is in flight when the cache
+     * goes lets go of its arg with the cache, not when the tier answers:
+     * the arg's owner (a gateway's route) may be gone by then. */
+    c = cache_new(&corral_fake_tier_ops, tier);
+    snprintf(cp.body, sizeof(cp.body), "asking");
+    const struct corral_compute asking = {.fn = compute_fn,
+                                          .arg = &cp,
+                                          .data = "asking",
+                                          .data_len = 6,
+                                          .hold = hold_cb};
+    struct waiter aw = {0};
+    aw.handle = corral_get_or_compute(c, "asking", 6, &realtime, 1000,
+                                      &asking, waiter_cb, &aw);
+    CHECK_EQ_INT(args_held, 1);
+    corral_cache_free(c);
+    CHECK_EQ_INT(args_held, 0);
+    run_for(base, 20); /* the tier's answer finds no arg to let go of */
+    CHECK_EQ_INT(args_held, 0);
     compute_finish(&cp);
     corral_fake_tier_free(tier);
 }

@@ -523,6 +523,13 @@ fill_abandon(struct flight_call *call)
     f->state = F_SETTLED;
     if (f->deadline)
         event_del(f->deadline);
+    /* The fill may outlive the cache until the tier answers what it
+     * asked, and its compute's owner may be freed before the tier: it
+     * lets go of the arg now. */
+    if (f->hold) {
+        f->hold(f->compute_arg, -1);
+        f->hold = NULL;
+    }
     fill_release(f);
 }
 
