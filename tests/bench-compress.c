@@ -19,8 +19,8 @@ static size_t
 market_json(char *out, size_t cap)
 {
     static const char *const names[] = {
-        "bitcoin",  "ethereum", "tether",    "binancecoin", "solana",
-        "ripple",   "usd-coin", "cardano",   "dogecoin",    "tron",
+        "bitcoin",  "ethereum",  "tether",   "binancecoin", "solana",
+        "ripple",   "usd-coin",  "cardano",  "dogecoin",    "tron",
         "polkadot", "chainlink", "litecoin", "avalanche-2", "uniswap"};
     unsigned x = 2463534242u;
     size_t n = 0;
@@ -42,12 +42,11 @@ market_json(char *out, size_t cap)
             "\"circulating_supply\":%u.%u,\"ath\":%.2f,"
             "\"last_updated\":\"2026-12-06T10:%02u:%02u.%03uZ\","
             "\"sparkline_in_7d\":{\"price\":[",
-            i ? "," : "", name, i, name, name, x % 30000, name, price,
-            x % 1000, (x >> 7) % 100000, i + 1, (x >> 3) % 1000,
-            (x >> 11) % 100000, price * 1.03, price * 0.97,
-            ((int)(x % 2000) - 1000) / 7.0, ((int)(x % 2000) - 1000) / 99.0,
-            x % 100000000, x % 100, price * 1.8, x % 60, (x >> 5) % 60,
-            x % 1000);
+            i ? "," : "", name, i, name, name, x % 30000, name, price, x % 1000,
+            (x >> 7) % 100000, i + 1, (x >> 3) % 1000, (x >> 11) % 100000,
+            price * 1.03, price * 0.97, ((int)(x % 2000) - 1000) / 7.0,
+            ((int)(x % 2000) - 1000) / 99.0, x % 100000000, x % 100,
+            price * 1.8, x % 60, (x >> 5) % 60, x % 1000);
         for (int j = 0; j < 8; j++) {
             x ^= x << 13, x ^= x >> 17, x ^= x << 5;
             k += snprintf(obj + k, sizeof(obj) - (size_t)k, "%s%.2f",
@@ -81,8 +80,8 @@ table(const char *json, size_t len)
     size_t cap = len + 1024;
     char *z = malloc(cap), *back = malloc(len + 1);
     printf("\n# %zu bytes of JSON\n", len);
-    printf("# %-10s %8s %7s %9s %9s\n", "coding", "bytes", "ratio",
-           "enc_us", "dec_us");
+    printf("# %-10s %8s %7s %9s %9s\n", "coding", "bytes", "ratio", "enc_us",
+           "dec_us");
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
     for (int level = 1; level <= 12; level++) {
         struct libdeflate_compressor *c = libdeflate_alloc_compressor(level);
@@ -100,17 +99,17 @@ table(const char *json, size_t len)
     for (int q = 0; q <= 11; q++) {
         size_t n = cap;
         double enc, dec;
-        TIME_US(enc, (n = cap, BrotliEncoderCompress(
-                                   q, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT,
-                                   len, (const uint8_t *)json, &n,
-                                   (uint8_t *)z)));
+        TIME_US(enc, (n = cap, BrotliEncoderCompress(q, BROTLI_DEFAULT_WINDOW,
+                                                     BROTLI_MODE_TEXT, len,
+                                                     (const uint8_t *)json, &n,
+                                                     (uint8_t *)z)));
         size_t got = len;
         TIME_US(dec, (got = len, BrotliDecoderDecompress(n, (uint8_t *)z, &got,
                                                          (uint8_t *)back)));
         if (got != len || memcmp(back, json, len) != 0)
             printf("# br %d: round trip FAILED\n", q);
-        printf("  br-%-7d %8zu %7.2f %9.1f %9.1f\n", q, n, (double)len / n,
-               enc, dec);
+        printf("  br-%-7d %8zu %7.2f %9.1f %9.1f\n", q, n, (double)len / n, enc,
+               dec);
     }
     libdeflate_free_decompressor(d);
     free(z);
@@ -122,7 +121,7 @@ table(const char *json, size_t len)
 static void
 small(const char *json)
 {
-    static const size_t sizes[] = {32,  64,  128, 192, 256,  320,
+    static const size_t sizes[] = {32,  64,  128, 192,  256,  320,
                                    384, 512, 768, 1024, 1536, 2048};
     char z[4096];
     struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);

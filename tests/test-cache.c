@@ -977,8 +977,8 @@ test_hold(void)
                                           .data_len = 6,
                                           .hold = hold_cb};
     struct waiter aw = {0};
-    aw.handle = corral_get_or_compute(c, "asking", 6, &realtime, 1000,
-                                      &asking, waiter_cb, &aw);
+    aw.handle = corral_get_or_compute(c, "asking", 6, &realtime, 1000, &asking,
+                                      waiter_cb, &aw);
     CHECK_EQ_INT(args_held, 1);
     corral_cache_free(c);
     CHECK_EQ_INT(args_held, 0);
