@@ -226,13 +226,14 @@ test_metrics(void)
     CHECK(has(t, "corral_client_connections 4\n"));
     CHECK(has(t, "corral_client_connections_total{result=\"accepted\"} 18\n"));
     CHECK(has(t, "corral_workers 2\n"));
+    CHECK(has(t, "corral_worker_restarts_total 0\n"));
     /* Every family once, each with its HELP and TYPE. */
     unsigned helps = 0, types = 0;
     for (const char *p = t; (p = strstr(p, "# HELP ")) != NULL; p++)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 49);
+    CHECK_EQ_INT(helps, 50);
     CHECK_EQ_INT(types, helps);
     free(t);
 
@@ -242,10 +243,14 @@ test_metrics(void)
     CHECK(has(t, "corral_l2_up 1\n"));
     free(t);
 
-    /* A worker gone: its block no longer counts. */
+    /* A worker gone: its block no longer counts. Restarts are the
+     * supervisor's count, whichever blocks are live. */
     corral_metrics_block(m, 1)->pid = 0;
+    corral_metrics_restart_add(m);
+    corral_metrics_restart_add(m);
     t = render(m, cfg);
     CHECK(has(t, "corral_workers 1\n"));
+    CHECK(has(t, "corral_worker_restarts_total 2\n"));
     CHECK(has(t, "corral_requests_total{route=\"/r\",result=\"hit\"} 5\n"));
     free(t);
     corral_breaker_free(br);

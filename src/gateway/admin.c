@@ -420,6 +420,7 @@ struct scrape {
     struct corral_metrics_upstream *ups;
     size_t n_ups;
     const struct corral_config *cfg;
+    const struct corral_metrics *m;
     struct corral_breaker_stats *breakers; /* by config index */
     bool *have_breaker;                    /* by config index */
 };
@@ -549,6 +550,15 @@ l2_primaries(struct evbuffer *o, const struct family *f, const struct scrape *s)
         if (s->b[i]->l2.primaries > most)
             most = s->b[i]->l2.primaries;
     evbuffer_add_printf(o, "%s %" PRIu64 "\n", f->name, most);
+}
+
+/* The supervisor's count, not a sum over the workers. */
+static void
+worker_restarts(struct evbuffer *o, const struct family *f,
+                const struct scrape *s)
+{
+    evbuffer_add_printf(o, "%s %" PRIu64 "\n", f->name,
+                        corral_metrics_restarts(s->m));
 }
 
 /* The workers' CPU time compressing, kept in µs, in seconds. */
@@ -777,6 +787,10 @@ static const struct family families[] = {
      .samples = {{"", AT(server.bad_requests)}}},
     {"corral_workers", "gauge", "Worker processes serving now.",
      .samples = {{"", .read = one}}},
+    {"corral_worker_restarts_total", "counter",
+     "Workers the supervisor restarted after they died (0 with one worker: "
+     "there is no supervisor).",
+     .series = worker_restarts},
 };
 
 static uint64_t
@@ -820,7 +834,7 @@ void
 corral_admin_metrics_render(struct evbuffer *o, struct corral_metrics *m,
                             const struct corral_config *cfg, uint64_t now_ms)
 {
-    struct scrape s = {.cfg = cfg};
+    struct scrape s = {.cfg = cfg, .m = m};
     unsigned nw = corral_metrics_workers(m);
     s.b = xcalloc(nw, sizeof(*s.b));
     for (unsigned i = 0; i < nw; i++) {

@@ -6,6 +6,9 @@
 #include <sys/mman.h>
 
 #define GEN_BYTES (CORRAL_METRICS_GENERATIONS * sizeof(uint32_t))
+/* The supervisor's own counters, after the generations: a line of their
+ * own. */
+#define SERVER_BYTES 64
 
 struct corral_metrics {
     unsigned nworkers, cap_routes, cap_upstreams;
@@ -52,8 +55,10 @@ corral_metrics_new(unsigned nworkers, size_t nroutes, size_t nupstreams)
                   cap_upstreams * sizeof(struct corral_metrics_upstream);
     m->block_size = (size + 63) & ~(size_t)63;
     m->breaker_bytes = corral_breaker_table_size(m->cap_upstreams);
-    /* The generations first, the breakers, then one block per worker. */
-    m->len = GEN_BYTES + m->breaker_bytes + m->block_size * m->nworkers;
+    /* The generations first, the supervisor's counters, the breakers,
+     * then one block per worker. */
+    m->len = GEN_BYTES + SERVER_BYTES + m->breaker_bytes +
+             m->block_size * m->nworkers;
     void *p = mmap(NULL, m->len, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
@@ -61,8 +66,8 @@ corral_metrics_new(unsigned nworkers, size_t nroutes, size_t nupstreams)
         return NULL;
     }
     m->mem = p; /* zero-filled */
-    m->breakers =
-        corral_breaker_table_init(m->mem + GEN_BYTES, m->cap_upstreams);
+    m->breakers = corral_breaker_table_init(m->mem + GEN_BYTES + SERVER_BYTES,
+                                            m->cap_upstreams);
     return m;
 }
 
@@ -84,7 +89,7 @@ corral_metrics_workers(const struct corral_metrics *m)
 struct corral_metrics_block *
 corral_metrics_block(struct corral_metrics *m, unsigned worker)
 {
-    return (struct corral_metrics_block *)(m->mem + GEN_BYTES +
+    return (struct corral_metrics_block *)(m->mem + GEN_BYTES + SERVER_BYTES +
                                            m->breaker_bytes +
                                            m->block_size * worker);
 }
@@ -93,6 +98,26 @@ uint32_t *
 corral_metrics_generations(struct corral_metrics *m)
 {
     return (uint32_t *)(void *)m->mem;
+}
+
+/* The count of restarts, in the supervisor's line: one writer, read by
+ * any worker's scrape. */
+static uint64_t *
+restarts(const struct corral_metrics *m)
+{
+    return (uint64_t *)(void *)(m->mem + GEN_BYTES);
+}
+
+void
+corral_metrics_restart_add(struct corral_metrics *m)
+{
+    __atomic_add_fetch(restarts(m), 1, __ATOMIC_RELAXED);
+}
+
+uint64_t
+corral_metrics_restarts(const struct corral_metrics *m)
+{
+    return __atomic_load_n(restarts(m), __ATOMIC_RELAXED);
 }
 
 struct corral_breaker_table *

@@ -2,9 +2,10 @@
  * shared by every worker of a server (mapped before they are forked), so
  * whichever worker answers a scrape answers for the whole server; the
  * same mapping holds the state the workers share (route generations,
- * upstream breakers). A worker writes only its own block: the counters it
- * bumps as it serves, and a copy of its modules' plain stats (cache, L2,
- * front end, upstream budgets) taken every second and at each scrape.
+ * upstream breakers) and the supervisor's count of restarts. A worker
+ * writes only its own block: the counters it bumps as it serves, and a
+ * copy of its modules' plain stats (cache, L2, front end, upstream
+ * budgets) taken every second and at each scrape.
  * Nothing here knows an exposition format: admin.c renders the blocks. */
 #ifndef CORRAL_METRICS_H
 #define CORRAL_METRICS_H
@@ -150,6 +151,11 @@ bool corral_metrics_upstream_read(const struct corral_metrics *m,
  * worker: CORRAL_METRICS_GENERATIONS of them, zeroed at first. */
 #define CORRAL_METRICS_GENERATIONS 1024
 uint32_t *corral_metrics_generations(struct corral_metrics *m);
+
+/* Workers the supervisor restarted after they died, since it started:
+ * it adds, any worker's scrape reads. */
+void corral_metrics_restart_add(struct corral_metrics *m);
+uint64_t corral_metrics_restarts(const struct corral_metrics *m);
 
 /* The upstreams' breakers (breaker.h), shared by every worker: one per
  * upstream name, room for as many as there are upstream slots. */

@@ -341,6 +341,7 @@ worker_ended(struct supervisor *s, unsigned i, int st)
     else
         corral_log(CORRAL_LOG_ERROR, "worker %d exited with %d; restarting",
                    (int)pid, WEXITSTATUS(st));
+    corral_metrics_restart_add(s->metrics);
     if (lived >= QUICK_DEATH_MS) {
         w->delay_ms = 0;
         w->restart_at = 0;

@@ -1,7 +1,7 @@
 """workers: 2 on one port: each serves and, without L2, fills a key once
 (each worker is asked alone, the other stopped, so both surely answer);
 --check and the log say coalescing is per worker; a SIGKILLed worker is
-restarted and no request is refused meanwhile; SIGHUP reloads both in
+restarted (and counted in /metrics) and no request is refused meanwhile; SIGHUP reloads both in
 place; SIGTERM drains both and the supervisor exits 0."""
 import json
 import os
@@ -37,8 +37,14 @@ check_eq(p.returncode, 1, f"a taken port: {p.stderr}")
 check("listen" in p.stderr and "in use" in p.stderr, f"says why: {p.stderr}")
 taken.close()
 
-c = w.start_corral(cfg)
+c = w.start_corral(cfg, admin=True)
 cfg_path = w.path("corral-0.json")
+
+
+def restarts():
+    return c.metrics()[("corral_worker_restarts_total", frozenset())]
+
+
 
 
 def workers():
@@ -94,6 +100,7 @@ check_eq(origin.calls("/v/a"), 2, "one fill per worker")
 # Kill one worker: the workers share one listening socket, so no request
 # sent from then on is refused (the other one takes the queue), and the
 # killed worker comes back.
+check_eq(restarts(), 0, "no worker restarted yet")
 victim = workers()[0]
 os.kill(victim, signal.SIGKILL)
 statuses = []
@@ -107,6 +114,7 @@ while (len(workers()) < 2 or victim in workers()) and time.time() < deadline:
 check_eq(len(workers()), 2, "the worker was restarted")
 check(victim not in workers(), "by a new process")
 check(c.alive(), "the supervisor lives")
+check_eq(restarts(), 1, "/metrics counts the restart")
 
 # SIGHUP reloads every worker, in place: a route the file gains is served
 # by each of the same processes.
