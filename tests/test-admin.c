@@ -199,6 +199,7 @@ test_metrics(void)
     CHECK(has(t, "corral_upstream_breaker_state{upstream=\"u\"} 0\n"));
     CHECK(has(t, "corral_upstream_breaker_opened_total{upstream=\"u\"} 0\n"));
     CHECK(has(t, "corral_upstream_calls_saved_total 7\n"));
+    CHECK(has(t, "corral_route_info{route=\"/r\",upstream=\"u\"} 1\n"));
     CHECK(has(t, "corral_fills_in_flight 2\n"));
     CHECK(has(t, "corral_fills_total{outcome=\"ok\"} 21\n"
                  "corral_fills_total{outcome=\"failed\"} 4\n"
@@ -233,7 +234,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 50);
+    CHECK_EQ_INT(helps, 51);
     CHECK_EQ_INT(types, helps);
     free(t);
 

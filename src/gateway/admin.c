@@ -524,6 +524,24 @@ upstream_budget(struct evbuffer *o, const struct family *f,
     }
 }
 
+/* One sample per route of the running config that calls an upstream
+ * (an aggregate calls none of its own), naming it: the join that sums a
+ * route family by upstream. */
+static void
+route_info(struct evbuffer *o, const struct family *f, const struct scrape *s)
+{
+    for (size_t i = 0; i < s->cfg->n_routes; i++) {
+        const struct corral_config_route *r = &s->cfg->routes[i];
+        if (r->upstream == NULL)
+            continue;
+        evbuffer_add_printf(o, "%s{route=\"", f->name);
+        label(o, r->path);
+        evbuffer_add(o, "\",upstream=\"", 12);
+        label(o, r->upstream->name);
+        evbuffer_add(o, "\"} 1\n", 5);
+    }
+}
+
 /* f->off: a field of struct corral_breaker_stats; SIZE_MAX: the state. */
 static void
 upstream_breaker(struct evbuffer *o, const struct family *f,
@@ -655,6 +673,11 @@ static const struct family families[] = {
      "from L1 or L2 (negative ones too), requests collapsed onto another's "
      "fill, stale answers while a refresh runs.",
      .samples = {{"", AT(saved)}}},
+    {"corral_route_info", "gauge",
+     "1 for each route of the running config that calls an upstream, "
+     "naming it: multiply a route family by it, on route, to sum by "
+     "upstream.",
+     .series = route_info},
 
     /* The cache. */
     {"corral_fills_in_flight", "gauge", "Fills running now.",
