@@ -9,6 +9,7 @@
 
 #include "fmt.h"
 #include "listener.h"
+#include "target.h"
 #include "timeutil.h"
 #include "xalloc.h"
 
@@ -1015,84 +1016,6 @@ conn_fail(struct conn *c, int status)
                                   body, strlen(body));
 }
 
-/* Splits the request target into path and query; origin-form, absolute-form
- * ("http://host/p?q") and "*". Anything else (a path not starting with
- * '/', "*" with more after it) is not a request target: false. */
-static bool
-split_target(const char *u, size_t len, const char **path, size_t *plen,
-             const char **query, size_t *qlen)
-{
-    const char *end = u + len;
-    if (len && u[0] != '/' && u[0] != '*') {
-        for (const char *q = u; q + 3 <= end; q++) {
-            if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
-                const char *slash = memchr(q + 3, '/', (size_t)(end - q - 3));
-                u = slash ? slash : end;
-                break;
-            }
-        }
-    }
-    const char *hash = memchr(u, '#', (size_t)(end - u));
-    if (hash)
-        end = hash;
-    const char *q = memchr(u, '?', (size_t)(end - u));
-    *path = u;
-    *plen = (size_t)((q ? q : end) - u);
-    *query = q ? q + 1 : end;
-    *qlen = q ? (size_t)(end - q - 1) : 0;
-    return *plen == 0 || u[0] == '/' || (*plen == 1 && u[0] == '*' && !q);
-}
-
-/* 1 for a "." segment, 2 for "..", else 0; "%2e" counts as a dot. */
-static int
-dot_segment(const char *s, size_t n)
-{
-    int dots = 0;
-    for (size_t i = 0; i < n; dots++) {
-        if (dots == 2)
-            return 0;
-        if (s[i] == '.')
-            i++;
-        else if (n - i >= 3 && s[i] == '%' && s[i + 1] == '2' &&
-                 (s[i + 2] == 'e' || s[i + 2] == 'E'))
-            i += 3;
-        else
-            return 0;
-    }
-    return dots;
-}
-
-/* Copies the path p (starting with '/') to out with its dot segments
- * resolved (RFC 3986 5.2.4), as nginx does before it matches a location:
- * "/a/./b", "/a/../a/b" and "/a/%2e%2e/a/b" are all "/a/b", so routes see
- * one spelling of a path. Returns the length written, at most n, or -1
- * when a ".." would climb above the root (nginx: 400). */
-static long
-resolve_dots(char *out, const char *p, size_t n)
-{
-    const char *end = p + n;
-    size_t o = 0;
-    while (p < end) {
-        const char *seg = p + 1;
-        const char *slash = memchr(seg, '/', (size_t)(end - seg));
-        const char *seg_end = slash ? slash : end;
-        int dots = dot_segment(seg, (size_t)(seg_end - seg));
-        if (dots == 0) {
-            memcpy(out + o, p, (size_t)(seg_end - p));
-            o += (size_t)(seg_end - p);
-        } else if (dots == 2) {
-            if (o == 0)
-                return -1;
-            while (out[--o] != '/') /* out[0] is '/' */
-                ;
-        }
-        if (dots && !slash) /* "/a/." and "/a/b/.." are "/a/" */
-            out[o++] = '/';
-        p = seg_end;
-    }
-    return (long)o;
-}
-
 /* Copies the parsed head's strings into a slot and hands it to the handler. */
 static void
 conn_dispatch(struct conn *c)
@@ -1102,8 +1025,8 @@ conn_dispatch(struct conn *c)
     size_t plen = 1, qlen = 0, ilen = 0, alen = 0;
 
     if (has_span(c, SPAN_URL) &&
-        !split_target(span_ptr(c, SPAN_URL), c->span[SPAN_URL].len, &path,
-                      &plen, &query, &qlen)) {
+        !corral_target_split(span_ptr(c, SPAN_URL), c->span[SPAN_URL].len,
+                             &path, &plen, &query, &qlen)) {
         conn_fail(c, 400);
         return;
     }
@@ -1137,7 +1060,7 @@ conn_dispatch(struct conn *c)
     }
     char *o = sl->own; /* need >= plen >= 1: never NULL */
     if (path[0] == '/') {
-        long n = resolve_dots(o, path, plen);
+        long n = corral_target_resolve_dots(o, path, plen);
         if (n < 0) {
             conn_fail(c, 400);
             return;
