@@ -809,19 +809,6 @@ field_is(const struct conn *c, const char *name, size_t len)
            strncasecmp(span_ptr(c, SPAN_FIELD), name, len) == 0;
 }
 
-/* Does a Cache-Control value name the directive only-if-cached (RFC 9111
- * 5.2.1.7)? Directives are comma-separated, case-insensitive tokens. */
-static bool
-names_only_if_cached(const char *v, size_t n)
-{
-    size_t i = 0, nlen, alen;
-    const char *name, *arg;
-    while (fmt_directive_next(v, n, &i, &name, &nlen, &arg, &alen))
-        if (nlen == 14 && strncasecmp(name, "only-if-cached", 14) == 0)
-            return true;
-    return false;
-}
-
 /* One field line is complete (SPAN_FIELD, SPAN_VALUE). http_parser is
  * lenient where RFC 9112 says to reject, and a proxy in front of us may
  * read the same bytes differently, so refuse: whitespace or any non-token
@@ -866,7 +853,8 @@ field_done(struct conn *c)
             return -1;
         }
     }
-    if (field_is(c, "cache-control", 13) && names_only_if_cached(v, n))
+    if (field_is(c, "cache-control", 13) &&
+        fmt_names_directive(v, n, "only-if-cached", 14))
         c->only_if_cached = true;
     if (field_is(c, "accept-encoding", 15))
         corral_accept_add(&c->accept, v, n);
