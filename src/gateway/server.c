@@ -8,6 +8,7 @@
 #include "server.h"
 
 #include "fmt.h"
+#include "h2.h"
 #include "listener.h"
 #include "target.h"
 #include "timeutil.h"
@@ -112,6 +113,7 @@ struct conn {
     bool stop;             /* parse nothing more; close once all answered */
     bool lingering;
     bool broken;  /* out of memory: close at the next chance */
+    bool fresh;   /* no byte looked at yet: HTTP/2's preface may come */
     bool reaping; /* firing on_close callbacks */
 
     http_parser parser;
@@ -170,6 +172,7 @@ struct corral_server {
 
     struct corral_listener *listener;
     uint16_t port;
+    struct corral_h2 *h2; /* the connections that speak HTTP/2 */
     struct event *sweep_ev;
     struct event *drain_ev;
 
@@ -454,6 +457,10 @@ void
 corral_request_respond(struct corral_request *req,
                        const struct corral_response *r)
 {
+    if (req->proto != CORRAL_PROTO_H1) {
+        corral_h2_respond(req, r);
+        return;
+    }
     struct slot *sl = (struct slot *)(void *)req;
     struct conn *c = sl->conn;
     if (sl->state != SLOT_WAITING)
@@ -488,6 +495,11 @@ corral_request_respond_simple(struct corral_request *req, int status,
                               const char *extra_headers, const char *body,
                               size_t len)
 {
+    if (req->proto != CORRAL_PROTO_H1) {
+        corral_h2_respond_simple(req, status, content_type, extra_headers, body,
+                                 len);
+        return;
+    }
     struct slot *sl = (struct slot *)(void *)req;
     struct conn *c = sl->conn;
     if (sl->state != SLOT_WAITING)
@@ -545,6 +557,10 @@ void
 corral_request_on_close(struct corral_request *req, corral_request_close_cb *cb,
                         void *arg)
 {
+    if (req->proto != CORRAL_PROTO_H1) {
+        corral_h2_on_close(req, cb, arg);
+        return;
+    }
     struct slot *sl = (struct slot *)(void *)req;
     if (sl->state != SLOT_WAITING)
         return;
@@ -1278,6 +1294,29 @@ conn_discard(struct conn *c)
     conn_close(c);
 }
 
+/* The connection opened with HTTP/2's preface: h2.c takes its socket and
+ * the bytes read so far, and the HTTP/1.1 connection is let go. It stays
+ * counted as open until h2.c says it closed. */
+static void
+conn_to_h2(struct conn *c)
+{
+    struct corral_server *s = c->server;
+    char peer[sizeof c->peer];
+    char *rbuf = c->rbuf;
+    size_t len = c->wpos;
+    int fd = c->fd;
+    memcpy(peer, c->peer, sizeof peer);
+    dl_set(c, DL_NONE, 0);
+    event_free(c->rev);
+    event_free(c->wev);
+    event_free(c->kev);
+    TAILQ_REMOVE(&s->conns, c, link);
+    free(c->obuf);
+    free(c);
+    corral_h2_adopt(s->h2, fd, rbuf, len, peer);
+    rbuf_put(s, rbuf);
+}
+
 static void
 on_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -1308,6 +1347,17 @@ on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->wpos += (size_t)n;
+    if (c->fresh) {
+        size_t k =
+            c->wpos < CORRAL_H2_PREFACE_LEN ? c->wpos : CORRAL_H2_PREFACE_LEN;
+        if (memcmp(c->rbuf, CORRAL_H2_PREFACE, k) == 0) {
+            if (k == CORRAL_H2_PREFACE_LEN)
+                conn_to_h2(c);
+            return; /* else wait for the rest of it */
+        }
+        c->fresh = false;
+        s->stats.proto_connections[CORRAL_PROTO_H1]++;
+    }
     conn_run(c);
 }
 
@@ -1376,6 +1426,7 @@ conn_new(struct corral_server *s, int fd)
         peer_name(fd, c->peer, sizeof(c->peer));
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    c->fresh = true;
     for (unsigned i = 0; i < PIPELINE_MAX; i++)
         c->slots[i].conn = c;
     TAILQ_INSERT_TAIL(&s->conns, c, link);
@@ -1478,6 +1529,22 @@ on_drained(evutil_socket_t fd, short what, void *arg)
         done(s->drain_arg);
 }
 
+static const char *
+h2_date(void *arg)
+{
+    return server_date(arg);
+}
+
+/* An HTTP/2 connection closed. */
+static void
+h2_closed(void *arg)
+{
+    struct corral_server *s = arg;
+    s->stats.open--;
+    if (s->draining && s->stats.open == 0 && s->drain_ev)
+        event_active(s->drain_ev, EV_TIMEOUT, 1);
+}
+
 static void
 raise_nofile(void)
 {
@@ -1534,6 +1601,27 @@ corral_server_new(struct event_base *base,
     s->settings.on_headers_complete = on_headers_complete;
     s->settings.on_message_complete = on_message_complete;
 
+    struct corral_h2_env env = {
+        .base = base,
+        .cb = cb,
+        .arg = arg,
+        .access_cb = o->access_cb,
+        .access_arg = o->access_arg,
+        .max_header = s->max_header,
+        .timeout_ms = s->timeout_ms,
+        .max_streams = o->max_streams,
+        .max_queued = s->max_queued,
+        .max_client_queued = s->max_client_queued,
+        .stats = &s->stats,
+        .date = h2_date,
+        .date_arg = s,
+        .closed = h2_closed,
+        .closed_arg = s,
+    };
+    s->h2 = corral_h2_new(&env, err, errlen);
+    if (!s->h2)
+        goto fail;
+
     raise_nofile();
     s->listener =
         o->has_listen_fd
@@ -1586,6 +1674,7 @@ corral_server_drain(struct corral_server *s, void (*done)(void *arg), void *arg)
     s->drain_done = done;
     s->drain_arg = arg;
     server_stop_listening(s);
+    corral_h2_drain(s->h2);
     TAILQ_FOREACH(c, &s->conns, link)
     {
         c->stop = true;
@@ -1610,6 +1699,7 @@ corral_server_drain_expire(struct corral_server *s, unsigned retry_after_s)
     char extra[40];
     struct conn *c;
     snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry_after_s);
+    corral_h2_drain_expire(s->h2, retry_after_s);
     TAILQ_FOREACH(c, &s->conns, link)
     {
         for (unsigned i = 0; i < c->count; i++) {
@@ -1641,6 +1731,7 @@ corral_server_free(struct corral_server *s)
         conn_close(c);
     while ((c = TAILQ_FIRST(&s->zombies)))
         conn_free(c);
+    corral_h2_free(s->h2);
     if (s->sweep_ev)
         event_free(s->sweep_ev);
     struct pooled_buf *b;
@@ -1649,6 +1740,13 @@ corral_server_free(struct corral_server *s)
         free(b);
     }
     free(s);
+}
+
+const char *
+corral_proto_name(enum corral_proto p)
+{
+    static const char *const names[CORRAL_PROTO_COUNT] = {"h1", "h2c"};
+    return (unsigned)p < CORRAL_PROTO_COUNT ? names[p] : "-";
 }
 
 void
