@@ -775,6 +775,18 @@ static const struct family families[] = {
     {"corral_bad_requests_total", "counter",
      "Requests refused before routing (400, 431, 505).",
      .samples = {{"", AT(server.bad_requests)}}},
+    {"corral_client_protocol_connections_total", "counter",
+     "Client connections accepted, by the protocol they spoke.",
+     .samples = {{"proto=\"h1\"", AT(server.proto_connections[0])},
+                 {"proto=\"h2c\"", AT(server.proto_connections[1])}}},
+    {"corral_client_protocol_requests_total", "counter",
+     "Requests handed to routing, by the protocol they came in.",
+     .samples = {{"proto=\"h1\"", AT(server.proto_requests[0])},
+                 {"proto=\"h2c\"", AT(server.proto_requests[1])}}},
+    {"corral_h2_goaways_total", "counter",
+     "HTTP/2 connections ended by a GOAWAY for abuse or a protocol error "
+     "(floods, rapid reset, an HPACK bomb, bad frames).",
+     .samples = {{"", AT(server.h2_goaways)}}},
     {"corral_workers", "gauge", "Worker processes serving now.",
      .samples = {{"", .read = one}}},
 };

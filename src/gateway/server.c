@@ -1095,6 +1095,7 @@ conn_dispatch(struct conn *c)
     if (sl->close)
         c->stop = true;
     s->stats.requests++;
+    s->stats.proto_requests[CORRAL_PROTO_H1]++;
     s->cb(&sl->req, s->arg);
 }
 
