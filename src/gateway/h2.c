@@ -963,7 +963,18 @@ conn_fail(struct h2conn *hc, int rv)
     uint32_t code = hc->calm || rv == NGHTTP2_ERR_FLOODED
                         ? NGHTTP2_ENHANCE_YOUR_CALM
                         : NGHTTP2_PROTOCOL_ERROR;
-    nghttp2_session_terminate_session(hc->ng, code);
+    if (rv != NGHTTP2_ERR_FLOODED &&
+        nghttp2_session_terminate_session(hc->ng, code) == 0)
+        return;
+    /* nghttp2 sends nothing more on a flooded session: the GOAWAY goes
+     * after what is queued, by hand. */
+    int32_t last = nghttp2_session_get_last_proc_stream_id(hc->ng);
+    uint8_t f[17] = {0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0};
+    for (int k = 0; k < 4; k++) {
+        f[9 + k] = (uint8_t)((uint32_t)last >> (24 - 8 * k));
+        f[13 + k] = (uint8_t)(code >> (24 - 8 * k));
+    }
+    out_copy(hc, f, sizeof f);
 }
 
 /* Settles events and the deadline after a round of work; closes the
