@@ -47,6 +47,8 @@
 /* Control frames are flood when their bytes over 8 exceed the payload
  * (request headers and bodies) by this much, as nginx counts. */
 #define FLOOD_SLACK (1 << 20)
+#define LINGER_MS 5000             /* at most, discarding input at the end */
+#define LINGER_MAX_BYTES (1 << 20) /* ... and at most this much of it */
 
 enum stream_state {
     ST_HEADERS,  /* its header block is arriving */
@@ -107,11 +109,13 @@ struct h2conn {
     nghttp2_session *ng;
     struct event *rev, *wev, *tev, *kev;
     bool reading, writing;
-    bool in_run;   /* inside run(): answers wait for its send */
-    bool closing;  /* send what is queued (a GOAWAY), then close */
-    bool calm;     /* ending for abuse: GOAWAY ENHANCE_YOUR_CALM */
-    bool progress; /* output bytes written since the deadline was set */
-    bool paused;   /* streams parked for the budget */
+    bool in_run;     /* inside run(): answers wait for its send */
+    bool closing;    /* send what is queued (a GOAWAY), then close */
+    bool lingering;  /* all sent and shut down: discarding input */
+    size_t lingered; /* bytes discarded */
+    bool calm;       /* ending for abuse: GOAWAY ENHANCE_YOUR_CALM */
+    bool progress;   /* output bytes written since the deadline was set */
+    bool paused;     /* streams parked for the budget */
     struct stream_list streams; /* every open stream */
     struct stream_list parked;
     unsigned waiting;                    /* streams handed to the handler */
@@ -138,6 +142,9 @@ struct corral_h2 {
     struct stream_list gone; /* waiting streams of gone clients */
     struct event *reap_ev;   /* fires on_close of gone streams */
     bool draining;
+    /* client_timeout as a libevent common timeout: every connection's
+     * deadline is the same length, so adding one is a queue append. */
+    const struct timeval *timeout_tv;
     char rbuf[READ_CHUNK]; /* shared: mem_recv consumes all it is given */
     /* Scratch for converting a head into header pairs; nghttp2 copies
      * them when a response is submitted. */
@@ -944,9 +951,7 @@ dl_set(struct h2conn *hc, enum dl_kind kind)
         event_del(hc->tev);
         return;
     }
-    uint64_t ms = hc->h2->env.timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    event_add(hc->tev, &tv);
+    event_add(hc->tev, hc->h2->timeout_tv);
 }
 
 /* Ends the session for abuse or a broken peer: a GOAWAY if nghttp2 has not
@@ -977,6 +982,30 @@ conn_fail(struct h2conn *hc, int rv)
     out_copy(hc, f, sizeof f);
 }
 
+/* Everything is written, the last a GOAWAY: half-close and discard what
+ * the client still sends until it closes, so the GOAWAY is not lost to
+ * the reset a close with unread input makes. The streams go now. */
+static void
+conn_linger(struct h2conn *hc)
+{
+    struct stream *st;
+    hc->lingering = true;
+    while ((st = TAILQ_FIRST(&hc->streams)))
+        stream_lost(st);
+    if (shutdown(hc->fd, SHUT_WR) < 0) {
+        conn_close(hc);
+        return;
+    }
+    want(hc->wev, &hc->writing, false);
+    want(hc->rev, &hc->reading, true);
+    struct timeval tv = {LINGER_MS / 1000, 0};
+    if (hc->h2->env.timeout_ms < LINGER_MS)
+        tv = (struct timeval){(time_t)(hc->h2->env.timeout_ms / 1000),
+                              (suseconds_t)(hc->h2->env.timeout_ms % 1000) *
+                                  1000};
+    event_add(hc->tev, &tv);
+}
+
 /* Settles events and the deadline after a round of work; closes the
  * connection when nghttp2 is done with it. */
 static void
@@ -986,10 +1015,10 @@ update(struct h2conn *hc)
     bool pending = hc->out_head < hc->nout;
     if (!pending && (hc->closing || (!nghttp2_session_want_read(ng) &&
                                      !nghttp2_session_want_write(ng)))) {
-        conn_close(hc);
+        conn_linger(hc);
         return;
     }
-    want(hc->rev, &hc->reading, !hc->closing && nghttp2_session_want_read(ng));
+    want(hc->rev, &hc->reading, hc->closing || nghttp2_session_want_read(ng));
     want(hc->wev, &hc->writing, pending);
     enum dl_kind kind = pending || hc->queued ? DL_WRITE
                         : hc->waiting         ? DL_NONE
@@ -1001,7 +1030,7 @@ update(struct h2conn *hc)
 static void
 run(struct h2conn *hc)
 {
-    if (hc->in_run)
+    if (hc->in_run || hc->lingering)
         return;
     hc->in_run = true;
     for (;;) {
@@ -1038,6 +1067,13 @@ on_read(evutil_socket_t fd, short what, void *arg)
         conn_close(hc);
         return;
     }
+    if (hc->lingering || hc->closing) { /* a client blocked in its writes
+                                            would never read our GOAWAY */
+        hc->lingered += (size_t)n;
+        if (hc->lingered > LINGER_MAX_BYTES)
+            conn_close(hc);
+        return;
+    }
     hc->in_run = true; /* answers made while reading go out below */
     ssize_t rv =
         nghttp2_session_mem_recv(hc->ng, (const uint8_t *)h2->rbuf, (size_t)n);
@@ -1062,6 +1098,10 @@ on_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     hc->dl = DL_NONE;
+    if (hc->lingering) {
+        conn_close(hc);
+        return;
+    }
     stats_of(hc->h2)->timeouts++;
     if (hc->closing || hc->out_head < hc->nout) { /* stuck: just go */
         conn_close(hc);
@@ -1169,8 +1209,12 @@ corral_h2_new(const struct corral_h2_env *env, char *err, size_t errlen)
         h2->env.max_streams = 128;
     TAILQ_INIT(&h2->conns);
     TAILQ_INIT(&h2->gone);
+    uint64_t ms = h2->env.timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    h2->timeout_tv = event_base_init_common_timeout(env->base, &tv);
     h2->reap_ev = event_new(env->base, -1, 0, on_reap, h2);
-    if (!h2->reap_ev || nghttp2_session_callbacks_new(&h2->cbs) != 0 ||
+    if (!h2->reap_ev || !h2->timeout_tv ||
+        nghttp2_session_callbacks_new(&h2->cbs) != 0 ||
         nghttp2_option_new(&h2->opt) != 0) {
         snprintf(err, errlen, "h2: out of memory");
         corral_h2_free(h2);
