@@ -1183,13 +1183,15 @@ corral_h2_adopt(struct corral_h2 *h2, int fd, const char *in, size_t len,
     };
     nghttp2_submit_settings(hc->ng, NGHTTP2_FLAG_NONE, iv,
                             sizeof iv / sizeof iv[0]);
-    if (h2->draining)
-        nghttp2_submit_shutdown_notice(hc->ng);
     hc->in_run = true;
     ssize_t rv = nghttp2_session_mem_recv(hc->ng, (const uint8_t *)in, len);
     hc->in_run = false;
     if (rv < 0)
         conn_fail(hc, (int)rv);
+    else if (h2->draining) /* it came in just before the drain */
+        nghttp2_submit_goaway(hc->ng, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(hc->ng),
+                              NGHTTP2_NO_ERROR, NULL, 0);
     run(hc);
 }
 
