@@ -6,6 +6,7 @@ every stream the same body. curl and h2load, the clients users have, and
 raw frames for the stampede (curl 7.88 cannot reuse a prior-knowledge
 connection for --parallel transfers: curl issue 10634)."""
 import re
+import signal
 import subprocess
 import time
 
@@ -169,4 +170,25 @@ check(any(l.endswith(" h1") and " GET /api/x 200 " in l for l in lines),
       "an h1 line in the access log")
 check(any(" 431 " in l and l.endswith(" h2c") for l in lines),
       "the 431 is logged")
+# ---- SIGTERM drains HTTP/2 too: a GOAWAY, the stream in flight answered ----
+origin.behave("/slow", delay_ms=800)
+c2 = w.start_corral({
+    "upstreams": {"o": {"base": origin.base(), "timeout": "10s"}},
+    "routes": [{"path": "/api/slow", "upstream": "o", "fetch": "/slow"}],
+})
+c = Conn(c2.port)
+c.get(1, "/api/slow")
+time.sleep(0.3)  # the fill is under way
+c2.proc.send_signal(signal.SIGTERM)
+got = c.frames_until(lambda f: f[0] == h2raw.DATA and f[1] & 1 and f[2] == 1)
+check(any(f and f[0] == h2raw.GOAWAY and
+          int.from_bytes(f[3][4:8], "big") == h2raw.NO_ERROR for f in got),
+      "drain: GOAWAY NO_ERROR")
+check(got[-1] is not None and b'"path": "/slow"' in got[-1][3],
+      f"drain: the stream in flight answered: {got[-1]}")
+check(c.frames_until(lambda f: False, timeout=10)[-1] is None,
+      "drain: then the connection closes")
+c.close()
+check_eq(c2.proc.wait(timeout=15), 0, "drain: corral exits 0")
+
 done("h2")
