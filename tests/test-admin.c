@@ -232,7 +232,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 49);
+    CHECK_EQ_INT(helps, 52);
     CHECK_EQ_INT(types, helps);
     free(t);
 
