@@ -15,7 +15,8 @@ from harness import World, check, check_eq, done, require, tool
 w = World()
 origin = w.start_origin()
 corral = w.start_corral({
-    "limits": {"client_timeout": "2s", "max_streams": 8},
+    "limits": {"client_timeout": "2s", "max_streams": 8,
+               "max_client_queued_bytes": "64KB"},
     "upstreams": {"o": {"base": origin.base(), "timeout": "10s"}},
     "routes": [
         {"path": "/api/x", "upstream": "o", "fetch": "/x",
@@ -24,6 +25,8 @@ corral = w.start_corral({
          "strategy": "short"},
         {"path": "/api/big", "upstream": "o", "fetch": "/big",
          "strategy": "short", "json": False},
+        {"path": "/api/q", "upstream": "o", "fetch": "/q",
+         "strategy": "short", "json": False, "query": ["i"]},
     ],
 }, admin=True)
 curl = tool("curl")
@@ -159,6 +162,26 @@ check(not any(f and f[0] == h2raw.DATA and f[3] for f in got),
 print(f"# zero-window stall ended after {took:.1f} s (client_timeout 2 s)")
 c.close()
 served("zero-window stall")
+
+# ---- the queued-bytes budget: a client whose answers wait (window 0) has
+# its next streams held, not handed on, until they are written ----
+origin.behave("/q", body="q" * 100000)
+c = Conn(port, settings_pairs=[(h2raw.SETTINGS_INITIAL_WINDOW_SIZE, 0)])
+c.get(1, "/api/q?i=0")
+time.sleep(0.5)  # filled and answered: 100 KB queued, over the 64 KB share
+for i in range(1, 4):
+    c.get(1 + 2 * i, f"/api/q?i={i}")
+time.sleep(0.5)
+check_eq(origin.calls("/q"), 1,
+         "budget: one 100 KB answer queued, the other streams held")
+# The client opens its windows: everything is written, the held streams go.
+c.send(frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 30)) +
+       h2raw.settings([(h2raw.SETTINGS_INITIAL_WINDOW_SIZE, 1 << 30)]))
+got = c.bodies([1, 3, 5, 7], timeout=10)
+check_eq(sorted(len(b) for b in got.values()), [100000] * 4,
+         "budget: every stream answered once the window opens")
+check_eq(origin.calls("/q"), 4, "budget: the held streams went on")
+c.close()
 
 # ---- idle: a connection that sends nothing is let go ----
 c = Conn(port)
