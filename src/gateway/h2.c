@@ -1046,7 +1046,11 @@ run(struct h2conn *hc)
             conn_close(hc);
             return;
         }
-        if (f > 0 || !nghttp2_session_want_write(hc->ng) || rv != 0)
+        if (f > 0 || rv != 0)
+            break;
+        /* Written answers may have freed the budget held streams wait on. */
+        bool held = !hc->closing && !TAILQ_EMPTY(&hc->parked) && may_take(hc);
+        if (!nghttp2_session_want_write(hc->ng) && !held)
             break;
     }
     hc->in_run = false;
