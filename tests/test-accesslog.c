@@ -58,6 +58,7 @@ test_line(void)
     req.method = CORRAL_METHOD_HEAD;
     req.note = NULL;
     req.upstream_ms = 87;
+    req.proto = CORRAL_PROTO_H2C;
     corral_access_log_write(&req, 404, 0, l);
     corral_access_log_flush(l);
     CHECK(slurp(path, buf, sizeof(buf)) > 0);
@@ -66,9 +67,9 @@ test_line(void)
     CHECK(regcomp(&re,
                   "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\."
                   "[0-9]{3}Z 127\\.0\\.0\\.1 GET /api/btc 200 1024 hit - "
-                  "[0-9]+\n"
+                  "[0-9]+ h1\n"
                   "[0-9T:.-]+Z 127\\.0\\.0\\.1 HEAD "
-                  "/a%20b%22%5C%01%C3 404 0 - 87 [0-9]+\n$",
+                  "/a%20b%22%5C%01%C3 404 0 - 87 [0-9]+ h2c\n$",
                   REG_EXTENDED) == 0);
     if (regexec(&re, buf, 0, NULL, 0) != 0) {
         fprintf(stderr, "log:\n%s", buf);

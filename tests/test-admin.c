@@ -234,7 +234,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 51);
+    CHECK_EQ_INT(helps, 54);
     CHECK_EQ_INT(types, helps);
     free(t);
 

@@ -80,6 +80,7 @@ test_defaults(void)
     CHECK_EQ_INT(cfg->limits.max_clients, 10000);
     CHECK_EQ_INT(cfg->limits.max_waiters, 10000);
     CHECK_EQ_INT(cfg->limits.max_body_bytes, 8 << 20);
+    CHECK_EQ_INT(cfg->limits.max_streams, 128);
 
     CHECK_EQ_INT(cfg->n_upstreams, 1);
     const struct corral_config_upstream *u = &cfg->upstreams[0];
@@ -204,6 +205,12 @@ test_types(void)
     CHECK_ERROR(WITH("'limits': {'client_timeout': 30}"),
                 "t.json:2: limits.client_timeout: ",
                 "expected a string, not an integer");
+    CHECK_ERROR(
+        WITH("'limits': {'max_streams': 0}"),
+        "t.json:2: limits.max_streams: ", "0 is out of range (1 to 65536)");
+    CHECK_ERROR(
+        WITH("'limits': {'max_streams': '128'}"),
+        "t.json:2: limits.max_streams: ", "expected an integer, not a string");
     CHECK_ERROR(TOP UP "'routes': {}}",
                 "t.json:3: routes: ", "expected an array, not an object");
     CHECK_ERROR(

@@ -203,6 +203,9 @@ corral_access_log_write(const struct corral_request *req, int status,
         *p++ = '-';
     *p++ = ' ';
     p = fmt_uint(p, took);
+    *p++ = ' ';
+    const char *proto = corral_proto_name(req->proto);
+    p = fmt_put(p, proto, strlen(proto));
     *p++ = '\n';
     l->len += (size_t)(p - start);
 }

@@ -4,12 +4,12 @@
  * the hit path pays for formatting a line and nothing else. Reopened on
  * demand (SIGUSR1, for logrotate). A line:
  *
- *   2026-12-03T09:20:01.123Z 127.0.0.1 GET /api/btc 200 1024 hit 52 87
+ *   2026-12-03T09:20:01.123Z 127.0.0.1 GET /api/btc 200 1024 hit 52 87 h1
  *
  * time (UTC), client, method, path (no query: it is not logged), status,
  * body bytes, how the cache answered (or -), the upstream call's ms (or
- * -), and the µs from the parsed request to the queued answer. Nothing
- * secret is in it: no query, no header. */
+ * -), the µs from the parsed request to the queued answer, and the
+ * protocol (h1, h2c). Nothing secret is in it: no query, no header. */
 #ifndef CORRAL_ACCESSLOG_H
 #define CORRAL_ACCESSLOG_H
 

@@ -1461,6 +1461,7 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
         "max_body_bytes",
         "max_queued_bytes",
         "max_client_queued_bytes",
+        "max_streams",
         "backoff_min",
         "backoff_max",
         NULL,
@@ -1495,6 +1496,9 @@ parse_limits(struct ctx *c, struct jnode *n, struct corral_config_limits *l)
     if ((m = member(n, "max_client_queued_bytes")) &&
         get_size(c, m, "limits.max_client_queued_bytes", 1ull << 40,
                  &l->max_client_queued_bytes) < 0)
+        return -1;
+    if ((m = member(n, "max_streams")) &&
+        get_unsigned(c, m, "limits.max_streams", 1, 65536, &l->max_streams) < 0)
         return -1;
     if ((m = member(n, "backoff_min")) &&
         get_duration(c, m, "limits.backoff_min", 1, MAX_TIMEOUT_MS,
@@ -1582,6 +1586,7 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
         .max_body_bytes = 8 << 20,
         .max_queued_bytes = 64 << 20,
         .max_client_queued_bytes = 1 << 20,
+        .max_streams = 128,
     };
     if (root->type != J_OBJECT)
         return fail(c, root, "", "the top level must be an object");

@@ -74,6 +74,9 @@ struct corral_config_limits {
      * read until they are written. */
     uint64_t max_queued_bytes;        /* all clients, default 64MB */
     uint64_t max_client_queued_bytes; /* one client, default 1MB */
+    /* HTTP/2 streams one connection may have open (its
+     * SETTINGS_MAX_CONCURRENT_STREAMS), default 128. */
+    unsigned max_streams;
     /* A key whose fill failed waits before the next, from backoff_min
      * doubling to backoff_max (defaults 1 s and 60 s). */
     uint64_t backoff_min_ms, backoff_max_ms;

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 static inline char *
 fmt_put(char *p, const char *s, size_t n)
@@ -195,6 +196,19 @@ fmt_directive_next(const char *v, size_t len, size_t *i, const char **name,
     }
     *i = k + 1;
     return true;
+}
+
+/* Does a directive list (as above) name the directive d[0..dlen)?
+ * Names are case-insensitive tokens. */
+static inline bool
+fmt_names_directive(const char *v, size_t len, const char *d, size_t dlen)
+{
+    size_t i = 0, nlen, alen;
+    const char *name, *arg;
+    while (fmt_directive_next(v, len, &i, &name, &nlen, &arg, &alen))
+        if (nlen == dlen && strncasecmp(name, d, dlen) == 0)
+            return true;
+    return false;
 }
 
 #endif

@@ -944,6 +944,7 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         .max_clients = cfg->limits.max_clients,
         .max_queued_bytes = cfg->limits.max_queued_bytes,
         .max_client_queued_bytes = cfg->limits.max_client_queued_bytes,
+        .max_streams = cfg->limits.max_streams,
         .has_listen_fd = listen_fd >= 0,
         .listen_fd = listen_fd,
     };

@@ -8,7 +8,9 @@
 #include "server.h"
 
 #include "fmt.h"
+#include "h2.h"
 #include "listener.h"
+#include "target.h"
 #include "timeutil.h"
 #include "xalloc.h"
 
@@ -111,6 +113,7 @@ struct conn {
     bool stop;             /* parse nothing more; close once all answered */
     bool lingering;
     bool broken;  /* out of memory: close at the next chance */
+    bool fresh;   /* no byte looked at yet: HTTP/2's preface may come */
     bool reaping; /* firing on_close callbacks */
 
     http_parser parser;
@@ -169,6 +172,7 @@ struct corral_server {
 
     struct corral_listener *listener;
     uint16_t port;
+    struct corral_h2 *h2; /* the connections that speak HTTP/2 */
     struct event *sweep_ev;
     struct event *drain_ev;
 
@@ -453,6 +457,10 @@ void
 corral_request_respond(struct corral_request *req,
                        const struct corral_response *r)
 {
+    if (req->proto != CORRAL_PROTO_H1) {
+        corral_h2_respond(req, r);
+        return;
+    }
     struct slot *sl = (struct slot *)(void *)req;
     struct conn *c = sl->conn;
     if (sl->state != SLOT_WAITING)
@@ -487,6 +495,11 @@ corral_request_respond_simple(struct corral_request *req, int status,
                               const char *extra_headers, const char *body,
                               size_t len)
 {
+    if (req->proto != CORRAL_PROTO_H1) {
+        corral_h2_respond_simple(req, status, content_type, extra_headers, body,
+                                 len);
+        return;
+    }
     struct slot *sl = (struct slot *)(void *)req;
     struct conn *c = sl->conn;
     if (sl->state != SLOT_WAITING)
@@ -544,6 +557,10 @@ void
 corral_request_on_close(struct corral_request *req, corral_request_close_cb *cb,
                         void *arg)
 {
+    if (req->proto != CORRAL_PROTO_H1) {
+        corral_h2_on_close(req, cb, arg);
+        return;
+    }
     struct slot *sl = (struct slot *)(void *)req;
     if (sl->state != SLOT_WAITING)
         return;
@@ -808,19 +825,6 @@ field_is(const struct conn *c, const char *name, size_t len)
            strncasecmp(span_ptr(c, SPAN_FIELD), name, len) == 0;
 }
 
-/* Does a Cache-Control value name the directive only-if-cached (RFC 9111
- * 5.2.1.7)? Directives are comma-separated, case-insensitive tokens. */
-static bool
-names_only_if_cached(const char *v, size_t n)
-{
-    size_t i = 0, nlen, alen;
-    const char *name, *arg;
-    while (fmt_directive_next(v, n, &i, &name, &nlen, &arg, &alen))
-        if (nlen == 14 && strncasecmp(name, "only-if-cached", 14) == 0)
-            return true;
-    return false;
-}
-
 /* One field line is complete (SPAN_FIELD, SPAN_VALUE). http_parser is
  * lenient where RFC 9112 says to reject, and a proxy in front of us may
  * read the same bytes differently, so refuse: whitespace or any non-token
@@ -865,7 +869,8 @@ field_done(struct conn *c)
             return -1;
         }
     }
-    if (field_is(c, "cache-control", 13) && names_only_if_cached(v, n))
+    if (field_is(c, "cache-control", 13) &&
+        fmt_names_directive(v, n, "only-if-cached", 14))
         c->only_if_cached = true;
     if (field_is(c, "accept-encoding", 15))
         corral_accept_add(&c->accept, v, n);
@@ -1015,84 +1020,6 @@ conn_fail(struct conn *c, int status)
                                   body, strlen(body));
 }
 
-/* Splits the request target into path and query; origin-form, absolute-form
- * ("http://host/p?q") and "*". Anything else (a path not starting with
- * '/', "*" with more after it) is not a request target: false. */
-static bool
-split_target(const char *u, size_t len, const char **path, size_t *plen,
-             const char **query, size_t *qlen)
-{
-    const char *end = u + len;
-    if (len && u[0] != '/' && u[0] != '*') {
-        for (const char *q = u; q + 3 <= end; q++) {
-            if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
-                const char *slash = memchr(q + 3, '/', (size_t)(end - q - 3));
-                u = slash ? slash : end;
-                break;
-            }
-        }
-    }
-    const char *hash = memchr(u, '#', (size_t)(end - u));
-    if (hash)
-        end = hash;
-    const char *q = memchr(u, '?', (size_t)(end - u));
-    *path = u;
-    *plen = (size_t)((q ? q : end) - u);
-    *query = q ? q + 1 : end;
-    *qlen = q ? (size_t)(end - q - 1) : 0;
-    return *plen == 0 || u[0] == '/' || (*plen == 1 && u[0] == '*' && !q);
-}
-
-/* 1 for a "." segment, 2 for "..", else 0; "%2e" counts as a dot. */
-static int
-dot_segment(const char *s, size_t n)
-{
-    int dots = 0;
-    for (size_t i = 0; i < n; dots++) {
-        if (dots == 2)
-            return 0;
-        if (s[i] == '.')
-            i++;
-        else if (n - i >= 3 && s[i] == '%' && s[i + 1] == '2' &&
-                 (s[i + 2] == 'e' || s[i + 2] == 'E'))
-            i += 3;
-        else
-            return 0;
-    }
-    return dots;
-}
-
-/* Copies the path p (starting with '/') to out with its dot segments
- * resolved (RFC 3986 5.2.4), as nginx does before it matches a location:
- * "/a/./b", "/a/../a/b" and "/a/%2e%2e/a/b" are all "/a/b", so routes see
- * one spelling of a path. Returns the length written, at most n, or -1
- * when a ".." would climb above the root (nginx: 400). */
-static long
-resolve_dots(char *out, const char *p, size_t n)
-{
-    const char *end = p + n;
-    size_t o = 0;
-    while (p < end) {
-        const char *seg = p + 1;
-        const char *slash = memchr(seg, '/', (size_t)(end - seg));
-        const char *seg_end = slash ? slash : end;
-        int dots = dot_segment(seg, (size_t)(seg_end - seg));
-        if (dots == 0) {
-            memcpy(out + o, p, (size_t)(seg_end - p));
-            o += (size_t)(seg_end - p);
-        } else if (dots == 2) {
-            if (o == 0)
-                return -1;
-            while (out[--o] != '/') /* out[0] is '/' */
-                ;
-        }
-        if (dots && !slash) /* "/a/." and "/a/b/.." are "/a/" */
-            out[o++] = '/';
-        p = seg_end;
-    }
-    return (long)o;
-}
-
 /* Copies the parsed head's strings into a slot and hands it to the handler. */
 static void
 conn_dispatch(struct conn *c)
@@ -1102,8 +1029,8 @@ conn_dispatch(struct conn *c)
     size_t plen = 1, qlen = 0, ilen = 0, alen = 0;
 
     if (has_span(c, SPAN_URL) &&
-        !split_target(span_ptr(c, SPAN_URL), c->span[SPAN_URL].len, &path,
-                      &plen, &query, &qlen)) {
+        !corral_target_split(span_ptr(c, SPAN_URL), c->span[SPAN_URL].len,
+                             &path, &plen, &query, &qlen)) {
         conn_fail(c, 400);
         return;
     }
@@ -1137,7 +1064,7 @@ conn_dispatch(struct conn *c)
     }
     char *o = sl->own; /* need >= plen >= 1: never NULL */
     if (path[0] == '/') {
-        long n = resolve_dots(o, path, plen);
+        long n = corral_target_resolve_dots(o, path, plen);
         if (n < 0) {
             conn_fail(c, 400);
             return;
@@ -1168,6 +1095,7 @@ conn_dispatch(struct conn *c)
     if (sl->close)
         c->stop = true;
     s->stats.requests++;
+    s->stats.proto_requests[CORRAL_PROTO_H1]++;
     s->cb(&sl->req, s->arg);
 }
 
@@ -1367,6 +1295,29 @@ conn_discard(struct conn *c)
     conn_close(c);
 }
 
+/* The connection opened with HTTP/2's preface: h2.c takes its socket and
+ * the bytes read so far, and the HTTP/1.1 connection is let go. It stays
+ * counted as open until h2.c says it closed. */
+static void
+conn_to_h2(struct conn *c)
+{
+    struct corral_server *s = c->server;
+    char peer[sizeof c->peer];
+    char *rbuf = c->rbuf;
+    size_t len = c->wpos;
+    int fd = c->fd;
+    memcpy(peer, c->peer, sizeof peer);
+    dl_set(c, DL_NONE, 0);
+    event_free(c->rev);
+    event_free(c->wev);
+    event_free(c->kev);
+    TAILQ_REMOVE(&s->conns, c, link);
+    free(c->obuf);
+    free(c);
+    corral_h2_adopt(s->h2, fd, rbuf, len, peer);
+    rbuf_put(s, rbuf);
+}
+
 static void
 on_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -1397,6 +1348,17 @@ on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->wpos += (size_t)n;
+    if (c->fresh) {
+        size_t k =
+            c->wpos < CORRAL_H2_PREFACE_LEN ? c->wpos : CORRAL_H2_PREFACE_LEN;
+        if (memcmp(c->rbuf, CORRAL_H2_PREFACE, k) == 0) {
+            if (k == CORRAL_H2_PREFACE_LEN)
+                conn_to_h2(c);
+            return; /* else wait for the rest of it */
+        }
+        c->fresh = false;
+        s->stats.proto_connections[CORRAL_PROTO_H1]++;
+    }
     conn_run(c);
 }
 
@@ -1465,6 +1427,7 @@ conn_new(struct corral_server *s, int fd)
         peer_name(fd, c->peer, sizeof(c->peer));
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    c->fresh = true;
     for (unsigned i = 0; i < PIPELINE_MAX; i++)
         c->slots[i].conn = c;
     TAILQ_INSERT_TAIL(&s->conns, c, link);
@@ -1567,6 +1530,22 @@ on_drained(evutil_socket_t fd, short what, void *arg)
         done(s->drain_arg);
 }
 
+static const char *
+h2_date(void *arg)
+{
+    return server_date(arg);
+}
+
+/* An HTTP/2 connection closed. */
+static void
+h2_closed(void *arg)
+{
+    struct corral_server *s = arg;
+    s->stats.open--;
+    if (s->draining && s->stats.open == 0 && s->drain_ev)
+        event_active(s->drain_ev, EV_TIMEOUT, 1);
+}
+
 static void
 raise_nofile(void)
 {
@@ -1623,6 +1602,27 @@ corral_server_new(struct event_base *base,
     s->settings.on_headers_complete = on_headers_complete;
     s->settings.on_message_complete = on_message_complete;
 
+    struct corral_h2_env env = {
+        .base = base,
+        .cb = cb,
+        .arg = arg,
+        .access_cb = o->access_cb,
+        .access_arg = o->access_arg,
+        .max_header = s->max_header,
+        .timeout_ms = s->timeout_ms,
+        .max_streams = o->max_streams,
+        .max_queued = s->max_queued,
+        .max_client_queued = s->max_client_queued,
+        .stats = &s->stats,
+        .date = h2_date,
+        .date_arg = s,
+        .closed = h2_closed,
+        .closed_arg = s,
+    };
+    s->h2 = corral_h2_new(&env, err, errlen);
+    if (!s->h2)
+        goto fail;
+
     raise_nofile();
     s->listener =
         o->has_listen_fd
@@ -1675,6 +1675,7 @@ corral_server_drain(struct corral_server *s, void (*done)(void *arg), void *arg)
     s->drain_done = done;
     s->drain_arg = arg;
     server_stop_listening(s);
+    corral_h2_drain(s->h2);
     TAILQ_FOREACH(c, &s->conns, link)
     {
         c->stop = true;
@@ -1699,6 +1700,7 @@ corral_server_drain_expire(struct corral_server *s, unsigned retry_after_s)
     char extra[40];
     struct conn *c;
     snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry_after_s);
+    corral_h2_drain_expire(s->h2, retry_after_s);
     TAILQ_FOREACH(c, &s->conns, link)
     {
         for (unsigned i = 0; i < c->count; i++) {
@@ -1730,6 +1732,7 @@ corral_server_free(struct corral_server *s)
         conn_close(c);
     while ((c = TAILQ_FIRST(&s->zombies)))
         conn_free(c);
+    corral_h2_free(s->h2);
     if (s->sweep_ev)
         event_free(s->sweep_ev);
     struct pooled_buf *b;
@@ -1738,6 +1741,13 @@ corral_server_free(struct corral_server *s)
         free(b);
     }
     free(s);
+}
+
+const char *
+corral_proto_name(enum corral_proto p)
+{
+    static const char *const names[CORRAL_PROTO_COUNT] = {"h1", "h2c"};
+    return (unsigned)p < CORRAL_PROTO_COUNT ? names[p] : "-";
 }
 
 void

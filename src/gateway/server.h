@@ -1,5 +1,7 @@
-/* server.h — the client-facing HTTP/1.1 front end: listener, connections,
- * parsing, keep-alive, pipelining, limits and writing answers.
+/* server.h — the client-facing front end: listener, connections, HTTP/1.1
+ * parsing, keep-alive, pipelining, limits and writing answers; a
+ * connection that opens with the HTTP/2 preface is handed to h2.c, whose
+ * streams are requests of this same shape.
  * It knows nothing of routes or caching: each parsed request goes to one
  * handler callback, and the answer is written with one writev of [head,
  * small copied part, body], body and head borrowed. One server per
@@ -38,6 +40,9 @@ struct corral_server_options {
      * must stay answerable, such as the admin's. */
     bool evict_idle;
     int listen_fd; /* a listening socket the server adopts */
+    /* HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may
+     * have open; 0 = 128. */
+    unsigned max_streams;
     /* Answers queued and not yet written hold their bytes (and the values
      * they borrow). A client with requests in flight is not read while its
      * own queue holds max_client_queued_bytes (0 = 1 MB) or all clients'
@@ -51,6 +56,16 @@ struct corral_server_options {
     corral_access_cb *access_cb;
     void *access_arg;
 };
+
+/* Which framing a request came in. */
+enum corral_proto {
+    CORRAL_PROTO_H1 = 0, /* HTTP/1.x */
+    CORRAL_PROTO_H2C,    /* HTTP/2 over cleartext TCP (prior knowledge) */
+    CORRAL_PROTO_COUNT,
+};
+
+/* "h1", "h2c": for logs and metrics. */
+const char *corral_proto_name(enum corral_proto p);
 
 enum corral_method {
     CORRAL_METHOD_GET,
@@ -81,6 +96,7 @@ struct corral_request {
     size_t auth_len;
     bool only_if_cached;         /* Cache-Control: only-if-cached */
     struct corral_accept accept; /* what Accept-Encoding says */
+    enum corral_proto proto;     /* the framing it came in */
     /* With an access_cb only: */
     const char *peer;  /* the client's address, NUL-terminated */
     uint64_t start_us; /* CLOCK_MONOTONIC when the request was parsed */
@@ -144,6 +160,11 @@ struct corral_server_stats {
     size_t queued_bytes;   /* answer bytes queued to clients now */
     size_t copy_bytes;     /* request strings copied for handlers now */
     uint64_t paused;       /* times a client was not read for the budget */
+    /* By framing (enum corral_proto): */
+    uint64_t proto_connections[CORRAL_PROTO_COUNT]; /* accepted */
+    uint64_t proto_requests[CORRAL_PROTO_COUNT];    /* handed over */
+    uint64_t h2_goaways; /* HTTP/2 connections ended for an abuse or error
+                            (flood, rapid reset, bad frames) */
 };
 void corral_server_stats(const struct corral_server *s,
                          struct corral_server_stats *out);

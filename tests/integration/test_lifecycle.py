@@ -115,7 +115,7 @@ lines = open(alog).read().splitlines()
 check(len(lines) >= 5, f"access log: lines written ({len(lines)})")
 pat = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z 127\.0\.0\.1 "
                  r"(GET|HEAD|POST|DELETE|OTHER) (\S+) (\d{3}) (\d+) (\S+) "
-                 r"(\S+) (\d+)$")
+                 r"(\S+) (\d+) (h1|h2c)$")
 parsed = [pat.match(l) for l in lines]
 check(all(parsed), f"access log: every line well formed: {lines[:3]}")
 first = parsed[0].groups()

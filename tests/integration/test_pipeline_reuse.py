@@ -90,8 +90,10 @@ for f in served:
     check_eq(f[1:4], ["127.0.0.1", "GET", "/api/x"], f"a 200 line: {f}")
 check_eq(len(refused), 2, f"two lines of 400: {lines}")
 for f in refused:
-    # time, client, method, path, status, bytes, cache, upstream ms, µs
-    check_eq(len(f), 9, f"a whole line: {f}")
+    # time, client, method, path, status, bytes, cache, upstream ms, µs,
+    # protocol
+    check_eq(len(f), 10, f"a whole line: {f}")
+    check_eq(f[9], "h1", "a refused request's protocol")
     check_eq(f[1:8], ["127.0.0.1", "GET", "-", "400", "23", "-", "-"],
              "a refused request's own client, no path, no cache result")
     check(int(f[8]) < 10_000_000, f"µs to the answer: {f[8]}")
