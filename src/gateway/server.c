@@ -134,17 +134,20 @@ struct conn {
     char *obuf;    /* copied parts of queued answers */
     size_t obuf_len, obuf_cap;
 
-    struct slot slots[PIPELINE_MAX];
     unsigned head, count; /* ring of slots in request order */
     unsigned waiting;     /* slots in SLOT_WAITING (slot_set_state) */
     size_t wr_off;        /* bytes of slots[head] already written */
-
-    char peer[48]; /* with an access_cb: the client's address */
 
     enum deadline_kind dl_kind;
     uint64_t deadline; /* ms, CLOCK_MONOTONIC_COARSE */
     TAILQ_ENTRY(conn) dl_link;
     TAILQ_ENTRY(conn) link; /* in server->conns, or ->zombies once closed */
+
+    char peer[48]; /* with an access_cb: the client's address */
+
+    /* Last, 4 KB: the fields above, read for every request, stay within
+     * a few cache lines of each other. */
+    struct slot slots[PIPELINE_MAX];
 };
 
 TAILQ_HEAD(conn_list, conn);
@@ -276,6 +279,16 @@ static void
 dl_set(struct conn *c, enum deadline_kind kind, uint64_t ms)
 {
     struct corral_server *s = c->server;
+    /* Already last of the list it goes to (a request's head, then its
+     * answer, in one turn): a later deadline keeps it last, so it stays,
+     * and its neighbours' cache lines are not touched. */
+    if (kind != DL_NONE && c->dl_kind != DL_NONE &&
+        dl_list(s, kind) == dl_list(s, c->dl_kind) &&
+        TAILQ_NEXT(c, dl_link) == NULL) {
+        c->dl_kind = kind;
+        c->deadline = corral_now_ms() + ms;
+        return;
+    }
     if (c->dl_kind != DL_NONE)
         TAILQ_REMOVE(dl_list(s, c->dl_kind), c, dl_link);
     c->dl_kind = kind;
