@@ -794,6 +794,59 @@ test_pipelining(void)
     stop_server();
 }
 
+/* One connection alternating single requests (each answer empties the
+ * ring of slots, which then starts over at slot 0) with pipelined batches
+ * that run past the ring's end behind a slow request: every answer comes
+ * in order, and the idle deadline, updated in place while the connection
+ * stays last in the deadline list, still closes it at the end. */
+static void
+client_ring_restarts(void)
+{
+    struct cli c;
+    cli_connect(&c);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 3; i++) {
+            cli_sends(&c, "GET /k HTTP/1.1\r\nHost: t\r\n\r\n");
+            expect_1k(&c);
+        }
+        char req[64], all[64 * 20] = "";
+        snprintf(all, sizeof all,
+                 "GET /slow/r%d?ms=30 HTTP/1.1\r\nHost: t\r\n\r\n", round);
+        for (int i = 1; i < 20; i++) {
+            snprintf(req, sizeof req,
+                     "GET /echo/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+            strcat(all, req);
+        }
+        cli_sends(&c, all);
+        char want[128];
+        snprintf(want, sizeof want,
+                 "{\"path\":\"/slow/r%d\",\"query\":\"ms=30\",\"inm\":\"\"}",
+                 round);
+        expect_echo(&c, want);
+        for (int i = 1; i < 20; i++) {
+            snprintf(want, sizeof want,
+                     "{\"path\":\"/echo/%d\",\"query\":\"\",\"inm\":\"\"}", i);
+            expect_echo(&c, want);
+        }
+    }
+    /* Nothing more comes: the idle timeout (1 s) closes it. */
+    CHECK_EQ_INT(cli_end(&c, 8000), 1);
+    cli_close(&c);
+}
+
+static void
+test_ring_restarts(void)
+{
+    start_server(1000, 100);
+    run_client(client_ring_restarts);
+    CHECK_EQ_INT(F.handled, 3 * (3 + 20));
+    struct corral_server_stats st;
+    corral_server_stats(F.srv, &st);
+    CHECK_EQ_INT(st.accepted, 1);
+    CHECK_EQ_INT(st.timeouts, 1);
+    stop_server();
+}
+
 static void
 client_http10(void)
 {
@@ -1991,6 +2044,7 @@ main(void)
     RUN(test_head);
     RUN(test_keepalive);
     RUN(test_pipelining);
+    RUN(test_ring_restarts);
     RUN(test_http10);
     RUN(test_connection_close);
     RUN(test_bad_input);

@@ -6,7 +6,8 @@
 # spread keys), latency percentiles at a constant half-peak rate, the time to the last answer
 # of the cold burst and of the expired-key burst (upstream calls in the labels), and for 16 KB
 # and 200 KB JSON hits with Accept-Encoding: server CPU and bytes on the wire per hit, nginx
-# gzip on (levels 1 and 6) and gzip_static against corral.
+# gzip on (levels 1 and 6) and gzip_static against corral, and the raw responder's floor for
+# the same bytes.
 # A panel whose scenario was not run (have_<name>=0) says so.
 if (!exists("dir")) dir = "."
 if (!exists("have_throughput")) have_throughput = 1
@@ -86,7 +87,7 @@ if (have_bursts) {
     unset logscale y
 } else { set title none(t); plot [0:1][0:1] NaN notitle }
 
-# enc: five bars per body size, nginx greys then corral blues.
+# enc: six bars per body size, nginx greys, corral blues, then the floor (raw, light grey).
 t = "JSON hits with Accept-Encoding: server CPU per hit, µs (log scale, lower is better)"
 set ylabel "µs / hit (log scale)"
 if (have_enc_cpu) {
@@ -96,7 +97,8 @@ if (have_enc_cpu) {
     plot dir."/enc_cpu.dat" using 2:xtic(nl(strcol(1))) lc rgb c_gzip1 title "nginx gzip 1", \
          '' using 3 lc rgb c_nginx title "nginx gzip 6", '' using 4 lc rgb c_static title "nginx gzip_static", \
          '' using 5 lc rgb c_corral title "corral gzip", '' using 6 lc rgb c_br title "corral, br client", \
-         for [k=0:4] '' using (bx($0, k, 5)):(column(k + 2)):(lab(column(k + 2))) with labels offset 0,0.6 font ",8" notitle
+         '' using 7 lc rgb c_nginx fs pattern 4 title "raw, same bytes", \
+         for [k=0:5] '' using (bx($0, k, 6)):(column(k + 2)):(lab(column(k + 2))) with labels offset 0,0.6 font ",7" notitle
     unset logscale y
 } else { set title none(t); plot [0:1][0:1] NaN notitle }
 
@@ -108,7 +110,8 @@ if (have_enc_wire) {
     plot dir."/enc_wire.dat" using ($2 / 1024):xtic(nl(strcol(1))) lc rgb c_gzip1 title "nginx gzip 1", \
          '' using ($3 / 1024) lc rgb c_nginx title "nginx gzip 6", '' using ($4 / 1024) lc rgb c_static title "nginx gzip_static", \
          '' using ($5 / 1024) lc rgb c_corral title "corral gzip", '' using ($6 / 1024) lc rgb c_br title "corral, br client", \
-         for [k=0:4] '' using (bx($0, k, 5)):(column(k + 2) / 1024):(sprintf("%.1f", column(k + 2) / 1024)) with labels offset 0,0.6 font ",7" notitle
+         '' using ($7 / 1024) lc rgb c_nginx fs pattern 4 title "raw, same bytes", \
+         for [k=0:5] '' using (bx($0, k, 6)):(column(k + 2) / 1024):(sprintf("%.1f", column(k + 2) / 1024)) with labels offset 0,0.6 font ",7" notitle
 } else { set title none(t); plot [0:1][0:1] NaN notitle }
 
 unset multiplot

@@ -1,11 +1,14 @@
 /* raw-responder.c — the benchmark floor for tools/bench: a single-threaded
  * epoll HTTP/1.1 server on 127.0.0.1 that answers every request with the same
- * 1 KB JSON body and realistic headers, keep-alive, one read and one write per
- * request. No parsing beyond finding "\r\n\r\n"; request bodies are not
- * supported (GET/HEAD only).
+ * JSON body (1 KB unless told) and realistic headers, keep-alive, one read and
+ * one write per request. No parsing beyond finding "\r\n\r\n"; request bodies
+ * are not supported (GET/HEAD only).
  *
- *   raw-responder PORT [PORTFILE]   PORT 0 picks a free port; the bound port
- *                                   is written to PORTFILE (or stdout).
+ *   raw-responder PORT [PORTFILE [BODY_BYTES]]
+ *                       PORT 0 picks a free port; the bound port is written to
+ *                       PORTFILE (or stdout; "-" for stdout with BODY_BYTES).
+ *                       BODY_BYTES (10 to 1 MB, default 1024): the body's size,
+ *                       so the floor can be measured for any answer's bytes.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -23,7 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BODY_SIZE 1024
+#define BODY_DEFAULT 1024
+#define BODY_MAX (1 << 20)
 #define IN_SIZE 8192
 #define MAX_FDS 65536
 #define MAX_EVENTS 256
@@ -36,31 +40,37 @@ struct conn {
 };
 
 static struct conn *conns[MAX_FDS];
-static char answer[2048]; /* headers + body; the Date is patched in place */
+static char *answer; /* headers + body; the Date is patched in place */
 static size_t answer_len;
 static char *date_at; /* where the 29-byte Date value starts */
 static time_t date_sec;
 
-static void
-render_answer(void)
+static int
+render_answer(size_t body_size)
 {
-    char body[BODY_SIZE + 1];
+    char *body = malloc(body_size + 1);
+    size_t cap = body_size + 512;
+    answer = malloc(cap);
+    if (!body || !answer)
+        return -1;
     memcpy(body, "{\"pad\":\"", 8);
-    memset(body + 8, 'x', BODY_SIZE - 10);
-    memcpy(body + BODY_SIZE - 2, "\"}", 3);
-    int n = snprintf(answer, sizeof answer,
+    memset(body + 8, 'x', body_size - 10);
+    memcpy(body + body_size - 2, "\"}", 3);
+    int n = snprintf(answer, cap,
                      "HTTP/1.1 200 OK\r\n"
                      "Content-Type: application/json\r\n"
-                     "Content-Length: %d\r\n"
+                     "Content-Length: %zu\r\n"
                      "ETag: \"bf4fb9dccd9380c4\"\r\n"
                      "Cache-Status: raw; hit; ttl=3599\r\n"
                      "Age: 0\r\n"
                      "Cache-Control: max-age=3599\r\n"
                      "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
                      "\r\n%s",
-                     BODY_SIZE, body);
+                     body_size, body);
+    free(body);
     answer_len = (size_t)n;
     date_at = strstr(answer, "Date: ") + 6;
+    return 0;
 }
 
 static void
@@ -204,12 +214,16 @@ on_accept(int ep, int lfd)
 int
 main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: raw-responder PORT [PORTFILE]\n");
+    long body_size = argc == 4 ? strtol(argv[3], NULL, 10) : BODY_DEFAULT;
+    if (argc < 2 || argc > 4 || body_size < 10 || body_size > BODY_MAX) {
+        fprintf(stderr, "usage: raw-responder PORT [PORTFILE [BODY_BYTES]]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    render_answer();
+    if (render_answer((size_t)body_size) < 0) {
+        perror("raw-responder: malloc");
+        return 1;
+    }
 
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -224,8 +238,9 @@ main(int argc, char **argv)
         perror("raw-responder: listen");
         return 1;
     }
-    if (argc ==
-        3) { /* write to a temp name, then rename: readers see all or nothing */
+    /* A portfile is written to a temp name, then renamed: readers see all
+     * or nothing. */
+    if (argc >= 3 && strcmp(argv[2], "-") != 0) {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.tmp", argv[2]);
         FILE *f = fopen(tmp, "w");

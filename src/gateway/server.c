@@ -137,16 +137,20 @@ struct conn {
     char *obuf;    /* copied parts of queued answers */
     size_t obuf_len, obuf_cap;
 
-    struct slot slots[PIPELINE_MAX];
     unsigned head, count; /* ring of slots in request order */
+    unsigned waiting;     /* slots in SLOT_WAITING (slot_set_state) */
     size_t wr_off;        /* bytes of slots[head] already written */
-
-    char peer[48]; /* with an access_cb: the client's address */
 
     enum deadline_kind dl_kind;
     uint64_t deadline; /* ms, CLOCK_MONOTONIC_COARSE */
     TAILQ_ENTRY(conn) dl_link;
     TAILQ_ENTRY(conn) link; /* in server->conns, or ->zombies once closed */
+
+    char peer[48]; /* with an access_cb: the client's address */
+
+    /* Last, 4 KB: the fields above, read for every request, stay within
+     * a few cache lines of each other. */
+    struct slot slots[PIPELINE_MAX];
 };
 
 TAILQ_HEAD(conn_list, conn);
@@ -279,6 +283,16 @@ static void
 dl_set(struct conn *c, enum deadline_kind kind, uint64_t ms)
 {
     struct corral_server *s = c->server;
+    /* Already last of the list it goes to (a request's head, then its
+     * answer, in one turn): a later deadline keeps it last, so it stays,
+     * and its neighbours' cache lines are not touched. */
+    if (kind != DL_NONE && c->dl_kind != DL_NONE &&
+        dl_list(s, kind) == dl_list(s, c->dl_kind) &&
+        TAILQ_NEXT(c, dl_link) == NULL) {
+        c->dl_kind = kind;
+        c->deadline = corral_now_ms() + ms;
+        return;
+    }
     if (c->dl_kind != DL_NONE)
         TAILQ_REMOVE(dl_list(s, c->dl_kind), c, dl_link);
     c->dl_kind = kind;
@@ -369,6 +383,19 @@ slot_trim(struct slot *sl, size_t keep)
     }
 }
 
+/* Every change of a slot's state goes through here, so conn->waiting is
+ * a count the hit path reads without touching the 16 slots. */
+static void
+slot_set_state(struct slot *sl, enum slot_state st)
+{
+    struct conn *c = sl->conn;
+    if (sl->state == SLOT_WAITING)
+        c->waiting--;
+    if (st == SLOT_WAITING)
+        c->waiting++;
+    sl->state = st;
+}
+
 static void
 slot_release(struct slot *sl)
 {
@@ -382,16 +409,7 @@ slot_release(struct slot *sl)
     sl->qbytes = 0;
     slot_trim(sl, OWN_MIN);
     sl->on_close = NULL;
-    sl->state = SLOT_FREE;
-}
-
-static unsigned
-conn_waiting(const struct conn *c)
-{
-    unsigned n = 0;
-    for (unsigned i = 0; i < PIPELINE_MAX; i++)
-        n += c->slots[i].state == SLOT_WAITING;
-    return n;
+    slot_set_state(sl, SLOT_FREE);
 }
 
 /* May the connection take another request now? One request at a time is
@@ -415,7 +433,7 @@ conn_may_take(struct conn *c)
     if (over && !c->paused)
         s->stats.paused++;
     c->paused = over;
-    return !over && conn_waiting(c) == 0;
+    return !over && c->waiting == 0;
 }
 
 static void
@@ -434,9 +452,9 @@ static void
 slot_gone(struct slot *sl)
 {
     struct conn *c = sl->conn;
-    sl->state = SLOT_FREE;
+    slot_set_state(sl, SLOT_FREE);
     sl->on_close = NULL;
-    if (!c->reaping && conn_waiting(c) == 0)
+    if (!c->reaping && c->waiting == 0)
         conn_free(c);
 }
 
@@ -445,7 +463,7 @@ static void
 slot_answered(struct slot *sl)
 {
     struct conn *c = sl->conn;
-    sl->state = SLOT_ANSWERED;
+    slot_set_state(sl, SLOT_ANSWERED);
     sl->qbytes = slot_total(sl);
     c->queued += sl->qbytes;
     c->server->stats.queued_bytes += sl->qbytes;
@@ -588,7 +606,11 @@ conn_advance(struct conn *c, size_t w)
         c->wr_off = 0;
         slot_release(sl);
         c->head = (c->head + 1) % PIPELINE_MAX;
-        c->count--;
+        /* Empty, the ring starts over at slot 0: a client with one request
+         * at a time keeps using one slot (and its copy area), whose cache
+         * lines are still warm, instead of walking all sixteen. */
+        if (--c->count == 0)
+            c->head = 0;
     }
 }
 
@@ -967,7 +989,7 @@ conn_push(struct conn *c)
     struct corral_server *s = c->server;
     struct slot *sl = &c->slots[(c->head + c->count) % PIPELINE_MAX];
     c->count++;
-    sl->state = SLOT_WAITING;
+    slot_set_state(sl, SLOT_WAITING);
     sl->on_close = NULL;
     sl->hold = NULL;
     sl->close = false;
@@ -1236,12 +1258,12 @@ conn_reap(struct conn *c)
         if (sl->state == SLOT_WAITING && sl->on_close) {
             corral_request_close_cb *cb = sl->on_close;
             sl->on_close = NULL;
-            sl->state = SLOT_FREE;
+            slot_set_state(sl, SLOT_FREE);
             cb(&sl->req, sl->on_close_arg);
         }
     }
     c->reaping = false;
-    if (conn_waiting(c) == 0)
+    if (c->waiting == 0)
         conn_free(c);
 }
 
