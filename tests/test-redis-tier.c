@@ -8,6 +8,7 @@
  * Redis lost its data; a key's names share one slot whatever its bytes. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <strings.h>
 
 #include "corral/cache.h"
 #include "corral/cluster.h"
@@ -312,16 +313,33 @@ test_values(void)
     inst_free(&a);
 }
 
-/* Calls Redis counted of one command (INFO commandstats), e.g. "getrange". */
+/* Commands Redis ran (its slow log, which logs every command while the
+ * test runs) named cmd with one of the key's names (value or lease) among
+ * their arguments: scripts of the tier's own (the epoch read, the resync)
+ * do not count. */
 static long long
-calls(const char *cmd)
+calls(const char *cmd, const char *key)
 {
-    redisReply *r = sync_cmd("INFO commandstats");
-    CHECK(r != NULL && r->type == REDIS_REPLY_STRING);
-    char want[64];
-    snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
-    const char *p = strstr(r->str, want);
-    long long n = p ? strtoll(p + strlen(want), NULL, 10) : 0;
+    redisReply *r = sync_cmd("SLOWLOG GET -1");
+    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY);
+    const char *vn = VNAME(key), *ln = LNAME(key);
+    long long n = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+            e->element[3]->type != REDIS_REPLY_ARRAY ||
+            e->element[3]->elements < 2)
+            continue;
+        const redisReply *args = e->element[3];
+        if (strcasecmp(args->element[0]->str, cmd) != 0)
+            continue;
+        for (size_t j = 1; j < args->elements; j++)
+            if (strcmp(args->element[j]->str, vn) == 0 ||
+                strcmp(args->element[j]->str, ln) == 0) {
+                n++;
+                break;
+            }
+    }
     freeReplyObject(r);
     return n;
 }
@@ -330,16 +348,19 @@ calls(const char *cmd)
  * is answered with no script at all; a stale, missing, too large or
  * foreign one (a hash under the name: WRONGTYPE, counted once, and no
  * failure of Redis) goes on to the acquire script, which takes the lease
- * and hands back the stale copy. */
+ * and hands back the stale copy. After a run of misses it goes to the
+ * script at once, until hits prevail again. */
 static void
 test_plain_read(void)
 {
+    freeReplyObject(sync_cmd("CONFIG SET slowlog-log-slower-than 0"));
+    freeReplyObject(sync_cmd("CONFIG SET slowlog-max-len 100000"));
     struct inst a = inst_new(300, NULL);
     uint64_t now = 1000000;
     struct corral_value *v = value("/pr", "{\"x\":1}", now - 10, now + 60000);
     corral_redis_tier_ops.set(a.tier, v, 60000);
     run_for(base, 50);
-    long long ranges = calls("getrange"), scripts = calls("evalsha");
+    freeReplyObject(sync_cmd("SLOWLOG RESET"));
     for (int i = 0; i < 5; i++) {
         struct acq x = acquire(&a, "/pr", now, 0);
         CHECK_EQ_INT(x.verdict, CORRAL_TIER_VALUE);
@@ -347,15 +368,15 @@ test_plain_read(void)
         CHECK_EQ_STR(corral_value_body(x.value), "{\"x\":1}");
         corral_value_unref(x.value);
     }
-    CHECK_EQ_INT(calls("getrange") - ranges, 5);
-    CHECK_EQ_INT(calls("evalsha") - scripts, 0);
+    CHECK_EQ_INT(calls("getrange", "/pr"), 5);
+    CHECK_EQ_INT(calls("evalsha", "/pr"), 0);
 
     /* Stale for this asker: the copy comes with the lease. */
     struct acq x = acquire(&a, "/pr", now + 60001, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
     CHECK(x.value != NULL && x.lease != NULL);
     CHECK_EQ_STR(corral_value_body(x.value), "{\"x\":1}");
-    CHECK_EQ_INT(calls("evalsha") - scripts, 1);
+    CHECK_EQ_INT(calls("evalsha", "/pr"), 1);
     corral_value_unref(x.value);
     struct corral_outcome gone = {.kind = CORRAL_OUTCOME_ABANDONED};
     corral_redis_tier_ops.release(a.tier, x.lease, &gone);
@@ -410,14 +431,52 @@ test_plain_read(void)
     CHECK_EQ_INT(stats(&a).large_found - st.large_found, 1);
 
     /* Missing: the script, and the lease. */
-    scripts = calls("evalsha");
     x = acquire(&a, "/none", now, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
-    CHECK_EQ_INT(calls("evalsha") - scripts, 1);
+    CHECK_EQ_INT(calls("getrange", "/none"), 1);
+    CHECK_EQ_INT(calls("evalsha", "/none"), 1);
     corral_redis_tier_ops.release(a.tier, x.lease, &gone);
     run_for(base, 50);
     corral_value_unref(v);
     inst_free(&a);
+
+    /* While misses prevail (a cold start), an acquire goes straight to
+     * the script: one round trip; hits it finds bring the read back. */
+    struct inst b = inst_new(300, NULL);
+    char key[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "/cold%d", i);
+        x = acquire(&b, key, now, 0);
+        CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+        corral_redis_tier_ops.release(b.tier, x.lease, &gone);
+    }
+    run_for(base, 50);
+    x = acquire(&b, "/cold-last", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    CHECK_EQ_INT(calls("getrange", "/cold-last"), 0);
+    CHECK_EQ_INT(calls("evalsha", "/cold-last"), 1);
+    corral_redis_tier_ops.release(b.tier, x.lease, &gone);
+    v = value("/warm", "{}", now - 10, now + 60000);
+    corral_redis_tier_ops.set(b.tier, v, 60000);
+    run_for(base, 50);
+    int via_script = 0;
+    for (int i = 0; i < 40 && calls("getrange", "/warm") == 0;
+         i++, via_script++) {
+        x = acquire(&b, "/warm", now, 0);
+        CHECK_EQ_INT(x.verdict, CORRAL_TIER_VALUE);
+        corral_value_unref(x.value);
+    }
+    CHECK(via_script > 1 && via_script < 40);
+    long long scripts = calls("evalsha", "/warm");
+    x = acquire(&b, "/warm", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_VALUE);
+    corral_value_unref(x.value);
+    CHECK_EQ_INT(calls("evalsha", "/warm"), scripts);
+    CHECK_EQ_INT(calls("getrange", "/warm"), 2);
+    corral_value_unref(v);
+    inst_free(&b);
+    freeReplyObject(sync_cmd("CONFIG SET slowlog-log-slower-than 10000"));
+    freeReplyObject(sync_cmd("SLOWLOG RESET"));
 }
 
 /* One holder fleet-wide: won, held (with the holder's time left), the

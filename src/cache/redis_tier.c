@@ -9,9 +9,11 @@
  * slot, and given back with the fill's outcome.
  *
  * A value is read with a plain GETRANGE of at most max_value + 1 bytes, no
- * script: a get, and an acquire's first step, which answers a fresh value
- * at once; only a missing, stale or unusable one costs the acquire script,
- * which reads it again and takes the lease in one step.
+ * script: a get, and an acquire's first step while most recent acquires
+ * found a fresh value, which is answered at once; only a missing, stale or
+ * unusable one costs the acquire script, which reads it again and takes
+ * the lease in one step. While most found none (a cold start), acquires
+ * go straight to the script: a miss pays one round trip, not two.
  *
  * Names: a key's value and lease (which holds a failed fill's outcome)
  * share the key's hash tag (corral_redis_tagged_name()), so one script
@@ -52,6 +54,8 @@
 #define OWN_MAX 64           /* own purges whose message may still come */
 #define OWN_MS 2000          /* how long an own purge's message is awaited */
 #define MESSAGE_MAX 200      /* bytes of a failure's message kept */
+#define SHARE_ONE 1024       /* hit_share: all of the recent acquires */
+#define SHARE_SHIFT 4        /* hit_share averages over about 2^4 of them */
 /* How often the epoch is read anyway: Redis can lose its data (FLUSHALL)
  * without dropping a connection, so no resync would follow. */
 #define EPOCH_EVERY_MS 1000
@@ -145,6 +149,8 @@ struct corral_redis_tier {
     size_t own_next;
     struct event *tick_ev; /* renew, resync, replay */
     struct corral_redis_tier_stats stats;
+    unsigned hit_share; /* of recent acquires, found a fresh value: of
+                         * SHARE_ONE, a moving average */
 };
 
 /* ---- scripts ---- */
@@ -554,13 +560,27 @@ give_back_late(struct corral_redis_tier *t, struct op *op)
     give_back(t, op);
 }
 
+/* An acquire found a fresh value (hit) or not: counted, and the share of
+ * hits that decides whether the next acquire reads first. */
+static void
+tally(struct corral_redis_tier *t, bool hit)
+{
+    if (hit) {
+        t->stats.hits++;
+        t->hit_share += (SHARE_ONE - t->hit_share) >> SHARE_SHIFT;
+    } else {
+        t->stats.misses++;
+        t->hit_share -= t->hit_share >> SHARE_SHIFT;
+    }
+}
+
 static void
 answer_won(struct corral_redis_tier *t, struct op *op,
            struct corral_value *stale)
 {
     struct corral_tier_answer a = {
         .verdict = CORRAL_TIER_WON, .value = stale, .lease = op->lease};
-    t->stats.misses++;
+    tally(t, false);
     t->stats.leases_won++;
     op->lease = NULL;
     TAILQ_INSERT_TAIL(&t->held, a.lease, link);
@@ -644,7 +664,7 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     switch (kind) {
     case 0:
         if (a.value != NULL) {
-            t->stats.hits++;
+            tally(t, true);
             a.verdict = CORRAL_TIER_VALUE;
         }
         break;
@@ -653,14 +673,14 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         op_free(op);
         return;
     case 2: {
-        t->stats.misses++;
+        tally(t, false);
         uint64_t poll = deaf(t) ? POLL_DEAF_MS : POLL_HEARING_MS;
         a.verdict = CORRAL_TIER_HELD;
         a.ms = ms >= 0 && (uint64_t)ms + 10 < poll ? (uint64_t)ms + 10 : poll;
         break;
     }
     case 3:
-        t->stats.misses++;
+        tally(t, false);
         a.verdict = CORRAL_TIER_FAILED;
         a.ms = ms > 0 ? (uint64_t)ms : 1;
         parse_outcome(rep->elements > 3 ? rep->element[3] : NULL, &a.error, msg,
@@ -787,7 +807,7 @@ split_value_reply(const redisReply *rep, int error, void *arg)
     if (v != NULL && fresh(v, &op->want)) {
         if (holding)
             give_back(t, op);
-        t->stats.hits++;
+        tally(t, true);
         struct corral_tier_answer a = {.verdict = CORRAL_TIER_VALUE,
                                        .value = v};
         acquire_answer(op, &a);
@@ -824,7 +844,6 @@ send_acquire(struct corral_redis_tier *t, struct op *op)
     struct kbuf k, l;
     char now[24], newer[24], ms[16];
     op->step = STEP_BOTH;
-    relist(t, op);
     op->lease = lease_new(t, op->key, op->keylen);
     kbuf_make(&k, t, KIND_VALUE, op->key, op->keylen);
     kbuf_make(&l, t, KIND_LEASE, op->key, op->keylen);
@@ -859,7 +878,7 @@ read_reply(const redisReply *rep, int error, void *arg)
     struct corral_value *v = read_value(t, rep, &error, op->key, op->keylen);
     op->counted = t->stats.bad_values + t->stats.large_found != unusable;
     if (v != NULL && fresh(v, &op->want)) {
-        t->stats.hits++;
+        tally(t, true);
         struct corral_tier_answer a = {.verdict = CORRAL_TIER_VALUE,
                                        .value = v};
         acquire_answer(op, &a);
@@ -875,8 +894,10 @@ read_reply(const redisReply *rep, int error, void *arg)
         op_free(op);
         return;
     }
-    if (arm_deadline(t, op))
+    if (arm_deadline(t, op)) {
+        relist(t, op);
         send_acquire(t, op);
+    }
 }
 
 static void
@@ -889,6 +910,10 @@ redis_acquire(void *ctx, const void *key, size_t keylen,
     op->acquire_cb = cb;
     op->want = *want;
     op->deadline = corral_now_ms() + corral_redis_timeout(t->conn);
+    if (t->hit_share < SHARE_ONE / 2) {
+        send_acquire(t, op);
+        return;
+    }
     op->step = STEP_READ;
     send_read(t, key, keylen, read_reply, op);
 }
@@ -1629,6 +1654,7 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     t->plen = strlen(prefix);
     t->max_value = o && o->max_value_bytes ? o->max_value_bytes : 1u << 20;
     snprintf(t->max_value_str, sizeof(t->max_value_str), "%zu", t->max_value);
+    t->hit_share = SHARE_ONE; /* read first, until misses prevail */
     if (asprintf(&t->channel, "%sl2:%u", prefix, db) < 0 ||
         asprintf(&t->stream, "%s" CORRAL_REDIS_FLEET_TAG "purges", prefix) <
             0 ||
