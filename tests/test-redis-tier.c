@@ -565,23 +565,25 @@ test_leases(void)
 static void
 test_late_lease(void)
 {
-    struct inst a = inst_new(100, NULL);
-    freeReplyObject(sync_cmd("CLIENT PAUSE 400 WRITE"));
+    /* The read must answer within the timeout on a loaded machine; the
+     * pause outlasts it well. */
+    struct inst a = inst_new(300, NULL);
+    freeReplyObject(sync_cmd("CLIENT PAUSE 1000 WRITE"));
     struct acq x = acquire(&a, "/late", 1000, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
     CHECK_EQ_INT(x.error, -ETIMEDOUT);
     CHECK_EQ_INT(stats(&a).late_leases, 0);
-    RUN_UNTIL(base, stats(&a).late_leases > 0, 2000);
+    RUN_UNTIL(base, stats(&a).late_leases > 0, 3000);
     CHECK_EQ_INT(stats(&a).late_leases, 1);
     run_for(base, 50);
     CHECK_EQ_INT(pttl(LNAME("/late")), -2);
     /* The tier goes while a late reply is owed: it finds the tier gone
      * (ASan and valgrind watch), and the lease it got dies in a second. */
-    freeReplyObject(sync_cmd("CLIENT PAUSE 300 WRITE"));
+    freeReplyObject(sync_cmd("CLIENT PAUSE 800 WRITE"));
     x = acquire(&a, "/orphan", 1000, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
     corral_redis_tier_free(a.tier);
-    RUN_UNTIL(base, pttl(LNAME("/orphan")) > 0, 2000);
+    RUN_UNTIL(base, pttl(LNAME("/orphan")) > 0, 3000);
     CHECK(pttl(LNAME("/orphan")) <= 1000);
     corral_redis_free(a.conn);
     /* Stalled at the plain read: that times out, no script follows. */
