@@ -93,7 +93,7 @@ struct op {
     enum acquire_step step;          /* OP_ACQUIRE: */
     struct corral_tier_want want;
     uint64_t deadline;          /* monotonic ms: answered by then */
-    struct event *deadline_ev;  /* past STEP_BOTH only */
+    struct event *deadline_ev;  /* from the second step on */
     struct corral_value *stale; /* read before: for the answer */
     bool counted;               /* STEP_READ counted an unusable value */
     unsigned slot;              /* OP_RENEW: its leases' */
