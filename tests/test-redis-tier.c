@@ -8,6 +8,7 @@
  * Redis lost its data; a key's names share one slot whatever its bytes. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <strings.h>
 
 #include "corral/cache.h"
 #include "corral/cluster.h"
@@ -312,6 +313,172 @@ test_values(void)
     inst_free(&a);
 }
 
+/* Commands Redis ran (its slow log, which logs every command while the
+ * test runs) named cmd with one of the key's names (value or lease) among
+ * their arguments: scripts of the tier's own (the epoch read, the resync)
+ * do not count. */
+static long long
+calls(const char *cmd, const char *key)
+{
+    redisReply *r = sync_cmd("SLOWLOG GET -1");
+    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY);
+    const char *vn = VNAME(key), *ln = LNAME(key);
+    long long n = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+            e->element[3]->type != REDIS_REPLY_ARRAY ||
+            e->element[3]->elements < 2)
+            continue;
+        const redisReply *args = e->element[3];
+        if (strcasecmp(args->element[0]->str, cmd) != 0)
+            continue;
+        for (size_t j = 1; j < args->elements; j++)
+            if (strcmp(args->element[j]->str, vn) == 0 ||
+                strcmp(args->element[j]->str, ln) == 0) {
+                n++;
+                break;
+            }
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+/* An acquire reads the value with a plain GETRANGE first: a fresh value
+ * is answered with no script at all; a stale, missing, too large or
+ * foreign one (a hash under the name: WRONGTYPE, counted once, and no
+ * failure of Redis) goes on to the acquire script, which takes the lease
+ * and hands back the stale copy. After a run of misses it goes to the
+ * script at once, until hits prevail again. */
+static void
+test_plain_read(void)
+{
+    freeReplyObject(sync_cmd("CONFIG SET slowlog-log-slower-than 0"));
+    freeReplyObject(sync_cmd("CONFIG SET slowlog-max-len 100000"));
+    struct inst a = inst_new(300, NULL);
+    uint64_t now = 1000000;
+    struct corral_value *v = value("/pr", "{\"x\":1}", now - 10, now + 60000);
+    corral_redis_tier_ops.set(a.tier, v, 60000);
+    run_for(base, 50);
+    freeReplyObject(sync_cmd("SLOWLOG RESET"));
+    for (int i = 0; i < 5; i++) {
+        struct acq x = acquire(&a, "/pr", now, 0);
+        CHECK_EQ_INT(x.verdict, CORRAL_TIER_VALUE);
+        CHECK(x.value != NULL && x.lease == NULL);
+        CHECK_EQ_STR(corral_value_body(x.value), "{\"x\":1}");
+        corral_value_unref(x.value);
+    }
+    CHECK_EQ_INT(calls("getrange", "/pr"), 5);
+    CHECK_EQ_INT(calls("evalsha", "/pr"), 0);
+
+    /* Stale for this asker: the copy comes with the lease. */
+    struct acq x = acquire(&a, "/pr", now + 60001, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    CHECK(x.value != NULL && x.lease != NULL);
+    CHECK_EQ_STR(corral_value_body(x.value), "{\"x\":1}");
+    CHECK_EQ_INT(calls("evalsha", "/pr"), 1);
+    corral_value_unref(x.value);
+    struct corral_outcome gone = {.kind = CORRAL_OUTCOME_ABANDONED};
+    corral_redis_tier_ops.release(a.tier, x.lease, &gone);
+    /* Older than the copy a refresh has: the same. */
+    x = acquire(&a, "/pr", now, now - 10);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    CHECK(x.lease != NULL);
+    corral_value_unref(x.value);
+    corral_redis_tier_ops.release(a.tier, x.lease, &gone);
+    run_for(base, 50);
+
+    /* Unusable: counted once, the lease taken, Redis still up. */
+    struct corral_redis_stats rs0, rs1;
+    corral_redis_stats(a.conn, &rs0);
+    struct corral_redis_tier_stats st = stats(&a);
+    char big[MAX_VALUE + 2];
+    memset(big, 'x', MAX_VALUE + 1);
+    big[MAX_VALUE + 1] = '\0';
+    freeReplyObject(sync_cmd("SET %s %s", VNAME("/big"), big));
+    freeReplyObject(sync_cmd("HSET %s f v", VNAME("/hash")));
+    freeReplyObject(sync_cmd("SET %s garbage", VNAME("/junk")));
+    const char *keys[3] = {"/big", "/hash", "/junk"};
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 3; i++) {
+            x = acquire(&a, keys[i], now, 0);
+            CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+            CHECK(x.value == NULL && x.lease != NULL);
+            corral_redis_tier_ops.release(a.tier, x.lease, &gone);
+        }
+    CHECK_EQ_INT(stats(&a).large_found - st.large_found, 2);
+    CHECK_EQ_INT(stats(&a).bad_values - st.bad_values, 4);
+    corral_redis_stats(a.conn, &rs1);
+    CHECK_EQ_INT(rs1.errors - rs0.errors, 0);
+    CHECK_EQ_INT(rs1.state, CORRAL_REDIS_UP);
+    /* Exactly max_value bytes is not too large: read, and a bad value. */
+    freeReplyObject(
+        sync_cmd("SET %s %b", VNAME("/edge"), big, (size_t)MAX_VALUE - 1));
+    st = stats(&a);
+    struct got g = get(&a, "/edge");
+    CHECK_EQ_INT(g.error, -ENOENT);
+    CHECK_EQ_INT(stats(&a).large_found - st.large_found, 0);
+    CHECK_EQ_INT(stats(&a).bad_values - st.bad_values, 1);
+    freeReplyObject(
+        sync_cmd("SET %s %b", VNAME("/edge"), big, (size_t)MAX_VALUE));
+    g = get(&a, "/edge");
+    CHECK_EQ_INT(g.error, -ENOENT);
+    CHECK_EQ_INT(stats(&a).large_found - st.large_found, 0);
+    CHECK_EQ_INT(stats(&a).bad_values - st.bad_values, 2);
+    freeReplyObject(sync_cmd("APPEND %s x", VNAME("/edge")));
+    g = get(&a, "/edge");
+    CHECK_EQ_INT(g.error, -ENOENT);
+    CHECK_EQ_INT(stats(&a).large_found - st.large_found, 1);
+
+    /* Missing: the script, and the lease. */
+    x = acquire(&a, "/none", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    CHECK_EQ_INT(calls("getrange", "/none"), 1);
+    CHECK_EQ_INT(calls("evalsha", "/none"), 1);
+    corral_redis_tier_ops.release(a.tier, x.lease, &gone);
+    run_for(base, 50);
+    corral_value_unref(v);
+    inst_free(&a);
+
+    /* While misses prevail (a cold start), an acquire goes straight to
+     * the script: one round trip; hits it finds bring the read back. */
+    struct inst b = inst_new(300, NULL);
+    char key[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "/cold%d", i);
+        x = acquire(&b, key, now, 0);
+        CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+        corral_redis_tier_ops.release(b.tier, x.lease, &gone);
+    }
+    run_for(base, 50);
+    x = acquire(&b, "/cold-last", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_WON);
+    CHECK_EQ_INT(calls("getrange", "/cold-last"), 0);
+    CHECK_EQ_INT(calls("evalsha", "/cold-last"), 1);
+    corral_redis_tier_ops.release(b.tier, x.lease, &gone);
+    v = value("/warm", "{}", now - 10, now + 60000);
+    corral_redis_tier_ops.set(b.tier, v, 60000);
+    run_for(base, 50);
+    int via_script = 0;
+    for (int i = 0; i < 40 && calls("getrange", "/warm") == 0;
+         i++, via_script++) {
+        x = acquire(&b, "/warm", now, 0);
+        CHECK_EQ_INT(x.verdict, CORRAL_TIER_VALUE);
+        corral_value_unref(x.value);
+    }
+    CHECK(via_script > 1 && via_script < 40);
+    long long scripts = calls("evalsha", "/warm");
+    x = acquire(&b, "/warm", now, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_VALUE);
+    corral_value_unref(x.value);
+    CHECK_EQ_INT(calls("evalsha", "/warm"), scripts);
+    CHECK_EQ_INT(calls("getrange", "/warm"), 2);
+    corral_value_unref(v);
+    inst_free(&b);
+    freeReplyObject(sync_cmd("CONFIG SET slowlog-log-slower-than 10000"));
+    freeReplyObject(sync_cmd("SLOWLOG RESET"));
+}
+
 /* One holder fleet-wide: won, held (with the holder's time left), the
  * holder's renewals keep it past a second, its outcome reaches the other
  * instance (not itself), and a failure outcome answers every acquire until
@@ -391,32 +558,59 @@ test_leases(void)
     corral_value_unref(v);
 }
 
-/* Redis stalls while an acquire is out: the asker hears "cannot tell" at
- * its timeout; the lease Redis grants when it resumes is given back at
- * once, not left for a second. */
+/* Redis stalls while an acquire script is out (CLIENT PAUSE WRITE holds
+ * scripts, not the plain read before them): the asker hears "cannot
+ * tell" at its timeout; the lease Redis grants when it resumes is given
+ * back at once, not left for a second. */
 static void
 test_late_lease(void)
 {
-    struct inst a = inst_new(100, NULL);
-    redisd_stop();
+    /* Misses first, so acquires go straight to the script: a plain read
+     * would queue behind any script of the tier's own that the pause
+     * holds on the one connection. The pause ends as soon as the acquire
+     * timed out (more timeouts in a row would take the connection for
+     * stuck and drop the late reply with it). */
+    struct inst a = inst_new(300, NULL);
+    struct corral_outcome gone = {.kind = CORRAL_OUTCOME_ABANDONED};
+    for (int i = 0; i < 20; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "/miss%d", i);
+        struct acq m = acquire(&a, key, 1000, 0);
+        CHECK_EQ_INT(m.verdict, CORRAL_TIER_WON);
+        corral_redis_tier_ops.release(a.tier, m.lease, &gone);
+    }
+    run_for(base, 50);
+    freeReplyObject(sync_cmd("CLIENT PAUSE 10000 WRITE"));
     struct acq x = acquire(&a, "/late", 1000, 0);
+    freeReplyObject(sync_cmd("CLIENT UNPAUSE"));
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
     CHECK_EQ_INT(x.error, -ETIMEDOUT);
-    redisd_cont();
-    RUN_UNTIL(base, stats(&a).late_leases > 0, 2000);
+    CHECK_EQ_INT(stats(&a).late_leases, 0);
+    RUN_UNTIL(base, stats(&a).late_leases > 0, 3000);
     CHECK_EQ_INT(stats(&a).late_leases, 1);
     run_for(base, 50);
     CHECK_EQ_INT(pttl(LNAME("/late")), -2);
     /* The tier goes while a late reply is owed: it finds the tier gone
      * (ASan and valgrind watch), and the lease it got dies in a second. */
-    redisd_stop();
+    freeReplyObject(sync_cmd("CLIENT PAUSE 10000 WRITE"));
     x = acquire(&a, "/orphan", 1000, 0);
     CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
     corral_redis_tier_free(a.tier);
-    redisd_cont();
-    run_for(base, 100);
+    freeReplyObject(sync_cmd("CLIENT UNPAUSE"));
+    RUN_UNTIL(base, pttl(LNAME("/orphan")) > 0, 3000);
     CHECK(pttl(LNAME("/orphan")) <= 1000);
     corral_redis_free(a.conn);
+    /* Stalled at the plain read: that times out, no script follows. */
+    struct inst c = inst_new(100, NULL);
+    redisd_stop();
+    x = acquire(&c, "/stopped", 1000, 0);
+    CHECK_EQ_INT(x.verdict, CORRAL_TIER_UNKNOWN);
+    CHECK_EQ_INT(x.error, -ETIMEDOUT);
+    redisd_cont();
+    run_for(base, 200);
+    CHECK_EQ_INT(pttl(LNAME("/stopped")), -2);
+    CHECK_EQ_INT(stats(&c).late_leases, 0);
+    inst_free(&c);
 }
 
 struct done {
@@ -553,6 +747,7 @@ main(void)
     redisd_setup();
     RUN(test_names);
     RUN(test_values);
+    RUN(test_plain_read);
     RUN(test_leases);
     RUN(test_late_lease);
     RUN(test_purges);

@@ -2,9 +2,11 @@
  * on a connection of corral/redis.h. It implements the fleet protocol's
  * Layer-1 half: values stored binary-safe and versioned with PX expiry
  * (anything else under a key is a counted miss, and nothing larger than
- * max_value_bytes is written or read), the acquire script (a usable value,
- * else the key's lease, in one round trip), leases that live a second and
- * are renewed while their fill runs, fill outcomes published to the fleet,
+ * max_value_bytes is written or read), acquire (a usable value by a
+ * plain read, else the key's lease by a script that reads it again; the
+ * script at once while misses prevail, so a miss is one round trip after
+ * a cold start), leases that live a second and are renewed while their
+ * fill runs, fill outcomes published to the fleet,
  * purges confirmed by Redis (or queued and replayed), and the resync of a
  * subscriber that was deaf (the purge log replayed; every copy dropped when
  * it cannot be). Every command answers within the connection's timeout. It

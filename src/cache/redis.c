@@ -560,6 +560,14 @@ is_redirection(const char *err)
            strncmp(err, "TRYAGAIN", 8) == 0;
 }
 
+/* An answer about the data, from a working server: a plain read of a key
+ * that holds no string (WRONGTYPE); the caller's business, not a failure. */
+static bool
+is_data_error(const char *err)
+{
+    return strncmp(err, "WRONGTYPE", 9) == 0;
+}
+
 static void
 cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -588,7 +596,8 @@ cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (rep == NULL) {
         r->stats.errors++;
         error = -EIO;
-    } else if (rep->type == REDIS_REPLY_ERROR && is_redirection(rep->str)) {
+    } else if (rep->type == REDIS_REPLY_ERROR &&
+               (is_redirection(rep->str) || is_data_error(rep->str))) {
         r->timeouts_in_row = 0;
         note_ok(r);
         error = -EIO;

@@ -8,6 +8,13 @@
  * holds are listed too, renewed together every RENEW_MS by one script per
  * slot, and given back with the fill's outcome.
  *
+ * A value is read with a plain GETRANGE of at most max_value + 1 bytes, no
+ * script: a get, and an acquire's first step while most recent acquires
+ * found a fresh value, which is answered at once; only a missing, stale or
+ * unusable one costs the acquire script, which reads it again and takes
+ * the lease in one step. While most found none (a cold start), acquires
+ * go straight to the script: a miss pays one round trip, not two.
+ *
  * Names: a key's value and lease (which holds a failed fill's outcome)
  * share the key's hash tag (corral_redis_tagged_name()), so one script
  * may touch both on a cluster; the purge log and its epoch share the
@@ -47,6 +54,8 @@
 #define OWN_MAX 64           /* own purges whose message may still come */
 #define OWN_MS 2000          /* how long an own purge's message is awaited */
 #define MESSAGE_MAX 200      /* bytes of a failure's message kept */
+#define SHARE_ONE 1024       /* hit_share: all of the recent acquires */
+#define SHARE_SHIFT 4        /* hit_share averages over about 2^4 of them */
 /* How often the epoch is read anyway: Redis can lose its data (FLUSHALL)
  * without dropping a connection, so no resync would follow. */
 #define EPOCH_EVERY_MS 1000
@@ -56,6 +65,7 @@ enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE, OP_RENEW };
 /* Where an acquire is. Past STEP_BOTH, the key's slot is being migrated
  * and its names are asked one at a time. */
 enum acquire_step {
+    STEP_READ,    /* the value alone, by a plain read: fresh, or go on */
     STEP_BOTH,    /* the acquire script: value and lease at once */
     STEP_VALUE,   /* the value alone */
     STEP_LEASE,   /* the lease alone */
@@ -83,8 +93,9 @@ struct op {
     enum acquire_step step;          /* OP_ACQUIRE: */
     struct corral_tier_want want;
     uint64_t deadline;          /* monotonic ms: answered by then */
-    struct event *deadline_ev;  /* past STEP_BOTH only */
-    struct corral_value *stale; /* read past STEP_BOTH: for the answer */
+    struct event *deadline_ev;  /* from the second step on */
+    struct corral_value *stale; /* read before: for the answer */
+    bool counted;               /* STEP_READ counted an unusable value */
     unsigned slot;              /* OP_RENEW: its leases' */
     bool replayed;              /* OP_PURGE: from the replay queue */
     size_t keylen;
@@ -114,17 +125,18 @@ struct corral_redis_tier {
     char *channel; /* prefix "l2:" db */
     char *stream, *epoch_key;
     size_t max_value;
-    char id[48];         /* this instance, in the fleet */
-    uint64_t seq;        /* lease tokens */
-    char epoch_new[80];  /* what this instance writes if Redis has none */
-    uint64_t epochs;     /* proposed: each proposal is new */
-    char epoch[64];      /* Redis's, as last read; "" before */
-    char last_id[48];    /* the last purge log entry applied */
-    bool resync_pending; /* deaf, or (re)subscribed but not resynced */
-    bool resync_lost;    /* this resync found purges missed */
+    char max_value_str[24]; /* in digits: a read's last byte, a script's */
+    char id[48];            /* this instance, in the fleet */
+    uint64_t seq;           /* lease tokens */
+    char epoch_new[80];     /* what this instance writes if Redis has none */
+    uint64_t epochs;        /* proposed: each proposal is new */
+    char epoch[64];         /* Redis's, as last read; "" before */
+    char last_id[48];       /* the last purge log entry applied */
+    bool resync_pending;    /* deaf, or (re)subscribed but not resynced */
+    bool resync_lost;       /* this resync found purges missed */
     bool resync_running;
     struct corral_redis_script *acquire, *lease, *release, *renew, *purge_key,
-        *purge_outcome, *purge_log, *resync, *get, *epoch_read;
+        *purge_outcome, *purge_log, *resync, *epoch_read;
     struct event *epoch_ev; /* EPOCH_EVERY_MS */
     bool epoch_asking;
     const struct corral_tier_events *ev;
@@ -137,6 +149,8 @@ struct corral_redis_tier {
     size_t own_next;
     struct event *tick_ev; /* renew, resync, replay */
     struct corral_redis_tier_stats stats;
+    unsigned hit_share; /* of recent acquires, found a fresh value: of
+                         * SHARE_ONE, a moving average */
 };
 
 /* ---- scripts ---- */
@@ -256,10 +270,6 @@ static const char resync_script[] =
 static const char epoch_script[] = "redis.call('set', KEYS[1], ARGV[1], 'NX') "
                                    "return redis.call('get', KEYS[1])";
 
-/* KEYS: value. ARGV: max bytes. */
-static const char get_script[] = LUA_READ "return read(KEYS[1], "
-                                          "tonumber(ARGV[1]))";
-
 /* ---- keys ---- */
 
 /* A key's value and lease: tagged names (corral/redis.h). */
@@ -340,32 +350,70 @@ op_free(struct op *op)
 
 /* ---- values ---- */
 
-/* The value in a reply element: decoded and checked against key, or NULL
- * (counted when it was there but unusable). */
+/* The value in a script's reply element: decoded and checked against
+ * key, or NULL (counted when it was there but unusable, unless count is
+ * false: a plain read counted it already). */
 static struct corral_value *
 value_of(struct corral_redis_tier *t, const redisReply *e, const void *key,
-         size_t keylen)
+         size_t keylen, bool count)
 {
     if (e == NULL || e->type == REDIS_REPLY_NIL)
         return NULL;
     if (e->type == REDIS_REPLY_INTEGER) {
-        if (e->integer == 1)
+        if (count && e->integer == 1)
             t->stats.large_found++;
-        else
+        else if (count)
             t->stats.bad_values++;
         return NULL;
     }
-    if (e->type != REDIS_REPLY_STRING) {
-        t->stats.bad_values++;
-        return NULL;
-    }
     struct corral_value *v;
-    if (corral_l2_decode(e->str, (size_t)e->len, key, keylen, &v) !=
-        CORRAL_L2_OK) {
-        t->stats.bad_values++;
+    if (e->type != REDIS_REPLY_STRING ||
+        corral_l2_decode(e->str, (size_t)e->len, key, keylen, &v) !=
+            CORRAL_L2_OK) {
+        t->stats.bad_values += count;
         return NULL;
     }
     return v;
+}
+
+/* Reads the value of key with GETRANGE name 0 max_value: a plain command,
+ * no script. Its reply: read_value(). */
+static void
+send_read(struct corral_redis_tier *t, const void *key, size_t keylen,
+          corral_redis_reply_cb *cb, void *arg)
+{
+    struct kbuf k;
+    kbuf_make(&k, t, KIND_VALUE, key, keylen);
+    const char *argv[4] = {"GETRANGE", k.p, "0", t->max_value_str};
+    size_t lens[4] = {8, k.len, 1, strlen(t->max_value_str)};
+    corral_redis_command(t->conn, cb, arg, 4, argv, lens);
+    kbuf_free(&k);
+}
+
+/* The value in send_read()'s reply: decoded and checked against key, or
+ * NULL: absent (an empty string), or counted as unusable: larger than
+ * max_value (max_value + 1 bytes came), not a string (WRONGTYPE: *error
+ * is then 0, Redis answered) or not a value of this key. *error is the
+ * reply's, else. */
+static struct corral_value *
+read_value(struct corral_redis_tier *t, const redisReply *rep, int *error,
+           const void *key, size_t keylen)
+{
+    if (*error == -EIO && rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+        strncmp(rep->str, "WRONGTYPE", 9) == 0) {
+        *error = 0;
+        t->stats.bad_values++;
+        return NULL;
+    }
+    if (*error != 0)
+        return NULL;
+    if (rep->type == REDIS_REPLY_STRING && rep->len == 0)
+        return NULL;
+    if (rep->type == REDIS_REPLY_STRING && (size_t)rep->len > t->max_value) {
+        t->stats.large_found++;
+        return NULL;
+    }
+    return value_of(t, rep, key, keylen, true);
 }
 
 static void
@@ -377,9 +425,7 @@ get_reply(const redisReply *rep, int error, void *arg)
         op_free(op);
         return;
     }
-    struct corral_value *v = NULL;
-    if (error == 0)
-        v = value_of(t, rep, op->key, op->keylen);
+    struct corral_value *v = read_value(t, rep, &error, op->key, op->keylen);
     if (v)
         t->stats.hits++;
     else
@@ -395,14 +441,7 @@ redis_get(void *ctx, const void *key, size_t keylen, corral_tier_get_cb *cb,
     struct corral_redis_tier *t = ctx;
     struct op *op = op_new(t, OP_GET, key, keylen, arg);
     op->get_cb = cb;
-    struct kbuf k;
-    char max[24];
-    kbuf_make(&k, t, KIND_VALUE, key, keylen);
-    snprintf(max, sizeof(max), "%zu", t->max_value);
-    const char *argv[2] = {k.p, max};
-    size_t lens[2] = {k.len, strlen(max)};
-    corral_redis_eval(t->conn, t->get, get_reply, op, 1, 2, argv, lens);
-    kbuf_free(&k);
+    send_read(t, key, keylen, get_reply, op);
 }
 
 static void
@@ -521,13 +560,27 @@ give_back_late(struct corral_redis_tier *t, struct op *op)
     give_back(t, op);
 }
 
+/* An acquire found a fresh value (hit) or not: counted, and the share of
+ * hits that decides whether the next acquire reads first. */
+static void
+tally(struct corral_redis_tier *t, bool hit)
+{
+    if (hit) {
+        t->stats.hits++;
+        t->hit_share += (SHARE_ONE - t->hit_share) >> SHARE_SHIFT;
+    } else {
+        t->stats.misses++;
+        t->hit_share -= t->hit_share >> SHARE_SHIFT;
+    }
+}
+
 static void
 answer_won(struct corral_redis_tier *t, struct op *op,
            struct corral_value *stale)
 {
     struct corral_tier_answer a = {
         .verdict = CORRAL_TIER_WON, .value = stale, .lease = op->lease};
-    t->stats.misses++;
+    tally(t, false);
     t->stats.leases_won++;
     op->lease = NULL;
     TAILQ_INSERT_TAIL(&t->held, a.lease, link);
@@ -599,7 +652,7 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         return;
     }
     /* The lease script carries no value: the one read before it. */
-    a.value = value_of(t, rep->element[1], op->key, op->keylen);
+    a.value = value_of(t, rep->element[1], op->key, op->keylen, !op->counted);
     if (a.value == NULL) {
         a.value = op->stale;
         op->stale = NULL;
@@ -611,7 +664,7 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     switch (kind) {
     case 0:
         if (a.value != NULL) {
-            t->stats.hits++;
+            tally(t, true);
             a.verdict = CORRAL_TIER_VALUE;
         }
         break;
@@ -620,14 +673,14 @@ acquire_reply(const redisReply *rep, int error, void *arg)
         op_free(op);
         return;
     case 2: {
-        t->stats.misses++;
+        tally(t, false);
         uint64_t poll = deaf(t) ? POLL_DEAF_MS : POLL_HEARING_MS;
         a.verdict = CORRAL_TIER_HELD;
         a.ms = ms >= 0 && (uint64_t)ms + 10 < poll ? (uint64_t)ms + 10 : poll;
         break;
     }
     case 3:
-        t->stats.misses++;
+        tally(t, false);
         a.verdict = CORRAL_TIER_FAILED;
         a.ms = ms > 0 ? (uint64_t)ms : 1;
         parse_outcome(rep->elements > 3 ? rep->element[3] : NULL, &a.error, msg,
@@ -683,36 +736,43 @@ static void split_value_reply(const redisReply *rep, int error, void *arg);
 static void
 split_value(struct corral_redis_tier *t, struct op *op, enum acquire_step step)
 {
-    struct kbuf k;
-    char max[24];
     op->step = step;
     relist(t, op);
-    kbuf_make(&k, t, KIND_VALUE, op->key, op->keylen);
-    snprintf(max, sizeof(max), "%zu", t->max_value);
-    const char *argv[2] = {k.p, max};
-    size_t lens[2] = {k.len, strlen(max)};
-    corral_redis_eval(t->conn, t->get, split_value_reply, op, 1, 2, argv, lens);
-    kbuf_free(&k);
+    send_read(t, op->key, op->keylen, split_value_reply, op);
 }
 
-static void
-split_start(struct corral_redis_tier *t, struct op *op)
+/* op takes a second step: all of it by the deadline of the first, which
+ * is armed now (once). Returns false when it has passed: op answered
+ * -ETIMEDOUT (with the value read, if any) and freed. */
+static bool
+arm_deadline(struct corral_redis_tier *t, struct op *op)
 {
     uint64_t now = corral_now_ms();
-    t->stats.split_acquires++;
     if (now >= op->deadline) {
         struct corral_tier_answer a = {.verdict = CORRAL_TIER_UNKNOWN,
-                                       .error = -ETIMEDOUT};
+                                       .error = -ETIMEDOUT,
+                                       .value = op->stale};
+        op->stale = NULL;
         acquire_answer(op, &a);
         op_free(op);
-        return;
+        return false;
     }
+    if (op->deadline_ev != NULL)
+        return true;
     op->deadline_ev = evtimer_new(t->base, split_deadline_cb, op);
     if (op->deadline_ev == NULL)
         abort(); /* the policy of xalloc.h */
     struct timeval tv = corral_ms_to_tv(op->deadline - now);
     evtimer_add(op->deadline_ev, &tv);
-    split_value(t, op, STEP_VALUE);
+    return true;
+}
+
+static void
+split_start(struct corral_redis_tier *t, struct op *op)
+{
+    t->stats.split_acquires++;
+    if (arm_deadline(t, op))
+        split_value(t, op, STEP_VALUE);
 }
 
 static void
@@ -743,12 +803,11 @@ split_value_reply(const redisReply *rep, int error, void *arg)
         op_free(op);
         return;
     }
-    struct corral_value *v =
-        error == 0 ? value_of(t, rep, op->key, op->keylen) : NULL;
+    struct corral_value *v = read_value(t, rep, &error, op->key, op->keylen);
     if (v != NULL && fresh(v, &op->want)) {
         if (holding)
             give_back(t, op);
-        t->stats.hits++;
+        tally(t, true);
         struct corral_tier_answer a = {.verdict = CORRAL_TIER_VALUE,
                                        .value = v};
         acquire_answer(op, &a);
@@ -776,6 +835,71 @@ split_value_reply(const redisReply *rep, int error, void *arg)
     split_lease(t, op);
 }
 
+/* The acquire script: the value read again and, unless fresh, the lease
+ * in one step (another instance may have stored the value, or taken the
+ * lease, since the plain read). */
+static void
+send_acquire(struct corral_redis_tier *t, struct op *op)
+{
+    struct kbuf k, l;
+    char now[24], newer[24], ms[16];
+    op->step = STEP_BOTH;
+    op->lease = lease_new(t, op->key, op->keylen);
+    kbuf_make(&k, t, KIND_VALUE, op->key, op->keylen);
+    kbuf_make(&l, t, KIND_LEASE, op->key, op->keylen);
+    snprintf(now, sizeof(now), "%" PRIu64, op->want.now_ms);
+    snprintf(newer, sizeof(newer), "%" PRIu64, op->want.newer_than);
+    snprintf(ms, sizeof(ms), "%d", LEASE_MS);
+    const char *argv[7] = {
+        k.p, l.p, now, newer, t->max_value_str, op->lease->token, ms};
+    size_t lens[7] = {k.len,
+                      l.len,
+                      strlen(now),
+                      strlen(newer),
+                      strlen(t->max_value_str),
+                      strlen(op->lease->token),
+                      strlen(ms)};
+    corral_redis_eval_late(t->conn, t->acquire, acquire_reply, acquire_late, op,
+                           2, 7, argv, lens);
+    kbuf_free(&k);
+    kbuf_free(&l);
+}
+
+static void
+read_reply(const redisReply *rep, int error, void *arg)
+{
+    struct op *op = arg;
+    struct corral_redis_tier *t = op_done(op);
+    if (t == NULL || op->acquire_cb == NULL) {
+        op_free(op); /* no lease asked for yet */
+        return;
+    }
+    uint64_t unusable = t->stats.bad_values + t->stats.large_found;
+    struct corral_value *v = read_value(t, rep, &error, op->key, op->keylen);
+    op->counted = t->stats.bad_values + t->stats.large_found != unusable;
+    if (v != NULL && fresh(v, &op->want)) {
+        tally(t, true);
+        struct corral_tier_answer a = {.verdict = CORRAL_TIER_VALUE,
+                                       .value = v};
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    op->stale = v;
+    if (error != 0) {
+        struct corral_tier_answer a = {
+            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
+        op->stale = NULL;
+        acquire_answer(op, &a);
+        op_free(op);
+        return;
+    }
+    if (arm_deadline(t, op)) {
+        relist(t, op);
+        send_acquire(t, op);
+    }
+}
+
 static void
 redis_acquire(void *ctx, const void *key, size_t keylen,
               const struct corral_tier_want *want, corral_tier_acquire_cb *cb,
@@ -784,25 +908,14 @@ redis_acquire(void *ctx, const void *key, size_t keylen,
     struct corral_redis_tier *t = ctx;
     struct op *op = op_new(t, OP_ACQUIRE, key, keylen, arg);
     op->acquire_cb = cb;
-    op->lease = lease_new(t, key, keylen);
     op->want = *want;
     op->deadline = corral_now_ms() + corral_redis_timeout(t->conn);
-    struct kbuf k, l;
-    char now[24], newer[24], max[24], ms[16];
-    kbuf_make(&k, t, KIND_VALUE, key, keylen);
-    kbuf_make(&l, t, KIND_LEASE, key, keylen);
-    snprintf(now, sizeof(now), "%" PRIu64, want->now_ms);
-    snprintf(newer, sizeof(newer), "%" PRIu64, want->newer_than);
-    snprintf(max, sizeof(max), "%zu", t->max_value);
-    snprintf(ms, sizeof(ms), "%d", LEASE_MS);
-    const char *argv[7] = {k.p, l.p, now, newer, max, op->lease->token, ms};
-    size_t lens[7] = {k.len,         l.len,       strlen(now),
-                      strlen(newer), strlen(max), strlen(op->lease->token),
-                      strlen(ms)};
-    corral_redis_eval_late(t->conn, t->acquire, acquire_reply, acquire_late, op,
-                           2, 7, argv, lens);
-    kbuf_free(&k);
-    kbuf_free(&l);
+    if (t->hit_share < SHARE_ONE / 2) {
+        send_acquire(t, op);
+        return;
+    }
+    op->step = STEP_READ;
+    send_read(t, key, keylen, read_reply, op);
 }
 
 static void
@@ -1540,6 +1653,8 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     t->prefix = xstrndup(prefix, strlen(prefix));
     t->plen = strlen(prefix);
     t->max_value = o && o->max_value_bytes ? o->max_value_bytes : 1u << 20;
+    snprintf(t->max_value_str, sizeof(t->max_value_str), "%zu", t->max_value);
+    t->hit_share = SHARE_ONE; /* read first, until misses prevail */
     if (asprintf(&t->channel, "%sl2:%u", prefix, db) < 0 ||
         asprintf(&t->stream, "%s" CORRAL_REDIS_FLEET_TAG "purges", prefix) <
             0 ||
@@ -1573,7 +1688,6 @@ corral_redis_tier_new(struct event_base *base, struct corral_redis *conn,
     t->purge_outcome = corral_redis_script_new(conn, purge_outcome_script);
     t->purge_log = corral_redis_script_new(conn, purge_log_script);
     t->resync = corral_redis_script_new(conn, resync_script);
-    t->get = corral_redis_script_new(conn, get_script);
     t->epoch_read = corral_redis_script_new(conn, epoch_script);
     if (corral_redis_subscribe(conn, t->channel, &listener, t) != 0) {
         snprintf(err, errlen, "redis tier: too many subscriptions");

@@ -81,6 +81,43 @@ get16(const char *p)
     return (size_t)(unsigned char)p[0] | (size_t)(unsigned char)p[1] << 8;
 }
 
+/* A head being rendered into a caller's buffer, by appends: no format
+ * string to interpret, as every value read from L2 has its heads rendered
+ * again to be compared. over: it did not fit. */
+struct out {
+    char *p;
+    size_t len, cap;
+    bool over;
+};
+
+static void
+out_mem(struct out *o, const char *s, size_t n)
+{
+    if (o->over || n > o->cap - o->len) {
+        o->over = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void
+out_str(struct out *o, const char *s)
+{
+    out_mem(o, s, strlen(s));
+}
+
+static void
+out_uint(struct out *o, uint64_t v)
+{
+    char b[20];
+    size_t i = sizeof(b);
+    do
+        b[--i] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    out_mem(o, b + i, sizeof(b) - i);
+}
+
 /* The strong ETag of a body's representation in coding c, from the
  * body's own ETag: identity's is that, the others add the coding's name
  * inside the quotes ("...-gzip"). */
@@ -117,22 +154,34 @@ render_aux(const char *etag, const size_t len[CORRAL_CODINGS], int status,
     for (int c = 0; c < CORRAL_CODINGS; c++) {
         if (c != CORRAL_CODING_IDENTITY && len[c] == 0)
             continue;
-        char tag[CORRAL_COMPUTE_ETAG_MAX], ce[40] = "";
+        char tag[CORRAL_COMPUTE_ETAG_MAX];
         coding_etag(etag, (enum corral_coding)c, tag);
-        if (c != CORRAL_CODING_IDENTITY)
-            snprintf(ce, sizeof(ce), "Content-Encoding: %s\r\n",
-                     corral_coding_name((enum corral_coding)c));
-        int n = snprintf(out + off, cap - off,
-                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                         "Content-Length: %zu\r\nETag: %s\r\n%s"
-                         "Vary: Accept-Encoding\r\n%s",
-                         status, http_status_str((enum http_status)status),
-                         ctype, len[c], tag, ce, extra);
-        if (n < 0 || (size_t)n >= cap - off || off + (size_t)n > UINT16_MAX)
+        struct out o = {.p = out + off, .cap = cap - off};
+        out_str(&o, "HTTP/1.1 ");
+        out_uint(&o, (uint64_t)status);
+        out_str(&o, " ");
+        out_str(&o, http_status_str((enum http_status)status));
+        out_str(&o, "\r\nContent-Type: ");
+        out_str(&o, ctype);
+        out_str(&o, "\r\nContent-Length: ");
+        out_uint(&o, len[c]);
+        out_str(&o, "\r\nETag: ");
+        out_str(&o, tag);
+        out_str(&o, "\r\n");
+        if (c != CORRAL_CODING_IDENTITY) {
+            out_str(&o, "Content-Encoding: ");
+            out_str(&o, corral_coding_name((enum corral_coding)c));
+            out_str(&o, "\r\n");
+        }
+        out_str(&o, "Vary: Accept-Encoding\r\n");
+        out_str(&o, extra);
+        /* Room for a NUL left, as snprintf() would. */
+        if (status < 0 || o.over || o.len >= cap - off ||
+            off + o.len > UINT16_MAX)
             return -1;
         put16(out + 4 * c, off);
-        put16(out + 4 * c + 2, (size_t)n);
-        off += (size_t)n;
+        put16(out + 4 * c + 2, o.len);
+        off += o.len;
     }
     return (int)off;
 }
