@@ -128,6 +128,10 @@ snapshot(bool l2)
         b->l2.state = w == 0 ? CORRAL_REDIS_UP : CORRAL_REDIS_DOWN;
         b->l2.switches = 1 + w;
         b->l2.moved = 5 + w;
+        b->l2.replies = 4;                 /* 300 µs, 300, 2 ms, 300 ms */
+        b->l2.reply_us = 300900 + w * 100; /* ... and 100 µs more on w 1 */
+        for (int k = 2; k < 11; k++)       /* within 500 µs and up */
+            b->l2.reply_le[k] = k < 4 ? 2 : 3;
         b->l2.ask = 2;
         b->l2.primaries = 3 + w; /* one worker read a map with a 4th */
         b->server.open = 2;
@@ -222,6 +226,13 @@ test_metrics(void)
     CHECK(has(t, "corral_l2_up 0\n")); /* one worker's Redis is down */
     CHECK(has(t, "corral_l2_sentinel_switches_total 3\n"));
     CHECK(has(t, "corral_l2_moved_total 11\n"));
+    CHECK(has(t, "corral_l2_reply_duration_seconds_bucket{le=\"0.00025\"} 0\n"
+                 "corral_l2_reply_duration_seconds_bucket{le=\"0.0005\"} 4\n"));
+    CHECK(has(t, "corral_l2_reply_duration_seconds_bucket{le=\"0.0025\"} 6\n"));
+    CHECK(has(t, "corral_l2_reply_duration_seconds_bucket{le=\"0.25\"} 6\n"
+                 "corral_l2_reply_duration_seconds_bucket{le=\"+Inf\"} 8\n"
+                 "corral_l2_reply_duration_seconds_sum 0.601900\n"
+                 "corral_l2_reply_duration_seconds_count 8\n"));
     CHECK(has(t, "corral_l2_ask_total 4\n"));
     CHECK(has(t, "corral_l2_cluster_primaries 4\n")); /* the most, no sum */
     CHECK(has(t, "corral_client_connections 4\n"));
@@ -234,7 +245,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 54);
+    CHECK_EQ_INT(helps, 55);
     CHECK_EQ_INT(types, helps);
     free(t);
 

@@ -106,6 +106,21 @@ test_commands(void)
     cmd(r, &x, 2, bad);
     CHECK_EQ_INT(x.error, -EIO);
     CHECK(strstr(x.str, "not an integer") != NULL);
+    /* Each reply is timed, the error's too: a BLPOP that waits 30 ms lands
+     * above the 25 ms bound. */
+    struct corral_redis_stats a, b;
+    corral_redis_stats(r, &a);
+    const char *blpop[3] = {"BLPOP", "t:none", "0.03"};
+    cmd(r, &x, 3, blpop);
+    CHECK_EQ_INT(x.error, 0);
+    corral_redis_stats(r, &b);
+    CHECK_EQ_INT(b.replies - a.replies, 1);
+    CHECK(b.reply_us - a.reply_us >= 30000);
+    CHECK_EQ_INT(b.reply_le[7] - a.reply_le[7], 0); /* not within 25 ms */
+    CHECK(a.replies >= 3);                          /* SET, GET, INCR */
+    for (int k = 1; k < CORRAL_REDIS_LATENCY_BUCKETS; k++)
+        CHECK(b.reply_le[k] >= b.reply_le[k - 1]); /* cumulative */
+    CHECK(b.reply_le[CORRAL_REDIS_LATENCY_BUCKETS - 1] <= b.replies);
     corral_redis_free(r);
 }
 

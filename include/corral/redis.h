@@ -66,6 +66,13 @@ enum corral_redis_state {
     CORRAL_REDIS_UP,
 };
 
+/* Upper bounds of the reply time histogram, µs. */
+#define CORRAL_REDIS_LATENCY_BOUNDS                                            \
+    {                                                                          \
+        100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000   \
+    }
+enum { CORRAL_REDIS_LATENCY_BUCKETS = 11 };
+
 struct corral_redis_stats {
     uint64_t commands;  /* given, sent or not */
     uint64_t timeouts;  /* answered -ETIMEDOUT */
@@ -80,6 +87,12 @@ struct corral_redis_stats {
     uint64_t primaries; /* cluster: primaries in the slot map now */
     enum corral_redis_state state; /* cluster: up when every slot's
                                     * primary is */
+    /* Replies, from the command's send to its reply (one answered after
+     * its timeout too; a lost connection's commands are not): how many,
+     * their total µs, and how many within each bound. */
+    uint64_t replies;
+    uint64_t reply_us;
+    uint64_t reply_le[CORRAL_REDIS_LATENCY_BUCKETS];
 };
 
 /* error 0: reply holds the answer (never an error reply). -EIO: reply is

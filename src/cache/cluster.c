@@ -941,6 +941,10 @@ corral_redis_cluster_node_stats(const struct corral_redis_cluster *cl,
         out->connects += st.connects;
         out->stuck += st.stuck;
         out->switches += st.switches;
+        out->replies += st.replies;
+        out->reply_us += st.reply_us;
+        for (int k = 0; k < CORRAL_REDIS_LATENCY_BUCKETS; k++)
+            out->reply_le[k] += st.reply_le[k];
         if (cl->nodes[i]->primary && st.state != CORRAL_REDIS_UP)
             out->state = CORRAL_REDIS_DOWN;
     }

@@ -63,6 +63,7 @@ struct cmd {
                                   * -ETIMEDOUT (or NULL, -EIO if none) */
     void *arg;
     uint64_t sent_ms;  /* monotonic */
+    uint64_t sent_us;  /* monotonic, for the reply time histogram */
     uint64_t deadline; /* monotonic ms */
     bool listed;       /* on pending or refused */
     bool done;         /* cb has fired: the reply only frees it */
@@ -568,6 +569,20 @@ is_data_error(const char *err)
     return strncmp(err, "WRONGTYPE", 9) == 0;
 }
 
+/* Counts a reply's time in the histogram. */
+static void
+note_reply_time(struct corral_redis *r, const struct cmd *c)
+{
+    static const uint64_t bounds[CORRAL_REDIS_LATENCY_BUCKETS] =
+        CORRAL_REDIS_LATENCY_BOUNDS;
+    uint64_t us = corral_now_us() - c->sent_us;
+    r->stats.replies++;
+    r->stats.reply_us += us;
+    for (int k = CORRAL_REDIS_LATENCY_BUCKETS - 1; k >= 0 && us <= bounds[k];
+         k--)
+        r->stats.reply_le[k]++;
+}
+
 static void
 cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -578,6 +593,7 @@ cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (rep != NULL) {
         r->last_reply_ms = corral_now_ms();
         r->timeouts_in_row = 0; /* slow, but answering: not stuck */
+        note_reply_time(r, c);
     }
     if (c->done) { /* answered at its timeout */
         if (c->late != NULL && c->timed_out)
@@ -702,6 +718,7 @@ command(struct corral_redis *r, corral_redis_reply_cb *cb,
         redisAsyncCommandArgv(r->ac, cmd_reply, c, argc, (const char **)argv,
                               lens) == REDIS_OK) {
         c->sent_ms = corral_now_ms();
+        c->sent_us = corral_now_us();
         c->deadline = c->sent_ms + r->timeout_ms;
         c->listed = true;
         bool first = TAILQ_EMPTY(&r->pending);

@@ -558,6 +558,28 @@ upstream_breaker(struct evbuffer *o, const struct family *f,
     }
 }
 
+/* The workers' Redis reply times, one histogram. */
+static void
+l2_durations(struct evbuffer *o, const struct family *f, const struct scrape *s)
+{
+    static const uint64_t bounds[CORRAL_REDIS_LATENCY_BUCKETS] =
+        CORRAL_REDIS_LATENCY_BOUNDS;
+    uint64_t le[CORRAL_REDIS_LATENCY_BUCKETS] = {0}, n = 0, us = 0;
+    for (size_t i = 0; i < s->nb; i++) {
+        const struct corral_redis_stats *st = &s->b[i]->l2;
+        for (int k = 0; k < CORRAL_REDIS_LATENCY_BUCKETS; k++)
+            le[k] += st->reply_le[k];
+        n += st->replies;
+        us += st->reply_us;
+    }
+    for (int k = 0; k < CORRAL_REDIS_LATENCY_BUCKETS; k++)
+        evbuffer_add_printf(o, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", f->name,
+                            (double)bounds[k] / 1e6, le[k]);
+    evbuffer_add_printf(o, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", f->name, n);
+    evbuffer_add_printf(o, "%s_sum %.6f\n", f->name, (double)us / 1e6);
+    evbuffer_add_printf(o, "%s_count %" PRIu64 "\n", f->name, n);
+}
+
 /* The most primaries any worker's slot map holds: one figure for the
  * cluster, not a sum over the workers. */
 static void
@@ -775,6 +797,10 @@ static const struct family families[] = {
      true,
      .samples = {{"result=\"replayed\"", .read = resyncs_replayed},
                  {"result=\"lost\"", AT(l2t.resync_losses)}}},
+    {"corral_l2_reply_duration_seconds", "histogram",
+     "Redis commands, from sent to answered (one answered after l2.timeout "
+     "too; a timed-out read is also counted in corral_l2_operations_total).",
+     true, .series = l2_durations},
     {"corral_l2_connects_total", "counter", "Connections made to Redis.", true,
      .samples = {{"", AT(l2.connects)}}},
     {"corral_l2_sentinel_switches_total", "counter",

@@ -95,6 +95,7 @@ for want in ("corral_requests_total", "corral_upstream_calls_total",
              "corral_l1_evictions_total", "corral_l2_up",
              "corral_l2_operations_total", "corral_l2_errors_total",
              "corral_upstream_call_duration_seconds_bucket",
+             "corral_l2_reply_duration_seconds_bucket", "corral_route_info",
              "corral_client_connections"):
     check(want in used, f"the dashboard shows {want}")
 heat = [p for p in panels if p["type"] == "heatmap"]
