@@ -1604,9 +1604,8 @@ static int
 parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
 {
     static const char *const keys[] = {
-        "listen",    "admin",  "workers", "access_log",    "l1", "l2",
-        "upstreams", "routes", "limits",  "drain_timeout", "listen_tls",
-        NULL,
+        "listen",    "admin",  "workers", "access_log",    "l1",         "l2",
+        "upstreams", "routes", "limits",  "drain_timeout", "listen_tls", NULL,
     };
     static const char *const l1_keys[] = {"max_bytes", NULL};
     struct jnode *m;

@@ -187,7 +187,7 @@ struct corral_config_route {
 
 struct corral_config {
     struct corral_config_addr listen;
-    struct corral_config_admin *admin; /* NULL: no admin listener */
+    struct corral_config_admin *admin;    /* NULL: no admin listener */
     struct corral_config_tls *listen_tls; /* NULL: no TLS port */
     unsigned workers; /* reactor processes, default 1; 0 = one per core */
     char *access_log; /* path, "-" (stdout) or NULL */

@@ -1037,7 +1037,8 @@ warn_restart(const struct corral_config *old, const struct corral_config *cfg)
         what[n++] = "listen";
     if ((old->listen_tls == NULL) != (cfg->listen_tls == NULL) ||
         (old->listen_tls &&
-         (!same_str(old->listen_tls->listen.host, cfg->listen_tls->listen.host) ||
+         (!same_str(old->listen_tls->listen.host,
+                    cfg->listen_tls->listen.host) ||
           old->listen_tls->listen.port != cfg->listen_tls->listen.port)))
         what[n++] = "listen_tls.listen";
     if (old->workers != cfg->workers)

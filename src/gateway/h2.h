@@ -5,8 +5,8 @@
  * each stream a struct corral_request for the same handler, answered with
  * the same corral_request_respond() (server.c forwards requests whose
  * proto is not CORRAL_PROTO_H1 here). Over TLS (h2 by ALPN) it reads
- * and writes through tls.h instead of the socket. Answers are the rendered HTTP/1
- * head converted into header pairs and the body borrowed from the value,
+ * and writes through tls.h instead of the socket. Answers are the rendered
+ * HTTP/1 head converted into header pairs and the body borrowed from the value,
  * written with writev and never copied. One corral_h2 per server. */
 #ifndef CORRAL_H2_H
 #define CORRAL_H2_H

@@ -115,11 +115,11 @@ struct conn {
     bool in_run;           /* inside conn_run(): answers wait for its flush */
     bool stop;             /* parse nothing more; close once all answered */
     bool lingering;
-    bool broken;  /* out of memory: close at the next chance */
-    bool fresh;   /* no byte looked at yet: HTTP/2's preface may come */
+    bool broken;      /* out of memory: close at the next chance */
+    bool fresh;       /* no byte looked at yet: HTTP/2's preface may come */
     bool handshaking; /* TLS: its handshake not done yet */
     SSL *ssl;         /* NULL: cleartext */
-    bool reaping; /* firing on_close callbacks */
+    bool reaping;     /* firing on_close callbacks */
 
     http_parser parser;
     char *rbuf;                /* pooled; NULL while idle */

@@ -91,8 +91,7 @@ ctx_new(const char *cert, const char *key, const char **which, char *err,
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        ssl_reason(err, errlen, "the key does not match the certificate",
-                   NULL);
+        ssl_reason(err, errlen, "the key does not match the certificate", NULL);
         goto fail;
     }
     return ctx;
