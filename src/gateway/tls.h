@@ -4,7 +4,9 @@
  * renegotiation; replaced whole on reload, while connections made with
  * the old one keep it. Also the non-blocking read and gathered write that
  * server.c and h2.c use on a TLS connection in place of read(2) and
- * writev(2), with the same return conventions. */
+ * writev(2), with the same return conventions. OpenSSL writes to the
+ * socket itself, without MSG_NOSIGNAL: the process must ignore SIGPIPE
+ * (main.c does). */
 #ifndef CORRAL_TLS_H
 #define CORRAL_TLS_H
 
