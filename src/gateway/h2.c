@@ -997,7 +997,7 @@ conn_linger(struct h2conn *hc)
     while ((st = TAILQ_FIRST(&hc->streams)))
         stream_lost(st);
     if (hc->ssl)
-        SSL_shutdown(hc->ssl); /* close_notify, if the socket takes it */
+        corral_tls_shutdown(hc->ssl);
     if (shutdown(hc->fd, SHUT_WR) < 0) {
         conn_close(hc);
         return;

@@ -1196,7 +1196,7 @@ conn_linger(struct conn *c)
     conn_release_rbuf(c);
     conn_want_write(c, false);
     if (c->ssl)
-        SSL_shutdown(c->ssl); /* close_notify, if the socket takes it */
+        corral_tls_shutdown(c->ssl);
     if (shutdown(c->fd, SHUT_WR) < 0) {
         conn_close(c);
         return;

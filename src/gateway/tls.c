@@ -155,6 +155,7 @@ corral_tls_accept(struct corral_tls *t, int fd)
 int
 corral_tls_handshake(SSL *ssl, bool *want_write)
 {
+    ERR_clear_error(); /* SSL_get_error() reads the thread's queue */
     int r = SSL_do_handshake(ssl);
     if (r == 1)
         return 1;
@@ -209,6 +210,7 @@ corral_tls_read(SSL *ssl, void *buf, size_t len)
     if (len > INT32_MAX)
         len = INT32_MAX;
     errno = 0;
+    ERR_clear_error();
     int r = SSL_read(ssl, buf, (int)len);
     if (r > 0)
         return r;
@@ -223,6 +225,7 @@ write_all(SSL *ssl, const char *p, size_t len)
     while (done < len) {
         size_t k = len - done;
         errno = 0;
+        ERR_clear_error();
         int r = SSL_write(ssl, p + done, k > INT32_MAX ? INT32_MAX : (int)k);
         if (r <= 0) {
             if (done)
@@ -278,13 +281,22 @@ corral_tls_pending(const SSL *ssl)
 }
 
 void
+corral_tls_shutdown(SSL *ssl)
+{
+    /* Not during a handshake, nor after a fatal error (then back in
+     * init): OpenSSL refuses, or would send garbage. */
+    if (SSL_is_init_finished(ssl) &&
+        !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+        SSL_shutdown(ssl); /* one try: close_notify if the socket takes it */
+    ERR_clear_error();
+}
+
+void
 corral_tls_close(SSL *ssl)
 {
     if (!ssl)
         return;
-    if (SSL_is_init_finished(ssl))
-        SSL_shutdown(ssl); /* one try: close_notify if the socket takes it */
-    ERR_clear_error();
+    corral_tls_shutdown(ssl);
     SSL_free(ssl);
 }
 

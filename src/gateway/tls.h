@@ -65,8 +65,11 @@ ssize_t corral_tls_writev(SSL *ssl, const struct iovec *iov, int n);
  * signal them. */
 bool corral_tls_pending(const SSL *ssl);
 
-/* Sends close_notify if it can without waiting, and frees ssl. NULL is a
- * no-op. */
+/* Sends close_notify once, if the handshake is done and the socket takes
+ * it without waiting. */
+void corral_tls_shutdown(SSL *ssl);
+
+/* corral_tls_shutdown(), then frees ssl. NULL is a no-op. */
 void corral_tls_close(SSL *ssl);
 
 /* Frees t; connections still open keep their context. NULL is a no-op. */
