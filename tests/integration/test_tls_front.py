@@ -264,4 +264,28 @@ for what, cfg_tls, want in (
     check(re.search(re.escape(path) + r":\d+: " + re.escape(want), out)
           is not None, f"--check names file:line: {want} for a {what}: {out}")
 
+# ---- two workers: each binds the TLS port beside the other ----
+tport2 = free_port()
+c2 = w.start_corral({
+    "workers": 2,
+    "listen_tls": {"listen": f"127.0.0.1:{tport2}", "cert": cert,
+                   "key": key},
+    "upstreams": {"o": {"base": origin.base(), "timeout": "10s"}},
+    "routes": [{"path": "/api/x", "upstream": "o", "fetch": "/x",
+                "strategy": "short"}],
+})
+wait_port(tport2, c2.proc)
+base = f"https://127.0.0.1:{tport2}"
+for i in range(8):
+    status, _, _, version = get("/api/x", "--http2" if i % 2 else "--http1.1")
+    check_eq(status, 200, f"two workers, TLS request {i}")
+r = subprocess.run([h2load, "-n", "200", "-c", "8", base + "/api/x"],
+                   capture_output=True, timeout=60)
+check("200 succeeded, 0 failed, 0 errored" in r.stdout.decode(),
+      f"h2load over TLS on two workers: {r.stdout.decode()[-400:]}")
+
+# A client silent in its handshake when SIGTERM comes does not hold the
+# drain up, and the exit is clean (done() checks both corrals' status).
+tport = tport2
+late = open_raw()
 done("tls_front")
