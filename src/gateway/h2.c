@@ -118,6 +118,7 @@ struct h2conn {
     size_t lingered; /* bytes discarded */
     bool calm;       /* ending for abuse: GOAWAY ENHANCE_YOUR_CALM */
     bool progress;   /* output bytes written since the deadline was set */
+    bool asked;      /* a request handed over since the deadline was set */
     bool paused;     /* streams parked for the budget */
     struct stream_list streams; /* every open stream */
     struct stream_list parked;
@@ -652,6 +653,7 @@ dispatch(struct stream *st)
     }
     stats_of(h2)->requests++;
     stats_of(h2)->proto_requests[st->req.proto]++;
+    hc->asked = true;
     h2->env.cb(&st->req, h2->env.arg);
 }
 
@@ -951,6 +953,7 @@ dl_set(struct h2conn *hc, enum dl_kind kind)
 {
     hc->dl = kind;
     hc->progress = false;
+    hc->asked = false;
     if (kind == DL_NONE) {
         event_del(hc->tev);
         return;
@@ -1032,7 +1035,10 @@ update(struct h2conn *hc)
     enum dl_kind kind = pending || hc->queued ? DL_WRITE
                         : hc->waiting         ? DL_NONE
                                               : DL_IDLE;
-    if (kind != hc->dl || (kind == DL_WRITE && hc->progress))
+    /* A hit answered in the turn its request came leaves the connection
+     * idle as it was: the request still restarts the idle time. */
+    if (kind != hc->dl || (kind == DL_WRITE && hc->progress) ||
+        (kind == DL_IDLE && hc->asked))
         dl_set(hc, kind);
 }
 
