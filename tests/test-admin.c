@@ -136,6 +136,8 @@ snapshot(bool l2)
         b->l2.primaries = 3 + w; /* one worker read a map with a 4th */
         b->server.open = 2;
         b->server.accepted = 9;
+        b->server.tls_connections[CORRAL_PROTO_H2] = 3;
+        b->server.tls_failed = 1;
         struct corral_metrics_route *r = corral_metrics_route_take(m, b, "/r");
         CHECK(r != NULL);
         r->results[M_HIT] = 5 + w;
@@ -238,6 +240,11 @@ test_metrics(void)
     CHECK(has(t, "corral_client_connections 4\n"));
     CHECK(has(t, "corral_client_connections_total{result=\"accepted\"} 18\n"));
     CHECK(has(t, "corral_workers 2\n"));
+    CHECK(has(t, "corral_client_tls_connections_total{tls=\"1\",proto=\"h2\"} "
+                 "6\n"));
+    CHECK(has(
+        t, "corral_client_tls_connections_total{tls=\"1\",result=\"failed\"} "
+           "2\n"));
     CHECK(has(t, "corral_worker_restarts_total 0\n"));
     /* Every family once, each with its HELP and TYPE. */
     unsigned helps = 0, types = 0;

@@ -7,6 +7,7 @@
 #include "fetch.h"
 #include "jtree.h"
 #include "route.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1286,6 +1287,42 @@ parse_admin(struct ctx *c, struct jnode *n, struct corral_config *cfg)
     return 0;
 }
 
+/* Also loads cert and key, so that --check and a reload see a file that is
+ * missing, unreadable, not PEM, or a key that does not match. */
+static int
+parse_listen_tls(struct ctx *c, struct jnode *n, struct corral_config *cfg)
+{
+    static const char *const keys[] = {"listen", "cert", "key", NULL};
+    struct jnode *m, *mc, *mk;
+    struct corral_config_tls *t;
+    char why[512];
+    const char *which = "cert";
+    if (check_object(c, n, "listen_tls", keys) < 0)
+        return -1;
+    if ((t = cfg->listen_tls = calloc(1, sizeof(*t))) == NULL)
+        return fail(c, n, "listen_tls", "out of memory");
+    if ((m = need(c, n, "listen_tls", "listen")) == NULL ||
+        get_addr(c, m, "listen_tls.listen", false, &t->listen) < 0)
+        return -1;
+    if (strcmp(t->listen.host, cfg->listen.host) == 0 &&
+        t->listen.port == cfg->listen.port)
+        return fail(c, m, "listen_tls.listen", "the same address as listen");
+    if (cfg->admin && strcmp(t->listen.host, cfg->admin->listen.host) == 0 &&
+        t->listen.port == cfg->admin->listen.port)
+        return fail(c, m, "listen_tls.listen",
+                    "the same address as admin.listen");
+    if ((mc = need(c, n, "listen_tls", "cert")) == NULL ||
+        dup_str(c, mc, "listen_tls.cert", &t->cert) < 0 ||
+        (mk = need(c, n, "listen_tls", "key")) == NULL ||
+        dup_str(c, mk, "listen_tls.key", &t->key) < 0)
+        return -1;
+    if (corral_tls_check(t->cert, t->key, &which, why, sizeof why) < 0)
+        return strcmp(which, "key") == 0
+                   ? fail(c, mk, "listen_tls.key", "%s", why)
+                   : fail(c, mc, "listen_tls.cert", "%s", why);
+    return 0;
+}
+
 static int
 parse_sentinel(struct ctx *c, struct jnode *n, struct corral_config_l2 *l2)
 {
@@ -1567,8 +1604,8 @@ static int
 parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
 {
     static const char *const keys[] = {
-        "listen",    "admin",  "workers", "access_log",    "l1", "l2",
-        "upstreams", "routes", "limits",  "drain_timeout", NULL,
+        "listen",    "admin",  "workers", "access_log",    "l1",         "l2",
+        "upstreams", "routes", "limits",  "drain_timeout", "listen_tls", NULL,
     };
     static const char *const l1_keys[] = {"max_bytes", NULL};
     struct jnode *m;
@@ -1596,6 +1633,8 @@ parse_config(struct ctx *c, struct jnode *root, struct corral_config *cfg)
         get_addr(c, m, "listen", false, &cfg->listen) < 0)
         return -1;
     if ((m = member(root, "admin")) && parse_admin(c, m, cfg) < 0)
+        return -1;
+    if ((m = member(root, "listen_tls")) && parse_listen_tls(c, m, cfg) < 0)
         return -1;
     if ((m = member(root, "workers"))) {
         /* 0 or "auto": one per core, decided at start. */
@@ -1766,6 +1805,12 @@ corral_config_free(struct corral_config *cfg)
         free(cfg->admin->listen.host);
         free(cfg->admin->token);
         free(cfg->admin);
+    }
+    if (cfg->listen_tls) {
+        free(cfg->listen_tls->listen.host);
+        free(cfg->listen_tls->cert);
+        free(cfg->listen_tls->key);
+        free(cfg->listen_tls);
     }
     free(cfg->access_log);
     if (cfg->l2) {

@@ -32,6 +32,13 @@ struct corral_config_addr {
     uint16_t port;
 };
 
+/* "listen_tls": a second client port speaking TLS (ALPN h2, http/1.1). */
+struct corral_config_tls {
+    struct corral_config_addr listen;
+    char *cert; /* PEM certificate chain, read at start and on SIGHUP */
+    char *key;  /* PEM private key, ditto */
+};
+
 struct corral_config_admin {
     struct corral_config_addr listen;
     char *token;          /* NULL: none, so every mutating call gets 403 */
@@ -180,7 +187,8 @@ struct corral_config_route {
 
 struct corral_config {
     struct corral_config_addr listen;
-    struct corral_config_admin *admin; /* NULL: no admin listener */
+    struct corral_config_admin *admin;    /* NULL: no admin listener */
+    struct corral_config_tls *listen_tls; /* NULL: no TLS port */
     unsigned workers; /* reactor processes, default 1; 0 = one per core */
     char *access_log; /* path, "-" (stdout) or NULL */
     uint64_t drain_timeout_ms;   /* SIGTERM: at most this long, default 30 s */

@@ -40,6 +40,7 @@
 #include "route.h"
 #include "server.h"
 #include "timeutil.h"
+#include "tls.h"
 #include "xalloc.h"
 
 /* A serving set: what one config makes, its routes, upstream pools,
@@ -81,6 +82,7 @@ struct corral_gateway {
     struct serving_list retired;     /* oldest first */
     struct corral_cache *cache;
     struct corral_server *server;
+    struct corral_tls *tls;       /* listen_tls's certificate; NULL: none */
     struct corral_redis *redis;   /* NULL: L1 only */
     struct corral_redis_tier *l2; /* L2, on redis */
     struct corral_fleet *fleet;   /* pauses, windows, generations, on redis */
@@ -934,6 +936,12 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         if (g->access_log == NULL)
             goto fail;
     }
+    if (cfg->listen_tls) {
+        g->tls = corral_tls_new(cfg->listen_tls->cert, cfg->listen_tls->key,
+                                err, errlen);
+        if (g->tls == NULL)
+            goto fail;
+    }
     struct corral_server_options so = {
         .access_cb = g->access_log ? corral_access_log_write : NULL,
         .access_arg = g->access_log,
@@ -947,6 +955,12 @@ corral_gateway_new(struct event_base *base, const struct corral_config *cfg,
         .max_streams = cfg->limits.max_streams,
         .has_listen_fd = listen_fd >= 0,
         .listen_fd = listen_fd,
+        .tls = g->tls,
+        .tls_host = cfg->listen_tls ? cfg->listen_tls->listen.host : NULL,
+        .tls_port = cfg->listen_tls ? cfg->listen_tls->listen.port : 0,
+        /* Workers share the client port through the supervisor's socket;
+         * each binds the TLS port itself, beside the others. */
+        .reuse_port = listen_fd >= 0,
     };
     g->server = corral_server_new(base, &so, on_request, g, err, errlen);
     if (g->server == NULL)
@@ -972,6 +986,12 @@ uint16_t
 corral_gateway_port(const struct corral_gateway *g)
 {
     return corral_server_port(g->server);
+}
+
+uint16_t
+corral_gateway_tls_port(const struct corral_gateway *g)
+{
+    return corral_server_tls_port(g->server);
 }
 
 static bool
@@ -1010,11 +1030,17 @@ same_sentinel(const struct corral_config_sentinel *a,
 static void
 warn_restart(const struct corral_config *old, const struct corral_config *cfg)
 {
-    const char *what[8];
+    const char *what[9];
     size_t n = 0;
     if (!same_str(old->listen.host, cfg->listen.host) ||
         old->listen.port != cfg->listen.port)
         what[n++] = "listen";
+    if ((old->listen_tls == NULL) != (cfg->listen_tls == NULL) ||
+        (old->listen_tls &&
+         (!same_str(old->listen_tls->listen.host,
+                    cfg->listen_tls->listen.host) ||
+          old->listen_tls->listen.port != cfg->listen_tls->listen.port)))
+        what[n++] = "listen_tls.listen";
     if (old->workers != cfg->workers)
         what[n++] = "workers";
     if (!same_str(old->access_log, cfg->access_log))
@@ -1050,6 +1076,12 @@ int
 corral_gateway_reload(struct corral_gateway *g, struct corral_config *cfg,
                       char *err, size_t errlen)
 {
+    /* The certificate first: a bad one fails the reload before anything
+     * changed, and the running one stays. */
+    if (g->tls && cfg->listen_tls &&
+        corral_tls_reload(g->tls, cfg->listen_tls->cert, cfg->listen_tls->key,
+                          err, errlen) < 0)
+        return -EINVAL;
     /* serving_new() takes the running one's budgets only once nothing can
      * fail any more: a failure leaves everything as it was. */
     struct serving *sv = serving_new(g, cfg, g->serving, err, errlen);
@@ -1415,6 +1447,7 @@ corral_gateway_free(struct corral_gateway *g)
     if (g->block)
         g->block->pid = 0;
     corral_server_free(g->server);
+    corral_tls_free(g->tls);
     corral_access_log_free(g->access_log);
     corral_cache_free(g->cache);
     /* Budgets go before the tier: an answer Redis owes frees one. */

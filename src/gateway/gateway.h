@@ -101,6 +101,9 @@ int corral_gateway_refresh(struct corral_gateway *g, const char *path,
                            char *key, size_t keycap);
 /* The port the front end listens on. */
 uint16_t corral_gateway_port(const struct corral_gateway *g);
+
+/* The TLS port (listen_tls), or 0 without one. */
+uint16_t corral_gateway_tls_port(const struct corral_gateway *g);
 /* Stops accepting, answers what is in flight, then calls done. */
 void corral_gateway_drain(struct corral_gateway *g, void (*done)(void *arg),
                           void *arg);

@@ -14,6 +14,7 @@
 
 #include "fmt.h"
 #include "target.h"
+#include "tls.h"
 #include "xalloc.h"
 
 #include <errno.h>
@@ -106,6 +107,8 @@ struct piece {
 struct h2conn {
     struct corral_h2 *h2;
     int fd;
+    SSL *ssl;                /* NULL: h2c over cleartext TCP */
+    enum corral_proto proto; /* CORRAL_PROTO_H2 or CORRAL_PROTO_H2C */
     nghttp2_session *ng;
     struct event *rev, *wev, *tev, *kev;
     bool reading, writing;
@@ -115,6 +118,7 @@ struct h2conn {
     size_t lingered; /* bytes discarded */
     bool calm;       /* ending for abuse: GOAWAY ENHANCE_YOUR_CALM */
     bool progress;   /* output bytes written since the deadline was set */
+    bool asked;      /* a request handed over since the deadline was set */
     bool paused;     /* streams parked for the budget */
     struct stream_list streams; /* every open stream */
     struct stream_list parked;
@@ -353,7 +357,8 @@ out_flush(struct h2conn *hc)
             n++;
         }
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(hc->fd, &m, MSG_NOSIGNAL);
+        ssize_t w = hc->ssl ? corral_tls_writev(hc->ssl, iov, n)
+                            : sendmsg(hc->fd, &m, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -461,7 +466,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
     st->id = frame->hd.stream_id;
     st->state = ST_HEADERS;
     st->req.method = CORRAL_METHOD_OTHER;
-    st->req.proto = CORRAL_PROTO_H2C;
+    st->req.proto = hc->proto;
     TAILQ_INSERT_TAIL(&hc->streams, st, link);
     nghttp2_session_set_stream_user_data(ng, st->id, st);
     return 0;
@@ -647,7 +652,8 @@ dispatch(struct stream *st)
         return;
     }
     stats_of(h2)->requests++;
-    stats_of(h2)->proto_requests[CORRAL_PROTO_H2C]++;
+    stats_of(h2)->proto_requests[st->req.proto]++;
+    hc->asked = true;
     h2->env.cb(&st->req, h2->env.arg);
 }
 
@@ -947,6 +953,7 @@ dl_set(struct h2conn *hc, enum dl_kind kind)
 {
     hc->dl = kind;
     hc->progress = false;
+    hc->asked = false;
     if (kind == DL_NONE) {
         event_del(hc->tev);
         return;
@@ -992,6 +999,8 @@ conn_linger(struct h2conn *hc)
     hc->lingering = true;
     while ((st = TAILQ_FIRST(&hc->streams)))
         stream_lost(st);
+    if (hc->ssl)
+        corral_tls_shutdown(hc->ssl);
     if (shutdown(hc->fd, SHUT_WR) < 0) {
         conn_close(hc);
         return;
@@ -1019,11 +1028,17 @@ update(struct h2conn *hc)
         return;
     }
     want(hc->rev, &hc->reading, hc->closing || nghttp2_session_want_read(ng));
+    /* Bytes TLS already decrypted: the socket will not say so. */
+    if (hc->reading && hc->ssl && corral_tls_pending(hc->ssl))
+        event_active(hc->rev, EV_READ, 1);
     want(hc->wev, &hc->writing, pending);
     enum dl_kind kind = pending || hc->queued ? DL_WRITE
                         : hc->waiting         ? DL_NONE
                                               : DL_IDLE;
-    if (kind != hc->dl || (kind == DL_WRITE && hc->progress))
+    /* A hit answered in the turn its request came leaves the connection
+     * idle as it was: the request still restarts the idle time. */
+    if (kind != hc->dl || (kind == DL_WRITE && hc->progress) ||
+        (kind == DL_IDLE && hc->asked))
         dl_set(hc, kind);
 }
 
@@ -1063,7 +1078,9 @@ on_read(evutil_socket_t fd, short what, void *arg)
     struct h2conn *hc = arg;
     struct corral_h2 *h2 = hc->h2;
     (void)what;
-    ssize_t n = read(fd, h2->rbuf, sizeof h2->rbuf);
+    ssize_t n = hc->ssl && !hc->lingering
+                    ? corral_tls_read(hc->ssl, h2->rbuf, sizeof h2->rbuf)
+                    : read(fd, h2->rbuf, sizeof h2->rbuf);
     if (n <= 0) {
         if (n < 0 &&
             (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -1127,6 +1144,7 @@ conn_close(struct h2conn *hc)
     event_free(hc->wev);
     event_free(hc->tev);
     event_free(hc->kev);
+    corral_tls_close(hc->ssl);
     close(hc->fd);
     nghttp2_session *ng = hc->ng;
     hc->ng = NULL; /* on_close callbacks below cannot reach nghttp2 */
@@ -1149,12 +1167,14 @@ on_kick(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-corral_h2_adopt(struct corral_h2 *h2, int fd, const char *in, size_t len,
-                const char *peer)
+corral_h2_adopt(struct corral_h2 *h2, int fd, SSL *ssl, const char *in,
+                size_t len, const char *peer)
 {
     struct h2conn *hc = xcalloc(1, sizeof *hc);
     hc->h2 = h2;
     hc->fd = fd;
+    hc->ssl = ssl;
+    hc->proto = ssl ? CORRAL_PROTO_H2 : CORRAL_PROTO_H2C;
     TAILQ_INIT(&hc->streams);
     TAILQ_INIT(&hc->parked);
     snprintf(hc->peer, sizeof hc->peer, "%s", peer ? peer : "-");
@@ -1174,12 +1194,13 @@ corral_h2_adopt(struct corral_h2 *h2, int fd, const char *in, size_t len,
         if (hc->kev)
             event_free(hc->kev);
         free(hc);
+        corral_tls_close(ssl);
         close(fd);
         h2->env.closed(h2->env.closed_arg);
         return;
     }
     TAILQ_INSERT_TAIL(&h2->conns, hc, link);
-    stats_of(h2)->proto_connections[CORRAL_PROTO_H2C]++;
+    stats_of(h2)->proto_connections[hc->proto]++;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, h2->env.max_streams},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)h2->env.max_header},
@@ -1188,7 +1209,8 @@ corral_h2_adopt(struct corral_h2 *h2, int fd, const char *in, size_t len,
     nghttp2_submit_settings(hc->ng, NGHTTP2_FLAG_NONE, iv,
                             sizeof iv / sizeof iv[0]);
     hc->in_run = true;
-    ssize_t rv = nghttp2_session_mem_recv(hc->ng, (const uint8_t *)in, len);
+    ssize_t rv =
+        len ? nghttp2_session_mem_recv(hc->ng, (const uint8_t *)in, len) : 0;
     hc->in_run = false;
     if (rv < 0)
         conn_fail(hc, (int)rv);

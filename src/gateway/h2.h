@@ -4,8 +4,9 @@
  * on this module owns it: one nghttp2_session on the same event_base,
  * each stream a struct corral_request for the same handler, answered with
  * the same corral_request_respond() (server.c forwards requests whose
- * proto is not CORRAL_PROTO_H1 here). Answers are the rendered HTTP/1
- * head converted into header pairs and the body borrowed from the value,
+ * proto is not CORRAL_PROTO_H1 here). Over TLS (h2 by ALPN) it reads
+ * and writes through tls.h instead of the socket. Answers are the rendered
+ * HTTP/1 head converted into header pairs and the body borrowed from the value,
  * written with writev and never copied. One corral_h2 per server. */
 #ifndef CORRAL_H2_H
 #define CORRAL_H2_H
@@ -15,6 +16,8 @@
 #include <stdint.h>
 
 #include "server.h"
+
+#include <openssl/ssl.h>
 
 struct event_base;
 struct corral_h2; /* opaque */
@@ -52,11 +55,14 @@ struct corral_h2 *corral_h2_new(const struct corral_h2_env *env, char *err,
                                 size_t errlen);
 
 /* Takes over the connected, non-blocking socket fd whose first bytes,
- * in[0..len), start with the preface, and serves it. The socket is the
- * module's from here, also on failure (then closed, and env->closed
- * fires). peer: the client's address for the access log (copied). */
-void corral_h2_adopt(struct corral_h2 *h2, int fd, const char *in, size_t len,
-                     const char *peer);
+ * in[0..len), start with the preface, and serves it: as h2c, or as h2
+ * over ssl when ssl is not NULL (its handshake done, ALPN "h2"; in may
+ * then be empty, the preface still to come through ssl). The socket and
+ * ssl are the module's from here, also on failure (then closed, and
+ * env->closed fires). peer: the client's address for the access log
+ * (copied). */
+void corral_h2_adopt(struct corral_h2 *h2, int fd, SSL *ssl, const char *in,
+                     size_t len, const char *peer);
 
 /* The server drains: every connection gets a GOAWAY, its streams already
  * opened are answered, and it closes when they are written. */

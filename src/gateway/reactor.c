@@ -282,6 +282,10 @@ corral_reactor_run(const struct corral_config *cfg,
     }
     corral_log(CORRAL_LOG_NOTICE, "listening on %s:%u", cfg->listen.host,
                corral_gateway_port(run.gateway));
+    if (cfg->listen_tls)
+        corral_log(CORRAL_LOG_NOTICE, "listening for TLS on %s:%u",
+                   cfg->listen_tls->listen.host,
+                   corral_gateway_tls_port(run.gateway));
     /* With a supervisor the admin socket is its (or none); alone, ours. */
     if ((cfg->admin && run.ctl_fd < 0 &&
          (run.admin_fd = admin_bind(cfg, err, sizeof(err))) < 0) ||

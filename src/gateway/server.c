@@ -3,7 +3,9 @@
  * per-connection read buffer, up to PIPELINE_MAX requests in flight per
  * connection, answered strictly in order with one sendmsg of [head, copied
  * part, body] each. Once a connection is warm nothing is allocated per
- * request; bodies are never copied. */
+ * request; bodies are never copied. A connection from the TLS listener
+ * does the same through tls.h (SSL_read, gathered SSL_write) once its
+ * handshake is done, or goes to h2.c when ALPN chose "h2". */
 
 #include "server.h"
 
@@ -12,6 +14,7 @@
 #include "listener.h"
 #include "target.h"
 #include "timeutil.h"
+#include "tls.h"
 #include "xalloc.h"
 
 #include <arpa/inet.h>
@@ -112,9 +115,11 @@ struct conn {
     bool in_run;           /* inside conn_run(): answers wait for its flush */
     bool stop;             /* parse nothing more; close once all answered */
     bool lingering;
-    bool broken;  /* out of memory: close at the next chance */
-    bool fresh;   /* no byte looked at yet: HTTP/2's preface may come */
-    bool reaping; /* firing on_close callbacks */
+    bool broken;      /* out of memory: close at the next chance */
+    bool fresh;       /* no byte looked at yet: HTTP/2's preface may come */
+    bool handshaking; /* TLS: its handshake not done yet */
+    SSL *ssl;         /* NULL: cleartext */
+    bool reaping;     /* firing on_close callbacks */
 
     http_parser parser;
     char *rbuf;                /* pooled; NULL while idle */
@@ -176,6 +181,9 @@ struct corral_server {
 
     struct corral_listener *listener;
     uint16_t port;
+    struct corral_tls *tls; /* borrowed; NULL: no TLS listener */
+    struct corral_listener *tls_listener;
+    uint16_t tls_port;
     struct corral_h2 *h2; /* the connections that speak HTTP/2 */
     struct event *sweep_ev;
     struct event *drain_ev;
@@ -319,6 +327,9 @@ static void
 conn_want_read(struct conn *c, bool on)
 {
     event_want(c->rev, &c->reading, on);
+    /* Bytes TLS already decrypted: the socket will not say so. */
+    if (on && c->ssl && !c->handshaking && corral_tls_pending(c->ssl))
+        event_active(c->rev, EV_READ, 1);
 }
 
 static void
@@ -685,7 +696,8 @@ conn_flush(struct conn *c)
         ssize_t w = 0;
         if (n) {
             struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-            w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+            w = c->ssl ? corral_tls_writev(c->ssl, iov, n)
+                       : sendmsg(c->fd, &m, MSG_NOSIGNAL);
             if (w < 0) {
                 if (errno == EINTR)
                     continue;
@@ -1183,6 +1195,8 @@ conn_linger(struct conn *c)
     c->lingering = true;
     conn_release_rbuf(c);
     conn_want_write(c, false);
+    if (c->ssl)
+        corral_tls_shutdown(c->ssl);
     if (shutdown(c->fd, SHUT_WR) < 0) {
         conn_close(c);
         return;
@@ -1278,6 +1292,8 @@ conn_close(struct conn *c)
     event_free(c->wev);
     c->rev = c->wev = NULL;
     c->reading = c->writing = false;
+    corral_tls_close(c->ssl);
+    c->ssl = NULL;
     close(c->fd);
     c->fd = -1;
     conn_release_rbuf(c);
@@ -1326,8 +1342,9 @@ conn_to_h2(struct conn *c)
     struct corral_server *s = c->server;
     char peer[sizeof c->peer];
     char *rbuf = c->rbuf;
-    size_t len = c->wpos;
+    size_t len = rbuf ? c->wpos : 0;
     int fd = c->fd;
+    SSL *ssl = c->ssl;
     memcpy(peer, c->peer, sizeof peer);
     dl_set(c, DL_NONE, 0);
     event_free(c->rev);
@@ -1336,8 +1353,41 @@ conn_to_h2(struct conn *c)
     TAILQ_REMOVE(&s->conns, c, link);
     free(c->obuf);
     free(c);
-    corral_h2_adopt(s->h2, fd, rbuf, len, peer);
-    rbuf_put(s, rbuf);
+    corral_h2_adopt(s->h2, fd, ssl, rbuf, len, peer);
+    if (rbuf)
+        rbuf_put(s, rbuf);
+}
+
+/* Drives a TLS handshake; once done, the connection goes to h2.c (ALPN
+ * "h2") or stays here as HTTP/1.1. Returns true when it is done and the
+ * connection still here. */
+static bool
+conn_handshake(struct conn *c)
+{
+    struct corral_server *s = c->server;
+    bool ww = false;
+    int r = corral_tls_handshake(c->ssl, &ww);
+    if (r < 0) {
+        s->stats.tls_failed++;
+        conn_close(c);
+        return false;
+    }
+    if (r == 0) {
+        conn_want_read(c, !ww);
+        conn_want_write(c, ww);
+        return false;
+    }
+    c->handshaking = false;
+    conn_want_write(c, false);
+    if (corral_tls_is_h2(c->ssl)) {
+        s->stats.tls_connections[CORRAL_PROTO_H2]++;
+        conn_to_h2(c);
+        return false;
+    }
+    s->stats.tls_connections[CORRAL_PROTO_H1]++;
+    s->stats.proto_connections[CORRAL_PROTO_H1]++;
+    conn_want_read(c, true);
+    return true;
 }
 
 static void
@@ -1347,6 +1397,8 @@ on_read(evutil_socket_t fd, short what, void *arg)
     struct corral_server *s = c->server;
     (void)what;
 
+    if (c->handshaking && !conn_handshake(c))
+        return;
     if (c->lingering) {
         conn_discard(c);
         return;
@@ -1361,7 +1413,9 @@ on_read(evutil_socket_t fd, short what, void *arg)
         conn_close(c);
         return;
     }
-    ssize_t n = read(fd, c->rbuf + c->wpos, s->rbuf_cap - c->wpos);
+    size_t room = s->rbuf_cap - c->wpos;
+    ssize_t n = c->ssl ? corral_tls_read(c->ssl, c->rbuf + c->wpos, room)
+                       : read(fd, c->rbuf + c->wpos, room);
     if (n <= 0) {
         if (n < 0 &&
             (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -1387,9 +1441,13 @@ on_read(evutil_socket_t fd, short what, void *arg)
 static void
 on_write(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd;
-    (void)what;
-    conn_run(arg);
+    struct conn *c = arg;
+    if (c->handshaking) {
+        if (conn_handshake(c))
+            on_read(fd, what, c);
+        return;
+    }
+    conn_run(c);
 }
 
 static void
@@ -1424,7 +1482,7 @@ peer_name(int fd, char *out, size_t cap)
 }
 
 static void
-conn_new(struct corral_server *s, int fd)
+conn_new(struct corral_server *s, int fd, bool tls)
 {
     struct conn *c = xcalloc(1, sizeof *c);
     c->server = s;
@@ -1443,13 +1501,22 @@ conn_new(struct corral_server *s, int fd)
         close(fd);
         return;
     }
+    if (tls && (c->ssl = corral_tls_accept(s->tls, fd)) == NULL) {
+        event_free(c->rev);
+        event_free(c->wev);
+        event_free(c->kev);
+        free(c);
+        close(fd);
+        return;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (s->access_cb)
         peer_name(fd, c->peer, sizeof(c->peer));
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    c->fresh = true;
+    c->fresh = !tls;
+    c->handshaking = tls;
     for (unsigned i = 0; i < PIPELINE_MAX; i++)
         c->slots[i].conn = c;
     TAILQ_INSERT_TAIL(&s->conns, c, link);
@@ -1487,21 +1554,35 @@ idle_longest(struct corral_server *s)
     return c ? c : TAILQ_FIRST(&s->deadlines);
 }
 
-/* A new client from the listener, or handed over by the embedder. */
+/* A new client from a listener, or handed over by the embedder. */
 static void
-on_accept(int fd, void *arg)
+accept_conn(struct corral_server *s, int fd, bool tls)
 {
-    struct corral_server *s = arg;
     if (s->stats.open >= s->max_clients) {
         struct conn *old = s->evict_idle ? idle_longest(s) : NULL;
         if (old == NULL) {
             s->stats.rejected++;
-            reject(fd);
+            if (tls) /* a TLS client could not read a plain answer */
+                close(fd);
+            else
+                reject(fd);
             return;
         }
         conn_close(old);
     }
-    conn_new(s, fd);
+    conn_new(s, fd, tls);
+}
+
+static void
+on_accept(int fd, void *arg)
+{
+    accept_conn(arg, fd, false);
+}
+
+static void
+on_accept_tls(int fd, void *arg)
+{
+    accept_conn(arg, fd, true);
 }
 
 int
@@ -1655,6 +1736,18 @@ corral_server_new(struct event_base *base,
     if (!s->listener)
         goto fail;
     s->port = corral_listener_port(s->listener);
+    if (o->tls) {
+        char why[256];
+        s->tls = o->tls;
+        s->tls_listener = corral_listener_new(
+            base, o->tls_host, o->tls_port, o->backlog, o->reuse_port,
+            on_accept_tls, s, why, sizeof why);
+        if (!s->tls_listener) {
+            snprintf(err, errlen, "listen_tls: %s", why);
+            goto fail;
+        }
+        s->tls_port = corral_listener_port(s->tls_listener);
+    }
 
     /* Deadlines are checked a few times per timeout, at most once a second:
      * a client is closed between timeout and timeout + tick. */
@@ -1679,6 +1772,12 @@ corral_server_port(const struct corral_server *s)
     return s->port;
 }
 
+uint16_t
+corral_server_tls_port(const struct corral_server *s)
+{
+    return s->tls_port;
+}
+
 static void
 server_stop_listening(struct corral_server *s)
 {
@@ -1686,6 +1785,11 @@ server_stop_listening(struct corral_server *s)
         s->stats.rejected += corral_listener_refused(s->listener);
         corral_listener_free(s->listener);
         s->listener = NULL;
+    }
+    if (s->tls_listener) {
+        s->stats.rejected += corral_listener_refused(s->tls_listener);
+        corral_listener_free(s->tls_listener);
+        s->tls_listener = NULL;
     }
 }
 
@@ -1768,7 +1872,7 @@ corral_server_free(struct corral_server *s)
 const char *
 corral_proto_name(enum corral_proto p)
 {
-    static const char *const names[CORRAL_PROTO_COUNT] = {"h1", "h2c"};
+    static const char *const names[CORRAL_PROTO_COUNT] = {"h1", "h2c", "h2"};
     return (unsigned)p < CORRAL_PROTO_COUNT ? names[p] : "-";
 }
 

@@ -19,6 +19,7 @@ struct event_base;
 struct corral_value;
 struct corral_server; /* opaque */
 struct corral_request;
+struct corral_tls;
 
 /* An answer is queued for req: status, and the body bytes it carries. */
 typedef void corral_access_cb(const struct corral_request *req, int status,
@@ -55,16 +56,25 @@ struct corral_server_options {
      * carry no peer or start time. */
     corral_access_cb *access_cb;
     void *access_arg;
+    /* A second listener whose clients speak TLS (listen_tls): NULL: none.
+     * Borrowed for the server's life; a reload may swap its certificate.
+     * The handshake counts against client_timeout; ALPN "h2" goes to
+     * HTTP/2, anything else is HTTP/1.1. */
+    struct corral_tls *tls;
+    const char *tls_host; /* as host */
+    uint16_t tls_port;    /* 0 = any; see corral_server_tls_port() */
 };
 
 /* Which framing a request came in. */
 enum corral_proto {
     CORRAL_PROTO_H1 = 0, /* HTTP/1.x */
     CORRAL_PROTO_H2C,    /* HTTP/2 over cleartext TCP (prior knowledge) */
+    CORRAL_PROTO_H2,     /* HTTP/2 over TLS (ALPN "h2") */
     CORRAL_PROTO_COUNT,
 };
 
-/* "h1", "h2c": for logs and metrics. */
+/* "h1", "h2c", "h2": for logs and metrics. HTTP/1.1 is "h1" with TLS or
+ * without. */
 const char *corral_proto_name(enum corral_proto p);
 
 enum corral_method {
@@ -129,6 +139,9 @@ int corral_server_adopt(struct corral_server *s, int fd);
 /* The port the server listens on (useful after port 0), in host order. */
 uint16_t corral_server_port(const struct corral_server *s);
 
+/* The port of its TLS listener, or 0 without one. */
+uint16_t corral_server_tls_port(const struct corral_server *s);
+
 /* Stops accepting, closes idle connections, answers the requests already
  * parsed (the last with "Connection: close") and closes each connection when
  * its queue is empty. done (may be NULL) fires once, from the loop, when no
@@ -165,6 +178,11 @@ struct corral_server_stats {
     uint64_t proto_requests[CORRAL_PROTO_COUNT];    /* handed over */
     uint64_t h2_goaways; /* HTTP/2 connections ended for an abuse or error
                             (flood, rapid reset, bad frames) */
+    /* TLS connections whose handshake ended, by the framing ALPN chose
+     * (CORRAL_PROTO_H1 or CORRAL_PROTO_H2); also counted above. */
+    uint64_t tls_connections[CORRAL_PROTO_COUNT];
+    uint64_t tls_failed; /* handshakes refused (garbage, old TLS, no
+                            common cipher) */
 };
 void corral_server_stats(const struct corral_server *s,
                          struct corral_server_stats *out);
