@@ -252,7 +252,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 55);
+    CHECK_EQ_INT(helps, 56);
     CHECK_EQ_INT(types, helps);
     free(t);
 
