@@ -606,6 +606,17 @@ migrating(const redisReply *rep, int error)
            strncmp(rep->str, "TRYAGAIN", 8) == 0;
 }
 
+/* Answers op's acquire "unknown" for error, with the copy it read, if
+ * any (handed over). */
+static void
+answer_unknown(struct op *op, int error)
+{
+    struct corral_tier_answer a = {
+        .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
+    op->stale = NULL;
+    acquire_answer(op, &a);
+}
+
 static void split_start(struct corral_redis_tier *t, struct op *op);
 static void split_value(struct corral_redis_tier *t, struct op *op,
                         enum acquire_step step);
@@ -617,10 +628,7 @@ acquire_reply(const redisReply *rep, int error, void *arg)
     if (error == -ETIMEDOUT) {
         /* Answered now; the op stays listed for its late reply (which
          * frees it), so a tier freed first still orphans it. */
-        struct corral_tier_answer a = {
-            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
-        op->stale = NULL;
-        acquire_answer(op, &a);
+        answer_unknown(op, error);
         return;
     }
     struct corral_redis_tier *t = op_done(op);
@@ -825,10 +833,7 @@ split_value_reply(const redisReply *rep, int error, void *arg)
         return;
     }
     if (error != 0) {
-        struct corral_tier_answer a = {
-            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
-        op->stale = NULL;
-        acquire_answer(op, &a);
+        answer_unknown(op, error);
         op_free(op);
         return;
     }
@@ -887,10 +892,7 @@ read_reply(const redisReply *rep, int error, void *arg)
     }
     op->stale = v;
     if (error != 0) {
-        struct corral_tier_answer a = {
-            .verdict = CORRAL_TIER_UNKNOWN, .error = error, .value = op->stale};
-        op->stale = NULL;
-        acquire_answer(op, &a);
+        answer_unknown(op, error);
         op_free(op);
         return;
     }
