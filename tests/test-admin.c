@@ -119,6 +119,7 @@ snapshot(bool l2)
         b->cache.max_bytes = 1000;
         b->cache.form_bytes[CORRAL_CODING_GZIP] = 300;
         b->answers_coded[CORRAL_CODING_BR] = 6 + w;
+        b->bad_forms = 2 + w;
         b->encoding.in_bytes[CORRAL_CODING_GZIP] = 5000;
         b->encoding.out_bytes[CORRAL_CODING_GZIP] = 1000;
         b->encoding.cpu_us = 1500000 + w;
@@ -217,6 +218,7 @@ test_metrics(void)
     CHECK(has(t, "corral_l1_form_bytes{coding=\"identity\"} 0\n"
                  "corral_l1_form_bytes{coding=\"gzip\"} 600\n"));
     CHECK(has(t, "corral_answers_by_coding_total{coding=\"br\"} 13\n"));
+    CHECK(has(t, "corral_l2_bad_forms_total 5\n"));
     CHECK(has(t, "corral_compression_input_bytes_total{coding=\"gzip\"} "
                  "10000\n"));
     CHECK(has(t, "corral_compression_output_bytes_total{coding=\"gzip\"} "
@@ -252,7 +254,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 56);
+    CHECK_EQ_INT(helps, 57);
     CHECK_EQ_INT(types, helps);
     free(t);
 

@@ -235,6 +235,65 @@ test_fit_sets_flags_from_l2(void)
     corral_value_unref(v);
 }
 
+/* A value read from L2 with its identity bytes: fit leaves its other
+ * forms to be checked when a client first asks for one, and remembers
+ * the answer; a value made here, or one whose identity came decoded, is
+ * checked whole. */
+static void
+test_forms_checked_when_asked(void)
+{
+    const struct corral_config_route *route = &cfg->routes[0];
+    uint64_t now = 1700000000000ull;
+    char body[1200];
+    int n = snprintf(body, sizeof(body), "[");
+    for (int i = 0; n < 1100; i++)
+        n += snprintf(body + n, sizeof(body) - (size_t)n, "%s{\"id\":%d}",
+                      i ? "," : "", i % 7);
+    n += snprintf(body + n, sizeof(body) - (size_t)n, "]");
+    struct corral_value *v =
+        corral_compute_render("k", 1, body, (size_t)n, NULL, 200, NULL);
+    CHECK(corral_value_forms(v) & 1u << CORRAL_CODING_GZIP);
+    CHECK(corral_value_body(v) != NULL);
+    /* Made here: every form good, nothing to mark. */
+    CHECK(corral_compute_form_ok(v, CORRAL_CODING_GZIP));
+    CHECK_EQ_INT(corral_value_marks(v), 0);
+    corral_value_set_times(v, now, now + 1000, 0, 0);
+
+    struct corral_value *back = through_l2(v);
+    CHECK(corral_compute_fit(route, back, now));
+    CHECK_EQ_INT(corral_value_flags(back), CORRAL_COMPUTE_UNCHECKED_FORMS);
+    CHECK(corral_compute_form_ok(back, CORRAL_CODING_IDENTITY));
+    CHECK_EQ_INT(corral_value_marks(back), 0);
+    CHECK(corral_compute_form_ok(back, CORRAL_CODING_GZIP));
+    unsigned marks = corral_value_marks(back);
+    CHECK(marks != 0);
+    CHECK(corral_compute_form_ok(back, CORRAL_CODING_GZIP));
+    CHECK_EQ_INT(corral_value_marks(back), marks);
+    corral_value_unref(back);
+
+    /* Its gzip form spoilt in L2: fit still takes it (the identity bytes
+     * are good), the form is refused when asked for, and stays refused. */
+    char buf[2048];
+    size_t len = corral_l2_size(v), glen;
+    CHECK(len <= sizeof(buf));
+    corral_l2_encode(v, buf);
+    const char *gz = corral_value_form(v, CORRAL_CODING_GZIP, &glen);
+    char *at = memmem(buf, len, gz, glen);
+    CHECK(at != NULL);
+    at[glen / 2] ^= 0x55;
+    CHECK_EQ_INT(corral_l2_decode(buf, len, "k", 1, &back), CORRAL_L2_OK);
+    CHECK(corral_compute_fit(route, back, now));
+    CHECK(!corral_compute_form_ok(back, CORRAL_CODING_GZIP));
+    marks = corral_value_marks(back);
+    CHECK(!corral_compute_form_ok(back, CORRAL_CODING_GZIP));
+    CHECK_EQ_INT(corral_value_marks(back), marks);
+    CHECK(corral_compute_form_ok(back, CORRAL_CODING_IDENTITY));
+    if (corral_value_forms(v) & 1u << CORRAL_CODING_BR)
+        CHECK(corral_compute_form_ok(back, CORRAL_CODING_BR));
+    corral_value_unref(back);
+    corral_value_unref(v);
+}
+
 static void
 test_error_status(void)
 {
@@ -335,6 +394,7 @@ main(void)
     RUN(test_render_sets_flags);
     RUN(test_render_forms);
     RUN(test_fit_sets_flags_from_l2);
+    RUN(test_forms_checked_when_asked);
     RUN(test_error_status);
 
     cache = corral_cache_new(base, NULL);

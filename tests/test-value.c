@@ -43,6 +43,17 @@ test_layout(void)
     CHECK_EQ_INT(corral_value_set_times(v, 1, 2, 0, 0), -EPERM);
     CHECK_EQ_INT(corral_value_set_flags(v, 0), -EPERM);
     CHECK_EQ_INT(corral_value_flags(v), 0x81);
+    /* The marks: 0 until the first, writable once stored, only added,
+     * four bits, apart from the flags. */
+    CHECK_EQ_INT(corral_value_marks(v), 0);
+    corral_value_mark(v, 0x2);
+    corral_value_mark(v, 0x31);
+    CHECK_EQ_INT(corral_value_marks(v), 0x3);
+    corral_value_mark(v, 0);
+    CHECK_EQ_INT(corral_value_marks(v), 0x3);
+    corral_value_mark(v, 0xc);
+    CHECK_EQ_INT(corral_value_marks(v), 0xf);
+    CHECK_EQ_INT(corral_value_flags(v), 0x81);
     CHECK_EQ_INT(corral_value_ttl_s(v, 10000), 30);
     CHECK_EQ_INT(corral_value_ttl_s(v, 27999), 12);
     CHECK_EQ_INT(corral_value_ttl_s(v, 43200), -3);

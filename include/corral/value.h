@@ -2,9 +2,10 @@
  * A value is one allocation holding its key, body, content type, ETag,
  * an embedder-owned "aux" area (e.g. a pre-rendered response prefix) and
  * flags byte, and the cache's bookkeeping, like a memcached item. It is
- * writable only until it is first stored; after that every field is
- * read-only and a reader keeps it alive with corral_value_ref() across
- * eviction, expiry and overwrite.
+ * writable only until it is first stored; after that every field but four
+ * bits the embedder may mark (corral_value_mark()) is read-only, and a
+ * reader keeps it alive with corral_value_ref() across eviction, expiry
+ * and overwrite.
  *
  * The body may be kept in more than one form: form 0 is the body itself,
  * forms 1 .. CORRAL_VALUE_FORMS - 1 are encodings of it (compressed, say)
@@ -100,6 +101,16 @@ uint8_t corral_value_flags(const struct corral_value *v);
 /* Sets them before the value is stored. Returns 0, or -EPERM once
  * stored. */
 int corral_value_set_flags(struct corral_value *v, uint8_t flags);
+
+/* Four more bits the embedder owns, the only part of a value that stays
+ * writable once it is stored: what the embedder learns of the value while
+ * serving it (say, that a form it took unchecked from the tier below
+ * decodes right), so the next reader need not learn it again. Marks are
+ * only ever added; 0 until the first, and not carried through the tier
+ * below. Plain stores, not atomic: a value belongs to the one loop that
+ * owns its cache. corral_value_mark() adds marks & 0xf. */
+unsigned corral_value_marks(const struct corral_value *v);
+void corral_value_mark(struct corral_value *v, unsigned marks);
 
 /* Freshness, all in ms of the cache's clock; 0 until stored. */
 uint64_t corral_value_stored_at(const struct corral_value *v);

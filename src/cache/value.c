@@ -258,6 +258,18 @@ corral_value_set_flags(struct corral_value *v, uint8_t flags)
     return 0;
 }
 
+unsigned
+corral_value_marks(const struct corral_value *v)
+{
+    return v->marks;
+}
+
+void
+corral_value_mark(struct corral_value *v, unsigned marks)
+{
+    v->marks |= marks & 0xfu;
+}
+
 uint64_t
 corral_value_stored_at(const struct corral_value *v)
 {

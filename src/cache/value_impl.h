@@ -5,8 +5,8 @@
  * (VALUE_FORMS) has their lengths after that, one uint32_t per form past
  * 0 (0: not kept), then their bytes; one without its body (VALUE_NO_BODY)
  * has neither the body nor its NUL. The link fields belong to the L1
- * that holds the value (at most one); everything else is fixed once the value
- * is stored. */
+ * that holds the value (at most one), and the marks to its embedder;
+ * everything else is fixed once the value is stored. */
 #ifndef CORRAL_VALUE_IMPL_H
 #define CORRAL_VALUE_IMPL_H
 
@@ -34,10 +34,11 @@ struct corral_value {
     uint16_t keylen, ctype_len, aux_len, aux_cap;
     uint16_t fill_ms; /* how long its fill took (early refresh's delta),
                        * saturating at 65535 */
-    /* One byte for the two L1 fields, so the embedder's flags fit
-     * without growing the header past its cache lines. */
-    unsigned freq : 4;      /* L1 access count, 0..3 */
-    unsigned queue : 4;     /* L1 queue: enum l1_queue */
+    /* One byte for the two L1 fields and the embedder's marks, so its
+     * flags fit without growing the header past its cache lines. */
+    unsigned freq : 2;      /* L1 access count, 0..3 */
+    unsigned queue : 2;     /* L1 queue: enum l1_queue */
+    unsigned marks : 4;     /* corral_value_marks(): writable for ever */
     uint8_t flags;          /* enum value_flag */
     uint8_t embedder_flags; /* corral_value_flags(): not libcorral's */
     char etag[CORRAL_ETAG_LEN + 1];

@@ -775,6 +775,11 @@ static const struct family families[] = {
      "Values read from L2 that failed the route's checks (head, lifetime, "
      "JSON): served from a new fill instead.",
      true, .samples = {{"", AT(cache.tier_rejects)}}},
+    {"corral_l2_bad_forms_total", "counter",
+     "Answers that could not use a compressed form read from L2, as it did "
+     "not decode to its body (checked when first asked for), and went out "
+     "in another coding.",
+     true, .samples = {{"", AT(bad_forms)}}},
     {"corral_l2_too_large_total", "counter",
      "Values kept out of L2 (or not read from it) for being larger than "
      "l2.max_value_bytes, by where.",

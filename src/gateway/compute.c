@@ -328,34 +328,61 @@ extra_fit(const struct corral_config_route *route, const char *p, size_t n)
     return true;
 }
 
-/* Does every form v keeps past identity decode to exactly id (its
- * identity bytes)? */
+/* Does v's form in coding c decode to exactly id (its identity bytes)?
+ * buf: room for them and one byte more. */
+static bool
+form_agrees(const struct corral_value *v, enum corral_coding c, const char *id,
+            char *buf)
+{
+    size_t n, len = corral_value_len(v);
+    const char *f = corral_value_form(v, (unsigned)c, &n);
+    return f == NULL || f == id ||
+           (corral_encoding_decode(c, f, n, buf, len) == 0 &&
+            memcmp(buf, id, len) == 0);
+}
+
+/* Does every form v keeps past identity decode to exactly id? */
 static bool
 forms_agree(const struct corral_value *v, const char *id)
 {
-    size_t len = corral_value_len(v);
-    char *buf = NULL;
+    char *buf = xmalloc(corral_value_len(v) + 1);
     bool ok = true;
-    for (int c = 1; c < CORRAL_CODINGS && ok; c++) {
-        size_t n;
-        const char *f = corral_value_form(v, (unsigned)c, &n);
-        if (f == NULL || f == id)
-            continue;
-        if (buf == NULL)
-            buf = xmalloc(len + 1);
-        ok = corral_encoding_decode(c, f, n, buf, len) == 0 &&
-             memcmp(buf, id, len) == 0;
-    }
+    for (int c = 1; c < CORRAL_CODINGS && ok; c++)
+        ok = form_agrees(v, (enum corral_coding)c, id, buf);
     free(buf);
+    return ok;
+}
+
+/* The marks (corral_value_mark()) on a value whose forms
+ * corral_compute_fit() left unchecked: form c checked and good, or bad. */
+#define MARK_GOOD(c) (1u << ((c) - 1))
+#define MARK_BAD(c) (1u << ((c) + 1))
+_Static_assert(CORRAL_CODINGS <= 3, "two marks per coding past identity");
+
+bool
+corral_compute_form_ok(struct corral_value *v, enum corral_coding c)
+{
+    if (c == CORRAL_CODING_IDENTITY ||
+        !(corral_value_flags(v) & CORRAL_COMPUTE_UNCHECKED_FORMS))
+        return true;
+    unsigned m = corral_value_marks(v);
+    if (m & (MARK_GOOD(c) | MARK_BAD(c)))
+        return m & MARK_GOOD(c);
+    char *buf = xmalloc(corral_value_len(v) + 1);
+    bool ok = form_agrees(v, c, corral_value_body(v), buf);
+    free(buf);
+    corral_value_mark(v, ok ? MARK_GOOD(c) : MARK_BAD(c));
     return ok;
 }
 
 /* Are v's bodies fit for route with status: its identity bytes (kept, or
  * decoded) of its ETag, JSON on a JSON route's 2xx, and every other form
- * the same bytes encoded? */
+ * the same bytes encoded? With its identity bytes kept, the other forms
+ * are checked only when a client asks for them (corral_compute_form_ok()):
+ * *unchecked says so. */
 static bool
 bodies_fit(const struct corral_config_route *route,
-           const struct corral_value *v, int status)
+           const struct corral_value *v, int status, bool *unchecked)
 {
     char *own;
     const char *id = corral_encoding_identity(v, &own);
@@ -371,7 +398,9 @@ bodies_fit(const struct corral_config_route *route,
     /* A JSON route's body is JSON, whoever wrote it. */
     if (ok && route->json && (status == 200 || status == 203))
         ok = valid_json(id, corral_value_len(v));
-    ok = ok && forms_agree(v, id);
+    *unchecked = own == NULL && corral_compute_codings(v) != 1u;
+    if (ok && own != NULL)
+        ok = forms_agree(v, id);
     free(own);
     return ok;
 }
@@ -491,13 +520,16 @@ corral_compute_fit(const struct corral_config_route *route,
     bool same = n >= 0 && (size_t)n == corral_value_aux_len(v) &&
                 memcmp(want, corral_value_aux(v), (size_t)n) == 0;
     free(want);
-    if (!same || !bodies_fit(route, v, status))
+    bool unchecked;
+    if (!same || !bodies_fit(route, v, status, &unchecked))
         return false;
     /* A value from the tier is not stored yet (L1 takes it after this):
      * writable, though the fit callback sees it const. */
     uint8_t flags = status / 100 == 2 ? 0 : CORRAL_COMPUTE_NEGATIVE;
     if (elen > 0)
         flags |= CORRAL_COMPUTE_STALE_MEMBERS; /* extra_fit() allows no other */
+    if (unchecked)
+        flags |= CORRAL_COMPUTE_UNCHECKED_FORMS;
     corral_value_set_flags((struct corral_value *)v, flags);
     return true;
 }

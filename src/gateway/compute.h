@@ -68,6 +68,9 @@ enum corral_compute_flag {
     CORRAL_COMPUTE_NEGATIVE = 1 << 0,      /* a cached upstream 4xx */
     CORRAL_COMPUTE_STALE_MEMBERS = 1 << 1, /* an aggregate assembled with a
                                             * stale member (aggregate.h) */
+    CORRAL_COMPUTE_UNCHECKED_FORMS = 1 << 2, /* read from L2 with its
+                                              * identity bytes: its other
+                                              * forms not checked yet */
 };
 
 /* A value for key with body, kept in the forms worth keeping
@@ -99,6 +102,14 @@ struct corral_value *corral_compute_with_identity(const struct corral_value *v);
 /* Bit c set: v has a head for coding c (corral_compute_head()). */
 unsigned corral_compute_codings(const struct corral_value *v);
 
+/* May v be served in coding c (a coding corral_compute_codings() lists)?
+ * Yes for identity and for every form of a value this corral made; a
+ * form of a value read from L2 that corral_compute_fit() left unchecked is
+ * decoded and compared with the identity bytes the first time a client
+ * asks for it, and the answer kept on v (corral_value_mark()) for the
+ * ones that follow. */
+bool corral_compute_form_ok(struct corral_value *v, enum corral_coding c);
+
 /* The strong ETag of v's representation in coding c: identity's is the
  * body's (corral_value_etag()), the others add "-" and the coding's name
  * inside the quotes. */
@@ -113,7 +124,9 @@ void corral_compute_etag(const struct corral_value *v, enum corral_coding c,
  * a Corral-Stale-Members line), its lifetime and stale windows no longer
  * than the route's, its store time no later than a minute from now, its
  * identity bytes (kept or decoded) those of its ETag, every other form
- * those bytes encoded, and on a JSON route its body JSON. A fit v is not
+ * those bytes encoded (checked when a client first asks for it, when the
+ * identity bytes are kept: corral_compute_form_ok()), and on a JSON route
+ * its body JSON. A fit v is not
  * stored yet: its flags are set from its head, as corral_compute_render()
  * sets them. */
 bool corral_compute_fit(const struct corral_config_route *route,

@@ -337,8 +337,15 @@ respond_value(struct corral_gateway *g, const struct serving *sv,
     int n = (int)(p - extra);
     /* The representation: the coding the client prefers among those v
      * keeps, identity always (decoded when its bytes are not kept). */
-    enum corral_coding coding =
-        corral_accept_choose(&req->accept, corral_compute_codings(v));
+    unsigned codings = corral_compute_codings(v);
+    enum corral_coding coding = corral_accept_choose(&req->accept, codings);
+    while (!corral_compute_form_ok(v, coding)) {
+        /* A form read from L2 that does not decode to its body: never
+         * served, the next coding instead (identity at the latest). */
+        g->block->bad_forms++;
+        codings &= ~(1u << coding);
+        coding = corral_accept_choose(&req->accept, codings);
+    }
     g->block->answers_coded[coding]++;
     if (!negative && req->if_none_match) {
         char etag[CORRAL_COMPUTE_ETAG_MAX];

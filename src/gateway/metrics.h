@@ -99,6 +99,10 @@ struct corral_metrics_block {
     /* Answers with a stored value (200 and 304), by the coding of the
      * representation sent. Counted as they are answered. */
     uint64_t answers_coded[CORRAL_CODINGS];
+    /* Forms of values read from L2 found not to decode to their body when
+     * a client first asked for them (corral_compute_form_ok()): each
+     * counted once per client it was refused to. */
+    uint64_t bad_forms;
     /* struct corral_metrics_route[cap_routes], then
      * struct corral_metrics_upstream[cap_upstreams] */
 };

@@ -3,7 +3,9 @@ promotes it from Redis with its gzip and br forms and serves each coding
 byte-exact, while Redis holds a fraction of the identity bytes. A value
 an older corral wrote (L2 version 2: identity only, its head without
 Vary) is still served, brought up to date; a stored form that does not
-decode to its body is a miss, never served."""
+decode to its body is never served: without the identity bytes, a miss;
+with them (a small body), the value is served and a client that asks for
+the bad form gets another coding, checked when it first asks."""
 import gzip
 import json
 import shutil
@@ -107,4 +109,56 @@ r = b.get("/api/bad", headers={"Accept-Encoding": "gzip"})
 check_eq(r.status, 200, "a corrupt form: refetched")
 check_eq(gzip.decompress(r.body), body, "the right body")
 check_eq(origin.calls("/v/bad"), 1, "from the upstream")
+
+# A small body keeps its identity bytes with its forms: read from L2, the
+# forms are checked only when a client first asks for one. A good one is
+# served; a corrupt one never is: another coding instead, counted.
+def bad_forms():
+    return sum(v for (n, _), v in b.metrics().items()
+               if n == "corral_l2_bad_forms_total")
+
+
+sbody = json.dumps(rows[:20]).encode()
+check(1024 < len(sbody) < 4096, f"a small body: {len(sbody)} bytes")
+origin.behave("/v/small", body=sbody.decode())
+check_eq(a.get("/api/small").status, 200, "A fills /api/small")
+name, sblob = value_in_redis(b"/api/small")
+check(sblob is not None, "the small value is in Redis")
+f = HEAD3.unpack_from(sblob)
+check_eq(f[11] & 3, 3, "kept with its identity bytes and its gzip form")
+forms_before = bad_forms()
+r = b.get("/api/small", headers={"Accept-Encoding": "gzip"})
+check("detail=l2" in r.headers.get("cache-status", ""),
+      f"B's gzip answer came from L2: {r.headers.get('cache-status')}")
+check_eq(r.headers.get("content-encoding"), "gzip", "a good form: gzip")
+check_eq(gzip.decompress(r.body), sbody, "its gzip form, byte-exact")
+
+klen, clen, alen, blen, glen = f[6], f[7], f[8], f[9], f[12]
+gz = HEAD3.size + klen + clen + alen + blen
+bad = bytearray(sblob)
+bad[gz + glen // 2] ^= 0xff
+redis.cmd("SET", l2_name(b"t:", b"v:", b"/api/spoil"),
+          bytes(bad).replace(b"/api/small", b"/api/spoil"))
+origin.behave("/v/spoil", body=sbody.decode())
+r = b.get("/api/spoil", headers={"Accept-Encoding": "gzip"})
+check_eq(r.status, 200, "a corrupt gzip form with good identity bytes")
+check("detail=l2" in r.headers.get("cache-status", ""),
+      f"served from L2: {r.headers.get('cache-status')}")
+check_eq(r.headers.get("content-encoding"), None, "not in gzip")
+check_eq(r.body, sbody, "the identity bytes instead")
+check_eq(bad_forms(), forms_before + 1, "the bad form counted")
+r = b.get("/api/spoil", headers={"Accept-Encoding": "gzip;q=1, identity;q=0"})
+check_eq((r.status, r.headers.get("content-encoding"), r.body),
+         (200, None, sbody), "from L1: still never the bad form")
+check_eq(bad_forms(), forms_before + 2, "counted for each answer")
+if f[11] & 4:
+    r = b.get("/api/spoil", headers={"Accept-Encoding": "br"})
+    check_eq(r.headers.get("content-encoding"), "br", "its br form is good")
+    if BROTLI:
+        check(subprocess.run([BROTLI, "-dc"], input=r.body,
+                             capture_output=True).stdout == sbody,
+              "br, byte-exact")
+check_eq(b.get("/api/spoil").body, sbody, "identity, byte-exact")
+check_eq(origin.calls("/v/spoil"), 0, "no upstream call for it")
+check_eq(bad_forms(), forms_before + 2, "only the bad form counted")
 done("encoding_l2")
