@@ -30,7 +30,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -54,6 +53,107 @@
 #define WATCH_IDLE_MS 2000      /* the watch's silence before a keepalive */
 #define MAX_CHANNELS 4
 #define MAX_SCRIPTS 16
+
+/* ---- hiredis on the loop ----
+ *
+ * hiredis's libevent adapter, with two changes that spare the epoll_ctl()
+ * calls it makes on every read and every batch of commands. Its read event
+ * persists (hiredis asks for it again after every read; a one-shot event is
+ * taken out of epoll and put back each time). And commands are written at
+ * the end of the loop turn they were given in, by an event made active then
+ * (libevent runs it after the callbacks already due this turn, so a
+ * turn's commands still go out in one write), rather than when epoll next
+ * says the socket is writable: only a connect in progress, or a write the
+ * socket could not take whole, waits for EV_WRITE. */
+
+struct attached {
+    redisAsyncContext *ac;
+    struct event *rev, *wev, *flush;
+};
+
+/* The connection whose write is being handled: hiredis asks it for
+ * EV_WRITE only when the socket took less than all. (hiredis may free the
+ * connection inside the write, so this is not kept in it.) */
+static _Thread_local struct attached *writing;
+
+static void
+attached_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct attached *a = arg;
+    redisAsyncHandleRead(a->ac);
+}
+
+static void
+attached_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct attached *a = arg;
+    writing = a;
+    redisAsyncHandleWrite(a->ac);
+    writing = NULL;
+}
+
+static void
+attached_add_read(void *arg)
+{
+    struct attached *a = arg;
+    event_add(a->rev, NULL); /* no-op while added */
+}
+
+static void
+attached_del_read(void *arg)
+{
+    struct attached *a = arg;
+    event_del(a->rev);
+}
+
+static void
+attached_add_write(void *arg)
+{
+    struct attached *a = arg;
+    if (writing == a || !(a->ac->c.flags & REDIS_CONNECTED))
+        event_add(a->wev, NULL);
+    else if (!event_pending(a->wev, EV_WRITE, NULL))
+        event_active(a->flush, EV_WRITE, 0);
+}
+
+static void
+attached_del_write(void *arg)
+{
+    struct attached *a = arg;
+    event_del(a->wev);
+}
+
+static void
+attached_cleanup(void *arg)
+{
+    struct attached *a = arg;
+    event_free(a->rev);
+    event_free(a->wev);
+    event_free(a->flush);
+    free(a);
+}
+
+/* redisLibeventAttach(), as above. */
+static void
+attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct attached *a = xcalloc(1, sizeof(*a));
+    int fd = ac->c.fd;
+    a->ac = ac;
+    a->rev = event_new(base, fd, EV_READ | EV_PERSIST, attached_read, a);
+    a->wev = event_new(base, fd, EV_WRITE, attached_write, a);
+    a->flush = event_new(base, -1, 0, attached_write, a);
+    if (a->rev == NULL || a->wev == NULL || a->flush == NULL)
+        abort(); /* out of memory */
+    ac->ev.addRead = attached_add_read;
+    ac->ev.delRead = attached_del_read;
+    ac->ev.addWrite = attached_add_write;
+    ac->ev.delWrite = attached_del_write;
+    ac->ev.cleanup = attached_cleanup;
+    ac->ev.data = a;
+    event_add(a->rev, NULL);
+    event_add(a->wev, NULL); /* the connect's end */
+}
 
 struct cmd {
     TAILQ_ENTRY(cmd) link; /* pending or refused */
@@ -447,7 +547,7 @@ connect_addr(struct corral_redis *r)
     ac->data = r;
     r->ac = ac;
     r->ready = false;
-    redisLibeventAttach(ac, r->base);
+    attach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     /* Pipelined: written once connected, answered in this order. */
@@ -997,7 +1097,7 @@ start_sub(struct corral_redis *r)
     }
     ac->data = r;
     r->sub_ac = ac;
-    redisLibeventAttach(ac, r->base);
+    attach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_sub_connect);
     redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
     send_auth(ac, r, sub_auth_reply);
@@ -1111,7 +1211,7 @@ sentinel_connect(struct corral_redis *r, size_t i,
         return NULL;
     }
     ac->data = r;
-    redisLibeventAttach(ac, r->base);
+    attach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_conn);
     redisAsyncSetDisconnectCallback(ac, on_disc);
     if (r->s_password != NULL) {
