@@ -122,6 +122,33 @@ test_commands(void)
         CHECK(b.reply_le[k] >= b.reply_le[k - 1]); /* cumulative */
     CHECK(b.reply_le[CORRAL_REDIS_LATENCY_BUCKETS - 1] <= b.replies);
     corral_redis_free(r);
+
+    /* Commands go out at the end of the turn they were given in; one the
+     * socket cannot take whole (8 MB) is finished when it is writable
+     * again, and the command given after it is answered after it. */
+    r = conn(redisd_port, 10000, 0);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
+    size_t big = 8u << 20;
+    char *blob = malloc(big);
+    CHECK(blob != NULL);
+    memset(blob, 'b', big);
+    const char *setbig[3] = {"SET", "t:big", blob};
+    size_t lens[3] = {3, 5, big};
+    const char *strlen_big[2] = {"STRLEN", "t:big"};
+    struct reply y = {0}, z = {0};
+    corral_redis_command(r, reply_cb, &y, 3, setbig, lens);
+    corral_redis_command(r, reply_cb, &z, 2, strlen_big, NULL);
+    free(blob);
+    RUN_UNTIL(base, z.calls > 0, 10000);
+    CHECK_EQ_INT(y.calls, 1);
+    CHECK_EQ_INT(y.error, 0);
+    CHECK_EQ_STR(y.str, "OK");
+    CHECK_EQ_INT(z.calls, 1);
+    CHECK_EQ_INT(z.integer, (long long)big);
+    const char *del[2] = {"DEL", "t:big"};
+    cmd(r, &x, 2, del);
+    CHECK_EQ_INT(x.integer, 1);
+    corral_redis_free(r);
 }
 
 /* A script runs by its SHA; after SCRIPT FLUSH one call fails (NOSCRIPT)
