@@ -18,8 +18,13 @@ void
 corral_value_etag_of(const void *body, size_t len,
                      char out[CORRAL_ETAG_LEN + 1])
 {
+    static const char hex[] = "0123456789abcdef";
     uint64_t h = corral_siphash(body, len, etag_key);
-    snprintf(out, CORRAL_ETAG_LEN + 1, "\"%016llx\"", (unsigned long long)h);
+    out[0] = '"';
+    for (int i = 16; i >= 1; i--, h >>= 4)
+        out[i] = hex[h & 0xf];
+    out[17] = '"';
+    out[18] = '\0';
 }
 
 /* Is etag what corral_value_etag_of() writes: a quoted 16 hex digits? */

@@ -125,11 +125,14 @@ static void
 coding_etag(const char *etag, enum corral_coding c,
             char out[CORRAL_COMPUTE_ETAG_MAX])
 {
-    if (c == CORRAL_CODING_IDENTITY)
-        snprintf(out, CORRAL_COMPUTE_ETAG_MAX, "%s", etag);
-    else
-        snprintf(out, CORRAL_COMPUTE_ETAG_MAX, "%.*s-%s\"", CORRAL_ETAG_LEN - 1,
-                 etag, corral_coding_name(c));
+    memcpy(out, etag, CORRAL_ETAG_LEN + 1);
+    if (c != CORRAL_CODING_IDENTITY) {
+        const char *name = corral_coding_name(c);
+        size_t n = strlen(name);
+        out[CORRAL_ETAG_LEN - 1] = '-';
+        memcpy(out + CORRAL_ETAG_LEN, name, n);
+        memcpy(out + CORRAL_ETAG_LEN + n, "\"", 2);
+    }
 }
 
 void
