@@ -953,6 +953,10 @@ client_bad_input(void)
     expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, "
                  "chunked\r\n\r\n0\r\n\r\n",
                  501, E501);
+    /* chunked twice in any case is not HTTP, not HTTP we lack. */
+    expect_error("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: cHuNkEd, "
+                 "chunked\r\n\r\n0\r\n\r\n",
+                 400, BAD);
 
     /* A good request, then a bad one: the good one is still answered. */
     struct cli c;
@@ -975,8 +979,8 @@ test_bad_input(void)
     run_client(client_bad_input);
     struct corral_server_stats st;
     corral_server_stats(F.srv, &st);
-    CHECK_EQ_INT(st.bad_requests, 21);
-    CHECK_EQ_INT(F.handled, 22); /* the check_alive()s and /x */
+    CHECK_EQ_INT(st.bad_requests, 22);
+    CHECK_EQ_INT(F.handled, 23); /* the check_alive()s and /x */
     stop_server();
 }
 
