@@ -358,7 +358,7 @@ forms_agree(const struct corral_value *v, const char *id)
 
 /* The marks (corral_value_mark()) on a value whose forms
  * corral_compute_fit() left unchecked: form c checked and good, or bad. */
-#define MARK_GOOD(c) (1u << ((c) - 1))
+#define MARK_GOOD(c) (1u << (c) >> 1)
 #define MARK_BAD(c) (1u << ((c) + 1))
 _Static_assert(CORRAL_CODINGS <= 3, "two marks per coding past identity");
 

@@ -65,9 +65,9 @@ int corral_route_compute_refresh(struct corral_cache *c,
  * value's flags (corral_value_flags()) when it is rendered, and set again
  * by corral_compute_fit() on a value read from L2, so no hit parses a head. */
 enum corral_compute_flag {
-    CORRAL_COMPUTE_NEGATIVE = 1 << 0,      /* a cached upstream 4xx */
-    CORRAL_COMPUTE_STALE_MEMBERS = 1 << 1, /* an aggregate assembled with a
-                                            * stale member (aggregate.h) */
+    CORRAL_COMPUTE_NEGATIVE = 1 << 0,        /* a cached upstream 4xx */
+    CORRAL_COMPUTE_STALE_MEMBERS = 1 << 1,   /* an aggregate assembled with a
+                                              * stale member (aggregate.h) */
     CORRAL_COMPUTE_UNCHECKED_FORMS = 1 << 2, /* read from L2 with its
                                               * identity bytes: its other
                                               * forms not checked yet */
