@@ -126,6 +126,7 @@ snapshot(bool l2)
         b->l2t.hits = 4;
         b->l2t.resyncs = 3;
         b->l2t.resync_losses = 1;
+        b->l2t.unheard = 1 + w;
         b->l2.state = w == 0 ? CORRAL_REDIS_UP : CORRAL_REDIS_DOWN;
         b->l2.switches = 1 + w;
         b->l2.moved = 5 + w;
@@ -219,6 +220,7 @@ test_metrics(void)
                  "corral_l1_form_bytes{coding=\"gzip\"} 600\n"));
     CHECK(has(t, "corral_answers_by_coding_total{coding=\"br\"} 13\n"));
     CHECK(has(t, "corral_l2_bad_forms_total 5\n"));
+    CHECK(has(t, "corral_l2_unheard_purges_total 3\n"));
     CHECK(has(t, "corral_compression_input_bytes_total{coding=\"gzip\"} "
                  "10000\n"));
     CHECK(has(t, "corral_compression_output_bytes_total{coding=\"gzip\"} "
@@ -254,7 +256,7 @@ test_metrics(void)
         helps++;
     for (const char *p = t; (p = strstr(p, "# TYPE ")) != NULL; p++)
         types++;
-    CHECK_EQ_INT(helps, 57);
+    CHECK_EQ_INT(helps, 58);
     CHECK_EQ_INT(types, helps);
     free(t);
 

@@ -44,6 +44,7 @@ struct corral_redis_tier_stats {
     uint64_t purges_dropped; /* the replay queue was full */
     uint64_t resyncs;        /* after a deaf subscriber */
     uint64_t resync_losses;  /* of those, purges could not be replayed */
+    uint64_t unheard;        /* resyncs for a purge logged, not heard */
     uint64_t split_acquires; /* asked one name at a time: the key's slot
                               * was being migrated (TRYAGAIN) */
 };

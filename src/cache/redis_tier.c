@@ -56,8 +56,10 @@
 #define MESSAGE_MAX 200      /* bytes of a failure's message kept */
 #define SHARE_ONE 1024       /* hit_share: all of the recent acquires */
 #define SHARE_SHIFT 4        /* hit_share averages over about 2^4 of them */
-/* How often the epoch is read anyway: Redis can lose its data (FLUSHALL)
- * without dropping a connection, so no resync would follow. */
+/* How often the epoch and the purge log's last entry are read anyway:
+ * Redis can lose its data (FLUSHALL) without dropping a connection, and a
+ * cluster can lose a message (see epoch_reply()), so no resync would
+ * follow. */
 #define EPOCH_EVERY_MS 1000
 
 enum op_kind { OP_GET, OP_ACQUIRE, OP_PURGE, OP_RESYNC, OP_RELEASE, OP_RENEW };
@@ -132,6 +134,7 @@ struct corral_redis_tier {
     uint64_t epochs;        /* proposed: each proposal is new */
     char epoch[64];         /* Redis's, as last read; "" before */
     char last_id[48];       /* the last purge log entry applied */
+    char log_last[48];      /* the log's last entry at the last epoch read */
     bool resync_pending;    /* deaf, or (re)subscribed but not resynced */
     bool resync_lost;       /* this resync found purges missed */
     bool resync_running;
@@ -266,9 +269,14 @@ static const char resync_script[] =
     "'COUNT', ARGV[3]) end "
     "return {e, f, l, n, es}";
 
-/* KEYS: epoch. ARGV: an epoch to write if there is none. */
-static const char epoch_script[] = "redis.call('set', KEYS[1], ARGV[1], 'NX') "
-                                   "return redis.call('get', KEYS[1])";
+/* KEYS: epoch, purge log. ARGV: an epoch to write if there is none.
+ * {epoch, last id}. */
+static const char epoch_script[] =
+    "redis.call('set', KEYS[1], ARGV[1], 'NX') "
+    "local l = false "
+    "local b = redis.call('xrevrange', KEYS[2], '+', '-', 'COUNT', 1) "
+    "if #b > 0 then l = b[1][1] end "
+    "return {redis.call('get', KEYS[1]), l}";
 
 /* ---- keys ---- */
 
@@ -1544,7 +1552,11 @@ on_message(const char *msg, size_t len, void *arg)
 }
 
 /* The epoch changed under a connection that stayed up: Redis lost its
- * data, and a resync says so. */
+ * data, and a resync says so. Or the purge log ends, as it did at the
+ * last read a second ago, with an entry this instance has not heard: its
+ * message was lost without the subscriber noticing (a cluster node that
+ * publishes before its bus links are up after a restart reaches only its
+ * own subscribers), and a resync applies it. */
 static void
 epoch_reply(const redisReply *rep, int error, void *arg)
 {
@@ -1554,9 +1566,17 @@ epoch_reply(const redisReply *rep, int error, void *arg)
     if (t == NULL)
         return;
     t->epoch_asking = false;
-    if (error != 0 || rep->type != REDIS_REPLY_STRING || t->epoch[0] == '\0' ||
-        strcmp(rep->str, t->epoch) == 0)
+    if (error != 0 || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        !is_str(rep->element[0]) || t->epoch[0] == '\0')
         return;
+    const redisReply *last = rep->element[1];
+    bool unheard = is_str(last) && id_cmp(last->str, t->last_id) > 0 &&
+                   strcmp(last->str, t->log_last) == 0;
+    snprintf(t->log_last, sizeof(t->log_last), "%s",
+             is_str(last) ? last->str : "");
+    if (strcmp(rep->element[0]->str, t->epoch) == 0 && !unheard)
+        return;
+    t->stats.unheard += unheard;
     t->resync_pending = true;
     start_resync(t);
 }
@@ -1571,8 +1591,8 @@ epoch_cb(evutil_socket_t fd, short what, void *arg)
         return;
     t->epoch_asking = true;
     struct op *op = op_new(t, OP_RESYNC, NULL, 0, NULL);
-    const char *argv[2] = {t->epoch_key, propose_epoch(t)};
-    corral_redis_eval(t->conn, t->epoch_read, epoch_reply, op, 1, 2, argv,
+    const char *argv[3] = {t->epoch_key, t->stream, propose_epoch(t)};
+    corral_redis_eval(t->conn, t->epoch_read, epoch_reply, op, 2, 3, argv,
                       NULL);
 }
 

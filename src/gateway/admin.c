@@ -802,6 +802,10 @@ static const struct family families[] = {
      true,
      .samples = {{"result=\"replayed\"", .read = resyncs_replayed},
                  {"result=\"lost\"", AT(l2t.resync_losses)}}},
+    {"corral_l2_unheard_purges_total", "counter",
+     "Resyncs started because the purge log had ended for a second with an "
+     "entry this server never heard: a lost message, applied late.",
+     true, .samples = {{"", AT(l2t.unheard)}}},
     {"corral_l2_reply_duration_seconds", "histogram",
      "Redis commands, from sent to answered (one answered after l2.timeout "
      "too; a timed-out read is also counted in corral_l2_operations_total).",

@@ -3,12 +3,15 @@ TYPE pubsub) while a message is published. A remote waiter must not depend
 on that one message (doc/fleet.md: it polls every 100 ms while its
 subscriber is down, and looks again when it resubscribes), and a purge
 published while an instance was deaf reaches it from the purge log when it
-resubscribes."""
+resubscribes. And a purge logged whose message never came, with no
+subscriber dropped (a cluster node publishing before its bus links are up
+reaches only its own subscribers), reaches the instances by the purge
+log's last entry, read with the epoch every second."""
 import asyncio
 import json
 import time
 
-from harness import (check, check_eq, done, fleet_of_two, require,
+from harness import (check, check_eq, done, fleet_of_two, l2_name, require,
                      status_or_error, timed_request)
 
 origin, redis, a, b = fleet_of_two()
@@ -66,4 +69,35 @@ while time.monotonic() < deadline:
         break
     time.sleep(0.1)
 check_eq(body, b'{"v": "new"}', "within 2 s B serves the new body")
+
+# B caches /api/q. Its purge is logged as A would log it, but published to
+# nobody, and no subscriber drops: B still drops its copy, within two
+# epoch reads.
+def unheard():
+    return sum(v for (n, _), v in b.metrics().items()
+               if n == "corral_l2_unheard_purges_total")
+
+
+STREAM = b"t:{fleet}purges"
+entry = redis.cmd("XREVRANGE", STREAM, "+", "-", "COUNT", "1")
+check(entry and entry[0][1][0] == b"k" and b"/api/p" in entry[0][1][1],
+      f"the purge of /api/p is the log's last entry: {entry}")
+key = entry[0][1][1].replace(b"/api/p", b"/api/q")
+check_eq(b.get("/api/q").status, 200, "B caches /api/q")
+check_eq(b.get("/api/q").json()["n"], 1, "B answers from its copy")
+check_eq(unheard(), 0, "every purge so far heard (or resynced after a gap)")
+origin.behave("/v/q", body=json.dumps({"v": "new"}))
+redis.cmd("DEL", l2_name(b"t:", b"v:", key))
+redis.cmd("XADD", STREAM, "*", "k", key)
+t0 = time.monotonic()
+body = None
+while time.monotonic() < t0 + 4.0:
+    body = b.get("/api/q").body
+    if body == b'{"v": "new"}':
+        break
+    time.sleep(0.1)
+took = time.monotonic() - t0
+check_eq(body, b'{"v": "new"}', f"B drops its copy of /api/q ({took:.2f} s)")
+check(took >= 0.9, f"by the log, not a message: {took:.2f} s")
+check_eq(unheard(), 1, "counted once")
 done("subscriber_gap")
