@@ -244,11 +244,17 @@ static const char purge_outcome_script[] =
     LUA_DROP_OUTCOME "drop_outcome(KEYS[1]) return 1";
 
 /* KEYS: purge log. ARGV: key, channel, log length. The fleet's part: the
- * log entry, and the message that carries its id. */
+ * log entry, and the message that carries its id and the id of the entry
+ * before it ("p <id>/<previous> <key>"): a subscriber that applied less
+ * than the previous one lost a message. An older corral reads the id word
+ * up to the '/'. */
 static const char purge_log_script[] =
+    "local b = redis.call('xrevrange', KEYS[1], '+', '-', 'COUNT', 1) "
+    "local prev = '0-0' if #b > 0 then prev = b[1][1] end "
     "local id = redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', "
     "'k', ARGV[1]) "
-    "redis.call('publish', ARGV[2], 'p ' .. id .. ' ' .. ARGV[1]) "
+    "redis.call('publish', ARGV[2], 'p ' .. id .. '/' .. prev .. ' ' .. "
+    "ARGV[1]) "
     "return id";
 
 /* KEYS: epoch, purge log. ARGV: an epoch to write if there is none, the
@@ -1498,16 +1504,31 @@ on_message(const char *msg, size_t len, void *arg)
     bool ok;
     if (len < 4 || msg[1] != ' ' || t->ev == NULL)
         return;
-    if (msg[0] == 'p') { /* p <id> <key> */
-        if (!word(&p, end, &w, &n) || n >= sizeof(t->last_id) || p == end)
+    if (msg[0] == 'p') { /* p <id>[/<previous>] <key> */
+        if (!word(&p, end, &w, &n) || n >= 2 * sizeof(t->last_id) || p == end)
             return;
-        char id[48];
+        char id[2 * sizeof(t->last_id)];
         memcpy(id, w, n);
         id[n] = '\0';
-        if (!t->resync_pending && id_cmp(id, t->last_id) > 0)
-            memcpy(t->last_id, id, n + 1);
+        char *prev = strchr(id, '/');
+        if (prev != NULL)
+            *prev++ = '\0';
+        if (strlen(id) >= sizeof(t->last_id))
+            return;
         if (!own_heard(t, p, (size_t)(end - p)) && t->ev->invalidated)
             t->ev->invalidated(p, (size_t)(end - p), t->ev_arg);
+        if (t->resync_pending)
+            return; /* the resync reads on from last_id */
+        /* An entry between the last one applied and this one: its message
+         * was lost, and the log has it. */
+        if (prev != NULL && id_cmp(prev, t->last_id) > 0) {
+            t->stats.unheard++;
+            t->resync_pending = true;
+            start_resync(t);
+            return;
+        }
+        if (id_cmp(id, t->last_id) > 0)
+            snprintf(t->last_id, sizeof(t->last_id), "%s", id);
         return;
     }
     if (!word(&p, end, &w, &n))

@@ -803,8 +803,9 @@ static const struct family families[] = {
      .samples = {{"result=\"replayed\"", .read = resyncs_replayed},
                  {"result=\"lost\"", AT(l2t.resync_losses)}}},
     {"corral_l2_unheard_purges_total", "counter",
-     "Resyncs started because the purge log had ended for a second with an "
-     "entry this server never heard: a lost message, applied late.",
+     "Resyncs started for a purge logged that this server never heard (a "
+     "lost message, applied late): found by the next message, which names "
+     "the entry before it, or by the log's last entry, read every second.",
      true, .samples = {{"", AT(l2t.unheard)}}},
     {"corral_l2_reply_duration_seconds", "histogram",
      "Redis commands, from sent to answered (one answered after l2.timeout "

@@ -6,7 +6,8 @@ published while an instance was deaf reaches it from the purge log when it
 resubscribes. And a purge logged whose message never came, with no
 subscriber dropped (a cluster node publishing before its bus links are up
 reaches only its own subscribers), reaches the instances by the purge
-log's last entry, read with the epoch every second."""
+log's last entry, read with the epoch every second; and when a later
+message is heard, by the entry before it that the message names."""
 import asyncio
 import json
 import time
@@ -100,4 +101,29 @@ took = time.monotonic() - t0
 check_eq(body, b'{"v": "new"}', f"B drops its copy of /api/q ({took:.2f} s)")
 check(took >= 0.9, f"by the log, not a message: {took:.2f} s")
 check_eq(unheard(), 1, "counted once")
+
+# A lost message followed by a heard one: /api/r's purge is logged and
+# published to nobody, then /api/s is purged through A. The heard message
+# names the entry before it, so B sees the gap and applies /api/r's purge
+# from the log at once. The log's end (/api/s, heard) would never show it.
+for path in ("/api/r", "/api/s"):
+    check_eq(b.get(path).status, 200, f"B caches {path}")
+    check_eq(b.get(path).json()["n"], 1, f"B answers {path} from its copy")
+    origin.behave(path.replace("/api", "/v"), body=json.dumps({"v": "new"}))
+redis.cmd("DEL", l2_name(b"t:", b"v:", key.replace(b"/api/q", b"/api/r")))
+redis.cmd("XADD", STREAM, "*", "k", key.replace(b"/api/q", b"/api/r"))
+r = a.admin("DELETE", "/cache/api/s")
+check_eq(r.status, 200, f"the purge of /api/s through A: {r}")
+t0 = time.monotonic()
+body = None
+while time.monotonic() < t0 + 4.0:
+    body = b.get("/api/r").body
+    if body == b'{"v": "new"}':
+        break
+    time.sleep(0.05)
+took = time.monotonic() - t0
+check_eq(body, b'{"v": "new"}', f"B drops its copy of /api/r ({took:.2f} s)")
+check(took < 0.9, f"at the next message, not the log's end: {took:.2f} s")
+check_eq(b.get("/api/s").body, b'{"v": "new"}', "and its copy of /api/s")
+check_eq(unheard(), 2, "the gap counted once more")
 done("subscriber_gap")
