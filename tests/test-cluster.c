@@ -292,6 +292,27 @@ test_key_slots(void)
     CHECK_EQ_INT(corral_redis_key_slot("", 0), 0);
 }
 
+/* prefix {8 hex digits of FNV-1a over the id} kind id, as doc/fleet.md
+ * gives it to a user who reads Redis: the tag is part of the format. */
+static void
+test_tagged_names(void)
+{
+    char buf[64];
+    size_t n =
+        corral_redis_tagged_name(buf, sizeof(buf), "t:", "v:", "/api/x", 6);
+    CHECK_EQ_INT(n, 2 + CORRAL_REDIS_TAG_LEN + 2 + 6);
+    buf[n] = '\0';
+    CHECK_EQ_STR(buf, "t:{9dfd21c5}v:/api/x");
+    /* The offset basis alone: every digit written, zeros too. */
+    n = corral_redis_tagged_name(buf, sizeof(buf), "", "l:", "", 0);
+    buf[n] = '\0';
+    CHECK_EQ_STR(buf, "{811c9dc5}l:");
+    /* Cut at cap, the full length returned. */
+    n = corral_redis_tagged_name(buf, 5, "t:", "v:", "/api/x", 6);
+    CHECK_EQ_INT(n, 20);
+    CHECK(memcmp(buf, "t:{9d", 5) == 0);
+}
+
 static redisReply *
 mk(int type)
 {
@@ -905,6 +926,7 @@ main(void)
     signal(SIGPIPE, SIG_IGN);
     base = event_base_new();
     RUN(test_key_slots);
+    RUN(test_tagged_names);
     RUN(test_slots_parse);
     RUN(test_options);
     if (system("redis-server --version >/dev/null 2>&1") != 0 ||

@@ -271,8 +271,10 @@ corral_redis_tagged_name(char *out, size_t cap, const char *prefix,
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < idlen; i++)
         h = (h ^ ((const unsigned char *)id)[i]) * 16777619u;
-    char tag[CORRAL_REDIS_TAG_LEN + 1];
-    snprintf(tag, sizeof(tag), "{%08x}", (unsigned)h);
+    static const char hex[] = "0123456789abcdef";
+    char tag[CORRAL_REDIS_TAG_LEN] = {'{', [9] = '}'};
+    for (int i = 0; i < 8; i++)
+        tag[8 - i] = hex[h >> (4 * i) & 0xf];
     size_t plen = strlen(prefix), klen = strlen(kind);
     const void *parts[4] = {prefix, tag, kind, id};
     size_t lens[4] = {plen, CORRAL_REDIS_TAG_LEN, klen, idlen};
