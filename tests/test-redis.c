@@ -211,6 +211,32 @@ test_timeout_and_late(void)
     corral_redis_free(r);
 }
 
+/* One timer serves the pending commands, armed for the oldest and left
+ * alone when that one is answered: a command sent later still times out
+ * at its own deadline, not at the first one's, and not never. */
+static void
+test_timeout_after_answered_head(void)
+{
+    struct corral_redis *r = conn(redisd_port, 100, 0);
+    RUN_UNTIL(base, corral_redis_ready(r), 2000);
+    const char *ping[1] = {"PING"};
+    struct reply p;
+    cmd(r, &p, 1, ping); /* the timer is armed for its deadline */
+    CHECK_EQ_INT(p.error, 0);
+    run_for(base, 60);
+    const char *blpop[3] = {"BLPOP", "t:never", "0.5"};
+    struct reply x = {0};
+    uint64_t t0 = mono_ms();
+    corral_redis_command(r, reply_cb, &x, 3, blpop, NULL);
+    RUN_UNTIL(base, x.calls > 0, 2000);
+    CHECK_EQ_INT(x.error, -ETIMEDOUT);
+    CHECK(mono_ms() - t0 >= 90 && mono_ms() - t0 < 400);
+    run_for(base, 600); /* BLPOP's own reply, after its 0.5 s */
+    cmd(r, &p, 1, ping);
+    CHECK_EQ_INT(p.error, 0);
+    corral_redis_free(r);
+}
+
 /* A server that accepts and never answers: never ready (the handshake
  * goes unanswered), every command refused at once. One that answers the
  * handshake and then stops: three timeouts and the connection is
@@ -844,6 +870,7 @@ main(void)
     RUN(test_commands);
     RUN(test_scripts);
     RUN(test_timeout_and_late);
+    RUN(test_timeout_after_answered_head);
     RUN(test_stuck);
     RUN(test_health);
     RUN(test_health_probes_often);

@@ -200,7 +200,8 @@ struct corral_redis {
     struct event *retry_ev; /* reconnect, or give up the handshake */
     struct event *reset_ev; /* drop a stuck connection, off the stack */
     struct cmd_list pending, refused;
-    struct event *timer_ev;   /* the pending head's deadline */
+    struct event *timer_ev;   /* the pending head's deadline, or before */
+    uint64_t timer_at;        /* when timer_ev fires; 0: not armed */
     struct event *refuse_ev;  /* answers the refused queue */
     uint64_t last_reply_ms;   /* any reply, late ones too */
     size_t partial;           /* unparsed reply bytes at the last check */
@@ -621,18 +622,22 @@ reset_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- commands ---- */
 
+/* Arms the timer for the pending head's deadline, unless it fires by then
+ * already. Deadlines grow along the list (one timeout, commands listed as
+ * sent), so a reply leaves the timer alone: armed for a head answered
+ * since, it fires early, finds nothing due and is armed again. One timer
+ * call per timeout, not one per reply. */
 static void
 arm_timer(struct corral_redis *r)
 {
     struct cmd *c = TAILQ_FIRST(&r->pending);
-    if (c == NULL) {
-        event_del(r->timer_ev);
+    if (c == NULL || (r->timer_at != 0 && r->timer_at <= c->deadline))
         return;
-    }
     uint64_t now = corral_now_ms();
     struct timeval tv =
         corral_ms_to_tv(c->deadline > now ? c->deadline - now : 0);
     event_add(r->timer_ev, &tv);
+    r->timer_at = c->deadline;
 }
 
 static void
@@ -705,10 +710,7 @@ cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
         free(c);
         return;
     }
-    bool head = c == TAILQ_FIRST(&r->pending);
     unlist(c, &r->pending);
-    if (head)
-        arm_timer(r);
     c->done = true;
     int error = 0;
     if (rep == NULL) {
@@ -768,6 +770,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     struct cmd *c;
     (void)fd;
     (void)what;
+    r->timer_at = 0;
     while ((c = TAILQ_FIRST(&r->pending)) != NULL && c->deadline <= now) {
         unlist(c, &r->pending);
         c->done = true; /* hiredis still holds it: its reply frees it */
