@@ -285,6 +285,9 @@ static const struct text texts[] = {
 static void
 test_table(void)
 {
+    /* An empty body may come as NULL. */
+    CHECK(!yajl_valid(NULL, 0));
+    CHECK(!corral_json_valid(NULL, 0));
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         const struct text *t = &texts[i];
         if (yajl_valid(t->s, t->len) != t->valid) {

@@ -328,6 +328,11 @@ push(struct levels *lv, size_t depth, bool object, size_t left)
 bool
 corral_json_valid(const char *s, size_t len)
 {
+    /* Nothing is no JSON to yajl either; and s may then be NULL, where
+     * even s + 0 is undefined. */
+    if (len == 0)
+        return false;
+
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     struct levels lv;
     size_t depth = 0;
