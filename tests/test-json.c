@@ -446,11 +446,11 @@ test_deep(void)
 
 /* A few documents as an API returns them, to mutate. */
 static const char *const docs[] = {
-    "{\"id\":12345,\"name\":\"widget\",\"price\":-19.99e-2,\"tags\":[\"a\","
-    "\"b\\n\\u00e9\"],\"ok\":true,\"none\":null,\"nested\":{\"x\":[1,[2,[3]]],"
-    "\"y\":{}}}",
-    "[0, 1.5, -2E+10, \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\", false, "
-    "{\"k\" : [ ] } ]",
+    ("{\"id\":12345,\"name\":\"widget\",\"price\":-19.99e-2,\"tags\":[\"a\","
+     "\"b\\n\\u00e9\"],\"ok\":true,\"none\":null,\"nested\":{\"x\":[1,[2,[3]]],"
+     "\"y\":{}}}"),
+    ("[0, 1.5, -2E+10, \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\", false, "
+     "{\"k\" : [ ] } ]"),
     "  {\n  \"a\" : [ true , false , null ] ,\n  \"b\" : \"\\\"\\\\\\/\" \n}\n",
     "\"just a string\"",
     "-0.0e-0",
