@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <http_parser.h>
-#include <yajl/yajl_parse.h>
 
 #include "breaker.h"
 #include "budget.h"
 #include "config.h"
 #include "encoding.h"
 #include "fetch.h"
+#include "json.h"
 #include "metrics.h"
 #include "route.h"
 #include "timeutil.h"
@@ -34,17 +34,12 @@ struct job {
     const struct corral_route_compute *rf;
 };
 
+/* What yajl_parse and yajl_complete_parse would say, without yajl's
+ * allocations and callbacks: this runs on every L2 read (json.h). */
 static bool
 valid_json(const char *body, size_t len)
 {
-    yajl_handle h = yajl_alloc(NULL, NULL, NULL);
-    if (h == NULL)
-        return false;
-    bool ok =
-        yajl_parse(h, (const unsigned char *)body, len) == yajl_status_ok &&
-        yajl_complete_parse(h) == yajl_status_ok;
-    yajl_free(h);
-    return ok;
+    return corral_json_valid(body, len);
 }
 
 /* Any byte a header value must not carry (RFC 9110 5.5): CR, LF, NUL and
