@@ -33,8 +33,26 @@ dump(const char *s, size_t len)
     fprintf(stderr, "%s\n", len > 200 ? " ..." : "");
 }
 
-/* corral_json_valid's answer, checked to be yajl's. Both read a copy the
- * size of the text, so a read past its end is an ASan report. */
+/* Does yajl pass text only because it ends inside a string that follows
+ * a whole value (json.h), which corral refuses? Then closing that string
+ * makes two values, which yajl refuses; a text yajl passes for any other
+ * reason still passes with a '"' after it (as a value, then a string the
+ * input ends inside). */
+static bool
+open_string_after_value(const char *text, size_t len)
+{
+    char *s = malloc(len + 1);
+    CHECK(s != NULL);
+    memcpy(s, text, len);
+    s[len] = '"';
+    bool closed = yajl_valid(s, len + 1);
+    free(s);
+    return !closed;
+}
+
+/* corral_json_valid's answer, checked to be yajl's but for the open string
+ * after a value. Both read a copy the size of the text, so a read past its
+ * end is an ASan report. */
 static bool
 agree(const char *text, size_t len)
 {
@@ -43,18 +61,24 @@ agree(const char *text, size_t len)
     memcpy(s, text, len);
     bool ours = corral_json_valid(s, len), theirs = yajl_valid(s, len);
     free(s);
-    if (ours != theirs) {
+    bool same = ours == theirs ||
+                (theirs && !ours && open_string_after_value(text, len));
+    if (!same) {
         fprintf(stderr, "corral_json_valid %d, yajl %d\n", ours, theirs);
         dump(text, len);
     }
-    CHECK(ours == theirs);
+    CHECK(same);
     return ours;
 }
+
+/* yajl passes it, corral does not: a string the input ends inside, after
+ * a whole value (json.h). */
+#define YAJL_ONLY 2
 
 struct text {
     const char *s;
     size_t len;
-    bool valid;
+    int valid; /* false, true or YAJL_ONLY */
 };
 
 /* sizeof, not strlen: some hold NUL bytes. */
@@ -247,25 +271,25 @@ static const struct text texts[] = {
     {T("1 ["), false},
     {T("1 {"), false},
     {T("1 /"), false},
-    /* ...but a string the input ends inside is a token yajl has yet to
-     * finish: after a whole value, it passes */
-    {T("1 \"abc"), true},
-    {T("1\""), true},
-    {T("0\"x"), true},
-    {T("-1.5e3\""), true},
-    {T("true\"x"), true},
-    {T("null \""), true},
-    {T("[] \"x"), true},
-    {T("{}\"x y z"), true},
-    {T("\"a\"\"b"), true},
-    {T("1 \"\\u1234"), true},
-    {T("1 \"\\n"), true},
-    {T("1 \"\xc3\xa9"), true},
-    {T("1 \"\x7f"), true},
+    /* ...and a string the input ends inside, a token yajl has yet to
+     * finish: after a whole value yajl passes it, corral does not */
+    {T("1 \"abc"), YAJL_ONLY},
+    {T("1\""), YAJL_ONLY},
+    {T("0\"x"), YAJL_ONLY},
+    {T("-1.5e3\""), YAJL_ONLY},
+    {T("true\"x"), YAJL_ONLY},
+    {T("null \""), YAJL_ONLY},
+    {T("[] \"x"), YAJL_ONLY},
+    {T("{}\"x y z"), YAJL_ONLY},
+    {T("\"a\"\"b"), YAJL_ONLY},
+    {T("1 \"\\u1234"), YAJL_ONLY},
+    {T("1 \"\\n"), YAJL_ONLY},
+    {T("1 \"\xc3\xa9"), YAJL_ONLY},
+    {T("1 \"\x7f"), YAJL_ONLY},
     {T("1 \"a\" \"b"), false},
     {T("1 \"a\"b"), false},
-    /* ...unless it ends inside an escape or a UTF-8 sequence, or holds a
-     * byte yajl refuses */
+    /* ...nor does yajl when it ends inside an escape or a UTF-8
+     * sequence, or holds a byte yajl refuses */
     {T("1 \"ab\\"), false},
     {T("1 \"\\u"), false},
     {T("1 \"\\u12"), false},
@@ -290,12 +314,13 @@ test_table(void)
     CHECK(!corral_json_valid(NULL, 0));
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         const struct text *t = &texts[i];
-        if (yajl_valid(t->s, t->len) != t->valid) {
-            fprintf(stderr, "texts[%zu]: yajl does not say %d\n", i, t->valid);
+        bool yajl = t->valid != false;
+        if (yajl_valid(t->s, t->len) != yajl) {
+            fprintf(stderr, "texts[%zu]: yajl does not say %d\n", i, yajl);
             dump(t->s, t->len);
         }
-        CHECK(yajl_valid(t->s, t->len) == t->valid);
-        CHECK(agree(t->s, t->len) == t->valid);
+        CHECK(yajl_valid(t->s, t->len) == yajl);
+        CHECK(agree(t->s, t->len) == (t->valid == true));
     }
 }
 
@@ -322,8 +347,9 @@ test_every_byte(void)
         agree(t, 3);
         memcpy(t, "\"a\"", 3);
         t[1] = (char)b;
-        /* '"': "" then a string the input ends inside */
-        CHECK(agree(t, 3) == (b >= 0x20 && b < 0x80 && b != '\\'));
+        /* '"': "" then a string the input ends inside, which yajl
+         * passes and corral does not */
+        CHECK(agree(t, 3) == (b >= 0x20 && b < 0x80 && b != '\\' && b != '"'));
         memcpy(t, "\"\\a\"", 4);
         t[2] = (char)b;
         agree(t, 4);

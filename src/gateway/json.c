@@ -404,15 +404,9 @@ close:
     goto after_element;
 
 top:
-    /* The top-level value is whole. What yajl takes after it: see json.h
-     * on the string the input ends inside. */
-    p = skip_space(p, end);
-    if (p == end) {
-        ok = true;
-    } else if (*p == '"') {
-        p++;
-        ok = scan_string(&p, end) == STR_OPEN;
-    }
+    /* The top-level value is whole: only whitespace may follow (not the
+     * string yajl lets the input end inside: see json.h). */
+    ok = skip_space(p, end) == end;
 out:
     free(lv.heap);
     return ok;

@@ -3,8 +3,9 @@
  * the default configuration and no callbacks: what corral asked it before.
  * A value read from L2 is checked on every read, so this is one pass over
  * the bytes with no allocation (but for nesting over 4096 deep) and no
- * callback machinery; a body yajl let through is still let through, and a
- * body it refused still refused, byte string for byte string.
+ * callback machinery; a body yajl refused is still refused, and one it let
+ * through still let through, byte string for byte string, but for one case
+ * below.
  *
  * Where yajl is laxer than RFC 8259, this is too:
  *  - whitespace is tab, LF, VT, FF, CR and space: VT and FF as well.
@@ -16,12 +17,12 @@
  *  - a number may be any length: without callbacks yajl never converts
  *    one, so 1e999999 and 100 digits pass.
  *  - nesting has no limit: yajl's state stack grows as far as the text.
- *  - after the one top-level value, only whitespace may follow, with one
- *    exception: yajl's lexer keeps a token the input ends inside for the
- *    next chunk, and yajl_complete_parse feeds it one space, which an open
- *    string takes as a character. So a value followed by an unterminated
- *    string (1 "abc, {}", 0"x) passes, unless the input ends inside an
- *    escape or a UTF-8 sequence (where the space is an error).
+ * One place it is stricter: after the one top-level value only whitespace
+ * may follow. yajl also passes a value followed by a string the input
+ * ends inside (1 "abc, {}"x): its lexer keeps such a token for the next
+ * chunk, and yajl_complete_parse feeds it one space, which an open string
+ * takes as a character. That is a body cut short or garbage, never one to
+ * cache, so it fails here.
  * Raw control characters (00-1F) in strings fail, DEL (7F) passes; comments
  * fail; so do an empty or all-whitespace input and a leading zero (01 is
  * two numbers). */
