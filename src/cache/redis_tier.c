@@ -1513,7 +1513,8 @@ on_message(const char *msg, size_t len, void *arg)
         char *prev = strchr(id, '/');
         if (prev != NULL)
             *prev++ = '\0';
-        if (strlen(id) >= sizeof(t->last_id))
+        size_t idlen = strlen(id);
+        if (idlen >= sizeof(t->last_id))
             return;
         if (!own_heard(t, p, (size_t)(end - p)) && t->ev->invalidated)
             t->ev->invalidated(p, (size_t)(end - p), t->ev_arg);
@@ -1528,7 +1529,7 @@ on_message(const char *msg, size_t len, void *arg)
             return;
         }
         if (id_cmp(id, t->last_id) > 0)
-            snprintf(t->last_id, sizeof(t->last_id), "%s", id);
+            memcpy(t->last_id, id, idlen + 1);
         return;
     }
     if (!word(&p, end, &w, &n))
