@@ -114,31 +114,25 @@ skip_plain(const unsigned char *p, const unsigned char *end)
     return p;
 }
 
-enum str_end {
-    STR_CLOSED, /* by its '"' */
-    STR_OPEN,   /* the input ended between characters */
-    STR_BAD     /* a byte yajl's lexer refuses, or the end inside an escape
-                 * or a UTF-8 sequence, where yajl_complete_parse's space is
-                 * one */
-};
-
 /* The rest of a string from p, a byte that is not plain, on: escapes and
- * UTF-8, out of the way of the plain ASCII most strings are. */
-static enum str_end
+ * UTF-8, out of the way of the plain ASCII most strings are. True when
+ * closed, with *pp just after its '"'; false when the input ends inside it
+ * or holds a byte yajl's lexer refuses. */
+static bool
 scan_string_rest(const unsigned char **pp, const unsigned char *p,
                  const unsigned char *end)
 {
     for (;;) {
         if (p == end)
-            return STR_OPEN;
+            return false;
         unsigned c = *p++;
         if (c == '"') {
             *pp = p;
-            return STR_CLOSED;
+            return true;
         }
         if (c == '\\') {
             if (p == end)
-                return STR_BAD;
+                return false;
             switch (*p++) {
             case '"':
             case '\\':
@@ -152,11 +146,11 @@ scan_string_rest(const unsigned char **pp, const unsigned char *p,
             case 'u':
                 if (end - p < 4 || !is_hex(p[0]) || !is_hex(p[1]) ||
                     !is_hex(p[2]) || !is_hex(p[3]))
-                    return STR_BAD;
+                    return false;
                 p += 4;
                 break;
             default:
-                return STR_BAD;
+                return false;
             }
             p = skip_plain(p, end);
             continue;
@@ -165,7 +159,7 @@ scan_string_rest(const unsigned char **pp, const unsigned char *p,
          * the continuation bytes a lead byte says should follow. */
         ptrdiff_t n;
         if (c < 0xc0)
-            return STR_BAD;
+            return false;
         else if (c < 0xe0)
             n = 1;
         else if (c < 0xf0)
@@ -173,27 +167,27 @@ scan_string_rest(const unsigned char **pp, const unsigned char *p,
         else if (c < 0xf8)
             n = 3;
         else
-            return STR_BAD;
+            return false;
         if (end - p < n)
-            return STR_BAD;
+            return false;
         for (ptrdiff_t i = 0; i < n; i++)
             if ((p[i] & 0xc0) != 0x80)
-                return STR_BAD;
+                return false;
         p += n;
         p = skip_plain(p, end);
     }
 }
 
-/* A string from just after its opening '"'. When closed, *pp is just
- * after its closing '"'. */
-static inline enum str_end
+/* A string from just after its opening '"'. True when closed, with *pp
+ * just after its closing '"'. */
+static inline bool
 scan_string(const unsigned char **pp, const unsigned char *end)
 {
     const unsigned char *p = skip_plain(*pp, end);
 
     if (p < end && *p == '"') {
         *pp = p + 1;
-        return STR_CLOSED;
+        return true;
     }
     return scan_string_rest(pp, p, end);
 }
@@ -236,7 +230,7 @@ scan_scalar(const unsigned char *p, const unsigned char *end, unsigned c)
 {
     switch (c) {
     case '"':
-        return scan_string(&p, end) == STR_CLOSED ? p : NULL;
+        return scan_string(&p, end) ? p : NULL;
     case 't':
         return end - p >= 3 && memcmp(p, "rue", 3) == 0 ? p + 3 : NULL;
     case 'f':
@@ -358,7 +352,7 @@ key:
     if (p == end || *p != '"')
         goto out;
     p++;
-    if (scan_string(&p, end) != STR_CLOSED)
+    if (!scan_string(&p, end))
         goto out;
     p = skip_space(p, end);
     if (p == end || *p != ':')
