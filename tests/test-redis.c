@@ -14,6 +14,7 @@
 
 #include "corral/redis.h"
 #include "fake_redis.h"
+#include "redis_impl.h"
 #include "redisd.h"
 
 struct reply {
@@ -863,10 +864,64 @@ test_watch_asks_its_sentinel(void)
     fake_redis_stop(&a);
 }
 
+/* Commands are formatted as hiredis formats them, on the stack or, when
+ * longer than the buffer, on the heap: every length's digit count, empty
+ * and binary arguments, C strings. */
+static void
+check_format(int argc, const char *const *argv, const size_t *lens,
+             size_t cap)
+{
+    char *want;
+    int wlen = redisFormatCommandArgv(&want, argc, (const char **)argv, lens);
+    CHECK(wlen > 0);
+    char buf[4096], *heap;
+    CHECK(cap <= sizeof(buf));
+    size_t len = corral_redis_format(buf, cap, &heap, argc, argv, lens);
+    CHECK_EQ_INT(len, (size_t)wlen);
+    CHECK((heap != NULL) == (len > cap));
+    CHECK(memcmp(heap ? heap : buf, want, len) == 0);
+    free(heap);
+    redisFreeCommand(want);
+}
+
+static void
+test_format(void)
+{
+    const char *get[] = {"GET", "k"};
+    check_format(2, get, NULL, 4096);
+    check_format(2, get, NULL, 0);
+    const char *one[] = {"PING"};
+    check_format(1, one, NULL, 4096);
+    static char big[3000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)(i % 7 == 0 ? '\0' : i % 5 == 0 ? '\r' : 'a' + i % 26);
+    const char *av[12];
+    size_t lv[12];
+    size_t sizes[] = {0, 1, 9, 10, 99, 100, 999, 1000, 2999, 2, 3, 11};
+    for (int i = 0; i < 12; i++) {
+        av[i] = big;
+        lv[i] = sizes[i];
+    }
+    for (int argc = 1; argc <= 12; argc++)
+        for (size_t cap = 0; cap <= 4096; cap += 1024)
+            check_format(argc, av, lv, cap);
+    /* Exactly full, and one byte short. */
+    char *want;
+    int wlen = redisFormatCommandArgv(&want, 2, get, NULL);
+    redisFreeCommand(want);
+    check_format(2, get, NULL, (size_t)wlen);
+    check_format(2, get, NULL, (size_t)wlen - 1);
+    /* Ten arguments and more: the count's two digits. */
+    const char *many[12] = {"DEL", "a", "b", "c", "d", "e",
+                            "f",   "g", "h", "i", "j", "k"};
+    check_format(12, many, NULL, 4096);
+}
+
 int
 main(void)
 {
     redisd_setup();
+    RUN(test_format);
     RUN(test_commands);
     RUN(test_scripts);
     RUN(test_timeout_and_late);

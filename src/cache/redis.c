@@ -803,6 +803,73 @@ refuse_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static char *
+put_count(char *p, char mark, size_t n)
+{
+    char digits[20];
+    int i = 0;
+    do
+        digits[i++] = (char)('0' + n % 10);
+    while ((n /= 10) != 0);
+    *p++ = mark;
+    while (i > 0)
+        *p++ = digits[--i];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+static size_t
+count_len(size_t n)
+{
+    size_t d = 1;
+    while ((n /= 10) != 0)
+        d++;
+    return 1 + d + 2;
+}
+
+size_t
+corral_redis_format(char *buf, size_t cap, char **heap, int argc,
+                    const char *const *argv, const size_t *lens)
+{
+    size_t total = count_len((size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens[i] : strlen(argv[i]);
+        total += count_len(n) + n + 2;
+    }
+    *heap = NULL;
+    char *p = buf;
+    if (total > cap)
+        p = *heap = xmalloc(total);
+    p = put_count(p, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens[i] : strlen(argv[i]);
+        p = put_count(p, '$', n);
+        if (n > 0)
+            memcpy(p, argv[i], n);
+        p += n;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    return total;
+}
+
+/* redisAsyncCommandArgv(), formatted here: hiredis builds the command in
+ * a growing sds with a printf of its own, several allocations for each. A
+ * command is formatted on the stack unless it is large (a value's SET). */
+static int
+send_argv(redisAsyncContext *ac, redisCallbackFn *fn, void *privdata,
+          int argc, const char *const *argv, const size_t *lens)
+{
+    char buf[2048], *heap;
+    size_t len = corral_redis_format(buf, sizeof(buf), &heap, argc, argv,
+                                     lens);
+    int rc = redisAsyncFormattedCommand(ac, fn, privdata, heap ? heap : buf,
+                                        len);
+    free(heap);
+    return rc;
+}
+
 static void
 command(struct corral_redis *r, corral_redis_reply_cb *cb,
         corral_redis_reply_cb *late, void *arg, int argc,
@@ -820,8 +887,7 @@ command(struct corral_redis *r, corral_redis_reply_cb *cb,
     c->arg = arg;
     r->stats.commands++;
     if (r->ac != NULL && r->ready &&
-        redisAsyncCommandArgv(r->ac, cmd_reply, c, argc, (const char **)argv,
-                              lens) == REDIS_OK) {
+        send_argv(r->ac, cmd_reply, c, argc, argv, lens) == REDIS_OK) {
         c->sent_ms = corral_now_ms();
         c->sent_us = corral_now_us();
         c->deadline = c->sent_ms + r->timeout_ms;

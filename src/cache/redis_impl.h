@@ -4,6 +4,7 @@
 #define CORRAL_REDIS_IMPL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "corral/redis.h"
 
@@ -16,5 +17,11 @@ void corral_redis_watch(struct corral_redis *r, void (*fn)(void *arg),
 bool corral_redis_connecting(const struct corral_redis *r);
 /* A handshake ever completed. */
 bool corral_redis_ever_ready(const struct corral_redis *r);
+/* argv as one RESP command, byte for byte what hiredis's
+ * redisFormatCommandArgv() writes (lens NULL: C strings), into buf when it
+ * fits in cap bytes, else into a block *heap that the caller frees (*heap
+ * NULL: buf holds it). Its length. */
+size_t corral_redis_format(char *buf, size_t cap, char **heap, int argc,
+                           const char *const *argv, const size_t *lens);
 
 #endif
