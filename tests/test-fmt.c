@@ -19,6 +19,26 @@ test_uint(void)
     CHECK_EQ_STR(b, "ab42");
 }
 
+/* The fields of a simple answer, each line only when it applies, within
+ * the room fmt.h gives. */
+static void
+test_simple_fields(void)
+{
+    char b[128];
+    const char *x = "Retry-After: 5\r\n";
+    char *e = fmt_simple_fields(b, "application/json", 16, false, 1234, x,
+                                strlen(x));
+    *e = '\0';
+    CHECK_EQ_STR(b, "Content-Type: application/json\r\n"
+                    "Content-Length: 1234\r\nRetry-After: 5\r\n");
+    CHECK((size_t)(e - b) <= 14 + 16 + 2 + 16 + 20 + 2 + strlen(x));
+    *fmt_simple_fields(b, NULL, 0, false, 0, NULL, 0) = '\0';
+    CHECK_EQ_STR(b, "Content-Length: 0\r\n");
+    *fmt_simple_fields(b, "text/plain", 10, true, 99, NULL, 0) = '\0';
+    CHECK_EQ_STR(b, "Content-Type: text/plain\r\n");
+    CHECK(fmt_simple_fields(b, NULL, 0, true, 99, NULL, 0) == b);
+}
+
 static void
 test_json_escape(void)
 {
@@ -146,6 +166,7 @@ int
 main(void)
 {
     RUN(test_uint);
+    RUN(test_simple_fields);
     RUN(test_json_escape);
     RUN(test_tchar);
     RUN(test_percent_decode);

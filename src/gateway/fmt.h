@@ -39,6 +39,29 @@ fmt_uint(char *p, uint64_t v)
     return p;
 }
 
+/* A simple answer's fields after its status line: Content-Type when
+ * ctype is not NULL (ctlen bytes), Content-Length: len unless the answer
+ * has no body, then extra (xlen bytes of whole lines). At most
+ * 14 + ctlen + 2 + 16 + 20 + 2 + xlen bytes. */
+static inline char *
+fmt_simple_fields(char *p, const char *ctype, size_t ctlen, bool no_body,
+                  uint64_t len, const char *extra, size_t xlen)
+{
+    if (ctype) {
+        p = FMT_PUT(p, "Content-Type: ");
+        p = fmt_put(p, ctype, ctlen);
+        p = FMT_PUT(p, "\r\n");
+    }
+    if (!no_body) {
+        p = FMT_PUT(p, "Content-Length: ");
+        p = fmt_uint(p, len);
+        p = FMT_PUT(p, "\r\n");
+    }
+    if (xlen)
+        p = fmt_put(p, extra, xlen);
+    return p;
+}
+
 /* s as the inside of a JSON string (quote, backslash and controls
  * escaped) into out, NUL-terminated, cut to fit cap (> 7). Returns the
  * length. A cap of FMT_JSON_ROOM(strlen(s)) never cuts. */

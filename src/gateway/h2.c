@@ -896,18 +896,8 @@ corral_h2_respond_simple(struct corral_request *req, int status,
     /* An HTTP/1 head, converted as any other. */
     char *h = xmalloc(16 + 14 + ctlen + 2 + 16 + 20 + 2 + xlen);
     char *p = FMT_PUT(h, "HTTP/1.1 000 -\r\n");
-    if (content_type) {
-        p = FMT_PUT(p, "Content-Type: ");
-        p = fmt_put(p, content_type, ctlen);
-        p = FMT_PUT(p, "\r\n");
-    }
-    if (!no_body) {
-        p = FMT_PUT(p, "Content-Length: ");
-        p = fmt_uint(p, len);
-        p = FMT_PUT(p, "\r\n");
-    }
-    if (xlen)
-        p = fmt_put(p, extra_headers, xlen);
+    p = fmt_simple_fields(p, content_type, ctlen, no_body, len, extra_headers,
+                          xlen);
     if (blen) {
         st->owned_body = xmalloc(blen);
         memcpy(st->owned_body, body, blen);

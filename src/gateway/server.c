@@ -557,18 +557,8 @@ corral_request_respond_simple(struct corral_request *req, int status,
     *p++ = ' ';
     p = fmt_put(p, reason, rlen);
     p = FMT_PUT(p, "\r\n");
-    if (content_type) {
-        p = FMT_PUT(p, "Content-Type: ");
-        p = fmt_put(p, content_type, ctlen);
-        p = FMT_PUT(p, "\r\n");
-    }
-    if (!no_body) {
-        p = FMT_PUT(p, "Content-Length: ");
-        p = fmt_uint(p, len);
-        p = FMT_PUT(p, "\r\n");
-    }
-    if (xlen)
-        p = fmt_put(p, extra_headers, xlen);
+    p = fmt_simple_fields(p, content_type, ctlen, no_body, len, extra_headers,
+                          xlen);
     p = put_tail(c->server, sl, p);
     if (blen)
         p = fmt_put(p, body, blen);
