@@ -1466,6 +1466,17 @@ start_resync(struct corral_redis_tier *t)
     corral_redis_eval(t->conn, t->resync, resync_reply, op, 2, 5, argv, NULL);
 }
 
+/* The purge log must be read on from the last entry applied: the
+ * subscription is new, the epoch changed, or a message was lost (unheard,
+ * counted). */
+static void
+need_resync(struct corral_redis_tier *t, bool unheard)
+{
+    t->stats.unheard += unheard;
+    t->resync_pending = true;
+    start_resync(t);
+}
+
 /* ---- what the fleet says ---- */
 
 /* "<word> " at *p: the word, and *p past it. */
@@ -1523,9 +1534,7 @@ on_message(const char *msg, size_t len, void *arg)
         /* An entry between the last one applied and this one: its message
          * was lost, and the log has it. */
         if (prev != NULL && id_cmp(prev, t->last_id) > 0) {
-            t->stats.unheard++;
-            t->resync_pending = true;
-            start_resync(t);
+            need_resync(t, true);
             return;
         }
         if (id_cmp(id, t->last_id) > 0)
@@ -1598,9 +1607,7 @@ epoch_reply(const redisReply *rep, int error, void *arg)
              is_str(last) ? last->str : "");
     if (strcmp(rep->element[0]->str, t->epoch) == 0 && !unheard)
         return;
-    t->stats.unheard += unheard;
-    t->resync_pending = true;
-    start_resync(t);
+    need_resync(t, unheard);
 }
 
 static void
@@ -1621,9 +1628,7 @@ epoch_cb(evutil_socket_t fd, short what, void *arg)
 static void
 on_subscribed(void *arg)
 {
-    struct corral_redis_tier *t = arg;
-    t->resync_pending = true;
-    start_resync(t);
+    need_resync(arg, false);
 }
 
 static void
