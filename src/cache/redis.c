@@ -839,8 +839,8 @@ corral_redis_format(char *buf, size_t cap, char **heap, int argc,
     }
     *heap = NULL;
     char *p = buf;
-    if (total > cap)
-        p = *heap = xmalloc(total);
+    if (total >= cap)
+        p = *heap = xmalloc(total + 1);
     p = put_count(p, '*', (size_t)argc);
     for (int i = 0; i < argc; i++) {
         size_t n = lens ? lens[i] : strlen(argv[i]);
@@ -851,6 +851,7 @@ corral_redis_format(char *buf, size_t cap, char **heap, int argc,
         *p++ = '\r';
         *p++ = '\n';
     }
+    *p = '\0';
     return total;
 }
 

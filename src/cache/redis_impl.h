@@ -18,9 +18,10 @@ bool corral_redis_connecting(const struct corral_redis *r);
 /* A handshake ever completed. */
 bool corral_redis_ever_ready(const struct corral_redis *r);
 /* argv as one RESP command, byte for byte what hiredis's
- * redisFormatCommandArgv() writes (lens NULL: C strings), into buf when it
- * fits in cap bytes, else into a block *heap that the caller frees (*heap
- * NULL: buf holds it). Its length. */
+ * redisFormatCommandArgv() writes (lens NULL: C strings), and a NUL after
+ * it as there (hiredis reads the byte after a command of one argument),
+ * into buf when both fit in cap bytes, else into a block *heap that the
+ * caller frees (*heap NULL: buf holds it). Its length, without the NUL. */
 size_t corral_redis_format(char *buf, size_t cap, char **heap, int argc,
                            const char *const *argv, const size_t *lens);
 
