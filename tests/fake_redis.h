@@ -91,6 +91,7 @@ fake_redis_serve(int lfd, const struct fake_redis_rule *rules,
             pfd[i + 1] = (struct pollfd){.fd = conns[i].fd, .events = POLLIN};
         if (poll(pfd, n + 1, -1) < 0)
             continue;
+        size_t polled = n; /* a connection accepted now has no revents */
         if ((pfd[0].revents & POLLIN) && n < FAKE_REDIS_CONNS) {
             int fd = accept(lfd, NULL, NULL);
             if (fd >= 0) {
@@ -101,7 +102,7 @@ fake_redis_serve(int lfd, const struct fake_redis_rule *rules,
                 n++;
             }
         }
-        for (size_t i = n; i-- > 0;) {
+        for (size_t i = polled; i-- > 0;) {
             if (pfd[i + 1].revents == 0)
                 continue;
             struct fake_redis_conn *c = &conns[i];
