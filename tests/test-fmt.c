@@ -26,8 +26,8 @@ test_simple_fields(void)
 {
     char b[128];
     const char *x = "Retry-After: 5\r\n";
-    char *e = fmt_simple_fields(b, "application/json", 16, false, 1234, x,
-                                strlen(x));
+    char *e =
+        fmt_simple_fields(b, "application/json", 16, false, 1234, x, strlen(x));
     *e = '\0';
     CHECK_EQ_STR(b, "Content-Type: application/json\r\n"
                     "Content-Length: 1234\r\nRetry-After: 5\r\n");

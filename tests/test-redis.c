@@ -868,8 +868,7 @@ test_watch_asks_its_sentinel(void)
  * longer than the buffer, on the heap: every length's digit count, empty
  * and binary arguments, C strings. */
 static void
-check_format(int argc, const char *const *argv, const size_t *lens,
-             size_t cap)
+check_format(int argc, const char *const *argv, const size_t *lens, size_t cap)
 {
     char *want;
     int wlen = redisFormatCommandArgv(&want, argc, (const char **)argv, lens);

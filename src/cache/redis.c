@@ -859,14 +859,13 @@ corral_redis_format(char *buf, size_t cap, char **heap, int argc,
  * a growing sds with a printf of its own, several allocations for each. A
  * command is formatted on the stack unless it is large (a value's SET). */
 static int
-send_argv(redisAsyncContext *ac, redisCallbackFn *fn, void *privdata,
-          int argc, const char *const *argv, const size_t *lens)
+send_argv(redisAsyncContext *ac, redisCallbackFn *fn, void *privdata, int argc,
+          const char *const *argv, const size_t *lens)
 {
     char buf[2048], *heap;
-    size_t len = corral_redis_format(buf, sizeof(buf), &heap, argc, argv,
-                                     lens);
-    int rc = redisAsyncFormattedCommand(ac, fn, privdata, heap ? heap : buf,
-                                        len);
+    size_t len = corral_redis_format(buf, sizeof(buf), &heap, argc, argv, lens);
+    int rc =
+        redisAsyncFormattedCommand(ac, fn, privdata, heap ? heap : buf, len);
     free(heap);
     return rc;
 }
