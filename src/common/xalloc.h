@@ -34,12 +34,12 @@ xmalloc(size_t size)
 /* Small blocks from malloc, then zeroed: glibc's calloc (2.36) never
  * takes a block from the thread cache, malloc does, and the loop's
  * per-request records are small. Large ones from calloc, which can skip
- * zeroing pages fresh from the kernel. */
+ * zeroing pages fresh from the kernel, and empty ones as before. */
 static inline void *
 xcalloc(size_t n, size_t size)
 {
     size_t total;
-    if (__builtin_mul_overflow(n, size, &total) || total > 1024)
+    if (__builtin_mul_overflow(n, size, &total) || total == 0 || total > 1024)
         return xcheck(calloc(n, size));
     return memset(xcheck(malloc(total)), 0, total);
 }
